@@ -1,0 +1,32 @@
+// Per-request sampling parameters. validate() rejects values and combinations that make no sense
+// before generation starts, with one clear message.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace nanoinfer {
+
+struct SamplingParams {
+  float temperature = 0.0F;  // 0 = greedy
+  int top_k = 0;             // 0 = off
+  float top_p = 1.0F;        // 1 = off
+  float min_p = 0.0F;        // 0 = off
+  float repetition_penalty = 1.0F;
+  float presence_penalty = 0.0F;
+  float frequency_penalty = 0.0F;
+  uint64_t seed = 0;
+  int num_beams = 1;
+  float length_penalty = 1.0F;
+  bool early_stopping = false;
+  int num_return_sequences = 1;
+  int max_new_tokens = 128;
+  bool ignore_eos = false;
+  std::vector<std::string> stop;
+
+  void validate() const;
+  bool greedy() const { return temperature == 0.0F && num_beams == 1; }
+};
+
+}  // namespace nanoinfer

@@ -1,0 +1,69 @@
+// GGUF v3 reader: parses the header, metadata and tensor directory of a memory-mapped file and
+// dequantises tensors (F32, F16, BF16, Q8_0, Q4_0, Q4_1) to f32. Every malformed case
+// (truncated file, offsets past the end, unknown types) throws Error naming the file and tensor.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "tensor/tensor.h"
+#include "util/mmap_file.h"
+
+namespace nanoinfer {
+
+// ggml tensor types we know by number (the GGUF spec's numbering).
+enum class GgmlType : uint32_t { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, BF16 = 30 };
+std::string ggml_type_name(uint32_t type);
+
+using GgufArray = std::variant<std::vector<int64_t>, std::vector<double>, std::vector<std::string>,
+                               std::vector<bool>>;
+using GgufValue = std::variant<int64_t, double, bool, std::string, GgufArray>;
+
+struct GgufTensorInfo {
+  std::string name;
+  uint32_t type = 0;              // ggml type number
+  std::vector<int64_t> shape;     // row-major, outermost first (GGUF stores innermost first)
+  uint64_t offset = 0;            // from the start of the data section
+  uint64_t nbytes = 0;
+};
+
+class GgufFile {
+ public:
+  explicit GgufFile(const std::string& path);
+
+  const std::string& path() const;
+  const std::map<std::string, GgufValue>& metadata() const { return metadata_; }
+  const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
+  const GgufTensorInfo* find(const std::string& name) const;
+
+  bool has(const std::string& key) const { return metadata_.count(key) != 0; }
+  // Typed getters: throw Error naming the file and key when missing or of another type.
+  int64_t get_int(const std::string& key) const;
+  double get_float(const std::string& key) const;
+  std::string get_string(const std::string& key) const;
+  const std::vector<std::string>& get_strings(const std::string& key) const;
+  const std::vector<int64_t>& get_ints(const std::string& key) const;
+  const std::vector<double>& get_floats(const std::string& key) const;
+  int64_t get_int_or(const std::string& key, int64_t fallback) const;
+  double get_float_or(const std::string& key, double fallback) const;
+
+  // The tensor dequantised to a fresh f32 host tensor.
+  Tensor load_f32(const GgufTensorInfo& info) const;
+
+ private:
+  std::shared_ptr<MappedFile> file_;
+  std::map<std::string, GgufValue> metadata_;
+  std::vector<GgufTensorInfo> tensors_;
+  uint64_t data_offset_ = 0;
+};
+
+// Dequantise n elements of one ggml type from raw bytes (n must be a whole number of blocks).
+void dequantize(uint32_t type, const uint8_t* src, int64_t n, float* dst);
+// Bytes taken by n elements of the type; throws Error for types we do not support.
+uint64_t ggml_nbytes(uint32_t type, int64_t n);
+
+}  // namespace nanoinfer

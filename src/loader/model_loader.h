@@ -1,0 +1,41 @@
+// One entry point for every checkpoint format: a HF directory (config.json + safetensors,
+// single or sharded + generation_config.json + tokenizer files) or a GGUF file. Weights come back
+// under HF names ("model.layers.0.self_attn.q_proj.weight"), in HF layout (rotate-half RoPE rows),
+// as host tensors: views into the mmap where the dtype allows, else converted copies.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "loader/gguf.h"
+#include "nanoinfer/model_config.h"
+#include "tensor/tensor.h"
+
+namespace nanoinfer {
+
+struct LoadedModel {
+  std::string source;  // the path given
+  ModelConfig config;
+  std::map<std::string, Tensor> weights;  // HF names; f32, f16 or bf16
+  std::string weight_format;              // e.g. "gguf Q4_1 (dequantised to f32)", "safetensors bf16"
+  int64_t file_bytes = 0;                 // bytes of weights on disk
+  // Tokenizer sources: HF files (empty paths when absent) or the GGUF's metadata.
+  std::string tokenizer_json;
+  std::string tokenizer_config_json;
+  std::shared_ptr<const GgufFile> gguf;
+  std::shared_ptr<void> keep_alive;  // mmaps the weight views point into
+};
+
+// Throws Error with the file and tensor at fault for anything malformed.
+LoadedModel load_model(const std::string& path);
+
+// The HF weight names and shapes a config requires (checked by load_model; used by
+// --random-weights to build a model of real shape).
+std::map<std::string, std::vector<int64_t>> expected_weight_shapes(const ModelConfig& config);
+
+// Parses a HF config.json (and generation_config.json when given) into a ModelConfig.
+ModelConfig parse_hf_config(const std::string& config_json_path,
+                            const std::string& generation_config_path = "");
+
+}  // namespace nanoinfer

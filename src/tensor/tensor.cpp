@@ -1,0 +1,135 @@
+#include "tensor/tensor.h"
+
+#include <cstring>
+
+#include "util/error.h"
+
+namespace nanoinfer {
+
+size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::F32:
+    case DType::I32:
+      return 4;
+    case DType::F16:
+    case DType::BF16:
+      return 2;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::F32:
+      return "f32";
+    case DType::F16:
+      return "f16";
+    case DType::BF16:
+      return "bf16";
+    case DType::I32:
+      return "i32";
+  }
+  return "?";
+}
+
+Tensor::Tensor(DType dtype, std::vector<int64_t> shape, void* data, std::shared_ptr<void> owner,
+               Device device)
+    : dtype_(dtype), device_(device), shape_(std::move(shape)), data_(data), owner_(std::move(owner)) {}
+
+Tensor Tensor::zeros(DType dtype, std::vector<int64_t> shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  auto buf = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(n) * dtype_size(dtype), 0);
+  return {dtype, std::move(shape), buf->data(), buf};
+}
+
+int64_t Tensor::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape_) n *= d;
+  return n;
+}
+
+std::string Tensor::shape_str() const {
+  std::string s = "[";
+  for (size_t i = 0; i < shape_.size(); ++i) s += (i ? ", " : "") + std::to_string(shape_[i]);
+  return s + "]";
+}
+
+Tensor Tensor::row(int64_t i) const {
+  NI_ASSERT(!shape_.empty() && i >= 0 && i < shape_[0]);
+  std::vector<int64_t> sub(shape_.begin() + 1, shape_.end());
+  const size_t stride = nbytes() / static_cast<size_t>(shape_[0]);
+  return {dtype_, std::move(sub), static_cast<uint8_t*>(data_) + stride * static_cast<size_t>(i),
+          owner_, device_};
+}
+
+Tensor Tensor::reshape(std::vector<int64_t> shape) const {
+  Tensor t(dtype_, std::move(shape), data_, owner_, device_);
+  NI_ASSERT(t.numel() == numel());
+  return t;
+}
+
+float bf16_to_f32(uint16_t v) {
+  const uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t f32_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffU) > 0x7f800000U) return static_cast<uint16_t>((bits >> 16) | 0x40);  // NaN
+  bits += 0x7fffU + ((bits >> 16) & 1U);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+float f16_to_f32(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000U) << 16;
+  uint32_t exp = (h >> 10) & 0x1fU;
+  uint32_t mant = h & 0x3ffU;
+  uint32_t bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000U | (mant << 13);
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  } else if (mant == 0) {
+    bits = sign;
+  } else {  // subnormal: normalise
+    exp = 113;
+    while ((mant & 0x400U) == 0) {
+      mant <<= 1;
+      --exp;
+    }
+    bits = sign | (exp << 23) | ((mant & 0x3ffU) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+uint16_t f32_to_f16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000U;
+  const uint32_t absx = x & 0x7fffffffU;
+  if (absx >= 0x7f800000U) return static_cast<uint16_t>(sign | 0x7c00U | (absx > 0x7f800000U ? 0x200U : 0U));
+  if (absx >= 0x477ff000U) return static_cast<uint16_t>(sign | 0x7c00U);  // overflow -> inf
+  if (absx < 0x38800000U) {                                              // subnormal or zero
+    if (absx < 0x33000000U) return static_cast<uint16_t>(sign);
+    const uint32_t e = absx >> 23;
+    const uint32_t m = (absx & 0x7fffffU) | 0x800000U;
+    const uint32_t shift = 126 - e;
+    uint32_t r = m >> shift;
+    const uint32_t rem = m & ((1U << shift) - 1);
+    const uint32_t half = 1U << (shift - 1);
+    if (rem > half || (rem == half && (r & 1U))) ++r;
+    return static_cast<uint16_t>(sign | r);
+  }
+  uint32_t r = ((absx >> 13) - (112U << 10));
+  const uint32_t rem = absx & 0x1fffU;
+  if (rem > 0x1000U || (rem == 0x1000U && (r & 1U))) ++r;
+  return static_cast<uint16_t>(sign | r);
+}
+
+}  // namespace nanoinfer

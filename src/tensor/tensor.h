@@ -1,0 +1,64 @@
+// Tensor: a view (dtype, shape, data pointer, device) plus shared ownership of the bytes behind it.
+// Contiguous row-major only: every op in this engine works on packed rows, so strides would
+// be dead weight. Owners are type-erased (an mmap, a std::vector, a cudaMalloc block).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace nanoinfer {
+
+enum class DType : uint8_t { F32, F16, BF16, I32 };
+enum class Device : uint8_t { Cpu, Cuda };
+
+size_t dtype_size(DType t);
+const char* dtype_name(DType t);
+
+class Tensor {
+ public:
+  Tensor() = default;
+  Tensor(DType dtype, std::vector<int64_t> shape, void* data, std::shared_ptr<void> owner,
+         Device device = Device::Cpu);
+
+  // A fresh zero-filled host tensor.
+  static Tensor zeros(DType dtype, std::vector<int64_t> shape);
+
+  DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
+  const std::vector<int64_t>& shape() const { return shape_; }
+  int64_t dim(size_t i) const { return shape_[i]; }
+  size_t rank() const { return shape_.size(); }
+  int64_t numel() const;
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
+  bool empty() const { return data_ == nullptr; }
+  std::string shape_str() const;
+
+  void* data() const { return data_; }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+  // Row i of the outermost dimension (a view sharing the owner).
+  Tensor row(int64_t i) const;
+  // Same bytes, another shape with the same element count.
+  Tensor reshape(std::vector<int64_t> shape) const;
+
+ private:
+  DType dtype_ = DType::F32;
+  Device device_ = Device::Cpu;
+  std::vector<int64_t> shape_;
+  void* data_ = nullptr;
+  std::shared_ptr<void> owner_;
+};
+
+// bf16 / f16 <-> f32 conversions (round to nearest even), used by loaders and the CPU reference.
+float bf16_to_f32(uint16_t v);
+uint16_t f32_to_bf16(float f);
+float f16_to_f32(uint16_t v);
+uint16_t f32_to_f16(float f);
+
+}  // namespace nanoinfer
