@@ -1,0 +1,76 @@
+// The engine: loads a model onto a backend and generates for a batch of requests, one packed
+// forward per step (all prompts prefilled together, then one token per live sequence per step).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nanoinfer/model_config.h"
+#include "nanoinfer/sampling_params.h"
+
+namespace nanoinfer {
+
+struct EngineOptions {
+  std::string model;             // HF directory, .gguf file, or "default"
+  std::string backend = "cpu";   // "cpu" | "cuda"
+  int max_context = 0;           // positions per sequence; 0 = min(model maximum, 4096)
+  int cache_tokens = 0;          // KV cache slots in all; 0 = enough for the batch asked for
+  int block_size = 16;
+  std::string rope_cache = "post";  // "post" | "pre"
+  bool no_rope = false;
+};
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt_ids;
+  SamplingParams params;
+};
+
+struct GenerationOutput {
+  std::vector<int32_t> token_ids;  // generated ids only
+  std::string finish_reason;       // "eos" | "length" | "stop"
+};
+
+struct StepStats {
+  double ms = 0;
+  int tokens = 0;                  // tokens in this step's forward
+  int64_t cache_used = 0;          // cache entries held by live sequences
+  int64_t cache_allocated = 0;     // slots in the blocks they hold
+};
+
+struct GenerationStats {
+  double prefill_ms = 0;
+  double decode_ms = 0;
+  int64_t prefill_tokens = 0;
+  int64_t decode_tokens = 0;  // tokens produced by decode steps (the first token is prefill's)
+  std::vector<StepStats> steps;
+  double decode_tokens_per_s() const { return decode_ms > 0 ? 1000.0 * decode_tokens / decode_ms : 0; }
+};
+
+// Called for every generated token: (request index, token id). Return false to stop that request.
+using TokenCallback = std::function<bool(size_t, int32_t)>;
+
+class Engine {
+ public:
+  explicit Engine(const EngineOptions& options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  std::vector<GenerationOutput> generate(const std::vector<GenerationRequest>& requests,
+                                         const TokenCallback& on_token = nullptr);
+  const GenerationStats& last_stats() const;
+  const ModelConfig& config() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// The path of the default model in the user cache (fetched by scripts/fetch_model.sh).
+std::string default_model_path();
+
+}  // namespace nanoinfer

@@ -1,0 +1,85 @@
+// The ops interface the model is written against. The CPU backend (reference, fp32) and the CUDA
+// backend implement it; model code never asks which one it has. Tensors passed here live on the
+// backend's device; shapes are in the comments ([T] = tokens in the packed batch).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/batch.h"
+#include "model/rope.h"
+#include "tensor/tensor.h"
+
+namespace nanoinfer {
+
+// The batch as the device sees it: Batch's arrays uploaded once per step.
+struct DeviceBatch {
+  int num_tokens = 0;
+  int num_seqs = 0;
+  int max_blocks = 0;
+  int max_context = 0;  // longest context_lens entry
+  Tensor token_ids, positions, seq_of_token, q_index, slots;  // [T] i32
+  Tensor cu_seqlens;                                          // [B+1] i32
+  Tensor context_lens;                                        // [B] i32
+  Tensor block_tables;                                        // [B, max_blocks] i32
+  Tensor logit_rows;                                          // [R] i32
+  Tensor tree_mask;     // u8 bytes as i32-free raw buffer (empty = causal)
+  Tensor tree_offsets;  // [B] i32 (empty = causal)
+};
+
+// One layer's cache storage. K and V are [num_slots, kv_heads, head_dim]; slot_pos holds the
+// RoPE position each stored key had when written (read by the PreRope policy).
+struct KvLayer {
+  Tensor k, v;
+  Tensor slot_pos;  // [num_slots] i32, shared by all layers
+  int block_size = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual DType compute_dtype() const = 0;
+
+  // Memory. alloc returns uninitialised device memory of the compute dtype unless given one.
+  virtual Tensor alloc(std::vector<int64_t> shape, DType dtype) = 0;
+  virtual Tensor upload(const Tensor& host, DType dtype) = 0;  // converts f32/f16/bf16 → dtype
+  virtual void to_host_f32(const Tensor& src, std::vector<float>& dst) = 0;
+  virtual DeviceBatch upload_batch(const Batch& batch) = 0;
+  virtual void upload_rope(const RopeTable& table) = 0;
+  virtual void fill_i32(Tensor& t, int32_t value) = 0;
+  virtual void write_i32(Tensor& t, const std::vector<int32_t>& idx, const std::vector<int32_t>& v) = 0;
+  // Copies cache rows src_slots[i] → dst_slots[i] of one layer's K and V (beam reordering).
+  virtual void copy_slots(KvLayer& layer, const std::vector<int32_t>& src_slots,
+                          const std::vector<int32_t>& dst_slots) = 0;
+  virtual void synchronize() {}
+
+  // Ops.
+  virtual void embedding(const Tensor& table, const DeviceBatch& b, Tensor& out) = 0;  // [V,H] → [T,H]
+  virtual void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;  // [T,H]
+  // residual += x; out = rmsnorm(residual) * w   (the fused pre-norm step of every block)
+  virtual void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
+                           Tensor& out) = 0;
+  virtual void add(Tensor& acc, const Tensor& x) = 0;                               // acc += x
+  // out = x w^T: [T,K] x [N,K] -> [T,N]; out may be f32 when x and w are not (the logits).
+  virtual void matmul(const Tensor& x, const Tensor& w, Tensor& out) = 0;
+  virtual void silu_mul(const Tensor& gate_up, Tensor& out) = 0;                    // [T,2F] → [T,F]
+  virtual void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) = 0;   // [T,H] → [R,H]
+  // qkv: [T, (Hq + 2 Hkv) * D]. Rotates q (always) and k (when rotate_k) by the batch positions,
+  // writes k and v into the cache at the batch slots and the positions into slot_pos.
+  virtual void rope_store_kv(Tensor& qkv, int num_heads, int num_kv_heads, const DeviceBatch& b,
+                             KvLayer& layer, bool rotate_k) = 0;
+  // out[t, h] = softmax(q[t,h] . K_s^T * scale) V_s over the visible entries of t's sequence s
+  // (logical index <= q_index[t], or per the tree mask for the new tokens). When rotate_keys,
+  // each stored key is rotated by its slot_pos on read (PreRope).
+  virtual void attention(const Tensor& qkv, int num_heads, int num_kv_heads, const DeviceBatch& b,
+                         const KvLayer& layer, bool rotate_keys, Tensor& out) = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend();
+// Null when the build has no CUDA backend or no GPU is visible.
+std::unique_ptr<Backend> make_cuda_backend(DType compute_dtype);
+
+}  // namespace nanoinfer

@@ -1,0 +1,244 @@
+// The CPU backend: fp32 everywhere, OpenMP threads, AVX2 dot products (cpu_kernels.cpp).
+// It is the reference every other backend is tested against.
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "backend/backend.h"
+#include "backend/cpu/cpu_kernels.h"
+#include "util/error.h"
+
+namespace nanoinfer {
+namespace {
+
+Tensor i32_tensor(const std::vector<int32_t>& v, std::vector<int64_t> shape) {
+  Tensor t = Tensor::zeros(DType::I32, std::move(shape));
+  if (!v.empty()) std::memcpy(t.data(), v.data(), v.size() * sizeof(int32_t));
+  return t;
+}
+
+class CpuBackend final : public Backend {
+ public:
+  std::string name() const override { return "cpu"; }
+  DType compute_dtype() const override { return DType::F32; }
+
+  Tensor alloc(std::vector<int64_t> shape, DType dtype) override {
+    return Tensor::zeros(dtype, std::move(shape));
+  }
+
+  Tensor upload(const Tensor& host, DType dtype) override {
+    NI_ASSERT(dtype == DType::F32);
+    if (host.dtype() == DType::F32) return host;  // shares the bytes (an mmap view stays a view)
+    Tensor out = Tensor::zeros(DType::F32, host.shape());
+    const auto* src = host.as<const uint16_t>();
+    float* dst = out.as<float>();
+    const int64_t n = host.numel();
+    const bool bf16 = host.dtype() == DType::BF16;
+    NI_ASSERT(bf16 || host.dtype() == DType::F16);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) dst[i] = bf16 ? bf16_to_f32(src[i]) : f16_to_f32(src[i]);
+    return out;
+  }
+
+  void to_host_f32(const Tensor& src, std::vector<float>& dst) override {
+    dst.assign(src.as<const float>(), src.as<const float>() + src.numel());
+  }
+
+  DeviceBatch upload_batch(const Batch& b) override {
+    DeviceBatch d;
+    d.num_tokens = b.num_tokens();
+    d.num_seqs = b.num_seqs();
+    d.max_blocks = b.max_blocks;
+    for (int32_t c : b.context_lens) d.max_context = std::max(d.max_context, c);
+    const int64_t T = d.num_tokens, B = d.num_seqs;
+    d.token_ids = i32_tensor(b.token_ids, {T});
+    d.positions = i32_tensor(b.positions, {T});
+    d.seq_of_token = i32_tensor(b.seq_of_token, {T});
+    d.q_index = i32_tensor(b.q_index, {T});
+    d.slots = i32_tensor(b.slots, {T});
+    d.cu_seqlens = i32_tensor(b.cu_seqlens, {B + 1});
+    d.context_lens = i32_tensor(b.context_lens, {B});
+    d.block_tables = i32_tensor(b.block_tables, {B, b.max_blocks});
+    d.logit_rows = i32_tensor(b.logit_rows, {static_cast<int64_t>(b.logit_rows.size())});
+    if (!b.tree_mask.empty()) {
+      d.tree_mask = Tensor::zeros(DType::I32, {static_cast<int64_t>((b.tree_mask.size() + 3) / 4)});
+      std::memcpy(d.tree_mask.data(), b.tree_mask.data(), b.tree_mask.size());
+      d.tree_offsets = i32_tensor(b.tree_offsets, {B});
+    }
+    return d;
+  }
+
+  void upload_rope(const RopeTable& table) override { rope_ = table; }
+
+  void fill_i32(Tensor& t, int32_t value) override {
+    std::fill(t.as<int32_t>(), t.as<int32_t>() + t.numel(), value);
+  }
+
+  void write_i32(Tensor& t, const std::vector<int32_t>& idx, const std::vector<int32_t>& v) override {
+    for (size_t i = 0; i < idx.size(); ++i) t.as<int32_t>()[idx[i]] = v[i];
+  }
+
+  void copy_slots(KvLayer& layer, const std::vector<int32_t>& src,
+                  const std::vector<int32_t>& dst) override {
+    const size_t row = layer.k.nbytes() / static_cast<size_t>(layer.k.dim(0));
+    auto* k = static_cast<uint8_t*>(layer.k.data());
+    auto* v = static_cast<uint8_t*>(layer.v.data());
+    for (size_t i = 0; i < src.size(); ++i) {
+      std::memcpy(k + row * dst[i], k + row * src[i], row);
+      std::memcpy(v + row * dst[i], v + row * src[i], row);
+    }
+    int32_t* pos = layer.slot_pos.as<int32_t>();
+    for (size_t i = 0; i < src.size(); ++i) pos[dst[i]] = pos[src[i]];
+  }
+
+  void embedding(const Tensor& table, const DeviceBatch& b, Tensor& out) override {
+    const int64_t H = table.dim(1);
+    const int32_t* ids = b.token_ids.as<const int32_t>();
+    for (int t = 0; t < b.num_tokens; ++t) {
+      if (ids[t] < 0 || ids[t] >= table.dim(0))
+        fail("token id " + std::to_string(ids[t]) + " is outside the vocabulary (size " +
+             std::to_string(table.dim(0)) + ")");
+      std::memcpy(out.as<float>() + t * H, table.as<const float>() + ids[t] * H, H * sizeof(float));
+    }
+  }
+
+  void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
+    cpu::rmsnorm(x.as<const float>(), w.as<const float>(), eps, out.as<float>(), x.dim(0), x.dim(1));
+  }
+
+  void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
+                   Tensor& out) override {
+    add(residual, x);
+    rmsnorm(residual, w, eps, out);
+  }
+
+  void add(Tensor& acc, const Tensor& x) override {
+    float* a = acc.as<float>();
+    const float* b = x.as<const float>();
+    const int64_t n = acc.numel();
+    for (int64_t i = 0; i < n; ++i) a[i] += b[i];
+  }
+
+  void matmul(const Tensor& x, const Tensor& w, Tensor& out) override {
+    NI_ASSERT(x.dim(1) == w.dim(1) && out.dim(1) == w.dim(0) && out.dim(0) == x.dim(0));
+    cpu::matmul(x.as<const float>(), w.as<const float>(), out.as<float>(), x.dim(0), x.dim(1),
+                w.dim(0));
+  }
+
+  void silu_mul(const Tensor& gate_up, Tensor& out) override {
+    cpu::silu_mul(gate_up.as<const float>(), out.as<float>(), out.dim(0), out.dim(1));
+  }
+
+  void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) override {
+    const int64_t H = x.dim(1);
+    for (int64_t r = 0; r < rows.numel(); ++r)
+      std::memcpy(out.as<float>() + r * H, x.as<const float>() + rows.as<const int32_t>()[r] * H,
+                  H * sizeof(float));
+  }
+
+  void rope_store_kv(Tensor& qkv, int heads, int kv_heads, const DeviceBatch& b, KvLayer& layer,
+                     bool rotate_k) override {
+    const int D = rope_.head_dim;
+    const int64_t stride = int64_t{heads + 2 * kv_heads} * D;
+    const int32_t* pos = b.positions.as<const int32_t>();
+    const int32_t* slots = b.slots.as<const int32_t>();
+    for (int t = 0; t < b.num_tokens; ++t) {
+      if (pos[t] < 0 || pos[t] >= rope_.max_positions)
+        fail("position " + std::to_string(pos[t]) + " is outside the RoPE table (" +
+             std::to_string(rope_.max_positions) + " positions)");
+    }
+#pragma omp parallel for schedule(static) if (b.num_tokens > 1)
+    for (int t = 0; t < b.num_tokens; ++t) {
+      float* row = qkv.as<float>() + t * stride;
+      const float* cs = rope_.row(pos[t]);
+      for (int h = 0; h < heads; ++h) cpu::rope_rotate(row + h * D, cs, D);
+      float* k = row + int64_t{heads} * D;
+      if (rotate_k)
+        for (int h = 0; h < kv_heads; ++h) cpu::rope_rotate(k + h * D, cs, D);
+      const size_t bytes = static_cast<size_t>(kv_heads) * D * sizeof(float);
+      std::memcpy(layer.k.as<float>() + int64_t{slots[t]} * kv_heads * D, k, bytes);
+      std::memcpy(layer.v.as<float>() + int64_t{slots[t]} * kv_heads * D, k + int64_t{kv_heads} * D,
+                  bytes);
+      layer.slot_pos.as<int32_t>()[slots[t]] = pos[t];
+    }
+  }
+
+  void attention(const Tensor& qkv, int heads, int kv_heads, const DeviceBatch& b,
+                 const KvLayer& layer, bool rotate_keys, Tensor& out) override;
+
+ private:
+  RopeTable rope_;
+};
+
+void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const DeviceBatch& b,
+                           const KvLayer& layer, bool rotate_keys, Tensor& out) {
+  const int D = rope_.head_dim;
+  const int group = heads / kv_heads;
+  const int64_t stride = int64_t{heads + 2 * kv_heads} * D;
+  const float scale = 1.0F / std::sqrt(static_cast<float>(D));
+  const int32_t* seq_of = b.seq_of_token.as<const int32_t>();
+  const int32_t* q_index = b.q_index.as<const int32_t>();
+  const int32_t* cu = b.cu_seqlens.as<const int32_t>();
+  const int32_t* ctx = b.context_lens.as<const int32_t>();
+  const int32_t* tables = b.block_tables.as<const int32_t>();
+  const int32_t* slot_pos = layer.slot_pos.as<const int32_t>();
+  const auto* mask = static_cast<const uint8_t*>(b.tree_mask.data());
+  const int bs = layer.block_size;
+#pragma omp parallel
+  {
+    std::vector<float> scores(static_cast<size_t>(b.max_context));
+    std::vector<float> key(static_cast<size_t>(D));
+#pragma omp for schedule(dynamic, 1) collapse(2)
+    for (int t = 0; t < b.num_tokens; ++t) {
+      for (int h = 0; h < heads; ++h) {
+        const int s = seq_of[t];
+        const int n_new = cu[s + 1] - cu[s];
+        const int first_new = ctx[s] - n_new;
+        const int qi = q_index[t];
+        const float* q = qkv.as<const float>() + t * stride + int64_t{h} * D;
+        const int kvh = h / group;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int j = 0; j <= qi; ++j) {
+          bool visible = true;
+          if (mask != nullptr && j >= first_new) {
+            const int32_t off = b.tree_offsets.as<const int32_t>()[s];
+            visible = mask[off + (qi - first_new) * n_new + (j - first_new)] != 0;
+          }
+          if (!visible) {
+            scores[j] = -std::numeric_limits<float>::infinity();
+            continue;
+          }
+          const int32_t slot = tables[int64_t{s} * b.max_blocks + j / bs] * bs + j % bs;
+          const float* k = layer.k.as<const float>() + (int64_t{slot} * kv_heads + kvh) * D;
+          if (rotate_keys) {
+            std::memcpy(key.data(), k, D * sizeof(float));
+            cpu::rope_rotate(key.data(), rope_.row(slot_pos[slot]), D);
+            k = key.data();
+          }
+          scores[j] = cpu::dot(q, k, D) * scale;
+          mx = std::max(mx, scores[j]);
+        }
+        float sum = 0.0F;
+        for (int j = 0; j <= qi; ++j) {
+          scores[j] = std::exp(scores[j] - mx);
+          sum += scores[j];
+        }
+        float* o = out.as<float>() + (int64_t{t} * heads + h) * D;
+        std::fill(o, o + D, 0.0F);
+        for (int j = 0; j <= qi; ++j) {
+          if (scores[j] == 0.0F) continue;
+          const int32_t slot = tables[int64_t{s} * b.max_blocks + j / bs] * bs + j % bs;
+          const float* v = layer.v.as<const float>() + (int64_t{slot} * kv_heads + kvh) * D;
+          const float p = scores[j] / sum;
+          for (int d = 0; d < D; ++d) o[d] += p * v[d];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace nanoinfer

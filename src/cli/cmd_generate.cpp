@@ -1,0 +1,124 @@
+// `nanoinfer generate`: tokenizes the prompts, runs them as one batch, prints the texts and the
+// prefill / decode timings (or one JSON object with --json).
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/commands.h"
+#include "nanoinfer/engine.h"
+#include "nanoinfer/tokenizer.h"
+#include "util/error.h"
+
+namespace nanoinfer::cli {
+namespace {
+
+struct GenerateArgs {
+  EngineOptions engine;
+  std::vector<std::string> prompts;
+  std::string prompts_file;
+  SamplingParams params;
+  bool chat = false;
+  bool json = false;
+  bool stats = false;
+};
+
+std::vector<std::string> read_prompts_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail(path + ": cannot open the prompts file");
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) lines.push_back(line);
+  if (lines.empty()) fail(path + ": the prompts file has no prompts");
+  return lines;
+}
+
+void run_generate(const GenerateArgs& a) {
+  std::vector<std::string> prompts = a.prompts;
+  if (!a.prompts_file.empty()) {
+    const std::vector<std::string> more = read_prompts_file(a.prompts_file);
+    prompts.insert(prompts.end(), more.begin(), more.end());
+  }
+  if (prompts.empty()) fail("no prompt given: use --prompt TEXT or --prompts-file FILE");
+  a.params.validate();
+
+  Engine engine(a.engine);
+  const std::string model_path = a.engine.model == "default" ? default_model_path() : a.engine.model;
+  const std::unique_ptr<Tokenizer> tok = load_tokenizer_for_model(model_path);
+  std::vector<GenerationRequest> requests;
+  for (const std::string& p : prompts) {
+    const std::string text = a.chat ? tok->apply_chat_template({{"user", p}}, true) : p;
+    // A chat template already holds the special tokens it needs.
+    requests.push_back({tok->encode(text, !a.chat), a.params});
+  }
+  const std::vector<GenerationOutput> outs = engine.generate(requests);
+  const GenerationStats& st = engine.last_stats();
+
+  if (a.json) {
+    nlohmann::json j;
+    j["outputs"] = nlohmann::json::array();
+    for (size_t i = 0; i < outs.size(); ++i)
+      j["outputs"].push_back({{"text", tok->decode(outs[i].token_ids, true)},
+                              {"token_ids", outs[i].token_ids},
+                              {"prompt_tokens", requests[i].prompt_ids.size()},
+                              {"finish_reason", outs[i].finish_reason}});
+    j["timings"] = {{"prefill_ms", st.prefill_ms},
+                    {"decode_tokens_per_s", st.decode_tokens_per_s()},
+                    {"prefill_tokens", st.prefill_tokens},
+                    {"decode_tokens", st.decode_tokens}};
+    if (a.stats) {
+      j["steps"] = nlohmann::json::array();
+      for (const StepStats& s : st.steps)
+        j["steps"].push_back({{"ms", s.ms}, {"tokens", s.tokens}, {"cache_used", s.cache_used},
+                              {"cache_allocated", s.cache_allocated}});
+    }
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
+  for (size_t i = 0; i < outs.size(); ++i) {
+    if (outs.size() > 1) std::printf("=== prompt %zu ===\n", i);
+    std::printf("%s\n", tok->decode(outs[i].token_ids, true).c_str());
+  }
+  if (a.stats)
+    for (size_t i = 0; i < st.steps.size(); ++i) {
+      const StepStats& s = st.steps[i];
+      std::fprintf(stderr, "step %zu: %d tokens, %.2f ms, cache %lld used / %lld allocated (%.1f%%)\n", i,
+                   s.tokens, s.ms, static_cast<long long>(s.cache_used),
+                   static_cast<long long>(s.cache_allocated),
+                   s.cache_allocated > 0 ? 100.0 * static_cast<double>(s.cache_used) / static_cast<double>(s.cache_allocated) : 0.0);
+    }
+  std::fprintf(stderr, "prefill: %.1f ms (%lld tokens), decode: %.1f tokens/s (%lld tokens)\n",
+               st.prefill_ms, static_cast<long long>(st.prefill_tokens), st.decode_tokens_per_s(),
+               static_cast<long long>(st.decode_tokens));
+}
+
+}  // namespace
+
+void add_generate_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("generate", "Generate text for one or more prompts (one batch)");
+  auto a = std::make_shared<GenerateArgs>();
+  SamplingParams& p = a->params;
+  cmd->add_option("--model", a->engine.model, "HF directory, .gguf file or 'default'")->required();
+  cmd->add_option("--prompt", a->prompts, "a prompt (repeat for a batch)");
+  cmd->add_option("--prompts-file", a->prompts_file, "one prompt per line");
+  cmd->add_option("--max-new-tokens", p.max_new_tokens, "tokens to generate per prompt")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--temperature", p.temperature, "0 = greedy");
+  cmd->add_option("--seed", p.seed, "sampling seed");
+  cmd->add_flag("--ignore-eos", p.ignore_eos, "keep generating past EOS");
+  cmd->add_flag("--chat", a->chat, "apply the model's chat template");
+  cmd->add_flag("--json", a->json, "print one JSON object");
+  cmd->add_flag("--stats", a->stats, "per-step time and cache utilisation");
+  cmd->add_option("--backend", a->engine.backend, "cpu | cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--max-context", a->engine.max_context, "positions per sequence (0 = auto)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--rope-cache", a->engine.rope_cache, "post | pre: when keys are rotated")
+      ->check(CLI::IsMember({"post", "pre"}));
+  cmd->add_flag("--no-rope", a->engine.no_rope, "ablation: run without rotary embeddings");
+  cmd->callback([a] { run_generate(*a); });
+}
+
+}  // namespace nanoinfer::cli

@@ -1,0 +1,96 @@
+#include "kv/kv_cache.h"
+
+#include <string>
+
+#include "util/error.h"
+
+namespace nanoinfer {
+
+std::unique_ptr<RopePolicy> make_rope_policy(const std::string& name) {
+  if (name == "post") return std::make_unique<PostRope>();
+  if (name == "pre") return std::make_unique<PreRope>();
+  fail("unknown RoPE cache policy '" + name + "' (expected 'post' or 'pre')");
+}
+
+KvCache::KvCache(Backend& backend, const ModelConfig& config, KvCacheOptions options)
+    : backend_(backend), options_(options), rope_(make_rope_policy(options.rope)) {
+  if (options_.block_size <= 0 || options_.num_blocks <= 0)
+    fail("KV cache needs a positive block size and block count");
+  const int64_t slots = capacity_slots();
+  Tensor slot_pos = backend_.alloc({slots}, DType::I32);
+  backend_.fill_i32(slot_pos, 0);
+  layers_.resize(static_cast<size_t>(config.num_layers));
+  for (KvLayer& l : layers_) {
+    l.k = backend_.alloc({slots, config.num_kv_heads, config.head_dim}, backend_.compute_dtype());
+    l.v = backend_.alloc({slots, config.num_kv_heads, config.head_dim}, backend_.compute_dtype());
+    l.slot_pos = slot_pos;
+    l.block_size = options_.block_size;
+    bytes_ += static_cast<int64_t>(l.k.nbytes() + l.v.nbytes());
+  }
+  free_.reserve(static_cast<size_t>(options_.num_blocks));
+  for (int b = options_.num_blocks - 1; b >= 0; --b) free_.push_back(b);
+}
+
+int KvCache::create_sequence() {
+  seqs_[next_id_] = Seq{};
+  return next_id_++;
+}
+
+void KvCache::release(int seq) {
+  auto it = seqs_.find(seq);
+  NI_ASSERT(it != seqs_.end());
+  free_.insert(free_.end(), it->second.blocks.rbegin(), it->second.blocks.rend());
+  seqs_.erase(it);
+}
+
+int32_t KvCache::take_block() {
+  if (free_.empty())
+    fail("KV cache is full (" + std::to_string(capacity_slots()) +
+         " slots): lower the batch size or max new tokens, or give a larger --max-context");
+  const int32_t b = free_.back();
+  free_.pop_back();
+  return b;
+}
+
+void KvCache::copy_sequence(int src, int dst) {
+  const Seq& s = seqs_.at(src);
+  Seq& d = seqs_.at(dst);
+  while (d.blocks.size() < s.blocks.size()) d.blocks.push_back(take_block());
+  std::vector<int32_t> from, to;
+  const int bs = options_.block_size;
+  for (int j = 0; j < s.length; ++j) {
+    from.push_back(s.blocks[static_cast<size_t>(j / bs)] * bs + j % bs);
+    to.push_back(d.blocks[static_cast<size_t>(j / bs)] * bs + j % bs);
+  }
+  d.length = s.length;
+  if (from.empty()) return;
+  for (KvLayer& l : layers_) backend_.copy_slots(l, from, to);
+}
+
+Placement KvCache::append(int seq, const std::vector<int32_t>& positions) {
+  Seq& s = seqs_.at(seq);
+  const int bs = options_.block_size;
+  Placement p;
+  for (int32_t pos : positions) {
+    const int j = s.length++;
+    if (static_cast<size_t>(j / bs) >= s.blocks.size()) s.blocks.push_back(take_block());
+    p.slots.push_back(s.blocks[static_cast<size_t>(j / bs)] * bs + j % bs);
+    p.q_index.push_back(j);
+    p.positions.push_back(pos);
+  }
+  return p;
+}
+
+int64_t KvCache::used_slots() const {
+  int64_t n = 0;
+  for (const auto& [id, s] : seqs_) n += s.length;
+  return n;
+}
+
+int64_t KvCache::allocated_slots() const {
+  int64_t n = 0;
+  for (const auto& [id, s] : seqs_) n += static_cast<int64_t>(s.blocks.size()) * options_.block_size;
+  return n;
+}
+
+}  // namespace nanoinfer

@@ -1,0 +1,67 @@
+// The KV cache: per-layer K/V storage in blocks of block_size slots, a free list of blocks, and
+// for each sequence its block table (logical index j -> slot). It assigns each new token its slot,
+// logical index and RoPE position, and owns the RopePolicy that decides when keys are rotated.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "backend/backend.h"
+#include "kv/rope_policy.h"
+#include "nanoinfer/model_config.h"
+
+namespace nanoinfer {
+
+struct KvCacheOptions {
+  int block_size = 16;
+  int num_blocks = 0;         // total capacity = num_blocks * block_size slots
+  std::string rope = "post";  // "post" | "pre"
+};
+
+// Where the new tokens of one sequence go, as the batch builder needs it.
+struct Placement {
+  std::vector<int32_t> slots, q_index, positions;
+};
+
+class KvCache {
+ public:
+  KvCache(Backend& backend, const ModelConfig& config, KvCacheOptions options);
+
+  int create_sequence();
+  void release(int seq);
+  // dst becomes a copy of src (its own blocks, contents copied): beam search forks.
+  void copy_sequence(int src, int dst);
+  // Reserves room for tokens at the given positions; throws Error when the cache is full.
+  Placement append(int seq, const std::vector<int32_t>& positions);
+  int length(int seq) const { return seqs_.at(seq).length; }
+  const std::vector<int32_t>& blocks(int seq) const { return seqs_.at(seq).blocks; }
+
+  KvLayer& layer(int i) { return layers_[static_cast<size_t>(i)]; }
+  const RopePolicy& rope() const { return *rope_; }
+  int block_size() const { return options_.block_size; }
+  int free_blocks() const { return static_cast<int>(free_.size()); }
+  int64_t capacity_slots() const { return int64_t{options_.num_blocks} * options_.block_size; }
+  int64_t used_slots() const;       // entries held by live sequences
+  int64_t allocated_slots() const;  // slots in blocks handed to live sequences
+  int64_t bytes() const { return bytes_; }
+
+ private:
+  struct Seq {
+    std::vector<int32_t> blocks;
+    int length = 0;
+  };
+  int32_t take_block();
+
+  Backend& backend_;
+  KvCacheOptions options_;
+  std::unique_ptr<RopePolicy> rope_;
+  std::vector<KvLayer> layers_;
+  std::vector<int32_t> free_;
+  std::map<int, Seq> seqs_;
+  int next_id_ = 0;
+  int64_t bytes_ = 0;
+};
+
+}  // namespace nanoinfer
