@@ -9,6 +9,13 @@ namespace nanoinfer::cpu {
 
 namespace {
 
+// Lanes [0, n) set: the K % 8 tail is loaded with a mask, so every dot product runs the same
+// vector instructions in the same order (batch invariance) and needs no scalar tail.
+inline __m256i tail_mask(int64_t n) {
+  const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), idx);
+}
+
 inline float hsum(__m256 v) {
   const __m128 lo = _mm256_castps256_ps128(v);
   const __m128 hi = _mm256_extractf128_ps(v, 1);
@@ -32,17 +39,18 @@ inline void dot4(const float* x0, const float* x1, const float* x2, const float*
     a2 = _mm256_fmadd_ps(_mm256_loadu_ps(x2 + k), wv, a2);
     a3 = _mm256_fmadd_ps(_mm256_loadu_ps(x3 + k), wv, a3);
   }
-  float s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
-  for (; k < K; ++k) {
-    s0 += x0[k] * w[k];
-    s1 += x1[k] * w[k];
-    s2 += x2[k] * w[k];
-    s3 += x3[k] * w[k];
+  if (k < K) {
+    const __m256i m = tail_mask(K - k);
+    const __m256 wv = _mm256_maskload_ps(w + k, m);
+    a0 = _mm256_fmadd_ps(_mm256_maskload_ps(x0 + k, m), wv, a0);
+    a1 = _mm256_fmadd_ps(_mm256_maskload_ps(x1 + k, m), wv, a1);
+    a2 = _mm256_fmadd_ps(_mm256_maskload_ps(x2 + k, m), wv, a2);
+    a3 = _mm256_fmadd_ps(_mm256_maskload_ps(x3 + k, m), wv, a3);
   }
-  out4[0] = s0;
-  out4[1] = s1;
-  out4[2] = s2;
-  out4[3] = s3;
+  out4[0] = hsum(a0);
+  out4[1] = hsum(a1);
+  out4[2] = hsum(a2);
+  out4[3] = hsum(a3);
 }
 
 }  // namespace
@@ -51,9 +59,11 @@ float dot(const float* a, const float* b, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
   int64_t k = 0;
   for (; k + 8 <= n; k += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc);
-  float s = hsum(acc);
-  for (; k < n; ++k) s += a[k] * b[k];
-  return s;
+  if (k < n) {
+    const __m256i m = tail_mask(n - k);
+    acc = _mm256_fmadd_ps(_mm256_maskload_ps(a + k, m), _mm256_maskload_ps(b + k, m), acc);
+  }
+  return hsum(acc);
 }
 
 void matmul(const float* x, const float* w, float* y, int64_t T, int64_t K, int64_t N) {

@@ -1,0 +1,109 @@
+// The CPU reference kernels against naive double-precision loops, over several shapes
+// (odd sizes included, so the vector tails are exercised).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <tuple>
+#include <vector>
+
+#include "backend/cpu/cpu_kernels.h"
+
+namespace nanoinfer {
+namespace {
+
+std::vector<float> random_vec(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0F, 1.0F);
+  std::vector<float> v(n);
+  for (float& x : v) x = d(rng);
+  return v;
+}
+
+class MatmulTest : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
+
+TEST_P(MatmulTest, MatchesNaiveReference) {
+  const auto [T, K, N] = GetParam();
+  const std::vector<float> x = random_vec(static_cast<size_t>(T) * K, 1);
+  const std::vector<float> w = random_vec(static_cast<size_t>(N) * K, 2);
+  std::vector<float> y(static_cast<size_t>(T) * N, std::nanf(""));
+  cpu::matmul(x.data(), w.data(), y.data(), T, K, N);
+  for (int t = 0; t < T; ++t)
+    for (int n = 0; n < N; ++n) {
+      double ref = 0;
+      for (int k = 0; k < K; ++k) ref += double{x[t * K + k]} * w[n * K + k];
+      EXPECT_NEAR(y[t * N + n], ref, 1e-4 * std::sqrt(K)) << "t=" << t << " n=" << n;
+    }
+}
+
+TEST_P(MatmulTest, EachRowIsIndependentOfTheBatch) {
+  const auto [T, K, N] = GetParam();
+  const std::vector<float> x = random_vec(static_cast<size_t>(T) * K, 3);
+  const std::vector<float> w = random_vec(static_cast<size_t>(N) * K, 4);
+  std::vector<float> all(static_cast<size_t>(T) * N), one(static_cast<size_t>(N));
+  cpu::matmul(x.data(), w.data(), all.data(), T, K, N);
+  for (int t = 0; t < T; ++t) {
+    cpu::matmul(x.data() + t * K, w.data(), one.data(), 1, K, N);
+    for (int n = 0; n < N; ++n) ASSERT_EQ(all[t * N + n], one[n]) << "bitwise, t=" << t;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, MatmulTest,
+                         ::testing::Values(std::make_tuple(1, 8, 8), std::make_tuple(1, 576, 192),
+                                           std::make_tuple(3, 13, 7), std::make_tuple(4, 64, 65),
+                                           std::make_tuple(9, 100, 130),
+                                           std::make_tuple(17, 72, 300)));
+
+class RowOpTest : public ::testing::TestWithParam<std::tuple<int, int>> {};
+
+TEST_P(RowOpTest, RmsNormMatchesReference) {
+  const auto [T, H] = GetParam();
+  const std::vector<float> x = random_vec(static_cast<size_t>(T) * H, 5);
+  const std::vector<float> w = random_vec(H, 6);
+  std::vector<float> out(x.size());
+  cpu::rmsnorm(x.data(), w.data(), 1e-5F, out.data(), T, H);
+  for (int t = 0; t < T; ++t) {
+    double ss = 0;
+    for (int i = 0; i < H; ++i) ss += double{x[t * H + i]} * x[t * H + i];
+    const double inv = 1.0 / std::sqrt(ss / H + 1e-5);
+    for (int i = 0; i < H; ++i) EXPECT_NEAR(out[t * H + i], w[i] * x[t * H + i] * inv, 1e-5);
+  }
+}
+
+TEST_P(RowOpTest, SiluMulMatchesReference) {
+  const auto [T, F] = GetParam();
+  const std::vector<float> gu = random_vec(static_cast<size_t>(T) * 2 * F, 7);
+  std::vector<float> out(static_cast<size_t>(T) * F);
+  cpu::silu_mul(gu.data(), out.data(), T, F);
+  for (int t = 0; t < T; ++t)
+    for (int f = 0; f < F; ++f) {
+      const double g = gu[t * 2 * F + f], u = gu[t * 2 * F + F + f];
+      EXPECT_NEAR(out[t * F + f], g / (1 + std::exp(-g)) * u, 1e-5);
+    }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, RowOpTest,
+                         ::testing::Values(std::make_tuple(1, 8), std::make_tuple(2, 576),
+                                           std::make_tuple(5, 33), std::make_tuple(7, 1)));
+
+TEST(RopeRotate, RotatesEachPairByItsAngle) {
+  const int D = 8;
+  std::vector<float> x = random_vec(D, 8);
+  const std::vector<float> orig = x;
+  const std::vector<double> angles = {0.3, -1.2, 2.5, 0.0};
+  std::vector<float> cs(D);
+  for (int i = 0; i < D / 2; ++i) {
+    cs[i] = static_cast<float>(std::cos(angles[i]));
+    cs[D / 2 + i] = static_cast<float>(std::sin(angles[i]));
+  }
+  cpu::rope_rotate(x.data(), cs.data(), D);
+  for (int i = 0; i < D / 2; ++i) {
+    // (a, b) = (x_i, x_{i+D/2}) is rotated as the complex number a + ib by the angle.
+    const double a = orig[i], b = orig[i + D / 2];
+    EXPECT_NEAR(x[i], a * std::cos(angles[i]) - b * std::sin(angles[i]), 1e-6);
+    EXPECT_NEAR(x[i + D / 2], b * std::cos(angles[i]) + a * std::sin(angles[i]), 1e-6);
+  }
+}
+
+}  // namespace
+}  // namespace nanoinfer
