@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,6 +56,13 @@ class Backend {
   virtual void copy_slots(KvLayer& layer, const std::vector<int32_t>& src_slots,
                           const std::vector<int32_t>& dst_slots) = 0;
   virtual void synchronize() {}
+  // Runs `body`, the device work of one forward step. A backend may record it the first time a
+  // key is seen (a CUDA graph) and replay the recording on later calls with the same key; keys
+  // < 0 always run eagerly. Everything body touches must then live in buffers that stay put.
+  virtual void run_step(int64_t key, const std::function<void()>& body) {
+    (void)key;
+    body();
+  }
 
   // Ops.
   virtual void embedding(const Tensor& table, const DeviceBatch& b, Tensor& out) = 0;  // [V,H] → [T,H]
