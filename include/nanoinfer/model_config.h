@@ -11,9 +11,9 @@ struct RopeScaling {
   enum class Type : uint8_t { None, Linear, Llama3 };
   Type type = Type::None;
   float factor = 1.0F;
-  float low_freq_factor = 1.0F;        // llama3 only
-  float high_freq_factor = 4.0F;       // llama3 only
-  int original_max_position = 8192;    // llama3 only
+  float low_freq_factor = 1.0F;      // llama3 only
+  float high_freq_factor = 4.0F;     // llama3 only
+  int original_max_position = 8192;  // llama3 only
 };
 
 struct ModelConfig {

@@ -25,9 +25,9 @@ using GgufValue = std::variant<int64_t, double, bool, std::string, GgufArray>;
 
 struct GgufTensorInfo {
   std::string name;
-  uint32_t type = 0;              // ggml type number
-  std::vector<int64_t> shape;     // row-major, outermost first (GGUF stores innermost first)
-  uint64_t offset = 0;            // from the start of the data section
+  uint32_t type = 0;           // ggml type number
+  std::vector<int64_t> shape;  // row-major, outermost first (GGUF stores innermost first)
+  uint64_t offset = 0;         // from the start of the data section
   uint64_t nbytes = 0;
 };
 
@@ -50,6 +50,7 @@ class GgufFile {
   const std::vector<double>& get_floats(const std::string& key) const;
   int64_t get_int_or(const std::string& key, int64_t fallback) const;
   double get_float_or(const std::string& key, double fallback) const;
+  bool get_bool_or(const std::string& key, bool fallback) const;
 
   // The tensor dequantised to a fresh f32 host tensor.
   Tensor load_f32(const GgufTensorInfo& info) const;

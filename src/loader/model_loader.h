@@ -18,8 +18,8 @@ struct LoadedModel {
   std::string source;  // the path given
   ModelConfig config;
   std::map<std::string, Tensor> weights;  // HF names; f32, f16 or bf16
-  std::string weight_format;              // e.g. "gguf Q4_1 (dequantised to f32)", "safetensors bf16"
-  int64_t file_bytes = 0;                 // bytes of weights on disk
+  std::string weight_format;  // e.g. "gguf Q4_1 (dequantised to f32)", "safetensors bf16"
+  int64_t file_bytes = 0;     // bytes of weights on disk
   // Tokenizer sources: HF files (empty paths when absent) or the GGUF's metadata.
   std::string tokenizer_json;
   std::string tokenizer_config_json;
@@ -33,6 +33,19 @@ LoadedModel load_model(const std::string& path);
 // The HF weight names and shapes a config requires (checked by load_model; used by
 // --random-weights to build a model of real shape).
 std::map<std::string, std::vector<int64_t>> expected_weight_shapes(const ModelConfig& config);
+
+// GGUF llama.* and tokenizer.ggml.* metadata -> ModelConfig (tie_word_embeddings when the file
+// has no output.weight).
+ModelConfig config_from_gguf(const GgufFile& gguf);
+
+// HF name of a llama.cpp tensor name ("blk.3.attn_q.weight" -> "model.layers.3.self_attn.q_proj
+// .weight"); names it does not know come back unchanged.
+std::string hf_name_from_gguf(const std::string& gguf_name);
+
+// llama.cpp's converter reorders the rows of each head of Q and K so that rows (2i, 2i+1) hold HF's
+// rows (i, i + head_dim/2) (interleaved RoPE pairs). This puts an f32 [n_heads*head_dim, cols]
+// tensor back in HF's rotate-half order, in place.
+void unpermute_qk_rows(Tensor& w, int n_heads);
 
 // Parses a HF config.json (and generation_config.json when given) into a ModelConfig.
 ModelConfig parse_hf_config(const std::string& config_json_path,

@@ -1,0 +1,526 @@
+// GGUF reader: a bounds-checked cursor over the mmap parses header, metadata and the tensor
+// directory; dequantisation turns the ggml block formats into f32.
+#include "loader/gguf.h"
+
+#include <omp.h>
+
+#include <array>
+#include <bit>
+#include <cstring>
+#include <limits>
+#include <string_view>
+#include <type_traits>
+
+#include "util/error.h"
+
+namespace nanoinfer {
+namespace {
+
+constexpr uint32_t kGgufMagic = 0x46554747;  // "GGUF" read as a little-endian uint32
+constexpr uint64_t kDefaultAlignment = 32;
+constexpr uint32_t kMaxDims = 4;           // ggml tensors have at most four dimensions
+constexpr int64_t kParallelBlocks = 4096;  // below this, threads cost more than they save
+
+// Metadata value types, numbered as in the GGUF spec.
+enum class ValueType : uint32_t {
+  U8 = 0,
+  I8 = 1,
+  U16 = 2,
+  I16 = 3,
+  U32 = 4,
+  I32 = 5,
+  F32 = 6,
+  Bool = 7,
+  String = 8,
+  Array = 9,
+  U64 = 10,
+  I64 = 11,
+  F64 = 12,
+};
+
+struct BlockLayout {
+  int64_t elements;  // values per block
+  uint64_t bytes;    // bytes per block
+};
+
+// Block layouts of the types we dequantise.
+bool supported_layout(uint32_t type, BlockLayout* out) {
+  switch (static_cast<GgmlType>(type)) {
+    case GgmlType::F32:
+      *out = {1, 4};
+      return true;
+    case GgmlType::F16:
+    case GgmlType::BF16:
+      *out = {1, 2};
+      return true;
+    case GgmlType::Q4_0:
+      *out = {32, 18};  // f16 scale + 16 bytes of nibbles
+      return true;
+    case GgmlType::Q4_1:
+      *out = {32, 20};  // f16 scale + f16 min + 16 bytes of nibbles
+      return true;
+    case GgmlType::Q8_0:
+      *out = {32, 34};  // f16 scale + 32 int8
+      return true;
+  }
+  return false;
+}
+
+// Cursor over the header bytes; every read checks that the bytes exist.
+class Cursor {
+ public:
+  Cursor(std::span<const uint8_t> bytes, const std::string& path) : bytes_(bytes), path_(path) {}
+
+  uint64_t pos() const { return pos_; }
+
+  template <class T>
+  T read(std::string_view what) {
+    need(sizeof(T), what);
+    T v;
+    std::memcpy(&v, bytes_.data() + pos_, sizeof(T));
+    pos_ += sizeof(T);
+    return v;
+  }
+
+  std::string read_string(std::string_view what) {
+    const auto len = read<uint64_t>(what);
+    need(len, what);
+    std::string s(reinterpret_cast<const char*>(bytes_.data() + pos_), len);
+    pos_ += len;
+    return s;
+  }
+
+  // Checks that n more bytes exist without reading them (arrays announce their length first).
+  void need(uint64_t n, std::string_view what) const {
+    if (n > bytes_.size() - pos_) {
+      fail(path_ + ": truncated GGUF file: " + std::string(what) + " needs " + std::to_string(n) +
+           " bytes at offset " + std::to_string(pos_) + " but the file has " +
+           std::to_string(bytes_.size()) + " bytes");
+    }
+  }
+
+ private:
+  std::span<const uint8_t> bytes_;
+  const std::string& path_;
+  uint64_t pos_ = 0;
+};
+
+int64_t read_int(Cursor& c, ValueType t, std::string_view what) {
+  switch (t) {
+    case ValueType::U8:
+      return c.read<uint8_t>(what);
+    case ValueType::I8:
+      return c.read<int8_t>(what);
+    case ValueType::U16:
+      return c.read<uint16_t>(what);
+    case ValueType::I16:
+      return c.read<int16_t>(what);
+    case ValueType::U32:
+      return c.read<uint32_t>(what);
+    case ValueType::I32:
+      return c.read<int32_t>(what);
+    case ValueType::U64:
+      return static_cast<int64_t>(c.read<uint64_t>(what));
+    case ValueType::I64:
+      return c.read<int64_t>(what);
+    default:
+      NI_ASSERT(false);
+  }
+  return 0;
+}
+
+bool is_int(ValueType t) {
+  switch (t) {
+    case ValueType::U8:
+    case ValueType::I8:
+    case ValueType::U16:
+    case ValueType::I16:
+    case ValueType::U32:
+    case ValueType::I32:
+    case ValueType::U64:
+    case ValueType::I64:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Smallest encoded size of one element, to reject array lengths the file cannot hold before
+// reserving memory for them.
+uint64_t min_element_bytes(ValueType t) {
+  switch (t) {
+    case ValueType::U8:
+    case ValueType::I8:
+    case ValueType::Bool:
+      return 1;
+    case ValueType::U16:
+    case ValueType::I16:
+      return 2;
+    case ValueType::U32:
+    case ValueType::I32:
+    case ValueType::F32:
+      return 4;
+    case ValueType::String:  // the length prefix
+    case ValueType::U64:
+    case ValueType::I64:
+    case ValueType::F64:
+      return 8;
+    case ValueType::Array:  // element type + count
+      return 12;
+  }
+  return 1;
+}
+
+ValueType read_value_type(Cursor& c, const std::string& path, const std::string& key) {
+  const auto raw = c.read<uint32_t>("metadata value type of '" + key + "'");
+  if (raw > static_cast<uint32_t>(ValueType::F64)) {
+    fail(path + ": metadata key '" + key + "' has unknown value type " + std::to_string(raw));
+  }
+  return static_cast<ValueType>(raw);
+}
+
+GgufArray read_array(Cursor& c, const std::string& path, const std::string& key, int depth);
+
+GgufValue read_value(Cursor& c, ValueType t, const std::string& path, const std::string& key,
+                     int depth) {
+  const std::string what = "value of metadata key '" + key + "'";
+  if (is_int(t)) return read_int(c, t, what);
+  switch (t) {
+    case ValueType::F32:
+      return static_cast<double>(c.read<float>(what));
+    case ValueType::F64:
+      return c.read<double>(what);
+    case ValueType::Bool:
+      return c.read<uint8_t>(what) != 0;
+    case ValueType::String:
+      return c.read_string(what);
+    case ValueType::Array:
+      return read_array(c, path, key, depth + 1);
+    default:
+      NI_ASSERT(false);
+  }
+  return int64_t{0};
+}
+
+// Nested arrays (arrays of arrays) are legal GGUF; no Llama key uses them, so they are parsed
+// for bounds and kept as an empty list.
+GgufArray read_array(Cursor& c, const std::string& path, const std::string& key, int depth) {
+  const ValueType et = read_value_type(c, path, key);
+  const auto n = c.read<uint64_t>("array length of '" + key + "'");
+  const std::string what = "array '" + key + "'";
+  if (n > std::numeric_limits<uint64_t>::max() / min_element_bytes(et)) {
+    fail(path + ": truncated GGUF file: array '" + key + "' claims " + std::to_string(n) +
+         " elements");
+  }
+  c.need(n * min_element_bytes(et), what);
+  if (is_int(et)) {
+    std::vector<int64_t> v(n);
+    for (auto& x : v) x = read_int(c, et, what);
+    return v;
+  }
+  switch (et) {
+    case ValueType::F32:
+    case ValueType::F64: {
+      std::vector<double> v(n);
+      for (auto& x : v) x = et == ValueType::F32 ? c.read<float>(what) : c.read<double>(what);
+      return v;
+    }
+    case ValueType::Bool: {
+      std::vector<bool> v(n);
+      for (uint64_t i = 0; i < n; ++i) v[i] = c.read<uint8_t>(what) != 0;
+      return v;
+    }
+    case ValueType::String: {
+      std::vector<std::string> v(n);
+      for (auto& x : v) x = c.read_string(what);
+      return v;
+    }
+    case ValueType::Array:
+      if (depth > 8) fail(path + ": metadata key '" + key + "' nests arrays too deeply");
+      for (uint64_t i = 0; i < n; ++i) read_array(c, path, key, depth + 1);
+      return std::vector<int64_t>{};
+    default:
+      NI_ASSERT(false);
+  }
+  return std::vector<int64_t>{};
+}
+
+void dequant_q8_0(const uint8_t* b, float* y) {
+  uint16_t d16;
+  std::memcpy(&d16, b, 2);
+  const float d = f16_to_f32(d16);
+  const auto* q = reinterpret_cast<const int8_t*>(b + 2);
+  for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(q[j]) * d;
+}
+
+// Q4_0/Q4_1: byte j holds element j in its low nibble and element j + 16 in its high nibble.
+void dequant_q4_0(const uint8_t* b, float* y) {
+  uint16_t d16;
+  std::memcpy(&d16, b, 2);
+  const float d = f16_to_f32(d16);
+  const uint8_t* q = b + 2;
+  for (int j = 0; j < 16; ++j) {
+    y[j] = static_cast<float>((q[j] & 0x0F) - 8) * d;
+    y[j + 16] = static_cast<float>((q[j] >> 4) - 8) * d;
+  }
+}
+
+void dequant_q4_1(const uint8_t* b, float* y) {
+  uint16_t d16;
+  uint16_t m16;
+  std::memcpy(&d16, b, 2);
+  std::memcpy(&m16, b + 2, 2);
+  const float d = f16_to_f32(d16);
+  const float m = f16_to_f32(m16);
+  const uint8_t* q = b + 4;
+  for (int j = 0; j < 16; ++j) {
+    y[j] = static_cast<float>(q[j] & 0x0F) * d + m;
+    y[j + 16] = static_cast<float>(q[j] >> 4) * d + m;
+  }
+}
+
+template <class F>
+void for_each_block(int64_t blocks, F&& f) {
+#pragma omp parallel for schedule(static) if (blocks >= kParallelBlocks)
+  for (int64_t i = 0; i < blocks; ++i) f(i);
+}
+
+// The ggml numbering; 4 and 5 were retired formats and stay unnamed. nullptr when unknown.
+const char* known_type_name(uint32_t type) {
+  static constexpr std::array<const char*, 40> kNames = {
+      "F32",     "F16",    "Q4_0",    "Q4_1",  "",       "",      "Q5_0",  "Q5_1",
+      "Q8_0",    "Q8_1",   "Q2_K",    "Q3_K",  "Q4_K",   "Q5_K",  "Q6_K",  "Q8_K",
+      "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS",
+      "I8",      "I16",    "I32",     "I64",   "F64",    "IQ1_M", "BF16",  "",
+      "",        "",       "TQ1_0",   "TQ2_0", "",       "",      "",      "MXFP4"};
+  if (type < kNames.size() && kNames[type][0] != '\0') return kNames[type];
+  return nullptr;
+}
+
+}  // namespace
+
+std::string ggml_type_name(uint32_t type) {
+  const char* name = known_type_name(type);
+  return name != nullptr ? name : "unknown type " + std::to_string(type);
+}
+
+uint64_t ggml_nbytes(uint32_t type, int64_t n) {
+  BlockLayout l{};
+  if (!supported_layout(type, &l)) {
+    fail("ggml type " + ggml_type_name(type) +
+         " is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)");
+  }
+  if (n < 0 || n % l.elements != 0) {
+    fail(std::to_string(n) + " elements are not a whole number of " + ggml_type_name(type) +
+         " blocks of " + std::to_string(l.elements));
+  }
+  return static_cast<uint64_t>(n / l.elements) * l.bytes;
+}
+
+void dequantize(uint32_t type, const uint8_t* src, int64_t n, float* dst) {
+  BlockLayout l{};
+  ggml_nbytes(type, n);  // validates the type and the block count
+  supported_layout(type, &l);
+  const int64_t blocks = n / l.elements;
+  switch (static_cast<GgmlType>(type)) {
+    case GgmlType::F32:
+      std::memcpy(dst, src, static_cast<size_t>(n) * 4);
+      return;
+    case GgmlType::F16:
+      for_each_block(blocks, [&](int64_t i) {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        dst[i] = f16_to_f32(h);
+      });
+      return;
+    case GgmlType::BF16:
+      for_each_block(blocks, [&](int64_t i) {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        dst[i] = bf16_to_f32(h);
+      });
+      return;
+    case GgmlType::Q8_0:
+      for_each_block(blocks, [&](int64_t i) { dequant_q8_0(src + i * 34, dst + i * 32); });
+      return;
+    case GgmlType::Q4_0:
+      for_each_block(blocks, [&](int64_t i) { dequant_q4_0(src + i * 18, dst + i * 32); });
+      return;
+    case GgmlType::Q4_1:
+      for_each_block(blocks, [&](int64_t i) { dequant_q4_1(src + i * 20, dst + i * 32); });
+      return;
+  }
+}
+
+GgufFile::GgufFile(const std::string& path) : file_(std::make_shared<MappedFile>(path)) {
+  Cursor c(file_->bytes(), file_->path());
+  if (file_->size() < 4 || c.read<uint32_t>("magic") != kGgufMagic) {
+    fail(path + ": not a GGUF file (bad magic; expected \"GGUF\")");
+  }
+  const auto version = c.read<uint32_t>("version");
+  if (version != 2 && version != 3) {
+    fail(path + ": unsupported GGUF version " + std::to_string(version) + " (supported: 2, 3)");
+  }
+  const auto n_tensors = c.read<uint64_t>("tensor count");
+  const auto n_kv = c.read<uint64_t>("metadata count");
+  // Each entry takes at least a byte, so absurd counts fail here before any allocation.
+  if (n_kv > file_->size() || n_tensors > file_->size()) {
+    fail(path + ": truncated GGUF file: the header claims " + std::to_string(n_tensors) +
+         " tensors and " + std::to_string(n_kv) + " metadata entries in " +
+         std::to_string(file_->size()) + " bytes");
+  }
+
+  for (uint64_t i = 0; i < n_kv; ++i) {
+    std::string key = c.read_string("metadata key #" + std::to_string(i));
+    const ValueType t = read_value_type(c, path, key);
+    GgufValue v = read_value(c, t, path, key, 0);
+    metadata_.insert_or_assign(std::move(key), std::move(v));
+  }
+
+  tensors_.reserve(n_tensors);
+  for (uint64_t i = 0; i < n_tensors; ++i) {
+    GgufTensorInfo info;
+    info.name = c.read_string("tensor name #" + std::to_string(i));
+    const std::string what = "tensor '" + info.name + "'";
+    const auto n_dims = c.read<uint32_t>(what + " rank");
+    if (n_dims == 0 || n_dims > kMaxDims) {
+      fail(path + ": " + what + " has " + std::to_string(n_dims) + " dimensions (expected 1 to " +
+           std::to_string(kMaxDims) + ")");
+    }
+    info.shape.resize(n_dims);
+    uint64_t numel = 1;
+    for (uint32_t d = 0; d < n_dims; ++d) {
+      const auto dim = c.read<uint64_t>(what + " dimensions");
+      if (dim == 0 || dim > (uint64_t{1} << 40) || numel > (uint64_t{1} << 40) / dim) {
+        fail(path + ": " + what + " has a bad dimension " + std::to_string(dim));
+      }
+      numel *= dim;
+      info.shape[n_dims - 1 - d] = static_cast<int64_t>(dim);  // GGUF lists innermost first
+    }
+    info.type = c.read<uint32_t>(what + " type");
+    if (known_type_name(info.type) == nullptr) {
+      fail(path + ": " + what + " has unknown ggml type " + std::to_string(info.type));
+    }
+    info.offset = c.read<uint64_t>(what + " offset");
+    BlockLayout l{};
+    if (supported_layout(info.type, &l)) {
+      if (info.shape.back() % l.elements != 0) {
+        fail(path + ": " + what + " of type " + ggml_type_name(info.type) + " has rows of " +
+             std::to_string(info.shape.back()) + " values, not a multiple of the block size " +
+             std::to_string(l.elements));
+      }
+      info.nbytes = ggml_nbytes(info.type, static_cast<int64_t>(numel));
+    }
+    tensors_.push_back(std::move(info));
+  }
+
+  uint64_t alignment = kDefaultAlignment;
+  if (has("general.alignment")) {
+    const int64_t a = get_int("general.alignment");
+    if (a <= 0 || !std::has_single_bit(static_cast<uint64_t>(a))) {
+      fail(path + ": general.alignment " + std::to_string(a) + " is not a power of two");
+    }
+    alignment = static_cast<uint64_t>(a);
+  }
+  data_offset_ = (c.pos() + alignment - 1) / alignment * alignment;
+  const uint64_t size = file_->size();
+  for (const auto& t : tensors_) {
+    if (t.offset % alignment != 0) {
+      fail(path + ": tensor '" + t.name + "' data offset " + std::to_string(t.offset) +
+           " is not aligned to " + std::to_string(alignment));
+    }
+    if (data_offset_ > size || t.offset > size - data_offset_ ||
+        t.nbytes > size - data_offset_ - t.offset) {
+      fail(path + ": tensor '" + t.name + "' data (offset " + std::to_string(t.offset) + ", " +
+           std::to_string(t.nbytes) + " bytes after the data section at " +
+           std::to_string(data_offset_) + ") runs past the end of the file (" +
+           std::to_string(size) + " bytes)");
+    }
+  }
+}
+
+const std::string& GgufFile::path() const {
+  return file_->path();
+}
+
+const GgufTensorInfo* GgufFile::find(const std::string& name) const {
+  for (const auto& t : tensors_) {
+    if (t.name == name) return &t;
+  }
+  return nullptr;
+}
+
+namespace {
+
+template <class T>
+const T& typed(const std::map<std::string, GgufValue>& md, const std::string& path,
+               const std::string& key, const char* kind) {
+  const auto it = md.find(key);
+  if (it == md.end()) fail(path + ": missing GGUF metadata key '" + key + "'");
+  const T* v = nullptr;
+  if constexpr (std::is_same_v<T, int64_t> || std::is_same_v<T, double> ||
+                std::is_same_v<T, std::string> || std::is_same_v<T, bool>) {
+    v = std::get_if<T>(&it->second);
+  } else {
+    if (const auto* arr = std::get_if<GgufArray>(&it->second)) v = std::get_if<T>(arr);
+  }
+  if (v == nullptr) fail(path + ": GGUF metadata key '" + key + "' is not " + kind);
+  return *v;
+}
+
+}  // namespace
+
+int64_t GgufFile::get_int(const std::string& key) const {
+  return typed<int64_t>(metadata_, path(), key, "an integer");
+}
+
+double GgufFile::get_float(const std::string& key) const {
+  const auto it = metadata_.find(key);
+  // Writers differ on whether a value like 10000 is stored as float or integer; accept both.
+  if (it != metadata_.end() && std::holds_alternative<int64_t>(it->second)) {
+    return static_cast<double>(std::get<int64_t>(it->second));
+  }
+  return typed<double>(metadata_, path(), key, "a number");
+}
+
+std::string GgufFile::get_string(const std::string& key) const {
+  return typed<std::string>(metadata_, path(), key, "a string");
+}
+
+const std::vector<std::string>& GgufFile::get_strings(const std::string& key) const {
+  return typed<std::vector<std::string>>(metadata_, path(), key, "a string array");
+}
+
+const std::vector<int64_t>& GgufFile::get_ints(const std::string& key) const {
+  return typed<std::vector<int64_t>>(metadata_, path(), key, "an integer array");
+}
+
+const std::vector<double>& GgufFile::get_floats(const std::string& key) const {
+  return typed<std::vector<double>>(metadata_, path(), key, "a float array");
+}
+
+int64_t GgufFile::get_int_or(const std::string& key, int64_t fallback) const {
+  return has(key) ? get_int(key) : fallback;
+}
+
+bool GgufFile::get_bool_or(const std::string& key, bool fallback) const {
+  return has(key) ? typed<bool>(metadata_, path(), key, "a bool") : fallback;
+}
+
+double GgufFile::get_float_or(const std::string& key, double fallback) const {
+  return has(key) ? get_float(key) : fallback;
+}
+
+Tensor GgufFile::load_f32(const GgufTensorInfo& info) const {
+  BlockLayout l{};
+  if (!supported_layout(info.type, &l)) {
+    fail(path() + ": tensor '" + info.name + "' has ggml type " + ggml_type_name(info.type) +
+         ", which nanoinfer cannot dequantise (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)");
+  }
+  Tensor out = Tensor::zeros(DType::F32, info.shape);
+  dequantize(info.type, file_->bytes().data() + data_offset_ + info.offset, out.numel(),
+             out.as<float>());
+  return out;
+}
+
+}  // namespace nanoinfer

@@ -1,0 +1,272 @@
+// load_model: picks the format from the path, reads the config, checks that the tensors are
+// exactly the ones the config needs (names and shapes) before touching their data, then hands
+// back weights under HF names in HF layout.
+#include "loader/model_loader.h"
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <set>
+#include <utility>
+#include <vector>
+
+#include "loader/safetensors.h"
+#include "util/error.h"
+
+namespace nanoinfer {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Present in some old HF checkpoints; recomputed from the config, never read.
+constexpr std::string_view kRotaryInvFreq = ".self_attn.rotary_emb.inv_freq";
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+struct FoundTensor {
+  std::vector<int64_t> shape;
+  std::string file;       // where it lives, for messages
+  std::string disk_name;  // its name in that file, when it differs from the HF name
+};
+
+// Every expected tensor present with its shape, nothing else.
+void check_tensors(const std::map<std::string, FoundTensor>& found, const ModelConfig& config,
+                   const std::string& source) {
+  const auto expected = expected_weight_shapes(config);
+  for (const auto& [name, shape] : expected) {
+    const auto it = found.find(name);
+    if (it == found.end()) fail(source + ": missing tensor '" + name + "'");
+    if (it->second.shape != shape) {
+      const std::string alias =
+          it->second.disk_name.empty() ? "" : " ('" + it->second.disk_name + "' in the file)";
+      fail(it->second.file + ": tensor '" + name + "'" + alias + " has shape " +
+           shape_string(it->second.shape) + ", expected " + shape_string(shape));
+    }
+  }
+  for (const auto& [name, t] : found) {
+    if (expected.count(name) == 0) {
+      fail(t.file + ": unexpected tensor '" + (t.disk_name.empty() ? name : t.disk_name) + "'");
+    }
+  }
+}
+
+std::string optional_file(const fs::path& p) {
+  return fs::exists(p) ? p.string() : "";
+}
+
+LoadedModel load_hf_dir(const std::string& dir) {
+  const fs::path root(dir);
+  if (!fs::exists(root / "config.json")) fail(dir + ": no config.json (not a HF checkpoint)");
+  LoadedModel m;
+  m.source = dir;
+  m.config = parse_hf_config((root / "config.json").string(),
+                             optional_file(root / "generation_config.json"));
+  m.tokenizer_json = optional_file(root / "tokenizer.json");
+  m.tokenizer_config_json = optional_file(root / "tokenizer_config.json");
+
+  SafetensorsCheckpoint ck = load_safetensors_dir(dir);
+  std::map<std::string, FoundTensor> found;
+  std::set<std::string> dtypes;
+  for (auto& [name, tensor] : ck.tensors) {
+    if (name.ends_with(kRotaryInvFreq)) continue;
+    // save_pretrained drops a tied head, but some checkpoints keep a copy; HF ignores it.
+    if (m.config.tie_word_embeddings && name == "lm_head.weight") continue;
+    found[name] = {tensor.shape(), ck.tensor_file.at(name), ""};
+    dtypes.insert(dtype_name(tensor.dtype()));
+    m.weights.emplace(name, tensor);
+  }
+  check_tensors(found, m.config, dir);
+  m.weight_format = "safetensors";
+  for (const auto& d : dtypes) {
+    m.weight_format += d == *dtypes.begin() ? ' ' : '+';
+    m.weight_format += d;
+  }
+  m.file_bytes = ck.file_bytes;
+  m.keep_alive = std::make_shared<std::vector<std::shared_ptr<MappedFile>>>(std::move(ck.files));
+  return m;
+}
+
+// "gguf Q4_1+Q8_0+F32 (dequantised to f32)", types ordered by how many values they hold.
+std::string gguf_format(const GgufFile& g) {
+  std::map<uint32_t, int64_t> values;
+  for (const auto& t : g.tensors()) {
+    int64_t n = 1;
+    for (const int64_t d : t.shape) n *= d;
+    values[t.type] += n;
+  }
+  std::vector<std::pair<int64_t, uint32_t>> order;
+  for (const auto& [type, n] : values) order.emplace_back(-n, type);
+  std::sort(order.begin(), order.end());
+  std::string s = "gguf";
+  for (size_t i = 0; i < order.size(); ++i) {
+    s += i == 0 ? ' ' : '+';
+    s += ggml_type_name(order[i].second);
+  }
+  return s + " (dequantised to f32)";
+}
+
+LoadedModel load_gguf(const std::string& path) {
+  auto gguf = std::make_shared<const GgufFile>(path);
+  LoadedModel m;
+  m.source = path;
+  m.config = config_from_gguf(*gguf);
+
+  std::map<std::string, FoundTensor> found;
+  for (const auto& t : gguf->tensors()) {
+    const std::string hf = hf_name_from_gguf(t.name);
+    if (!found.emplace(hf, FoundTensor{t.shape, path, t.name}).second) {
+      fail(path + ": tensor '" + t.name + "' appears twice");
+    }
+  }
+  check_tensors(found, m.config, path);
+
+  for (const auto& t : gguf->tensors()) {
+    const std::string hf = hf_name_from_gguf(t.name);
+    Tensor w = gguf->load_f32(t);
+    if (hf.ends_with("self_attn.q_proj.weight")) unpermute_qk_rows(w, m.config.num_heads);
+    if (hf.ends_with("self_attn.k_proj.weight")) unpermute_qk_rows(w, m.config.num_kv_heads);
+    m.weights.emplace(hf, std::move(w));
+    m.file_bytes += static_cast<int64_t>(t.nbytes);
+  }
+  m.weight_format = gguf_format(*gguf);
+  m.gguf = gguf;
+  return m;
+}
+
+}  // namespace
+
+std::string hf_name_from_gguf(const std::string& gguf_name) {
+  static const std::map<std::string, std::string> kTop = {
+      {"token_embd.weight", "model.embed_tokens.weight"},
+      {"output_norm.weight", "model.norm.weight"},
+      {"output.weight", "lm_head.weight"},
+  };
+  static const std::map<std::string, std::string> kLayer = {
+      {"attn_q.weight", "self_attn.q_proj.weight"},
+      {"attn_k.weight", "self_attn.k_proj.weight"},
+      {"attn_v.weight", "self_attn.v_proj.weight"},
+      {"attn_output.weight", "self_attn.o_proj.weight"},
+      {"ffn_gate.weight", "mlp.gate_proj.weight"},
+      {"ffn_up.weight", "mlp.up_proj.weight"},
+      {"ffn_down.weight", "mlp.down_proj.weight"},
+      {"attn_norm.weight", "input_layernorm.weight"},
+      {"ffn_norm.weight", "post_attention_layernorm.weight"},
+  };
+  if (const auto it = kTop.find(gguf_name); it != kTop.end()) return it->second;
+  constexpr std::string_view kBlk = "blk.";
+  if (!gguf_name.starts_with(kBlk)) return gguf_name;
+  const size_t dot = gguf_name.find('.', kBlk.size());
+  if (dot == std::string::npos || dot == kBlk.size()) return gguf_name;
+  const std::string layer = gguf_name.substr(kBlk.size(), dot - kBlk.size());
+  if (!std::all_of(layer.begin(), layer.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) {
+    return gguf_name;
+  }
+  const auto it = kLayer.find(gguf_name.substr(dot + 1));
+  if (it == kLayer.end()) return gguf_name;
+  return "model.layers." + layer + "." + it->second;
+}
+
+void unpermute_qk_rows(Tensor& w, int n_heads) {
+  NI_ASSERT(w.dtype() == DType::F32 && w.rank() == 2 && n_heads > 0);
+  const int64_t rows = w.dim(0);
+  const int64_t cols = w.dim(1);
+  NI_ASSERT(rows % (2 * n_heads) == 0);
+  const int64_t head_dim = rows / n_heads;
+  const int64_t half = head_dim / 2;
+  const size_t row_bytes = static_cast<size_t>(cols) * sizeof(float);
+  std::vector<float> head(static_cast<size_t>(head_dim * cols));
+  for (int64_t h = 0; h < n_heads; ++h) {
+    float* base = w.as<float>() + h * head_dim * cols;
+    std::memcpy(head.data(), base, head.size() * sizeof(float));
+    // file row 2i + s holds HF row s * half + i
+    for (int64_t i = 0; i < half; ++i) {
+      for (int64_t s = 0; s < 2; ++s) {
+        std::memcpy(base + (s * half + i) * cols, head.data() + (2 * i + s) * cols, row_bytes);
+      }
+    }
+  }
+}
+
+std::map<std::string, std::vector<int64_t>> expected_weight_shapes(const ModelConfig& c) {
+  const int64_t h = c.hidden_size;
+  const int64_t q = static_cast<int64_t>(c.num_heads) * c.head_dim;
+  const int64_t kv = static_cast<int64_t>(c.num_kv_heads) * c.head_dim;
+  const int64_t ffn = c.intermediate_size;
+  std::map<std::string, std::vector<int64_t>> s;
+  s["model.embed_tokens.weight"] = {c.vocab_size, h};
+  s["model.norm.weight"] = {h};
+  if (!c.tie_word_embeddings) s["lm_head.weight"] = {c.vocab_size, h};
+  for (int l = 0; l < c.num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    s[p + "input_layernorm.weight"] = {h};
+    s[p + "post_attention_layernorm.weight"] = {h};
+    s[p + "self_attn.q_proj.weight"] = {q, h};
+    s[p + "self_attn.k_proj.weight"] = {kv, h};
+    s[p + "self_attn.v_proj.weight"] = {kv, h};
+    s[p + "self_attn.o_proj.weight"] = {h, q};
+    s[p + "mlp.gate_proj.weight"] = {ffn, h};
+    s[p + "mlp.up_proj.weight"] = {ffn, h};
+    s[p + "mlp.down_proj.weight"] = {h, ffn};
+  }
+  return s;
+}
+
+ModelConfig config_from_gguf(const GgufFile& g) {
+  const std::string& path = g.path();
+  const std::string arch =
+      g.has("general.architecture") ? g.get_string("general.architecture") : "";
+  if (arch != "llama") {
+    fail(path + ": unsupported architecture '" + arch + "' (nanoinfer runs llama)");
+  }
+  if (g.find("rope_freqs.weight") != nullptr) {
+    fail(path +
+         ": tensor 'rope_freqs.weight' (per-dimension RoPE factors, as in Llama-3.1 GGUFs) "
+         "is not supported; load the HF checkpoint instead");
+  }
+  ModelConfig c;
+  c.max_position_embeddings = static_cast<int>(g.get_int("llama.context_length"));
+  c.hidden_size = static_cast<int>(g.get_int("llama.embedding_length"));
+  c.num_layers = static_cast<int>(g.get_int("llama.block_count"));
+  c.intermediate_size = static_cast<int>(g.get_int("llama.feed_forward_length"));
+  c.num_heads = static_cast<int>(g.get_int("llama.attention.head_count"));
+  c.num_kv_heads = static_cast<int>(g.get_int_or("llama.attention.head_count_kv", c.num_heads));
+  c.rms_norm_eps = static_cast<float>(g.get_float("llama.attention.layer_norm_rms_epsilon"));
+  c.rope_theta = static_cast<float>(g.get_float_or("llama.rope.freq_base", c.rope_theta));
+  const int64_t per_head = c.num_heads > 0 ? c.hidden_size / c.num_heads : 0;
+  c.head_dim = static_cast<int>(g.get_int_or("llama.attention.key_length",
+                                             g.get_int_or("llama.rope.dimension_count", per_head)));
+
+  const std::string scaling =
+      g.has("llama.rope.scaling.type") ? g.get_string("llama.rope.scaling.type") : "none";
+  if (scaling == "linear") {
+    c.rope_scaling.type = RopeScaling::Type::Linear;
+    c.rope_scaling.factor = static_cast<float>(g.get_float("llama.rope.scaling.factor"));
+  } else if (scaling != "none") {
+    fail(path + ": unsupported llama.rope.scaling.type '" + scaling +
+         "' (supported: none, linear)");
+  }
+
+  c.vocab_size = g.has("tokenizer.ggml.tokens")
+                     ? static_cast<int>(g.get_strings("tokenizer.ggml.tokens").size())
+                     : static_cast<int>(g.get_int("llama.vocab_size"));
+  c.bos_token_id = static_cast<int>(g.get_int_or("tokenizer.ggml.bos_token_id", -1));
+  if (g.has("tokenizer.ggml.eos_token_id")) {
+    c.eos_token_ids = {static_cast<int>(g.get_int("tokenizer.ggml.eos_token_id"))};
+  }
+  c.tie_word_embeddings = g.find("output.weight") == nullptr;
+  c.validate(path);
+  return c;
+}
+
+LoadedModel load_model(const std::string& path) {
+  if (fs::is_directory(path)) return load_hf_dir(path);
+  if (path.ends_with(".gguf")) return load_gguf(path);
+  if (!fs::exists(path)) fail(path + ": no such file or directory");
+  fail(path + ": not a HF checkpoint directory or a .gguf file");
+}
+
+}  // namespace nanoinfer

@@ -1,0 +1,382 @@
+// GGUF reader: dequantisation of each block type against hand-built blocks, f16/bf16 conversion,
+// metadata of every value type, name mapping and the Q/K row un-permutation, a tiny synthetic
+// model, and the real default model against HF transformers' load of the same file.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "loader/gguf.h"
+#include "loader/model_loader.h"
+#include "loader_fixtures.h"
+#include "test_paths.h"
+#include "util/error.h"
+
+namespace nanoinfer {
+namespace {
+
+using test::GgufWriter;
+using test::put;
+
+struct DequantCase {
+  std::string name;
+  GgmlType type;
+  std::string bytes;
+  std::vector<float> expected;
+};
+
+std::string u16s(std::initializer_list<uint16_t> v) {
+  std::string s;
+  for (const uint16_t x : v) put(s, x);
+  return s;
+}
+
+// Two Q8_0 blocks: scale 0.5 then 0.25 (f16 0x3800, 0x3400); q = j - 16, ends at -128 and 127.
+DequantCase q8_0_case() {
+  DequantCase c{"Q8_0", GgmlType::Q8_0, "", {}};
+  for (const auto& [d16, d] : {std::pair<uint16_t, float>{0x3800, 0.5F}, {0x3400, 0.25F}}) {
+    put(c.bytes, d16);
+    for (int j = 0; j < 32; ++j) {
+      const int q = j == 0 ? -128 : j == 31 ? 127 : j - 16;
+      put(c.bytes, static_cast<int8_t>(q));
+      c.expected.push_back(static_cast<float>(q) * d);
+    }
+  }
+  return c;
+}
+
+// Q4_0, scale 2 (0x4000): byte j = low nibble j (element j), high nibble 15 - j (element j + 16);
+// values are (nibble - 8) * scale.
+DequantCase q4_0_case() {
+  DequantCase c{"Q4_0", GgmlType::Q4_0, u16s({0x4000}), std::vector<float>(32)};
+  for (int j = 0; j < 16; ++j) {
+    put(c.bytes, static_cast<uint8_t>(j | ((15 - j) << 4)));
+    c.expected[j] = static_cast<float>(j - 8) * 2.0F;
+    c.expected[j + 16] = static_cast<float>(15 - j - 8) * 2.0F;
+  }
+  return c;
+}
+
+// Q4_1, scale 0.25 (0x3400), min -1 (0xBC00): values are nibble * scale + min.
+DequantCase q4_1_case() {
+  DequantCase c{"Q4_1", GgmlType::Q4_1, u16s({0x3400, 0xBC00}), std::vector<float>(32)};
+  for (int j = 0; j < 16; ++j) {
+    const int hi = (7 * j) % 16;
+    put(c.bytes, static_cast<uint8_t>(j | (hi << 4)));
+    c.expected[j] = static_cast<float>(j) * 0.25F - 1.0F;
+    c.expected[j + 16] = static_cast<float>(hi) * 0.25F - 1.0F;
+  }
+  return c;
+}
+
+std::vector<DequantCase> dequant_cases() {
+  return {
+      {"F32", GgmlType::F32, test::f32_bytes({1.5F, -0.0F, 3e-40F}), {1.5F, -0.0F, 3e-40F}},
+      {"F16",
+       GgmlType::F16,
+       u16s({0x3C00, 0xC000, 0x0001, 0x7BFF, 0x3555}),
+       {1.0F, -2.0F, 0x1p-24F, 65504.0F, 0.333251953125F}},
+      {"BF16",
+       GgmlType::BF16,
+       u16s({0x3F80, 0xC040, 0x4049, 0x0000}),
+       {1.0F, -3.0F, 3.140625F, 0.0F}},
+      q8_0_case(),
+      q4_0_case(),
+      q4_1_case(),
+  };
+}
+
+class DequantTest : public testing::TestWithParam<DequantCase> {};
+
+TEST_P(DequantTest, MatchesHandBuiltBlocks) {
+  const DequantCase& c = GetParam();
+  const auto n = static_cast<int64_t>(c.expected.size());
+  ASSERT_EQ(ggml_nbytes(static_cast<uint32_t>(c.type), n), c.bytes.size());
+  std::vector<float> out(c.expected.size(), NAN);
+  dequantize(static_cast<uint32_t>(c.type), reinterpret_cast<const uint8_t*>(c.bytes.data()), n,
+             out.data());
+  for (size_t i = 0; i < out.size(); ++i) EXPECT_EQ(out[i], c.expected[i]) << "element " << i;
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, DequantTest, testing::ValuesIn(dequant_cases()),
+                         [](const auto& info) { return info.param.name; });
+
+TEST(GgmlNbytes, RejectsUnsupportedTypesAndPartialBlocks) {
+  EXPECT_THROW(ggml_nbytes(14, 256), Error);  // Q6_K
+  EXPECT_THROW(ggml_nbytes(static_cast<uint32_t>(GgmlType::Q4_0), 33), Error);
+  EXPECT_EQ(ggml_type_name(14), "Q6_K");
+  EXPECT_EQ(ggml_type_name(99), "unknown type 99");
+}
+
+struct HalfCase {
+  uint16_t bits;
+  float value;
+};
+
+class F16Test : public testing::TestWithParam<HalfCase> {};
+TEST_P(F16Test, ConvertsBothWays) {
+  EXPECT_EQ(f16_to_f32(GetParam().bits), GetParam().value);
+  EXPECT_EQ(f32_to_f16(GetParam().value), GetParam().bits);
+}
+INSTANTIATE_TEST_SUITE_P(Values, F16Test,
+                         testing::Values(HalfCase{0x3C00, 1.0F}, HalfCase{0xC000, -2.0F},
+                                         HalfCase{0x7BFF, 65504.0F}, HalfCase{0x0001, 0x1p-24F},
+                                         HalfCase{0x0400, 0x1p-14F}, HalfCase{0x8000, -0.0F},
+                                         HalfCase{0x7C00, INFINITY}));
+
+class Bf16Test : public testing::TestWithParam<HalfCase> {};
+TEST_P(Bf16Test, ConvertsBothWays) {
+  EXPECT_EQ(bf16_to_f32(GetParam().bits), GetParam().value);
+  EXPECT_EQ(f32_to_bf16(GetParam().value), GetParam().bits);
+}
+INSTANTIATE_TEST_SUITE_P(Values, Bf16Test,
+                         testing::Values(HalfCase{0x3F80, 1.0F}, HalfCase{0xC040, -3.0F},
+                                         HalfCase{0x4049, 3.140625F}, HalfCase{0x0001, 0x1p-133F},
+                                         HalfCase{0xFF80, -INFINITY}));
+
+// Halfway cases round to the even neighbour; just above halfway rounds up.
+TEST(HalfRounding, RoundsToNearestEven) {
+  EXPECT_EQ(f32_to_f16(1.0F + 0x1p-11F), 0x3C00);
+  EXPECT_EQ(f32_to_f16(1.0F + 3 * 0x1p-11F), 0x3C02);
+  EXPECT_EQ(f32_to_f16(1.0F + 0x1p-11F + 0x1p-20F), 0x3C01);
+  EXPECT_EQ(f32_to_bf16(1.0F + 0x1p-8F), 0x3F80);
+  EXPECT_EQ(f32_to_bf16(1.0F + 3 * 0x1p-8F), 0x3F82);
+  EXPECT_EQ(f32_to_f16(70000.0F), 0x7C00);  // past the f16 range
+}
+
+TEST(GgufMetadata, ReadsEveryValueType) {
+  GgufWriter w;
+  std::string b;
+  auto raw = [&](const std::string& key, uint32_t type, auto value) {
+    b.clear();
+    put(b, value);
+    w.kv_raw(key, type, b);
+  };
+  raw("u8", GgufWriter::kU8, uint8_t{200});
+  raw("i8", GgufWriter::kI8, int8_t{-100});
+  raw("u16", GgufWriter::kU16, uint16_t{60000});
+  raw("i16", GgufWriter::kI16, int16_t{-30000});
+  raw("u32", GgufWriter::kU32, uint32_t{4000000000U});
+  raw("i32", GgufWriter::kI32, int32_t{-2000000000});
+  raw("u64", GgufWriter::kU64, uint64_t{1} << 40);
+  raw("i64", GgufWriter::kI64, int64_t{-(int64_t{1} << 40)});
+  raw("f32", GgufWriter::kF32, 0.25F);
+  raw("f64", GgufWriter::kF64, 1e300);
+  raw("bool", GgufWriter::kBool, uint8_t{1});
+  w.kv_string("str", "héllo");
+  w.kv_strings("strs", {"a", "", "bc"});
+  b.clear();
+  put<uint32_t>(b, GgufWriter::kI16);
+  put<uint64_t>(b, 3);
+  for (const int16_t v : {-1, 0, 7}) put(b, v);
+  w.kv_raw("i16s", GgufWriter::kArray, b);
+  b.clear();
+  put<uint32_t>(b, GgufWriter::kF32);
+  put<uint64_t>(b, 2);
+  put(b, 0.5F);
+  put(b, -4.0F);
+  w.kv_raw("f32s", GgufWriter::kArray, b);
+  b.clear();  // an array of two arrays of u8: parsed, kept as an empty list
+  put<uint32_t>(b, GgufWriter::kArray);
+  put<uint64_t>(b, 2);
+  for (int i = 0; i < 2; ++i) {
+    put<uint32_t>(b, GgufWriter::kU8);
+    put<uint64_t>(b, 1);
+    put<uint8_t>(b, 9);
+  }
+  w.kv_raw("nested", GgufWriter::kArray, b);
+  w.kv_u32("after_nested", 5);
+
+  test::TempDir dir;
+  test::write_file(dir.file("m.gguf"), w.bytes());
+  const GgufFile g(dir.file("m.gguf"));
+  EXPECT_EQ(g.get_int("u8"), 200);
+  EXPECT_EQ(g.get_int("i8"), -100);
+  EXPECT_EQ(g.get_int("u16"), 60000);
+  EXPECT_EQ(g.get_int("i16"), -30000);
+  EXPECT_EQ(g.get_int("u32"), 4000000000LL);
+  EXPECT_EQ(g.get_int("i32"), -2000000000);
+  EXPECT_EQ(g.get_int("u64"), int64_t{1} << 40);
+  EXPECT_EQ(g.get_int("i64"), -(int64_t{1} << 40));
+  EXPECT_EQ(g.get_float("f32"), 0.25);
+  EXPECT_EQ(g.get_float("f64"), 1e300);
+  EXPECT_TRUE(g.get_bool_or("bool", false));
+  EXPECT_EQ(g.get_string("str"), "héllo");
+  EXPECT_EQ(g.get_strings("strs"), (std::vector<std::string>{"a", "", "bc"}));
+  EXPECT_EQ(g.get_ints("i16s"), (std::vector<int64_t>{-1, 0, 7}));
+  EXPECT_EQ(g.get_floats("f32s"), (std::vector<double>{0.5, -4.0}));
+  EXPECT_TRUE(g.get_ints("nested").empty());
+  EXPECT_EQ(g.get_int("after_nested"), 5);
+  EXPECT_EQ(g.get_int_or("absent", 7), 7);
+  EXPECT_THROW(g.get_string("u8"), Error);
+  EXPECT_THROW(g.get_int("absent"), Error);
+}
+
+TEST(GgufTensors, ShapesAreRowMajorAndAlignmentIsHonoured) {
+  GgufWriter w;
+  w.alignment(64);
+  std::vector<float> a(6);
+  for (int i = 0; i < 6; ++i) a[i] = static_cast<float>(i);
+  w.tensor("a", 0, {2, 3}, test::f32_bytes(a));
+  w.tensor("b", 0, {4}, test::f32_bytes({7, 8, 9, 10}));
+  test::TempDir dir;
+  test::write_file(dir.file("a.gguf"), w.bytes());
+  const GgufFile g(dir.file("a.gguf"));
+  ASSERT_EQ(g.tensors().size(), 2U);
+  EXPECT_EQ(g.tensors()[0].shape, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(g.tensors()[1].offset, 64U);
+  EXPECT_EQ(g.load_f32(g.tensors()[0]).as<float>()[5], 5.0F);
+  EXPECT_EQ(g.load_f32(*g.find("b")).as<float>()[3], 10.0F);
+}
+
+struct NameCase {
+  std::string gguf;
+  std::string hf;
+};
+class GgufNameTest : public testing::TestWithParam<NameCase> {};
+TEST_P(GgufNameTest, MapsToHfName) {
+  EXPECT_EQ(hf_name_from_gguf(GetParam().gguf), GetParam().hf);
+}
+INSTANTIATE_TEST_SUITE_P(
+    Names, GgufNameTest,
+    testing::Values(NameCase{"token_embd.weight", "model.embed_tokens.weight"},
+                    NameCase{"output_norm.weight", "model.norm.weight"},
+                    NameCase{"output.weight", "lm_head.weight"},
+                    NameCase{"blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj.weight"},
+                    NameCase{"blk.12.attn_k.weight", "model.layers.12.self_attn.k_proj.weight"},
+                    NameCase{"blk.1.attn_v.weight", "model.layers.1.self_attn.v_proj.weight"},
+                    NameCase{"blk.1.attn_output.weight", "model.layers.1.self_attn.o_proj.weight"},
+                    NameCase{"blk.2.ffn_gate.weight", "model.layers.2.mlp.gate_proj.weight"},
+                    NameCase{"blk.2.ffn_up.weight", "model.layers.2.mlp.up_proj.weight"},
+                    NameCase{"blk.2.ffn_down.weight", "model.layers.2.mlp.down_proj.weight"},
+                    NameCase{"blk.3.attn_norm.weight", "model.layers.3.input_layernorm.weight"},
+                    NameCase{"blk.3.ffn_norm.weight",
+                             "model.layers.3.post_attention_layernorm.weight"},
+                    NameCase{"blk.x.attn_q.weight", "blk.x.attn_q.weight"},
+                    NameCase{"blk.0.attn_q.bias", "blk.0.attn_q.bias"},
+                    NameCase{"rope_freqs.weight", "rope_freqs.weight"}));
+
+// The worked example of docs/pseudocode/loaders.md: head_dim 4, two heads, one column. The file's
+// rows of head 0 hold HF rows 0, 2, 1, 3 (pairs (0,1) and (2,3) are HF's (0,2) and (1,3)).
+TEST(UnpermuteQk, RestoresRotateHalfRowOrder) {
+  Tensor w = Tensor::zeros(DType::F32, {8, 1});
+  const std::vector<float> file_rows = {0, 2, 1, 3, 4, 6, 5, 7};
+  std::copy(file_rows.begin(), file_rows.end(), w.as<float>());
+  unpermute_qk_rows(w, 2);
+  for (int r = 0; r < 8; ++r) EXPECT_EQ(w.as<float>()[r], static_cast<float>(r)) << "row " << r;
+}
+
+TEST(UnpermuteQk, InvertsTheConverterPermutation) {
+  constexpr int64_t kRows = 48;
+  constexpr int64_t kCols = 3;
+  std::vector<float> hf(kRows * kCols);
+  for (size_t i = 0; i < hf.size(); ++i) hf[i] = static_cast<float>(i);
+  for (const int heads : {1, 3, 6}) {
+    Tensor w = Tensor::zeros(DType::F32, {kRows, kCols});
+    const auto file = test::permute_like_llama_cpp(hf, kRows, kCols, heads);
+    std::copy(file.begin(), file.end(), w.as<float>());
+    unpermute_qk_rows(w, heads);
+    EXPECT_EQ(std::vector<float>(w.as<float>(), w.as<float>() + hf.size()), hf)
+        << heads << " heads";
+  }
+}
+
+void expect_tiny_weights(const LoadedModel& m) {
+  const auto want = test::tiny_weights(m.config);
+  ASSERT_EQ(m.weights.size(), want.size());
+  for (const auto& [name, values] : want) {
+    const Tensor& t = m.weights.at(name);
+    ASSERT_EQ(t.dtype(), DType::F32) << name;
+    ASSERT_EQ(static_cast<size_t>(t.numel()), values.size()) << name;
+    EXPECT_EQ(std::vector<float>(t.as<float>(), t.as<float>() + t.numel()), values) << name;
+  }
+}
+
+TEST(GgufModel, LoadsTinyModelInHfLayout) {
+  test::TempDir dir;
+  test::write_file(dir.file("tiny.gguf"), test::tiny_gguf().bytes());
+  const LoadedModel m = load_model(dir.file("tiny.gguf"));
+  const ModelConfig want = test::tiny_config();
+  EXPECT_EQ(m.config.hidden_size, want.hidden_size);
+  EXPECT_EQ(m.config.num_layers, want.num_layers);
+  EXPECT_EQ(m.config.num_heads, want.num_heads);
+  EXPECT_EQ(m.config.num_kv_heads, want.num_kv_heads);
+  EXPECT_EQ(m.config.head_dim, want.head_dim);
+  EXPECT_EQ(m.config.vocab_size, want.vocab_size);
+  EXPECT_EQ(m.config.max_position_embeddings, want.max_position_embeddings);
+  EXPECT_EQ(m.config.bos_token_id, 1);
+  EXPECT_EQ(m.config.eos_token_ids, std::vector<int>{2});
+  EXPECT_FALSE(m.config.tie_word_embeddings);
+  EXPECT_EQ(m.weight_format, "gguf F32 (dequantised to f32)");
+  EXPECT_EQ(m.file_bytes, m.config.parameter_count() * 4);
+  expect_tiny_weights(m);
+}
+
+TEST(GgufModel, NoOutputTensorMeansTiedEmbeddings) {
+  test::TempDir dir;
+  test::write_file(dir.file("tied.gguf"), test::tiny_gguf("output.weight").bytes());
+  const LoadedModel m = load_model(dir.file("tied.gguf"));
+  EXPECT_TRUE(m.config.tie_word_embeddings);
+  EXPECT_EQ(m.weights.count("lm_head.weight"), 0U);
+  expect_tiny_weights(m);
+}
+
+class DefaultModel : public testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const std::string path = test::default_model_path();
+    if (!path.empty()) model_ = std::make_unique<LoadedModel>(load_model(path));
+  }
+  static void TearDownTestSuite() { model_.reset(); }
+  void SetUp() override {
+    if (!model_)
+      GTEST_SKIP() << "default model not fetched (run `make run` or scripts/fetch_model.sh)";
+  }
+  static std::unique_ptr<LoadedModel> model_;
+};
+std::unique_ptr<LoadedModel> DefaultModel::model_;
+
+TEST_F(DefaultModel, ConfigIsSmolLm2_135M) {
+  const ModelConfig& c = model_->config;
+  EXPECT_EQ(c.hidden_size, 576);
+  EXPECT_EQ(c.num_layers, 30);
+  EXPECT_EQ(c.num_heads, 9);
+  EXPECT_EQ(c.num_kv_heads, 3);
+  EXPECT_EQ(c.head_dim, 64);
+  EXPECT_EQ(c.intermediate_size, 1536);
+  EXPECT_EQ(c.vocab_size, 49152);
+  EXPECT_EQ(c.max_position_embeddings, 8192);
+  EXPECT_EQ(c.rope_theta, 100000.0F);
+  EXPECT_EQ(c.rms_norm_eps, 1e-5F);
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(c.bos_token_id, 1);
+  EXPECT_EQ(c.eos_token_ids, std::vector<int>{2});
+  EXPECT_EQ(c.parameter_count(), 134515008);
+  EXPECT_EQ(model_->weight_format, "gguf Q4_1+Q8_0+F32 (dequantised to f32)");
+}
+
+// tools/golden/gguf_weights_golden.py: rows of each tensor as HF transformers loads this GGUF.
+TEST_F(DefaultModel, WeightsMatchHfTransformersLoad) {
+  std::ifstream in(test::data_path("gguf_weights_golden.json"));
+  ASSERT_TRUE(in) << "missing tests/data/gguf_weights_golden.json";
+  const auto golden = nlohmann::json::parse(in);
+  int checked = 0;
+  for (const auto& [name, entry] : golden["tensors"].items()) {
+    ASSERT_EQ(model_->weights.count(name), 1U) << name;
+    const Tensor& t = model_->weights.at(name);
+    EXPECT_EQ(t.shape(), entry["shape"].get<std::vector<int64_t>>()) << name;
+    const int64_t cols = t.rank() == 1 ? t.numel() : t.dim(1);
+    for (const auto& [row, values] : entry["rows"].items()) {
+      const float* p = t.as<float>() + std::stoll(row) * cols;
+      for (size_t i = 0; i < values.size(); ++i) {
+        EXPECT_EQ(p[i], values[i].get<float>()) << name << " row " << row << " col " << i;
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GT(checked, 500);
+}
+
+}  // namespace
+}  // namespace nanoinfer
