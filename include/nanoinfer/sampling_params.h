@@ -8,6 +8,15 @@
 
 namespace nanoinfer {
 
+// When beam search may stop, with HF's three settings of `early_stopping`.
+enum class EarlyStopping {
+  kHeuristic,  // HF False: stop once the best running beam, scored at its current length, cannot
+               // beat the worst kept hypothesis
+  kWhenFull,   // HF True: stop as soon as num_beams hypotheses are finished
+  kNever,      // HF "never": like kHeuristic, but with a positive length_penalty the running beam
+               // is scored at max_new_tokens (the canonical beam search bound)
+};
+
 struct SamplingParams {
   float temperature = 0.0F;  // 0 = greedy
   int top_k = 0;             // 0 = off
@@ -19,7 +28,7 @@ struct SamplingParams {
   uint64_t seed = 0;
   int num_beams = 1;
   float length_penalty = 1.0F;
-  bool early_stopping = false;
+  EarlyStopping early_stopping = EarlyStopping::kHeuristic;
   int num_return_sequences = 1;
   int max_new_tokens = 128;
   bool ignore_eos = false;

@@ -1,0 +1,84 @@
+// SamplingParams::validate(): every value and combination a request can get wrong, rejected
+// before generation starts with a message that names the parameter.
+#include "nanoinfer/sampling_params.h"
+
+#include <cmath>
+#include <string>
+
+#include "util/error.h"
+
+namespace nanoinfer {
+namespace {
+
+std::string num(float v) {
+  std::string s = std::to_string(v);
+  while (s.size() > 1 && s.back() == '0' && s[s.size() - 2] != '.') s.pop_back();
+  return s;
+}
+
+void check_values(const SamplingParams& p) {
+  if (!(p.temperature >= 0.0F) || !std::isfinite(p.temperature)) {
+    fail("temperature must be >= 0 (0 = greedy), got " + num(p.temperature));
+  }
+  if (!(p.top_p > 0.0F && p.top_p <= 1.0F)) {
+    fail("top_p must be in (0, 1] (1 = off), got " + num(p.top_p));
+  }
+  if (p.top_k < 0) fail("top_k must be >= 0 (0 = off), got " + std::to_string(p.top_k));
+  if (!(p.min_p >= 0.0F && p.min_p <= 1.0F)) {
+    fail("min_p must be in [0, 1] (0 = off), got " + num(p.min_p));
+  }
+  if (!(p.repetition_penalty > 0.0F) || !std::isfinite(p.repetition_penalty)) {
+    fail("repetition_penalty must be > 0 (1 = off), got " + num(p.repetition_penalty));
+  }
+  if (!std::isfinite(p.presence_penalty) || !std::isfinite(p.frequency_penalty)) {
+    fail("presence_penalty and frequency_penalty must be finite numbers");
+  }
+  if (p.num_beams < 1) fail("num_beams must be >= 1, got " + std::to_string(p.num_beams));
+  if (p.num_return_sequences < 1) {
+    fail("num_return_sequences must be >= 1, got " + std::to_string(p.num_return_sequences));
+  }
+  if (p.num_return_sequences > p.num_beams) {
+    fail("num_return_sequences (" + std::to_string(p.num_return_sequences) +
+         ") must be <= num_beams (" + std::to_string(p.num_beams) +
+         "); sampling returns one sequence per request");
+  }
+  if (!std::isfinite(p.length_penalty)) fail("length_penalty must be a finite number");
+  if (p.max_new_tokens < 1) {
+    fail("max_new_tokens must be >= 1, got " + std::to_string(p.max_new_tokens));
+  }
+  for (const std::string& s : p.stop) {
+    if (s.empty()) fail("stop strings must not be empty");
+  }
+}
+
+void check_combinations(const SamplingParams& p) {
+  const bool filters = p.top_k != 0 || p.top_p != 1.0F || p.min_p != 0.0F;
+  if (p.num_beams > 1) {
+    if (p.temperature != 0.0F || filters) {
+      fail(
+          "beam search (num_beams > 1) is deterministic: temperature, top_k, top_p and min_p "
+          "must be left off");
+    }
+    if (p.repetition_penalty != 1.0F || p.presence_penalty != 0.0F || p.frequency_penalty != 0.0F) {
+      fail(
+          "beam search (num_beams > 1) does not support repetition, presence or frequency "
+          "penalties");
+    }
+    return;
+  }
+  if (p.temperature == 0.0F && filters) {
+    fail("top_k, top_p and min_p need sampling (temperature > 0); temperature 0 is greedy");
+  }
+  if (p.length_penalty != 1.0F || p.early_stopping != EarlyStopping::kHeuristic) {
+    fail("length_penalty and early_stopping apply to beam search only (num_beams > 1)");
+  }
+}
+
+}  // namespace
+
+void SamplingParams::validate() const {
+  check_values(*this);
+  check_combinations(*this);
+}
+
+}  // namespace nanoinfer

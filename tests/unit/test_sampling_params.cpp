@@ -1,0 +1,118 @@
+// SamplingParams::validate(): each bad value or combination is rejected with a message naming
+// the parameter; sensible combinations pass.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+
+#include "nanoinfer/sampling_params.h"
+#include "util/error.h"
+
+namespace nanoinfer {
+namespace {
+
+struct Case {
+  std::string name;
+  std::function<void(SamplingParams&)> set;
+  std::string message;  // empty: must validate
+};
+
+class Validate : public testing::TestWithParam<Case> {};
+
+TEST_P(Validate, AcceptsOrRejectsWithMessage) {
+  SamplingParams p;
+  GetParam().set(p);
+  if (GetParam().message.empty()) {
+    EXPECT_NO_THROW(p.validate());
+    return;
+  }
+  try {
+    p.validate();
+    FAIL() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(GetParam().message), std::string::npos) << e.what();
+  }
+}
+
+const Case kCases[] = {
+    {"Default", [](SamplingParams&) {}, ""},
+    {"SamplingCombo",
+     [](SamplingParams& p) {
+       p.temperature = 0.7F;
+       p.top_k = 40;
+       p.top_p = 0.9F;
+       p.min_p = 0.05F;
+       p.repetition_penalty = 1.1F;
+       p.presence_penalty = 0.5F;
+     },
+     ""},
+    {"GreedyWithPenalties",
+     [](SamplingParams& p) {
+       p.repetition_penalty = 1.2F;
+       p.frequency_penalty = 0.3F;
+     },
+     ""},
+    {"BeamSearch",
+     [](SamplingParams& p) {
+       p.num_beams = 4;
+       p.num_return_sequences = 4;
+       p.length_penalty = -1.0F;
+       p.early_stopping = EarlyStopping::kNever;
+     },
+     ""},
+    {"NegativeTemperature", [](SamplingParams& p) { p.temperature = -0.5F; },
+     "temperature must be >= 0"},
+    {"TopPZero",
+     [](SamplingParams& p) {
+       p.temperature = 1.0F;
+       p.top_p = 0.0F;
+     },
+     "top_p must be in (0, 1]"},
+    {"TopPAboveOne",
+     [](SamplingParams& p) {
+       p.temperature = 1.0F;
+       p.top_p = 1.5F;
+     },
+     "top_p must be in (0, 1]"},
+    {"NegativeTopK", [](SamplingParams& p) { p.top_k = -1; }, "top_k must be >= 0"},
+    {"MinPAboveOne", [](SamplingParams& p) { p.min_p = 1.01F; }, "min_p must be in [0, 1]"},
+    {"NegativeMinP", [](SamplingParams& p) { p.min_p = -0.1F; }, "min_p must be in [0, 1]"},
+    {"ZeroBeams", [](SamplingParams& p) { p.num_beams = 0; }, "num_beams must be >= 1"},
+    {"MoreReturnsThanBeams",
+     [](SamplingParams& p) {
+       p.num_beams = 2;
+       p.num_return_sequences = 3;
+     },
+     "num_return_sequences (3) must be <= num_beams (2)"},
+    {"ZeroRepetitionPenalty", [](SamplingParams& p) { p.repetition_penalty = 0.0F; },
+     "repetition_penalty must be > 0"},
+    {"GreedyWithTopP", [](SamplingParams& p) { p.top_p = 0.9F; }, "need sampling"},
+    {"GreedyWithTopK", [](SamplingParams& p) { p.top_k = 5; }, "need sampling"},
+    {"BeamsWithTemperature",
+     [](SamplingParams& p) {
+       p.num_beams = 2;
+       p.temperature = 0.8F;
+     },
+     "beam search (num_beams > 1) is deterministic"},
+    {"BeamsWithPresencePenalty",
+     [](SamplingParams& p) {
+       p.num_beams = 2;
+       p.presence_penalty = 0.5F;
+     },
+     "does not support repetition, presence or frequency"},
+    {"LengthPenaltyWithoutBeams", [](SamplingParams& p) { p.length_penalty = 2.0F; },
+     "apply to beam search only"},
+    {"EmptyStopString",
+     [](SamplingParams& p) {
+       p.stop = {"ok", ""};
+     },
+     "stop strings must not be empty"},
+    {"ZeroMaxNewTokens", [](SamplingParams& p) { p.max_new_tokens = 0; },
+     "max_new_tokens must be >= 1"},
+};
+
+INSTANTIATE_TEST_SUITE_P(Params, Validate, testing::ValuesIn(kCases),
+                         [](const testing::TestParamInfo<Case>& info) { return info.param.name; });
+
+}  // namespace
+}  // namespace nanoinfer

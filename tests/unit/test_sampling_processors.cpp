@@ -1,0 +1,159 @@
+// Logits processors against HF transformers (tests/data/sampling/processors.json, written by
+// tools/golden/sampling_golden.py): for each case every row carries its own parameters and the
+// whole batch goes through one Sampler::process call; the tokens left and their values must
+// equal HF's.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "sampling/sampler.h"
+#include "sampling/selectors.h"
+#include "test_paths.h"
+
+namespace nanoinfer::sampling {
+namespace {
+
+const nlohmann::json& golden() {
+  static const nlohmann::json doc = [] {
+    std::ifstream in(test::data_path("sampling/processors.json"));
+    return nlohmann::json::parse(in);
+  }();
+  return doc;
+}
+
+SamplingParams params_from(const nlohmann::json& j) {
+  SamplingParams p;
+  p.temperature = j.value("temperature", 1.0F);  // HF applies warpers only when sampling
+  p.top_k = j.value("top_k", 0);
+  p.top_p = j.value("top_p", 1.0F);
+  p.min_p = j.value("min_p", 0.0F);
+  p.repetition_penalty = j.value("repetition_penalty", 1.0F);
+  p.presence_penalty = j.value("presence_penalty", 0.0F);
+  p.frequency_penalty = j.value("frequency_penalty", 0.0F);
+  p.validate();
+  return p;
+}
+
+struct Batch {
+  std::vector<float> logits;
+  std::vector<std::vector<int32_t>> ids;
+  std::vector<SamplingParams> params;
+  std::vector<RowInput> rows;
+};
+
+Batch batch_for(const nlohmann::json& c) {
+  const nlohmann::json& doc = golden();
+  Batch b;
+  for (const auto& row : doc["logits"]) {
+    for (float v : row) b.logits.push_back(v);
+  }
+  const auto generated = doc["generated_count"].get<size_t>();
+  for (const auto& row : c["rows"]) b.params.push_back(params_from(row["params"]));
+  for (const auto& ids : doc["token_ids"]) b.ids.push_back(ids.get<std::vector<int32_t>>());
+  for (size_t r = 0; r < b.params.size(); ++r) {
+    const TokenSpan all = b.ids[r];
+    b.rows.push_back({&b.params[r], all.first(all.size() - generated), all.last(generated)});
+  }
+  return b;
+}
+
+class ProcessorGolden : public testing::TestWithParam<int> {};
+
+TEST_P(ProcessorGolden, KeptTokensAndValuesEqualHf) {
+  const nlohmann::json& c = golden()["cases"][GetParam()];
+  Batch b = batch_for(c);
+  const int vocab = golden()["vocab"];
+  const LogitsView view(b.logits, static_cast<int>(b.rows.size()), vocab);
+  Sampler().process(view, b.rows);
+  for (int r = 0; r < view.rows; ++r) {
+    SCOPED_TRACE("row " + std::to_string(r));
+    const nlohmann::json& want = c["rows"][r];
+    std::vector<int32_t> kept;
+    std::span<const float> row = view.row(r);
+    for (int v = 0; v < vocab; ++v) {
+      if (std::isfinite(row[v])) kept.push_back(v);
+    }
+    ASSERT_EQ(kept, want["kept_stable"].get<std::vector<int32_t>>());
+    for (size_t i = 0; i < kept.size(); ++i) {
+      const float expected = want["values"][i];
+      EXPECT_NEAR(row[kept[i]], expected, 1e-6F * std::max(1.0F, std::abs(expected)));
+    }
+  }
+}
+
+// HF's own top-p orders equal logits with torch's unstable sort, so where a tie straddles the
+// boundary it may keep other ids of the tie than we do; it must keep as many, of equal logits.
+TEST_P(ProcessorGolden, UnstableHfKeepsTheSameLogitValues) {
+  const nlohmann::json& c = golden()["cases"][GetParam()];
+  const nlohmann::json& doc = golden();
+  for (size_t r = 0; r < c["rows"].size(); ++r) {
+    const auto& logits = doc["logits"][r];
+    const auto values_of = [&logits](const nlohmann::json& ids) {
+      std::vector<float> v;
+      for (int id : ids) v.push_back(logits[id]);
+      std::sort(v.begin(), v.end());
+      return v;
+    };
+    EXPECT_EQ(values_of(c["rows"][r]["kept"]), values_of(c["rows"][r]["kept_stable"]))
+        << "row " << r;
+  }
+}
+
+std::string case_name(const testing::TestParamInfo<int>& info) {
+  return golden()["cases"][info.param]["name"].get<std::string>();
+}
+
+INSTANTIATE_TEST_SUITE_P(Hf, ProcessorGolden,
+                         testing::Range(0, static_cast<int>(golden()["cases"].size())), case_name);
+
+TEST(ProcessorGoldenData, HasTiesThatStraddleTheTopPBoundary) {
+  int straddling = 0;
+  for (const auto& c : golden()["cases"]) {
+    for (const auto& row : c["rows"]) straddling += row["kept"] != row["kept_stable"] ? 1 : 0;
+  }
+  EXPECT_GT(straddling, 0);
+}
+
+TEST(Greedy, TiesGoToTheLowestId) {
+  std::vector<float> logits = {1.0F,
+                               3.0F,
+                               3.0F,
+                               2.0F,
+                               3.0F,  // row 0: max at 1, 2, 4
+                               -std::numeric_limits<float>::infinity(),
+                               0.0F,
+                               0.0F,
+                               -1.0F,
+                               0.0F};
+  std::vector<int32_t> out(2, -1);
+  const std::vector<uint8_t> active = {1, 1};
+  select_greedy(LogitsView(logits, 2, 5), active, out);
+  EXPECT_EQ(out, (std::vector<int32_t>{1, 1}));
+}
+
+TEST(Stages, FollowHfGenerateOrder) {
+  std::vector<std::string_view> names;
+  for (const ProcessorStage& s : processor_stages()) names.push_back(s.name);
+  EXPECT_EQ(names,
+            (std::vector<std::string_view>{"repetition_penalty", "presence_frequency_penalty",
+                                           "temperature", "top_k", "top_p", "min_p"}));
+}
+
+TEST(Stages, GreedyRowsIgnoreWarpersButKeepPenalties) {
+  SamplingParams greedy;
+  greedy.repetition_penalty = 1.5F;
+  std::vector<std::string_view> enabled;
+  for (const ProcessorStage& s : processor_stages()) {
+    if (s.enabled(greedy)) enabled.push_back(s.name);
+  }
+  EXPECT_EQ(enabled, (std::vector<std::string_view>{"repetition_penalty"}));
+}
+
+}  // namespace
+}  // namespace nanoinfer::sampling
