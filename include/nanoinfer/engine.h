@@ -20,6 +20,8 @@ struct EngineOptions {
   int cache_tokens = 0;          // KV cache slots in all; 0 = enough for the batch asked for
   int block_size = 16;
   std::string rope_cache = "post";  // "post" | "pre"
+  int sink_tokens = -1;             // >= 0: StreamingLLM sink cache (needs rope_cache "pre")
+  int window = 0;                   // recent tokens a sink cache keeps
   bool no_rope = false;
 };
 
@@ -34,10 +36,15 @@ struct GenerationOutput {
 };
 
 struct StepStats {
+  double start_ms = 0;             // since generate() began
   double ms = 0;
   int tokens = 0;                  // tokens in this step's forward
   int64_t cache_used = 0;          // cache entries held by live sequences
   int64_t cache_allocated = 0;     // slots in the blocks they hold
+  int64_t weight_bytes = 0;        // device memory held by the weights
+  int64_t kv_bytes = 0;            // KV memory in the blocks live sequences hold
+  int64_t kv_reserved_bytes = 0;   // the whole KV cache allocation
+  int64_t activation_bytes = 0;    // activations this step's forward needs
 };
 
 struct GenerationStats {
@@ -46,6 +53,8 @@ struct GenerationStats {
   int64_t prefill_tokens = 0;
   int64_t decode_tokens = 0;  // tokens produced by decode steps (the first token is prefill's)
   std::vector<StepStats> steps;
+  // Writes steps as CSV (time, memory by kind, cache utilisation) for tools/plot_memory.py.
+  void write_memory_csv(const std::string& path) const;
   double decode_tokens_per_s() const { return decode_ms > 0 ? 1000.0 * decode_tokens / decode_ms : 0; }
 };
 

@@ -24,6 +24,7 @@ struct GenerateArgs {
   bool chat = false;
   bool json = false;
   bool stats = false;
+  std::string memory_trace;
 };
 
 std::vector<std::string> read_prompts_file(const std::string& path) {
@@ -56,6 +57,7 @@ void run_generate(const GenerateArgs& a) {
   }
   const std::vector<GenerationOutput> outs = engine.generate(requests);
   const GenerationStats& st = engine.last_stats();
+  if (!a.memory_trace.empty()) st.write_memory_csv(a.memory_trace);
 
   if (a.json) {
     nlohmann::json j;
@@ -112,12 +114,17 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag("--chat", a->chat, "apply the model's chat template");
   cmd->add_flag("--json", a->json, "print one JSON object");
   cmd->add_flag("--stats", a->stats, "per-step time and cache utilisation");
+  cmd->add_option("--memory-trace", a->memory_trace, "write memory in use per step to this CSV");
   cmd->add_option("--backend", a->engine.backend, "cpu | cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--max-context", a->engine.max_context, "positions per sequence (0 = auto)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--rope-cache", a->engine.rope_cache, "post | pre: when keys are rotated")
       ->check(CLI::IsMember({"post", "pre"}));
   cmd->add_flag("--no-rope", a->engine.no_rope, "ablation: run without rotary embeddings");
+  cmd->add_option("--sink-tokens", a->engine.sink_tokens,
+                  "StreamingLLM cache: keep this many first tokens (with --window, --rope-cache pre)");
+  cmd->add_option("--window", a->engine.window, "StreamingLLM cache: recent tokens kept")
+      ->check(CLI::PositiveNumber);
   cmd->callback([a] { run_generate(*a); });
 }
 

@@ -2,17 +2,31 @@
 
 #include <algorithm>
 
+#include "util/error.h"
+
 namespace nanoinfer {
 
 Batch build_batch(const std::vector<SeqState*>& seqs, KvCache& cache) {
   Batch b;
+  bool has_tree = false;
   b.cu_seqlens.push_back(0);
   for (size_t s = 0; s < seqs.size(); ++s) {
     SeqState& q = *seqs[s];
-    const int start = cache.length(q.cache_id);
-    std::vector<int32_t> pos(q.pending.size());
-    for (size_t i = 0; i < pos.size(); ++i) pos[i] = start + static_cast<int32_t>(i);
+    const size_t n = q.pending.size();
+    std::vector<int32_t> pos = q.positions;
+    if (pos.empty())
+      for (size_t i = 0; i < n; ++i) pos.push_back(q.fed + static_cast<int32_t>(i));
+    NI_ASSERT(pos.size() == n && (q.tree_mask.empty() || q.tree_mask.size() == n * n));
+    q.fed += static_cast<int32_t>(n);
     const Placement p = cache.append(q.cache_id, pos);
+    b.tree_offsets.push_back(static_cast<int32_t>(b.tree_mask.size()));
+    if (q.tree_mask.empty()) {
+      for (size_t i = 0; i < n; ++i)
+        for (size_t k = 0; k < n; ++k) b.tree_mask.push_back(k <= i ? 1 : 0);
+    } else {
+      b.tree_mask.insert(b.tree_mask.end(), q.tree_mask.begin(), q.tree_mask.end());
+      has_tree = true;
+    }
     for (size_t i = 0; i < q.pending.size(); ++i) {
       b.token_ids.push_back(q.pending[i]);
       b.positions.push_back(p.positions[i]);
@@ -22,9 +36,17 @@ Batch build_batch(const std::vector<SeqState*>& seqs, KvCache& cache) {
     }
     b.cu_seqlens.push_back(b.num_tokens());
     b.context_lens.push_back(cache.length(q.cache_id));
-    b.logit_rows.push_back(b.num_tokens() - 1);
+    for (int t = q.all_logits ? b.num_tokens() - static_cast<int>(n) : b.num_tokens() - 1;
+         t < b.num_tokens(); ++t)
+      b.logit_rows.push_back(t);
     b.max_blocks = std::max(b.max_blocks, static_cast<int32_t>(cache.blocks(q.cache_id).size()));
     q.pending.clear();
+    q.positions.clear();
+    q.tree_mask.clear();
+  }
+  if (!has_tree) {  // all causal: the kernels need no mask
+    b.tree_mask.clear();
+    b.tree_offsets.clear();
   }
   b.block_tables.assign(seqs.size() * static_cast<size_t>(b.max_blocks), 0);
   for (size_t s = 0; s < seqs.size(); ++s) {

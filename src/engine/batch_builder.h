@@ -11,14 +11,22 @@
 namespace nanoinfer {
 
 struct SeqState {
+  SeqState(size_t request_index, int cache_seq, std::vector<int32_t> tokens)
+      : request(request_index), cache_id(cache_seq), pending(std::move(tokens)) {}
   size_t request = 0;              // index of the request it serves
   int cache_id = -1;               // its sequence in the KV cache
   std::vector<int32_t> pending;    // tokens to feed at the next step (prompt, then last sample)
+  int32_t fed = 0;                 // tokens fed so far: the text position of the next one
   bool done = false;
+  // Optional, for one step (speculative trees): explicit positions of the pending tokens, an
+  // n*n mask among them (byte [i*n + k] = 1: token i sees token k), logits for every token.
+  std::vector<int32_t> positions;
+  std::vector<uint8_t> tree_mask;
+  bool all_logits = false;
 };
 
-// Positions continue from the sequence's cache length. Logits are taken for the last pending
-// token of each sequence, in the order given.
+// Text positions continue from `fed` unless given; the cache decides the RoPE positions. Logits
+// are taken for the last pending token of each sequence (every token with all_logits), in order.
 Batch build_batch(const std::vector<SeqState*>& seqs, KvCache& cache);
 
 }  // namespace nanoinfer

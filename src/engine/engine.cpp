@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 #include "engine/batch_builder.h"
 #include "loader/model_loader.h"
@@ -29,6 +30,18 @@ struct Engine::Impl {
   std::unique_ptr<LlamaModel> model;
   GenerationStats stats;
 };
+
+void GenerationStats::write_memory_csv(const std::string& path) const {
+  std::ofstream out(path);
+  if (!out) fail(path + ": cannot write the memory trace");
+  out << "time_ms,step_ms,tokens,weights_bytes,kv_bytes,kv_reserved_bytes,activation_bytes,"
+         "cache_used,cache_allocated\n";
+  for (const StepStats& s : steps)
+    out << s.start_ms << ',' << s.ms << ',' << s.tokens << ',' << s.weight_bytes << ',' << s.kv_bytes
+        << ',' << s.kv_reserved_bytes << ',' << s.activation_bytes << ',' << s.cache_used << ','
+        << s.cache_allocated << '\n';
+  if (!out) fail(path + ": write failed");
+}
 
 namespace {
 
@@ -94,14 +107,17 @@ std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationReque
   kv.num_blocks = static_cast<int>(
       im.options.cache_tokens > 0 ? (im.options.cache_tokens + kv.block_size - 1) / kv.block_size : need);
   kv.rope = im.options.rope_cache;
+  kv.sink_tokens = im.options.sink_tokens;
+  kv.window = im.options.window;
   KvCache cache(*im.backend, c, kv);
 
   std::vector<GenerationOutput> out(requests.size());
   std::vector<SeqState> seqs;
   for (size_t i = 0; i < requests.size(); ++i)
-    seqs.push_back({i, cache.create_sequence(), requests[i].prompt_ids, false});
+    seqs.emplace_back(i, cache.create_sequence(), requests[i].prompt_ids);
 
   im.stats = GenerationStats{};
+  const auto run_start = std::chrono::steady_clock::now();
   std::vector<float> logits;
   bool prefill = true;
   while (true) {
@@ -139,6 +155,11 @@ std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationReque
     step.cache_used = cache.used_slots();
     step.cache_allocated = cache.allocated_slots();
     step.ms = ms_since(t0);
+    step.start_ms = std::chrono::duration<double, std::milli>(t0 - run_start).count();
+    step.weight_bytes = im.model->weight_bytes();
+    step.kv_reserved_bytes = cache.bytes();
+    step.kv_bytes = cache.capacity_slots() > 0 ? cache.bytes() / cache.capacity_slots() * step.cache_allocated : 0;
+    step.activation_bytes = im.model->activation_bytes(step.tokens, static_cast<int>(batch.logit_rows.size()));
     if (prefill) {
       im.stats.prefill_ms += step.ms;
       im.stats.prefill_tokens += step.tokens;

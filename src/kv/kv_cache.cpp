@@ -16,6 +16,18 @@ KvCache::KvCache(Backend& backend, const ModelConfig& config, KvCacheOptions opt
     : backend_(backend), options_(options), rope_(make_rope_policy(options.rope)) {
   if (options_.block_size <= 0 || options_.num_blocks <= 0)
     fail("KV cache needs a positive block size and block count");
+  if (options_.sink_tokens >= 0) {
+    if (options_.window <= 0) fail("a sink cache needs a window of at least one token");
+    if (options_.rope != "pre")
+      fail("a sink cache renumbers positions after eviction, so keys must be rotated on read: "
+           "use the pre-RoPE cache");
+    // Entries are dropped one at a time from the middle of a sequence: one slot per block.
+    options_.num_blocks *= options_.block_size;
+    options_.block_size = 1;
+    policy_ = std::make_unique<SinkCache>(options_.sink_tokens, options_.window);
+  } else {
+    policy_ = std::make_unique<FullCache>();
+  }
   const int64_t slots = capacity_slots();
   Tensor slot_pos = backend_.alloc({slots}, DType::I32);
   backend_.fill_i32(slot_pos, 0);
@@ -67,8 +79,29 @@ void KvCache::copy_sequence(int src, int dst) {
   for (KvLayer& l : layers_) backend_.copy_slots(l, from, to);
 }
 
+void KvCache::evict(Seq& s, int count) {
+  // Block size is 1 here (see the constructor): dropping entries = dropping blocks.
+  const auto first = s.blocks.begin() + policy_->evict_first();
+  free_.insert(free_.end(), first, first + count);
+  s.blocks.erase(first, first + count);
+  s.length -= count;
+  if (!policy_->renumbers()) return;
+  std::vector<int32_t> slots, pos;
+  for (int j = policy_->evict_first(); j < s.length; ++j) {
+    slots.push_back(s.blocks[static_cast<size_t>(j)]);
+    pos.push_back(policy_->position(j, 0));
+  }
+  if (!slots.empty()) backend_.write_i32(layers_[0].slot_pos, slots, pos);
+}
+
 Placement KvCache::append(int seq, const std::vector<int32_t>& positions) {
   Seq& s = seqs_.at(seq);
+  const int n_new = static_cast<int>(positions.size());
+  const int cap = policy_->capacity();
+  if (cap > 0 && n_new > cap - policy_->evict_first())
+    fail(std::to_string(n_new) + " new tokens in one step do not fit the " + policy_->name() +
+         " cache: feed them in smaller chunks");
+  if (const int drop = policy_->evict_count(s.length, n_new); drop > 0) evict(s, drop);
   const int bs = options_.block_size;
   Placement p;
   for (int32_t pos : positions) {
@@ -76,7 +109,7 @@ Placement KvCache::append(int seq, const std::vector<int32_t>& positions) {
     if (static_cast<size_t>(j / bs) >= s.blocks.size()) s.blocks.push_back(take_block());
     p.slots.push_back(s.blocks[static_cast<size_t>(j / bs)] * bs + j % bs);
     p.q_index.push_back(j);
-    p.positions.push_back(pos);
+    p.positions.push_back(policy_->position(j, pos));
   }
   return p;
 }

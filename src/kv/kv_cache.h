@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "kv/cache_policy.h"
 #include "kv/rope_policy.h"
 #include "nanoinfer/model_config.h"
 
@@ -18,6 +19,8 @@ struct KvCacheOptions {
   int block_size = 16;
   int num_blocks = 0;         // total capacity = num_blocks * block_size slots
   std::string rope = "post";  // "post" | "pre"
+  int sink_tokens = -1;       // >= 0: StreamingLLM sink cache of sink_tokens + window entries
+  int window = 0;
 };
 
 // Where the new tokens of one sequence go, as the batch builder needs it.
@@ -33,13 +36,16 @@ class KvCache {
   void release(int seq);
   // dst becomes a copy of src (its own blocks, contents copied): beam search forks.
   void copy_sequence(int src, int dst);
-  // Reserves room for tokens at the given positions; throws Error when the cache is full.
+  // Reserves room for tokens at the given text positions (evicting first when the cache policy
+  // says so) and returns where they go and the positions the policy assigns them; throws Error
+  // when the cache is full.
   Placement append(int seq, const std::vector<int32_t>& positions);
   int length(int seq) const { return seqs_.at(seq).length; }
   const std::vector<int32_t>& blocks(int seq) const { return seqs_.at(seq).blocks; }
 
   KvLayer& layer(int i) { return layers_[static_cast<size_t>(i)]; }
   const RopePolicy& rope() const { return *rope_; }
+  const CachePolicy& policy() const { return *policy_; }
   int block_size() const { return options_.block_size; }
   int free_blocks() const { return static_cast<int>(free_.size()); }
   int64_t capacity_slots() const { return int64_t{options_.num_blocks} * options_.block_size; }
@@ -53,10 +59,12 @@ class KvCache {
     int length = 0;
   };
   int32_t take_block();
+  void evict(Seq& s, int count);
 
   Backend& backend_;
   KvCacheOptions options_;
   std::unique_ptr<RopePolicy> rope_;
+  std::unique_ptr<CachePolicy> policy_;
   std::vector<KvLayer> layers_;
   std::vector<int32_t> free_;
   std::map<int, Seq> seqs_;

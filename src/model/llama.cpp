@@ -1,5 +1,6 @@
 #include "model/llama.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -57,6 +58,49 @@ LlamaModel::LlamaModel(const LoadedModel& loaded, Backend& backend, int max_posi
     l.down = up(weight(loaded, p + "mlp.down_proj.weight"));
     layers_.push_back(std::move(l));
   }
+  upload_rope_table(no_rope);
+}
+
+LlamaModel::LlamaModel(const ModelConfig& config, Backend& backend, int max_positions,
+                       uint64_t seed)
+    : config_(config), backend_(backend), max_positions_(max_positions) {
+  config_.validate("random-weight model");
+  const DType dt = backend_.compute_dtype();
+  const ModelConfig& c = config_;
+  uint64_t stream = 0;  // each matrix draws from its own seed
+  auto matrix = [&](int64_t rows, int64_t cols) {
+    Tensor t = backend_.alloc({rows, cols}, dt);
+    backend_.random_normal(t, 0.02F, seed + 0x9E3779B97F4A7C15ULL * ++stream);
+    weight_bytes_ += static_cast<int64_t>(t.nbytes());
+    return t;
+  };
+  auto ones = [&](int64_t n) {
+    Tensor host = Tensor::zeros(DType::F32, {n});
+    std::fill(host.as<float>(), host.as<float>() + n, 1.0F);
+    Tensor t = backend_.upload(host, dt);
+    weight_bytes_ += static_cast<int64_t>(t.nbytes());
+    return t;
+  };
+  const int64_t H = c.hidden_size, F = c.intermediate_size;
+  const int64_t q = int64_t{c.num_heads} * c.head_dim, kv = int64_t{c.num_kv_heads} * c.head_dim;
+  embed_ = matrix(c.vocab_size, H);
+  final_norm_ = ones(H);
+  lm_head_ = c.tie_word_embeddings ? embed_ : matrix(c.vocab_size, H);
+  for (int i = 0; i < c.num_layers; ++i) {
+    Layer l;
+    l.attn_norm = ones(H);
+    l.qkv = matrix(q + 2 * kv, H);
+    l.o = matrix(H, q);
+    l.mlp_norm = ones(H);
+    l.gate_up = matrix(2 * F, H);
+    l.down = matrix(H, F);
+    layers_.push_back(std::move(l));
+  }
+  upload_rope_table(false);
+}
+
+void LlamaModel::upload_rope_table(bool no_rope) {
+  const int max_positions = max_positions_;
   RopeTable table = RopeTable::build(config_, max_positions);
   if (no_rope) {
     const int half = config_.head_dim / 2;
@@ -67,6 +111,15 @@ LlamaModel::LlamaModel(const LoadedModel& loaded, Backend& backend, int max_posi
     }
   }
   backend_.upload_rope(table);
+}
+
+int64_t LlamaModel::activation_bytes(int tokens, int rows) const {
+  const ModelConfig& c = config_;
+  const int64_t per_token = 4 * int64_t{c.hidden_size} +
+                            int64_t{c.num_heads + 2 * c.num_kv_heads} * c.head_dim +
+                            int64_t{c.num_heads} * c.head_dim + 3 * int64_t{c.intermediate_size};
+  const auto elem = static_cast<int64_t>(dtype_size(backend_.compute_dtype()));
+  return tokens * per_token * elem + rows * (int64_t{c.hidden_size} * elem + int64_t{c.vocab_size} * 4);
 }
 
 void LlamaModel::ensure_activations(int tokens, int rows) {
@@ -89,10 +142,28 @@ void LlamaModel::ensure_activations(int tokens, int rows) {
 }
 
 const Tensor& LlamaModel::forward(const Batch& batch, KvCache& cache) {
-  const int T = batch.num_tokens();
-  const int R = static_cast<int>(batch.logit_rows.size());
-  NI_ASSERT(T > 0 && R > 0);
+  NI_ASSERT(batch.num_tokens() > 0 && !batch.logit_rows.empty());
+  // Uploaded before the step body: a backend may pad the batch (decode buckets) and must write
+  // it into buffers a recorded step reads from.
+  const DeviceBatch b = backend_.upload_batch(batch);
+  const int T = b.num_tokens;
+  const auto R = static_cast<int>(b.logit_rows.numel());
   ensure_activations(T, R);
+  Tensor logits(DType::F32, {R, config_.vocab_size}, act_.logits.data(), nullptr,
+                act_.logits.device());
+  // A decode step's device work depends only on its (padded) batch size: that is its key.
+  const bool decode = T == b.num_seqs && batch.tree_mask.empty();
+  const int64_t key = graph_capture_ && decode ? T : -1;
+  backend_.run_step(key, [&] { run_layers(b, cache, logits); });
+  logits_view_ = Tensor(DType::F32,
+                        {static_cast<int64_t>(batch.logit_rows.size()), config_.vocab_size},
+                        act_.logits.data(), nullptr, act_.logits.device());
+  return logits_view_;
+}
+
+void LlamaModel::run_layers(const DeviceBatch& b, KvCache& cache, const Tensor& logits_rows) {
+  const int T = b.num_tokens;
+  const auto R = static_cast<int>(b.logit_rows.numel());
   const ModelConfig& c = config_;
   // Views of the first T rows of each activation buffer.
   auto rows = [T](const Tensor& t) { return Tensor(t.dtype(), {T, t.dim(1)}, t.data(), nullptr, t.device()); };
@@ -100,9 +171,8 @@ const Tensor& LlamaModel::forward(const Batch& batch, KvCache& cache) {
          attn = rows(act_.attn), proj = rows(act_.proj), gate_up = rows(act_.gate_up),
          mlp = rows(act_.mlp);
   Tensor last(act_.last.dtype(), {R, c.hidden_size}, act_.last.data(), nullptr, act_.last.device());
-  Tensor logits(DType::F32, {R, c.vocab_size}, act_.logits.data(), nullptr, act_.logits.device());
+  Tensor logits = logits_rows;
 
-  const DeviceBatch b = backend_.upload_batch(batch);
   const RopePolicy& rope = cache.rope();
   backend_.embedding(embed_, b, residual);
   backend_.rmsnorm(residual, layers_[0].attn_norm, c.rms_norm_eps, x);
@@ -122,8 +192,6 @@ const Tensor& LlamaModel::forward(const Batch& batch, KvCache& cache) {
   }
   backend_.gather_rows(x, b.logit_rows, last);
   backend_.matmul(last, lm_head_, logits);
-  logits_view_ = logits;
-  return logits_view_;
 }
 
 }  // namespace nanoinfer

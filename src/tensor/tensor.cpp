@@ -14,8 +14,22 @@ size_t dtype_size(DType t) {
     case DType::F16:
     case DType::BF16:
       return 2;
+    case DType::Q8_0:
+      return 34;
+    case DType::Q4_0:
+      return 18;
+    case DType::Q4_1:
+      return 20;
   }
   return 0;
+}
+
+int64_t dtype_block(DType t) {
+  return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1 ? 32 : 1;
+}
+
+size_t dtype_nbytes(DType t, int64_t numel) {
+  return static_cast<size_t>(numel / dtype_block(t)) * dtype_size(t);
 }
 
 const char* dtype_name(DType t) {
@@ -28,6 +42,12 @@ const char* dtype_name(DType t) {
       return "bf16";
     case DType::I32:
       return "i32";
+    case DType::Q8_0:
+      return "q8_0";
+    case DType::Q4_0:
+      return "q4_0";
+    case DType::Q4_1:
+      return "q4_1";
   }
   return "?";
 }
@@ -39,7 +59,7 @@ Tensor::Tensor(DType dtype, std::vector<int64_t> shape, void* data, std::shared_
 Tensor Tensor::zeros(DType dtype, std::vector<int64_t> shape) {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
-  auto buf = std::make_shared<std::vector<uint8_t>>(static_cast<size_t>(n) * dtype_size(dtype), 0);
+  auto buf = std::make_shared<std::vector<uint8_t>>(dtype_nbytes(dtype, n), 0);
   return {dtype, std::move(shape), buf->data(), buf};
 }
 
@@ -58,7 +78,7 @@ std::string Tensor::shape_str() const {
 Tensor Tensor::row(int64_t i) const {
   NI_ASSERT(!shape_.empty() && i >= 0 && i < shape_[0]);
   std::vector<int64_t> sub(shape_.begin() + 1, shape_.end());
-  const size_t stride = nbytes() / static_cast<size_t>(shape_[0]);
+  const size_t stride = nbytes() / static_cast<size_t>(shape_[0]);  // whole blocks per row
   return {dtype_, std::move(sub), static_cast<uint8_t*>(data_) + stride * static_cast<size_t>(i),
           owner_, device_};
 }

@@ -12,10 +12,14 @@
 
 namespace nanoinfer {
 
-enum class DType : uint8_t { F32, F16, BF16, I32 };
+// Q8_0 / Q4_0 / Q4_1 are GGUF's block formats (32 elements a block), kept as stored so the CPU
+// backend can multiply without widening the weights to f32 in memory.
+enum class DType : uint8_t { F32, F16, BF16, I32, Q8_0, Q4_0, Q4_1 };
 enum class Device : uint8_t { Cpu, Cuda };
 
-size_t dtype_size(DType t);
+size_t dtype_size(DType t);          // bytes per element; for block formats, bytes per block
+int64_t dtype_block(DType t);         // elements per block (1 for plain types)
+size_t dtype_nbytes(DType t, int64_t numel);
 const char* dtype_name(DType t);
 
 class Tensor {
@@ -33,7 +37,7 @@ class Tensor {
   int64_t dim(size_t i) const { return shape_[i]; }
   size_t rank() const { return shape_.size(); }
   int64_t numel() const;
-  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
+  size_t nbytes() const { return dtype_nbytes(dtype_, numel()); }
   bool empty() const { return data_ == nullptr; }
   std::string shape_str() const;
 

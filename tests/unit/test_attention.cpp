@@ -38,7 +38,7 @@ TEST_P(AttentionTest, PackedBatchMatchesNaivePerSequence) {
   // Two steps: a prefill of lens[s] tokens, then one decode token per sequence.
   std::vector<SeqState> seqs;
   for (size_t s = 0; s < ac.lens.size(); ++s)
-    seqs.push_back({s, cache.create_sequence(), std::vector<int32_t>(ac.lens[s], 1), false});
+    seqs.emplace_back(s, cache.create_sequence(), std::vector<int32_t>(ac.lens[s], 1));
   const int D = ac.head_dim, H = ac.heads, KV = ac.kv_heads, W = (H + 2 * KV) * D;
   std::mt19937 rng(42);
   std::normal_distribution<float> nd(0.0F, 1.0F);

@@ -28,7 +28,9 @@ class CpuBackend final : public Backend {
 
   Tensor upload(const Tensor& host, DType dtype) override {
     NI_ASSERT(dtype == DType::F32);
-    if (host.dtype() == DType::F32) return host;  // shares the bytes (an mmap view stays a view)
+    // f32 and block-quantised weights are used as they are (an mmap view stays a view); the
+    // quantised ones are widened tile by tile inside matmul.
+    if (host.dtype() == DType::F32 || dtype_block(host.dtype()) > 1) return host;
     Tensor out = Tensor::zeros(DType::F32, host.shape());
     const auto* src = host.as<const uint16_t>();
     float* dst = out.as<float>();
@@ -98,7 +100,11 @@ class CpuBackend final : public Backend {
       if (ids[t] < 0 || ids[t] >= table.dim(0))
         fail("token id " + std::to_string(ids[t]) + " is outside the vocabulary (size " +
              std::to_string(table.dim(0)) + ")");
-      std::memcpy(out.as<float>() + t * H, table.as<const float>() + ids[t] * H, H * sizeof(float));
+      if (table.dtype() == DType::F32)
+        std::memcpy(out.as<float>() + t * H, table.as<const float>() + ids[t] * H, H * sizeof(float));
+      else
+        cpu::dequantize_rows(table.dtype(), static_cast<const uint8_t*>(table.row(ids[t]).data()), 1,
+                             H, out.as<float>() + t * H);
     }
   }
 
@@ -121,8 +127,12 @@ class CpuBackend final : public Backend {
 
   void matmul(const Tensor& x, const Tensor& w, Tensor& out) override {
     NI_ASSERT(x.dim(1) == w.dim(1) && out.dim(1) == w.dim(0) && out.dim(0) == x.dim(0));
-    cpu::matmul(x.as<const float>(), w.as<const float>(), out.as<float>(), x.dim(0), x.dim(1),
-                w.dim(0));
+    if (w.dtype() == DType::F32)
+      cpu::matmul(x.as<const float>(), w.as<const float>(), out.as<float>(), x.dim(0), x.dim(1),
+                  w.dim(0));
+    else
+      cpu::matmul_quantized(x.as<const float>(), w.dtype(), static_cast<const uint8_t*>(w.data()),
+                            out.as<float>(), x.dim(0), x.dim(1), w.dim(0));
   }
 
   void silu_mul(const Tensor& gate_up, Tensor& out) override {

@@ -4,10 +4,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <vector>
 
 namespace nanoinfer::cpu {
 
 namespace {
+
+// Below this many multiply-adds a thread team costs more than it saves (tiny models, tests).
+constexpr int64_t kParallelWork = 1 << 18;
 
 // Lanes [0, n) set: the K % 8 tail is loaded with a mask, so every dot product runs the same
 // vector instructions in the same order (batch invariance) and needs no scalar tail.
@@ -66,24 +71,92 @@ float dot(const float* a, const float* b, int64_t n) {
   return hsum(acc);
 }
 
+namespace {
+
+// y[:, n0:n1] for weight rows w (already f32) that start at row n0.
+void matmul_tile(const float* x, const float* w, float* y, int64_t T, int64_t K, int64_t N,
+                 int64_t n0, int64_t n1) {
+  int64_t t = 0;
+  for (; t + 4 <= T; t += 4) {
+    const float* x0 = x + t * K;
+    for (int64_t n = n0; n < n1; ++n) {
+      float r[4];
+      dot4(x0, x0 + K, x0 + 2 * K, x0 + 3 * K, w + (n - n0) * K, K, r);
+      for (int i = 0; i < 4; ++i) y[(t + i) * N + n] = r[i];
+    }
+  }
+  for (; t < T; ++t)
+    for (int64_t n = n0; n < n1; ++n) y[t * N + n] = dot(x + t * K, w + (n - n0) * K, K);
+}
+
+inline __m256 f16x1(const uint8_t* p) {
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return _mm256_set1_ps(f16_to_f32(h));
+}
+
+}  // namespace
+
 void matmul(const float* x, const float* w, float* y, int64_t T, int64_t K, int64_t N) {
   // Blocks of 64 weight rows per task keep one task's weights in L2 while every token reuses them.
   constexpr int64_t kRows = 64;
   const int64_t tasks = (N + kRows - 1) / kRows;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (T * K * N >= kParallelWork)
   for (int64_t task = 0; task < tasks; ++task) {
-    const int64_t n_end = std::min(N, (task + 1) * kRows);
-    int64_t t = 0;
-    for (; t + 4 <= T; t += 4) {
-      const float* x0 = x + t * K;
-      for (int64_t n = task * kRows; n < n_end; ++n) {
-        float r[4];
-        dot4(x0, x0 + K, x0 + 2 * K, x0 + 3 * K, w + n * K, K, r);
-        for (int i = 0; i < 4; ++i) y[(t + i) * N + n] = r[i];
+    const int64_t n0 = task * kRows, n1 = std::min(N, n0 + kRows);
+    matmul_tile(x, w + n0 * K, y, T, K, N, n0, n1);
+  }
+}
+
+void dequantize_rows(DType type, const uint8_t* w, int64_t rows, int64_t K, float* out) {
+  const int64_t blocks = rows * K / 32;
+  const size_t bb = dtype_size(type);
+  const __m256i low4 = _mm256_set1_epi32(0xF);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* p = w + static_cast<size_t>(b) * bb;
+    float* o = out + b * 32;
+    if (type == DType::Q8_0) {
+      const __m256 d = f16x1(p);
+      for (int i = 0; i < 32; i += 8) {
+        const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 2 + i));
+        _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8)), d));
+      }
+    } else {
+      const bool q41 = type == DType::Q4_1;
+      const __m256 d = f16x1(p);
+      const __m256 m = q41 ? f16x1(p + 2) : _mm256_setzero_ps();
+      const uint8_t* qs = p + (q41 ? 4 : 2);
+      for (int i = 0; i < 16; i += 8) {
+        const __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + i)));
+        const __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_srli_epi32(q, 4);
+        if (q41) {  // d * q + m, rounded after the product as the reference does
+          _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(lo)), m));
+          _mm256_storeu_ps(o + 16 + i, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(hi)), m));
+        } else {  // (q - 8) * d
+          const __m256i eight = _mm256_set1_epi32(8);
+          _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(lo, eight)), d));
+          _mm256_storeu_ps(o + 16 + i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(hi, eight)), d));
+        }
       }
     }
-    for (; t < T; ++t)
-      for (int64_t n = task * kRows; n < n_end; ++n) y[t * N + n] = dot(x + t * K, w + n * K, K);
+  }
+}
+
+void matmul_quantized(const float* x, DType type, const uint8_t* w, float* y, int64_t T, int64_t K,
+                      int64_t N) {
+  // Small tiles: the widened rows (kRows * K floats) stay in L1/L2 while all tokens use them.
+  constexpr int64_t kRows = 16;
+  const int64_t tasks = (N + kRows - 1) / kRows;
+  const size_t row_bytes = dtype_nbytes(type, K);
+#pragma omp parallel if (T * K * N >= kParallelWork)
+  {
+    std::vector<float> tile(static_cast<size_t>(kRows * K));
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t n0 = task * kRows, n1 = std::min(N, n0 + kRows);
+      dequantize_rows(type, w + static_cast<size_t>(n0) * row_bytes, n1 - n0, K, tile.data());
+      matmul_tile(x, tile.data(), y, T, K, N, n0, n1);
+    }
   }
 }
 

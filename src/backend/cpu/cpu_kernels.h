@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "tensor/tensor.h"
+
 namespace nanoinfer::cpu {
 
 // y[t, n] = sum_k x[t, k] * w[n, k]      x: [T, K], w: [N, K], y: [T, N]
@@ -16,5 +18,13 @@ void silu_mul(const float* gu, float* out, int64_t T, int64_t F);
 // Rotate-half RoPE of one head vector in place; cs = [cos(half) | sin(half)].
 void rope_rotate(float* x, const float* cs, int head_dim);
 float dot(const float* a, const float* b, int64_t n);
+
+// Rows of a GGUF block-quantised matrix (Q8_0, Q4_0, Q4_1) widened to f32, bit-identical to the
+// loader's dequantize() (d * q, (q - 8) * d and d * q + m in f32, no fused multiply-add).
+void dequantize_rows(DType type, const uint8_t* w, int64_t rows, int64_t K, float* out);
+// y = x w^T with w block-quantised [N, K]: each tile of rows is widened into a small buffer and
+// multiplied exactly as matmul() would, so results equal those of the widened matrix.
+void matmul_quantized(const float* x, DType type, const uint8_t* w, float* y, int64_t T, int64_t K,
+                      int64_t N);
 
 }  // namespace nanoinfer::cpu
