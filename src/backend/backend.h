@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,20 @@ class Backend {
     (void)key;
     body();
   }
+
+  // Fills t with normal(0, std) values from a fixed seed (random-weight models for benchmarks).
+  // Backends generate on the device; this fallback draws on the host and uploads.
+  virtual void random_normal(Tensor& t, float std, uint64_t seed) {
+    Tensor host = Tensor::zeros(DType::F32, t.shape());
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> nd(0.0F, std);
+    for (int64_t i = 0; i < host.numel(); ++i) host.as<float>()[i] = nd(rng);
+    t = upload(host, t.dtype());
+  }
+  // Per-op device time (--profile): collected while on; the report has one line per op kind,
+  // prefill and decode apart. Backends without device timers report nothing.
+  virtual void set_profiling(bool on) { (void)on; }
+  virtual std::string profile_report() { return {}; }
 
   // Ops.
   virtual void embedding(const Tensor& table, const DeviceBatch& b, Tensor& out) = 0;  // [V,H] → [T,H]

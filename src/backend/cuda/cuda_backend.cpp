@@ -1,0 +1,583 @@
+#include "backend/cuda/cuda_backend.h"
+
+#include <nvtx3/nvToolsExt.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/kernels.h"
+
+namespace nanoinfer::cuda {
+namespace {
+
+constexpr double kMiB = 1024.0 * 1024.0;
+
+int64_t numel_of(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// Device memory owned by a shared_ptr, so Tensor views keep it alive.
+Tensor device_tensor(std::vector<int64_t> shape, DType dtype) {
+  const size_t bytes = static_cast<size_t>(numel_of(shape)) * dtype_size(dtype);
+  void* p = nullptr;
+  if (bytes > 0) {
+    const cudaError_t e = cudaMalloc(&p, bytes);
+    if (e == cudaErrorMemoryAllocation) {
+      (void)cudaGetLastError();
+      size_t free_b = 0, total_b = 0;
+      NI_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+      char msg[320];
+      std::snprintf(msg, sizeof(msg),
+                    "CUDA out of memory: a %s tensor %s asked for %zu bytes (%.1f MiB); the GPU has "
+                    "%zu bytes (%.1f MiB) free of %.1f MiB",
+                    dtype_name(dtype), shape_string(shape).c_str(), bytes, bytes / kMiB, free_b,
+                    free_b / kMiB, total_b / kMiB);
+      fail(msg);
+    }
+    NI_CUDA_CHECK(e);
+  }
+  std::shared_ptr<void> owner(p, [](void* q) {
+    if (q != nullptr) cudaFree(q);
+  });
+  return {dtype, std::move(shape), p, std::move(owner), Device::Cuda};
+}
+
+// A device copy of a small host i32 array, for ops that take index lists.
+Tensor device_i32(const std::vector<int32_t>& v, cudaStream_t s) {
+  Tensor t = device_tensor({static_cast<int64_t>(v.size())}, DType::I32);
+  if (!v.empty())
+    NI_CUDA_CHECK(cudaMemcpyAsync(t.data(), v.data(), v.size() * sizeof(int32_t),
+                                  cudaMemcpyHostToDevice, s));
+  NI_CUDA_CHECK(cudaStreamSynchronize(s));  // v may die after we return
+  return t;
+}
+
+int next_pow2(int v) {
+  int p = 1;
+  while (p < v) p *= 2;
+  return p;
+}
+
+// Field offsets (in i32 words) of the static batch buffer.
+struct BatchLayout {
+  int64_t token_ids, positions, seq_of_token, q_index, slots, logit_rows, cu_seqlens,
+      context_lens, tree_offsets, block_tables, tree_mask, total;
+  BatchLayout(int tokens, int seqs, int stride, int64_t mask_words) {
+    int64_t o = 0;
+    auto take = [&o](int64_t n) {
+      const int64_t at = o;
+      o += (n + 31) / 32 * 32;  // 128-byte aligned fields
+      return at;
+    };
+    token_ids = take(tokens);
+    positions = take(tokens);
+    seq_of_token = take(tokens);
+    q_index = take(tokens);
+    slots = take(tokens);
+    logit_rows = take(tokens);
+    cu_seqlens = take(seqs + 1);
+    context_lens = take(seqs);
+    tree_offsets = take(seqs);
+    block_tables = take(int64_t{seqs} * stride);
+    tree_mask = take(mask_words);
+    total = o;
+  }
+};
+
+}  // namespace
+
+int decode_bucket(int seqs) {
+  static constexpr int kBuckets[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256};
+  for (int b : kBuckets)
+    if (seqs <= b) return b;
+  return (seqs + 63) / 64 * 64;
+}
+
+// NVTX range around every op; with profiling on, CUDA events around it as well.
+class CudaBackend::OpScope {
+ public:
+  OpScope(CudaBackend& be, std::string name) : be_(be), name_(std::move(name)) {
+    nvtxRangePushA(name_.c_str());
+    if (be_.profiling_) {
+      start_ = be_.take_event();
+      NI_CUDA_CHECK(cudaEventRecord(start_, be_.stream_));
+    }
+  }
+  ~OpScope() {
+    if (start_ != nullptr) {
+      cudaEvent_t stop = be_.take_event();
+      cudaEventRecord(stop, be_.stream_);
+      be_.pending_.push_back({name_, be_.meta_.decode, start_, stop});
+    }
+    nvtxRangePop();
+  }
+  OpScope(const OpScope&) = delete;
+  OpScope& operator=(const OpScope&) = delete;
+
+ private:
+  CudaBackend& be_;
+  std::string name_;
+  cudaEvent_t start_ = nullptr;
+};
+
+CudaBackend::CudaBackend(DType compute_dtype) : dtype_(compute_dtype) {
+  if (dtype_ != DType::F32 && dtype_ != DType::BF16)
+    fail(std::string("the CUDA backend computes in f32 or bf16, not ") + dtype_name(dtype_));
+  NI_CUDA_CHECK(cudaGetDevice(&device_));
+  NI_CUDA_CHECK(cudaDeviceGetAttribute(&sm_count_, cudaDevAttrMultiProcessorCount, device_));
+  NI_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  NI_CUDA_CHECK(cudaEventCreateWithFlags(&upload_done_, cudaEventDisableTiming));
+  NI_CUDA_CHECK(cudaEventRecord(upload_done_, stream_));
+  gemm_ = std::make_unique<LtGemm>();
+}
+
+CudaBackend::~CudaBackend() {
+  cudaStreamSynchronize(stream_);
+  drop_graphs();
+  for (const PendingOp& p : pending_) {
+    cudaEventDestroy(p.start);
+    cudaEventDestroy(p.stop);
+  }
+  for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
+  cudaEventDestroy(upload_done_);
+  gemm_.reset();
+  cudaStreamDestroy(stream_);
+}
+
+cudaEvent_t CudaBackend::take_event() {
+  if (free_events_.empty()) {
+    cudaEvent_t e = nullptr;
+    NI_CUDA_CHECK(cudaEventCreate(&e));
+    return e;
+  }
+  cudaEvent_t e = free_events_.back();
+  free_events_.pop_back();
+  return e;
+}
+
+Tensor CudaBackend::alloc(std::vector<int64_t> shape, DType dtype) {
+  if (capturing_)
+    fail("a device allocation inside a captured CUDA-graph step (" + shape_string(shape) +
+         "): every buffer must be sized by the step's eager run");
+  ++alloc_epoch_;
+  return device_tensor(std::move(shape), dtype);
+}
+
+Tensor CudaBackend::upload(const Tensor& host, DType dtype) {
+  NI_ASSERT(host.device() == Device::Cpu);
+  Tensor out = alloc(host.shape(), dtype);
+  if (host.dtype() == dtype) {
+    NI_CUDA_CHECK(cudaMemcpyAsync(out.data(), host.data(), host.nbytes(), cudaMemcpyHostToDevice,
+                                  stream_));
+  } else {
+    Tensor raw = device_tensor(host.shape(), host.dtype());
+    NI_CUDA_CHECK(cudaMemcpyAsync(raw.data(), host.data(), host.nbytes(), cudaMemcpyHostToDevice,
+                                  stream_));
+    convert(host.dtype(), raw.data(), dtype, out.data(), host.numel(), stream_);
+  }
+  // The host bytes may be freed once we return (and `raw` is freed here).
+  NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return out;
+}
+
+void CudaBackend::to_host_f32(const Tensor& src, std::vector<float>& dst) {
+  const size_t n = static_cast<size_t>(src.numel());
+  dst.resize(n);
+  if (src.dtype() == DType::F32) {
+    NI_CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(), n * sizeof(float), cudaMemcpyDeviceToHost,
+                                  stream_));
+    NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  } else {
+    NI_ASSERT(src.dtype() == DType::BF16);
+    std::vector<uint16_t> raw(n);
+    NI_CUDA_CHECK(cudaMemcpyAsync(raw.data(), src.data(), n * sizeof(uint16_t),
+                                  cudaMemcpyDeviceToHost, stream_));
+    NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(raw[i]);
+  }
+  if (profiling_) collect_profile();
+}
+
+void CudaBackend::synchronize() {
+  NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (profiling_) collect_profile();
+}
+
+void CudaBackend::ensure_batch_capacity(int tokens, int seqs, int stride, int64_t mask_words) {
+  if (tokens <= cap_tokens_ && seqs <= cap_seqs_ && stride == bt_stride_ &&
+      mask_words <= cap_mask_words_ && !batch_dev_.empty())
+    return;
+  cap_tokens_ = std::max({tokens, cap_tokens_, 64});
+  cap_seqs_ = std::max({seqs, cap_seqs_, 16});
+  bt_stride_ = stride;
+  cap_mask_words_ = std::max(mask_words, cap_mask_words_);
+  const BatchLayout lay(cap_tokens_, cap_seqs_, bt_stride_, cap_mask_words_);
+  NI_CUDA_CHECK(cudaEventSynchronize(upload_done_));
+  batch_dev_ = alloc({lay.total}, DType::I32);
+  void* h = nullptr;
+  NI_CUDA_CHECK(cudaMallocHost(&h, static_cast<size_t>(lay.total) * sizeof(int32_t)));
+  batch_host_ = std::shared_ptr<void>(h, [](void* q) { cudaFreeHost(q); });
+}
+
+DeviceBatch CudaBackend::upload_batch(const Batch& b) {
+  if (rope_dim_ == 0) fail("upload_rope must come before the first batch");
+  const int T = b.num_tokens(), B = b.num_seqs();
+  for (int t = 0; t < T; ++t) {
+    if (b.positions[t] < 0 || b.positions[t] >= rope_positions_)
+      fail("position " + std::to_string(b.positions[t]) + " is outside the RoPE table (" +
+           std::to_string(rope_positions_) + " positions)");
+  }
+  BatchMeta meta;
+  meta.decode = B > 0;
+  for (int s = 0; s < B; ++s) {
+    const int n = b.cu_seqlens[s + 1] - b.cu_seqlens[s];
+    meta.max_new = std::max(meta.max_new, n);
+    meta.decode = meta.decode && n == 1;
+  }
+  meta.token_ids = b.token_ids;
+  // Decode batches grow to their bucket with dummy sequences (no cache entries, no slot).
+  const int Bp = meta.decode ? decode_bucket(B) : B;
+  const int Tp = meta.decode ? Bp : T;
+  const int R = meta.decode ? Bp : static_cast<int>(b.logit_rows.size());
+  const int64_t mask_words = (static_cast<int64_t>(b.tree_mask.size()) + 3) / 4;
+  ensure_batch_capacity(Tp, Bp, std::max(16, next_pow2(std::max(b.max_blocks, 1))), mask_words);
+  NI_CUDA_CHECK(cudaEventSynchronize(upload_done_));  // the last copy out of the staging area
+
+  const BatchLayout lay(cap_tokens_, cap_seqs_, bt_stride_, cap_mask_words_);
+  auto* host = static_cast<int32_t*>(batch_host_.get());
+  auto* dev = static_cast<int32_t*>(batch_dev_.data());
+  auto put = [&](int64_t off, const std::vector<int32_t>& v, int64_t n, auto pad) {
+    int32_t* dst = host + off;
+    std::copy(v.begin(), v.end(), dst);
+    for (int64_t i = static_cast<int64_t>(v.size()); i < n; ++i) dst[i] = pad(i);
+    if (n > 0)
+      NI_CUDA_CHECK(cudaMemcpyAsync(dev + off, dst, static_cast<size_t>(n) * sizeof(int32_t),
+                                    cudaMemcpyHostToDevice, stream_));
+  };
+  auto zero = [](int64_t) { return 0; };
+  auto self = [](int64_t i) { return static_cast<int32_t>(i); };
+  put(lay.token_ids, b.token_ids, Tp, zero);
+  put(lay.positions, b.positions, Tp, zero);
+  put(lay.seq_of_token, b.seq_of_token, Tp, self);
+  put(lay.q_index, b.q_index, Tp, zero);
+  put(lay.slots, b.slots, Tp, [](int64_t) { return -1; });
+  put(lay.logit_rows, b.logit_rows, R, self);
+  put(lay.cu_seqlens, b.cu_seqlens, Bp + 1, self);
+  put(lay.context_lens, b.context_lens, Bp, zero);
+  {
+    int32_t* dst = host + lay.block_tables;
+    std::fill(dst, dst + int64_t{Bp} * bt_stride_, 0);
+    for (int s = 0; s < B; ++s)
+      std::copy_n(b.block_tables.begin() + int64_t{s} * b.max_blocks, b.max_blocks,
+                  dst + int64_t{s} * bt_stride_);
+    NI_CUDA_CHECK(cudaMemcpyAsync(dev + lay.block_tables, dst,
+                                  static_cast<size_t>(Bp) * bt_stride_ * sizeof(int32_t),
+                                  cudaMemcpyHostToDevice, stream_));
+  }
+  if (mask_words > 0) {
+    std::memcpy(host + lay.tree_mask, b.tree_mask.data(), b.tree_mask.size());
+    NI_CUDA_CHECK(cudaMemcpyAsync(dev + lay.tree_mask, host + lay.tree_mask,
+                                  static_cast<size_t>(mask_words) * sizeof(int32_t),
+                                  cudaMemcpyHostToDevice, stream_));
+    put(lay.tree_offsets, b.tree_offsets, Bp, zero);
+  }
+  NI_CUDA_CHECK(cudaEventRecord(upload_done_, stream_));
+
+  DeviceBatch d;
+  d.num_tokens = Tp;
+  d.num_seqs = Bp;
+  d.max_blocks = bt_stride_;
+  for (int32_t c : b.context_lens) d.max_context = std::max(d.max_context, c);
+  auto view = [dev](int64_t off, std::vector<int64_t> shape) {
+    return Tensor(DType::I32, std::move(shape), dev + off, nullptr, Device::Cuda);
+  };
+  d.token_ids = view(lay.token_ids, {Tp});
+  d.positions = view(lay.positions, {Tp});
+  d.seq_of_token = view(lay.seq_of_token, {Tp});
+  d.q_index = view(lay.q_index, {Tp});
+  d.slots = view(lay.slots, {Tp});
+  d.cu_seqlens = view(lay.cu_seqlens, {Bp + 1});
+  d.context_lens = view(lay.context_lens, {Bp});
+  d.block_tables = view(lay.block_tables, {Bp, bt_stride_});
+  d.logit_rows = view(lay.logit_rows, {R});
+  if (mask_words > 0) {
+    d.tree_mask = view(lay.tree_mask, {mask_words});
+    d.tree_offsets = view(lay.tree_offsets, {Bp});
+  }
+  meta.token_ids.resize(static_cast<size_t>(Tp), 0);
+  meta_ = std::move(meta);
+  return d;
+}
+
+void CudaBackend::upload_rope(const RopeTable& table) {
+  Tensor host(DType::F32, {table.max_positions, table.head_dim},
+              const_cast<float*>(table.cos_sin.data()), nullptr);
+  rope_ = upload(host, DType::F32);
+  rope_dim_ = table.head_dim;
+  rope_positions_ = table.max_positions;
+}
+
+void CudaBackend::fill_i32(Tensor& t, int32_t value) {
+  cuda::fill_i32(t.as<int32_t>(), t.numel(), value, stream_);
+}
+
+void CudaBackend::write_i32(Tensor& t, const std::vector<int32_t>& idx,
+                            const std::vector<int32_t>& v) {
+  NI_ASSERT(idx.size() == v.size());
+  if (idx.empty()) return;
+  const Tensor di = device_i32(idx, stream_), dv = device_i32(v, stream_);
+  scatter_i32(t.as<int32_t>(), di.as<const int32_t>(), dv.as<const int32_t>(),
+              static_cast<int>(idx.size()), stream_);
+  NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::copy_slots(KvLayer& layer, const std::vector<int32_t>& src,
+                             const std::vector<int32_t>& dst) {
+  NI_ASSERT(src.size() == dst.size());
+  if (src.empty()) return;
+  const Tensor ds = device_i32(src, stream_), dd = device_i32(dst, stream_);
+  const int64_t row = static_cast<int64_t>(layer.k.nbytes()) / layer.k.dim(0);
+  cuda::copy_slots(layer.k.data(), layer.v.data(), row, layer.slot_pos.as<int32_t>(),
+                   ds.as<const int32_t>(), dd.as<const int32_t>(), static_cast<int>(src.size()),
+                   stream_);
+  NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::drop_graphs() {
+  for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+  graphs_.clear();
+  warmed_.clear();
+}
+
+void CudaBackend::run_step(int64_t key, const std::function<void()>& body) {
+  if (key < 0 || profiling_) {
+    body();
+    return;
+  }
+  if (graph_epoch_ != alloc_epoch_) {
+    drop_graphs();
+    graph_epoch_ = alloc_epoch_;
+  }
+  const GraphKey gk{key, bt_stride_};
+  auto it = graphs_.find(gk);
+  if (it == graphs_.end()) {
+    if (warmed_.insert(gk).second) {
+      body();  // first sight: eager, so every lazily sized buffer reaches its size
+      return;
+    }
+    cudaGraph_t graph = nullptr;
+    NI_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    capturing_ = true;
+    try {
+      body();
+    } catch (...) {
+      capturing_ = false;
+      cudaStreamEndCapture(stream_, &graph);
+      if (graph != nullptr) cudaGraphDestroy(graph);
+      throw;
+    }
+    capturing_ = false;
+    NI_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    NI_CUDA_CHECK(e);
+    it = graphs_.emplace(gk, exec).first;
+  }
+  NI_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
+}
+
+void CudaBackend::random_normal(Tensor& t, float std, uint64_t seed) {
+  cuda::random_normal(t.dtype(), t.data(), t.numel(), std, seed, stream_);
+}
+
+void CudaBackend::set_profiling(bool on) {
+  if (!on && profiling_) collect_profile();
+  profiling_ = on;
+}
+
+void CudaBackend::collect_profile() {
+  if (pending_.empty()) return;
+  NI_CUDA_CHECK(cudaEventSynchronize(pending_.back().stop));
+  for (const PendingOp& p : pending_) {
+    float ms = 0;
+    NI_CUDA_CHECK(cudaEventElapsedTime(&ms, p.start, p.stop));
+    auto& [total, calls] = op_ms_[{p.name, p.decode}];
+    total += ms;
+    ++calls;
+    free_events_.push_back(p.start);
+    free_events_.push_back(p.stop);
+  }
+  pending_.clear();
+}
+
+std::string CudaBackend::profile_report() {
+  NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  collect_profile();
+  std::string out;
+  char line[256];
+  for (const bool decode : {false, true}) {
+    double phase_ms = 0;
+    std::vector<std::pair<double, std::string>> rows;
+    for (const auto& [key, v] : op_ms_) {
+      if (key.second != decode) continue;
+      phase_ms += v.first;
+      std::snprintf(line, sizeof(line), "  %-28s %9lld calls %10.3f ms %9.2f us/call", key.first.c_str(),
+                    static_cast<long long>(v.second), v.first, 1000.0 * v.first / static_cast<double>(v.second));
+      rows.emplace_back(v.first, line);
+    }
+    if (rows.empty()) continue;
+    std::sort(rows.rbegin(), rows.rend());
+    std::snprintf(line, sizeof(line), "%s: %.3f ms of GPU time in ops\n", decode ? "decode" : "prefill",
+                  phase_ms);
+    out += line;
+    for (const auto& [ms, text] : rows) {
+      std::snprintf(line, sizeof(line), " %5.1f%%\n", 100.0 * ms / phase_ms);
+      out += text + line;
+    }
+  }
+  return out;
+}
+
+void CudaBackend::embedding(const Tensor& table, const DeviceBatch& b, Tensor& out) {
+  NI_ASSERT(static_cast<int>(meta_.token_ids.size()) == b.num_tokens);
+  for (int32_t id : meta_.token_ids)
+    if (id < 0 || id >= table.dim(0))
+      fail("token id " + std::to_string(id) + " is outside the vocabulary (size " +
+           std::to_string(table.dim(0)) + ")");
+  OpScope op(*this, "embedding");
+  cuda::embedding(table.dtype(), table.data(), table.dim(0), table.dim(1),
+                  b.token_ids.as<const int32_t>(), b.num_tokens, out.data(), stream_);
+}
+
+void CudaBackend::rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) {
+  OpScope op(*this, "rmsnorm");
+  cuda::rmsnorm(x.dtype(), x.data(), w.data(), eps, out.data(), static_cast<int>(x.dim(0)),
+                static_cast<int>(x.dim(1)), stream_);
+}
+
+void CudaBackend::add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
+                              Tensor& out) {
+  OpScope op(*this, "add_rmsnorm");
+  cuda::add_rmsnorm(x.dtype(), residual.data(), x.data(), w.data(), eps, out.data(),
+                    static_cast<int>(x.dim(0)), static_cast<int>(x.dim(1)), stream_);
+}
+
+void CudaBackend::add(Tensor& acc, const Tensor& x) {
+  OpScope op(*this, "add");
+  cuda::add(acc.dtype(), acc.data(), x.data(), acc.numel(), stream_);
+}
+
+void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor& out) {
+  NI_ASSERT(x.dim(1) == w.dim(1) && out.dim(1) == w.dim(0) && out.dim(0) == x.dim(0));
+  NI_ASSERT(x.dtype() == w.dtype());
+  const int64_t T = x.dim(0), K = x.dim(1), N = w.dim(0);
+  OpScope op(*this, "matmul " + std::to_string(N) + "x" + std::to_string(K));
+  if (use_gemv_ && x.dtype() == DType::BF16 && T <= kGemvMaxTokens && K % 8 == 0)
+    gemv_bf16(x.data(), w.data(), out.dtype(), out.data(), static_cast<int>(T),
+              static_cast<int>(K), static_cast<int>(N), stream_);
+  else
+    gemm_->run(x.dtype(), out.dtype(), x.data(), w.data(), out.data(), T, K, N, stream_);
+}
+
+void CudaBackend::silu_mul(const Tensor& gate_up, Tensor& out) {
+  OpScope op(*this, "silu_mul");
+  cuda::silu_mul(gate_up.dtype(), gate_up.data(), out.data(), static_cast<int>(out.dim(0)),
+                 static_cast<int>(out.dim(1)), stream_);
+}
+
+void CudaBackend::gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) {
+  OpScope op(*this, "gather_rows");
+  cuda::gather_rows(x.dtype(), x.data(), rows.as<const int32_t>(), static_cast<int>(rows.numel()),
+                    x.dim(1), out.data(), stream_);
+}
+
+void CudaBackend::rope_store_kv(Tensor& qkv, int heads, int kv_heads, const DeviceBatch& b,
+                                KvLayer& layer, bool rotate_k) {
+  NI_ASSERT(rope_dim_ > 0 && qkv.dim(1) == int64_t{heads + 2 * kv_heads} * rope_dim_);
+  OpScope op(*this, "rope_store_kv");
+  RopeKvArgs a{qkv.dtype(), qkv.data(), b.num_tokens, heads, kv_heads, rope_dim_,
+               b.positions.as<const int32_t>(), b.slots.as<const int32_t>(),
+               rope_.as<const float>(), layer.k.data(), layer.v.data(),
+               layer.slot_pos.as<int32_t>(), rotate_k};
+  cuda::rope_store_kv(a, stream_);
+}
+
+int CudaBackend::decode_splits(int seqs, int kv_heads, int block_size) const {
+  // Enough blocks for about four per multiprocessor, each split at least 32 keys of the
+  // longest context the block tables can address (fixed per graph key).
+  const int capacity = bt_stride_ * block_size;
+  const int by_keys = std::max(1, capacity / 32);
+  const int by_work = std::max(1, (4 * sm_count_ + seqs * kv_heads - 1) / (seqs * kv_heads));
+  return std::clamp(std::min(by_keys, by_work), 1, 128);
+}
+
+void CudaBackend::attention(const Tensor& qkv, int heads, int kv_heads, const DeviceBatch& b,
+                            const KvLayer& layer, bool rotate_keys, Tensor& out) {
+  NI_ASSERT(static_cast<int>(meta_.token_ids.size()) == b.num_tokens);
+  AttnArgs a{};
+  a.dt = qkv.dtype();
+  a.qkv = qkv.data();
+  a.out = out.data();
+  a.k_cache = layer.k.data();
+  a.v_cache = layer.v.data();
+  a.slot_pos = layer.slot_pos.as<const int32_t>();
+  a.cos_sin = rope_.as<const float>();
+  a.heads = heads;
+  a.kv_heads = kv_heads;
+  a.head_dim = rope_dim_;
+  a.block_size = layer.block_size;
+  a.rotate_keys = rotate_keys;
+  a.seq_of_token = b.seq_of_token.as<const int32_t>();
+  a.q_index = b.q_index.as<const int32_t>();
+  a.cu_seqlens = b.cu_seqlens.as<const int32_t>();
+  a.context_lens = b.context_lens.as<const int32_t>();
+  a.block_tables = b.block_tables.as<const int32_t>();
+  a.bt_stride = b.max_blocks;
+  a.tree_mask = static_cast<const uint8_t*>(b.tree_mask.data());
+  a.tree_offsets = b.tree_offsets.empty() ? nullptr : b.tree_offsets.as<const int32_t>();
+  a.tokens = b.num_tokens;
+  a.seqs = b.num_seqs;
+  if (!meta_.decode) {
+    OpScope op(*this, "attention_prefill");
+    attention_prefill(a, meta_.max_new, stream_);
+    return;
+  }
+  const int splits = decode_splits(b.num_seqs, kv_heads, layer.block_size);
+  const int64_t need = decode_workspace_floats(b.num_seqs, heads, splits, rope_dim_);
+  if (attn_ws_.numel() < need) attn_ws_ = alloc({need}, DType::F32);
+  OpScope op(*this, "attention_decode");
+  attention_decode(a, splits, attn_ws_.as<float>(), stream_);
+}
+
+void CudaBackend::argmax_rows(const Tensor& logits, Tensor& ids) {
+  NI_ASSERT(logits.dtype() == DType::F32 && ids.numel() >= logits.dim(0));
+  OpScope op(*this, "argmax");
+  cuda::argmax_rows(logits.as<const float>(), static_cast<int>(logits.dim(0)),
+                    static_cast<int>(logits.dim(1)), ids.as<int32_t>(), stream_);
+}
+
+}  // namespace nanoinfer::cuda
+
+namespace nanoinfer {
+
+std::unique_ptr<Backend> make_cuda_backend(DType compute_dtype) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    (void)cudaGetLastError();
+    return nullptr;
+  }
+  return std::make_unique<cuda::CudaBackend>(compute_dtype);
+}
+
+}  // namespace nanoinfer

@@ -1,0 +1,124 @@
+// The CUDA backend: bf16 (or fp32, the parity mode) weights and activations with fp32
+// accumulation, cuBLASLt GEMMs, our own kernels for everything else, decode steps replayed as
+// CUDA graphs per batch-size bucket, and per-op profiling on request.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/cuda/lt_gemm.h"
+
+namespace nanoinfer::cuda {
+
+// Decode batches are padded up to the next bucket so that one captured graph serves every
+// batch size in the bucket; the padding rows are dummy sequences that store nothing.
+int decode_bucket(int seqs);
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(DType compute_dtype);
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  std::string name() const override { return "cuda"; }
+  DType compute_dtype() const override { return dtype_; }
+
+  Tensor alloc(std::vector<int64_t> shape, DType dtype) override;
+  Tensor upload(const Tensor& host, DType dtype) override;
+  void to_host_f32(const Tensor& src, std::vector<float>& dst) override;
+  DeviceBatch upload_batch(const Batch& batch) override;
+  void upload_rope(const RopeTable& table) override;
+  void fill_i32(Tensor& t, int32_t value) override;
+  void write_i32(Tensor& t, const std::vector<int32_t>& idx, const std::vector<int32_t>& v) override;
+  void copy_slots(KvLayer& layer, const std::vector<int32_t>& src_slots,
+                  const std::vector<int32_t>& dst_slots) override;
+  void synchronize() override;
+  void run_step(int64_t key, const std::function<void()>& body) override;
+  void random_normal(Tensor& t, float std, uint64_t seed) override;
+  void set_profiling(bool on) override;
+  std::string profile_report() override;
+
+  void embedding(const Tensor& table, const DeviceBatch& b, Tensor& out) override;
+  void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override;
+  void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
+                   Tensor& out) override;
+  void add(Tensor& acc, const Tensor& x) override;
+  void matmul(const Tensor& x, const Tensor& w, Tensor& out) override;
+  void silu_mul(const Tensor& gate_up, Tensor& out) override;
+  void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) override;
+  void rope_store_kv(Tensor& qkv, int num_heads, int num_kv_heads, const DeviceBatch& b,
+                     KvLayer& layer, bool rotate_k) override;
+  void attention(const Tensor& qkv, int num_heads, int num_kv_heads, const DeviceBatch& b,
+                 const KvLayer& layer, bool rotate_keys, Tensor& out) override;
+
+  // Greedy token per row of f32 logits [R, V], on the device: ids [R] i32.
+  void argmax_rows(const Tensor& logits, Tensor& ids);
+  // Off: every bf16 product goes through cuBLASLt, also at decode (for comparison).
+  void set_use_gemv(bool on) { use_gemv_ = on; }
+  cudaStream_t stream() const { return stream_; }
+  int graphs_captured() const { return static_cast<int>(graphs_.size()); }
+
+ private:
+  class OpScope;
+  struct PendingOp {
+    std::string name;
+    bool decode;
+    cudaEvent_t start, stop;
+  };
+  // Host-side facts about the last uploaded batch the kernels' launch shapes depend on.
+  struct BatchMeta {
+    bool decode = false;   // one new token per sequence
+    int max_new = 0;       // most new tokens of one sequence
+    std::vector<int32_t> token_ids;
+  };
+  using GraphKey = std::tuple<int64_t, int>;
+
+  void ensure_batch_capacity(int tokens, int seqs, int stride, int64_t mask_bytes);
+  int decode_splits(int seqs, int kv_heads, int block_size) const;
+  void collect_profile();
+  cudaEvent_t take_event();
+  void drop_graphs();
+
+  DType dtype_;
+  int device_ = 0;
+  int sm_count_ = 0;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<LtGemm> gemm_;
+  bool use_gemv_ = true;
+
+  Tensor rope_;  // [max_pos, D] f32
+  int rope_dim_ = 0, rope_positions_ = 0;
+
+  // Static batch buffers: fields at fixed offsets of one device buffer (and a pinned twin),
+  // so a captured graph reads each step's batch from the same addresses.
+  Tensor batch_dev_;
+  std::shared_ptr<void> batch_host_;
+  int cap_tokens_ = 0, cap_seqs_ = 0, bt_stride_ = 0;
+  int64_t cap_mask_words_ = 0;
+  cudaEvent_t upload_done_ = nullptr;
+  BatchMeta meta_;
+
+  Tensor attn_ws_;  // split-K partials
+
+  // Graphs: valid for the allocation epoch they were captured in (any alloc may move a buffer
+  // a graph points into). A key is run eagerly once (sizing every buffer), captured the next time.
+  uint64_t alloc_epoch_ = 0, graph_epoch_ = 0;
+  std::map<GraphKey, cudaGraphExec_t> graphs_;
+  std::set<GraphKey> warmed_;
+  bool capturing_ = false;
+
+  bool profiling_ = false;
+  std::vector<PendingOp> pending_;
+  std::vector<cudaEvent_t> free_events_;
+  std::map<std::pair<std::string, bool>, std::pair<double, int64_t>> op_ms_;  // (op, decode) -> ms, calls
+};
+
+}  // namespace nanoinfer::cuda

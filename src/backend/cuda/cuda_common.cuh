@@ -1,0 +1,77 @@
+// Device helpers shared by the kernels: element loads/stores as fp32 whatever the storage type,
+// warp and block reductions, and the dtype dispatch the launchers use.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+
+#include "tensor/tensor.h"
+#include "util/error.h"
+
+namespace nanoinfer::cuda {
+
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <class T>
+__device__ __forceinline__ T from_f32(float x);
+template <>
+__device__ __forceinline__ float from_f32<float>(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+// The value a store of x to T would read back as (identity for fp32).
+template <class T>
+__device__ __forceinline__ float round_to(float x) {
+  return to_f32(from_f32<T>(x));
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffU, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffU, v, o));
+  return v;
+}
+
+// Sum over the block; every thread gets the result. blockDim.x must be a multiple of 32.
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float partial[32];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  v = warp_sum(v);
+  __syncthreads();  // partial may still be read by a previous call
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  const int warps = static_cast<int>(blockDim.x) / 32;
+  float t = lane < warps ? partial[lane] : 0.0F;
+  return warp_sum(t);
+}
+
+inline unsigned blocks_for(int64_t n, int threads) {
+  return static_cast<unsigned>((n + threads - 1) / threads);
+}
+
+}  // namespace nanoinfer::cuda
+
+// Runs the body with `T` bound to the storage type of dtype (f32 or bf16).
+#define NI_DISPATCH_FLOAT(dtype, T, ...)                                         \
+  do {                                                                           \
+    if ((dtype) == ::nanoinfer::DType::F32) {                                    \
+      using T = float;                                                           \
+      __VA_ARGS__;                                                               \
+    } else if ((dtype) == ::nanoinfer::DType::BF16) {                            \
+      using T = __nv_bfloat16;                                                   \
+      __VA_ARGS__;                                                               \
+    } else {                                                                     \
+      ::nanoinfer::fail(std::string("CUDA kernels take f32 or bf16, not ") +     \
+                        ::nanoinfer::dtype_name(dtype));                         \
+    }                                                                            \
+  } while (0)

@@ -1,0 +1,96 @@
+// Host-side launchers of the CUDA backend's own kernels. Each one lives next to its kernel in a
+// k_*.cu file; pointers are device pointers, dtype names the storage type (f32 or bf16) of the
+// float tensors, and all arithmetic is fp32.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "tensor/tensor.h"
+
+namespace nanoinfer::cuda {
+
+// --- k_elementwise.cu
+// out[t] = table[ids[t]]  (ids outside [0, vocab) give a zero row; the host checks them first)
+void embedding(DType dt, const void* table, int64_t vocab, int64_t hidden, const int32_t* ids,
+               int tokens, void* out, cudaStream_t s);
+void add(DType dt, void* acc, const void* x, int64_t n, cudaStream_t s);
+// out[t, f] = silu(gu[t, f]) * gu[t, F + f]
+void silu_mul(DType dt, const void* gate_up, void* out, int tokens, int ffn, cudaStream_t s);
+void gather_rows(DType dt, const void* x, const int32_t* rows, int num_rows, int64_t hidden,
+                 void* out, cudaStream_t s);
+// Element conversion between f32, f16 and bf16 storage.
+void convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n, cudaStream_t s);
+// normal(0, std) from a counter-based generator: element i depends only on (seed, i).
+void random_normal(DType dt, void* out, int64_t n, float std, uint64_t seed, cudaStream_t s);
+void fill_f32_value(DType dt, void* out, int64_t n, float value, cudaStream_t s);
+void fill_i32(int32_t* out, int64_t n, int32_t value, cudaStream_t s);
+// t[idx[i]] = v[i]
+void scatter_i32(int32_t* t, const int32_t* idx, const int32_t* v, int n, cudaStream_t s);
+// Row copies src[i] -> dst[i] of the K and V caches (row_bytes each) and of slot_pos.
+void copy_slots(void* k, void* v, int64_t row_bytes, int32_t* slot_pos, const int32_t* src,
+                const int32_t* dst, int n, cudaStream_t s);
+
+// --- k_rmsnorm.cu
+void rmsnorm(DType dt, const void* x, const void* w, float eps, void* out, int tokens, int hidden,
+             cudaStream_t s);
+// residual += x; out = rmsnorm(residual) * w
+void add_rmsnorm(DType dt, void* residual, const void* x, const void* w, float eps, void* out,
+                 int tokens, int hidden, cudaStream_t s);
+
+// --- k_rope_kv.cu
+struct RopeKvArgs {
+  DType dt;
+  void* qkv;  // [T, (H + 2 KV) D]
+  int tokens, heads, kv_heads, head_dim;
+  const int32_t* positions;  // [T]
+  const int32_t* slots;      // [T]; < 0 = padding, nothing stored
+  const float* cos_sin;      // [max_pos, D]
+  void* k_cache;             // [slots, KV, D]
+  void* v_cache;
+  int32_t* slot_pos;
+  bool rotate_k;
+};
+void rope_store_kv(const RopeKvArgs& a, cudaStream_t s);
+
+// --- k_attn_prefill.cu, k_attn_decode.cu
+struct AttnArgs {
+  DType dt;
+  const void* qkv;  // [T, (H + 2 KV) D], q already rotated
+  void* out;        // [T, H D]
+  const void* k_cache;
+  const void* v_cache;
+  const int32_t* slot_pos;
+  const float* cos_sin;  // for rotate_keys
+  int heads, kv_heads, head_dim, block_size;
+  bool rotate_keys;
+  const int32_t* seq_of_token;
+  const int32_t* q_index;
+  const int32_t* cu_seqlens;
+  const int32_t* context_lens;
+  const int32_t* block_tables;  // [B, bt_stride]
+  int bt_stride;
+  const uint8_t* tree_mask;  // null = causal
+  const int32_t* tree_offsets;
+  int tokens, seqs;
+};
+// Any batch shape: one block per (query tile of one sequence, head).
+void attention_prefill(const AttnArgs& a, int max_new_tokens, cudaStream_t s);
+// Token b is the only new token of sequence b. splits partitions every context; the workspace
+// holds decode_workspace_floats(...) floats.
+int64_t decode_workspace_floats(int seqs, int heads, int splits, int head_dim);
+void attention_decode(const AttnArgs& a, int splits, float* workspace, cudaStream_t s);
+
+// --- k_gemv.cu
+// y[t, n] = sum_k x[t, k] w[n, k] for few rows (tokens <= kGemvMaxTokens): bf16 in, f32 accumulate,
+// y bf16 or f32. k must be a multiple of 8.
+void gemv_bf16(const void* x, const void* w, DType y_dt, void* y, int tokens, int k, int n,
+               cudaStream_t s);
+constexpr int kGemvMaxTokens = 4;
+
+// --- k_sample.cu
+// out[r] = argmax of row r of logits [R, V] (f32); ties go to the lowest index.
+void argmax_rows(const float* logits, int rows, int vocab, int32_t* out, cudaStream_t s);
+
+}  // namespace nanoinfer::cuda

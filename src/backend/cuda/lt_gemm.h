@@ -1,0 +1,42 @@
+// cuBLASLt matrix products for the model's one shape of GEMM: y[T, N] = x[T, K] w[N, K]^T,
+// row-major, bf16 or fp32 inputs, fp32 accumulation, output in the input type or f32 (logits).
+// Plans (descriptors + the heuristic's algorithm) are cached per shape, so a step that is
+// captured in a CUDA graph issues no host-side cuBLAS setup.
+#pragma once
+
+#include <cublasLt.h>
+
+#include <cstdint>
+#include <map>
+#include <tuple>
+
+#include "tensor/tensor.h"
+
+namespace nanoinfer::cuda {
+
+class LtGemm {
+ public:
+  LtGemm();
+  ~LtGemm();
+  LtGemm(const LtGemm&) = delete;
+  LtGemm& operator=(const LtGemm&) = delete;
+
+  void run(DType in_dt, DType out_dt, const void* x, const void* w, void* y, int64_t tokens,
+           int64_t k, int64_t n, cudaStream_t s);
+
+ private:
+  struct Plan {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+  };
+  using Key = std::tuple<int, int, int64_t, int64_t, int64_t>;
+  Plan& plan(DType in_dt, DType out_dt, int64_t tokens, int64_t k, int64_t n);
+
+  cublasLtHandle_t handle_ = nullptr;
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
+  std::map<Key, Plan> plans_;
+};
+
+}  // namespace nanoinfer::cuda
