@@ -17,6 +17,7 @@
 
 #include "loader/model_loader.h"
 #include "nanoinfer/model_config.h"
+#include "util/error.h"
 
 namespace nanoinfer::test {
 
@@ -42,6 +43,16 @@ class TempDir {
  private:
   std::filesystem::path path_;
 };
+
+// The message of the Error f throws, or "" when it throws none.
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 inline void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary);

@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include "util/error.h"
+#include "util/str_cat.h"
 
 namespace nanoinfer {
 namespace {
@@ -384,30 +385,29 @@ GgufFile::GgufFile(const std::string& path) : file_(std::make_shared<MappedFile>
     const std::string what = "tensor '" + info.name + "'";
     const auto n_dims = c.read<uint32_t>(what + " rank");
     if (n_dims == 0 || n_dims > kMaxDims) {
-      fail(path + ": " + what + " has " + std::to_string(n_dims) + " dimensions (expected 1 to " +
-           std::to_string(kMaxDims) + ")");
+      fail(
+          str_cat(path, ": ", what, " has ", n_dims, " dimensions (expected 1 to ", kMaxDims, ")"));
     }
     info.shape.resize(n_dims);
     uint64_t numel = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       const auto dim = c.read<uint64_t>(what + " dimensions");
       if (dim == 0 || dim > (uint64_t{1} << 40) || numel > (uint64_t{1} << 40) / dim) {
-        fail(path + ": " + what + " has a bad dimension " + std::to_string(dim));
+        fail(str_cat(path, ": ", what, " has a bad dimension ", dim));
       }
       numel *= dim;
       info.shape[n_dims - 1 - d] = static_cast<int64_t>(dim);  // GGUF lists innermost first
     }
     info.type = c.read<uint32_t>(what + " type");
     if (known_type_name(info.type) == nullptr) {
-      fail(path + ": " + what + " has unknown ggml type " + std::to_string(info.type));
+      fail(str_cat(path, ": ", what, " has unknown ggml type ", info.type));
     }
     info.offset = c.read<uint64_t>(what + " offset");
     BlockLayout l{};
     if (supported_layout(info.type, &l)) {
       if (info.shape.back() % l.elements != 0) {
-        fail(path + ": " + what + " of type " + ggml_type_name(info.type) + " has rows of " +
-             std::to_string(info.shape.back()) + " values, not a multiple of the block size " +
-             std::to_string(l.elements));
+        fail(str_cat(path, ": ", what, " of type ", ggml_type_name(info.type), " has rows of ",
+                     info.shape.back(), " values, not a multiple of the block size ", l.elements));
       }
       info.nbytes = ggml_nbytes(info.type, static_cast<int64_t>(numel));
     }
@@ -521,6 +521,25 @@ Tensor GgufFile::load_f32(const GgufTensorInfo& info) const {
   dequantize(info.type, file_->bytes().data() + data_offset_ + info.offset, out.numel(),
              out.as<float>());
   return out;
+}
+
+Tensor GgufFile::view_quantized(const GgufTensorInfo& info) const {
+  DType dt{};
+  switch (static_cast<GgmlType>(info.type)) {
+    case GgmlType::Q8_0:
+      dt = DType::Q8_0;
+      break;
+    case GgmlType::Q4_0:
+      dt = DType::Q4_0;
+      break;
+    case GgmlType::Q4_1:
+      dt = DType::Q4_1;
+      break;
+    default:
+      fail(path() + ": tensor '" + info.name + "' is not block-quantised");
+  }
+  auto* data = const_cast<uint8_t*>(file_->bytes().data() + data_offset_ + info.offset);
+  return {dt, info.shape, data, file_};
 }
 
 }  // namespace nanoinfer

@@ -12,6 +12,7 @@
 
 #include "loader/safetensors.h"
 #include "util/error.h"
+#include "util/str_cat.h"
 
 namespace nanoinfer {
 namespace {
@@ -39,17 +40,18 @@ void check_tensors(const std::map<std::string, FoundTensor>& found, const ModelC
   const auto expected = expected_weight_shapes(config);
   for (const auto& [name, shape] : expected) {
     const auto it = found.find(name);
-    if (it == found.end()) fail(source + ": missing tensor '" + name + "'");
+    if (it == found.end()) fail(str_cat(source, ": missing tensor '", name, "'"));
     if (it->second.shape != shape) {
+      const FoundTensor& t = it->second;
       const std::string alias =
-          it->second.disk_name.empty() ? "" : " ('" + it->second.disk_name + "' in the file)";
-      fail(it->second.file + ": tensor '" + name + "'" + alias + " has shape " +
-           shape_string(it->second.shape) + ", expected " + shape_string(shape));
+          t.disk_name.empty() ? "" : str_cat(" ('", t.disk_name, "' in the file)");
+      fail(str_cat(t.file, ": tensor '", name, "'", alias, " has shape ", shape_string(t.shape),
+                   ", expected ", shape_string(shape)));
     }
   }
   for (const auto& [name, t] : found) {
     if (expected.count(name) == 0) {
-      fail(t.file + ": unexpected tensor '" + (t.disk_name.empty() ? name : t.disk_name) + "'");
+      fail(str_cat(t.file, ": unexpected tensor '", t.disk_name.empty() ? name : t.disk_name, "'"));
     }
   }
 }
@@ -77,6 +79,7 @@ LoadedModel load_hf_dir(const std::string& dir) {
     if (m.config.tie_word_embeddings && name == "lm_head.weight") continue;
     found[name] = {tensor.shape(), ck.tensor_file.at(name), ""};
     dtypes.insert(dtype_name(tensor.dtype()));
+    m.file_bytes += static_cast<int64_t>(tensor.nbytes());
     m.weights.emplace(name, tensor);
   }
   check_tensors(found, m.config, dir);
@@ -85,13 +88,12 @@ LoadedModel load_hf_dir(const std::string& dir) {
     m.weight_format += d == *dtypes.begin() ? ' ' : '+';
     m.weight_format += d;
   }
-  m.file_bytes = ck.file_bytes;
   m.keep_alive = std::make_shared<std::vector<std::shared_ptr<MappedFile>>>(std::move(ck.files));
   return m;
 }
 
 // "gguf Q4_1+Q8_0+F32 (dequantised to f32)", types ordered by how many values they hold.
-std::string gguf_format(const GgufFile& g) {
+std::string gguf_format(const GgufFile& g, bool dequantized) {
   std::map<uint32_t, int64_t> values;
   for (const auto& t : g.tensors()) {
     int64_t n = 1;
@@ -99,6 +101,7 @@ std::string gguf_format(const GgufFile& g) {
     values[t.type] += n;
   }
   std::vector<std::pair<int64_t, uint32_t>> order;
+  order.reserve(values.size());
   for (const auto& [type, n] : values) order.emplace_back(-n, type);
   std::sort(order.begin(), order.end());
   std::string s = "gguf";
@@ -106,10 +109,15 @@ std::string gguf_format(const GgufFile& g) {
     s += i == 0 ? ' ' : '+';
     s += ggml_type_name(order[i].second);
   }
-  return s + " (dequantised to f32)";
+  return s + (dequantized ? " (dequantised to f32)" : " (blocks kept, widened per tile)");
 }
 
-LoadedModel load_gguf(const std::string& path) {
+bool block_quantised(uint32_t type) {
+  const auto t = static_cast<GgmlType>(type);
+  return t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::Q4_1;
+}
+
+LoadedModel load_gguf(const std::string& path, const LoadOptions& options) {
   auto gguf = std::make_shared<const GgufFile>(path);
   LoadedModel m;
   m.source = path;
@@ -126,13 +134,25 @@ LoadedModel load_gguf(const std::string& path) {
 
   for (const auto& t : gguf->tensors()) {
     const std::string hf = hf_name_from_gguf(t.name);
-    Tensor w = gguf->load_f32(t);
-    if (hf.ends_with("self_attn.q_proj.weight")) unpermute_qk_rows(w, m.config.num_heads);
-    if (hf.ends_with("self_attn.k_proj.weight")) unpermute_qk_rows(w, m.config.num_kv_heads);
+    const bool q = hf.ends_with("self_attn.q_proj.weight"),
+               k = hf.ends_with("self_attn.k_proj.weight");
+    Tensor w;
+    if (!options.dequantize && block_quantised(t.type)) {
+      w = gguf->view_quantized(t);
+      if (q || k) {  // the rows move: take a private copy of the mapped bytes
+        Tensor copy = Tensor::zeros(w.dtype(), w.shape());
+        std::memcpy(copy.data(), w.data(), w.nbytes());
+        w = copy;
+      }
+    } else {
+      w = gguf->load_f32(t);
+    }
+    if (q) unpermute_qk_rows(w, m.config.num_heads);
+    if (k) unpermute_qk_rows(w, m.config.num_kv_heads);
     m.weights.emplace(hf, std::move(w));
     m.file_bytes += static_cast<int64_t>(t.nbytes);
   }
-  m.weight_format = gguf_format(*gguf);
+  m.weight_format = gguf_format(*gguf, options.dequantize);
   m.gguf = gguf;
   return m;
 }
@@ -171,21 +191,21 @@ std::string hf_name_from_gguf(const std::string& gguf_name) {
 }
 
 void unpermute_qk_rows(Tensor& w, int n_heads) {
-  NI_ASSERT(w.dtype() == DType::F32 && w.rank() == 2 && n_heads > 0);
+  NI_ASSERT(w.rank() == 2 && n_heads > 0);
   const int64_t rows = w.dim(0);
-  const int64_t cols = w.dim(1);
   NI_ASSERT(rows % (2 * n_heads) == 0);
   const int64_t head_dim = rows / n_heads;
   const int64_t half = head_dim / 2;
-  const size_t row_bytes = static_cast<size_t>(cols) * sizeof(float);
-  std::vector<float> head(static_cast<size_t>(head_dim * cols));
+  const size_t row_bytes = w.nbytes() / static_cast<size_t>(rows);
+  std::vector<uint8_t> head(static_cast<size_t>(head_dim) * row_bytes);
   for (int64_t h = 0; h < n_heads; ++h) {
-    float* base = w.as<float>() + h * head_dim * cols;
-    std::memcpy(head.data(), base, head.size() * sizeof(float));
+    uint8_t* base = static_cast<uint8_t*>(w.data()) + static_cast<size_t>(h * head_dim) * row_bytes;
+    std::memcpy(head.data(), base, head.size());
     // file row 2i + s holds HF row s * half + i
     for (int64_t i = 0; i < half; ++i) {
       for (int64_t s = 0; s < 2; ++s) {
-        std::memcpy(base + (s * half + i) * cols, head.data() + (2 * i + s) * cols, row_bytes);
+        std::memcpy(base + static_cast<size_t>(s * half + i) * row_bytes,
+                    head.data() + static_cast<size_t>(2 * i + s) * row_bytes, row_bytes);
       }
     }
   }
@@ -262,9 +282,9 @@ ModelConfig config_from_gguf(const GgufFile& g) {
   return c;
 }
 
-LoadedModel load_model(const std::string& path) {
+LoadedModel load_model(const std::string& path, const LoadOptions& options) {
   if (fs::is_directory(path)) return load_hf_dir(path);
-  if (path.ends_with(".gguf")) return load_gguf(path);
+  if (path.ends_with(".gguf")) return load_gguf(path, options);
   if (!fs::exists(path)) fail(path + ": no such file or directory");
   fail(path + ": not a HF checkpoint directory or a .gguf file");
 }

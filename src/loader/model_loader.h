@@ -27,8 +27,14 @@ struct LoadedModel {
   std::shared_ptr<void> keep_alive;  // mmaps the weight views point into
 };
 
+struct LoadOptions {
+  // false: GGUF Q8_0 / Q4_0 / Q4_1 matrices stay in their blocks (Tensor dtype Q*), for backends
+  // that multiply them directly (the CPU backend widens them tile by tile, to the same values).
+  bool dequantize = true;
+};
+
 // Throws Error with the file and tensor at fault for anything malformed.
-LoadedModel load_model(const std::string& path);
+LoadedModel load_model(const std::string& path, const LoadOptions& options = {});
 
 // The HF weight names and shapes a config requires (checked by load_model; used by
 // --random-weights to build a model of real shape).
@@ -45,7 +51,7 @@ std::string hf_name_from_gguf(const std::string& gguf_name);
 // llama.cpp's converter reorders the rows of each head of Q and K so that rows (2i, 2i+1) hold HF's
 // rows (i, i + head_dim/2) (interleaved RoPE pairs). This puts an f32 [n_heads*head_dim, cols]
 // tensor back in HF's rotate-half order, in place.
-void unpermute_qk_rows(Tensor& w, int n_heads);
+void unpermute_qk_rows(Tensor& w, int n_heads);  // any dtype: whole rows move
 
 // Parses a HF config.json (and generation_config.json when given) into a ModelConfig.
 ModelConfig parse_hf_config(const std::string& config_json_path,

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "util/error.h"
+#include "util/str_cat.h"
 
 namespace nanoinfer {
 namespace {
@@ -60,7 +61,7 @@ Tensor make_view(const std::shared_ptr<MappedFile>& file, const std::string& nam
   for (const json& d : sh) {
     const uint64_t v = get_u64(d, path, name, "shape");
     if (v != 0 && numel > (uint64_t{1} << 48) / v) {
-      fail(path + ": tensor '" + name + "' shape " + sh.dump() + " is too large");
+      fail(str_cat(path, ": tensor '", name, "' shape ", sh.dump(), " is too large"));
     }
     numel *= v;
     shape.push_back(static_cast<int64_t>(v));
@@ -161,15 +162,14 @@ SafetensorsCheckpoint load_safetensors_dir(const std::string& dir) {
     const SafetensorsFile shard(shard_path);
     for (const auto& name : listed) {
       if (shard.tensors().count(name) == 0) {
-        fail(shard_path + ": missing tensor '" + name + "' (listed in " +
-             index_path.filename().string() + ")");
+        fail(str_cat(shard_path, ": missing tensor '", name, "' (listed in ",
+                     index_path.filename().string(), ")"));
       }
     }
     for (const auto& [name, tensor] : shard.tensors()) {
       const auto [it, fresh] = ck.tensor_file.emplace(name, shard_path);
-      if (!fresh) fail(shard_path + ": tensor '" + name + "' also appears in " + it->second);
+      if (!fresh) fail(str_cat(shard_path, ": tensor '", name, "' also appears in ", it->second));
       ck.tensors.emplace(name, tensor);
-      ck.file_bytes += static_cast<int64_t>(tensor.nbytes());
     }
     ck.files.push_back(shard.file());
   }

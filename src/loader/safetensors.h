@@ -31,7 +31,6 @@ class SafetensorsFile {
 struct SafetensorsCheckpoint {
   std::map<std::string, Tensor> tensors;
   std::map<std::string, std::string> tensor_file;  // name -> the file it came from
-  int64_t file_bytes = 0;                          // tensor bytes over all files
   std::vector<std::shared_ptr<MappedFile>> files;  // keeps the views valid
 };
 
