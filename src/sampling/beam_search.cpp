@@ -45,7 +45,7 @@ void BeamSearch::top_candidates(std::span<const float> logits, int vocab) {
     std::span<const float> row = logits.subspan(static_cast<size_t>(b) * vocab, vocab);
     const float max = *std::max_element(row.begin(), row.end());
     double sum = 0.0;
-    for (float x : row) sum += std::exp(static_cast<double>(x - max));
+    for (float x : row) sum += std::exp(x - max);
     const auto lse = static_cast<float>(std::log(sum));
     // The best `keep` tokens of this row by logit; later ids lose ties.
     row_best.clear();

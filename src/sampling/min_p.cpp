@@ -1,4 +1,5 @@
-// Min-p: prob_i >= min_p * prob_max is exp(l_i - l_max) >= min_p, so no softmax is needed.
+// Min-p: prob_i >= min_p * prob_max is l_i - l_max >= log(min_p), so neither a softmax nor an exp
+// per token is needed.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -13,8 +14,9 @@ void apply_min_p(LogitsView logits, std::span<const float> min_p) {
     if (min_p[r] <= 0.0F) continue;
     std::span<float> row = logits.row(r);
     const float max = *std::max_element(row.begin(), row.end());
+    const float floor = max + std::log(min_p[r]);
     for (float& x : row) {
-      if (std::exp(x - max) < min_p[r]) x = -std::numeric_limits<float>::infinity();
+      if (x < floor) x = -std::numeric_limits<float>::infinity();
     }
   }
 }

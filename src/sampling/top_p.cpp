@@ -1,12 +1,12 @@
 // Top-p (nucleus), HF semantics restated from the top: walk tokens from the most likely down and
 // keep a token while the mass of the tokens before it is < p. HF removes ascending cumulative
 // sums <= 1 - p, which is the same set; its ties come from an ascending sort, so among equal
-// logits the higher id comes first here. Only the head is sorted when it already holds mass p.
+// logits the higher id comes first here. Only the tokens above a logit cut-off are sorted; the
+// cut-off is lowered until the sorted head holds mass p.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <numeric>
 #include <vector>
 
 #include "sampling/processors.h"
@@ -14,17 +14,17 @@
 namespace nanoinfer::sampling {
 namespace {
 
-// Sorting only this many tokens first covers almost every real distribution at p <= 0.95.
-constexpr int kHeadGuess = 1024;
+// Each retry admits tokens e^8 (about 3000) times less likely than the previous cut-off.
+constexpr float kCutoffStep = 8.0F;
 
-// Number of leading tokens of `order` (already sorted) that top-p keeps, or -1 if the sorted part
-// ends before mass p is reached.
-int kept_prefix(std::span<const float> row, std::span<const int32_t> order, float max, double total,
-                double p, bool complete) {
+// Number of leading tokens of `order` (sorted) that top-p keeps, or -1 if `order` ends before
+// mass p is reached and does not hold every remaining token.
+int kept_prefix(std::span<const float> row, std::span<const int32_t> order, float max, double limit,
+                bool complete) {
   double before = 0.0;
   for (size_t j = 0; j < order.size(); ++j) {
-    if (before >= p * total) return static_cast<int>(j);
-    before += std::exp(static_cast<double>(row[order[j]] - max));
+    if (before >= limit) return static_cast<int>(j);
+    before += std::exp(row[order[j]] - max);
   }
   return complete ? static_cast<int>(order.size()) : -1;
 }
@@ -32,21 +32,23 @@ int kept_prefix(std::span<const float> row, std::span<const int32_t> order, floa
 void top_p_row(std::span<float> row, double p, std::vector<int32_t>& order) {
   const float max = *std::max_element(row.begin(), row.end());
   double total = 0.0;
-  for (float x : row) total += std::exp(static_cast<double>(x - max));
-
+  size_t finite = 0;  // tokens not already removed; once all are sorted the walk must end
+  for (float x : row) {
+    total += std::exp(x - max);
+    finite += x > -std::numeric_limits<float>::infinity() ? 1 : 0;
+  }
   const auto before = [&row](int32_t a, int32_t b) {
     return row[a] > row[b] || (row[a] == row[b] && a > b);
   };
-  order.resize(row.size());
-  std::iota(order.begin(), order.end(), 0);
-  const int n = static_cast<int>(row.size());
-  int head = std::min(kHeadGuess, n);
-  std::nth_element(order.begin(), order.begin() + (head - 1), order.end(), before);
-  std::sort(order.begin(), order.begin() + head, before);
-  int keep = kept_prefix(row, std::span(order).first(head), max, total, p, head == n);
-  if (keep < 0) {
+  const auto n = static_cast<int32_t>(row.size());
+  int keep = -1;
+  for (float cutoff = max - kCutoffStep; keep < 0; cutoff -= kCutoffStep) {
+    order.clear();
+    for (int32_t i = 0; i < n; ++i) {
+      if (row[i] >= cutoff) order.push_back(i);
+    }
     std::sort(order.begin(), order.end(), before);
-    keep = kept_prefix(row, order, max, total, p, true);
+    keep = kept_prefix(row, order, max, p * total, order.size() == finite);
   }
   const int32_t last = order[keep - 1];
   const float last_value = row[last];

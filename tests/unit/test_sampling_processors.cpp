@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "sampling/processors.h"
 #include "sampling/sampler.h"
 #include "sampling/selectors.h"
 #include "test_paths.h"
@@ -135,6 +136,21 @@ TEST(Greedy, TiesGoToTheLowestId) {
   const std::vector<uint8_t> active = {1, 1};
   select_greedy(LogitsView(logits, 2, 5), active, out);
   EXPECT_EQ(out, (std::vector<int32_t>{1, 1}));
+}
+
+// One token at +9 and 10000 at 0, p = 0.9: the head above the first cut-off (max - 8) holds only
+// 45% of the mass, so the search widens; 8190 zeros are needed (e^9 + 8189 < 0.9 * (e^9 + 10000)
+// <= e^9 + 8190) and, as with HF's ascending sort, the zeros with the highest ids are kept.
+TEST(TopP, WidensPastTheFirstCutoffAndKeepsHighIdsOfATie) {
+  constexpr int kZeros = 10000;
+  std::vector<float> logits(kZeros + 1, 0.0F);
+  logits[0] = 9.0F;
+  const std::vector<float> p = {0.9F};
+  apply_top_p(LogitsView(logits, 1, kZeros + 1), p);
+  EXPECT_EQ(logits[0], 9.0F);
+  const auto first_kept = std::find(logits.begin() + 1, logits.end(), 0.0F) - logits.begin();
+  EXPECT_EQ(first_kept, kZeros + 1 - 8190);
+  EXPECT_EQ(std::count(logits.begin(), logits.end(), 0.0F), 8190);
 }
 
 TEST(Stages, FollowHfGenerateOrder) {
