@@ -23,6 +23,11 @@ struct EngineOptions {
   int sink_tokens = -1;             // >= 0: StreamingLLM sink cache (needs rope_cache "pre")
   int window = 0;                   // recent tokens a sink cache keeps
   bool no_rope = false;
+  std::string dtype = "bf16";       // CUDA compute dtype: "bf16" | "f32" (the parity mode)
+  bool cuda_graphs = true;          // replay decode steps as CUDA graphs (--no-graph: off)
+  bool profile = false;             // per-op device time (--profile; CUDA only)
+  bool random_weights = false;      // a model of `config`'s shape with random weights
+  std::string config;               // HF config.json for random_weights
 };
 
 struct GenerationRequest {
@@ -31,8 +36,13 @@ struct GenerationRequest {
 };
 
 struct GenerationOutput {
-  std::vector<int32_t> token_ids;  // generated ids only
+  std::vector<int32_t> token_ids;  // generated ids only; an EOS that ended it is the last (as HF)
+  std::string text;                // their text, special tokens skipped (empty without tokenizer)
   std::string finish_reason;       // "eos" | "length" | "stop"
+  // Beam search: the num_return_sequences best hypotheses, best first (EOS included, as HF
+  // returns them), with their length-penalised scores; token_ids is the first.
+  std::vector<std::vector<int32_t>> sequences;
+  std::vector<float> scores;
 };
 
 struct StepStats {
@@ -58,8 +68,11 @@ struct GenerationStats {
   double decode_tokens_per_s() const { return decode_ms > 0 ? 1000.0 * decode_tokens / decode_ms : 0; }
 };
 
-// Called for every generated token: (request index, token id). Return false to stop that request.
-using TokenCallback = std::function<bool(size_t, int32_t)>;
+// Called for every token a sampling request generates: (request index, token id, text that may be
+// shown now: complete UTF-8, stop strings held back). Return false to stop that request.
+using TokenCallback = std::function<bool(size_t, int32_t, const std::string&)>;
+
+class Tokenizer;
 
 class Engine {
  public:
@@ -72,6 +85,10 @@ class Engine {
                                          const TokenCallback& on_token = nullptr);
   const GenerationStats& last_stats() const;
   const ModelConfig& config() const;
+  // Time per op kind, prefill and decode apart, since the engine was made (with profile on).
+  std::string profile_report() const;
+  // The model's tokenizer; null for a checkpoint without tokenizer files.
+  const Tokenizer* tokenizer() const;
 
   struct Impl;
 

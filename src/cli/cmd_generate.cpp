@@ -25,6 +25,7 @@ struct GenerateArgs {
   bool json = false;
   bool stats = false;
   std::string memory_trace;
+  std::string early_stopping = "false";
 };
 
 std::vector<std::string> read_prompts_file(const std::string& path) {
@@ -47,26 +48,43 @@ void run_generate(const GenerateArgs& a) {
   a.params.validate();
 
   Engine engine(a.engine);
-  const std::string model_path = a.engine.model == "default" ? default_model_path() : a.engine.model;
-  const std::unique_ptr<Tokenizer> tok = load_tokenizer_for_model(model_path);
+  const Tokenizer* tok = engine.tokenizer();
+  if (tok == nullptr) fail(a.engine.model + ": the checkpoint has no tokenizer.json");
   std::vector<GenerationRequest> requests;
   for (const std::string& p : prompts) {
     const std::string text = a.chat ? tok->apply_chat_template({{"user", p}}, true) : p;
     // A chat template already holds the special tokens it needs.
     requests.push_back({tok->encode(text, !a.chat), a.params});
   }
-  const std::vector<GenerationOutput> outs = engine.generate(requests);
+  // One prompt, plain output: stream the text as it comes.
+  const bool stream = !a.json && prompts.size() == 1 && a.params.num_beams == 1;
+  TokenCallback print_piece = [](size_t, int32_t, const std::string& piece) {
+    std::fputs(piece.c_str(), stdout);
+    std::fflush(stdout);
+    return true;
+  };
+  const std::vector<GenerationOutput> outs = engine.generate(requests, stream ? print_piece : nullptr);
   const GenerationStats& st = engine.last_stats();
+  if (a.engine.profile) std::fprintf(stderr, "%s", engine.profile_report().c_str());
   if (!a.memory_trace.empty()) st.write_memory_csv(a.memory_trace);
 
   if (a.json) {
     nlohmann::json j;
     j["outputs"] = nlohmann::json::array();
-    for (size_t i = 0; i < outs.size(); ++i)
-      j["outputs"].push_back({{"text", tok->decode(outs[i].token_ids, true)},
-                              {"token_ids", outs[i].token_ids},
-                              {"prompt_tokens", requests[i].prompt_ids.size()},
-                              {"finish_reason", outs[i].finish_reason}});
+    for (size_t i = 0; i < outs.size(); ++i) {
+      nlohmann::json o = {{"text", outs[i].text},
+                          {"token_ids", outs[i].token_ids},
+                          {"prompt_tokens", requests[i].prompt_ids.size()},
+                          {"finish_reason", outs[i].finish_reason}};
+      if (!outs[i].sequences.empty()) {
+        o["beams"] = nlohmann::json::array();
+        for (size_t b = 0; b < outs[i].sequences.size(); ++b)
+          o["beams"].push_back({{"text", tok->decode(outs[i].sequences[b], true)},
+                                {"token_ids", outs[i].sequences[b]},
+                                {"score", outs[i].scores[b]}});
+      }
+      j["outputs"].push_back(o);
+    }
     j["timings"] = {{"prefill_ms", st.prefill_ms},
                     {"decode_tokens_per_s", st.decode_tokens_per_s()},
                     {"prefill_tokens", st.prefill_tokens},
@@ -80,9 +98,16 @@ void run_generate(const GenerateArgs& a) {
     std::printf("%s\n", j.dump().c_str());
     return;
   }
-  for (size_t i = 0; i < outs.size(); ++i) {
+  if (stream) std::printf("\n");
+  for (size_t i = 0; i < outs.size() && !stream; ++i) {
     if (outs.size() > 1) std::printf("=== prompt %zu ===\n", i);
-    std::printf("%s\n", tok->decode(outs[i].token_ids, true).c_str());
+    if (outs[i].sequences.size() > 1) {
+      for (size_t b = 0; b < outs[i].sequences.size(); ++b)
+        std::printf("--- beam %zu (score %.4f) ---\n%s\n", b, static_cast<double>(outs[i].scores[b]),
+                    tok->decode(outs[i].sequences[b], true).c_str());
+    } else {
+      std::printf("%s\n", outs[i].text.c_str());
+    }
   }
   if (a.stats)
     for (size_t i = 0; i < st.steps.size(); ++i) {
@@ -109,7 +134,19 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--max-new-tokens", p.max_new_tokens, "tokens to generate per prompt")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--temperature", p.temperature, "0 = greedy");
+  cmd->add_option("--top-k", p.top_k, "keep the k most likely tokens (0 = off)");
+  cmd->add_option("--top-p", p.top_p, "nucleus: smallest set with this much probability (1 = off)");
+  cmd->add_option("--min-p", p.min_p, "drop tokens below min_p * the top probability (0 = off)");
+  cmd->add_option("--repetition-penalty", p.repetition_penalty, "HF repetition penalty (1 = off)");
+  cmd->add_option("--presence-penalty", p.presence_penalty, "OpenAI presence penalty");
+  cmd->add_option("--frequency-penalty", p.frequency_penalty, "OpenAI frequency penalty");
   cmd->add_option("--seed", p.seed, "sampling seed");
+  cmd->add_option("--num-beams", p.num_beams, "beam search with this many beams (1 = off)");
+  cmd->add_option("--length-penalty", p.length_penalty, "beam score = logprob / length^penalty");
+  cmd->add_option("--early-stopping", a->early_stopping, "beam search: true | false | never")
+      ->check(CLI::IsMember({"true", "false", "never"}));
+  cmd->add_option("--num-return-sequences", p.num_return_sequences, "beams to return");
+  cmd->add_option("--stop", p.stop, "stop when this text appears (repeatable)");
   cmd->add_flag("--ignore-eos", p.ignore_eos, "keep generating past EOS");
   cmd->add_flag("--chat", a->chat, "apply the model's chat template");
   cmd->add_flag("--json", a->json, "print one JSON object");
@@ -121,11 +158,24 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--rope-cache", a->engine.rope_cache, "post | pre: when keys are rotated")
       ->check(CLI::IsMember({"post", "pre"}));
   cmd->add_flag("--no-rope", a->engine.no_rope, "ablation: run without rotary embeddings");
+  cmd->add_option("--dtype", a->engine.dtype, "CUDA compute dtype: bf16 | f32")
+      ->check(CLI::IsMember({"bf16", "f32"}));
+  cmd->add_flag("--no-graph", [a](int64_t) { a->engine.cuda_graphs = false; },
+                "run decode steps eagerly instead of replaying CUDA graphs");
+  cmd->add_flag("--profile", a->engine.profile, "print device time per op kind, prefill and decode");
+  cmd->add_flag("--random-weights", a->engine.random_weights,
+                "random weights of --config's shape (--model then only supplies the tokenizer)");
+  cmd->add_option("--config", a->engine.config, "HF config.json for --random-weights");
   cmd->add_option("--sink-tokens", a->engine.sink_tokens,
                   "StreamingLLM cache: keep this many first tokens (with --window, --rope-cache pre)");
   cmd->add_option("--window", a->engine.window, "StreamingLLM cache: recent tokens kept")
       ->check(CLI::PositiveNumber);
-  cmd->callback([a] { run_generate(*a); });
+  cmd->callback([a] {
+    a->params.early_stopping = a->early_stopping == "true"    ? EarlyStopping::kWhenFull
+                               : a->early_stopping == "never" ? EarlyStopping::kNever
+                                                              : EarlyStopping::kHeuristic;
+    run_generate(*a);
+  });
 }
 
 }  // namespace nanoinfer::cli

@@ -517,10 +517,13 @@ Tensor GgufFile::load_f32(const GgufTensorInfo& info) const {
     fail(path() + ": tensor '" + info.name + "' has ggml type " + ggml_type_name(info.type) +
          ", which nanoinfer cannot dequantise (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)");
   }
-  Tensor out = Tensor::zeros(DType::F32, info.shape);
-  dequantize(info.type, file_->bytes().data() + data_offset_ + info.offset, out.numel(),
-             out.as<float>());
-  return out;
+  int64_t n = 1;
+  for (const int64_t d : info.shape) n *= d;
+  // Not zero-filled: every value is written below, and the untouched pages then fault in on the
+  // dequantising threads instead of in one serial memset.
+  std::shared_ptr<float[]> values = std::make_unique_for_overwrite<float[]>(static_cast<size_t>(n));
+  dequantize(info.type, file_->bytes().data() + data_offset_ + info.offset, n, values.get());
+  return {DType::F32, info.shape, values.get(), values};
 }
 
 Tensor GgufFile::view_quantized(const GgufTensorInfo& info) const {

@@ -1,0 +1,85 @@
+#include "engine/requests.h"
+
+#include <algorithm>
+#include <vector>
+
+namespace nanoinfer {
+
+SampledRequest::SampledRequest(size_t index, const GenerationRequest& req, KvCache& cache,
+                               const std::vector<int32_t>& eos, const Tokenizer* tok)
+    : request(&req),
+      seq(index, cache.create_sequence(), req.prompt_ids),
+      stop(eos, req.params.stop, req.params.max_new_tokens, req.params.ignore_eos) {
+  if (tok != nullptr) detok = std::make_unique<IncrementalDetokenizer>(*tok, true);
+}
+
+bool SampledRequest::accept(int32_t token, KvCache& cache, const TokenCallback& on_token) {
+  const std::string piece = detok ? detok->push(token) : std::string();
+  sampling::StopDecision d = stop.on_token(token, piece);
+  out.token_ids.push_back(token);  // an ending EOS too, as HF generate() returns it
+  if (d.stop() && d.reason != sampling::StopReason::kStopString && detok) d.emit += detok->flush();
+  out.text += d.emit;
+  if (on_token && d.reason != sampling::StopReason::kEos && !on_token(seq.request, token, d.emit) &&
+      !d.stop())
+    d.reason = sampling::StopReason::kStopString;  // the caller asked to stop
+  seq.pending = {token};
+  if (!d.stop()) return true;
+  out.finish_reason = d.reason == sampling::StopReason::kEos         ? "eos"
+                      : d.reason == sampling::StopReason::kMaxTokens ? "length"
+                                                                     : "stop";
+  seq.done = true;
+  cache.release(seq.cache_id);
+  return false;
+}
+
+BeamRequest::BeamRequest(size_t index, const GenerationRequest& req, KvCache& cache,
+                         const std::vector<int32_t>& eos)
+    : index(index), request(&req), search(req.params, eos), eos_ids(eos) {
+  beams.emplace_back(index, cache.create_sequence(), req.prompt_ids);
+}
+
+std::vector<SeqState*> BeamRequest::live() {
+  std::vector<SeqState*> v;
+  for (SeqState& b : beams) v.push_back(&b);
+  return v;
+}
+
+bool BeamRequest::step(const float* logits, int vocab, KvCache& cache, const Tokenizer* tok) {
+  const int k = search.num_beams();
+  std::vector<float> rows;
+  if (!prefilled) {  // every beam starts from the prompt's logits (only row 0 is expanded)
+    for (int b = 0; b < k; ++b) rows.insert(rows.end(), logits, logits + vocab);
+    prefilled = true;
+  } else {
+    rows.assign(logits, logits + static_cast<size_t>(k) * vocab);
+  }
+  const std::vector<sampling::BeamChoice> choices = search.step(rows, vocab);
+  if (search.done()) {
+    for (SeqState& b : beams) cache.release(b.cache_id);
+    beams.clear();
+    for (const sampling::BeamHypothesis& h : search.results()) {
+      out.sequences.push_back(h.tokens);
+      out.scores.push_back(h.score);
+    }
+    out.token_ids = out.sequences.empty() ? std::vector<int32_t>{} : out.sequences[0];
+    if (tok != nullptr) out.text = tok->decode(out.token_ids, true);
+    const bool ended = !out.token_ids.empty() &&
+                       std::find(eos_ids.begin(), eos_ids.end(), out.token_ids.back()) != eos_ids.end();
+    out.finish_reason = ended ? "eos" : "length";
+    return false;
+  }
+  // Beam j continues parent p: it gets its own copy of p's cache, then the chosen token.
+  std::vector<SeqState> next;
+  for (const sampling::BeamChoice& c : choices) {
+    const SeqState& parent = beams[static_cast<size_t>(c.parent)];
+    SeqState s(parent.request, cache.create_sequence(), {c.token});
+    cache.copy_sequence(parent.cache_id, s.cache_id);
+    s.fed = parent.fed;
+    next.push_back(std::move(s));
+  }
+  for (SeqState& b : beams) cache.release(b.cache_id);
+  beams = std::move(next);
+  return true;
+}
+
+}  // namespace nanoinfer

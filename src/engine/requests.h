@@ -1,0 +1,47 @@
+// Per-request state of a generation: a sampled request owns one sequence, its stop checker and
+// detokenizer; a beam-search request owns num_beams sequences and the search. The engine runs
+// all their sequences in one forward per step and hands each request its rows of logits.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "engine/batch_builder.h"
+#include "nanoinfer/engine.h"
+#include "nanoinfer/tokenizer.h"
+#include "sampling/beam_search.h"
+#include "sampling/stop_checker.h"
+
+namespace nanoinfer {
+
+struct SampledRequest {
+  SampledRequest(size_t index, const GenerationRequest& req, KvCache& cache,
+                 const std::vector<int32_t>& eos, const Tokenizer* tok);
+  // Takes the sampled token; returns false when the request has finished.
+  bool accept(int32_t token, KvCache& cache, const TokenCallback& on_token);
+
+  const GenerationRequest* request;
+  SeqState seq;
+  sampling::StopChecker stop;
+  std::unique_ptr<IncrementalDetokenizer> detok;
+  GenerationOutput out;
+};
+
+struct BeamRequest {
+  BeamRequest(size_t index, const GenerationRequest& req, KvCache& cache,
+              const std::vector<int32_t>& eos);
+  // The sequences that run this step: the prompt alone first, then every beam.
+  std::vector<SeqState*> live();
+  // Consumes this request's logits rows; returns false when the search has ended.
+  bool step(const float* logits, int vocab, KvCache& cache, const Tokenizer* tok);
+
+  size_t index;
+  const GenerationRequest* request;
+  sampling::BeamSearch search;
+  std::vector<int32_t> eos_ids;
+  std::vector<SeqState> beams;
+  bool prefilled = false;
+  GenerationOutput out;
+};
+
+}  // namespace nanoinfer
