@@ -1,6 +1,6 @@
 """Reference vectors for src/sampling, produced with HF transformers (5.24) on the CPU.
 
-Writes tests/data/sampling/processors.json and tests/data/sampling/beam_search.json.
+Writes tests/data/sampling/processors.json, beam_search.json and beam_tiny_models.json.
 
 processors.json: fixed logits [rows, vocab] with deliberate ties at the top-k / top-p boundaries,
 and for each case the per-row parameters and what HF's LogitsProcessorList (in generate()'s order:
@@ -14,6 +14,10 @@ beam_search.json: HF generate(num_beams=k, ...) on a throwaway tiny Llama whose 
 scores are replaced by a custom LogitsProcessor with a deterministic "fake model": logits as an
 integer hash of (last token, previous token, length, candidate), exactly representable in float32,
 so the C++ test can compute the same logits and drive our BeamSearch step by step.
+
+beam_tiny_models.json: HF generate(num_beams=k, ...) on the tiny random Llama checkpoints of
+tests/data/models (tools/golden/make_tiny_models.py), with an EOS id chosen from the tokens the
+beams actually produce, so that one beam finishes while the others continue.
 
 Usage: /opt/golden/bin/python tools/golden/sampling_golden.py
 """
@@ -311,6 +315,85 @@ def beam_cases():
     return out
 
 
+TINY_MODELS = ["gqa", "tied", "mha"]
+TINY_CASES = [
+    # num_beams, length_penalty, early_stopping, num_return_sequences
+    (2, 1.0, False, 2),
+    (4, 1.0, False, 4),
+    (4, 0.0, True, 2),
+    (4, 2.0, False, 3),
+    (4, -1.0, "never", 4),
+    (3, 1.0, "never", 1),
+]
+
+
+def pick_eos(model, prompt):
+    """A token the second-best beam produces mid-way, so EOS ends some beams and not others."""
+    res = model.generate(
+        torch.tensor([prompt]),
+        attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        do_sample=False,
+        num_beams=4,
+        num_return_sequences=4,
+        max_new_tokens=12,
+        eos_token_id=None,
+        pad_token_id=0,
+        return_dict_in_generate=True,
+    )
+    gen = res.sequences[1, len(prompt) :].tolist()
+    return gen[4]
+
+
+def tiny_model_cases():
+    root = OUT.parent / "models"
+    out = []
+    for name in TINY_MODELS:
+        model = LlamaForCausalLM.from_pretrained(root / name, dtype=torch.float32, attn_implementation="eager")
+        model.eval()
+        ref = json.loads((root / name / "reference.json").read_text())
+        prompt = ref["cases"][0]["prompt_ids"]
+        eos = pick_eos(model, prompt)
+        for k, lp, es, nret in TINY_CASES:
+            res = model.generate(
+                torch.tensor([prompt]),
+                attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                do_sample=False,
+                num_beams=k,
+                length_penalty=lp,
+                early_stopping=es,
+                num_return_sequences=nret,
+                max_new_tokens=12,
+                eos_token_id=[eos],
+                pad_token_id=eos,
+                return_dict_in_generate=True,
+                output_scores=True,
+            )
+            seqs = []
+            for i in range(nret):
+                n = int((res.beam_indices[i] >= 0).sum())
+                seqs.append(
+                    {
+                        "tokens": res.sequences[i, len(prompt) : len(prompt) + n].tolist(),
+                        "score": float(res.sequences_scores[i]),
+                    }
+                )
+            out.append(
+                {
+                    "model": name,
+                    "prompt": prompt,
+                    "num_beams": k,
+                    "length_penalty": lp,
+                    "early_stopping": es if isinstance(es, str) else bool(es),
+                    "num_return_sequences": nret,
+                    "max_new_tokens": 12,
+                    "eos": [eos],
+                    "sequences": seqs,
+                }
+            )
+            print(name, eos, k, lp, es, [(s["tokens"], round(s["score"], 4)) for s in seqs])
+    return out
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     logits = make_logits()
@@ -325,6 +408,8 @@ def main():
     (OUT / "processors.json").write_text(json.dumps(doc, separators=(",", ":")))
     beam = {"vocab": BEAM_VOCAB, "prompt": [3, 9, 14], "cases": beam_cases()}
     (OUT / "beam_search.json").write_text(json.dumps(beam, indent=1))
+    tiny = {"cases": tiny_model_cases()}
+    (OUT / "beam_tiny_models.json").write_text(json.dumps(tiny, indent=1))
 
 
 if __name__ == "__main__":
