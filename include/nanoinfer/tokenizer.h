@@ -1,0 +1,87 @@
+// Text <-> token ids for Llama-family models, identical to HF tokenizers: byte-level BPE (Llama-3,
+// SmolLM2, GPT-2) and SentencePiece-style BPE with byte fallback (Llama-2), added/special tokens,
+// the post-processor's BOS/EOS, streaming detokenization and the model's chat template.
+//
+// Defined behaviour at the edges (tested):
+//  - encode("") is just the post-processor's tokens (e.g. [BOS]).
+//  - Invalid UTF-8 input never throws: byte-level models pass the bytes through unchanged (each
+//    invalid byte groups like punctuation); SentencePiece models encode each invalid byte as its
+//    <0xNN> byte-fallback token.
+//  - decode replaces invalid byte sequences with U+FFFD as HF does; an id outside the vocabulary
+//    throws Error naming the id.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace nanoinfer {
+
+class GgufFile;
+struct TokenizerModel;
+class DecodeState;
+
+struct ChatMessage {
+  std::string role;
+  std::string content;
+};
+
+class Tokenizer {
+ public:
+  explicit Tokenizer(std::unique_ptr<const TokenizerModel> model);
+  ~Tokenizer();
+  Tokenizer(const Tokenizer&) = delete;
+  Tokenizer& operator=(const Tokenizer&) = delete;
+
+  // add_special_tokens: apply the post-processor (BOS/EOS), like HF's argument of that name.
+  // Special tokens written in the text are always matched as one id each.
+  std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
+  std::string decode(std::span<const int32_t> ids, bool skip_special_tokens = false) const;
+
+  // Renders the model's chat template. Templates are recognised, not interpreted: the Llama-3
+  // template and SmolLM2's ChatML template are supported; any other throws Error.
+  std::string apply_chat_template(const std::vector<ChatMessage>& messages,
+                                  bool add_generation_prompt) const;
+
+  int32_t vocab_size() const;
+  int32_t bos_id() const;  // -1 when the tokenizer defines none
+  const std::vector<int32_t>& eos_ids() const;
+  // The vocabulary's spelling of a token (e.g. "Ġhello", "▁hello", "<|eot_id|>").
+  const std::string& piece(int32_t id) const;
+  bool is_special(int32_t id) const;
+  const TokenizerModel& model() const { return *model_; }
+
+ private:
+  std::unique_ptr<const TokenizerModel> model_;
+};
+
+// Turns a stream of ids into text pieces for streaming output. A piece never ends inside a UTF-8
+// sequence (bytes are held back until the character is complete), and the concatenation of all
+// pushes and the final flush equals Tokenizer::decode of the same ids.
+class IncrementalDetokenizer {
+ public:
+  IncrementalDetokenizer(const Tokenizer& tokenizer, bool skip_special_tokens);
+  ~IncrementalDetokenizer();
+  IncrementalDetokenizer(const IncrementalDetokenizer&) = delete;
+  IncrementalDetokenizer& operator=(const IncrementalDetokenizer&) = delete;
+
+  std::string push(int32_t id);
+  // Emits what was held back (incomplete sequences become U+FFFD) and starts over.
+  std::string flush();
+
+ private:
+  std::unique_ptr<DecodeState> state_;
+};
+
+// tokenizer.json (HF tokenizers format); tokenizer_config.json next to it, when present, gives
+// the chat template and the BOS/EOS token names.
+std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& tokenizer_json_path);
+// From a GGUF file's tokenizer.ggml.* metadata.
+std::unique_ptr<Tokenizer> load_tokenizer_gguf(const GgufFile& gguf);
+// A .gguf file, a HF model directory (tokenizer.json inside) or a tokenizer.json path.
+std::unique_ptr<Tokenizer> load_tokenizer_for_model(const std::string& model_path);
+
+}  // namespace nanoinfer

@@ -1,0 +1,25 @@
+// Chat templates by recognition: a model's Jinja template text is compared with the templates we
+// know, and a known one is rendered by C++ code that produces exactly what HF apply_chat_template
+// produces. An unknown template is an Error, never a guess.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "nanoinfer/tokenizer.h"
+
+namespace nanoinfer {
+
+enum class ChatTemplateKind {
+  kLlama3,         // <|start_header_id|>role<|end_header_id|>\n\n{trimmed content}<|eot_id|>
+  kSmolLm2ChatMl,  // <|im_start|>role\n{content}<|im_end|>\n, default SmolLM system prompt
+};
+
+// Throws Error when the template is empty or not one we know.
+ChatTemplateKind recognise_chat_template(std::string_view template_text);
+
+std::string render_chat_template(ChatTemplateKind kind, const std::vector<ChatMessage>& messages,
+                                 bool add_generation_prompt, std::string_view bos_token);
+
+}  // namespace nanoinfer

@@ -1,0 +1,227 @@
+// Loads a HF tokenizer.json (+ tokenizer_config.json / chat_template.jinja beside it) into a
+// TokenizerSpec. Only the pipelines our models use are accepted; anything else is an Error naming
+// the unsupported part, since a silently different pipeline would give wrong ids.
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "nanoinfer/tokenizer.h"
+#include "tokenizer/tokenizer_model.h"
+#include "util/error.h"
+
+namespace nanoinfer {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+constexpr std::string_view kSpaceMarker = "\xE2\x96\x81";  // U+2581
+constexpr std::string_view kLlama3Regex =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+std::string read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("cannot open " + path.string());
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+json parse_json_file(const fs::path& path) {
+  try {
+    return json::parse(read_file(path));
+  } catch (const json::exception& e) {
+    fail(path.string() + ": invalid JSON: " + e.what());
+  }
+}
+
+[[noreturn]] void unsupported(const std::string& what, const json& j) {
+  fail("tokenizer.json: unsupported " + what + ": " + j.dump().substr(0, 200));
+}
+
+void read_pre_tokenizer(const json& pre, TokenizerSpec& spec) {
+  if (pre.is_null()) return;
+  const std::string type = pre.value("type", "");
+  if (type == "ByteLevel") {
+    if (pre.value("add_prefix_space", false)) unsupported("pre_tokenizer", pre);
+    spec.pre_tokenizer = pre.value("use_regex", true) ? PreTokenizer::kGpt2 : PreTokenizer::kNone;
+    return;
+  }
+  if (type == "Sequence") {
+    const json& list = pre.at("pretokenizers");
+    const bool llama3 =
+        list.size() == 2 && list[0].value("type", "") == "Split" &&
+        list[0].at("pattern").value("Regex", "") == kLlama3Regex &&
+        list[0].value("behavior", "") == "Isolated" && !list[0].value("invert", false) &&
+        list[1].value("type", "") == "ByteLevel" && !list[1].value("use_regex", true) &&
+        !list[1].value("add_prefix_space", false);
+    if (!llama3) unsupported("pre_tokenizer", pre);
+    spec.pre_tokenizer = PreTokenizer::kLlama3;
+    return;
+  }
+  unsupported("pre_tokenizer", pre);
+}
+
+// SentencePiece-style models: Prepend("▁") + Replace(" ", "▁").
+void read_normalizer(const json& norm, TokenizerSpec& spec) {
+  if (norm.is_null()) return;
+  const bool sentencepiece = norm.value("type", "") == "Sequence" &&
+                             norm.at("normalizers").size() == 2 &&
+                             norm["normalizers"][0].value("type", "") == "Prepend" &&
+                             norm["normalizers"][0].value("prepend", "") == kSpaceMarker &&
+                             norm["normalizers"][1].value("type", "") == "Replace" &&
+                             norm["normalizers"][1].at("pattern").value("String", "") == " " &&
+                             norm["normalizers"][1].value("content", "") == kSpaceMarker;
+  if (!sentencepiece) unsupported("normalizer", norm);
+  spec.prepend_space = true;
+}
+
+// ByteLevel, or Replace("▁", " ") + ByteFallback + Fuse [+ Strip(" ", n, 0)].
+void read_decoder(const json& dec, TokenizerSpec& spec) {
+  const std::string type = dec.is_null() ? "" : dec.value("type", "");
+  if (spec.kind == ModelKind::kByteLevelBpe) {
+    if (type != "ByteLevel") unsupported("decoder for a byte-level model", dec);
+    return;
+  }
+  if (type != "Sequence") unsupported("decoder", dec);
+  const json& list = dec.at("decoders");
+  const bool ok =
+      list.size() >= 3 && list[0].value("type", "") == "Replace" &&
+      list[0].at("pattern").value("String", "") == kSpaceMarker &&
+      list[0].value("content", "") == " " && list[1].value("type", "") == "ByteFallback" &&
+      list[2].value("type", "") == "Fuse" &&
+      (list.size() == 3 || (list.size() == 4 && list[3].value("type", "") == "Strip" &&
+                            list[3].value("content", "") == " " && list[3].value("stop", 0) == 0));
+  if (!ok) unsupported("decoder", dec);
+  spec.strip_leading_spaces = list.size() == 4 ? list[3].value("start", 0) : 0;
+}
+
+void read_template_processing(const json& proc, TokenizerSpec& spec) {
+  bool after_sequence = false;
+  for (const json& item : proc.at("single")) {
+    if (item.contains("Sequence")) {
+      after_sequence = true;
+      continue;
+    }
+    const std::string name = item.at("SpecialToken").at("id");
+    for (const json& id : proc.at("special_tokens").at(name).at("ids")) {
+      (after_sequence ? spec.suffix_ids : spec.prefix_ids).push_back(id.get<int32_t>());
+    }
+  }
+}
+
+void read_post_processor(const json& proc, TokenizerSpec& spec) {
+  if (proc.is_null()) return;
+  const std::string type = proc.value("type", "");
+  if (type == "ByteLevel") return;  // only adjusts offsets
+  if (type == "TemplateProcessing") {
+    read_template_processing(proc, spec);
+    return;
+  }
+  if (type == "Sequence") {
+    for (const json& p : proc.at("processors")) read_post_processor(p, spec);
+    return;
+  }
+  unsupported("post_processor", proc);
+}
+
+void read_model(const json& model, TokenizerSpec& spec) {
+  if (model.value("type", "") != "BPE") unsupported("model", json(model.value("type", "")));
+  const bool byte_fallback = model.value("byte_fallback", false);
+  if (byte_fallback != (spec.kind == ModelKind::kSentencePieceBpe)) {
+    unsupported("byte_fallback setting for this pre-tokenizer", json(byte_fallback));
+  }
+  spec.ignore_merges = model.value("ignore_merges", false);
+  for (const auto& [piece, id] : model.at("vocab").items()) {
+    const auto i = id.get<int32_t>();
+    if (i < 0) fail("tokenizer.json: negative id for '" + piece + "'");
+    if (static_cast<size_t>(i) >= spec.pieces.size()) spec.pieces.resize(i + 1);
+    spec.pieces[i] = piece;
+  }
+  for (const json& m : model.at("merges")) {
+    if (m.is_array()) {
+      spec.merges.emplace_back(m.at(0).get<std::string>(), m.at(1).get<std::string>());
+      continue;
+    }
+    const std::string s = m.get<std::string>();
+    const size_t space = s.find(' ');
+    if (space == std::string::npos) fail("tokenizer.json: malformed merge '" + s + "'");
+    spec.merges.emplace_back(s.substr(0, space), s.substr(space + 1));
+  }
+}
+
+void read_added_tokens(const json& added, TokenizerSpec& spec) {
+  for (const json& t : added) {
+    const auto id = t.at("id").get<int32_t>();
+    if (id < 0) fail("tokenizer.json: negative added token id");
+    const std::string content = t.at("content");
+    if (t.value("lstrip", false) || t.value("rstrip", false) || t.value("single_word", false)) {
+      unsupported("added token options", t);
+    }
+    spec.added.push_back({id, content, t.value("special", false)});
+    if (static_cast<size_t>(id) >= spec.pieces.size()) spec.pieces.resize(id + 1);
+    spec.pieces[id] = content;
+  }
+}
+
+// "<s>" or {"content": "<s>", ...}
+std::string token_name(const json& j) {
+  if (j.is_string()) return j.get<std::string>();
+  if (j.is_object()) return j.value("content", "");
+  return "";
+}
+
+void read_config(const fs::path& dir, TokenizerSpec& spec) {
+  const fs::path config_path = dir / "tokenizer_config.json";
+  json config = fs::exists(config_path) ? parse_json_file(config_path) : json::object();
+  const auto id_of = [&](const json& j) {
+    const std::string name = token_name(j);
+    return name.empty() ? -1 : find_piece(spec.pieces, name);
+  };
+  spec.bos_id = config.contains("bos_token") ? id_of(config["bos_token"]) : -1;
+  if (spec.bos_id < 0 && !spec.prefix_ids.empty()) spec.bos_id = spec.prefix_ids.front();
+  if (config.contains("eos_token") && id_of(config["eos_token"]) >= 0) {
+    spec.eos_ids.push_back(id_of(config["eos_token"]));
+  }
+  const json& tmpl = config.contains("chat_template") ? config["chat_template"] : json();
+  if (tmpl.is_string()) {
+    spec.chat_template = tmpl.get<std::string>();
+  } else if (tmpl.is_array()) {
+    for (const json& named : tmpl) {
+      if (named.value("name", "") == "default") spec.chat_template = named.value("template", "");
+    }
+  } else if (fs::exists(dir / "chat_template.jinja")) {
+    spec.chat_template = read_file(dir / "chat_template.jinja");
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& tokenizer_json_path) {
+  const json root = parse_json_file(tokenizer_json_path);
+  TokenizerSpec spec;
+  try {
+    read_pre_tokenizer(root.value("pre_tokenizer", json()), spec);
+    read_normalizer(root.value("normalizer", json()), spec);
+    if (spec.prepend_space && spec.pre_tokenizer != PreTokenizer::kNone) {
+      fail(
+          "tokenizer.json: a SentencePiece normalizer together with a pre-tokenizer is not "
+          "supported");
+    }
+    const bool byte_level_pre = root.value("pre_tokenizer", json()).is_object();
+    spec.kind = byte_level_pre ? ModelKind::kByteLevelBpe : ModelKind::kSentencePieceBpe;
+    read_model(root.at("model"), spec);
+    read_added_tokens(root.value("added_tokens", json::array()), spec);
+    read_decoder(root.value("decoder", json()), spec);
+    read_post_processor(root.value("post_processor", json()), spec);
+  } catch (const json::exception& e) {
+    fail(tokenizer_json_path + ": unexpected structure: " + e.what());
+  }
+  read_config(fs::path(tokenizer_json_path).parent_path(), spec);
+  return std::make_unique<Tokenizer>(
+      std::make_unique<const TokenizerModel>(build_tokenizer_model(std::move(spec))));
+}
+
+}  // namespace nanoinfer
