@@ -63,6 +63,9 @@ struct GenerationStats {
   int64_t prefill_tokens = 0;
   int64_t decode_tokens = 0;  // tokens produced by decode steps (the first token is prefill's)
   std::vector<StepStats> steps;
+  // Slots a padded static batch would reserve for the same requests: B * (longest prompt +
+  // largest max_new_tokens), the denominator of its utilisation.
+  int64_t padded_slots = 0;
   // Writes steps as CSV (time, memory by kind, cache utilisation) for tools/plot_memory.py.
   void write_memory_csv(const std::string& path) const;
   double decode_tokens_per_s() const { return decode_ms > 0 ? 1000.0 * decode_tokens / decode_ms : 0; }

@@ -90,6 +90,7 @@ void run_generate(const GenerateArgs& a) {
                     {"prefill_tokens", st.prefill_tokens},
                     {"decode_tokens", st.decode_tokens}};
     if (a.stats) {
+      j["padded_static_batch_slots"] = st.padded_slots;
       j["steps"] = nlohmann::json::array();
       for (const StepStats& s : st.steps)
         j["steps"].push_back({{"ms", s.ms}, {"tokens", s.tokens}, {"cache_used", s.cache_used},
@@ -109,14 +110,18 @@ void run_generate(const GenerateArgs& a) {
       std::printf("%s\n", outs[i].text.c_str());
     }
   }
-  if (a.stats)
+  if (a.stats) {
+    const auto pct = [](int64_t a, int64_t b) { return b > 0 ? 100.0 * static_cast<double>(a) / static_cast<double>(b) : 0.0; };
     for (size_t i = 0; i < st.steps.size(); ++i) {
       const StepStats& s = st.steps[i];
-      std::fprintf(stderr, "step %zu: %d tokens, %.2f ms, cache %lld used / %lld allocated (%.1f%%)\n", i,
-                   s.tokens, s.ms, static_cast<long long>(s.cache_used),
-                   static_cast<long long>(s.cache_allocated),
-                   s.cache_allocated > 0 ? 100.0 * static_cast<double>(s.cache_used) / static_cast<double>(s.cache_allocated) : 0.0);
+      std::fprintf(stderr,
+                   "step %zu: %d tokens, %.2f ms, cache %lld used / %lld allocated (%.1f%%), "
+                   "padded static batch: %.1f%% of %lld\n",
+                   i, s.tokens, s.ms, static_cast<long long>(s.cache_used),
+                   static_cast<long long>(s.cache_allocated), pct(s.cache_used, s.cache_allocated),
+                   pct(s.cache_used, st.padded_slots), static_cast<long long>(st.padded_slots));
     }
+  }
   std::fprintf(stderr, "prefill: %.1f ms (%lld tokens), decode: %.1f tokens/s (%lld tokens)\n",
                st.prefill_ms, static_cast<long long>(st.prefill_tokens), st.decode_tokens_per_s(),
                static_cast<long long>(st.decode_tokens));

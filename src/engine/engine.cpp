@@ -158,6 +158,13 @@ std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationReque
   }
 
   im.stats = GenerationStats{};
+  size_t longest = 0;
+  int most_new = 0;
+  for (const GenerationRequest& r : requests) {
+    longest = std::max(longest, r.prompt_ids.size());
+    most_new = std::max(most_new, r.params.max_new_tokens);
+  }
+  im.stats.padded_slots = static_cast<int64_t>(requests.size()) * (static_cast<int64_t>(longest) + most_new);
   const auto run_start = std::chrono::steady_clock::now();
   std::vector<float> logits;
   std::vector<int32_t> tokens;
