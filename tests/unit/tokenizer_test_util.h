@@ -11,6 +11,7 @@
 #include "loader/gguf.h"
 #include "nanoinfer/tokenizer.h"
 #include "test_paths.h"
+#include "util/error.h"
 
 namespace nanoinfer::test {
 
