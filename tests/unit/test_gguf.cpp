@@ -25,6 +25,9 @@ struct DequantCase {
   std::string bytes;
   std::vector<float> expected;
 };
+void PrintTo(const DequantCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 std::string u16s(std::initializer_list<uint16_t> v) {
   std::string s;
@@ -234,6 +237,9 @@ struct NameCase {
   std::string gguf;
   std::string hf;
 };
+void PrintTo(const NameCase& c, std::ostream* os) {
+  *os << c.gguf;
+}
 class GgufNameTest : public testing::TestWithParam<NameCase> {};
 TEST_P(GgufNameTest, MapsToHfName) {
   EXPECT_EQ(hf_name_from_gguf(GetParam().gguf), GetParam().hf);

@@ -34,6 +34,9 @@ struct ConfigCase {
   json generation;
   std::function<void(const ModelConfig&)> check;
 };
+void PrintTo(const ConfigCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 class HfConfigTest : public testing::TestWithParam<ConfigCase> {};
 
@@ -165,6 +168,9 @@ struct BadConfigCase {
   json patch;
   std::string message;
 };
+void PrintTo(const BadConfigCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 class HfConfigErrorTest : public testing::TestWithParam<BadConfigCase> {};
 

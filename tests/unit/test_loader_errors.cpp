@@ -21,6 +21,9 @@ struct BadCase {
   std::string message;  // a substring the error must contain
   std::string file;     // the file (or directory) name the error must contain
 };
+void PrintTo(const BadCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 std::string gguf(const TempDir& dir, const std::string& bytes) {
   test::write_file(dir.file("model.gguf"), bytes);

@@ -15,6 +15,9 @@ struct DtypeCase {
   std::string name;  // safetensors spelling
   DType dtype;
 };
+void PrintTo(const DtypeCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 // tiny_weights() encoded in one dtype; f16/bf16 keep the rounded bits, compared bit for bit.
 std::string encode(const std::vector<float>& v, DType dtype) {
