@@ -53,7 +53,7 @@ constexpr uint64_t kRandomWeightSeed = 20261125;
 
 std::string resolve_model(const std::string& m) {
   if (m != "default") return m;
-  const std::string path = default_model_path();
+  std::string path = default_model_path();
   if (!std::filesystem::exists(path))
     fail("the default model is not in the cache (" + path + "): run `make model` first");
   return path;
