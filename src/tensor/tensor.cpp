@@ -104,8 +104,7 @@ uint16_t f32_to_bf16(float f) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
-float f16_to_f32(uint16_t v) {
-  const uint16_t h = v;
+float f16_to_f32(uint16_t h) {
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000U) << 16;
   uint32_t exp = (h >> 10) & 0x1fU;
   uint32_t mant = h & 0x3ffU;

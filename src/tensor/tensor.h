@@ -62,7 +62,7 @@ class Tensor {
 // bf16 / f16 <-> f32 conversions (round to nearest even), used by loaders and the CPU reference.
 float bf16_to_f32(uint16_t v);
 uint16_t f32_to_bf16(float f);
-float f16_to_f32(uint16_t v);
+float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
 
 }  // namespace nanoinfer
