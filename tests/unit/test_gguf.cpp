@@ -299,9 +299,12 @@ void expect_tiny_weights(const LoadedModel& m) {
   }
 }
 
-TEST(GgufModel, LoadsTinyModelInHfLayout) {
+// GGUF v2 and v3 share the layout (v1, with 32-bit counts, is refused).
+class GgufVersionTest : public testing::TestWithParam<uint32_t> {};
+
+TEST_P(GgufVersionTest, LoadsTinyModelInHfLayout) {
   test::TempDir dir;
-  test::write_file(dir.file("tiny.gguf"), test::tiny_gguf().bytes());
+  test::write_file(dir.file("tiny.gguf"), test::tiny_gguf().bytes(GetParam()));
   const LoadedModel m = load_model(dir.file("tiny.gguf"));
   const ModelConfig want = test::tiny_config();
   EXPECT_EQ(m.config.hidden_size, want.hidden_size);
@@ -319,6 +322,8 @@ TEST(GgufModel, LoadsTinyModelInHfLayout) {
   expect_tiny_weights(m);
 }
 
+INSTANTIATE_TEST_SUITE_P(Versions, GgufVersionTest, testing::Values(2U, 3U));
+
 TEST(GgufModel, NoOutputTensorMeansTiedEmbeddings) {
   test::TempDir dir;
   test::write_file(dir.file("tied.gguf"), test::tiny_gguf("output.weight").bytes());
@@ -327,6 +332,64 @@ TEST(GgufModel, NoOutputTensorMeansTiedEmbeddings) {
   EXPECT_EQ(m.weights.count("lm_head.weight"), 0U);
   expect_tiny_weights(m);
 }
+
+// Made-up blocks of one type for a [rows, cols] matrix: varying scales and quants.
+std::string made_up_blocks(GgmlType type, int64_t rows, int64_t cols) {
+  std::string out;
+  for (int64_t b = 0; b < rows * cols / 32; ++b) {
+    test::put(out, f32_to_f16(0.01F * static_cast<float>(1 + b % 5)));
+    if (type == GgmlType::Q4_1) test::put(out, f32_to_f16(-0.05F * static_cast<float>(b % 3)));
+    const int n = type == GgmlType::Q8_0 ? 32 : 16;
+    for (int j = 0; j < n; ++j) test::put(out, static_cast<uint8_t>((b * 31 + j * 17) & 0xFF));
+  }
+  return out;
+}
+
+// With LoadOptions::dequantize off, matrices keep their blocks and Q/K move whole block rows;
+// widening those rows must give exactly the dequantised load.
+class KeptBlocksTest : public testing::TestWithParam<GgmlType> {};
+
+TEST_P(KeptBlocksTest, MatchDequantisedLoad) {
+  const ModelConfig c = test::tiny_config();
+  const auto shapes = expected_weight_shapes(c);
+  GgufWriter w;
+  test::add_tiny_gguf_metadata(w);
+  for (const auto& g : test::gguf_names(c)) {
+    const auto& shape = shapes.at(hf_name_from_gguf(g));
+    if (shape.size() == 2) {
+      w.tensor(g, static_cast<uint32_t>(GetParam()), shape,
+               made_up_blocks(GetParam(), shape[0], shape[1]));
+    } else {
+      w.tensor(g, 0, shape, test::f32_bytes(std::vector<float>(shape[0], 0.5F)));
+    }
+  }
+  test::TempDir dir;
+  test::write_file(dir.file("q.gguf"), w.bytes());
+  const LoadedModel f32 = load_model(dir.file("q.gguf"));
+  LoadOptions keep;
+  keep.dequantize = false;
+  const LoadedModel blocks = load_model(dir.file("q.gguf"), keep);
+  ASSERT_EQ(blocks.weights.size(), f32.weights.size());
+  for (const auto& [name, a] : f32.weights) {
+    const Tensor& b = blocks.weights.at(name);
+    ASSERT_EQ(b.shape(), a.shape()) << name;
+    if (a.rank() == 1) continue;
+    EXPECT_NE(b.dtype(), DType::F32) << name;
+    std::vector<float> row(static_cast<size_t>(a.dim(1)));
+    for (int64_t r = 0; r < a.dim(0); ++r) {
+      dequantize(static_cast<uint32_t>(GetParam()), static_cast<const uint8_t*>(b.row(r).data()),
+                 a.dim(1), row.data());
+      const float* want = a.row(r).as<float>();
+      ASSERT_EQ(row, std::vector<float>(want, want + a.dim(1))) << name << " row " << r;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, KeptBlocksTest,
+                         testing::Values(GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1),
+                         [](const auto& info) {
+                           return ggml_type_name(static_cast<uint32_t>(info.param));
+                         });
 
 class DefaultModel : public testing::Test {
  protected:
