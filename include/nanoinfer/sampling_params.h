@@ -33,6 +33,7 @@ struct SamplingParams {
   int max_new_tokens = 128;
   bool ignore_eos = false;
   std::vector<std::string> stop;
+  std::vector<int32_t> suppress_tokens;  // never generated (HF suppress_tokens)
 
   void validate() const;
   bool greedy() const { return temperature == 0.0F && num_beams == 1; }

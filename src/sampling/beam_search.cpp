@@ -29,6 +29,7 @@ BeamSearch::BeamSearch(const SamplingParams& params, std::vector<int32_t> eos_id
       num_return_sequences_(params.num_return_sequences),
       max_new_tokens_(params.max_new_tokens),
       eos_ids_(std::move(eos_ids)),
+      suppress_(params.suppress_tokens),
       running_(static_cast<size_t>(params.num_beams)),
       running_scores_(static_cast<size_t>(params.num_beams), kExcluded) {
   params.validate();
@@ -51,6 +52,7 @@ void BeamSearch::top_candidates(std::span<const float> logits, int vocab) {
     row_best.clear();
     for (int v = 0; v < vocab; ++v) {
       if (row_best.size() == keep && !(row[v] > row_best.back().score)) continue;
+      if (std::find(suppress_.begin(), suppress_.end(), v) != suppress_.end()) continue;
       const Candidate c{row[v], v};
       const auto at = std::upper_bound(row_best.begin(), row_best.end(), c,
                                        [](const Candidate& a, const Candidate& e) {

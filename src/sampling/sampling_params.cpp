@@ -49,6 +49,9 @@ void check_values(const SamplingParams& p) {
   for (const std::string& s : p.stop) {
     if (s.empty()) fail("stop strings must not be empty");
   }
+  for (int32_t t : p.suppress_tokens) {
+    if (t < 0) fail("suppress_tokens must be token ids >= 0, got " + std::to_string(t));
+  }
 }
 
 void check_combinations(const SamplingParams& p) {

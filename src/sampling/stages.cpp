@@ -2,7 +2,10 @@
 // per-row arrays of each batch operation.
 #include "sampling/stages.h"
 
+#include <string>
 #include <vector>
+
+#include "util/error.h"
 
 #include "sampling/selectors.h"
 
@@ -44,6 +47,21 @@ void run_presence_frequency(LogitsView logits, std::span<const RowInput> rows) {
   generated.reserve(rows.size());
   for (const RowInput& row : rows) generated.push_back(row.generated);
   apply_presence_frequency(logits, presence, frequency, generated);
+}
+
+void run_suppress(LogitsView logits, std::span<const RowInput> rows) {
+  std::vector<TokenSpan> banned;
+  banned.reserve(rows.size());
+  for (const RowInput& row : rows) {
+    for (int32_t t : row.params->suppress_tokens) {
+      if (t >= logits.vocab) {
+        fail("suppress_tokens: id " + std::to_string(t) + " is outside the vocabulary of " +
+             std::to_string(logits.vocab));
+      }
+    }
+    banned.emplace_back(row.params->suppress_tokens);
+  }
+  apply_mask(logits, banned);
 }
 
 void run_temperature(LogitsView logits, std::span<const RowInput> rows) {
@@ -92,6 +110,8 @@ constexpr ProcessorStage kProcessors[] = {
        return p.presence_penalty != 0.0F || p.frequency_penalty != 0.0F;
      },
      run_presence_frequency},
+    {"suppress_tokens", [](const SamplingParams& p) { return !p.suppress_tokens.empty(); },
+     run_suppress},
     {"temperature", [](const SamplingParams& p) { return sampling(p) && p.temperature != 1.0F; },
      run_temperature},
     {"top_k", [](const SamplingParams& p) { return sampling(p) && p.top_k > 0; }, run_top_k},

@@ -35,8 +35,8 @@ struct SelectorStage {
               std::span<int32_t> out);
 };
 
-// HF generate() order: repetition penalty (then our presence/frequency penalties), temperature,
-// top-k, top-p, min-p.
+// HF generate() order: repetition penalty (then our presence/frequency penalties), suppressed
+// tokens, temperature, top-k, top-p, min-p.
 std::span<const ProcessorStage> processor_stages();
 // The first stage that handles a row selects its token.
 std::span<const SelectorStage> selector_stages();

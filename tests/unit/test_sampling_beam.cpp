@@ -54,6 +54,7 @@ SamplingParams params_from(const nlohmann::json& c) {
   p.length_penalty = c["length_penalty"];
   p.num_return_sequences = c["num_return_sequences"];
   p.max_new_tokens = c["max_new_tokens"];
+  p.suppress_tokens = c["suppress"].get<std::vector<int32_t>>();
   const nlohmann::json& es = c["early_stopping"];
   p.early_stopping = es.is_string()   ? EarlyStopping::kNever
                      : es.get<bool>() ? EarlyStopping::kWhenFull
@@ -111,8 +112,8 @@ std::string case_name(const testing::TestParamInfo<int>& info) {
   std::ostringstream name;
   name << "k" << c["num_beams"].get<int>() << "_lp" << (lp < 0 ? "m" : "") << std::abs(lp) << "_es"
        << (es.is_string() ? "never" : (es.get<bool>() ? "true" : "false")) << "_ret"
-       << c["num_return_sequences"].get<int>() << "_salt" << c["salt"].get<int>() << "_"
-       << info.index;
+       << c["num_return_sequences"].get<int>() << "_salt" << c["salt"].get<int>()
+       << (c["suppress"].empty() ? "" : "_suppress") << "_" << info.index;
   return name.str();
 }
 
@@ -122,7 +123,7 @@ INSTANTIATE_TEST_SUITE_P(Hf, BeamGolden,
 const nlohmann::json& find_case(int beams, float length_penalty, int salt) {
   for (const auto& c : golden()["cases"]) {
     if (c["num_beams"] == beams && c["length_penalty"] == length_penalty && c["salt"] == salt &&
-        c["early_stopping"] == false) {
+        c["early_stopping"] == false && c["suppress"].empty()) {
       return c;
     }
   }

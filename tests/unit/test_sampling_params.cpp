@@ -107,6 +107,11 @@ const Case kCases[] = {
        p.stop = {"ok", ""};
      },
      "stop strings must not be empty"},
+    {"NegativeSuppressedToken",
+     [](SamplingParams& p) {
+       p.suppress_tokens = {3, -1};
+     },
+     "suppress_tokens must be token ids >= 0, got -1"},
     {"ZeroMaxNewTokens", [](SamplingParams& p) { p.max_new_tokens = 0; },
      "max_new_tokens must be >= 1"},
 };

@@ -16,6 +16,7 @@
 #include "sampling/sampler.h"
 #include "sampling/selectors.h"
 #include "test_paths.h"
+#include "util/error.h"
 
 namespace nanoinfer::sampling {
 namespace {
@@ -37,6 +38,7 @@ SamplingParams params_from(const nlohmann::json& j) {
   p.repetition_penalty = j.value("repetition_penalty", 1.0F);
   p.presence_penalty = j.value("presence_penalty", 0.0F);
   p.frequency_penalty = j.value("frequency_penalty", 0.0F);
+  p.suppress_tokens = j.value("suppress_tokens", std::vector<int32_t>{});
   p.validate();
   return p;
 }
@@ -156,9 +158,22 @@ TEST(TopP, WidensPastTheFirstCutoffAndKeepsHighIdsOfATie) {
 TEST(Stages, FollowHfGenerateOrder) {
   std::vector<std::string_view> names;
   for (const ProcessorStage& s : processor_stages()) names.push_back(s.name);
-  EXPECT_EQ(names,
-            (std::vector<std::string_view>{"repetition_penalty", "presence_frequency_penalty",
-                                           "temperature", "top_k", "top_p", "min_p"}));
+  EXPECT_EQ(names, (std::vector<std::string_view>{"repetition_penalty",
+                                                  "presence_frequency_penalty", "suppress_tokens",
+                                                  "temperature", "top_k", "top_p", "min_p"}));
+}
+
+TEST(Stages, SuppressedIdOutsideTheVocabularyIsAnError) {
+  SamplingParams p;
+  p.suppress_tokens = {4, 5};
+  std::vector<float> logits(5, 0.0F);
+  const RowInput row{&p, {}, {}};
+  try {
+    Sampler().sample(LogitsView(logits, 1, 5), std::span(&row, 1));
+    FAIL() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "suppress_tokens: id 5 is outside the vocabulary of 5");
+  }
 }
 
 TEST(Stages, GreedyRowsIgnoreWarpersButKeepPenalties) {

@@ -31,6 +31,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, LogitsProcessor, LogitsP
 from transformers.generation.logits_process import (
     MinPLogitsWarper,
     RepetitionPenaltyLogitsProcessor,
+    SuppressTokensLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
@@ -102,6 +103,17 @@ CASES = [
         ],
     ),
     (
+        "suppress_tokens",
+        [
+            {"suppress_tokens": [0, 1, 2]},
+            {"suppress_tokens": [10, 200], "top_k": 2},
+            {"suppress_tokens": [7], "temperature": 0.5, "top_p": 0.5},
+            {},
+            {"suppress_tokens": list(range(0, 1000, 3)), "min_p": 0.2},
+            {"repetition_penalty": 1.3, "suppress_tokens": [5, 6]},
+        ],
+    ),
+    (
         "all_rows_same_combo",
         [{"repetition_penalty": 1.3, "temperature": 0.8, "top_k": 100, "top_p": 0.7, "min_p": 0.05}]
         * ROWS,
@@ -114,6 +126,8 @@ def hf_processors(p):
     procs = []
     if p.get("repetition_penalty", 1.0) != 1.0:
         procs.append(RepetitionPenaltyLogitsProcessor(float(p["repetition_penalty"])))
+    if p.get("suppress_tokens"):
+        procs.append(SuppressTokensLogitsProcessor(p["suppress_tokens"]))
     if p.get("temperature", 1.0) != 1.0:
         procs.append(TemperatureLogitsWarper(float(p["temperature"])))
     if p.get("top_k", 0) != 0:
@@ -211,14 +225,19 @@ def fake_logits(seq, salt):
 
 
 class FakeModelScores(LogitsProcessor):
-    """Replaces the tiny model's log-probs with log_softmax of the fake model's logits."""
+    """Replaces the tiny model's log-probs with log_softmax of the fake model's logits.
 
-    def __init__(self, salt):
+    generate() runs custom processors after its own, so HF's SuppressTokensLogitsProcessor is
+    applied here, to the log-probs, where generate() would apply it for a real model."""
+
+    def __init__(self, salt, suppress=None):
         self.salt = salt
+        self.suppress = SuppressTokensLogitsProcessor(suppress) if suppress else None
 
     def __call__(self, input_ids, scores):
         rows = [fake_logits(seq.tolist(), self.salt) for seq in input_ids]
-        return torch.log_softmax(torch.stack(rows), dim=-1)
+        log_probs = torch.log_softmax(torch.stack(rows), dim=-1)
+        return self.suppress(input_ids, log_probs) if self.suppress else log_probs
 
 
 def tiny_llama():
@@ -262,14 +281,20 @@ BEAM_CASES = [
     # two EOS ids: (1 + 2) * num_beams candidates per step
     (3, 1.0, False, 3, 12, [0, 2], 10),
     (2, 0.5, "never", 2, 12, [0, 2, 7], 7),
+    # with suppress_tokens (BEAM_SUPPRESS)
+    (4, 1.0, False, 4, 12, 0, 5),
+    (3, 1.0, False, 3, 12, [0, 2], 10),
 ]
+# suppress_tokens by index in BEAM_CASES (HF sets their log-probs to -inf after log_softmax)
+BEAM_SUPPRESS = {23: [10], 24: [15, 21]}
 
 
 def beam_cases():
     model = tiny_llama()
     prompt = [3, 9, 14]
     out = []
-    for k, lp, es, nret, max_new, eos, salt in BEAM_CASES:
+    for index, (k, lp, es, nret, max_new, eos, salt) in enumerate(BEAM_CASES):
+        suppress = BEAM_SUPPRESS.get(index)
         eos_ids = eos if isinstance(eos, list) else [eos]
         res = model.generate(
             torch.tensor([prompt]),
@@ -282,7 +307,7 @@ def beam_cases():
             max_new_tokens=max_new,
             eos_token_id=eos_ids,
             pad_token_id=eos_ids[0],
-            logits_processor=LogitsProcessorList([FakeModelScores(salt)]),
+            logits_processor=LogitsProcessorList([FakeModelScores(salt, suppress)]),
             return_dict_in_generate=True,
             output_scores=True,
         )
@@ -308,6 +333,7 @@ def beam_cases():
                 "max_new_tokens": max_new,
                 "eos": eos_ids,
                 "salt": salt,
+                "suppress": suppress or [],
                 "sequences": seqs,
             }
         )
