@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and tests need, once (no-op when all are present).
 set -euo pipefail
-pkgs=(cmake g++ make python3 libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
+pkgs=(cmake g++ make python3 python3-pip libgtest-dev libgmock-dev libbenchmark-dev nlohmann-json3-dev
       libcli11-dev clang-format clang-tidy)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -77,6 +77,19 @@ TEST_P(TinyParity, GreedyTokensMatchHfAloneAndBatched) {
         << ref["cases"][i]["name"] << " in a batch";
 }
 
+TEST(TinyParityEos, StopsAtAnyOfSeveralEosIdsAsHfDoes) {
+  const nlohmann::json ref = reference("multi_eos")["eos_stop"];
+  EngineOptions opt;
+  opt.model = test::data_path("models/multi_eos");
+  Engine engine(opt);
+  ASSERT_GT(engine.config().eos_token_ids.size(), 1U);  // generation_config.json lists several
+  GenerationRequest r{ref["prompt_ids"].get<std::vector<int32_t>>(), {}};
+  r.params.max_new_tokens = ref["max_new_tokens"];
+  const GenerationOutput out = engine.generate({r})[0];
+  EXPECT_EQ(out.token_ids, ref["generated_ids"].get<std::vector<int32_t>>());
+  EXPECT_EQ(out.finish_reason, "eos");
+}
+
 std::vector<Case> cases() {
   std::vector<Case> out;
   for (const std::string& m : model_names())
