@@ -11,6 +11,7 @@
 
 #include "nanoinfer/engine.h"
 #include "nanoinfer/tokenizer.h"
+#include "util/error.h"
 
 int main(int argc, char** argv) {
   using namespace nanoinfer;
