@@ -1,6 +1,7 @@
 // Tokenizer::encode: split out added tokens, then per segment either pre-tokenize + byte-level BPE
 // (with a per-call cache of pre-token results, since natural text repeats words a lot) or
 // SentencePiece normalisation + BPE over the whole segment; finally the post-processor's tokens.
+#include <deque>
 #include <string>
 #include <unordered_map>
 
@@ -66,19 +67,55 @@ class SegmentEncoder {
     out.insert(out.end(), cached_ids_.begin() + begin, cached_ids_.end());
   }
 
-  // Metaspace normalisation ("▁" for spaces, one in front), then one symbol per character of the
-  // vocabulary, or the character's bytes as <0xNN> tokens when it is not in the vocabulary.
+  // Metaspace normalisation ("▁" for spaces, one in front), then BPE. When the vocabulary allows
+  // it (TokenizerModel::split_at_space_marker), each "▁"-led word is merged on its own and cached.
   void encode_sentencepiece(std::string_view segment, std::vector<int32_t>& out) {
-    symbols_.clear();
-    if (m_.prepend_space) push_char(kSpaceMarker);
-    for (size_t pos = 0; pos < segment.size();) {
-      if (segment[pos] == ' ') {
-        push_char(kSpaceMarker);
-        ++pos;
-        continue;
+    std::string& norm = normalized_.emplace_back();
+    norm.reserve(segment.size() + segment.size() / 4 + kSpaceMarker.size());
+    if (m_.prepend_space) norm += kSpaceMarker;
+    for (char c : segment) {
+      if (c == ' ') {
+        norm += kSpaceMarker;
+      } else {
+        norm += c;
       }
-      const Utf8Step step = decode_utf8(segment, pos);
-      push_char(segment.substr(pos, step.len));
+    }
+    if (!m_.split_at_space_marker) {
+      merge_sentencepiece_word(norm, out);
+      return;
+    }
+    size_t start = 0;
+    for (size_t pos = 0; pos < norm.size();) {
+      const bool marker = std::string_view(norm).substr(pos).starts_with(kSpaceMarker);
+      // A word starts at a marker that follows something other than a marker.
+      if (marker && pos > start && !std::string_view(norm).substr(0, pos).ends_with(kSpaceMarker)) {
+        encode_cached(std::string_view(norm).substr(start, pos - start), out);
+        start = pos;
+      }
+      pos += marker ? kSpaceMarker.size() : 1;
+    }
+    encode_cached(std::string_view(norm).substr(start), out);
+  }
+
+  void encode_cached(std::string_view word, std::vector<int32_t>& out) {
+    if (const auto hit = cache_.find(word); hit != cache_.end()) {
+      out.insert(out.end(), cached_ids_.begin() + hit->second.first,
+                 cached_ids_.begin() + hit->second.second);
+      return;
+    }
+    const size_t begin = cached_ids_.size();
+    merge_sentencepiece_word(word, cached_ids_);
+    cache_.emplace(word, std::make_pair(begin, cached_ids_.size()));
+    out.insert(out.end(), cached_ids_.begin() + begin, cached_ids_.end());
+  }
+
+  // One symbol per character of the vocabulary, or the character's bytes as <0xNN> tokens when it
+  // is not in the vocabulary (invalid UTF-8 bytes too), then merges.
+  void merge_sentencepiece_word(std::string_view word, std::vector<int32_t>& out) {
+    symbols_.clear();
+    for (size_t pos = 0; pos < word.size();) {
+      const Utf8Step step = decode_utf8(word, pos);
+      push_char(word.substr(pos, step.len));
       pos += step.len;
     }
     apply_merges(m_.merges, symbols_, scratch_);
@@ -98,6 +135,7 @@ class SegmentEncoder {
   // Pre-token -> [begin, end) in cached_ids_. Keys view the caller's text, alive for this call.
   std::unordered_map<std::string_view, std::pair<size_t, size_t>> cache_;
   std::vector<int32_t> cached_ids_;
+  std::deque<std::string> normalized_;  // SentencePiece segments; cache keys view into them
   std::vector<int32_t> symbols_;
   BpeScratch scratch_;
 };

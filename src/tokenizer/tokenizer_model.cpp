@@ -72,6 +72,18 @@ std::vector<Merge> merges_from_scores(const TokenizerModel& m, const std::vector
   return merges;
 }
 
+// True when no piece has a space marker preceded by another character ("a▁b", "x▁").
+bool markers_only_lead(const std::vector<std::string>& pieces) {
+  for (const std::string& piece : pieces) {
+    for (size_t pos = piece.find(kSpaceMarker, 1); pos != std::string::npos;
+         pos = piece.find(kSpaceMarker, pos + 1)) {
+      if (std::string_view(piece).substr(0, pos).ends_with(kSpaceMarker)) continue;
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 int32_t find_piece(const std::vector<std::string>& pieces, std::string_view piece) {
@@ -152,6 +164,7 @@ TokenizerModel build_tokenizer_model(TokenizerSpec spec) {
     }
   }
   m.merges = MergeTable(merges);
+  m.split_at_space_marker = !byte_level && markers_only_lead(m.pieces);
   m.added = AddedTokenMatcher(spec.added);
 
   for (const std::vector<int32_t>* list : {&spec.prefix_ids, &spec.suffix_ids, &spec.eos_ids}) {

@@ -52,6 +52,9 @@ struct TokenizerModel {
   bool ignore_merges = false;
   bool prepend_space = false;
   int32_t strip_leading_spaces = 0;
+  // SentencePiece: no piece has "▁" right after another character, so no merge can cross the
+  // start of a "▁"-led word, and words can be merged (and cached) one at a time.
+  bool split_at_space_marker = false;
 
   std::vector<std::string> pieces;      // id -> vocabulary spelling
   std::vector<std::string> token_text;  // id -> what decode emits (bytes for byte-level)

@@ -1,0 +1,118 @@
+// `nanoinfer tokenize`: text -> ids and pieces (or ids -> text with --decode), using only the
+// tokenizer of a model (GGUF metadata or HF tokenizer.json), without loading weights.
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "nanoinfer/engine.h"
+#include "nanoinfer/tokenizer.h"
+#include "util/error.h"
+
+namespace nanoinfer::cli {
+namespace {
+
+struct TokenizeArgs {
+  std::string model;
+  std::string tokenizer;
+  std::string text;
+  std::string text_file;
+  std::string decode;
+  bool no_special = false;
+  bool skip_special = false;
+  bool json = false;
+};
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("cannot open --text-file " + path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<int32_t> parse_ids(const std::string& list) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(list);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || item.find_first_not_of(" ", used) != std::string::npos || v < INT32_MIN ||
+        v > INT32_MAX) {
+      fail("--decode expects comma-separated integers, got '" + item + "'");
+    }
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  return ids;
+}
+
+// JSON string with invalid UTF-8 replaced (pieces are valid, decoded text may not be).
+std::string json_string(const std::string& s) {
+  return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+void run_tokenize(const TokenizeArgs& a) {
+  const std::string model = a.model == "default" ? default_model_path() : a.model;
+  const std::unique_ptr<Tokenizer> tok =
+      a.tokenizer.empty() ? load_tokenizer_for_model(model) : load_tokenizer_json(a.tokenizer);
+  if (!a.decode.empty()) {
+    const std::string text = tok->decode(parse_ids(a.decode), a.skip_special);
+    if (a.json) {
+      std::printf("{\"text\": %s}\n", json_string(text).c_str());
+    } else {
+      std::fwrite(text.data(), 1, text.size(), stdout);
+      std::printf("\n");
+    }
+    return;
+  }
+  const std::string text = a.text_file.empty() ? a.text : read_bytes(a.text_file);
+  const std::vector<int32_t> ids = tok->encode(text, !a.no_special);
+  if (a.json) {
+    std::string pieces;
+    for (int32_t id : ids) pieces += (pieces.empty() ? "" : ", ") + json_string(tok->piece(id));
+    std::string id_list;
+    for (int32_t id : ids) id_list += (id_list.empty() ? "" : ", ") + std::to_string(id);
+    std::printf("{\"ids\": [%s], \"pieces\": [%s]}\n", id_list.c_str(), pieces.c_str());
+    return;
+  }
+  std::printf("%zu tokens\n", ids.size());
+  for (int32_t id : ids) std::printf("%8d  %s\n", id, json_string(tok->piece(id)).c_str());
+}
+
+}  // namespace
+
+void add_tokenize_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand("tokenize", "Encode text to token ids (or decode ids to text)");
+  auto args = std::make_shared<TokenizeArgs>();
+  auto* model = cmd->add_option("--model", args->model, "HF directory, .gguf file or 'default'");
+  auto* tokenizer = cmd->add_option("--tokenizer", args->tokenizer, "a tokenizer.json file");
+  model->excludes(tokenizer);
+  auto* text = cmd->add_option("--text", args->text, "text to encode");
+  auto* file = cmd->add_option("--text-file", args->text_file, "file whose raw bytes to encode");
+  auto* decode = cmd->add_option("--decode", args->decode, "comma-separated ids to decode");
+  text->excludes(file)->excludes(decode);
+  file->excludes(decode);
+  cmd->add_flag("--no-special", args->no_special, "do not add BOS/EOS (add_special_tokens=False)");
+  cmd->add_flag("--skip-special", args->skip_special, "with --decode: drop special tokens");
+  cmd->add_flag("--json", args->json, "print JSON: {\"ids\": [...], \"pieces\": [...]}");
+  cmd->callback([args, model, tokenizer, text, file, decode] {
+    if (model->count() == 0 && tokenizer->count() == 0)
+      fail("tokenize needs --model or --tokenizer");
+    if (text->count() == 0 && file->count() == 0 && decode->count() == 0) {
+      fail("tokenize needs --text, --text-file or --decode");
+    }
+    run_tokenize(*args);
+  });
+}
+
+}  // namespace nanoinfer::cli
