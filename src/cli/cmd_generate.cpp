@@ -99,7 +99,10 @@ void run_generate(const GenerateArgs& a) {
     std::printf("%s\n", j.dump().c_str());
     return;
   }
-  if (stream) std::printf("\n");
+  if (stream) {
+    std::printf("\n");
+    std::fflush(stdout);
+  }
   for (size_t i = 0; i < outs.size() && !stream; ++i) {
     if (outs.size() > 1) std::printf("=== prompt %zu ===\n", i);
     if (outs[i].sequences.size() > 1) {
