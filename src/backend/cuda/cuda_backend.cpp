@@ -37,11 +37,12 @@ Tensor device_tensor(std::vector<int64_t> shape, DType dtype) {
       size_t free_b = 0, total_b = 0;
       NI_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
       char msg[320];
-      std::snprintf(msg, sizeof(msg),
-                    "CUDA out of memory: a %s tensor %s asked for %zu bytes (%.1f MiB); the GPU has "
-                    "%zu bytes (%.1f MiB) free of %.1f MiB",
-                    dtype_name(dtype), shape_string(shape).c_str(), bytes, bytes / kMiB, free_b,
-                    free_b / kMiB, total_b / kMiB);
+      std::snprintf(
+          msg, sizeof(msg),
+          "CUDA out of memory: a %s tensor %s asked for %zu bytes (%.1f MiB); the GPU has "
+          "%zu bytes (%.1f MiB) free of %.1f MiB",
+          dtype_name(dtype), shape_string(shape).c_str(), bytes, bytes / kMiB, free_b,
+          free_b / kMiB, total_b / kMiB);
       fail(msg);
     }
     NI_CUDA_CHECK(e);
@@ -56,8 +57,8 @@ Tensor device_tensor(std::vector<int64_t> shape, DType dtype) {
 Tensor device_i32(const std::vector<int32_t>& v, cudaStream_t s) {
   Tensor t = device_tensor({static_cast<int64_t>(v.size())}, DType::I32);
   if (!v.empty())
-    NI_CUDA_CHECK(cudaMemcpyAsync(t.data(), v.data(), v.size() * sizeof(int32_t),
-                                  cudaMemcpyHostToDevice, s));
+    NI_CUDA_CHECK(
+        cudaMemcpyAsync(t.data(), v.data(), v.size() * sizeof(int32_t), cudaMemcpyHostToDevice, s));
   NI_CUDA_CHECK(cudaStreamSynchronize(s));  // v may die after we return
   return t;
 }
@@ -70,8 +71,8 @@ int next_pow2(int v) {
 
 // Field offsets (in i32 words) of the static batch buffer.
 struct BatchLayout {
-  int64_t token_ids, positions, seq_of_token, q_index, slots, logit_rows, cu_seqlens,
-      context_lens, tree_offsets, block_tables, tree_mask, total;
+  int64_t token_ids, positions, seq_of_token, q_index, slots, logit_rows, cu_seqlens, context_lens,
+      tree_offsets, block_tables, tree_mask, total;
   BatchLayout(int tokens, int seqs, int stride, int64_t mask_words) {
     int64_t o = 0;
     auto take = [&o](int64_t n) {
@@ -175,14 +176,18 @@ Tensor CudaBackend::alloc(std::vector<int64_t> shape, DType dtype) {
 
 Tensor CudaBackend::upload(const Tensor& host, DType dtype) {
   NI_ASSERT(host.device() == Device::Cpu);
+  for (const DType t : {host.dtype(), dtype})
+    if (t != DType::F32 && t != DType::F16 && t != DType::BF16)
+      fail(std::string("the CUDA backend uploads f32, f16 or bf16 tensors, not ") + dtype_name(t) +
+           " (load quantised checkpoints dequantised)");
   Tensor out = alloc(host.shape(), dtype);
   if (host.dtype() == dtype) {
-    NI_CUDA_CHECK(cudaMemcpyAsync(out.data(), host.data(), host.nbytes(), cudaMemcpyHostToDevice,
-                                  stream_));
+    NI_CUDA_CHECK(
+        cudaMemcpyAsync(out.data(), host.data(), host.nbytes(), cudaMemcpyHostToDevice, stream_));
   } else {
     Tensor raw = device_tensor(host.shape(), host.dtype());
-    NI_CUDA_CHECK(cudaMemcpyAsync(raw.data(), host.data(), host.nbytes(), cudaMemcpyHostToDevice,
-                                  stream_));
+    NI_CUDA_CHECK(
+        cudaMemcpyAsync(raw.data(), host.data(), host.nbytes(), cudaMemcpyHostToDevice, stream_));
     convert(host.dtype(), raw.data(), dtype, out.data(), host.numel(), stream_);
   }
   // The host bytes may be freed once we return (and `raw` is freed here).
@@ -432,14 +437,15 @@ std::string CudaBackend::profile_report() {
     for (const auto& [key, v] : op_ms_) {
       if (key.second != decode) continue;
       phase_ms += v.first;
-      std::snprintf(line, sizeof(line), "  %-28s %9lld calls %10.3f ms %9.2f us/call", key.first.c_str(),
-                    static_cast<long long>(v.second), v.first, 1000.0 * v.first / static_cast<double>(v.second));
+      std::snprintf(line, sizeof(line), "  %-28s %9lld calls %10.3f ms %9.2f us/call",
+                    key.first.c_str(), static_cast<long long>(v.second), v.first,
+                    1000.0 * v.first / static_cast<double>(v.second));
       rows.emplace_back(v.first, line);
     }
     if (rows.empty()) continue;
     std::sort(rows.rbegin(), rows.rend());
-    std::snprintf(line, sizeof(line), "%s: %.3f ms of GPU time in ops\n", decode ? "decode" : "prefill",
-                  phase_ms);
+    std::snprintf(line, sizeof(line), "%s: %.3f ms of GPU time in ops\n",
+                  decode ? "decode" : "prefill", phase_ms);
     out += line;
     for (const auto& [ms, text] : rows) {
       std::snprintf(line, sizeof(line), " %5.1f%%\n", 100.0 * ms / phase_ms);
@@ -484,8 +490,8 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor& out) {
   const int64_t T = x.dim(0), K = x.dim(1), N = w.dim(0);
   OpScope op(*this, "matmul " + std::to_string(N) + "x" + std::to_string(K));
   if (use_gemv_ && x.dtype() == DType::BF16 && T <= kGemvMaxTokens && K % 8 == 0)
-    gemv_bf16(x.data(), w.data(), out.dtype(), out.data(), static_cast<int>(T),
-              static_cast<int>(K), static_cast<int>(N), stream_);
+    gemv_bf16(x.data(), w.data(), out.dtype(), out.data(), static_cast<int>(T), static_cast<int>(K),
+              static_cast<int>(N), stream_);
   else
     gemm_->run(x.dtype(), out.dtype(), x.data(), w.data(), out.data(), T, K, N, stream_);
 }
@@ -506,10 +512,19 @@ void CudaBackend::rope_store_kv(Tensor& qkv, int heads, int kv_heads, const Devi
                                 KvLayer& layer, bool rotate_k) {
   NI_ASSERT(rope_dim_ > 0 && qkv.dim(1) == int64_t{heads + 2 * kv_heads} * rope_dim_);
   OpScope op(*this, "rope_store_kv");
-  RopeKvArgs a{qkv.dtype(), qkv.data(), b.num_tokens, heads, kv_heads, rope_dim_,
-               b.positions.as<const int32_t>(), b.slots.as<const int32_t>(),
-               rope_.as<const float>(), layer.k.data(), layer.v.data(),
-               layer.slot_pos.as<int32_t>(), rotate_k};
+  RopeKvArgs a{qkv.dtype(),
+               qkv.data(),
+               b.num_tokens,
+               heads,
+               kv_heads,
+               rope_dim_,
+               b.positions.as<const int32_t>(),
+               b.slots.as<const int32_t>(),
+               rope_.as<const float>(),
+               layer.k.data(),
+               layer.v.data(),
+               layer.slot_pos.as<int32_t>(),
+               rotate_k};
   cuda::rope_store_kv(a, stream_);
 }
 
@@ -550,7 +565,8 @@ void CudaBackend::attention(const Tensor& qkv, int heads, int kv_heads, const De
   a.seqs = b.num_seqs;
   if (!meta_.decode) {
     OpScope op(*this, "attention_prefill");
-    attention_prefill(a, meta_.max_new, stream_);
+    if (!attention_prefill_mma(a, meta_.max_new, stream_))
+      attention_prefill(a, meta_.max_new, stream_);
     return;
   }
   const int splits = decode_splits(b.num_seqs, kv_heads, layer.block_size);

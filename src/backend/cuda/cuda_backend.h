@@ -37,7 +37,8 @@ class CudaBackend final : public Backend {
   DeviceBatch upload_batch(const Batch& batch) override;
   void upload_rope(const RopeTable& table) override;
   void fill_i32(Tensor& t, int32_t value) override;
-  void write_i32(Tensor& t, const std::vector<int32_t>& idx, const std::vector<int32_t>& v) override;
+  void write_i32(Tensor& t, const std::vector<int32_t>& idx,
+                 const std::vector<int32_t>& v) override;
   void copy_slots(KvLayer& layer, const std::vector<int32_t>& src_slots,
                   const std::vector<int32_t>& dst_slots) override;
   void synchronize() override;
@@ -75,8 +76,8 @@ class CudaBackend final : public Backend {
   };
   // Host-side facts about the last uploaded batch the kernels' launch shapes depend on.
   struct BatchMeta {
-    bool decode = false;   // one new token per sequence
-    int max_new = 0;       // most new tokens of one sequence
+    bool decode = false;  // one new token per sequence
+    int max_new = 0;      // most new tokens of one sequence
     std::vector<int32_t> token_ids;
   };
   using GraphKey = std::tuple<int64_t, int>;
@@ -118,7 +119,8 @@ class CudaBackend final : public Backend {
   bool profiling_ = false;
   std::vector<PendingOp> pending_;
   std::vector<cudaEvent_t> free_events_;
-  std::map<std::pair<std::string, bool>, std::pair<double, int64_t>> op_ms_;  // (op, decode) -> ms, calls
+  std::map<std::pair<std::string, bool>, std::pair<double, int64_t>>
+      op_ms_;  // (op, decode) -> ms, calls
 };
 
 }  // namespace nanoinfer::cuda

@@ -25,22 +25,22 @@ namespace nanoinfer::cuda {
 
 }  // namespace nanoinfer::cuda
 
-#define NI_CUDA_CHECK(call)                                                           \
-  do {                                                                                \
-    const cudaError_t ni_err_ = (call);                                               \
+#define NI_CUDA_CHECK(call)                                                                       \
+  do {                                                                                            \
+    const cudaError_t ni_err_ = (call);                                                           \
     if (ni_err_ != cudaSuccess) ::nanoinfer::cuda::cuda_fail(ni_err_, #call, __FILE__, __LINE__); \
   } while (0)
 
 // After a kernel launch: launch-configuration errors surface here, not at the next sync.
-#define NI_CUDA_LAUNCH_CHECK(name)                                                      \
-  do {                                                                                  \
-    const cudaError_t ni_err_ = cudaGetLastError();                                     \
+#define NI_CUDA_LAUNCH_CHECK(name)                                                               \
+  do {                                                                                           \
+    const cudaError_t ni_err_ = cudaGetLastError();                                              \
     if (ni_err_ != cudaSuccess) ::nanoinfer::cuda::cuda_fail(ni_err_, name, __FILE__, __LINE__); \
   } while (0)
 
-#define NI_CUBLAS_CHECK(call)                                                             \
-  do {                                                                                    \
-    const cublasStatus_t ni_st_ = (call);                                                 \
-    if (ni_st_ != CUBLAS_STATUS_SUCCESS)                                                  \
-      ::nanoinfer::cuda::cublas_fail(ni_st_, #call, __FILE__, __LINE__);                  \
+#define NI_CUBLAS_CHECK(call)                                            \
+  do {                                                                   \
+    const cublasStatus_t ni_st_ = (call);                                \
+    if (ni_st_ != CUBLAS_STATUS_SUCCESS)                                 \
+      ::nanoinfer::cuda::cublas_fail(ni_st_, #call, __FILE__, __LINE__); \
   } while (0)

@@ -12,8 +12,12 @@
 
 namespace nanoinfer::cuda {
 
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_f32(float x) {
+  return x;
+}
+__device__ __forceinline__ float to_f32(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
 
 template <class T>
 __device__ __forceinline__ T from_f32(float x);
@@ -62,16 +66,16 @@ inline unsigned blocks_for(int64_t n, int threads) {
 }  // namespace nanoinfer::cuda
 
 // Runs the body with `T` bound to the storage type of dtype (f32 or bf16).
-#define NI_DISPATCH_FLOAT(dtype, T, ...)                                         \
-  do {                                                                           \
-    if ((dtype) == ::nanoinfer::DType::F32) {                                    \
-      using T = float;                                                           \
-      __VA_ARGS__;                                                               \
-    } else if ((dtype) == ::nanoinfer::DType::BF16) {                            \
-      using T = __nv_bfloat16;                                                   \
-      __VA_ARGS__;                                                               \
-    } else {                                                                     \
-      ::nanoinfer::fail(std::string("CUDA kernels take f32 or bf16, not ") +     \
-                        ::nanoinfer::dtype_name(dtype));                         \
-    }                                                                            \
+#define NI_DISPATCH_FLOAT(dtype, T, ...)                                     \
+  do {                                                                       \
+    if ((dtype) == ::nanoinfer::DType::F32) {                                \
+      using T = float;                                                       \
+      __VA_ARGS__;                                                           \
+    } else if ((dtype) == ::nanoinfer::DType::BF16) {                        \
+      using T = __nv_bfloat16;                                               \
+      __VA_ARGS__;                                                           \
+    } else {                                                                 \
+      ::nanoinfer::fail(std::string("CUDA kernels take f32 or bf16, not ") + \
+                        ::nanoinfer::dtype_name(dtype));                     \
+    }                                                                        \
   } while (0)

@@ -10,7 +10,8 @@ namespace nanoinfer::cuda {
 namespace {
 
 constexpr int kWarps = 4;
-constexpr int kUnroll = 4;  // key rows each warp has in flight
+constexpr int kUnroll = 4;                   // key rows each warp has in flight
+constexpr int kMinChunk = kWarps * kUnroll;  // one pass of the block's warps
 
 // Partial results of one (sequence, head, split): m, l, then head_dim accumulator values.
 __device__ __forceinline__ float* partial(float* ws, const AttnArgs& a, int seq, int h, int split,
@@ -30,7 +31,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int ctx = a.context_lens[seq];
   const int qi = a.q_index[t];
   const int n_keys = max(0, min(ctx, qi + 1));
-  const int chunk = (n_keys + splits - 1) / splits;
+  // Short contexts leave trailing splits empty rather than cut slices below kMinChunk keys.
+  const int chunk = max(kMinChunk, (n_keys + splits - 1) / splits);
   const int k_begin = split * chunk, k_end = min(n_keys, k_begin + chunk);
   const int64_t stride = int64_t{a.heads + 2 * a.kv_heads} * D;
   const T* qkv = static_cast<const T*>(a.qkv);
@@ -52,37 +54,9 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
   }
 
-  for (int base = k_begin + warp * kUnroll; base < k_end; base += kWarps * kUnroll) {
-    float kr[kUnroll][NI], vr[kUnroll][NI];
-    bool ok[kUnroll];
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int j = base + u;
-      ok[u] = j < k_end && tree_visible(a, seq, 1, ctx - 1, qi, j);
-      const int64_t slot = j < k_end ? cache_slot(a, seq, j) : 0;
-      const int64_t off = (slot * a.kv_heads + kvh) * D;
-      if (j < k_end && full && !a.rotate_keys) {
-        // NI contiguous elements: one 4/8/16-byte load each for K and V.
-        struct alignas(sizeof(T) * NI) Vec {
-          T x[NI];
-        };
-        const Vec kv = *reinterpret_cast<const Vec*>(kc + off + lane * NI);
-        const Vec vv = *reinterpret_cast<const Vec*>(vc + off + lane * NI);
-#pragma unroll
-        for (int i = 0; i < NI; ++i) {
-          kr[u][i] = to_f32(kv.x[i]);
-          vr[u][i] = to_f32(vv.x[i]);
-        }
-      } else {
-#pragma unroll
-        for (int i = 0; i < NI; ++i) {
-          const int d = lane * NI + i;
-          const bool in = j < k_end && d < D;
-          kr[u][i] = in ? load_key(a, kc + off, slot, d) : 0.0F;
-          vr[u][i] = in ? to_f32(vc[off + d]) : 0.0F;
-        }
-      }
-    }
+  // Online softmax over kUnroll keys for every query head of the group.
+  auto consume = [&](const float(&kr)[kUnroll][NI], const float(&vr)[kUnroll][NI],
+                     const bool(&ok)[kUnroll]) {
 #pragma unroll
     for (int g = 0; g < G; ++g) {
       if (g >= group) break;
@@ -112,13 +86,72 @@ __global__ void __launch_bounds__(kWarps * 32)
         for (int i = 0; i < NI; ++i) acc[g][i] += p * vr[u][i];
       }
     }
+  };
+
+  const int step = kWarps * kUnroll;
+  if (full && !a.rotate_keys) {
+    // NI contiguous elements per lane: one 4/8/16-byte load each for K and V, and the next
+    // iteration's rows are requested before this one's arithmetic (software pipelining).
+    struct alignas(sizeof(T) * NI) Vec {
+      T x[NI];
+    };
+    Vec kn[kUnroll], vn[kUnroll];
+    auto fetch = [&](int base) {
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int j = base + u;
+        // Rows past the slice read as zeros: a masked key must not bring NaN into p * v.
+        kn[u] = vn[u] = Vec{};
+        if (j < k_end) {
+          const int64_t off = (cache_slot(a, seq, j) * a.kv_heads + kvh) * D + lane * NI;
+          kn[u] = *reinterpret_cast<const Vec*>(kc + off);
+          vn[u] = *reinterpret_cast<const Vec*>(vc + off);
+        }
+      }
+    };
+    fetch(k_begin + warp * kUnroll);
+    for (int base = k_begin + warp * kUnroll; base < k_end; base += step) {
+      float kr[kUnroll][NI], vr[kUnroll][NI];
+      bool ok[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        ok[u] = base + u < k_end && tree_visible(a, seq, 1, ctx - 1, qi, base + u);
+#pragma unroll
+        for (int i = 0; i < NI; ++i) {
+          kr[u][i] = to_f32(kn[u].x[i]);
+          vr[u][i] = to_f32(vn[u].x[i]);
+        }
+      }
+      fetch(base + step);
+      consume(kr, vr, ok);
+    }
+  } else {
+    for (int base = k_begin + warp * kUnroll; base < k_end; base += step) {
+      float kr[kUnroll][NI], vr[kUnroll][NI];
+      bool ok[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int j = base + u;
+        ok[u] = j < k_end && tree_visible(a, seq, 1, ctx - 1, qi, j);
+        const int64_t slot = j < k_end ? cache_slot(a, seq, j) : 0;
+        const int64_t off = (slot * a.kv_heads + kvh) * D;
+#pragma unroll
+        for (int i = 0; i < NI; ++i) {
+          const int d = lane * NI + i;
+          const bool in = j < k_end && d < D;
+          kr[u][i] = in ? load_key(a, kc + off, slot, d) : 0.0F;
+          vr[u][i] = in ? to_f32(vc[off + d]) : 0.0F;
+        }
+      }
+      consume(kr, vr, ok);
+    }
   }
 
   // Merge the warps through shared memory: [warp][g] (m, l) and [warp][g][D] accumulators.
   extern __shared__ float smem[];
-  float* sm = smem;                         // [kWarps][group]
-  float* sl = sm + kWarps * group;          // [kWarps][group]
-  float* sacc = sl + kWarps * group;        // [kWarps][group][D]
+  float* sm = smem;                   // [kWarps][group]
+  float* sl = sm + kWarps * group;    // [kWarps][group]
+  float* sacc = sl + kWarps * group;  // [kWarps][group][D]
 #pragma unroll
   for (int g = 0; g < G; ++g) {
     if (g >= group) break;
@@ -150,23 +183,37 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
 }
 
-// One block per (head, sequence): out = sum_s A_s 2^(m_s - M) / sum_s l_s 2^(m_s - M).
+// One block per (head, sequence): out = sum_s A_s 2^(m_s - M) / sum_s l_s 2^(m_s - M). The
+// split weights are computed once into shared memory; then each thread sums one output element
+// over the splits (coalesced across threads).
+constexpr int kMaxSplits = 128;
+
 template <class T>
 __global__ void combine_kernel(const AttnArgs a, int splits, const float* ws) {
   const int h = blockIdx.x, seq = blockIdx.y;
   const int D = a.head_dim;
   const float* base = ws + (int64_t{seq} * a.heads + h) * splits * (D + 2);
-  float mx = -INFINITY;
-  for (int s = 0; s < splits; ++s) mx = fmaxf(mx, base[s * (D + 2)]);
-  float denom = 0.0F;
-  if (mx != -INFINITY)
-    for (int s = 0; s < splits; ++s) denom += base[s * (D + 2) + 1] * exp2f(base[s * (D + 2)] - mx);
+  __shared__ float weight[kMaxSplits];
+  __shared__ float red[2];
+  if (threadIdx.x < 32) {
+    float mx = -INFINITY;
+    for (int s = threadIdx.x; s < splits; s += 32) mx = fmaxf(mx, base[s * (D + 2)]);
+    mx = warp_max(mx);
+    float denom = 0.0F;
+    for (int s = threadIdx.x; s < splits; s += 32) {
+      const float w = mx == -INFINITY ? 0.0F : exp2f(base[s * (D + 2)] - mx);
+      weight[s] = w;
+      denom += w * base[s * (D + 2) + 1];
+    }
+    denom = warp_sum(denom);
+    if (threadIdx.x == 0) red[0] = denom;
+  }
+  __syncthreads();
+  const float denom = red[0];
   T* out = static_cast<T*>(a.out) + (int64_t{seq} * a.heads + h) * D;
   for (int d = threadIdx.x; d < D; d += blockDim.x) {
     float num = 0.0F;
-    if (denom > 0.0F)
-      for (int s = 0; s < splits; ++s)
-        num += base[s * (D + 2) + 2 + d] * exp2f(base[s * (D + 2)] - mx);
+    for (int s = 0; s < splits; ++s) num += base[s * (D + 2) + 2 + d] * weight[s];
     out[d] = from_f32<T>(denom > 0.0F ? num / denom : 0.0F);
   }
 }
@@ -177,14 +224,14 @@ void launch_decode(const AttnArgs& a, int splits, float* ws, cudaStream_t s) {
   const size_t smem = sizeof(float) * kWarps * group * (a.head_dim + 2);
   static bool attr_set = false;
   if (!attr_set) {
-    NI_CUDA_CHECK(cudaFuncSetAttribute(decode_kernel<T, NI, G>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(sizeof(float) * kWarps * G * (32 * NI + 2))));
+    NI_CUDA_CHECK(
+        cudaFuncSetAttribute(decode_kernel<T, NI, G>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             static_cast<int>(sizeof(float) * kWarps * G * (32 * NI + 2))));
     attr_set = true;
   }
   const float q_scale = kLog2e / sqrtf(static_cast<float>(a.head_dim));
-  decode_kernel<T, NI, G><<<dim3(splits, a.kv_heads, a.seqs), kWarps * 32, smem, s>>>(a, q_scale,
-                                                                                   splits, ws);
+  decode_kernel<T, NI, G>
+      <<<dim3(splits, a.kv_heads, a.seqs), kWarps * 32, smem, s>>>(a, q_scale, splits, ws);
   NI_CUDA_LAUNCH_CHECK("attention_decode");
   combine_kernel<T><<<dim3(a.heads, a.seqs), 128, 0, s>>>(a, splits, ws);
   NI_CUDA_LAUNCH_CHECK("attention_decode_combine");
@@ -213,6 +260,7 @@ int64_t decode_workspace_floats(int seqs, int heads, int splits, int head_dim) {
 
 void attention_decode(const AttnArgs& a, int splits, float* workspace, cudaStream_t s) {
   if (a.seqs == 0) return;
+  NI_ASSERT(splits >= 1 && splits <= kMaxSplits);
   if (a.head_dim > 256 || a.head_dim % 2 != 0)
     fail("attention: head_dim " + std::to_string(a.head_dim) + " is not supported (even, <= 256)");
   const int ni = (a.head_dim + 31) / 32;

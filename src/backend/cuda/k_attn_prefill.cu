@@ -18,8 +18,7 @@ constexpr int kTileK = 32;                     // keys per shared-memory tile (o
 
 // NI = ceil(head_dim / 32): output elements per lane (d = lane + 32 i).
 template <class T, int NI>
-__global__ void __launch_bounds__(kWarps * 32)
-    prefill_kernel(const AttnArgs a, float q_scale) {
+__global__ void __launch_bounds__(kWarps * 32) prefill_kernel(const AttnArgs a, float q_scale) {
   const int seq = blockIdx.z, h = blockIdx.y;
   const int start = a.cu_seqlens[seq];
   const int n_new = a.cu_seqlens[seq + 1] - start;
@@ -36,14 +35,15 @@ __global__ void __launch_bounds__(kWarps * 32)
   const T* vc = static_cast<const T*>(a.v_cache);
 
   extern __shared__ float smem[];
-  float* ks = smem;                    // [kTileK][D + 1] (padded: lane j reads row j)
-  float* vs = ks + kTileK * (D + 1);   // [kTileK][D]
-  float* qs = vs + kTileK * D;         // [kTileQ][D], pre-scaled
+  float* ks = smem;                   // [kTileK][D + 1] (padded: lane j reads row j)
+  float* vs = ks + kTileK * (D + 1);  // [kTileK][D]
+  float* qs = vs + kTileK * D;        // [kTileQ][D], pre-scaled
 
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   for (int idx = tid; idx < kTileQ * D; idx += blockDim.x) {
     const int r = idx / D, d = idx % D;
-    qs[idx] = r < rows ? to_f32(qkv[(start + q0 + r) * stride + int64_t{h} * D + d]) * q_scale : 0.0F;
+    qs[idx] =
+        r < rows ? to_f32(qkv[(start + q0 + r) * stride + int64_t{h} * D + d]) * q_scale : 0.0F;
   }
   int kmax = -1;  // last key any row of the block may see
   for (int r = 0; r < rows; ++r) kmax = max(kmax, min(a.q_index[start + q0 + r], ctx - 1));
@@ -91,8 +91,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     float p[kRowsPerWarp];
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
-      const bool visible = key <= qi[r] && key < ctx &&
-                           tree_visible(a, seq, n_new, first_new, qi[r], key);
+      const bool visible =
+          key <= qi[r] && key < ctx && tree_visible(a, seq, n_new, first_new, qi[r], key);
       const float s = visible ? sc[r] : -INFINITY;
       const float m_new = fmaxf(m[r], warp_max(s));
       const float alpha = m_new == -INFINITY ? 1.0F : exp2f(m[r] - m_new);
@@ -127,20 +127,22 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int i = 0; i < NI; ++i) {
       const int d = lane + 32 * i;
-      if (d < D) out[(start + q0 + row) * int64_t{a.heads} * D + int64_t{h} * D + d] = from_f32<T>(acc[r][i] * inv);
+      if (d < D)
+        out[(start + q0 + row) * int64_t{a.heads} * D + int64_t{h} * D + d] =
+            from_f32<T>(acc[r][i] * inv);
     }
   }
 }
 
 template <class T, int NI>
 void launch_prefill(const AttnArgs& a, int max_new_tokens, cudaStream_t s) {
-  const size_t smem = sizeof(float) * (kTileK * (a.head_dim + 1) + kTileK * a.head_dim +
-                                       kTileQ * a.head_dim);
+  const size_t smem =
+      sizeof(float) * (kTileK * (a.head_dim + 1) + kTileK * a.head_dim + kTileQ * a.head_dim);
   static bool attr_set = false;  // per instantiation; the limit covers the largest head_dim
   if (!attr_set) {
-    NI_CUDA_CHECK(cudaFuncSetAttribute(prefill_kernel<T, NI>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(sizeof(float) * (3 * kTileK + kTileQ) * 32 * NI + 256)));
+    NI_CUDA_CHECK(cudaFuncSetAttribute(
+        prefill_kernel<T, NI>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        static_cast<int>(sizeof(float) * (3 * kTileK + kTileQ) * 32 * NI + 256)));
     attr_set = true;
   }
   const dim3 grid((max_new_tokens + kTileQ - 1) / kTileQ, a.heads, a.seqs);

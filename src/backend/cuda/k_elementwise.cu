@@ -42,7 +42,8 @@ template <class T>
 __global__ void gather_rows_kernel(const T* x, const int32_t* rows, int64_t hidden, T* out) {
   const int r = blockIdx.x;
   const int64_t src = rows[r];
-  for (int64_t h = threadIdx.x; h < hidden; h += blockDim.x) out[r * hidden + h] = x[src * hidden + h];
+  for (int64_t h = threadIdx.x; h < hidden; h += blockDim.x)
+    out[r * hidden + h] = x[src * hidden + h];
 }
 
 __device__ float load_any(const void* p, DType dt, int64_t i) {
@@ -182,8 +183,8 @@ void random_normal(DType dt, void* out, int64_t n, float std, uint64_t seed, cud
 void fill_f32_value(DType dt, void* out, int64_t n, float value, cudaStream_t s) {
   if (n == 0) return;
   NI_DISPATCH_FLOAT(dt, T,
-                    fill_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, s>>>(
-                        static_cast<T*>(out), n, value));
+                    fill_kernel<T>
+                    <<<blocks_for(n, kThreads), kThreads, 0, s>>>(static_cast<T*>(out), n, value));
   NI_CUDA_LAUNCH_CHECK("fill");
 }
 

@@ -77,6 +77,8 @@ struct AttnArgs {
 };
 // Any batch shape: one block per (query tile of one sequence, head).
 void attention_prefill(const AttnArgs& a, int max_new_tokens, cudaStream_t s);
+// The same on the tensor cores for bf16 with head_dim 64 or 128; false (nothing launched) else.
+bool attention_prefill_mma(const AttnArgs& a, int max_new_tokens, cudaStream_t s);
 // Token b is the only new token of sequence b. splits partitions every context; the workspace
 // holds decode_workspace_floats(...) floats.
 int64_t decode_workspace_floats(int seqs, int heads, int splits, int head_dim);

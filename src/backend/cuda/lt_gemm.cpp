@@ -49,10 +49,10 @@ LtGemm::Plan& LtGemm::plan(DType in_dt, DType out_dt, int64_t tokens, int64_t k,
   // fp32 mode is the parity mode: plain fp32 arithmetic, no TF32.
   NI_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const cublasOperation_t trans_a = CUBLAS_OP_T, trans_b = CUBLAS_OP_N;
-  NI_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a,
-                                                 sizeof(trans_a)));
-  NI_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b,
-                                                 sizeof(trans_b)));
+  NI_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSA, &trans_a, sizeof(trans_a)));
+  NI_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
   NI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, cuda_type(in_dt), k, n, k));
   NI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, cuda_type(in_dt), k, tokens, k));
   NI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, cuda_type(out_dt), n, tokens, n));
@@ -62,8 +62,8 @@ LtGemm::Plan& LtGemm::plan(DType in_dt, DType out_dt, int64_t tokens, int64_t k,
       pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes_, sizeof(workspace_bytes_)));
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.c, p.c, pref,
-                                                           1, &result, &found);
+  const cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
   if (st != CUBLAS_STATUS_SUCCESS || found == 0)
     fail("cuBLASLt has no algorithm for x[" + std::to_string(tokens) + ", " + std::to_string(k) +

@@ -1,0 +1,289 @@
+// GPU benchmarks of the CUDA backend on random weights of a real config (BENCHMARKS.md):
+//   W1  one prompt of 512 random ids, 256 greedy new tokens (EOS ignored): TTFT, decode tok/s
+//       with and without CUDA graphs, bytes read per decode token / time as GB/s and as a % of
+//       a 2 GiB device-to-device copy measured in the same run;
+//   W3  prefill of one 4,096-token prompt and of 8 at once (prompt tokens/s);
+//   attn the decode attention kernel alone at contexts 4k and 16k (% of the copy bandwidth);
+// plus a per-op profile of a W1 decode and a W3 prefill. Prints a table; --json FILE writes all.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "nanoinfer/engine.h"
+
+#ifdef NANOINFER_HAVE_CUDA
+#include <cuda_runtime.h>
+
+#include "backend/backend.h"
+#include "engine/batch_builder.h"
+#include "kv/kv_cache.h"
+#include "loader/model_loader.h"
+
+namespace {
+
+using nanoinfer::DType;
+using nlohmann::json;
+
+void check(cudaError_t e, const char* what) {
+  if (e != cudaSuccess) {
+    std::fprintf(stderr, "%s: %s\n", what, cudaGetErrorString(e));
+    std::exit(1);
+  }
+}
+
+// Bytes read + written per second by cudaMemcpy of 2 GiB device to device (median of 10).
+double copy_bandwidth_gbs() {
+  const size_t bytes = size_t{2} << 30;
+  void *a = nullptr, *b = nullptr;
+  check(cudaMalloc(&a, bytes), "cudaMalloc");
+  check(cudaMalloc(&b, bytes), "cudaMalloc");
+  check(cudaMemset(a, 1, bytes), "cudaMemset");
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  std::vector<float> ms;
+  for (int i = 0; i < 12; ++i) {
+    cudaEventRecord(e0);
+    check(cudaMemcpy(b, a, bytes, cudaMemcpyDeviceToDevice), "copy");
+    cudaEventRecord(e1);
+    cudaEventSynchronize(e1);
+    float t = 0;
+    cudaEventElapsedTime(&t, e0, e1);
+    if (i >= 2) ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  cudaFree(a);
+  cudaFree(b);
+  return 2.0 * bytes / (ms[ms.size() / 2] * 1e-3) / 1e9;
+}
+
+std::vector<int32_t> random_prompt(int n, int vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int32_t> d(0, vocab - 1);
+  std::vector<int32_t> p(static_cast<size_t>(n));
+  for (auto& t : p) t = d(rng);
+  return p;
+}
+
+struct Args {
+  std::string config = "bench/configs/llama-3.1-8b.json";
+  std::string json_path;
+  std::string only;  // w1 | w3 | attn | profile (empty: all)
+  int prompt = 512, new_tokens = 256;
+};
+
+nanoinfer::EngineOptions engine_options(const Args& a, int max_context, bool graphs) {
+  nanoinfer::EngineOptions o;
+  o.backend = "cuda";
+  o.random_weights = true;
+  o.config = a.config;
+  o.max_context = max_context;
+  o.cuda_graphs = graphs;
+  return o;
+}
+
+// Weights streamed per decode token (every matrix once, one embedding row) plus the K and V of
+// the average context of the run.
+double decode_bytes_per_token(const nanoinfer::ModelConfig& c, double avg_context) {
+  const double H = c.hidden_size, F = c.intermediate_size, L = c.num_layers, D = c.head_dim;
+  const double q = c.num_heads * D, kv = c.num_kv_heads * D;
+  const double per_layer = H * (q + 2 * kv) + q * H + 2 * F * H + F * H + 2 * H;
+  const double weights = L * per_layer + c.vocab_size * H + H + H;
+  const double cache = avg_context * L * 2 * kv;
+  return 2.0 * (weights + cache);  // bf16
+}
+
+json run_w1(const Args& a, double copy_gbs) {
+  json out;
+  const nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
+  const std::vector<int32_t> prompt = random_prompt(a.prompt, c.vocab_size, 1);
+  nanoinfer::GenerationRequest req{prompt, {}};
+  req.params.max_new_tokens = a.new_tokens;
+  req.params.ignore_eos = true;
+  const double bytes = decode_bytes_per_token(c, a.prompt + a.new_tokens / 2.0);
+  out["bytes_per_decode_token"] = bytes;
+  for (const bool graphs : {true, false}) {
+    nanoinfer::Engine engine(engine_options(a, a.prompt + a.new_tokens + 16, graphs));
+    nanoinfer::GenerationRequest warm = req;
+    warm.params.max_new_tokens = 8;
+    engine.generate({warm});
+    std::vector<double> tps, ttft;
+    for (int rep = 0; rep < 3; ++rep) {
+      engine.generate({req});
+      const auto& st = engine.last_stats();
+      tps.push_back(st.decode_tokens_per_s());
+      ttft.push_back(st.prefill_ms);
+    }
+    std::sort(tps.begin(), tps.end());
+    std::sort(ttft.begin(), ttft.end());
+    const double t = tps[1], gbs = bytes * t / 1e9;
+    const std::string k = graphs ? "graph" : "no_graph";
+    out[k] = {{"decode_tok_s", t},
+              {"decode_tok_s_all", tps},
+              {"ttft_ms", ttft[1]},
+              {"gb_s", gbs},
+              {"pct_copy_bw", 100.0 * gbs / copy_gbs}};
+    std::printf(
+        "W1 %-8s prefill(%d) %7.2f ms   decode %7.1f tok/s   %6.0f GB/s = %5.1f%% of copy\n",
+        k.c_str(), a.prompt, ttft[1], t, gbs, 100.0 * gbs / copy_gbs);
+    std::fflush(stdout);
+  }
+  out["roofline_tok_s_at_copy_bw"] = copy_gbs * 1e9 / bytes;
+  return out;
+}
+
+json run_w3(const Args& a) {
+  json out;
+  const nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
+  nanoinfer::Engine engine(engine_options(a, 4096 + 32, true));
+  for (const int n : {1, 8}) {
+    std::vector<nanoinfer::GenerationRequest> reqs;
+    for (int i = 0; i < n; ++i) {
+      nanoinfer::GenerationRequest r{random_prompt(4096, c.vocab_size, 100 + i), {}};
+      r.params.max_new_tokens = 1;
+      r.params.ignore_eos = true;
+      reqs.push_back(r);
+    }
+    engine.generate(reqs);  // warm-up (plans, buffers)
+    std::vector<double> tps;
+    for (int rep = 0; rep < 2; ++rep) {
+      engine.generate(reqs);
+      const auto& st = engine.last_stats();
+      tps.push_back(1000.0 * static_cast<double>(st.prefill_tokens) / st.prefill_ms);
+    }
+    const double best = *std::max_element(tps.begin(), tps.end());
+    out[n == 1 ? "a_1x4096" : "b_8x4096"] = {{"prefill_tok_s", best}, {"all", tps}};
+    std::printf("W3 %d x 4096 prefill %8.0f tok/s\n", n, best);
+    std::fflush(stdout);
+  }
+  return out;
+}
+
+// The decode attention op alone (split-K kernel + combine), one layer of the config's heads.
+json run_attention(const Args& a, double copy_gbs) {
+  json out;
+  nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
+  c.num_layers = 1;
+  for (const int seqs : {1, 8}) {
+    for (const int ctx : {4096, 16384}) {
+      auto be = nanoinfer::make_cuda_backend(DType::BF16);
+      be->upload_rope(nanoinfer::RopeTable::build(c, ctx + 8));
+      nanoinfer::KvCache cache(*be, c, {16, seqs * (ctx / 16 + 2), "post"});
+      std::vector<nanoinfer::SeqState> st;
+      for (int s = 0; s < seqs; ++s)
+        st.emplace_back(s, cache.create_sequence(), std::vector<int32_t>(ctx - 1, 1));
+      std::vector<nanoinfer::SeqState*> live;
+      for (auto& s : st) live.push_back(&s);
+      build_batch(live, cache);  // fill the cache's bookkeeping up to ctx - 1 entries
+      for (auto& s : st) s.pending = {1};
+      const nanoinfer::Batch b = build_batch(live, cache);
+      const nanoinfer::DeviceBatch db = be->upload_batch(b);
+      const int W = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
+      nanoinfer::Tensor qkv = be->alloc({db.num_tokens, W}, DType::BF16);
+      nanoinfer::Tensor outt =
+          be->alloc({db.num_tokens, int64_t{c.num_heads} * c.head_dim}, DType::BF16);
+      nanoinfer::KvLayer& layer = cache.layer(0);
+      be->random_normal(qkv, 1.0F, 3);
+      be->random_normal(layer.k, 1.0F, 4);
+      be->random_normal(layer.v, 1.0F, 5);
+      auto once = [&] { be->attention(qkv, c.num_heads, c.num_kv_heads, db, layer, false, outt); };
+      for (int i = 0; i < 5; ++i) once();
+      be->synchronize();
+      const int reps = 200;
+      const auto t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < reps; ++i) once();
+      be->synchronize();
+      const double us =
+          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
+          reps;
+      const double bytes =
+          static_cast<double>(seqs) * ctx * 2.0 * c.num_kv_heads * c.head_dim * 2.0;
+      const double gbs = bytes / (us * 1e-6) / 1e9;
+      const std::string k = "b" + std::to_string(seqs) + "_ctx" + std::to_string(ctx);
+      out[k] = {{"us", us}, {"gb_s", gbs}, {"pct_copy_bw", 100.0 * gbs / copy_gbs}};
+      std::printf("decode attention B=%d ctx %5d: %8.1f us  %6.0f GB/s = %5.1f%% of copy\n", seqs,
+                  ctx, us, gbs, 100.0 * gbs / copy_gbs);
+      std::fflush(stdout);
+    }
+  }
+  return out;
+}
+
+json run_profile(const Args& a) {
+  json out;
+  const nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
+  nanoinfer::EngineOptions o = engine_options(a, 4096 + 32, true);
+  o.profile = true;
+  nanoinfer::Engine engine(o);
+  nanoinfer::GenerationRequest w1{random_prompt(a.prompt, c.vocab_size, 1), {}};
+  w1.params.max_new_tokens = 64;
+  w1.params.ignore_eos = true;
+  nanoinfer::GenerationRequest w3{random_prompt(4096, c.vocab_size, 100), {}};
+  w3.params.max_new_tokens = 1;
+  engine.generate({w1});
+  engine.generate({w3});
+  const std::string report = engine.profile_report();
+  std::printf(
+      "profile (eager, events around every op): W1 prefill(512) + 63 decode steps, then a "
+      "W3 prefill of 4096\n%s",
+      report.c_str());
+  out["report"] = report;
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string k = argv[i], v = argv[i + 1];
+    if (k == "--config")
+      a.config = v;
+    else if (k == "--json")
+      a.json_path = v;
+    else if (k == "--only")
+      a.only = v;
+    else if (k == "--prompt")
+      a.prompt = std::stoi(v);
+    else if (k == "--new-tokens")
+      a.new_tokens = std::stoi(v);
+    else {
+      std::fprintf(stderr, "unknown option %s\n", k.c_str());
+      return 2;
+    }
+  }
+  try {
+    cudaDeviceProp prop{};
+    check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+    json j;
+    j["device"] = prop.name;
+    j["config"] = a.config;
+    const double copy = copy_bandwidth_gbs();
+    j["copy_bandwidth_gb_s"] = copy;
+    std::printf("%s: device-to-device copy %.0f GB/s (2 GiB, read + write)\n", prop.name, copy);
+    if (a.only.empty() || a.only == "w1") j["w1"] = run_w1(a, copy);
+    if (a.only.empty() || a.only == "attn") j["attention"] = run_attention(a, copy);
+    if (a.only.empty() || a.only == "w3") j["w3"] = run_w3(a);
+    if (a.only.empty() || a.only == "profile") j["profile"] = run_profile(a);
+    if (!a.json_path.empty()) std::ofstream(a.json_path) << j.dump(2) << "\n";
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_w1: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
+
+#else
+
+int main() {
+  std::printf("bench_w1: built without the CUDA backend\n");
+  return 0;
+}
+
+#endif

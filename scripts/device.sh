@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Everything GPU-side in one call on the lent GPU machine (run from the repository root):
+# configure with CUDA in an ignored build folder, build, run the GPU tests (with the HF bf16
+# greedy references made first, in the same call), the benchmarks (W1, W3, decode attention,
+# per-op profile) and the HF transformers peers. Logs and JSON go to $OUT (default ./out).
+#   scripts/device.sh [all|tests|bench|peers]...   (default: all)
+# Header-only dependencies travel in .deps/include (pass carry=[".deps"]).
+set -uo pipefail
+OUT=${OUT:-out}
+mkdir -p "$OUT"
+STAGES=${*:-all}
+want() { [[ " $STAGES " == *" all "* || " $STAGES " == *" $1 "* ]]; }
+export PYTHONUNBUFFERED=1
+status=0
+
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv \
+  | tee "$OUT/gpu.txt"
+date -u | tee -a "$OUT/gpu.txt"
+
+BUILD=build-gpu
+GEN=""
+command -v ninja > /dev/null && GEN="-G Ninja"
+cmake -S . -B "$BUILD" $GEN -DCMAKE_BUILD_TYPE=Release -DNANOINFER_CUDA=ON \
+  -DCMAKE_CUDA_ARCHITECTURES=90 > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
+build() {
+  if ! cmake --build "$BUILD" -j16 --target "$@" >> "$OUT/build.log" 2>&1; then
+    grep -E "error|Error" -A3 "$OUT/build.log" | head -60
+    return 1
+  fi
+  echo "built $*"
+}
+build test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_hf_bf16 || exit 1
+build bench_w1 || status=1
+
+if want tests; then
+  python3 tools/bench/hf_bf16_greedy.py --out "$OUT/hf_bf16_greedy.json" 2>&1 | grep -E "rel. error|continuations"
+  export NANOINFER_HF_BF16="$OUT/hf_bf16_greedy.json"
+  for t in test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_hf_bf16; do
+    "$BUILD/$t" --gtest_brief=1 --gtest_output="json:$OUT/$t.json" > "$OUT/$t.log" 2>&1
+    rc=$?
+    [[ $rc -ne 0 ]] && status=1
+    echo "== $t (exit $rc)"
+    grep -E "^\[  (PASSED|FAILED|SKIPPED) |agreement|Failure|Expected|Which is|error" "$OUT/$t.log" | head -40
+  done
+fi
+
+if want bench; then
+  "$BUILD/bench_w1" --config bench/configs/llama-3.1-8b.json --json "$OUT/bench_w1.json" \
+    2>&1 | tee "$OUT/bench_w1.log" || status=1
+fi
+
+if want peers; then
+  timeout 300 python3 tools/bench/hf_w1.py --config bench/configs/llama-3.1-8b.json \
+    --json "$OUT/hf_w1.json" 2>&1 | grep -v Warning | tail -8 || status=1
+fi
+exit $status

@@ -1,0 +1,187 @@
+// Every CUDA op against the CPU reference backend on fresh random inputs, in fp32 (rel. error
+// < 1e-5) and bf16 (< 1e-2), over several shapes including odd ones and the decode (GEMV) path.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+
+#include "gpu_test_util.h"
+#ifdef NANOINFER_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
+
+namespace nanoinfer {
+namespace {
+
+struct Shape {
+  int tokens, k, n;
+};
+
+class CudaOps : public ::testing::TestWithParam<std::tuple<DType, Shape>> {
+ protected:
+  DType dt() const { return std::get<0>(GetParam()); }
+  Shape shape() const { return std::get<1>(GetParam()); }
+  std::mt19937 rng_{std::random_device{}()};
+};
+
+TEST_P(CudaOps, Matmul) {
+  NI_REQUIRE_CUDA(gpu, dt());
+  auto cpu = make_cpu_backend();
+  const auto [T, K, N] = shape();
+  const Tensor x = test::random_host({T, K}, dt(), rng_), w = test::random_host({N, K}, dt(), rng_);
+  Tensor ref = cpu->alloc({T, N}, DType::F32);
+  cpu->matmul(x, w, ref);
+  const Tensor dx = gpu->upload(x, dt()), dw = gpu->upload(w, dt());
+  for (const DType out_dt : {dt(), DType::F32}) {  // activations, and f32 logits
+    Tensor out = gpu->alloc({T, N}, out_dt);
+    gpu->matmul(dx, dw, out);
+    // bf16 output: one more rounding of each value on top of fp32 accumulation.
+    EXPECT_LT(test::rel_error(*gpu, out, ref), test::rel_bound(dt())) << dtype_name(out_dt);
+  }
+}
+
+TEST_P(CudaOps, RmsnormAndFusedAdd) {
+  NI_REQUIRE_CUDA(gpu, dt());
+  auto cpu = make_cpu_backend();
+  const int T = shape().tokens, H = shape().k;
+  const Tensor x = test::random_host({T, H}, dt(), rng_), w = test::random_host({H}, dt(), rng_);
+  Tensor res = test::random_host({T, H}, dt(), rng_);
+  Tensor dres = gpu->upload(res, dt());
+  const Tensor dx = gpu->upload(x, dt()), dw = gpu->upload(w, dt());
+
+  Tensor ref = cpu->alloc({T, H}, DType::F32), out = gpu->alloc({T, H}, dt());
+  cpu->rmsnorm(x, w, 1e-5F, ref);
+  gpu->rmsnorm(dx, dw, 1e-5F, out);
+  EXPECT_LT(test::rel_error(*gpu, out, ref), test::rel_bound(dt()));
+
+  cpu->add_rmsnorm(res, x, w, 1e-6F, ref);
+  gpu->add_rmsnorm(dres, dx, dw, 1e-6F, out);
+  EXPECT_LT(test::rel_error(*gpu, dres, res), test::rel_bound(dt())) << "residual";
+  EXPECT_LT(test::rel_error(*gpu, out, ref), test::rel_bound(dt())) << "normed";
+}
+
+TEST_P(CudaOps, AddSiluMulGather) {
+  NI_REQUIRE_CUDA(gpu, dt());
+  auto cpu = make_cpu_backend();
+  const int T = shape().tokens, F = shape().n;
+  Tensor a = test::random_host({T, F}, dt(), rng_);
+  const Tensor b = test::random_host({T, F}, dt(), rng_);
+  Tensor da = gpu->upload(a, dt());
+  gpu->add(da, gpu->upload(b, dt()));
+  cpu->add(a, b);
+  EXPECT_LT(test::rel_error(*gpu, da, a), test::rel_bound(dt())) << "add";
+
+  const Tensor gu = test::random_host({T, 2 * F}, dt(), rng_);
+  Tensor ref = cpu->alloc({T, F}, DType::F32), out = gpu->alloc({T, F}, dt());
+  cpu->silu_mul(gu, ref);
+  gpu->silu_mul(gpu->upload(gu, dt()), out);
+  EXPECT_LT(test::rel_error(*gpu, out, ref), test::rel_bound(dt())) << "silu_mul";
+
+  std::vector<int32_t> rows;
+  for (int r = T - 1; r >= 0; r -= 2) rows.push_back(r);
+  const auto R = static_cast<int64_t>(rows.size());
+  Tensor hr = Tensor::zeros(DType::I32, {R});
+  std::copy(rows.begin(), rows.end(), hr.as<int32_t>());
+  Tensor dr = gpu->alloc({R}, DType::I32);
+  gpu->write_i32(
+      dr,
+      [&] {
+        std::vector<int32_t> idx(rows.size());
+        for (size_t i = 0; i < idx.size(); ++i) idx[i] = static_cast<int32_t>(i);
+        return idx;
+      }(),
+      rows);
+  Tensor gref = cpu->alloc({R, F}, DType::F32), gout = gpu->alloc({R, F}, dt());
+  cpu->gather_rows(a, hr, gref);
+  gpu->gather_rows(da, dr, gout);
+  std::vector<float> got;
+  gpu->to_host_f32(gout, got);
+  for (int64_t i = 0; i < gref.numel(); ++i)
+    ASSERT_NEAR(got[i], gref.as<float>()[i], std::abs(gref.as<float>()[i]) * 1e-2F + 1e-6F) << i;
+}
+
+TEST_P(CudaOps, Embedding) {
+  NI_REQUIRE_CUDA(gpu, dt());
+  const int T = shape().tokens, H = shape().k, V = shape().n;
+  const Tensor table = test::random_host({V, H}, dt(), rng_);
+  const Tensor dtable = gpu->upload(table, dt());
+  Batch b;
+  std::uniform_int_distribution<int32_t> id(0, V - 1);
+  for (int t = 0; t < T; ++t) {
+    b.token_ids.push_back(id(rng_));
+    b.positions.push_back(t);
+    b.seq_of_token.push_back(0);
+    b.q_index.push_back(t);
+    b.slots.push_back(t);
+  }
+  b.cu_seqlens = {0, T};
+  b.context_lens = {T};
+  b.max_blocks = 1;
+  b.block_tables = {0};
+  b.logit_rows = {T - 1};
+  ModelConfig c;
+  c.head_dim = 8;
+  gpu->upload_rope(RopeTable::build(c, T));
+  const DeviceBatch db = gpu->upload_batch(b);
+  Tensor out = gpu->alloc({db.num_tokens, H}, dt());
+  gpu->embedding(dtable, db, out);
+  std::vector<float> got;
+  gpu->to_host_f32(out, got);
+  for (int t = 0; t < T; ++t)
+    for (int h = 0; h < H; ++h)
+      ASSERT_EQ(got[int64_t{t} * H + h], table.as<float>()[int64_t{b.token_ids[t]} * H + h]);
+}
+
+TEST_P(CudaOps, RandomNormalIsSeededAndScaled) {
+  NI_REQUIRE_CUDA(gpu, dt());
+  const int64_t n = int64_t{shape().k} * shape().n;
+  Tensor a = gpu->alloc({n}, dt()), b = gpu->alloc({n}, dt()), c = gpu->alloc({n}, dt());
+  gpu->random_normal(a, 0.02F, 7);
+  gpu->random_normal(b, 0.02F, 7);
+  gpu->random_normal(c, 0.02F, 8);
+  std::vector<float> ha, hb, hc;
+  gpu->to_host_f32(a, ha);
+  gpu->to_host_f32(b, hb);
+  gpu->to_host_f32(c, hc);
+  EXPECT_EQ(ha, hb);
+  EXPECT_NE(ha, hc);
+  double sum = 0, sq = 0;
+  for (float v : ha) {
+    sum += v;
+    sq += double{v} * v;
+  }
+  const double mean = sum / n, sd = std::sqrt(sq / n - mean * mean);
+  EXPECT_NEAR(mean, 0.0, 5 * 0.02 / std::sqrt(double(n)));
+  EXPECT_NEAR(sd, 0.02, 0.02 * 0.05);
+}
+
+#ifdef NANOINFER_HAVE_CUDA
+TEST_P(CudaOps, ArgmaxRows) {
+  NI_REQUIRE_CUDA(gpu, dt());
+  const int T = shape().tokens, V = shape().n;
+  // f32 rows with a tie at the maximum: the lowest index wins, as std::max_element picks.
+  Tensor logits = test::random_host({T, V}, DType::F32, rng_);
+  logits.as<float>()[V - 1] = logits.as<float>()[0] = 100.0F;
+  auto& cuda = dynamic_cast<cuda::CudaBackend&>(*gpu);
+  Tensor ids = gpu->alloc({T}, DType::I32);
+  cuda.argmax_rows(gpu->upload(logits, DType::F32), ids);
+  std::vector<int32_t> host_ids(static_cast<size_t>(T));
+  gpu->synchronize();
+  ASSERT_EQ(cudaMemcpy(host_ids.data(), ids.data(), T * sizeof(int32_t), cudaMemcpyDeviceToHost),
+            cudaSuccess);
+  for (int t = 0; t < T; ++t) {
+    const float* row = logits.as<float>() + int64_t{t} * V;
+    EXPECT_EQ(host_ids[t], std::max_element(row, row + V) - row) << "row " << t;
+  }
+}
+#endif
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaOps,
+                         ::testing::Combine(::testing::Values(DType::F32, DType::BF16),
+                                            ::testing::Values(Shape{1, 64, 96}, Shape{3, 256, 1000},
+                                                              Shape{4, 72, 40}, Shape{5, 100, 33},
+                                                              Shape{37, 576, 1536},
+                                                              Shape{130, 128, 515})));
+
+}  // namespace
+}  // namespace nanoinfer
