@@ -29,13 +29,13 @@ build() {
   fi
   echo "built $*"
 }
-build test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_hf_bf16 || exit 1
+build test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_sample test_cuda_hf_bf16 || exit 1
 build bench_w1 || status=1
 
 if want tests; then
   python3 tools/bench/hf_bf16_greedy.py --out "$OUT/hf_bf16_greedy.json" 2>&1 | grep -E "rel. error|continuations"
   export NANOINFER_HF_BF16="$OUT/hf_bf16_greedy.json"
-  for t in test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_hf_bf16; do
+  for t in test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_sample test_cuda_hf_bf16; do
     "$BUILD/$t" --gtest_brief=1 --gtest_output="json:$OUT/$t.json" > "$OUT/$t.log" 2>&1
     rc=$?
     [[ $rc -ne 0 ]] && status=1

@@ -583,6 +583,21 @@ void CudaBackend::argmax_rows(const Tensor& logits, Tensor& ids) {
                     static_cast<int>(logits.dim(1)), ids.as<int32_t>(), stream_);
 }
 
+void CudaBackend::sample_rows(const Tensor& logits, const std::vector<RowSampling>& params,
+                              uint64_t step, Tensor& ids) {
+  NI_ASSERT(logits.dtype() == DType::F32 && static_cast<int64_t>(params.size()) == logits.dim(0) &&
+            ids.numel() >= logits.dim(0));
+  Tensor dp =
+      device_tensor({static_cast<int64_t>(params.size() * sizeof(RowSampling))}, DType::I32);
+  NI_CUDA_CHECK(cudaMemcpyAsync(dp.data(), params.data(), params.size() * sizeof(RowSampling),
+                                cudaMemcpyHostToDevice, stream_));
+  OpScope op(*this, "sample");
+  cuda::sample_rows(logits.as<const float>(), static_cast<int>(logits.dim(0)),
+                    static_cast<int>(logits.dim(1)), static_cast<const RowSampling*>(dp.data()),
+                    step, ids.as<int32_t>(), stream_);
+  NI_CUDA_CHECK(cudaStreamSynchronize(stream_));  // dp and the host params die here
+}
+
 }  // namespace nanoinfer::cuda
 
 namespace nanoinfer {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cuda/kernels.h"
 #include "backend/cuda/lt_gemm.h"
 
 namespace nanoinfer::cuda {
@@ -62,6 +63,10 @@ class CudaBackend final : public Backend {
 
   // Greedy token per row of f32 logits [R, V], on the device: ids [R] i32.
   void argmax_rows(const Tensor& logits, Tensor& ids);
+  // One token per row of f32 logits [R, V] drawn with that row's parameters; `step` varies the
+  // draw between decode steps (same seed, step and logits: same token).
+  void sample_rows(const Tensor& logits, const std::vector<RowSampling>& params, uint64_t step,
+                   Tensor& ids);
   // Off: every bf16 product goes through cuBLASLt, also at decode (for comparison).
   void set_use_gemv(bool on) { use_gemv_ = on; }
   cudaStream_t stream() const { return stream_; }
