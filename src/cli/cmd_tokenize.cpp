@@ -47,7 +47,7 @@ std::vector<int32_t> parse_ids(const std::string& list) {
     } catch (const std::exception&) {
       used = 0;
     }
-    if (used == 0 || item.find_first_not_of(" ", used) != std::string::npos || v < INT32_MIN ||
+    if (used == 0 || item.find_first_not_of(' ', used) != std::string::npos || v < INT32_MIN ||
         v > INT32_MAX) {
       fail("--decode expects comma-separated integers, got '" + item + "'");
     }

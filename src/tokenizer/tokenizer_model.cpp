@@ -157,8 +157,9 @@ TokenizerModel build_tokenizer_model(TokenizerSpec spec) {
       const auto right = m.vocab.find(key(b));
       const auto merged = m.vocab.find(key(a + b));
       if (left == m.vocab.end() || right == m.vocab.end() || merged == m.vocab.end()) {
-        fail("merge '" + a + " " + b + "' (rank " + std::to_string(rank) +
-             ") uses a piece that is not in the vocabulary");
+        std::string msg = "merge '";
+        msg.append(a).append(" ").append(b).append("' (rank ").append(std::to_string(rank));
+        fail(msg + ") uses a piece that is not in the vocabulary");
       }
       merges.push_back({left->second, right->second, merged->second, static_cast<int32_t>(rank)});
     }
