@@ -3,6 +3,7 @@
 // cannot hold, group like punctuation).
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,11 @@ struct SplitCase {
   std::string text;
   std::vector<std::string> pieces;
 };
+
+// Keeps test names printable (the texts hold raw bytes).
+void PrintTo(const SplitCase& c, std::ostream* os) {
+  *os << (c.kind == PreTokenizer::kLlama3 ? "llama3" : "gpt2") << " split into " << c.pieces.size();
+}
 
 std::vector<std::string> split(PreTokenizer kind, std::string_view text) {
   std::vector<std::string> out;
