@@ -29,6 +29,7 @@ struct ChatMessage {
   std::string content;
 };
 
+// encode/decode are const and keep no shared state, so one Tokenizer can serve several threads.
 class Tokenizer {
  public:
   explicit Tokenizer(std::unique_ptr<const TokenizerModel> model);
@@ -60,7 +61,8 @@ class Tokenizer {
 
 // Turns a stream of ids into text pieces for streaming output. A piece never ends inside a UTF-8
 // sequence (bytes are held back until the character is complete), and the concatenation of all
-// pushes and the final flush equals Tokenizer::decode of the same ids.
+// pushes and the final flush equals Tokenizer::decode of the same ids. The tokenizer must outlive
+// it.
 class IncrementalDetokenizer {
  public:
   IncrementalDetokenizer(const Tokenizer& tokenizer, bool skip_special_tokens);
