@@ -176,9 +176,11 @@ json run_attention(const Args& a, double copy_gbs) {
       be->upload_rope(nanoinfer::RopeTable::build(c, ctx + 8));
       nanoinfer::KvCache cache(*be, c, {16, seqs * (ctx / 16 + 2), "post"});
       std::vector<nanoinfer::SeqState> st;
+      st.reserve(static_cast<size_t>(seqs));
       for (int s = 0; s < seqs; ++s)
         st.emplace_back(s, cache.create_sequence(), std::vector<int32_t>(ctx - 1, 1));
       std::vector<nanoinfer::SeqState*> live;
+      live.reserve(st.size());
       for (auto& s : st) live.push_back(&s);
       build_batch(live, cache);  // fill the cache's bookkeeping up to ctx - 1 entries
       for (auto& s : st) s.pending = {1};

@@ -43,11 +43,11 @@ TEST(CudaHfBf16, GreedyAgreementAtLeast99Percent) {
     const auto gen = c["generated_ids"].get<std::vector<int32_t>>();
     SeqState s(0, cache.create_sequence(), c["prompt_ids"].get<std::vector<int32_t>>());
     int case_agree = 0;
-    for (size_t i = 0; i < gen.size(); ++i) {
+    for (const int32_t next : gen) {
       std::vector<float> logits;
       be->to_host_f32(model.forward(build_batch({&s}, cache), cache), logits);
-      case_agree += argmax_as_bf16(logits) == gen[i] ? 1 : 0;
-      s.pending = {gen[i]};
+      case_agree += argmax_as_bf16(logits) == next ? 1 : 0;
+      s.pending = {next};
     }
     agree += case_agree;
     total += static_cast<int>(gen.size());

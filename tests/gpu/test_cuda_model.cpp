@@ -132,10 +132,12 @@ TEST(CudaGraphs, Bf16GraphReplayEqualsEager) {
     model.set_graph_capture(graphs);
     KvCache cache(be, loaded.config, {16, 32, "post"});
     std::vector<SeqState> seqs;
+    seqs.reserve(3);
     for (int s = 0; s < 3; ++s)
       seqs.emplace_back(s, cache.create_sequence(), std::vector<int32_t>(5 + 7 * s, 11 + s));
     for (int step = 0; step < 6; ++step) {
       std::vector<SeqState*> live;
+      live.reserve(seqs.size());
       for (SeqState& s : seqs) live.push_back(&s);
       std::vector<float> logits;
       be.to_host_f32(model.forward(build_batch(live, cache), cache), logits);

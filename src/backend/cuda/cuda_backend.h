@@ -87,7 +87,7 @@ class CudaBackend final : public Backend {
   };
   using GraphKey = std::tuple<int64_t, int>;
 
-  void ensure_batch_capacity(int tokens, int seqs, int stride, int64_t mask_bytes);
+  void ensure_batch_capacity(int tokens, int seqs, int stride, int64_t mask_words);
   int decode_splits(int seqs, int kv_heads, int block_size) const;
   void collect_profile();
   cudaEvent_t take_event();
