@@ -22,8 +22,9 @@ model:
 run: build model
 	./$(BUILD)/nanoinfer generate --model default --chat --prompt "$(PROMPT)" --max-new-tokens 64
 
-test: build model format-check
+test: build model
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+	@$(MAKE) --no-print-directory format-check
 
 format-check: deps
 	@bash scripts/format.sh --check

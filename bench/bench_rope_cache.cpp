@@ -40,7 +40,8 @@ int main(int argc, char** argv) {
                 prompt_tokens, repeats);
     std::printf("%-10s %12s %16s %14s\n", "policy", "prefill ms", "decode tok/s", "decode ms/tok");
     for (int p = 0; p < 2; ++p)
-      std::printf("%-10s %12.1f %16.2f %14.2f\n", policies[p], prefill[p], decode[p], 1000.0 / decode[p]);
+      std::printf("%-10s %12.1f %16.2f %14.2f\n", policies[p], prefill[p], decode[p],
+                  1000.0 / decode[p]);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_rope_cache: %s\n", e.what());
     return 1;

@@ -40,10 +40,14 @@ int main(int argc, char** argv) {
   int window = 64, sink = 4, max_tokens = 1024;
   std::string text_file = std::string(NI_SOURCE_DIR) + "/tests/data/prompts/summary_prompt.txt";
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (std::strcmp(argv[i], "--window") == 0) window = std::atoi(argv[i + 1]);
-    else if (std::strcmp(argv[i], "--sink") == 0) sink = std::atoi(argv[i + 1]);
-    else if (std::strcmp(argv[i], "--tokens") == 0) max_tokens = std::atoi(argv[i + 1]);
-    else if (std::strcmp(argv[i], "--text") == 0) text_file = argv[i + 1];
+    if (std::strcmp(argv[i], "--window") == 0)
+      window = std::atoi(argv[i + 1]);
+    else if (std::strcmp(argv[i], "--sink") == 0)
+      sink = std::atoi(argv[i + 1]);
+    else if (std::strcmp(argv[i], "--tokens") == 0)
+      max_tokens = std::atoi(argv[i + 1]);
+    else if (std::strcmp(argv[i], "--text") == 0)
+      text_file = argv[i + 1];
   }
   try {
     std::ifstream in(text_file);
@@ -61,8 +65,10 @@ int main(int argc, char** argv) {
     struct Setup {
       const char* name;
       int sink, window;
-    } setups[] = {{"full cache", -1, 0}, {"window only", 0, window + sink}, {"sink + window", sink, window}};
-    std::printf("perplexity of %zu tokens of %s, one token per step\n", ids.size(), text_file.c_str());
+    } setups[] = {
+        {"full cache", -1, 0}, {"window only", 0, window + sink}, {"sink + window", sink, window}};
+    std::printf("perplexity of %zu tokens of %s, one token per step\n", ids.size(),
+                text_file.c_str());
     for (const Setup& st : setups) {
       KvCacheOptions o{1, blocks, "pre"};
       o.sink_tokens = st.sink;

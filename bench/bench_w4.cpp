@@ -19,9 +19,12 @@ int main(int argc, char** argv) {
   std::string prompt_file = std::string(NI_SOURCE_DIR) + "/tests/data/prompts/summary_prompt.txt";
   int new_tokens = 128, repeats = 3;
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--json") == 0) json = true;
-    else if (std::strcmp(argv[i], "--prompt-file") == 0 && i + 1 < argc) prompt_file = argv[++i];
-    else if (std::strcmp(argv[i], "--repeats") == 0 && i + 1 < argc) repeats = std::atoi(argv[++i]);
+    if (std::strcmp(argv[i], "--json") == 0)
+      json = true;
+    else if (std::strcmp(argv[i], "--prompt-file") == 0 && i + 1 < argc)
+      prompt_file = argv[++i];
+    else if (std::strcmp(argv[i], "--repeats") == 0 && i + 1 < argc)
+      repeats = std::atoi(argv[++i]);
     else {
       std::fprintf(stderr, "usage: bench_w4 [--json] [--prompt-file F] [--repeats N]\n");
       return 2;
@@ -49,9 +52,10 @@ int main(int argc, char** argv) {
     getrusage(RUSAGE_SELF, &ru);
     const double rss_mb = static_cast<double>(ru.ru_maxrss) / 1024.0;
     if (json) {
-      std::printf("{\"engine\": \"nanoinfer\", \"prompt_tokens\": %zu, \"new_tokens\": %d, "
-                  "\"prefill_ms\": %.2f, \"decode_tokens_per_s\": %.2f, \"peak_rss_mb\": %.1f}\n",
-                  req.prompt_ids.size(), new_tokens, best_prefill, best_decode, rss_mb);
+      std::printf(
+          "{\"engine\": \"nanoinfer\", \"prompt_tokens\": %zu, \"new_tokens\": %d, "
+          "\"prefill_ms\": %.2f, \"decode_tokens_per_s\": %.2f, \"peak_rss_mb\": %.1f}\n",
+          req.prompt_ids.size(), new_tokens, best_prefill, best_decode, rss_mb);
     } else {
       std::printf("nanoinfer W4: prompt %zu tokens, %d new\n", req.prompt_ids.size(), new_tokens);
       std::printf("  prefill %.1f ms, decode %.1f tokens/s, peak RSS %.0f MB (best of %d)\n",

@@ -14,20 +14,20 @@
 namespace nanoinfer {
 
 struct EngineOptions {
-  std::string model;             // HF directory, .gguf file, or "default"
-  std::string backend = "cpu";   // "cpu" | "cuda"
-  int max_context = 0;           // positions per sequence; 0 = min(model maximum, 4096)
-  int cache_tokens = 0;          // KV cache slots in all; 0 = enough for the batch asked for
+  std::string model;            // HF directory, .gguf file, or "default"
+  std::string backend = "cpu";  // "cpu" | "cuda"
+  int max_context = 0;          // positions per sequence; 0 = min(model maximum, 4096)
+  int cache_tokens = 0;         // KV cache slots in all; 0 = enough for the batch asked for
   int block_size = 16;
   std::string rope_cache = "post";  // "post" | "pre"
   int sink_tokens = -1;             // >= 0: StreamingLLM sink cache (needs rope_cache "pre")
   int window = 0;                   // recent tokens a sink cache keeps
   bool no_rope = false;
-  std::string dtype = "bf16";       // CUDA compute dtype: "bf16" | "f32" (the parity mode)
-  bool cuda_graphs = true;          // replay decode steps as CUDA graphs (--no-graph: off)
-  bool profile = false;             // per-op device time (--profile; CUDA only)
-  bool random_weights = false;      // a model of `config`'s shape with random weights
-  std::string config;               // HF config.json for random_weights
+  std::string dtype = "bf16";   // CUDA compute dtype: "bf16" | "f32" (the parity mode)
+  bool cuda_graphs = true;      // replay decode steps as CUDA graphs (--no-graph: off)
+  bool profile = false;         // per-op device time (--profile; CUDA only)
+  bool random_weights = false;  // a model of `config`'s shape with random weights
+  std::string config;           // HF config.json for random_weights
 };
 
 struct GenerationRequest {
@@ -46,15 +46,15 @@ struct GenerationOutput {
 };
 
 struct StepStats {
-  double start_ms = 0;             // since generate() began
+  double start_ms = 0;  // since generate() began
   double ms = 0;
-  int tokens = 0;                  // tokens in this step's forward
-  int64_t cache_used = 0;          // cache entries held by live sequences
-  int64_t cache_allocated = 0;     // slots in the blocks they hold
-  int64_t weight_bytes = 0;        // device memory held by the weights
-  int64_t kv_bytes = 0;            // KV memory in the blocks live sequences hold
-  int64_t kv_reserved_bytes = 0;   // the whole KV cache allocation
-  int64_t activation_bytes = 0;    // activations this step's forward needs
+  int tokens = 0;                 // tokens in this step's forward
+  int64_t cache_used = 0;         // cache entries held by live sequences
+  int64_t cache_allocated = 0;    // slots in the blocks they hold
+  int64_t weight_bytes = 0;       // device memory held by the weights
+  int64_t kv_bytes = 0;           // KV memory in the blocks live sequences hold
+  int64_t kv_reserved_bytes = 0;  // the whole KV cache allocation
+  int64_t activation_bytes = 0;   // activations this step's forward needs
 };
 
 struct GenerationStats {
@@ -68,7 +68,9 @@ struct GenerationStats {
   int64_t padded_slots = 0;
   // Writes steps as CSV (time, memory by kind, cache utilisation) for tools/plot_memory.py.
   void write_memory_csv(const std::string& path) const;
-  double decode_tokens_per_s() const { return decode_ms > 0 ? 1000.0 * decode_tokens / decode_ms : 0; }
+  double decode_tokens_per_s() const {
+    return decode_ms > 0 ? 1000.0 * decode_tokens / decode_ms : 0;
+  }
 };
 
 // Called for every token a sampling request generates: (request index, token id, text that may be

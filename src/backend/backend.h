@@ -21,7 +21,7 @@ struct DeviceBatch {
   int num_tokens = 0;
   int num_seqs = 0;
   int max_blocks = 0;
-  int max_context = 0;  // longest context_lens entry
+  int max_context = 0;                                        // longest context_lens entry
   Tensor token_ids, positions, seq_of_token, q_index, slots;  // [T] i32
   Tensor cu_seqlens;                                          // [B+1] i32
   Tensor context_lens;                                        // [B] i32
@@ -52,7 +52,8 @@ class Backend {
   virtual DeviceBatch upload_batch(const Batch& batch) = 0;
   virtual void upload_rope(const RopeTable& table) = 0;
   virtual void fill_i32(Tensor& t, int32_t value) = 0;
-  virtual void write_i32(Tensor& t, const std::vector<int32_t>& idx, const std::vector<int32_t>& v) = 0;
+  virtual void write_i32(Tensor& t, const std::vector<int32_t>& idx,
+                         const std::vector<int32_t>& v) = 0;
   // Copies cache rows src_slots[i] → dst_slots[i] of one layer's K and V (beam reordering).
   virtual void copy_slots(KvLayer& layer, const std::vector<int32_t>& src_slots,
                           const std::vector<int32_t>& dst_slots) = 0;
@@ -80,16 +81,17 @@ class Backend {
   virtual std::string profile_report() { return {}; }
 
   // Ops.
-  virtual void embedding(const Tensor& table, const DeviceBatch& b, Tensor& out) = 0;  // [V,H] → [T,H]
+  virtual void embedding(const Tensor& table, const DeviceBatch& b,
+                         Tensor& out) = 0;  // [V,H] → [T,H]
   virtual void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;  // [T,H]
   // residual += x; out = rmsnorm(residual) * w   (the fused pre-norm step of every block)
   virtual void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
                            Tensor& out) = 0;
-  virtual void add(Tensor& acc, const Tensor& x) = 0;                               // acc += x
+  virtual void add(Tensor& acc, const Tensor& x) = 0;  // acc += x
   // out = x w^T: [T,K] x [N,K] -> [T,N]; out may be f32 when x and w are not (the logits).
   virtual void matmul(const Tensor& x, const Tensor& w, Tensor& out) = 0;
-  virtual void silu_mul(const Tensor& gate_up, Tensor& out) = 0;                    // [T,2F] → [T,F]
-  virtual void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) = 0;   // [T,H] → [R,H]
+  virtual void silu_mul(const Tensor& gate_up, Tensor& out) = 0;  // [T,2F] → [T,F]
+  virtual void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) = 0;  // [T,H] → [R,H]
   // qkv: [T, (Hq + 2 Hkv) * D]. Rotates q (always) and k (when rotate_k) by the batch positions,
   // writes k and v into the cache at the batch slots and the positions into slot_pos.
   virtual void rope_store_kv(Tensor& qkv, int num_heads, int num_kv_heads, const DeviceBatch& b,

@@ -3,6 +3,8 @@
 
 #ifndef NANOINFER_HAVE_CUDA
 namespace nanoinfer {
-std::unique_ptr<Backend> make_cuda_backend(DType /*compute_dtype*/) { return nullptr; }
+std::unique_ptr<Backend> make_cuda_backend(DType /*compute_dtype*/) {
+  return nullptr;
+}
 }  // namespace nanoinfer
 #endif

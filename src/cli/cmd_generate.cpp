@@ -63,7 +63,8 @@ void run_generate(const GenerateArgs& a) {
     std::fflush(stdout);
     return true;
   };
-  const std::vector<GenerationOutput> outs = engine.generate(requests, stream ? print_piece : nullptr);
+  const std::vector<GenerationOutput> outs =
+      engine.generate(requests, stream ? print_piece : nullptr);
   const GenerationStats& st = engine.last_stats();
   if (a.engine.profile) std::fprintf(stderr, "%s", engine.profile_report().c_str());
   if (!a.memory_trace.empty()) st.write_memory_csv(a.memory_trace);
@@ -93,7 +94,9 @@ void run_generate(const GenerateArgs& a) {
       j["padded_static_batch_slots"] = st.padded_slots;
       j["steps"] = nlohmann::json::array();
       for (const StepStats& s : st.steps)
-        j["steps"].push_back({{"ms", s.ms}, {"tokens", s.tokens}, {"cache_used", s.cache_used},
+        j["steps"].push_back({{"ms", s.ms},
+                              {"tokens", s.tokens},
+                              {"cache_used", s.cache_used},
                               {"cache_allocated", s.cache_allocated}});
     }
     std::printf("%s\n", j.dump().c_str());
@@ -107,14 +110,17 @@ void run_generate(const GenerateArgs& a) {
     if (outs.size() > 1) std::printf("=== prompt %zu ===\n", i);
     if (outs[i].sequences.size() > 1) {
       for (size_t b = 0; b < outs[i].sequences.size(); ++b)
-        std::printf("--- beam %zu (score %.4f) ---\n%s\n", b, static_cast<double>(outs[i].scores[b]),
+        std::printf("--- beam %zu (score %.4f) ---\n%s\n", b,
+                    static_cast<double>(outs[i].scores[b]),
                     tok->decode(outs[i].sequences[b], true).c_str());
     } else {
       std::printf("%s\n", outs[i].text.c_str());
     }
   }
   if (a.stats) {
-    const auto pct = [](int64_t a, int64_t b) { return b > 0 ? 100.0 * static_cast<double>(a) / static_cast<double>(b) : 0.0; };
+    const auto pct = [](int64_t a, int64_t b) {
+      return b > 0 ? 100.0 * static_cast<double>(a) / static_cast<double>(b) : 0.0;
+    };
     for (size_t i = 0; i < st.steps.size(); ++i) {
       const StepStats& s = st.steps[i];
       std::fprintf(stderr,
@@ -160,7 +166,8 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag("--json", a->json, "print one JSON object");
   cmd->add_flag("--stats", a->stats, "per-step time and cache utilisation");
   cmd->add_option("--memory-trace", a->memory_trace, "write memory in use per step to this CSV");
-  cmd->add_option("--backend", a->engine.backend, "cpu | cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd->add_option("--backend", a->engine.backend, "cpu | cuda")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--max-context", a->engine.max_context, "positions per sequence (0 = auto)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--rope-cache", a->engine.rope_cache, "post | pre: when keys are rotated")
@@ -168,14 +175,17 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag("--no-rope", a->engine.no_rope, "ablation: run without rotary embeddings");
   cmd->add_option("--dtype", a->engine.dtype, "CUDA compute dtype: bf16 | f32")
       ->check(CLI::IsMember({"bf16", "f32"}));
-  cmd->add_flag("--no-graph", [a](int64_t) { a->engine.cuda_graphs = false; },
-                "run decode steps eagerly instead of replaying CUDA graphs");
-  cmd->add_flag("--profile", a->engine.profile, "print device time per op kind, prefill and decode");
+  cmd->add_flag(
+      "--no-graph", [a](int64_t) { a->engine.cuda_graphs = false; },
+      "run decode steps eagerly instead of replaying CUDA graphs");
+  cmd->add_flag("--profile", a->engine.profile,
+                "print device time per op kind, prefill and decode");
   cmd->add_flag("--random-weights", a->engine.random_weights,
                 "random weights of --config's shape (--model then only supplies the tokenizer)");
   cmd->add_option("--config", a->engine.config, "HF config.json for --random-weights");
-  cmd->add_option("--sink-tokens", a->engine.sink_tokens,
-                  "StreamingLLM cache: keep this many first tokens (with --window, --rope-cache pre)");
+  cmd->add_option(
+      "--sink-tokens", a->engine.sink_tokens,
+      "StreamingLLM cache: keep this many first tokens (with --window, --rope-cache pre)");
   cmd->add_option("--window", a->engine.window, "StreamingLLM cache: recent tokens kept")
       ->check(CLI::PositiveNumber);
   cmd->callback([a] {

@@ -24,7 +24,8 @@ const char* rope_type(RopeScaling::Type t) {
 }  // namespace
 
 void add_info_command(CLI::App& app) {
-  auto* cmd = app.add_subcommand("info", "Print a model's config, parameter count, dtype and bytes");
+  auto* cmd =
+      app.add_subcommand("info", "Print a model's config, parameter count, dtype and bytes");
   auto model = std::make_shared<std::string>();
   cmd->add_option("--model", *model, "HF directory, .gguf file or 'default'")->required();
   cmd->callback([model] {
@@ -38,7 +39,8 @@ void add_info_command(CLI::App& app) {
     std::printf("layers:           %d\n", c.num_layers);
     std::printf("hidden size:      %d\n", c.hidden_size);
     std::printf("intermediate:     %d\n", c.intermediate_size);
-    std::printf("heads / kv heads: %d / %d (head dim %d)\n", c.num_heads, c.num_kv_heads, c.head_dim);
+    std::printf("heads / kv heads: %d / %d (head dim %d)\n", c.num_heads, c.num_kv_heads,
+                c.head_dim);
     std::printf("vocab:            %d\n", c.vocab_size);
     std::printf("rope:             theta %g, scaling %s (factor %g)\n", c.rope_theta,
                 rope_type(c.rope_scaling.type), c.rope_scaling.factor);

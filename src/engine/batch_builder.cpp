@@ -51,7 +51,8 @@ Batch build_batch(const std::vector<SeqState*>& seqs, KvCache& cache) {
   b.block_tables.assign(seqs.size() * static_cast<size_t>(b.max_blocks), 0);
   for (size_t s = 0; s < seqs.size(); ++s) {
     const std::vector<int32_t>& blocks = cache.blocks(seqs[s]->cache_id);
-    std::copy(blocks.begin(), blocks.end(), b.block_tables.begin() + static_cast<std::ptrdiff_t>(s * b.max_blocks));
+    std::copy(blocks.begin(), blocks.end(),
+              b.block_tables.begin() + static_cast<std::ptrdiff_t>(s * b.max_blocks));
   }
   return b;
 }

@@ -13,10 +13,10 @@ namespace nanoinfer {
 struct SeqState {
   SeqState(size_t request_index, int cache_seq, std::vector<int32_t> tokens)
       : request(request_index), cache_id(cache_seq), pending(std::move(tokens)) {}
-  size_t request = 0;              // index of the request it serves
-  int cache_id = -1;               // its sequence in the KV cache
-  std::vector<int32_t> pending;    // tokens to feed at the next step (prompt, then last sample)
-  int32_t fed = 0;                 // tokens fed so far: the text position of the next one
+  size_t request = 0;            // index of the request it serves
+  int cache_id = -1;             // its sequence in the KV cache
+  std::vector<int32_t> pending;  // tokens to feed at the next step (prompt, then last sample)
+  int32_t fed = 0;               // tokens fed so far: the text position of the next one
   bool done = false;
   // Optional, for one step (speculative trees): explicit positions of the pending tokens, an
   // n*n mask among them (byte [i*n + k] = 1: token i sees token k), logits for every token.

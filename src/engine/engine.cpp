@@ -41,9 +41,9 @@ void GenerationStats::write_memory_csv(const std::string& path) const {
   out << "time_ms,step_ms,tokens,weights_bytes,kv_bytes,kv_reserved_bytes,activation_bytes,"
          "cache_used,cache_allocated\n";
   for (const StepStats& s : steps)
-    out << s.start_ms << ',' << s.ms << ',' << s.tokens << ',' << s.weight_bytes << ',' << s.kv_bytes
-        << ',' << s.kv_reserved_bytes << ',' << s.activation_bytes << ',' << s.cache_used << ','
-        << s.cache_allocated << '\n';
+    out << s.start_ms << ',' << s.ms << ',' << s.tokens << ',' << s.weight_bytes << ','
+        << s.kv_bytes << ',' << s.kv_reserved_bytes << ',' << s.activation_bytes << ','
+        << s.cache_used << ',' << s.cache_allocated << '\n';
   if (!out) fail(path + ": write failed");
 }
 
@@ -100,22 +100,32 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   }
   impl_->backend->set_profiling(options.profile);
   const ModelConfig& c = impl_->loaded.config;
-  int max_ctx = options.max_context > 0 ? options.max_context : std::min(c.max_position_embeddings, 4096);
+  int max_ctx =
+      options.max_context > 0 ? options.max_context : std::min(c.max_position_embeddings, 4096);
   impl_->options.max_context = max_ctx;
   if (options.random_weights)
     impl_->model = std::make_unique<LlamaModel>(c, *impl_->backend, max_ctx, kRandomWeightSeed);
   else
-    impl_->model = std::make_unique<LlamaModel>(impl_->loaded, *impl_->backend, max_ctx, options.no_rope);
+    impl_->model =
+        std::make_unique<LlamaModel>(impl_->loaded, *impl_->backend, max_ctx, options.no_rope);
   impl_->model->set_graph_capture(options.cuda_graphs);
 }
 
-std::string Engine::profile_report() const { return impl_->backend->profile_report(); }
+std::string Engine::profile_report() const {
+  return impl_->backend->profile_report();
+}
 
 Engine::~Engine() = default;
 
-const GenerationStats& Engine::last_stats() const { return impl_->stats; }
-const ModelConfig& Engine::config() const { return impl_->loaded.config; }
-const Tokenizer* Engine::tokenizer() const { return impl_->tokenizer.get(); }
+const GenerationStats& Engine::last_stats() const {
+  return impl_->stats;
+}
+const ModelConfig& Engine::config() const {
+  return impl_->loaded.config;
+}
+const Tokenizer* Engine::tokenizer() const {
+  return impl_->tokenizer.get();
+}
 
 std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationRequest>& requests,
                                                const TokenCallback& on_token) {
@@ -139,7 +149,8 @@ std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationReque
   }
   KvCacheOptions kv;
   kv.block_size = bs;
-  kv.num_blocks = static_cast<int>(im.options.cache_tokens > 0 ? (im.options.cache_tokens + bs - 1) / bs : need);
+  kv.num_blocks = static_cast<int>(
+      im.options.cache_tokens > 0 ? (im.options.cache_tokens + bs - 1) / bs : need);
   kv.rope = im.options.rope_cache;
   kv.sink_tokens = im.options.sink_tokens;
   kv.window = im.options.window;
@@ -164,7 +175,8 @@ std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationReque
     longest = std::max(longest, r.prompt_ids.size());
     most_new = std::max(most_new, r.params.max_new_tokens);
   }
-  im.stats.padded_slots = static_cast<int64_t>(requests.size()) * (static_cast<int64_t>(longest) + most_new);
+  im.stats.padded_slots =
+      static_cast<int64_t>(requests.size()) * (static_cast<int64_t>(longest) + most_new);
   const auto run_start = std::chrono::steady_clock::now();
   std::vector<float> logits;
   std::vector<int32_t> tokens;
@@ -195,7 +207,8 @@ std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationReque
       sampling::LogitsView view(std::span<float>(logits.data(), rows.size() * V),
                                 static_cast<int>(rows.size()), c.vocab_size);
       tokens = sampler.sample(view, rows);
-      for (size_t r = 0; r < live_sampled.size(); ++r) live_sampled[r]->accept(tokens[r], cache, on_token);
+      for (size_t r = 0; r < live_sampled.size(); ++r)
+        live_sampled[r]->accept(tokens[r], cache, on_token);
     }
     size_t row = rows.size();
     for (BeamRequest* r : live_beams) {
@@ -211,8 +224,11 @@ std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationReque
     step.start_ms = std::chrono::duration<double, std::milli>(t0 - run_start).count();
     step.weight_bytes = im.model->weight_bytes();
     step.kv_reserved_bytes = cache.bytes();
-    step.kv_bytes = cache.capacity_slots() > 0 ? cache.bytes() / cache.capacity_slots() * step.cache_allocated : 0;
-    step.activation_bytes = im.model->activation_bytes(step.tokens, static_cast<int>(batch.logit_rows.size()));
+    step.kv_bytes = cache.capacity_slots() > 0
+                        ? cache.bytes() / cache.capacity_slots() * step.cache_allocated
+                        : 0;
+    step.activation_bytes =
+        im.model->activation_bytes(step.tokens, static_cast<int>(batch.logit_rows.size()));
     if (prefill) {
       im.stats.prefill_ms += step.ms;
       im.stats.prefill_tokens += step.tokens;

@@ -63,8 +63,8 @@ bool BeamRequest::step(const float* logits, int vocab, KvCache& cache, const Tok
     }
     out.token_ids = out.sequences.empty() ? std::vector<int32_t>{} : out.sequences[0];
     if (tok != nullptr) out.text = tok->decode(out.token_ids, true);
-    const bool ended = !out.token_ids.empty() &&
-                       std::find(eos_ids.begin(), eos_ids.end(), out.token_ids.back()) != eos_ids.end();
+    const bool ended = !out.token_ids.empty() && std::find(eos_ids.begin(), eos_ids.end(),
+                                                           out.token_ids.back()) != eos_ids.end();
     out.finish_reason = ended ? "eos" : "length";
     return false;
   }

@@ -19,8 +19,9 @@ KvCache::KvCache(Backend& backend, const ModelConfig& config, KvCacheOptions opt
   if (options_.sink_tokens >= 0) {
     if (options_.window <= 0) fail("a sink cache needs a window of at least one token");
     if (options_.rope != "pre")
-      fail("a sink cache renumbers positions after eviction, so keys must be rotated on read: "
-           "use the pre-RoPE cache");
+      fail(
+          "a sink cache renumbers positions after eviction, so keys must be rotated on read: "
+          "use the pre-RoPE cache");
     // Entries are dropped one at a time from the middle of a sequence: one slot per block.
     options_.num_blocks *= options_.block_size;
     options_.block_size = 1;
@@ -122,7 +123,8 @@ int64_t KvCache::used_slots() const {
 
 int64_t KvCache::allocated_slots() const {
   int64_t n = 0;
-  for (const auto& [id, s] : seqs_) n += static_cast<int64_t>(s.blocks.size()) * options_.block_size;
+  for (const auto& [id, s] : seqs_)
+    n += static_cast<int64_t>(s.blocks.size()) * options_.block_size;
   return n;
 }
 

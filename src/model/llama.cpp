@@ -32,8 +32,7 @@ const Tensor& weight(const LoadedModel& m, const std::string& name) {
 
 }  // namespace
 
-LlamaModel::LlamaModel(const LoadedModel& loaded, Backend& backend, int max_positions,
-                       bool no_rope)
+LlamaModel::LlamaModel(const LoadedModel& loaded, Backend& backend, int max_positions, bool no_rope)
     : config_(loaded.config), backend_(backend), max_positions_(max_positions) {
   const DType dt = backend_.compute_dtype();
   auto up = [&](const Tensor& host) {
@@ -53,8 +52,8 @@ LlamaModel::LlamaModel(const LoadedModel& loaded, Backend& backend, int max_posi
                             weight(loaded, p + "self_attn.v_proj.weight")}));
     l.o = up(weight(loaded, p + "self_attn.o_proj.weight"));
     l.mlp_norm = up(weight(loaded, p + "post_attention_layernorm.weight"));
-    l.gate_up = up(concat_rows({weight(loaded, p + "mlp.gate_proj.weight"),
-                                weight(loaded, p + "mlp.up_proj.weight")}));
+    l.gate_up = up(concat_rows(
+        {weight(loaded, p + "mlp.gate_proj.weight"), weight(loaded, p + "mlp.up_proj.weight")}));
     l.down = up(weight(loaded, p + "mlp.down_proj.weight"));
     layers_.push_back(std::move(l));
   }
@@ -119,7 +118,8 @@ int64_t LlamaModel::activation_bytes(int tokens, int rows) const {
                             int64_t{c.num_heads + 2 * c.num_kv_heads} * c.head_dim +
                             int64_t{c.num_heads} * c.head_dim + 3 * int64_t{c.intermediate_size};
   const auto elem = static_cast<int64_t>(dtype_size(backend_.compute_dtype()));
-  return tokens * per_token * elem + rows * (int64_t{c.hidden_size} * elem + int64_t{c.vocab_size} * 4);
+  return tokens * per_token * elem +
+         rows * (int64_t{c.hidden_size} * elem + int64_t{c.vocab_size} * 4);
 }
 
 void LlamaModel::ensure_activations(int tokens, int rows) {
@@ -155,9 +155,9 @@ const Tensor& LlamaModel::forward(const Batch& batch, KvCache& cache) {
   const bool decode = T == b.num_seqs && batch.tree_mask.empty();
   const int64_t key = graph_capture_ && decode ? T : -1;
   backend_.run_step(key, [&] { run_layers(b, cache, logits); });
-  logits_view_ = Tensor(DType::F32,
-                        {static_cast<int64_t>(batch.logit_rows.size()), config_.vocab_size},
-                        act_.logits.data(), nullptr, act_.logits.device());
+  logits_view_ =
+      Tensor(DType::F32, {static_cast<int64_t>(batch.logit_rows.size()), config_.vocab_size},
+             act_.logits.data(), nullptr, act_.logits.device());
   return logits_view_;
 }
 
@@ -166,7 +166,9 @@ void LlamaModel::run_layers(const DeviceBatch& b, KvCache& cache, const Tensor& 
   const auto R = static_cast<int>(b.logit_rows.numel());
   const ModelConfig& c = config_;
   // Views of the first T rows of each activation buffer.
-  auto rows = [T](const Tensor& t) { return Tensor(t.dtype(), {T, t.dim(1)}, t.data(), nullptr, t.device()); };
+  auto rows = [T](const Tensor& t) {
+    return Tensor(t.dtype(), {T, t.dim(1)}, t.data(), nullptr, t.device());
+  };
   Tensor x = rows(act_.x), residual = rows(act_.residual), qkv = rows(act_.qkv),
          attn = rows(act_.attn), proj = rows(act_.proj), gate_up = rows(act_.gate_up),
          mlp = rows(act_.mlp);

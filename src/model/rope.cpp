@@ -26,8 +26,9 @@ std::vector<float> rope_inv_freq(const ModelConfig& c) {
       if (wavelen > low_wavelen) {
         f = f / s.factor;
       } else if (wavelen >= high_wavelen) {
-        const float smooth = (static_cast<float>(s.original_max_position) / wavelen - s.low_freq_factor) /
-                             (s.high_freq_factor - s.low_freq_factor);
+        const float smooth =
+            (static_cast<float>(s.original_max_position) / wavelen - s.low_freq_factor) /
+            (s.high_freq_factor - s.low_freq_factor);
         f = (1.0F - smooth) * f / s.factor + smooth * f;
       }
     }

@@ -54,7 +54,11 @@ const char* dtype_name(DType t) {
 
 Tensor::Tensor(DType dtype, std::vector<int64_t> shape, void* data, std::shared_ptr<void> owner,
                Device device)
-    : dtype_(dtype), device_(device), shape_(std::move(shape)), data_(data), owner_(std::move(owner)) {}
+    : dtype_(dtype),
+      device_(device),
+      shape_(std::move(shape)),
+      data_(data),
+      owner_(std::move(owner)) {}
 
 Tensor Tensor::zeros(DType dtype, std::vector<int64_t> shape) {
   int64_t n = 1;
@@ -133,9 +137,10 @@ uint16_t f32_to_f16(float f) {
   std::memcpy(&x, &f, 4);
   const uint32_t sign = (x >> 16) & 0x8000U;
   const uint32_t absx = x & 0x7fffffffU;
-  if (absx >= 0x7f800000U) return static_cast<uint16_t>(sign | 0x7c00U | (absx > 0x7f800000U ? 0x200U : 0U));
+  if (absx >= 0x7f800000U)
+    return static_cast<uint16_t>(sign | 0x7c00U | (absx > 0x7f800000U ? 0x200U : 0U));
   if (absx >= 0x477ff000U) return static_cast<uint16_t>(sign | 0x7c00U);  // overflow -> inf
-  if (absx < 0x38800000U) {                                              // subnormal or zero
+  if (absx < 0x38800000U) {                                               // subnormal or zero
     if (absx < 0x33000000U) return static_cast<uint16_t>(sign);
     const uint32_t e = absx >> 23;
     const uint32_t m = (absx & 0x7fffffU) | 0x800000U;

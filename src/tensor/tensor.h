@@ -17,8 +17,8 @@ namespace nanoinfer {
 enum class DType : uint8_t { F32, F16, BF16, I32, Q8_0, Q4_0, Q4_1 };
 enum class Device : uint8_t { Cpu, Cuda };
 
-size_t dtype_size(DType t);          // bytes per element; for block formats, bytes per block
-int64_t dtype_block(DType t);         // elements per block (1 for plain types)
+size_t dtype_size(DType t);    // bytes per element; for block formats, bytes per block
+int64_t dtype_block(DType t);  // elements per block (1 for plain types)
 size_t dtype_nbytes(DType t, int64_t numel);
 const char* dtype_name(DType t);
 

@@ -32,7 +32,8 @@ TEST_P(BatchInvariance, BatchedGreedyEqualsAlone) {
     // The first prompt has the longest length, the second a single token: both extremes mixed.
     const int n = i == 0 ? bc.max_len : i == 1 ? 1 : len(rng);
     for (int t = 0; t < n; ++t) reqs[i].prompt_ids.push_back(id(rng));
-    reqs[i].params.max_new_tokens = 6 + static_cast<int>(i % 5);  // sequences finish at different steps
+    reqs[i].params.max_new_tokens =
+        6 + static_cast<int>(i % 5);  // sequences finish at different steps
     reqs[i].params.ignore_eos = true;
   }
   const std::vector<GenerationOutput> batched = engine.generate(reqs);

@@ -65,7 +65,8 @@ class SmolLM2Logits : public SmolLM2, public ::testing::WithParamInterface<bool>
 
 TEST_P(SmolLM2Logits, SummaryLastLogitsMatchHf) {
   const nlohmann::json ref = read_json("smollm2/summary_greedy.json");
-  const auto full = read_json("smollm2/summary_last_logits.json")["logits"].get<std::vector<float>>();
+  const auto full =
+      read_json("smollm2/summary_last_logits.json")["logits"].get<std::vector<float>>();
   LoadOptions lo;
   lo.dequantize = GetParam();
   const LoadedModel loaded = load_model(path_, lo);
@@ -77,7 +78,8 @@ TEST_P(SmolLM2Logits, SummaryLastLogitsMatchHf) {
   be->to_host_f32(model.forward(build_batch({&s}, cache), cache), logits);
   ASSERT_EQ(logits.size(), full.size());
   float max_diff = 0;
-  for (size_t i = 0; i < full.size(); ++i) max_diff = std::max(max_diff, std::abs(logits[i] - full[i]));
+  for (size_t i = 0; i < full.size(); ++i)
+    max_diff = std::max(max_diff, std::abs(logits[i] - full[i]));
   EXPECT_LE(max_diff, 2e-3F);  // 30 layers, 994 tokens of fp32 sums in another order
   EXPECT_EQ(std::max_element(logits.begin(), logits.end()) - logits.begin(),
             ref["prompt_last_logits"]["argmax"].get<int64_t>());

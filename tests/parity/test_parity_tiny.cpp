@@ -50,7 +50,8 @@ TEST_P(TinyParity, LastLogitsMatchHf) {
     const auto ref = rc["last_logits"].get<std::vector<float>>();
     ASSERT_EQ(logits.size(), ref.size());
     float max_diff = 0;
-    for (size_t i = 0; i < ref.size(); ++i) max_diff = std::max(max_diff, std::abs(logits[i] - ref[i]));
+    for (size_t i = 0; i < ref.size(); ++i)
+      max_diff = std::max(max_diff, std::abs(logits[i] - ref[i]));
     EXPECT_LE(max_diff, 1e-4F) << rc["name"];
   }
 }

@@ -55,7 +55,8 @@ TEST_P(AttentionTest, PackedBatchMatchesNaivePerSequence) {
     Tensor qkv = be->alloc({T, W}, DType::F32);
     for (int64_t i = 0; i < qkv.numel(); ++i) qkv.as<float>()[i] = nd(rng);
     for (int t = 0; t < T; ++t)
-      hist[batch.seq_of_token[t]].emplace_back(qkv.as<float>() + t * W, qkv.as<float>() + (t + 1) * W);
+      hist[batch.seq_of_token[t]].emplace_back(qkv.as<float>() + t * W,
+                                               qkv.as<float>() + (t + 1) * W);
     const DeviceBatch db = be->upload_batch(batch);
     Tensor out = be->alloc({T, H * D}, DType::F32);
     cache.rope().store(*be, qkv, H, KV, db, cache.layer(0));
@@ -70,7 +71,8 @@ TEST_P(AttentionTest, PackedBatchMatchesNaivePerSequence) {
         double mx = -1e300;
         for (int j = 0; j <= qi; ++j) {
           const int kvh = h / (H / KV);
-          std::vector<float> k(hist[s][j].begin() + (H + kvh) * D, hist[s][j].begin() + (H + kvh + 1) * D);
+          std::vector<float> k(hist[s][j].begin() + (H + kvh) * D,
+                               hist[s][j].begin() + (H + kvh + 1) * D);
           cpu::rope_rotate(k.data(), table.row(j), D);
           double dotp = 0;
           for (int d = 0; d < D; ++d) dotp += double{q[d]} * k[d];
@@ -91,12 +93,13 @@ TEST_P(AttentionTest, PackedBatchMatchesNaivePerSequence) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Cases, AttentionTest,
-    ::testing::Values(AttnCase{{1}, 2, 2, 8, 4, "post"}, AttnCase{{5, 1, 17}, 4, 2, 16, 4, "post"},
-                      AttnCase{{5, 1, 17}, 4, 2, 16, 4, "pre"}, AttnCase{{3, 9}, 6, 1, 8, 16, "pre"},
-                      AttnCase{{12, 2, 7, 1}, 3, 3, 12, 1, "post"},
-                      AttnCase{{12, 2, 7, 1}, 3, 3, 12, 5, "pre"}));
+INSTANTIATE_TEST_SUITE_P(Cases, AttentionTest,
+                         ::testing::Values(AttnCase{{1}, 2, 2, 8, 4, "post"},
+                                           AttnCase{{5, 1, 17}, 4, 2, 16, 4, "post"},
+                                           AttnCase{{5, 1, 17}, 4, 2, 16, 4, "pre"},
+                                           AttnCase{{3, 9}, 6, 1, 8, 16, "pre"},
+                                           AttnCase{{12, 2, 7, 1}, 3, 3, 12, 1, "post"},
+                                           AttnCase{{12, 2, 7, 1}, 3, 3, 12, 5, "pre"}));
 
 }  // namespace
 }  // namespace nanoinfer

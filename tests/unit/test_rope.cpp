@@ -72,7 +72,7 @@ TEST(RopeLlama3, KeepsHighFrequenciesAndSlowsLowOnes) {
   ModelConfig plain = c;
   plain.rope_scaling.type = RopeScaling::Type::None;
   const std::vector<float> scaled = rope_inv_freq(c), base = rope_inv_freq(plain);
-  EXPECT_EQ(scaled.front(), base.front());                        // wavelength 2*pi: untouched
+  EXPECT_EQ(scaled.front(), base.front());  // wavelength 2*pi: untouched
   EXPECT_FLOAT_EQ(scaled.back(), base.back() / c.rope_scaling.factor);  // longest: divided
 }
 

@@ -70,13 +70,16 @@ class CpuBackend final : public Backend {
     return d;
   }
 
-  void upload_rope(const RopeTable& table) override { rope_ = table; }
+  void upload_rope(const RopeTable& table) override {
+    rope_ = table;
+  }
 
   void fill_i32(Tensor& t, int32_t value) override {
     std::fill(t.as<int32_t>(), t.as<int32_t>() + t.numel(), value);
   }
 
-  void write_i32(Tensor& t, const std::vector<int32_t>& idx, const std::vector<int32_t>& v) override {
+  void write_i32(Tensor& t, const std::vector<int32_t>& idx,
+                 const std::vector<int32_t>& v) override {
     for (size_t i = 0; i < idx.size(); ++i) t.as<int32_t>()[idx[i]] = v[i];
   }
 
@@ -101,15 +104,17 @@ class CpuBackend final : public Backend {
         fail("token id " + std::to_string(ids[t]) + " is outside the vocabulary (size " +
              std::to_string(table.dim(0)) + ")");
       if (table.dtype() == DType::F32)
-        std::memcpy(out.as<float>() + t * H, table.as<const float>() + ids[t] * H, H * sizeof(float));
+        std::memcpy(out.as<float>() + t * H, table.as<const float>() + ids[t] * H,
+                    H * sizeof(float));
       else
-        cpu::dequantize_rows(table.dtype(), static_cast<const uint8_t*>(table.row(ids[t]).data()), 1,
-                             H, out.as<float>() + t * H);
+        cpu::dequantize_rows(table.dtype(), static_cast<const uint8_t*>(table.row(ids[t]).data()),
+                             1, H, out.as<float>() + t * H);
     }
   }
 
   void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
-    cpu::rmsnorm(x.as<const float>(), w.as<const float>(), eps, out.as<float>(), x.dim(0), x.dim(1));
+    cpu::rmsnorm(x.as<const float>(), w.as<const float>(), eps, out.as<float>(), x.dim(0),
+                 x.dim(1));
   }
 
   void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
@@ -249,6 +254,8 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
 
 }  // namespace
 
-std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+std::unique_ptr<Backend> make_cpu_backend() {
+  return std::make_unique<CpuBackend>();
+}
 
 }  // namespace nanoinfer

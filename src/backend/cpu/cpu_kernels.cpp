@@ -63,7 +63,8 @@ inline void dot4(const float* x0, const float* x1, const float* x2, const float*
 float dot(const float* a, const float* b, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
   int64_t k = 0;
-  for (; k + 8 <= n; k += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc);
+  for (; k + 8 <= n; k += 8)
+    acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc);
   if (k < n) {
     const __m256i m = tail_mask(n - k);
     acc = _mm256_fmadd_ps(_mm256_maskload_ps(a + k, m), _mm256_maskload_ps(b + k, m), acc);
@@ -127,15 +128,18 @@ void dequantize_rows(DType type, const uint8_t* w, int64_t rows, int64_t K, floa
       const __m256 m = q41 ? f16x1(p + 2) : _mm256_setzero_ps();
       const uint8_t* qs = p + (q41 ? 4 : 2);
       for (int i = 0; i < 16; i += 8) {
-        const __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + i)));
+        const __m256i q =
+            _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + i)));
         const __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_srli_epi32(q, 4);
         if (q41) {  // d * q + m, rounded after the product as the reference does
           _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(lo)), m));
           _mm256_storeu_ps(o + 16 + i, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(hi)), m));
         } else {  // (q - 8) * d
           const __m256i eight = _mm256_set1_epi32(8);
-          _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(lo, eight)), d));
-          _mm256_storeu_ps(o + 16 + i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(hi, eight)), d));
+          _mm256_storeu_ps(o + i,
+                           _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(lo, eight)), d));
+          _mm256_storeu_ps(o + 16 + i,
+                           _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(hi, eight)), d));
         }
       }
     }
