@@ -32,6 +32,7 @@ struct SamplingParams {
   int num_return_sequences = 1;
   int max_new_tokens = 128;
   bool ignore_eos = false;
+  std::vector<int32_t> eos_token_ids;  // empty: the model's (generation_config.json)
   std::vector<std::string> stop;
   std::vector<int32_t> suppress_tokens;  // never generated (HF suppress_tokens)
 

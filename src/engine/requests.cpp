@@ -4,12 +4,20 @@
 #include <vector>
 
 namespace nanoinfer {
+namespace {
+
+// A request may name its own end tokens (HF generate's eos_token_id); else the model's.
+std::vector<int32_t> eos_for(const GenerationRequest& req, const std::vector<int32_t>& model_eos) {
+  return req.params.eos_token_ids.empty() ? model_eos : req.params.eos_token_ids;
+}
+
+}  // namespace
 
 SampledRequest::SampledRequest(size_t index, const GenerationRequest& req, KvCache& cache,
                                const std::vector<int32_t>& eos, const Tokenizer* tok)
     : request(&req),
       seq(index, cache.create_sequence(), req.prompt_ids),
-      stop(eos, req.params.stop, req.params.max_new_tokens, req.params.ignore_eos) {
+      stop(eos_for(req, eos), req.params.stop, req.params.max_new_tokens, req.params.ignore_eos) {
   if (tok != nullptr) detok = std::make_unique<IncrementalDetokenizer>(*tok, true);
 }
 
@@ -34,7 +42,10 @@ bool SampledRequest::accept(int32_t token, KvCache& cache, const TokenCallback& 
 
 BeamRequest::BeamRequest(size_t index, const GenerationRequest& req, KvCache& cache,
                          const std::vector<int32_t>& eos)
-    : index(index), request(&req), search(req.params, eos), eos_ids(eos) {
+    : index(index),
+      request(&req),
+      search(req.params, eos_for(req, eos)),
+      eos_ids(eos_for(req, eos)) {
   beams.emplace_back(index, cache.create_sequence(), req.prompt_ids);
 }
 
