@@ -118,5 +118,25 @@ TEST_F(SmolLM2, ExtraPromptsMatchHfAloneAndBatched) {
         << ref["cases"][i]["name"] << " batched";
 }
 
+TEST_F(SmolLM2, StopStringEndsTheTextBeforeIt) {
+  EngineOptions opt;
+  opt.model = path_;
+  Engine engine(opt);
+  const Tokenizer& tok = *engine.tokenizer();
+  GenerationRequest r{tok.encode("The capital of France is"), {}};
+  r.params.max_new_tokens = 20;
+  const GenerationOutput free_run = engine.generate({r})[0];
+  ASSERT_NE(free_run.text.find(" Paris."), std::string::npos) << free_run.text;
+  r.params.stop = {"."};
+  std::string streamed;
+  const GenerationOutput out = engine.generate({r}, [&](size_t, int32_t, const std::string& piece) {
+    streamed += piece;
+    return true;
+  })[0];
+  EXPECT_EQ(out.finish_reason, "stop");
+  EXPECT_EQ(out.text, free_run.text.substr(0, free_run.text.find('.')));
+  EXPECT_EQ(streamed, out.text);  // the stop string itself never reaches the stream
+}
+
 }  // namespace
 }  // namespace nanoinfer
