@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -34,10 +33,7 @@ class SmolLM2 : public ::testing::Test {
  protected:
   void SetUp() override {
     path_ = test::default_model_path();
-    if (path_.empty()) {
-      if (std::getenv("NANOINFER_REQUIRE_MODEL") != nullptr) FAIL() << "default model missing";
-      GTEST_SKIP() << "default model not fetched (make model)";
-    }
+    if (path_.empty()) GTEST_SKIP() << "default model not fetched (make model)";
   }
   std::string path_;
 };
@@ -84,8 +80,10 @@ TEST_P(SmolLM2Logits, SummaryLastLogitsMatchHf) {
   be->to_host_f32(model.forward(build_batch({&s}, cache), cache), logits);
   ASSERT_EQ(logits.size(), full.size());
   float max_diff = 0;
-  for (size_t i = 0; i < full.size(); ++i)
-    max_diff = std::max(max_diff, std::abs(logits[i] - full[i]));
+  for (size_t i = 0; i < full.size(); ++i) {
+    const float d = std::abs(logits[i] - full[i]);  // a NaN sticks and fails the check
+    max_diff = std::isnan(d) || d > max_diff ? d : max_diff;
+  }
   EXPECT_LE(max_diff, 2e-3F);  // 30 layers, 994 tokens of fp32 sums in another order
   EXPECT_EQ(std::max_element(logits.begin(), logits.end()) - logits.begin(),
             ref["prompt_last_logits"]["argmax"].get<int64_t>());
