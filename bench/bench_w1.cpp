@@ -5,6 +5,8 @@
 //   W3  prefill of one 4,096-token prompt and of 8 at once (prompt tokens/s);
 //   attn the decode attention kernel alone at contexts 4k and 16k (% of the copy bandwidth);
 // plus a per-op profile of a W1 decode and a W3 prefill. Prints a table; --json FILE writes all.
+// Under mpirun -np N (one rank per GPU) it runs W1 with the model sharded over the N GPUs
+// (tensor parallelism) and rates the bandwidth against the N GPUs' copy bandwidth together.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -21,6 +23,7 @@
 #include <cuda_runtime.h>
 
 #include "backend/backend.h"
+#include "dist/communicator.h"
 #include "engine/batch_builder.h"
 #include "kv/kv_cache.h"
 #include "loader/model_loader.h"
@@ -85,6 +88,7 @@ nanoinfer::EngineOptions engine_options(const Args& a, int max_context, bool gra
   o.config = a.config;
   o.max_context = max_context;
   o.cuda_graphs = graphs;
+  o.tensor_parallel = nanoinfer::launched_world_size() > 1;
   return o;
 }
 
@@ -120,6 +124,7 @@ json run_w1(const Args& a, double copy_gbs) {
       tps.push_back(st.decode_tokens_per_s());
       ttft.push_back(st.prefill_ms);
     }
+    if (!engine.is_leader()) continue;
     std::sort(tps.begin(), tps.end());
     std::sort(ttft.begin(), ttft.end());
     const double t = tps[1], gbs = bytes * t / 1e9;
@@ -261,19 +266,31 @@ int main(int argc, char** argv) {
     }
   }
   try {
+    const int world = nanoinfer::launched_world_size();
+    if (world > 1 && !a.only.empty() && a.only != "w1") {
+      std::fprintf(stderr, "bench_w1: under mpirun only W1 runs (tensor parallel)\n");
+      return 2;
+    }
+    if (world > 1) a.only = "w1";
+    const bool leader = nanoinfer::launched_rank() == 0;
+    if (!leader && std::freopen("/dev/null", "w", stdout) == nullptr) return 1;  // rank 0 reports
+    check(cudaSetDevice(nanoinfer::local_rank()), "cudaSetDevice");
     cudaDeviceProp prop{};
-    check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+    check(cudaGetDeviceProperties(&prop, nanoinfer::local_rank()), "cudaGetDeviceProperties");
     json j;
     j["device"] = prop.name;
     j["config"] = a.config;
-    const double copy = copy_bandwidth_gbs();
+    j["tensor_parallel_ranks"] = world;
+    // The ranks' GPUs together: rank 0's copy bandwidth times the ranks (same cards).
+    const double copy = copy_bandwidth_gbs() * world;
     j["copy_bandwidth_gb_s"] = copy;
-    std::printf("%s: device-to-device copy %.0f GB/s (2 GiB, read + write)\n", prop.name, copy);
+    std::printf("%s x %d: device-to-device copy %.0f GB/s (2 GiB, read + write)\n", prop.name,
+                world, copy);
     if (a.only.empty() || a.only == "w1") j["w1"] = run_w1(a, copy);
     if (a.only.empty() || a.only == "attn") j["attention"] = run_attention(a, copy);
     if (a.only.empty() || a.only == "w3") j["w3"] = run_w3(a);
     if (a.only.empty() || a.only == "profile") j["profile"] = run_profile(a);
-    if (!a.json_path.empty()) std::ofstream(a.json_path) << j.dump(2) << "\n";
+    if (leader && !a.json_path.empty()) std::ofstream(a.json_path) << j.dump(2) << "\n";
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_w1: %s\n", e.what());
     return 1;

@@ -3,7 +3,7 @@
 # configure with CUDA in an ignored build folder, build, run the GPU tests (with the HF bf16
 # greedy references made first, in the same call), the benchmarks (W1, W3, decode attention,
 # per-op profile) and the HF transformers peers. Logs and JSON go to $OUT (default ./out).
-#   scripts/device.sh [all|tests|bench|peers]...   (default: all)
+#   scripts/device.sh [all|tests|bench|tp|peers]...   (default: all)
 # Header-only dependencies travel in .deps/include (pass carry=[".deps"]).
 set -uo pipefail
 OUT=${OUT:-out}
@@ -47,6 +47,26 @@ fi
 if want bench; then
   "$BUILD/bench_w1" --config bench/configs/llama-3.1-8b.json --json "$OUT/bench_w1.json" \
     2>&1 | tee "$OUT/bench_w1.log" || status=1
+fi
+
+# Tensor parallelism over the machine's GPUs (a kind with 2+ GPUs; needs mpirun there): TP=N
+# greedy tokens in fp32 against TP=1 on a tiny model, then W1 sharded over the GPUs.
+if want tp; then
+  ngpu=$(nvidia-smi -L | wc -l)
+  if [[ $ngpu -lt 2 ]] || ! command -v mpirun > /dev/null; then
+    echo "tp: skipped ($ngpu GPU(s), mpirun $(command -v mpirun || echo missing))"
+  else
+    build nanoinfer_cli || status=1
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 NCCL_NVLS_ENABLE=0
+    gen() { "$@" --model tests/data/models/gqa --backend cuda --dtype f32 --json \
+      --prompt x --max-new-tokens 32 --ignore-eos; }
+    one=$(gen "$BUILD/nanoinfer" generate | tail -1)
+    many=$(gen mpirun -np "$ngpu" "$BUILD/nanoinfer" generate | tail -1)
+    [[ "$one" == "$many" ]] && echo "tp: TP=$ngpu fp32 output equals TP=1" || \
+      { echo "tp: TP=$ngpu differs from TP=1"; status=1; }
+    mpirun -np "$ngpu" "$BUILD/bench_w1" --config bench/configs/llama-3.1-8b.json --only w1 \
+      --json "$OUT/bench_w1_tp$ngpu.json" 2>&1 | tee "$OUT/bench_w1_tp.log" || status=1
+  fi
 fi
 
 if want peers; then

@@ -1,7 +1,10 @@
 #include "test_paths.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+
+#include "nanoinfer/engine.h"
 
 namespace nanoinfer::test {
 
@@ -10,14 +13,15 @@ std::string data_path(const std::string& relative) {
 }
 
 std::string default_model_path() {
-  const char* env = std::getenv("NANOINFER_MODEL");
-  if (env != nullptr && std::filesystem::exists(env)) return env;
-  const char* xdg = std::getenv("XDG_CACHE_HOME");
-  const char* home = std::getenv("HOME");
-  const std::string cache =
-      xdg != nullptr ? std::string(xdg) : std::string(home != nullptr ? home : "/tmp") + "/.cache";
-  const std::string path = cache + "/nanoinfer/SmolLM2-135M-Instruct.Q4_1.gguf";
-  return std::filesystem::exists(path) ? path : "";
+  const std::string path = nanoinfer::default_model_path();
+  if (std::filesystem::exists(path)) return path;
+  if (std::getenv("NANOINFER_REQUIRE_MODEL") != nullptr) {
+    // make test fetches the model first: its absence there is a failure, not a skip.
+    std::fprintf(stderr, "NANOINFER_REQUIRE_MODEL is set but the default model is missing: %s\n",
+                 path.c_str());
+    std::exit(1);
+  }
+  return "";
 }
 
 }  // namespace nanoinfer::test

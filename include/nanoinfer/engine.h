@@ -1,5 +1,6 @@
 // The engine: loads a model onto a backend and generates for a batch of requests, one packed
-// forward per step (all prompts prefilled together, then one token per live sequence per step).
+// forward per step (all prompts prefilled together, then one token per live sequence per step),
+// on one device or sharded over the ranks of an MPI job.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +29,11 @@ struct EngineOptions {
   bool profile = false;         // per-op device time (--profile; CUDA only)
   bool random_weights = false;  // a model of `config`'s shape with random weights
   std::string config;           // HF config.json for random_weights
+  // This process is one rank of an MPI job (mpirun -np N): the model is sharded over the job's
+  // ranks (tensor parallelism; CPU ranks talk over MPI, GPU ranks over NCCL, one GPU each).
+  // Rank 0 tokenizes, schedules and samples; every rank calls generate() the same number of
+  // times, and on the others it serves rank 0's steps and returns nothing.
+  bool tensor_parallel = false;
 };
 
 struct GenerationRequest {
@@ -94,6 +100,8 @@ class Engine {
   std::string profile_report() const;
   // The model's tokenizer; null for a checkpoint without tokenizer files.
   const Tokenizer* tokenizer() const;
+  // False on the ranks of a tensor-parallel job other than rank 0 (they produce no output).
+  bool is_leader() const;
 
   struct Impl;
 

@@ -81,8 +81,8 @@ class Backend {
   virtual std::string profile_report() { return {}; }
 
   // Ops.
-  virtual void embedding(const Tensor& table, const DeviceBatch& b,
-                         Tensor& out) = 0;  // [V,H] → [T,H]
+  // [V,H] → [T,H]; a negative id gives a zero row (a token another rank's vocabulary shard holds).
+  virtual void embedding(const Tensor& table, const DeviceBatch& b, Tensor& out) = 0;
   virtual void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) = 0;  // [T,H]
   // residual += x; out = rmsnorm(residual) * w   (the fused pre-norm step of every block)
   virtual void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
@@ -92,6 +92,9 @@ class Backend {
   virtual void matmul(const Tensor& x, const Tensor& w, Tensor& out) = 0;
   virtual void silu_mul(const Tensor& gate_up, Tensor& out) = 0;  // [T,2F] → [T,F]
   virtual void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) = 0;  // [T,H] → [R,H]
+  // dst[:, col0 : col0 + n] = src: [R, n] into [R, N], same dtype (rank 0 of a tensor-parallel
+  // group assembles the logits of each rank's vocabulary range).
+  virtual void copy_columns(const Tensor& src, Tensor& dst, int64_t col0) = 0;
   // qkv: [T, (Hq + 2 Hkv) * D]. Rotates q (always) and k (when rotate_k) by the batch positions,
   // writes k and v into the cache at the batch slots and the positions into slot_pos.
   virtual void rope_store_kv(Tensor& qkv, int num_heads, int num_kv_heads, const DeviceBatch& b,
@@ -105,6 +108,6 @@ class Backend {
 
 std::unique_ptr<Backend> make_cpu_backend();
 // Null when the build has no CUDA backend or no GPU is visible.
-std::unique_ptr<Backend> make_cuda_backend(DType compute_dtype);
+std::unique_ptr<Backend> make_cuda_backend(DType compute_dtype, int device = 0);
 
 }  // namespace nanoinfer

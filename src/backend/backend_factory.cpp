@@ -3,7 +3,7 @@
 
 #ifndef NANOINFER_HAVE_CUDA
 namespace nanoinfer {
-std::unique_ptr<Backend> make_cuda_backend(DType /*compute_dtype*/) {
+std::unique_ptr<Backend> make_cuda_backend(DType /*compute_dtype*/, int /*device*/) {
   return nullptr;
 }
 }  // namespace nanoinfer

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "dist/communicator.h"
 #include "nanoinfer/engine.h"
 #include "nanoinfer/tokenizer.h"
 #include "util/error.h"
@@ -19,6 +20,7 @@ namespace {
 struct GenerateArgs {
   EngineOptions engine;
   std::vector<std::string> prompts;
+  std::vector<std::string> prompt_ids;  // "1,2,3" each: prompts given as token ids
   std::string prompts_file;
   SamplingParams params;
   bool chat = false;
@@ -44,20 +46,27 @@ void run_generate(const GenerateArgs& a) {
     const std::vector<std::string> more = read_prompts_file(a.prompts_file);
     prompts.insert(prompts.end(), more.begin(), more.end());
   }
-  if (prompts.empty()) fail("no prompt given: use --prompt TEXT or --prompts-file FILE");
+  if (prompts.empty() && a.prompt_ids.empty())
+    fail("no prompt given: use --prompt TEXT, --prompts-file FILE or --prompt-ids 1,2,3");
   a.params.validate();
 
-  Engine engine(a.engine);
+  // Started by mpirun with several ranks: shard the model over them.
+  EngineOptions options = a.engine;
+  options.tensor_parallel = launched_world_size() > 1;
+  Engine engine(options);
   const Tokenizer* tok = engine.tokenizer();
-  if (tok == nullptr) fail(a.engine.model + ": the checkpoint has no tokenizer.json");
+  if (tok == nullptr && (!prompts.empty() || a.params.num_beams > 1))
+    fail(a.engine.model + ": the checkpoint has no tokenizer.json (give --prompt-ids instead)");
   std::vector<GenerationRequest> requests;
+  for (const std::string& ids : a.prompt_ids)
+    requests.push_back({parse_ids(ids, "--prompt-ids"), a.params});
   for (const std::string& p : prompts) {
     const std::string text = a.chat ? tok->apply_chat_template({{"user", p}}, true) : p;
     // A chat template already holds the special tokens it needs.
     requests.push_back({tok->encode(text, !a.chat), a.params});
   }
   // One prompt, plain output: stream the text as it comes.
-  const bool stream = !a.json && prompts.size() == 1 && a.params.num_beams == 1;
+  const bool stream = !a.json && tok != nullptr && requests.size() == 1 && a.params.num_beams == 1;
   TokenCallback print_piece = [](size_t, int32_t, const std::string& piece) {
     std::fputs(piece.c_str(), stdout);
     std::fflush(stdout);
@@ -65,6 +74,7 @@ void run_generate(const GenerateArgs& a) {
   };
   const std::vector<GenerationOutput> outs =
       engine.generate(requests, stream ? print_piece : nullptr);
+  if (!engine.is_leader()) return;  // rank 0 prints
   const GenerationStats& st = engine.last_stats();
   if (a.engine.profile) std::fprintf(stderr, "%s", engine.profile_report().c_str());
   if (!a.memory_trace.empty()) st.write_memory_csv(a.memory_trace);
@@ -113,8 +123,11 @@ void run_generate(const GenerateArgs& a) {
         std::printf("--- beam %zu (score %.4f) ---\n%s\n", b,
                     static_cast<double>(outs[i].scores[b]),
                     tok->decode(outs[i].sequences[b], true).c_str());
-    } else {
+    } else if (tok != nullptr) {
       std::printf("%s\n", outs[i].text.c_str());
+    } else {  // no tokenizer: the ids
+      for (int32_t id : outs[i].token_ids) std::printf("%d ", id);
+      std::printf("\n");
     }
   }
   if (a.stats) {
@@ -145,6 +158,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--model", a->engine.model, "HF directory, .gguf file or 'default'")->required();
   cmd->add_option("--prompt", a->prompts, "a prompt (repeat for a batch)");
   cmd->add_option("--prompts-file", a->prompts_file, "one prompt per line");
+  cmd->add_option("--prompt-ids", a->prompt_ids, "a prompt as comma-separated token ids (repeat)");
   cmd->add_option("--max-new-tokens", p.max_new_tokens, "tokens to generate per prompt")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--temperature", p.temperature, "0 = greedy");

@@ -35,27 +35,6 @@ std::string read_bytes(const std::string& path) {
   return ss.str();
 }
 
-std::vector<int32_t> parse_ids(const std::string& list) {
-  std::vector<int32_t> ids;
-  std::stringstream ss(list);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    size_t used = 0;
-    long long v = 0;
-    try {
-      v = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || item.find_first_not_of(' ', used) != std::string::npos || v < INT32_MIN ||
-        v > INT32_MAX) {
-      fail("--decode expects comma-separated integers, got '" + item + "'");
-    }
-    ids.push_back(static_cast<int32_t>(v));
-  }
-  return ids;
-}
-
 // JSON string with invalid UTF-8 replaced (pieces are valid, decoded text may not be).
 std::string json_string(const std::string& s) {
   return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -66,7 +45,7 @@ void run_tokenize(const TokenizeArgs& a) {
   const std::unique_ptr<Tokenizer> tok =
       a.tokenizer.empty() ? load_tokenizer_for_model(model) : load_tokenizer_json(a.tokenizer);
   if (!a.decode.empty()) {
-    const std::string text = tok->decode(parse_ids(a.decode), a.skip_special);
+    const std::string text = tok->decode(parse_ids(a.decode, "--decode"), a.skip_special);
     if (a.json) {
       std::printf("{\"text\": %s}\n", json_string(text).c_str());
     } else {
@@ -90,6 +69,28 @@ void run_tokenize(const TokenizeArgs& a) {
 }
 
 }  // namespace
+
+std::vector<int32_t> parse_ids(const std::string& list, const std::string& flag) {
+  std::vector<int32_t> ids;
+  std::stringstream ss(list);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    long long v = 0;
+    try {
+      v = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    if (used == 0 || item.find_first_not_of(' ', used) != std::string::npos || v < INT32_MIN ||
+        v > INT32_MAX) {
+      fail(flag + " expects comma-separated integers, got '" + item + "'");
+    }
+    ids.push_back(static_cast<int32_t>(v));
+  }
+  if (ids.empty()) fail(flag + " expects comma-separated integers, got nothing");
+  return ids;
+}
 
 void add_tokenize_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("tokenize", "Encode text to token ids (or decode ids to text)");

@@ -4,7 +4,18 @@
 #include <exception>
 
 #include "cli/commands.h"
+#include "dist/communicator.h"
 #include "util/error.h"
+
+namespace {
+
+// In a job of several ranks a failing rank ends the whole job, so that none waits for it.
+int failed(int code) {
+  if (nanoinfer::launched_world_size() > 1) nanoinfer::abort_job(code);
+  return code;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"nanoinfer: a from-scratch inference engine for Llama-family models"};
@@ -20,13 +31,13 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "nanoinfer: %s\n", e.what());
-    return 2;
+    return failed(2);
   } catch (const nanoinfer::Error& e) {
     std::fprintf(stderr, "nanoinfer: error: %s\n", e.what());
-    return 1;
+    return failed(1);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nanoinfer: unexpected error: %s\n", e.what());
-    return 1;
+    return failed(1);
   }
   return 0;
 }

@@ -5,9 +5,12 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
+#include "dist/watchdog.h"
 #include "engine/batch_builder.h"
 #include "engine/requests.h"
+#include "engine/step_message.h"
 #include "loader/model_loader.h"
 #include "model/llama.h"
 #include "nanoinfer/tokenizer.h"
@@ -19,20 +22,36 @@ namespace nanoinfer {
 std::string default_model_path() {
   const char* env = std::getenv("NANOINFER_MODEL");
   if (env != nullptr && *env != '\0') return env;
+  // Unset or empty variables fall through, as the XDG spec and scripts/fetch_model.sh have it.
   const char* xdg = std::getenv("XDG_CACHE_HOME");
   const char* home = std::getenv("HOME");
   const std::string cache =
-      xdg != nullptr ? std::string(xdg) : std::string(home != nullptr ? home : "/tmp") + "/.cache";
+      xdg != nullptr && *xdg != '\0'
+          ? std::string(xdg)
+          : std::string(home != nullptr && *home != '\0' ? home : "/tmp") + "/.cache";
   return cache + "/nanoinfer/SmolLM2-135M-Instruct.Q4_1.gguf";
 }
 
 struct Engine::Impl {
   EngineOptions options;
   LoadedModel loaded;
+  std::unique_ptr<Communicator> comm;  // null: a single rank
   std::unique_ptr<Backend> backend;
   std::unique_ptr<LlamaModel> model;
   std::unique_ptr<Tokenizer> tokenizer;
   GenerationStats stats;
+
+  Communicator& group() const { return comm ? *comm : single_rank(); }
+  // Rank 0 tells the other ranks what to run (nothing to tell when alone).
+  void send(const StepMessage& m) const {
+    if (group().size() == 1) return;
+    std::vector<uint8_t> bytes = encode(m);
+    group().broadcast(bytes);
+  }
+  void check_same_model() const;
+  void follow();
+  std::vector<GenerationOutput> lead(const std::vector<GenerationRequest>& requests,
+                                     const TokenCallback& on_token);
 };
 
 void GenerationStats::write_memory_csv(const std::string& path) const {
@@ -90,11 +109,15 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   }
   if (options.backend == "cpu") {
     impl_->backend = make_cpu_backend();
+    if (options.tensor_parallel) impl_->comm = make_mpi_communicator();
   } else if (options.backend == "cuda") {
     if (options.dtype != "bf16" && options.dtype != "f32")
       fail("unknown CUDA dtype '" + options.dtype + "' (expected bf16 or f32)");
-    impl_->backend = make_cuda_backend(options.dtype == "f32" ? DType::F32 : DType::BF16);
+    // One GPU per rank of a host.
+    impl_->backend = make_cuda_backend(options.dtype == "f32" ? DType::F32 : DType::BF16,
+                                       options.tensor_parallel ? local_rank() : 0);
     if (!impl_->backend) fail("the CUDA backend is not available (no GPU, or built without CUDA)");
+    if (options.tensor_parallel) impl_->comm = make_nccl_communicator(*impl_->backend);
   } else {
     fail("unknown backend '" + options.backend + "' (expected cpu or cuda)");
   }
@@ -103,12 +126,38 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   int max_ctx =
       options.max_context > 0 ? options.max_context : std::min(c.max_position_embeddings, 4096);
   impl_->options.max_context = max_ctx;
+  impl_->check_same_model();
+  Communicator& group = impl_->group();
   if (options.random_weights)
-    impl_->model = std::make_unique<LlamaModel>(c, *impl_->backend, max_ctx, kRandomWeightSeed);
-  else
     impl_->model =
-        std::make_unique<LlamaModel>(impl_->loaded, *impl_->backend, max_ctx, options.no_rope);
+        std::make_unique<LlamaModel>(c, *impl_->backend, max_ctx, kRandomWeightSeed, group);
+  else
+    impl_->model = std::make_unique<LlamaModel>(impl_->loaded, *impl_->backend, max_ctx,
+                                                options.no_rope, group);
   impl_->model->set_graph_capture(options.cuda_graphs);
+}
+
+// Every rank must shard the same model the same way: rank 0's description against each rank's.
+void Engine::Impl::check_same_model() const {
+  if (group().size() == 1) return;
+  const ModelConfig& c = loaded.config;
+  const std::string mine =
+      c.architecture + " vocab " + std::to_string(c.vocab_size) + ", hidden " +
+      std::to_string(c.hidden_size) + ", mlp " + std::to_string(c.intermediate_size) + ", " +
+      std::to_string(c.num_layers) + " layers, heads " + std::to_string(c.num_heads) + "/" +
+      std::to_string(c.num_kv_heads) + " x " + std::to_string(c.head_dim) + ", weights " +
+      (options.random_weights ? std::string("random") : loaded.weight_format) + " (" +
+      std::to_string(loaded.file_bytes) + " bytes), backend " + options.backend +
+      (options.backend == "cuda" ? " " + options.dtype : "") + ", context " +
+      std::to_string(options.max_context);
+  std::vector<uint8_t> bytes(mine.begin(), mine.end());
+  group().broadcast(bytes);
+  const std::string first(bytes.begin(), bytes.end());
+  if (group().all_true(first == mine)) return;
+  if (first != mine)
+    fail("rank " + std::to_string(group().rank()) + " loaded another model than rank 0: " + mine +
+         "; rank 0: " + first);
+  fail("the ranks of this job loaded different models (the rank that differs names both)");
 }
 
 std::string Engine::profile_report() const {
@@ -127,18 +176,67 @@ const Tokenizer* Engine::tokenizer() const {
   return impl_->tokenizer.get();
 }
 
+bool Engine::is_leader() const {
+  return impl_->group().rank() == 0;
+}
+
 std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationRequest>& requests,
                                                const TokenCallback& on_token) {
-  Impl& im = *impl_;
-  const ModelConfig& c = im.loaded.config;
-  const int max_ctx = im.options.max_context;
-  const int bs = im.options.block_size;
+  if (!is_leader()) {
+    impl_->follow();
+    return {};
+  }
+  try {
+    return impl_->lead(requests, on_token);
+  } catch (const Error& e) {
+    impl_->send(StepMessage::abort(e.what()));
+    throw;
+  }
+}
+
+// A rank other than 0: run the steps rank 0 sends, on this rank's shard, until its generate()
+// ends.
+void Engine::Impl::follow() {
+  std::unique_ptr<KvCache> cache;
+  while (true) {
+    std::vector<uint8_t> bytes;
+    group().broadcast(bytes);
+    StepMessage m = decode(bytes);
+    switch (m.kind) {
+      case StepMessage::Kind::Begin:
+        cache = std::make_unique<KvCache>(*backend, model->shard_config(), m.cache);
+        break;
+      case StepMessage::Kind::Step: {
+        NI_ASSERT(cache != nullptr);
+        for (const CacheOp& op : m.ops) cache->apply(op);
+        const WaitScope wait(group().rank(), "a forward step");
+        model->forward(m.batch, *cache);
+        backend->synchronize();
+        break;
+      }
+      case StepMessage::Kind::End:
+        return;
+      case StepMessage::Kind::Abort:
+        fail("rank 0 stopped: " + m.error);
+    }
+  }
+}
+
+std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationRequest>& requests,
+                                                 const TokenCallback& on_token) {
+  const ModelConfig& c = loaded.config;
+  const int max_ctx = options.max_context;
+  const int bs = options.block_size;
   int64_t need = 0;  // blocks: every sequence at full length, beams twice over (reordering)
   for (size_t i = 0; i < requests.size(); ++i) {
     const GenerationRequest& r = requests[i];
     r.params.validate();
     if (r.prompt_ids.empty()) fail("request " + std::to_string(i) + ": the prompt is empty");
-    if (!r.params.stop.empty() && !im.tokenizer)
+    for (int32_t id : r.prompt_ids)
+      if (id < 0 || id >= c.vocab_size)
+        fail("request " + std::to_string(i) + ": token id " + std::to_string(id) +
+             " is outside the vocabulary (" + std::to_string(c.vocab_size) + " ids)");
+    if (!r.params.stop.empty() && !tokenizer)
       fail("request " + std::to_string(i) + ": stop strings need a model with a tokenizer");
     const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_new_tokens;
     if (total > max_ctx)
@@ -149,12 +247,13 @@ std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationReque
   }
   KvCacheOptions kv;
   kv.block_size = bs;
-  kv.num_blocks = static_cast<int>(
-      im.options.cache_tokens > 0 ? (im.options.cache_tokens + bs - 1) / bs : need);
-  kv.rope = im.options.rope_cache;
-  kv.sink_tokens = im.options.sink_tokens;
-  kv.window = im.options.window;
-  KvCache cache(*im.backend, c, kv);
+  kv.num_blocks =
+      static_cast<int>(options.cache_tokens > 0 ? (options.cache_tokens + bs - 1) / bs : need);
+  kv.rope = options.rope_cache;
+  kv.sink_tokens = options.sink_tokens;
+  kv.window = options.window;
+  KvCache cache(*backend, model->shard_config(), kv);
+  send(StepMessage::begin(kv));
 
   // Sampled requests first, so their logits rows form one block for the sampler.
   std::vector<SampledRequest> sampled;
@@ -165,17 +264,17 @@ std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationReque
     if (requests[i].params.num_beams > 1)
       beamed.emplace_back(i, requests[i], cache, c.eos_token_ids);
     else
-      sampled.emplace_back(i, requests[i], cache, c.eos_token_ids, im.tokenizer.get());
+      sampled.emplace_back(i, requests[i], cache, c.eos_token_ids, tokenizer.get());
   }
 
-  im.stats = GenerationStats{};
+  stats = GenerationStats{};
   size_t longest = 0;
   int most_new = 0;
   for (const GenerationRequest& r : requests) {
     longest = std::max(longest, r.prompt_ids.size());
     most_new = std::max(most_new, r.params.max_new_tokens);
   }
-  im.stats.padded_slots =
+  stats.padded_slots =
       static_cast<int64_t>(requests.size()) * (static_cast<int64_t>(longest) + most_new);
   const auto run_start = std::chrono::steady_clock::now();
   std::vector<float> logits;
@@ -202,7 +301,12 @@ std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationReque
     if (live.empty()) break;
     const auto t0 = std::chrono::steady_clock::now();
     const Batch batch = build_batch(live, cache);
-    im.backend->to_host_f32(im.model->forward(batch, cache), logits);
+    {
+      std::optional<WaitScope> wait;  // device collectives complete in the copy to the host
+      if (group().size() > 1) wait.emplace(0, "a forward step");
+      send(StepMessage::step(cache.take_ops(), batch));
+      backend->to_host_f32(model->forward(batch, cache), logits);
+    }
     if (!rows.empty()) {
       sampling::LogitsView view(std::span<float>(logits.data(), rows.size() * V),
                                 static_cast<int>(rows.size()), c.vocab_size);
@@ -213,7 +317,7 @@ std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationReque
     size_t row = rows.size();
     for (BeamRequest* r : live_beams) {
       const size_t n = r->beams.size();
-      r->step(logits.data() + row * V, c.vocab_size, cache, im.tokenizer.get());
+      r->step(logits.data() + row * V, c.vocab_size, cache, tokenizer.get());
       row += n;
     }
     StepStats step;
@@ -222,23 +326,24 @@ std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationReque
     step.cache_allocated = cache.allocated_slots();
     step.ms = ms_since(t0);
     step.start_ms = std::chrono::duration<double, std::milli>(t0 - run_start).count();
-    step.weight_bytes = im.model->weight_bytes();
+    step.weight_bytes = model->weight_bytes();
     step.kv_reserved_bytes = cache.bytes();
     step.kv_bytes = cache.capacity_slots() > 0
                         ? cache.bytes() / cache.capacity_slots() * step.cache_allocated
                         : 0;
     step.activation_bytes =
-        im.model->activation_bytes(step.tokens, static_cast<int>(batch.logit_rows.size()));
+        model->activation_bytes(step.tokens, static_cast<int>(batch.logit_rows.size()));
     if (prefill) {
-      im.stats.prefill_ms += step.ms;
-      im.stats.prefill_tokens += step.tokens;
+      stats.prefill_ms += step.ms;
+      stats.prefill_tokens += step.tokens;
     } else {
-      im.stats.decode_ms += step.ms;
-      im.stats.decode_tokens += static_cast<int64_t>(batch.logit_rows.size());
+      stats.decode_ms += step.ms;
+      stats.decode_tokens += static_cast<int64_t>(batch.logit_rows.size());
     }
-    im.stats.steps.push_back(step);
+    stats.steps.push_back(step);
     prefill = false;
   }
+  send(StepMessage::end());
   std::vector<GenerationOutput> out(requests.size());
   for (SampledRequest& r : sampled) out[r.seq.request] = std::move(r.out);
   for (BeamRequest& r : beamed) out[r.index] = std::move(r.out);

@@ -12,7 +12,7 @@ std::unique_ptr<RopePolicy> make_rope_policy(const std::string& name) {
   fail("unknown RoPE cache policy '" + name + "' (expected 'post' or 'pre')");
 }
 
-KvCache::KvCache(Backend& backend, const ModelConfig& config, KvCacheOptions options)
+KvCache::KvCache(Backend& backend, const ModelConfig& config, const KvCacheOptions& options)
     : backend_(backend), options_(options), rope_(make_rope_policy(options.rope)) {
   if (options_.block_size <= 0 || options_.num_blocks <= 0)
     fail("KV cache needs a positive block size and block count");
@@ -76,8 +76,19 @@ void KvCache::copy_sequence(int src, int dst) {
     to.push_back(d.blocks[static_cast<size_t>(j / bs)] * bs + j % bs);
   }
   d.length = s.length;
-  if (from.empty()) return;
-  for (KvLayer& l : layers_) backend_.copy_slots(l, from, to);
+  if (!from.empty()) run({CacheOp::Kind::CopySlots, std::move(from), std::move(to)});
+}
+
+void KvCache::apply(const CacheOp& op) {
+  if (op.kind == CacheOp::Kind::CopySlots)
+    for (KvLayer& l : layers_) backend_.copy_slots(l, op.slots, op.values);
+  else
+    backend_.write_i32(layers_[0].slot_pos, op.slots, op.values);
+}
+
+void KvCache::run(CacheOp op) {
+  apply(op);
+  ops_.push_back(std::move(op));
 }
 
 void KvCache::evict(Seq& s, int count) {
@@ -92,7 +103,7 @@ void KvCache::evict(Seq& s, int count) {
     slots.push_back(s.blocks[static_cast<size_t>(j)]);
     pos.push_back(policy_->position(j, 0));
   }
-  if (!slots.empty()) backend_.write_i32(layers_[0].slot_pos, slots, pos);
+  if (!slots.empty()) run({CacheOp::Kind::SetPositions, std::move(slots), std::move(pos)});
 }
 
 Placement KvCache::append(int seq, const std::vector<int32_t>& positions) {

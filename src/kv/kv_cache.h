@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -28,9 +29,19 @@ struct Placement {
   std::vector<int32_t> slots, q_index, positions;
 };
 
+// A change the cache makes to its device memory outside a forward: beam forks copy slots, a sink
+// cache renumbers the positions of kept keys. The other ranks of a tensor-parallel group replay
+// rank 0's ops on their own shard of the cache, whose bookkeeping only rank 0 keeps.
+struct CacheOp {
+  enum class Kind : uint8_t { CopySlots, SetPositions };
+  Kind kind = Kind::CopySlots;
+  std::vector<int32_t> slots;   // CopySlots: source slots; SetPositions: slots
+  std::vector<int32_t> values;  // CopySlots: destination slots; SetPositions: their positions
+};
+
 class KvCache {
  public:
-  KvCache(Backend& backend, const ModelConfig& config, KvCacheOptions options);
+  KvCache(Backend& backend, const ModelConfig& config, const KvCacheOptions& options);
 
   int create_sequence();
   void release(int seq);
@@ -40,6 +51,10 @@ class KvCache {
   // says so) and returns where they go and the positions the policy assigns them; throws Error
   // when the cache is full.
   Placement append(int seq, const std::vector<int32_t>& positions);
+  // Runs an op on the device memory only (a follower rank replaying rank 0's op).
+  void apply(const CacheOp& op);
+  // The ops this cache ran since the last call (rank 0 sends them with the next step).
+  std::vector<CacheOp> take_ops() { return std::exchange(ops_, {}); }
   int length(int seq) const { return seqs_.at(seq).length; }
   const std::vector<int32_t>& blocks(int seq) const { return seqs_.at(seq).blocks; }
 
@@ -60,6 +75,7 @@ class KvCache {
   };
   int32_t take_block();
   void evict(Seq& s, int count);
+  void run(CacheOp op);
 
   Backend& backend_;
   KvCacheOptions options_;
@@ -68,6 +84,7 @@ class KvCache {
   std::vector<KvLayer> layers_;
   std::vector<int32_t> free_;
   std::map<int, Seq> seqs_;
+  std::vector<CacheOp> ops_;
   int next_id_ = 0;
   int64_t bytes_ = 0;
 };

@@ -87,6 +87,35 @@ Tensor Tensor::row(int64_t i) const {
           owner_, device_};
 }
 
+Tensor Tensor::rows(int64_t begin, int64_t end) const {
+  NI_ASSERT(!shape_.empty() && 0 <= begin && begin <= end && end <= shape_[0]);
+  std::vector<int64_t> shape = shape_;
+  shape[0] = end - begin;
+  const size_t stride = shape_[0] > 0 ? nbytes() / static_cast<size_t>(shape_[0]) : 0;
+  return {dtype_, std::move(shape),
+          static_cast<uint8_t*>(data_) + stride * static_cast<size_t>(begin), owner_, device_};
+}
+
+Tensor Tensor::columns(int64_t begin, int64_t end) const {
+  NI_ASSERT(rank() == 2 && device_ == Device::Cpu && 0 <= begin && begin <= end &&
+            end <= shape_[1]);
+  if (begin == 0 && end == shape_[1]) return *this;
+  const int64_t block = dtype_block(dtype_);
+  if (begin % block != 0 || end % block != 0)
+    fail(std::string("columns [") + std::to_string(begin) + ", " + std::to_string(end) + ") of a " +
+         dtype_name(dtype_) + " tensor do not fall on its " + std::to_string(block) +
+         "-element blocks");
+  Tensor out = zeros(dtype_, {shape_[0], end - begin});
+  const size_t src_stride = dtype_nbytes(dtype_, shape_[1]);
+  const size_t dst_stride = dtype_nbytes(dtype_, end - begin);
+  const size_t offset = dtype_nbytes(dtype_, begin);
+  for (int64_t r = 0; r < shape_[0]; ++r)
+    std::memcpy(static_cast<uint8_t*>(out.data()) + dst_stride * static_cast<size_t>(r),
+                static_cast<const uint8_t*>(data_) + src_stride * static_cast<size_t>(r) + offset,
+                dst_stride);
+  return out;
+}
+
 Tensor Tensor::reshape(std::vector<int64_t> shape) const {
   Tensor t(dtype_, std::move(shape), data_, owner_, device_);
   NI_ASSERT(t.numel() == numel());

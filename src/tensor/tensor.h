@@ -48,6 +48,11 @@ class Tensor {
   }
   // Row i of the outermost dimension (a view sharing the owner).
   Tensor row(int64_t i) const;
+  // Rows [begin, end) of the outermost dimension (a view sharing the owner).
+  Tensor rows(int64_t begin, int64_t end) const;
+  // Columns [begin, end) of a 2-D host tensor, copied (all columns: the tensor itself); for block
+  // dtypes the bounds must fall on block boundaries.
+  Tensor columns(int64_t begin, int64_t end) const;
   // Same bytes, another shape with the same element count.
   Tensor reshape(std::vector<int64_t> shape) const;
 

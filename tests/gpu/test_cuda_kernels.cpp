@@ -108,7 +108,8 @@ TEST_P(CudaOps, Embedding) {
   Batch b;
   std::uniform_int_distribution<int32_t> id(0, V - 1);
   for (int t = 0; t < T; ++t) {
-    b.token_ids.push_back(id(rng_));
+    // Every third id negative: a token of another rank's vocabulary shard embeds to zeros.
+    b.token_ids.push_back(t % 3 == 2 ? -1 : id(rng_));
     b.positions.push_back(t);
     b.seq_of_token.push_back(0);
     b.q_index.push_back(t);
@@ -127,9 +128,25 @@ TEST_P(CudaOps, Embedding) {
   gpu->embedding(dtable, db, out);
   std::vector<float> got;
   gpu->to_host_f32(out, got);
-  for (int t = 0; t < T; ++t)
-    for (int h = 0; h < H; ++h)
-      ASSERT_EQ(got[int64_t{t} * H + h], table.as<float>()[int64_t{b.token_ids[t]} * H + h]);
+  auto cpu = make_cpu_backend();
+  Tensor ref = cpu->alloc({T, H}, DType::F32);
+  cpu->embedding(cpu->upload(table, DType::F32), cpu->upload_batch(b), ref);
+  for (int64_t i = 0; i < ref.numel(); ++i) ASSERT_EQ(got[i], ref.as<float>()[i]) << i;
+}
+
+TEST_P(CudaOps, CopyColumns) {
+  NI_REQUIRE_CUDA(gpu, DType::F32);  // logits are f32 whatever the compute dtype
+  auto cpu = make_cpu_backend();
+  const int R = shape().tokens, n = shape().n, N = n + shape().k;
+  const int64_t col0 = shape().k / 2;
+  const Tensor src = test::random_host({R, n}, DType::F32, rng_);
+  Tensor ref = test::random_host({R, N}, DType::F32, rng_);
+  Tensor dst = gpu->upload(ref, DType::F32);
+  cpu->copy_columns(src, ref, col0);
+  gpu->copy_columns(gpu->upload(src, DType::F32), dst, col0);
+  std::vector<float> got;
+  gpu->to_host_f32(dst, got);
+  for (int64_t i = 0; i < ref.numel(); ++i) ASSERT_EQ(got[i], ref.as<float>()[i]) << i;
 }
 
 TEST_P(CudaOps, RandomNormalIsSeededAndScaled) {

@@ -1,5 +1,6 @@
 // The CPU backend: fp32 everywhere, OpenMP threads, AVX2 dot products (cpu_kernels.cpp).
 // It is the reference every other backend is tested against.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -100,10 +101,12 @@ class CpuBackend final : public Backend {
     const int64_t H = table.dim(1);
     const int32_t* ids = b.token_ids.as<const int32_t>();
     for (int t = 0; t < b.num_tokens; ++t) {
-      if (ids[t] < 0 || ids[t] >= table.dim(0))
+      if (ids[t] >= table.dim(0))
         fail("token id " + std::to_string(ids[t]) + " is outside the vocabulary (size " +
              std::to_string(table.dim(0)) + ")");
-      if (table.dtype() == DType::F32)
+      if (ids[t] < 0)
+        std::fill(out.as<float>() + t * H, out.as<float>() + (t + 1) * H, 0.0F);
+      else if (table.dtype() == DType::F32)
         std::memcpy(out.as<float>() + t * H, table.as<const float>() + ids[t] * H,
                     H * sizeof(float));
       else
@@ -149,6 +152,16 @@ class CpuBackend final : public Backend {
     for (int64_t r = 0; r < rows.numel(); ++r)
       std::memcpy(out.as<float>() + r * H, x.as<const float>() + rows.as<const int32_t>()[r] * H,
                   H * sizeof(float));
+  }
+
+  void copy_columns(const Tensor& src, Tensor& dst, int64_t col0) override {
+    NI_ASSERT(src.dtype() == dst.dtype() && src.dim(0) == dst.dim(0) &&
+              col0 + src.dim(1) <= dst.dim(1));
+    const size_t elem = dtype_size(src.dtype());
+    for (int64_t r = 0; r < src.dim(0); ++r)
+      std::memcpy(static_cast<uint8_t*>(dst.data()) + (r * dst.dim(1) + col0) * elem,
+                  static_cast<const uint8_t*>(src.data()) + r * src.dim(1) * elem,
+                  src.dim(1) * elem);
   }
 
   void rope_store_kv(Tensor& qkv, int heads, int kv_heads, const DeviceBatch& b, KvLayer& layer,

@@ -508,6 +508,16 @@ void CudaBackend::gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) 
                     x.dim(1), out.data(), stream_);
 }
 
+void CudaBackend::copy_columns(const Tensor& src, Tensor& dst, int64_t col0) {
+  NI_ASSERT(src.dtype() == dst.dtype() && src.dim(0) == dst.dim(0) &&
+            col0 + src.dim(1) <= dst.dim(1));
+  OpScope op(*this, "copy_columns");
+  const size_t elem = dtype_size(src.dtype());
+  NI_CUDA_CHECK(cudaMemcpy2DAsync(
+      static_cast<uint8_t*>(dst.data()) + col0 * elem, dst.dim(1) * elem, src.data(),
+      src.dim(1) * elem, src.dim(1) * elem, src.dim(0), cudaMemcpyDeviceToDevice, stream_));
+}
+
 void CudaBackend::rope_store_kv(Tensor& qkv, int heads, int kv_heads, const DeviceBatch& b,
                                 KvLayer& layer, bool rotate_k) {
   NI_ASSERT(rope_dim_ > 0 && qkv.dim(1) == int64_t{heads + 2 * kv_heads} * rope_dim_);
@@ -602,12 +612,16 @@ void CudaBackend::sample_rows(const Tensor& logits, const std::vector<RowSamplin
 
 namespace nanoinfer {
 
-std::unique_ptr<Backend> make_cuda_backend(DType compute_dtype) {
+std::unique_ptr<Backend> make_cuda_backend(DType compute_dtype, int device) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
     (void)cudaGetLastError();
     return nullptr;
   }
+  if (device < 0 || device >= count)
+    fail("GPU " + std::to_string(device) + " does not exist (" + std::to_string(count) +
+         " visible): start at most one rank per GPU");
+  NI_CUDA_CHECK(cudaSetDevice(device));
   return std::make_unique<cuda::CudaBackend>(compute_dtype);
 }
 

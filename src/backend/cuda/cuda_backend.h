@@ -56,6 +56,7 @@ class CudaBackend final : public Backend {
   void matmul(const Tensor& x, const Tensor& w, Tensor& out) override;
   void silu_mul(const Tensor& gate_up, Tensor& out) override;
   void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) override;
+  void copy_columns(const Tensor& src, Tensor& dst, int64_t col0) override;
   void rope_store_kv(Tensor& qkv, int num_heads, int num_kv_heads, const DeviceBatch& b,
                      KvLayer& layer, bool rotate_k) override;
   void attention(const Tensor& qkv, int num_heads, int num_kv_heads, const DeviceBatch& b,

@@ -1,0 +1,95 @@
+// GPU ranks: sums and the logits gather run over NCCL on the CUDA backend's stream, so they keep
+// their place among the kernels (and inside a captured decode graph); the control plane and the
+// NCCL unique id travel over MPI.
+#include <nccl.h>
+
+#include <cstring>
+#include <string>
+
+#include "backend/cuda/cuda_backend.h"
+#include "dist/communicator.h"
+#include "dist/watchdog.h"
+#include "util/error.h"
+
+#define NI_NCCL_CHECK(call)                                                                        \
+  do {                                                                                             \
+    const ncclResult_t ni_r_ = (call);                                                             \
+    if (ni_r_ != ncclSuccess)                                                                      \
+      ::nanoinfer::fail(std::string("NCCL error in ") + #call + ": " + ncclGetErrorString(ni_r_)); \
+  } while (0)
+
+namespace nanoinfer {
+namespace {
+
+ncclDataType_t nccl_type(DType t) {
+  switch (t) {
+    case DType::F32:
+      return ncclFloat32;
+    case DType::BF16:
+      return ncclBfloat16;
+    case DType::F16:
+      return ncclFloat16;
+    default:
+      fail(std::string("NCCL cannot sum ") + dtype_name(t) + " tensors");
+  }
+}
+
+class NcclCommunicator final : public Communicator {
+ public:
+  NcclCommunicator(cuda::CudaBackend& backend, std::unique_ptr<Communicator> control)
+      : control_(std::move(control)), stream_(backend.stream()) {
+    ncclUniqueId id{};
+    if (control_->rank() == 0) NI_NCCL_CHECK(ncclGetUniqueId(&id));
+    std::vector<uint8_t> bytes(sizeof(id));
+    std::memcpy(bytes.data(), &id, sizeof(id));
+    control_->broadcast(bytes);
+    std::memcpy(&id, bytes.data(), sizeof(id));
+    const WaitScope wait(control_->rank(), "NCCL set-up");
+    NI_NCCL_CHECK(ncclCommInitRank(&comm_, control_->size(), id, control_->rank()));
+  }
+  NcclCommunicator(const NcclCommunicator&) = delete;
+  NcclCommunicator& operator=(const NcclCommunicator&) = delete;
+  ~NcclCommunicator() override { ncclCommDestroy(comm_); }
+
+  int rank() const override { return control_->rank(); }
+  int size() const override { return control_->size(); }
+  std::string name() const override { return "NCCL"; }
+
+  void all_reduce_sum(Tensor& t) override {
+    NI_NCCL_CHECK(ncclAllReduce(t.data(), t.data(), static_cast<size_t>(t.numel()),
+                                nccl_type(t.dtype()), ncclSum, comm_, stream_));
+  }
+
+  void gather(const Tensor& local, Tensor& out) override {
+    NI_ASSERT(local.dtype() == DType::F32);
+    const auto n = static_cast<size_t>(local.numel());
+    NI_NCCL_CHECK(ncclGroupStart());
+    if (rank() == 0) {
+      NI_ASSERT(local.data() == out.data() && static_cast<size_t>(out.numel()) == n * size());
+      for (int r = 1; r < size(); ++r)
+        NI_NCCL_CHECK(
+            ncclRecv(static_cast<float*>(out.data()) + n * r, n, ncclFloat32, r, comm_, stream_));
+    } else {
+      NI_NCCL_CHECK(ncclSend(local.data(), n, ncclFloat32, 0, comm_, stream_));
+    }
+    NI_NCCL_CHECK(ncclGroupEnd());
+  }
+
+  void broadcast(std::vector<uint8_t>& bytes) override { control_->broadcast(bytes); }
+  bool all_true(bool mine) override { return control_->all_true(mine); }
+
+ private:
+  std::unique_ptr<Communicator> control_;
+  cudaStream_t stream_;
+  ncclComm_t comm_ = nullptr;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_nccl_communicator(Backend& cuda_backend) {
+  auto* be = dynamic_cast<cuda::CudaBackend*>(&cuda_backend);
+  if (be == nullptr) fail("NCCL needs the CUDA backend");
+  return std::make_unique<NcclCommunicator>(*be, make_mpi_communicator());
+}
+
+}  // namespace nanoinfer
