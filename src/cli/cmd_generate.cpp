@@ -1,5 +1,7 @@
 // `nanoinfer generate`: tokenizes the prompts, runs them as one batch, prints the texts and the
 // prefill / decode timings (or one JSON object with --json).
+#include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -151,16 +153,37 @@ void run_generate(const GenerateArgs& a) {
 
 }  // namespace
 
+// Whole numbers in [lo, hi]: CLI11's own checks print ranges of doubles and accept "-5" for an
+// unsigned seed.
+CLI::Validator whole_number(unsigned long long lo, unsigned long long hi = INT32_MAX) {
+  return CLI::Validator(
+      [lo, hi](std::string& v) -> std::string {
+        size_t used = 0;
+        unsigned long long x = 0;
+        try {
+          if (!v.empty() && v[0] != '-') x = std::stoull(v, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used != 0 && used == v.size() && x >= lo && x <= hi) return "";
+        return "expected a whole number from " + std::to_string(lo) + " to " + std::to_string(hi) +
+               ", got '" + v + "'";
+      },
+      "INT");
+}
+
 void add_generate_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text for one or more prompts (one batch)");
   auto a = std::make_shared<GenerateArgs>();
   SamplingParams& p = a->params;
   cmd->add_option("--model", a->engine.model, "HF directory, .gguf file or 'default'")->required();
-  cmd->add_option("--prompt", a->prompts, "a prompt (repeat for a batch)");
+  // One value per flag: a stray word after a prompt is an error, not a second prompt.
+  cmd->add_option("--prompt", a->prompts, "a prompt (repeat for a batch)")->allow_extra_args(false);
   cmd->add_option("--prompts-file", a->prompts_file, "one prompt per line");
-  cmd->add_option("--prompt-ids", a->prompt_ids, "a prompt as comma-separated token ids (repeat)");
+  cmd->add_option("--prompt-ids", a->prompt_ids, "a prompt as comma-separated token ids (repeat)")
+      ->allow_extra_args(false);
   cmd->add_option("--max-new-tokens", p.max_new_tokens, "tokens to generate per prompt")
-      ->check(CLI::PositiveNumber);
+      ->check(whole_number(1));
   cmd->add_option("--temperature", p.temperature, "0 = greedy");
   cmd->add_option("--top-k", p.top_k, "keep the k most likely tokens (0 = off)");
   cmd->add_option("--top-p", p.top_p, "nucleus: smallest set with this much probability (1 = off)");
@@ -168,13 +191,14 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--repetition-penalty", p.repetition_penalty, "HF repetition penalty (1 = off)");
   cmd->add_option("--presence-penalty", p.presence_penalty, "OpenAI presence penalty");
   cmd->add_option("--frequency-penalty", p.frequency_penalty, "OpenAI frequency penalty");
-  cmd->add_option("--seed", p.seed, "sampling seed");
+  cmd->add_option("--seed", p.seed, "sampling seed")->check(whole_number(0, UINT64_MAX));
   cmd->add_option("--num-beams", p.num_beams, "beam search with this many beams (1 = off)");
   cmd->add_option("--length-penalty", p.length_penalty, "beam score = logprob / length^penalty");
   cmd->add_option("--early-stopping", a->early_stopping, "beam search: true | false | never")
       ->check(CLI::IsMember({"true", "false", "never"}));
   cmd->add_option("--num-return-sequences", p.num_return_sequences, "beams to return");
-  cmd->add_option("--stop", p.stop, "stop when this text appears (repeatable)");
+  cmd->add_option("--stop", p.stop, "stop when this text appears (repeatable)")
+      ->allow_extra_args(false);
   cmd->add_flag("--ignore-eos", p.ignore_eos, "keep generating past EOS");
   cmd->add_flag("--chat", a->chat, "apply the model's chat template");
   cmd->add_flag("--json", a->json, "print one JSON object");
@@ -183,7 +207,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--backend", a->engine.backend, "cpu | cuda")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--max-context", a->engine.max_context, "positions per sequence (0 = auto)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(whole_number(0));
   cmd->add_option("--rope-cache", a->engine.rope_cache, "post | pre: when keys are rotated")
       ->check(CLI::IsMember({"post", "pre"}));
   cmd->add_flag("--no-rope", a->engine.no_rope, "ablation: run without rotary embeddings");
@@ -201,7 +225,7 @@ void add_generate_command(CLI::App& app) {
       "--sink-tokens", a->engine.sink_tokens,
       "StreamingLLM cache: keep this many first tokens (with --window, --rope-cache pre)");
   cmd->add_option("--window", a->engine.window, "StreamingLLM cache: recent tokens kept")
-      ->check(CLI::PositiveNumber);
+      ->check(whole_number(1));
   cmd->callback([a] {
     a->params.early_stopping = a->early_stopping == "true"    ? EarlyStopping::kWhenFull
                                : a->early_stopping == "never" ? EarlyStopping::kNever

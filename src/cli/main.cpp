@@ -2,6 +2,9 @@
 // stderr and a non-zero exit.
 #include <cstdio>
 #include <exception>
+#include <functional>
+#include <string>
+#include <utility>
 
 #include "cli/commands.h"
 #include "dist/communicator.h"
@@ -24,6 +27,17 @@ int main(int argc, char** argv) {
   nanoinfer::cli::add_info_command(app);
   nanoinfer::cli::add_tokenize_command(app);
   try {
+    // CLI11 would only say that a subcommand is required.
+    const std::string first = argc > 1 ? argv[1] : "-";
+    const std::function<bool(const CLI::App*)> named = [&first](const CLI::App* sub) {
+      return sub->get_name() == first;
+    };
+    if (first[0] != '-' && std::as_const(app).get_subcommands(named).empty()) {
+      std::fprintf(stderr,
+                   "nanoinfer: unknown command '%s' (expected generate, info or tokenize)\n",
+                   argv[1]);
+      return failed(2);
+    }
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);

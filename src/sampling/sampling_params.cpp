@@ -67,6 +67,11 @@ void check_combinations(const SamplingParams& p) {
           "beam search (num_beams > 1) does not support repetition, presence or frequency "
           "penalties");
     }
+    if (!p.stop.empty()) {
+      fail(
+          "beam search (num_beams > 1) ends hypotheses at EOS or max_new_tokens only: stop "
+          "strings are not supported");
+    }
     return;
   }
   if (p.temperature == 0.0F && filters) {

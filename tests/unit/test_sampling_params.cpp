@@ -100,6 +100,12 @@ const Case kCases[] = {
        p.presence_penalty = 0.5F;
      },
      "does not support repetition, presence or frequency"},
+    {"BeamsWithStopStrings",
+     [](SamplingParams& p) {
+       p.num_beams = 2;
+       p.stop = {"."};
+     },
+     "stop strings are not supported"},
     {"LengthPenaltyWithoutBeams", [](SamplingParams& p) { p.length_penalty = 2.0F; },
      "apply to beam search only"},
     {"EmptyStopString",

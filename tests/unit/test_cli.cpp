@@ -1,0 +1,105 @@
+// The command line as a user meets it: every user error ends with exit code != 0 and one line on
+// stderr that names the problem; a tokenizer-less checkpoint generates from --prompt-ids and the
+// JSON carries HF's greedy ids.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "test_paths.h"
+
+namespace nanoinfer {
+namespace {
+
+struct CliRun {
+  int code = -1;
+  std::string out, err;
+};
+
+CliRun run_cli(const std::string& args) {
+  const std::string err_file = ::testing::TempDir() + "/nanoinfer_cli_stderr.txt";
+  const std::string cmd = std::string(NI_CLI) + " " + args + " 2>" + err_file;
+  CliRun r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  std::array<char, 4096> buf{};
+  size_t n = 0;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  std::ifstream in(err_file);
+  r.err.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  return r;
+}
+
+const std::string kTiny = test::data_path("models/gqa");
+
+struct BadArgs {
+  const char* name;
+  std::string args;
+  const char* message;
+};
+class CliErrors : public ::testing::TestWithParam<BadArgs> {};
+
+TEST_P(CliErrors, ExitNonZeroWithOneLineNamingTheProblem) {
+  const CliRun r = run_cli(GetParam().args);
+  EXPECT_NE(r.code, 0);
+  EXPECT_EQ(r.out, "");
+  ASSERT_FALSE(r.err.empty());
+  EXPECT_EQ(r.err.find('\n'), r.err.size() - 1) << r.err;  // exactly one line
+  EXPECT_NE(r.err.find(GetParam().message), std::string::npos) << r.err;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, CliErrors,
+    ::testing::Values(
+        BadArgs{"unknown_command", "frobnicate", "unknown command 'frobnicate'"},
+        BadArgs{"unknown_flag", "generate --model " + kTiny + " --bogus", "--bogus"},
+        BadArgs{"missing_model", "generate --model /nonexistent/m.gguf --prompt-ids 1",
+                "/nonexistent/m.gguf"},
+        BadArgs{"zero_new_tokens",
+                "generate --model " + kTiny + " --prompt-ids 1 --max-new-tokens 0",
+                "expected a whole number from 1"},
+        BadArgs{"word_new_tokens",
+                "generate --model " + kTiny + " --prompt-ids 1 --max-new-tokens abc", "'abc'"},
+        BadArgs{"negative_seed", "generate --model " + kTiny + " --prompt-ids 1 --seed -5", "'-5'"},
+        BadArgs{"negative_temperature",
+                "generate --model " + kTiny + " --prompt-ids 1 --temperature -1", "temperature"},
+        BadArgs{"top_p_above_one", "generate --model " + kTiny + " --prompt-ids 1 --top-p 1.5",
+                "top_p"},
+        BadArgs{"zero_beams", "generate --model " + kTiny + " --prompt-ids 1 --num-beams 0",
+                "num_beams"},
+        BadArgs{"stray_word_after_prompt", "generate --model " + kTiny + " --prompt-ids 1 extra",
+                "extra"},
+        BadArgs{"bad_ids", "generate --model " + kTiny + " --prompt-ids 1,x", "'x'"},
+        BadArgs{"id_outside_vocabulary", "generate --model " + kTiny + " --prompt-ids 1,384",
+                "outside the vocabulary"},
+        BadArgs{"text_without_tokenizer", "generate --model " + kTiny + " --prompt hi",
+                "no tokenizer.json"},
+        BadArgs{"no_prompt", "generate --model " + kTiny, "no prompt given"},
+        BadArgs{"missing_tokenizer_file", "tokenize --tokenizer /nonexistent.json --text hi",
+                "/nonexistent.json"}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(Cli, PromptIdsGiveHfGreedyIdsInJson) {
+  std::ifstream in(test::data_path("models/gqa/reference.json"));
+  const nlohmann::json ref = nlohmann::json::parse(in);
+  const auto& c = ref["cases"][0];
+  std::string ids;
+  for (const auto& id : c["prompt_ids"]) ids += (ids.empty() ? "" : ",") + std::to_string(int{id});
+  const size_t n = c["greedy_ids"].size();
+  const CliRun r = run_cli("generate --model " + kTiny + " --prompt-ids " + ids +
+                           " --ignore-eos --json --max-new-tokens " + std::to_string(n));
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["outputs"][0]["token_ids"], c["greedy_ids"]);
+  EXPECT_EQ(j["outputs"][0]["prompt_tokens"], c["prompt_ids"].size());
+  EXPECT_GT(j["timings"]["prefill_ms"].get<double>(), 0.0);
+}
+
+}  // namespace
+}  // namespace nanoinfer
