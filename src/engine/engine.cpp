@@ -307,6 +307,10 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
       send(StepMessage::step(cache.take_ops(), batch));
       backend->to_host_f32(model->forward(batch, cache), logits);
     }
+    // Cache use as this step's forward saw it (sequences that end now release their blocks).
+    StepStats step;
+    step.cache_used = cache.used_slots();
+    step.cache_allocated = cache.allocated_slots();
     if (!rows.empty()) {
       sampling::LogitsView view(std::span<float>(logits.data(), rows.size() * V),
                                 static_cast<int>(rows.size()), c.vocab_size);
@@ -320,10 +324,7 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
       r->step(logits.data() + row * V, c.vocab_size, cache, tokenizer.get());
       row += n;
     }
-    StepStats step;
     step.tokens = batch.num_tokens();
-    step.cache_used = cache.used_slots();
-    step.cache_allocated = cache.allocated_slots();
     step.ms = ms_since(t0);
     step.start_ms = std::chrono::duration<double, std::milli>(t0 - run_start).count();
     step.weight_bytes = model->weight_bytes();
