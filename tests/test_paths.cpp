@@ -13,7 +13,7 @@ std::string data_path(const std::string& relative) {
 }
 
 std::string default_model_path() {
-  const std::string path = nanoinfer::default_model_path();
+  std::string path = nanoinfer::default_model_path();
   if (std::filesystem::exists(path)) return path;
   if (std::getenv("NANOINFER_REQUIRE_MODEL") != nullptr) {
     // make test fetches the model first: its absence there is a failure, not a skip.

@@ -84,7 +84,7 @@ std::vector<int32_t> parse_ids(const std::string& list, const std::string& flag)
     }
     if (used == 0 || item.find_first_not_of(' ', used) != std::string::npos || v < INT32_MIN ||
         v > INT32_MAX) {
-      fail(flag + " expects comma-separated integers, got '" + item + "'");
+      fail(std::string(flag).append(" expects comma-separated integers, got '").append(item) + "'");
     }
     ids.push_back(static_cast<int32_t>(v));
   }

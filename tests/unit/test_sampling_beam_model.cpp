@@ -63,6 +63,7 @@ TEST_P(BeamOnTinyModel, SequencesAndScoresEqualHf) {
       seqs.emplace_back(0, cache.create_sequence(), tokens);
     }
     std::vector<SeqState*> live;
+    live.reserve(seqs.size());
     for (SeqState& s : seqs) live.push_back(&s);
     backend->to_host_f32(model.forward(build_batch(live, cache), cache), logits);
     if (first) {  // every beam starts from the prompt's logits
