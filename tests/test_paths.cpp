@@ -1,8 +1,10 @@
 #include "test_paths.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 #include "nanoinfer/engine.h"
 
@@ -10,6 +12,19 @@ namespace nanoinfer::test {
 
 std::string data_path(const std::string& relative) {
   return std::string(NI_TEST_DATA) + "/" + relative;
+}
+
+nlohmann::json read_json(const std::string& relative) {
+  std::ifstream in(data_path(relative));
+  return nlohmann::json::parse(in);
+}
+
+std::vector<std::string> tiny_model_names() {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(data_path("models")))
+    if (std::filesystem::exists(e.path() / "reference.json")) names.push_back(e.path().filename());
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 std::string default_model_path() {

@@ -4,11 +4,17 @@
 // program fails instead).
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 namespace nanoinfer::test {
 
 std::string data_path(const std::string& relative);
+// tests/data/<relative> parsed.
+nlohmann::json read_json(const std::string& relative);
+// The tiny checkpoints under tests/data/models that have HF references (reference.json), sorted.
+std::vector<std::string> tiny_model_names();
 // Path of the default SmolLM2 GGUF (nanoinfer::default_model_path()), or "" when not fetched.
 std::string default_model_path();
 

@@ -151,8 +151,6 @@ void run_generate(const GenerateArgs& a) {
                static_cast<long long>(st.decode_tokens));
 }
 
-}  // namespace
-
 // Whole numbers in [lo, hi]: CLI11's own checks print ranges of doubles and accept "-5" for an
 // unsigned seed.
 CLI::Validator whole_number(unsigned long long lo, unsigned long long hi = INT32_MAX) {
@@ -171,6 +169,8 @@ CLI::Validator whole_number(unsigned long long lo, unsigned long long hi = INT32
       },
       "INT");
 }
+
+}  // namespace
 
 void add_generate_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text for one or more prompts (one batch)");

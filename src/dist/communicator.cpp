@@ -11,7 +11,6 @@ class SingleRank final : public Communicator {
  public:
   int rank() const override { return 0; }
   int size() const override { return 1; }
-  std::string name() const override { return "single rank"; }
   void all_reduce_sum(Tensor& /*t*/) override {}
   void gather(const Tensor& local, Tensor& out) override { NI_ASSERT(local.data() == out.data()); }
   void broadcast(std::vector<uint8_t>& /*bytes*/) override {}

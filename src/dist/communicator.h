@@ -21,7 +21,6 @@ class Communicator {
   virtual ~Communicator() = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
-  virtual std::string name() const = 0;
 
   // Data plane, on the backend's device. t becomes the element-wise sum of every rank's t.
   virtual void all_reduce_sum(Tensor& t) = 0;

@@ -48,7 +48,6 @@ class MpiCommunicator final : public Communicator {
 
   int rank() const override { return rank_; }
   int size() const override { return size_; }
-  std::string name() const override { return "MPI"; }
 
   void all_reduce_sum(Tensor& t) override {
     NI_ASSERT(t.device() == Device::Cpu && t.dtype() == DType::F32);

@@ -302,9 +302,15 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
     const auto t0 = std::chrono::steady_clock::now();
     const Batch batch = build_batch(live, cache);
     {
-      std::optional<WaitScope> wait;  // device collectives complete in the copy to the host
-      if (group().size() > 1) wait.emplace(0, "a forward step");
-      send(StepMessage::step(cache.take_ops(), batch));
+      // The other ranks get the batch and the cache ops made since the last step; alone, the
+      // ops are only drained (no message is built). Device collectives complete in the copy to
+      // the host, so the watchdog covers it.
+      std::vector<CacheOp> ops = cache.take_ops();
+      std::optional<WaitScope> wait;
+      if (group().size() > 1) {
+        wait.emplace(0, "a forward step");
+        send(StepMessage::step(std::move(ops), batch));
+      }
       backend->to_host_f32(model->forward(batch, cache), logits);
     }
     // Cache use as this step's forward saw it (sequences that end now release their blocks).

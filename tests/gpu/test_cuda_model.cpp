@@ -21,19 +21,6 @@
 namespace nanoinfer {
 namespace {
 
-nlohmann::json reference(const std::string& model) {
-  std::ifstream in(test::data_path("models/" + model + "/reference.json"));
-  return nlohmann::json::parse(in);
-}
-
-std::vector<std::string> model_names() {
-  std::vector<std::string> names;
-  for (const auto& e : std::filesystem::directory_iterator(test::data_path("models")))
-    if (std::filesystem::exists(e.path() / "reference.json")) names.push_back(e.path().filename());
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 std::vector<GenerationRequest> requests(const nlohmann::json& ref) {
   std::vector<GenerationRequest> out;
   for (const auto& rc : ref["cases"]) {
@@ -55,7 +42,7 @@ class CudaTinyParity : public ::testing::TestWithParam<Case> {};
 TEST_P(CudaTinyParity, Fp32GreedyMatchesHfAloneAndBatched) {
   NI_REQUIRE_CUDA(probe, DType::F32);
   const Case c = GetParam();
-  const nlohmann::json ref = reference(c.model);
+  const nlohmann::json ref = test::read_json("models/" + c.model + "/reference.json");
   EngineOptions opt;
   opt.model = test::data_path("models/" + c.model);
   opt.backend = "cuda";
@@ -80,7 +67,7 @@ TEST_P(CudaTinyParity, Fp32GreedyMatchesHfAloneAndBatched) {
 TEST_P(CudaTinyParity, LastLogitsFp32AndBf16) {
   NI_REQUIRE_CUDA(gpu32, DType::F32);
   const Case c = GetParam();
-  const nlohmann::json ref = reference(c.model);
+  const nlohmann::json ref = test::read_json("models/" + c.model + "/reference.json");
   const LoadedModel loaded = load_model(test::data_path("models/" + c.model));
   for (const DType dt : {DType::F32, DType::BF16}) {
     auto be = make_cuda_backend(dt);
@@ -107,7 +94,7 @@ TEST_P(CudaTinyParity, LastLogitsFp32AndBf16) {
 
 std::vector<Case> cases() {
   std::vector<Case> out;
-  for (const std::string& m : model_names())
+  for (const std::string& m : test::tiny_model_names())
     for (const char* rope : {"post", "pre"})
       for (const bool graphs : {true, false}) out.push_back({m, rope, graphs});
   return out;

@@ -13,11 +13,6 @@
 namespace nanoinfer {
 namespace {
 
-nlohmann::json read_json(const std::string& rel) {
-  std::ifstream in(test::data_path(rel));
-  return nlohmann::json::parse(in);
-}
-
 GenerationRequest request_from(const nlohmann::json& c) {
   GenerationRequest r{c["prompt"].get<std::vector<int32_t>>(), {}};
   SamplingParams& p = r.params;
@@ -46,7 +41,7 @@ void expect_same(const GenerationOutput& out, const nlohmann::json& c, float abs
 }
 
 TEST(BeamEngine, TinyModelsMatchHf) {
-  const nlohmann::json doc = read_json("sampling/beam_tiny_models.json");
+  const nlohmann::json doc = test::read_json("sampling/beam_tiny_models.json");
   std::string loaded_name;
   std::unique_ptr<Engine> engine;
   for (const auto& c : doc["cases"]) {
@@ -62,7 +57,7 @@ TEST(BeamEngine, TinyModelsMatchHf) {
 }
 
 TEST(BeamEngine, BeamAndSampledRequestsShareOneBatch) {
-  const nlohmann::json c = read_json("sampling/beam_tiny_models.json")["cases"][1];
+  const nlohmann::json c = test::read_json("sampling/beam_tiny_models.json")["cases"][1];
   EngineOptions opt;
   opt.model = test::data_path("models/" + c["model"].get<std::string>());
   Engine engine(opt);
@@ -81,7 +76,7 @@ TEST(BeamEngine, DefaultModelMatchesHf) {
   EngineOptions opt;
   opt.model = path;
   Engine engine(opt);
-  const nlohmann::json doc = read_json("sampling/beam_smollm2.json");
+  const nlohmann::json doc = test::read_json("sampling/beam_smollm2.json");
   ASSERT_FALSE(doc["cases"].empty());
   for (const auto& c : doc["cases"]) {
     SCOPED_TRACE(c.dump().substr(0, 160));

@@ -17,11 +17,6 @@
 namespace nanoinfer {
 namespace {
 
-nlohmann::json read_json(const std::string& rel) {
-  std::ifstream in(test::data_path(rel));
-  return nlohmann::json::parse(in);
-}
-
 std::string read_text(const std::string& rel) {
   std::ifstream in(test::data_path(rel), std::ios::binary);
   std::stringstream ss;
@@ -42,7 +37,7 @@ class SmolLM2 : public ::testing::Test {
 class SmolLM2Greedy : public SmolLM2, public ::testing::WithParamInterface<std::string> {};
 
 TEST_P(SmolLM2Greedy, SummaryPromptGreedy128MatchesHf) {
-  const nlohmann::json ref = read_json("smollm2/summary_greedy.json");
+  const nlohmann::json ref = test::read_json("smollm2/summary_greedy.json");
   const auto tok = load_tokenizer_for_model(path_);
   const std::vector<int32_t> prompt = tok->encode(read_text(ref["prompt_file"]));
   ASSERT_EQ(prompt, ref["prompt_ids"].get<std::vector<int32_t>>());
@@ -66,9 +61,9 @@ INSTANTIATE_TEST_SUITE_P(RopePolicies, SmolLM2Greedy, ::testing::Values("post", 
 class SmolLM2Logits : public SmolLM2, public ::testing::WithParamInterface<bool> {};
 
 TEST_P(SmolLM2Logits, SummaryLastLogitsMatchHf) {
-  const nlohmann::json ref = read_json("smollm2/summary_greedy.json");
+  const nlohmann::json ref = test::read_json("smollm2/summary_greedy.json");
   const auto full =
-      read_json("smollm2/summary_last_logits.json")["logits"].get<std::vector<float>>();
+      test::read_json("smollm2/summary_last_logits.json")["logits"].get<std::vector<float>>();
   LoadOptions lo;
   lo.dequantize = GetParam();
   const LoadedModel loaded = load_model(path_, lo);
@@ -93,7 +88,7 @@ INSTANTIATE_TEST_SUITE_P(WeightPaths, SmolLM2Logits, ::testing::Values(false, tr
                          [](const auto& info) { return info.param ? "dequantised" : "blocks"; });
 
 TEST_F(SmolLM2, ExtraPromptsMatchHfAloneAndBatched) {
-  const nlohmann::json ref = read_json("smollm2/extra_greedy.json");
+  const nlohmann::json ref = test::read_json("smollm2/extra_greedy.json");
   const auto tok = load_tokenizer_for_model(path_);
   EngineOptions opt;
   opt.model = path_;

@@ -21,19 +21,6 @@ struct Case {
   std::string rope;
 };
 
-std::vector<std::string> model_names() {
-  std::vector<std::string> names;
-  for (const auto& e : std::filesystem::directory_iterator(test::data_path("models")))
-    if (std::filesystem::exists(e.path() / "reference.json")) names.push_back(e.path().filename());
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
-nlohmann::json reference(const std::string& model) {
-  std::ifstream in(test::data_path("models/" + model + "/reference.json"));
-  return nlohmann::json::parse(in);
-}
-
 class TinyParity : public ::testing::TestWithParam<Case> {};
 
 TEST_P(TinyParity, LastLogitsMatchHf) {
@@ -41,7 +28,7 @@ TEST_P(TinyParity, LastLogitsMatchHf) {
   const LoadedModel loaded = load_model(test::data_path("models/" + c.model));
   auto be = make_cpu_backend();
   LlamaModel model(loaded, *be, 256);
-  const nlohmann::json ref = reference(c.model);
+  const nlohmann::json ref = test::read_json("models/" + c.model + "/reference.json");
   ASSERT_FALSE(ref["cases"].empty());
   for (const auto& rc : ref["cases"]) {
     KvCache cache(*be, loaded.config, {16, 16, c.rope});
@@ -62,7 +49,7 @@ TEST_P(TinyParity, LastLogitsMatchHf) {
 
 TEST_P(TinyParity, GreedyTokensMatchHfAloneAndBatched) {
   const Case c = GetParam();
-  const nlohmann::json ref = reference(c.model);
+  const nlohmann::json ref = test::read_json("models/" + c.model + "/reference.json");
   EngineOptions opt;
   opt.model = test::data_path("models/" + c.model);
   opt.rope_cache = c.rope;
@@ -83,7 +70,7 @@ TEST_P(TinyParity, GreedyTokensMatchHfAloneAndBatched) {
 }
 
 TEST(TinyParityEos, StopsAtAnyOfSeveralEosIdsAsHfDoes) {
-  const nlohmann::json ref = reference("multi_eos")["eos_stop"];
+  const nlohmann::json ref = test::read_json("models/multi_eos/reference.json")["eos_stop"];
   EngineOptions opt;
   opt.model = test::data_path("models/multi_eos");
   Engine engine(opt);
@@ -97,7 +84,7 @@ TEST(TinyParityEos, StopsAtAnyOfSeveralEosIdsAsHfDoes) {
 
 std::vector<Case> cases() {
   std::vector<Case> out;
-  for (const std::string& m : model_names())
+  for (const std::string& m : test::tiny_model_names())
     for (const char* rope : {"post", "pre"}) out.push_back({m, rope});
   return out;
 }

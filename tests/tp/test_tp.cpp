@@ -20,19 +20,6 @@
 namespace nanoinfer {
 namespace {
 
-nlohmann::json read_json(const std::string& rel) {
-  std::ifstream in(test::data_path(rel));
-  return nlohmann::json::parse(in);
-}
-
-std::vector<std::string> tiny_models() {
-  std::vector<std::string> names;
-  for (const auto& e : std::filesystem::directory_iterator(test::data_path("models")))
-    if (std::filesystem::exists(e.path() / "reference.json")) names.push_back(e.path().filename());
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 EngineOptions options(const std::string& model, bool tensor_parallel) {
   EngineOptions o;
   o.model = model;
@@ -66,7 +53,7 @@ TEST_P(TinyTp, GreedyTokensEqualOneRankAndHf) {
     }
     return;
   }
-  const nlohmann::json ref = read_json("models/" + GetParam() + "/reference.json");
+  const nlohmann::json ref = test::read_json("models/" + GetParam() + "/reference.json");
   std::vector<GenerationRequest> requests;
   for (const auto& rc : ref["cases"]) {
     GenerationRequest r{rc["prompt_ids"].get<std::vector<int32_t>>(), {}};
@@ -90,14 +77,14 @@ TEST_P(TinyTp, GreedyTokensEqualOneRankAndHf) {
   EXPECT_EQ(alone[0].token_ids, single[0].token_ids);
 }
 
-INSTANTIATE_TEST_SUITE_P(Models, TinyTp, ::testing::ValuesIn(tiny_models()),
+INSTANTIATE_TEST_SUITE_P(Models, TinyTp, ::testing::ValuesIn(test::tiny_model_names()),
                          [](const auto& info) { return info.param; });
 
 // Beam search forks caches between steps and a sink cache renumbers positions: rank 0 sends
 // those cache ops with the next step, and the sharded run must still equal one rank's.
 TEST(TinyTpCacheOps, BeamSearchAndSinkCacheEqualOneRank) {
   const std::string dir = test::data_path("models/mha");  // 4 KV heads: splits over 2 or 3
-  const nlohmann::json ref = read_json("models/mha/reference.json");
+  const nlohmann::json ref = test::read_json("models/mha/reference.json");
   GenerationRequest beam{ref["cases"][0]["prompt_ids"].get<std::vector<int32_t>>(), {}};
   beam.params.num_beams = 3;
   beam.params.num_return_sequences = 2;
@@ -155,8 +142,8 @@ TEST(TinyTpErrors, RankZeroErrorStopsEveryRankAndTheGroupGoesOn) {
 TEST(DefaultModelTp, SummaryAndBatchPromptsEqualHf) {
   const std::string path = test::default_model_path();
   if (path.empty()) GTEST_SKIP() << "default model not fetched (make model)";
-  const nlohmann::json summary = read_json("smollm2/summary_greedy.json");
-  const nlohmann::json extra = read_json("smollm2/extra_greedy.json");
+  const nlohmann::json summary = test::read_json("smollm2/summary_greedy.json");
+  const nlohmann::json extra = test::read_json("smollm2/extra_greedy.json");
   std::vector<GenerationRequest> requests;
   std::vector<std::vector<int32_t>> want;
   GenerationRequest s{summary["prompt_ids"].get<std::vector<int32_t>>(), {}};

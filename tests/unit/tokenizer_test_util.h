@@ -36,9 +36,4 @@ inline std::string golden_name(const std::string& name) {
   return name == "smollm2_gguf" ? "smollm2" : name;
 }
 
-inline nlohmann::json read_json(const std::string& relative) {
-  std::ifstream in(data_path(relative));
-  return nlohmann::json::parse(in);
-}
-
 }  // namespace nanoinfer::test

@@ -53,7 +53,6 @@ class NcclCommunicator final : public Communicator {
 
   int rank() const override { return control_->rank(); }
   int size() const override { return control_->size(); }
-  std::string name() const override { return "NCCL"; }
 
   void all_reduce_sum(Tensor& t) override {
     NI_NCCL_CHECK(ncclAllReduce(t.data(), t.data(), static_cast<size_t>(t.numel()),
