@@ -8,7 +8,10 @@ namespace nanoinfer {
 
 Batch build_batch(const std::vector<SeqState*>& seqs, KvCache& cache) {
   Batch b;
-  bool has_tree = false;
+  // Masks are built only when some sequence brings a tree: an all-causal batch needs none (and
+  // a causal n x n mask of a long prompt costs more host time than its forward's kernels).
+  const bool has_tree = std::any_of(seqs.begin(), seqs.end(),
+                                    [](const SeqState* q) { return !q->tree_mask.empty(); });
   b.cu_seqlens.push_back(0);
   for (size_t s = 0; s < seqs.size(); ++s) {
     SeqState& q = *seqs[s];
@@ -19,13 +22,14 @@ Batch build_batch(const std::vector<SeqState*>& seqs, KvCache& cache) {
     NI_ASSERT(pos.size() == n && (q.tree_mask.empty() || q.tree_mask.size() == n * n));
     q.fed += static_cast<int32_t>(n);
     const Placement p = cache.append(q.cache_id, pos);
-    b.tree_offsets.push_back(static_cast<int32_t>(b.tree_mask.size()));
-    if (q.tree_mask.empty()) {
-      for (size_t i = 0; i < n; ++i)
-        for (size_t k = 0; k < n; ++k) b.tree_mask.push_back(k <= i ? 1 : 0);
-    } else {
-      b.tree_mask.insert(b.tree_mask.end(), q.tree_mask.begin(), q.tree_mask.end());
-      has_tree = true;
+    if (has_tree) {
+      b.tree_offsets.push_back(static_cast<int32_t>(b.tree_mask.size()));
+      if (q.tree_mask.empty()) {
+        for (size_t i = 0; i < n; ++i)
+          for (size_t k = 0; k < n; ++k) b.tree_mask.push_back(k <= i ? 1 : 0);
+      } else {
+        b.tree_mask.insert(b.tree_mask.end(), q.tree_mask.begin(), q.tree_mask.end());
+      }
     }
     for (size_t i = 0; i < q.pending.size(); ++i) {
       b.token_ids.push_back(q.pending[i]);
@@ -43,10 +47,6 @@ Batch build_batch(const std::vector<SeqState*>& seqs, KvCache& cache) {
     q.pending.clear();
     q.positions.clear();
     q.tree_mask.clear();
-  }
-  if (!has_tree) {  // all causal: the kernels need no mask
-    b.tree_mask.clear();
-    b.tree_offsets.clear();
   }
   b.block_tables.assign(seqs.size() * static_cast<size_t>(b.max_blocks), 0);
   for (size_t s = 0; s < seqs.size(); ++s) {
