@@ -1,5 +1,5 @@
 // Cache write + attention of the CUDA backend against the CPU backend: a packed prefill of
-// different-length sequences (the flash-style kernel), then decode steps (the split-K kernel),
+// different-length sequences (the flash-style kernels), then decode steps (the split-K kernels),
 // both RoPE policies, GQA and MHA, odd head dims and block sizes, long contexts that split, and
 // a tree mask among new tokens.
 #include <gtest/gtest.h>
@@ -105,6 +105,14 @@ INSTANTIATE_TEST_SUITE_P(
                                          AttnCase{{300, 7}, 8, 2, 128, 16, "post", 3},
                                          AttnCase{{300, 7}, 8, 2, 128, 16, "pre", 3},
                                          AttnCase{{1100}, 32, 8, 128, 16, "post", 2},
+                                         // tensor-core paths: contexts that split many ways
+                                         // next to ones that fit one block, groups of 3 and 16
+                                         AttnCase{{2500, 5, 700}, 32, 8, 128, 16, "post", 2},
+                                         AttnCase{{900, 70}, 12, 4, 64, 16, "pre", 2},
+                                         AttnCase{{65, 129}, 6, 2, 128, 8, "post", 2},
+                                         AttnCase{{130, 2}, 16, 1, 64, 16, "post", 2},
+                                         // one kv head: the most splits (128) per context
+                                         AttnCase{{4000}, 4, 1, 128, 16, "post", 2},
                                          AttnCase{{20, 6}, 8, 1, 96, 16, "post", 1, true},
                                          AttnCase{{20, 6}, 4, 4, 64, 8, "pre", 1, true})));
 

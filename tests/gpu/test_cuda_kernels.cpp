@@ -193,6 +193,59 @@ TEST_P(CudaOps, ArgmaxRows) {
 }
 #endif
 
+#ifdef NANOINFER_HAVE_CUDA
+// The decode GEMV called directly on the edge paths of its loop: k = 8, rows ending inside a
+// chunk of loads (k not a multiple of 2048), warps that wrap around n several times (n > SMs x
+// 16 warps, n not a multiple of 16), and a k whose 4 activation rows do not fit in shared memory
+// (read through the L1 instead; 3 rows still fit). Rows of x past `tokens` and row n of w hold
+// NaN (never read), the output past [tokens, n] a sentinel (never written), and a second launch
+// gives the same bits.
+TEST(CudaGemv, EdgeShapesLeaveTheRestAlone) {
+  NI_REQUIRE_CUDA(gpu, DType::BF16);
+  auto cpu = make_cpu_backend();
+  const cudaStream_t stream = dynamic_cast<cuda::CudaBackend&>(*gpu).stream();
+  std::mt19937 rng(7);
+  const int T = cuda::kGemvMaxTokens;
+  const std::pair<int, int> shapes[] = {
+      {8, 37}, {120, 4500}, {2056, 2500}, {14336, 130}, {29064, 40}};
+  for (const auto& [k, n] : shapes) {
+    Tensor x = test::random_host({T, k}, DType::BF16, rng);
+    Tensor w = test::random_host({n + 1, k}, DType::BF16, rng);
+    std::fill_n(w.as<float>() + int64_t{n} * k, k, NAN);
+    Tensor w_ref = Tensor::zeros(DType::F32, {n, k});
+    std::copy_n(w.as<float>(), w_ref.numel(), w_ref.as<float>());
+    const Tensor dw = gpu->upload(w, DType::BF16);
+    for (int tokens = 1; tokens <= T; ++tokens) {
+      Tensor x_ref = Tensor::zeros(DType::F32, {tokens, k});
+      std::copy_n(x.as<float>(), x_ref.numel(), x_ref.as<float>());
+      Tensor x_nan = Tensor::zeros(DType::F32, {T, k});
+      std::copy_n(x_ref.as<float>(), x_ref.numel(), x_nan.as<float>());
+      std::fill(x_nan.as<float>() + x_ref.numel(), x_nan.as<float>() + x_nan.numel(), NAN);
+      const Tensor dx = gpu->upload(x_nan, DType::BF16);
+      Tensor ref = cpu->alloc({tokens, n}, DType::F32);
+      cpu->matmul(x_ref, w_ref, ref);
+      const int64_t used = int64_t{tokens} * n, total = int64_t{T} * n + 64;
+      Tensor sentinel = Tensor::zeros(DType::F32, {total});
+      std::fill_n(sentinel.as<float>(), total, 3.0F);
+      for (const DType y_dt : {DType::BF16, DType::F32}) {
+        SCOPED_TRACE(testing::Message()
+                     << "k " << k << " n " << n << " tokens " << tokens << " " << dtype_name(y_dt));
+        Tensor y1 = gpu->upload(sentinel, y_dt), y2 = gpu->upload(sentinel, y_dt);
+        cuda::gemv_bf16(dx.data(), dw.data(), y_dt, y1.data(), tokens, k, n, stream);
+        cuda::gemv_bf16(dx.data(), dw.data(), y_dt, y2.data(), tokens, k, n, stream);
+        std::vector<float> got1, got2;
+        gpu->to_host_f32(y1, got1);
+        gpu->to_host_f32(y2, got2);
+        EXPECT_LT(test::rel_error(got1, ref.as<float>(), static_cast<size_t>(used)),
+                  test::rel_bound(DType::BF16));
+        for (int64_t i = used; i < total; ++i) ASSERT_EQ(got1[i], 3.0F) << "written past: " << i;
+        EXPECT_EQ(got1, got2);
+      }
+    }
+  }
+}
+#endif
+
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaOps,
                          ::testing::Combine(::testing::Values(DType::F32, DType::BF16),
                                             ::testing::Values(Shape{1, 64, 96}, Shape{3, 256, 1000},

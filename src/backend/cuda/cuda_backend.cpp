@@ -583,8 +583,14 @@ void CudaBackend::attention(const Tensor& qkv, int heads, int kv_heads, const De
   const int splits = decode_splits(b.num_seqs, kv_heads, layer.block_size);
   const int64_t need = decode_workspace_floats(b.num_seqs, heads, splits, rope_dim_);
   if (attn_ws_.numel() < need) attn_ws_ = alloc({need}, DType::F32);
+  // (An empty Tensor has numel() 1: the data pointer tells whether one was allocated.)
+  if (attn_count_.data() == nullptr || attn_count_.numel() < int64_t{b.num_seqs} * kv_heads) {
+    attn_count_ = alloc({int64_t{b.num_seqs} * kv_heads}, DType::I32);
+    fill_i32(attn_count_, 0);
+  }
   OpScope op(*this, "attention_decode");
-  attention_decode(a, splits, attn_ws_.as<float>(), stream_);
+  if (!attention_decode_mma(a, splits, attn_ws_.as<float>(), attn_count_.as<int32_t>(), stream_))
+    attention_decode(a, splits, attn_ws_.as<float>(), stream_);
 }
 
 void CudaBackend::argmax_rows(const Tensor& logits, Tensor& ids) {

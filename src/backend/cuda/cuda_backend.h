@@ -113,7 +113,8 @@ class CudaBackend final : public Backend {
   cudaEvent_t upload_done_ = nullptr;
   BatchMeta meta_;
 
-  Tensor attn_ws_;  // split-K partials
+  Tensor attn_ws_;     // split-K partials
+  Tensor attn_count_;  // finished splits per (sequence, kv head), zero between launches
 
   // Graphs: valid for the allocation epoch they were captured in (any alloc may move a buffer
   // a graph points into). A key is run eagerly once (sizing every buffer), captured the next time.

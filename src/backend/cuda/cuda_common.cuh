@@ -59,6 +59,22 @@ __device__ __forceinline__ float block_sum(float v) {
   return warp_sum(t);
 }
 
+// Programmatic dependent launch (sm_90): a kernel launched with the programmatic-serialization
+// attribute may start while the kernel before it on the stream is finishing; before pdl_wait()
+// returns it must touch nothing that kernel writes (it may read weights, say). pdl_trigger() in
+// the earlier kernel lets such a successor start once all its blocks have begun; for ordinary
+// launches both are no-ops.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 inline unsigned blocks_for(int64_t n, int threads) {
   return static_cast<unsigned>((n + threads - 1) / threads);
 }

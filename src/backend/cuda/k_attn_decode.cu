@@ -248,14 +248,16 @@ void dispatch_group(const AttnArgs& a, int splits, float* ws, cudaStream_t s) {
     launch_decode<T, NI, 4>(a, splits, ws, s);
   else if (group <= 8)
     launch_decode<T, NI, 8>(a, splits, ws, s);
+  else if (group <= 16)
+    launch_decode<T, NI, 16>(a, splits, ws, s);
   else
-    fail("decode attention: " + std::to_string(group) + " query heads per kv head (at most 8)");
+    fail("decode attention: " + std::to_string(group) + " query heads per kv head (at most 16)");
 }
 
 }  // namespace
 
 int64_t decode_workspace_floats(int seqs, int heads, int splits, int head_dim) {
-  return int64_t{seqs} * heads * splits * (head_dim + 2);
+  return int64_t{seqs} * heads * splits * (head_dim + 4);  // the tensor-core kernel's stride
 }
 
 void attention_decode(const AttnArgs& a, int splits, float* workspace, cudaStream_t s) {

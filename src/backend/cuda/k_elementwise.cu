@@ -2,6 +2,8 @@
 // the random-normal generator of --random-weights, and cache row copies (beam reordering).
 #include <cuda_fp16.h>
 
+#include <algorithm>
+
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/kernels.h"
@@ -27,15 +29,44 @@ __global__ void add_kernel(T* acc, const T* x, int64_t n) {
   if (i < n) acc[i] = from_f32<T>(to_f32(acc[i]) + to_f32(x[i]));
 }
 
+// Thread (x, token) owns kVec consecutive features: 16-byte loads and stores when the rows allow
+// them (ffn a multiple of kVec), element by element otherwise; no division per element.
 template <class T>
-__global__ void silu_mul_kernel(const T* gu, T* out, int64_t ffn, int64_t n) {
-  const int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-  if (i >= n) return;
-  const int64_t t = i / ffn, f = i % ffn;
-  const float g = to_f32(gu[t * 2 * ffn + f]);
-  const float u = to_f32(gu[t * 2 * ffn + ffn + f]);
-  // HF rounds silu(g) to the storage type before the product.
-  out[i] = from_f32<T>(round_to<T>(g / (1.0F + __expf(-g))) * u);
+__global__ void silu_mul_kernel(const T* gu, T* out, int tokens, int ffn) {
+  constexpr int kVec = 16 / sizeof(T);
+  struct alignas(16) Vec {
+    T x[kVec];
+  };
+  pdl_trigger();  // the down GEMV may start prefetching its weights
+  const int f = (blockIdx.x * blockDim.x + threadIdx.x) * kVec;
+  if (f >= ffn) return;
+  const bool vec = ffn % kVec == 0;
+  for (int64_t t = blockIdx.y; t < tokens; t += gridDim.y) {
+    const T* g = gu + t * 2 * ffn + f;
+    const T* u = g + ffn;
+    T* o = out + t * ffn + f;
+    Vec gv{}, uv{}, ov{};
+    if (vec) {
+      gv = *reinterpret_cast<const Vec*>(g);
+      uv = *reinterpret_cast<const Vec*>(u);
+    } else {
+      for (int i = 0; i < kVec && f + i < ffn; ++i) {
+        gv.x[i] = g[i];
+        uv.x[i] = u[i];
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) {
+      const float gf = to_f32(gv.x[i]);
+      // HF rounds silu(g) to the storage type before the product.
+      ov.x[i] = from_f32<T>(round_to<T>(gf / (1.0F + __expf(-gf))) * to_f32(uv.x[i]));
+    }
+    if (vec) {
+      *reinterpret_cast<Vec*>(o) = ov;
+    } else {
+      for (int i = 0; i < kVec && f + i < ffn; ++i) o[i] = ov.x[i];
+    }
+  }
 }
 
 template <class T>
@@ -149,11 +180,14 @@ void add(DType dt, void* acc, const void* x, int64_t n, cudaStream_t s) {
 }
 
 void silu_mul(DType dt, const void* gate_up, void* out, int tokens, int ffn, cudaStream_t s) {
-  const int64_t n = int64_t{tokens} * ffn;
-  if (n == 0) return;
-  NI_DISPATCH_FLOAT(dt, T,
-                    silu_mul_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, s>>>(
-                        static_cast<const T*>(gate_up), static_cast<T*>(out), ffn, n));
+  if (int64_t{tokens} * ffn == 0) return;
+  NI_DISPATCH_FLOAT(dt, T, {
+    const int per_thread = 16 / static_cast<int>(sizeof(T));
+    const dim3 grid(blocks_for((ffn + per_thread - 1) / per_thread, kThreads),
+                    static_cast<unsigned>(std::min(tokens, 65535)));
+    silu_mul_kernel<T><<<grid, kThreads, 0, s>>>(static_cast<const T*>(gate_up),
+                                                 static_cast<T*>(out), tokens, ffn);
+  });
   NI_CUDA_LAUNCH_CHECK("silu_mul");
 }
 

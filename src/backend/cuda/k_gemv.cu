@@ -1,7 +1,21 @@
 // Matrix-vector products for decode (a few rows of x against the whole weight matrix): at batch 1
-// the step is a pure stream over the weights, so each warp owns one output row n and streams
-// w[n, :] with 16-byte loads, several in flight, applying it to every row of x.
+// the step is a pure stream over the weights, so the kernel's one job is to keep enough of that
+// stream in flight from its first cycle to its last, whatever the matrix's shape.
+//  - One block of 16 warps per SM, a single wave: no late blocks, no ramp-up per block.
+//  - Warp g of the G in the grid owns rows g, g + G, g + 2G, ... (consecutive rows on different
+//    SMs, so every SM gets an even share) and walks them as one stream of chunks, a chunk being
+//    8 loads of 16 bytes per lane (4 KB). The loads of the next chunk, in the same row or the
+//    next, are issued before the FMAs of the current one: up to 8 KB per warp, 128 KB per SM in
+//    flight, also across row ends (the reduction and store of a row overlap the next row's loads).
+//  - The block stages the TOK x k activations in shared memory once, while its first chunks load;
+//    when they do not fit (TOK * k * 2 bytes over the opt-in limit) x is read through the L1.
+//  - A row's per-lane partial sums meet by warp shuffles in a fixed order: no atomics, the same
+//    bits every run. Rows past n and tokens past TOK are neither read nor written.
+//  - Launched as a programmatic dependent launch: the first chunk's loads are issued before
+//    waiting for the kernel ahead (which triggers its dependents early: norms, SiLU, attention).
 #include <cuda_bf16.h>
+
+#include <algorithm>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_common.cuh"
@@ -10,8 +24,9 @@
 namespace nanoinfer::cuda {
 namespace {
 
-constexpr int kWarps = 8;
-constexpr int kUnroll = 4;  // 16-byte weight loads per lane in flight
+constexpr int kWarps = 16;            // one block of 512 threads per SM
+constexpr int kUnroll = 8;            // 16-byte weight loads per lane per chunk (two chunks live)
+constexpr int kChunk = 32 * kUnroll;  // vectors of 8 weights per chunk
 
 __device__ __forceinline__ void unpack8(const uint4& v, float* out) {
   const auto* h = reinterpret_cast<const __nv_bfloat162*>(&v);
@@ -23,92 +38,149 @@ __device__ __forceinline__ void unpack8(const uint4& v, float* out) {
   }
 }
 
-// WPR warps share one output row, each streaming a contiguous 1/WPR of it (short matrices get
-// more warps, so more loads in flight); their partial sums meet in shared memory.
-template <int TOK, int WPR, class Y>
-__global__ void __launch_bounds__(kWarps * 32)
+template <bool kShared>
+__device__ __forceinline__ uint4 load_x(const uint4* x, int i) {
+  if constexpr (kShared)
+    return x[i];
+  else
+    return __ldg(x + i);
+}
+
+template <int TOK, bool kShared, class Y>
+__global__ void __launch_bounds__(kWarps * 32, 1)
     gemv_kernel(const __nv_bfloat16* x, const __nv_bfloat16* w, Y* y, int k, int n) {
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int row = blockIdx.x * (kWarps / WPR) + warp / WPR, part = warp % WPR;
-  const int vecs = k / 8;
-  const int per_part = (vecs + WPR - 1) / WPR;
-  const int v_begin = part * per_part, v_end = min(vecs, v_begin + per_part);
-  float acc[TOK];
+  extern __shared__ uint4 x_smem[];  // [TOK, k / 8] when kShared
+  const int lane = threadIdx.x % 32, vecs = k / 8;
+  const int stride = static_cast<int>(gridDim.x) * kWarps;
+  int row = static_cast<int>((threadIdx.x / 32) * gridDim.x + blockIdx.x), base = 0;
+  const uint4* w4 = reinterpret_cast<const uint4*>(w) + lane;
+  const uint4* x4 = kShared ? x_smem : reinterpret_cast<const uint4*>(x);
+  float acc[TOK][2] = {};  // even and odd elements: two independent FMA chains
+
+  // Chunk (r, b): vectors b + lane + 32u of row r; streamed (evict-first: read once per step).
+  auto load = [&](uint4(&buf)[kUnroll], int r, int b) {
+    const uint4* p = w4 + int64_t{r} * vecs + b;
 #pragma unroll
-  for (int t = 0; t < TOK; ++t) acc[t] = 0.0F;
-  if (row < n) {
-    const uint4* wr = reinterpret_cast<const uint4*>(w + int64_t{row} * k);
-    for (int base = v_begin + lane; base < v_end; base += 32 * kUnroll) {
-      uint4 wv[kUnroll];
+    for (int u = 0; u < kUnroll; ++u)
+      buf[u] = r < n && b + lane + 32 * u < vecs ? __ldcs(p + 32 * u) : make_uint4(0, 0, 0, 0);
+  };
+  auto consume = [&](const uint4(&buf)[kUnroll], int b) {
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int v = base + u * 32;
-        wv[u] = v < v_end ? __ldg(wr + v) : make_uint4(0, 0, 0, 0);
-      }
+    for (int u = 0; u < kUnroll; ++u) {
+      const int v = b + lane + 32 * u;  // past the row: w and x both read as zeros
+      float wf[8];
+      unpack8(buf[u], wf);
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int v = base + u * 32;
-        if (v >= v_end) break;
-        float wf[8];
-        unpack8(wv[u], wf);
+      for (int t = 0; t < TOK; ++t) {
+        float xf[8];
+        unpack8(v < vecs ? load_x<kShared>(x4, t * vecs + v) : make_uint4(0, 0, 0, 0), xf);
 #pragma unroll
-        for (int t = 0; t < TOK; ++t) {
-          float xf[8];
-          unpack8(__ldg(reinterpret_cast<const uint4*>(x + int64_t{t} * k) + v), xf);
-#pragma unroll
-          for (int e = 0; e < 8; ++e) acc[t] += wf[e] * xf[e];
-        }
+        for (int e = 0; e < 8; ++e) acc[t][e % 2] = fmaf(wf[e], xf[e], acc[t][e % 2]);
       }
     }
-  }
-  __shared__ float partial[kWarps][TOK];
+  };
+  // Loads the chunk after (row, base) into nxt, then applies cur (holding (row, base)).
+  auto step = [&](const uint4(&cur)[kUnroll], uint4(&nxt)[kUnroll]) {
+    int next_row = row, next_base = base + kChunk;
+    if (next_base >= vecs) next_row += stride, next_base = 0;
+    load(nxt, next_row, next_base);
+    consume(cur, base);
+    if (next_base == 0) {  // row done (warp-uniform)
 #pragma unroll
-  for (int t = 0; t < TOK; ++t) {
-    const float s = warp_sum(acc[t]);
-    if (lane == 0) partial[warp][t] = s;
+      for (int t = 0; t < TOK; ++t) {
+        const float s = warp_sum(acc[t][0] + acc[t][1]);
+        if (lane == 0) y[int64_t{t} * n + row] = from_f32<Y>(s);
+        acc[t][0] = acc[t][1] = 0.0F;
+      }
+    }
+    row = next_row;
+    base = next_base;
+  };
+
+  uint4 buf0[kUnroll], buf1[kUnroll];
+  load(buf0, row, 0);  // in flight while the kernel before finishes and the block stages x
+  pdl_wait();          // x (and y's readers) belong to the kernels before this one
+  if constexpr (kShared) {
+    const auto* src = reinterpret_cast<const uint4*>(x);
+    for (int i = static_cast<int>(threadIdx.x); i < TOK * vecs; i += kWarps * 32)
+      x_smem[i] = __ldg(src + i);
+    __syncthreads();
   }
-  __syncthreads();
-  if (part == 0 && lane < TOK && row < n) {
-    float s = 0.0F;
-#pragma unroll
-    for (int p = 0; p < WPR; ++p) s += partial[warp + p][lane];
-    y[int64_t{lane} * n + row] = from_f32<Y>(s);
+  while (row < n) {  // unrolled by two so that the buffers swap without register copies
+    step(buf0, buf1);
+    if (row >= n) break;
+    step(buf1, buf0);
   }
 }
 
-template <int TOK, int WPR>
-void launch_rows(const void* x, const void* w, DType y_dt, void* y, int k, int n, cudaStream_t s) {
-  constexpr int kRowsPerBlock = kWarps / WPR;
-  const unsigned grid = static_cast<unsigned>((n + kRowsPerBlock - 1) / kRowsPerBlock);
+struct Machine {
+  int sms = 0, smem_optin = 0;  // SMs; shared memory one block may opt into
+};
+
+const Machine& machine() {
+  static const Machine m = [] {
+    Machine r;
+    int device = 0;
+    NI_CUDA_CHECK(cudaGetDevice(&device));
+    NI_CUDA_CHECK(cudaDeviceGetAttribute(&r.sms, cudaDevAttrMultiProcessorCount, device));
+    NI_CUDA_CHECK(
+        cudaDeviceGetAttribute(&r.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    return r;
+  }();
+  return m;
+}
+
+template <int TOK, class Y>
+void launch(const void* x, const void* w, void* y, int k, int n, cudaStream_t s) {
+  const Machine& m = machine();
+  const auto grid = static_cast<unsigned>(std::min(m.sms, (n + kWarps - 1) / kWarps));
   const auto* xb = static_cast<const __nv_bfloat16*>(x);
   const auto* wb = static_cast<const __nv_bfloat16*>(w);
-  if (y_dt == DType::F32)
-    gemv_kernel<TOK, WPR, float><<<grid, kWarps * 32, 0, s>>>(xb, wb, static_cast<float*>(y), k, n);
-  else
-    gemv_kernel<TOK, WPR, __nv_bfloat16>
-        <<<grid, kWarps * 32, 0, s>>>(xb, wb, static_cast<__nv_bfloat16*>(y), k, n);
+  const size_t smem = sizeof(__nv_bfloat16) * TOK * k;
+  // Launched as a programmatic dependent: its first weight loads overlap the previous kernel's
+  // tail (the weights are never written by a kernel).
+  cudaLaunchAttribute pdl{};
+  pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  pdl.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3(kWarps * 32);
+  cfg.stream = s;
+  cfg.attrs = &pdl;
+  cfg.numAttrs = 1;
+  if (smem <= static_cast<size_t>(m.smem_optin)) {
+    [[maybe_unused]] static const bool once = [&] {  // any size up to the opt-in limit
+      NI_CUDA_CHECK(cudaFuncSetAttribute(
+          gemv_kernel<TOK, true, Y>, cudaFuncAttributeMaxDynamicSharedMemorySize, m.smem_optin));
+      return true;
+    }();
+    cfg.dynamicSmemBytes = smem;
+    NI_CUDA_CHECK(
+        cudaLaunchKernelEx(&cfg, gemv_kernel<TOK, true, Y>, xb, wb, static_cast<Y*>(y), k, n));
+  } else {
+    NI_CUDA_CHECK(
+        cudaLaunchKernelEx(&cfg, gemv_kernel<TOK, false, Y>, xb, wb, static_cast<Y*>(y), k, n));
+  }
   NI_CUDA_LAUNCH_CHECK("gemv_bf16");
 }
 
-// About 16k warps fill an H100 with loads in flight: short matrices split their rows.
 template <int TOK>
-void launch(const void* x, const void* w, DType y_dt, void* y, int k, int n, cudaStream_t s) {
-  if (n >= 16384 || k < 2048)
-    launch_rows<TOK, 1>(x, w, y_dt, y, k, n, s);
-  else if (n >= 8192)
-    launch_rows<TOK, 2>(x, w, y_dt, y, k, n, s);
+void launch_y(const void* x, const void* w, DType y_dt, void* y, int k, int n, cudaStream_t s) {
+  if (y_dt == DType::F32)
+    launch<TOK, float>(x, w, y, k, n, s);
   else
-    launch_rows<TOK, 4>(x, w, y_dt, y, k, n, s);
+    launch<TOK, __nv_bfloat16>(x, w, y, k, n, s);
 }
 
 }  // namespace
 
 void gemv_bf16(const void* x, const void* w, DType y_dt, void* y, int tokens, int k, int n,
                cudaStream_t s) {
-  NI_ASSERT(k % 8 == 0 && tokens >= 1 && tokens <= kGemvMaxTokens);
+  NI_ASSERT(k % 8 == 0 && tokens >= 1 && tokens <= kGemvMaxTokens && n >= 1);
   // One instantiation per row count: rows past `tokens` must be neither read nor written.
   using Launch = void (*)(const void*, const void*, DType, void*, int, int, cudaStream_t);
-  static constexpr Launch kByTokens[kGemvMaxTokens] = {launch<1>, launch<2>, launch<3>, launch<4>};
+  static constexpr Launch kByTokens[kGemvMaxTokens] = {launch_y<1>, launch_y<2>, launch_y<3>,
+                                                       launch_y<4>};
   kByTokens[tokens - 1](x, w, y_dt, y, k, n, s);
 }
 

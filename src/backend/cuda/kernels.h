@@ -77,12 +77,17 @@ struct AttnArgs {
 };
 // Any batch shape: one block per (query tile of one sequence, head).
 void attention_prefill(const AttnArgs& a, int max_new_tokens, cudaStream_t s);
-// The same on the tensor cores for bf16 with head_dim 64 or 128; false (nothing launched) else.
-bool attention_prefill_mma(const AttnArgs& a, int max_new_tokens, cudaStream_t s);
 // Token b is the only new token of sequence b. splits partitions every context; the workspace
 // holds decode_workspace_floats(...) floats.
 int64_t decode_workspace_floats(int seqs, int heads, int splits, int head_dim);
 void attention_decode(const AttnArgs& a, int splits, float* workspace, cudaStream_t s);
+// --- k_attn_mma.cu: both on the tensor cores, for bf16 with head_dim 64 or 128 (decode: at most
+// 16 query heads per kv head); false (nothing launched) otherwise. Decode uses at most
+// max_splits splits of the workspace, and counters [seqs x kv_heads] that start at zero and are
+// left at zero.
+bool attention_prefill_mma(const AttnArgs& a, int max_new_tokens, cudaStream_t s);
+bool attention_decode_mma(const AttnArgs& a, int max_splits, float* workspace, int* counters,
+                          cudaStream_t s);
 
 // --- k_gemv.cu
 // y[t, n] = sum_k x[t, k] w[n, k] for few rows (tokens <= kGemvMaxTokens): bf16 in, f32 accumulate,

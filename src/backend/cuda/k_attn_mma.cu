@@ -1,0 +1,531 @@
+// Attention on the tensor cores for bf16 caches with head_dim 64 or 128, flash-attention-2 style
+// (mma.sync m16n8k16, scores and probabilities never leave registers). Both kernels stage the
+// cache through the block table into shared memory with cp.async, 64 entries a tile, the next
+// tiles in flight while one is used, and a warp keeps an online softmax over 16 query rows: S = Q
+// K^T into C fragments, the row max and sum over the four lanes that share a row, P re-packed as
+// the A operand of P V. A row is one (token, query head) pair of a kv head's group, so the group's
+// heads share each K/V tile: prefill packs 64 rows per block (16 per warp); decode has one token
+// per sequence, so its 16 rows are the group's heads (padded) and the four warps split the tile's
+// entries instead. Decode also splits every context over blocks; each block merges its warps,
+// writes its partial (max, sum, output) and the last block of a (sequence, kv head) to finish
+// merges all the splits, so there is no second kernel.
+#include <algorithm>
+#include <climits>
+
+#include "backend/cuda/attn_common.cuh"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/mma.cuh"
+
+namespace nanoinfer::cuda {
+namespace {
+
+using bf16 = __nv_bfloat16;
+constexpr int kThreads = 128;      // four warps
+constexpr int kTileK = 64;         // cache entries per shared-memory stage
+constexpr int kPrefillStages = 2;  // tiles in shared memory: compute-bound, double buffering
+constexpr int kDecodeStages = 3;   // memory-bound: two tiles in flight while one is used
+constexpr int kRows = 64;          // prefill: (token, head) rows per block, 16 per warp
+constexpr int kMaxSplits = 128;
+
+template <int D>
+struct Layout {
+  static constexpr int kStride = D + 8;  // bf16 per shared row: ldmatrix rows hit distinct banks
+  static constexpr int kTile = kTileK * kStride;
+  // Q rows, then stages x (K tile, V tile).
+  static constexpr size_t bytes(int q_rows, int stages) {
+    return sizeof(bf16) * (q_rows * kStride + 2 * stages * kTile);
+  }
+};
+
+// One warp's 16 query rows: Q as A fragments, and for the lane's two rows (lane / 4 and
+// lane / 4 + 8) the running max, the running sum (of the lane's own columns until finish()) and
+// the output accumulators, D / 8 C tiles.
+template <int D>
+struct WarpAttn {
+  static constexpr int S = Layout<D>::kStride;
+  uint32_t q[D / 16][4];
+  float o[D / 8][4];
+  float m[2], l[2];
+
+  __device__ void init(const bf16* qs, int row0) {
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int kc = 0; kc < D / 16; ++kc)
+      ldmatrix_x4(q[kc], qs + (row0 + lane % 8 + lane / 8 % 2 * 8) * S + kc * 16 + lane / 16 * 8);
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0F;
+    m[0] = m[1] = -INFINITY;
+    l[0] = l[1] = 0.0F;
+  }
+
+  // Attends to the NK entries at shared rows k0.. of ks / vs. When `masked`, visible(h, j) says
+  // whether tile column j is visible to the lane's row h (0: lane / 4, 1: lane / 4 + 8).
+  template <int NK, class Visible>
+  __device__ void step(const bf16* ks, const bf16* vs, int k0, float scale, bool masked,
+                       const Visible& visible) {
+    const int lane = threadIdx.x % 32;
+    float s[NK / 8][4];
+#pragma unroll
+    for (int n = 0; n < NK / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0F;
+#pragma unroll
+    for (int kc = 0; kc < D / 16; ++kc) {
+#pragma unroll
+      for (int np = 0; np < NK / 16; ++np) {
+        uint32_t b[4];
+        ldmatrix_x4(
+            b, ks + (k0 + np * 16 + lane % 8 + lane / 16 * 8) * S + kc * 16 + lane / 8 % 2 * 8);
+        mma_bf16(s[2 * np], q[kc], b[0], b[1]);
+        mma_bf16(s[2 * np + 1], q[kc], b[2], b[3]);
+      }
+    }
+    float alpha[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float mx = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < NK / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          float v = s[n][2 * h + e] * scale;
+          if (masked && !visible(h, n * 8 + 2 * (lane % 4) + e)) v = -INFINITY;
+          s[n][2 * h + e] = v;
+          mx = fmaxf(mx, v);
+        }
+      }
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffU, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffU, mx, 2));
+      const float m_new = fmaxf(m[h], mx);
+      alpha[h] = m_new == -INFINITY ? 1.0F : exp2f(m[h] - m_new);
+      float sum = 0.0F;
+#pragma unroll
+      for (int n = 0; n < NK / 8; ++n) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const float p = m_new == -INFINITY ? 0.0F : exp2f(s[n][2 * h + e] - m_new);
+          s[n][2 * h + e] = p;
+          sum += p;
+        }
+      }
+      l[h] = l[h] * alpha[h] + sum;
+      m[h] = m_new;
+    }
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      o[n][0] *= alpha[0];
+      o[n][1] *= alpha[0];
+      o[n][2] *= alpha[1];
+      o[n][3] *= alpha[1];
+    }
+#pragma unroll
+    for (int kc = 0; kc < NK / 16; ++kc) {
+      const uint32_t p[4] = {pack_bf16(s[2 * kc][0], s[2 * kc][1]),
+                             pack_bf16(s[2 * kc][2], s[2 * kc][3]),
+                             pack_bf16(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                             pack_bf16(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t b[4];
+        ldmatrix_x4_trans(
+            b, vs + (k0 + kc * 16 + lane % 8 + lane / 8 % 2 * 8) * S + dp * 16 + lane / 16 * 8);
+        mma_bf16(o[2 * dp], p, b[0], b[1]);
+        mma_bf16(o[2 * dp + 1], p, b[2], b[3]);
+      }
+    }
+  }
+
+  // Row sums over the four lanes of a row.
+  __device__ void finish() {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      l[h] += __shfl_xor_sync(0xffffffffU, l[h], 1);
+      l[h] += __shfl_xor_sync(0xffffffffU, l[h], 2);
+    }
+  }
+};
+
+// A thread copies one 16-byte column of kRowsEach rows of a tile: its block-table lookups
+// (the rows' cache slots, -1 past `last`) are made one tile ahead, so that the copies can be
+// issued as soon as a stage frees up, without waiting for a lookup.
+template <int D>
+struct TileRows {
+  static constexpr int kChunks = D / 8, kRowStep = kThreads / kChunks;
+  static constexpr int kRowsEach = kTileK / kRowStep;
+  int32_t slot[kRowsEach];
+
+  __device__ void lookup(const AttnArgs& a, int seq, int k0, int last) {
+    const int r0 = static_cast<int>(threadIdx.x) / kChunks;
+#pragma unroll
+    for (int i = 0; i < kRowsEach; ++i) {
+      const int key = k0 + r0 + i * kRowStep;
+      slot[i] = key <= last ? static_cast<int32_t>(cache_slot(a, seq, key)) : -1;
+    }
+  }
+
+  // Stages the rows into ks / vs. Rows past `last` read as zeros: their scores are masked, and
+  // zero V keeps 0 x garbage out of the sums. Under PreRope the keys are rotated by their slot
+  // positions on the way (plain loads instead of cp.async).
+  template <bool kRotate>
+  __device__ void copy(const AttnArgs& a, int kvh, bf16* ks, bf16* vs) const {
+    constexpr int S = Layout<D>::kStride;
+    const bf16* kc = static_cast<const bf16*>(a.k_cache);
+    const bf16* vc = static_cast<const bf16*>(a.v_cache);
+    const int c = static_cast<int>(threadIdx.x) % kChunks,
+              r0 = static_cast<int>(threadIdx.x) / kChunks;
+#pragma unroll
+    for (int i = 0; i < kRowsEach; ++i) {
+      const int r = r0 + i * kRowStep;
+      const bool ok = slot[i] >= 0;
+      const int64_t row = ok ? (int64_t{slot[i]} * a.kv_heads + kvh) * D : 0;
+      cp_async16(vs + r * S + c * 8, vc + row + c * 8, ok);
+      if constexpr (kRotate) {
+        alignas(16) bf16 e[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+          e[j] = __float2bfloat16_rn(ok ? load_key(a, kc + row, slot[i], c * 8 + j) : 0.0F);
+        *reinterpret_cast<uint4*>(ks + r * S + c * 8) = *reinterpret_cast<const uint4*>(e);
+      } else {
+        cp_async16(ks + r * S + c * 8, kc + row + c * 8, ok);
+      }
+    }
+  }
+};
+
+// Calls body(t, ks, vs, k0) for the tiles of entries first..last (t = 0, 1, ...) while the next
+// kStages - 1 tiles are copied. Copies committed before the call (Q) have landed when
+// body(0, ...) runs. On return every copy is done and the stages may be reused.
+template <int D, int kStages, bool kRotate, class Body>
+__device__ void for_each_tile(const AttnArgs& a, int seq, int kvh, int first, int last,
+                              bf16* stages, const Body& body) {
+  constexpr int kTile = Layout<D>::kTile;
+  auto k_stage = [&](int t) { return stages + (t % kStages) * 2 * kTile; };
+  const int n_tiles = last >= first ? (last - first) / kTileK + 1 : 0;
+  TileRows<D> rows;
+#pragma unroll
+  for (int t = 0; t < kStages - 1; ++t) {
+    rows.lookup(a, seq, first + t * kTileK, last);
+    if (t < n_tiles) rows.template copy<kRotate>(a, kvh, k_stage(t), k_stage(t) + kTile);
+    cp_async_commit();
+  }
+  rows.lookup(a, seq, first + (kStages - 1) * kTileK, last);
+  for (int t = 0; t < n_tiles; ++t) {
+    cp_async_wait<kStages - 2>();
+    __syncthreads();  // tile t is in for every thread, and tile t - 1's stage is free
+    const int next = t + kStages - 1;
+    if (next < n_tiles) {
+      rows.template copy<kRotate>(a, kvh, k_stage(next), k_stage(next) + kTile);
+      rows.lookup(a, seq, first + (next + 1) * kTileK, last);  // in flight during body
+    }
+    cp_async_commit();
+    body(t, k_stage(t), k_stage(t) + kTile, first + t * kTileK);
+  }
+  cp_async_wait<0>();
+  __syncthreads();
+}
+
+template <int D, bool kRotate>
+__global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const AttnArgs a, float scale) {
+  constexpr int S = Layout<D>::kStride, kChunks = D / 8;
+  const int kvh = blockIdx.x, seq = blockIdx.z;
+  const int group = a.heads / a.kv_heads;
+  const int start = a.cu_seqlens[seq], n_new = a.cu_seqlens[seq + 1] - start;
+  const int rows = n_new * group;  // row p: token p / group, head kvh * group + p % group
+  const int row0 = (static_cast<int>(gridDim.y) - 1 - static_cast<int>(blockIdx.y)) * kRows;
+  if (row0 >= rows) return;  // (the longest, latest tiles are scheduled first)
+  const int ctx = a.context_lens[seq], first_new = ctx - n_new;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t stride = int64_t{a.heads + 2 * a.kv_heads} * D;
+  const bf16* qkv = static_cast<const bf16*>(a.qkv);
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* qs = reinterpret_cast<bf16*>(smem_raw);
+  bf16* stages = qs + kRows * S;
+
+  for (int i = threadIdx.x; i < kRows * kChunks; i += kThreads) {
+    const int r = i / kChunks, c = i % kChunks, p = row0 + r;
+    const int64_t src =
+        p < rows ? (start + p / group) * stride + int64_t{kvh * group + p % group} * D + c * 8 : 0;
+    cp_async16(qs + r * S + c * 8, qkv + src, p < rows);
+  }
+  // The last cache entry any row of the block sees.
+  __shared__ int kmax_s;
+  if (threadIdx.x == 0) kmax_s = -1;
+  __syncthreads();
+  const int tok_end = min(n_new, (row0 + kRows - 1) / group + 1);
+  for (int t = row0 / group + static_cast<int>(threadIdx.x); t < tok_end; t += kThreads)
+    atomicMax(&kmax_s, min(a.q_index[start + t], ctx - 1));
+  __syncthreads();
+
+  int qi[2], lim[2];  // the lane's rows: query index, last visible entry (-1 for padding rows)
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int p = row0 + warp * 16 + lane / 4 + 8 * h;
+    qi[h] = p < rows ? a.q_index[start + p / group] : -1;
+    lim[h] = min(qi[h], ctx - 1);
+  }
+  // Entries up to lo are visible to every real row of the warp; past hi, to none.
+  const int lo = __reduce_min_sync(
+      0xffffffffU, min(lim[0] < 0 ? INT_MAX : lim[0], lim[1] < 0 ? INT_MAX : lim[1]));
+  const int hi = __reduce_max_sync(0xffffffffU, max(lim[0], lim[1]));
+  const bool tree = a.tree_mask != nullptr;
+
+  WarpAttn<D> w;
+  for_each_tile<D, kPrefillStages, kRotate>(
+      a, seq, kvh, 0, kmax_s, stages, [&](int t, const bf16* ks, const bf16* vs, int k0) {
+        if (t == 0) w.init(qs, warp * 16);
+        if (k0 > hi) return;
+        const int k_end = k0 + kTileK - 1;
+        const bool masked = k_end > lo || (tree && k_end >= first_new);
+        w.template step<kTileK>(ks, vs, 0, scale, masked, [&](int h, int j) {
+          const int key = k0 + j;
+          return key <= lim[h] && tree_visible(a, seq, n_new, first_new, qi[h], key);
+        });
+      });
+  w.finish();
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int p = row0 + warp * 16 + lane / 4 + 8 * h;
+    if (p >= rows) continue;
+    const float inv = w.l[h] > 0.0F ? 1.0F / w.l[h] : 0.0F;
+    bf16* out = static_cast<bf16*>(a.out) + (start + p / group) * int64_t{a.heads} * D +
+                int64_t{kvh * group + p % group} * D + 2 * (lane % 4);
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n)
+      *reinterpret_cast<__nv_bfloat162*>(out + n * 8) =
+          __floats2bfloat162_rn(w.o[n][2 * h] * inv, w.o[n][2 * h + 1] * inv);
+  }
+}
+
+// Decode: block (split, kv head, sequence) covers entries [split * chunk, ...) of the sequence's
+// context for the group's heads. ws holds [seq][head][split][4 + D] partials (max, sum, two
+// floats of padding so that the output starts 16-byte aligned, output);
+// counters [seq][kv head] count finished splits (zero between launches: the last block resets).
+template <int D, bool kRotate>
+__global__ void __launch_bounds__(kThreads)
+    decode_kernel(const AttnArgs a, float scale, float* ws, int* counters) {
+  constexpr int S = Layout<D>::kStride, kChunks = D / 8, kPart = D + 4;
+  pdl_trigger();  // the O GEMV may start prefetching its weights
+  const int split = blockIdx.x, splits = gridDim.x, kvh = blockIdx.y, seq = blockIdx.z;
+  const int group = a.heads / a.kv_heads;
+  const int ctx = a.context_lens[seq], qi = a.q_index[seq];
+  const int n_keys = max(0, min(ctx, qi + 1));
+  // Slices of whole tiles; short contexts leave trailing splits empty.
+  const int per_split = (n_keys + splits - 1) / splits;
+  const int chunk = max(1, (per_split + kTileK - 1) / kTileK) * kTileK;
+  const int used = max(1, (n_keys + chunk - 1) / chunk);
+  if (split >= used) return;
+  const int first = split * chunk, last = min(n_keys, first + chunk) - 1;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int64_t stride = int64_t{a.heads + 2 * a.kv_heads} * D;
+  const bf16* qkv = static_cast<const bf16*>(a.qkv);
+  bf16* out = static_cast<bf16*>(a.out) + (int64_t{seq} * a.heads + kvh * group) * D;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* qs = reinterpret_cast<bf16*>(smem_raw);
+  bf16* stages = qs + 16 * S;
+
+  for (int i = tid; i < 16 * kChunks; i += kThreads) {
+    const int r = i / kChunks, c = i % kChunks;
+    const int64_t src = r < group ? seq * stride + int64_t{kvh * group + r} * D + c * 8 : 0;
+    cp_async16(qs + r * S + c * 8, qkv + src, r < group);
+  }
+  const bool tree = a.tree_mask != nullptr;
+  WarpAttn<D> w;
+  w.m[0] = w.m[1] = -INFINITY;  // for an empty context (no tile): nothing seen
+  w.l[0] = w.l[1] = 0.0F;
+  for_each_tile<D, kDecodeStages, kRotate>(
+      a, seq, kvh, first, last, stages, [&](int t, const bf16* ks, const bf16* vs, int k0) {
+        if (t == 0) w.init(qs, 0);
+        const int kw = k0 + warp * 16;  // the warp's 16 entries of the tile
+        if (kw > last) return;
+        const bool masked = kw + 15 > last || (tree && kw + 15 >= ctx - 1);
+        w.template step<16>(ks, vs, warp * 16, scale, masked, [&](int, int j) {
+          const int key = kw + j;
+          return key <= last && tree_visible(a, seq, 1, ctx - 1, qi, key);
+        });
+      });
+  w.finish();
+
+  // Merge the warps: [warp][row][D] outputs, [warp][row] maxima and sums, then [row][split]
+  // weights for the final merge (the stages are free now).
+  float* so = reinterpret_cast<float*>(stages);
+  float* sm = so + 4 * 16 * D;
+  float* sl = sm + 4 * 16;
+  float* weight = sl + 4 * 16;
+  const bool any = last >= first;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = lane / 4 + 8 * h;
+    if (r >= group) continue;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) {
+      so[(warp * 16 + r) * D + n * 8 + 2 * (lane % 4)] = any ? w.o[n][2 * h] : 0.0F;
+      so[(warp * 16 + r) * D + n * 8 + 2 * (lane % 4) + 1] = any ? w.o[n][2 * h + 1] : 0.0F;
+    }
+    if (lane % 4 == 0) {
+      sm[warp * 16 + r] = w.m[h];
+      sl[warp * 16 + r] = w.l[h];
+    }
+  }
+  __syncthreads();
+  for (int i = tid; i < group * D; i += kThreads) {
+    const int r = i / D, d = i % D;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int v = 0; v < 4; ++v) mx = fmaxf(mx, sm[v * 16 + r]);
+    float sum = 0.0F, acc = 0.0F;
+#pragma unroll
+    for (int v = 0; v < 4; ++v) {
+      const float wt = mx == -INFINITY ? 0.0F : exp2f(sm[v * 16 + r] - mx);
+      sum += wt * sl[v * 16 + r];
+      acc += wt * so[(v * 16 + r) * D + d];
+    }
+    if (used == 1) {
+      out[r * D + d] = __float2bfloat16_rn(sum > 0.0F ? acc / sum : 0.0F);
+    } else {
+      float* part = ws + ((int64_t{seq} * a.heads + kvh * group + r) * splits + split) * kPart;
+      part[4 + d] = acc;
+      if (d == 0) {
+        part[0] = mx;
+        part[1] = sum;
+      }
+    }
+  }
+  if (used == 1) return;
+
+  // The last split to finish merges them all (partials read past L1: other blocks wrote them).
+  __shared__ bool last_block;
+  __threadfence();
+  __syncthreads();
+  if (tid == 0) {
+    int* count = counters + int64_t{seq} * a.kv_heads + kvh;
+    last_block = atomicAdd(count, 1) == used - 1;
+    if (last_block) *count = 0;
+  }
+  __syncthreads();
+  if (!last_block) return;
+  __threadfence();
+  const float* base = ws + (int64_t{seq} * a.heads + kvh * group) * splits * kPart;
+  // Split weights: a warp per row, a lane per split, so every load is in flight at once.
+  for (int r = warp; r < group; r += kThreads / 32) {
+    const float* row = base + int64_t{r} * splits * kPart;
+    float wt[kMaxSplits / 32], ls[kMaxSplits / 32];
+    float mx = -INFINITY;
+#pragma unroll
+    for (int i = 0; i < kMaxSplits / 32; ++i) {
+      const int sp = lane + 32 * i;
+      wt[i] = sp < used ? __ldcg(row + sp * kPart) : -INFINITY;
+      ls[i] = sp < used ? __ldcg(row + sp * kPart + 1) : 0.0F;
+      mx = fmaxf(mx, wt[i]);
+    }
+    mx = warp_max(mx);
+    float sum = 0.0F;
+#pragma unroll
+    for (int i = 0; i < kMaxSplits / 32; ++i) {
+      wt[i] = mx == -INFINITY ? 0.0F : exp2f(wt[i] - mx);
+      sum += wt[i] * ls[i];
+    }
+    sum = warp_sum(sum);
+    const float inv = sum > 0.0F ? 1.0F / sum : 0.0F;
+#pragma unroll
+    for (int i = 0; i < kMaxSplits / 32; ++i)
+      if (lane + 32 * i < used) weight[r * kMaxSplits + lane + 32 * i] = wt[i] * inv;
+  }
+  __syncthreads();
+  // Outputs: a thread per 4 elements, 16-byte loads of 16 splits in flight.
+  for (int i = tid; i < group * D / 4; i += kThreads) {
+    const int r = i / (D / 4), d = i % (D / 4) * 4;
+    const float* row = base + int64_t{r} * splits * kPart + 4 + d;
+    float4 acc = make_float4(0.0F, 0.0F, 0.0F, 0.0F);
+#pragma unroll 16
+    for (int sp = 0; sp < used; ++sp) {
+      const float4 v = __ldcg(reinterpret_cast<const float4*>(row + sp * kPart));
+      const float w = weight[r * kMaxSplits + sp];
+      acc.x += w * v.x;
+      acc.y += w * v.y;
+      acc.z += w * v.z;
+      acc.w += w * v.w;
+    }
+    *reinterpret_cast<__nv_bfloat162*>(out + r * D + d) = __floats2bfloat162_rn(acc.x, acc.y);
+    *reinterpret_cast<__nv_bfloat162*>(out + r * D + d + 2) = __floats2bfloat162_rn(acc.z, acc.w);
+  }
+}
+
+template <class Kernel>
+void allow_smem(Kernel k, size_t bytes) {
+  NI_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(bytes)));
+}
+
+template <int D, bool kRotate>
+void launch_prefill(const AttnArgs& a, int max_new_tokens, cudaStream_t s) {
+  constexpr size_t smem = Layout<D>::bytes(kRows, kPrefillStages);
+  [[maybe_unused]] static const bool once = (allow_smem(prefill_kernel<D, kRotate>, smem), true);
+  const int group = a.heads / a.kv_heads;
+  const dim3 grid(a.kv_heads, (max_new_tokens * group + kRows - 1) / kRows, a.seqs);
+  prefill_kernel<D, kRotate><<<grid, kThreads, smem, s>>>(a, kLog2e / sqrtf(static_cast<float>(D)));
+  NI_CUDA_LAUNCH_CHECK("attention_prefill_mma");
+}
+
+// As many splits as fill the machine once (resident blocks / (sequences x kv heads)), at most
+// max_splits: every block then streams its slice with the pipeline full, in a single wave.
+template <int D, bool kRotate>
+void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, cudaStream_t s) {
+  constexpr size_t smem = Layout<D>::bytes(16, kDecodeStages);
+  static const int resident = [] {
+    allow_smem(decode_kernel<D, kRotate>, smem);
+    int device = 0, sms = 0, per_sm = 0;
+    NI_CUDA_CHECK(cudaGetDevice(&device));
+    NI_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    NI_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, decode_kernel<D, kRotate>,
+                                                                kThreads, smem));
+    return sms * std::max(1, per_sm);
+  }();
+  const int splits = std::clamp(resident / (a.seqs * a.kv_heads), 1, max_splits);
+  decode_kernel<D, kRotate><<<dim3(splits, a.kv_heads, a.seqs), kThreads, smem, s>>>(
+      a, kLog2e / sqrtf(static_cast<float>(D)), ws, counters);
+  NI_CUDA_LAUNCH_CHECK("attention_decode_mma");
+}
+
+bool supported(const AttnArgs& a) {
+  return a.dt == DType::BF16 && (a.head_dim == 64 || a.head_dim == 128);
+}
+
+template <int D>
+void dispatch_prefill(const AttnArgs& a, int max_new_tokens, cudaStream_t s) {
+  if (a.rotate_keys)
+    launch_prefill<D, true>(a, max_new_tokens, s);
+  else
+    launch_prefill<D, false>(a, max_new_tokens, s);
+}
+
+template <int D>
+void dispatch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, cudaStream_t s) {
+  if (a.rotate_keys)
+    launch_decode<D, true>(a, max_splits, ws, counters, s);
+  else
+    launch_decode<D, false>(a, max_splits, ws, counters, s);
+}
+
+}  // namespace
+
+bool attention_prefill_mma(const AttnArgs& a, int max_new_tokens, cudaStream_t s) {
+  if (!supported(a)) return false;
+  if (a.tokens == 0) return true;
+  if (a.head_dim == 64)
+    dispatch_prefill<64>(a, max_new_tokens, s);
+  else
+    dispatch_prefill<128>(a, max_new_tokens, s);
+  return true;
+}
+
+bool attention_decode_mma(const AttnArgs& a, int max_splits, float* workspace, int* counters,
+                          cudaStream_t s) {
+  if (!supported(a) || a.heads / a.kv_heads > 16) return false;
+  if (a.seqs == 0) return true;
+  NI_ASSERT(max_splits >= 1 && max_splits <= kMaxSplits);
+  if (a.head_dim == 64)
+    dispatch_decode<64>(a, max_splits, workspace, counters, s);
+  else
+    dispatch_decode<128>(a, max_splits, workspace, counters, s);
+  return true;
+}
+
+}  // namespace nanoinfer::cuda
