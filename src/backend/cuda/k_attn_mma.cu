@@ -23,8 +23,11 @@ using bf16 = __nv_bfloat16;
 constexpr int kThreads = 128;      // four warps
 constexpr int kTileK = 64;         // cache entries per shared-memory stage
 constexpr int kPrefillStages = 2;  // tiles in shared memory: compute-bound, double buffering
-constexpr int kDecodeStages = 3;   // memory-bound: two tiles in flight while one is used
-constexpr int kRows = 64;          // prefill: (token, head) rows per block, 16 per warp
+// Decode is bound by how many warps an SM holds to hide the copies' latency: with two stages
+// (74 KB) three blocks share an SM, and B=8 x 16k streams at 85 % of copy; with three stages
+// (two blocks an SM, more bytes in flight per block) it was 67 % (H200, 2026-12-01).
+constexpr int kDecodeStages = 2;
+constexpr int kRows = 64;  // prefill: (token, head) rows per block, 16 per warp
 constexpr int kMaxSplits = 128;
 
 template <int D>
