@@ -194,19 +194,34 @@ struct TileRows {
 };
 
 // Calls body(t, ks, vs, k0) for the tiles of entries first..last (t = 0, 1, ...) while the next
-// kStages - 1 tiles are copied. Copies committed before the call (Q) have landed when
-// body(0, ...) runs. On return every copy is done and the stages may be reused.
-template <int D, int kStages, bool kRotate, class Body>
+// kStages - 1 tiles are copied. start() runs once before the first copies that may depend on the
+// kernel ahead (entries past safe_last): a programmatic dependent waits for that kernel there
+// and copies its Q; the first tiles' older entries are already on their way. Copies issued
+// before the call or in start() have landed when body(0, ...) runs. On return every copy is
+// done and the stages may be reused.
+template <int D, int kStages, bool kRotate, class Start, class Body>
 __device__ void for_each_tile(const AttnArgs& a, int seq, int kvh, int first, int last,
-                              bf16* stages, const Body& body) {
+                              int safe_last, bf16* stages, const Start& start, const Body& body) {
   constexpr int kTile = Layout<D>::kTile;
   auto k_stage = [&](int t) { return stages + (t % kStages) * 2 * kTile; };
+  auto early = [&](int t) { return min(last, first + t * kTileK + kTileK - 1) <= safe_last; };
   const int n_tiles = last >= first ? (last - first) / kTileK + 1 : 0;
   TileRows<D> rows;
+  // Early copies join the first group, which body(0) waits for; tile t's others join group t.
 #pragma unroll
   for (int t = 0; t < kStages - 1; ++t) {
-    rows.lookup(a, seq, first + t * kTileK, last);
-    if (t < n_tiles) rows.template copy<kRotate>(a, kvh, k_stage(t), k_stage(t) + kTile);
+    if (t < n_tiles && early(t)) {
+      rows.lookup(a, seq, first + t * kTileK, last);
+      rows.template copy<kRotate>(a, kvh, k_stage(t), k_stage(t) + kTile);
+    }
+  }
+  start();
+#pragma unroll
+  for (int t = 0; t < kStages - 1; ++t) {
+    if (t < n_tiles && !early(t)) {
+      rows.lookup(a, seq, first + t * kTileK, last);
+      rows.template copy<kRotate>(a, kvh, k_stage(t), k_stage(t) + kTile);
+    }
     cp_async_commit();
   }
   rows.lookup(a, seq, first + (kStages - 1) * kTileK, last);
@@ -272,7 +287,8 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const AttnArgs a, 
 
   WarpAttn<D> w;
   for_each_tile<D, kPrefillStages, kRotate>(
-      a, seq, kvh, 0, kmax_s, stages, [&](int t, const bf16* ks, const bf16* vs, int k0) {
+      a, seq, kvh, 0, kmax_s, -1, stages, [] {},
+      [&](int t, const bf16* ks, const bf16* vs, int k0) {
         if (t == 0) w.init(qs, warp * 16);
         if (k0 > hi) return;
         const int k_end = k0 + kTileK - 1;
@@ -324,17 +340,23 @@ __global__ void __launch_bounds__(kThreads)
   bf16* qs = reinterpret_cast<bf16*>(smem_raw);
   bf16* stages = qs + 16 * S;
 
-  for (int i = tid; i < 16 * kChunks; i += kThreads) {
-    const int r = i / kChunks, c = i % kChunks;
-    const int64_t src = r < group ? seq * stride + int64_t{kvh * group + r} * D + c * 8 : 0;
-    cp_async16(qs + r * S + c * 8, qkv + src, r < group);
-  }
+  // Launched as a programmatic dependent of the RoPE kernel, which writes Q and this step's
+  // cache entry (the last, ctx - 1): older entries are copied before waiting for it.
+  auto start = [&] {
+    pdl_wait();
+    for (int i = tid; i < 16 * kChunks; i += kThreads) {
+      const int r = i / kChunks, c = i % kChunks;
+      const int64_t src = r < group ? seq * stride + int64_t{kvh * group + r} * D + c * 8 : 0;
+      cp_async16(qs + r * S + c * 8, qkv + src, r < group);
+    }
+  };
   const bool tree = a.tree_mask != nullptr;
   WarpAttn<D> w;
   w.m[0] = w.m[1] = -INFINITY;  // for an empty context (no tile): nothing seen
   w.l[0] = w.l[1] = 0.0F;
   for_each_tile<D, kDecodeStages, kRotate>(
-      a, seq, kvh, first, last, stages, [&](int t, const bf16* ks, const bf16* vs, int k0) {
+      a, seq, kvh, first, last, ctx - 2, stages, start,
+      [&](int t, const bf16* ks, const bf16* vs, int k0) {
         if (t == 0) w.init(qs, 0);
         const int kw = k0 + warp * 16;  // the warp's 16 entries of the tile
         if (kw > last) return;
@@ -482,8 +504,18 @@ void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, 
     return sms * std::max(1, per_sm);
   }();
   const int splits = std::clamp(resident / (a.seqs * a.kv_heads), 1, max_splits);
-  decode_kernel<D, kRotate><<<dim3(splits, a.kv_heads, a.seqs), kThreads, smem, s>>>(
-      a, kLog2e / sqrtf(static_cast<float>(D)), ws, counters);
+  cudaLaunchAttribute pdl{};
+  pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  pdl.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(splits, a.kv_heads, a.seqs);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cfg.attrs = &pdl;
+  cfg.numAttrs = 1;
+  NI_CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_kernel<D, kRotate>, a,
+                                   kLog2e / sqrtf(static_cast<float>(D)), ws, counters));
   NI_CUDA_LAUNCH_CHECK("attention_decode_mma");
 }
 

@@ -16,6 +16,7 @@ __global__ void rope_store_kv_kernel(T* qkv, int heads, int kv_heads, int head_d
                                      const int32_t* positions, const int32_t* slots,
                                      const float* cos_sin, T* k_cache, T* v_cache,
                                      int32_t* slot_pos, bool rotate_k) {
+  pdl_trigger();  // decode attention may start copying older cache entries (a normal launch here)
   const int t = blockIdx.x, h = blockIdx.y;
   const int half = head_dim / 2;
   T* x = qkv + t * int64_t{heads + 2 * kv_heads} * head_dim + int64_t{h} * head_dim;
