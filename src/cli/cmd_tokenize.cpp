@@ -22,6 +22,7 @@ struct TokenizeArgs {
   std::string text;
   std::string text_file;
   std::string decode;
+  bool decoding = false;  // --decode given (an empty list decodes to empty text)
   bool no_special = false;
   bool skip_special = false;
   bool json = false;
@@ -44,8 +45,10 @@ void run_tokenize(const TokenizeArgs& a) {
   const std::string model = a.model == "default" ? default_model_path() : a.model;
   const std::unique_ptr<Tokenizer> tok =
       a.tokenizer.empty() ? load_tokenizer_for_model(model) : load_tokenizer_json(a.tokenizer);
-  if (!a.decode.empty()) {
-    const std::string text = tok->decode(parse_ids(a.decode, "--decode"), a.skip_special);
+  if (a.decoding) {
+    const std::vector<int32_t> ids =
+        a.decode.empty() ? std::vector<int32_t>{} : parse_ids(a.decode, "--decode");
+    const std::string text = tok->decode(ids, a.skip_special);
     if (a.json) {
       std::printf("{\"text\": %s}\n", json_string(text).c_str());
     } else {
@@ -112,6 +115,7 @@ void add_tokenize_command(CLI::App& app) {
     if (text->count() == 0 && file->count() == 0 && decode->count() == 0) {
       fail("tokenize needs --text, --text-file or --decode");
     }
+    args->decoding = decode->count() > 0;
     run_tokenize(*args);
   });
 }

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <fstream>
@@ -84,6 +85,27 @@ INSTANTIATE_TEST_SUITE_P(
         BadArgs{"missing_tokenizer_file", "tokenize --tokenizer /nonexistent.json --text hi",
                 "/nonexistent.json"}),
     [](const auto& info) { return std::string(info.param.name); });
+
+// HF's decode of the golden ids, and of no ids at all (empty text, not an encoding of "").
+TEST(Cli, TokenizeDecodesIdsAndTheEmptyList) {
+  std::ifstream in(test::data_path("tokenizer/golden_smollm2.json"));
+  const nlohmann::json golden = nlohmann::json::parse(in);
+  const std::string tok =
+      "tokenize --tokenizer " + test::data_path("tokenizer/smollm2/tokenizer.json");
+  const auto& cases = golden["cases"];
+  const auto it = std::find_if(cases.begin(), cases.end(),
+                               [](const nlohmann::json& g) { return g["ids"].size() >= 8; });
+  ASSERT_NE(it, cases.end());
+  const nlohmann::json& c = *it;
+  std::string ids;
+  for (const auto& id : c["ids"]) ids += (ids.empty() ? "" : ",") + std::to_string(int{id});
+  CliRun r = run_cli(tok + " --json --decode " + ids);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["text"], c["decode"]);
+  r = run_cli(tok + " --json --decode ''");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["text"], "");
+}
 
 TEST(Cli, PromptIdsGiveHfGreedyIdsInJson) {
   std::ifstream in(test::data_path("models/gqa/reference.json"));
