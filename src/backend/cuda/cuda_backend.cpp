@@ -582,9 +582,9 @@ void CudaBackend::attention(const Tensor& qkv, int heads, int kv_heads, const De
   }
   const int splits = decode_splits(b.num_seqs, kv_heads, layer.block_size);
   const int64_t need = decode_workspace_floats(b.num_seqs, heads, splits, rope_dim_);
-  if (attn_ws_.numel() < need) attn_ws_ = alloc({need}, DType::F32);
-  // (An empty Tensor has numel() 1: the data pointer tells whether one was allocated.)
-  if (attn_count_.data() == nullptr || attn_count_.numel() < int64_t{b.num_seqs} * kv_heads) {
+  // (Lazily sized: an empty Tensor's numel() is 1, so empty() is checked too.)
+  if (attn_ws_.empty() || attn_ws_.numel() < need) attn_ws_ = alloc({need}, DType::F32);
+  if (attn_count_.empty() || attn_count_.numel() < int64_t{b.num_seqs} * kv_heads) {
     attn_count_ = alloc({int64_t{b.num_seqs} * kv_heads}, DType::I32);
     fill_i32(attn_count_, 0);
   }

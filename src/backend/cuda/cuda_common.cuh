@@ -1,5 +1,6 @@
 // Device helpers shared by the kernels: element loads/stores as fp32 whatever the storage type,
-// warp and block reductions, and the dtype dispatch the launchers use.
+// warp and block reductions, programmatic dependent launch, and what the launchers share (the
+// device's limits, the shared-memory opt-in, the dtype dispatch).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -7,6 +8,7 @@
 
 #include <cmath>
 
+#include "backend/cuda/cuda_check.h"
 #include "tensor/tensor.h"
 #include "util/error.h"
 
@@ -73,6 +75,50 @@ __device__ __forceinline__ void pdl_trigger() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 #endif
+}
+
+// Launches kernel<<<grid, block, smem, s>>>(args...) as a programmatic dependent of the kernel
+// before it on the stream (see pdl_wait): the kernel must call pdl_wait() before it touches that
+// kernel's outputs or writes anything that kernel reads.
+template <class... Params, class... Args>
+void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                Args&&... args) {
+  cudaLaunchAttribute pdl{};
+  pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  pdl.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cfg.attrs = &pdl;
+  cfg.numAttrs = 1;
+  NI_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Args&&>(args)...));
+}
+
+// Lets kernel take up to `bytes` of dynamic shared memory (needed past 48 KB).
+template <class Kernel>
+void allow_dynamic_smem(Kernel kernel, size_t bytes) {
+  NI_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(bytes)));
+}
+
+// The current device's SM count and the shared memory one block may opt into (read once: a
+// process drives one device).
+struct DeviceLimits {
+  int sms = 0, smem_optin = 0;
+};
+inline const DeviceLimits& device_limits() {
+  static const DeviceLimits m = [] {
+    DeviceLimits r;
+    int device = 0;
+    NI_CUDA_CHECK(cudaGetDevice(&device));
+    NI_CUDA_CHECK(cudaDeviceGetAttribute(&r.sms, cudaDevAttrMultiProcessorCount, device));
+    NI_CUDA_CHECK(
+        cudaDeviceGetAttribute(&r.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    return r;
+  }();
+  return m;
 }
 
 inline unsigned blocks_for(int64_t n, int threads) {

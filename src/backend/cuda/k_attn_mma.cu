@@ -1,7 +1,7 @@
 // Attention on the tensor cores for bf16 caches with head_dim 64 or 128, flash-attention-2 style
 // (mma.sync m16n8k16, scores and probabilities never leave registers). Both kernels stage the
 // cache through the block table into shared memory with cp.async, 64 entries a tile, the next
-// tiles in flight while one is used, and a warp keeps an online softmax over 16 query rows: S = Q
+// tile in flight while one is used, and a warp keeps an online softmax over 16 query rows: S = Q
 // K^T into C fragments, the row max and sum over the four lanes that share a row, P re-packed as
 // the A operand of P V. A row is one (token, query head) pair of a kv head's group, so the group's
 // heads share each K/V tile: prefill packs 64 rows per block (16 per warp); decode has one token
@@ -473,16 +473,11 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <class Kernel>
-void allow_smem(Kernel k, size_t bytes) {
-  NI_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     static_cast<int>(bytes)));
-}
-
 template <int D, bool kRotate>
 void launch_prefill(const AttnArgs& a, int max_new_tokens, cudaStream_t s) {
   constexpr size_t smem = Layout<D>::bytes(kRows, kPrefillStages);
-  [[maybe_unused]] static const bool once = (allow_smem(prefill_kernel<D, kRotate>, smem), true);
+  [[maybe_unused]] static const bool once =
+      (allow_dynamic_smem(prefill_kernel<D, kRotate>, smem), true);
   const int group = a.heads / a.kv_heads;
   const dim3 grid(a.kv_heads, (max_new_tokens * group + kRows - 1) / kRows, a.seqs);
   prefill_kernel<D, kRotate><<<grid, kThreads, smem, s>>>(a, kLog2e / sqrtf(static_cast<float>(D)));
@@ -495,27 +490,15 @@ template <int D, bool kRotate>
 void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, cudaStream_t s) {
   constexpr size_t smem = Layout<D>::bytes(16, kDecodeStages);
   static const int resident = [] {
-    allow_smem(decode_kernel<D, kRotate>, smem);
-    int device = 0, sms = 0, per_sm = 0;
-    NI_CUDA_CHECK(cudaGetDevice(&device));
-    NI_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    allow_dynamic_smem(decode_kernel<D, kRotate>, smem);
+    int per_sm = 0;
     NI_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, decode_kernel<D, kRotate>,
                                                                 kThreads, smem));
-    return sms * std::max(1, per_sm);
+    return device_limits().sms * std::max(1, per_sm);
   }();
   const int splits = std::clamp(resident / (a.seqs * a.kv_heads), 1, max_splits);
-  cudaLaunchAttribute pdl{};
-  pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  pdl.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(splits, a.kv_heads, a.seqs);
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = s;
-  cfg.attrs = &pdl;
-  cfg.numAttrs = 1;
-  NI_CUDA_CHECK(cudaLaunchKernelEx(&cfg, decode_kernel<D, kRotate>, a,
-                                   kLog2e / sqrtf(static_cast<float>(D)), ws, counters));
+  launch_pdl(decode_kernel<D, kRotate>, dim3(splits, a.kv_heads, a.seqs), dim3(kThreads), smem, s,
+             a, kLog2e / sqrtf(static_cast<float>(D)), ws, counters);
   NI_CUDA_LAUNCH_CHECK("attention_decode_mma");
 }
 

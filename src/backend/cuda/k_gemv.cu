@@ -113,53 +113,22 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   }
 }
 
-struct Machine {
-  int sms = 0, smem_optin = 0;  // SMs; shared memory one block may opt into
-};
-
-const Machine& machine() {
-  static const Machine m = [] {
-    Machine r;
-    int device = 0;
-    NI_CUDA_CHECK(cudaGetDevice(&device));
-    NI_CUDA_CHECK(cudaDeviceGetAttribute(&r.sms, cudaDevAttrMultiProcessorCount, device));
-    NI_CUDA_CHECK(
-        cudaDeviceGetAttribute(&r.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    return r;
-  }();
-  return m;
-}
-
 template <int TOK, class Y>
 void launch(const void* x, const void* w, void* y, int k, int n, cudaStream_t s) {
-  const Machine& m = machine();
+  const DeviceLimits& m = device_limits();
   const auto grid = static_cast<unsigned>(std::min(m.sms, (n + kWarps - 1) / kWarps));
   const auto* xb = static_cast<const __nv_bfloat16*>(x);
   const auto* wb = static_cast<const __nv_bfloat16*>(w);
+  auto* yy = static_cast<Y*>(y);
   const size_t smem = sizeof(__nv_bfloat16) * TOK * k;
   // Launched as a programmatic dependent: its first weight loads overlap the previous kernel's
   // tail (the weights are never written by a kernel).
-  cudaLaunchAttribute pdl{};
-  pdl.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  pdl.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(grid);
-  cfg.blockDim = dim3(kWarps * 32);
-  cfg.stream = s;
-  cfg.attrs = &pdl;
-  cfg.numAttrs = 1;
   if (smem <= static_cast<size_t>(m.smem_optin)) {
-    [[maybe_unused]] static const bool once = [&] {  // any size up to the opt-in limit
-      NI_CUDA_CHECK(cudaFuncSetAttribute(
-          gemv_kernel<TOK, true, Y>, cudaFuncAttributeMaxDynamicSharedMemorySize, m.smem_optin));
-      return true;
-    }();
-    cfg.dynamicSmemBytes = smem;
-    NI_CUDA_CHECK(
-        cudaLaunchKernelEx(&cfg, gemv_kernel<TOK, true, Y>, xb, wb, static_cast<Y*>(y), k, n));
+    [[maybe_unused]] static const bool once =  // any size up to the opt-in limit
+        (allow_dynamic_smem(gemv_kernel<TOK, true, Y>, m.smem_optin), true);
+    launch_pdl(gemv_kernel<TOK, true, Y>, dim3(grid), dim3(kWarps * 32), smem, s, xb, wb, yy, k, n);
   } else {
-    NI_CUDA_CHECK(
-        cudaLaunchKernelEx(&cfg, gemv_kernel<TOK, false, Y>, xb, wb, static_cast<Y*>(y), k, n));
+    launch_pdl(gemv_kernel<TOK, false, Y>, dim3(grid), dim3(kWarps * 32), 0, s, xb, wb, yy, k, n);
   }
   NI_CUDA_LAUNCH_CHECK("gemv_bf16");
 }
