@@ -16,7 +16,8 @@ __global__ void rope_store_kv_kernel(T* qkv, int heads, int kv_heads, int head_d
                                      const int32_t* positions, const int32_t* slots,
                                      const float* cos_sin, T* k_cache, T* v_cache,
                                      int32_t* slot_pos, bool rotate_k) {
-  pdl_trigger();  // decode attention may start copying older cache entries (a normal launch here)
+  pdl_trigger();  // decode attention may start copying older cache entries
+  pdl_wait();     // qkv comes from the kernel before (launched as its programmatic dependent)
   const int t = blockIdx.x, h = blockIdx.y;
   const int half = head_dim / 2;
   T* x = qkv + t * int64_t{heads + 2 * kv_heads} * head_dim + int64_t{h} * head_dim;
@@ -56,11 +57,13 @@ __global__ void rope_store_kv_kernel(T* qkv, int heads, int kv_heads, int head_d
 
 void rope_store_kv(const RopeKvArgs& a, cudaStream_t s) {
   if (a.tokens == 0) return;
+  // A programmatic dependent: its launch overlaps the tail of the QKV product.
   NI_DISPATCH_FLOAT(
       a.dt, T,
-      rope_store_kv_kernel<T><<<dim3(a.tokens, a.heads + 2 * a.kv_heads), kThreads, 0, s>>>(
-          static_cast<T*>(a.qkv), a.heads, a.kv_heads, a.head_dim, a.positions, a.slots, a.cos_sin,
-          static_cast<T*>(a.k_cache), static_cast<T*>(a.v_cache), a.slot_pos, a.rotate_k));
+      launch_pdl(rope_store_kv_kernel<T>, dim3(a.tokens, a.heads + 2 * a.kv_heads), dim3(kThreads),
+                 0, s, static_cast<T*>(a.qkv), a.heads, a.kv_heads, a.head_dim, a.positions,
+                 a.slots, a.cos_sin, static_cast<T*>(a.k_cache), static_cast<T*>(a.v_cache),
+                 a.slot_pos, a.rotate_k));
   NI_CUDA_LAUNCH_CHECK("rope_store_kv");
 }
 
