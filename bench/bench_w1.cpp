@@ -3,7 +3,7 @@
 //       with and without CUDA graphs, bytes read per decode token / time as GB/s and as a % of
 //       a 2 GiB device-to-device copy measured in the same run;
 //   W3  prefill of one 4,096-token prompt and of 8 at once (prompt tokens/s);
-//   attn the decode attention kernel alone at contexts 4k and 16k (% of the copy bandwidth);
+//   attn the decode attention kernel alone at contexts 4k and 16k, batch 1/8/32 (% of copy);
 //   gemv the decode matrix-vector kernel alone on the config's matrices (% of the copy bandwidth);
 // plus a per-op profile of a W1 decode and a W3 prefill. Prints a table; --json FILE writes all.
 // Under mpirun -np N (one rank per GPU) it runs W1 with the model sharded over the N GPUs
@@ -173,13 +173,14 @@ json run_w3(const Args& a) {
   return out;
 }
 
-// The decode attention op alone, the config's heads. Enough layers of cache are cycled that the
-// entries come from device memory, not the 50 MB L2, and the calls are replayed as one CUDA graph
-// so launch overhead is not timed.
+// The decode attention op alone, the config's heads, at batch 1, 8 and 32 (how the fixed part of
+// a call weighs as the bytes it moves grow). Enough layers of cache are cycled that the entries
+// come from device memory, not the 50 MB L2, and the calls are replayed as one CUDA graph so
+// launch overhead is not timed.
 json run_attention(const Args& a, double copy_gbs) {
   json out;
   nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
-  for (const int seqs : {1, 8}) {
+  for (const int seqs : {1, 8, 32}) {
     for (const int ctx : {4096, 16384}) {
       const double bytes =
           static_cast<double>(seqs) * ctx * 2.0 * c.num_kv_heads * c.head_dim * 2.0;
