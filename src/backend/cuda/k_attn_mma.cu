@@ -1,7 +1,9 @@
 // Attention on the tensor cores for bf16 caches with head_dim 64 or 128, flash-attention-2 style
 // (mma.sync m16n8k16, scores and probabilities never leave registers). Both kernels stage the
-// cache through the block table into shared memory with cp.async, 64 entries a tile, the next
-// tile in flight while one is used, and a warp keeps an online softmax over 16 query rows: S = Q
+// cache through the block table into shared memory with cp.async, 64 entries a tile (prefill:
+// the next tile in flight while one is used; decode: one tile in shared memory at a time, the
+// SM's other blocks computing while its copies land), and a warp keeps an online softmax over 16
+// query rows: S = Q
 // K^T into C fragments, the row max and sum over the four lanes that share a row, P re-packed as
 // the A operand of P V. A row is one (token, query head) pair of a kv head's group, so the group's
 // heads share each K/V tile: prefill packs 64 rows per block (16 per warp); decode has one token
@@ -23,10 +25,14 @@ using bf16 = __nv_bfloat16;
 constexpr int kThreads = 128;      // four warps
 constexpr int kTileK = 64;         // cache entries per shared-memory stage
 constexpr int kPrefillStages = 2;  // tiles in shared memory: compute-bound, double buffering
-// Decode is bound by how many warps an SM holds to hide the copies' latency: with two stages
-// (74 KB) three blocks share an SM, and B=8 x 16k streams at 85 % of copy; with three stages
-// (two blocks an SM, more bytes in flight per block) it was 67 % (H200, 2026-12-01).
-constexpr int kDecodeStages = 2;
+// Decode is bound by how many warps an SM holds to hide the copies' latency, so a block keeps a
+// single stage (46 KB with the merge's scratch, at most 128 registers a thread): four blocks
+// share an SM and each one's copies overlap the others' arithmetic. H200, 2026-12-01, % of copy
+// at B=8 x 16k: three stages (two blocks an SM) 67 %, two stages (three) 84 %, one stage (four)
+// 85 %; at B=32 x 4k two stages 79 %, one 85 %; at B=1 x 4k, where there is one tile a block,
+// one stage costs 3 points (29 % against 32 %).
+constexpr int kDecodeStages = 1;
+constexpr int kDecodeBlocksPerSm = 4;
 constexpr int kRows = 64;  // prefill: (token, head) rows per block, 16 per warp
 constexpr int kMaxSplits = 128;
 
@@ -193,23 +199,29 @@ struct TileRows {
   }
 };
 
-// Calls body(t, ks, vs, k0) for the tiles of entries first..last (t = 0, 1, ...) while the next
-// kStages - 1 tiles are copied. start() runs once before the first copies that may depend on the
-// kernel ahead (entries past safe_last): a programmatic dependent waits for that kernel there
-// and copies its Q; the first tiles' older entries are already on their way. Copies issued
-// before the call or in start() have landed when body(0, ...) runs. On return every copy is
-// done and the stages may be reused.
-template <int D, int kStages, bool kRotate, class Start, class Body>
+// Calls body(t, ks, vs, k0) for the tiles of entries first..last (t = 0, 1, ...) while later
+// tiles are copied. start() runs once before the first copies that may depend on the kernel
+// ahead (entries past safe_last): a programmatic dependent waits for that kernel there and copies
+// its Q; the first tiles' older entries are already on their way. Copies issued before the call
+// or in start() have landed when body(0, ...) runs. On return every copy is done and the stages
+// may be reused. Two schedules:
+//  - kFillAll = false (prefill, compute-bound): tile t + kStages - 1 is copied before body(t),
+//    so kStages - 1 tiles are in flight while a tile is used; one barrier a tile.
+//  - kFillAll = true (decode, memory-bound): every stage is filled before the first body, and
+//    tile t + kStages is copied into tile t's stage right after body(t); two barriers a tile.
+//    With one stage a block copies, then computes: the other blocks of its SM fill the gaps.
+template <int D, int kStages, bool kFillAll, bool kRotate, class Start, class Body>
 __device__ void for_each_tile(const AttnArgs& a, int seq, int kvh, int first, int last,
                               int safe_last, bf16* stages, const Start& start, const Body& body) {
   constexpr int kTile = Layout<D>::kTile;
+  constexpr int kAhead = kFillAll ? kStages : kStages - 1;  // tiles copied before body(0)
   auto k_stage = [&](int t) { return stages + (t % kStages) * 2 * kTile; };
   auto early = [&](int t) { return min(last, first + t * kTileK + kTileK - 1) <= safe_last; };
   const int n_tiles = last >= first ? (last - first) / kTileK + 1 : 0;
   TileRows<D> rows;
   // Early copies join the first group, which body(0) waits for; tile t's others join group t.
 #pragma unroll
-  for (int t = 0; t < kStages - 1; ++t) {
+  for (int t = 0; t < kAhead; ++t) {
     if (t < n_tiles && early(t)) {
       rows.lookup(a, seq, first + t * kTileK, last);
       rows.template copy<kRotate>(a, kvh, k_stage(t), k_stage(t) + kTile);
@@ -217,24 +229,28 @@ __device__ void for_each_tile(const AttnArgs& a, int seq, int kvh, int first, in
   }
   start();
 #pragma unroll
-  for (int t = 0; t < kStages - 1; ++t) {
+  for (int t = 0; t < kAhead; ++t) {
     if (t < n_tiles && !early(t)) {
       rows.lookup(a, seq, first + t * kTileK, last);
       rows.template copy<kRotate>(a, kvh, k_stage(t), k_stage(t) + kTile);
     }
     cp_async_commit();
   }
-  rows.lookup(a, seq, first + (kStages - 1) * kTileK, last);
+  rows.lookup(a, seq, first + kAhead * kTileK, last);
   for (int t = 0; t < n_tiles; ++t) {
-    cp_async_wait<kStages - 2>();
-    __syncthreads();  // tile t is in for every thread, and tile t - 1's stage is free
-    const int next = t + kStages - 1;
+    cp_async_wait<kAhead - 1>();  // group t holds tile t; the ones after it may be in flight
+    __syncthreads();  // tile t is in for every thread (prefill: tile t - 1's stage is free)
+    const int next = t + kAhead;
+    if constexpr (kFillAll) {
+      body(t, k_stage(t), k_stage(t) + kTile, first + t * kTileK);
+      __syncthreads();  // every warp is done with tile t's stage
+    }
     if (next < n_tiles) {
       rows.template copy<kRotate>(a, kvh, k_stage(next), k_stage(next) + kTile);
       rows.lookup(a, seq, first + (next + 1) * kTileK, last);  // in flight during body
     }
     cp_async_commit();
-    body(t, k_stage(t), k_stage(t) + kTile, first + t * kTileK);
+    if constexpr (!kFillAll) body(t, k_stage(t), k_stage(t) + kTile, first + t * kTileK);
   }
   cp_async_wait<0>();
   __syncthreads();
@@ -286,7 +302,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const AttnArgs a, 
   const bool tree = a.tree_mask != nullptr;
 
   WarpAttn<D> w;
-  for_each_tile<D, kPrefillStages, kRotate>(
+  for_each_tile<D, kPrefillStages, false, kRotate>(
       a, seq, kvh, 0, kmax_s, -1, stages, [] {},
       [&](int t, const bf16* ks, const bf16* vs, int k0) {
         if (t == 0) w.init(qs, warp * 16);
@@ -318,7 +334,7 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const AttnArgs a, 
 // floats of padding so that the output starts 16-byte aligned, output);
 // counters [seq][kv head] count finished splits (zero between launches: the last block resets).
 template <int D, bool kRotate>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kDecodeBlocksPerSm)
     decode_kernel(const AttnArgs a, float scale, float* ws, int* counters) {
   constexpr int S = Layout<D>::kStride, kChunks = D / 8, kPart = D + 4;
   pdl_trigger();  // the O GEMV may start prefetching its weights
@@ -354,7 +370,7 @@ __global__ void __launch_bounds__(kThreads)
   WarpAttn<D> w;
   w.m[0] = w.m[1] = -INFINITY;  // for an empty context (no tile): nothing seen
   w.l[0] = w.l[1] = 0.0F;
-  for_each_tile<D, kDecodeStages, kRotate>(
+  for_each_tile<D, kDecodeStages, true, kRotate>(
       a, seq, kvh, first, last, ctx - 2, stages, start,
       [&](int t, const bf16* ks, const bf16* vs, int k0) {
         if (t == 0) w.init(qs, 0);
@@ -486,9 +502,9 @@ void launch_prefill(const AttnArgs& a, int max_new_tokens, cudaStream_t s) {
 
 // The split count that keeps the most resident block slots busy. pairs x splits blocks run in
 // ceil(blocks / resident) waves, and every wave after the first costs about a seventh of a call
-// (its blocks' start-up and merges). Measured on an H200 (2026-12-01, 396 slots): 64 pairs at
-// 4k, 6 splits in one wave 72 % of copy, 12 in two 62 %; 256 pairs (B=32), 1 split (one wave,
-// 65 % of the slots) 68 %, 3 splits (two waves, 97 %) 80 %, 4 or 6 splits 74-76 %.
+// (its blocks' start-up and merges). Measured on an H200 (2026-12-01, three blocks an SM then: 396
+// slots): 64 pairs at 4k, 6 splits in one wave 71 % of copy, 12 in two 61 %; 256 pairs (B=32), 1
+// split (one wave, 65 % of the slots) 68 %, 3 splits (two waves, 97 %) 80 %, 4 or 6 splits 74-76 %.
 int best_splits(int pairs, int resident, int max_splits) {
   int best = 1;
   double best_score = 0.0;
@@ -504,7 +520,10 @@ int best_splits(int pairs, int resident, int max_splits) {
 // Every block streams its slice with the pipeline full; the split count is best_splits'.
 template <int D, bool kRotate>
 void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, cudaStream_t s) {
-  constexpr size_t smem = Layout<D>::bytes(16, kDecodeStages);
+  // The stages, or after the tiles the merge's [warp][row][D] outputs, maxima, sums and weights.
+  constexpr size_t merge = sizeof(float) * (4 * 16 * D + 2 * 4 * 16 + 16 * kMaxSplits);
+  constexpr size_t smem =
+      std::max(Layout<D>::bytes(16, kDecodeStages), Layout<D>::bytes(16, 0) + merge);
   static const int resident = [] {
     allow_dynamic_smem(decode_kernel<D, kRotate>, smem);
     int per_sm = 0;
