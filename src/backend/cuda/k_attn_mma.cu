@@ -40,6 +40,9 @@ template <int D>
 struct Layout {
   static constexpr int kStride = D + 8;  // bf16 per shared row: ldmatrix rows hit distinct banks
   static constexpr int kTile = kTileK * kStride;
+  // Decode's merge scratch, laid over the stages once the tiles are done: [warp][row][D] outputs,
+  // [warp][row] maxima and sums, [row][split] weights (decode_kernel's so, sm, sl, weight).
+  static constexpr size_t kMergeFloats = 4 * 16 * D + 2 * 4 * 16 + 16 * kMaxSplits;
   // Q rows, then stages x (K tile, V tile).
   static constexpr size_t bytes(int q_rows, int stages) {
     return sizeof(bf16) * (q_rows * kStride + 2 * stages * kTile);
@@ -517,13 +520,13 @@ int best_splits(int pairs, int resident, int max_splits) {
   return best;
 }
 
-// Every block streams its slice with the pipeline full; the split count is best_splits'.
+// One block per (split, kv head, sequence); the split count is best_splits'.
 template <int D, bool kRotate>
 void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, cudaStream_t s) {
-  // The stages, or after the tiles the merge's [warp][row][D] outputs, maxima, sums and weights.
-  constexpr size_t merge = sizeof(float) * (4 * 16 * D + 2 * 4 * 16 + 16 * kMaxSplits);
+  // Q and the stage, or Q and the merge scratch that replaces the stage after the tiles.
   constexpr size_t smem =
-      std::max(Layout<D>::bytes(16, kDecodeStages), Layout<D>::bytes(16, 0) + merge);
+      std::max(Layout<D>::bytes(16, kDecodeStages),
+               Layout<D>::bytes(16, 0) + sizeof(float) * Layout<D>::kMergeFloats);
   static const int resident = [] {
     allow_dynamic_smem(decode_kernel<D, kRotate>, smem);
     int per_sm = 0;
