@@ -6,6 +6,7 @@
 #include <random>
 
 #include "gpu_test_util.h"
+#include "util/error.h"
 #ifdef NANOINFER_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
 #endif
@@ -58,6 +59,14 @@ TEST_P(CudaOps, RmsnormAndFusedAdd) {
   gpu->add_rmsnorm(dres, dx, dw, 1e-6F, out);
   EXPECT_LT(test::rel_error(*gpu, dres, res), test::rel_bound(dt())) << "residual";
   EXPECT_LT(test::rel_error(*gpu, out, ref), test::rel_bound(dt())) << "normed";
+}
+
+TEST(CudaOpsLimits, RmsnormRejectsHiddenPastTheKernelLimit) {
+  NI_REQUIRE_CUDA(gpu, DType::BF16);
+  const int H = 4 * 1024 * 8 + 8;  // 4 vectors of 8 a thread, 1,024 threads
+  const Tensor x = gpu->alloc({1, H}, DType::BF16), w = gpu->alloc({H}, DType::BF16);
+  Tensor out = gpu->alloc({1, H}, DType::BF16);
+  EXPECT_THROW(gpu->rmsnorm(x, w, 1e-5F, out), Error);
 }
 
 TEST_P(CudaOps, AddSiluMulGather) {
@@ -246,12 +255,15 @@ TEST(CudaGemv, EdgeShapesLeaveTheRestAlone) {
 }
 #endif
 
-INSTANTIATE_TEST_SUITE_P(Shapes, CudaOps,
-                         ::testing::Combine(::testing::Values(DType::F32, DType::BF16),
-                                            ::testing::Values(Shape{1, 64, 96}, Shape{3, 256, 1000},
-                                                              Shape{4, 72, 40}, Shape{5, 100, 33},
-                                                              Shape{37, 576, 1536},
-                                                              Shape{130, 128, 515})));
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CudaOps,
+    ::testing::Combine(::testing::Values(DType::F32, DType::BF16),
+                       ::testing::Values(Shape{1, 64, 96}, Shape{3, 256, 1000}, Shape{4, 72, 40},
+                                         Shape{5, 100, 33}, Shape{37, 576, 1536},
+                                         Shape{130, 128, 515},
+                                         // rows of several vectors a thread
+                                         Shape{2, 12000, 40}, Shape{1, 16000, 24},
+                                         Shape{3, 2050, 17})));
 
 }  // namespace
 }  // namespace nanoinfer

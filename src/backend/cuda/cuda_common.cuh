@@ -93,7 +93,11 @@ void launch_pdl(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, c
   cfg.stream = s;
   cfg.attrs = &pdl;
   cfg.numAttrs = 1;
-  NI_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, static_cast<Args&&>(args)...));
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, static_cast<Args&&>(args)...);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();  // a failed launch is not sticky: leave nothing for the next check
+    cuda_fail(e, "cudaLaunchKernelEx", __FILE__, __LINE__);
+  }
 }
 
 // Lets kernel take up to `bytes` of dynamic shared memory (needed past 48 KB).

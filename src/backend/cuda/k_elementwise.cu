@@ -38,6 +38,7 @@ __global__ void silu_mul_kernel(const T* gu, T* out, int tokens, int ffn) {
     T x[kVec];
   };
   pdl_trigger();  // the down GEMV may start prefetching its weights
+  pdl_wait();     // gate_up comes from the kernel before (launched as its programmatic dependent)
   const int f = (blockIdx.x * blockDim.x + threadIdx.x) * kVec;
   if (f >= ffn) return;
   const bool vec = ffn % kVec == 0;
@@ -185,8 +186,8 @@ void silu_mul(DType dt, const void* gate_up, void* out, int tokens, int ffn, cud
     const int per_thread = 16 / static_cast<int>(sizeof(T));
     const dim3 grid(blocks_for((ffn + per_thread - 1) / per_thread, kThreads),
                     static_cast<unsigned>(std::min(tokens, 65535)));
-    silu_mul_kernel<T><<<grid, kThreads, 0, s>>>(static_cast<const T*>(gate_up),
-                                                 static_cast<T*>(out), tokens, ffn);
+    launch_pdl(silu_mul_kernel<T>, grid, dim3(kThreads), 0, s, static_cast<const T*>(gate_up),
+               static_cast<T*>(out), tokens, ffn);
   });
   NI_CUDA_LAUNCH_CHECK("silu_mul");
 }

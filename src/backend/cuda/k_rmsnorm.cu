@@ -2,6 +2,7 @@
 // x and the residual, one write of each, fp32 statistics. In bf16 the normalised value is
 // rounded before the weight product, as HF's LlamaRMSNorm does.
 #include <algorithm>
+#include <string>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_common.cuh"
@@ -10,57 +11,84 @@
 namespace nanoinfer::cuda {
 namespace {
 
-// One block per row, each thread owning kVec consecutive elements per pass (16-byte loads when
-// the row allows: kVec = 16 / sizeof(T), else 1). With residual != null: residual += x first,
-// and the stored (rounded) sum is what gets normalised.
-template <class T, int kVec>
-__global__ void rmsnorm_kernel(T* residual, const T* x, const T* w, float eps, T* out, int hidden) {
+constexpr int kMaxThreads = 1024, kMaxIter = 4;  // up to 4 x 1024 vectors a row
+
+// One block per row, each thread owning kIter vectors of kVec consecutive elements (16-byte loads
+// when the row allows: kVec = 16 / sizeof(T), else 1), held in registers between the passes. A
+// programmatic dependent: the weight is loaded before waiting for the kernel ahead, which wrote x.
+// With residual != null: residual += x first, and the stored (rounded) sum is what gets normalised.
+template <class T, int kVec, int kIter>
+__global__ void __launch_bounds__(kMaxThreads)
+    rmsnorm_kernel(T* residual, const T* x, const T* w, float eps, T* out, int hidden) {
   struct alignas(sizeof(T) * kVec) Vec {
     T x[kVec];
   };
   pdl_trigger();  // the GEMV after us may start prefetching its weights
+  const int n = hidden / kVec, tid = static_cast<int>(threadIdx.x);
+  const int step = static_cast<int>(blockDim.x);
+  const Vec* wv = reinterpret_cast<const Vec*>(w);
+  Vec g[kIter], v[kIter];
+#pragma unroll
+  for (int j = 0; j < kIter; ++j)
+    if (tid + j * step < n) g[j] = wv[tid + j * step];
+  pdl_wait();
   const int64_t row = blockIdx.x;
   const Vec* src = reinterpret_cast<const Vec*>(x + row * hidden);
   Vec* res = residual != nullptr ? reinterpret_cast<Vec*>(residual + row * hidden) : nullptr;
-  const int n = hidden / kVec;
   float ss = 0.0F;
-  for (int i = threadIdx.x; i < n; i += blockDim.x) {
-    Vec v = src[i];
+#pragma unroll
+  for (int j = 0; j < kIter; ++j) {
+    const int i = tid + j * step;
+    if (i >= n) continue;
+    v[j] = src[i];
     if (res != nullptr) {
       Vec r = res[i];
 #pragma unroll
-      for (int e = 0; e < kVec; ++e) r.x[e] = from_f32<T>(to_f32(r.x[e]) + to_f32(v.x[e]));
+      for (int e = 0; e < kVec; ++e) r.x[e] = from_f32<T>(to_f32(r.x[e]) + to_f32(v[j].x[e]));
       res[i] = r;
-      v = r;
+      v[j] = r;
     }
 #pragma unroll
-    for (int e = 0; e < kVec; ++e) ss += to_f32(v.x[e]) * to_f32(v.x[e]);
+    for (int e = 0; e < kVec; ++e) ss += to_f32(v[j].x[e]) * to_f32(v[j].x[e]);
   }
   const float inv = 1.0F / sqrtf(block_sum(ss) / static_cast<float>(hidden) + eps);
-  const Vec* normed = res != nullptr ? res : src;
-  const Vec* wv = reinterpret_cast<const Vec*>(w);
   Vec* o = reinterpret_cast<Vec*>(out + row * hidden);
-  for (int i = threadIdx.x; i < n; i += blockDim.x) {
-    const Vec v = normed[i], g = wv[i];
+#pragma unroll
+  for (int j = 0; j < kIter; ++j) {
+    const int i = tid + j * step;
+    if (i >= n) continue;
     Vec r;
 #pragma unroll
     for (int e = 0; e < kVec; ++e)
-      r.x[e] = from_f32<T>(round_to<T>(to_f32(v.x[e]) * inv) * to_f32(g.x[e]));
+      r.x[e] = from_f32<T>(round_to<T>(to_f32(v[j].x[e]) * inv) * to_f32(g[j].x[e]));
     o[i] = r;
   }
+}
+
+template <class T, int kVec>
+void launch_vec(T* residual, const T* x, const T* w, float eps, T* out, int tokens, int hidden,
+                cudaStream_t s) {
+  const int per_row = hidden / kVec;
+  if (per_row > kMaxThreads * kMaxIter)
+    fail("rmsnorm: hidden size " + std::to_string(hidden) + " is past the CUDA kernel's limit of " +
+         std::to_string(kMaxThreads * kMaxIter * kVec));
+  const int threads = std::clamp((per_row + 31) / 32 * 32, 32, kMaxThreads);
+  const int iters = (per_row + threads - 1) / threads;
+  using Kernel = void (*)(T*, const T*, const T*, float, T*, int);
+  const Kernel k = iters == 1   ? rmsnorm_kernel<T, kVec, 1>
+                   : iters == 2 ? rmsnorm_kernel<T, kVec, 2>
+                                : rmsnorm_kernel<T, kVec, kMaxIter>;
+  launch_pdl(k, dim3(tokens), dim3(threads), 0, s, residual, x, w, eps, out, hidden);
 }
 
 template <class T>
 void launch(T* residual, const T* x, const T* w, float eps, T* out, int tokens, int hidden,
             cudaStream_t s) {
   constexpr int kVec = 16 / sizeof(T);
-  const bool vec = hidden % kVec == 0;
-  const int per_row = vec ? hidden / kVec : hidden;
-  const int threads = std::clamp((per_row + 31) / 32 * 32, 32, 1024);
-  if (vec)
-    rmsnorm_kernel<T, kVec><<<tokens, threads, 0, s>>>(residual, x, w, eps, out, hidden);
+  if (hidden % kVec == 0)
+    launch_vec<T, kVec>(residual, x, w, eps, out, tokens, hidden, s);
   else
-    rmsnorm_kernel<T, 1><<<tokens, threads, 0, s>>>(residual, x, w, eps, out, hidden);
+    launch_vec<T, 1>(residual, x, w, eps, out, tokens, hidden, s);
 }
 
 }  // namespace
