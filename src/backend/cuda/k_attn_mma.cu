@@ -435,17 +435,23 @@ __global__ void __launch_bounds__(kThreads, kDecodeBlocksPerSm)
   if (used == 1) return;
 
   // The last split to finish merges them all (partials read past L1: other blocks wrote them).
+  // One thread counts for the block after the barrier: its acquire-release add publishes the
+  // block's partial (ordered before it by the barrier) and, in the last block, makes every other
+  // block's visible to the threads that pass the next barrier.
   __shared__ bool last_block;
-  __threadfence();
   __syncthreads();
   if (tid == 0) {
     int* count = counters + int64_t{seq} * a.kv_heads + kvh;
-    last_block = atomicAdd(count, 1) == used - 1;
+    int done = 0;
+    asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;\n"
+                 : "=r"(done)
+                 : "l"(count)
+                 : "memory");
+    last_block = done == used - 1;
     if (last_block) *count = 0;
   }
   __syncthreads();
   if (!last_block) return;
-  __threadfence();
   const float* base = ws + (int64_t{seq} * a.heads + kvh * group) * splits * kPart;
   // Split weights: a warp per row, a lane per split, so every load is in flight at once.
   for (int r = warp; r < group; r += kThreads / 32) {
