@@ -63,7 +63,7 @@ TEST_P(CudaOps, RmsnormAndFusedAdd) {
 
 TEST(CudaOpsLimits, RmsnormRejectsHiddenPastTheKernelLimit) {
   NI_REQUIRE_CUDA(gpu, DType::BF16);
-  const int H = 4 * 1024 * 8 + 8;  // 4 vectors of 8 a thread, 1,024 threads
+  const int H = 4 * 1024 * 8 + 8;  // one vector past 4 vectors of 8 a thread x 1,024 threads
   const Tensor x = gpu->alloc({1, H}, DType::BF16), w = gpu->alloc({H}, DType::BF16);
   Tensor out = gpu->alloc({1, H}, DType::BF16);
   EXPECT_THROW(gpu->rmsnorm(x, w, 1e-5F, out), Error);
