@@ -49,6 +49,14 @@ class Backend {
   virtual Tensor alloc(std::vector<int64_t> shape, DType dtype) = 0;
   virtual Tensor upload(const Tensor& host, DType dtype) = 0;  // converts f32/f16/bf16 → dtype
   virtual void to_host_f32(const Tensor& src, std::vector<float>& dst) = 0;
+  // ids[r] = the argmax of row r of f32 logits [R, V] (the first maximum: ties go to the lowest
+  // id), picked where the logits are so that R ids reach the host instead of R x V floats. False
+  // (ids untouched) when the backend has no such path: the caller copies the logits and picks.
+  virtual bool argmax_to_host(const Tensor& logits, std::vector<int32_t>& ids) {
+    (void)logits;
+    (void)ids;
+    return false;
+  }
   virtual DeviceBatch upload_batch(const Batch& batch) = 0;
   virtual void upload_rope(const RopeTable& table) = 0;
   virtual void fill_i32(Tensor& t, int32_t value) = 0;
@@ -88,7 +96,9 @@ class Backend {
   virtual void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
                            Tensor& out) = 0;
   virtual void add(Tensor& acc, const Tensor& x) = 0;  // acc += x
-  // out = x w^T: [T,K] x [N,K] -> [T,N]; out may be f32 when x and w are not (the logits).
+  // out = x w^T: [T,K] x [N,K] -> [T,N]; out may be f32 when x and w are not (the logits): it then
+  // holds the products rounded to x's dtype, as an HF model in that dtype returns its logits (its
+  // greedy pick breaks ties among them by the lowest index, and so does ours).
   virtual void matmul(const Tensor& x, const Tensor& w, Tensor& out) = 0;
   virtual void silu_mul(const Tensor& gate_up, Tensor& out) = 0;  // [T,2F] → [T,F]
   virtual void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) = 0;  // [T,H] → [R,H]

@@ -15,6 +15,7 @@
 #include "model/llama.h"
 #include "nanoinfer/tokenizer.h"
 #include "sampling/sampler.h"
+#include "sampling/stages.h"
 #include "util/error.h"
 
 namespace nanoinfer {
@@ -301,6 +302,7 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
     if (live.empty()) break;
     const auto t0 = std::chrono::steady_clock::now();
     const Batch batch = build_batch(live, cache);
+    bool picked = false;  // tokens picked by the backend (greedy rows only)
     {
       // The other ranks get the batch and the cache ops made since the last step; alone, the
       // ops are only drained (no message is built). Device collectives complete in the copy to
@@ -311,16 +313,25 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
         wait.emplace(0, "a forward step");
         send(StepMessage::step(std::move(ops), batch));
       }
-      backend->to_host_f32(model->forward(batch, cache), logits);
+      const Tensor& step_logits = model->forward(batch, cache);
+      // Greedy rows with nothing to process: the backend picks them where the logits are, and
+      // only their ids come back (R x V floats and a host scan per row otherwise).
+      picked = live_beams.empty() &&
+               std::all_of(rows.begin(), rows.end(),
+                           [](const auto& r) { return sampling::is_plain_argmax(*r.params); }) &&
+               backend->argmax_to_host(step_logits, tokens);
+      if (!picked) backend->to_host_f32(step_logits, logits);
     }
     // Cache use as this step's forward saw it (sequences that end now release their blocks).
     StepStats step;
     step.cache_used = cache.used_slots();
     step.cache_allocated = cache.allocated_slots();
     if (!rows.empty()) {
-      sampling::LogitsView view(std::span<float>(logits.data(), rows.size() * V),
-                                static_cast<int>(rows.size()), c.vocab_size);
-      tokens = sampler.sample(view, rows);
+      if (!picked) {
+        sampling::LogitsView view(std::span<float>(logits.data(), rows.size() * V),
+                                  static_cast<int>(rows.size()), c.vocab_size);
+        tokens = sampler.sample(view, rows);
+      }
       for (size_t r = 0; r < live_sampled.size(); ++r)
         live_sampled[r]->accept(tokens[r], cache, on_token);
     }

@@ -2,6 +2,8 @@
 // per-row arrays of each batch operation.
 #include "sampling/stages.h"
 
+#include <algorithm>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -125,6 +127,12 @@ constexpr SelectorStage kSelectors[] = {
 };
 
 }  // namespace
+
+bool is_plain_argmax(const SamplingParams& params) {
+  return params.num_beams == 1 && !sampling(params) &&
+         std::none_of(std::begin(kProcessors), std::end(kProcessors),
+                      [&params](const ProcessorStage& s) { return s.enabled(params); });
+}
 
 std::span<const ProcessorStage> processor_stages() {
   return kProcessors;

@@ -40,5 +40,8 @@ struct SelectorStage {
 std::span<const ProcessorStage> processor_stages();
 // The first stage that handles a row selects its token.
 std::span<const SelectorStage> selector_stages();
+// True when a row's token is the argmax of its logits as they come: greedy, no beams and no
+// processor enabled. A backend may pick such rows where the logits are (Backend::argmax_to_host).
+bool is_plain_argmax(const SamplingParams& params);
 
 }  // namespace nanoinfer::sampling

@@ -38,6 +38,12 @@ TEST_P(CudaOps, Matmul) {
     gpu->matmul(dx, dw, out);
     // bf16 output: one more rounding of each value on top of fp32 accumulation.
     EXPECT_LT(test::rel_error(*gpu, out, ref), test::rel_bound(dt())) << dtype_name(out_dt);
+    // f32 out of bf16 inputs (the logits) holds bf16 values, as an HF bf16 model's logits.
+    std::vector<float> got;
+    gpu->to_host_f32(out, got);
+    const bool rounds = dt() == DType::BF16;
+    for (size_t i = 0; rounds && i < got.size(); ++i)
+      ASSERT_EQ(bf16_to_f32(f32_to_bf16(got[i])), got[i]) << dtype_name(out_dt) << " " << i;
   }
 }
 
@@ -199,10 +205,34 @@ TEST_P(CudaOps, ArgmaxRows) {
     const float* row = logits.as<float>() + int64_t{t} * V;
     EXPECT_EQ(host_ids[t], std::max_element(row, row + V) - row) << "row " << t;
   }
+  std::vector<int32_t> picked;  // the engine's path: the same pick, only the ids copied back
+  ASSERT_TRUE(gpu->argmax_to_host(gpu->upload(logits, DType::F32), picked));
+  EXPECT_EQ(picked, host_ids);
 }
 #endif
 
 #ifdef NANOINFER_HAVE_CUDA
+// Rows of a real vocabulary (16-byte loads, and one float past them: element by element): a tie
+// far apart, a row of -inf only (index 0, as std::max_element), a maximum at the last index.
+TEST(CudaArgmax, VocabularyRowsAsTheHostPicks) {
+  NI_REQUIRE_CUDA(gpu, DType::F32);
+  std::mt19937 rng(5);
+  for (const int V : {128256, 128257}) {
+    Tensor logits = test::random_host({3, V}, DType::F32, rng);
+    float* r = logits.as<float>();
+    r[5000] = r[120000] = 50.0F;
+    std::fill_n(r + V, V, -INFINITY);
+    r[3 * V - 1] = 50.0F;
+    std::vector<int32_t> picked;
+    ASSERT_TRUE(gpu->argmax_to_host(gpu->upload(logits, DType::F32), picked));
+    std::vector<int32_t> want(3);
+    for (int t = 0; t < 3; ++t)
+      want[t] = static_cast<int32_t>(std::max_element(r + t * V, r + (t + 1) * V) - (r + t * V));
+    EXPECT_EQ(want, (std::vector<int32_t>{5000, 0, V - 1}));
+    EXPECT_EQ(picked, want) << "vocabulary " << V;
+  }
+}
+
 // The decode GEMV called directly on the edge paths of its loop: k = 8, rows ending inside a
 // chunk of loads (k not a multiple of 2048), warps that wrap around n several times (n > SMs x
 // 16 warps, n not a multiple of 16), and a k whose 4 activation rows do not fit in shared memory
@@ -247,6 +277,8 @@ TEST(CudaGemv, EdgeShapesLeaveTheRestAlone) {
         gpu->to_host_f32(y2, got2);
         EXPECT_LT(test::rel_error(got1, ref.as<float>(), static_cast<size_t>(used)),
                   test::rel_bound(DType::BF16));
+        for (int64_t i = 0; i < used; ++i)  // f32 y too: bf16 values (the logits)
+          ASSERT_EQ(bf16_to_f32(f32_to_bf16(got1[i])), got1[i]) << i;
         for (int64_t i = used; i < total; ++i) ASSERT_EQ(got1[i], 3.0F) << "written past: " << i;
         EXPECT_EQ(got1, got2);
       }

@@ -186,5 +186,26 @@ TEST(Stages, GreedyRowsIgnoreWarpersButKeepPenalties) {
   EXPECT_EQ(enabled, (std::vector<std::string_view>{"repetition_penalty"}));
 }
 
+// Only a greedy row with nothing to process may be picked by the backend (Backend::argmax_to_host);
+// sampling warpers set on a greedy row do not count (they are off without sampling).
+TEST(Stages, PlainArgmaxRowsAreGreedyWithoutProcessors) {
+  SamplingParams p;
+  EXPECT_TRUE(is_plain_argmax(p));
+  p.top_k = 5;
+  p.top_p = 0.5F;
+  EXPECT_TRUE(is_plain_argmax(p));
+  const auto changed = [](auto edit) {
+    SamplingParams q;
+    edit(q);
+    return is_plain_argmax(q);
+  };
+  EXPECT_FALSE(changed([](SamplingParams& q) { q.temperature = 0.7F; }));
+  EXPECT_FALSE(changed([](SamplingParams& q) { q.num_beams = 2; }));
+  EXPECT_FALSE(changed([](SamplingParams& q) { q.repetition_penalty = 1.2F; }));
+  EXPECT_FALSE(changed([](SamplingParams& q) { q.presence_penalty = 0.5F; }));
+  EXPECT_FALSE(changed([](SamplingParams& q) { q.frequency_penalty = 0.5F; }));
+  EXPECT_FALSE(changed([](SamplingParams& q) { q.suppress_tokens = {3}; }));
+}
+
 }  // namespace
 }  // namespace nanoinfer::sampling

@@ -213,6 +213,19 @@ void CudaBackend::to_host_f32(const Tensor& src, std::vector<float>& dst) {
   if (profiling_) collect_profile();
 }
 
+bool CudaBackend::argmax_to_host(const Tensor& logits, std::vector<int32_t>& ids) {
+  const int64_t R = logits.dim(0);
+  // (Lazily sized: an empty Tensor's numel() is 1, so empty() is checked too.)
+  if (argmax_ids_.empty() || argmax_ids_.numel() < R) argmax_ids_ = alloc({R}, DType::I32);
+  argmax_rows(logits, argmax_ids_);
+  ids.resize(static_cast<size_t>(R));
+  NI_CUDA_CHECK(cudaMemcpyAsync(ids.data(), argmax_ids_.data(), ids.size() * sizeof(int32_t),
+                                cudaMemcpyDeviceToHost, stream_));
+  NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (profiling_) collect_profile();
+  return true;
+}
+
 void CudaBackend::synchronize() {
   NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
   if (profiling_) collect_profile();
@@ -490,11 +503,14 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor& out) {
   NI_ASSERT(x.dtype() == w.dtype());
   const int64_t T = x.dim(0), K = x.dim(1), N = w.dim(0);
   OpScope op(*this, "matmul " + std::to_string(N) + "x" + std::to_string(K));
-  if (use_gemv_ && x.dtype() == DType::BF16 && T <= kGemvMaxTokens && K % 8 == 0)
+  if (use_gemv_ && x.dtype() == DType::BF16 && T <= kGemvMaxTokens && K % 8 == 0) {
     gemv_bf16(x.data(), w.data(), out.dtype(), out.data(), static_cast<int>(T), static_cast<int>(K),
               static_cast<int>(N), stream_);
-  else
-    gemm_->run(x.dtype(), out.dtype(), x.data(), w.data(), out.data(), T, K, N, stream_);
+    return;  // (f32 logits already rounded to bf16 values as the GEMV stores them)
+  }
+  gemm_->run(x.dtype(), out.dtype(), x.data(), w.data(), out.data(), T, K, N, stream_);
+  if (x.dtype() == DType::BF16 && out.dtype() == DType::F32)  // the logits of a bf16 model
+    round_to_bf16(out.as<float>(), out.numel(), stream_);
 }
 
 void CudaBackend::silu_mul(const Tensor& gate_up, Tensor& out) {

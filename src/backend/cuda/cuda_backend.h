@@ -35,6 +35,7 @@ class CudaBackend final : public Backend {
   Tensor alloc(std::vector<int64_t> shape, DType dtype) override;
   Tensor upload(const Tensor& host, DType dtype) override;
   void to_host_f32(const Tensor& src, std::vector<float>& dst) override;
+  bool argmax_to_host(const Tensor& logits, std::vector<int32_t>& ids) override;
   DeviceBatch upload_batch(const Batch& batch) override;
   void upload_rope(const RopeTable& table) override;
   void fill_i32(Tensor& t, int32_t value) override;
@@ -113,6 +114,7 @@ class CudaBackend final : public Backend {
   cudaEvent_t upload_done_ = nullptr;
   BatchMeta meta_;
 
+  Tensor argmax_ids_;  // argmax_to_host's device ids
   Tensor attn_ws_;     // split-K partials
   Tensor attn_count_;  // finished splits per (sequence, kv head), zero between launches
 

@@ -109,6 +109,12 @@ __global__ void convert_kernel(DType sdt, const void* src, DType ddt, void* dst,
     store_any(dst, ddt, i, load_any(src, sdt, i));
 }
 
+__global__ void round_to_bf16_kernel(float* x, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    x[i] = round_to<__nv_bfloat16>(x[i]);
+}
+
 __device__ __forceinline__ uint64_t splitmix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ULL;
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -205,6 +211,12 @@ void convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n, 
   if (n == 0) return;
   convert_kernel<<<grid_stride_blocks(n), kThreads, 0, s>>>(src_dt, src, dst_dt, dst, n);
   NI_CUDA_LAUNCH_CHECK("convert");
+}
+
+void round_to_bf16(float* x, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  round_to_bf16_kernel<<<grid_stride_blocks(n), kThreads, 0, s>>>(x, n);
+  NI_CUDA_LAUNCH_CHECK("round_to_bf16");
 }
 
 void random_normal(DType dt, void* out, int64_t n, float std, uint64_t seed, cudaStream_t s) {

@@ -11,6 +11,8 @@
 //    when they do not fit (TOK * k * 2 bytes over the opt-in limit) x is read through the L1.
 //  - A row's per-lane partial sums meet by warp shuffles in a fixed order: no atomics, the same
 //    bits every run. Rows past n and tokens past TOK are neither read nor written.
+//  - The fp32 sums are rounded to bf16 also when y is f32 (the logits): an HF model in bf16
+//    returns bf16 logits, and its greedy pick breaks their ties by the lowest index.
 //  - Launched as a programmatic dependent launch: the first chunk's loads are issued before
 //    waiting for the kernel ahead (which triggers its dependents early: norms, SiLU, attention).
 #include <cuda_bf16.h>
@@ -89,7 +91,7 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
 #pragma unroll
       for (int t = 0; t < TOK; ++t) {
         const float s = warp_sum(acc[t][0] + acc[t][1]);
-        if (lane == 0) y[int64_t{t} * n + row] = from_f32<Y>(s);
+        if (lane == 0) y[int64_t{t} * n + row] = from_f32<Y>(round_to<__nv_bfloat16>(s));
         acc[t][0] = acc[t][1] = 0.0F;
       }
     }

@@ -20,6 +20,8 @@ void add(DType dt, void* acc, const void* x, int64_t n, cudaStream_t s);
 void silu_mul(DType dt, const void* gate_up, void* out, int tokens, int ffn, cudaStream_t s);
 void gather_rows(DType dt, const void* x, const int32_t* rows, int num_rows, int64_t hidden,
                  void* out, cudaStream_t s);
+// x[i] = x[i] rounded to bf16 (f32 storage kept).
+void round_to_bf16(float* x, int64_t n, cudaStream_t s);
 // Element conversion between f32, f16 and bf16 storage.
 void convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n, cudaStream_t s);
 // normal(0, std) from a counter-based generator: element i depends only on (seed, i).
@@ -91,7 +93,7 @@ bool attention_decode_mma(const AttnArgs& a, int max_splits, float* workspace, i
 
 // --- k_gemv.cu
 // y[t, n] = sum_k x[t, k] w[n, k] for few rows (tokens <= kGemvMaxTokens): bf16 in, f32 accumulate,
-// y bf16 or f32. k must be a multiple of 8.
+// y bf16 or f32 (holding the sums rounded to bf16 all the same). k must be a multiple of 8.
 void gemv_bf16(const void* x, const void* w, DType y_dt, void* y, int tokens, int k, int n,
                cudaStream_t s);
 constexpr int kGemvMaxTokens = 4;
