@@ -5,6 +5,8 @@
 //   W3  prefill of one 4,096-token prompt and of 8 at once (prompt tokens/s);
 //   attn the decode attention kernel alone at contexts 4k and 16k, batch 1/8/32 (% of copy);
 //   gemv the decode matrix-vector kernel alone on the config's matrices (% of the copy bandwidth);
+//   step W1's decode step as the engine runs it (the token picked and read back, then the next
+//        step built) against the same steps queued without reading the token: the host's gap;
 // plus a per-op profile of a W1 decode and a W3 prefill. Prints a table; --json FILE writes all.
 // Under mpirun -np N (one rank per GPU) it runs W1 with the model sharded over the N GPUs
 // (tensor parallelism) and rates the bandwidth against the N GPUs' copy bandwidth together.
@@ -30,6 +32,7 @@
 #include "engine/batch_builder.h"
 #include "kv/kv_cache.h"
 #include "loader/model_loader.h"
+#include "model/llama.h"
 
 namespace {
 
@@ -80,7 +83,7 @@ std::vector<int32_t> random_prompt(int n, int vocab, uint32_t seed) {
 struct Args {
   std::string config = "bench/configs/llama-3.1-8b.json";
   std::string json_path;
-  std::string only;  // w1 | w3 | attn | gemv | profile (empty: all)
+  std::string only;  // w1 | step | w3 | attn | gemv | profile (empty: all)
   int prompt = 512, new_tokens = 256;
 };
 
@@ -241,6 +244,54 @@ json run_attention(const Args& a, double copy_gbs) {
 // The decode GEMV kernel alone on the config's matrices (y = x w^T) at 1 and 4 tokens. Each
 // shape cycles through copies of its weights, 256 MB or more in all, so that no launch finds
 // its matrix in the L2; a captured graph of back-to-back launches is timed (no host launch cost).
+// W1's decode step (graphs, one sequence after a 512-token prompt) as the engine runs it: the
+// greedy token picked on the device and read back, then the next step built from it; against
+// the same steps queued back to back without reading a token (the host stays at most a step
+// ahead, so that is the GPU's time). The difference is the host's share of a step.
+json run_step(const Args& a) {
+  json out;
+  const nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
+  auto be = nanoinfer::make_cuda_backend(DType::BF16);
+  const int ctx = a.prompt + 2 * a.new_tokens + 16;
+  nanoinfer::LlamaModel model(c, *be, ctx, 1, nanoinfer::single_rank());
+  using Clock = std::chrono::steady_clock;
+  auto ms_since = [](Clock::time_point t0) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  };
+  std::vector<double> picked, queued;
+  for (int rep = 0; rep < 3; ++rep) {
+    nanoinfer::KvCache cache(*be, c, {16, (ctx + 15) / 16, "post"});
+    nanoinfer::SeqState s(0, cache.create_sequence(), random_prompt(a.prompt, c.vocab_size, 1));
+    std::vector<int32_t> ids;
+    auto step = [&] { return model.forward(nanoinfer::build_batch({&s}, cache), cache); };
+    be->argmax_to_host(step(), ids);
+    s.pending = ids;
+    auto t0 = Clock::now();
+    for (int i = 0; i < a.new_tokens; ++i) {
+      be->argmax_to_host(step(), ids);
+      s.pending = ids;
+    }
+    picked.push_back(ms_since(t0) / a.new_tokens);
+    t0 = Clock::now();
+    for (int i = 0; i < a.new_tokens; ++i) {
+      step();
+      s.pending = ids;  // the last token read back, fed again at every step
+    }
+    be->synchronize();
+    queued.push_back(ms_since(t0) / a.new_tokens);
+  }
+  std::sort(picked.begin(), picked.end());
+  std::sort(queued.begin(), queued.end());
+  const double p = picked[1], q = queued[1];
+  out = {{"step_ms_token_read", p}, {"step_ms_queued", q}, {"host_gap_us", 1e3 * (p - q)}};
+  std::printf(
+      "W1 step   token read back %.3f ms (%.1f tok/s), queued %.3f ms (%.1f tok/s): "
+      "host gap %.1f us a step\n",
+      p, 1e3 / p, q, 1e3 / q, 1e3 * (p - q));
+  std::fflush(stdout);
+  return out;
+}
+
 json run_gemv(const Args& a, double copy_gbs) {
   json out;
   const nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
@@ -384,6 +435,7 @@ int main(int argc, char** argv) {
     std::printf("%s x %d: device-to-device copy %.0f GB/s (2 GiB, read + write)\n", prop.name,
                 world, copy);
     if (a.only.empty() || a.only == "w1") j["w1"] = run_w1(a, copy);
+    if (world == 1 && (a.only.empty() || a.only == "step")) j["step"] = run_step(a);
     if (a.only.empty() || a.only == "attn") j["attention"] = run_attention(a, copy);
     if (a.only.empty() || a.only == "gemv") j["gemv"] = run_gemv(a, copy);
     if (a.only.empty() || a.only == "w3") j["w3"] = run_w3(a);
