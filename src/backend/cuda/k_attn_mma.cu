@@ -453,6 +453,23 @@ __global__ void __launch_bounds__(kThreads, kDecodeBlocksPerSm)
   __syncthreads();
   if (!last_block) return;
   const float* base = ws + (int64_t{seq} * a.heads + kvh * group) * splits * kPart;
+  // Outputs: a thread per 4 elements of a row (an item), 16-byte loads of 16 splits in flight.
+  // The loads of a thread's first item do not depend on the split weights, so they are issued
+  // before the weights are worked out: the two round trips to the L2 overlap.
+  constexpr int kFirst = 16;
+  const int items = group * D / 4;
+  auto item_row = [&](int i) {  // split 0's 4 elements of item i
+    return base + int64_t{i / (D / 4)} * splits * kPart + 4 + i % (D / 4) * 4;
+  };
+  float4 early[kFirst];
+  auto load_first = [&](int i) {
+    const float* row = item_row(i);
+#pragma unroll
+    for (int sp = 0; sp < kFirst; ++sp)
+      early[sp] = sp < used ? __ldcg(reinterpret_cast<const float4*>(row + sp * kPart))
+                            : make_float4(0.0F, 0.0F, 0.0F, 0.0F);
+  };
+  if (tid < items) load_first(tid);
   // Split weights: a warp per row, a lane per split, so every load is in flight at once.
   for (int r = warp; r < group; r += kThreads / 32) {
     const float* row = base + int64_t{r} * splits * kPart;
@@ -479,20 +496,23 @@ __global__ void __launch_bounds__(kThreads, kDecodeBlocksPerSm)
       if (lane + 32 * i < used) weight[r * kMaxSplits + lane + 32 * i] = wt[i] * inv;
   }
   __syncthreads();
-  // Outputs: a thread per 4 elements, 16-byte loads of 16 splits in flight.
-  for (int i = tid; i < group * D / 4; i += kThreads) {
+  for (int i = tid; i < items; i += kThreads) {
     const int r = i / (D / 4), d = i % (D / 4) * 4;
-    const float* row = base + int64_t{r} * splits * kPart + 4 + d;
+    if (i != tid) load_first(i);
     float4 acc = make_float4(0.0F, 0.0F, 0.0F, 0.0F);
-#pragma unroll 16
-    for (int sp = 0; sp < used; ++sp) {
-      const float4 v = __ldcg(reinterpret_cast<const float4*>(row + sp * kPart));
-      const float w = weight[r * kMaxSplits + sp];
+    auto add = [&](float w, const float4& v) {
       acc.x += w * v.x;
       acc.y += w * v.y;
       acc.z += w * v.z;
       acc.w += w * v.w;
-    }
+    };
+#pragma unroll
+    for (int sp = 0; sp < kFirst; ++sp)
+      if (sp < used) add(weight[r * kMaxSplits + sp], early[sp]);
+    const float* row = item_row(i);
+#pragma unroll 16
+    for (int sp = kFirst; sp < used; ++sp)
+      add(weight[r * kMaxSplits + sp], __ldcg(reinterpret_cast<const float4*>(row + sp * kPart)));
     *reinterpret_cast<__nv_bfloat162*>(out + r * D + d) = __floats2bfloat162_rn(acc.x, acc.y);
     *reinterpret_cast<__nv_bfloat162*>(out + r * D + d + 2) = __floats2bfloat162_rn(acc.z, acc.w);
   }
