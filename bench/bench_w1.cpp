@@ -241,9 +241,6 @@ json run_attention(const Args& a, double copy_gbs) {
   return out;
 }
 
-// The decode GEMV kernel alone on the config's matrices (y = x w^T) at 1 and 4 tokens. Each
-// shape cycles through copies of its weights, 256 MB or more in all, so that no launch finds
-// its matrix in the L2; a captured graph of back-to-back launches is timed (no host launch cost).
 // W1's decode step (graphs, one sequence after a 512-token prompt) as the engine runs it: the
 // greedy token picked on the device and read back, then the next step built from it; against
 // the same steps queued back to back without reading a token (the host stays at most a step
@@ -292,6 +289,9 @@ json run_step(const Args& a) {
   return out;
 }
 
+// The decode GEMV kernel alone on the config's matrices (y = x w^T) at 1 and 4 tokens. Each
+// shape cycles through copies of its weights, 256 MB or more in all, so that no launch finds
+// its matrix in the L2; a captured graph of back-to-back launches is timed (no host launch cost).
 json run_gemv(const Args& a, double copy_gbs) {
   json out;
   const nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
