@@ -7,6 +7,9 @@
 //   gemv the decode matrix-vector kernel alone on the config's matrices (% of the copy bandwidth);
 //   step W1's decode step as the engine runs it (the token picked and read back, then the next
 //        step built) against the same steps queued without reading the token: the host's gap;
+//   sampled W1 with temperature 0.6 and top-p 0.9, the token picked on the device against the
+//        logits sampled on the host (decode tok/s, and whether both drew the same tokens);
+//   sample the device pick alone per filter, 1 and 32 rows, on spread and on peaked logits;
 // plus a per-op profile of a W1 decode and a W3 prefill. Prints a table; --json FILE writes all.
 // Under mpirun -np N (one rank per GPU) it runs W1 with the model sharded over the N GPUs
 // (tensor parallelism) and rates the bandwidth against the N GPUs' copy bandwidth together.
@@ -83,7 +86,7 @@ std::vector<int32_t> random_prompt(int n, int vocab, uint32_t seed) {
 struct Args {
   std::string config = "bench/configs/llama-3.1-8b.json";
   std::string json_path;
-  std::string only;  // w1 | step | w3 | attn | gemv | profile (empty: all)
+  std::string only;  // w1 | step | sampled | sample | w3 | attn | gemv | profile (empty: all)
   int prompt = 512, new_tokens = 256;
 };
 
@@ -146,6 +149,43 @@ json run_w1(const Args& a, double copy_gbs) {
     std::fflush(stdout);
   }
   out["roofline_tok_s_at_copy_bw"] = copy_gbs * 1e9 / bytes;
+  return out;
+}
+
+// W1 sampled as Llama-3-Instruct's generation config asks (temperature 0.6, top-p 0.9, a seed),
+// graphs on: the token picked on the device (the engine's default) against the logits copied to
+// the host and sampled there (EngineOptions::pick_on_device off). Same tokens either way.
+json run_w1_sampled(const Args& a) {
+  json out;
+  const nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
+  nanoinfer::GenerationRequest req{random_prompt(a.prompt, c.vocab_size, 1), {}};
+  req.params.max_new_tokens = a.new_tokens;
+  req.params.ignore_eos = true;
+  req.params.temperature = 0.6F;
+  req.params.top_p = 0.9F;
+  req.params.seed = 7;
+  std::vector<int32_t> tokens[2];
+  for (const bool device : {true, false}) {
+    nanoinfer::EngineOptions o = engine_options(a, a.prompt + a.new_tokens + 16, true);
+    o.pick_on_device = device;
+    nanoinfer::Engine engine(o);
+    nanoinfer::GenerationRequest warm = req;
+    warm.params.max_new_tokens = 8;
+    engine.generate({warm});
+    std::vector<double> tps;
+    for (int rep = 0; rep < 3; ++rep) {
+      tokens[device ? 0 : 1] = engine.generate({req})[0].token_ids;
+      tps.push_back(engine.last_stats().decode_tokens_per_s());
+    }
+    std::sort(tps.begin(), tps.end());
+    const std::string k = device ? "picked_on_device" : "sampled_on_host";
+    out[k] = {{"decode_tok_s", tps[1]}, {"decode_tok_s_all", tps}};
+    std::printf("W1 sampled (T 0.6, top-p 0.9), %-16s decode %7.1f tok/s\n", k.c_str(), tps[1]);
+    std::fflush(stdout);
+  }
+  out["same_tokens"] = tokens[0] == tokens[1];
+  std::printf("W1 sampled: the two paths drew %s tokens\n",
+              tokens[0] == tokens[1] ? "the same" : "DIFFERENT");
   return out;
 }
 
@@ -260,12 +300,13 @@ json run_step(const Args& a) {
     nanoinfer::KvCache cache(*be, c, {16, (ctx + 15) / 16, "post"});
     nanoinfer::SeqState s(0, cache.create_sequence(), random_prompt(a.prompt, c.vocab_size, 1));
     std::vector<int32_t> ids;
+    const std::vector<nanoinfer::RowPick> greedy(1);
     auto step = [&] { return model.forward(nanoinfer::build_batch({&s}, cache), cache); };
-    be->argmax_to_host(step(), ids);
+    be->pick_to_host(step(), greedy, ids);
     s.pending = ids;
     auto t0 = Clock::now();
     for (int i = 0; i < a.new_tokens; ++i) {
-      be->argmax_to_host(step(), ids);
+      be->pick_to_host(step(), greedy, ids);
       s.pending = ids;
     }
     picked.push_back(ms_since(t0) / a.new_tokens);
@@ -285,6 +326,62 @@ json run_step(const Args& a) {
       "W1 step   token read back %.3f ms (%.1f tok/s), queued %.3f ms (%.1f tok/s): "
       "host gap %.1f us a step\n",
       p, 1e3 / p, q, 1e3 / q, 1e3 * (p - q));
+  std::fflush(stdout);
+  return out;
+}
+
+// The device pick alone (Backend::pick_to_host: the kernel, 32 bytes of parameters up and R ids
+// back), at the config's vocabulary, 1 and 32 rows, for each filter: on logits spread like a
+// random-weight model's (normal, sd 1.28: many tokens near the maximum, the kernel's whole-row
+// path) and peaked like a trained model's (sd 1, 30 tokens 15 higher: its candidates' path).
+json run_sample(const Args& a) {
+  json out;
+  const nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
+  auto be = nanoinfer::make_cuda_backend(DType::BF16);
+  const int V = c.vocab_size;
+  struct Kind {
+    const char* name;
+    nanoinfer::RowPick pick;
+  };
+  const Kind kinds[] = {{"greedy", {}},
+                        {"temperature", {0.6F, 0, 1.0F, 0.0F, 1, 0}},
+                        {"top_k_50", {0.6F, 50, 1.0F, 0.0F, 1, 0}},
+                        {"top_p_0.9", {0.6F, 0, 0.9F, 0.0F, 1, 0}},
+                        {"min_p_0.05", {0.6F, 0, 1.0F, 0.05F, 1, 0}},
+                        {"all", {0.6F, 50, 0.9F, 0.05F, 1, 0}}};
+  std::mt19937 rng(3);
+  for (const bool peaked : {false, true}) {
+    for (const int R : {1, 32}) {
+      nanoinfer::Tensor host = nanoinfer::Tensor::zeros(DType::F32, {R, V});
+      std::normal_distribution<float> nd(0.0F, peaked ? 1.0F : 1.28F);
+      float* h = host.as<float>();
+      for (int64_t i = 0; i < host.numel(); ++i) h[i] = nd(rng);
+      if (peaked)
+        for (int r = 0; r < R; ++r)
+          for (int j = 0; j < 30; ++j) h[int64_t{r} * V + rng() % V] += 15.0F;
+      const nanoinfer::Tensor logits = be->upload(host, DType::F32);
+      for (const Kind& k : kinds) {
+        std::vector<nanoinfer::RowPick> picks(R, k.pick);
+        std::vector<int32_t> ids;
+        be->pick_to_host(logits, picks, ids);  // warm-up (buffers)
+        const int reps = 20;
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < reps; ++i) {
+          for (auto& p : picks) p.counter = static_cast<uint64_t>(i);
+          be->pick_to_host(logits, picks, ids);
+        }
+        const double us =
+            std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+                .count() /
+            reps;
+        const std::string key =
+            std::string(peaked ? "peaked" : "spread") + "_R" + std::to_string(R) + "_" + k.name;
+        out[key] = us;
+        std::printf("pick %-6s R=%-2d %-12s %8.1f us a call\n", peaked ? "peaked" : "spread", R,
+                    k.name, us);
+      }
+    }
+  }
   std::fflush(stdout);
   return out;
 }
@@ -436,6 +533,8 @@ int main(int argc, char** argv) {
                 world, copy);
     if (a.only.empty() || a.only == "w1") j["w1"] = run_w1(a, copy);
     if (world == 1 && (a.only.empty() || a.only == "step")) j["step"] = run_step(a);
+    if (world == 1 && (a.only.empty() || a.only == "sampled")) j["w1_sampled"] = run_w1_sampled(a);
+    if (world == 1 && (a.only.empty() || a.only == "sample")) j["sample"] = run_sample(a);
     if (a.only.empty() || a.only == "attn") j["attention"] = run_attention(a, copy);
     if (a.only.empty() || a.only == "gemv") j["gemv"] = run_gemv(a, copy);
     if (a.only.empty() || a.only == "w3") j["w3"] = run_w3(a);

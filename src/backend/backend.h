@@ -7,9 +7,11 @@
 #include <functional>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "backend/row_pick.h"
 #include "model/batch.h"
 #include "model/rope.h"
 #include "tensor/tensor.h"
@@ -49,11 +51,14 @@ class Backend {
   virtual Tensor alloc(std::vector<int64_t> shape, DType dtype) = 0;
   virtual Tensor upload(const Tensor& host, DType dtype) = 0;  // converts f32/f16/bf16 → dtype
   virtual void to_host_f32(const Tensor& src, std::vector<float>& dst) = 0;
-  // ids[r] = the argmax of row r of f32 logits [R, V] (the first maximum: ties go to the lowest
-  // id), picked where the logits are so that R ids reach the host instead of R x V floats. False
-  // (ids untouched) when the backend has no such path: the caller copies the logits and picks.
-  virtual bool argmax_to_host(const Tensor& logits, std::vector<int32_t>& ids) {
+  // ids[r] = the token the host sampler picks from row r of f32 logits [R, V] with rows[r]
+  // (greedy: the first maximum, ties to the lowest id), picked where the logits are so that R ids
+  // reach the host instead of R x V floats. False (ids untouched) when the backend has no such
+  // path: the caller copies the logits and samples on the host.
+  virtual bool pick_to_host(const Tensor& logits, std::span<const RowPick> rows,
+                            std::vector<int32_t>& ids) {
     (void)logits;
+    (void)rows;
     (void)ids;
     return false;
   }

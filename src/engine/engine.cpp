@@ -302,7 +302,7 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
     if (live.empty()) break;
     const auto t0 = std::chrono::steady_clock::now();
     const Batch batch = build_batch(live, cache);
-    bool picked = false;  // tokens picked by the backend (greedy rows only)
+    bool picked = false;  // tokens picked by the backend (rows with only its four filters)
     {
       // The other ranks get the batch and the cache ops made since the last step; alone, the
       // ops are only drained (no message is built). Device collectives complete in the copy to
@@ -314,12 +314,18 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
         send(StepMessage::step(std::move(ops), batch));
       }
       const Tensor& step_logits = model->forward(batch, cache);
-      // Greedy rows with nothing to process: the backend picks them where the logits are, and
-      // only their ids come back (R x V floats and a host scan per row otherwise).
-      picked = live_beams.empty() &&
+      // Rows that need nothing but greedy or temperature / top-k / top-p / min-p: the backend
+      // picks them where the logits are, as the host sampler would, and only their ids come
+      // back (R x V floats and the host's passes over each row otherwise).
+      std::vector<RowPick> picks;
+      picked = options.pick_on_device && live_beams.empty() &&
                std::all_of(rows.begin(), rows.end(),
-                           [](const auto& r) { return sampling::is_plain_argmax(*r.params); }) &&
-               backend->argmax_to_host(step_logits, tokens);
+                           [&picks](const sampling::RowInput& r) {
+                             const std::optional<RowPick> p = sampling::backend_pick(r);
+                             if (p) picks.push_back(*p);
+                             return p.has_value();
+                           }) &&
+               backend->pick_to_host(step_logits, picks, tokens);
       if (!picked) backend->to_host_f32(step_logits, logits);
     }
     // Cache use as this step's forward saw it (sequences that end now release their blocks).

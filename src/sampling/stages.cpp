@@ -128,10 +128,18 @@ constexpr SelectorStage kSelectors[] = {
 
 }  // namespace
 
-bool is_plain_argmax(const SamplingParams& params) {
-  return params.num_beams == 1 && !sampling(params) &&
-         std::none_of(std::begin(kProcessors), std::end(kProcessors),
-                      [&params](const ProcessorStage& s) { return s.enabled(params); });
+std::optional<RowPick> backend_pick(const RowInput& row) {
+  const SamplingParams& p = *row.params;
+  // The filters the backends' pick applies, with the host's semantics.
+  constexpr std::string_view kFilters[] = {"temperature", "top_k", "top_p", "min_p"};
+  const bool other = std::any_of(
+      std::begin(kProcessors), std::end(kProcessors), [&p, &kFilters](const ProcessorStage& s) {
+        return s.enabled(p) &&
+               std::find(std::begin(kFilters), std::end(kFilters), s.name) == std::end(kFilters);
+      });
+  if (p.num_beams != 1 || other) return std::nullopt;
+  if (!sampling(p)) return RowPick{};
+  return RowPick{p.temperature, p.top_k, p.top_p, p.min_p, p.seed, row.generated.size()};
 }
 
 std::span<const ProcessorStage> processor_stages() {

@@ -5,9 +5,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 
+#include "backend/row_pick.h"
 #include "nanoinfer/sampling_params.h"
 #include "sampling/processors.h"
 
@@ -40,8 +42,9 @@ struct SelectorStage {
 std::span<const ProcessorStage> processor_stages();
 // The first stage that handles a row selects its token.
 std::span<const SelectorStage> selector_stages();
-// True when a row's token is the argmax of its logits as they come: greedy, no beams and no
-// processor enabled. A backend may pick such rows where the logits are (Backend::argmax_to_host).
-bool is_plain_argmax(const SamplingParams& params);
+// The row's pick as a backend may make it where the logits are (Backend::pick_to_host), when the
+// row needs nothing else: no beams, and no processor enabled but temperature, top-k, top-p and
+// min-p (a greedy row: none). Empty otherwise (penalties, suppressed tokens, beams).
+std::optional<RowPick> backend_pick(const RowInput& row);
 
 }  // namespace nanoinfer::sampling

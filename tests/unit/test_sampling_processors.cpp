@@ -186,25 +186,45 @@ TEST(Stages, GreedyRowsIgnoreWarpersButKeepPenalties) {
   EXPECT_EQ(enabled, (std::vector<std::string_view>{"repetition_penalty"}));
 }
 
-// Only a greedy row with nothing to process may be picked by the backend (Backend::argmax_to_host);
-// sampling warpers set on a greedy row do not count (they are off without sampling).
-TEST(Stages, PlainArgmaxRowsAreGreedyWithoutProcessors) {
-  SamplingParams p;
-  EXPECT_TRUE(is_plain_argmax(p));
-  p.top_k = 5;
-  p.top_p = 0.5F;
-  EXPECT_TRUE(is_plain_argmax(p));
-  const auto changed = [](auto edit) {
+// A row may be picked by the backend (Backend::pick_to_host) when it needs no processor but
+// temperature, top-k, top-p and min-p and no beams; the pick carries the row's parameters, its
+// seed and its draw index (the tokens it has generated). Warpers set on a greedy row do not count
+// (they are off without sampling).
+TEST(Stages, BackendPicksRowsWithOnlyTheFourFilters) {
+  const std::vector<int32_t> prompt{1, 2, 3}, generated{4, 5};
+  const auto pick = [&](auto edit) {
     SamplingParams q;
     edit(q);
-    return is_plain_argmax(q);
+    return backend_pick(RowInput{&q, prompt, generated});
   };
-  EXPECT_FALSE(changed([](SamplingParams& q) { q.temperature = 0.7F; }));
-  EXPECT_FALSE(changed([](SamplingParams& q) { q.num_beams = 2; }));
-  EXPECT_FALSE(changed([](SamplingParams& q) { q.repetition_penalty = 1.2F; }));
-  EXPECT_FALSE(changed([](SamplingParams& q) { q.presence_penalty = 0.5F; }));
-  EXPECT_FALSE(changed([](SamplingParams& q) { q.frequency_penalty = 0.5F; }));
-  EXPECT_FALSE(changed([](SamplingParams& q) { q.suppress_tokens = {3}; }));
+  const auto greedy = pick([](SamplingParams& q) {
+    q.top_k = 5;
+    q.top_p = 0.5F;
+  });
+  ASSERT_TRUE(greedy.has_value());
+  EXPECT_EQ(greedy->temperature, 0.0F);
+  const auto sampled = pick([](SamplingParams& q) {
+    q.temperature = 0.7F;
+    q.top_k = 40;
+    q.top_p = 0.9F;
+    q.min_p = 0.05F;
+    q.seed = 77;
+  });
+  ASSERT_TRUE(sampled.has_value());
+  EXPECT_EQ(sampled->temperature, 0.7F);
+  EXPECT_EQ(sampled->top_k, 40);
+  EXPECT_EQ(sampled->top_p, 0.9F);
+  EXPECT_EQ(sampled->min_p, 0.05F);
+  EXPECT_EQ(sampled->seed, 77U);
+  EXPECT_EQ(sampled->counter, generated.size());  // the host sampler's draw index
+  EXPECT_FALSE(pick([](SamplingParams& q) { q.num_beams = 2; }));
+  EXPECT_FALSE(pick([](SamplingParams& q) { q.repetition_penalty = 1.2F; }));
+  EXPECT_FALSE(pick([](SamplingParams& q) {
+    q.temperature = 0.7F;
+    q.presence_penalty = 0.5F;
+  }));
+  EXPECT_FALSE(pick([](SamplingParams& q) { q.frequency_penalty = 0.5F; }));
+  EXPECT_FALSE(pick([](SamplingParams& q) { q.suppress_tokens = {3}; }));
 }
 
 }  // namespace

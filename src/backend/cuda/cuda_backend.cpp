@@ -213,13 +213,19 @@ void CudaBackend::to_host_f32(const Tensor& src, std::vector<float>& dst) {
   if (profiling_) collect_profile();
 }
 
-bool CudaBackend::argmax_to_host(const Tensor& logits, std::vector<int32_t>& ids) {
+bool CudaBackend::pick_to_host(const Tensor& logits, std::span<const RowPick> rows,
+                               std::vector<int32_t>& ids) {
   const int64_t R = logits.dim(0);
-  // (Lazily sized: an empty Tensor's numel() is 1, so empty() is checked too.)
-  if (argmax_ids_.empty() || argmax_ids_.numel() < R) argmax_ids_ = alloc({R}, DType::I32);
-  argmax_rows(logits, argmax_ids_);
+  NI_ASSERT(static_cast<int64_t>(rows.size()) == R);
+  // Lazily sized (an empty Tensor's numel() is 1, so empty() is checked too), outside any graph,
+  // so without an allocation epoch (device_tensor, not alloc).
+  if (pick_ids_.empty() || pick_ids_.numel() < R) pick_ids_ = device_tensor({R}, DType::I32);
+  if (std::all_of(rows.begin(), rows.end(), [](const RowPick& r) { return r.temperature <= 0; }))
+    argmax_rows(logits, pick_ids_);
+  else
+    sample_rows(logits, rows, pick_ids_);
   ids.resize(static_cast<size_t>(R));
-  NI_CUDA_CHECK(cudaMemcpyAsync(ids.data(), argmax_ids_.data(), ids.size() * sizeof(int32_t),
+  NI_CUDA_CHECK(cudaMemcpyAsync(ids.data(), pick_ids_.data(), ids.size() * sizeof(int32_t),
                                 cudaMemcpyDeviceToHost, stream_));
   NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
   if (profiling_) collect_profile();
@@ -616,19 +622,22 @@ void CudaBackend::argmax_rows(const Tensor& logits, Tensor& ids) {
                     static_cast<int>(logits.dim(1)), ids.as<int32_t>(), stream_);
 }
 
-void CudaBackend::sample_rows(const Tensor& logits, const std::vector<RowSampling>& params,
-                              uint64_t step, Tensor& ids) {
+void CudaBackend::sample_rows(const Tensor& logits, std::span<const RowPick> params, Tensor& ids) {
   NI_ASSERT(logits.dtype() == DType::F32 && static_cast<int64_t>(params.size()) == logits.dim(0) &&
             ids.numel() >= logits.dim(0));
-  Tensor dp =
-      device_tensor({static_cast<int64_t>(params.size() * sizeof(RowSampling))}, DType::I32);
-  NI_CUDA_CHECK(cudaMemcpyAsync(dp.data(), params.data(), params.size() * sizeof(RowSampling),
+  const auto bytes = static_cast<int64_t>(params.size() * sizeof(RowPick));
+  if (pick_params_.empty() || pick_params_.numel() * 4 < bytes)
+    pick_params_ = device_tensor({(bytes + 3) / 4}, DType::I32);
+  // From pageable memory: the call returns once the source has been read (staged or copied).
+  NI_CUDA_CHECK(cudaMemcpyAsync(pick_params_.data(), params.data(), static_cast<size_t>(bytes),
                                 cudaMemcpyHostToDevice, stream_));
+  if (pick_scratch_.empty() || pick_scratch_.numel() < 2 * logits.numel())
+    pick_scratch_ = device_tensor({2 * logits.numel()}, DType::F32);
   OpScope op(*this, "sample");
   cuda::sample_rows(logits.as<const float>(), static_cast<int>(logits.dim(0)),
-                    static_cast<int>(logits.dim(1)), static_cast<const RowSampling*>(dp.data()),
-                    step, ids.as<int32_t>(), stream_);
-  NI_CUDA_CHECK(cudaStreamSynchronize(stream_));  // dp and the host params die here
+                    static_cast<int>(logits.dim(1)),
+                    static_cast<const RowPick*>(pick_params_.data()), pick_scratch_.as<float>(),
+                    ids.as<int32_t>(), stream_);
 }
 
 }  // namespace nanoinfer::cuda

@@ -35,7 +35,8 @@ class CudaBackend final : public Backend {
   Tensor alloc(std::vector<int64_t> shape, DType dtype) override;
   Tensor upload(const Tensor& host, DType dtype) override;
   void to_host_f32(const Tensor& src, std::vector<float>& dst) override;
-  bool argmax_to_host(const Tensor& logits, std::vector<int32_t>& ids) override;
+  bool pick_to_host(const Tensor& logits, std::span<const RowPick> rows,
+                    std::vector<int32_t>& ids) override;
   DeviceBatch upload_batch(const Batch& batch) override;
   void upload_rope(const RopeTable& table) override;
   void fill_i32(Tensor& t, int32_t value) override;
@@ -65,10 +66,9 @@ class CudaBackend final : public Backend {
 
   // Greedy token per row of f32 logits [R, V], on the device: ids [R] i32.
   void argmax_rows(const Tensor& logits, Tensor& ids);
-  // One token per row of f32 logits [R, V] drawn with that row's parameters; `step` varies the
-  // draw between decode steps (same seed, step and logits: same token).
-  void sample_rows(const Tensor& logits, const std::vector<RowSampling>& params, uint64_t step,
-                   Tensor& ids);
+  // One token per row of f32 logits [R, V] as the host sampler picks it with params[r] (same
+  // logits, seed and counter: same token), queued on the device: ids [R] i32.
+  void sample_rows(const Tensor& logits, std::span<const RowPick> params, Tensor& ids);
   // Off: every bf16 product goes through cuBLASLt, also at decode (for comparison).
   void set_use_gemv(bool on) { use_gemv_ = on; }
   cudaStream_t stream() const { return stream_; }
@@ -114,9 +114,11 @@ class CudaBackend final : public Backend {
   cudaEvent_t upload_done_ = nullptr;
   BatchMeta meta_;
 
-  Tensor argmax_ids_;  // argmax_to_host's device ids
-  Tensor attn_ws_;     // split-K partials
-  Tensor attn_count_;  // finished splits per (sequence, kv head), zero between launches
+  Tensor pick_ids_;      // pick_to_host's device ids
+  Tensor pick_params_;   // sample_rows' device parameters
+  Tensor pick_scratch_;  // and its keys and weights, 2 x R x V floats
+  Tensor attn_ws_;       // split-K partials
+  Tensor attn_count_;    // finished splits per (sequence, kv head), zero between launches
 
   // Graphs: valid for the allocation epoch they were captured in (any alloc may move a buffer
   // a graph points into). A key is run eagerly once (sizing every buffer), captured the next time.

@@ -1,25 +1,19 @@
 // Token selection on the device, so a decode step can hand back R token ids instead of R x V
-// floats: greedy argmax per row, and sampling with per-row temperature / top-k / top-p / min-p.
-// The filters become one threshold on the scaled logit, each found by a bisection over the
-// float's order-preserving 32-bit key (exact, no sort); the draw scans the kept mass in index
-// order.
+// floats: greedy argmax per row, and sampling with per-row temperature / top-k / top-p / min-p
+// that picks the host sampler's token for the same logits, seed and draw index. The filters
+// become one threshold on the scaled logit, each found by a search over the float's
+// order-preserving 32-bit key (exact, no sort); the draw scans the kept mass in index order.
 #include <cstdint>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/kernels.h"
+#include "sampling/counter_rng.h"
 
 namespace nanoinfer::cuda {
 namespace {
 
 constexpr int kThreads = 1024;
-
-__device__ __forceinline__ uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
 
 // Larger value wins; equal values go to the lower index (std::max_element's choice).
 __device__ __forceinline__ void better(float& v, int& i, float ov, int oi) {
@@ -80,20 +74,40 @@ __global__ void argmax_kernel(const float* logits, int vocab, int32_t* out) {
   if (threadIdx.x == 0) out[blockIdx.x] = idx;
 }
 
-// Order-preserving map float -> uint32 (larger float, larger key).
+// Order-preserving map float -> uint32 (larger float, larger key), and back.
 __device__ __forceinline__ uint32_t key_of(float f) {
   const uint32_t b = __float_as_uint(f);
   return (b & 0x80000000U) != 0 ? ~b : b | 0x80000000U;
 }
+__device__ __forceinline__ float value_of(uint32_t k) {
+  return __uint_as_float((k & 0x80000000U) != 0 ? k & 0x7FFFFFFFU : ~k);
+}
 
-__device__ float block_sum_f(float v, float* red) {
-  v = warp_sum(v);
+constexpr int kPoints = 7;  // thresholds a search tries per pass over the tokens
+
+// v[j] summed over the block, for each j (red: 32 x N values of shared memory).
+template <class T, int N>
+__device__ void block_sums(T (&v)[N], T* red) {
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+#pragma unroll
+  for (int j = 0; j < N; ++j)
+    for (int o = 16; o > 0; o >>= 1) v[j] += __shfl_xor_sync(0xffffffffU, v[j], o);
   __syncthreads();
-  if (lane == 0) red[warp] = v;
+  if (lane == 0)
+    for (int j = 0; j < N; ++j) red[warp * N + j] = v[j];
   __syncthreads();
-  v = lane < static_cast<int>(blockDim.x) / 32 ? red[lane] : 0.0F;
-  return warp_sum(v);
+#pragma unroll
+  for (int j = 0; j < N; ++j) {
+    v[j] = lane < static_cast<int>(blockDim.x) / 32 ? red[lane * N + j] : T{0};
+    for (int o = 16; o > 0; o >>= 1) v[j] += __shfl_xor_sync(0xffffffffU, v[j], o);
+  }
+}
+
+template <class T>
+__device__ T block_sum_t(T v, T* red) {
+  T a[1] = {v};
+  block_sums(a, red);
+  return a[0];
 }
 
 __device__ float block_max_f(float v, float* red) {
@@ -106,100 +120,310 @@ __device__ float block_max_f(float v, float* red) {
   return warp_max(v);
 }
 
-// Largest key t with f(t) >= target, f non-increasing in t (count or mass of x >= t).
-template <class F>
-__device__ uint32_t bisect_keys(F f, float target) {
-  uint32_t lo = 0, hi = 0xFFFFFFFFU;  // f(lo) >= target always (everything is kept)
+// Largest t with f(t) >= target, f non-increasing in t and f(0) >= target. Each pass evaluates
+// f at kPoints thresholds spread over the range left (f_at(ts, out): out[j] = f(ts[j])), which
+// cuts it eight ways: 11 passes over 32-bit keys where a bisection takes 32.
+template <class F, class T>
+__device__ uint32_t search(F f_at, T target) {
+  uint32_t lo = 0, hi = 0xFFFFFFFFU;  // the answer is in [lo, hi]
   while (lo < hi) {
-    const uint32_t mid = lo + (hi - lo) / 2 + 1;
-    if (f(mid) >= target)
-      lo = mid;
-    else
-      hi = mid - 1;
+    const uint64_t span = uint64_t{hi} - lo;
+    uint32_t ts[kPoints];
+    T at[kPoints];
+#pragma unroll
+    for (int j = 0; j < kPoints; ++j)  // in (lo, hi], non-decreasing
+      ts[j] = lo + static_cast<uint32_t>((span * (j + 1) + kPoints) / (kPoints + 1));
+    f_at(ts, at);
+    int best = -1;  // f >= target on a prefix of the points
+#pragma unroll
+    for (int j = 0; j < kPoints; ++j)
+      if (at[j] >= target) best = j;
+    if (best >= 0) lo = ts[best];
+    if (best + 1 < kPoints) hi = ts[best + 1] - 1;
   }
   return lo;
 }
 
-__global__ void sample_kernel(const float* logits, int vocab, const RowSampling* params,
-                              uint64_t step, int32_t* out) {
-  __shared__ float red[32];
-  const RowSampling p = params[blockIdx.x];
+constexpr int kCandidates = 4096;     // tokens near the maximum held in shared memory
+constexpr float kFirstCutoff = 4.0F;  // candidates: x >= max - 4, - 8, - 16, ...
+constexpr int kCutoffTries = 6;       // then the whole row
+
+// Calls use(j, load(j)) for this thread's share of j < n (threadIdx.x, + blockDim.x, ...),
+// issuing kBatch loads before using any: one memory round trip a batch, not a token.
+template <int kBatch, class Load, class Use>
+__device__ __forceinline__ void strided(int n, Load load, Use use) {
+  const int step = static_cast<int>(blockDim.x);
+  for (int base = threadIdx.x; base < n; base += kBatch * step) {
+    decltype(load(0)) v[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) v[u] = load(min(base + u * step, n - 1));
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u)
+      if (base + u * step < n) use(base + u * step, v[u]);
+  }
+}
+
+// The tokens the filters decide on: the whole row (key and weight expf(x - max) of every token,
+// in global scratch) or the candidates in shared memory (key and id; the weight computed).
+struct Tokens {
+  const uint32_t* key;
+  const float* weight;  // null: the candidates
+  const int32_t* id;    // null: the whole row (id = position)
+  int n;
+  float mx;
+  struct Entry {
+    uint32_t key;
+    float weight;
+  };
+  __device__ Entry entry(int j) const {
+    return {key[j], weight != nullptr ? weight[j] : expf(value_of(key[j]) - mx)};
+  }
+  // f(key, id) for this thread's share.
+  template <class F>
+  __device__ void for_each(F f) const {
+    strided<8>(
+        n, [&](int j) { return key[j]; },
+        [&](int j, uint32_t k) { f(k, id != nullptr ? id[j] : j); });
+  }
+  // out[q] = how many tokens have key >= ts[q] (exact below 2^24) / their mass of expf(x - max).
+  template <int N>
+  __device__ void count(const uint32_t (&ts)[N], float (&out)[N], float* red) const {
+    uint32_t t[N];
+    float c[N];
+#pragma unroll
+    for (int q = 0; q < N; ++q) t[q] = ts[q], c[q] = 0.0F;
+    strided<16>(
+        n, [&](int j) { return key[j]; },
+        [&](int, uint32_t k) {
+#pragma unroll
+          for (int q = 0; q < N; ++q) c[q] += k >= t[q] ? 1.0F : 0.0F;
+        });
+    block_sums(c, red);
+#pragma unroll
+    for (int q = 0; q < N; ++q) out[q] = c[q];
+  }
+  template <int N>
+  __device__ void mass(const uint32_t (&ts)[N], double (&out)[N], double* red) const {
+    uint32_t t[N];
+    double m[N];
+#pragma unroll
+    for (int q = 0; q < N; ++q) t[q] = ts[q], m[q] = 0.0;
+    strided<8>(
+        n, [&](int j) { return entry(j); },
+        [&](int, Entry e) {
+#pragma unroll
+          for (int q = 0; q < N; ++q)
+            if (e.key >= t[q]) m[q] += e.weight;
+        });
+    block_sums(m, red);
+#pragma unroll
+    for (int q = 0; q < N; ++q) out[q] = m[q];
+  }
+  __device__ float count(uint32_t at_least, float* red) const {
+    float out[1];
+    count({at_least}, out, red);
+    return out[0];
+  }
+  __device__ double mass(uint32_t at_least, double* red) const {
+    double out[1];
+    mass({at_least}, out, red);
+    return out[0];
+  }
+  // The largest key with at least k tokens at or above it: the k-th largest.
+  __device__ uint32_t kth(int k, float* red) const {
+    return search([&](const uint32_t(&ts)[kPoints], float(&out)[kPoints]) { count(ts, out, red); },
+                  static_cast<float>(k));
+  }
+};
+
+// The host's top-p on the tokens with key >= floor (the top-k survivors): walking down from the
+// largest x, ties by descending id, keep a token while the mass before it is below `limit`.
+// Returns the last kept token's key; cut = the lowest id kept among the tokens at that key.
+__device__ uint32_t top_p_key(const Tokens& s, uint32_t floor, double limit, int& cut, float* red,
+                              double* red_d) {
+  const uint32_t tp = search(
+      [&](const uint32_t(&ts)[kPoints], double(&out)[kPoints]) {
+        uint32_t at[kPoints];
+        for (int j = 0; j < kPoints; ++j) at[j] = max(ts[j], floor);
+        s.mass(at, out, red_d);
+      },
+      limit);
+  const double above = tp == 0xFFFFFFFFU ? 0.0 : s.mass(tp + 1, red_d);
+  const float group = s.count(tp, red) - (tp == 0xFFFFFFFFU ? 0.0F : s.count(tp + 1, red));
+  const float w = expf(value_of(tp) - s.mx);
+  int keep = 0;
+  for (double before = above; keep < group && before < limit; ++keep) before += w;
+  cut = 0;
+  if (keep < group) {  // the `keep` highest ids of the group
+    cut = static_cast<int>(search(
+        [&](const uint32_t(&ts)[kPoints], float(&out)[kPoints]) {
+          for (int j = 0; j < kPoints; ++j) out[j] = 0.0F;
+          s.for_each([&](uint32_t k, int i) {
+            for (int j = 0; j < kPoints; ++j)
+              out[j] += k == tp && static_cast<uint32_t>(i) >= ts[j] ? 1.0F : 0.0F;
+          });
+          block_sums(out, red);
+        },
+        static_cast<float>(keep)));
+  }
+  return tp;
+}
+
+// The host sampler's pick (sampling/: temperature.cpp, top_k.cpp, top_p.cpp, min_p.cpp,
+// multinomial.cpp) with its arithmetic: x = logit / temperature, weights expf(x - max) summed in
+// double, the draw uniform(seed, counter) times the kept mass, the first kept token whose
+// cumulative weight passes it. A filter is a threshold on x's order-preserving key (top-k keeps
+// x >= the k-th largest, ties kept; top-p the fewest largest x holding p of the top-k survivors'
+// mass, cut inside a tie by id as the host's order does; min-p x >= max + log(min_p)), found by
+// search over the candidates near the maximum when they hold the answer (the typical row of
+// a trained model), over the whole row otherwise.
+__global__ void __launch_bounds__(kThreads)
+    sample_kernel(const float* logits, int vocab, const RowPick* params, float* scratch,
+                  int32_t* out) {
+  __shared__ float red[32 * kPoints];
+  __shared__ double red_d[32 * kPoints];
+  __shared__ uint32_t cand_key[kCandidates];
+  __shared__ int32_t cand_id[kCandidates];
+  __shared__ int cand_n;
+  const RowPick p = params[blockIdx.x];
   const float* row = logits + int64_t{blockIdx.x} * vocab;
   if (p.temperature <= 0.0F) {  // greedy
     const int idx = block_argmax(row, vocab);
     if (threadIdx.x == 0) out[blockIdx.x] = idx;
     return;
   }
-  const float inv_t = 1.0F / p.temperature;
-  float mx = -INFINITY;
-  for (int i = threadIdx.x; i < vocab; i += blockDim.x) mx = fmaxf(mx, row[i] * inv_t);
+  // Scratch: every token's key, then (once the maximum is known) its weight expf(x - max).
+  auto* keys = reinterpret_cast<uint32_t*>(scratch + 2 * int64_t{blockIdx.x} * vocab);
+  float* weights = scratch + (2 * int64_t{blockIdx.x} + 1) * vocab;
+  float mx = -INFINITY, finite = 0.0F;
+  strided<8>(
+      vocab, [&](int i) { return row[i]; },
+      [&](int i, float logit) {
+        const float x = logit / p.temperature;
+        keys[i] = key_of(x);
+        mx = fmaxf(mx, x);
+        finite += x > -INFINITY ? 1.0F : 0.0F;
+      });
   mx = block_max_f(mx, red);
-  // Unnormalised probability of scaled logit x: exp(x - max).
-  auto mass_at_least = [&](uint32_t t) {
-    float m = 0.0F;
-    for (int i = threadIdx.x; i < vocab; i += blockDim.x) {
-      const float x = row[i] * inv_t;
-      if (key_of(x) >= t) m += __expf(x - mx);
-    }
-    return block_sum_f(m, red);
-  };
-  uint32_t thr = 0;
-  if (p.top_k > 0 && p.top_k < vocab) {
-    thr = bisect_keys(
-        [&](uint32_t t) {
-          float c = 0.0F;
-          for (int i = threadIdx.x; i < vocab; i += blockDim.x)
-            c += key_of(row[i] * inv_t) >= t ? 1.0F : 0.0F;
-          return block_sum_f(c, red);
-        },
-        static_cast<float>(p.top_k));
-  }
-  if (p.top_p < 1.0F) {
-    // Smallest high-probability set of the top-k survivors holding top_p of their mass.
-    const float kept = mass_at_least(thr);
-    const uint32_t tp =
-        bisect_keys([&](uint32_t t) { return mass_at_least(max(t, thr)); }, p.top_p * kept);
-    thr = max(thr, tp);
-  }
-  if (p.min_p > 0.0F) thr = max(thr, key_of(mx + __logf(p.min_p)));  // p >= min_p * p_max
-
-  // Draw: u in [0, 1) times the kept mass; each thread owns a contiguous chunk, chunk masses are
-  // scanned in thread order and the owning thread walks its chunk.
-  const int chunk = (vocab + blockDim.x - 1) / blockDim.x;
-  const int begin = min(vocab, static_cast<int>(threadIdx.x) * chunk),
-            end = min(vocab, begin + chunk);
-  float mine = 0.0F;
-  for (int i = begin; i < end; ++i) {
-    const float x = row[i] * inv_t;
-    if (key_of(x) >= thr) mine += __expf(x - mx);
-  }
-  __shared__ float prefix[kThreads];
-  prefix[threadIdx.x] = mine;
+  finite = block_sum_t(finite, red);  // (its barriers also publish keys to the block)
+  strided<8>(
+      vocab, [&](int i) { return keys[i]; },
+      [&](int i, uint32_t k) { weights[i] = expf(value_of(k) - mx); });
   __syncthreads();
-  for (int o = 1; o < static_cast<int>(blockDim.x); o <<= 1) {  // inclusive scan
-    const float add = threadIdx.x >= static_cast<unsigned>(o) ? prefix[threadIdx.x - o] : 0.0F;
-    __syncthreads();
-    prefix[threadIdx.x] += add;
-    __syncthreads();
-  }
-  const float total = prefix[blockDim.x - 1];
-  const uint64_t h = splitmix64(p.seed ^ splitmix64(step + 0x632BE59BD9B4E019ULL));
-  // u < total, so exactly one thread has before <= u < its prefix (and a nonzero mass).
-  const float u =
-      fminf(static_cast<float>(h >> 40) * (1.0F / 16777216.0F) * total, nextafterf(total, 0.0F));
-  const float before = prefix[threadIdx.x] - mine;
-  if (u >= before && u < prefix[threadIdx.x]) {
-    float acc = before;
-    int last = -1;
-    for (int i = begin; i < end; ++i) {
-      const float x = row[i] * inv_t;
-      if (key_of(x) < thr) continue;
-      last = i;
-      acc += __expf(x - mx);
-      if (u < acc) break;
+  const Tokens whole{keys, weights, nullptr, vocab, mx};
+  const bool top_k = p.top_k > 0 && p.top_k < vocab, top_p = p.top_p < 1.0F;
+  uint32_t thr = 0;  // kept: key > thr, or key == thr and id >= cut
+  int cut = 0;
+  if (top_k || top_p) {
+    // Without top-k, top-p's share is of the whole row's mass.
+    const double row_mass = top_k ? 0.0 : whole.mass(0, red_d);
+    Tokens s = whole;
+    float cutoff = kFirstCutoff;
+    for (int attempt = 1; attempt <= kCutoffTries; ++attempt, cutoff *= 2.0F) {
+      const uint32_t at_least = key_of(mx - cutoff);
+      __syncthreads();  // the last attempt's candidates are read by now
+      if (threadIdx.x == 0) cand_n = 0;
+      __syncthreads();
+      // A warp takes 32 consecutive tokens at a time (loads batched as in strided) and claims
+      // the slots of its candidates among them with one atomic.
+      const int lane = static_cast<int>(threadIdx.x % 32), stride = static_cast<int>(blockDim.x);
+      constexpr int kBatch = 8;
+      for (int base = static_cast<int>(threadIdx.x) - lane; base < vocab; base += kBatch * stride) {
+        uint32_t k[kBatch];
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) k[u] = keys[min(base + u * stride + lane, vocab - 1)];
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+          const int i = base + u * stride + lane;
+          const unsigned in = __ballot_sync(0xffffffffU, i < vocab && k[u] >= at_least);
+          if (in == 0) continue;
+          int first = 0;
+          if (lane == 0) first = atomicAdd(&cand_n, __popc(in));
+          first = __shfl_sync(0xffffffffU, first, 0);
+          const int at = first + __popc(in & ((1U << lane) - 1U));
+          if ((in >> lane & 1U) != 0 && at < kCandidates) {
+            cand_key[at] = k[u];
+            cand_id[at] = i;
+          }
+        }
+      }
+      __syncthreads();
+      const int n = cand_n;
+      if (n > kCandidates) break;  // too many near the maximum
+      const Tokens c{cand_key, nullptr, cand_id, n, mx};
+      const bool all = static_cast<float>(n) == finite;
+      if (!all && top_k && n < p.top_k) continue;  // the k-th largest is below the cut-off
+      if (!all && top_p) {                         // the top-p boundary is above the cut-off
+        const uint32_t tk = top_k ? c.kth(p.top_k, red) : 0;
+        const double kept = top_k ? c.mass(tk, red_d) : row_mass;
+        if (c.mass(tk, red_d) < static_cast<double>(p.top_p) * kept) continue;
+      }
+      s = c;
+      break;
     }
-    out[blockIdx.x] = last;
+    if (top_k) thr = s.kth(p.top_k, red);
+    if (top_p) {
+      const double kept = top_k ? s.mass(thr, red_d) : row_mass;
+      thr = top_p_key(s, thr, static_cast<double>(p.top_p) * kept, cut, red, red_d);
+    }
   }
+  if (p.min_p > 0.0F) {  // p >= min_p * p_max, as the host computes its floor
+    const uint32_t floor = key_of(mx + logf(p.min_p));
+    if (floor > thr) thr = floor, cut = 0;
+  }
+  auto kept = [&](uint32_t k, int i) { return k > thr || (k == thr && i >= cut); };
+
+  // Draw: warp w owns a contiguous segment of the row and sums its kept mass (coalesced loads);
+  // the segments' masses are scanned in order and the warp whose range holds the target walks
+  // its segment 32 tokens at a time, a warp scan giving each token's cumulative weight.
+  const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
+  const int warps = static_cast<int>(blockDim.x / 32), seg = (vocab + warps - 1) / warps;
+  const int begin = min(vocab, warp * seg), end = min(vocab, begin + seg);
+  auto weight_of = [&](int i) { return kept(keys[i], i) ? weights[i] : 0.0F; };
+  double mine = 0.0;
+  constexpr int kBatch = 8;
+  for (int base = begin; base < end; base += 32 * kBatch) {
+    float w[kBatch];
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) {
+      const int i = base + 32 * u + lane;
+      w[u] = i < end ? weight_of(i) : 0.0F;
+    }
+#pragma unroll
+    for (int u = 0; u < kBatch; ++u) mine += w[u];
+  }
+  for (int o = 16; o > 0; o >>= 1) mine += __shfl_xor_sync(0xffffffffU, mine, o);
+  __shared__ double seg_mass[32];
+  if (lane == 0) seg_mass[warp] = mine;
+  __syncthreads();
+  double before = 0.0, total = 0.0;
+  for (int v = 0; v < warps; ++v) {
+    if (v < warp) before += seg_mass[v];
+    total += seg_mass[v];
+  }
+  // Below the total, so exactly one warp has before <= target < before + its mass.
+  const double target = fmin(sampling::uniform(p.seed, p.counter) * total, nextafter(total, 0.0));
+  if (target < before || target >= before + mine) return;
+  double acc = before;
+  int last = -1;
+  for (int base = begin; base < end; base += 32) {
+    const int i = base + lane;
+    const float w = i < end ? weight_of(i) : 0.0F;
+    double c = w;  // inclusive scan of the 32 weights
+    for (int o = 1; o < 32; o <<= 1) {
+      const double up = __shfl_up_sync(0xffffffffU, c, o);
+      if (lane >= o) c += up;
+    }
+    const unsigned kept_here = __ballot_sync(0xffffffffU, w > 0.0F);
+    if (kept_here != 0) last = base + 31 - __clz(kept_here);
+    const unsigned past = __ballot_sync(0xffffffffU, w > 0.0F && target < acc + c);
+    if (past != 0) {
+      last = base + __ffs(past) - 1;
+      break;
+    }
+    acc += __shfl_sync(0xffffffffU, c, 31);
+  }
+  if (lane == 0) out[blockIdx.x] = last;
 }
 
 }  // namespace
@@ -210,10 +434,10 @@ void argmax_rows(const float* logits, int rows, int vocab, int32_t* out, cudaStr
   NI_CUDA_LAUNCH_CHECK("argmax_rows");
 }
 
-void sample_rows(const float* logits, int rows, int vocab, const RowSampling* params, uint64_t step,
+void sample_rows(const float* logits, int rows, int vocab, const RowPick* params, float* scratch,
                  int32_t* out, cudaStream_t s) {
   if (rows == 0) return;
-  sample_kernel<<<rows, kThreads, 0, s>>>(logits, vocab, params, step, out);
+  sample_kernel<<<rows, kThreads, 0, s>>>(logits, vocab, params, scratch, out);
   NI_CUDA_LAUNCH_CHECK("sample_rows");
 }
 

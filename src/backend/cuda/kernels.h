@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "backend/row_pick.h"
 #include "tensor/tensor.h"
 
 namespace nanoinfer::cuda {
@@ -101,16 +102,10 @@ constexpr int kGemvMaxTokens = 4;
 // --- k_sample.cu
 // out[r] = argmax of row r of logits [R, V] (f32); ties go to the lowest index.
 void argmax_rows(const float* logits, int rows, int vocab, int32_t* out, cudaStream_t s);
-// Per-row sampling parameters (HF order: temperature, top-k, top-p, min-p).
-struct RowSampling {
-  float temperature = 1.0F;  // <= 0: greedy
-  int32_t top_k = 0;         // <= 0: off
-  float top_p = 1.0F;        // >= 1: off
-  float min_p = 0.0F;        // <= 0: off
-  uint64_t seed = 0;         // with the step, the row's one uniform draw
-};
-// out[r] = a token drawn from row r's filtered, renormalised distribution.
-void sample_rows(const float* logits, int rows, int vocab, const RowSampling* params, uint64_t step,
+// out[r] = the host sampler's token for row r of logits [R, V] (f32) with params[r]
+// (backend/row_pick.h): greedy, or the filters in HF's order and the seeded draw. scratch holds
+// 2 x R x V floats.
+void sample_rows(const float* logits, int rows, int vocab, const RowPick* params, float* scratch,
                  int32_t* out, cudaStream_t s);
 
 }  // namespace nanoinfer::cuda

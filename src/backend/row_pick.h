@@ -1,0 +1,20 @@
+// One row's token choice as a backend may make it where the logits are (Backend::pick_to_host):
+// greedy, or a draw after temperature, top-k, top-p and min-p in HF's order, with the host
+// sampler's counter-based number uniform(seed, counter) (sampling/counter_rng.h). The neutral
+// value of a filter turns it off.
+#pragma once
+
+#include <cstdint>
+
+namespace nanoinfer {
+
+struct RowPick {
+  float temperature = 0.0F;  // 0: greedy (the first maximum); the filters are then ignored
+  int32_t top_k = 0;         // 0: off
+  float top_p = 1.0F;        // 1: off
+  float min_p = 0.0F;        // 0: off
+  uint64_t seed = 0;
+  uint64_t counter = 0;  // the row's draw index: its sequence's generated tokens so far
+};
+
+}  // namespace nanoinfer
