@@ -37,6 +37,7 @@ void top_p_row(std::span<float> row, double p, std::vector<int32_t>& order) {
     total += std::exp(x - max);
     finite += x > -std::numeric_limits<float>::infinity() ? 1 : 0;
   }
+  if (finite == 0) return;  // nothing to keep or cut (and no cut-off would ever hold mass p)
   const auto before = [&row](int32_t a, int32_t b) {
     return row[a] > row[b] || (row[a] == row[b] && a > b);
   };

@@ -171,6 +171,40 @@ TEST(CudaSampleHost, PicksTheHostSamplersToken) {
   }
   std::printf("device picks compared with the host sampler's: %d rows\n", draws);
 }
+
+// Rows with one finite logit, and rows without any (every token suppressed, say): the host keeps
+// the one token, or falls back to index 0, and the device picks the same, for every filter.
+TEST(CudaSampleHost, RowsWithFewOrNoFiniteLogits) {
+  NI_REQUIRE_CUDA(gpu, DType::F32);
+  const int V = 777, kinds = 6, R = 2 * kinds;
+  Tensor logits = Tensor::zeros(DType::F32, {R, V});
+  std::fill_n(logits.as<float>(), R * V, -INFINITY);
+  for (int r = 0; r < kinds; ++r) logits.as<float>()[int64_t{r} * V + 100 + 50 * r] = 1.5F;
+  std::vector<SamplingParams> params(R);
+  const std::vector<int32_t> none;
+  std::vector<sampling::RowInput> rows(R);
+  std::vector<RowPick> picks;
+  for (int r = 0; r < R; ++r) {
+    params[r].temperature = 0.8F;
+    params[r].seed = 11 + r;
+    if (r % kinds == 1) params[r].top_k = 40;
+    if (r % kinds == 2) params[r].top_p = 0.9F;
+    if (r % kinds == 3) params[r].min_p = 0.1F;
+    if (r % kinds == 4) params[r].top_k = 40, params[r].top_p = 0.5F, params[r].min_p = 0.1F;
+    if (r % kinds == 5) params[r].temperature = 0.0F;  // greedy
+    rows[r] = {&params[r], none, none};
+    picks.push_back(*sampling::backend_pick(rows[r]));
+  }
+  std::vector<int32_t> got;
+  ASSERT_TRUE(gpu->pick_to_host(gpu->upload(logits, DType::F32), picks, got));
+  std::vector<float> copy(logits.as<float>(), logits.as<float>() + logits.numel());
+  const std::vector<int32_t> want =
+      sampling::Sampler().sample(sampling::LogitsView(std::span<float>(copy), R, V), rows);
+  for (int r = 0; r < R; ++r) {
+    EXPECT_EQ(want[r], r < kinds ? 100 + 50 * r : 0) << "row " << r;
+    EXPECT_EQ(got[r], want[r]) << "row " << r;
+  }
+}
 #endif
 
 }  // namespace

@@ -155,6 +155,24 @@ TEST(TopP, WidensPastTheFirstCutoffAndKeepsHighIdsOfATie) {
   EXPECT_EQ(std::count(logits.begin(), logits.end(), 0.0F), 8190);
 }
 
+// A row without a finite logit (every token suppressed, say): top-p has nothing to keep or cut and
+// leaves it alone (it used to lower its cut-off forever), and the draw falls back to the first
+// index, as the argmax of such a row.
+TEST(TopP, RowWithoutFiniteLogitsIsLeftAlone) {
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> logits(5, -inf);
+  apply_top_p(LogitsView(logits, 1, 5), std::vector<float>{0.9F});
+  EXPECT_EQ(std::count(logits.begin(), logits.end(), -inf), 5);
+  SamplingParams p;
+  p.temperature = 0.7F;
+  p.top_p = 0.9F;
+  p.seed = 3;
+  const std::vector<int32_t> none;
+  const RowInput row{&p, none, none};
+  EXPECT_EQ(Sampler().sample(LogitsView(logits, 1, 5), std::span<const RowInput>(&row, 1)),
+            std::vector<int32_t>{0});
+}
+
 TEST(Stages, FollowHfGenerateOrder) {
   std::vector<std::string_view> names;
   for (const ProcessorStage& s : processor_stages()) names.push_back(s.name);

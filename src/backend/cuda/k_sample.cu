@@ -292,6 +292,9 @@ __global__ void __launch_bounds__(kThreads)
     if (threadIdx.x == 0) out[blockIdx.x] = idx;
     return;
   }
+  // A row without a finite logit has no mass to draw from: the host then falls back to index 0
+  // (its argmax's), and so does this (the walk below overwrites it otherwise).
+  if (threadIdx.x == 0) out[blockIdx.x] = 0;
   // Scratch: every token's key, then (once the maximum is known) its weight expf(x - max).
   auto* keys = reinterpret_cast<uint32_t*>(scratch + 2 * int64_t{blockIdx.x} * vocab);
   float* weights = scratch + (2 * int64_t{blockIdx.x} + 1) * vocab;
@@ -401,9 +404,10 @@ __global__ void __launch_bounds__(kThreads)
     if (v < warp) before += seg_mass[v];
     total += seg_mass[v];
   }
-  // Below the total, so exactly one warp has before <= target < before + its mass.
+  // Below the total, so exactly one warp has before <= target < before + its mass (none when the
+  // row has no finite weight: the sums are NaN).
   const double target = fmin(sampling::uniform(p.seed, p.counter) * total, nextafter(total, 0.0));
-  if (target < before || target >= before + mine) return;
+  if (!(target >= before && target < before + mine)) return;
   double acc = before;
   int last = -1;
   for (int base = begin; base < end; base += 32) {
