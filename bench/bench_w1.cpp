@@ -330,8 +330,8 @@ json run_step(const Args& a) {
   return out;
 }
 
-// The device pick alone (Backend::pick_to_host: the kernel, 32 bytes of parameters up and R ids
-// back), at the config's vocabulary, 1 and 32 rows, for each filter: on logits spread like a
+// The device pick alone (Backend::pick_to_host: the kernel, 32 bytes of parameters a row up and
+// R ids back), at the config's vocabulary, 1 and 32 rows, for each filter: on logits spread like a
 // random-weight model's (normal, sd 1.28: many tokens near the maximum, the kernel's whole-row
 // path) and peaked like a trained model's (sd 1, 30 tokens 15 higher: its candidates' path).
 json run_sample(const Args& a) {

@@ -355,12 +355,11 @@ __global__ void __launch_bounds__(kThreads)
       if (n > kCandidates) break;  // too many near the maximum
       const Tokens c{cand_key, nullptr, cand_id, n, mx};
       const bool all = static_cast<float>(n) == finite;
+      // With top-k, K candidates hold every top-k survivor, so top-p's boundary too; without,
+      // the candidates must hold top_p of the row's mass.
       if (!all && top_k && n < p.top_k) continue;  // the k-th largest is below the cut-off
-      if (!all && top_p) {                         // the top-p boundary is above the cut-off
-        const uint32_t tk = top_k ? c.kth(p.top_k, red) : 0;
-        const double kept = top_k ? c.mass(tk, red_d) : row_mass;
-        if (c.mass(tk, red_d) < static_cast<double>(p.top_p) * kept) continue;
-      }
+      if (!all && !top_k && top_p && c.mass(0, red_d) < static_cast<double>(p.top_p) * row_mass)
+        continue;
       s = c;
       break;
     }
