@@ -7,8 +7,9 @@
 //   gemv the decode matrix-vector kernel alone on the config's matrices (% of the copy bandwidth);
 //   step W1's decode step as the engine runs it (the token picked and read back, then the next
 //        step built) against the same steps queued without reading the token: the host's gap;
-//   sampled W1 with temperature 0.6 and top-p 0.9, the token picked on the device against the
-//        logits sampled on the host (decode tok/s, and whether both drew the same tokens);
+//   sampled W1 with temperature 0.6 and top-p 0.9, without and with penalties, the token picked
+//        on the device against the logits sampled on the host (decode tok/s, and whether both
+//        drew the same tokens);
 //   sample the device pick alone per filter, 1 and 32 rows, on spread and on peaked logits;
 // plus a per-op profile of a W1 decode and a W3 prefill. Prints a table; --json FILE writes all.
 // Under mpirun -np N (one rank per GPU) it runs W1 with the model sharded over the N GPUs
@@ -153,39 +154,49 @@ json run_w1(const Args& a, double copy_gbs) {
 }
 
 // W1 sampled as Llama-3-Instruct's generation config asks (temperature 0.6, top-p 0.9, a seed),
-// graphs on: the token picked on the device (the engine's default) against the logits copied to
-// the host and sampled there (EngineOptions::pick_on_device off). Same tokens either way.
+// then with a repetition penalty of 1.1 and a frequency penalty of 0.2 on top (over the whole
+// prompt and the tokens generated: edits of ~700 logits a step), graphs on: the token picked on
+// the device (the engine's default) against the logits copied to the host and sampled there
+// (EngineOptions::pick_on_device off). Same tokens either way.
 json run_w1_sampled(const Args& a) {
   json out;
   const nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
-  nanoinfer::GenerationRequest req{random_prompt(a.prompt, c.vocab_size, 1), {}};
-  req.params.max_new_tokens = a.new_tokens;
-  req.params.ignore_eos = true;
-  req.params.temperature = 0.6F;
-  req.params.top_p = 0.9F;
-  req.params.seed = 7;
-  std::vector<int32_t> tokens[2];
-  for (const bool device : {true, false}) {
-    nanoinfer::EngineOptions o = engine_options(a, a.prompt + a.new_tokens + 16, true);
-    o.pick_on_device = device;
-    nanoinfer::Engine engine(o);
-    nanoinfer::GenerationRequest warm = req;
-    warm.params.max_new_tokens = 8;
-    engine.generate({warm});
-    std::vector<double> tps;
-    for (int rep = 0; rep < 3; ++rep) {
-      tokens[device ? 0 : 1] = engine.generate({req})[0].token_ids;
-      tps.push_back(engine.last_stats().decode_tokens_per_s());
+  for (const bool penalties : {false, true}) {
+    nanoinfer::GenerationRequest req{random_prompt(a.prompt, c.vocab_size, 1), {}};
+    req.params.max_new_tokens = a.new_tokens;
+    req.params.ignore_eos = true;
+    req.params.temperature = 0.6F;
+    req.params.top_p = 0.9F;
+    req.params.seed = 7;
+    if (penalties) {
+      req.params.repetition_penalty = 1.1F;
+      req.params.frequency_penalty = 0.2F;
     }
-    std::sort(tps.begin(), tps.end());
-    const std::string k = device ? "picked_on_device" : "sampled_on_host";
-    out[k] = {{"decode_tok_s", tps[1]}, {"decode_tok_s_all", tps}};
-    std::printf("W1 sampled (T 0.6, top-p 0.9), %-16s decode %7.1f tok/s\n", k.c_str(), tps[1]);
-    std::fflush(stdout);
+    const char* name = penalties ? "T 0.6, top-p 0.9, penalties" : "T 0.6, top-p 0.9";
+    json& o = out[penalties ? "top_p_penalties" : "top_p"];
+    std::vector<int32_t> tokens[2];
+    for (const bool device : {true, false}) {
+      nanoinfer::EngineOptions opt = engine_options(a, a.prompt + a.new_tokens + 16, true);
+      opt.pick_on_device = device;
+      nanoinfer::Engine engine(opt);
+      nanoinfer::GenerationRequest warm = req;
+      warm.params.max_new_tokens = 8;
+      engine.generate({warm});
+      std::vector<double> tps;
+      for (int rep = 0; rep < 3; ++rep) {
+        tokens[device ? 0 : 1] = engine.generate({req})[0].token_ids;
+        tps.push_back(engine.last_stats().decode_tokens_per_s());
+      }
+      std::sort(tps.begin(), tps.end());
+      const std::string k = device ? "picked_on_device" : "sampled_on_host";
+      o[k] = {{"decode_tok_s", tps[1]}, {"decode_tok_s_all", tps}};
+      std::printf("W1 sampled (%s), %-16s decode %7.1f tok/s\n", name, k.c_str(), tps[1]);
+      std::fflush(stdout);
+    }
+    o["same_tokens"] = tokens[0] == tokens[1];
+    std::printf("W1 sampled (%s): the two paths drew %s tokens\n", name,
+                tokens[0] == tokens[1] ? "the same" : "DIFFERENT");
   }
-  out["same_tokens"] = tokens[0] == tokens[1];
-  std::printf("W1 sampled: the two paths drew %s tokens\n",
-              tokens[0] == tokens[1] ? "the same" : "DIFFERENT");
   return out;
 }
 
@@ -302,11 +313,11 @@ json run_step(const Args& a) {
     std::vector<int32_t> ids;
     const std::vector<nanoinfer::RowPick> greedy(1);
     auto step = [&] { return model.forward(nanoinfer::build_batch({&s}, cache), cache); };
-    be->pick_to_host(step(), greedy, ids);
+    be->pick_to_host(step(), greedy, {}, ids);
     s.pending = ids;
     auto t0 = Clock::now();
     for (int i = 0; i < a.new_tokens; ++i) {
-      be->pick_to_host(step(), greedy, ids);
+      be->pick_to_host(step(), greedy, {}, ids);
       s.pending = ids;
     }
     picked.push_back(ms_since(t0) / a.new_tokens);
@@ -363,12 +374,12 @@ json run_sample(const Args& a) {
       for (const Kind& k : kinds) {
         std::vector<nanoinfer::RowPick> picks(R, k.pick);
         std::vector<int32_t> ids;
-        be->pick_to_host(logits, picks, ids);  // warm-up (buffers)
+        be->pick_to_host(logits, picks, {}, ids);  // warm-up (buffers)
         const int reps = 20;
         const auto t0 = std::chrono::steady_clock::now();
         for (int i = 0; i < reps; ++i) {
           for (auto& p : picks) p.counter = static_cast<uint64_t>(i);
-          be->pick_to_host(logits, picks, ids);
+          be->pick_to_host(logits, picks, {}, ids);
         }
         const double us =
             std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)

@@ -52,13 +52,15 @@ class Backend {
   virtual Tensor upload(const Tensor& host, DType dtype) = 0;  // converts f32/f16/bf16 → dtype
   virtual void to_host_f32(const Tensor& src, std::vector<float>& dst) = 0;
   // ids[r] = the token the host sampler picks from row r of f32 logits [R, V] with rows[r]
-  // (greedy: the first maximum, ties to the lowest id), picked where the logits are so that R ids
-  // reach the host instead of R x V floats. False (ids untouched) when the backend has no such
+  // (greedy: the first maximum, ties to the lowest id) after `edits` (LogitEdit.row < R),
+  // picked where the logits are so that R ids reach the host instead of R x V floats. The edits
+  // rewrite the logits in place. False (ids and logits untouched) when the backend has no such
   // path: the caller copies the logits and samples on the host.
   virtual bool pick_to_host(const Tensor& logits, std::span<const RowPick> rows,
-                            std::vector<int32_t>& ids) {
+                            std::span<const LogitEdit> edits, std::vector<int32_t>& ids) {
     (void)logits;
     (void)rows;
+    (void)edits;
     (void)ids;
     return false;
   }

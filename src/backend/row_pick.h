@@ -1,7 +1,8 @@
 // One row's token choice as a backend may make it where the logits are (Backend::pick_to_host):
 // greedy, or a draw after temperature, top-k, top-p and min-p in HF's order, with the host
 // sampler's counter-based number uniform(seed, counter) (sampling/counter_rng.h). The neutral
-// value of a filter turns it off.
+// value of a filter turns it off. Before the pick, LogitEdits apply what the processors that
+// depend on a row's history do to it, token by token.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +16,17 @@ struct RowPick {
   float min_p = 0.0F;        // 0: off
   uint64_t seed = 0;
   uint64_t counter = 0;  // the row's draw index: its sequence's generated tokens so far
+};
+
+// One logit of one row, rewritten as the host's processors rewrite it, in their order: HF's
+// repetition penalty (x < 0 ? x * penalty : x / penalty), then the presence and frequency
+// penalties (x - subtract), then suppression (-inf). The neutral value turns a step off.
+struct LogitEdit {
+  int32_t row = 0;
+  int32_t token = 0;
+  float penalty = 1.0F;
+  float subtract = 0.0F;
+  int32_t suppress = 0;
 };
 
 }  // namespace nanoinfer

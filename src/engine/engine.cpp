@@ -14,8 +14,8 @@
 #include "loader/model_loader.h"
 #include "model/llama.h"
 #include "nanoinfer/tokenizer.h"
+#include "sampling/backend_pick.h"
 #include "sampling/sampler.h"
-#include "sampling/stages.h"
 #include "util/error.h"
 
 namespace nanoinfer {
@@ -314,18 +314,20 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
         send(StepMessage::step(std::move(ops), batch));
       }
       const Tensor& step_logits = model->forward(batch, cache);
-      // Rows that need nothing but greedy or temperature / top-k / top-p / min-p: the backend
-      // picks them where the logits are, as the host sampler would, and only their ids come
-      // back (R x V floats and the host's passes over each row otherwise).
+      // Without beams, the backend picks every row where the logits are, as the host sampler
+      // would (the penalties and suppressed tokens as edits of the logits they touch), and only
+      // the ids come back (R x V floats and the host's passes over each row otherwise).
       std::vector<RowPick> picks;
+      std::vector<LogitEdit> edits;
       picked = options.pick_on_device && live_beams.empty() &&
                std::all_of(rows.begin(), rows.end(),
-                           [&picks](const sampling::RowInput& r) {
-                             const std::optional<RowPick> p = sampling::backend_pick(r);
+                           [&](const sampling::RowInput& r) {
+                             const std::optional<RowPick> p = sampling::backend_pick(
+                                 r, static_cast<int32_t>(picks.size()), c.vocab_size, edits);
                              if (p) picks.push_back(*p);
                              return p.has_value();
                            }) &&
-               backend->pick_to_host(step_logits, picks, tokens);
+               backend->pick_to_host(step_logits, picks, edits, tokens);
       if (!picked) backend->to_host_f32(step_logits, logits);
     }
     // Cache use as this step's forward saw it (sequences that end now release their blocks).

@@ -2,8 +2,6 @@
 // per-row arrays of each batch operation.
 #include "sampling/stages.h"
 
-#include <algorithm>
-#include <iterator>
 #include <string>
 #include <vector>
 
@@ -55,12 +53,7 @@ void run_suppress(LogitsView logits, std::span<const RowInput> rows) {
   std::vector<TokenSpan> banned;
   banned.reserve(rows.size());
   for (const RowInput& row : rows) {
-    for (int32_t t : row.params->suppress_tokens) {
-      if (t >= logits.vocab) {
-        fail("suppress_tokens: id " + std::to_string(t) + " is outside the vocabulary of " +
-             std::to_string(logits.vocab));
-      }
-    }
+    check_suppress_tokens(*row.params, logits.vocab);
     banned.emplace_back(row.params->suppress_tokens);
   }
   apply_mask(logits, banned);
@@ -128,18 +121,13 @@ constexpr SelectorStage kSelectors[] = {
 
 }  // namespace
 
-std::optional<RowPick> backend_pick(const RowInput& row) {
-  const SamplingParams& p = *row.params;
-  // The filters the backends' pick applies, with the host's semantics.
-  constexpr std::string_view kFilters[] = {"temperature", "top_k", "top_p", "min_p"};
-  const bool other = std::any_of(
-      std::begin(kProcessors), std::end(kProcessors), [&p, &kFilters](const ProcessorStage& s) {
-        return s.enabled(p) &&
-               std::find(std::begin(kFilters), std::end(kFilters), s.name) == std::end(kFilters);
-      });
-  if (p.num_beams != 1 || other) return std::nullopt;
-  if (!sampling(p)) return RowPick{};
-  return RowPick{p.temperature, p.top_k, p.top_p, p.min_p, p.seed, row.generated.size()};
+void check_suppress_tokens(const SamplingParams& params, int32_t vocab) {
+  for (int32_t t : params.suppress_tokens) {
+    if (t >= vocab) {
+      fail("suppress_tokens: id " + std::to_string(t) + " is outside the vocabulary of " +
+           std::to_string(vocab));
+    }
+  }
 }
 
 std::span<const ProcessorStage> processor_stages() {

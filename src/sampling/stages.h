@@ -5,11 +5,9 @@
 #pragma once
 
 #include <cstdint>
-#include <optional>
 #include <span>
 #include <string_view>
 
-#include "backend/row_pick.h"
 #include "nanoinfer/sampling_params.h"
 #include "sampling/processors.h"
 
@@ -42,9 +40,7 @@ struct SelectorStage {
 std::span<const ProcessorStage> processor_stages();
 // The first stage that handles a row selects its token.
 std::span<const SelectorStage> selector_stages();
-// The row's pick as a backend may make it where the logits are (Backend::pick_to_host), when the
-// row needs nothing else: no beams, and no processor enabled but temperature, top-k, top-p and
-// min-p (a greedy row: none). Empty otherwise (penalties, suppressed tokens, beams).
-std::optional<RowPick> backend_pick(const RowInput& row);
+// Fails (with the id) when a suppressed token is outside the vocabulary.
+void check_suppress_tokens(const SamplingParams& params, int32_t vocab);
 
 }  // namespace nanoinfer::sampling

@@ -207,7 +207,7 @@ TEST_P(CudaOps, ArgmaxRows) {
   }
   std::vector<int32_t> picked;  // the engine's path: the same pick, only the ids copied back
   const std::vector<RowPick> greedy(static_cast<size_t>(T));
-  ASSERT_TRUE(gpu->pick_to_host(gpu->upload(logits, DType::F32), greedy, picked));
+  ASSERT_TRUE(gpu->pick_to_host(gpu->upload(logits, DType::F32), greedy, {}, picked));
   EXPECT_EQ(picked, host_ids);
 }
 #endif
@@ -226,7 +226,7 @@ TEST(CudaArgmax, VocabularyRowsAsTheHostPicks) {
     r[3 * V - 1] = 50.0F;
     std::vector<int32_t> picked;
     ASSERT_TRUE(
-        gpu->pick_to_host(gpu->upload(logits, DType::F32), std::vector<RowPick>(3), picked));
+        gpu->pick_to_host(gpu->upload(logits, DType::F32), std::vector<RowPick>(3), {}, picked));
     std::vector<int32_t> want(3);
     for (int t = 0; t < 3; ++t)
       want[t] = static_cast<int32_t>(std::max_element(r + t * V, r + (t + 1) * V) - (r + t * V));

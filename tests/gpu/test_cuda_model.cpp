@@ -160,23 +160,27 @@ TEST(CudaGraphs, Bf16GraphReplayEqualsEager) {
 }
 
 // The engine's picks on the device (Backend::pick_to_host) give the tokens its host sampler
-// gives: one batch of greedy and sampled requests (each filter, different seeds) generated twice
-// in bf16 with graphs, picked on the device and then with every step's logits sampled on the
-// host. Equal logits at each step, so any difference is the pick or the seed and draw index the
-// engine hands the backend.
+// gives: one batch of greedy and sampled requests (each filter, the penalties and suppressed
+// tokens, different seeds) generated twice in bf16 with graphs, picked on the device and then
+// with every step's logits sampled on the host. Equal logits at each step, so any difference is
+// the pick, the edits or the seed and draw index the engine hands the backend.
 TEST(CudaEnginePicks, DeviceEqualsHostSampler) {
   NI_REQUIRE_CUDA(probe, DType::BF16);
   const nlohmann::json ref = test::read_json("models/llama3_rope/reference.json");
   std::vector<GenerationRequest> reqs;
-  for (int i = 0; i < 7; ++i) {
+  for (int i = 0; i < 11; ++i) {
     GenerationRequest r{ref["cases"][i % 2]["prompt_ids"].get<std::vector<int32_t>>(), {}};
     r.params.max_new_tokens = 40;
     r.params.ignore_eos = true;
     r.params.seed = 1000 + i;
-    r.params.temperature = i == 0 ? 0.0F : 0.6F + 0.15F * i;
-    if (i == 2 || i == 5) r.params.top_k = 20;
-    if (i == 3 || i == 5) r.params.top_p = 0.8F;
+    r.params.temperature = i == 0 || i == 8 ? 0.0F : 0.6F + 0.05F * i;
+    if (i == 2 || i == 5 || i == 10) r.params.top_k = 20;
+    if (i == 3 || i == 5 || i == 10) r.params.top_p = 0.8F;
     if (i == 4 || i == 5) r.params.min_p = 0.05F;
+    if (i == 8 || i == 10) r.params.repetition_penalty = 1.3F;
+    if (i == 7 || i == 10) r.params.presence_penalty = 0.6F;
+    if (i == 9 || i == 10) r.params.frequency_penalty = 0.4F;
+    if (i == 9 || i == 10) r.params.suppress_tokens = {5, 17, 42};
     reqs.push_back(r);
   }
   std::vector<GenerationOutput> outs[2];
@@ -191,8 +195,11 @@ TEST(CudaEnginePicks, DeviceEqualsHostSampler) {
     EXPECT_EQ(outs[0][i].token_ids, outs[1][i].token_ids) << "request " << i;
     EXPECT_EQ(outs[0][i].token_ids.size(), 40U);
   }
-  // The seeds matter: two sampled requests on the same prompt drew different tokens.
+  // The seeds matter: two sampled requests on the same prompt drew different tokens. And the
+  // penalties: the greedy request with a repetition penalty left the plain greedy one.
   EXPECT_NE(outs[0][1].token_ids, outs[0][3].token_ids);
+  EXPECT_NE(outs[0][0].token_ids, outs[0][8].token_ids);
+  for (const int32_t t : outs[0][9].token_ids) EXPECT_TRUE(t != 5 && t != 17 && t != 42) << t;
 }
 #endif
 

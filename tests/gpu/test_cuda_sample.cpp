@@ -14,6 +14,7 @@
 #include <span>
 
 #include "gpu_test_util.h"
+#include "sampling/backend_pick.h"
 #include "sampling/sampler.h"
 #ifdef NANOINFER_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
@@ -148,17 +149,19 @@ TEST(CudaSampleHost, PicksTheHostSamplersToken) {
     std::vector<std::vector<int32_t>> generated(R);
     std::vector<sampling::RowInput> rows(R);
     std::vector<RowPick> picks;
+    std::vector<LogitEdit> edits;
     for (int r = 0; r < R; ++r) {
       params[r] = kinds[r % kinds.size()];
       params[r].seed = rng();
       generated[r].assign(r % 5, 1);  // the draw index
       rows[r] = {&params[r], {}, generated[r]};
-      const std::optional<RowPick> p = sampling::backend_pick(rows[r]);
+      const std::optional<RowPick> p = sampling::backend_pick(rows[r], r, V, edits);
       ASSERT_TRUE(p.has_value());
       picks.push_back(*p);
     }
+    ASSERT_TRUE(edits.empty());
     std::vector<int32_t> got;
-    ASSERT_TRUE(gpu->pick_to_host(gpu->upload(logits, DType::F32), picks, got));
+    ASSERT_TRUE(gpu->pick_to_host(gpu->upload(logits, DType::F32), picks, edits, got));
     // The host sampler processes its logits in place: it gets a copy.
     std::vector<float> copy(logits.as<float>(), logits.as<float>() + logits.numel());
     const std::vector<int32_t> want =
@@ -170,6 +173,107 @@ TEST(CudaSampleHost, PicksTheHostSamplersToken) {
     draws += R;
   }
   std::printf("device picks compared with the host sampler's: %d rows\n", draws);
+}
+
+// Rows with penalties and suppressed tokens, greedy and sampled, with and without the filters:
+// the edits (LogitEdit, one per touched token) leave the device's logits equal bit for bit to the
+// host's after its history processors, and the device picks the host sampler's token. Histories
+// repeat tokens (the repetition penalty counts each once, the frequency penalty every time) and
+// hold the row's top tokens, on both sides of zero, so the penalties move the picks.
+TEST(CudaSampleHost, PenaltiesAndSuppressedTokensAsTheHost) {
+  NI_REQUIRE_CUDA(gpu, DType::F32);
+  std::mt19937 rng(std::random_device{}());
+  std::vector<SamplingParams> kinds(8);
+  kinds[0].repetition_penalty = 1.3F;  // greedy
+  kinds[1].repetition_penalty = 0.7F;  // < 1 favours the history
+  kinds[1].temperature = 0.9F;
+  kinds[2].presence_penalty = 0.8F;
+  kinds[2].frequency_penalty = 0.35F;
+  kinds[3].presence_penalty = -0.4F;
+  kinds[3].temperature = 0.7F;
+  kinds[3].top_p = 0.9F;
+  kinds[4].frequency_penalty = 1.5F;
+  kinds[4].temperature = 1.0F;
+  kinds[4].top_k = 20;
+  kinds[5].temperature = 0.8F;
+  kinds[5].min_p = 0.05F;
+  kinds[6].repetition_penalty = 1.2F;
+  kinds[6].presence_penalty = 0.5F;
+  kinds[6].frequency_penalty = 0.25F;
+  kinds[6].temperature = 0.6F;
+  kinds[6].top_k = 50;
+  kinds[6].top_p = 0.9F;
+  kinds[6].min_p = 0.02F;
+  kinds[7].repetition_penalty = 1.1F;  // greedy, every processor
+  kinds[7].frequency_penalty = 0.5F;
+  int moved = 0, total = 0;
+  for (const int V : {777, 128256}) {
+    const int R = 8 * static_cast<int>(kinds.size());
+    Tensor logits = test::random_host({R, V}, DType::F32, rng, 2.0F);
+    std::vector<SamplingParams> params(R), greedy(R);
+    std::vector<std::vector<int32_t>> prompt(R), generated(R);
+    std::vector<sampling::RowInput> rows(R), history(R);
+    std::vector<RowPick> picks;
+    std::vector<LogitEdit> edits;
+    for (int r = 0; r < R; ++r) {
+      params[r] = kinds[r % kinds.size()];
+      params[r].seed = rng();
+      const float* row = logits.as<float>() + int64_t{r} * V;
+      std::vector<int32_t> order(V);
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(order.begin(), order.begin() + 8, order.end(),
+                        [row](int32_t a, int32_t b) { return row[a] > row[b]; });
+      for (int i = 0; i < 40; ++i) {  // tokens seen: the top ones, repeated, and any others
+        const int32_t t = i % 3 == 0 ? static_cast<int32_t>(rng() % V) : order[i % 8];
+        (i % 2 == 0 ? prompt[r] : generated[r]).push_back(t);
+      }
+      if (r % 3 == 0) params[r].suppress_tokens = {order[0], order[0], order[3], V - 1};
+      rows[r] = {&params[r], prompt[r], generated[r]};
+      greedy[r] = params[r];
+      greedy[r].temperature = 0.0F;  // the history processors only
+      history[r] = {&greedy[r], prompt[r], generated[r]};
+      const std::optional<RowPick> p = sampling::backend_pick(rows[r], r, V, edits);
+      ASSERT_TRUE(p.has_value());
+      picks.push_back(*p);
+    }
+    Tensor dev = gpu->upload(logits, DType::F32);
+    std::vector<int32_t> got;
+    ASSERT_TRUE(gpu->pick_to_host(dev, picks, edits, got));
+    std::vector<float> edited;
+    gpu->to_host_f32(dev, edited);
+    std::vector<float> want_logits(logits.as<float>(), logits.as<float>() + logits.numel());
+    sampling::Sampler().process(sampling::LogitsView(std::span<float>(want_logits), R, V), history);
+    for (int64_t i = 0; i < logits.numel(); ++i)
+      ASSERT_EQ(edited[i], want_logits[i])
+          << "vocabulary " << V << ", row " << i / V << ", token " << i % V;
+    std::vector<float> copy(logits.as<float>(), logits.as<float>() + logits.numel());
+    const std::vector<int32_t> want =
+        sampling::Sampler().sample(sampling::LogitsView(std::span<float>(copy), R, V), rows);
+    for (int r = 0; r < R; ++r)
+      EXPECT_EQ(got[r], want[r]) << "vocabulary " << V << ", row " << r << " (kind "
+                                 << r % kinds.size() << ")";
+    // The same rows without their penalties (and seeds kept): the penalties moved picks.
+    std::vector<float> unedited(logits.as<float>(), logits.as<float>() + logits.numel());
+    for (int r = 0; r < R; ++r) {
+      SamplingParams q = params[r];
+      q.repetition_penalty = 1.0F;
+      q.presence_penalty = q.frequency_penalty = 0.0F;
+      q.suppress_tokens.clear();
+      const std::vector<float> one(unedited.begin() + int64_t{r} * V,
+                                   unedited.begin() + int64_t{r + 1} * V);
+      std::vector<float> work = one;
+      const sampling::RowInput in{&q, prompt[r], generated[r]};
+      const int32_t without =
+          sampling::Sampler().sample(sampling::LogitsView(std::span<float>(work), 1, V),
+                                     std::span<const sampling::RowInput>(&in, 1))[0];
+      moved += without != want[r] ? 1 : 0;
+    }
+    total += R;
+  }
+  std::printf(
+      "penalised rows compared with the host sampler's: %d, picks the penalties moved: %d\n", total,
+      moved);
+  EXPECT_GT(moved, total / 4);
 }
 
 // Rows with one finite logit, and rows without any (every token suppressed, say): the host keeps
@@ -184,6 +288,7 @@ TEST(CudaSampleHost, RowsWithFewOrNoFiniteLogits) {
   const std::vector<int32_t> none;
   std::vector<sampling::RowInput> rows(R);
   std::vector<RowPick> picks;
+  std::vector<LogitEdit> edits;
   for (int r = 0; r < R; ++r) {
     params[r].temperature = 0.8F;
     params[r].seed = 11 + r;
@@ -193,10 +298,10 @@ TEST(CudaSampleHost, RowsWithFewOrNoFiniteLogits) {
     if (r % kinds == 4) params[r].top_k = 40, params[r].top_p = 0.5F, params[r].min_p = 0.1F;
     if (r % kinds == 5) params[r].temperature = 0.0F;  // greedy
     rows[r] = {&params[r], none, none};
-    picks.push_back(*sampling::backend_pick(rows[r]));
+    picks.push_back(*sampling::backend_pick(rows[r], r, V, edits));
   }
   std::vector<int32_t> got;
-  ASSERT_TRUE(gpu->pick_to_host(gpu->upload(logits, DType::F32), picks, got));
+  ASSERT_TRUE(gpu->pick_to_host(gpu->upload(logits, DType::F32), picks, edits, got));
   std::vector<float> copy(logits.as<float>(), logits.as<float>() + logits.numel());
   const std::vector<int32_t> want =
       sampling::Sampler().sample(sampling::LogitsView(std::span<float>(copy), R, V), rows);

@@ -9,9 +9,11 @@
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <string>
 #include <vector>
 
+#include "sampling/backend_pick.h"
 #include "sampling/processors.h"
 #include "sampling/sampler.h"
 #include "sampling/selectors.h"
@@ -204,16 +206,17 @@ TEST(Stages, GreedyRowsIgnoreWarpersButKeepPenalties) {
   EXPECT_EQ(enabled, (std::vector<std::string_view>{"repetition_penalty"}));
 }
 
-// A row may be picked by the backend (Backend::pick_to_host) when it needs no processor but
-// temperature, top-k, top-p and min-p and no beams; the pick carries the row's parameters, its
-// seed and its draw index (the tokens it has generated). Warpers set on a greedy row do not count
-// (they are off without sampling).
-TEST(Stages, BackendPicksRowsWithOnlyTheFourFilters) {
+// A row may be picked by the backend (Backend::pick_to_host) unless it uses beams; the pick
+// carries the row's filters, its seed and its draw index (the tokens it has generated). Filters
+// set on a greedy row do not count (they are off without sampling). Rows without penalties or
+// suppressed tokens add no edit.
+TEST(BackendPick, CarriesTheFiltersSeedAndDrawIndex) {
   const std::vector<int32_t> prompt{1, 2, 3}, generated{4, 5};
+  std::vector<LogitEdit> edits;
   const auto pick = [&](auto edit) {
     SamplingParams q;
     edit(q);
-    return backend_pick(RowInput{&q, prompt, generated});
+    return backend_pick(RowInput{&q, prompt, generated}, 0, 100, edits);
   };
   const auto greedy = pick([](SamplingParams& q) {
     q.top_k = 5;
@@ -235,14 +238,86 @@ TEST(Stages, BackendPicksRowsWithOnlyTheFourFilters) {
   EXPECT_EQ(sampled->min_p, 0.05F);
   EXPECT_EQ(sampled->seed, 77U);
   EXPECT_EQ(sampled->counter, generated.size());  // the host sampler's draw index
-  EXPECT_FALSE(pick([](SamplingParams& q) { q.num_beams = 2; }));
-  EXPECT_FALSE(pick([](SamplingParams& q) { q.repetition_penalty = 1.2F; }));
   EXPECT_FALSE(pick([](SamplingParams& q) {
-    q.temperature = 0.7F;
-    q.presence_penalty = 0.5F;
+    q.num_beams = 2;
+    q.repetition_penalty = 1.2F;
   }));
-  EXPECT_FALSE(pick([](SamplingParams& q) { q.frequency_penalty = 0.5F; }));
-  EXPECT_FALSE(pick([](SamplingParams& q) { q.suppress_tokens = {3}; }));
+  EXPECT_TRUE(edits.empty());
+  EXPECT_TRUE(pick([](SamplingParams& q) { q.repetition_penalty = 1.2F; }).has_value());
+  EXPECT_EQ(edits.size(), 5U);  // each distinct token of prompt + generated
+}
+
+// The history processors as edits: one per touched token, in token order, with the repetition
+// penalty for each distinct token of prompt + generated, presence + frequency x count for the
+// generated ones, and suppression; ids outside the vocabulary fail as the host stage fails.
+TEST(BackendPick, EditsOfThePenaltiesAndSuppressedTokens) {
+  const std::vector<int32_t> prompt{7, 3, 7}, generated{3, 9, 9, 9};
+  SamplingParams q;
+  q.temperature = 0.8F;
+  q.repetition_penalty = 1.2F;
+  q.presence_penalty = 0.5F;
+  q.frequency_penalty = 0.25F;
+  q.suppress_tokens = {11, 9, 11};
+  std::vector<LogitEdit> edits{{0, 1, 2.0F, 0.0F, 0}};  // appended after what is there
+  ASSERT_TRUE(backend_pick(RowInput{&q, prompt, generated}, 4, 12, edits).has_value());
+  struct Want {
+    int32_t token;
+    float penalty, subtract;
+    int32_t suppress;
+  };
+  const std::vector<Want> want{
+      {3, 1.2F, 0.75F, 0}, {7, 1.2F, 0.0F, 0}, {9, 1.2F, 1.25F, 1}, {11, 1.0F, 0.0F, 1}};
+  ASSERT_EQ(edits.size(), want.size() + 1);
+  for (size_t i = 0; i < want.size(); ++i) {
+    const LogitEdit& e = edits[i + 1];
+    EXPECT_EQ(e.row, 4) << i;
+    EXPECT_EQ(e.token, want[i].token) << i;
+    EXPECT_EQ(e.penalty, want[i].penalty) << i;
+    EXPECT_EQ(e.subtract, want[i].subtract) << i;
+    EXPECT_EQ(e.suppress, want[i].suppress) << i;
+  }
+  q.suppress_tokens = {12};
+  EXPECT_THROW(backend_pick(RowInput{&q, prompt, generated}, 0, 12, edits), Error);
+}
+
+// The edits applied as the backends apply them (x < 0 ? x * p : x / p, then - subtract, then
+// -inf; the CUDA kernel's steps) give the host processors' logits bit for bit, on random rows
+// with every combination of the three stages.
+TEST(BackendPick, EditsReproduceTheHostProcessors) {
+  std::mt19937 rng(17);
+  const int V = 300, R = 24;
+  std::normal_distribution<float> nd(0.0F, 3.0F);
+  std::vector<float> logits(static_cast<size_t>(R) * V);
+  for (float& x : logits) x = nd(rng);
+  std::vector<SamplingParams> params(R);
+  std::vector<std::vector<int32_t>> prompt(R), generated(R);
+  std::vector<RowInput> rows(R);
+  std::vector<LogitEdit> edits;
+  for (int r = 0; r < R; ++r) {
+    SamplingParams& p = params[r];
+    if (r % 2 == 0) p.repetition_penalty = r % 4 == 0 ? 1.37F : 0.61F;
+    if (r % 3 != 0) p.presence_penalty = 0.3F * static_cast<float>(r % 5) - 0.4F;
+    if (r % 4 == 1) p.frequency_penalty = 0.173F;
+    if (r % 5 == 2) p.suppress_tokens = {static_cast<int32_t>(rng() % V), 0};
+    for (int i = 0; i < 60; ++i) prompt[r].push_back(static_cast<int32_t>(rng() % 40));
+    for (int i = 0; i < 60; ++i) generated[r].push_back(static_cast<int32_t>(rng() % 60));
+    rows[r] = {&p, prompt[r], generated[r]};
+    ASSERT_TRUE(backend_pick(rows[r], r, V, edits).has_value());
+  }
+  std::vector<float> got = logits;
+  for (const LogitEdit& e : edits) {
+    float& x = got[static_cast<size_t>(e.row) * V + e.token];
+    if (e.penalty != 1.0F) x = x < 0.0F ? x * e.penalty : x / e.penalty;
+    if (e.subtract != 0.0F) x = x - e.subtract;
+    if (e.suppress != 0) x = -std::numeric_limits<float>::infinity();
+  }
+  Sampler().process(LogitsView(std::span<float>(logits), R, V), rows);
+  int changed = 0;
+  for (size_t i = 0; i < logits.size(); ++i) {
+    ASSERT_EQ(got[i], logits[i]) << "row " << i / V << ", token " << i % V;
+  }
+  for (const LogitEdit& e : edits) changed += e.penalty != 1.0F || e.subtract != 0.0F;
+  EXPECT_GT(changed, R * 20);
 }
 
 }  // namespace

@@ -214,12 +214,13 @@ void CudaBackend::to_host_f32(const Tensor& src, std::vector<float>& dst) {
 }
 
 bool CudaBackend::pick_to_host(const Tensor& logits, std::span<const RowPick> rows,
-                               std::vector<int32_t>& ids) {
+                               std::span<const LogitEdit> edits, std::vector<int32_t>& ids) {
   const int64_t R = logits.dim(0);
   NI_ASSERT(static_cast<int64_t>(rows.size()) == R);
   // Lazily sized (an empty Tensor's numel() is 1, so empty() is checked too), outside any graph,
   // so without an allocation epoch (device_tensor, not alloc).
   if (pick_ids_.empty() || pick_ids_.numel() < R) pick_ids_ = device_tensor({R}, DType::I32);
+  edit_logits(logits, edits);
   if (std::all_of(rows.begin(), rows.end(), [](const RowPick& r) { return r.temperature <= 0; }))
     argmax_rows(logits, pick_ids_);
   else
@@ -620,6 +621,22 @@ void CudaBackend::argmax_rows(const Tensor& logits, Tensor& ids) {
   OpScope op(*this, "argmax");
   cuda::argmax_rows(logits.as<const float>(), static_cast<int>(logits.dim(0)),
                     static_cast<int>(logits.dim(1)), ids.as<int32_t>(), stream_);
+}
+
+void CudaBackend::edit_logits(const Tensor& logits, std::span<const LogitEdit> edits) {
+  if (edits.empty()) return;
+  NI_ASSERT(logits.dtype() == DType::F32);
+  for (const LogitEdit& e : edits)
+    NI_ASSERT(e.row >= 0 && e.row < logits.dim(0) && e.token >= 0 && e.token < logits.dim(1));
+  const auto bytes = static_cast<int64_t>(edits.size() * sizeof(LogitEdit));
+  if (pick_edits_.empty() || pick_edits_.numel() * 4 < bytes)
+    pick_edits_ = device_tensor({(bytes + 3) / 4}, DType::I32);
+  NI_CUDA_CHECK(cudaMemcpyAsync(pick_edits_.data(), edits.data(), static_cast<size_t>(bytes),
+                                cudaMemcpyHostToDevice, stream_));
+  OpScope op(*this, "logit_edits");
+  cuda::edit_logits(logits.as<float>(), static_cast<int>(logits.dim(1)),
+                    static_cast<const LogitEdit*>(pick_edits_.data()),
+                    static_cast<int>(edits.size()), stream_);
 }
 
 void CudaBackend::sample_rows(const Tensor& logits, std::span<const RowPick> params, Tensor& ids) {

@@ -36,7 +36,7 @@ class CudaBackend final : public Backend {
   Tensor upload(const Tensor& host, DType dtype) override;
   void to_host_f32(const Tensor& src, std::vector<float>& dst) override;
   bool pick_to_host(const Tensor& logits, std::span<const RowPick> rows,
-                    std::vector<int32_t>& ids) override;
+                    std::span<const LogitEdit> edits, std::vector<int32_t>& ids) override;
   DeviceBatch upload_batch(const Batch& batch) override;
   void upload_rope(const RopeTable& table) override;
   void fill_i32(Tensor& t, int32_t value) override;
@@ -64,6 +64,8 @@ class CudaBackend final : public Backend {
   void attention(const Tensor& qkv, int num_heads, int num_kv_heads, const DeviceBatch& b,
                  const KvLayer& layer, bool rotate_keys, Tensor& out) override;
 
+  // Applies the edits to f32 logits [R, V] in place, queued on the device.
+  void edit_logits(const Tensor& logits, std::span<const LogitEdit> edits);
   // Greedy token per row of f32 logits [R, V], on the device: ids [R] i32.
   void argmax_rows(const Tensor& logits, Tensor& ids);
   // One token per row of f32 logits [R, V] as the host sampler picks it with params[r] (same
@@ -116,6 +118,7 @@ class CudaBackend final : public Backend {
 
   Tensor pick_ids_;      // pick_to_host's device ids
   Tensor pick_params_;   // sample_rows' device parameters
+  Tensor pick_edits_;    // edit_logits' device edits
   Tensor pick_scratch_;  // and its keys and weights, 2 x R x V floats
   Tensor attn_ws_;       // split-K partials
   Tensor attn_count_;    // finished splits per (sequence, kv head), zero between launches

@@ -429,7 +429,27 @@ __global__ void __launch_bounds__(kThreads)
   if (lane == 0) out[blockIdx.x] = last;
 }
 
+// One thread an edit: the host stages' arithmetic in their order, rounded as the host rounds
+// (no contraction of x * penalty - subtract into one FMA).
+__global__ void edit_kernel(float* logits, int64_t vocab, const LogitEdit* edits, int n) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i >= n) return;
+  const LogitEdit e = edits[i];
+  float& x = logits[e.row * vocab + e.token];
+  float v = x;
+  if (e.penalty != 1.0F) v = v < 0.0F ? __fmul_rn(v, e.penalty) : __fdiv_rn(v, e.penalty);
+  if (e.subtract != 0.0F) v = __fsub_rn(v, e.subtract);
+  if (e.suppress != 0) v = -INFINITY;
+  x = v;
+}
+
 }  // namespace
+
+void edit_logits(float* logits, int vocab, const LogitEdit* edits, int n, cudaStream_t s) {
+  if (n == 0) return;
+  edit_kernel<<<(n + 255) / 256, 256, 0, s>>>(logits, vocab, edits, n);
+  NI_CUDA_LAUNCH_CHECK("edit_logits");
+}
 
 void argmax_rows(const float* logits, int rows, int vocab, int32_t* out, cudaStream_t s) {
   if (rows == 0) return;

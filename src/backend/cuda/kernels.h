@@ -100,6 +100,9 @@ void gemv_bf16(const void* x, const void* w, DType y_dt, void* y, int tokens, in
 constexpr int kGemvMaxTokens = 4;
 
 // --- k_sample.cu
+// Rewrites the logits [R, V] (f32) that edits[0, n) name as the host's history processors do
+// (backend/row_pick.h); each (row, token) at most once.
+void edit_logits(float* logits, int vocab, const LogitEdit* edits, int n, cudaStream_t s);
 // out[r] = argmax of row r of logits [R, V] (f32); ties go to the lowest index.
 void argmax_rows(const float* logits, int rows, int vocab, int32_t* out, cudaStream_t s);
 // out[r] = the host sampler's token for row r of logits [R, V] (f32) with params[r]
