@@ -114,8 +114,9 @@ INSTANTIATE_TEST_SUITE_P(
 // row's token equal, for each filter alone and all together, greedy and sampled rows mixed in
 // one call, different seeds and draw indices. Rows: a small vocabulary; Llama-3's with logits
 // spread wide (many tokens near the maximum: the kernel's whole-row path), the same rounded to
-// bf16 (ties at the top-p boundary, cut by id as the host's order does), and peaked as a trained
-// model's (a few tokens far above the rest: the candidates' path).
+// bf16 (ties at the top-p boundary, cut by id as the host's order does), peaked as a trained
+// model's (a few tokens far above the rest, the k-th largest in the bulk below them: the
+// candidates' path), and with 6,000 tokens tied at the maximum (too many for the candidates).
 TEST(CudaSampleHost, PicksTheHostSamplersToken) {
   NI_REQUIRE_CUDA(gpu, DType::F32);
   std::mt19937 rng(std::random_device{}());
@@ -136,15 +137,20 @@ TEST(CudaSampleHost, PicksTheHostSamplersToken) {
     int vocab;
     DType values;
     bool peaked;
+    int plateau;  // tokens tied at the maximum
   };
   int draws = 0;
-  for (const Rows& c : {Rows{777, DType::F32, false}, Rows{128256, DType::F32, false},
-                        Rows{128256, DType::BF16, false}, Rows{128256, DType::F32, true}}) {
+  for (const Rows& c : {Rows{777, DType::F32, false, 0}, Rows{128256, DType::F32, false, 0},
+                        Rows{128256, DType::BF16, false, 0}, Rows{128256, DType::F32, true, 0},
+                        Rows{128256, DType::F32, false, 6000}}) {
     const int V = c.vocab, R = V > 1000 ? 56 : 448;  // 8 (or 64) rows of each kind
     Tensor logits = test::random_host({R, V}, c.values, rng, c.peaked ? 1.0F : 3.0F);
     if (c.peaked)
       for (int r = 0; r < R; ++r)
         for (int j = 0; j < 30; ++j) logits.as<float>()[int64_t{r} * V + rng() % V] += 15.0F;
+    // More ties at the top than the candidates hold: the whole row decides, cutting by id.
+    for (int r = 0; r < R; ++r)
+      for (int j = 0; j < c.plateau; ++j) logits.as<float>()[int64_t{r} * V + rng() % V] = 20.0F;
     std::vector<SamplingParams> params(R);
     std::vector<std::vector<int32_t>> generated(R);
     std::vector<sampling::RowInput> rows(R);
@@ -168,6 +174,7 @@ TEST(CudaSampleHost, PicksTheHostSamplersToken) {
         sampling::Sampler().sample(sampling::LogitsView(std::span<float>(copy), R, V), rows);
     for (int r = 0; r < R; ++r)
       EXPECT_EQ(got[r], want[r]) << "vocabulary " << V << (c.peaked ? " peaked" : "")
+                                 << (c.plateau > 0 ? " plateau" : "")
                                  << (c.values == DType::BF16 ? " bf16" : "") << ", row " << r
                                  << " (kind " << r % kinds.size() << ")";
     draws += R;

@@ -144,9 +144,41 @@ __device__ uint32_t search(F f_at, T target) {
   return lo;
 }
 
-constexpr int kCandidates = 4096;     // tokens near the maximum held in shared memory
-constexpr float kFirstCutoff = 4.0F;  // candidates: x >= max - 4, - 8, - 16, ...
-constexpr int kCutoffTries = 6;       // then the whole row
+constexpr int kCandidates = 4096;  // tokens near the maximum held in shared memory
+// Tokens are counted by (max - x) * kSteps in kBuckets buckets (up to 128 below the maximum), so
+// the candidates' cut-off is chosen without trying cut-offs that do not hold the answer.
+constexpr int kBuckets = 512;
+constexpr float kSteps = 4.0F;
+constexpr float kFirstCutoff = 4.0F;  // top-p alone: candidates within 4, 8, ..., 128
+
+// hist[b] becomes the tokens in buckets 0..b (an inclusive prefix sum); called by warp 0.
+__device__ void prefix_sums(int* hist) {
+  constexpr int kEach = kBuckets / 32;
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  int run[kEach];
+  int sum = 0;
+#pragma unroll
+  for (int b = 0; b < kEach; ++b) run[b] = sum += hist[lane * kEach + b];
+  int before = sum;  // inclusive scan over the lanes, then exclusive
+  for (int o = 1; o < 32; o <<= 1) {
+    const int v = __shfl_up_sync(0xffffffffU, before, o);
+    if (lane >= o) before += v;
+  }
+  before -= sum;
+#pragma unroll
+  for (int b = 0; b < kEach; ++b) hist[lane * kEach + b] = before + run[b];
+}
+
+// The fewest buckets whose tokens number at least `target` (prefix: prefix_sums'), or
+// kBuckets + 1 when all of them hold fewer; called by warp 0, valid in each of its lanes.
+__device__ int buckets_for(const int* prefix, int target) {
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  for (int base = 0; base < kBuckets; base += 32) {
+    const unsigned hit = __ballot_sync(0xffffffffU, prefix[base + lane] >= target);
+    if (hit != 0) return base + __ffs(static_cast<int>(hit));
+  }
+  return kBuckets + 1;
+}
 
 // Calls use(j, load(j)) for this thread's share of j < n (threadIdx.x, + blockDim.x, ...),
 // issuing kBatch loads before using any: one memory round trip a batch, not a token.
@@ -307,24 +339,43 @@ __global__ void __launch_bounds__(kThreads)
         mx = fmaxf(mx, x);
         finite += x > -INFINITY ? 1.0F : 0.0F;
       });
+  const bool top_k = p.top_k > 0 && p.top_k < vocab, top_p = p.top_p < 1.0F;
+  __shared__ int hist[kBuckets];  // tokens by (max - x) * kSteps, for the candidates' cut-off
+  for (int b = static_cast<int>(threadIdx.x); b < kBuckets; b += static_cast<int>(blockDim.x))
+    hist[b] = 0;
   mx = block_max_f(mx, red);
-  finite = block_sum_t(finite, red);  // (its barriers also publish keys to the block)
+  finite = block_sum_t(finite, red);  // (its barriers also publish keys and hist to the block)
   strided<8>(
       vocab, [&](int i) { return keys[i]; },
-      [&](int i, uint32_t k) { weights[i] = expf(value_of(k) - mx); });
+      [&](int i, uint32_t k) {
+        const float x = value_of(k);
+        weights[i] = expf(x - mx);
+        const float d = (mx - x) * kSteps;  // NaN and -inf: no bucket
+        if ((top_k || top_p) && d < static_cast<float>(kBuckets)) atomicAdd(&hist[int(d)], 1);
+      });
   __syncthreads();
   const Tokens whole{keys, weights, nullptr, vocab, mx};
-  const bool top_k = p.top_k > 0 && p.top_k < vocab, top_p = p.top_p < 1.0F;
   uint32_t thr = 0;  // kept: key > thr, or key == thr and id >= cut
   int cut = 0;
   if (top_k || top_p) {
     // Without top-k, top-p's share is of the whole row's mass.
     const double row_mass = top_k ? 0.0 : whole.mass(0, red_d);
     Tokens s = whole;
-    float cutoff = kFirstCutoff;
-    for (int attempt = 1; attempt <= kCutoffTries; ++attempt, cutoff *= 2.0F) {
-      const uint32_t at_least = key_of(mx - cutoff);
-      __syncthreads();  // the last attempt's candidates are read by now
+    __shared__ int top_k_buckets;
+    if (threadIdx.x < 32) {
+      prefix_sums(hist);
+      const int b = top_k ? buckets_for(hist, p.top_k) : 0;
+      if (threadIdx.x == 0) top_k_buckets = b;
+    }
+    __syncthreads();
+    // The candidates x >= max - cutoff into shared memory, if the histogram says they fit;
+    // true when they settle the filters: with top-k, K of them hold every top-k survivor and
+    // so top-p's boundary too; without, they must hold top_p of the row's mass (or be every
+    // finite token).
+    auto candidates = [&](int buckets) {
+      if (hist[buckets - 1] > kCandidates) return false;
+      const uint32_t at_least = key_of(mx - static_cast<float>(buckets) / kSteps);
+      __syncthreads();  // a last try's candidates are read by now
       if (threadIdx.x == 0) cand_n = 0;
       __syncthreads();
       // A warp takes 32 consecutive tokens at a time (loads batched as in strided) and claims
@@ -351,17 +402,26 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
       __syncthreads();
-      const int n = cand_n;
-      if (n > kCandidates) break;  // too many near the maximum
+      const int n = cand_n;  // above kCandidates only by rounding at a bucket's edge
+      if (n > kCandidates) return false;
       const Tokens c{cand_key, nullptr, cand_id, n, mx};
-      const bool all = static_cast<float>(n) == finite;
-      // With top-k, K candidates hold every top-k survivor, so top-p's boundary too; without,
-      // the candidates must hold top_p of the row's mass.
-      if (!all && top_k && n < p.top_k) continue;  // the k-th largest is below the cut-off
-      if (!all && !top_k && top_p && c.mass(0, red_d) < static_cast<double>(p.top_p) * row_mass)
-        continue;
+      if (!(static_cast<float>(n) == finite ||
+            (top_k ? n >= p.top_k : c.mass(0, red_d) >= static_cast<double>(p.top_p) * row_mass)))
+        return false;
       s = c;
-      break;
+      return true;
+    };
+    if (top_k) {  // the fewest buckets holding k tokens (past the last: the whole row decides)
+      if (top_k_buckets <= kBuckets) candidates(top_k_buckets);
+    } else {  // top-p alone: growing cut-offs while they fit, a new try only if it adds tokens
+      int tried = 0;
+      for (float c = kFirstCutoff; c * kSteps <= kBuckets; c *= 2.0F) {
+        const int b = static_cast<int>(c * kSteps);
+        if (hist[b - 1] > kCandidates) break;
+        if (tried > 0 && hist[b - 1] == hist[tried - 1]) continue;
+        tried = b;
+        if (candidates(b)) break;
+      }
     }
     if (top_k) thr = s.kth(p.top_k, red);
     if (top_p) {
