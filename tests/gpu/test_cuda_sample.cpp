@@ -117,6 +117,7 @@ INSTANTIATE_TEST_SUITE_P(
 // bf16 (ties at the top-p boundary, cut by id as the host's order does), peaked as a trained
 // model's (a few tokens far above the rest, the k-th largest in the bulk below them: the
 // candidates' path), and with 6,000 tokens tied at the maximum (too many for the candidates).
+// Each batch is also picked again with its first seven rows alone (wider clusters of blocks).
 TEST(CudaSampleHost, PicksTheHostSamplersToken) {
   NI_REQUIRE_CUDA(gpu, DType::F32);
   std::mt19937 rng(std::random_device{}());
@@ -177,7 +178,13 @@ TEST(CudaSampleHost, PicksTheHostSamplersToken) {
                                  << (c.plateau > 0 ? " plateau" : "")
                                  << (c.values == DType::BF16 ? " bf16" : "") << ", row " << r
                                  << " (kind " << r % kinds.size() << ")";
-    draws += R;
+    // The first seven rows alone: a small batch spreads each row over more blocks (a wider
+    // cluster, smaller slices); the same tokens.
+    std::vector<int32_t> few;
+    ASSERT_TRUE(gpu->pick_to_host(gpu->upload(logits.rows(0, 7), DType::F32),
+                                  std::span<const RowPick>(picks).first(7), edits, few));
+    for (int r = 0; r < 7; ++r) EXPECT_EQ(few[r], want[r]) << "vocabulary " << V << ", row " << r;
+    draws += R + 7;
   }
   std::printf("device picks compared with the host sampler's: %d rows\n", draws);
 }

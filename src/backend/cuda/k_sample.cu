@@ -3,6 +3,10 @@
 // that picks the host sampler's token for the same logits, seed and draw index. The filters
 // become one threshold on the scaled logit, each found by a search over the float's
 // order-preserving 32-bit key (exact, no sort); the draw scans the kept mass in index order.
+// A sampled row is spread over a cluster of blocks when few rows leave SMs free.
+#include <cooperative_groups.h>
+
+#include <algorithm>
 #include <cstdint>
 
 #include "backend/cuda/cuda_check.h"
@@ -13,7 +17,10 @@
 namespace nanoinfer::cuda {
 namespace {
 
+namespace cg = cooperative_groups;
+
 constexpr int kThreads = 1024;
+constexpr int kMaxCluster = 8;  // blocks (SMs) sharing one row of a sampled pick
 
 // Larger value wins; equal values go to the lower index (std::max_element's choice).
 __device__ __forceinline__ void better(float& v, int& i, float ov, int oi) {
@@ -103,13 +110,6 @@ __device__ void block_sums(T (&v)[N], T* red) {
   }
 }
 
-template <class T>
-__device__ T block_sum_t(T v, T* red) {
-  T a[1] = {v};
-  block_sums(a, red);
-  return a[0];
-}
-
 __device__ float block_max_f(float v, float* red) {
   v = warp_max(v);
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
@@ -119,6 +119,64 @@ __device__ float block_max_f(float v, float* red) {
   v = lane < static_cast<int>(blockDim.x) / 32 ? red[lane] : -INFINITY;
   return warp_max(v);
 }
+
+// Sums and maxima over a row's blocks, a thread-block cluster of 1 to kMaxCluster blocks: each
+// block reduces its share, the blocks' results go through distributed shared memory and every
+// block combines them in rank order, so all of them hold the same bits. Results are published in
+// one of two slots, alternate calls: a block writes a slot again only two cluster barriers later,
+// when every block has read it.
+struct Reducer {
+  float* red;     // 32 x kPoints
+  double* red_d;  // 32 x kPoints
+  double* slots;  // 2 x kPoints
+  double* got;    // kMaxCluster x kPoints
+  int parity = 0;
+
+  template <int N>
+  __device__ void sums(float (&v)[N]) {
+    block_sums(v, red);
+    across(v, [](float a, float b) { return a + b; });
+  }
+  template <int N>
+  __device__ void sums(double (&v)[N]) {
+    block_sums(v, red_d);
+    across(v, [](double a, double b) { return a + b; });
+  }
+  template <class T>
+  __device__ T sum(T v) {
+    T a[1] = {v};
+    sums(a);
+    return a[0];
+  }
+  __device__ float max(float v) {
+    float a[1] = {block_max_f(v, red)};
+    across(a, [](float x, float y) { return fmaxf(x, y); });
+    return a[0];
+  }
+  template <class T, int N, class Op>
+  __device__ void across(T (&v)[N], Op op) {
+    static_assert(N <= kPoints);
+    const cg::cluster_group cluster = cg::this_cluster();
+    const int blocks = static_cast<int>(cluster.num_blocks());
+    if (blocks == 1) return;
+    double* mine = slots + parity * kPoints;
+    parity ^= 1;
+    if (threadIdx.x == 0)
+      for (int j = 0; j < N; ++j) mine[j] = static_cast<double>(v[j]);
+    cluster.sync();
+    if (static_cast<int>(threadIdx.x) < blocks * N) {
+      const int b = static_cast<int>(threadIdx.x) / N, j = static_cast<int>(threadIdx.x) % N;
+      got[threadIdx.x] = cluster.map_shared_rank(mine, b)[j];
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+      T acc = static_cast<T>(got[j]);
+      for (int b = 1; b < blocks; ++b) acc = op(acc, static_cast<T>(got[b * N + j]));
+      v[j] = acc;
+    }
+  }
+};
 
 // Largest t with f(t) >= target, f non-increasing in t and f(0) >= target. Each pass evaluates
 // f at kPoints thresholds spread over the range left (f_at(ts, out): out[j] = f(ts[j])), which
@@ -200,8 +258,9 @@ __device__ __forceinline__ void strided(int n, Load load, Use use) {
 struct Tokens {
   const uint32_t* key;
   const float* weight;  // null: the candidates
-  const int32_t* id;    // null: the whole row (id = position)
-  int n;
+  const int32_t* id;    // null: the block's slice of the row (id = first + position)
+  int first;
+  int n;  // this block's share; sums and counts are over the row's blocks
   float mx;
   struct Entry {
     uint32_t key;
@@ -215,11 +274,11 @@ struct Tokens {
   __device__ void for_each(F f) const {
     strided<8>(
         n, [&](int j) { return key[j]; },
-        [&](int j, uint32_t k) { f(k, id != nullptr ? id[j] : j); });
+        [&](int j, uint32_t k) { f(k, id != nullptr ? id[j] : first + j); });
   }
   // out[q] = how many tokens have key >= ts[q] (exact below 2^24) / their mass of expf(x - max).
   template <int N>
-  __device__ void count(const uint32_t (&ts)[N], float (&out)[N], float* red) const {
+  __device__ void count(const uint32_t (&ts)[N], float (&out)[N], Reducer& r) const {
     uint32_t t[N];
     float c[N];
 #pragma unroll
@@ -230,12 +289,12 @@ struct Tokens {
 #pragma unroll
           for (int q = 0; q < N; ++q) c[q] += k >= t[q] ? 1.0F : 0.0F;
         });
-    block_sums(c, red);
+    r.sums(c);
 #pragma unroll
     for (int q = 0; q < N; ++q) out[q] = c[q];
   }
   template <int N>
-  __device__ void mass(const uint32_t (&ts)[N], double (&out)[N], double* red) const {
+  __device__ void mass(const uint32_t (&ts)[N], double (&out)[N], Reducer& r) const {
     uint32_t t[N];
     double m[N];
 #pragma unroll
@@ -247,23 +306,23 @@ struct Tokens {
           for (int q = 0; q < N; ++q)
             if (e.key >= t[q]) m[q] += e.weight;
         });
-    block_sums(m, red);
+    r.sums(m);
 #pragma unroll
     for (int q = 0; q < N; ++q) out[q] = m[q];
   }
-  __device__ float count(uint32_t at_least, float* red) const {
+  __device__ float count(uint32_t at_least, Reducer& r) const {
     float out[1];
-    count({at_least}, out, red);
+    count({at_least}, out, r);
     return out[0];
   }
-  __device__ double mass(uint32_t at_least, double* red) const {
+  __device__ double mass(uint32_t at_least, Reducer& r) const {
     double out[1];
-    mass({at_least}, out, red);
+    mass({at_least}, out, r);
     return out[0];
   }
   // The largest key with at least k tokens at or above it: the k-th largest.
-  __device__ uint32_t kth(int k, float* red) const {
-    return search([&](const uint32_t(&ts)[kPoints], float(&out)[kPoints]) { count(ts, out, red); },
+  __device__ uint32_t kth(int k, Reducer& r) const {
+    return search([&](const uint32_t(&ts)[kPoints], float(&out)[kPoints]) { count(ts, out, r); },
                   static_cast<float>(k));
   }
 };
@@ -271,17 +330,16 @@ struct Tokens {
 // The host's top-p on the tokens with key >= floor (the top-k survivors): walking down from the
 // largest x, ties by descending id, keep a token while the mass before it is below `limit`.
 // Returns the last kept token's key; cut = the lowest id kept among the tokens at that key.
-__device__ uint32_t top_p_key(const Tokens& s, uint32_t floor, double limit, int& cut, float* red,
-                              double* red_d) {
+__device__ uint32_t top_p_key(const Tokens& s, uint32_t floor, double limit, int& cut, Reducer& r) {
   const uint32_t tp = search(
       [&](const uint32_t(&ts)[kPoints], double(&out)[kPoints]) {
         uint32_t at[kPoints];
         for (int j = 0; j < kPoints; ++j) at[j] = max(ts[j], floor);
-        s.mass(at, out, red_d);
+        s.mass(at, out, r);
       },
       limit);
-  const double above = tp == 0xFFFFFFFFU ? 0.0 : s.mass(tp + 1, red_d);
-  const float group = s.count(tp, red) - (tp == 0xFFFFFFFFU ? 0.0F : s.count(tp + 1, red));
+  const double above = tp == 0xFFFFFFFFU ? 0.0 : s.mass(tp + 1, r);
+  const float group = s.count(tp, r) - (tp == 0xFFFFFFFFU ? 0.0F : s.count(tp + 1, r));
   const float w = expf(value_of(tp) - s.mx);
   int keep = 0;
   for (double before = above; keep < group && before < limit; ++keep) before += w;
@@ -294,7 +352,7 @@ __device__ uint32_t top_p_key(const Tokens& s, uint32_t floor, double limit, int
             for (int j = 0; j < kPoints; ++j)
               out[j] += k == tp && static_cast<uint32_t>(i) >= ts[j] ? 1.0F : 0.0F;
           });
-          block_sums(out, red);
+          r.sums(out);
         },
         static_cast<float>(keep)));
   }
@@ -308,31 +366,44 @@ __device__ uint32_t top_p_key(const Tokens& s, uint32_t floor, double limit, int
 // x >= the k-th largest, ties kept; top-p the fewest largest x holding p of the top-k survivors'
 // mass, cut inside a tie by id as the host's order does; min-p x >= max + log(min_p)), found by
 // search over the candidates near the maximum when they hold the answer (the typical row of
-// a trained model), over the whole row otherwise.
+// a trained model), over the whole row otherwise. A row is a cluster of blocks, each with a
+// contiguous slice of it; every decision is made from sums over the whole cluster (Reducer), so
+// the blocks take the same branches.
 __global__ void __launch_bounds__(kThreads)
     sample_kernel(const float* logits, int vocab, const RowPick* params, float* scratch,
                   int32_t* out) {
   __shared__ float red[32 * kPoints];
   __shared__ double red_d[32 * kPoints];
+  __shared__ double slots[2 * kPoints];
+  __shared__ double got[kMaxCluster * kPoints];
   __shared__ uint32_t cand_key[kCandidates];
   __shared__ int32_t cand_id[kCandidates];
   __shared__ int cand_n;
-  const RowPick p = params[blockIdx.x];
-  const float* row = logits + int64_t{blockIdx.x} * vocab;
-  if (p.temperature <= 0.0F) {  // greedy
+  const cg::cluster_group cluster = cg::this_cluster();
+  const int blocks = static_cast<int>(cluster.num_blocks());
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int r_idx = static_cast<int>(blockIdx.x) / blocks;
+  const RowPick p = params[r_idx];
+  const float* row = logits + int64_t{r_idx} * vocab;
+  if (p.temperature <= 0.0F) {  // greedy: the first block alone
+    if (rank != 0) return;
     const int idx = block_argmax(row, vocab);
-    if (threadIdx.x == 0) out[blockIdx.x] = idx;
+    if (threadIdx.x == 0) out[r_idx] = idx;
     return;
   }
   // A row without a finite logit has no mass to draw from: the host then falls back to index 0
   // (its argmax's), and so does this (the walk below overwrites it otherwise).
-  if (threadIdx.x == 0) out[blockIdx.x] = 0;
+  if (rank == 0 && threadIdx.x == 0) out[r_idx] = 0;
+  // This block's slice [first, end) of the row.
+  const int per = (vocab + blocks - 1) / blocks;
+  const int first = min(vocab, rank * per), len = min(vocab, first + per) - first;
   // Scratch: every token's key, then (once the maximum is known) its weight expf(x - max).
-  auto* keys = reinterpret_cast<uint32_t*>(scratch + 2 * int64_t{blockIdx.x} * vocab);
-  float* weights = scratch + (2 * int64_t{blockIdx.x} + 1) * vocab;
+  auto* keys = reinterpret_cast<uint32_t*>(scratch + 2 * int64_t{r_idx} * vocab) + first;
+  float* weights = scratch + (2 * int64_t{r_idx} + 1) * vocab + first;
+  Reducer r{red, red_d, slots, got};
   float mx = -INFINITY, finite = 0.0F;
   strided<8>(
-      vocab, [&](int i) { return row[i]; },
+      len, [&](int i) { return row[first + i]; },
       [&](int i, float logit) {
         const float x = logit / p.temperature;
         keys[i] = key_of(x);
@@ -340,27 +411,35 @@ __global__ void __launch_bounds__(kThreads)
         finite += x > -INFINITY ? 1.0F : 0.0F;
       });
   const bool top_k = p.top_k > 0 && p.top_k < vocab, top_p = p.top_p < 1.0F;
-  __shared__ int hist[kBuckets];  // tokens by (max - x) * kSteps, for the candidates' cut-off
+  __shared__ int mine_hist[kBuckets];  // tokens by (max - x) * kSteps, this block's slice
+  __shared__ int hist[kBuckets];       // the row's, then its prefix sums
   for (int b = static_cast<int>(threadIdx.x); b < kBuckets; b += static_cast<int>(blockDim.x))
-    hist[b] = 0;
-  mx = block_max_f(mx, red);
-  finite = block_sum_t(finite, red);  // (its barriers also publish keys and hist to the block)
+    mine_hist[b] = 0;
+  mx = r.max(mx);
+  finite = r.sum(finite);  // (the barriers also publish keys and mine_hist to the block)
   strided<8>(
-      vocab, [&](int i) { return keys[i]; },
+      len, [&](int i) { return keys[i]; },
       [&](int i, uint32_t k) {
         const float x = value_of(k);
         weights[i] = expf(x - mx);
         const float d = (mx - x) * kSteps;  // NaN and -inf: no bucket
-        if ((top_k || top_p) && d < static_cast<float>(kBuckets)) atomicAdd(&hist[int(d)], 1);
+        if ((top_k || top_p) && d < static_cast<float>(kBuckets)) atomicAdd(&mine_hist[int(d)], 1);
       });
   __syncthreads();
-  const Tokens whole{keys, weights, nullptr, vocab, mx};
+  const Tokens whole{keys, weights, nullptr, first, len, mx};
   uint32_t thr = 0;  // kept: key > thr, or key == thr and id >= cut
   int cut = 0;
   if (top_k || top_p) {
     // Without top-k, top-p's share is of the whole row's mass.
-    const double row_mass = top_k ? 0.0 : whole.mass(0, red_d);
+    const double row_mass = top_k ? 0.0 : whole.mass(0, r);
     Tokens s = whole;
+    if (blocks > 1) cluster.sync();  // every block's mine_hist is complete
+    for (int b = static_cast<int>(threadIdx.x); b < kBuckets; b += static_cast<int>(blockDim.x)) {
+      int sum = 0;
+      for (int q = 0; q < blocks; ++q) sum += cluster.map_shared_rank(mine_hist, q)[b];
+      hist[b] = sum;
+    }
+    __syncthreads();
     __shared__ int top_k_buckets;
     if (threadIdx.x < 32) {
       prefix_sums(hist);
@@ -368,10 +447,10 @@ __global__ void __launch_bounds__(kThreads)
       if (threadIdx.x == 0) top_k_buckets = b;
     }
     __syncthreads();
-    // The candidates x >= max - cutoff into shared memory, if the histogram says they fit;
-    // true when they settle the filters: with top-k, K of them hold every top-k survivor and
-    // so top-p's boundary too; without, they must hold top_p of the row's mass (or be every
-    // finite token).
+    // The candidates x >= max - cutoff into shared memory (each block those of its slice), if
+    // the histogram says they fit; true when they settle the filters: with top-k, K of them hold
+    // every top-k survivor and so top-p's boundary too; without, they must hold top_p of the
+    // row's mass (or be every finite token).
     auto candidates = [&](int buckets) {
       if (hist[buckets - 1] > kCandidates) return false;
       const uint32_t at_least = key_of(mx - static_cast<float>(buckets) / kSteps);
@@ -382,31 +461,35 @@ __global__ void __launch_bounds__(kThreads)
       // the slots of its candidates among them with one atomic.
       const int lane = static_cast<int>(threadIdx.x % 32), stride = static_cast<int>(blockDim.x);
       constexpr int kBatch = 8;
-      for (int base = static_cast<int>(threadIdx.x) - lane; base < vocab; base += kBatch * stride) {
+      for (int base = static_cast<int>(threadIdx.x) - lane; base < len; base += kBatch * stride) {
         uint32_t k[kBatch];
 #pragma unroll
-        for (int u = 0; u < kBatch; ++u) k[u] = keys[min(base + u * stride + lane, vocab - 1)];
+        for (int u = 0; u < kBatch; ++u) k[u] = keys[min(base + u * stride + lane, len - 1)];
 #pragma unroll
         for (int u = 0; u < kBatch; ++u) {
           const int i = base + u * stride + lane;
-          const unsigned in = __ballot_sync(0xffffffffU, i < vocab && k[u] >= at_least);
+          const unsigned in = __ballot_sync(0xffffffffU, i < len && k[u] >= at_least);
           if (in == 0) continue;
-          int first = 0;
-          if (lane == 0) first = atomicAdd(&cand_n, __popc(in));
-          first = __shfl_sync(0xffffffffU, first, 0);
-          const int at = first + __popc(in & ((1U << lane) - 1U));
+          int at = 0;
+          if (lane == 0) at = atomicAdd(&cand_n, __popc(in));
+          at = __shfl_sync(0xffffffffU, at, 0) + __popc(in & ((1U << lane) - 1U));
           if ((in >> lane & 1U) != 0 && at < kCandidates) {
             cand_key[at] = k[u];
-            cand_id[at] = i;
+            cand_id[at] = first + i;
           }
         }
       }
       __syncthreads();
-      const int n = cand_n;  // above kCandidates only by rounding at a bucket's edge
-      if (n > kCandidates) return false;
-      const Tokens c{cand_key, nullptr, cand_id, n, mx};
-      if (!(static_cast<float>(n) == finite ||
-            (top_k ? n >= p.top_k : c.mass(0, red_d) >= static_cast<double>(p.top_p) * row_mass)))
+      // The row's candidates, and blocks holding more than their shared memory (only by
+      // rounding at a bucket's edge).
+      const int n = cand_n;
+      float tally[2] = {static_cast<float>(n), n > kCandidates ? 1.0F : 0.0F};
+      r.sums(tally);
+      if (tally[1] > 0.0F) return false;
+      const Tokens c{cand_key, nullptr, cand_id, 0, n, mx};
+      if (!(tally[0] == finite ||
+            (top_k ? tally[0] >= static_cast<float>(p.top_k)
+                   : c.mass(0, r) >= static_cast<double>(p.top_p) * row_mass)))
         return false;
       s = c;
       return true;
@@ -423,24 +506,25 @@ __global__ void __launch_bounds__(kThreads)
         if (candidates(b)) break;
       }
     }
-    if (top_k) thr = s.kth(p.top_k, red);
+    if (top_k) thr = s.kth(p.top_k, r);
     if (top_p) {
-      const double kept = top_k ? s.mass(thr, red_d) : row_mass;
-      thr = top_p_key(s, thr, static_cast<double>(p.top_p) * kept, cut, red, red_d);
+      const double kept = top_k ? s.mass(thr, r) : row_mass;
+      thr = top_p_key(s, thr, static_cast<double>(p.top_p) * kept, cut, r);
     }
   }
   if (p.min_p > 0.0F) {  // p >= min_p * p_max, as the host computes its floor
     const uint32_t floor = key_of(mx + logf(p.min_p));
     if (floor > thr) thr = floor, cut = 0;
   }
-  auto kept = [&](uint32_t k, int i) { return k > thr || (k == thr && i >= cut); };
+  auto kept = [&](uint32_t k, int i) { return k > thr || (k == thr && first + i >= cut); };
 
-  // Draw: warp w owns a contiguous segment of the row and sums its kept mass (coalesced loads);
-  // the segments' masses are scanned in order and the warp whose range holds the target walks
-  // its segment 32 tokens at a time, a warp scan giving each token's cumulative weight.
+  // Draw: warp w of block b owns a contiguous segment of the row (segments in (b, w) order) and
+  // sums its kept mass (coalesced loads); the segments' masses are added in order and the warp
+  // whose range holds the target walks its segment 32 tokens at a time, a warp scan giving each
+  // token's cumulative weight.
   const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
-  const int warps = static_cast<int>(blockDim.x / 32), seg = (vocab + warps - 1) / warps;
-  const int begin = min(vocab, warp * seg), end = min(vocab, begin + seg);
+  const int warps = static_cast<int>(blockDim.x / 32), seg = (len + warps - 1) / warps;
+  const int begin = min(len, warp * seg), end = min(len, begin + seg);
   auto weight_of = [&](int i) { return kept(keys[i], i) ? weights[i] : 0.0F; };
   double mine = 0.0;
   constexpr int kBatch = 8;
@@ -456,12 +540,24 @@ __global__ void __launch_bounds__(kThreads)
   }
   for (int o = 16; o > 0; o >>= 1) mine += __shfl_xor_sync(0xffffffffU, mine, o);
   __shared__ double seg_mass[32];
+  __shared__ double all_mass[kMaxCluster * 32];
   if (lane == 0) seg_mass[warp] = mine;
-  __syncthreads();
+  if (blocks > 1)
+    cluster.sync();
+  else
+    __syncthreads();
+  for (int v = static_cast<int>(threadIdx.x); v < blocks * warps; v += static_cast<int>(blockDim.x))
+    all_mass[v] = cluster.map_shared_rank(seg_mass, v / warps)[v % warps];
+  // Every block has read the others' shared memory before any of them leaves.
+  if (blocks > 1)
+    cluster.sync();
+  else
+    __syncthreads();
+  const int me = rank * warps + warp;
   double before = 0.0, total = 0.0;
-  for (int v = 0; v < warps; ++v) {
-    if (v < warp) before += seg_mass[v];
-    total += seg_mass[v];
+  for (int v = 0; v < blocks * warps; ++v) {
+    if (v < me) before += all_mass[v];
+    total += all_mass[v];
   }
   // Below the total, so exactly one warp has before <= target < before + its mass (none when the
   // row has no finite weight: the sums are NaN).
@@ -486,7 +582,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     acc += __shfl_sync(0xffffffffU, c, 31);
   }
-  if (lane == 0) out[blockIdx.x] = last;
+  if (lane == 0) out[r_idx] = first + last;
 }
 
 // One thread an edit: the host stages' arithmetic in their order, rounded as the host rounds
@@ -501,6 +597,27 @@ __global__ void edit_kernel(float* logits, int64_t vocab, const LogitEdit* edits
   if (e.subtract != 0.0F) v = __fsub_rn(v, e.subtract);
   if (e.suppress != 0) v = -INFINITY;
   x = v;
+}
+
+// How many clusters of `blocks` sample blocks the GPU holds at once (SMs come in GPCs, so this is
+// not the SM count over `blocks`); asked once per size.
+int resident_clusters(int blocks) {
+  static int fit[kMaxCluster + 1] = {};
+  if (fit[blocks] == 0) {
+    cudaLaunchAttribute cluster{};
+    cluster.id = cudaLaunchAttributeClusterDimension;
+    cluster.val.clusterDim.x = static_cast<unsigned>(blocks);
+    cluster.val.clusterDim.y = 1;
+    cluster.val.clusterDim.z = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>(blocks));
+    cfg.blockDim = dim3(kThreads);
+    cfg.attrs = &cluster;
+    cfg.numAttrs = 1;
+    NI_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&fit[blocks], sample_kernel, &cfg));
+    fit[blocks] = std::max(fit[blocks], 1);
+  }
+  return fit[blocks];
 }
 
 }  // namespace
@@ -520,8 +637,22 @@ void argmax_rows(const float* logits, int rows, int vocab, int32_t* out, cudaStr
 void sample_rows(const float* logits, int rows, int vocab, const RowPick* params, float* scratch,
                  int32_t* out, cudaStream_t s) {
   if (rows == 0) return;
-  sample_kernel<<<rows, kThreads, 0, s>>>(logits, vocab, params, scratch, out);
-  NI_CUDA_LAUNCH_CHECK("sample_rows");
+  // A block's passes over a row are bound by its SM: few rows each take a cluster of blocks (one
+  // an SM), the largest (up to kMaxCluster) with every row's cluster resident at once.
+  int blocks = kMaxCluster;
+  while (blocks > 1 && rows > resident_clusters(blocks)) blocks /= 2;
+  cudaLaunchAttribute cluster{};
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = static_cast<unsigned>(blocks);
+  cluster.val.clusterDim.y = 1;
+  cluster.val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(rows * blocks));
+  cfg.blockDim = dim3(kThreads);
+  cfg.stream = s;
+  cfg.attrs = &cluster;
+  cfg.numAttrs = blocks > 1 ? 1 : 0;  // a one-block cluster launched as such ran ~25 us slower
+  NI_CUDA_CHECK(cudaLaunchKernelEx(&cfg, sample_kernel, logits, vocab, params, scratch, out));
 }
 
 }  // namespace nanoinfer::cuda
