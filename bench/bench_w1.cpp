@@ -11,6 +11,7 @@
 //        on the device against the logits sampled on the host (decode tok/s, and whether both
 //        drew the same tokens);
 //   sample the device pick alone per filter, 1 and 32 rows, on spread and on peaked logits;
+//   beams  W1's prompt with 4 beams, the rows summarised on the device against on the host;
 // plus a per-op profile of a W1 decode and a W3 prefill. Prints a table; --json FILE writes all.
 // Under mpirun -np N (one rank per GPU) it runs W1 with the model sharded over the N GPUs
 // (tensor parallelism) and rates the bandwidth against the N GPUs' copy bandwidth together.
@@ -87,7 +88,8 @@ std::vector<int32_t> random_prompt(int n, int vocab, uint32_t seed) {
 struct Args {
   std::string config = "bench/configs/llama-3.1-8b.json";
   std::string json_path;
-  std::string only;  // w1 | step | sampled | sample | w3 | attn | gemv | profile (empty: all)
+  std::string
+      only;  // w1 | step | sampled | sample | beams | w3 | attn | gemv | profile (empty: all)
   int prompt = 512, new_tokens = 256;
 };
 
@@ -197,6 +199,41 @@ json run_w1_sampled(const Args& a) {
     std::printf("W1 sampled (%s): the two paths drew %s tokens\n", name,
                 tokens[0] == tokens[1] ? "the same" : "DIFFERENT");
   }
+  return out;
+}
+
+// W1's prompt with beam search (4 beams, 64 new tokens, EOS ignored), graphs on: each step's
+// beam rows summarised on the device (the engine's default) against the logits copied to the
+// host and summarised there. Same sequences either way; ms a step (4 rows).
+json run_w1_beams(const Args& a) {
+  json out;
+  const nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
+  nanoinfer::GenerationRequest req{random_prompt(a.prompt, c.vocab_size, 1), {}};
+  req.params.max_new_tokens = 64;
+  req.params.ignore_eos = true;
+  req.params.num_beams = 4;
+  std::vector<std::vector<int32_t>> seqs[2];
+  for (const bool device : {true, false}) {
+    nanoinfer::EngineOptions o = engine_options(a, a.prompt + 64 + 16, true);
+    o.pick_on_device = device;
+    nanoinfer::Engine engine(o);
+    nanoinfer::GenerationRequest warm = req;
+    warm.params.max_new_tokens = 8;
+    engine.generate({warm});
+    std::vector<double> ms;
+    for (int rep = 0; rep < 3; ++rep) {
+      seqs[device ? 0 : 1] = engine.generate({req})[0].sequences;
+      ms.push_back(1e3 * req.params.num_beams / engine.last_stats().decode_tokens_per_s());
+    }
+    std::sort(ms.begin(), ms.end());
+    const std::string k = device ? "rows_on_device" : "rows_on_host";
+    out[k] = {{"step_ms", ms[1]}, {"step_ms_all", ms}};
+    std::printf("W1 beams (4), %-14s %.3f ms a step\n", k.c_str(), ms[1]);
+    std::fflush(stdout);
+  }
+  out["same_sequences"] = seqs[0] == seqs[1];
+  std::printf("W1 beams: the two paths found %s sequences\n",
+              seqs[0] == seqs[1] ? "the same" : "DIFFERENT");
   return out;
 }
 
@@ -546,6 +583,7 @@ int main(int argc, char** argv) {
     if (world == 1 && (a.only.empty() || a.only == "step")) j["step"] = run_step(a);
     if (world == 1 && (a.only.empty() || a.only == "sampled")) j["w1_sampled"] = run_w1_sampled(a);
     if (world == 1 && (a.only.empty() || a.only == "sample")) j["sample"] = run_sample(a);
+    if (world == 1 && (a.only.empty() || a.only == "beams")) j["w1_beams"] = run_w1_beams(a);
     if (a.only.empty() || a.only == "attn") j["attention"] = run_attention(a, copy);
     if (a.only.empty() || a.only == "gemv") j["gemv"] = run_gemv(a, copy);
     if (a.only.empty() || a.only == "w3") j["w3"] = run_w3(a);

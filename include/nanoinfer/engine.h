@@ -27,9 +27,9 @@ struct EngineOptions {
   std::string dtype = "bf16";  // CUDA compute dtype: "bf16" | "f32" (the parity mode)
   bool cuda_graphs = true;     // replay decode steps as CUDA graphs (--no-graph: off)
   bool profile = false;        // per-op device time (--profile; CUDA only)
-  // Without beams, every row is picked by the backend where the logits are (CUDA: greedy or
-  // sampled, penalties and suppressed tokens included, the same tokens as the host sampler; off:
-  // always on the host).
+  // Every row is handled by the backend where the logits are (CUDA: greedy or sampled rows
+  // picked, penalties and suppressed tokens included, the same tokens as the host sampler; beam
+  // rows summarised to their best tokens for the search; off: all logits copied to the host).
   bool pick_on_device = true;
   bool random_weights = false;  // a model of `config`'s shape with random weights
   std::string config;           // HF config.json for random_weights

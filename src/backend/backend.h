@@ -64,6 +64,16 @@ class Backend {
     (void)ids;
     return false;
   }
+  // rows[r] = row r of f32 logits [R, V] summarised for beam search (its maximum, log-sum-exp
+  // and n best tokens, as sampling::summarise_row computes them) where the logits are, so that R
+  // x n tokens reach the host instead of R x V floats. False (rows untouched) when the backend
+  // has no such path.
+  virtual bool beam_rows_to_host(const Tensor& logits, int n, std::vector<BeamRow>& rows) {
+    (void)logits;
+    (void)n;
+    (void)rows;
+    return false;
+  }
   virtual DeviceBatch upload_batch(const Batch& batch) = 0;
   virtual void upload_rope(const RopeTable& table) = 0;
   virtual void fill_i32(Tensor& t, int32_t value) = 0;

@@ -2,10 +2,12 @@
 // greedy, or a draw after temperature, top-k, top-p and min-p in HF's order, with the host
 // sampler's counter-based number uniform(seed, counter) (sampling/counter_rng.h). The neutral
 // value of a filter turns it off. Before the pick, LogitEdits apply what the processors that
-// depend on a row's history do to it, token by token.
+// depend on a row's history do to it, token by token. For beam search, a BeamRow is what a step
+// reads from a row (Backend::beam_rows_to_host).
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace nanoinfer {
 
@@ -27,6 +29,19 @@ struct LogitEdit {
   float penalty = 1.0F;
   float subtract = 0.0F;
   int32_t suppress = 0;
+};
+
+// One row of logits as a beam-search step reads it (sampling::summarise_row computes it on the
+// host): the maximum, log(sum_i exp(x_i - max)) with the exps summed in double, and the best
+// tokens by logit, best first, ties to the lower id.
+struct BeamRow {
+  struct Token {
+    float logit;
+    int32_t id;
+  };
+  float max = 0.0F;
+  float lse = 0.0F;
+  std::vector<Token> best;
 };
 
 }  // namespace nanoinfer

@@ -302,7 +302,8 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
     if (live.empty()) break;
     const auto t0 = std::chrono::steady_clock::now();
     const Batch batch = build_batch(live, cache);
-    bool picked = false;  // tokens picked by the backend (rows with only its four filters)
+    bool on_device = false;  // sampled rows picked and beam rows summarised by the backend
+    std::vector<BeamRow> beam_rows;
     {
       // The other ranks get the batch and the cache ops made since the last step; alone, the
       // ops are only drained (no message is built). Device collectives complete in the copy to
@@ -314,28 +315,37 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
         send(StepMessage::step(std::move(ops), batch));
       }
       const Tensor& step_logits = model->forward(batch, cache);
-      // Without beams, the backend picks every row where the logits are, as the host sampler
-      // would (the penalties and suppressed tokens as edits of the logits they touch), and only
-      // the ids come back (R x V floats and the host's passes over each row otherwise).
+      // The backend picks the sampled rows where the logits are, as the host sampler would (the
+      // penalties and suppressed tokens as edits of the logits they touch), and summarises the
+      // beam rows for their searches: ids and a few best tokens come back instead of R x V
+      // floats and the host's passes over each row. Beams first: the picks' edits rewrite the
+      // logits, which the host path must then not see.
       std::vector<RowPick> picks;
       std::vector<LogitEdit> edits;
-      picked = options.pick_on_device && live_beams.empty() &&
-               std::all_of(rows.begin(), rows.end(),
-                           [&](const sampling::RowInput& r) {
-                             const std::optional<RowPick> p = sampling::backend_pick(
-                                 r, static_cast<int32_t>(picks.size()), c.vocab_size, edits);
-                             if (p) picks.push_back(*p);
-                             return p.has_value();
-                           }) &&
-               backend->pick_to_host(step_logits, picks, edits, tokens);
-      if (!picked) backend->to_host_f32(step_logits, logits);
+      const auto sampled_rows = static_cast<int64_t>(rows.size());
+      size_t beam_n = 0;
+      for (const BeamRequest* r : live_beams) beam_n = std::max(beam_n, r->search.tokens_per_row());
+      on_device = options.pick_on_device &&
+                  std::all_of(rows.begin(), rows.end(),
+                              [&](const sampling::RowInput& r) {
+                                const std::optional<RowPick> p = sampling::backend_pick(
+                                    r, static_cast<int32_t>(picks.size()), c.vocab_size, edits);
+                                if (p) picks.push_back(*p);
+                                return p.has_value();
+                              }) &&
+                  (live_beams.empty() ||
+                   backend->beam_rows_to_host(step_logits.rows(sampled_rows, step_logits.dim(0)),
+                                              static_cast<int>(beam_n), beam_rows)) &&
+                  (rows.empty() ||
+                   backend->pick_to_host(step_logits.rows(0, sampled_rows), picks, edits, tokens));
+      if (!on_device) backend->to_host_f32(step_logits, logits);
     }
     // Cache use as this step's forward saw it (sequences that end now release their blocks).
     StepStats step;
     step.cache_used = cache.used_slots();
     step.cache_allocated = cache.allocated_slots();
     if (!rows.empty()) {
-      if (!picked) {
+      if (!on_device) {
         sampling::LogitsView view(std::span<float>(logits.data(), rows.size() * V),
                                   static_cast<int>(rows.size()), c.vocab_size);
         tokens = sampler.sample(view, rows);
@@ -343,10 +353,17 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
       for (size_t r = 0; r < live_sampled.size(); ++r)
         live_sampled[r]->accept(tokens[r], cache, on_token);
     }
-    size_t row = rows.size();
+    size_t row = 0;  // of the beam rows
     for (BeamRequest* r : live_beams) {
       const size_t n = r->beams.size();
-      r->step(logits.data() + row * V, c.vocab_size, cache, tokenizer.get());
+      if (!on_device) {
+        for (size_t i = 0; i < n; ++i)
+          beam_rows.push_back(sampling::summarise_row(
+              std::span<const float>(logits.data() + (rows.size() + row + i) * V, V),
+              r->search.tokens_per_row()));
+      }
+      r->step(std::span<const BeamRow>(beam_rows).subspan(row, n), c.vocab_size, cache,
+              tokenizer.get());
       row += n;
     }
     step.tokens = batch.num_tokens();

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "util/error.h"
+
 namespace nanoinfer {
 namespace {
 
@@ -55,16 +57,17 @@ std::vector<SeqState*> BeamRequest::live() {
   return v;
 }
 
-bool BeamRequest::step(const float* logits, int vocab, KvCache& cache, const Tokenizer* tok) {
-  const int k = search.num_beams();
-  std::vector<float> rows;
+bool BeamRequest::step(std::span<const BeamRow> rows, int vocab, KvCache& cache,
+                       const Tokenizer* tok) {
+  NI_ASSERT(rows.size() == beams.size());
+  std::vector<sampling::BeamChoice> choices;
   if (!prefilled) {  // every beam starts from the prompt's logits (only row 0 is expanded)
-    for (int b = 0; b < k; ++b) rows.insert(rows.end(), logits, logits + vocab);
+    const std::vector<BeamRow> prompt(static_cast<size_t>(search.num_beams()), rows[0]);
+    choices = search.step(prompt, vocab);
     prefilled = true;
   } else {
-    rows.assign(logits, logits + static_cast<size_t>(k) * vocab);
+    choices = search.step(rows, vocab);
   }
-  const std::vector<sampling::BeamChoice> choices = search.step(rows, vocab);
   if (search.done()) {
     for (SeqState& b : beams) cache.release(b.cache_id);
     beams.clear();

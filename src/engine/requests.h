@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "engine/batch_builder.h"
@@ -32,8 +33,9 @@ struct BeamRequest {
               const std::vector<int32_t>& eos);
   // The sequences that run this step: the prompt alone first, then every beam.
   std::vector<SeqState*> live();
-  // Consumes this request's logits rows; returns false when the search has ended.
-  bool step(const float* logits, int vocab, KvCache& cache, const Tokenizer* tok);
+  // Consumes this request's rows (one a live sequence, BeamRow summaries of their logits);
+  // returns false when the search has ended.
+  bool step(std::span<const BeamRow> rows, int vocab, KvCache& cache, const Tokenizer* tok);
 
   size_t index;
   const GenerationRequest* request;

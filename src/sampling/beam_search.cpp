@@ -22,6 +22,27 @@ float length_normalised(float score, int length, float length_penalty) {
 
 }  // namespace
 
+BeamRow summarise_row(std::span<const float> row, size_t n) {
+  BeamRow out;
+  out.max = *std::max_element(row.begin(), row.end());
+  double sum = 0.0;
+  for (float x : row) sum += std::exp(x - out.max);
+  out.lse = static_cast<float>(std::log(sum));
+  if (n == 0) return out;
+  // The best n by logit, kept sorted; later ids lose ties.
+  const auto before = [](const BeamRow::Token& a, const BeamRow::Token& b) {
+    return better(a.logit, a.id, b.logit, b.id);
+  };
+  out.best.reserve(n + 1);
+  for (size_t v = 0; v < row.size(); ++v) {
+    if (out.best.size() == n && !(row[v] > out.best.back().logit)) continue;
+    const BeamRow::Token t{row[v], static_cast<int32_t>(v)};
+    out.best.insert(std::upper_bound(out.best.begin(), out.best.end(), t, before), t);
+    if (out.best.size() > n) out.best.pop_back();
+  }
+  return out;
+}
+
 BeamSearch::BeamSearch(const SamplingParams& params, std::vector<int32_t> eos_ids)
     : num_beams_(params.num_beams),
       length_penalty_(params.length_penalty),
@@ -37,34 +58,25 @@ BeamSearch::BeamSearch(const SamplingParams& params, std::vector<int32_t> eos_id
   running_scores_[0] = 0.0F;
 }
 
-void BeamSearch::top_candidates(std::span<const float> logits, int vocab) {
+size_t BeamSearch::tokens_per_row() const {
+  return static_cast<size_t>(std::max<size_t>(2, 1 + eos_ids_.size())) * num_beams_ +
+         suppress_.size();
+}
+
+void BeamSearch::top_candidates(std::span<const BeamRow> rows, int vocab) {
   const size_t keep = static_cast<size_t>(std::max<size_t>(2, 1 + eos_ids_.size())) * num_beams_;
   candidates_.clear();
-  std::vector<Candidate> row_best;
-  row_best.reserve(keep + 1);
   for (int b = 0; b < num_beams_; ++b) {
-    std::span<const float> row = logits.subspan(static_cast<size_t>(b) * vocab, vocab);
-    const float max = *std::max_element(row.begin(), row.end());
-    double sum = 0.0;
-    for (float x : row) sum += std::exp(x - max);
-    const auto lse = static_cast<float>(std::log(sum));
-    // The best `keep` tokens of this row by logit; later ids lose ties.
-    row_best.clear();
-    for (int v = 0; v < vocab; ++v) {
-      if (row_best.size() == keep && !(row[v] > row_best.back().score)) continue;
-      if (std::find(suppress_.begin(), suppress_.end(), v) != suppress_.end()) continue;
-      const Candidate c{row[v], v};
-      const auto at = std::upper_bound(row_best.begin(), row_best.end(), c,
-                                       [](const Candidate& a, const Candidate& e) {
-                                         return better(a.score, a.index, e.score, e.index);
-                                       });
-      row_best.insert(at, c);
-      if (row_best.size() > keep) row_best.pop_back();
-    }
-    for (const Candidate& c : row_best) {
-      const float log_prob = (c.score - max) - lse;
+    const BeamRow& row = rows[static_cast<size_t>(b)];
+    NI_ASSERT(row.best.size() >= std::min(tokens_per_row(), static_cast<size_t>(vocab)));
+    size_t taken = 0;
+    for (const BeamRow::Token& t : row.best) {
+      if (taken == keep) break;
+      if (std::find(suppress_.begin(), suppress_.end(), t.id) != suppress_.end()) continue;
+      const float log_prob = (t.logit - row.max) - row.lse;
       candidates_.push_back(
-          {log_prob + running_scores_[b], static_cast<int64_t>(b) * vocab + c.index});
+          {log_prob + running_scores_[b], static_cast<int64_t>(b) * vocab + t.id});
+      ++taken;
     }
   }
   std::partial_sort(candidates_.begin(), candidates_.begin() + keep, candidates_.end(),
@@ -105,10 +117,20 @@ void BeamSearch::check_done(bool all_candidates_stop) {
 }
 
 std::vector<BeamChoice> BeamSearch::step(std::span<const float> logits, int vocab) {
-  NI_ASSERT(!done_);
   NI_ASSERT(logits.size() == static_cast<size_t>(num_beams_) * static_cast<size_t>(vocab));
+  std::vector<BeamRow> rows;
+  rows.reserve(static_cast<size_t>(num_beams_));
+  for (int b = 0; b < num_beams_; ++b)
+    rows.push_back(
+        summarise_row(logits.subspan(static_cast<size_t>(b) * vocab, vocab), tokens_per_row()));
+  return step(rows, vocab);
+}
+
+std::vector<BeamChoice> BeamSearch::step(std::span<const BeamRow> rows, int vocab) {
+  NI_ASSERT(!done_);
+  NI_ASSERT(rows.size() == static_cast<size_t>(num_beams_));
   vocab_ = vocab;
-  top_candidates(logits, vocab);
+  top_candidates(rows, vocab);
 
   const bool at_max = generated_ + 1 >= max_new_tokens_;
   candidate_stops_.assign(candidates_.size(), 0);

@@ -14,9 +14,13 @@
 #include <span>
 #include <vector>
 
+#include "backend/row_pick.h"
 #include "nanoinfer/sampling_params.h"
 
 namespace nanoinfer::sampling {
+
+// The row's maximum, log-sum-exp and its n best tokens (BeamRow), on the host.
+BeamRow summarise_row(std::span<const float> row, size_t n);
 
 struct BeamHypothesis {
   std::vector<int32_t> tokens;  // generated tokens, the final EOS included
@@ -33,10 +37,16 @@ class BeamSearch {
  public:
   BeamSearch(const SamplingParams& params, std::vector<int32_t> eos_ids);
 
-  // logits: [num_beams, vocab], row b = next-token logits of running beam b. On the first step
-  // every row holds the prompt's logits; only row 0 is expanded (the others start at -1e9, as
-  // in HF), so the beams do not all pick the same token.
+  // rows: one per running beam, row b summarising beam b's next-token logits with at least
+  // tokens_per_row() best tokens (fewer only when the vocabulary is smaller). On the first step
+  // every row is the prompt's; only row 0 is expanded (the others start at -1e9, as in HF), so
+  // the beams do not all pick the same token.
+  std::vector<BeamChoice> step(std::span<const BeamRow> rows, int vocab);
+  // The same from logits [num_beams, vocab] (each row summarised on the host).
   std::vector<BeamChoice> step(std::span<const float> logits, int vocab);
+  // Best tokens a row must hold: the candidates a step looks at, plus the suppressed tokens
+  // (skipped there, so they may take places among the best).
+  size_t tokens_per_row() const;
 
   bool done() const { return done_; }
   int num_beams() const { return num_beams_; }
@@ -54,7 +64,7 @@ class BeamSearch {
     float score;    // accumulated log-prob
     int64_t index;  // beam * vocab + token
   };
-  void top_candidates(std::span<const float> logits, int vocab);
+  void top_candidates(std::span<const BeamRow> rows, int vocab);
   void add_hypotheses();
   void check_done(bool all_candidates_stop);
 

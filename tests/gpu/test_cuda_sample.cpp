@@ -15,6 +15,7 @@
 
 #include "gpu_test_util.h"
 #include "sampling/backend_pick.h"
+#include "sampling/beam_search.h"
 #include "sampling/sampler.h"
 #ifdef NANOINFER_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
@@ -288,6 +289,46 @@ TEST(CudaSampleHost, PenaltiesAndSuppressedTokensAsTheHost) {
       "penalised rows compared with the host sampler's: %d, picks the penalties moved: %d\n", total,
       moved);
   EXPECT_GT(moved, total / 4);
+}
+
+// Beam rows summarised on the device (Backend::beam_rows_to_host) as the host summarises them
+// (sampling::summarise_row): the same maximum and the same best tokens in the same order (ties
+// to the lower id, also when they run past n), and the log-sum-exp within float rounding (the
+// exps are added in another order). Rows: spread, rounded to bf16 (ties among the best), a
+// plateau of 100 equal maxima (more than n), and every logit equal.
+TEST(CudaBeamRows, AsTheHostSummarisesThem) {
+  NI_REQUIRE_CUDA(gpu, DType::F32);
+  std::mt19937 rng(std::random_device{}());
+  int exact_lse = 0, rows_seen = 0;
+  for (const int V : {777, 128256}) {
+    for (const int n : {8, 24}) {
+      const int R = 5;
+      Tensor logits = test::random_host({R, V}, DType::F32, rng, 3.0F);
+      float* x = logits.as<float>();
+      for (int i = 0; i < V; ++i) x[V + i] = test::round_as(DType::BF16, x[V + i]);
+      for (int j = 0; j < 100; ++j) x[2 * V + rng() % V] = 30.0F;
+      std::fill_n(x + 3 * V, V, -1.5F);
+      std::vector<BeamRow> got;
+      ASSERT_TRUE(gpu->beam_rows_to_host(gpu->upload(logits, DType::F32), n, got));
+      ASSERT_EQ(got.size(), static_cast<size_t>(R));
+      for (int r = 0; r < R; ++r) {
+        const BeamRow want =
+            sampling::summarise_row(std::span<const float>(x + int64_t{r} * V, V), n);
+        EXPECT_EQ(got[r].max, want.max) << "V " << V << " row " << r;
+        EXPECT_NEAR(got[r].lse, want.lse, 4e-7 * std::max(1.0F, std::fabs(want.lse)))
+            << "V " << V << " row " << r;
+        exact_lse += got[r].lse == want.lse ? 1 : 0;
+        ++rows_seen;
+        ASSERT_EQ(got[r].best.size(), want.best.size()) << "V " << V << " row " << r;
+        for (size_t j = 0; j < want.best.size(); ++j) {
+          EXPECT_EQ(got[r].best[j].id, want.best[j].id) << "V " << V << " row " << r << " #" << j;
+          EXPECT_EQ(got[r].best[j].logit, want.best[j].logit) << "V " << V << " row " << r;
+        }
+      }
+    }
+  }
+  std::printf("beam rows compared with the host's: %d, log-sum-exp bit-equal in %d\n", rows_seen,
+              exact_lse);
 }
 
 // Rows with one finite logit, and rows without any (every token suppressed, say): the host keeps

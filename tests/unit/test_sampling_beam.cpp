@@ -156,6 +156,55 @@ TEST(BeamSearchLengthPenalty, ChangesTheWinner) {
   EXPECT_EQ(long_winner[0].tokens.size(), 12U);
 }
 
+// A row's summary for beam search (what a backend may compute where the logits are): the
+// maximum, log(sum exp(x - max)) and the best n tokens, best first, ties to the lower id, also
+// when the ties run past n; n past the vocabulary gives every token.
+TEST(BeamRowSummary, MaximumLogSumExpAndBestTokens) {
+  const std::vector<float> row{0.5F, 2.0F, -1.0F, 2.0F, 1.0F, 2.0F, 2.0F, -3.0F};
+  const BeamRow b = summarise_row(row, 3);
+  EXPECT_EQ(b.max, 2.0F);
+  double sum = 0.0;
+  for (float x : row) sum += std::exp(static_cast<double>(x) - 2.0);
+  EXPECT_NEAR(b.lse, std::log(sum), 1e-6);
+  ASSERT_EQ(b.best.size(), 3U);
+  for (size_t j = 0; j < 3; ++j) {
+    EXPECT_EQ(b.best[j].logit, 2.0F);
+    EXPECT_EQ(b.best[j].id, std::vector<int32_t>({1, 3, 5})[j]);  // 6 ties too, and loses
+  }
+  const BeamRow all = summarise_row(row, 20);
+  ASSERT_EQ(all.best.size(), row.size());
+  EXPECT_EQ(all.best[4].id, 4);  // 1.0 after the four 2.0s
+  EXPECT_EQ(all.best.back().id, 7);
+}
+
+// A search fed summaries holding extra tokens (a backend's n is the largest any request needs)
+// makes the same choices as one fed its own: it reads the best first and takes what it needs.
+TEST(BeamRowSummary, LongerRowsGiveTheSameSearch) {
+  SamplingParams p;
+  p.num_beams = 3;
+  p.max_new_tokens = 6;
+  p.suppress_tokens = {4};
+  BeamSearch own(p, {0}), longer(p, {0});
+  std::vector<float> logits(3 * 40);
+  for (int step = 0; step < 6 && !own.done(); ++step) {
+    for (size_t i = 0; i < logits.size(); ++i)
+      logits[i] = std::sin(static_cast<float>(i * 7 + step * 13)) * 3.0F;
+    std::vector<BeamRow> rows;
+    rows.reserve(3);
+    for (int b = 0; b < 3; ++b)
+      rows.push_back(summarise_row(std::span<const float>(logits).subspan(b * 40, 40), 25));
+    const auto want = own.step(logits, 40);
+    const auto got = longer.step(rows, 40);
+    ASSERT_EQ(want.size(), got.size());
+    for (size_t j = 0; j < want.size(); ++j) {
+      EXPECT_EQ(want[j].parent, got[j].parent) << "step " << step;
+      EXPECT_EQ(want[j].token, got[j].token) << "step " << step;
+      EXPECT_NE(got[j].token, 4) << "a suppressed token was chosen";
+    }
+  }
+  ASSERT_EQ(own.done(), longer.done());
+}
+
 TEST(BeamSearchMemory, StateGrowsWithBeamsAndLength) {
   SamplingParams p;
   p.num_beams = 4;

@@ -233,6 +233,45 @@ bool CudaBackend::pick_to_host(const Tensor& logits, std::span<const RowPick> ro
   return true;
 }
 
+bool CudaBackend::beam_rows_to_host(const Tensor& logits, int n, std::vector<BeamRow>& rows) {
+  NI_ASSERT(logits.dtype() == DType::F32 && n > 0);
+  const int64_t R = logits.dim(0), V = logits.dim(1);
+  n = static_cast<int>(std::min<int64_t>(n, V));
+  // One buffer of 4-byte words: R float2 stats, then R x n values, then R x n ids.
+  const int64_t words = R * (2 + 2 * int64_t{n});
+  if (beam_out_.empty() || beam_out_.numel() < words)
+    beam_out_ = device_tensor({std::max<int64_t>(words, 1)}, DType::I32);
+  auto* base = static_cast<int32_t*>(beam_out_.data());
+  {
+    OpScope op(*this, "beam_rows");
+    cuda::beam_rows(logits.as<const float>(), static_cast<int>(R), static_cast<int>(V), n,
+                    reinterpret_cast<float2*>(base), reinterpret_cast<float*>(base + 2 * R),
+                    base + 2 * R + R * n, stream_);
+  }
+  std::vector<int32_t> host(static_cast<size_t>(words));
+  if (words > 0)
+    NI_CUDA_CHECK(cudaMemcpyAsync(host.data(), base, host.size() * sizeof(int32_t),
+                                  cudaMemcpyDeviceToHost, stream_));
+  NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (profiling_) collect_profile();
+  rows.assign(static_cast<size_t>(R), BeamRow{});
+  for (int64_t r = 0; r < R; ++r) {
+    BeamRow& b = rows[static_cast<size_t>(r)];
+    std::memcpy(&b.max, &host[2 * r], sizeof(float));
+    std::memcpy(&b.lse, &host[2 * r + 1], sizeof(float));
+    for (int64_t j = 0; j < n; ++j) {
+      BeamRow::Token t{};
+      std::memcpy(&t.logit, &host[2 * R + r * n + j], sizeof(float));
+      t.id = host[2 * R + R * n + r * n + j];
+      b.best.push_back(t);
+    }
+    std::sort(b.best.begin(), b.best.end(), [](const BeamRow::Token& x, const BeamRow::Token& y) {
+      return x.logit > y.logit || (x.logit == y.logit && x.id < y.id);
+    });
+  }
+  return true;
+}
+
 void CudaBackend::synchronize() {
   NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
   if (profiling_) collect_profile();

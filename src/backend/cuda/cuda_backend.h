@@ -37,6 +37,7 @@ class CudaBackend final : public Backend {
   void to_host_f32(const Tensor& src, std::vector<float>& dst) override;
   bool pick_to_host(const Tensor& logits, std::span<const RowPick> rows,
                     std::span<const LogitEdit> edits, std::vector<int32_t>& ids) override;
+  bool beam_rows_to_host(const Tensor& logits, int n, std::vector<BeamRow>& rows) override;
   DeviceBatch upload_batch(const Batch& batch) override;
   void upload_rope(const RopeTable& table) override;
   void fill_i32(Tensor& t, int32_t value) override;
@@ -119,6 +120,7 @@ class CudaBackend final : public Backend {
   Tensor pick_ids_;      // pick_to_host's device ids
   Tensor pick_params_;   // sample_rows' device parameters
   Tensor pick_edits_;    // edit_logits' device edits
+  Tensor beam_out_;      // beam_rows_to_host's per row {max, lse} and n (value, id) pairs
   Tensor pick_scratch_;  // and its keys and weights, 2 x R x V floats
   Tensor attn_ws_;       // split-K partials
   Tensor attn_count_;    // finished splits per (sequence, kv head), zero between launches

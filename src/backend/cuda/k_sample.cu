@@ -253,6 +253,23 @@ __device__ __forceinline__ void strided(int n, Load load, Use use) {
   }
 }
 
+// out[q] = how many of the keys load(0 .. n-1) are >= ts[q] over the row's blocks (exact below
+// 2^24).
+template <int N, class Load>
+__device__ void count_keys(int n, Load load, const uint32_t (&ts)[N], float (&out)[N], Reducer& r) {
+  uint32_t t[N];
+  float c[N];
+#pragma unroll
+  for (int q = 0; q < N; ++q) t[q] = ts[q], c[q] = 0.0F;
+  strided<16>(n, load, [&](int, uint32_t k) {
+#pragma unroll
+    for (int q = 0; q < N; ++q) c[q] += k >= t[q] ? 1.0F : 0.0F;
+  });
+  r.sums(c);
+#pragma unroll
+  for (int q = 0; q < N; ++q) out[q] = c[q];
+}
+
 // The tokens the filters decide on: the whole row (key and weight expf(x - max) of every token,
 // in global scratch) or the candidates in shared memory (key and id; the weight computed).
 struct Tokens {
@@ -279,19 +296,8 @@ struct Tokens {
   // out[q] = how many tokens have key >= ts[q] (exact below 2^24) / their mass of expf(x - max).
   template <int N>
   __device__ void count(const uint32_t (&ts)[N], float (&out)[N], Reducer& r) const {
-    uint32_t t[N];
-    float c[N];
-#pragma unroll
-    for (int q = 0; q < N; ++q) t[q] = ts[q], c[q] = 0.0F;
-    strided<16>(
-        n, [&](int j) { return key[j]; },
-        [&](int, uint32_t k) {
-#pragma unroll
-          for (int q = 0; q < N; ++q) c[q] += k >= t[q] ? 1.0F : 0.0F;
-        });
-    r.sums(c);
-#pragma unroll
-    for (int q = 0; q < N; ++q) out[q] = c[q];
+    count_keys(
+        n, [&](int j) { return key[j]; }, ts, out, r);
   }
   template <int N>
   __device__ void mass(const uint32_t (&ts)[N], double (&out)[N], Reducer& r) const {
@@ -585,6 +591,72 @@ __global__ void __launch_bounds__(kThreads)
   if (lane == 0) out[r_idx] = first + last;
 }
 
+// A row of logits summarised for beam search (BeamRow, as sampling::summarise_row makes it): one
+// block a row (a step's beams are few rows). The maximum; the exps expf(x - max) summed in double
+// (in another order than the host's, so the log-sum-exp may differ in its last bit); the n-th
+// largest key T by search; then, gathered in index order by warps that own contiguous segments,
+// the tokens above T (fewer than n) followed by the first of those at T (ties to the lower id):
+// n tokens, in no order of value (the host sorts them). stats[r] = {max, lse}.
+__global__ void __launch_bounds__(kThreads)
+    beam_rows_kernel(const float* logits, int vocab, int n, float2* stats, float* values,
+                     int32_t* ids) {
+  __shared__ float red[32 * kPoints];
+  __shared__ double red_d[32 * kPoints];
+  __shared__ int warp_above[32], warp_equal[32];
+  Reducer r{red, red_d, nullptr, nullptr};  // a plain launch: a cluster of one block
+  const float* row = logits + int64_t{blockIdx.x} * vocab;
+  float mx = -INFINITY;
+  strided<8>(
+      vocab, [&](int i) { return row[i]; }, [&](int, float x) { mx = fmaxf(mx, x); });
+  mx = r.max(mx);
+  double sum = 0.0;
+  strided<8>(
+      vocab, [&](int i) { return row[i]; }, [&](int, float x) { sum += expf(x - mx); });
+  sum = r.sum(sum);
+  const uint32_t t = search(
+      [&](const uint32_t(&ts)[kPoints], float(&out)[kPoints]) {
+        count_keys(
+            vocab, [&](int i) { return key_of(row[i]); }, ts, out, r);
+      },
+      static_cast<float>(n));
+  const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
+  const int warps = static_cast<int>(blockDim.x / 32), seg = (vocab + warps - 1) / warps;
+  const int begin = min(vocab, warp * seg), end = min(vocab, begin + seg);
+  const unsigned lower = (1U << lane) - 1U;
+  int above = 0, equal = 0;
+  for (int base = begin; base < end; base += 32) {
+    const int i = base + lane;
+    const uint32_t k = i < end ? key_of(row[i]) : 0U;
+    above += __popc(__ballot_sync(0xffffffffU, i < end && k > t));
+    equal += __popc(__ballot_sync(0xffffffffU, i < end && k == t));
+  }
+  if (lane == 0) warp_above[warp] = above, warp_equal[warp] = equal;
+  __syncthreads();
+  int a = 0, e = 0, all_above = 0;  // this warp's first places, and the tokens above T
+  for (int v = 0; v < warps; ++v) {
+    a += v < warp ? warp_above[v] : 0;
+    e += v < warp ? warp_equal[v] : 0;
+    all_above += warp_above[v];
+  }
+  float* out_v = values + int64_t{blockIdx.x} * n;
+  int32_t* out_i = ids + int64_t{blockIdx.x} * n;
+  for (int base = begin; base < end; base += 32) {
+    const int i = base + lane;
+    const float x = i < end ? row[i] : 0.0F;
+    const uint32_t k = key_of(x);
+    const unsigned ab = __ballot_sync(0xffffffffU, i < end && k > t);
+    const unsigned eq = __ballot_sync(0xffffffffU, i < end && k == t);
+    int at = -1;
+    if ((ab >> lane & 1U) != 0) at = a + __popc(ab & lower);
+    if ((eq >> lane & 1U) != 0 && e + __popc(eq & lower) < n - all_above)
+      at = all_above + e + __popc(eq & lower);
+    if (at >= 0) out_v[at] = x, out_i[at] = i;
+    a += __popc(ab);
+    e += __popc(eq);
+  }
+  if (threadIdx.x == 0) stats[blockIdx.x] = make_float2(mx, static_cast<float>(log(sum)));
+}
+
 // One thread an edit: the host stages' arithmetic in their order, rounded as the host rounds
 // (no contraction of x * penalty - subtract into one FMA).
 __global__ void edit_kernel(float* logits, int64_t vocab, const LogitEdit* edits, int n) {
@@ -626,6 +698,13 @@ void edit_logits(float* logits, int vocab, const LogitEdit* edits, int n, cudaSt
   if (n == 0) return;
   edit_kernel<<<(n + 255) / 256, 256, 0, s>>>(logits, vocab, edits, n);
   NI_CUDA_LAUNCH_CHECK("edit_logits");
+}
+
+void beam_rows(const float* logits, int rows, int vocab, int n, float2* stats, float* values,
+               int32_t* ids, cudaStream_t s) {
+  if (rows == 0) return;
+  beam_rows_kernel<<<rows, kThreads, 0, s>>>(logits, vocab, n, stats, values, ids);
+  NI_CUDA_LAUNCH_CHECK("beam_rows");
 }
 
 void argmax_rows(const float* logits, int rows, int vocab, int32_t* out, cudaStream_t s) {

@@ -100,6 +100,10 @@ void gemv_bf16(const void* x, const void* w, DType y_dt, void* y, int tokens, in
 constexpr int kGemvMaxTokens = 4;
 
 // --- k_sample.cu
+// Row r of logits [R, V] (f32) summarised for beam search: stats[r] = {max, log-sum-exp}, and
+// its n best tokens (n <= V; ties to the lower id) at values / ids [r * n ...], in no order.
+void beam_rows(const float* logits, int rows, int vocab, int n, float2* stats, float* values,
+               int32_t* ids, cudaStream_t s);
 // Rewrites the logits [R, V] (f32) that edits[0, n) name as the host's history processors do
 // (backend/row_pick.h); each (row, token) at most once.
 void edit_logits(float* logits, int vocab, const LogitEdit* edits, int n, cudaStream_t s);
