@@ -57,7 +57,7 @@ void run_generate(const GenerateArgs& a) {
   options.tensor_parallel = launched_world_size() > 1;
   Engine engine(options);
   const Tokenizer* tok = engine.tokenizer();
-  if (tok == nullptr && (!prompts.empty() || a.params.num_beams > 1))
+  if (tok == nullptr && !prompts.empty())
     fail(a.engine.model + ": the checkpoint has no tokenizer.json (give --prompt-ids instead)");
   std::vector<GenerationRequest> requests;
   for (const std::string& ids : a.prompt_ids)
@@ -81,6 +81,13 @@ void run_generate(const GenerateArgs& a) {
   if (a.engine.profile) std::fprintf(stderr, "%s", engine.profile_report().c_str());
   if (!a.memory_trace.empty()) st.write_memory_csv(a.memory_trace);
 
+  // The text, or the ids where the checkpoint has no tokenizer.
+  const auto shown = [tok](const std::vector<int32_t>& ids) {
+    if (tok != nullptr) return tok->decode(ids, true);
+    std::string s;
+    for (const int32_t id : ids) s += std::to_string(id) + " ";
+    return s;
+  };
   if (a.json) {
     nlohmann::json j;
     j["outputs"] = nlohmann::json::array();
@@ -92,9 +99,10 @@ void run_generate(const GenerateArgs& a) {
       if (!outs[i].sequences.empty()) {
         o["beams"] = nlohmann::json::array();
         for (size_t b = 0; b < outs[i].sequences.size(); ++b)
-          o["beams"].push_back({{"text", tok->decode(outs[i].sequences[b], true)},
-                                {"token_ids", outs[i].sequences[b]},
-                                {"score", outs[i].scores[b]}});
+          o["beams"].push_back(
+              {{"text", tok != nullptr ? shown(outs[i].sequences[b]) : std::string()},
+               {"token_ids", outs[i].sequences[b]},
+               {"score", outs[i].scores[b]}});
       }
       j["outputs"].push_back(o);
     }
@@ -123,13 +131,9 @@ void run_generate(const GenerateArgs& a) {
     if (outs[i].sequences.size() > 1) {
       for (size_t b = 0; b < outs[i].sequences.size(); ++b)
         std::printf("--- beam %zu (score %.4f) ---\n%s\n", b,
-                    static_cast<double>(outs[i].scores[b]),
-                    tok->decode(outs[i].sequences[b], true).c_str());
-    } else if (tok != nullptr) {
-      std::printf("%s\n", outs[i].text.c_str());
-    } else {  // no tokenizer: the ids
-      for (int32_t id : outs[i].token_ids) std::printf("%d ", id);
-      std::printf("\n");
+                    static_cast<double>(outs[i].scores[b]), shown(outs[i].sequences[b]).c_str());
+    } else {
+      std::printf("%s\n", shown(outs[i].token_ids).c_str());
     }
   }
   if (a.stats) {

@@ -123,5 +123,26 @@ TEST(Cli, PromptIdsGiveHfGreedyIdsInJson) {
   EXPECT_GT(j["timings"]["prefill_ms"].get<double>(), 0.0);
 }
 
+// Beam search from --prompt-ids on a checkpoint without a tokenizer: the beams' ids and scores
+// (it used to refuse, asking for the --prompt-ids it had been given).
+TEST(Cli, BeamsFromPromptIdsWithoutATokenizer) {
+  const CliRun r = run_cli("generate --model " + kTiny +
+                           " --prompt-ids 5,9,14 --num-beams 3 --num-return-sequences 2"
+                           " --max-new-tokens 4 --ignore-eos --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json beams = nlohmann::json::parse(r.out)["outputs"][0]["beams"];
+  ASSERT_EQ(beams.size(), 2U);
+  for (const auto& b : beams) {
+    EXPECT_EQ(b["token_ids"].size(), 4U);
+    EXPECT_EQ(b["text"], "");
+    EXPECT_LT(b["score"].get<double>(), 0.0);
+  }
+  const CliRun plain = run_cli("generate --model " + kTiny +
+                               " --prompt-ids 5,9,14 --num-beams 3 --num-return-sequences 2"
+                               " --max-new-tokens 4 --ignore-eos");
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  EXPECT_NE(plain.out.find("--- beam 1 (score"), std::string::npos) << plain.out;
+}
+
 }  // namespace
 }  // namespace nanoinfer
