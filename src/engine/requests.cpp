@@ -82,16 +82,21 @@ bool BeamRequest::step(std::span<const BeamRow> rows, int vocab, KvCache& cache,
     out.finish_reason = ended ? "eos" : "length";
     return false;
   }
-  // Beam j continues parent p: it gets its own copy of p's cache, then the chosen token.
+  // Beam j continues parent p with the chosen token: p's first child takes over p's cache
+  // sequence, any other child gets its own copy of it, and a parent without children is released.
   std::vector<SeqState> next;
+  std::vector<uint8_t> kept(beams.size(), 0);
   for (const sampling::BeamChoice& c : choices) {
-    const SeqState& parent = beams[static_cast<size_t>(c.parent)];
-    SeqState s(parent.request, cache.create_sequence(), {c.token});
-    cache.copy_sequence(parent.cache_id, s.cache_id);
+    const auto p = static_cast<size_t>(c.parent);
+    const SeqState& parent = beams[p];
+    SeqState s(parent.request, kept[p] != 0 ? cache.create_sequence() : parent.cache_id, {c.token});
+    if (kept[p] != 0) cache.copy_sequence(parent.cache_id, s.cache_id);
+    kept[p] = 1;
     s.fed = parent.fed;
     next.push_back(std::move(s));
   }
-  for (SeqState& b : beams) cache.release(b.cache_id);
+  for (size_t b = 0; b < beams.size(); ++b)
+    if (kept[b] == 0) cache.release(beams[b].cache_id);
   beams = std::move(next);
   return true;
 }
