@@ -58,13 +58,16 @@ BeamSearch::BeamSearch(const SamplingParams& params, std::vector<int32_t> eos_id
   running_scores_[0] = 0.0F;
 }
 
+size_t BeamSearch::candidates_per_step() const {
+  return static_cast<size_t>(std::max<size_t>(2, 1 + eos_ids_.size())) * num_beams_;
+}
+
 size_t BeamSearch::tokens_per_row() const {
-  return static_cast<size_t>(std::max<size_t>(2, 1 + eos_ids_.size())) * num_beams_ +
-         suppress_.size();
+  return candidates_per_step() + suppress_.size();
 }
 
 void BeamSearch::top_candidates(std::span<const BeamRow> rows, int vocab) {
-  const size_t keep = static_cast<size_t>(std::max<size_t>(2, 1 + eos_ids_.size())) * num_beams_;
+  const size_t keep = candidates_per_step();
   candidates_.clear();
   for (int b = 0; b < num_beams_; ++b) {
     const BeamRow& row = rows[static_cast<size_t>(b)];

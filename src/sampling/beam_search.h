@@ -64,6 +64,8 @@ class BeamSearch {
     float score;    // accumulated log-prob
     int64_t index;  // beam * vocab + token
   };
+  // (1 + #eos, at least 2) * num_beams: the continuations a step looks at.
+  size_t candidates_per_step() const;
   void top_candidates(std::span<const BeamRow> rows, int vocab);
   void add_hypotheses();
   void check_done(bool all_candidates_stop);
