@@ -155,6 +155,29 @@ json run_w1(const Args& a, double copy_gbs) {
   return out;
 }
 
+// One request on an engine (graphs on) with the backend's picks on or off
+// (EngineOptions::pick_on_device): a warm-up of 8 tokens, then three runs. Their decode rows/s,
+// sorted, and the last run's output.
+struct PathRuns {
+  std::vector<double> tok_s;
+  nanoinfer::GenerationOutput out;
+};
+PathRuns run_path(const Args& a, const nanoinfer::GenerationRequest& req, bool on_device) {
+  nanoinfer::EngineOptions o = engine_options(a, a.prompt + req.params.max_new_tokens + 16, true);
+  o.pick_on_device = on_device;
+  nanoinfer::Engine engine(o);
+  nanoinfer::GenerationRequest warm = req;
+  warm.params.max_new_tokens = 8;
+  engine.generate({warm});
+  PathRuns r;
+  for (int rep = 0; rep < 3; ++rep) {
+    r.out = engine.generate({req})[0];
+    r.tok_s.push_back(engine.last_stats().decode_tokens_per_s());
+  }
+  std::sort(r.tok_s.begin(), r.tok_s.end());
+  return r;
+}
+
 // W1 sampled as Llama-3-Instruct's generation config asks (temperature 0.6, top-p 0.9, a seed),
 // then with a repetition penalty of 1.1 and a frequency penalty of 0.2 on top (over the whole
 // prompt and the tokens generated: edits of ~700 logits a step), graphs on: the token picked on
@@ -178,21 +201,11 @@ json run_w1_sampled(const Args& a) {
     json& o = out[penalties ? "top_p_penalties" : "top_p"];
     std::vector<int32_t> tokens[2];
     for (const bool device : {true, false}) {
-      nanoinfer::EngineOptions opt = engine_options(a, a.prompt + a.new_tokens + 16, true);
-      opt.pick_on_device = device;
-      nanoinfer::Engine engine(opt);
-      nanoinfer::GenerationRequest warm = req;
-      warm.params.max_new_tokens = 8;
-      engine.generate({warm});
-      std::vector<double> tps;
-      for (int rep = 0; rep < 3; ++rep) {
-        tokens[device ? 0 : 1] = engine.generate({req})[0].token_ids;
-        tps.push_back(engine.last_stats().decode_tokens_per_s());
-      }
-      std::sort(tps.begin(), tps.end());
+      const PathRuns r = run_path(a, req, device);
+      tokens[device ? 0 : 1] = r.out.token_ids;
       const std::string k = device ? "picked_on_device" : "sampled_on_host";
-      o[k] = {{"decode_tok_s", tps[1]}, {"decode_tok_s_all", tps}};
-      std::printf("W1 sampled (%s), %-16s decode %7.1f tok/s\n", name, k.c_str(), tps[1]);
+      o[k] = {{"decode_tok_s", r.tok_s[1]}, {"decode_tok_s_all", r.tok_s}};
+      std::printf("W1 sampled (%s), %-16s decode %7.1f tok/s\n", name, k.c_str(), r.tok_s[1]);
       std::fflush(stdout);
     }
     o["same_tokens"] = tokens[0] == tokens[1];
@@ -214,18 +227,10 @@ json run_w1_beams(const Args& a) {
   req.params.num_beams = 4;
   std::vector<std::vector<int32_t>> seqs[2];
   for (const bool device : {true, false}) {
-    nanoinfer::EngineOptions o = engine_options(a, a.prompt + 64 + 16, true);
-    o.pick_on_device = device;
-    nanoinfer::Engine engine(o);
-    nanoinfer::GenerationRequest warm = req;
-    warm.params.max_new_tokens = 8;
-    engine.generate({warm});
-    std::vector<double> ms;
-    for (int rep = 0; rep < 3; ++rep) {
-      seqs[device ? 0 : 1] = engine.generate({req})[0].sequences;
-      ms.push_back(1e3 * req.params.num_beams / engine.last_stats().decode_tokens_per_s());
-    }
-    std::sort(ms.begin(), ms.end());
+    const PathRuns r = run_path(a, req, device);
+    seqs[device ? 0 : 1] = r.out.sequences;
+    std::vector<double> ms;  // a step is num_beams decode rows; slowest first
+    for (const double t : r.tok_s) ms.push_back(1e3 * req.params.num_beams / t);
     const std::string k = device ? "rows_on_device" : "rows_on_host";
     out[k] = {{"step_ms", ms[1]}, {"step_ms_all", ms}};
     std::printf("W1 beams (4), %-14s %.3f ms a step\n", k.c_str(), ms[1]);

@@ -120,8 +120,8 @@ class CudaBackend final : public Backend {
   Tensor pick_ids_;      // pick_to_host's device ids
   Tensor pick_params_;   // sample_rows' device parameters
   Tensor pick_edits_;    // edit_logits' device edits
-  Tensor beam_out_;      // beam_rows_to_host's per row {max, lse} and n (value, id) pairs
   Tensor pick_scratch_;  // and its keys and weights, 2 x R x V floats
+  Tensor beam_out_;      // beam_rows_to_host's per row {max, lse} and n (value, id) pairs
   Tensor attn_ws_;       // split-K partials
   Tensor attn_count_;    // finished splits per (sequence, kv head), zero between launches
 

@@ -671,21 +671,33 @@ __global__ void edit_kernel(float* logits, int64_t vocab, const LogitEdit* edits
   x = v;
 }
 
+// A launch of sample_kernel over `rows` rows in clusters of `blocks` blocks (`cluster` holds the
+// attribute the config points to; a one-block cluster launched as such ran ~25 us slower, so
+// that is a plain launch).
+cudaLaunchConfig_t sample_launch(int rows, int blocks, cudaLaunchAttribute& cluster,
+                                 cudaStream_t s) {
+  cluster = {};
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = static_cast<unsigned>(blocks);
+  cluster.val.clusterDim.y = 1;
+  cluster.val.clusterDim.z = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(rows * blocks));
+  cfg.blockDim = dim3(kThreads);
+  cfg.stream = s;
+  cfg.attrs = &cluster;
+  cfg.numAttrs = blocks > 1 ? 1 : 0;
+  return cfg;
+}
+
 // How many clusters of `blocks` sample blocks the GPU holds at once (SMs come in GPCs, so this is
 // not the SM count over `blocks`); asked once per size.
 int resident_clusters(int blocks) {
   static int fit[kMaxCluster + 1] = {};
   if (fit[blocks] == 0) {
     cudaLaunchAttribute cluster{};
-    cluster.id = cudaLaunchAttributeClusterDimension;
-    cluster.val.clusterDim.x = static_cast<unsigned>(blocks);
-    cluster.val.clusterDim.y = 1;
-    cluster.val.clusterDim.z = 1;
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(static_cast<unsigned>(blocks));
-    cfg.blockDim = dim3(kThreads);
-    cfg.attrs = &cluster;
-    cfg.numAttrs = 1;
+    cudaLaunchConfig_t cfg = sample_launch(1, blocks, cluster, nullptr);
+    cfg.numAttrs = 1;  // the query needs the cluster size, even of one
     NI_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&fit[blocks], sample_kernel, &cfg));
     fit[blocks] = std::max(fit[blocks], 1);
   }
@@ -721,16 +733,7 @@ void sample_rows(const float* logits, int rows, int vocab, const RowPick* params
   int blocks = kMaxCluster;
   while (blocks > 1 && rows > resident_clusters(blocks)) blocks /= 2;
   cudaLaunchAttribute cluster{};
-  cluster.id = cudaLaunchAttributeClusterDimension;
-  cluster.val.clusterDim.x = static_cast<unsigned>(blocks);
-  cluster.val.clusterDim.y = 1;
-  cluster.val.clusterDim.z = 1;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = dim3(static_cast<unsigned>(rows * blocks));
-  cfg.blockDim = dim3(kThreads);
-  cfg.stream = s;
-  cfg.attrs = &cluster;
-  cfg.numAttrs = blocks > 1 ? 1 : 0;  // a one-block cluster launched as such ran ~25 us slower
+  const cudaLaunchConfig_t cfg = sample_launch(rows, blocks, cluster, s);
   NI_CUDA_CHECK(cudaLaunchKernelEx(&cfg, sample_kernel, logits, vocab, params, scratch, out));
 }
 
