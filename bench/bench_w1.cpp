@@ -3,7 +3,8 @@
 //       with and without CUDA graphs, bytes read per decode token / time as GB/s and as a % of
 //       a 2 GiB device-to-device copy measured in the same run;
 //   W3  prefill of one 4,096-token prompt and of 8 at once (prompt tokens/s);
-//   attn the decode attention kernel alone at contexts 4k and 16k, batch 1/8/32 (% of copy);
+//   attn the decode attention kernel alone at contexts 4k and 16k, batch 1/8/32 (% of copy),
+//        next to a kernel that only reads the same bytes;
 //   gemv the decode matrix-vector kernel alone on the config's matrices (% of the copy bandwidth);
 //   step W1's decode step as the engine runs it (the token picked and read back, then the next
 //        step built) against the same steps queued without reading the token: the host's gap;
@@ -269,10 +270,44 @@ json run_w3(const Args& a) {
   return out;
 }
 
+// Microseconds a call of call(0), ..., call(launches - 1) captured in one graph on s (the
+// median of five replays after a warm-up; call(0) runs once first, outside the capture, for any
+// one-time setup).
+template <class Call>
+double graph_us(cudaStream_t s, int launches, const Call& call) {
+  call(0);
+  cudaGraph_t g = nullptr;
+  cudaGraphExec_t ge = nullptr;
+  check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+  for (int i = 0; i < launches; ++i) call(i);
+  check(cudaStreamEndCapture(s, &g), "cudaStreamEndCapture");
+  check(cudaGraphInstantiate(&ge, g, 0), "cudaGraphInstantiate");
+  cudaEvent_t e0, e1;
+  check(cudaEventCreate(&e0), "cudaEventCreate");
+  check(cudaEventCreate(&e1), "cudaEventCreate");
+  std::vector<float> ms;
+  for (int rep = 0; rep < 6; ++rep) {  // the first replay warms up
+    check(cudaEventRecord(e0, s), "cudaEventRecord");
+    check(cudaGraphLaunch(ge, s), "cudaGraphLaunch");
+    check(cudaEventRecord(e1, s), "cudaEventRecord");
+    check(cudaEventSynchronize(e1), "cudaEventSynchronize");
+    float t = 0;
+    check(cudaEventElapsedTime(&t, e0, e1), "cudaEventElapsedTime");
+    if (rep > 0) ms.push_back(t);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  check(cudaGraphExecDestroy(ge), "cudaGraphExecDestroy");
+  check(cudaGraphDestroy(g), "cudaGraphDestroy");
+  std::sort(ms.begin(), ms.end());
+  return 1e3 * ms[ms.size() / 2] / launches;
+}
+
 // The decode attention op alone, the config's heads, at batch 1, 8 and 32 (how the fixed part of
 // a call weighs as the bytes it moves grow). Enough layers of cache are cycled that the entries
 // come from device memory, not the 50 MB L2, and the calls (at least 16, the layers cycled) are
-// replayed as one CUDA graph so launch overhead is not timed.
+// replayed as one CUDA graph so launch overhead is not timed. Next to each, the same bytes read
+// by a kernel that does nothing else (read_two), graphed the same way: what any kernel could do.
 json run_attention(const Args& a, double copy_gbs) {
   json out;
   nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
@@ -320,14 +355,31 @@ json run_attention(const Args& a, double copy_gbs) {
           std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
           (reps * calls);
       const double gbs = bytes / (us * 1e-6) / 1e9;
+      // The ceiling: a kernel that only reads the same K and V bytes, graphed the same way.
+      unsigned* sink = nullptr;
+      cudaStream_t rs = nullptr;
+      check(cudaMalloc(&sink, sizeof(unsigned)), "cudaMalloc");
+      check(cudaStreamCreateWithFlags(&rs, cudaStreamNonBlocking), "cudaStreamCreate");
+      const double read_us = graph_us(rs, calls, [&](int l) {
+        const nanoinfer::KvLayer& kv = cache.layer(l % c.num_layers);
+        nanoinfer::cuda::read_two(kv.k.data(), kv.v.data(), static_cast<int64_t>(bytes / 2), sink,
+                                  rs);
+      });
+      check(cudaStreamDestroy(rs), "cudaStreamDestroy");
+      check(cudaFree(sink), "cudaFree");
+      const double read_gbs = bytes / (read_us * 1e-6) / 1e9;
       const std::string k = "b" + std::to_string(seqs) + "_ctx" + std::to_string(ctx);
       out[k] = {{"us", us},
                 {"gb_s", gbs},
                 {"pct_copy_bw", 100.0 * gbs / copy_gbs},
-                {"layers_cycled", c.num_layers}};
+                {"layers_cycled", c.num_layers},
+                {"read_only_us", read_us},
+                {"read_only_pct_copy_bw", 100.0 * read_gbs / copy_gbs}};
       std::printf(
-          "decode attention B=%d ctx %5d: %8.1f us  %6.0f GB/s = %5.1f%% of copy (%d layers)\n",
-          seqs, ctx, us, gbs, 100.0 * gbs / copy_gbs, c.num_layers);
+          "decode attention B=%d ctx %5d: %8.1f us  %6.0f GB/s = %5.1f%% of copy (%d layers); "
+          "reading the same bytes alone: %6.1f us = %5.1f%%\n",
+          seqs, ctx, us, gbs, 100.0 * gbs / copy_gbs, c.num_layers, read_us,
+          100.0 * read_gbs / copy_gbs);
       std::fflush(stdout);
     }
   }
@@ -459,9 +511,6 @@ json run_gemv(const Args& a, double copy_gbs) {
                           {"lm_head", c.vocab_size, H, DType::F32}};
   cudaStream_t s = nullptr;
   check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
-  cudaEvent_t e0, e1;
-  check(cudaEventCreate(&e0), "cudaEventCreate");
-  check(cudaEventCreate(&e1), "cudaEventCreate");
   for (const Shape& sh : shapes) {
     const size_t w_bytes = size_t{2} * sh.n * sh.k;
     const int copies =
@@ -478,27 +527,7 @@ json run_gemv(const Args& a, double copy_gbs) {
       auto call = [&](int i) {
         nanoinfer::cuda::gemv_bf16(x, w + (i % copies) * w_bytes, sh.y, y, tokens, sh.k, sh.n, s);
       };
-      call(0);  // one-time setup (kernel attributes) outside the capture
-      cudaGraph_t g = nullptr;
-      cudaGraphExec_t ge = nullptr;
-      check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-      for (int i = 0; i < launches; ++i) call(i);
-      check(cudaStreamEndCapture(s, &g), "cudaStreamEndCapture");
-      check(cudaGraphInstantiate(&ge, g, 0), "cudaGraphInstantiate");
-      std::vector<float> ms;
-      for (int rep = 0; rep < 6; ++rep) {  // the first replay warms up
-        check(cudaEventRecord(e0, s), "cudaEventRecord");
-        check(cudaGraphLaunch(ge, s), "cudaGraphLaunch");
-        check(cudaEventRecord(e1, s), "cudaEventRecord");
-        check(cudaEventSynchronize(e1), "cudaEventSynchronize");
-        float t = 0;
-        check(cudaEventElapsedTime(&t, e0, e1), "cudaEventElapsedTime");
-        if (rep > 0) ms.push_back(t);
-      }
-      check(cudaGraphExecDestroy(ge), "cudaGraphExecDestroy");
-      check(cudaGraphDestroy(g), "cudaGraphDestroy");
-      std::sort(ms.begin(), ms.end());
-      const double us = 1e3 * ms[ms.size() / 2] / launches;
+      const double us = graph_us(s, launches, call);
       const double y_size = sh.y == DType::F32 ? 4.0 : 2.0;
       const double bytes =
           static_cast<double>(w_bytes) + 2.0 * tokens * sh.k + y_size * tokens * sh.n;
@@ -514,8 +543,6 @@ json run_gemv(const Args& a, double copy_gbs) {
     check(cudaFree(x), "cudaFree");
     check(cudaFree(y), "cudaFree");
   }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
   cudaStreamDestroy(s);
   return out;
 }

@@ -29,6 +29,8 @@ void convert(DType src_dt, const void* src, DType dst_dt, void* dst, int64_t n, 
 void random_normal(DType dt, void* out, int64_t n, float std, uint64_t seed, cudaStream_t s);
 void fill_f32_value(DType dt, void* out, int64_t n, float value, cudaStream_t s);
 void fill_i32(int32_t* out, int64_t n, int32_t value, cudaStream_t s);
+// Reads bytes of a and of b and nothing else (the benchmarks' read ceiling).
+void read_two(const void* a, const void* b, int64_t bytes, unsigned* sink, cudaStream_t s);
 // t[idx[i]] = v[i]
 void scatter_i32(int32_t* t, const int32_t* idx, const int32_t* v, int n, cudaStream_t s);
 // Row copies src[i] -> dst[i] of the K and V caches (row_bytes each) and of slot_pos.
