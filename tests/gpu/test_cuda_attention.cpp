@@ -111,6 +111,10 @@ INSTANTIATE_TEST_SUITE_P(
                                          AttnCase{{900, 70}, 12, 4, 64, 16, "pre", 2},
                                          AttnCase{{65, 129}, 6, 2, 128, 8, "post", 2},
                                          AttnCase{{130, 2}, 16, 1, 64, 16, "post", 2},
+                                         // more than 16 (sequence, kv head) pairs: the
+                                         // one-stage decode kernel (fewer take two stages)
+                                         AttnCase{{600, 33, 1, 250, 90}, 32, 8, 128, 16, "pre", 2},
+                                         AttnCase{{200, 64, 900}, 12, 6, 64, 16, "post", 2},
                                          // one kv head: the most splits (128) per context
                                          AttnCase{{4000}, 4, 1, 128, 16, "post", 2},
                                          AttnCase{{20, 6}, 8, 1, 96, 16, "post", 1, true},

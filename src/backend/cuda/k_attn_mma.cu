@@ -1,16 +1,15 @@
 // Attention on the tensor cores for bf16 caches with head_dim 64 or 128, flash-attention-2 style
-// (mma.sync m16n8k16, scores and probabilities never leave registers). Both kernels stage the
-// cache through the block table into shared memory with cp.async, 64 entries a tile (prefill:
-// the next tile in flight while one is used; decode: one tile in shared memory at a time, the
-// SM's other blocks computing while its copies land), and a warp keeps an online softmax over 16
-// query rows: S = Q
-// K^T into C fragments, the row max and sum over the four lanes that share a row, P re-packed as
-// the A operand of P V. A row is one (token, query head) pair of a kv head's group, so the group's
-// heads share each K/V tile: prefill packs 64 rows per block (16 per warp); decode has one token
-// per sequence, so its 16 rows are the group's heads (padded) and the four warps split the tile's
-// entries instead. Decode also splits every context over blocks; each block merges its warps,
-// writes its partial (max, sum, output) and the last block of a (sequence, kv head) to finish
-// merges all the splits, so there is no second kernel.
+// (mma.sync m16n8k16, scores and probabilities never leave registers). Both kernels stage the cache
+// through the block table into shared memory with cp.async, 64 entries a tile (prefill: the next
+// tile in flight while one is used; decode: one tile in shared memory at a time, the SM's other
+// blocks computing while its copies land, or two when the call has few sequences), and a warp keeps
+// an online softmax over 16 query rows: S = Q K^T into C fragments, the row max and sum over the
+// four lanes that share a row, P re-packed as the A operand of P V. A row is one (token, query
+// head) pair of a kv head's group, so the group's heads share each K/V tile: prefill packs 64 rows
+// per block (16 per warp); decode has one token per sequence, so its 16 rows are the group's heads
+// (padded) and the four warps split the tile's entries instead. Decode also splits every context
+// over blocks; each block merges its warps, writes its partial (max, sum, output) and the last
+// block of a (sequence, kv head) to finish merges all the splits, so there is no second kernel.
 #include <algorithm>
 #include <climits>
 
@@ -29,9 +28,9 @@ constexpr int kPrefillStages = 2;  // tiles in shared memory: compute-bound, dou
 // single stage (46 KB with the merge's scratch, at most 128 registers a thread): four blocks
 // share an SM and each one's copies overlap the others' arithmetic. H200, 2026-12-01, % of copy
 // at B=8 x 16k: three stages (two blocks an SM) 67 %, two stages (three) 84 %, one stage (four)
-// 85 %; at B=32 x 4k two stages 79 %, one 85 %; at B=1 x 4k, where there is one tile a block,
-// one stage costs 3 points (29 % against 32 %).
-constexpr int kDecodeStages = 1;
+// 85 %; at B=32 x 4k two stages 79 %, one 85 %. Only calls with few (sequence, kv head) pairs,
+// where a block has a tile or two and nothing else on its SM to overlap, take two stages
+// (kFewPairs, below).
 constexpr int kDecodeBlocksPerSm = 4;
 constexpr int kRows = 64;  // prefill: (token, head) rows per block, 16 per warp
 constexpr int kMaxSplits = 128;
@@ -336,8 +335,8 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const AttnArgs a, 
 // context for the group's heads. ws holds [seq][head][split][4 + D] partials (max, sum, two
 // floats of padding so that the output starts 16-byte aligned, output);
 // counters [seq][kv head] count finished splits (zero between launches: the last block resets).
-template <int D, bool kRotate>
-__global__ void __launch_bounds__(kThreads, kDecodeBlocksPerSm)
+template <int D, bool kRotate, int kStages>
+__global__ void __launch_bounds__(kThreads, kStages == 1 ? kDecodeBlocksPerSm : 1)
     decode_kernel(const AttnArgs a, float scale, float* ws, int* counters) {
   constexpr int S = Layout<D>::kStride, kChunks = D / 8, kPart = D + 4;
   pdl_trigger();  // the O GEMV may start prefetching its weights
@@ -373,7 +372,7 @@ __global__ void __launch_bounds__(kThreads, kDecodeBlocksPerSm)
   WarpAttn<D> w;
   w.m[0] = w.m[1] = -INFINITY;  // for an empty context (no tile): nothing seen
   w.l[0] = w.l[1] = 0.0F;
-  for_each_tile<D, kDecodeStages, true, kRotate>(
+  for_each_tile<D, kStages, true, kRotate>(
       a, seq, kvh, first, last, ctx - 2, stages, start,
       [&](int t, const bf16* ks, const bf16* vs, int k0) {
         if (t == 0) w.init(qs, 0);
@@ -547,23 +546,39 @@ int best_splits(int pairs, int resident, int max_splits) {
 }
 
 // One block per (split, kv head, sequence); the split count is best_splits'.
-template <int D, bool kRotate>
+template <int D, bool kRotate, int kStages>
 void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, cudaStream_t s) {
-  // Q and the stage, or Q and the merge scratch that replaces the stage after the tiles.
+  // Q and the stages, or Q and the merge scratch that replaces the stages after the tiles.
   constexpr size_t smem =
-      std::max(Layout<D>::bytes(16, kDecodeStages),
+      std::max(Layout<D>::bytes(16, kStages),
                Layout<D>::bytes(16, 0) + sizeof(float) * Layout<D>::kMergeFloats);
   static const int resident = [] {
-    allow_dynamic_smem(decode_kernel<D, kRotate>, smem);
+    allow_dynamic_smem(decode_kernel<D, kRotate, kStages>, smem);
     int per_sm = 0;
-    NI_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, decode_kernel<D, kRotate>,
-                                                                kThreads, smem));
+    NI_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, decode_kernel<D, kRotate, kStages>, kThreads, smem));
     return device_limits().sms * std::max(1, per_sm);
   }();
   const int splits = best_splits(a.seqs * a.kv_heads, resident, max_splits);
-  launch_pdl(decode_kernel<D, kRotate>, dim3(splits, a.kv_heads, a.seqs), dim3(kThreads), smem, s,
-             a, kLog2e / sqrtf(static_cast<float>(D)), ws, counters);
+  launch_pdl(decode_kernel<D, kRotate, kStages>, dim3(splits, a.kv_heads, a.seqs), dim3(kThreads),
+             smem, s, a, kLog2e / sqrtf(static_cast<float>(D)), ws, counters);
   NI_CUDA_LAUNCH_CHECK("attention_decode_mma");
+}
+
+// Few (sequence, kv head) pairs leave an SM a block or two of work, and the call is bound by
+// latency: two stages (170 registers, two blocks an SM) keep a block's two tiles in flight at
+// once. Many pairs: one stage and four blocks an SM stream faster. H200, 2026-12-01, two stages
+// against one: B=1 (8 pairs) 4k 13.2 -> 10.8 us, 16k 27.1 -> 26.5 us; B=8 (64 pairs) 4k 41.6 ->
+// 47.8 us, 16k 145 -> 179 us; B=32 4k 146 -> 178 us. Four stages (one block an SM): B=1 4k
+// 12.6 us, B=8 4k 77.9 us.
+constexpr int kFewPairs = 16;
+
+template <int D, bool kRotate>
+void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, cudaStream_t s) {
+  if (a.seqs * a.kv_heads <= kFewPairs)
+    launch_decode<D, kRotate, 2>(a, max_splits, ws, counters, s);
+  else
+    launch_decode<D, kRotate, 1>(a, max_splits, ws, counters, s);
 }
 
 bool supported(const AttnArgs& a) {
