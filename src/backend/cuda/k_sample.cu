@@ -725,13 +725,18 @@ void argmax_rows(const float* logits, int rows, int vocab, int32_t* out, cudaStr
   NI_CUDA_LAUNCH_CHECK("argmax_rows");
 }
 
-void sample_rows(const float* logits, int rows, int vocab, const RowPick* params, float* scratch,
-                 int32_t* out, cudaStream_t s) {
-  if (rows == 0) return;
+int sample_blocks(int rows) {
   // A block's passes over a row are bound by its SM: few rows each take a cluster of blocks (one
   // an SM), the largest (up to kMaxCluster) with every row's cluster resident at once.
   int blocks = kMaxCluster;
   while (blocks > 1 && rows > resident_clusters(blocks)) blocks /= 2;
+  return blocks;
+}
+
+void sample_rows(const float* logits, int rows, int vocab, const RowPick* params, float* scratch,
+                 int32_t* out, int blocks, cudaStream_t s) {
+  if (rows == 0) return;
+  NI_ASSERT(blocks >= 1 && blocks <= kMaxCluster);
   cudaLaunchAttribute cluster{};
   const cudaLaunchConfig_t cfg = sample_launch(rows, blocks, cluster, s);
   NI_CUDA_CHECK(cudaLaunchKernelEx(&cfg, sample_kernel, logits, vocab, params, scratch, out));
