@@ -42,6 +42,7 @@ KvCache::KvCache(Backend& backend, const ModelConfig& config, const KvCacheOptio
   }
   free_.reserve(static_cast<size_t>(options_.num_blocks));
   for (int b = options_.num_blocks - 1; b >= 0; --b) free_.push_back(b);
+  holders_.assign(static_cast<size_t>(options_.num_blocks), 0);
 }
 
 int KvCache::create_sequence() {
@@ -52,7 +53,8 @@ int KvCache::create_sequence() {
 void KvCache::release(int seq) {
   auto it = seqs_.find(seq);
   NI_ASSERT(it != seqs_.end());
-  free_.insert(free_.end(), it->second.blocks.rbegin(), it->second.blocks.rend());
+  const std::vector<int32_t>& blocks = it->second.blocks;
+  for (size_t i = blocks.size(); i-- > 0;) drop_block(blocks[i]);  // the free list's old order
   seqs_.erase(it);
 }
 
@@ -62,16 +64,36 @@ int32_t KvCache::take_block() {
          " slots): lower the batch size or max new tokens, or give a larger --max-context");
   const int32_t b = free_.back();
   free_.pop_back();
+  holders_[static_cast<size_t>(b)] = 1;
   return b;
+}
+
+void KvCache::drop_block(int32_t b) {
+  int32_t& n = holders_[static_cast<size_t>(b)];
+  NI_ASSERT(n > 0);
+  if (--n == 0)
+    free_.push_back(b);
+  else
+    --shared_;
 }
 
 void KvCache::copy_sequence(int src, int dst) {
   const Seq& s = seqs_.at(src);
   Seq& d = seqs_.at(dst);
+  NI_ASSERT(d.blocks.empty() && d.length == 0);
+  const int bs = options_.block_size;
+  // An evicting cache drops entries from the middle of a sequence and renumbers the rest, so
+  // its blocks are never shared.
+  const int shared = policy_->capacity() > 0 ? 0 : s.length / bs;
+  for (int i = 0; i < shared; ++i) {
+    const int32_t b = s.blocks[static_cast<size_t>(i)];
+    d.blocks.push_back(b);
+    ++holders_[static_cast<size_t>(b)];
+    ++shared_;
+  }
   while (d.blocks.size() < s.blocks.size()) d.blocks.push_back(take_block());
   std::vector<int32_t> from, to;
-  const int bs = options_.block_size;
-  for (int j = 0; j < s.length; ++j) {
+  for (int j = shared * bs; j < s.length; ++j) {
     from.push_back(s.blocks[static_cast<size_t>(j / bs)] * bs + j % bs);
     to.push_back(d.blocks[static_cast<size_t>(j / bs)] * bs + j % bs);
   }
@@ -94,7 +116,7 @@ void KvCache::run(CacheOp op) {
 void KvCache::evict(Seq& s, int count) {
   // Block size is 1 here (see the constructor): dropping entries = dropping blocks.
   const auto first = s.blocks.begin() + policy_->evict_first();
-  free_.insert(free_.end(), first, first + count);
+  for (auto b = first; b != first + count; ++b) drop_block(*b);
   s.blocks.erase(first, first + count);
   s.length -= count;
   if (!policy_->renumbers()) return;
@@ -129,14 +151,11 @@ Placement KvCache::append(int seq, const std::vector<int32_t>& positions) {
 int64_t KvCache::used_slots() const {
   int64_t n = 0;
   for (const auto& [id, s] : seqs_) n += s.length;
-  return n;
+  return n - shared_ * options_.block_size;  // shared blocks are full ones
 }
 
 int64_t KvCache::allocated_slots() const {
-  int64_t n = 0;
-  for (const auto& [id, s] : seqs_)
-    n += static_cast<int64_t>(s.blocks.size()) * options_.block_size;
-  return n;
+  return (options_.num_blocks - static_cast<int64_t>(free_.size())) * options_.block_size;
 }
 
 }  // namespace nanoinfer

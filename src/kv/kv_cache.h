@@ -45,7 +45,9 @@ class KvCache {
 
   int create_sequence();
   void release(int seq);
-  // dst becomes a copy of src (its own blocks, contents copied): beam search forks.
+  // dst (a new, empty sequence) becomes a copy of src: beam search forks. In a full cache dst
+  // shares src's full blocks (appends only ever write a sequence's last, partial block) and gets
+  // its own copy of the partial one; an evicting cache copies every entry.
   void copy_sequence(int src, int dst);
   // Reserves room for tokens at the given text positions (evicting first when the cache policy
   // says so) and returns where they go and the positions the policy assigns them; throws Error
@@ -63,8 +65,10 @@ class KvCache {
   const CachePolicy& policy() const { return *policy_; }
   int block_size() const { return options_.block_size; }
   int free_blocks() const { return static_cast<int>(free_.size()); }
+  // Blocks held by more than one sequence, counted once per extra holder.
+  int64_t shared_blocks() const { return shared_; }
   int64_t capacity_slots() const { return int64_t{options_.num_blocks} * options_.block_size; }
-  int64_t used_slots() const;       // entries held by live sequences
+  int64_t used_slots() const;       // entries held by live sequences (a shared one once)
   int64_t allocated_slots() const;  // slots in blocks handed to live sequences
   int64_t bytes() const { return bytes_; }
 
@@ -74,6 +78,7 @@ class KvCache {
     int length = 0;
   };
   int32_t take_block();
+  void drop_block(int32_t b);
   void evict(Seq& s, int count);
   void run(CacheOp op);
 
@@ -83,6 +88,8 @@ class KvCache {
   std::unique_ptr<CachePolicy> policy_;
   std::vector<KvLayer> layers_;
   std::vector<int32_t> free_;
+  std::vector<int32_t> holders_;  // per block: the sequences holding it (0: free)
+  int64_t shared_ = 0;            // sum over blocks of (holders - 1)
   std::map<int, Seq> seqs_;
   std::vector<CacheOp> ops_;
   int next_id_ = 0;

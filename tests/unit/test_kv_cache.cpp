@@ -1,0 +1,134 @@
+// KvCache forks (beam search): in a full cache a fork shares the source's full blocks and copies
+// only the entries of its partial last block; blocks return to the free list when their last
+// holder lets go; an evicting (sink) cache copies every entry into blocks of its own.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include "backend/backend.h"
+#include "kv/kv_cache.h"
+
+namespace nanoinfer {
+namespace {
+
+constexpr int kBlock = 4, kBlocks = 16, kRow = 2 * 4;  // 2 kv heads x head_dim 4
+
+struct Fixture {
+  std::unique_ptr<Backend> be = make_cpu_backend();
+  ModelConfig c = [] {
+    ModelConfig m;
+    m.num_layers = 2;
+    m.num_kv_heads = 2;
+    m.head_dim = 4;
+    return m;
+  }();
+
+  // A sequence of n entries whose K and V rows in every layer hold seed + slot.
+  static int filled(KvCache& cache, int n, float seed) {
+    const int seq = cache.create_sequence();
+    std::vector<int32_t> pos(static_cast<size_t>(n));
+    std::iota(pos.begin(), pos.end(), 0);
+    const Placement p = cache.append(seq, pos);
+    for (int l = 0; l < 2; ++l)
+      for (const int32_t slot : p.slots)
+        for (int e = 0; e < kRow; ++e) {
+          cache.layer(l).k.as<float>()[slot * kRow + e] = seed + static_cast<float>(slot);
+          cache.layer(l).v.as<float>()[slot * kRow + e] = -seed - static_cast<float>(slot);
+        }
+    return seq;
+  }
+  static int32_t slot(const KvCache& cache, int seq, int j) {
+    return cache.blocks(seq)[static_cast<size_t>(j / cache.block_size())] * cache.block_size() +
+           j % cache.block_size();
+  }
+  // Entry j of b holds what entry j of a holds, in every layer.
+  static void expect_same_entries(KvCache& cache, int a, int b) {
+    ASSERT_EQ(cache.length(a), cache.length(b));
+    for (int l = 0; l < 2; ++l)
+      for (int j = 0; j < cache.length(a); ++j)
+        for (int e = 0; e < kRow; ++e) {
+          EXPECT_EQ(cache.layer(l).k.as<float>()[slot(cache, a, j) * kRow + e],
+                    cache.layer(l).k.as<float>()[slot(cache, b, j) * kRow + e]);
+          EXPECT_EQ(cache.layer(l).v.as<float>()[slot(cache, a, j) * kRow + e],
+                    cache.layer(l).v.as<float>()[slot(cache, b, j) * kRow + e]);
+        }
+  }
+};
+
+TEST(KvCacheFork, SharesFullBlocksAndCopiesThePartialOne) {
+  Fixture f;
+  KvCache cache(*f.be, f.c, {kBlock, kBlocks, "post"});
+  const int a = Fixture::filled(cache, 10, 100.0F);  // blocks of 4, 4, 2 entries
+  const int b = cache.create_sequence();
+  cache.copy_sequence(a, b);
+  const auto& ba = cache.blocks(a);
+  const auto& bb = cache.blocks(b);
+  ASSERT_EQ(bb.size(), 3U);
+  EXPECT_EQ(bb[0], ba[0]);
+  EXPECT_EQ(bb[1], ba[1]);
+  EXPECT_NE(bb[2], ba[2]);
+  Fixture::expect_same_entries(cache, a, b);
+  EXPECT_EQ(cache.free_blocks(), kBlocks - 4);
+  EXPECT_EQ(cache.shared_blocks(), 2);
+  EXPECT_EQ(cache.used_slots(), 10 + 2);
+  EXPECT_EQ(cache.allocated_slots(), 4 * kBlock);
+
+  // The fork's next entry goes into its own block; the source's entries stay as they were.
+  const Placement p = cache.append(b, {10});
+  EXPECT_EQ(p.slots, std::vector<int32_t>{bb[2] * kBlock + 2});
+
+  cache.release(a);  // a's own block is freed, the shared ones stay with b
+  EXPECT_EQ(cache.free_blocks(), kBlocks - 3);
+  EXPECT_EQ(cache.shared_blocks(), 0);
+  EXPECT_EQ(cache.used_slots(), 11);
+  const int32_t first = Fixture::slot(cache, b, 0);  // a's first entry, now b's alone
+  EXPECT_EQ(cache.layer(0).k.as<float>()[first * kRow], 100.0F + static_cast<float>(first));
+  cache.release(b);
+  EXPECT_EQ(cache.free_blocks(), kBlocks);
+  EXPECT_EQ(cache.used_slots(), 0);
+}
+
+TEST(KvCacheFork, AtABlockBoundaryEveryBlockIsShared) {
+  Fixture f;
+  KvCache cache(*f.be, f.c, {kBlock, kBlocks, "post"});
+  const int a = Fixture::filled(cache, 8, 7.0F);
+  const int b = cache.create_sequence();
+  const int c = cache.create_sequence();
+  cache.copy_sequence(a, b);
+  cache.copy_sequence(b, c);
+  EXPECT_EQ(cache.blocks(b), cache.blocks(a));
+  EXPECT_EQ(cache.blocks(c), cache.blocks(a));
+  EXPECT_EQ(cache.free_blocks(), kBlocks - 2);
+  EXPECT_EQ(cache.shared_blocks(), 4);
+  EXPECT_EQ(cache.used_slots(), 8);
+  // Each one's next entry takes a block of its own.
+  const int32_t next_a = cache.append(a, {8}).slots[0], next_b = cache.append(b, {8}).slots[0];
+  EXPECT_NE(next_a / kBlock, next_b / kBlock);
+  EXPECT_EQ(cache.free_blocks(), kBlocks - 4);
+  cache.release(b);
+  cache.release(a);
+  EXPECT_EQ(cache.free_blocks(), kBlocks - 2);  // c still holds the two shared blocks
+  cache.release(c);
+  EXPECT_EQ(cache.free_blocks(), kBlocks);
+}
+
+TEST(KvCacheFork, ASinkCacheCopiesEveryEntry) {
+  Fixture f;
+  KvCacheOptions o{kBlock, kBlocks, "pre"};
+  o.sink_tokens = 2;
+  o.window = 6;
+  KvCache cache(*f.be, f.c, o);  // one slot a block
+  const int a = Fixture::filled(cache, 6, 50.0F);
+  const int b = cache.create_sequence();
+  cache.copy_sequence(a, b);
+  for (const int32_t blk : cache.blocks(b))
+    EXPECT_EQ(std::count(cache.blocks(a).begin(), cache.blocks(a).end(), blk), 0);
+  Fixture::expect_same_entries(cache, a, b);
+  EXPECT_EQ(cache.shared_blocks(), 0);
+  EXPECT_EQ(cache.used_slots(), 12);
+}
+
+}  // namespace
+}  // namespace nanoinfer
