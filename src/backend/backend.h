@@ -79,8 +79,9 @@ class Backend {
   virtual void fill_i32(Tensor& t, int32_t value) = 0;
   virtual void write_i32(Tensor& t, const std::vector<int32_t>& idx,
                          const std::vector<int32_t>& v) = 0;
-  // Copies cache rows src_slots[i] → dst_slots[i] of one layer's K and V (beam reordering).
-  virtual void copy_slots(KvLayer& layer, const std::vector<int32_t>& src_slots,
+  // Copies cache rows src_slots[i] → dst_slots[i] of every layer's K and V, and their positions
+  // (beam forks): one call for all layers, so a device backend uploads the lists once.
+  virtual void copy_slots(std::span<KvLayer> layers, const std::vector<int32_t>& src_slots,
                           const std::vector<int32_t>& dst_slots) = 0;
   virtual void synchronize() {}
   // Runs `body`, the device work of one forward step. A backend may record it the first time a

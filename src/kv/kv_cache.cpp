@@ -103,7 +103,7 @@ void KvCache::copy_sequence(int src, int dst) {
 
 void KvCache::apply(const CacheOp& op) {
   if (op.kind == CacheOp::Kind::CopySlots)
-    for (KvLayer& l : layers_) backend_.copy_slots(l, op.slots, op.values);
+    backend_.copy_slots(layers_, op.slots, op.values);
   else
     backend_.write_i32(layers_[0].slot_pos, op.slots, op.values);
 }

@@ -245,6 +245,34 @@ TEST(CudaEnginePicks, BeamRowsOnDeviceEqualHost) {
   for (const auto& seq : outs[0][3].sequences)
     for (const int32_t t : seq) EXPECT_TRUE(t != 5 && t != 17) << t;
 }
+
+// Beam forks on the GPU's cache (full blocks shared, the partial one copied in every layer by one
+// copy_slots call) give the CPU backend's beams: fp32, block size 4 so that forks land inside
+// and at the ends of blocks, 6 beams over 30 tokens; the same sequences, scores within 1e-4.
+TEST(CudaEnginePicks, BeamForksAsTheCpuBackend) {
+  NI_REQUIRE_CUDA(probe, DType::F32);
+  const nlohmann::json ref = test::read_json("models/llama3_rope/reference.json");
+  GenerationRequest r{ref["cases"][1]["prompt_ids"].get<std::vector<int32_t>>(), {}};
+  r.params.max_new_tokens = 30;
+  r.params.ignore_eos = true;
+  r.params.num_beams = 6;
+  r.params.num_return_sequences = 6;
+  std::array<GenerationOutput, 2> outs;
+  for (const bool gpu : {true, false}) {
+    EngineOptions opt;
+    opt.model = test::data_path("models/llama3_rope");
+    opt.backend = gpu ? "cuda" : "cpu";
+    opt.dtype = "f32";
+    opt.block_size = 4;
+    outs[gpu ? 0 : 1] = Engine(opt).generate({r})[0];
+  }
+  ASSERT_EQ(outs[0].sequences.size(), 6U);
+  ASSERT_EQ(outs[1].sequences.size(), 6U);
+  for (size_t j = 0; j < 6; ++j) {
+    EXPECT_EQ(outs[0].sequences[j], outs[1].sequences[j]) << "sequence " << j;
+    EXPECT_NEAR(outs[0].scores[j], outs[1].scores[j], 1e-4) << "sequence " << j;
+  }
+}
 #endif
 
 }  // namespace

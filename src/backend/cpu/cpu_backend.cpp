@@ -84,17 +84,19 @@ class CpuBackend final : public Backend {
     for (size_t i = 0; i < idx.size(); ++i) t.as<int32_t>()[idx[i]] = v[i];
   }
 
-  void copy_slots(KvLayer& layer, const std::vector<int32_t>& src,
+  void copy_slots(std::span<KvLayer> layers, const std::vector<int32_t>& src,
                   const std::vector<int32_t>& dst) override {
-    const size_t row = layer.k.nbytes() / static_cast<size_t>(layer.k.dim(0));
-    auto* k = static_cast<uint8_t*>(layer.k.data());
-    auto* v = static_cast<uint8_t*>(layer.v.data());
-    for (size_t i = 0; i < src.size(); ++i) {
-      std::memcpy(k + row * dst[i], k + row * src[i], row);
-      std::memcpy(v + row * dst[i], v + row * src[i], row);
+    for (KvLayer& layer : layers) {
+      const size_t row = layer.k.nbytes() / static_cast<size_t>(layer.k.dim(0));
+      auto* k = static_cast<uint8_t*>(layer.k.data());
+      auto* v = static_cast<uint8_t*>(layer.v.data());
+      for (size_t i = 0; i < src.size(); ++i) {
+        std::memcpy(k + row * dst[i], k + row * src[i], row);
+        std::memcpy(v + row * dst[i], v + row * src[i], row);
+      }
+      int32_t* pos = layer.slot_pos.as<int32_t>();
+      for (size_t i = 0; i < src.size(); ++i) pos[dst[i]] = pos[src[i]];
     }
-    int32_t* pos = layer.slot_pos.as<int32_t>();
-    for (size_t i = 0; i < src.size(); ++i) pos[dst[i]] = pos[src[i]];
   }
 
   void embedding(const Tensor& table, const DeviceBatch& b, Tensor& out) override {

@@ -405,15 +405,18 @@ void CudaBackend::write_i32(Tensor& t, const std::vector<int32_t>& idx,
   NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-void CudaBackend::copy_slots(KvLayer& layer, const std::vector<int32_t>& src,
+void CudaBackend::copy_slots(std::span<KvLayer> layers, const std::vector<int32_t>& src,
                              const std::vector<int32_t>& dst) {
   NI_ASSERT(src.size() == dst.size());
   if (src.empty()) return;
+  // The lists go up once for all layers; one wait at the end, before they are freed.
   const Tensor ds = device_i32(src, stream_), dd = device_i32(dst, stream_);
-  const int64_t row = static_cast<int64_t>(layer.k.nbytes()) / layer.k.dim(0);
-  cuda::copy_slots(layer.k.data(), layer.v.data(), row, layer.slot_pos.as<int32_t>(),
-                   ds.as<const int32_t>(), dd.as<const int32_t>(), static_cast<int>(src.size()),
-                   stream_);
+  for (KvLayer& layer : layers) {
+    const int64_t row = static_cast<int64_t>(layer.k.nbytes()) / layer.k.dim(0);
+    cuda::copy_slots(layer.k.data(), layer.v.data(), row, layer.slot_pos.as<int32_t>(),
+                     ds.as<const int32_t>(), dd.as<const int32_t>(), static_cast<int>(src.size()),
+                     stream_);
+  }
   NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 

@@ -43,7 +43,7 @@ class CudaBackend final : public Backend {
   void fill_i32(Tensor& t, int32_t value) override;
   void write_i32(Tensor& t, const std::vector<int32_t>& idx,
                  const std::vector<int32_t>& v) override;
-  void copy_slots(KvLayer& layer, const std::vector<int32_t>& src_slots,
+  void copy_slots(std::span<KvLayer> layers, const std::vector<int32_t>& src_slots,
                   const std::vector<int32_t>& dst_slots) override;
   void synchronize() override;
   void run_step(int64_t key, const std::function<void()>& body) override;
