@@ -12,6 +12,7 @@
 #include <random>
 #include <set>
 #include <span>
+#include <utility>
 
 #include "gpu_test_util.h"
 #include "sampling/backend_pick.h"
@@ -295,14 +296,16 @@ TEST(CudaSampleHost, PenaltiesAndSuppressedTokensAsTheHost) {
 // (sampling::summarise_row): the same maximum and the same best tokens in the same order (ties
 // to the lower id, also when they run past n), and the log-sum-exp within float rounding (the
 // exps are added in another order). Rows: spread, rounded to bf16 (ties among the best), a
-// plateau of 100 equal maxima (more than n), and every logit equal.
+// plateau of 100 equal maxima (more than n), and every logit equal. 5, 40 and 80 rows: a row
+// over a cluster of 8, of 2 and one block (cuda::row_blocks); 13 logits leave blocks of a
+// cluster without any.
 TEST(CudaBeamRows, AsTheHostSummarisesThem) {
   NI_REQUIRE_CUDA(gpu, DType::F32);
   std::mt19937 rng(std::random_device{}());
   int exact_lse = 0, rows_seen = 0;
-  for (const int V : {777, 128256}) {
-    for (const int n : {8, 24}) {
-      const int R = 5;
+  for (const int V : {13, 777, 128256}) {
+    for (const auto& [n, R] :
+         {std::pair{8, 5}, std::pair{24, 5}, std::pair{8, 40}, std::pair{8, 80}}) {
       Tensor logits = test::random_host({R, V}, DType::F32, rng, 3.0F);
       float* x = logits.as<float>();
       for (int i = 0; i < V; ++i) x[V + i] = test::round_as(DType::BF16, x[V + i]);

@@ -591,37 +591,46 @@ __global__ void __launch_bounds__(kThreads)
   if (lane == 0) out[r_idx] = first + last;
 }
 
-// A row of logits summarised for beam search (BeamRow, as sampling::summarise_row makes it): one
-// block a row (a step's beams are few rows). The maximum; the exps expf(x - max) summed in double
-// (in another order than the host's, so the log-sum-exp may differ in its last bit); the n-th
-// largest key T by search; then, gathered in index order by warps that own contiguous segments,
-// the tokens above T (fewer than n) followed by the first of those at T (ties to the lower id):
-// n tokens, in no order of value (the host sorts them). stats[r] = {max, lse}.
+// A row of logits summarised for beam search (BeamRow, as sampling::summarise_row makes it), the
+// row over a cluster of blocks as in sample_kernel. The maximum; the exps expf(x - max) summed in
+// double (in another order than the host's, so the log-sum-exp may differ in its last bit); the
+// n-th largest key T by search; then, gathered in index order by warps that own contiguous
+// segments (in (block, warp) order), the tokens above T (fewer than n) followed by the first of
+// those at T (ties to the lower id): n tokens, in no order of value (the host sorts them).
+// stats[r] = {max, lse}.
 __global__ void __launch_bounds__(kThreads)
     beam_rows_kernel(const float* logits, int vocab, int n, float2* stats, float* values,
                      int32_t* ids) {
   __shared__ float red[32 * kPoints];
   __shared__ double red_d[32 * kPoints];
-  __shared__ int warp_above[32], warp_equal[32];
-  Reducer r{red, red_d, nullptr, nullptr};  // a plain launch: a cluster of one block
-  const float* row = logits + int64_t{blockIdx.x} * vocab;
+  __shared__ double slots[2 * kPoints];
+  __shared__ double got[kMaxCluster * kPoints];
+  __shared__ int seg_above[32], seg_equal[32];  // this block's warps' counts
+  __shared__ int all_above[kMaxCluster * 32], all_equal[kMaxCluster * 32];
+  const cg::cluster_group cluster = cg::this_cluster();
+  const int blocks = static_cast<int>(cluster.num_blocks());
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int r_idx = static_cast<int>(blockIdx.x) / blocks;
+  const float* row = logits + int64_t{r_idx} * vocab;
+  const int per = (vocab + blocks - 1) / blocks;  // this block's slice [first, first + len)
+  const int first = min(vocab, rank * per), len = min(vocab, first + per) - first;
+  Reducer r{red, red_d, slots, got};
+  auto x_at = [&](int i) { return row[first + i]; };
   float mx = -INFINITY;
-  strided<8>(
-      vocab, [&](int i) { return row[i]; }, [&](int, float x) { mx = fmaxf(mx, x); });
+  strided<8>(len, x_at, [&](int, float x) { mx = fmaxf(mx, x); });
   mx = r.max(mx);
   double sum = 0.0;
-  strided<8>(
-      vocab, [&](int i) { return row[i]; }, [&](int, float x) { sum += expf(x - mx); });
+  strided<8>(len, x_at, [&](int, float x) { sum += expf(x - mx); });
   sum = r.sum(sum);
   const uint32_t t = search(
       [&](const uint32_t(&ts)[kPoints], float(&out)[kPoints]) {
         count_keys(
-            vocab, [&](int i) { return key_of(row[i]); }, ts, out, r);
+            len, [&](int i) { return key_of(row[first + i]); }, ts, out, r);
       },
       static_cast<float>(n));
   const int lane = static_cast<int>(threadIdx.x % 32), warp = static_cast<int>(threadIdx.x / 32);
-  const int warps = static_cast<int>(blockDim.x / 32), seg = (vocab + warps - 1) / warps;
-  const int begin = min(vocab, warp * seg), end = min(vocab, begin + seg);
+  const int warps = static_cast<int>(blockDim.x / 32), seg = (len + warps - 1) / warps;
+  const int begin = first + min(len, warp * seg), end = first + min(len, warp * seg + seg);
   const unsigned lower = (1U << lane) - 1U;
   int above = 0, equal = 0;
   for (int base = begin; base < end; base += 32) {
@@ -630,16 +639,29 @@ __global__ void __launch_bounds__(kThreads)
     above += __popc(__ballot_sync(0xffffffffU, i < end && k > t));
     equal += __popc(__ballot_sync(0xffffffffU, i < end && k == t));
   }
-  if (lane == 0) warp_above[warp] = above, warp_equal[warp] = equal;
-  __syncthreads();
-  int a = 0, e = 0, all_above = 0;  // this warp's first places, and the tokens above T
-  for (int v = 0; v < warps; ++v) {
-    a += v < warp ? warp_above[v] : 0;
-    e += v < warp ? warp_equal[v] : 0;
-    all_above += warp_above[v];
+  if (lane == 0) seg_above[warp] = above, seg_equal[warp] = equal;
+  auto sync = [&] {
+    if (blocks > 1)
+      cluster.sync();
+    else
+      __syncthreads();
+  };
+  sync();
+  for (int v = static_cast<int>(threadIdx.x); v < blocks * warps;
+       v += static_cast<int>(blockDim.x)) {
+    all_above[v] = cluster.map_shared_rank(seg_above, v / warps)[v % warps];
+    all_equal[v] = cluster.map_shared_rank(seg_equal, v / warps)[v % warps];
   }
-  float* out_v = values + int64_t{blockIdx.x} * n;
-  int32_t* out_i = ids + int64_t{blockIdx.x} * n;
+  sync();  // every block has read the others' counts before any of them leaves
+  int a = 0, e = 0, total_above = 0;  // this warp's first places, and the tokens above T
+  const int me = rank * warps + warp;
+  for (int v = 0; v < blocks * warps; ++v) {
+    a += v < me ? all_above[v] : 0;
+    e += v < me ? all_equal[v] : 0;
+    total_above += all_above[v];
+  }
+  float* out_v = values + int64_t{r_idx} * n;
+  int32_t* out_i = ids + int64_t{r_idx} * n;
   for (int base = begin; base < end; base += 32) {
     const int i = base + lane;
     const float x = i < end ? row[i] : 0.0F;
@@ -648,13 +670,13 @@ __global__ void __launch_bounds__(kThreads)
     const unsigned eq = __ballot_sync(0xffffffffU, i < end && k == t);
     int at = -1;
     if ((ab >> lane & 1U) != 0) at = a + __popc(ab & lower);
-    if ((eq >> lane & 1U) != 0 && e + __popc(eq & lower) < n - all_above)
-      at = all_above + e + __popc(eq & lower);
+    if ((eq >> lane & 1U) != 0 && e + __popc(eq & lower) < n - total_above)
+      at = total_above + e + __popc(eq & lower);
     if (at >= 0) out_v[at] = x, out_i[at] = i;
     a += __popc(ab);
     e += __popc(eq);
   }
-  if (threadIdx.x == 0) stats[blockIdx.x] = make_float2(mx, static_cast<float>(log(sum)));
+  if (rank == 0 && threadIdx.x == 0) stats[r_idx] = make_float2(mx, static_cast<float>(log(sum)));
 }
 
 // One thread an edit: the host stages' arithmetic in their order, rounded as the host rounds
@@ -671,11 +693,10 @@ __global__ void edit_kernel(float* logits, int64_t vocab, const LogitEdit* edits
   x = v;
 }
 
-// A launch of sample_kernel over `rows` rows in clusters of `blocks` blocks (`cluster` holds the
-// attribute the config points to; a one-block cluster launched as such ran ~25 us slower, so
-// that is a plain launch).
-cudaLaunchConfig_t sample_launch(int rows, int blocks, cudaLaunchAttribute& cluster,
-                                 cudaStream_t s) {
+// A launch of sample_kernel or beam_rows_kernel over `rows` rows in clusters of `blocks` blocks
+// (`cluster` holds the attribute the config points to; a one-block cluster launched as such ran
+// ~25 us slower, so that is a plain launch).
+cudaLaunchConfig_t row_launch(int rows, int blocks, cudaLaunchAttribute& cluster, cudaStream_t s) {
   cluster = {};
   cluster.id = cudaLaunchAttributeClusterDimension;
   cluster.val.clusterDim.x = static_cast<unsigned>(blocks);
@@ -691,12 +712,13 @@ cudaLaunchConfig_t sample_launch(int rows, int blocks, cudaLaunchAttribute& clus
 }
 
 // How many clusters of `blocks` sample blocks the GPU holds at once (SMs come in GPCs, so this is
-// not the SM count over `blocks`); asked once per size.
+// not the SM count over `blocks`); asked once per size. beam_rows_kernel has the same threads and
+// less shared memory, so at least as many of its clusters fit.
 int resident_clusters(int blocks) {
   static int fit[kMaxCluster + 1] = {};
   if (fit[blocks] == 0) {
     cudaLaunchAttribute cluster{};
-    cudaLaunchConfig_t cfg = sample_launch(1, blocks, cluster, nullptr);
+    cudaLaunchConfig_t cfg = row_launch(1, blocks, cluster, nullptr);
     cfg.numAttrs = 1;  // the query needs the cluster size, even of one
     NI_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&fit[blocks], sample_kernel, &cfg));
     fit[blocks] = std::max(fit[blocks], 1);
@@ -713,10 +735,12 @@ void edit_logits(float* logits, int vocab, const LogitEdit* edits, int n, cudaSt
 }
 
 void beam_rows(const float* logits, int rows, int vocab, int n, float2* stats, float* values,
-               int32_t* ids, cudaStream_t s) {
+               int32_t* ids, int blocks, cudaStream_t s) {
   if (rows == 0) return;
-  beam_rows_kernel<<<rows, kThreads, 0, s>>>(logits, vocab, n, stats, values, ids);
-  NI_CUDA_LAUNCH_CHECK("beam_rows");
+  NI_ASSERT(blocks >= 1 && blocks <= kMaxCluster);
+  cudaLaunchAttribute cluster{};
+  const cudaLaunchConfig_t cfg = row_launch(rows, blocks, cluster, s);
+  NI_CUDA_CHECK(cudaLaunchKernelEx(&cfg, beam_rows_kernel, logits, vocab, n, stats, values, ids));
 }
 
 void argmax_rows(const float* logits, int rows, int vocab, int32_t* out, cudaStream_t s) {
@@ -725,7 +749,7 @@ void argmax_rows(const float* logits, int rows, int vocab, int32_t* out, cudaStr
   NI_CUDA_LAUNCH_CHECK("argmax_rows");
 }
 
-int sample_blocks(int rows) {
+int row_blocks(int rows) {
   // A block's passes over a row are bound by its SM: few rows each take a cluster of blocks (one
   // an SM), the largest (up to kMaxCluster) with every row's cluster resident at once.
   int blocks = kMaxCluster;
@@ -738,7 +762,7 @@ void sample_rows(const float* logits, int rows, int vocab, const RowPick* params
   if (rows == 0) return;
   NI_ASSERT(blocks >= 1 && blocks <= kMaxCluster);
   cudaLaunchAttribute cluster{};
-  const cudaLaunchConfig_t cfg = sample_launch(rows, blocks, cluster, s);
+  const cudaLaunchConfig_t cfg = row_launch(rows, blocks, cluster, s);
   NI_CUDA_CHECK(cudaLaunchKernelEx(&cfg, sample_kernel, logits, vocab, params, scratch, out));
 }
 

@@ -104,8 +104,9 @@ constexpr int kGemvMaxTokens = 4;
 // --- k_sample.cu
 // Row r of logits [R, V] (f32) summarised for beam search: stats[r] = {max, log-sum-exp}, and
 // its n best tokens (n <= V; ties to the lower id) at values / ids [r * n ...], in no order.
+// Each row takes a cluster of `blocks` blocks (row_blocks(rows)).
 void beam_rows(const float* logits, int rows, int vocab, int n, float2* stats, float* values,
-               int32_t* ids, cudaStream_t s);
+               int32_t* ids, int blocks, cudaStream_t s);
 // Rewrites the logits [R, V] (f32) that edits[0, n) name as the host's history processors do
 // (backend/row_pick.h); each (row, token) at most once.
 void edit_logits(float* logits, int vocab, const LogitEdit* edits, int n, cudaStream_t s);
@@ -113,12 +114,12 @@ void edit_logits(float* logits, int vocab, const LogitEdit* edits, int n, cudaSt
 void argmax_rows(const float* logits, int rows, int vocab, int32_t* out, cudaStream_t s);
 // out[r] = the host sampler's token for row r of logits [R, V] (f32) with params[r]
 // (backend/row_pick.h): greedy, or the filters in HF's order and the seeded draw. scratch holds
-// 2 x R x V floats. Each row takes a cluster of `blocks` blocks (sample_blocks(rows)).
+// 2 x R x V floats. Each row takes a cluster of `blocks` blocks (row_blocks(rows)).
 void sample_rows(const float* logits, int rows, int vocab, const RowPick* params, float* scratch,
                  int32_t* out, int blocks, cudaStream_t s);
-// The blocks a row of sample_rows takes for `rows` rows: a few rows take a cluster of blocks,
-// one an SM. The first call for a cluster size asks the driver for the clusters that fit (it
-// also loads the kernel), so callers ask before any timed region.
-int sample_blocks(int rows);
+// The blocks a row of sample_rows or beam_rows takes for `rows` rows: a few rows take a cluster
+// of blocks, one an SM. The first call for a cluster size asks the driver for the clusters that
+// fit (it also loads the sample kernel), so callers ask before any timed region.
+int row_blocks(int rows);
 
 }  // namespace nanoinfer::cuda
