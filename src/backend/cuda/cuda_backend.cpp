@@ -220,6 +220,7 @@ bool CudaBackend::pick_to_host(const Tensor& logits, std::span<const RowPick> ro
   // Lazily sized (an empty Tensor's numel() is 1, so empty() is checked too), outside any graph,
   // so without an allocation epoch (device_tensor, not alloc).
   if (pick_ids_.empty() || pick_ids_.numel() < R) pick_ids_ = device_tensor({R}, DType::I32);
+  cuda::prepare_pick_kernels();  // (outside the profiled ops)
   edit_logits(logits, edits);
   if (std::all_of(rows.begin(), rows.end(), [](const RowPick& r) { return r.temperature <= 0; }))
     argmax_rows(logits, pick_ids_);
@@ -242,6 +243,7 @@ bool CudaBackend::beam_rows_to_host(const Tensor& logits, int n, std::vector<Bea
   if (beam_out_.empty() || beam_out_.numel() < words)
     beam_out_ = device_tensor({std::max<int64_t>(words, 1)}, DType::I32);
   auto* base = static_cast<int32_t*>(beam_out_.data());
+  cuda::prepare_pick_kernels();
   const int blocks = cuda::row_blocks(static_cast<int>(R));  // (outside the profiled op)
   {
     OpScope op(*this, "beam_rows");

@@ -749,6 +749,18 @@ void argmax_rows(const float* logits, int rows, int vocab, int32_t* out, cudaStr
   NI_CUDA_LAUNCH_CHECK("argmax_rows");
 }
 
+void prepare_pick_kernels() {
+  static const bool once = [] {
+    cudaFuncAttributes attr{};
+    NI_CUDA_CHECK(cudaFuncGetAttributes(&attr, argmax_kernel));
+    NI_CUDA_CHECK(cudaFuncGetAttributes(&attr, edit_kernel));
+    NI_CUDA_CHECK(cudaFuncGetAttributes(&attr, sample_kernel));
+    NI_CUDA_CHECK(cudaFuncGetAttributes(&attr, beam_rows_kernel));
+    return true;
+  }();
+  (void)once;
+}
+
 int row_blocks(int rows) {
   // A block's passes over a row are bound by its SM: few rows each take a cluster of blocks (one
   // an SM), the largest (up to kMaxCluster) with every row's cluster resident at once.

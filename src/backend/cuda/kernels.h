@@ -121,5 +121,8 @@ void sample_rows(const float* logits, int rows, int vocab, const RowPick* params
 // of blocks, one an SM. The first call for a cluster size asks the driver for the clusters that
 // fit (it also loads the sample kernel), so callers ask before any timed region.
 int row_blocks(int rows);
+// Loads the kernels above (with lazy module loading a kernel loads inside its first launch, and
+// so inside a profiled op); once a process.
+void prepare_pick_kernels();
 
 }  // namespace nanoinfer::cuda
