@@ -90,7 +90,10 @@ __device__ __forceinline__ float value_of(uint32_t k) {
   return __uint_as_float((k & 0x80000000U) != 0 ? k & 0x7FFFFFFFU : ~k);
 }
 
-constexpr int kPoints = 7;  // thresholds a search tries per pass over the tokens
+// Thresholds a search tries per pass over the tokens. A pass costs about in proportion to its
+// thresholds, so fewer and more passes won: H200, 2026-12-01, top-p on 128k spread logits, one
+// row: 15 thresholds 320 us, 7 213 us, 5 200 us, 3 173 us, 2 191 us (docs/perf.md).
+constexpr int kPoints = 3;
 
 // v[j] summed over the block, for each j (red: 32 x N values of shared memory).
 template <class T, int N>
@@ -180,7 +183,7 @@ struct Reducer {
 
 // Largest t with f(t) >= target, f non-increasing in t and f(0) >= target. Each pass evaluates
 // f at kPoints thresholds spread over the range left (f_at(ts, out): out[j] = f(ts[j])), which
-// cuts it eight ways: 11 passes over 32-bit keys where a bisection takes 32.
+// cuts it four ways: 16 passes over 32-bit keys where a bisection takes 32.
 template <class F, class T>
 __device__ uint32_t search(F f_at, T target) {
   uint32_t lo = 0, hi = 0xFFFFFFFFU;  // the answer is in [lo, hi]
