@@ -91,8 +91,8 @@ __device__ __forceinline__ float value_of(uint32_t k) {
 }
 
 // Thresholds a search tries per pass over the tokens. A pass costs about in proportion to its
-// thresholds, so fewer and more passes won: H200, 2026-12-01, top-p on 128k spread logits, one
-// row: 15 thresholds 320 us, 7 213 us, 5 200 us, 3 173 us, 2 191 us (docs/perf.md).
+// thresholds (and fewer spill less), so fewer and more passes won: H200, 2026-12-01, top-p on
+// 128k spread logits, one row: 15 thresholds 320 us, 7 213 us, 5 200 us, 3 173 us, 2 191 us.
 constexpr int kPoints = 3;
 
 // v[j] summed over the block, for each j (red: 32 x N values of shared memory).
