@@ -287,6 +287,31 @@ TEST(CudaGemv, EdgeShapesLeaveTheRestAlone) {
     }
   }
 }
+
+// cuda::read_two (the benchmarks' read ceiling) reads every word of both buffers: with every word
+// zero but one, set to the value that makes the thread holding it write the sink, the sink is
+// written wherever that word sits (at either end of either buffer, or inside).
+TEST(CudaReadTwo, ReadsEveryWordOfBoth) {
+  NI_REQUIRE_CUDA(gpu, DType::F32);
+  const cudaStream_t stream = dynamic_cast<cuda::CudaBackend&>(*gpu).stream();
+  constexpr int32_t kWrites = static_cast<int32_t>(0x9e3779b9U);  // read_two_kernel's value
+  for (const int64_t words : {int64_t{4}, int64_t{1028}, int64_t{4} << 20}) {  // per buffer
+    Tensor a = gpu->alloc({words}, DType::I32), b = gpu->alloc({words}, DType::I32);
+    Tensor sink = gpu->alloc({1}, DType::I32);
+    for (const int64_t p :
+         {int64_t{0}, int64_t{3}, words / 2, words - 1, words, words + 3, 2 * words - 1}) {
+      gpu->fill_i32(a, 0);
+      gpu->fill_i32(b, 0);
+      gpu->fill_i32(sink, 0);
+      gpu->write_i32(p < words ? a : b, {static_cast<int32_t>(p % words)}, {kWrites});
+      cuda::read_two(a.data(), b.data(), words * 4, static_cast<unsigned*>(sink.data()), stream);
+      int32_t got = 0;
+      ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+      ASSERT_EQ(cudaMemcpy(&got, sink.data(), 4, cudaMemcpyDeviceToHost), cudaSuccess);
+      EXPECT_EQ(got, kWrites) << words << " words a buffer, the word at " << p << " unread";
+    }
+  }
+}
 #endif
 
 INSTANTIATE_TEST_SUITE_P(
