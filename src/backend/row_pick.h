@@ -38,6 +38,10 @@ struct BeamRow {
   struct Token {
     float logit;
     int32_t id;
+    // best's order: higher logit first, the lower id first among equal logits.
+    static bool before(const Token& a, const Token& b) {
+      return a.logit > b.logit || (a.logit == b.logit && a.id < b.id);
+    }
   };
   float max = 0.0F;
   float lse = 0.0F;

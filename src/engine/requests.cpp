@@ -83,7 +83,8 @@ bool BeamRequest::step(std::span<const BeamRow> rows, int vocab, KvCache& cache,
     return false;
   }
   // Beam j continues parent p with the chosen token: p's first child takes over p's cache
-  // sequence, any other child gets its own copy of it, and a parent without children is released.
+  // sequence, any other child forks it (KvCache::copy_sequence: p's full blocks shared, its
+  // partial last one copied), and a parent without children is released.
   std::vector<SeqState> next;
   std::vector<uint8_t> kept(beams.size(), 0);
   for (const sampling::BeamChoice& c : choices) {

@@ -30,14 +30,12 @@ BeamRow summarise_row(std::span<const float> row, size_t n) {
   out.lse = static_cast<float>(std::log(sum));
   if (n == 0) return out;
   // The best n by logit, kept sorted; later ids lose ties.
-  const auto before = [](const BeamRow::Token& a, const BeamRow::Token& b) {
-    return better(a.logit, a.id, b.logit, b.id);
-  };
   out.best.reserve(n + 1);
   for (size_t v = 0; v < row.size(); ++v) {
     if (out.best.size() == n && !(row[v] > out.best.back().logit)) continue;
     const BeamRow::Token t{row[v], static_cast<int32_t>(v)};
-    out.best.insert(std::upper_bound(out.best.begin(), out.best.end(), t, before), t);
+    out.best.insert(std::upper_bound(out.best.begin(), out.best.end(), t, BeamRow::Token::before),
+                    t);
     if (out.best.size() > n) out.best.pop_back();
   }
   return out;

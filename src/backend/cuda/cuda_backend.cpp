@@ -268,9 +268,7 @@ bool CudaBackend::beam_rows_to_host(const Tensor& logits, int n, std::vector<Bea
       t.id = host[2 * R + R * n + r * n + j];
       b.best.push_back(t);
     }
-    std::sort(b.best.begin(), b.best.end(), [](const BeamRow::Token& x, const BeamRow::Token& y) {
-      return x.logit > y.logit || (x.logit == y.logit && x.id < y.id);
-    });
+    std::sort(b.best.begin(), b.best.end(), BeamRow::Token::before);
   }
   return true;
 }
