@@ -3,8 +3,8 @@
 //       with and without CUDA graphs, bytes read per decode token / time as GB/s and as a % of
 //       a 2 GiB device-to-device copy measured in the same run;
 //   W3  prefill of one 4,096-token prompt and of 8 at once (prompt tokens/s);
-//   attn the decode attention kernel alone at contexts 4k and 16k, batch 1/8/32 (% of copy),
-//        next to a kernel that only reads the same bytes;
+//   attn the decode attention kernel alone at contexts 640 (W1's), 4k and 16k, batch 1/8/32 (% of
+//        copy), next to a kernel that only reads the same bytes;
 //   gemv the decode matrix-vector kernel alone on the config's matrices (% of the copy bandwidth);
 //   step W1's decode step as the engine runs it (the token picked and read back, then the next
 //        step built) against the same steps queued without reading the token: the host's gap;
@@ -312,7 +312,7 @@ json run_attention(const Args& a, double copy_gbs) {
   json out;
   nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
   for (const int seqs : {1, 8, 32}) {
-    for (const int ctx : {4096, 16384}) {
+    for (const int ctx : {640, 4096, 16384}) {
       const double bytes =
           static_cast<double>(seqs) * ctx * 2.0 * c.num_kv_heads * c.head_dim * 2.0;
       c.num_layers = std::max(1, static_cast<int>(std::ceil(512e6 / bytes)));

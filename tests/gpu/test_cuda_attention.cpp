@@ -111,6 +111,9 @@ INSTANTIATE_TEST_SUITE_P(
                                          AttnCase{{900, 70}, 12, 4, 64, 16, "pre", 2},
                                          AttnCase{{65, 129}, 6, 2, 128, 8, "post", 2},
                                          AttnCase{{130, 2}, 16, 1, 64, 16, "post", 2},
+                                         // a block size that is not a power of two: the
+                                         // block-table lookups divide instead of shifting
+                                         AttnCase{{300, 45}, 8, 2, 128, 12, "pre", 2},
                                          // more than 16 (sequence, kv head) pairs: the
                                          // one-stage decode kernel (fewer take two stages)
                                          AttnCase{{600, 33, 1, 250, 90}, 32, 8, 128, 16, "pre", 2},

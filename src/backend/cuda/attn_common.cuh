@@ -10,9 +10,14 @@ namespace nanoinfer::cuda {
 
 constexpr float kLog2e = 1.4426950408889634F;
 
+// (A power-of-two block size, the usual one, takes a shift and a mask instead of an integer
+// division, which costs a few dozen instructions a lookup.)
 __device__ __forceinline__ int64_t cache_slot(const AttnArgs& a, int seq, int j) {
-  return int64_t{a.block_tables[int64_t{seq} * a.bt_stride + j / a.block_size]} * a.block_size +
-         j % a.block_size;
+  const int bs = a.block_size;
+  const bool pow2 = (bs & (bs - 1)) == 0;
+  const int page = pow2 ? j >> (__ffs(bs) - 1) : j / bs;
+  const int in_page = pow2 ? j & (bs - 1) : j % bs;
+  return int64_t{a.block_tables[int64_t{seq} * a.bt_stride + page]} * bs + in_page;
 }
 
 // Entry j (j <= qi, j < ctx) is visible to the query at logical index qi, unless the tree mask
