@@ -50,19 +50,27 @@ struct Layout {
 
 // One warp's 16 query rows: Q as A fragments, and for the lane's two rows (lane / 4 and
 // lane / 4 + 8) the running max, the running sum (of the lane's own columns until finish()) and
-// the output accumulators, D / 8 C tiles.
-template <int D>
+// the output accumulators, D / 8 C tiles. kQShared: Q's fragments are loaded from shared memory
+// at every step instead of held in D / 4 registers (the one-stage decode instance, capped at 128
+// registers a thread for four blocks an SM: with Q in registers it spilled ~70 bytes a thread
+// inside its tile loop; a few more ldmatrix a tile cost less).
+template <int D, bool kQShared = false>
 struct WarpAttn {
   static constexpr int S = Layout<D>::kStride;
-  uint32_t q[D / 16][4];
+  uint32_t q[kQShared ? 1 : D / 16][4];
+  const bf16* qrow = nullptr;  // kQShared: the lane's ldmatrix row of Q (k chunk 0)
   float o[D / 8][4];
   float m[2], l[2];
 
+  __device__ void q_frag(uint32_t (&f)[4], int kc) const { ldmatrix_x4(f, qrow + kc * 16); }
+
   __device__ void init(const bf16* qs, int row0) {
     const int lane = threadIdx.x % 32;
+    qrow = qs + (row0 + lane % 8 + lane / 8 % 2 * 8) * S + lane / 16 * 8;
+    if constexpr (!kQShared) {
 #pragma unroll
-    for (int kc = 0; kc < D / 16; ++kc)
-      ldmatrix_x4(q[kc], qs + (row0 + lane % 8 + lane / 8 % 2 * 8) * S + kc * 16 + lane / 16 * 8);
+      for (int kc = 0; kc < D / 16; ++kc) q_frag(q[kc], kc);
+    }
 #pragma unroll
     for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0F;
     m[0] = m[1] = -INFINITY;
@@ -80,13 +88,16 @@ struct WarpAttn {
     for (int n = 0; n < NK / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0F;
 #pragma unroll
     for (int kc = 0; kc < D / 16; ++kc) {
+      uint32_t qf[4];
+      if constexpr (kQShared) q_frag(qf, kc);
+      const uint32_t(&a)[4] = kQShared ? qf : q[kQShared ? 0 : kc];
 #pragma unroll
       for (int np = 0; np < NK / 16; ++np) {
         uint32_t b[4];
         ldmatrix_x4(
             b, ks + (k0 + np * 16 + lane % 8 + lane / 16 * 8) * S + kc * 16 + lane / 8 % 2 * 8);
-        mma_bf16(s[2 * np], q[kc], b[0], b[1]);
-        mma_bf16(s[2 * np + 1], q[kc], b[2], b[3]);
+        mma_bf16(s[2 * np], a, b[0], b[1]);
+        mma_bf16(s[2 * np + 1], a, b[2], b[3]);
       }
     }
     float alpha[2];
@@ -369,7 +380,7 @@ __global__ void __launch_bounds__(kThreads, kStages == 1 ? kDecodeBlocksPerSm : 
     }
   };
   const bool tree = a.tree_mask != nullptr;
-  WarpAttn<D> w;
+  WarpAttn<D, kStages == 1> w;  // (Q from shared memory where registers are capped at 128)
   w.m[0] = w.m[1] = -INFINITY;  // for an empty context (no tile): nothing seen
   w.l[0] = w.l[1] = 0.0F;
   for_each_tile<D, kStages, true, kRotate>(
