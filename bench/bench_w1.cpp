@@ -307,7 +307,9 @@ double graph_us(cudaStream_t s, int launches, const Call& call) {
 // a call weighs as the bytes it moves grow). Enough layers of cache are cycled that the entries
 // come from device memory, not the 50 MB L2, and the calls (at least 16, the layers cycled) are
 // replayed as one CUDA graph so launch overhead is not timed. Next to each, the same bytes read
-// by a kernel that does nothing else (read_two), graphed the same way: what any kernel could do.
+// by a kernel that does nothing else (read_two), the same calls in one graph (timed by events:
+// graph_us's median replay, where the attention's time is the mean of its replays): what any
+// kernel could do.
 json run_attention(const Args& a, double copy_gbs) {
   json out;
   nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
@@ -355,7 +357,7 @@ json run_attention(const Args& a, double copy_gbs) {
           std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
           (reps * calls);
       const double gbs = bytes / (us * 1e-6) / 1e9;
-      // The ceiling: a kernel that only reads the same K and V bytes, graphed the same way.
+      // The ceiling: a kernel that only reads the same K and V bytes, the same layers cycled.
       unsigned* sink = nullptr;
       cudaStream_t rs = nullptr;
       check(cudaMalloc(&sink, sizeof(unsigned)), "cudaMalloc");
