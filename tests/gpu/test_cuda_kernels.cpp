@@ -288,6 +288,87 @@ TEST(CudaGemv, EdgeShapesLeaveTheRestAlone) {
   }
 }
 
+// Backend::block_tail (one kernel from a block's attention output to the next block's qkv) gives
+// the results of the ops it replaces bit for bit, at every row count the GEMV takes, with and
+// without the next block's product, launch after launch (its grid barrier is left ready).
+struct TailShape {
+  int attn, hidden, ffn, qkv;
+};
+
+class CudaBlockTail : public ::testing::TestWithParam<TailShape> {};
+
+TEST_P(CudaBlockTail, EqualsTheOpsBitForBit) {
+  NI_REQUIRE_CUDA(gpu, DType::BF16);
+  dynamic_cast<cuda::CudaBackend&>(*gpu).set_use_block_tail(true);
+  const auto [A, H, F, Q] = GetParam();
+  const DType bf = DType::BF16;
+  std::mt19937 rng(11);
+  const auto up = [&](std::vector<int64_t> shape, float std) {
+    return gpu->upload(test::random_host(std::move(shape), bf, rng, std), bf);
+  };
+  const Tensor o = up({H, A}, 0.05F), mlp_norm = up({H}, 1.0F), gate_up = up({2 * F, H}, 0.05F);
+  const Tensor down = up({H, F}, 0.05F), next_norm = up({H}, 1.0F), qkv = up({Q, H}, 0.05F);
+  const float eps = 1e-5F;
+  const auto host = [&](const Tensor& t) {
+    std::vector<float> v;
+    gpu->to_host_f32(t, v);
+    return v;
+  };
+  for (int T = 1; T <= cuda::kGemvMaxTokens; ++T) {
+    for (const bool last : {false, true}) {
+      SCOPED_TRACE(testing::Message() << "tokens " << T << (last ? ", last block" : ""));
+      const Tensor attn = up({T, A}, 1.0F);
+      const Tensor res = test::random_host({T, H}, bf, rng);
+      Tensor r1 = gpu->upload(res, bf), p1 = gpu->alloc({T, H}, bf),
+             g1 = gpu->alloc({T, 2 * F}, bf);
+      Tensor m1 = gpu->alloc({T, F}, bf), x1 = gpu->alloc({T, H}, bf), q1 = gpu->alloc({T, Q}, bf);
+      gpu->matmul(attn, o, p1);
+      gpu->add_rmsnorm(r1, p1, mlp_norm, eps, x1);
+      gpu->matmul(x1, gate_up, g1);
+      gpu->silu_mul(g1, m1);
+      gpu->matmul(m1, down, p1);
+      gpu->add_rmsnorm(r1, p1, next_norm, eps, x1);
+      if (!last) gpu->matmul(x1, qkv, q1);
+      for (int launch = 0; launch < 3; ++launch) {
+        Tensor r2 = gpu->upload(res, bf), p2 = gpu->alloc({T, H}, bf);
+        Tensor g2 = gpu->alloc({T, 2 * F}, bf), x2 = gpu->alloc({T, H}, bf);
+        Tensor q2 = gpu->alloc({T, Q}, bf);
+        ASSERT_TRUE(gpu->block_tail({&attn, &o, &mlp_norm, &gate_up, &down, &next_norm,
+                                     last ? nullptr : &qkv, eps, &r2, &p2, &g2, &x2, &q2}));
+        EXPECT_EQ(host(r2), host(r1)) << "residual, launch " << launch;
+        EXPECT_EQ(host(x2), host(x1)) << "x, launch " << launch;
+        EXPECT_EQ(host(g2), host(g1)) << "gate_up, launch " << launch;
+        EXPECT_EQ(host(p2), host(p1)) << "down's product, launch " << launch;
+        if (!last) {
+          EXPECT_EQ(host(q2), host(q1)) << "qkv, launch " << launch;
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaBlockTail,
+                         ::testing::Values(TailShape{64, 64, 96, 128},          // tiny
+                                           TailShape{200, 136, 328, 264},       // no power of two
+                                           TailShape{576, 576, 1536, 960},      // SmolLM2-135M
+                                           TailShape{4096, 4096, 1024, 520}));  // widest norm
+
+// Where the kernel has no form the backend says so and leaves the ops to the caller: fp32, more
+// rows than the GEMV takes, a hidden size past its norm's layout.
+TEST(CudaBlockTail, DeclinesWhatItDoesNotTake) {
+  for (const auto& [dt, T, H] : {std::tuple{DType::F32, 1, 64}, std::tuple{DType::BF16, 5, 64},
+                                 std::tuple{DType::BF16, 1, 4104}}) {
+    NI_REQUIRE_CUDA(gpu, dt);
+    dynamic_cast<cuda::CudaBackend&>(*gpu).set_use_block_tail(true);
+    Tensor attn = gpu->alloc({T, 64}, dt), o = gpu->alloc({H, 64}, dt), n = gpu->alloc({H}, dt);
+    Tensor gu = gpu->alloc({16, H}, dt), down = gpu->alloc({H, 8}, dt), r = gpu->alloc({T, H}, dt);
+    Tensor p = gpu->alloc({T, H}, dt), g = gpu->alloc({T, 16}, dt), x = gpu->alloc({T, H}, dt);
+    EXPECT_FALSE(
+        gpu->block_tail({&attn, &o, &n, &gu, &down, &n, nullptr, 1e-5F, &r, &p, &g, &x, &x}))
+        << dtype_name(dt) << " tokens " << T << " hidden " << H;
+  }
+}
+
 // cuda::read_two (the benchmarks' read ceiling) reads every word of both buffers: with every word
 // zero but one, set to the value that makes the thread holding it write the sink, the sink is
 // written wherever that word sits (at either end of either buffer, or inside).
