@@ -572,10 +572,6 @@ bool CudaBackend::block_tail(const BlockTail& t) {
   if (!use_block_tail_ || !use_gemv_ || dtype_ != DType::BF16 || T > kGemvMaxTokens) return false;
   NI_ASSERT(t.residual->dim(0) == T && t.o->dim(0) == t.residual->dim(1) &&
             t.o->dim(1) == t.attn->dim(1) && t.down->dim(1) * 2 == t.gate_up->dim(0));
-  if (barrier_.empty()) {  // (sized by the step's eager run, before any capture)
-    barrier_ = alloc({2}, DType::I32);
-    fill_i32(barrier_, 0);
-  }
   cuda::BlockTailArgs a{};
   a.attn = t.attn->data();
   a.w_o = t.o->data();
@@ -589,13 +585,17 @@ bool CudaBackend::block_tail(const BlockTail& t) {
   a.gate_up = t.gate_up_out->data();
   a.x = t.x->data();
   a.qkv = t.qkv->data();
-  a.barrier = static_cast<unsigned*>(barrier_.data());
   a.eps = t.eps;
   a.attn_dim = static_cast<int>(t.attn->dim(1));
   a.hidden = static_cast<int>(t.residual->dim(1));
   a.ffn = static_cast<int>(t.down->dim(1));
   a.qkv_dim = t.next_qkv != nullptr ? static_cast<int>(t.next_qkv->dim(0)) : 0;
   if (!cuda::block_tail_fits(a, static_cast<int>(T))) return false;
+  if (barrier_.empty()) {  // (sized by the step's eager run, before any capture)
+    barrier_ = alloc({2}, DType::I32);
+    fill_i32(barrier_, 0);
+  }
+  a.barrier = static_cast<unsigned*>(barrier_.data());
   OpScope op(*this, "block_tail");
   cuda::block_tail_bf16(a, static_cast<int>(T), stream_);
   return true;

@@ -1,8 +1,8 @@
 // The streaming core of the decode GEMVs (k_gemv.cu, and the fused block tail of
 // k_block_tail.cu): one warp's share of y[t, r] = sum_k x[t, k] w[r, k] for TOK rows of x.
-//  - Warp g of the G in the grid (kWarps a block) owns rows g, g + G, g + 2G, ... (consecutive
+//  - Warp g of the G in the grid (kGemvWarps a block) owns rows g, g + G, g + 2G, ... (consecutive
 //    rows on different SMs, so every SM gets an even share) and walks them as one stream of
-//    chunks, a chunk being kUnroll loads of 16 bytes per lane (4 KB). The loads of the next
+//    chunks, a chunk being kGemvUnroll loads of 16 bytes per lane (4 KB). The loads of the next
 //    chunk, in the same row or the next, are issued before the FMAs of the current one, also
 //    across row ends (the reduction and store of a row overlap the next row's loads).
 //  - The first chunk's loads are issued before the caller waits for its input (between()), so

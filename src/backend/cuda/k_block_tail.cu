@@ -12,8 +12,8 @@
 //  - Every block keeps all of h in its shared memory and works out the norms itself from the
 //    products it reads back (a few KB from the L2), so nothing but the products crosses blocks.
 //  - Bit for bit the kernels it replaces: the GEMVs are gemv_rows.cuh's, the norm's sums are
-//    taken in rmsnorm's order (a thread per 8 features, hidden <= 4096), SiLU * mul rounds as
-//    its kernel does. The GPU tests compare the two paths exactly.
+//    taken in rmsnorm's order (a thread per 8 features, hidden <= 4096), and the per-element
+//    formulas are cuda_common.cuh's, as theirs. The GPU tests compare the two paths exactly.
 //  - The barrier needs every block resident at once: one block per SM, launched cooperatively.
 #include <cuda_bf16.h>
 
@@ -82,12 +82,11 @@ __device__ void add_norm(const bf16* base, const bf16* add, const bf16* w, float
 #pragma unroll
       for (int e = 0; e < 8; ++e) ss += to_f32(v.x[e]) * to_f32(v.x[e]);
     }
-    const float inv = 1.0F / sqrtf(block_sum(ss) / static_cast<float>(hidden) + eps);
+    const float inv = rms_inverse(block_sum(ss), hidden, eps);
     if (i < vecs) {
       Vec8 r;
 #pragma unroll
-      for (int e = 0; e < 8; ++e)
-        r.x[e] = __float2bfloat16_rn(round_to<bf16>(to_f32(v.x[e]) * inv) * to_f32(g.x[e]));
+      for (int e = 0; e < 8; ++e) r.x[e] = rmsnorm_out<bf16>(to_f32(v.x[e]), inv, to_f32(g.x[e]));
       reinterpret_cast<Vec8*>(x + t * hidden)[i] = r;
     }
   }
@@ -117,10 +116,7 @@ __device__ void stage_silu_mul(const bf16* gu, int ffn, bf16* x) {
       const auto& uv = *reinterpret_cast<const Vec8*>(&u[j]);
       Vec8 r;
 #pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        const float gf = to_f32(gv.x[e]);
-        r.x[e] = __float2bfloat16_rn(round_to<bf16>(gf / (1.0F + __expf(-gf))) * to_f32(uv.x[e]));
-      }
+      for (int e = 0; e < 8; ++e) r.x[e] = silu_mul_out<bf16>(to_f32(gv.x[e]), to_f32(uv.x[e]));
       reinterpret_cast<Vec8*>(x)[v] = r;
     }
   }

@@ -102,7 +102,7 @@ void gemv_bf16(const void* x, const void* w, DType y_dt, void* y, int tokens, in
 constexpr int kGemvMaxTokens = 4;
 
 // --- k_block_tail.cu
-// A decode block's tail in one kernel, bf16, for tokens <= kGemvMaxTokens rows (CudaBackend::
+// A decode block's tail in one kernel, bf16, for tokens <= kGemvMaxTokens rows (Backend::
 // block_tail says what it computes). barrier: two words, zero before the first launch and left
 // ready for the next; one launch at a time. block_tail_fits is false for shapes it does not
 // take: a dimension not a multiple of 8, hidden over 4096, or more than the shared memory.
