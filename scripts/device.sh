@@ -76,10 +76,6 @@ fi
 if want bench; then
   "$BUILD/bench_w1" --config bench/configs/llama-3.1-8b.json --json "$OUT/bench_w1.json" \
     2>&1 | tee "$OUT/bench_w1.log" || status=1
-  # W1 again with each decode block's tail as one kernel (off by default until measured).
-  NANOINFER_FUSED_TAIL=1 "$BUILD/bench_w1" --config bench/configs/llama-3.1-8b.json --only w1 \
-    --json "$OUT/bench_w1_fused_tail.json" 2>&1 | sed 's/^/fused tail: /' \
-    | tee "$OUT/bench_w1_fused_tail.log" || status=1
 fi
 
 # Tensor parallelism over the machine's GPUs (a kind with 2+ GPUs; needs mpirun there): TP=N

@@ -41,17 +41,6 @@ struct KvLayer {
   int block_size = 0;
 };
 
-// The tail of one decoder block and the head of the next, for backends that run it as one
-// kernel (Backend::block_tail). Weights: o [H, A], mlp_norm [H], gate_up [2F, H], down [H, F],
-// next_norm [H], next_qkv [Q, H] or null (the last block). Activations, T rows each: attn [T, A]
-// in; residual [T, H] in and out; proj [T, H], gate_up_out [T, 2F] scratch; x [T, H] and qkv
-// [T, Q] out.
-struct BlockTail {
-  const Tensor *attn, *o, *mlp_norm, *gate_up, *down, *next_norm, *next_qkv;
-  float eps;
-  Tensor *residual, *proj, *gate_up_out, *x, *qkv;
-};
-
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -130,16 +119,6 @@ class Backend {
   // greedy pick breaks ties among them by the lowest index, and so does ours).
   virtual void matmul(const Tensor& x, const Tensor& w, Tensor& out) = 0;
   virtual void silu_mul(const Tensor& gate_up, Tensor& out) = 0;  // [T,2F] → [T,F]
-  // The ops from a block's attention output to the next block's qkv, where this backend fuses
-  // them; false (nothing done) where it does not, and the caller runs them one by one:
-  //   proj = attn o^T; residual += proj; x = rmsnorm(residual) * mlp_norm
-  //   gate_up = x gate_up^T; proj = silu_mul(gate_up) down^T
-  //   residual += proj; x = rmsnorm(residual) * next_norm; qkv = x next_qkv^T (when given)
-  // with the same results, bit for bit, as those ops.
-  virtual bool block_tail(const BlockTail& t) {
-    (void)t;
-    return false;
-  }
   virtual void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) = 0;  // [T,H] → [R,H]
   // dst[:, col0 : col0 + n] = src: [R, n] into [R, N], same dtype (rank 0 of a tensor-parallel
   // group assembles the logits of each rank's vocabulary range).

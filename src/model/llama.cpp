@@ -205,22 +205,12 @@ void LlamaModel::run_layers(const DeviceBatch& b, KvCache& cache, int R) {
   backend_.embedding(embed_, b, residual);
   comm_.all_reduce_sum(residual);  // vocabulary-parallel: each token's row came from one rank
   backend_.rmsnorm(residual, layers_[0].attn_norm, c.rms_norm_eps, x);
-  bool qkv_ready = false;  // the block before made this block's qkv (Backend::block_tail)
   for (size_t i = 0; i < layers_.size(); ++i) {
     Layer& l = layers_[i];
     KvLayer& kv = cache.layer(static_cast<int>(i));
-    if (!qkv_ready) backend_.matmul(x, l.qkv, qkv);
+    backend_.matmul(x, l.qkv, qkv);
     rope.store(backend_, qkv, c.num_heads, c.num_kv_heads, b, kv);
     rope.attend(backend_, qkv, c.num_heads, c.num_kv_heads, b, kv, attn);
-    const bool last_block = i + 1 == layers_.size();
-    const Tensor& next_norm = last_block ? final_norm_ : layers_[i + 1].attn_norm;
-    const Tensor* next_qkv = last_block ? nullptr : &layers_[i + 1].qkv;
-    // Fused where the backend can, on one rank (the all-reduces below sit between these ops).
-    qkv_ready =
-        shard_.world == 1 &&
-        backend_.block_tail({&attn, &l.o, &l.mlp_norm, &l.gate_up, &l.down, &next_norm, next_qkv,
-                             c.rms_norm_eps, &residual, &proj, &gate_up, &x, &qkv});
-    if (qkv_ready) continue;
     backend_.matmul(attn, l.o, proj);
     comm_.all_reduce_sum(proj);  // row-parallel: each rank's heads add their part
     backend_.add_rmsnorm(residual, proj, l.mlp_norm, c.rms_norm_eps, x);
@@ -228,6 +218,7 @@ void LlamaModel::run_layers(const DeviceBatch& b, KvCache& cache, int R) {
     backend_.silu_mul(gate_up, mlp);
     backend_.matmul(mlp, l.down, proj);
     comm_.all_reduce_sum(proj);  // row-parallel: each rank's features add their part
+    const Tensor& next_norm = i + 1 < layers_.size() ? layers_[i + 1].attn_norm : final_norm_;
     backend_.add_rmsnorm(residual, proj, next_norm, c.rms_norm_eps, x);
   }
   backend_.gather_rows(x, b.logit_rows, last);

@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 
 #include "backend/cuda/cuda_check.h"
@@ -141,9 +140,6 @@ CudaBackend::CudaBackend(DType compute_dtype) : dtype_(compute_dtype) {
   NI_CUDA_CHECK(cudaEventCreateWithFlags(&upload_done_, cudaEventDisableTiming));
   NI_CUDA_CHECK(cudaEventRecord(upload_done_, stream_));
   gemm_ = std::make_unique<LtGemm>();
-  // Off until it is measured on a GPU (docs/perf.md): NANOINFER_FUSED_TAIL=1 turns it on.
-  const char* fused = std::getenv("NANOINFER_FUSED_TAIL");
-  use_block_tail_ = fused != nullptr && std::string(fused) == "1";
 }
 
 CudaBackend::~CudaBackend() {
@@ -565,40 +561,6 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor& out) {
   gemm_->run(x.dtype(), out.dtype(), x.data(), w.data(), out.data(), T, K, N, stream_);
   if (x.dtype() == DType::BF16 && out.dtype() == DType::F32)  // the logits of a bf16 model
     round_to_bf16(out.as<float>(), out.numel(), stream_);
-}
-
-bool CudaBackend::block_tail(const BlockTail& t) {
-  const int64_t T = t.attn->dim(0);
-  if (!use_block_tail_ || !use_gemv_ || dtype_ != DType::BF16 || T > kGemvMaxTokens) return false;
-  NI_ASSERT(t.residual->dim(0) == T && t.o->dim(0) == t.residual->dim(1) &&
-            t.o->dim(1) == t.attn->dim(1) && t.down->dim(1) * 2 == t.gate_up->dim(0));
-  cuda::BlockTailArgs a{};
-  a.attn = t.attn->data();
-  a.w_o = t.o->data();
-  a.mlp_norm = t.mlp_norm->data();
-  a.w_gate_up = t.gate_up->data();
-  a.w_down = t.down->data();
-  a.next_norm = t.next_norm->data();
-  a.w_qkv = t.next_qkv != nullptr ? t.next_qkv->data() : nullptr;
-  a.residual = t.residual->data();
-  a.proj = t.proj->data();
-  a.gate_up = t.gate_up_out->data();
-  a.x = t.x->data();
-  a.qkv = t.qkv->data();
-  a.eps = t.eps;
-  a.attn_dim = static_cast<int>(t.attn->dim(1));
-  a.hidden = static_cast<int>(t.residual->dim(1));
-  a.ffn = static_cast<int>(t.down->dim(1));
-  a.qkv_dim = t.next_qkv != nullptr ? static_cast<int>(t.next_qkv->dim(0)) : 0;
-  if (!cuda::block_tail_fits(a, static_cast<int>(T))) return false;
-  if (barrier_.empty()) {  // (sized by the step's eager run, before any capture)
-    barrier_ = alloc({2}, DType::I32);
-    fill_i32(barrier_, 0);
-  }
-  a.barrier = static_cast<unsigned*>(barrier_.data());
-  OpScope op(*this, "block_tail");
-  cuda::block_tail_bf16(a, static_cast<int>(T), stream_);
-  return true;
 }
 
 void CudaBackend::silu_mul(const Tensor& gate_up, Tensor& out) {

@@ -58,7 +58,6 @@ class CudaBackend final : public Backend {
   void add(Tensor& acc, const Tensor& x) override;
   void matmul(const Tensor& x, const Tensor& w, Tensor& out) override;
   void silu_mul(const Tensor& gate_up, Tensor& out) override;
-  bool block_tail(const BlockTail& t) override;
   void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) override;
   void copy_columns(const Tensor& src, Tensor& dst, int64_t col0) override;
   void rope_store_kv(Tensor& qkv, int num_heads, int num_kv_heads, const DeviceBatch& b,
@@ -75,8 +74,6 @@ class CudaBackend final : public Backend {
   void sample_rows(const Tensor& logits, std::span<const RowPick> params, Tensor& ids);
   // Off: every bf16 product goes through cuBLASLt, also at decode (for comparison).
   void set_use_gemv(bool on) { use_gemv_ = on; }
-  // On: Backend::block_tail runs a decode block's tail as one kernel where the shapes allow.
-  void set_use_block_tail(bool on) { use_block_tail_ = on; }
   cudaStream_t stream() const { return stream_; }
   int graphs_captured() const { return static_cast<int>(graphs_.size()); }
 
@@ -107,7 +104,6 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<LtGemm> gemm_;
   bool use_gemv_ = true;
-  bool use_block_tail_ = false;  // NANOINFER_FUSED_TAIL=1 at construction, or the setter
 
   Tensor rope_;  // [max_pos, D] f32
   int rope_dim_ = 0, rope_positions_ = 0;
@@ -128,7 +124,6 @@ class CudaBackend final : public Backend {
   Tensor beam_out_;      // beam_rows_to_host's per row {max, lse} and n (value, id) pairs
   Tensor attn_ws_;       // split-K partials
   Tensor attn_count_;    // finished splits per (sequence, kv head), zero between launches
-  Tensor barrier_;       // block_tail's grid barrier: {arrivals, generation}
 
   // Graphs: valid for the allocation epoch they were captured in (any alloc may move a buffer
   // a graph points into). A key is run eagerly once (sizing every buffer), captured the next time.

@@ -38,24 +38,6 @@ __device__ __forceinline__ float round_to(float x) {
   return to_f32(from_f32<T>(x));
 }
 
-// The per-element formulas that more than one kernel computes, defined once so that the kernels
-// agree bit for bit (k_rmsnorm.cu and k_elementwise.cu against k_block_tail.cu).
-// 1 / RMS of a row whose squares sum to ss.
-__device__ __forceinline__ float rms_inverse(float ss, int n, float eps) {
-  return 1.0F / sqrtf(ss / static_cast<float>(n) + eps);
-}
-// An RMSNorm output: the normalised value rounded to T before the weight product (HF's
-// LlamaRMSNorm order).
-template <class T>
-__device__ __forceinline__ T rmsnorm_out(float v, float inv, float w) {
-  return from_f32<T>(round_to<T>(v * inv) * w);
-}
-// silu(g) * u, with silu(g) rounded to T before the product as HF does.
-template <class T>
-__device__ __forceinline__ T silu_mul_out(float g, float u) {
-  return from_f32<T>(round_to<T>(g / (1.0F + __expf(-g))) * u);
-}
-
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffU, v, o);
   return v;

@@ -58,7 +58,9 @@ __global__ void silu_mul_kernel(const T* gu, T* out, int tokens, int ffn) {
     }
 #pragma unroll
     for (int i = 0; i < kVec; ++i) {
-      ov.x[i] = silu_mul_out<T>(to_f32(gv.x[i]), to_f32(uv.x[i]));
+      const float gf = to_f32(gv.x[i]);
+      // HF rounds silu(g) to the storage type before the product.
+      ov.x[i] = from_f32<T>(round_to<T>(gf / (1.0F + __expf(-gf))) * to_f32(uv.x[i]));
     }
     if (vec) {
       *reinterpret_cast<Vec*>(o) = ov;

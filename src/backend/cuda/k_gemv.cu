@@ -1,10 +1,18 @@
 // Matrix-vector products for decode (a few rows of x against the whole weight matrix): at batch 1
 // the step is a pure stream over the weights, so the kernel's one job is to keep enough of that
 // stream in flight from its first cycle to its last, whatever the matrix's shape.
-//  - One block of 16 warps per SM, a single wave: no late blocks, no ramp-up per block; each warp
-//    streams its rows as gemv_rows.cuh says (up to 8 KB per warp, 128 KB per SM in flight).
+//  - One block of 16 warps per SM, a single wave: no late blocks, no ramp-up per block.
+//  - Warp g of the G in the grid owns rows g, g + G, g + 2G, ... (consecutive rows on different
+//    SMs, so every SM gets an even share) and walks them as one stream of chunks, a chunk being
+//    8 loads of 16 bytes per lane (4 KB). The loads of the next chunk, in the same row or the
+//    next, are issued before the FMAs of the current one: up to 8 KB per warp, 128 KB per SM in
+//    flight, also across row ends (the reduction and store of a row overlap the next row's loads).
 //  - The block stages the TOK x k activations in shared memory once, while its first chunks load;
 //    when they do not fit (TOK * k * 2 bytes over the opt-in limit) x is read through the L1.
+//  - A row's per-lane partial sums meet by warp shuffles in a fixed order: no atomics, the same
+//    bits every run. Rows past n and tokens past TOK are neither read nor written.
+//  - The fp32 sums are rounded to bf16 also when y is f32 (the logits): an HF model in bf16
+//    returns bf16 logits, and its greedy pick breaks their ties by the lowest index.
 //  - Launched as a programmatic dependent launch: the first chunk's loads are issued before
 //    waiting for the kernel ahead (which triggers its dependents early: norms, SiLU, attention).
 #include <cuda_bf16.h>
@@ -13,32 +21,104 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_common.cuh"
-#include "backend/cuda/gemv_rows.cuh"
 #include "backend/cuda/kernels.h"
 
 namespace nanoinfer::cuda {
 namespace {
 
+constexpr int kWarps = 16;            // one block of 512 threads per SM
+constexpr int kUnroll = 8;            // 16-byte weight loads per lane per chunk (two chunks live)
+constexpr int kChunk = 32 * kUnroll;  // vectors of 8 weights per chunk
+
+__device__ __forceinline__ void unpack8(const uint4& v, float* out) {
+  const auto* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 f = __bfloat1622float2(h[i]);
+    out[2 * i] = f.x;
+    out[2 * i + 1] = f.y;
+  }
+}
+
+template <bool kShared>
+__device__ __forceinline__ uint4 load_x(const uint4* x, int i) {
+  if constexpr (kShared)
+    return x[i];
+  else
+    return __ldg(x + i);
+}
+
 template <int TOK, bool kShared, class Y>
-__global__ void __launch_bounds__(kGemvWarps * 32, 1)
+__global__ void __launch_bounds__(kWarps * 32, 1)
     gemv_kernel(const __nv_bfloat16* x, const __nv_bfloat16* w, Y* y, int k, int n) {
   extern __shared__ uint4 x_smem[];  // [TOK, k / 8] when kShared
+  const int lane = threadIdx.x % 32, vecs = k / 8;
+  const int stride = static_cast<int>(gridDim.x) * kWarps;
+  int row = static_cast<int>((threadIdx.x / 32) * gridDim.x + blockIdx.x), base = 0;
+  const uint4* w4 = reinterpret_cast<const uint4*>(w) + lane;
   const uint4* x4 = kShared ? x_smem : reinterpret_cast<const uint4*>(x);
-  gemv_rows<TOK, kShared>(w, k, n, x4, y, [&] {
-    pdl_wait();  // x (and y's readers) belong to the kernels before this one
-    if constexpr (kShared) {
-      const auto* src = reinterpret_cast<const uint4*>(x);
-      for (int i = static_cast<int>(threadIdx.x); i < TOK * k / 8; i += kGemvWarps * 32)
-        x_smem[i] = __ldg(src + i);
-      __syncthreads();
+  float acc[TOK][2] = {};  // even and odd elements: two independent FMA chains
+
+  // Chunk (r, b): vectors b + lane + 32u of row r; streamed (evict-first: read once per step).
+  auto load = [&](uint4(&buf)[kUnroll], int r, int b) {
+    const uint4* p = w4 + int64_t{r} * vecs + b;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u)
+      buf[u] = r < n && b + lane + 32 * u < vecs ? __ldcs(p + 32 * u) : make_uint4(0, 0, 0, 0);
+  };
+  auto consume = [&](const uint4(&buf)[kUnroll], int b) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int v = b + lane + 32 * u;  // past the row: w and x both read as zeros
+      float wf[8];
+      unpack8(buf[u], wf);
+#pragma unroll
+      for (int t = 0; t < TOK; ++t) {
+        float xf[8];
+        unpack8(v < vecs ? load_x<kShared>(x4, t * vecs + v) : make_uint4(0, 0, 0, 0), xf);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[t][e % 2] = fmaf(wf[e], xf[e], acc[t][e % 2]);
+      }
     }
-  });
+  };
+  // Loads the chunk after (row, base) into nxt, then applies cur (holding (row, base)).
+  auto step = [&](const uint4(&cur)[kUnroll], uint4(&nxt)[kUnroll]) {
+    int next_row = row, next_base = base + kChunk;
+    if (next_base >= vecs) next_row += stride, next_base = 0;
+    load(nxt, next_row, next_base);
+    consume(cur, base);
+    if (next_base == 0) {  // row done (warp-uniform)
+#pragma unroll
+      for (int t = 0; t < TOK; ++t) {
+        const float s = warp_sum(acc[t][0] + acc[t][1]);
+        if (lane == 0) y[int64_t{t} * n + row] = from_f32<Y>(round_to<__nv_bfloat16>(s));
+        acc[t][0] = acc[t][1] = 0.0F;
+      }
+    }
+    row = next_row;
+    base = next_base;
+  };
+
+  uint4 buf0[kUnroll], buf1[kUnroll];
+  load(buf0, row, 0);  // in flight while the kernel before finishes and the block stages x
+  pdl_wait();          // x (and y's readers) belong to the kernels before this one
+  if constexpr (kShared) {
+    const auto* src = reinterpret_cast<const uint4*>(x);
+    for (int i = static_cast<int>(threadIdx.x); i < TOK * vecs; i += kWarps * 32)
+      x_smem[i] = __ldg(src + i);
+    __syncthreads();
+  }
+  while (row < n) {  // unrolled by two so that the buffers swap without register copies
+    step(buf0, buf1);
+    if (row >= n) break;
+    step(buf1, buf0);
+  }
 }
 
 template <int TOK, class Y>
 void launch(const void* x, const void* w, void* y, int k, int n, cudaStream_t s) {
   const DeviceLimits& m = device_limits();
-  const auto grid = static_cast<unsigned>(std::min(m.sms, (n + kGemvWarps - 1) / kGemvWarps));
+  const auto grid = static_cast<unsigned>(std::min(m.sms, (n + kWarps - 1) / kWarps));
   const auto* xb = static_cast<const __nv_bfloat16*>(x);
   const auto* wb = static_cast<const __nv_bfloat16*>(w);
   auto* yy = static_cast<Y*>(y);
@@ -48,11 +128,9 @@ void launch(const void* x, const void* w, void* y, int k, int n, cudaStream_t s)
   if (smem <= static_cast<size_t>(m.smem_optin)) {
     [[maybe_unused]] static const bool once =  // any size up to the opt-in limit
         (allow_dynamic_smem(gemv_kernel<TOK, true, Y>, m.smem_optin), true);
-    launch_pdl(gemv_kernel<TOK, true, Y>, dim3(grid), dim3(kGemvWarps * 32), smem, s, xb, wb, yy, k,
-               n);
+    launch_pdl(gemv_kernel<TOK, true, Y>, dim3(grid), dim3(kWarps * 32), smem, s, xb, wb, yy, k, n);
   } else {
-    launch_pdl(gemv_kernel<TOK, false, Y>, dim3(grid), dim3(kGemvWarps * 32), 0, s, xb, wb, yy, k,
-               n);
+    launch_pdl(gemv_kernel<TOK, false, Y>, dim3(grid), dim3(kWarps * 32), 0, s, xb, wb, yy, k, n);
   }
   NI_CUDA_LAUNCH_CHECK("gemv_bf16");
 }

@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(kMaxThreads)
 #pragma unroll
     for (int e = 0; e < kVec; ++e) ss += to_f32(v[j].x[e]) * to_f32(v[j].x[e]);
   }
-  const float inv = rms_inverse(block_sum(ss), hidden, eps);
+  const float inv = 1.0F / sqrtf(block_sum(ss) / static_cast<float>(hidden) + eps);
   Vec* o = reinterpret_cast<Vec*>(out + row * hidden);
 #pragma unroll
   for (int j = 0; j < kIter; ++j) {
@@ -60,7 +60,7 @@ __global__ void __launch_bounds__(kMaxThreads)
     Vec r;
 #pragma unroll
     for (int e = 0; e < kVec; ++e)
-      r.x[e] = rmsnorm_out<T>(to_f32(v[j].x[e]), inv, to_f32(g[j].x[e]));
+      r.x[e] = from_f32<T>(round_to<T>(to_f32(v[j].x[e]) * inv) * to_f32(g[j].x[e]));
     o[i] = r;
   }
 }

@@ -101,21 +101,6 @@ void gemv_bf16(const void* x, const void* w, DType y_dt, void* y, int tokens, in
                cudaStream_t s);
 constexpr int kGemvMaxTokens = 4;
 
-// --- k_block_tail.cu
-// A decode block's tail in one kernel, bf16, for tokens <= kGemvMaxTokens rows (Backend::
-// block_tail says what it computes). barrier: two words, zero before the first launch and left
-// ready for the next; one launch at a time. block_tail_fits is false for shapes it does not
-// take: a dimension not a multiple of 8, hidden over 4096, or more than the shared memory.
-struct BlockTailArgs {
-  const void *attn, *w_o, *mlp_norm, *w_gate_up, *w_down, *next_norm, *w_qkv;  // w_qkv may be null
-  void *residual, *proj, *gate_up, *x, *qkv;
-  unsigned* barrier;
-  float eps;
-  int attn_dim, hidden, ffn, qkv_dim;
-};
-bool block_tail_fits(const BlockTailArgs& args, int tokens);
-void block_tail_bf16(const BlockTailArgs& args, int tokens, cudaStream_t s);
-
 // --- k_sample.cu
 // Row r of logits [R, V] (f32) summarised for beam search: stats[r] = {max, log-sum-exp}, and
 // its n best tokens (n <= V; ties to the lower id) at values / ids [r * n ...], in no order.
