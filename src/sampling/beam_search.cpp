@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 
 #include "util/error.h"
 
@@ -80,6 +81,14 @@ void BeamSearch::top_candidates(std::span<const BeamRow> rows, int vocab) {
       ++taken;
     }
   }
+  // Each beam offers keep / num_beams = max(2, 1 + eos ids) tokens at least, unless the
+  // vocabulary less the suppressed tokens is smaller than that; HF's top-k fails there too.
+  if (candidates_.size() < keep)
+    fail("beam search: " + std::to_string(num_beams_) + " beam(s) over a vocabulary of " +
+         std::to_string(vocab) + " with " + std::to_string(suppress_.size()) +
+         " suppressed token(s) give " + std::to_string(candidates_.size()) +
+         " candidates, fewer than the " + std::to_string(keep) +
+         " a step takes (max(2, 1 + eos ids) a beam)");
   std::partial_sort(candidates_.begin(), candidates_.begin() + keep, candidates_.end(),
                     [](const Candidate& a, const Candidate& b) {
                       return better(a.score, a.index, b.score, b.index);

@@ -13,6 +13,7 @@
 
 #include "sampling/beam_search.h"
 #include "test_paths.h"
+#include "util/error.h"
 
 namespace nanoinfer::sampling {
 namespace {
@@ -203,6 +204,30 @@ TEST(BeamRowSummary, LongerRowsGiveTheSameSearch) {
     }
   }
   ASSERT_EQ(own.done(), longer.done());
+}
+
+// A step needs max(2, 1 + eos ids) candidates a beam; a vocabulary that, less its suppressed
+// tokens, cannot give them is a clear error, not a read past the candidates (one token left of
+// four here, at one and at two beams), and one that can still runs.
+TEST(BeamSearchSmallVocabulary, TooFewUnsuppressedTokensIsAnError) {
+  for (const int beams : {1, 2}) {
+    SamplingParams p;
+    p.num_beams = beams;
+    p.max_new_tokens = 4;
+    p.suppress_tokens = {0, 1, 2};
+    BeamSearch s(p, {3});
+    const std::vector<float> logits(static_cast<size_t>(beams) * 4, 0.5F);
+    EXPECT_THROW(s.step(logits, 4), Error) << beams << " beam(s)";
+  }
+  SamplingParams p;
+  p.num_beams = 2;
+  p.max_new_tokens = 4;
+  p.suppress_tokens = {0, 1};
+  BeamSearch s(p, {3});
+  const std::vector<float> logits{0.1F, 0.2F, 0.3F, 0.4F, 0.1F, 0.2F, 0.3F, 0.4F};
+  const auto chosen = s.step(logits, 4);
+  ASSERT_EQ(chosen.size(), 2U);
+  for (const auto& c : chosen) EXPECT_GE(c.token, 2) << "a suppressed token was chosen";
 }
 
 TEST(BeamSearchMemory, StateGrowsWithBeamsAndLength) {
