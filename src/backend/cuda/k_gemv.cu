@@ -4,9 +4,13 @@
 //  - One block of 16 warps per SM, a single wave: no late blocks, no ramp-up per block.
 //  - Warp g of the G in the grid owns rows g, g + G, g + 2G, ... (consecutive rows on different
 //    SMs, so every SM gets an even share) and walks them as one stream of chunks, a chunk being
-//    8 loads of 16 bytes per lane (4 KB). The loads of the next chunk, in the same row or the
-//    next, are issued before the FMAs of the current one: up to 8 KB per warp, 128 KB per SM in
+//    4 loads of 16 bytes per lane (2 KB). The loads of the next chunk, in the same row or the
+//    next, are issued before the FMAs of the current one: up to 4 KB per warp, 64 KB per SM in
 //    flight, also across row ends (the reduction and store of a row overlap the next row's loads).
+//    That is enough to stream at the copy bandwidth; chunks of 4 KB (H200, 2026-12-01) streamed
+//    no faster at one token and 4-6 points of copy slower at four (more registers, no gain).
+//    A lane's FMAs run over its 16-byte vectors lane, lane + 32, ... in order whatever the
+//    chunk size, so the chunk does not change the bits.
 //  - The block stages the TOK x k activations in shared memory once, while its first chunks load;
 //    when they do not fit (TOK * k * 2 bytes over the opt-in limit) x is read through the L1.
 //  - A row's per-lane partial sums meet by warp shuffles in a fixed order: no atomics, the same
@@ -27,7 +31,7 @@ namespace nanoinfer::cuda {
 namespace {
 
 constexpr int kWarps = 16;            // one block of 512 threads per SM
-constexpr int kUnroll = 8;            // 16-byte weight loads per lane per chunk (two chunks live)
+constexpr int kUnroll = 4;            // 16-byte weight loads per lane per chunk (two chunks live)
 constexpr int kChunk = 32 * kUnroll;  // vectors of 8 weights per chunk
 
 __device__ __forceinline__ void unpack8(const uint4& v, float* out) {
