@@ -11,8 +11,9 @@
 //    no faster at one token and 4-6 points of copy slower at four (more registers, no gain).
 //    A lane's FMAs run over its 16-byte vectors lane, lane + 32, ... in order whatever the
 //    chunk size, so the chunk does not change the bits.
-//  - The block stages the TOK x k activations in shared memory once, while its first chunks load;
-//    when they do not fit (TOK * k * 2 bytes over the opt-in limit) x is read through the L1.
+//  - The block stages the TOK x k activations in shared memory once, while its first chunks load
+//    (one row as f32, converted there once; more rows as bf16); when they do not fit (TOK * k * 2
+//    bytes over the opt-in limit) x is read through the L1.
 //  - A row's per-lane partial sums meet by warp shuffles in a fixed order: no atomics, the same
 //    bits every run. Rows past n and tokens past TOK are neither read nor written.
 //  - The fp32 sums are rounded to bf16 also when y is f32 (the logits): an HF model in bf16
@@ -44,6 +45,10 @@ __device__ __forceinline__ void unpack8(const uint4& v, float* out) {
   }
 }
 
+// Where a block keeps x: converted to f32 in shared memory (two planes of float4, elements 0-3 and
+// 4-7 of each 8-vector, so a warp's loads are contiguous), as bf16 there, or read through the L1.
+enum class XIn { kSharedF32, kSharedBf16, kGlobal };
+
 template <bool kShared>
 __device__ __forceinline__ uint4 load_x(const uint4* x, int i) {
   if constexpr (kShared)
@@ -52,15 +57,22 @@ __device__ __forceinline__ uint4 load_x(const uint4* x, int i) {
     return __ldg(x + i);
 }
 
-template <int TOK, bool kShared, class Y>
+// x's 8-vector i of the f32 planes (each `planes` float4 long).
+__device__ __forceinline__ void load_x8_f32(const float4* x, int i, int planes, float* out) {
+  const float4 a = x[i], b = x[planes + i];
+  out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
+  out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+}
+
+template <int TOK, XIn kX, class Y>
 __global__ void __launch_bounds__(kWarps * 32, 1)
     gemv_kernel(const __nv_bfloat16* x, const __nv_bfloat16* w, Y* y, int k, int n) {
-  extern __shared__ uint4 x_smem[];  // [TOK, k / 8] when kShared
+  extern __shared__ uint4 x_smem[];  // kX's layout of the TOK x k activations
   const int lane = threadIdx.x % 32, vecs = k / 8;
   const int stride = static_cast<int>(gridDim.x) * kWarps;
   int row = static_cast<int>((threadIdx.x / 32) * gridDim.x + blockIdx.x), base = 0;
   const uint4* w4 = reinterpret_cast<const uint4*>(w) + lane;
-  const uint4* x4 = kShared ? x_smem : reinterpret_cast<const uint4*>(x);
+  const uint4* x4 = kX == XIn::kGlobal ? reinterpret_cast<const uint4*>(x) : x_smem;
   float acc[TOK][2] = {};  // even and odd elements: two independent FMA chains
 
   // Chunk (r, b): vectors b + lane + 32u of row r; streamed (evict-first: read once per step).
@@ -78,8 +90,15 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
       unpack8(buf[u], wf);
 #pragma unroll
       for (int t = 0; t < TOK; ++t) {
-        float xf[8];
-        unpack8(v < vecs ? load_x<kShared>(x4, t * vecs + v) : make_uint4(0, 0, 0, 0), xf);
+        float xf[8] = {};
+        if constexpr (kX == XIn::kSharedF32) {
+          if (v < vecs)
+            load_x8_f32(reinterpret_cast<const float4*>(x_smem), t * vecs + v, TOK * vecs, xf);
+        } else {
+          unpack8(
+              v < vecs ? load_x<kX == XIn::kSharedBf16>(x4, t * vecs + v) : make_uint4(0, 0, 0, 0),
+              xf);
+        }
 #pragma unroll
         for (int e = 0; e < 8; ++e) acc[t][e % 2] = fmaf(wf[e], xf[e], acc[t][e % 2]);
       }
@@ -106,10 +125,19 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   uint4 buf0[kUnroll], buf1[kUnroll];
   load(buf0, row, 0);  // in flight while the kernel before finishes and the block stages x
   pdl_wait();          // x (and y's readers) belong to the kernels before this one
-  if constexpr (kShared) {
+  if constexpr (kX != XIn::kGlobal) {
     const auto* src = reinterpret_cast<const uint4*>(x);
-    for (int i = static_cast<int>(threadIdx.x); i < TOK * vecs; i += kWarps * 32)
-      x_smem[i] = __ldg(src + i);
+    for (int i = static_cast<int>(threadIdx.x); i < TOK * vecs; i += kWarps * 32) {
+      if constexpr (kX == XIn::kSharedF32) {  // converted once here, not at every row
+        float f[8];
+        unpack8(__ldg(src + i), f);
+        auto* d = reinterpret_cast<float4*>(x_smem);
+        d[i] = make_float4(f[0], f[1], f[2], f[3]);
+        d[TOK * vecs + i] = make_float4(f[4], f[5], f[6], f[7]);
+      } else {
+        x_smem[i] = __ldg(src + i);
+      }
+    }
     __syncthreads();
   }
   while (row < n) {  // unrolled by two so that the buffers swap without register copies
@@ -126,17 +154,31 @@ void launch(const void* x, const void* w, void* y, int k, int n, cudaStream_t s)
   const auto* xb = static_cast<const __nv_bfloat16*>(x);
   const auto* wb = static_cast<const __nv_bfloat16*>(w);
   auto* yy = static_cast<Y*>(y);
-  const size_t smem = sizeof(__nv_bfloat16) * TOK * k;
+  const size_t bf16_bytes = sizeof(__nv_bfloat16) * TOK * k, limit = m.smem_optin;
   // Launched as a programmatic dependent: its first weight loads overlap the previous kernel's
   // tail (the weights are never written by a kernel).
-  if (smem <= static_cast<size_t>(m.smem_optin)) {
-    [[maybe_unused]] static const bool once =  // any size up to the opt-in limit
-        (allow_dynamic_smem(gemv_kernel<TOK, true, Y>, m.smem_optin), true);
-    launch_pdl(gemv_kernel<TOK, true, Y>, dim3(grid), dim3(kWarps * 32), smem, s, xb, wb, yy, k, n);
-  } else {
-    launch_pdl(gemv_kernel<TOK, false, Y>, dim3(grid), dim3(kWarps * 32), 0, s, xb, wb, yy, k, n);
+  auto go = [&](auto kernel, size_t smem) {
+    launch_pdl(kernel, dim3(grid), dim3(kWarps * 32), smem, s, xb, wb, yy, k, n);
+    NI_CUDA_LAUNCH_CHECK("gemv_bf16");
+  };
+  // x as f32 at one row (twice the bytes, no conversion at every row): H200, 2026-12-01, three
+  // calls, every one-row product 1-2 points of copy faster and W1 +0.4 to +0.9 %; at four rows
+  // 2-4 points slower (four rows' f32 x read from shared memory at every chunk).
+  if constexpr (TOK == 1) {
+    if (2 * bf16_bytes <= limit) {
+      [[maybe_unused]] static const bool once =  // any size up to the opt-in limit
+          (allow_dynamic_smem(gemv_kernel<TOK, XIn::kSharedF32, Y>, m.smem_optin), true);
+      go(gemv_kernel<TOK, XIn::kSharedF32, Y>, 2 * bf16_bytes);
+      return;
+    }
   }
-  NI_CUDA_LAUNCH_CHECK("gemv_bf16");
+  if (bf16_bytes <= limit) {
+    [[maybe_unused]] static const bool once =
+        (allow_dynamic_smem(gemv_kernel<TOK, XIn::kSharedBf16, Y>, m.smem_optin), true);
+    go(gemv_kernel<TOK, XIn::kSharedBf16, Y>, bf16_bytes);
+  } else {
+    go(gemv_kernel<TOK, XIn::kGlobal, Y>, 0);
+  }
 }
 
 template <int TOK>
