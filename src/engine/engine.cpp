@@ -239,6 +239,11 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
              " is outside the vocabulary (" + std::to_string(c.vocab_size) + " ids)");
     if (!r.params.stop.empty() && !tokenizer)
       fail("request " + std::to_string(i) + ": stop strings need a model with a tokenizer");
+    if (r.params.num_beams > 1) {
+      const std::string e = sampling::BeamSearch(r.params, eos_for(r, c.eos_token_ids))
+                                .vocabulary_error(c.vocab_size);
+      if (!e.empty()) fail("request " + std::to_string(i) + ": beam search: " + e);
+    }
     const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_new_tokens;
     if (total > max_ctx)
       fail("request " + std::to_string(i) + ": prompt (" + std::to_string(r.prompt_ids.size()) +

@@ -6,14 +6,10 @@
 #include "util/error.h"
 
 namespace nanoinfer {
-namespace {
 
-// A request may name its own end tokens (HF generate's eos_token_id); else the model's.
 std::vector<int32_t> eos_for(const GenerationRequest& req, const std::vector<int32_t>& model_eos) {
   return req.params.eos_token_ids.empty() ? model_eos : req.params.eos_token_ids;
 }
-
-}  // namespace
 
 SampledRequest::SampledRequest(size_t index, const GenerationRequest& req, KvCache& cache,
                                const std::vector<int32_t>& eos, const Tokenizer* tok)
@@ -61,7 +57,8 @@ bool BeamRequest::step(std::span<const BeamRow> rows, int vocab, KvCache& cache,
                        const Tokenizer* tok) {
   NI_ASSERT(rows.size() == beams.size());
   std::vector<sampling::BeamChoice> choices;
-  if (!prefilled) {  // every beam starts from the prompt's logits (only row 0 is expanded)
+  const bool first = !prefilled;
+  if (first) {  // every beam starts from the prompt's logits (only row 0 is expanded)
     const std::vector<BeamRow> prompt(static_cast<size_t>(search.num_beams()), rows[0]);
     choices = search.step(prompt, vocab);
     prefilled = true;
@@ -84,11 +81,13 @@ bool BeamRequest::step(std::span<const BeamRow> rows, int vocab, KvCache& cache,
   }
   // Beam j continues parent p with the chosen token: p's first child takes over p's cache
   // sequence, any other child forks it (KvCache::copy_sequence: p's full blocks shared, its
-  // partial last one copied), and a parent without children is released.
+  // partial last one copied), and a parent without children is released. After the first step
+  // every parent is the prompt's one sequence: a beam may continue one of the others (at -1e9,
+  // as in HF) where the prompt's row has fewer unsuppressed tokens than there are beams.
   std::vector<SeqState> next;
   std::vector<uint8_t> kept(beams.size(), 0);
   for (const sampling::BeamChoice& c : choices) {
-    const auto p = static_cast<size_t>(c.parent);
+    const auto p = first ? size_t{0} : static_cast<size_t>(c.parent);
     const SeqState& parent = beams[p];
     SeqState s(parent.request, kept[p] != 0 ? cache.create_sequence() : parent.cache_id, {c.token});
     if (kept[p] != 0) cache.copy_sequence(parent.cache_id, s.cache_id);

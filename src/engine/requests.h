@@ -15,6 +15,9 @@
 
 namespace nanoinfer {
 
+// A request may name its own end tokens (HF generate's eos_token_id); else the model's.
+std::vector<int32_t> eos_for(const GenerationRequest& req, const std::vector<int32_t>& model_eos);
+
 struct SampledRequest {
   SampledRequest(size_t index, const GenerationRequest& req, KvCache& cache,
                  const std::vector<int32_t>& eos, const Tokenizer* tok);

@@ -65,6 +65,21 @@ size_t BeamSearch::tokens_per_row() const {
   return candidates_per_step() + suppress_.size();
 }
 
+std::string BeamSearch::vocabulary_error(int vocab) const {
+  std::vector<int32_t> suppressed;
+  for (const int32_t t : suppress_)
+    if (t >= 0 && t < vocab) suppressed.push_back(t);
+  std::sort(suppressed.begin(), suppressed.end());
+  suppressed.erase(std::unique(suppressed.begin(), suppressed.end()), suppressed.end());
+  const size_t left = static_cast<size_t>(vocab) - suppressed.size();
+  const size_t need = candidates_per_step() / static_cast<size_t>(num_beams_);
+  if (left >= need) return {};
+  return "each beam needs " + std::to_string(need) +
+         " tokens a step (max(2, 1 + eos ids)), but the vocabulary of " + std::to_string(vocab) +
+         " ids less its " + std::to_string(suppressed.size()) + " suppressed token(s) leaves " +
+         std::to_string(left);
+}
+
 void BeamSearch::top_candidates(std::span<const BeamRow> rows, int vocab) {
   const size_t keep = candidates_per_step();
   candidates_.clear();
@@ -81,14 +96,7 @@ void BeamSearch::top_candidates(std::span<const BeamRow> rows, int vocab) {
       ++taken;
     }
   }
-  // Each beam offers keep / num_beams = max(2, 1 + eos ids) tokens at least, unless the
-  // vocabulary less the suppressed tokens is smaller than that; HF's top-k fails there too.
-  if (candidates_.size() < keep)
-    fail("beam search: " + std::to_string(num_beams_) + " beam(s) over a vocabulary of " +
-         std::to_string(vocab) + " with " + std::to_string(suppress_.size()) +
-         " suppressed token(s) give " + std::to_string(candidates_.size()) +
-         " candidates, fewer than the " + std::to_string(keep) +
-         " a step takes (max(2, 1 + eos ids) a beam)");
+  NI_ASSERT(candidates_.size() >= keep);  // (vocabulary_error, checked by step)
   std::partial_sort(candidates_.begin(), candidates_.begin() + keep, candidates_.end(),
                     [](const Candidate& a, const Candidate& b) {
                       return better(a.score, a.index, b.score, b.index);
@@ -140,6 +148,7 @@ std::vector<BeamChoice> BeamSearch::step(std::span<const BeamRow> rows, int voca
   NI_ASSERT(!done_);
   NI_ASSERT(rows.size() == static_cast<size_t>(num_beams_));
   vocab_ = vocab;
+  if (const std::string e = vocabulary_error(vocab); !e.empty()) fail("beam search: " + e);
   top_candidates(rows, vocab);
 
   const bool at_max = generated_ + 1 >= max_new_tokens_;

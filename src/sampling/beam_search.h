@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "backend/row_pick.h"
@@ -47,6 +48,10 @@ class BeamSearch {
   // Best tokens a row must hold: the candidates a step looks at, plus the suppressed tokens
   // (skipped there, so they may take places among the best).
   size_t tokens_per_row() const;
+  // Why a vocabulary of `vocab` ids cannot serve this search, or "" when it can: each beam must
+  // offer a step max(2, 1 + #eos) tokens that are not suppressed (HF's top-k fails there too).
+  // step() fails with it; the engine asks before it starts a request.
+  std::string vocabulary_error(int vocab) const;
 
   bool done() const { return done_; }
   int num_beams() const { return num_beams_; }

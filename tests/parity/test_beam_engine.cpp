@@ -70,6 +70,41 @@ TEST(BeamEngine, BeamAndSampledRequestsShareOneBatch) {
   expect_same(both[1], c, 1e-4F);
 }
 
+// A beam request whose vocabulary, less its suppressed tokens, cannot give each beam the
+// max(2, 1 + eos ids) tokens a step takes is refused before anything runs, naming the request; the
+// engine serves the next call as before. With two tokens left, four beams run (two of them
+// continue the prompt's other copies at -1e9, as in HF, where the engine used to read past its
+// one prompt sequence).
+TEST(BeamEngine, TooFewUnsuppressedTokens) {
+  const nlohmann::json c = test::read_json("sampling/beam_tiny_models.json")["cases"][1];
+  EngineOptions opt;
+  opt.model = test::data_path("models/" + c["model"].get<std::string>());
+  Engine engine(opt);
+  GenerationRequest greedy{c["prompt"].get<std::vector<int32_t>>(), {}};
+  greedy.params.max_new_tokens = 4;
+  const std::vector<int32_t> before = engine.generate({greedy})[0].token_ids;
+  GenerationRequest beams = request_from(c);
+  ASSERT_EQ(beams.params.num_beams, 4);
+  const int vocab = engine.config().vocab_size;
+  for (int t = 1; t < vocab; ++t) beams.params.suppress_tokens.push_back(t);
+  try {
+    engine.generate({greedy, beams});
+    FAIL() << "a search with one token left was accepted";
+  } catch (const std::exception& e) {
+    EXPECT_EQ(std::string(e.what()),
+              "request 1: beam search: each beam needs 2 tokens a step (max(2, 1 + eos ids)), "
+              "but the vocabulary of " +
+                  std::to_string(vocab) + " ids less its " + std::to_string(vocab - 1) +
+                  " suppressed token(s) leaves 1");
+  }
+  beams.params.suppress_tokens.pop_back();  // tokens 0 and vocab - 1 left
+  const std::vector<GenerationOutput> out = engine.generate({greedy, beams});
+  EXPECT_EQ(out[0].token_ids, before);
+  ASSERT_EQ(out[1].sequences.size(), static_cast<size_t>(beams.params.num_return_sequences));
+  for (const auto& seq : out[1].sequences)
+    for (const int32_t t : seq) EXPECT_TRUE(t == 0 || t == vocab - 1) << t;
+}
+
 TEST(BeamEngine, DefaultModelMatchesHf) {
   const std::string path = test::default_model_path();
   if (path.empty()) GTEST_SKIP() << "default model not fetched (make model)";
