@@ -81,9 +81,10 @@ bool BeamRequest::step(std::span<const BeamRow> rows, int vocab, KvCache& cache,
   }
   // Beam j continues parent p with the chosen token: p's first child takes over p's cache
   // sequence, any other child forks it (KvCache::copy_sequence: p's full blocks shared, its
-  // partial last one copied), and a parent without children is released. After the first step
-  // every parent is the prompt's one sequence: a beam may continue one of the others (at -1e9,
-  // as in HF) where the prompt's row has fewer unsuppressed tokens than there are beams.
+  // partial last one copied), and a parent without children is released. At the first step
+  // every parent is the prompt's one sequence (HF's num_beams copies of it are identical): a beam
+  // continues another copy (at -1e9, as in HF) where the prompt's row has fewer unsuppressed
+  // tokens than there are beams.
   std::vector<SeqState> next;
   std::vector<uint8_t> kept(beams.size(), 0);
   for (const sampling::BeamChoice& c : choices) {
