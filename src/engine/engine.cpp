@@ -259,6 +259,13 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
   kv.sink_tokens = options.sink_tokens;
   kv.window = options.window;
   KvCache cache(*backend, model->shard_config(), kv);
+  if (const int most = cache.step_capacity(); most > 0)  // e.g. a sink cache's window
+    for (size_t i = 0; i < requests.size(); ++i)
+      if (requests[i].prompt_ids.size() > static_cast<size_t>(most))
+        fail("request " + std::to_string(i) + ": its prompt (" +
+             std::to_string(requests[i].prompt_ids.size()) + " tokens) does not fit the " +
+             cache.policy().name() + " cache, which takes at most " + std::to_string(most) +
+             " new tokens a step: a prompt is prefilled in one step (no chunked prefill)");
   send(StepMessage::begin(kv));
 
   // Sampled requests first, so their logits rows form one block for the sampler.

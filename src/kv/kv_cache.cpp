@@ -128,11 +128,15 @@ void KvCache::evict(Seq& s, int count) {
   if (!slots.empty()) run({CacheOp::Kind::SetPositions, std::move(slots), std::move(pos)});
 }
 
+int KvCache::step_capacity() const {
+  const int cap = policy_->capacity();
+  return cap > 0 ? cap - policy_->evict_first() : 0;
+}
+
 Placement KvCache::append(int seq, const std::vector<int32_t>& positions) {
   Seq& s = seqs_.at(seq);
   const int n_new = static_cast<int>(positions.size());
-  const int cap = policy_->capacity();
-  if (cap > 0 && n_new > cap - policy_->evict_first())
+  if (const int most = step_capacity(); most > 0 && n_new > most)
     fail(std::to_string(n_new) + " new tokens in one step do not fit the " + policy_->name() +
          " cache: feed them in smaller chunks");
   if (const int drop = policy_->evict_count(s.length, n_new); drop > 0) evict(s, drop);

@@ -53,6 +53,9 @@ class KvCache {
   // says so) and returns where they go and the positions the policy assigns them; throws Error
   // when the cache is full.
   Placement append(int seq, const std::vector<int32_t>& positions);
+  // The most tokens one append may add to a sequence (0: no bound): an evicting cache keeps its
+  // window for them, its sink tokens aside.
+  int step_capacity() const;
   // Runs an op on the device memory only (a follower rank replaying rank 0's op).
   void apply(const CacheOp& op);
   // The ops this cache ran since the last call (rank 0 sends them with the next step).

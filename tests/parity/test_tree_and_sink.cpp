@@ -6,6 +6,7 @@
 
 #include "engine/batch_builder.h"
 #include "model/llama.h"
+#include "nanoinfer/engine.h"
 #include "test_paths.h"
 #include "util/error.h"
 
@@ -115,6 +116,31 @@ TEST(SinkCache, RejectsPostRope) {
   opt.sink_tokens = 4;
   opt.window = 16;
   EXPECT_THROW(KvCache(*be, loaded.config, opt), Error);
+}
+
+// Through the engine a prompt is prefilled in one step, so a sink cache takes only a prompt that
+// fits its window (sink tokens aside); a longer one is refused before anything runs, naming the
+// request, and one that fits runs.
+TEST(SinkCache, EngineRefusesAPromptLongerThanTheWindow) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  opt.rope_cache = "pre";
+  opt.sink_tokens = 2;
+  opt.window = 4;
+  Engine engine(opt);
+  GenerationRequest fits{{1, 2, 3, 4}, {}}, longer{{1, 2, 3, 4, 5}, {}};
+  fits.params.max_new_tokens = longer.params.max_new_tokens = 8;
+  fits.params.ignore_eos = true;
+  try {
+    engine.generate({fits, longer});
+    FAIL() << "a 5-token prompt was accepted by a window of 4";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(),
+                 "request 1: its prompt (5 tokens) does not fit the sink(2+4) cache, which takes "
+                 "at most 4 new tokens a step: a prompt is prefilled in one step (no chunked "
+                 "prefill)");
+  }
+  EXPECT_EQ(engine.generate({fits})[0].token_ids.size(), 8U);
 }
 
 }  // namespace
