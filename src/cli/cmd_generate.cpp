@@ -67,6 +67,9 @@ void run_generate(const GenerateArgs& a) {
     // A chat template already holds the special tokens it needs.
     requests.push_back({tok->encode(text, !a.chat), a.params});
   }
+  // A trace path that cannot be written fails now, not after the generation (rank 0 writes it).
+  if (engine.is_leader() && !a.memory_trace.empty() && !std::ofstream(a.memory_trace))
+    fail(a.memory_trace + ": cannot write the memory trace");
   // One prompt, plain output: stream the text as it comes.
   const bool stream = !a.json && tok != nullptr && requests.size() == 1 && a.params.num_beams == 1;
   TokenCallback print_piece = [](size_t, int32_t, const std::string& piece) {

@@ -82,6 +82,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadArgs{"text_without_tokenizer", "generate --model " + kTiny + " --prompt hi",
                 "no tokenizer.json"},
         BadArgs{"no_prompt", "generate --model " + kTiny, "no prompt given"},
+        BadArgs{"unwritable_memory_trace",
+                "generate --model " + kTiny + " --prompt-ids 1 --memory-trace /nonexistent/d/t.csv",
+                "/nonexistent/d/t.csv: cannot write the memory trace"},
         BadArgs{"missing_tokenizer_file", "tokenize --tokenizer /nonexistent.json --text hi",
                 "/nonexistent.json"}),
     [](const auto& info) { return std::string(info.param.name); });
