@@ -96,6 +96,9 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
+  // One output per request, in order (none for no requests). Every request is checked before
+  // anything runs (its ids, parameters, length against the context and the cache policy); one that
+  // fails throws Error naming it.
   std::vector<GenerationOutput> generate(const std::vector<GenerationRequest>& requests,
                                          const TokenCallback& on_token = nullptr);
   const GenerationStats& last_stats() const;

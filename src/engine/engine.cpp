@@ -225,6 +225,11 @@ void Engine::Impl::follow() {
 
 std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationRequest>& requests,
                                                  const TokenCallback& on_token) {
+  if (requests.empty()) {  // nothing to run: no outputs, empty stats (the other ranks end too)
+    stats = GenerationStats{};
+    send(StepMessage::end());
+    return {};
+  }
   const ModelConfig& c = loaded.config;
   const int max_ctx = options.max_context;
   const int bs = options.block_size;

@@ -82,6 +82,21 @@ TEST(TinyParityEos, StopsAtAnyOfSeveralEosIdsAsHfDoes) {
   EXPECT_EQ(out.finish_reason, "eos");
 }
 
+// No requests: no outputs and empty stats, and the engine serves the next call as before.
+TEST(TinyEngine, NoRequestsGiveNoOutputs) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  Engine engine(opt);
+  GenerationRequest r{{1, 2, 3}, {}};
+  r.params.max_new_tokens = 3;
+  r.params.ignore_eos = true;
+  const std::vector<int32_t> before = engine.generate({r})[0].token_ids;
+  EXPECT_TRUE(engine.generate({}).empty());
+  EXPECT_TRUE(engine.last_stats().steps.empty());
+  EXPECT_EQ(engine.last_stats().decode_tokens, 0);
+  EXPECT_EQ(engine.generate({r})[0].token_ids, before);
+}
+
 std::vector<Case> cases() {
   std::vector<Case> out;
   for (const std::string& m : test::tiny_model_names())
