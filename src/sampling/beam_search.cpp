@@ -148,7 +148,8 @@ std::vector<BeamChoice> BeamSearch::step(std::span<const BeamRow> rows, int voca
   NI_ASSERT(!done_);
   NI_ASSERT(rows.size() == static_cast<size_t>(num_beams_));
   vocab_ = vocab;
-  if (const std::string e = vocabulary_error(vocab); !e.empty()) fail("beam search: " + e);
+  if (generated_ == 0)  // one vocabulary a search: checked at its first step
+    if (const std::string e = vocabulary_error(vocab); !e.empty()) fail("beam search: " + e);
   top_candidates(rows, vocab);
 
   const bool at_max = generated_ + 1 >= max_new_tokens_;

@@ -50,7 +50,7 @@ class BeamSearch {
   size_t tokens_per_row() const;
   // Why a vocabulary of `vocab` ids cannot serve this search, or "" when it can: each beam must
   // offer a step max(2, 1 + #eos) tokens that are not suppressed (HF's top-k fails there too).
-  // step() fails with it; the engine asks before it starts a request.
+  // step() fails with it at the first step; the engine asks before it starts a request.
   std::string vocabulary_error(int vocab) const;
 
   bool done() const { return done_; }

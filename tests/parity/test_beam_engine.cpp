@@ -28,6 +28,13 @@ GenerationRequest request_from(const nlohmann::json& c) {
   return r;
 }
 
+// The engine for a case's tiny model.
+EngineOptions options_for(const nlohmann::json& c) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/" + c["model"].get<std::string>());
+  return opt;
+}
+
 // Scores within abs + rel * |HF score| (a score is a sum over the sequence's log-probabilities).
 void expect_same(const GenerationOutput& out, const nlohmann::json& c, float abs, float rel = 0) {
   const auto& seqs = c["sequences"];
@@ -47,9 +54,7 @@ TEST(BeamEngine, TinyModelsMatchHf) {
   for (const auto& c : doc["cases"]) {
     if (c["model"] != loaded_name) {
       loaded_name = c["model"];
-      EngineOptions opt;
-      opt.model = test::data_path("models/" + loaded_name);
-      engine = std::make_unique<Engine>(opt);
+      engine = std::make_unique<Engine>(options_for(c));
     }
     SCOPED_TRACE(c.dump().substr(0, 120));
     expect_same(engine->generate({request_from(c)})[0], c, 1e-4F);
@@ -58,9 +63,7 @@ TEST(BeamEngine, TinyModelsMatchHf) {
 
 TEST(BeamEngine, BeamAndSampledRequestsShareOneBatch) {
   const nlohmann::json c = test::read_json("sampling/beam_tiny_models.json")["cases"][1];
-  EngineOptions opt;
-  opt.model = test::data_path("models/" + c["model"].get<std::string>());
-  Engine engine(opt);
+  Engine engine(options_for(c));
   GenerationRequest greedy{c["prompt"].get<std::vector<int32_t>>(), {}};
   greedy.params.max_new_tokens = 12;
   greedy.params.ignore_eos = true;
@@ -77,9 +80,7 @@ TEST(BeamEngine, BeamAndSampledRequestsShareOneBatch) {
 // one prompt sequence).
 TEST(BeamEngine, TooFewUnsuppressedTokens) {
   const nlohmann::json c = test::read_json("sampling/beam_tiny_models.json")["cases"][1];
-  EngineOptions opt;
-  opt.model = test::data_path("models/" + c["model"].get<std::string>());
-  Engine engine(opt);
+  Engine engine(options_for(c));
   GenerationRequest greedy{c["prompt"].get<std::vector<int32_t>>(), {}};
   greedy.params.max_new_tokens = 4;
   const std::vector<int32_t> before = engine.generate({greedy})[0].token_ids;
