@@ -6,6 +6,8 @@
 //   attn the decode attention kernel alone at contexts 640 (W1's), 4k and 16k, batch 1/8/32 (% of
 //        copy), next to a kernel that only reads the same bytes;
 //   gemv the decode matrix-vector kernel alone on the config's matrices (% of the copy bandwidth);
+//   fused the fused elementwise kernels alone (add + RMSNorm, RoPE + KV write, SiLU * mul) at 1,
+//        512 and 4,096 tokens (% of the copy bandwidth);
 //   step W1's decode step as the engine runs it (the token picked and read back, then the next
 //        step built) against the same steps queued without reading the token: the host's gap;
 //   sampled W1 with temperature 0.6 and top-p 0.9, without and with penalties, the token picked
@@ -21,6 +23,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -90,7 +93,7 @@ struct Args {
   std::string config = "bench/configs/llama-3.1-8b.json";
   std::string json_path;
   std::string
-      only;  // w1 | step | sampled | sample | beams | w3 | attn | gemv | profile (empty: all)
+      only;  // w1 | step | sampled | sample | beams | w3 | attn | gemv | fused | profile (all)
   int prompt = 512, new_tokens = 256;
 };
 
@@ -549,6 +552,92 @@ json run_gemv(const Args& a, double copy_gbs) {
   return out;
 }
 
+// The fused elementwise kernels alone (BENCHMARKS.md: every fused kernel, its bytes over its time
+// against the copy bandwidth) at one token (decode) and at 512 and 4,096 (prefill): add + RMSNorm
+// of the hidden rows, RoPE + KV write of the qkv rows, SiLU * mul of the gate/up rows. Each call
+// works on its own region of a pool of 256 MB or more, cycled, so that the rows come from device
+// memory rather than the L2 (one token's rows fit in it whatever is done); a graph of back-to-back
+// launches is timed.
+json run_fused(const Args& a, double copy_gbs) {
+  json out;
+  const nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
+  const int64_t H = c.hidden_size, F = c.intermediate_size, D = c.head_dim, Q = c.num_heads,
+                KV = c.num_kv_heads;
+  constexpr int kMaxTokens = 4096;
+  cudaStream_t s = nullptr;
+  check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+  char *norm_w = nullptr, *cos_sin = nullptr, *index = nullptr;
+  check(cudaMalloc(&norm_w, size_t{2} * H), "cudaMalloc");
+  check(cudaMalloc(&cos_sin, sizeof(float) * kMaxTokens * D), "cudaMalloc");
+  check(cudaMalloc(&index, sizeof(int32_t) * kMaxTokens), "cudaMalloc");
+  nanoinfer::cuda::fill_f32_value(DType::BF16, norm_w, H, 1.0F, s);
+  nanoinfer::cuda::random_normal(DType::F32, cos_sin, kMaxTokens * D, 0.5F, 3, s);
+  std::vector<int32_t> iota(kMaxTokens);
+  for (int i = 0; i < kMaxTokens; ++i) iota[static_cast<size_t>(i)] = i;
+  check(cudaMemcpy(index, iota.data(), sizeof(int32_t) * kMaxTokens, cudaMemcpyHostToDevice),
+        "cudaMemcpy");
+  const auto* pos = reinterpret_cast<const int32_t*>(index);  // positions and slots: 0, 1, ...
+  struct Kernel {
+    const char* name;
+    int64_t region;  // bytes of one call's buffers
+    double bytes;    // bytes the call reads and writes
+    std::function<void(char*)> call;
+  };
+  for (const int T : {1, 512, kMaxTokens}) {
+    const Kernel kernels[] = {
+        {"add_rmsnorm", 6 * T * H, 8.0 * T * H + 2.0 * H,
+         [&](char* r) {  // residual += x; out = rmsnorm(residual) * w
+           nanoinfer::cuda::add_rmsnorm(DType::BF16, r, r + 2 * T * H, norm_w, 1e-5F, r + 4 * T * H,
+                                        T, static_cast<int>(H), s);
+         }},
+        {"rope_store_kv", 2 * T * ((Q + 4 * KV) * D + 2),
+         // q: read + write; k: read, write, cache; v: read, cache; cos/sin (f32), slot_pos
+         2.0 * T * D * (2 * Q + 5 * KV) + 4.0 * T * D + 4.0 * T,
+         [&](char* r) {
+           nanoinfer::cuda::RopeKvArgs ra{};
+           ra.dt = DType::BF16;
+           ra.qkv = r;
+           ra.tokens = T;
+           ra.heads = static_cast<int>(Q);
+           ra.kv_heads = static_cast<int>(KV);
+           ra.head_dim = static_cast<int>(D);
+           ra.positions = pos;
+           ra.slots = pos;
+           ra.cos_sin = reinterpret_cast<const float*>(cos_sin);
+           ra.k_cache = r + 2 * T * (Q + 2 * KV) * D;
+           ra.v_cache = r + 2 * T * (Q + 3 * KV) * D;
+           ra.slot_pos = reinterpret_cast<int32_t*>(r + 2 * T * (Q + 4 * KV) * D);
+           ra.rotate_k = true;
+           nanoinfer::cuda::rope_store_kv(ra, s);
+         }},
+        {"silu_mul", 6 * T * F, 6.0 * T * F, [&](char* r) {
+           nanoinfer::cuda::silu_mul(DType::BF16, r, r + 4 * T * F, T, static_cast<int>(F), s);
+         }}};
+    for (const Kernel& k : kernels) {
+      const int64_t region = (k.region + 255) / 256 * 256;
+      const int64_t copies = std::min<int64_t>(1024, std::max<int64_t>(1, (256 << 20) / region));
+      char* pool = nullptr;
+      check(cudaMalloc(&pool, static_cast<size_t>(region * copies)), "cudaMalloc");
+      nanoinfer::cuda::random_normal(DType::BF16, pool, region * copies / 2, 1.0F, 4, s);
+      const int launches = static_cast<int>(copies * ((100 + copies - 1) / copies));
+      const double us = graph_us(s, launches, [&](int i) { k.call(pool + (i % copies) * region); });
+      check(cudaFree(pool), "cudaFree");
+      const double gbs = k.bytes / (us * 1e-6) / 1e9;
+      const std::string key = std::string(k.name) + "_t" + std::to_string(T);
+      out[key] = {
+          {"tokens", T}, {"us", us}, {"gb_s", gbs}, {"pct_copy_bw", 100.0 * gbs / copy_gbs}};
+      std::printf("fused %-13s tok %4d: %9.2f us  %6.0f GB/s = %5.1f%% of copy\n", k.name, T, us,
+                  gbs, 100.0 * gbs / copy_gbs);
+      std::fflush(stdout);
+    }
+  }
+  check(cudaFree(norm_w), "cudaFree");
+  check(cudaFree(cos_sin), "cudaFree");
+  check(cudaFree(index), "cudaFree");
+  cudaStreamDestroy(s);
+  return out;
+}
+
 json run_profile(const Args& a) {
   json out;
   const nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
@@ -620,6 +709,7 @@ int main(int argc, char** argv) {
     if (world == 1 && (a.only.empty() || a.only == "beams")) j["w1_beams"] = run_w1_beams(a);
     if (a.only.empty() || a.only == "attn") j["attention"] = run_attention(a, copy);
     if (a.only.empty() || a.only == "gemv") j["gemv"] = run_gemv(a, copy);
+    if (a.only.empty() || a.only == "fused") j["fused"] = run_fused(a, copy);
     if (a.only.empty() || a.only == "w3") j["w3"] = run_w3(a);
     if (a.only.empty() || a.only == "profile") j["profile"] = run_profile(a);
     if (leader && !a.json_path.empty()) std::ofstream(a.json_path) << j.dump(2) << "\n";

@@ -1,7 +1,7 @@
 // Cache write + attention of the CUDA backend against the CPU backend: a packed prefill of
 // different-length sequences (the flash-style kernels), then decode steps (the split-K kernels),
-// both RoPE policies, GQA and MHA, odd head dims and block sizes, long contexts that split, and
-// a tree mask among new tokens.
+// both RoPE policies, GQA and MHA, odd head dims and block sizes (the RoPE + KV write's 16-byte,
+// pair and single-pair paths), long contexts that split, and a tree mask among new tokens.
 #include <gtest/gtest.h>
 
 #include <random>
@@ -101,6 +101,8 @@ INSTANTIATE_TEST_SUITE_P(
                                          AttnCase{{5, 1, 17}, 4, 2, 16, 4, "pre", 2},
                                          AttnCase{{3, 9, 40}, 6, 2, 12, 16, "pre", 2},
                                          AttnCase{{12, 2, 7}, 3, 3, 12, 5, "post", 1},
+                                         // an odd half head: RoPE + KV write a pair at a time
+                                         AttnCase{{9, 30}, 4, 2, 10, 4, "post", 2},
                                          AttnCase{{70, 33}, 9, 3, 64, 16, "post", 2},
                                          AttnCase{{300, 7}, 8, 2, 128, 16, "post", 3},
                                          AttnCase{{300, 7}, 8, 2, 128, 16, "pre", 3},
