@@ -30,7 +30,9 @@ void add_info_command(CLI::App& app) {
   cmd->add_option("--model", *model, "HF directory, .gguf file or 'default'")->required();
   cmd->callback([model] {
     const std::string path = *model == "default" ? default_model_path() : *model;
-    const LoadedModel m = load_model(path);
+    LoadOptions as_stored;  // nothing is dequantised to print a description
+    as_stored.dequantize = false;
+    const LoadedModel m = load_model(path, as_stored);
     const ModelConfig& c = m.config;
     std::string eos;
     for (int e : c.eos_token_ids) eos += (eos.empty() ? "" : ",") + std::to_string(e);

@@ -95,9 +95,11 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 
 Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   impl_->options = options;
-  // The CPU backend multiplies GGUF blocks directly (5-6x fewer bytes per decoded token).
+  // GGUF tensors as stored: the CPU backend multiplies the blocks directly (5-6x fewer bytes per
+  // decoded token), the CUDA backend widens each tensor as it uploads it (no f32 copy of the
+  // whole model on the host).
   LoadOptions load;
-  load.dequantize = options.backend != "cpu";
+  load.dequantize = false;
   if (options.random_weights) {
     if (options.config.empty()) fail("--random-weights needs --config FILE (a HF config.json)");
     impl_->loaded.config = parse_hf_config(options.config);

@@ -526,9 +526,18 @@ Tensor GgufFile::load_f32(const GgufTensorInfo& info) const {
   return {DType::F32, info.shape, values.get(), values};
 }
 
-Tensor GgufFile::view_quantized(const GgufTensorInfo& info) const {
+Tensor GgufFile::view(const GgufTensorInfo& info) const {
   DType dt{};
   switch (static_cast<GgmlType>(info.type)) {
+    case GgmlType::F32:
+      dt = DType::F32;
+      break;
+    case GgmlType::F16:
+      dt = DType::F16;
+      break;
+    case GgmlType::BF16:
+      dt = DType::BF16;
+      break;
     case GgmlType::Q8_0:
       dt = DType::Q8_0;
       break;
@@ -539,7 +548,8 @@ Tensor GgufFile::view_quantized(const GgufTensorInfo& info) const {
       dt = DType::Q4_1;
       break;
     default:
-      fail(path() + ": tensor '" + info.name + "' is not block-quantised");
+      fail(path() + ": tensor '" + info.name + "' has ggml type " + ggml_type_name(info.type) +
+           ", which nanoinfer cannot read (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)");
   }
   auto* data = const_cast<uint8_t*>(file_->bytes().data() + data_offset_ + info.offset);
   return {dt, info.shape, data, file_};

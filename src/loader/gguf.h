@@ -54,8 +54,8 @@ class GgufFile {
 
   // The tensor dequantised to a fresh f32 host tensor.
   Tensor load_f32(const GgufTensorInfo& info) const;
-  // The tensor as stored (Q8_0 / Q4_0 / Q4_1 blocks), a view into the mapping.
-  Tensor view_quantized(const GgufTensorInfo& info) const;
+  // The tensor as stored (F32, F16, BF16, or Q8_0 / Q4_0 / Q4_1 blocks), a view into the mapping.
+  Tensor view(const GgufTensorInfo& info) const;
 
  private:
   std::shared_ptr<MappedFile> file_;

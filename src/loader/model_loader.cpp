@@ -110,23 +110,18 @@ std::string gguf_format(const GgufFile& g, bool dequantized) {
     s += i == 0 ? ' ' : '+';
     s += ggml_type_name(order[i].second);
   }
-  return s + (dequantized ? " (dequantised to f32)" : " (blocks kept, widened per tile)");
+  return s + (dequantized ? " (dequantised to f32)" : " (as stored)");
 }
 
-bool block_quantised(uint32_t type) {
-  const auto t = static_cast<GgmlType>(type);
-  return t == GgmlType::Q8_0 || t == GgmlType::Q4_0 || t == GgmlType::Q4_1;
-}
-
-// One GGUF tensor in HF layout: dequantised to f32, or (options.dequantize off) its blocks.
+// One GGUF tensor in HF layout: dequantised to f32, or (options.dequantize off) as stored.
 Tensor load_gguf_tensor(const GgufFile& gguf, const GgufTensorInfo& t, const ModelConfig& config,
                         const LoadOptions& options) {
   const std::string hf = hf_name_from_gguf(t.name);
   const bool q = hf.ends_with("self_attn.q_proj.weight");
   const bool k = hf.ends_with("self_attn.k_proj.weight");
   Tensor w;
-  if (!options.dequantize && block_quantised(t.type)) {
-    w = gguf.view_quantized(t);
+  if (!options.dequantize) {
+    w = gguf.view(t);
     if (q || k) {  // the rows move: take a private copy of the mapped bytes
       Tensor copy = Tensor::zeros(w.dtype(), w.shape());
       std::memcpy(copy.data(), w.data(), w.nbytes());

@@ -17,9 +17,9 @@ namespace nanoinfer {
 struct LoadedModel {
   std::string source;  // the path given
   ModelConfig config;
-  std::map<std::string, Tensor> weights;  // HF names; f32, f16 or bf16
-  std::string weight_format;  // e.g. "gguf Q4_1 (dequantised to f32)", "safetensors bf16"
-  int64_t file_bytes = 0;     // bytes of weights on disk
+  std::map<std::string, Tensor> weights;  // HF names; f32, f16, bf16 or GGUF blocks
+  std::string weight_format;              // e.g. "gguf Q4_1+F32 (as stored)", "safetensors bf16"
+  int64_t file_bytes = 0;                 // bytes of weights on disk
   // Tokenizer sources: HF files (empty paths when absent) or the GGUF's metadata.
   std::string tokenizer_json;
   std::string tokenizer_config_json;
@@ -28,8 +28,10 @@ struct LoadedModel {
 };
 
 struct LoadOptions {
-  // false: GGUF Q8_0 / Q4_0 / Q4_1 matrices stay in their blocks (Tensor dtype Q*), for backends
-  // that multiply them directly (the CPU backend widens them tile by tile, to the same values).
+  // true: GGUF tensors are dequantised to f32 host copies. false: views of the file as stored
+  // (F32, F16, BF16, or Q8_0 / Q4_0 / Q4_1 blocks, Tensor dtype Q*; Q/K rows moved in a private
+  // copy): the CPU backend widens blocks tile by tile, the CUDA backend tensor by tensor as it
+  // uploads them, to the same values.
   bool dequantize = true;
 };
 

@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <random>
 
+#include "backend/cpu/cpu_kernels.h"
 #include "gpu_test_util.h"
 #include "util/error.h"
 #ifdef NANOINFER_HAVE_CUDA
@@ -283,6 +285,39 @@ TEST(CudaGemv, EdgeShapesLeaveTheRestAlone) {
           ASSERT_EQ(bf16_to_f32(f32_to_bf16(got1[i])), got1[i]) << i;
         for (int64_t i = used; i < total; ++i) ASSERT_EQ(got1[i], 3.0F) << "written past: " << i;
         EXPECT_EQ(got1, got2);
+      }
+    }
+  }
+}
+
+// GGUF blocks (Q8_0, Q4_0, Q4_1) uploaded as the loader leaves them (views of the file): widened
+// on the host a slice of rows at a time, to the values the loader's dequantisation gives (rounded
+// once to bf16 in the bf16 mode). 1,100 rows of 4,096 take two slices.
+TEST(CudaUpload, WidensGgufBlocksToTheLoadersValues) {
+  for (const DType dt : {DType::F32, DType::BF16}) {
+    NI_REQUIRE_CUDA(gpu, dt);
+    for (const DType q : {DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
+      const int64_t rows = 1100, K = 4096;
+      Tensor host = Tensor::zeros(q, {rows, K});
+      auto* bytes = static_cast<uint8_t*>(host.data());
+      std::mt19937 rng(7);
+      for (size_t i = 0; i < host.nbytes(); ++i) bytes[i] = static_cast<uint8_t>(rng());
+      // Each block starts with its f16 scale (Q4_1: then its f16 minimum): finite ones.
+      const size_t block = host.nbytes() / static_cast<size_t>(rows * K / 32);
+      std::uniform_real_distribution<float> scale(-0.05F, 0.05F);
+      for (size_t b = 0; b < host.nbytes(); b += block) {
+        for (int h = 0; h < (q == DType::Q4_1 ? 2 : 1); ++h) {
+          const uint16_t v = f32_to_f16(scale(rng));
+          std::memcpy(bytes + b + 2 * h, &v, sizeof(v));
+        }
+      }
+      std::vector<float> want(static_cast<size_t>(rows * K)), got;
+      cpu::dequantize_rows(q, bytes, rows, K, want.data());
+      gpu->to_host_f32(gpu->upload(host, dt), got);
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t i = 0; i < want.size(); ++i) {
+        const float w = dt == DType::BF16 ? bf16_to_f32(f32_to_bf16(want[i])) : want[i];
+        ASSERT_EQ(got[i], w) << dtype_name(q) << " to " << dtype_name(dt) << ", element " << i;
       }
     }
   }

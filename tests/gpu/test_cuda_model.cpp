@@ -41,8 +41,9 @@ struct Case {
 class CudaTinyParity : public ::testing::TestWithParam<Case> {};
 
 // The foundation's SmolLM2 parity check in the fp32 mode: the summary prompt's 128 greedy tokens
-// equal HF's (the GGUF dequantised at load, as the CUDA backend does). On the GPU machine the
-// model is there only when brought over (scripts/split_model.sh); otherwise the test skips.
+// equal HF's (the GGUF's blocks widened to f32 as the CUDA backend uploads them). On the GPU
+// machine the model is there only when brought over (scripts/split_model.sh); otherwise the test
+// skips.
 TEST(CudaSmolLM2, Fp32SummaryGreedy128MatchesHf) {
   NI_REQUIRE_CUDA(probe, DType::F32);
   const std::string path = test::default_model_path();

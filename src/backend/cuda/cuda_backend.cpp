@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "backend/cpu/cpu_kernels.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/kernels.h"
 
@@ -176,15 +177,32 @@ Tensor CudaBackend::alloc(std::vector<int64_t> shape, DType dtype) {
 
 Tensor CudaBackend::upload(const Tensor& host, DType dtype) {
   NI_ASSERT(host.device() == Device::Cpu);
-  for (const DType t : {host.dtype(), dtype})
-    if (t != DType::F32 && t != DType::F16 && t != DType::BF16)
-      fail(std::string("the CUDA backend uploads f32, f16 or bf16 tensors, not ") + dtype_name(t) +
-           " (load quantised checkpoints dequantised)");
+  if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
+    fail(std::string("the CUDA backend holds f32, f16 or bf16 tensors, not ") + dtype_name(dtype));
   Tensor out = alloc(host.shape(), dtype);
   if (host.dtype() == dtype) {
     NI_CUDA_CHECK(
         cudaMemcpyAsync(out.data(), host.data(), host.nbytes(), cudaMemcpyHostToDevice, stream_));
+  } else if (dtype_block(host.dtype()) > 1) {
+    // GGUF blocks (an mmap view): widened to f32 on the host a slice of rows at a time, as the
+    // loader's dequantisation does, so that no whole f32 copy of the model is ever made.
+    NI_ASSERT(host.rank() == 2);
+    const int64_t rows = host.dim(0), K = host.dim(1);
+    const int64_t slice = std::max<int64_t>(1, (int64_t{16} << 20) / (4 * K));  // 16 MB of f32
+    std::vector<float> wide(static_cast<size_t>(std::min(rows, slice) * K));
+    Tensor raw = device_tensor({std::min(rows, slice), K}, DType::F32);
+    for (int64_t r0 = 0; r0 < rows; r0 += slice) {
+      const int64_t n = std::min(slice, rows - r0);
+      cpu::dequantize_rows(host.dtype(), static_cast<const uint8_t*>(host.row(r0).data()), n, K,
+                           wide.data());
+      NI_CUDA_CHECK(cudaMemcpyAsync(raw.data(), wide.data(), sizeof(float) * n * K,
+                                    cudaMemcpyHostToDevice, stream_));
+      convert(DType::F32, raw.data(), dtype, out.row(r0).data(), n * K, stream_);
+      NI_CUDA_CHECK(cudaStreamSynchronize(stream_));  // `wide` and `raw` are reused
+    }
   } else {
+    if (host.dtype() != DType::F32 && host.dtype() != DType::F16 && host.dtype() != DType::BF16)
+      fail(std::string("the CUDA backend cannot upload ") + dtype_name(host.dtype()) + " tensors");
     Tensor raw = device_tensor(host.shape(), host.dtype());
     NI_CUDA_CHECK(
         cudaMemcpyAsync(raw.data(), host.data(), host.nbytes(), cudaMemcpyHostToDevice, stream_));
