@@ -107,6 +107,10 @@ class Engine {
   std::string profile_report() const;
   // The model's tokenizer; null for a checkpoint without tokenizer files.
   const Tokenizer* tokenizer() const;
+  // What making the engine took: seconds from reading the checkpoint to the weights on the
+  // backend (this rank's shard), and the bytes they take there.
+  double load_seconds() const;
+  int64_t weight_bytes() const;
   // False on the ranks of a tensor-parallel job other than rank 0 (they produce no output).
   bool is_leader() const;
 

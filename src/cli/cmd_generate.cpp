@@ -109,10 +109,10 @@ void run_generate(const GenerateArgs& a) {
       }
       j["outputs"].push_back(o);
     }
-    j["timings"] = {{"prefill_ms", st.prefill_ms},
-                    {"decode_tokens_per_s", st.decode_tokens_per_s()},
-                    {"prefill_tokens", st.prefill_tokens},
-                    {"decode_tokens", st.decode_tokens}};
+    j["timings"] = {
+        {"load_s", engine.load_seconds()},     {"weight_bytes", engine.weight_bytes()},
+        {"prefill_ms", st.prefill_ms},         {"decode_tokens_per_s", st.decode_tokens_per_s()},
+        {"prefill_tokens", st.prefill_tokens}, {"decode_tokens", st.decode_tokens}};
     if (a.stats) {
       j["padded_static_batch_slots"] = st.padded_slots;
       j["steps"] = nlohmann::json::array();
@@ -153,7 +153,10 @@ void run_generate(const GenerateArgs& a) {
                    pct(s.cache_used, st.padded_slots), static_cast<long long>(st.padded_slots));
     }
   }
-  std::fprintf(stderr, "prefill: %.1f ms (%lld tokens), decode: %.1f tokens/s (%lld tokens)\n",
+  std::fprintf(stderr,
+               "load: %.2f s (%.1f MB of weights), prefill: %.1f ms (%lld tokens), decode: %.1f "
+               "tokens/s (%lld tokens)\n",
+               engine.load_seconds(), static_cast<double>(engine.weight_bytes()) / 1e6,
                st.prefill_ms, static_cast<long long>(st.prefill_tokens), st.decode_tokens_per_s(),
                static_cast<long long>(st.decode_tokens));
 }

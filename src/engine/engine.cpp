@@ -41,6 +41,7 @@ struct Engine::Impl {
   std::unique_ptr<LlamaModel> model;
   std::unique_ptr<Tokenizer> tokenizer;
   GenerationStats stats;
+  double load_seconds = 0;
 
   Communicator& group() const { return comm ? *comm : single_rank(); }
   // Rank 0 tells the other ranks what to run (nothing to tell when alone).
@@ -94,6 +95,7 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
+  const auto t0 = std::chrono::steady_clock::now();
   impl_->options = options;
   // GGUF tensors as stored: the CPU backend multiplies the blocks directly (5-6x fewer bytes per
   // decoded token), the CUDA backend widens each tensor as it uploads it (no f32 copy of the
@@ -138,6 +140,7 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
     impl_->model = std::make_unique<LlamaModel>(impl_->loaded, *impl_->backend, max_ctx,
                                                 options.no_rope, group);
   impl_->model->set_graph_capture(options.cuda_graphs);
+  impl_->load_seconds = ms_since(t0) / 1000.0;
 }
 
 // Every rank must shard the same model the same way: rank 0's description against each rank's.
@@ -179,6 +182,12 @@ const Tokenizer* Engine::tokenizer() const {
   return impl_->tokenizer.get();
 }
 
+double Engine::load_seconds() const {
+  return impl_->load_seconds;
+}
+int64_t Engine::weight_bytes() const {
+  return impl_->model->weight_bytes();
+}
 bool Engine::is_leader() const {
   return impl_->group().rank() == 0;
 }

@@ -124,6 +124,8 @@ TEST(Cli, PromptIdsGiveHfGreedyIdsInJson) {
   EXPECT_EQ(j["outputs"][0]["token_ids"], c["greedy_ids"]);
   EXPECT_EQ(j["outputs"][0]["prompt_tokens"], c["prompt_ids"].size());
   EXPECT_GT(j["timings"]["prefill_ms"].get<double>(), 0.0);
+  EXPECT_GT(j["timings"]["load_s"].get<double>(), 0.0);
+  EXPECT_GT(j["timings"]["weight_bytes"].get<int64_t>(), 0);
 }
 
 // Beam search from --prompt-ids on a checkpoint without a tokenizer: the beams' ids and scores
