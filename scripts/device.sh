@@ -3,7 +3,7 @@
 # configure with CUDA in an ignored build folder, build, run the GPU tests (with the HF bf16
 # greedy references made first, in the same call), the benchmarks (W1, W3, decode attention,
 # per-op profile) and the HF transformers peers. Logs and JSON go to $OUT (default ./out).
-#   scripts/device.sh [all|tests|bench|tp|peers]...   (default: all)
+#   scripts/device.sh [all|tests|bench|tp|peers|load]...   (default: all; `load` only by name)
 # Header-only dependencies travel in .deps/include (pass carry=[".deps"]).
 set -uo pipefail
 OUT=${OUT:-out}
@@ -23,7 +23,8 @@ date -u | tee -a "$OUT/gpu.txt"
 BUILD=${PREBUILT:-build-gpu}
 build() {
   if [[ -n "${PREBUILT:-}" ]]; then
-    for t in "$@"; do [[ -x "$BUILD/$t" ]] || { echo "missing prebuilt $BUILD/$t"; return 1; }; done
+    # (the nanoinfer_cli target builds the nanoinfer binary)
+    for t in "$@"; do [[ -x "$BUILD/${t%_cli}" ]] || { echo "missing prebuilt $BUILD/${t%_cli}"; return 1; }; done
     return 0
   fi
   if ! cmake --build "$BUILD" -j16 --target "$@" >> "$OUT/build.log" 2>&1; then
@@ -96,6 +97,22 @@ if want tp; then
     mpirun -np "$ngpu" "$BUILD/bench_w1" --config bench/configs/llama-3.1-8b.json --only w1 \
       --json "$OUT/bench_w1_tp$ngpu.json" 2>&1 | tee "$OUT/bench_w1_tp.log" || status=1
   fi
+fi
+
+# Checkpoint load time (not part of `all`: it writes 16 GB): HF writes an 8B-shaped random bf16
+# checkpoint and times its own load onto the GPU; then ours loads it and generates.
+if [[ " $STAGES " == *" load "* ]]; then
+  build nanoinfer_cli || status=1
+  ckpt=/tmp/nanoinfer_ckpt8b
+  (cd tools/bench && python3 hf_load.py --config ../../bench/configs/llama-3.1-8b.json \
+    --out "$ckpt" --json "$OUT/hf_load.json") 2>&1 | grep -v -i -E "warn|it/s" || status=1
+  ids=$(python3 -c "import random; random.seed(1); print(','.join(str(random.randrange(128256)) for _ in range(512)))")
+  for i in 1 2; do
+    "$BUILD/nanoinfer" generate --model "$ckpt" --backend cuda --ignore-eos --prompt-ids "$ids" \
+      --max-new-tokens 32 --json | python3 -c "import json, sys; print('ours:', json.load(sys.stdin)['timings'])" \
+      || status=1
+  done
+  rm -rf "$ckpt"
 fi
 
 if want peers; then

@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <string>
 
 #include "util/error.h"
+#include "util/parallel_copy.h"
 
 namespace nanoinfer {
 namespace {
@@ -18,7 +18,7 @@ Tensor concat_rows(const std::vector<Tensor>& parts) {
   auto* dst = static_cast<uint8_t*>(out.data());
   for (const Tensor& p : parts) {
     NI_ASSERT(p.dtype() == parts[0].dtype() && p.dim(1) == parts[0].dim(1));
-    std::memcpy(dst, p.data(), p.nbytes());
+    parallel_copy(dst, p.data(), p.nbytes());
     dst += p.nbytes();
   }
   return out;

@@ -117,6 +117,11 @@ class CudaBackend final : public Backend {
   cudaEvent_t upload_done_ = nullptr;
   BatchMeta meta_;
 
+  // upload()'s two pinned staging slices, and the copy out of each.
+  void copy_to_device(void* dst, const void* src, size_t bytes);
+  std::shared_ptr<void> staging_;
+  cudaEvent_t staged_[2] = {nullptr, nullptr};
+
   Tensor pick_ids_;      // pick_to_host's device ids
   Tensor pick_params_;   // sample_rows' device parameters
   Tensor pick_edits_;    // edit_logits' device edits
