@@ -10,6 +10,7 @@
 #include <limits>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 
 #include "util/error.h"
 #include "util/str_cat.h"
@@ -527,32 +528,14 @@ Tensor GgufFile::load_f32(const GgufTensorInfo& info) const {
 }
 
 Tensor GgufFile::view(const GgufTensorInfo& info) const {
-  DType dt{};
-  switch (static_cast<GgmlType>(info.type)) {
-    case GgmlType::F32:
-      dt = DType::F32;
-      break;
-    case GgmlType::F16:
-      dt = DType::F16;
-      break;
-    case GgmlType::BF16:
-      dt = DType::BF16;
-      break;
-    case GgmlType::Q8_0:
-      dt = DType::Q8_0;
-      break;
-    case GgmlType::Q4_0:
-      dt = DType::Q4_0;
-      break;
-    case GgmlType::Q4_1:
-      dt = DType::Q4_1;
-      break;
-    default:
-      fail(path() + ": tensor '" + info.name + "' has ggml type " + ggml_type_name(info.type) +
-           ", which nanoinfer cannot read (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)");
-  }
+  static constexpr std::pair<GgmlType, DType> kAsStored[] = {
+      {GgmlType::F32, DType::F32},   {GgmlType::F16, DType::F16},   {GgmlType::BF16, DType::BF16},
+      {GgmlType::Q8_0, DType::Q8_0}, {GgmlType::Q4_0, DType::Q4_0}, {GgmlType::Q4_1, DType::Q4_1}};
   auto* data = const_cast<uint8_t*>(file_->bytes().data() + data_offset_ + info.offset);
-  return {dt, info.shape, data, file_};
+  for (const auto& [type, dt] : kAsStored)
+    if (static_cast<uint32_t>(type) == info.type) return {dt, info.shape, data, file_};
+  fail(path() + ": tensor '" + info.name + "' has ggml type " + ggml_type_name(info.type) +
+       ", which nanoinfer cannot read (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)");
 }
 
 }  // namespace nanoinfer

@@ -205,7 +205,8 @@ void CudaBackend::copy_to_device(void* dst, const void* src, size_t bytes) {
 
 Tensor CudaBackend::upload(const Tensor& host, DType dtype) {
   NI_ASSERT(host.device() == Device::Cpu);
-  if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
+  const auto plain = [](DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; };
+  if (!plain(dtype))
     fail(std::string("the CUDA backend holds f32, f16 or bf16 tensors, not ") + dtype_name(dtype));
   Tensor out = alloc(host.shape(), dtype);
   if (host.dtype() == dtype) {
@@ -227,7 +228,7 @@ Tensor CudaBackend::upload(const Tensor& host, DType dtype) {
       convert(DType::F32, raw.data(), dtype, out.row(r0).data(), n * K, stream_);
     }
   } else {
-    if (host.dtype() != DType::F32 && host.dtype() != DType::F16 && host.dtype() != DType::BF16)
+    if (!plain(host.dtype()))
       fail(std::string("the CUDA backend cannot upload ") + dtype_name(host.dtype()) + " tensors");
     Tensor raw = device_tensor(host.shape(), host.dtype());
     copy_to_device(raw.data(), host.data(), host.nbytes());
