@@ -50,6 +50,11 @@ class Backend {
   // Memory. alloc returns uninitialised device memory of the compute dtype unless given one.
   virtual Tensor alloc(std::vector<int64_t> shape, DType dtype) = 0;
   virtual Tensor upload(const Tensor& host, DType dtype) = 0;  // converts f32/f16/bf16 → dtype
+  // Host tensors of one dtype and width stacked along their rows, as one tensor of this backend
+  // (fused weights such as q, k and v). Here: stacked on the host, then uploaded.
+  virtual Tensor upload_rows(const std::vector<Tensor>& parts, DType dtype) {
+    return upload(Tensor::stack_rows(parts), dtype);
+  }
   virtual void to_host_f32(const Tensor& src, std::vector<float>& dst) = 0;
   // ids[r] = the token the host sampler picks from row r of f32 logits [R, V] with rows[r]
   // (greedy: the first maximum, ties to the lowest id) after `edits` (LogitEdit.row < R),

@@ -5,24 +5,9 @@
 #include <string>
 
 #include "util/error.h"
-#include "util/parallel_copy.h"
 
 namespace nanoinfer {
 namespace {
-
-// Host tensors of one dtype stacked along rows: [n1, K] + [n2, K] -> [n1 + n2, K].
-Tensor concat_rows(const std::vector<Tensor>& parts) {
-  int64_t rows = 0;
-  for (const Tensor& p : parts) rows += p.dim(0);
-  Tensor out = Tensor::zeros(parts[0].dtype(), {rows, parts[0].dim(1)});
-  auto* dst = static_cast<uint8_t*>(out.data());
-  for (const Tensor& p : parts) {
-    NI_ASSERT(p.dtype() == parts[0].dtype() && p.dim(1) == parts[0].dim(1));
-    parallel_copy(dst, p.data(), p.nbytes());
-    dst += p.nbytes();
-  }
-  return out;
-}
 
 const Tensor& weight(const LoadedModel& m, const std::string& name) {
   auto it = m.weights.find(name);
@@ -50,6 +35,11 @@ void LlamaModel::upload_layers(const LoadedModel& loaded) {
     weight_bytes_ += static_cast<int64_t>(t.nbytes());
     return t;
   };
+  auto up_rows = [&](const std::vector<Tensor>& parts) {
+    Tensor t = backend_.upload_rows(parts, dt);
+    weight_bytes_ += static_cast<int64_t>(t.nbytes());
+    return t;
+  };
   const Shard& s = shard_;
   const int64_t D = config_.head_dim;
   // Column-parallel matrices keep this rank's rows; row-parallel ones its input columns.
@@ -63,14 +53,14 @@ void LlamaModel::upload_layers(const LoadedModel& loaded) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     Layer l;
     l.attn_norm = up(weight(loaded, p + "input_layernorm.weight"));
-    l.qkv = up(concat_rows({rows(p + "self_attn.q_proj.weight", s.q_heads, D),
-                            rows(p + "self_attn.k_proj.weight", s.kv_heads, D),
-                            rows(p + "self_attn.v_proj.weight", s.kv_heads, D)}));
+    l.qkv = up_rows({rows(p + "self_attn.q_proj.weight", s.q_heads, D),
+                     rows(p + "self_attn.k_proj.weight", s.kv_heads, D),
+                     rows(p + "self_attn.v_proj.weight", s.kv_heads, D)});
     l.o = up(weight(loaded, p + "self_attn.o_proj.weight")
                  .columns(s.q_heads.begin * D, s.q_heads.end * D));
     l.mlp_norm = up(weight(loaded, p + "post_attention_layernorm.weight"));
-    l.gate_up = up(concat_rows(
-        {rows(p + "mlp.gate_proj.weight", s.ffn, 1), rows(p + "mlp.up_proj.weight", s.ffn, 1)}));
+    l.gate_up = up_rows(
+        {rows(p + "mlp.gate_proj.weight", s.ffn, 1), rows(p + "mlp.up_proj.weight", s.ffn, 1)});
     l.down = up(weight(loaded, p + "mlp.down_proj.weight").columns(s.ffn.begin, s.ffn.end));
     layers_.push_back(std::move(l));
   }

@@ -1,8 +1,10 @@
 #include "tensor/tensor.h"
 
 #include <cstring>
+#include <memory>
 
 #include "util/error.h"
+#include "util/parallel_copy.h"
 
 namespace nanoinfer {
 
@@ -65,6 +67,24 @@ Tensor Tensor::zeros(DType dtype, std::vector<int64_t> shape) {
   for (int64_t d : shape) n *= d;
   auto buf = std::make_shared<std::vector<uint8_t>>(dtype_nbytes(dtype, n), 0);
   return {dtype, std::move(shape), buf->data(), buf};
+}
+
+Tensor Tensor::stack_rows(const std::vector<Tensor>& parts) {
+  NI_ASSERT(!parts.empty());
+  int64_t rows = 0;
+  for (const Tensor& p : parts) {
+    NI_ASSERT(p.rank() == 2 && p.dtype() == parts[0].dtype() && p.dim(1) == parts[0].dim(1));
+    rows += p.dim(0);
+  }
+  // Not zero-filled: every byte is copied below, by all threads (a file mapping's page faults).
+  const size_t bytes = dtype_nbytes(parts[0].dtype(), rows * parts[0].dim(1));
+  std::shared_ptr<uint8_t[]> buf = std::make_unique_for_overwrite<uint8_t[]>(bytes);
+  uint8_t* dst = buf.get();
+  for (const Tensor& p : parts) {
+    parallel_copy(dst, p.data(), p.nbytes());
+    dst += p.nbytes();
+  }
+  return {parts[0].dtype(), {rows, parts[0].dim(1)}, buf.get(), buf};
 }
 
 int64_t Tensor::numel() const {

@@ -204,11 +204,38 @@ void CudaBackend::copy_to_device(void* dst, const void* src, size_t bytes) {
 }
 
 Tensor CudaBackend::upload(const Tensor& host, DType dtype) {
-  NI_ASSERT(host.device() == Device::Cpu);
+  Tensor out = alloc(host.shape(), dtype);
+  upload_into(host, out);
+  // The host bytes may be freed once we return (and any temporaries are freed here).
+  NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return out;
+}
+
+// Each part goes straight into its rows of the device tensor: no stacked copy on the host.
+Tensor CudaBackend::upload_rows(const std::vector<Tensor>& parts, DType dtype) {
+  NI_ASSERT(!parts.empty() && parts[0].rank() == 2);
+  int64_t rows = 0;
+  for (const Tensor& p : parts) {
+    NI_ASSERT(p.rank() == 2 && p.dim(1) == parts[0].dim(1));
+    rows += p.dim(0);
+  }
+  Tensor out = alloc({rows, parts[0].dim(1)}, dtype);
+  int64_t r0 = 0;
+  for (const Tensor& p : parts) {
+    Tensor dst = out.rows(r0, r0 + p.dim(0));
+    upload_into(p, dst);
+    r0 += p.dim(0);
+  }
+  NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return out;
+}
+
+void CudaBackend::upload_into(const Tensor& host, Tensor& out) {
+  NI_ASSERT(host.device() == Device::Cpu && host.numel() == out.numel());
+  const DType dtype = out.dtype();
   const auto plain = [](DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; };
   if (!plain(dtype))
     fail(std::string("the CUDA backend holds f32, f16 or bf16 tensors, not ") + dtype_name(dtype));
-  Tensor out = alloc(host.shape(), dtype);
   if (host.dtype() == dtype) {
     copy_to_device(out.data(), host.data(), host.nbytes());
   } else if (dtype_block(host.dtype()) > 1) {
@@ -227,16 +254,15 @@ Tensor CudaBackend::upload(const Tensor& host, DType dtype) {
       // (`wide` is free again: copied out; `raw`'s next fill queues behind this conversion.)
       convert(DType::F32, raw.data(), dtype, out.row(r0).data(), n * K, stream_);
     }
+    NI_CUDA_CHECK(cudaStreamSynchronize(stream_));  // before `raw` is freed
   } else {
     if (!plain(host.dtype()))
       fail(std::string("the CUDA backend cannot upload ") + dtype_name(host.dtype()) + " tensors");
     Tensor raw = device_tensor(host.shape(), host.dtype());
     copy_to_device(raw.data(), host.data(), host.nbytes());
     convert(host.dtype(), raw.data(), dtype, out.data(), host.numel(), stream_);
+    NI_CUDA_CHECK(cudaStreamSynchronize(stream_));  // before `raw` is freed
   }
-  // The host bytes may be freed once we return (and `raw` is freed here).
-  NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  return out;
 }
 
 void CudaBackend::to_host_f32(const Tensor& src, std::vector<float>& dst) {

@@ -34,6 +34,7 @@ class CudaBackend final : public Backend {
 
   Tensor alloc(std::vector<int64_t> shape, DType dtype) override;
   Tensor upload(const Tensor& host, DType dtype) override;
+  Tensor upload_rows(const std::vector<Tensor>& parts, DType dtype) override;
   void to_host_f32(const Tensor& src, std::vector<float>& dst) override;
   bool pick_to_host(const Tensor& logits, std::span<const RowPick> rows,
                     std::span<const LogitEdit> edits, std::vector<int32_t>& ids) override;
@@ -117,6 +118,8 @@ class CudaBackend final : public Backend {
   cudaEvent_t upload_done_ = nullptr;
   BatchMeta meta_;
 
+  // host into the device tensor out (as many elements; converted to out's dtype), queued.
+  void upload_into(const Tensor& host, Tensor& out);
   // upload()'s two pinned staging slices, and the copy out of each.
   void copy_to_device(void* dst, const void* src, size_t bytes);
   std::shared_ptr<void> staging_;
