@@ -290,6 +290,36 @@ TEST(CudaGemv, EdgeShapesLeaveTheRestAlone) {
   }
 }
 
+// A host tensor of `rows` x `K` random values in `dt` (f32, f16, bf16, or GGUF blocks with finite
+// f16 scales: Q4_1's minimum too).
+Tensor random_host(DType dt, int64_t rows, int64_t K, unsigned seed) {
+  Tensor host = Tensor::zeros(dt, {rows, K});
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0F, 1.0F);
+  const auto n = static_cast<size_t>(rows * K);
+  if (dt == DType::F32) {
+    for (size_t i = 0; i < n; ++i) host.as<float>()[i] = normal(rng);
+    return host;
+  }
+  if (dt == DType::F16 || dt == DType::BF16) {
+    for (size_t i = 0; i < n; ++i)
+      host.as<uint16_t>()[i] =
+          dt == DType::F16 ? f32_to_f16(normal(rng)) : f32_to_bf16(normal(rng));
+    return host;
+  }
+  auto* bytes = static_cast<uint8_t*>(host.data());
+  for (size_t i = 0; i < host.nbytes(); ++i) bytes[i] = static_cast<uint8_t>(rng());
+  const size_t block = host.nbytes() / (n / 32);
+  std::uniform_real_distribution<float> scale(-0.05F, 0.05F);
+  for (size_t b = 0; b < host.nbytes(); b += block) {
+    for (int h = 0; h < (dt == DType::Q4_1 ? 2 : 1); ++h) {
+      const uint16_t v = f32_to_f16(scale(rng));
+      std::memcpy(bytes + b + 2 * h, &v, sizeof(v));
+    }
+  }
+  return host;
+}
+
 // GGUF blocks (Q8_0, Q4_0, Q4_1) uploaded as the loader leaves them (views of the file): widened
 // on the host a slice of rows at a time, to the values the loader's dequantisation gives (rounded
 // once to bf16 in the bf16 mode). 1,100 rows of 4,096 take two slices.
@@ -298,27 +328,33 @@ TEST(CudaUpload, WidensGgufBlocksToTheLoadersValues) {
     NI_REQUIRE_CUDA(gpu, dt);
     for (const DType q : {DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
       const int64_t rows = 1100, K = 4096;
-      Tensor host = Tensor::zeros(q, {rows, K});
-      auto* bytes = static_cast<uint8_t*>(host.data());
-      std::mt19937 rng(7);
-      for (size_t i = 0; i < host.nbytes(); ++i) bytes[i] = static_cast<uint8_t>(rng());
-      // Each block starts with its f16 scale (Q4_1: then its f16 minimum): finite ones.
-      const size_t block = host.nbytes() / static_cast<size_t>(rows * K / 32);
-      std::uniform_real_distribution<float> scale(-0.05F, 0.05F);
-      for (size_t b = 0; b < host.nbytes(); b += block) {
-        for (int h = 0; h < (q == DType::Q4_1 ? 2 : 1); ++h) {
-          const uint16_t v = f32_to_f16(scale(rng));
-          std::memcpy(bytes + b + 2 * h, &v, sizeof(v));
-        }
-      }
+      const Tensor host = random_host(q, rows, K, 7);
       std::vector<float> want(static_cast<size_t>(rows * K)), got;
-      cpu::dequantize_rows(q, bytes, rows, K, want.data());
+      cpu::dequantize_rows(q, static_cast<const uint8_t*>(host.data()), rows, K, want.data());
       gpu->to_host_f32(gpu->upload(host, dt), got);
       ASSERT_EQ(got.size(), want.size());
       for (size_t i = 0; i < want.size(); ++i) {
         const float w = dt == DType::BF16 ? bf16_to_f32(f32_to_bf16(want[i])) : want[i];
         ASSERT_EQ(got[i], w) << dtype_name(q) << " to " << dtype_name(dt) << ", element " << i;
       }
+    }
+  }
+}
+
+// Stacked weights (q, k, v; gate, up) uploaded part by part into their rows equal the host stack
+// uploaded whole, for every stored dtype (blocks: the middle part takes two slices).
+TEST(CudaUpload, RowsLandWhereTheHostStackPutsThem) {
+  for (const DType dt : {DType::F32, DType::BF16}) {
+    NI_REQUIRE_CUDA(gpu, dt);
+    for (const DType src : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_1}) {
+      const int64_t K = 4096;
+      const std::vector<Tensor> parts = {random_host(src, 3, K, 1), random_host(src, 1100, K, 2),
+                                         random_host(src, 1, K, 3)};
+      std::vector<float> want, got;
+      gpu->to_host_f32(gpu->upload(Tensor::stack_rows(parts), dt), want);
+      gpu->to_host_f32(gpu->upload_rows(parts, dt), got);
+      ASSERT_EQ(got.size(), static_cast<size_t>(1104 * K));
+      ASSERT_EQ(got, want) << dtype_name(src) << " to " << dtype_name(dt);
     }
   }
 }
