@@ -100,7 +100,8 @@ if want tp; then
 fi
 
 # Checkpoint load time (not part of `all`: it writes 16 GB): HF writes an 8B-shaped random bf16
-# checkpoint and times its own load onto the GPU; then ours loads it and generates.
+# checkpoint and times its own load onto the GPU; then ours loads it and generates, with the
+# warm-up at load and without it (the first request's TTFT), alternated.
 if [[ " $STAGES " == *" load "* ]]; then
   build nanoinfer_cli || status=1
   ckpt=/tmp/nanoinfer_ckpt8b
@@ -108,9 +109,12 @@ if [[ " $STAGES " == *" load "* ]]; then
     --out "$ckpt" --json "$OUT/hf_load.json") 2>&1 | grep -v -i -E "warn|it/s" || status=1
   ids=$(python3 -c "import random; random.seed(1); print(','.join(str(random.randrange(128256)) for _ in range(512)))")
   for i in 1 2; do
-    "$BUILD/nanoinfer" generate --model "$ckpt" --backend cuda --ignore-eos --prompt-ids "$ids" \
-      --max-new-tokens 32 --json | python3 -c "import json, sys; print('ours:', json.load(sys.stdin)['timings'])" \
-      || status=1
+    for w in "" --no-warmup; do
+      "$BUILD/nanoinfer" generate --model "$ckpt" --backend cuda --ignore-eos --prompt-ids "$ids" \
+        --max-new-tokens 32 $w --json \
+        | python3 -c "import json, sys; print('ours ${w:-(warm-up)}:', json.load(sys.stdin)['timings'])" \
+        || status=1
+    done
   done
   rm -rf "$ckpt"
 fi

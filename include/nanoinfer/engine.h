@@ -26,7 +26,11 @@ struct EngineOptions {
   bool no_rope = false;
   std::string dtype = "bf16";  // CUDA compute dtype: "bf16" | "f32" (the parity mode)
   bool cuda_graphs = true;     // replay decode steps as CUDA graphs (--no-graph: off)
-  bool profile = false;        // per-op device time (--profile; CUDA only)
+  // On backends with one-time costs (CUDA: kernels loaded at their first launch, GEMM plans, the
+  // first graph capture), a short request runs at load (16 prompt tokens, 2 new), so that the
+  // first real request does not pay them; part of load_seconds() (--no-warmup: off).
+  bool warmup = true;
+  bool profile = false;  // per-op device time (--profile; CUDA only)
   // Every row is handled by the backend where the logits are (CUDA: greedy or sampled rows
   // picked, penalties and suppressed tokens included, the same tokens as the host sampler; beam
   // rows summarised to their best tokens for the search; off: all logits copied to the host).
@@ -107,9 +111,11 @@ class Engine {
   std::string profile_report() const;
   // The model's tokenizer; null for a checkpoint without tokenizer files.
   const Tokenizer* tokenizer() const;
-  // What making the engine took: seconds from reading the checkpoint to the weights on the
-  // backend (this rank's shard), and the bytes they take there.
+  // What making the engine took: seconds from reading the checkpoint to the engine being ready
+  // (this rank's shard of the weights on the backend, the warm-up run), the warm-up's share, and
+  // the bytes the weights take on the backend.
   double load_seconds() const;
+  double warmup_seconds() const;
   int64_t weight_bytes() const;
   // False on the ranks of a tensor-parallel job other than rank 0 (they produce no output).
   bool is_leader() const;

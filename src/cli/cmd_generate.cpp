@@ -109,10 +109,13 @@ void run_generate(const GenerateArgs& a) {
       }
       j["outputs"].push_back(o);
     }
-    j["timings"] = {
-        {"load_s", engine.load_seconds()},     {"weight_bytes", engine.weight_bytes()},
-        {"prefill_ms", st.prefill_ms},         {"decode_tokens_per_s", st.decode_tokens_per_s()},
-        {"prefill_tokens", st.prefill_tokens}, {"decode_tokens", st.decode_tokens}};
+    j["timings"] = {{"load_s", engine.load_seconds()},
+                    {"warmup_s", engine.warmup_seconds()},
+                    {"weight_bytes", engine.weight_bytes()},
+                    {"prefill_ms", st.prefill_ms},
+                    {"decode_tokens_per_s", st.decode_tokens_per_s()},
+                    {"prefill_tokens", st.prefill_tokens},
+                    {"decode_tokens", st.decode_tokens}};
     if (a.stats) {
       j["padded_static_batch_slots"] = st.padded_slots;
       j["steps"] = nlohmann::json::array();
@@ -154,11 +157,11 @@ void run_generate(const GenerateArgs& a) {
     }
   }
   std::fprintf(stderr,
-               "load: %.2f s (%.1f MB of weights), prefill: %.1f ms (%lld tokens), decode: %.1f "
-               "tokens/s (%lld tokens)\n",
+               "load: %.2f s (%.1f MB of weights, warm-up %.2f s), prefill: %.1f ms (%lld tokens), "
+               "decode: %.1f tokens/s (%lld tokens)\n",
                engine.load_seconds(), static_cast<double>(engine.weight_bytes()) / 1e6,
-               st.prefill_ms, static_cast<long long>(st.prefill_tokens), st.decode_tokens_per_s(),
-               static_cast<long long>(st.decode_tokens));
+               engine.warmup_seconds(), st.prefill_ms, static_cast<long long>(st.prefill_tokens),
+               st.decode_tokens_per_s(), static_cast<long long>(st.decode_tokens));
 }
 
 // Whole numbers in [lo, hi]: CLI11's own checks print ranges of doubles and accept "-5" for an
@@ -226,6 +229,9 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag(
       "--no-graph", [a](int64_t) { a->engine.cuda_graphs = false; },
       "run decode steps eagerly instead of replaying CUDA graphs");
+  cmd->add_flag(
+      "--no-warmup", [a](int64_t) { a->engine.warmup = false; },
+      "CUDA: skip the short run at load that takes the one-time costs off the first request");
   cmd->add_flag("--profile", a->engine.profile,
                 "print device time per op kind, prefill and decode");
   cmd->add_flag("--random-weights", a->engine.random_weights,

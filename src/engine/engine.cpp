@@ -42,6 +42,7 @@ struct Engine::Impl {
   std::unique_ptr<Tokenizer> tokenizer;
   GenerationStats stats;
   double load_seconds = 0;
+  double warmup_seconds = 0;
 
   Communicator& group() const { return comm ? *comm : single_rank(); }
   // Rank 0 tells the other ranks what to run (nothing to tell when alone).
@@ -126,7 +127,6 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   } else {
     fail("unknown backend '" + options.backend + "' (expected cpu or cuda)");
   }
-  impl_->backend->set_profiling(options.profile);
   const ModelConfig& c = impl_->loaded.config;
   int max_ctx =
       options.max_context > 0 ? options.max_context : std::min(c.max_position_embeddings, 4096);
@@ -140,6 +140,20 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
     impl_->model = std::make_unique<LlamaModel>(impl_->loaded, *impl_->backend, max_ctx,
                                                 options.no_rope, group);
   impl_->model->set_graph_capture(options.cuda_graphs);
+  if (options.warmup && impl_->backend->has_first_call_costs()) {
+    // Every rank runs it (rank 0 leads, the others follow), before profiling starts.
+    const auto w0 = std::chrono::steady_clock::now();
+    // (A sink cache prefills at most `window` tokens a step.)
+    const int n = options.sink_tokens >= 0 ? std::min(16, options.window) : 16;
+    GenerationRequest r;
+    r.prompt_ids.assign(static_cast<size_t>(std::max(n, 0)), 0);
+    r.params.max_new_tokens = 2;
+    r.params.ignore_eos = true;
+    if (n >= 1 && n + r.params.max_new_tokens <= max_ctx) generate({r});
+    impl_->stats = GenerationStats{};
+    impl_->warmup_seconds = ms_since(w0) / 1000.0;
+  }
+  impl_->backend->set_profiling(options.profile);
   impl_->load_seconds = ms_since(t0) / 1000.0;
 }
 
@@ -184,6 +198,9 @@ const Tokenizer* Engine::tokenizer() const {
 
 double Engine::load_seconds() const {
   return impl_->load_seconds;
+}
+double Engine::warmup_seconds() const {
+  return impl_->warmup_seconds;
 }
 int64_t Engine::weight_bytes() const {
   return impl_->model->weight_bytes();
