@@ -141,15 +141,20 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
                                                 options.no_rope, group);
   impl_->model->set_graph_capture(options.cuda_graphs);
   if (options.warmup && impl_->backend->has_first_call_costs()) {
-    // Every rank runs it (rank 0 leads, the others follow), before profiling starts.
+    // Every rank runs it (rank 0 leads, the others follow), before profiling starts. GEMMs have
+    // plans and kernels per power-of-two bucket of rows, so each bucket up to 1,024 is run.
     const auto w0 = std::chrono::steady_clock::now();
-    // (A sink cache prefills at most `window` tokens a step.)
-    const int n = options.sink_tokens >= 0 ? std::min(16, options.window) : 16;
-    GenerationRequest r;
-    r.prompt_ids.assign(static_cast<size_t>(std::max(n, 0)), 0);
-    r.params.max_new_tokens = 2;
-    r.params.ignore_eos = true;
-    if (n >= 1 && n + r.params.max_new_tokens <= max_ctx) generate({r});
+    for (int len = 16; len <= 1024; len *= 2) {
+      // (A sink cache prefills at most `window` tokens a step.)
+      const int n = options.sink_tokens >= 0 ? std::min(len, options.window) : len;
+      if (n < 1 || n + 2 > max_ctx) break;
+      GenerationRequest r;
+      r.prompt_ids.assign(static_cast<size_t>(n), 0);
+      r.params.max_new_tokens = 2;
+      r.params.ignore_eos = true;
+      generate({r});
+      if (n < len) break;
+    }
     impl_->stats = GenerationStats{};
     impl_->warmup_seconds = ms_since(w0) / 1000.0;
   }

@@ -1,5 +1,6 @@
 #include "backend/cuda/lt_gemm.h"
 
+#include <bit>
 #include <string>
 
 #include "backend/cuda/cuda_check.h"
@@ -54,8 +55,40 @@ LtGemm::Plan& LtGemm::plan(DType in_dt, DType out_dt, int64_t tokens, int64_t k,
   NI_CUBLAS_CHECK(
       cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
   NI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, cuda_type(in_dt), k, n, k));
-  NI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, cuda_type(in_dt), k, tokens, k));
   NI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, cuda_type(out_dt), n, tokens, n));
+  // The heuristic's pick for the power-of-two bucket of `tokens`, if it runs this size exactly as
+  // asked; otherwise the pick for the size itself. Per-size picks cost every new prompt length
+  // 5-13 ms on its first prefill (H200, 8B shapes: heuristic queries and kernels loaded).
+  const int64_t bucket = static_cast<int64_t>(std::bit_ceil(static_cast<uint64_t>(tokens)));
+  auto [b, fresh] = bucket_algos_.try_emplace(
+      Key{static_cast<int>(in_dt), static_cast<int>(out_dt), bucket, k, n});
+  if (fresh) {
+    cublasLtMatrixLayout_t bucket_b = nullptr, bucket_c = nullptr;
+    NI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&bucket_b, cuda_type(in_dt), k, bucket, k));
+    NI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&bucket_c, cuda_type(out_dt), n, bucket, n));
+    cublasLtMatmulAlgo_t algo{};
+    if (pick(p.op, p.a, bucket_b, bucket_c, algo)) b->second = algo;
+    cublasLtMatrixLayoutDestroy(bucket_b);
+    cublasLtMatrixLayoutDestroy(bucket_c);
+  }
+  NI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.b, cuda_type(in_dt), k, tokens, k));
+  cublasLtMatmulHeuristicResult_t check{};
+  const bool fits = b->second.has_value() &&
+                    cublasLtMatmulAlgoCheck(handle_, p.op, p.a, p.b, p.c, p.c, &*b->second,
+                                            &check) == CUBLAS_STATUS_SUCCESS &&
+                    check.workspaceSize <= workspace_bytes_;
+  if (fits)
+    p.algo = *b->second;
+  else if (!pick(p.op, p.a, p.b, p.c, p.algo))
+    fail("cuBLASLt has no algorithm for x[" + std::to_string(tokens) + ", " + std::to_string(k) +
+         "] w[" + std::to_string(n) + ", " + std::to_string(k) + "]^T (" + dtype_name(in_dt) +
+         " -> " + dtype_name(out_dt) + ")");
+  return plans_.emplace(key, p).first->second;
+}
+
+// The heuristic's first algorithm for these layouts within the workspace; false if it has none.
+bool LtGemm::pick(cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+                  cublasLtMatrixLayout_t c, cublasLtMatmulAlgo_t& algo) {
   cublasLtMatmulPreference_t pref = nullptr;
   NI_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
   NI_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
@@ -63,14 +96,11 @@ LtGemm::Plan& LtGemm::plan(DType in_dt, DType out_dt, int64_t tokens, int64_t k,
   cublasLtMatmulHeuristicResult_t result{};
   int found = 0;
   const cublasStatus_t st =
-      cublasLtMatmulAlgoGetHeuristic(handle_, p.op, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+      cublasLtMatmulAlgoGetHeuristic(handle_, op, a, b, c, c, pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
-  if (st != CUBLAS_STATUS_SUCCESS || found == 0)
-    fail("cuBLASLt has no algorithm for x[" + std::to_string(tokens) + ", " + std::to_string(k) +
-         "] w[" + std::to_string(n) + ", " + std::to_string(k) + "]^T (" + dtype_name(in_dt) +
-         " -> " + dtype_name(out_dt) + ")");
-  p.algo = result.algo;
-  return plans_.emplace(key, p).first->second;
+  if (st != CUBLAS_STATUS_SUCCESS || found == 0) return false;
+  algo = result.algo;
+  return true;
 }
 
 void LtGemm::run(DType in_dt, DType out_dt, const void* x, const void* w, void* y, int64_t tokens,

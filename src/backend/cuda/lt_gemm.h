@@ -1,13 +1,15 @@
 // cuBLASLt matrix products for the model's one shape of GEMM: y[T, N] = x[T, K] w[N, K]^T,
 // row-major, bf16 or fp32 inputs, fp32 accumulation, output in the input type or f32 (logits).
 // Plans (descriptors + the heuristic's algorithm) are cached per shape, so a step that is
-// captured in a CUDA graph issues no host-side cuBLAS setup.
+// captured in a CUDA graph issues no host-side cuBLAS setup; the algorithm is the one picked for
+// the power-of-two bucket of the row count where it runs that count.
 #pragma once
 
 #include <cublasLt.h>
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <tuple>
 
 #include "tensor/tensor.h"
@@ -32,11 +34,14 @@ class LtGemm {
   };
   using Key = std::tuple<int, int, int64_t, int64_t, int64_t>;
   Plan& plan(DType in_dt, DType out_dt, int64_t tokens, int64_t k, int64_t n);
+  bool pick(cublasLtMatmulDesc_t op, cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
+            cublasLtMatrixLayout_t c, cublasLtMatmulAlgo_t& algo);
 
   cublasLtHandle_t handle_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   std::map<Key, Plan> plans_;
+  std::map<Key, std::optional<cublasLtMatmulAlgo_t>> bucket_algos_;  // none: the heuristic had none
 };
 
 }  // namespace nanoinfer::cuda
