@@ -30,8 +30,7 @@ class Tensor {
 
   // A fresh zero-filled host tensor.
   static Tensor zeros(DType dtype, std::vector<int64_t> shape);
-  // Host tensors of one dtype and width stacked along their rows: [n1, K] + [n2, K] -> [n1 + n2,
-  // K].
+  // Host tensors of one dtype and width stacked along their rows: [n1, K], [n2, K] -> [n1+n2, K].
   static Tensor stack_rows(const std::vector<Tensor>& parts);
 
   DType dtype() const { return dtype_; }
