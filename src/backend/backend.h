@@ -89,8 +89,9 @@ class Backend {
   virtual void copy_slots(std::span<KvLayer> layers, const std::vector<int32_t>& src_slots,
                           const std::vector<int32_t>& dst_slots) = 0;
   virtual void synchronize() {}
-  // Whether a first forward pays one-time costs that a warm-up at load should take instead.
-  virtual bool has_first_call_costs() const { return false; }
+  // Prompt lengths whose first forwards pay one-time costs (kernels loaded, GEMM algorithms
+  // picked) that a warm-up at load should take instead; none where there are no such costs.
+  virtual std::vector<int> warmup_lengths() const { return {}; }
   // Runs `body`, the device work of one forward step. A backend may record it the first time a
   // key is seen (a CUDA graph) and replay the recording on later calls with the same key; keys
   // < 0 always run eagerly. Everything body touches must then live in buffers that stay put.

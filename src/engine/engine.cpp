@@ -140,17 +140,20 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
     impl_->model = std::make_unique<LlamaModel>(impl_->loaded, *impl_->backend, max_ctx,
                                                 options.no_rope, group);
   impl_->model->set_graph_capture(options.cuda_graphs);
-  if (options.warmup && impl_->backend->has_first_call_costs()) {
-    // Every rank runs it (rank 0 leads, the others follow), before profiling starts. GEMMs have
-    // plans and kernels per power-of-two bucket of rows, so each bucket up to 1,024 is run.
+  const std::vector<int> warmup =
+      options.warmup ? impl_->backend->warmup_lengths() : std::vector<int>{};
+  if (!warmup.empty()) {
+    // Every rank runs it (rank 0 leads, the others follow), before profiling starts: a prompt of
+    // each length the backend names (GEMM algorithms per bucket of rows), the first with a decode
+    // step as well (its graph).
     const auto w0 = std::chrono::steady_clock::now();
-    for (int len = 16; len <= 1024; len *= 2) {
+    for (const int len : warmup) {
       // (A sink cache prefills at most `window` tokens a step.)
       const int n = options.sink_tokens >= 0 ? std::min(len, options.window) : len;
       if (n < 1 || n + 2 > max_ctx) break;
       GenerationRequest r;
       r.prompt_ids.assign(static_cast<size_t>(n), 0);
-      r.params.max_new_tokens = 2;
+      r.params.max_new_tokens = len == warmup.front() ? 2 : 1;
       r.params.ignore_eos = true;
       generate({r});
       if (n < len) break;

@@ -359,6 +359,26 @@ TEST(CudaUpload, RowsLandWhereTheHostStackPutsThem) {
   }
 }
 
+// GEMM algorithm buckets (host only): 16 up to 16 rows, then quarter octaves, so a row count runs
+// an algorithm picked for at most 25 % more rows; the warm-up's list is every bucket in order.
+TEST(LtGemmBuckets, QuarterOctavesAndTheWarmupList) {
+  const std::vector<int> all = cuda::LtGemm::buckets_up_to(1024);
+  EXPECT_EQ(all, (std::vector<int>{16,  20,  24,  28,  32,  40,  48,  56,  64,  80,  96,  112, 128,
+                                   160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024}));
+  for (int64_t t = 1; t <= 4096; ++t) {
+    const int64_t b = cuda::LtGemm::bucket_of(t);
+    ASSERT_GE(b, t);
+    ASSERT_EQ(cuda::LtGemm::bucket_of(b), b) << t;
+    if (t > 16) {
+      ASSERT_LT(4 * (b - t), t) << t;
+    }
+    if (t <= 1024) {
+      ASSERT_TRUE(std::find(all.begin(), all.end(), b) != all.end()) << t;
+    }
+  }
+  EXPECT_EQ(cuda::LtGemm::bucket_of(1025), 1280);
+}
+
 // cuda::read_two (the benchmarks' read ceiling) reads every word of both buffers: with every word
 // zero but one, set to the value that makes the thread holding it write the sink, the sink is
 // written wherever that word sits (at either end of either buffer, or inside).

@@ -56,10 +56,11 @@ LtGemm::Plan& LtGemm::plan(DType in_dt, DType out_dt, int64_t tokens, int64_t k,
       cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_TRANSB, &trans_b, sizeof(trans_b)));
   NI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, cuda_type(in_dt), k, n, k));
   NI_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.c, cuda_type(out_dt), n, tokens, n));
-  // The heuristic's pick for the power-of-two bucket of `tokens`, if it runs this size exactly as
-  // asked; otherwise the pick for the size itself. Per-size picks cost every new prompt length
-  // 5-13 ms on its first prefill (H200, 8B shapes: heuristic queries and kernels loaded).
-  const int64_t bucket = static_cast<int64_t>(std::bit_ceil(static_cast<uint64_t>(tokens)));
+  // The heuristic's pick for the bucket of `tokens`, if it runs this size exactly as asked;
+  // otherwise the pick for the size itself. Per-size picks cost every new prompt length 5-13 ms
+  // on its first prefill (H200, 8B shapes: 0.1-0.25 ms a heuristic query, 2-4 ms to load a
+  // kernel at its first launch, and 55-93 distinct picks over 1..1,024 rows per weight shape).
+  const int64_t bucket = bucket_of(tokens);
   auto [b, fresh] = bucket_algos_.try_emplace(
       Key{static_cast<int>(in_dt), static_cast<int>(out_dt), bucket, k, n});
   if (fresh) {
@@ -84,6 +85,18 @@ LtGemm::Plan& LtGemm::plan(DType in_dt, DType out_dt, int64_t tokens, int64_t k,
          "] w[" + std::to_string(n) + ", " + std::to_string(k) + "]^T (" + dtype_name(in_dt) +
          " -> " + dtype_name(out_dt) + ")");
   return plans_.emplace(key, p).first->second;
+}
+
+int64_t LtGemm::bucket_of(int64_t tokens) {
+  if (tokens <= 16) return 16;
+  const auto step = static_cast<int64_t>(std::bit_floor(static_cast<uint64_t>(tokens - 1)) / 4);
+  return (tokens + step - 1) / step * step;
+}
+
+std::vector<int> LtGemm::buckets_up_to(int max_rows) {
+  std::vector<int> out;
+  for (int64_t t = 16; t <= max_rows; t = bucket_of(t + 1)) out.push_back(static_cast<int>(t));
+  return out;
 }
 
 // The heuristic's first algorithm for these layouts within the workspace; false if it has none.

@@ -2,7 +2,7 @@
 // row-major, bf16 or fp32 inputs, fp32 accumulation, output in the input type or f32 (logits).
 // Plans (descriptors + the heuristic's algorithm) are cached per shape, so a step that is
 // captured in a CUDA graph issues no host-side cuBLAS setup; the algorithm is the one picked for
-// the power-of-two bucket of the row count where it runs that count.
+// the row count's bucket (bucket_of) where it runs that count.
 #pragma once
 
 #include <cublasLt.h>
@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <tuple>
+#include <vector>
 
 #include "tensor/tensor.h"
 
@@ -25,6 +26,12 @@ class LtGemm {
 
   void run(DType in_dt, DType out_dt, const void* x, const void* w, void* y, int64_t tokens,
            int64_t k, int64_t n, cudaStream_t s);
+
+  // The row count whose algorithm a product of `tokens` rows runs: 16 up to 16 rows, above that
+  // `tokens` rounded up to a quarter octave (20, 24, 28, 32, 40, ..., 896, 1024, 1280, ...).
+  static int64_t bucket_of(int64_t tokens);
+  // Every bucket from 16 to max_rows, ascending.
+  static std::vector<int> buckets_up_to(int max_rows);
 
  private:
   struct Plan {
