@@ -5,7 +5,8 @@
 //   W3  prefill of one 4,096-token prompt and of 8 at once (prompt tokens/s);
 //   attn the decode attention kernel alone at contexts 640 (W1's), 4k and 16k, batch 1/8/32 (% of
 //        copy), next to a kernel that only reads the same bytes;
-//   gemv the decode matrix-vector kernel alone on the config's matrices (% of the copy bandwidth);
+//   gemv the decode products alone on the config's matrices, GEMV kernel and cuBLASLt, 1-8 rows
+//        (% of the copy bandwidth);
 //   fused the fused elementwise kernels alone (add + RMSNorm, RoPE + KV write, SiLU * mul) at 1,
 //        512 and 4,096 tokens (% of the copy bandwidth);
 //   step W1's decode step as the engine runs it (the token picked and read back, then the next
@@ -37,6 +38,7 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/lt_gemm.h"
 #include "dist/communicator.h"
 #include "engine/batch_builder.h"
 #include "kv/kv_cache.h"
@@ -496,9 +498,12 @@ json run_sample(const Args& a) {
   return out;
 }
 
-// The decode GEMV kernel alone on the config's matrices (y = x w^T) at 1 and 4 tokens. Each
-// shape cycles through copies of its weights, 256 MB or more in all, so that no launch finds
-// its matrix in the L2; a captured graph of back-to-back launches is timed (no host launch cost).
+// The decode products alone on the config's matrices (y = x w^T) at 1 to kGemmRows rows: the GEMV
+// kernel at the rows it takes, cuBLASLt (the backend's plan: its bucket's algorithm) at all, so
+// that the rows where one beats the other show. Each shape cycles through copies of its weights,
+// 256 MB or more in all, so that no launch finds its matrix in the L2; a captured graph of
+// back-to-back launches is timed (no host launch cost).
+constexpr int kGemmRows = 8;
 json run_gemv(const Args& a, double copy_gbs) {
   json out;
   const nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
@@ -516,33 +521,40 @@ json run_gemv(const Args& a, double copy_gbs) {
                           {"lm_head", c.vocab_size, H, DType::F32}};
   cudaStream_t s = nullptr;
   check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreate");
+  nanoinfer::cuda::LtGemm lt;
   for (const Shape& sh : shapes) {
     const size_t w_bytes = size_t{2} * sh.n * sh.k;
     const int copies =
         static_cast<int>(std::max<size_t>(1, ((size_t{256} << 20) + w_bytes - 1) / w_bytes));
-    const int T = nanoinfer::cuda::kGemvMaxTokens;
+    const int T = kGemmRows;
     char *w = nullptr, *x = nullptr, *y = nullptr;
     check(cudaMalloc(&w, w_bytes * copies), "cudaMalloc");
     check(cudaMalloc(&x, size_t{2} * T * sh.k), "cudaMalloc");
     check(cudaMalloc(&y, size_t{4} * T * sh.n), "cudaMalloc");
     nanoinfer::cuda::random_normal(DType::BF16, w, int64_t{sh.n} * sh.k * copies, 0.02F, 1, s);
     nanoinfer::cuda::random_normal(DType::BF16, x, int64_t{T} * sh.k, 1.0F, 2, s);
-    for (const int tokens : {1, 4}) {
-      const int launches = copies * ((100 + copies - 1) / copies);
-      auto call = [&](int i) {
-        nanoinfer::cuda::gemv_bf16(x, w + (i % copies) * w_bytes, sh.y, y, tokens, sh.k, sh.n, s);
-      };
-      const double us = graph_us(s, launches, call);
+    const int launches = copies * ((100 + copies - 1) / copies);
+    for (int tokens = 1; tokens <= T; ++tokens) {
       const double y_size = sh.y == DType::F32 ? 4.0 : 2.0;
       const double bytes =
           static_cast<double>(w_bytes) + 2.0 * tokens * sh.k + y_size * tokens * sh.n;
-      const double gbs = bytes / (us * 1e-6) / 1e9;
-      const std::string k = std::string(sh.name) + "_t" + std::to_string(tokens);
-      out[k] = {{"n", sh.n}, {"k", sh.k},   {"tokens", tokens},
-                {"us", us},  {"gb_s", gbs}, {"pct_copy_bw", 100.0 * gbs / copy_gbs}};
-      std::printf("gemv %-7s %6d x %5d tok %d: %8.2f us  %6.0f GB/s = %5.1f%% of copy\n", sh.name,
-                  sh.n, sh.k, tokens, us, gbs, 100.0 * gbs / copy_gbs);
-      std::fflush(stdout);
+      auto report = [&](const char* kind, double us) {
+        const double gbs = bytes / (us * 1e-6) / 1e9;
+        const std::string k = std::string(kind) + "_" + sh.name + "_t" + std::to_string(tokens);
+        out[k] = {{"n", sh.n}, {"k", sh.k},   {"tokens", tokens},
+                  {"us", us},  {"gb_s", gbs}, {"pct_copy_bw", 100.0 * gbs / copy_gbs}};
+        std::printf("%-7s %-7s %6d x %5d tok %d: %8.2f us  %6.0f GB/s = %5.1f%% of copy\n", kind,
+                    sh.name, sh.n, sh.k, tokens, us, gbs, 100.0 * gbs / copy_gbs);
+        std::fflush(stdout);
+      };
+      if (tokens <= nanoinfer::cuda::kGemvMaxTokens)
+        report("gemv", graph_us(s, launches, [&](int i) {
+                 nanoinfer::cuda::gemv_bf16(x, w + (i % copies) * w_bytes, sh.y, y, tokens, sh.k,
+                                            sh.n, s);
+               }));
+      report("cublas", graph_us(s, launches, [&](int i) {
+               lt.run(DType::BF16, sh.y, x, w + (i % copies) * w_bytes, y, tokens, sh.k, sh.n, s);
+             }));
     }
     check(cudaFree(w), "cudaFree");
     check(cudaFree(x), "cudaFree");

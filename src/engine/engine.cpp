@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -147,10 +148,13 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
     // each length the backend names (GEMM algorithms per bucket of rows), the first with a decode
     // step as well (its graph).
     const auto w0 = std::chrono::steady_clock::now();
+    const int bs = options.block_size;
+    const int blocks = options.cache_tokens > 0 ? options.cache_tokens / bs : INT_MAX;
+    auto fits = [&](int tokens) { return tokens <= max_ctx && (tokens + bs - 1) / bs <= blocks; };
     for (const int len : warmup) {
       // (A sink cache prefills at most `window` tokens a step.)
       const int n = options.sink_tokens >= 0 ? std::min(len, options.window) : len;
-      if (n < 1 || n + 2 > max_ctx) break;
+      if (n < 1 || !fits(n + 2)) break;
       GenerationRequest r;
       r.prompt_ids.assign(static_cast<size_t>(n), 0);
       r.params.max_new_tokens = len == warmup.front() ? 2 : 1;
@@ -158,6 +162,15 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
       generate({r});
       if (n < len) break;
     }
+    // A batch of one-token prompts: the LM head of several rows (the prompts above give it one),
+    // whose first product costs ~40 ms (8B shapes, H200). One cache block each, as many as fit.
+    std::vector<GenerationRequest> batch(static_cast<size_t>(std::min(16, blocks)));
+    for (auto& r : batch) {
+      r.prompt_ids = {0};
+      r.params.max_new_tokens = 1;
+      r.params.ignore_eos = true;
+    }
+    if (batch.size() > 1 && fits(2)) generate(batch);
     impl_->stats = GenerationStats{};
     impl_->warmup_seconds = ms_since(w0) / 1000.0;
   }

@@ -163,7 +163,8 @@ void launch(const void* x, const void* w, void* y, int k, int n, cudaStream_t s)
   };
   // x as f32 at one row (twice the bytes, no conversion at every row): H200, 2026-12-01, three
   // calls, every one-row product 1-2 points of copy faster and W1 +0.4 to +0.9 %; at four rows
-  // 2-4 points slower (four rows' f32 x read from shared memory at every chunk).
+  // (the kernel then took up to four) 2-4 points slower: f32 x read from shared memory at every
+  // chunk.
   if constexpr (TOK == 1) {
     if (2 * bf16_bytes <= limit) {
       [[maybe_unused]] static const bool once =  // any size up to the opt-in limit
@@ -196,8 +197,7 @@ void gemv_bf16(const void* x, const void* w, DType y_dt, void* y, int tokens, in
   NI_ASSERT(k % 8 == 0 && tokens >= 1 && tokens <= kGemvMaxTokens && n >= 1);
   // One instantiation per row count: rows past `tokens` must be neither read nor written.
   using Launch = void (*)(const void*, const void*, DType, void*, int, int, cudaStream_t);
-  static constexpr Launch kByTokens[kGemvMaxTokens] = {launch_y<1>, launch_y<2>, launch_y<3>,
-                                                       launch_y<4>};
+  static constexpr Launch kByTokens[kGemvMaxTokens] = {launch_y<1>, launch_y<2>};
   kByTokens[tokens - 1](x, w, y_dt, y, k, n, s);
 }
 
