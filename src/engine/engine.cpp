@@ -163,7 +163,7 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
       if (n < len) break;
     }
     // A batch of one-token prompts: the LM head of several rows (the prompts above give it one),
-    // whose first product costs ~40 ms (8B shapes, H200). One cache block each, as many as fit.
+    // whose first product costs 40-65 ms (8B shapes, H200). One cache block each, as many as fit.
     std::vector<GenerationRequest> batch(static_cast<size_t>(std::min(16, blocks)));
     for (auto& r : batch) {
       r.prompt_ids = {0};

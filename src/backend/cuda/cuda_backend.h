@@ -47,6 +47,7 @@ class CudaBackend final : public Backend {
   void copy_slots(std::span<KvLayer> layers, const std::vector<int32_t>& src_slots,
                   const std::vector<int32_t>& dst_slots) override;
   void synchronize() override;
+  // Every GEMM bucket of rows up to 1,024 (longer prompts pay their bucket's first use).
   std::vector<int> warmup_lengths() const override { return LtGemm::buckets_up_to(1024); }
   void run_step(int64_t key, const std::function<void()>& body) override;
   void random_normal(Tensor& t, float std, uint64_t seed) override;
