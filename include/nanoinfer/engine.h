@@ -27,9 +27,9 @@ struct EngineOptions {
   std::string dtype = "bf16";  // CUDA compute dtype: "bf16" | "f32" (the parity mode)
   bool cuda_graphs = true;     // replay decode steps as CUDA graphs (--no-graph: off)
   // On backends with one-time costs (CUDA: kernels loaded at their first launch, GEMM plans, the
-  // first graph capture), short requests run at load (prompts of 16, 32, ..., 1,024 tokens, 2 new
-  // each), so that the first real requests do not pay them; part of load_seconds()
-  // (--no-warmup: off).
+  // first graph capture), short requests run at load (one prompt per GEMM bucket of 16 to 1,024
+  // tokens, then a batch of 16 one-token prompts), so that the first real requests do not pay
+  // them; part of load_seconds() (--no-warmup: off).
   bool warmup = true;
   bool profile = false;  // per-op device time (--profile; CUDA only)
   // Every row is handled by the backend where the logits are (CUDA: greedy or sampled rows

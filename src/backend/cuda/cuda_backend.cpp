@@ -207,7 +207,8 @@ void CudaBackend::copy_to_device(void* dst, const void* src, size_t bytes) {
 Tensor CudaBackend::upload(const Tensor& host, DType dtype) {
   Tensor out = alloc(host.shape(), dtype);
   upload_into(host, out);
-  // The host bytes may be freed once we return (and any temporaries are freed here).
+  // Ready on return, for any stream. (The host bytes are free already: copy_to_device copies them
+  // into the pinned slices before it returns; the converting paths synchronised once already.)
   NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
   return out;
 }
