@@ -117,7 +117,8 @@ INSTANTIATE_TEST_SUITE_P(
                                          // block-table lookups divide instead of shifting
                                          AttnCase{{300, 45}, 8, 2, 128, 12, "pre", 2},
                                          // more than 16 (sequence, kv head) pairs: the
-                                         // one-stage decode kernel (fewer take two stages)
+                                         // one-stage decode kernel (fewer take the one
+                                         // with copying warps, or two stages under "pre")
                                          AttnCase{{600, 33, 1, 250, 90}, 32, 8, 128, 16, "pre", 2},
                                          AttnCase{{200, 64, 900}, 12, 6, 64, 16, "post", 2},
                                          // one kv head: the most splits (128) per context

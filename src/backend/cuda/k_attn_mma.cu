@@ -2,7 +2,8 @@
 // (mma.sync m16n8k16, scores and probabilities never leave registers). Both kernels stage the cache
 // through the block table into shared memory with cp.async, 64 entries a tile (prefill: the next
 // tile in flight while one is used; decode: one tile in shared memory at a time, the SM's other
-// blocks computing while its copies land, or two when the call has few sequences), and a warp keeps
+// blocks computing while its copies land, or, when the call has few sequences, six tiles filled
+// by four warps that only copy), and a warp keeps
 // an online softmax over 16 query rows: S = Q K^T into C fragments, the row max and sum over the
 // four lanes that share a row, P re-packed as the A operand of P V. A row is one (token, query
 // head) pair of a kv head's group, so the group's heads share each K/V tile: prefill packs 64 rows
@@ -28,10 +29,18 @@ constexpr int kPrefillStages = 2;  // tiles in shared memory: compute-bound, dou
 // single stage (46 KB with the merge's scratch, at most 128 registers a thread): four blocks
 // share an SM and each one's copies overlap the others' arithmetic. H200, 2026-12-01, % of copy
 // at B=8 x 16k: three stages (two blocks an SM) 67 %, two stages (three) 84 %, one stage (four)
-// 85 %; at B=32 x 4k two stages 79 %, one 85 %. Only calls with few (sequence, kv head) pairs,
-// where a block has a tile or two and nothing else on its SM to overlap, take two stages
-// (kFewPairs, below).
+// 85 %; at B=32 x 4k two stages 79 %, one 85 %. Calls with few (sequence, kv head) pairs take
+// other kernels (kFewPairs, below).
 constexpr int kDecodeBlocksPerSm = 4;
+// The copying-warp decode kernel: one block an SM, six stages (209 KB with Q for D = 128), four
+// warps that copy and four that attend. A warp issues a 16-byte cp.async of 32 lanes only every
+// ~170 cycles on an H200, so one copying warp an SM streamed 1.7 TB/s and four stream as fast as
+// the copies alone (B=1 16k: tiles in 15.5 us, 67 MB). H200, 2026-12-02, B=1 640 / 4k / 16k:
+// one copying warp and six stages 6.8 / 12.5 / 40.0 us, two warps and three stages (two blocks
+// an SM) 6.1 / 11.3 / 25.3, four warps and six stages 5.5 / 9.8 / 24.2; the two-stage kernel
+// before it 7.1 / 10.1 / 25.7. Bulk copies by the copy engine, a row (256 bytes) each, took
+// 72 us at 16k.
+constexpr int kCopyStages = 6, kCopyWarps = 4;
 constexpr int kRows = 64;  // prefill: (token, head) rows per block, 16 per warp
 constexpr int kMaxSplits = 128;
 
@@ -83,22 +92,32 @@ struct WarpAttn {
   __device__ void step(const bf16* ks, const bf16* vs, int k0, float scale, bool masked,
                        const Visible& visible) {
     const int lane = threadIdx.x % 32;
-    float s[NK / 8][4];
-#pragma unroll
-    for (int n = 0; n < NK / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0F;
+    // Q K^T sums over D / 16 chunks. A decode warp's 16 entries give only two accumulators, so
+    // where registers are not capped even and odd chunks sum into separate ones (half the chain
+    // of dependent mma), added after.
+    constexpr int kChains = NK == 16 && !kQShared ? 2 : 1;
+    float acc[kChains][NK / 8][4] = {};
 #pragma unroll
     for (int kc = 0; kc < D / 16; ++kc) {
       uint32_t qf[4];
       if constexpr (kQShared) q_frag(qf, kc);
       const uint32_t(&a)[4] = kQShared ? qf : q[kQShared ? 0 : kc];
+      float(&c)[NK / 8][4] = acc[kc % kChains];
 #pragma unroll
       for (int np = 0; np < NK / 16; ++np) {
         uint32_t b[4];
         ldmatrix_x4(
             b, ks + (k0 + np * 16 + lane % 8 + lane / 16 * 8) * S + kc * 16 + lane / 8 % 2 * 8);
-        mma_bf16(s[2 * np], a, b[0], b[1]);
-        mma_bf16(s[2 * np + 1], a, b[2], b[3]);
+        mma_bf16(c[2 * np], a, b[0], b[1]);
+        mma_bf16(c[2 * np + 1], a, b[2], b[3]);
       }
+    }
+    float(&s)[NK / 8][4] = acc[0];
+    if constexpr (kChains == 2) {
+#pragma unroll
+      for (int n = 0; n < NK / 8; ++n)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) s[n][e] += acc[1][n][e];
     }
     float alpha[2];
 #pragma unroll
@@ -343,67 +362,81 @@ __global__ void __launch_bounds__(kThreads, 2) prefill_kernel(const AttnArgs a, 
 }
 
 // Decode: block (split, kv head, sequence) covers entries [split * chunk, ...) of the sequence's
-// context for the group's heads. ws holds [seq][head][split][4 + D] partials (max, sum, two
-// floats of padding so that the output starts 16-byte aligned, output);
-// counters [seq][kv head] count finished splits (zero between launches: the last block resets).
-template <int D, bool kRotate, int kStages>
-__global__ void __launch_bounds__(kThreads, kStages == 1 ? kDecodeBlocksPerSm : 1)
-    decode_kernel(const AttnArgs a, float scale, float* ws, int* counters) {
-  constexpr int S = Layout<D>::kStride, kChunks = D / 8, kPart = D + 4;
-  pdl_trigger();  // the O GEMV may start prefetching its weights
-  const int split = blockIdx.x, splits = gridDim.x, kvh = blockIdx.y, seq = blockIdx.z;
-  const int group = a.heads / a.kv_heads;
-  const int ctx = a.context_lens[seq], qi = a.q_index[seq];
-  const int n_keys = max(0, min(ctx, qi + 1));
-  // Slices of whole tiles; short contexts leave trailing splits empty.
-  const int per_split = (n_keys + splits - 1) / splits;
-  const int chunk = max(1, (per_split + kTileK - 1) / kTileK) * kTileK;
-  const int used = max(1, (n_keys + chunk - 1) / chunk);
-  if (split >= used) return;
-  const int first = split * chunk, last = min(n_keys, first + chunk) - 1;
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+// context for the group's heads, in slices of whole tiles; short contexts leave trailing splits
+// empty (used < splits).
+struct DecodeSlice {
+  int split, splits, kvh, seq, group, ctx, qi, used, first, last;
+  __device__ explicit DecodeSlice(const AttnArgs& a)
+      : split(static_cast<int>(blockIdx.x)),
+        splits(static_cast<int>(gridDim.x)),
+        kvh(static_cast<int>(blockIdx.y)),
+        seq(static_cast<int>(blockIdx.z)),
+        group(a.heads / a.kv_heads),
+        ctx(a.context_lens[seq]),
+        qi(a.q_index[seq]) {
+    const int n_keys = max(0, min(ctx, qi + 1));
+    const int per_split = (n_keys + splits - 1) / splits;
+    const int chunk = max(1, (per_split + kTileK - 1) / kTileK) * kTileK;
+    used = max(1, (n_keys + chunk - 1) / chunk);
+    first = split * chunk;
+    last = min(n_keys, first + chunk) - 1;
+  }
+};
+
+// The group's query rows (padded to 16 with zeros) into qs, by threads tid of n (cp.async: the
+// caller commits and waits).
+template <int D>
+__device__ void load_q(const AttnArgs& a, const DecodeSlice& d, bf16* qs, int tid, int n) {
+  constexpr int S = Layout<D>::kStride, kChunks = D / 8;
   const int64_t stride = int64_t{a.heads + 2 * a.kv_heads} * D;
   const bf16* qkv = static_cast<const bf16*>(a.qkv);
-  bf16* out = static_cast<bf16*>(a.out) + (int64_t{seq} * a.heads + kvh * group) * D;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  bf16* qs = reinterpret_cast<bf16*>(smem_raw);
-  bf16* stages = qs + 16 * S;
+  for (int i = tid; i < 16 * kChunks; i += n) {
+    const int r = i / kChunks, c = i % kChunks;
+    const int64_t src = r < d.group ? d.seq * stride + int64_t{d.kvh * d.group + r} * D + c * 8 : 0;
+    cp_async16(qs + r * S + c * 8, qkv + src, r < d.group);
+  }
+}
 
-  // Launched as a programmatic dependent of the RoPE kernel, which writes Q and this step's
-  // cache entry (the last, ctx - 1): older entries are copied before waiting for it.
-  auto start = [&] {
-    pdl_wait();
-    for (int i = tid; i < 16 * kChunks; i += kThreads) {
-      const int r = i / kChunks, c = i % kChunks;
-      const int64_t src = r < group ? seq * stride + int64_t{kvh * group + r} * D + c * 8 : 0;
-      cp_async16(qs + r * S + c * 8, qkv + src, r < group);
-    }
-  };
+// The calling warp's 16 entries of the tile that starts at entry k0.
+template <class W>
+__device__ void decode_tile(W& w, const AttnArgs& a, const DecodeSlice& d, const bf16* ks,
+                            const bf16* vs, int k0, float scale) {
+  const int warp = static_cast<int>(threadIdx.x) / 32;
+  const int kw = k0 + warp * 16;
+  if (kw > d.last) return;
   const bool tree = a.tree_mask != nullptr;
-  WarpAttn<D, kStages == 1> w;  // (Q from shared memory where registers are capped at 128)
-  w.m[0] = w.m[1] = -INFINITY;  // for an empty context (no tile): nothing seen
-  w.l[0] = w.l[1] = 0.0F;
-  for_each_tile<D, kStages, true, kRotate>(
-      a, seq, kvh, first, last, ctx - 2, stages, start,
-      [&](int t, const bf16* ks, const bf16* vs, int k0) {
-        if (t == 0) w.init(qs, 0);
-        const int kw = k0 + warp * 16;  // the warp's 16 entries of the tile
-        if (kw > last) return;
-        const bool masked = kw + 15 > last || (tree && kw + 15 >= ctx - 1);
-        w.template step<16>(ks, vs, warp * 16, scale, masked, [&](int, int j) {
-          const int key = kw + j;
-          return key <= last && tree_visible(a, seq, 1, ctx - 1, qi, key);
-        });
-      });
-  w.finish();
+  const bool masked = kw + 15 > d.last || (tree && kw + 15 >= d.ctx - 1);
+  w.template step<16>(ks, vs, warp * 16, scale, masked, [&](int, int j) {
+    const int key = kw + j;
+    return key <= d.last && tree_visible(a, d.seq, 1, d.ctx - 1, d.qi, key);
+  });
+}
 
-  // Merge the warps: [warp][row][D] outputs, [warp][row] maxima and sums, then [row][split]
-  // weights for the final merge (the stages are free now).
-  float* so = reinterpret_cast<float*>(stages);
+// The four attending warps (threads 0-127) synchronise among themselves: a decode block may
+// also hold a copying warp.
+__device__ __forceinline__ void attn_warps_sync() {
+  asm volatile("bar.sync 1, 128;\n" ::: "memory");
+}
+
+// After the tiles (w.finish() done, the stages free for scratch): merges the four warps, writes
+// the block's partial, and the last split of the (sequence, kv head) to finish merges them all
+// into the output (one split: the output directly). ws holds [seq][head][split][4 + D] partials
+// (max, sum, two floats of padding so that the output starts 16-byte aligned, output); counters
+// [seq][kv head] count finished splits (zero between launches: the last block resets). kFirst:
+// splits whose partials a thread requests before the split weights are known.
+template <int D, int kFirst, class W>
+__device__ void decode_finish(const AttnArgs& a, const DecodeSlice& d, const W& w, float* scratch,
+                              float* ws, int* counters) {
+  constexpr int kPart = D + 4;
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
+  const int group = d.group, used = d.used, splits = d.splits;
+  bf16* out = static_cast<bf16*>(a.out) + (int64_t{d.seq} * a.heads + d.kvh * group) * D;
+  // [warp][row][D] outputs, [warp][row] maxima and sums, then [row][split] weights.
+  float* so = scratch;
   float* sm = so + 4 * 16 * D;
   float* sl = sm + 4 * 16;
   float* weight = sl + 4 * 16;
-  const bool any = last >= first;
+  const bool any = d.last >= d.first;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int r = lane / 4 + 8 * h;
@@ -414,13 +447,13 @@ __global__ void __launch_bounds__(kThreads, kStages == 1 ? kDecodeBlocksPerSm : 
       so[(warp * 16 + r) * D + n * 8 + 2 * (lane % 4) + 1] = any ? w.o[n][2 * h + 1] : 0.0F;
     }
     if (lane % 4 == 0) {
-      sm[warp * 16 + r] = w.m[h];
-      sl[warp * 16 + r] = w.l[h];
+      sm[warp * 16 + r] = any ? w.m[h] : -INFINITY;
+      sl[warp * 16 + r] = any ? w.l[h] : 0.0F;
     }
   }
-  __syncthreads();
+  attn_warps_sync();
   for (int i = tid; i < group * D; i += kThreads) {
-    const int r = i / D, d = i % D;
+    const int r = i / D, dd = i % D;
     float mx = -INFINITY;
 #pragma unroll
     for (int v = 0; v < 4; ++v) mx = fmaxf(mx, sm[v * 16 + r]);
@@ -429,14 +462,15 @@ __global__ void __launch_bounds__(kThreads, kStages == 1 ? kDecodeBlocksPerSm : 
     for (int v = 0; v < 4; ++v) {
       const float wt = mx == -INFINITY ? 0.0F : exp2f(sm[v * 16 + r] - mx);
       sum += wt * sl[v * 16 + r];
-      acc += wt * so[(v * 16 + r) * D + d];
+      acc += wt * so[(v * 16 + r) * D + dd];
     }
     if (used == 1) {
-      out[r * D + d] = __float2bfloat16_rn(sum > 0.0F ? acc / sum : 0.0F);
+      out[r * D + dd] = __float2bfloat16_rn(sum > 0.0F ? acc / sum : 0.0F);
     } else {
-      float* part = ws + ((int64_t{seq} * a.heads + kvh * group + r) * splits + split) * kPart;
-      part[4 + d] = acc;
-      if (d == 0) {
+      float* part =
+          ws + ((int64_t{d.seq} * a.heads + d.kvh * group + r) * splits + d.split) * kPart;
+      part[4 + dd] = acc;
+      if (dd == 0) {
         part[0] = mx;
         part[1] = sum;
       }
@@ -449,9 +483,9 @@ __global__ void __launch_bounds__(kThreads, kStages == 1 ? kDecodeBlocksPerSm : 
   // block's partial (ordered before it by the barrier) and, in the last block, makes every other
   // block's visible to the threads that pass the next barrier.
   __shared__ bool last_block;
-  __syncthreads();
+  attn_warps_sync();
   if (tid == 0) {
-    int* count = counters + int64_t{seq} * a.kv_heads + kvh;
+    int* count = counters + int64_t{d.seq} * a.kv_heads + d.kvh;
     int done = 0;
     asm volatile("atom.acq_rel.gpu.global.add.s32 %0, [%1], 1;\n"
                  : "=r"(done)
@@ -460,13 +494,12 @@ __global__ void __launch_bounds__(kThreads, kStages == 1 ? kDecodeBlocksPerSm : 
     last_block = done == used - 1;
     if (last_block) *count = 0;
   }
-  __syncthreads();
+  attn_warps_sync();
   if (!last_block) return;
-  const float* base = ws + (int64_t{seq} * a.heads + kvh * group) * splits * kPart;
-  // Outputs: a thread per 4 elements of a row (an item), 16-byte loads of 16 splits in flight.
-  // The loads of a thread's first item do not depend on the split weights, so they are issued
-  // before the weights are worked out: the two round trips to the L2 overlap.
-  constexpr int kFirst = 16;
+  const float* base = ws + (int64_t{d.seq} * a.heads + d.kvh * group) * splits * kPart;
+  // Outputs: a thread per 4 elements of a row (an item), 16-byte loads of kFirst splits in
+  // flight. The loads of a thread's first item do not depend on the split weights, so they are
+  // issued before the weights are worked out: the two round trips to the L2 overlap.
   const int items = group * D / 4;
   auto item_row = [&](int i) {  // split 0's 4 elements of item i
     return base + int64_t{i / (D / 4)} * splits * kPart + 4 + i % (D / 4) * 4;
@@ -505,16 +538,16 @@ __global__ void __launch_bounds__(kThreads, kStages == 1 ? kDecodeBlocksPerSm : 
     for (int i = 0; i < kMaxSplits / 32; ++i)
       if (lane + 32 * i < used) weight[r * kMaxSplits + lane + 32 * i] = wt[i] * inv;
   }
-  __syncthreads();
+  attn_warps_sync();
   for (int i = tid; i < items; i += kThreads) {
-    const int r = i / (D / 4), d = i % (D / 4) * 4;
+    const int r = i / (D / 4), dd = i % (D / 4) * 4;
     if (i != tid) load_first(i);
     float4 acc = make_float4(0.0F, 0.0F, 0.0F, 0.0F);
-    auto add = [&](float w, const float4& v) {
-      acc.x += w * v.x;
-      acc.y += w * v.y;
-      acc.z += w * v.z;
-      acc.w += w * v.w;
+    auto add = [&](float wt, const float4& v) {
+      acc.x += wt * v.x;
+      acc.y += wt * v.y;
+      acc.z += wt * v.z;
+      acc.w += wt * v.w;
     };
 #pragma unroll
     for (int sp = 0; sp < kFirst; ++sp)
@@ -523,9 +556,124 @@ __global__ void __launch_bounds__(kThreads, kStages == 1 ? kDecodeBlocksPerSm : 
 #pragma unroll 16
     for (int sp = kFirst; sp < used; ++sp)
       add(weight[r * kMaxSplits + sp], __ldcg(reinterpret_cast<const float4*>(row + sp * kPart)));
-    *reinterpret_cast<__nv_bfloat162*>(out + r * D + d) = __floats2bfloat162_rn(acc.x, acc.y);
-    *reinterpret_cast<__nv_bfloat162*>(out + r * D + d + 2) = __floats2bfloat162_rn(acc.z, acc.w);
+    *reinterpret_cast<__nv_bfloat162*>(out + r * D + dd) = __floats2bfloat162_rn(acc.x, acc.y);
+    *reinterpret_cast<__nv_bfloat162*>(out + r * D + dd + 2) = __floats2bfloat162_rn(acc.z, acc.w);
   }
+}
+
+// The decode kernel whose own threads copy the tiles (cp.async), alternating with their use
+// (for_each_tile's decode schedule).
+template <int D, bool kRotate, int kStages>
+__global__ void __launch_bounds__(kThreads, kStages == 1 ? kDecodeBlocksPerSm : 1)
+    decode_kernel(const AttnArgs a, float scale, float* ws, int* counters) {
+  constexpr int S = Layout<D>::kStride;
+  pdl_trigger();  // the O GEMV may start prefetching its weights
+  const DecodeSlice d(a);
+  if (d.split >= d.used) return;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* qs = reinterpret_cast<bf16*>(smem_raw);
+  bf16* stages = qs + 16 * S;
+  // Launched as a programmatic dependent of the RoPE kernel, which writes Q and this step's
+  // cache entry (the last, ctx - 1): older entries are copied before waiting for it.
+  auto start = [&] {
+    pdl_wait();
+    load_q<D>(a, d, qs, static_cast<int>(threadIdx.x), kThreads);
+  };
+  WarpAttn<D, kStages == 1> w;  // (Q from shared memory where registers are capped at 128)
+  w.m[0] = w.m[1] = -INFINITY;  // for an empty context (no tile): nothing seen
+  w.l[0] = w.l[1] = 0.0F;
+  auto body = [&](int t, const bf16* ks, const bf16* vs, int k0) {
+    if (t == 0) w.init(qs, 0);
+    decode_tile(w, a, d, ks, vs, k0, scale);
+  };
+  for_each_tile<D, kStages, true, kRotate>(a, d.seq, d.kvh, d.first, d.last, d.ctx - 2, stages,
+                                           start, body);
+  w.finish();
+  decode_finish<D, kStages == 1 ? 16 : 32>(a, d, w, reinterpret_cast<float*>(stages), ws, counters);
+}
+
+// The decode kernel with copying warps (calls with few (sequence, kv head) pairs whose keys are
+// stored rotated): warps 4-7 copy each tile's K and V rows (cp.async) as soon as a stage is free,
+// up to kCopyStages tiles ahead, while warps 0-3 attend; full[s] / empty[s] mbarriers hand the
+// stages back and forth, so the copies never wait for the arithmetic.
+template <int D>
+__global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
+    decode_copier_kernel(const AttnArgs a, float scale, float* ws, int* counters) {
+  constexpr int S = Layout<D>::kStride, kTile = Layout<D>::kTile, kWarps = kThreads / 32;
+  constexpr int kStages = kCopyStages, kCopiers = kCopyWarps;
+  pdl_trigger();
+  const DecodeSlice d(a);
+  if (d.split >= d.used) return;
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* qs = reinterpret_cast<bf16*>(smem_raw);
+  bf16* stages = qs + 16 * S;
+  __shared__ uint64_t full[kStages], empty[kStages];
+  if (tid == 0) {
+    for (int st = 0; st < kStages; ++st) {
+      mbar_init(&full[st], 32 * kCopiers);  // the copying threads
+      mbar_init(&empty[st], kWarps);
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();
+  const int n_tiles = d.last >= d.first ? (d.last - d.first) / kTileK + 1 : 0;
+
+  if (warp >= kWarps) {  // the copying warps: kN threads, a row in kChunks 16-byte pieces
+    constexpr int kChunks = D / 8, kN = 32 * kCopiers;
+    const int ct = tid - kThreads;
+    auto copiers_sync = [] { asm volatile("bar.sync 2, %0;\n" ::"n"(kN) : "memory"); };
+    const bf16* kc = static_cast<const bf16*>(a.k_cache);
+    const bf16* vc = static_cast<const bf16*>(a.v_cache);
+    // Cache rows of the tile being copied and of the next one (-1 past the slice).
+    __shared__ int64_t rows[2][kTileK];
+    auto lookup = [&](int t) {
+      for (int r = ct; r < kTileK; r += kN) {
+        const int key = d.first + t * kTileK + r;
+        rows[t % 2][r] = key <= d.last ? (cache_slot(a, d.seq, key) * a.kv_heads + d.kvh) * D : -1;
+      }
+    };
+    lookup(0);
+    for (int t = 0; t < n_tiles; ++t) {
+      const int st = t % kStages, k0 = d.first + t * kTileK;
+      if (t >= kStages) mbar_wait(&empty[st], (t / kStages - 1) & 1);
+      // This step's entry (ctx - 1) is written by the kernel ahead: wait for it.
+      if (min(d.last, k0 + kTileK - 1) > d.ctx - 2) pdl_wait();
+      copiers_sync();  // rows[t % 2] is in; every copier is done with rows[(t + 1) % 2]
+      bf16* ks = stages + st * 2 * kTile;
+      bf16* vs = ks + kTile;
+      // Consecutive threads copy consecutive pieces of a row; rows past the slice read as zeros.
+#pragma unroll 8
+      for (int i = ct; i < kTileK * kChunks; i += kN) {
+        const int r = i / kChunks, c = i % kChunks;
+        const int64_t row = rows[t % 2][r];
+        cp_async16(ks + r * S + c * 8, kc + (row < 0 ? 0 : row) + c * 8, row >= 0);
+        cp_async16(vs + r * S + c * 8, vc + (row < 0 ? 0 : row) + c * 8, row >= 0);
+      }
+      cp_async_mbar_arrive(&full[st]);  // once this thread's copies have landed
+      if (t + 1 < n_tiles) lookup(t + 1);
+    }
+    return;
+  }
+
+  pdl_wait();  // Q is written by the kernel ahead
+  load_q<D>(a, d, qs, tid, kThreads);
+  cp_async_commit();
+  cp_async_wait<0>();
+  attn_warps_sync();
+  WarpAttn<D> w;
+  w.init(qs, 0);
+  for (int t = 0; t < n_tiles; ++t) {
+    const int st = t % kStages;
+    mbar_wait(&full[st], (t / kStages) & 1);
+    const bf16* ks = stages + st * 2 * kTile;
+    decode_tile(w, a, d, ks, ks + kTile, d.first + t * kTileK, scale);
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&empty[st]);
+  }
+  w.finish();
+  attn_warps_sync();  // every warp is done with the stages: the scratch overlays them
+  decode_finish<D, 32>(a, d, w, reinterpret_cast<float*>(stages), ws, counters);
 }
 
 template <int D, bool kRotate>
@@ -556,40 +704,50 @@ int best_splits(int pairs, int resident, int max_splits) {
   return best;
 }
 
-// One block per (split, kv head, sequence); the split count is best_splits'.
-template <int D, bool kRotate, int kStages>
+// One block per (split, kv head, sequence); the split count is best_splits' for the blocks an SM
+// holds.
+template <auto kKernel, int kBlockThreads, size_t kSmem>
 void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, cudaStream_t s) {
-  // Q and the stages, or Q and the merge scratch that replaces the stages after the tiles.
-  constexpr size_t smem =
-      std::max(Layout<D>::bytes(16, kStages),
-               Layout<D>::bytes(16, 0) + sizeof(float) * Layout<D>::kMergeFloats);
   static const int resident = [] {
-    allow_dynamic_smem(decode_kernel<D, kRotate, kStages>, smem);
+    allow_dynamic_smem(kKernel, kSmem);
     int per_sm = 0;
-    NI_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &per_sm, decode_kernel<D, kRotate, kStages>, kThreads, smem));
+    NI_CUDA_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kKernel, kBlockThreads, kSmem));
     return device_limits().sms * std::max(1, per_sm);
   }();
   const int splits = best_splits(a.seqs * a.kv_heads, resident, max_splits);
-  launch_pdl(decode_kernel<D, kRotate, kStages>, dim3(splits, a.kv_heads, a.seqs), dim3(kThreads),
-             smem, s, a, kLog2e / sqrtf(static_cast<float>(D)), ws, counters);
+  launch_pdl(kKernel, dim3(splits, a.kv_heads, a.seqs), dim3(kBlockThreads), kSmem, s, a,
+             kLog2e / sqrtf(static_cast<float>(a.head_dim)), ws, counters);
   NI_CUDA_LAUNCH_CHECK("attention_decode_mma");
 }
 
-// Few (sequence, kv head) pairs leave an SM a block or two of work, and the call is bound by
-// latency: two stages (170 registers, two blocks an SM) keep a block's two tiles in flight at
-// once. Many pairs: one stage and four blocks an SM stream faster. H200, 2026-12-01, two stages
-// against one: B=1 (8 pairs) 4k 13.2 -> 10.8 us, 16k 27.1 -> 26.5 us; B=8 (64 pairs) 4k 41.6 ->
-// 47.8 us, 16k 145 -> 179 us; B=32 4k 146 -> 178 us. Four stages (one block an SM): B=1 4k
-// 12.6 us, B=8 4k 77.9 us.
+// Q and the stages, or Q and the merge scratch that replaces the stages after the tiles.
+template <int D, int kStages>
+constexpr size_t decode_smem() {
+  return std::max(Layout<D>::bytes(16, kStages),
+                  Layout<D>::bytes(16, 0) + sizeof(float) * Layout<D>::kMergeFloats);
+}
+
+// Few (sequence, kv head) pairs leave every block a long slice of the context, and with its
+// own threads both copying and attending a block stalls on the copies' issue: the copying-warp
+// kernel (keys stored rotated), or two stages where keys are rotated on the way in (170
+// registers, two blocks an SM). Many pairs: one stage and four blocks an SM stream faster than
+// either (H200, 2026-12-02, the copying-warp kernel for every batch: B=8 4k 71 % of copy
+// against 78 %, B=32 16k 79 % against 89 %).
 constexpr int kFewPairs = 16;
 
 template <int D, bool kRotate>
 void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, cudaStream_t s) {
-  if (a.seqs * a.kv_heads <= kFewPairs)
-    launch_decode<D, kRotate, 2>(a, max_splits, ws, counters, s);
-  else
-    launch_decode<D, kRotate, 1>(a, max_splits, ws, counters, s);
+  if (a.seqs * a.kv_heads > kFewPairs) {
+    launch_decode<decode_kernel<D, kRotate, 1>, kThreads, decode_smem<D, 1>()>(a, max_splits, ws,
+                                                                               counters, s);
+  } else if constexpr (kRotate) {
+    launch_decode<decode_kernel<D, true, 2>, kThreads, decode_smem<D, 2>()>(a, max_splits, ws,
+                                                                            counters, s);
+  } else {
+    launch_decode<decode_copier_kernel<D>, kThreads + 32 * kCopyWarps,
+                  decode_smem<D, kCopyStages>()>(a, max_splits, ws, counters, s);
+  }
 }
 
 bool supported(const AttnArgs& a) {

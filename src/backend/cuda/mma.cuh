@@ -1,7 +1,7 @@
-// Warp-level tensor-core and async-copy primitives (sm_80+): 16-byte cp.async into shared
-// memory, ldmatrix (8x8 b16 tiles, optionally transposed) and mma.sync m16n8k16 with bf16
-// inputs and fp32 accumulators. Fragment layouts (lane = threadIdx.x % 32, r = lane / 4,
-// c = 2 * (lane % 4)):
+// Warp-level tensor-core and async-copy primitives (sm_80+; the mbarriers sm_90): 16-byte
+// cp.async into shared memory, mbarriers that copies' landing can arrive on, ldmatrix (8x8 b16
+// tiles, optionally transposed) and mma.sync m16n8k16 with bf16 inputs and fp32 accumulators.
+// Fragment layouts (lane = threadIdx.x % 32, r = lane / 4, c = 2 * (lane % 4)):
 //   A 16x16 (4 regs of 2 bf16): (r, c..c+1), (r+8, c..), (r, c+8..), (r+8, c+8..)
 //   B 16x8  (2 regs):           (k = c..c+1, n = r), (k = c+8.., n = r)
 //   C 16x8  (4 floats):         (r, c), (r, c+1), (r+8, c), (r+8, c+1)
@@ -29,6 +29,36 @@ __device__ __forceinline__ void cp_async_commit() {
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// mbarriers in shared memory (sm_90): a phase completes when its expected arrivals have arrived;
+// waiters name the phase's parity (0, 1, 0, ...).
+__device__ __forceinline__ void mbar_init(uint64_t* bar, int arrivals) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smem_addr(bar)), "r"(arrivals)
+               : "memory");
+}
+// After the inits, before another thread uses the barriers (then a block barrier).
+__device__ __forceinline__ void mbar_init_fence() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
+  asm volatile(
+      "{\n.reg .b64 state;\nmbarrier.arrive.shared::cta.b64 state, [%0];\n}\n" ::"r"(smem_addr(bar))
+      : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nWAIT_%=:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT_%=;\n}\n" ::"r"(smem_addr(bar)),
+      "r"(parity)
+      : "memory");
+}
+// An arrival on bar once every cp.async this thread issued before has landed (bar counts it
+// among its expected arrivals).
+__device__ __forceinline__ void cp_async_mbar_arrive(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_addr(bar))
+               : "memory");
 }
 
 // Four 8x8 tiles; lanes 8i..8i+7 give the row addresses of tile i, register i receives it.
