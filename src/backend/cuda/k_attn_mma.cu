@@ -49,7 +49,7 @@ struct Layout {
   static constexpr int kStride = D + 8;  // bf16 per shared row: ldmatrix rows hit distinct banks
   static constexpr int kTile = kTileK * kStride;
   // Decode's merge scratch, laid over the stages once the tiles are done: [warp][row][D] outputs,
-  // [warp][row] maxima and sums, [row][split] weights (decode_kernel's so, sm, sl, weight).
+  // [warp][row] maxima and sums, [row][split] weights (decode_finish's so, sm, sl, weight).
   static constexpr size_t kMergeFloats = 4 * 16 * D + 2 * 4 * 16 + 16 * kMaxSplits;
   // Q rows, then stages x (K tile, V tile).
   static constexpr size_t bytes(int q_rows, int stages) {
@@ -730,8 +730,8 @@ constexpr size_t decode_smem() {
 
 // Few (sequence, kv head) pairs leave every block a long slice of the context, and with its
 // own threads both copying and attending a block stalls on the copies' issue: the copying-warp
-// kernel (keys stored rotated), or two stages where keys are rotated on the way in (170
-// registers, two blocks an SM). Many pairs: one stage and four blocks an SM stream faster than
+// kernel (keys stored rotated), or two stages where keys are rotated on the way in (two blocks
+// an SM). Many pairs: one stage and four blocks an SM stream faster than
 // either (H200, 2026-12-02, the copying-warp kernel for every batch: B=8 4k 71 % of copy
 // against 78 %, B=32 16k 79 % against 89 %).
 constexpr int kFewPairs = 16;
