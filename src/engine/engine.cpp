@@ -163,8 +163,10 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
       if (n < len) break;
     }
     // A batch of one-token prompts: the LM head of several rows (the prompts above give it one),
-    // whose first product costs 40-65 ms (8B shapes, H200). One cache block each, as many as fit.
-    std::vector<GenerationRequest> batch(static_cast<size_t>(std::min(16, blocks)));
+    // whose first product costs 40-65 ms (8B shapes, H200). As many as a fixed cache holds (each
+    // needs the blocks of 2 tokens: two when a block holds one).
+    const int per_request = (2 + bs - 1) / bs;
+    std::vector<GenerationRequest> batch(static_cast<size_t>(std::min(16, blocks / per_request)));
     for (auto& r : batch) {
       r.prompt_ids = {0};
       r.params.max_new_tokens = 1;
