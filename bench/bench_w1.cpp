@@ -16,6 +16,9 @@
 //        drew the same tokens);
 //   sample the device pick alone per filter, 1 and 32 rows, on spread and on peaked logits;
 //   beams  W1's prompt with 4 beams, the rows summarised on the device against on the host;
+//   batch  batched greedy decode at 1-32 sequences on one engine with a fixed cache: each
+//          size's first two decode steps (kernels first launched, the step run eagerly, then
+//          captured), its steady step and tok/s, and the graphs each call captured;
 // plus a per-op profile of a W1 decode and a W3 prefill. Prints a table; --json FILE writes all.
 // Under mpirun -np N (one rank per GPU) it runs W1 with the model sharded over the N GPUs
 // (tensor parallelism) and rates the bandwidth against the N GPUs' copy bandwidth together.
@@ -95,7 +98,7 @@ struct Args {
   std::string config = "bench/configs/llama-3.1-8b.json";
   std::string json_path;
   std::string
-      only;  // w1 | step | sampled | sample | beams | w3 | attn | gemv | fused | profile (all)
+      only;  // w1 | step | sampled | sample | beams | batch | w3 | attn | gemv | fused | profile
   int prompt = 512, new_tokens = 256;
 };
 
@@ -136,11 +139,13 @@ json run_w1(const Args& a, double copy_gbs) {
     warm.params.max_new_tokens = 8;
     engine.generate({warm});
     std::vector<double> tps, ttft;
+    int captures = 0;  // by the timed runs (the engine keeps its cache and graphs: none)
     for (int rep = 0; rep < 3; ++rep) {
       engine.generate({req});
       const auto& st = engine.last_stats();
       tps.push_back(st.decode_tokens_per_s());
       ttft.push_back(st.prefill_ms);
+      captures += st.graph_captures;
     }
     if (!engine.is_leader()) continue;
     std::sort(tps.begin(), tps.end());
@@ -151,10 +156,12 @@ json run_w1(const Args& a, double copy_gbs) {
               {"decode_tok_s_all", tps},
               {"ttft_ms", ttft[1]},
               {"gb_s", gbs},
-              {"pct_copy_bw", 100.0 * gbs / copy_gbs}};
+              {"pct_copy_bw", 100.0 * gbs / copy_gbs},
+              {"graph_captures", captures}};
     std::printf(
-        "W1 %-8s prefill(%d) %7.2f ms   decode %7.1f tok/s   %6.0f GB/s = %5.1f%% of copy\n",
-        k.c_str(), a.prompt, ttft[1], t, gbs, 100.0 * gbs / copy_gbs);
+        "W1 %-8s prefill(%d) %7.2f ms   decode %7.1f tok/s   %6.0f GB/s = %5.1f%% of copy   "
+        "(%d graphs captured in the timed runs)\n",
+        k.c_str(), a.prompt, ttft[1], t, gbs, 100.0 * gbs / copy_gbs, captures);
     std::fflush(stdout);
   }
   out["roofline_tok_s_at_copy_bw"] = copy_gbs * 1e9 / bytes;
@@ -245,6 +252,54 @@ json run_w1_beams(const Args& a) {
   out["same_sequences"] = seqs[0] == seqs[1];
   std::printf("W1 beams: the two paths found %s sequences\n",
               seqs[0] == seqs[1] ? "the same" : "DIFFERENT");
+  return out;
+}
+
+// Batched greedy decode on one engine (graphs and warm-up on, one fixed cache for every size):
+// B prompts of 128 random ids, 24 new tokens each, for B = 1 ... 32, in three passes. The first
+// pass meets each size for the first time (and grows the activations with each larger prefill,
+// which drops the graphs); the second captures each bucket again over memory that no longer
+// grows; the third should capture nothing. steps[0] is the prefill, steps[1] and [2] the first
+// decode steps, the rest steady.
+json run_batch(const Args& a) {
+  json out = json::array();
+  const nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
+  constexpr int kPrompt = 128, kNew = 24, kMost = 32;
+  nanoinfer::EngineOptions o = engine_options(a, kPrompt + kNew, true);
+  o.cache_tokens = kMost * (kPrompt + kNew + 15) / 16 * 16;  // whole blocks of 16
+  nanoinfer::Engine engine(o);
+  std::printf("batch: load %.2f s (warm-up %.2f s)\n", engine.load_seconds(),
+              engine.warmup_seconds());
+  for (const int pass : {0, 1, 2}) {
+    for (const int B : {1, 2, 3, 4, 6, 8, 12, 16, 24, kMost}) {
+      std::vector<nanoinfer::GenerationRequest> reqs;
+      for (int i = 0; i < B; ++i) {
+        nanoinfer::GenerationRequest r{random_prompt(kPrompt, c.vocab_size, 100 + i), {}};
+        r.params.max_new_tokens = kNew;
+        r.params.ignore_eos = true;
+        reqs.push_back(r);
+      }
+      engine.generate(reqs);
+      const nanoinfer::GenerationStats& st = engine.last_stats();
+      std::vector<double> steady;
+      for (size_t i = 3; i < st.steps.size(); ++i) steady.push_back(st.steps[i].ms);
+      std::sort(steady.begin(), steady.end());
+      const double step = steady[steady.size() / 2];
+      out.push_back({{"pass", pass},
+                     {"seqs", B},
+                     {"prefill_ms", st.steps[0].ms},
+                     {"first_steps_ms", {st.steps[1].ms, st.steps[2].ms}},
+                     {"step_ms", step},
+                     {"tok_s", 1e3 * B / step},
+                     {"graph_captures", st.graph_captures}});
+      std::printf(
+          "batch %2d pass %d: prefill %7.2f ms, first decode steps %6.2f / %6.2f ms, then "
+          "%6.3f ms a step = %7.1f tok/s; %d graph(s) captured\n",
+          B, pass, st.steps[0].ms, st.steps[1].ms, st.steps[2].ms, step, 1e3 * B / step,
+          st.graph_captures);
+      std::fflush(stdout);
+    }
+  }
   return out;
 }
 
@@ -719,6 +774,7 @@ int main(int argc, char** argv) {
     if (world == 1 && (a.only.empty() || a.only == "sampled")) j["w1_sampled"] = run_w1_sampled(a);
     if (world == 1 && (a.only.empty() || a.only == "sample")) j["sample"] = run_sample(a);
     if (world == 1 && (a.only.empty() || a.only == "beams")) j["w1_beams"] = run_w1_beams(a);
+    if (world == 1 && (a.only.empty() || a.only == "batch")) j["batch"] = run_batch(a);
     if (a.only.empty() || a.only == "attn") j["attention"] = run_attention(a, copy);
     if (a.only.empty() || a.only == "gemv") j["gemv"] = run_gemv(a, copy);
     if (a.only.empty() || a.only == "fused") j["fused"] = run_fused(a, copy);

@@ -28,8 +28,10 @@ struct EngineOptions {
   bool cuda_graphs = true;     // replay decode steps as CUDA graphs (--no-graph: off)
   // On backends with one-time costs (CUDA: kernels loaded at their first launch, GEMM plans, the
   // first graph capture), short requests run at load (one prompt per GEMM bucket of 16 to 1,024
-  // tokens, then a batch of 16 one-token prompts), so that the first real requests do not pay
-  // them; part of load_seconds() (--no-warmup: off).
+  // tokens, a batch of 16 one-token prompts, one request of two decode steps), so that the first
+  // real requests do not pay them; part of load_seconds() (--no-warmup: off). The KV cache is
+  // kept between generate() calls and reused by every call it holds (with cache_tokens 0: up to
+  // the largest call so far), with the decode graphs captured over it.
   bool warmup = true;
   bool profile = false;  // per-op device time (--profile; CUDA only)
   // Every row is handled by the backend where the logits are (CUDA: greedy or sampled rows
@@ -77,6 +79,9 @@ struct GenerationStats {
   double decode_ms = 0;
   int64_t prefill_tokens = 0;
   int64_t decode_tokens = 0;  // tokens produced by decode steps (the first token is prefill's)
+  // Decode steps recorded during the call (CUDA graphs captured, one per batch-size bucket first
+  // seen since the engine's device memory last changed; 0 where nothing is recorded).
+  int graph_captures = 0;
   std::vector<StepStats> steps;
   // Slots a padded static batch would reserve for the same requests: B * (longest prompt +
   // largest max_new_tokens), the denominator of its utilisation.

@@ -99,6 +99,8 @@ class Backend {
     (void)key;
     body();
   }
+  // Recordings run_step has made over the backend's life.
+  virtual int64_t graph_captures() const { return 0; }
 
   // Fills t with normal(0, std) values from a fixed seed (random-weight models for benchmarks).
   // Backends generate on the device; this fallback draws on the host and uploads.

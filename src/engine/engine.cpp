@@ -44,6 +44,10 @@ struct Engine::Impl {
   GenerationStats stats;
   double load_seconds = 0;
   double warmup_seconds = 0;
+  // The last generate()'s KV cache, kept: a call whose cache fits in it clears and reuses it, so
+  // no device memory is allocated and the decode steps' CUDA graphs captured over it stay valid
+  // (an allocation drops them all).
+  std::unique_ptr<KvCache> cache;
 
   Communicator& group() const { return comm ? *comm : single_rank(); }
   // Rank 0 tells the other ranks what to run (nothing to tell when alone).
@@ -53,6 +57,8 @@ struct Engine::Impl {
     group().broadcast(bytes);
   }
   void check_same_model() const;
+  KvCache& cache_for(const KvCacheOptions& kv);
+  void warm_up(Engine& engine);
   void follow();
   std::vector<GenerationOutput> lead(const std::vector<GenerationRequest>& requests,
                                      const TokenCallback& on_token);
@@ -141,43 +147,57 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
     impl_->model = std::make_unique<LlamaModel>(impl_->loaded, *impl_->backend, max_ctx,
                                                 options.no_rope, group);
   impl_->model->set_graph_capture(options.cuda_graphs);
-  const std::vector<int> warmup =
-      options.warmup ? impl_->backend->warmup_lengths() : std::vector<int>{};
-  if (!warmup.empty()) {
-    // Every rank runs it (rank 0 leads, the others follow), before profiling starts: a prompt of
-    // each length the backend names (GEMM algorithms per bucket of rows), the first with a decode
-    // step as well (its graph).
-    const auto w0 = std::chrono::steady_clock::now();
-    const int bs = options.block_size;
-    const int blocks = options.cache_tokens > 0 ? options.cache_tokens / bs : INT_MAX;
-    auto fits = [&](int tokens) { return tokens <= max_ctx && (tokens + bs - 1) / bs <= blocks; };
-    for (const int len : warmup) {
-      // (A sink cache prefills at most `window` tokens a step.)
-      const int n = options.sink_tokens >= 0 ? std::min(len, options.window) : len;
-      if (n < 1 || !fits(n + 2)) break;
-      GenerationRequest r;
-      r.prompt_ids.assign(static_cast<size_t>(n), 0);
-      r.params.max_new_tokens = len == warmup.front() ? 2 : 1;
-      r.params.ignore_eos = true;
-      generate({r});
-      if (n < len) break;
-    }
-    // A batch of one-token prompts: the LM head of several rows (the prompts above give it one),
-    // whose first product costs 40-65 ms (8B shapes, H200). As many as a fixed cache holds (each
-    // needs the blocks of 2 tokens: two when a block holds one).
-    const int per_request = (2 + bs - 1) / bs;
-    std::vector<GenerationRequest> batch(static_cast<size_t>(std::min(16, blocks / per_request)));
-    for (auto& r : batch) {
-      r.prompt_ids = {0};
-      r.params.max_new_tokens = 1;
-      r.params.ignore_eos = true;
-    }
-    if (batch.size() > 1 && fits(2)) generate(batch);
-    impl_->stats = GenerationStats{};
-    impl_->warmup_seconds = ms_since(w0) / 1000.0;
-  }
+  if (options.warmup) impl_->warm_up(*this);
   impl_->backend->set_profiling(options.profile);
   impl_->load_seconds = ms_since(t0) / 1000.0;
+}
+
+// Takes the backend's one-time costs at load: a prompt of each length it names (GEMM algorithms
+// per bucket of rows), a batch of one-token prompts, then one request with two decode steps (run
+// eagerly, then captured) over the largest cache so far, which later calls that fit in it reuse
+// (cache_for), graph and all. Stats are dropped. Every rank runs it (rank 0 leads, the others
+// follow), before profiling starts.
+void Engine::Impl::warm_up(Engine& engine) {
+  const std::vector<int> lengths = backend->warmup_lengths();
+  if (lengths.empty()) return;
+  const auto w0 = std::chrono::steady_clock::now();
+  const int max_ctx = options.max_context, bs = options.block_size;
+  const int blocks = options.cache_tokens > 0 ? options.cache_tokens / bs : INT_MAX;
+  auto fits = [&](int tokens) { return tokens <= max_ctx && (tokens + bs - 1) / bs <= blocks; };
+  auto request = [](int prompt, int new_tokens) {
+    GenerationRequest r;
+    r.prompt_ids.assign(static_cast<size_t>(prompt), 0);
+    r.params.max_new_tokens = new_tokens;
+    r.params.ignore_eos = true;
+    return r;
+  };
+  for (const int len : lengths) {
+    // (A sink cache prefills at most `window` tokens a step.)
+    const int n = options.sink_tokens >= 0 ? std::min(len, options.window) : len;
+    if (n < 1 || !fits(n + 1)) break;
+    engine.generate({request(n, 1)});
+    if (n < len) break;
+  }
+  // One-token prompts: the LM head of several rows (the prompts above give it one), whose first
+  // product costs 40-65 ms (8B shapes, H200). As many as a fixed cache holds (each needs the
+  // blocks of 2 tokens: two when a block holds one).
+  const int per_request = (2 + bs - 1) / bs;
+  const int batch = std::min(16, blocks / per_request);
+  if (batch > 1 && fits(2))
+    engine.generate(std::vector<GenerationRequest>(static_cast<size_t>(batch), request(1, 1)));
+  if (fits(3)) engine.generate({request(1, 3)});
+  stats = GenerationStats{};
+  warmup_seconds = ms_since(w0) / 1000.0;
+}
+
+KvCache& Engine::Impl::cache_for(const KvCacheOptions& kv) {
+  if (cache && cache->can_hold(kv)) {
+    cache->clear();
+  } else {
+    cache.reset();  // its memory is given back before the new cache asks for more
+    cache = std::make_unique<KvCache>(*backend, model->shard_config(), kv);
+  }
+  return *cache;
 }
 
 // Every rank must shard the same model the same way: rank 0's description against each rank's.
@@ -249,14 +269,14 @@ std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationReque
 // A rank other than 0: run the steps rank 0 sends, on this rank's shard, until its generate()
 // ends.
 void Engine::Impl::follow() {
-  std::unique_ptr<KvCache> cache;
+  KvCache* cache = nullptr;
   while (true) {
     std::vector<uint8_t> bytes;
     group().broadcast(bytes);
     StepMessage m = decode(bytes);
     switch (m.kind) {
       case StepMessage::Kind::Begin:
-        cache = std::make_unique<KvCache>(*backend, model->shard_config(), m.cache);
+        cache = &cache_for(m.cache);
         break;
       case StepMessage::Kind::Step: {
         NI_ASSERT(cache != nullptr);
@@ -314,7 +334,7 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
   kv.rope = options.rope_cache;
   kv.sink_tokens = options.sink_tokens;
   kv.window = options.window;
-  KvCache cache(*backend, model->shard_config(), kv);
+  KvCache& cache = cache_for(kv);
   if (const int most = cache.step_capacity(); most > 0)  // e.g. a sink cache's window
     for (size_t i = 0; i < requests.size(); ++i)
       if (requests[i].prompt_ids.size() > static_cast<size_t>(most))
@@ -337,6 +357,7 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
   }
 
   stats = GenerationStats{};
+  const int64_t captures_before = backend->graph_captures();
   size_t longest = 0;
   int most_new = 0;
   for (const GenerationRequest& r : requests) {
@@ -454,6 +475,7 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
     stats.steps.push_back(step);
     prefill = false;
   }
+  stats.graph_captures = static_cast<int>(backend->graph_captures() - captures_before);
   send(StepMessage::end());
   std::vector<GenerationOutput> out(requests.size());
   for (SampledRequest& r : sampled) out[r.seq.request] = std::move(r.out);

@@ -13,7 +13,7 @@ std::unique_ptr<RopePolicy> make_rope_policy(const std::string& name) {
 }
 
 KvCache::KvCache(Backend& backend, const ModelConfig& config, const KvCacheOptions& options)
-    : backend_(backend), options_(options), rope_(make_rope_policy(options.rope)) {
+    : backend_(backend), asked_(options), options_(options), rope_(make_rope_policy(options.rope)) {
   if (options_.block_size <= 0 || options_.num_blocks <= 0)
     fail("KV cache needs a positive block size and block count");
   if (options_.sink_tokens >= 0) {
@@ -40,6 +40,21 @@ KvCache::KvCache(Backend& backend, const ModelConfig& config, const KvCacheOptio
     l.block_size = options_.block_size;
     bytes_ += static_cast<int64_t>(l.k.nbytes() + l.v.nbytes());
   }
+  clear();
+}
+
+bool KvCache::can_hold(const KvCacheOptions& o) const {
+  return o.block_size == asked_.block_size && o.rope == asked_.rope &&
+         o.sink_tokens == asked_.sink_tokens && o.window == asked_.window &&
+         o.num_blocks <= asked_.num_blocks;
+}
+
+void KvCache::clear() {
+  seqs_.clear();
+  ops_.clear();
+  next_id_ = 0;
+  shared_ = 0;
+  free_.clear();
   free_.reserve(static_cast<size_t>(options_.num_blocks));
   for (int b = options_.num_blocks - 1; b >= 0; --b) free_.push_back(b);
   holders_.assign(static_cast<size_t>(options_.num_blocks), 0);

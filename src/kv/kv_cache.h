@@ -43,6 +43,13 @@ class KvCache {
  public:
   KvCache(Backend& backend, const ModelConfig& config, const KvCacheOptions& options);
 
+  // Whether this cache's device memory can serve a cache made with `options`: the same layout
+  // and at least as many slots. clear() then makes it as good as new (no sequence, every block
+  // free, no pending op) and keeps the memory, whose old entries no sequence reads before it
+  // writes them.
+  bool can_hold(const KvCacheOptions& options) const;
+  void clear();
+
   int create_sequence();
   void release(int seq);
   // dst (a new, empty sequence) becomes a copy of src: beam search forks. In a full cache dst
@@ -86,6 +93,7 @@ class KvCache {
   void run(CacheOp op);
 
   Backend& backend_;
+  KvCacheOptions asked_;  // as made (options_ is what a sink cache turns them into)
   KvCacheOptions options_;
   std::unique_ptr<RopePolicy> rope_;
   std::unique_ptr<CachePolicy> policy_;

@@ -1,6 +1,7 @@
 // KvCache forks (beam search): in a full cache a fork shares the source's full blocks and copies
 // only the entries of its partial last block; blocks return to the free list when their last
-// holder lets go; an evicting (sink) cache copies every entry into blocks of its own.
+// holder lets go; an evicting (sink) cache copies every entry into blocks of its own. A cache
+// cleared for reuse (the engine's next generate()) is as good as new on the same memory.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -128,6 +129,55 @@ TEST(KvCacheFork, ASinkCacheCopiesEveryEntry) {
   Fixture::expect_same_entries(cache, a, b);
   EXPECT_EQ(cache.shared_blocks(), 0);
   EXPECT_EQ(cache.used_slots(), 12);
+}
+
+TEST(KvCacheReuse, ClearedIsAsNewOnTheSameMemory) {
+  Fixture f;
+  const KvCacheOptions o{kBlock, kBlocks, "post"};
+  KvCache cache(*f.be, f.c, o);
+  const void* k0 = cache.layer(0).k.data();
+  const int a = Fixture::filled(cache, 9, 1.0F);
+  const int b = cache.create_sequence();
+  cache.copy_sequence(a, b);  // a shared block, a pending copy
+  ASSERT_GT(cache.shared_blocks(), 0);
+  cache.clear();
+  EXPECT_EQ(cache.free_blocks(), kBlocks);
+  EXPECT_EQ(cache.shared_blocks(), 0);
+  EXPECT_EQ(cache.used_slots(), 0);
+  EXPECT_TRUE(cache.take_ops().empty());
+  EXPECT_EQ(cache.layer(0).k.data(), k0);
+  // The same ids and blocks as a new cache's, in the same order.
+  KvCache again(*f.be, f.c, o);
+  const int x = cache.create_sequence(), y = again.create_sequence();
+  EXPECT_EQ(x, y);
+  EXPECT_EQ(cache.append(x, {0, 1, 2, 3, 4}).slots, again.append(y, {0, 1, 2, 3, 4}).slots);
+}
+
+TEST(KvCacheReuse, HoldsTheSameLayoutWithNoMoreBlocks) {
+  Fixture f;
+  KvCacheOptions o{kBlock, kBlocks, "pre"};
+  const KvCache cache(*f.be, f.c, o);
+  EXPECT_TRUE(cache.can_hold(o));
+  o.num_blocks = kBlocks - 1;
+  EXPECT_TRUE(cache.can_hold(o));
+  o.num_blocks = kBlocks + 1;
+  EXPECT_FALSE(cache.can_hold(o));
+  o.num_blocks = kBlocks;
+  for (auto change :
+       {+[](KvCacheOptions& p) { p.block_size = 8; }, +[](KvCacheOptions& p) { p.rope = "post"; },
+        +[](KvCacheOptions& p) { p.sink_tokens = 2, p.window = 6; }}) {
+    KvCacheOptions other = o;
+    change(other);
+    EXPECT_FALSE(cache.can_hold(other));
+  }
+  // A sink cache compares what it was asked for, not the one-slot blocks it turned them into.
+  KvCacheOptions sink = o;
+  sink.sink_tokens = 2;
+  sink.window = 6;
+  const KvCache sinks(*f.be, f.c, sink);
+  EXPECT_TRUE(sinks.can_hold(sink));
+  sink.window = 7;
+  EXPECT_FALSE(sinks.can_hold(sink));
 }
 
 }  // namespace

@@ -350,13 +350,17 @@ void CudaBackend::synchronize() {
   if (profiling_) collect_profile();
 }
 
+// The layout follows the step's block-table stride, but the buffer is only replaced when it
+// grows: a stride that comes back (a sequence crossing a power of two of blocks in every call)
+// finds its graphs still valid.
 void CudaBackend::ensure_batch_capacity(int tokens, int seqs, int stride, int64_t mask_words) {
-  if (tokens <= cap_tokens_ && seqs <= cap_seqs_ && stride == bt_stride_ &&
-      mask_words <= cap_mask_words_ && !batch_dev_.empty())
+  bt_stride_ = stride;
+  if (tokens <= cap_tokens_ && seqs <= cap_seqs_ && mask_words <= cap_mask_words_ &&
+      !batch_dev_.empty() &&
+      BatchLayout(cap_tokens_, cap_seqs_, stride, cap_mask_words_).total <= batch_dev_.numel())
     return;
   cap_tokens_ = std::max({tokens, cap_tokens_, 64});
   cap_seqs_ = std::max({seqs, cap_seqs_, 16});
-  bt_stride_ = stride;
   cap_mask_words_ = std::max(mask_words, cap_mask_words_);
   const BatchLayout lay(cap_tokens_, cap_seqs_, bt_stride_, cap_mask_words_);
   NI_CUDA_CHECK(cudaEventSynchronize(upload_done_));
@@ -532,6 +536,7 @@ void CudaBackend::run_step(int64_t key, const std::function<void()>& body) {
     const cudaError_t e = cudaGraphInstantiate(&exec, graph, 0);
     cudaGraphDestroy(graph);
     NI_CUDA_CHECK(e);
+    ++captures_;
     it = graphs_.emplace(gk, exec).first;
   }
   NI_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
@@ -719,11 +724,17 @@ void CudaBackend::attention(const Tensor& qkv, int heads, int kv_heads, const De
     return;
   }
   const int splits = decode_splits(b.num_seqs, kv_heads, layer.block_size);
-  const int64_t need = decode_workspace_floats(b.num_seqs, heads, splits, rope_dim_);
-  // (Lazily sized: an empty Tensor's numel() is 1, so empty() is checked too.)
+  // Sized for the batch capacity rather than this batch, so that a larger bucket within it
+  // allocates nothing (an allocation drops every graph): seqs x splits is at most
+  // ceil(4 SMs / kv heads) + seqs (decode_splits). Lazily sized: an empty Tensor's numel() is 1,
+  // so empty() is checked too.
+  NI_ASSERT(b.num_seqs <= cap_seqs_);
+  const int64_t need = decode_workspace_floats(
+      cap_seqs_ + (4 * sm_count_ + kv_heads - 1) / kv_heads, heads, 1, rope_dim_);
+  NI_ASSERT(need >= decode_workspace_floats(b.num_seqs, heads, splits, rope_dim_));
   if (attn_ws_.empty() || attn_ws_.numel() < need) attn_ws_ = alloc({need}, DType::F32);
-  if (attn_count_.empty() || attn_count_.numel() < int64_t{b.num_seqs} * kv_heads) {
-    attn_count_ = alloc({int64_t{b.num_seqs} * kv_heads}, DType::I32);
+  if (attn_count_.empty() || attn_count_.numel() < int64_t{cap_seqs_} * kv_heads) {
+    attn_count_ = alloc({int64_t{cap_seqs_} * kv_heads}, DType::I32);
     fill_i32(attn_count_, 0);
   }
   OpScope op(*this, "attention_decode");

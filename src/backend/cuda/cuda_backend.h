@@ -78,7 +78,8 @@ class CudaBackend final : public Backend {
   // Off: every bf16 product goes through cuBLASLt, also at decode (for comparison).
   void set_use_gemv(bool on) { use_gemv_ = on; }
   cudaStream_t stream() const { return stream_; }
-  int graphs_captured() const { return static_cast<int>(graphs_.size()); }
+  int graphs_held() const { return static_cast<int>(graphs_.size()); }
+  int64_t graph_captures() const override { return captures_; }
 
  private:
   class OpScope;
@@ -138,6 +139,7 @@ class CudaBackend final : public Backend {
   // Graphs: valid for the allocation epoch they were captured in (any alloc may move a buffer
   // a graph points into). A key is run eagerly once (sizing every buffer), captured the next time.
   uint64_t alloc_epoch_ = 0, graph_epoch_ = 0;
+  int64_t captures_ = 0;
   std::map<GraphKey, cudaGraphExec_t> graphs_;
   std::set<GraphKey> warmed_;
   bool capturing_ = false;
