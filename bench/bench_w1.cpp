@@ -3,8 +3,9 @@
 //       with and without CUDA graphs, bytes read per decode token / time as GB/s and as a % of
 //       a 2 GiB device-to-device copy measured in the same run;
 //   W3  prefill of one 4,096-token prompt and of 8 at once (prompt tokens/s);
-//   attn the decode attention kernel alone at contexts 640 (W1's), 4k and 16k, batch 1/8/32 (% of
-//        copy), next to a kernel that only reads the same bytes;
+//   attn the decode attention kernel alone at contexts 640 (W1's), 4k and 16k, batch 1/2/8/32 and
+//        a pre-RoPE cache at batch 1/8 (% of copy), next to a kernel that only reads the same
+//        bytes;
 //   gemv the decode products alone on the config's matrices, GEMV kernel and cuBLASLt, 1-8 rows
 //        (% of the copy bandwidth);
 //   fused the fused elementwise kernels alone (add + RMSNorm, RoPE + KV write, SiLU * mul) at 1,
@@ -373,14 +374,20 @@ double graph_us(cudaStream_t s, int launches, const Call& call) {
 json run_attention(const Args& a, double copy_gbs) {
   json out;
   nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
-  for (const int seqs : {1, 8, 32}) {
+  // Keys stored rotated (post-RoPE, the engine's default) at 1, 2, 8 and 32 sequences; rotated
+  // as they are read (pre-RoPE) at 1 and 8.
+  const std::pair<int, bool> runs[] = {{1, false},  {2, false}, {8, false},
+                                       {32, false}, {1, true},  {8, true}};
+  for (const auto& run : runs) {
+    const int seqs = run.first;
+    const bool pre = run.second;  // (a plain name: the lambdas below capture it)
     for (const int ctx : {640, 4096, 16384}) {
       const double bytes =
           static_cast<double>(seqs) * ctx * 2.0 * c.num_kv_heads * c.head_dim * 2.0;
       c.num_layers = std::max(1, static_cast<int>(std::ceil(512e6 / bytes)));
       auto be = nanoinfer::make_cuda_backend(DType::BF16);
       be->upload_rope(nanoinfer::RopeTable::build(c, ctx + 8));
-      nanoinfer::KvCache cache(*be, c, {16, seqs * (ctx / 16 + 2), "post"});
+      nanoinfer::KvCache cache(*be, c, {16, seqs * (ctx / 16 + 2), pre ? "pre" : "post"});
       std::vector<nanoinfer::SeqState> st;
       st.reserve(static_cast<size_t>(seqs));
       for (int s = 0; s < seqs; ++s)
@@ -404,7 +411,7 @@ json run_attention(const Args& a, double copy_gbs) {
       const int calls = std::max(16, c.num_layers);  // so the gap between replays is spread thin
       auto all_layers = [&] {
         for (int l = 0; l < calls; ++l)
-          be->attention(qkv, c.num_heads, c.num_kv_heads, db, cache.layer(l % c.num_layers), false,
+          be->attention(qkv, c.num_heads, c.num_kv_heads, db, cache.layer(l % c.num_layers), pre,
                         outt);
       };
       for (int i = 0; i < 3; ++i) be->run_step(1, all_layers);  // eager, capture, replay
@@ -430,7 +437,8 @@ json run_attention(const Args& a, double copy_gbs) {
       check(cudaStreamDestroy(rs), "cudaStreamDestroy");
       check(cudaFree(sink), "cudaFree");
       const double read_gbs = bytes / (read_us * 1e-6) / 1e9;
-      const std::string k = "b" + std::to_string(seqs) + "_ctx" + std::to_string(ctx);
+      const std::string k =
+          "b" + std::to_string(seqs) + (pre ? "_pre" : "") + "_ctx" + std::to_string(ctx);
       out[k] = {{"us", us},
                 {"gb_s", gbs},
                 {"pct_copy_bw", 100.0 * gbs / copy_gbs},
@@ -438,9 +446,9 @@ json run_attention(const Args& a, double copy_gbs) {
                 {"read_only_us", read_us},
                 {"read_only_pct_copy_bw", 100.0 * read_gbs / copy_gbs}};
       std::printf(
-          "decode attention B=%d ctx %5d: %8.1f us  %6.0f GB/s = %5.1f%% of copy (%d layers); "
+          "decode attention B=%d%s ctx %5d: %8.1f us  %6.0f GB/s = %5.1f%% of copy (%d layers); "
           "reading the same bytes alone: %6.1f us = %5.1f%%\n",
-          seqs, ctx, us, gbs, 100.0 * gbs / copy_gbs, c.num_layers, read_us,
+          seqs, pre ? " pre-RoPE" : "", ctx, us, gbs, 100.0 * gbs / copy_gbs, c.num_layers, read_us,
           100.0 * read_gbs / copy_gbs);
       std::fflush(stdout);
     }

@@ -118,9 +118,11 @@ INSTANTIATE_TEST_SUITE_P(
                                          AttnCase{{300, 45}, 8, 2, 128, 12, "pre", 2},
                                          // more than 16 (sequence, kv head) pairs: the
                                          // one-stage decode kernel (fewer take the one
-                                         // with copying warps, or two stages under "pre")
+                                         // with copying warps; "pre": keys rotated in
+                                         // shared memory by either)
                                          AttnCase{{600, 33, 1, 250, 90}, 32, 8, 128, 16, "pre", 2},
                                          AttnCase{{200, 64, 900}, 12, 6, 64, 16, "post", 2},
+                                         AttnCase{{200, 64, 900}, 12, 6, 64, 16, "pre", 2},
                                          // one kv head: the most splits (128) per context
                                          AttnCase{{4000}, 4, 1, 128, 16, "post", 2},
                                          AttnCase{{20, 6}, 8, 1, 96, 16, "post", 1, true},

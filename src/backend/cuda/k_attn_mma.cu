@@ -203,10 +203,9 @@ struct TileRows {
   }
 
   // Stages the rows into ks / vs. Rows past `last` read as zeros: their scores are masked, and
-  // zero V keeps 0 x garbage out of the sums. Under PreRope the keys are rotated by their slot
-  // positions on the way (plain loads instead of cp.async).
-  template <bool kRotate>
-  __device__ void copy(const AttnArgs& a, int kvh, bf16* ks, bf16* vs) const {
+  // zero V keeps 0 x garbage out of the sums. Under PreRope (pos not null) each row's slot
+  // position goes to pos[row] beside it, for rotate_keys once the tile is in.
+  __device__ void copy(const AttnArgs& a, int kvh, bf16* ks, bf16* vs, int32_t* pos) const {
     constexpr int S = Layout<D>::kStride;
     const bf16* kc = static_cast<const bf16*>(a.k_cache);
     const bf16* vc = static_cast<const bf16*>(a.v_cache);
@@ -218,18 +217,57 @@ struct TileRows {
       const bool ok = slot[i] >= 0;
       const int64_t row = ok ? (int64_t{slot[i]} * a.kv_heads + kvh) * D : 0;
       cp_async16(vs + r * S + c * 8, vc + row + c * 8, ok);
-      if constexpr (kRotate) {
-        alignas(16) bf16 e[8];
-#pragma unroll
-        for (int j = 0; j < 8; ++j)
-          e[j] = __float2bfloat16_rn(ok ? load_key(a, kc + row, slot[i], c * 8 + j) : 0.0F);
-        *reinterpret_cast<uint4*>(ks + r * S + c * 8) = *reinterpret_cast<const uint4*>(e);
-      } else {
-        cp_async16(ks + r * S + c * 8, kc + row + c * 8, ok);
-      }
+      cp_async16(ks + r * S + c * 8, kc + row + c * 8, ok);
+      if (pos != nullptr && c == 0) cp_async4(pos + r, a.slot_pos + (ok ? slot[i] : 0), ok);
     }
   }
 };
+
+// Pre-RoPE caches: rotates a staged tile's keys in place by their positions (pos[row], staged
+// with the tile), as load_key does: element d < D/2 becomes k[d] c - k[d + D/2] s, element
+// d + D/2 becomes k[d + D/2] c + k[d] s, with c, s the table's fp32 cos and sin of index d,
+// rounded to bf16 once. Thread tid of kThreads takes 8 such pairs of a row at a time, kBatch
+// rows' table loads in flight together (1 where registers are capped at 128: 2 spilled).
+template <int D, int kBatch>
+__device__ void rotate_keys(const AttnArgs& a, bf16* ks, const int32_t* pos, int tid) {
+  constexpr int S = Layout<D>::kStride, kHalf = D / 2, kPieces = kHalf / 8;
+  constexpr int kEach = kTileK * kPieces / kThreads;
+  static_assert(kEach % kBatch == 0);
+#pragma unroll
+  for (int b = 0; b < kEach; b += kBatch) {
+    float4 cs[kBatch][4];
+    uint4 lo[kBatch], hi[kBatch];
+    bf16* at[kBatch];
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int piece = tid + (b + j) * kThreads, r = piece / kPieces, i = piece % kPieces * 8;
+      const auto* table = reinterpret_cast<const float4*>(a.cos_sin + int64_t{pos[r]} * D + i);
+      cs[j][0] = table[0];
+      cs[j][1] = table[1];
+      cs[j][2] = table[kHalf / 4];
+      cs[j][3] = table[kHalf / 4 + 1];
+      at[j] = ks + r * S + i;
+      lo[j] = *reinterpret_cast<const uint4*>(at[j]);
+      hi[j] = *reinterpret_cast<const uint4*>(at[j] + kHalf);
+    }
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const auto* c = reinterpret_cast<const float*>(&cs[j][0]);
+      const auto* sn = reinterpret_cast<const float*>(&cs[j][2]);
+      const auto* x = reinterpret_cast<const bf16*>(&lo[j]);
+      const auto* y = reinterpret_cast<const bf16*>(&hi[j]);
+      alignas(16) bf16 u[8], v[8];
+#pragma unroll
+      for (int e = 0; e < 8; ++e) {
+        const float xe = __bfloat162float(x[e]), ye = __bfloat162float(y[e]);
+        u[e] = __float2bfloat16_rn(xe * c[e] - ye * sn[e]);
+        v[e] = __float2bfloat16_rn(ye * c[e] + xe * sn[e]);
+      }
+      *reinterpret_cast<uint4*>(at[j]) = *reinterpret_cast<const uint4*>(u);
+      *reinterpret_cast<uint4*>(at[j] + kHalf) = *reinterpret_cast<const uint4*>(v);
+    }
+  }
+}
 
 // Calls body(t, ks, vs, k0) for the tiles of entries first..last (t = 0, 1, ...) while later
 // tiles are copied. start() runs once before the first copies that may depend on the kernel
@@ -242,12 +280,18 @@ struct TileRows {
 //  - kFillAll = true (decode, memory-bound): every stage is filled before the first body, and
 //    tile t + kStages is copied into tile t's stage right after body(t); two barriers a tile.
 //    With one stage a block copies, then computes: the other blocks of its SM fill the gaps.
+// kRotate (pre-RoPE caches): once a tile is in, its keys are rotated in place, one barrier more.
 template <int D, int kStages, bool kFillAll, bool kRotate, class Start, class Body>
 __device__ void for_each_tile(const AttnArgs& a, int seq, int kvh, int first, int last,
                               int safe_last, bf16* stages, const Start& start, const Body& body) {
   constexpr int kTile = Layout<D>::kTile;
   constexpr int kAhead = kFillAll ? kStages : kStages - 1;  // tiles copied before body(0)
   auto k_stage = [&](int t) { return stages + (t % kStages) * 2 * kTile; };
+  // Pre-RoPE: each stage's key positions, staged with it.
+  __shared__ int32_t stage_pos[kRotate ? kStages : 1][kTileK];
+  auto copy = [&](const TileRows<D>& rows, int t) {
+    rows.copy(a, kvh, k_stage(t), k_stage(t) + kTile, kRotate ? stage_pos[t % kStages] : nullptr);
+  };
   auto early = [&](int t) { return min(last, first + t * kTileK + kTileK - 1) <= safe_last; };
   const int n_tiles = last >= first ? (last - first) / kTileK + 1 : 0;
   TileRows<D> rows;
@@ -256,7 +300,7 @@ __device__ void for_each_tile(const AttnArgs& a, int seq, int kvh, int first, in
   for (int t = 0; t < kAhead; ++t) {
     if (t < n_tiles && early(t)) {
       rows.lookup(a, seq, first + t * kTileK, last);
-      rows.template copy<kRotate>(a, kvh, k_stage(t), k_stage(t) + kTile);
+      copy(rows, t);
     }
   }
   start();
@@ -264,7 +308,7 @@ __device__ void for_each_tile(const AttnArgs& a, int seq, int kvh, int first, in
   for (int t = 0; t < kAhead; ++t) {
     if (t < n_tiles && !early(t)) {
       rows.lookup(a, seq, first + t * kTileK, last);
-      rows.template copy<kRotate>(a, kvh, k_stage(t), k_stage(t) + kTile);
+      copy(rows, t);
     }
     cp_async_commit();
   }
@@ -272,13 +316,19 @@ __device__ void for_each_tile(const AttnArgs& a, int seq, int kvh, int first, in
   for (int t = 0; t < n_tiles; ++t) {
     cp_async_wait<kAhead - 1>();  // group t holds tile t; the ones after it may be in flight
     __syncthreads();  // tile t is in for every thread (prefill: tile t - 1's stage is free)
+    if constexpr (kRotate) {
+      // (Decode's one-stage instance is the one capped at 128 registers.)
+      rotate_keys<D, kFillAll ? 1 : 2>(a, k_stage(t), stage_pos[t % kStages],
+                                       static_cast<int>(threadIdx.x));
+      __syncthreads();
+    }
     const int next = t + kAhead;
     if constexpr (kFillAll) {
       body(t, k_stage(t), k_stage(t) + kTile, first + t * kTileK);
       __syncthreads();  // every warp is done with tile t's stage
     }
     if (next < n_tiles) {
-      rows.template copy<kRotate>(a, kvh, k_stage(next), k_stage(next) + kTile);
+      copy(rows, next);
       rows.lookup(a, seq, first + (next + 1) * kTileK, last);  // in flight during body
     }
     cp_async_commit();
@@ -446,9 +496,9 @@ __device__ void decode_finish(const AttnArgs& a, const DecodeSlice& d, const W& 
       so[(warp * 16 + r) * D + n * 8 + 2 * (lane % 4)] = any ? w.o[n][2 * h] : 0.0F;
       so[(warp * 16 + r) * D + n * 8 + 2 * (lane % 4) + 1] = any ? w.o[n][2 * h + 1] : 0.0F;
     }
-    if (lane % 4 == 0) {
-      sm[warp * 16 + r] = any ? w.m[h] : -INFINITY;
-      sl[warp * 16 + r] = any ? w.l[h] : 0.0F;
+    if (lane % 4 == 0) {  // (-inf and 0 where the warp saw no tile: both kernels start so)
+      sm[warp * 16 + r] = w.m[h];
+      sl[warp * 16 + r] = w.l[h];
     }
   }
   attn_warps_sync();
@@ -562,9 +612,10 @@ __device__ void decode_finish(const AttnArgs& a, const DecodeSlice& d, const W& 
 }
 
 // The decode kernel whose own threads copy the tiles (cp.async), alternating with their use
-// (for_each_tile's decode schedule).
-template <int D, bool kRotate, int kStages>
-__global__ void __launch_bounds__(kThreads, kStages == 1 ? kDecodeBlocksPerSm : 1)
+// (for_each_tile's decode schedule, one stage: four blocks an SM, their copies overlapping each
+// other's arithmetic).
+template <int D, bool kRotate>
+__global__ void __launch_bounds__(kThreads, kDecodeBlocksPerSm)
     decode_kernel(const AttnArgs a, float scale, float* ws, int* counters) {
   constexpr int S = Layout<D>::kStride;
   pdl_trigger();  // the O GEMV may start prefetching its weights
@@ -579,24 +630,25 @@ __global__ void __launch_bounds__(kThreads, kStages == 1 ? kDecodeBlocksPerSm : 
     pdl_wait();
     load_q<D>(a, d, qs, static_cast<int>(threadIdx.x), kThreads);
   };
-  WarpAttn<D, kStages == 1> w;  // (Q from shared memory where registers are capped at 128)
+  WarpAttn<D, true> w;          // (Q from shared memory: registers are capped at 128)
   w.m[0] = w.m[1] = -INFINITY;  // for an empty context (no tile): nothing seen
   w.l[0] = w.l[1] = 0.0F;
   auto body = [&](int t, const bf16* ks, const bf16* vs, int k0) {
     if (t == 0) w.init(qs, 0);
     decode_tile(w, a, d, ks, vs, k0, scale);
   };
-  for_each_tile<D, kStages, true, kRotate>(a, d.seq, d.kvh, d.first, d.last, d.ctx - 2, stages,
-                                           start, body);
+  for_each_tile<D, 1, true, kRotate>(a, d.seq, d.kvh, d.first, d.last, d.ctx - 2, stages, start,
+                                     body);
   w.finish();
-  decode_finish<D, kStages == 1 ? 16 : 32>(a, d, w, reinterpret_cast<float*>(stages), ws, counters);
+  decode_finish<D, 16>(a, d, w, reinterpret_cast<float*>(stages), ws, counters);
 }
 
-// The decode kernel with copying warps (calls with few (sequence, kv head) pairs whose keys are
-// stored rotated): warps 4-7 copy each tile's K and V rows (cp.async) as soon as a stage is free,
-// up to kCopyStages tiles ahead, while warps 0-3 attend; full[s] / empty[s] mbarriers hand the
-// stages back and forth, so the copies never wait for the arithmetic.
-template <int D>
+// The decode kernel with copying warps (calls with few (sequence, kv head) pairs): warps 4-7 copy
+// each tile's K and V rows (cp.async) as soon as a stage is free, up to kCopyStages tiles ahead,
+// while warps 0-3 attend; full[s] / empty[s] mbarriers hand the stages back and forth, so the
+// copies never wait for the arithmetic. Pre-RoPE (kRotate): the copying warps also rotate each
+// tile's keys once it is in, while the next tile's copies are in flight.
+template <int D, bool kRotate>
 __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
     decode_copier_kernel(const AttnArgs a, float scale, float* ws, int* counters) {
   constexpr int S = Layout<D>::kStride, kTile = Layout<D>::kTile, kWarps = kThreads / 32;
@@ -621,17 +673,29 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
 
   if (warp >= kWarps) {  // the copying warps: kN threads, a row in kChunks 16-byte pieces
     constexpr int kChunks = D / 8, kN = 32 * kCopiers;
+    static_assert(kN == kThreads);  // rotate_keys' share of a tile
     const int ct = tid - kThreads;
     auto copiers_sync = [] { asm volatile("bar.sync 2, %0;\n" ::"n"(kN) : "memory"); };
     const bf16* kc = static_cast<const bf16*>(a.k_cache);
     const bf16* vc = static_cast<const bf16*>(a.v_cache);
     // Cache rows of the tile being copied and of the next one (-1 past the slice).
     __shared__ int64_t rows[2][kTileK];
+    // Pre-RoPE: the rows' slots, and each stage's key positions.
+    __shared__ int32_t slots[kRotate ? 2 : 1][kTileK], stage_pos[kRotate ? kStages : 1][kTileK];
     auto lookup = [&](int t) {
       for (int r = ct; r < kTileK; r += kN) {
         const int key = d.first + t * kTileK + r;
-        rows[t % 2][r] = key <= d.last ? (cache_slot(a, d.seq, key) * a.kv_heads + d.kvh) * D : -1;
+        const int64_t slot = key <= d.last ? cache_slot(a, d.seq, key) : -1;
+        rows[t % 2][r] = slot >= 0 ? (slot * a.kv_heads + d.kvh) * D : -1;
+        if constexpr (kRotate) slots[t % 2][r] = static_cast<int32_t>(slot);
       }
+    };
+    // Pre-RoPE: tile t is in once this thread's group t is and the other copiers have passed
+    // the barrier; rotated, it is handed over.
+    auto rotate_and_hand_over = [&](int t) {
+      copiers_sync();
+      rotate_keys<D, 2>(a, stages + t % kStages * 2 * kTile, stage_pos[t % kStages], ct);
+      mbar_arrive(&full[t % kStages]);
     };
     lookup(0);
     for (int t = 0; t < n_tiles; ++t) {
@@ -649,9 +713,25 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
         const int64_t row = rows[t % 2][r];
         cp_async16(ks + r * S + c * 8, kc + (row < 0 ? 0 : row) + c * 8, row >= 0);
         cp_async16(vs + r * S + c * 8, vc + (row < 0 ? 0 : row) + c * 8, row >= 0);
+        if constexpr (kRotate) {
+          const int32_t slot = slots[t % 2][r];
+          if (c == 0) cp_async4(&stage_pos[st][r], a.slot_pos + max(slot, 0), slot >= 0);
+        }
       }
-      cp_async_mbar_arrive(&full[st]);  // once this thread's copies have landed
+      if constexpr (kRotate) {
+        cp_async_commit();
+        if (t > 0) {
+          cp_async_wait<1>();
+          rotate_and_hand_over(t - 1);
+        }
+      } else {
+        cp_async_mbar_arrive(&full[st]);  // once this thread's copies have landed
+      }
       if (t + 1 < n_tiles) lookup(t + 1);
+    }
+    if (kRotate && n_tiles > 0) {
+      cp_async_wait<0>();
+      rotate_and_hand_over(n_tiles - 1);
     }
     return;
   }
@@ -730,24 +810,19 @@ constexpr size_t decode_smem() {
 
 // Few (sequence, kv head) pairs leave every block a long slice of the context, and with its
 // own threads both copying and attending a block stalls on the copies' issue: the copying-warp
-// kernel (keys stored rotated), or two stages where keys are rotated on the way in (two blocks
-// an SM). Many pairs: one stage and four blocks an SM stream faster than
-// either (H200, 2026-12-02, the copying-warp kernel for every batch: B=8 4k 71 % of copy
-// against 78 %, B=32 16k 79 % against 89 %).
+// kernel. Many pairs: one stage and four blocks an SM stream faster (H200, 2026-12-02, the
+// copying-warp kernel for every batch: B=8 4k 71 % of copy against 78 %, B=32 16k 79 % against
+// 89 %).
 constexpr int kFewPairs = 16;
 
 template <int D, bool kRotate>
 void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, cudaStream_t s) {
-  if (a.seqs * a.kv_heads > kFewPairs) {
-    launch_decode<decode_kernel<D, kRotate, 1>, kThreads, decode_smem<D, 1>()>(a, max_splits, ws,
-                                                                               counters, s);
-  } else if constexpr (kRotate) {
-    launch_decode<decode_kernel<D, true, 2>, kThreads, decode_smem<D, 2>()>(a, max_splits, ws,
+  if (a.seqs * a.kv_heads > kFewPairs)
+    launch_decode<decode_kernel<D, kRotate>, kThreads, decode_smem<D, 1>()>(a, max_splits, ws,
                                                                             counters, s);
-  } else {
-    launch_decode<decode_copier_kernel<D>, kThreads + 32 * kCopyWarps,
+  else
+    launch_decode<decode_copier_kernel<D, kRotate>, kThreads + 32 * kCopyWarps,
                   decode_smem<D, kCopyStages>()>(a, max_splits, ws, counters, s);
-  }
 }
 
 bool supported(const AttnArgs& a) {
