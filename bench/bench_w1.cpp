@@ -17,6 +17,8 @@
 //        drew the same tokens);
 //   sample the device pick alone per filter, 1 and 32 rows, on spread and on peaked logits;
 //   beams  W1's prompt with 4 beams, the rows summarised on the device against on the host;
+//   sink   W1-like decode on a post-RoPE, a pre-RoPE and a sink cache (evicting every step once
+//          its window is full), steps before and after the evictions start;
 //   batch  batched greedy decode at 1-32 sequences on one engine with a fixed cache: each
 //          size's first two decode steps (kernels first launched, the step run eagerly, then
 //          captured), its steady step and tok/s, and the graphs each call captured;
@@ -98,8 +100,7 @@ std::vector<int32_t> random_prompt(int n, int vocab, uint32_t seed) {
 struct Args {
   std::string config = "bench/configs/llama-3.1-8b.json";
   std::string json_path;
-  std::string
-      only;  // w1 | step | sampled | sample | beams | batch | w3 | attn | gemv | fused | profile
+  std::string only;  // w1 step sampled sample beams batch sink w3 attn gemv fused profile (all)
   int prompt = 512, new_tokens = 256;
 };
 
@@ -225,6 +226,47 @@ json run_w1_sampled(const Args& a) {
     o["same_tokens"] = tokens[0] == tokens[1];
     std::printf("W1 sampled (%s): the two paths drew %s tokens\n", name,
                 tokens[0] == tokens[1] ? "the same" : "DIFFERENT");
+  }
+  return out;
+}
+
+// StreamingLLM on the GPU: one prompt of 200 random ids, 256 greedy new tokens, graphs on, on
+// the default post-RoPE cache, a pre-RoPE cache, and a sink cache (pre-RoPE, 4 sink tokens and a
+// window of 252: from the 57th new token on, every step evicts an entry and renumbers the
+// window's positions on the device). Median step of the first 48 decode steps (nothing evicted)
+// and of the last 128, best run of three.
+json run_sink(const Args& a) {
+  json out;
+  const nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
+  constexpr int kPrompt = 200, kNew = 256;
+  nanoinfer::GenerationRequest req{random_prompt(kPrompt, c.vocab_size, 7), {}};
+  req.params.max_new_tokens = kNew;
+  req.params.ignore_eos = true;
+  for (const std::string kind : {"post", "pre", "sink"}) {
+    nanoinfer::EngineOptions o = engine_options(a, kPrompt + kNew + 16, true);
+    o.rope_cache = kind == "post" ? "post" : "pre";
+    if (kind == "sink") o.sink_tokens = 4, o.window = 252;
+    nanoinfer::Engine engine(o);
+    engine.generate({req});
+    double early = 1e9, late = 1e9, tok_s = 0;
+    for (int rep = 0; rep < 3; ++rep) {
+      engine.generate({req});
+      const auto& st = engine.last_stats();
+      auto median_ms = [&](size_t from, size_t to) {
+        std::vector<double> v;
+        for (size_t i = from; i < to && i < st.steps.size(); ++i) v.push_back(st.steps[i].ms);
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+      };
+      early = std::min(early, median_ms(1, 49));
+      late = std::min(late, median_ms(st.steps.size() - 128, st.steps.size()));
+      tok_s = std::max(tok_s, st.decode_tokens_per_s());
+    }
+    out[kind] = {{"step_ms_first_48", early}, {"step_ms_last_128", late}, {"decode_tok_s", tok_s}};
+    std::printf(
+        "sink     %-4s cache: decode %6.1f tok/s, step %.3f ms (first 48) / %.3f ms (last 128)\n",
+        kind.c_str(), tok_s, early, late);
+    std::fflush(stdout);
   }
   return out;
 }
@@ -783,6 +825,7 @@ int main(int argc, char** argv) {
     if (world == 1 && (a.only.empty() || a.only == "sample")) j["sample"] = run_sample(a);
     if (world == 1 && (a.only.empty() || a.only == "beams")) j["w1_beams"] = run_w1_beams(a);
     if (world == 1 && (a.only.empty() || a.only == "batch")) j["batch"] = run_batch(a);
+    if (world == 1 && (a.only.empty() || a.only == "sink")) j["sink"] = run_sink(a);
     if (a.only.empty() || a.only == "attn") j["attention"] = run_attention(a, copy);
     if (a.only.empty() || a.only == "gemv") j["gemv"] = run_gemv(a, copy);
     if (a.only.empty() || a.only == "fused") j["fused"] = run_fused(a, copy);

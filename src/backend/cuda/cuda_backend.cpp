@@ -55,16 +55,6 @@ Tensor device_tensor(std::vector<int64_t> shape, DType dtype) {
   return {dtype, std::move(shape), p, std::move(owner), Device::Cuda};
 }
 
-// A device copy of a small host i32 array, for ops that take index lists.
-Tensor device_i32(const std::vector<int32_t>& v, cudaStream_t s) {
-  Tensor t = device_tensor({static_cast<int64_t>(v.size())}, DType::I32);
-  if (!v.empty())
-    NI_CUDA_CHECK(
-        cudaMemcpyAsync(t.data(), v.data(), v.size() * sizeof(int32_t), cudaMemcpyHostToDevice, s));
-  NI_CUDA_CHECK(cudaStreamSynchronize(s));  // v may die after we return
-  return t;
-}
-
 int next_pow2(int v) {
   int p = 1;
   while (p < v) p *= 2;
@@ -141,6 +131,8 @@ CudaBackend::CudaBackend(DType compute_dtype) : dtype_(compute_dtype) {
   NI_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   NI_CUDA_CHECK(cudaEventCreateWithFlags(&upload_done_, cudaEventDisableTiming));
   NI_CUDA_CHECK(cudaEventRecord(upload_done_, stream_));
+  NI_CUDA_CHECK(cudaEventCreateWithFlags(&lists_done_, cudaEventDisableTiming));
+  NI_CUDA_CHECK(cudaEventRecord(lists_done_, stream_));
   gemm_ = std::make_unique<LtGemm>();
 }
 
@@ -153,6 +145,7 @@ CudaBackend::~CudaBackend() {
   }
   for (cudaEvent_t e : free_events_) cudaEventDestroy(e);
   cudaEventDestroy(upload_done_);
+  cudaEventDestroy(lists_done_);
   for (cudaEvent_t e : staged_)
     if (e != nullptr) cudaEventDestroy(e);
   gemm_.reset();
@@ -472,29 +465,45 @@ void CudaBackend::fill_i32(Tensor& t, int32_t value) {
   cuda::fill_i32(t.as<int32_t>(), t.numel(), value, stream_);
 }
 
+const int32_t* CudaBackend::upload_lists(const std::vector<int32_t>& a,
+                                         const std::vector<int32_t>& b) {
+  const size_t n = a.size() + b.size();
+  NI_CUDA_CHECK(cudaEventSynchronize(lists_done_));  // the last copy out of the pinned buffer
+  if (n > lists_cap_) {
+    lists_cap_ = std::max(n, 2 * lists_cap_);
+    void* h = nullptr;
+    NI_CUDA_CHECK(cudaMallocHost(&h, lists_cap_ * sizeof(int32_t)));
+    lists_host_ = std::shared_ptr<void>(h, [](void* q) { cudaFreeHost(q); });
+    // (No allocation epoch: no graph reads it. Freeing the old one waits for the device.)
+    lists_dev_ = device_tensor({static_cast<int64_t>(lists_cap_)}, DType::I32);
+  }
+  auto* host = static_cast<int32_t*>(lists_host_.get());
+  std::copy(a.begin(), a.end(), host);
+  std::copy(b.begin(), b.end(), host + a.size());
+  NI_CUDA_CHECK(cudaMemcpyAsync(lists_dev_.data(), host, n * sizeof(int32_t),
+                                cudaMemcpyHostToDevice, stream_));
+  NI_CUDA_CHECK(cudaEventRecord(lists_done_, stream_));
+  return lists_dev_.as<const int32_t>();
+}
+
 void CudaBackend::write_i32(Tensor& t, const std::vector<int32_t>& idx,
                             const std::vector<int32_t>& v) {
   NI_ASSERT(idx.size() == v.size());
   if (idx.empty()) return;
-  const Tensor di = device_i32(idx, stream_), dv = device_i32(v, stream_);
-  scatter_i32(t.as<int32_t>(), di.as<const int32_t>(), dv.as<const int32_t>(),
-              static_cast<int>(idx.size()), stream_);
-  NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  const int32_t* lists = upload_lists(idx, v);
+  scatter_i32(t.as<int32_t>(), lists, lists + idx.size(), static_cast<int>(idx.size()), stream_);
 }
 
 void CudaBackend::copy_slots(std::span<KvLayer> layers, const std::vector<int32_t>& src,
                              const std::vector<int32_t>& dst) {
   NI_ASSERT(src.size() == dst.size());
   if (src.empty()) return;
-  // The lists go up once for all layers; one wait at the end, before they are freed.
-  const Tensor ds = device_i32(src, stream_), dd = device_i32(dst, stream_);
+  const int32_t* lists = upload_lists(src, dst);  // once for all layers
   for (KvLayer& layer : layers) {
     const int64_t row = static_cast<int64_t>(layer.k.nbytes()) / layer.k.dim(0);
-    cuda::copy_slots(layer.k.data(), layer.v.data(), row, layer.slot_pos.as<int32_t>(),
-                     ds.as<const int32_t>(), dd.as<const int32_t>(), static_cast<int>(src.size()),
-                     stream_);
+    cuda::copy_slots(layer.k.data(), layer.v.data(), row, layer.slot_pos.as<int32_t>(), lists,
+                     lists + src.size(), static_cast<int>(src.size()), stream_);
   }
-  NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 void CudaBackend::drop_graphs() {

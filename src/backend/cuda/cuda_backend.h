@@ -127,6 +127,13 @@ class CudaBackend final : public Backend {
   void copy_to_device(void* dst, const void* src, size_t bytes);
   std::shared_ptr<void> staging_;
   cudaEvent_t staged_[2] = {nullptr, nullptr};
+  // Two index lists of a cache op (write_i32, copy_slots) on the device, a and then b, through
+  // one pinned buffer and one copy, queued: no allocation or wait on a step that evicts.
+  const int32_t* upload_lists(const std::vector<int32_t>& a, const std::vector<int32_t>& b);
+  Tensor lists_dev_;
+  std::shared_ptr<void> lists_host_;
+  size_t lists_cap_ = 0;  // int32 each
+  cudaEvent_t lists_done_ = nullptr;
 
   Tensor pick_ids_;      // pick_to_host's device ids
   Tensor pick_params_;   // sample_rows' device parameters
