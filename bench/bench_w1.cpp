@@ -4,7 +4,7 @@
 //       a 2 GiB device-to-device copy measured in the same run;
 //   W3  prefill of one 4,096-token prompt and of 8 at once (prompt tokens/s);
 //   attn the decode attention kernel alone at contexts 640 (W1's), 4k and 16k, batch 1/2/8/32 and
-//        a pre-RoPE cache at batch 1/8 (% of copy), next to a kernel that only reads the same
+//        a pre-RoPE cache at batch 1/8/32 (% of copy), next to a kernel that only reads the same
 //        bytes;
 //   gemv the decode products alone on the config's matrices, GEMV kernel and cuBLASLt, 1-8 rows
 //        (% of the copy bandwidth);
@@ -417,9 +417,9 @@ json run_attention(const Args& a, double copy_gbs) {
   json out;
   nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
   // Keys stored rotated (post-RoPE, the engine's default) at 1, 2, 8 and 32 sequences; rotated
-  // as they are read (pre-RoPE) at 1 and 8.
-  const std::pair<int, bool> runs[] = {{1, false},  {2, false}, {8, false},
-                                       {32, false}, {1, true},  {8, true}};
+  // as they are read (pre-RoPE) at 1, 8 and 32.
+  const std::pair<int, bool> runs[] = {{1, false}, {2, false}, {8, false}, {32, false},
+                                       {1, true},  {8, true},  {32, true}};
   for (const auto& run : runs) {
     const int seqs = run.first;
     const bool pre = run.second;  // (a plain name: the lambdas below capture it)

@@ -812,7 +812,7 @@ constexpr size_t decode_smem() {
 // own threads both copying and attending a block stalls on the copies' issue: the copying-warp
 // kernel. Many pairs: one stage and four blocks an SM stream faster (H200, 2026-12-02, the
 // copying-warp kernel for every batch: B=8 4k 71 % of copy against 78 %, B=32 16k 79 % against
-// 89 %).
+// 89 %; pre-RoPE keys B=8 4k 48 % against 66 %, B=32 16k 51 % against 76 %).
 constexpr int kFewPairs = 16;
 
 template <int D, bool kRotate>
