@@ -128,6 +128,28 @@ TEST(Cli, PromptIdsGiveHfGreedyIdsInJson) {
   EXPECT_GT(j["timings"]["weight_bytes"].get<int64_t>(), 0);
 }
 
+// --stats: every step's time and cache use, and the call's CUDA-graph captures (none on the CPU),
+// in the JSON and on stderr.
+TEST(Cli, StatsListEveryStepAndTheGraphCaptures) {
+  const std::string args = "generate --model " + kTiny +
+                           " --prompt-ids 5,9,14 --prompt-ids 7 --max-new-tokens 4 --ignore-eos"
+                           " --stats";
+  const CliRun r = run_cli(args + " --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  ASSERT_EQ(j["steps"].size(), 4U);  // the prefill and three decode steps
+  for (const auto& s : j["steps"]) {
+    EXPECT_GT(s["ms"].get<double>(), 0.0);
+    EXPECT_LE(s["cache_used"].get<int64_t>(), s["cache_allocated"].get<int64_t>());
+  }
+  EXPECT_EQ(j["steps"][0]["tokens"], 4);
+  EXPECT_EQ(j["graph_captures"], 0);
+  const CliRun text = run_cli(args);
+  ASSERT_EQ(text.code, 0) << text.err;
+  EXPECT_NE(text.err.find("step 3: 2 tokens"), std::string::npos) << text.err;
+  EXPECT_NE(text.err.find("CUDA graphs captured in this call: 0"), std::string::npos) << text.err;
+}
+
 // Beam search from --prompt-ids on a checkpoint without a tokenizer: the beams' ids and scores
 // (it used to refuse, asking for the --prompt-ids it had been given).
 TEST(Cli, BeamsFromPromptIdsWithoutATokenizer) {
