@@ -31,7 +31,8 @@ struct EngineOptions {
   // tokens, a batch of 16 one-token prompts, one request of two decode steps), so that the first
   // real requests do not pay them; part of load_seconds() (--no-warmup: off). The KV cache is
   // kept between generate() calls and reused by every call it holds (with cache_tokens 0: up to
-  // the largest call so far), with the decode graphs captured over it.
+  // the largest call so far; Engine::release_cache() gives it back), with the decode graphs
+  // captured over it.
   bool warmup = true;
   bool profile = false;  // per-op device time (--profile; CUDA only)
   // Every row is handled by the backend where the logits are (CUDA: greedy or sampled rows
@@ -125,6 +126,12 @@ class Engine {
   int64_t weight_bytes() const;
   // False on the ranks of a tensor-parallel job other than rank 0 (they produce no output).
   bool is_leader() const;
+  // The device bytes of the KV cache kept between generate() calls (0 before any call, the
+  // warm-up's included, and after release_cache()), and a way to give them back: the next call
+  // allocates a new cache and captures its decode graphs again. In a tensor-parallel job every rank
+  // calls it, as it calls generate().
+  int64_t cache_bytes() const;
+  void release_cache();
 
   struct Impl;
 

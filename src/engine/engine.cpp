@@ -251,6 +251,12 @@ int64_t Engine::weight_bytes() const {
 bool Engine::is_leader() const {
   return impl_->group().rank() == 0;
 }
+int64_t Engine::cache_bytes() const {
+  return impl_->cache ? impl_->cache->bytes() : 0;
+}
+void Engine::release_cache() {
+  impl_->cache.reset();
+}
 
 std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationRequest>& requests,
                                                const TokenCallback& on_token) {

@@ -47,6 +47,42 @@ TEST_P(BatchInvariance, BatchedGreedyEqualsAlone) {
   EXPECT_EQ(static_cast<int>(stats.steps.size()), 6 + std::min(bc.batch, 5) - 1);
 }
 
+// The KV cache kept between calls: the largest call's, reused by a smaller one, given back by
+// release_cache(); the calls after it allocate again and give the same tokens.
+TEST(KeptCache, ReusedBySmallerCallsAndGivenBack) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  opt.max_context = 256;
+  Engine engine(opt);
+  auto request = [](int len, int seed) {
+    GenerationRequest r;
+    for (int t = 0; t < len; ++t) r.prompt_ids.push_back((seed * 31 + t * 7) % 200);
+    r.params.max_new_tokens = 8;
+    r.params.ignore_eos = true;
+    return r;
+  };
+  const std::vector<GenerationRequest> big = {request(120, 1), request(90, 2), request(60, 3)};
+  const std::vector<GenerationRequest> small = {request(10, 4)};
+  const auto ids = [&](const std::vector<GenerationRequest>& reqs) {
+    std::vector<std::vector<int32_t>> out;
+    for (const GenerationOutput& o : engine.generate(reqs)) out.push_back(o.token_ids);
+    return out;
+  };
+  EXPECT_EQ(engine.cache_bytes(), 0);
+  const auto big_ids = ids(big);
+  const int64_t kept = engine.cache_bytes();
+  EXPECT_GT(kept, 0);
+  const auto small_ids = ids(small);
+  EXPECT_EQ(engine.cache_bytes(), kept);  // the larger cache holds the smaller call
+  engine.release_cache();
+  EXPECT_EQ(engine.cache_bytes(), 0);
+  EXPECT_EQ(ids(small), small_ids);
+  EXPECT_GT(engine.cache_bytes(), 0);
+  EXPECT_LT(engine.cache_bytes(), kept);  // sized for this call alone
+  EXPECT_EQ(ids(big), big_ids);
+  EXPECT_EQ(engine.cache_bytes(), kept);
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, BatchInvariance,
                          ::testing::Values(BatchCase{1, 600, "post"}, BatchCase{2, 37, "post"},
                                            BatchCase{5, 600, "post"}, BatchCase{16, 300, "post"},
