@@ -48,6 +48,8 @@ void run_generate(const GenerateArgs& a) {
     const std::vector<std::string> more = read_prompts_file(a.prompts_file);
     prompts.insert(prompts.end(), more.begin(), more.end());
   }
+  if (a.engine.model.empty() && !a.engine.random_weights)
+    fail("no model given: use --model PATH|default, or --random-weights --config FILE");
   if (prompts.empty() && a.prompt_ids.empty())
     fail("no prompt given: use --prompt TEXT, --prompts-file FILE or --prompt-ids 1,2,3");
   a.params.validate();
@@ -58,7 +60,10 @@ void run_generate(const GenerateArgs& a) {
   Engine engine(options);
   const Tokenizer* tok = engine.tokenizer();
   if (tok == nullptr && !prompts.empty())
-    fail(a.engine.model + ": the checkpoint has no tokenizer.json (give --prompt-ids instead)");
+    fail(a.engine.model.empty()
+             ? "random weights without --model have no tokenizer (give --prompt-ids instead)"
+             : a.engine.model +
+                   ": the checkpoint has no tokenizer.json (give --prompt-ids instead)");
   std::vector<GenerationRequest> requests;
   for (const std::string& ids : a.prompt_ids)
     requests.push_back({parse_ids(ids, "--prompt-ids"), a.params});
@@ -191,7 +196,8 @@ void add_generate_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text for one or more prompts (one batch)");
   auto a = std::make_shared<GenerateArgs>();
   SamplingParams& p = a->params;
-  cmd->add_option("--model", a->engine.model, "HF directory, .gguf file or 'default'")->required();
+  cmd->add_option("--model", a->engine.model,
+                  "HF directory, .gguf file or 'default' (with --random-weights: its tokenizer)");
   // One value per flag: a stray word after a prompt is an error, not a second prompt.
   cmd->add_option("--prompt", a->prompts, "a prompt (repeat for a batch)")->allow_extra_args(false);
   cmd->add_option("--prompts-file", a->prompts_file, "one prompt per line");

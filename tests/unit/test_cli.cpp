@@ -82,6 +82,12 @@ INSTANTIATE_TEST_SUITE_P(
         BadArgs{"text_without_tokenizer", "generate --model " + kTiny + " --prompt hi",
                 "no tokenizer.json"},
         BadArgs{"no_prompt", "generate --model " + kTiny, "no prompt given"},
+        BadArgs{"no_model", "generate --prompt-ids 1", "no model given"},
+        BadArgs{"random_weights_text_prompt",
+                "generate --random-weights --config " + kTiny + "/config.json --prompt hi",
+                "random weights without --model have no tokenizer"},
+        BadArgs{"random_weights_without_config", "generate --random-weights --prompt-ids 1",
+                "--random-weights needs --config FILE"},
         BadArgs{"unwritable_memory_trace",
                 "generate --model " + kTiny + " --prompt-ids 1 --memory-trace /nonexistent/d/t.csv",
                 "/nonexistent/d/t.csv: cannot write the memory trace"},
@@ -126,6 +132,20 @@ TEST(Cli, PromptIdsGiveHfGreedyIdsInJson) {
   EXPECT_GT(j["timings"]["prefill_ms"].get<double>(), 0.0);
   EXPECT_GT(j["timings"]["load_s"].get<double>(), 0.0);
   EXPECT_GT(j["timings"]["weight_bytes"].get<int64_t>(), 0);
+}
+
+// A model of a config's shape with random weights needs no checkpoint: --prompt-ids, no --model;
+// the same seed gives the same tokens.
+TEST(Cli, RandomWeightsWithoutAModel) {
+  const std::string args =
+      "generate --random-weights --config " + kTiny +
+      "/config.json --prompt-ids 5,9,14 --max-new-tokens 3 --ignore-eos --json";
+  const CliRun r = run_cli(args), again = run_cli(args);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["outputs"][0]["token_ids"].size(), 3U);
+  EXPECT_EQ(j["outputs"][0]["token_ids"],
+            nlohmann::json::parse(again.out)["outputs"][0]["token_ids"]);
 }
 
 // --stats: every step's time and cache use, and the call's CUDA-graph captures (none on the CPU),
