@@ -86,7 +86,12 @@ void run_generate(const GenerateArgs& a) {
       engine.generate(requests, stream ? print_piece : nullptr);
   if (!engine.is_leader()) return;  // rank 0 prints
   const GenerationStats& st = engine.last_stats();
-  if (a.engine.profile) std::fprintf(stderr, "%s", engine.profile_report().c_str());
+  if (a.engine.profile) {
+    const std::string report = engine.profile_report();
+    std::fprintf(stderr, "%s",
+                 report.empty() ? "--profile: per-op times are kept by the CUDA backend only\n"
+                                : report.c_str());
+  }
   if (!a.memory_trace.empty()) st.write_memory_csv(a.memory_trace);
 
   // The text, or the ids where the checkpoint has no tokenizer.

@@ -168,6 +168,12 @@ TEST(Cli, StatsListEveryStepAndTheGraphCaptures) {
   ASSERT_EQ(text.code, 0) << text.err;
   EXPECT_NE(text.err.find("step 3: 2 tokens"), std::string::npos) << text.err;
   EXPECT_NE(text.err.find("CUDA graphs captured in this call: 0"), std::string::npos) << text.err;
+  // --profile on the CPU: no per-op times, and it says so rather than printing nothing.
+  const CliRun profiled = run_cli(args + " --profile");
+  ASSERT_EQ(profiled.code, 0) << profiled.err;
+  EXPECT_NE(profiled.err.find("--profile: per-op times are kept by the CUDA backend only"),
+            std::string::npos)
+      << profiled.err;
 }
 
 // Beam search from --prompt-ids on a checkpoint without a tokenizer: the beams' ids and scores
