@@ -13,6 +13,14 @@
 
 namespace nanoinfer::cuda {
 
+// 2^x in one MUFU op (ex2.approx.ftz: results below 2^-126, which weigh nothing in a softmax
+// sum, flush to zero instead of taking exp2f's denormal fix-up); 2^-inf = 0.
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
