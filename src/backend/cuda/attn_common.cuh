@@ -10,22 +10,14 @@ namespace nanoinfer::cuda {
 
 constexpr float kLog2e = 1.4426950408889634F;
 
-// Entry j's block-table column and offset in its block. (A power-of-two block size, the usual
-// one, takes a shift and a mask instead of an integer division, which costs a few dozen
-// instructions a lookup.)
-struct PagePos {
-  int page, offset;
-};
-__device__ __forceinline__ PagePos page_pos(const AttnArgs& a, int j) {
+// (A power-of-two block size, the usual one, takes a shift and a mask instead of an integer
+// division, which costs a few dozen instructions a lookup.)
+__device__ __forceinline__ int64_t cache_slot(const AttnArgs& a, int seq, int j) {
   const int bs = a.block_size;
   const bool pow2 = (bs & (bs - 1)) == 0;
-  return {pow2 ? j >> (__ffs(bs) - 1) : j / bs, pow2 ? j & (bs - 1) : j % bs};
-}
-
-// Where logical cache entry j of a sequence lives.
-__device__ __forceinline__ int64_t cache_slot(const AttnArgs& a, int seq, int j) {
-  const PagePos p = page_pos(a, j);
-  return int64_t{a.block_tables[int64_t{seq} * a.bt_stride + p.page]} * a.block_size + p.offset;
+  const int page = pow2 ? j >> (__ffs(bs) - 1) : j / bs;
+  const int in_page = pow2 ? j & (bs - 1) : j % bs;
+  return int64_t{a.block_tables[int64_t{seq} * a.bt_stride + page]} * bs + in_page;
 }
 
 // Entry j (j <= qi, j < ctx) is visible to the query at logical index qi, unless the tree mask

@@ -195,8 +195,8 @@ struct WarpAttn {
 // waiting for a lookup. Neither lookups nor copies branch a row (a row past `last` looks up the
 // last row's block and copies zeros), so that all the loads are in flight at once and nothing
 // waits for them until copy(); the block size's one branch (a power of two: shift and mask) is
-// taken once a call. With a branch a row, each lookup's latency stalled the warp in turn (H200,
-// 2026-12-02: ~15 % of the prefill kernel's stall samples).
+// taken once a tile, around the row loop. With a branch a row, each lookup's latency stalled the
+// warp in turn (H200, 2026-12-02: ~15 % of the prefill kernel's stall samples).
 template <int D>
 struct TileRows {
   static constexpr int kChunks = D / 8, kRowStep = kThreads / kChunks;
