@@ -214,6 +214,14 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
   const int32_t* slot_pos = layer.slot_pos.as<const int32_t>();
   const auto* mask = static_cast<const uint8_t*>(b.tree_mask.data());
   const int bs = layer.block_size;
+  // Every sequence's cache slots, entry by entry, once a call (a division a score cost about as
+  // much as the score's dot product).
+  std::vector<int64_t> first_slot(static_cast<size_t>(b.num_seqs) + 1, 0);
+  for (int s = 0; s < b.num_seqs; ++s) first_slot[s + 1] = first_slot[s] + ctx[s];
+  std::vector<int32_t> slots(static_cast<size_t>(first_slot[b.num_seqs]));
+  for (int s = 0; s < b.num_seqs; ++s)
+    for (int j = 0; j < ctx[s]; ++j)
+      slots[first_slot[s] + j] = tables[int64_t{s} * b.max_blocks + j / bs] * bs + j % bs;
 #pragma omp parallel
   {
     std::vector<float> scores(static_cast<size_t>(b.max_context));
@@ -227,6 +235,7 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
         const int qi = q_index[t];
         const float* q = qkv.as<const float>() + t * stride + int64_t{h} * D;
         const int kvh = h / group;
+        const int32_t* slot_of = slots.data() + first_slot[s];
         float mx = -std::numeric_limits<float>::infinity();
         for (int j = 0; j <= qi; ++j) {
           bool visible = true;
@@ -238,7 +247,7 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
             scores[j] = -std::numeric_limits<float>::infinity();
             continue;
           }
-          const int32_t slot = tables[int64_t{s} * b.max_blocks + j / bs] * bs + j % bs;
+          const int32_t slot = slot_of[j];
           const float* k = layer.k.as<const float>() + (int64_t{slot} * kv_heads + kvh) * D;
           if (rotate_keys) {
             std::memcpy(key.data(), k, D * sizeof(float));
@@ -257,8 +266,7 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
         std::fill(o, o + D, 0.0F);
         for (int j = 0; j <= qi; ++j) {
           if (scores[j] == 0.0F) continue;
-          const int32_t slot = tables[int64_t{s} * b.max_blocks + j / bs] * bs + j % bs;
-          const float* v = layer.v.as<const float>() + (int64_t{slot} * kv_heads + kvh) * D;
+          const float* v = layer.v.as<const float>() + (int64_t{slot_of[j]} * kv_heads + kvh) * D;
           const float p = scores[j] / sum;
           for (int d = 0; d < D; ++d) o[d] += p * v[d];
         }
