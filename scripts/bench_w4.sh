@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # W4 (BENCHMARKS.md): nanoinfer and HF transformers fp32 on this CPU, the default model, the
 # summary prompt, 128 greedy tokens, run one after the other in this script. PYTHON must have
-# torch + transformers + gguf (default /opt/golden/bin/python). Writes out/w4.json.
+# torch + transformers + gguf + accelerate (transformers 5.24 loads a GGUF only with accelerate;
+# default /opt/golden/bin/python). Writes out/w4.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${BUILD:-build}"
