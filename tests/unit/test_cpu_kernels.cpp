@@ -86,6 +86,33 @@ INSTANTIATE_TEST_SUITE_P(Shapes, RowOpTest,
                          ::testing::Values(std::make_tuple(1, 8), std::make_tuple(2, 576),
                                            std::make_tuple(5, 33), std::make_tuple(7, 1)));
 
+// The attention's P V sum against the plain loop it replaced, bit for bit (the register-held
+// sums for D = 64 and 128, the loop for other sizes), rows gathered through slots, zero weights
+// skipped.
+class WeightedRowsTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(WeightedRowsTest, EqualsThePlainLoopBitForBit) {
+  const int D = GetParam(), n = 37, slot_stride = 3 * D;
+  std::vector<float> p = random_vec(n, 9);
+  for (float& x : p) x = std::exp(x);
+  p[5] = p[20] = 0.0F;
+  float sum = 0.0F;
+  for (const float x : p) sum += x;
+  const std::vector<float> v = random_vec(static_cast<size_t>(n + 5) * slot_stride, 10);
+  std::vector<int32_t> slots(n);
+  for (int j = 0; j < n; ++j) slots[j] = (j * 7 + 3) % (n + 5);
+  std::vector<float> out(D, std::nanf("")), ref(D, 0.0F);
+  cpu::weighted_rows(p.data(), n, sum, v.data() + D, slots.data(), slot_stride, D, out.data());
+  for (int j = 0; j < n; ++j) {
+    if (p[j] == 0.0F) continue;
+    const float w = p[j] / sum;
+    for (int d = 0; d < D; ++d) ref[d] += w * v[slots[j] * slot_stride + D + d];
+  }
+  for (int d = 0; d < D; ++d) ASSERT_EQ(out[d], ref[d]) << "d=" << d;
+}
+
+INSTANTIATE_TEST_SUITE_P(HeadDims, WeightedRowsTest, ::testing::Values(64, 128, 40, 3));
+
 TEST(RopeRotate, RotatesEachPairByItsAngle) {
   const int D = 8;
   std::vector<float> x = random_vec(D, 8);

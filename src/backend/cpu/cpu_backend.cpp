@@ -262,14 +262,9 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
           scores[j] = std::exp(scores[j] - mx);
           sum += scores[j];
         }
-        float* o = out.as<float>() + (int64_t{t} * heads + h) * D;
-        std::fill(o, o + D, 0.0F);
-        for (int j = 0; j <= qi; ++j) {
-          if (scores[j] == 0.0F) continue;
-          const float* v = layer.v.as<const float>() + (int64_t{slot_of[j]} * kv_heads + kvh) * D;
-          const float p = scores[j] / sum;
-          for (int d = 0; d < D; ++d) o[d] += p * v[d];
-        }
+        cpu::weighted_rows(scores.data(), qi + 1, sum, layer.v.as<const float>() + int64_t{kvh} * D,
+                           slot_of, int64_t{kv_heads} * D, D,
+                           out.as<float>() + (int64_t{t} * heads + h) * D);
       }
     }
   }

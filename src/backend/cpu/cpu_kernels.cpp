@@ -77,6 +77,38 @@ float dot(const float* a, const float* b, int64_t n) {
 
 namespace {
 
+template <int NV>
+void weighted_rows_fixed(const float* p, int n, float sum, const float* v, const int32_t* slots,
+                         int64_t slot_stride, float* out) {
+  __m256 o[NV];
+  for (int c = 0; c < NV; ++c) o[c] = _mm256_setzero_ps();
+  for (int j = 0; j < n; ++j) {
+    if (p[j] == 0.0F) continue;
+    const __m256 w = _mm256_set1_ps(p[j] / sum);
+    const float* row = v + slots[j] * slot_stride;
+    for (int c = 0; c < NV; ++c)
+      o[c] = _mm256_add_ps(o[c], _mm256_mul_ps(w, _mm256_loadu_ps(row + 8 * c)));
+  }
+  for (int c = 0; c < NV; ++c) _mm256_storeu_ps(out + 8 * c, o[c]);
+}
+
+}  // namespace
+
+void weighted_rows(const float* p, int n, float sum, const float* v, const int32_t* slots,
+                   int64_t slot_stride, int D, float* out) {
+  if (D == 64) return weighted_rows_fixed<8>(p, n, sum, v, slots, slot_stride, out);
+  if (D == 128) return weighted_rows_fixed<16>(p, n, sum, v, slots, slot_stride, out);
+  std::fill(out, out + D, 0.0F);
+  for (int j = 0; j < n; ++j) {
+    if (p[j] == 0.0F) continue;
+    const float w = p[j] / sum;
+    const float* row = v + slots[j] * slot_stride;
+    for (int d = 0; d < D; ++d) out[d] += w * row[d];
+  }
+}
+
+namespace {
+
 // y[:, n0:n1] for weight rows w (already f32) that start at row n0: blocks of 4 tokens x 3 rows,
 // then the leftover rows and tokens in smaller blocks of the same kernel.
 void matmul_tile(const float* x, const float* w, float* y, int64_t T, int64_t K, int64_t N,

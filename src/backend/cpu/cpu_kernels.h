@@ -18,6 +18,11 @@ void silu_mul(const float* gu, float* out, int64_t T, int64_t F);
 // Rotate-half RoPE of one head vector in place; cs = [cos(half) | sin(half)].
 void rope_rotate(float* x, const float* cs, int head_dim);
 float dot(const float* a, const float* b, int64_t n);
+// out[0, D) = sum over j < n with p[j] != 0, in order, of (p[j] / sum) * V[j]: V[j] = v +
+// slots[j] * slot_stride. Each step rounds as `out[d] += (p[j] / sum) * V[j][d]` would (no fused
+// multiply-add); for D = 64 or 128 out stays in registers across the rows.
+void weighted_rows(const float* p, int n, float sum, const float* v, const int32_t* slots,
+                   int64_t slot_stride, int D, float* out);
 
 // Rows of a GGUF block-quantised matrix (Q8_0, Q4_0, Q4_1) widened to f32, bit-identical to the
 // loader's dequantize() (d * q, (q - 8) * d and d * q + m in f32, no fused multiply-add).
