@@ -113,6 +113,24 @@ TEST_P(WeightedRowsTest, EqualsThePlainLoopBitForBit) {
 
 INSTANTIATE_TEST_SUITE_P(HeadDims, WeightedRowsTest, ::testing::Values(64, 128, 40, 3));
 
+// The attention's q . k over gathered rows against dot(), bit for bit (q in registers and four
+// rows at a time for D = 64 and 128; 38 rows leave a tail of two).
+class DotRowsTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(DotRowsTest, EqualsDotBitForBit) {
+  const int D = GetParam(), n = 38, slot_stride = 2 * D;
+  const std::vector<float> q = random_vec(D, 11);
+  const std::vector<float> k = random_vec(static_cast<size_t>(n + 3) * slot_stride, 12);
+  std::vector<int32_t> slots(n);
+  for (int j = 0; j < n; ++j) slots[j] = (j * 5 + 1) % (n + 3);
+  std::vector<float> out(n, std::nanf(""));
+  cpu::dot_rows(q.data(), k.data() + D, slots.data(), slot_stride, n, D, out.data());
+  for (int j = 0; j < n; ++j)
+    ASSERT_EQ(out[j], cpu::dot(q.data(), k.data() + D + slots[j] * slot_stride, D)) << "j=" << j;
+}
+
+INSTANTIATE_TEST_SUITE_P(HeadDims, DotRowsTest, ::testing::Values(64, 128, 40, 3));
+
 TEST(RopeRotate, RotatesEachPairByItsAngle) {
   const int D = 8;
   std::vector<float> x = random_vec(D, 8);

@@ -236,6 +236,10 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
         const float* q = qkv.as<const float>() + t * stride + int64_t{h} * D;
         const int kvh = h / group;
         const int32_t* slot_of = slots.data() + first_slot[s];
+        const float* k_head = layer.k.as<const float>() + int64_t{kvh} * D;
+        const int64_t k_stride = int64_t{kv_heads} * D;
+        // Keys stored rotated: every q . k at once (hidden ones are overwritten below).
+        if (!rotate_keys) cpu::dot_rows(q, k_head, slot_of, k_stride, qi + 1, D, scores.data());
         float mx = -std::numeric_limits<float>::infinity();
         for (int j = 0; j <= qi; ++j) {
           bool visible = true;
@@ -247,14 +251,13 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
             scores[j] = -std::numeric_limits<float>::infinity();
             continue;
           }
-          const int32_t slot = slot_of[j];
-          const float* k = layer.k.as<const float>() + (int64_t{slot} * kv_heads + kvh) * D;
           if (rotate_keys) {
-            std::memcpy(key.data(), k, D * sizeof(float));
+            const int32_t slot = slot_of[j];
+            std::memcpy(key.data(), k_head + slot * k_stride, D * sizeof(float));
             cpu::rope_rotate(key.data(), rope_.row(slot_pos[slot]), D);
-            k = key.data();
+            scores[j] = cpu::dot(q, key.data(), D);
           }
-          scores[j] = cpu::dot(q, k, D) * scale;
+          scores[j] *= scale;
           mx = std::max(mx, scores[j]);
         }
         float sum = 0.0F;

@@ -78,6 +78,29 @@ float dot(const float* a, const float* b, int64_t n) {
 namespace {
 
 template <int NV>
+void dot_rows_fixed(const float* q, const float* k, const int32_t* slots, int64_t slot_stride,
+                    int n, float* out) {
+  __m256 qv[NV];
+  for (int c = 0; c < NV; ++c) qv[c] = _mm256_loadu_ps(q + 8 * c);
+  auto rows = [&](auto count, int j) {
+    constexpr int kR = decltype(count)::value;
+    __m256 acc[kR];
+    const float* row[kR];
+    for (int r = 0; r < kR; ++r) {
+      acc[r] = _mm256_setzero_ps();
+      row[r] = k + slots[j + r] * slot_stride;
+    }
+    for (int c = 0; c < NV; ++c)
+      for (int r = 0; r < kR; ++r)
+        acc[r] = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(row[r] + 8 * c), acc[r]);
+    for (int r = 0; r < kR; ++r) out[j + r] = hsum(acc[r]);
+  };
+  int j = 0;
+  for (; j + 4 <= n; j += 4) rows(std::integral_constant<int, 4>{}, j);
+  for (; j < n; ++j) rows(std::integral_constant<int, 1>{}, j);
+}
+
+template <int NV>
 void weighted_rows_fixed(const float* p, int n, float sum, const float* v, const int32_t* slots,
                          int64_t slot_stride, float* out) {
   __m256 o[NV];
@@ -93,6 +116,13 @@ void weighted_rows_fixed(const float* p, int n, float sum, const float* v, const
 }
 
 }  // namespace
+
+void dot_rows(const float* q, const float* k, const int32_t* slots, int64_t slot_stride, int n,
+              int D, float* out) {
+  if (D == 64) return dot_rows_fixed<8>(q, k, slots, slot_stride, n, out);
+  if (D == 128) return dot_rows_fixed<16>(q, k, slots, slot_stride, n, out);
+  for (int j = 0; j < n; ++j) out[j] = dot(q, k + slots[j] * slot_stride, D);
+}
 
 void weighted_rows(const float* p, int n, float sum, const float* v, const int32_t* slots,
                    int64_t slot_stride, int D, float* out) {

@@ -18,6 +18,10 @@ void silu_mul(const float* gu, float* out, int64_t T, int64_t F);
 // Rotate-half RoPE of one head vector in place; cs = [cos(half) | sin(half)].
 void rope_rotate(float* x, const float* cs, int head_dim);
 float dot(const float* a, const float* b, int64_t n);
+// out[j] = dot(q, k + slots[j] * slot_stride, D) for j < n, bit-equal to dot(); for D = 64 or 128
+// q stays in registers and four rows are in flight at once.
+void dot_rows(const float* q, const float* k, const int32_t* slots, int64_t slot_stride, int n,
+              int D, float* out);
 // out[0, D) = sum over j < n with p[j] != 0, in order, of (p[j] / sum) * V[j]: V[j] = v +
 // slots[j] * slot_stride. Each step rounds as `out[d] += (p[j] / sum) * V[j][d]` would (no fused
 // multiply-add); for D = 64 or 128 out stays in registers across the rows.
