@@ -54,6 +54,39 @@ INSTANTIATE_TEST_SUITE_P(Shapes, MatmulTest,
                                            std::make_tuple(9, 100, 130),
                                            std::make_tuple(17, 72, 300)));
 
+// GGUF block weights multiplied tile by tile as stored against matmul() over the same rows widened
+// by dequantize_rows(), bit for bit (random scales, offsets and quants).
+class QuantMatmulTest : public ::testing::TestWithParam<std::tuple<DType, int, int, int>> {};
+
+TEST_P(QuantMatmulTest, EqualsMatmulOfTheWidenedRows) {
+  const auto [type, T, K, N] = GetParam();
+  std::mt19937 rng(13);
+  std::vector<uint8_t> w(dtype_nbytes(type, int64_t{N} * K));
+  for (uint8_t& b : w) b = static_cast<uint8_t>(rng());
+  const size_t block = dtype_size(type);
+  for (size_t at = 0; at < w.size(); at += block) {  // finite f16 scale (and Q4_1 offset)
+    for (int h = 0; h < (type == DType::Q4_1 ? 2 : 1); ++h) {
+      const uint16_t f = f32_to_f16(std::ldexp(static_cast<float>(rng() % 1000) + 1.0F, -14) *
+                                    (rng() % 2 != 0U ? 1.0F : -1.0F));
+      w[at + 2 * h] = static_cast<uint8_t>(f & 0xFF);
+      w[at + 2 * h + 1] = static_cast<uint8_t>(f >> 8);
+    }
+  }
+  const std::vector<float> x = random_vec(static_cast<size_t>(T) * K, 14);
+  std::vector<float> wide(static_cast<size_t>(N) * K), want(static_cast<size_t>(T) * N),
+      got(static_cast<size_t>(T) * N, std::nanf(""));
+  cpu::dequantize_rows(type, w.data(), N, K, wide.data());
+  cpu::matmul(x.data(), wide.data(), want.data(), T, K, N);
+  cpu::matmul_quantized(x.data(), type, w.data(), got.data(), T, K, N);
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << "i=" << i;
+}
+
+INSTANTIATE_TEST_SUITE_P(Blocks, QuantMatmulTest,
+                         ::testing::Values(std::make_tuple(DType::Q8_0, 1, 64, 50),
+                                           std::make_tuple(DType::Q4_0, 5, 96, 33),
+                                           std::make_tuple(DType::Q4_1, 9, 576, 70),
+                                           std::make_tuple(DType::Q4_1, 1, 1536, 17)));
+
 class RowOpTest : public ::testing::TestWithParam<std::tuple<int, int>> {};
 
 TEST_P(RowOpTest, RmsNormMatchesReference) {
