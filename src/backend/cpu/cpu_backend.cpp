@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_kernels.h"
@@ -198,6 +199,10 @@ class CpuBackend final : public Backend {
 
  private:
   RopeTable rope_;
+  // attention()'s table of every sequence's cache slots, kept so that a step's layers reuse the
+  // memory: entry j of sequence s at slot_table_[first_slot_[s] + j].
+  std::vector<int64_t> first_slot_;
+  std::vector<int32_t> slot_table_;
 };
 
 void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const DeviceBatch& b,
@@ -216,12 +221,12 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
   const int bs = layer.block_size;
   // Every sequence's cache slots, entry by entry, once a call (a division a score cost about as
   // much as the score's dot product).
-  std::vector<int64_t> first_slot(static_cast<size_t>(b.num_seqs) + 1, 0);
-  for (int s = 0; s < b.num_seqs; ++s) first_slot[s + 1] = first_slot[s] + ctx[s];
-  std::vector<int32_t> slots(static_cast<size_t>(first_slot[b.num_seqs]));
+  first_slot_.assign(static_cast<size_t>(b.num_seqs) + 1, 0);
+  for (int s = 0; s < b.num_seqs; ++s) first_slot_[s + 1] = first_slot_[s] + ctx[s];
+  slot_table_.resize(static_cast<size_t>(first_slot_[b.num_seqs]));
   for (int s = 0; s < b.num_seqs; ++s)
     for (int j = 0; j < ctx[s]; ++j)
-      slots[first_slot[s] + j] = tables[int64_t{s} * b.max_blocks + j / bs] * bs + j % bs;
+      slot_table_[first_slot_[s] + j] = tables[int64_t{s} * b.max_blocks + j / bs] * bs + j % bs;
 #pragma omp parallel
   {
     std::vector<float> scores(static_cast<size_t>(b.max_context));
@@ -235,7 +240,7 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
         const int qi = q_index[t];
         const float* q = qkv.as<const float>() + t * stride + int64_t{h} * D;
         const int kvh = h / group;
-        const int32_t* slot_of = slots.data() + first_slot[s];
+        const int32_t* slot_of = slot_table_.data() + first_slot_[s];
         const float* k_head = layer.k.as<const float>() + int64_t{kvh} * D;
         const int64_t k_stride = int64_t{kv_heads} * D;
         // Keys stored rotated: every q . k at once (hidden ones are overwritten below).
