@@ -704,16 +704,19 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
     auto copiers_sync = [] { asm volatile("bar.sync 2, %0;\n" ::"n"(kN) : "memory"); };
     const bf16* kc = static_cast<const bf16*>(a.k_cache);
     const bf16* vc = static_cast<const bf16*>(a.v_cache);
-    // Cache rows of the tile being copied and of the next one (-1 past the slice).
-    __shared__ int64_t rows[2][kTileK];
+    // Cache rows of the tile being copied and of the kAhead after it (-1 past the slice): a
+    // tile's block-table lookups are made kAhead tiles before its copies, so the first tiles'
+    // copies do not each wait for a lookup's round trip.
+    constexpr int kAhead = 3, kRing = kAhead + 1;
+    __shared__ int64_t rows[kRing][kTileK];
     // Pre-RoPE: the rows' slots, and each stage's key positions.
-    __shared__ int32_t slots[kRotate ? 2 : 1][kTileK], stage_pos[kRotate ? kStages : 1][kTileK];
+    __shared__ int32_t slots[kRotate ? kRing : 1][kTileK], stage_pos[kRotate ? kStages : 1][kTileK];
     auto lookup = [&](int t) {
       for (int r = ct; r < kTileK; r += kN) {
         const int key = d.first + t * kTileK + r;
         const int64_t slot = key <= d.last ? cache_slot(a, d.seq, key) : -1;
-        rows[t % 2][r] = slot >= 0 ? (slot * a.kv_heads + d.kvh) * D : -1;
-        if constexpr (kRotate) slots[t % 2][r] = static_cast<int32_t>(slot);
+        rows[t % kRing][r] = slot >= 0 ? (slot * a.kv_heads + d.kvh) * D : -1;
+        if constexpr (kRotate) slots[t % kRing][r] = static_cast<int32_t>(slot);
       }
     };
     // Pre-RoPE: tile t is in once this thread's group t is and the other copiers have passed
@@ -723,24 +726,24 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
       rotate_keys<D, 2>(a, stages + t % kStages * 2 * kTile, stage_pos[t % kStages], ct);
       mbar_arrive(&full[t % kStages]);
     };
-    lookup(0);
+    for (int t = 0; t < min(kAhead, n_tiles); ++t) lookup(t);
     for (int t = 0; t < n_tiles; ++t) {
       const int st = t % kStages, k0 = d.first + t * kTileK;
       if (t >= kStages) mbar_wait(&empty[st], (t / kStages - 1) & 1);
       // This step's entry (ctx - 1) is written by the kernel ahead: wait for it.
       if (min(d.last, k0 + kTileK - 1) > d.ctx - 2) pdl_wait();
-      copiers_sync();  // rows[t % 2] is in; every copier is done with rows[(t + 1) % 2]
+      copiers_sync();  // rows[t % kRing] is in; every copier is done with tile t - 1's rows
       bf16* ks = stages + st * 2 * kTile;
       bf16* vs = ks + kTile;
       // Consecutive threads copy consecutive pieces of a row; rows past the slice read as zeros.
 #pragma unroll 8
       for (int i = ct; i < kTileK * kChunks; i += kN) {
         const int r = i / kChunks, c = i % kChunks;
-        const int64_t row = rows[t % 2][r];
+        const int64_t row = rows[t % kRing][r];
         cp_async16(ks + r * S + c * 8, kc + (row < 0 ? 0 : row) + c * 8, row >= 0);
         cp_async16(vs + r * S + c * 8, vc + (row < 0 ? 0 : row) + c * 8, row >= 0);
         if constexpr (kRotate) {
-          const int32_t slot = slots[t % 2][r];
+          const int32_t slot = slots[t % kRing][r];
           if (c == 0) cp_async4(&stage_pos[st][r], a.slot_pos + max(slot, 0), slot >= 0);
         }
       }
@@ -753,7 +756,7 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
       } else {
         cp_async_mbar_arrive(&full[st]);  // once this thread's copies have landed
       }
-      if (t + 1 < n_tiles) lookup(t + 1);
+      if (t + kAhead < n_tiles) lookup(t + kAhead);  // into tile t - 1's rows
     }
     if (kRotate && n_tiles > 0) {
       cp_async_wait<0>();
