@@ -166,7 +166,8 @@ void run_generate(const GenerateArgs& a) {
                    static_cast<long long>(s.cache_allocated), pct(s.cache_used, s.cache_allocated),
                    pct(s.cache_used, st.padded_slots), static_cast<long long>(st.padded_slots));
     }
-    std::fprintf(stderr, "CUDA graphs captured in this call: %d\n", st.graph_captures);
+    if (a.engine.backend == "cuda")
+      std::fprintf(stderr, "CUDA graphs captured in this call: %d\n", st.graph_captures);
   }
   std::fprintf(stderr,
                "load: %.2f s (%.1f MB of weights, warm-up %.2f s), prefill: %.1f ms (%lld tokens), "
@@ -228,7 +229,8 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag("--ignore-eos", p.ignore_eos, "keep generating past EOS");
   cmd->add_flag("--chat", a->chat, "apply the model's chat template");
   cmd->add_flag("--json", a->json, "print one JSON object");
-  cmd->add_flag("--stats", a->stats, "per-step time and cache use; CUDA graphs captured");
+  cmd->add_flag("--stats", a->stats,
+                "per-step time and cache use; CUDA graphs captured (CUDA backend)");
   cmd->add_option("--memory-trace", a->memory_trace, "write memory in use per step to this CSV");
   cmd->add_option("--backend", a->engine.backend, "cpu | cuda")
       ->check(CLI::IsMember({"cpu", "cuda"}));
