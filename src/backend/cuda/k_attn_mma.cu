@@ -704,20 +704,28 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
     auto copiers_sync = [] { asm volatile("bar.sync 2, %0;\n" ::"n"(kN) : "memory"); };
     const bf16* kc = static_cast<const bf16*>(a.k_cache);
     const bf16* vc = static_cast<const bf16*>(a.v_cache);
-    // Cache rows of the tile being copied and of the kAhead after it (-1 past the slice): a
-    // tile's block-table lookups are made kAhead tiles before its copies, so the first tiles'
-    // copies do not each wait for a lookup's round trip.
-    constexpr int kAhead = 3, kRing = kAhead + 1;
+    // Cache rows of the tile being copied and of the two after it (-1 past the slice). A copying
+    // thread never waits for a block-table load: tile t + 3's entry is fetched into a register
+    // at iteration t and turned into its row in shared memory an iteration later (keep), so
+    // the load has landed by then. (Made and used at once, its latency stalled every tile's
+    // copies: ~40 % of the kernel's stall samples at B=2 16k, H200, 2026-12-02.)
+    constexpr int kRing = 3;
     __shared__ int64_t rows[kRing][kTileK];
     // Pre-RoPE: the rows' slots, and each stage's key positions.
     __shared__ int32_t slots[kRotate ? kRing : 1][kTileK], stage_pos[kRotate ? kStages : 1][kTileK];
-    auto lookup = [&](int t) {
-      for (int r = ct; r < kTileK; r += kN) {
-        const int key = d.first + t * kTileK + r;
-        const int64_t slot = key <= d.last ? cache_slot(a, d.seq, key) : -1;
-        rows[t % kRing][r] = slot >= 0 ? (slot * a.kv_heads + d.kvh) * D : -1;
-        if constexpr (kRotate) slots[t % kRing][r] = static_cast<int32_t>(slot);
-      }
+    const int32_t* table = a.block_tables + int64_t{d.seq} * a.bt_stride;
+    const int bs = a.block_size;
+    // Thread ct < kTileK looks up row ct of each tile (a row past the slice: the last row's).
+    auto fetch = [&](int t) {
+      const int key = min(d.first + t * kTileK + ct, d.last);
+      return ct < kTileK ? table[key / bs] : 0;
+    };
+    auto keep = [&](int t, int32_t entry) {
+      if (ct >= kTileK) return;
+      const int key = d.first + t * kTileK + ct;
+      const int64_t slot = key <= d.last ? int64_t{entry} * bs + key % bs : -1;
+      rows[t % kRing][ct] = slot >= 0 ? (slot * a.kv_heads + d.kvh) * D : -1;
+      if constexpr (kRotate) slots[t % kRing][ct] = static_cast<int32_t>(slot);
     };
     // Pre-RoPE: tile t is in once this thread's group t is and the other copiers have passed
     // the barrier; rotated, it is handed over.
@@ -726,13 +734,19 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
       rotate_keys<D, 2>(a, stages + t % kStages * 2 * kTile, stage_pos[t % kStages], ct);
       mbar_arrive(&full[t % kStages]);
     };
-    for (int t = 0; t < min(kAhead, n_tiles); ++t) lookup(t);
+    int32_t fetched = 0;  // tile t + 2's entry during iteration t, until kept
+    if (n_tiles > 0) {
+      const int32_t e0 = fetch(0), e1 = n_tiles > 1 ? fetch(1) : 0;
+      if (n_tiles > 2) fetched = fetch(2);
+      keep(0, e0);
+      if (n_tiles > 1) keep(1, e1);
+    }
     for (int t = 0; t < n_tiles; ++t) {
       const int st = t % kStages, k0 = d.first + t * kTileK;
       if (t >= kStages) mbar_wait(&empty[st], (t / kStages - 1) & 1);
       // This step's entry (ctx - 1) is written by the kernel ahead: wait for it.
       if (min(d.last, k0 + kTileK - 1) > d.ctx - 2) pdl_wait();
-      copiers_sync();  // rows[t % kRing] is in; every copier is done with tile t - 1's rows
+      copiers_sync();  // tile t's rows are in; every copier is done with tile t - 1's
       bf16* ks = stages + st * 2 * kTile;
       bf16* vs = ks + kTile;
       // Consecutive threads copy consecutive pieces of a row; rows past the slice read as zeros.
@@ -756,7 +770,8 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
       } else {
         cp_async_mbar_arrive(&full[st]);  // once this thread's copies have landed
       }
-      if (t + kAhead < n_tiles) lookup(t + kAhead);  // into tile t - 1's rows
+      if (t + 2 < n_tiles) keep(t + 2, fetched);  // into tile t - 1's rows
+      if (t + 3 < n_tiles) fetched = fetch(t + 3);
     }
     if (kRotate && n_tiles > 0) {
       cp_async_wait<0>();
