@@ -716,6 +716,7 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
     const int32_t* table = a.block_tables + int64_t{d.seq} * a.bt_stride;
     const int bs = a.block_size;
     // Thread ct < kTileK looks up row ct of each tile (a row past the slice: the last row's).
+    static_assert(kN >= kTileK);
     auto fetch = [&](int t) {
       const int key = min(d.first + t * kTileK + ct, d.last);
       return ct < kTileK ? table[key / bs] : 0;
