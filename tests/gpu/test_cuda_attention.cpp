@@ -125,8 +125,8 @@ INSTANTIATE_TEST_SUITE_P(
                                          AttnCase{{200, 64, 900}, 12, 6, 64, 16, "pre", 2},
                                          // few pairs and long contexts: 8 tiles a block in
                                          // the copying-warp kernel (16 splits at B=1, 8 at
-                                         // B=2), so its six stages and its ring of four
-                                         // lookups both wrap around
+                                         // B=2), so its six stages and its ring of row
+                                         // tables both wrap around
                                          AttnCase{{7300}, 8, 8, 64, 16, "post", 2},
                                          AttnCase{{7300}, 8, 8, 64, 12, "pre", 2},
                                          AttnCase{{3700, 3650}, 16, 8, 64, 16, "post", 2},

@@ -707,8 +707,9 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
     // Cache rows of the tile being copied and of the two after it (-1 past the slice). A copying
     // thread never waits for a block-table load: tile t + 3's entry is fetched into a register
     // at iteration t and turned into its row in shared memory an iteration later (keep), so
-    // the load has landed by then. (Made and used at once, its latency stalled every tile's
-    // copies: ~40 % of the kernel's stall samples at B=2 16k, H200, 2026-12-02.)
+    // the load has landed by then. (Made and used at once, its latency held up every tile's
+    // copies, and the attending warps waited for data: B=2 16k, H200, 2026-12-02, 72 -> 85 %
+    // of copy.)
     constexpr int kRing = 3;
     __shared__ int64_t rows[kRing][kTileK];
     // Pre-RoPE: the rows' slots, and each stage's key positions.
