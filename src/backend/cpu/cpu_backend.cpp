@@ -242,9 +242,9 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
         const int kvh = h / group;
         const int32_t* slot_of = slot_table_.data() + first_slot_[s];
         const float* k_head = layer.k.as<const float>() + int64_t{kvh} * D;
-        const int64_t k_stride = int64_t{kv_heads} * D;
+        const int64_t slot_stride = int64_t{kv_heads} * D;  // of K and V
         // Keys stored rotated: every q . k at once (hidden ones are overwritten below).
-        if (!rotate_keys) cpu::dot_rows(q, k_head, slot_of, k_stride, qi + 1, D, scores.data());
+        if (!rotate_keys) cpu::dot_rows(q, k_head, slot_of, slot_stride, qi + 1, D, scores.data());
         float mx = -std::numeric_limits<float>::infinity();
         for (int j = 0; j <= qi; ++j) {
           bool visible = true;
@@ -258,7 +258,7 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
           }
           if (rotate_keys) {
             const int32_t slot = slot_of[j];
-            std::memcpy(key.data(), k_head + slot * k_stride, D * sizeof(float));
+            std::memcpy(key.data(), k_head + slot * slot_stride, D * sizeof(float));
             cpu::rope_rotate(key.data(), rope_.row(slot_pos[slot]), D);
             scores[j] = cpu::dot(q, key.data(), D);
           }
@@ -271,8 +271,7 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
           sum += scores[j];
         }
         cpu::weighted_rows(scores.data(), qi + 1, sum, layer.v.as<const float>() + int64_t{kvh} * D,
-                           slot_of, int64_t{kv_heads} * D, D,
-                           out.as<float>() + (int64_t{t} * heads + h) * D);
+                           slot_of, slot_stride, D, out.as<float>() + (int64_t{t} * heads + h) * D);
       }
     }
   }
