@@ -705,10 +705,10 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
     const bf16* kc = static_cast<const bf16*>(a.k_cache);
     const bf16* vc = static_cast<const bf16*>(a.v_cache);
     // Cache rows of the tile being copied and of the two after it (-1 past the slice). A copying
-    // thread never waits for a block-table load: tile t + 3's entry is fetched into a register
-    // at iteration t and turned into its row in shared memory an iteration later (keep), so
-    // the load has landed by then. (Made and used at once, its latency held up every tile's
-    // copies, and the attending warps waited for data: B=2 16k, H200, 2026-12-02, 72 -> 85 %
+    // thread never waits for a block-table load: tile t + kRing's entry is fetched into a
+    // register at iteration t and turned into its row in shared memory an iteration later
+    // (keep), so the load has landed by then. (Made and used at once, its latency held up every
+    // tile's copies, and the attending warps waited for data: B=2 16k, H200, 2026-12-02, 72 -> 85 %
     // of copy.)
     constexpr int kRing = 3;
     __shared__ int64_t rows[kRing][kTileK];
@@ -736,7 +736,8 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
       rotate_keys<D, 2>(a, stages + t % kStages * 2 * kTile, stage_pos[t % kStages], ct);
       mbar_arrive(&full[t % kStages]);
     };
-    int32_t fetched = 0;  // tile t + 2's entry during iteration t, until kept
+    int32_t fetched = 0;        // tile t + kRing - 1's entry during iteration t, until kept
+    static_assert(kRing == 3);  // the prologue keeps tiles 0 and 1 and fetches tile 2
     if (n_tiles > 0) {
       const int32_t e0 = fetch(0), e1 = n_tiles > 1 ? fetch(1) : 0;
       if (n_tiles > 2) fetched = fetch(2);
@@ -772,8 +773,8 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
       } else {
         cp_async_mbar_arrive(&full[st]);  // once this thread's copies have landed
       }
-      if (t + 2 < n_tiles) keep(t + 2, fetched);  // into tile t - 1's rows
-      if (t + 3 < n_tiles) fetched = fetch(t + 3);
+      if (t + kRing - 1 < n_tiles) keep(t + kRing - 1, fetched);  // into tile t - 1's rows
+      if (t + kRing < n_tiles) fetched = fetch(t + kRing);
     }
     if (kRotate && n_tiles > 0) {
       cp_async_wait<0>();
