@@ -127,23 +127,41 @@ __device__ float block_max_f(float v, float* red) {
 // block reduces its share, the blocks' results go through distributed shared memory and every
 // block combines them in rank order, so all of them hold the same bits. Results are published in
 // one of two slots, alternate calls: a block writes a slot again only two cluster barriers later,
-// when every block has read it.
+// when every block has read it. Once every block holds the same tokens (the candidates), a
+// block decides alone: over its threads (kBlock), or over its first warp's lanes (kWarp, no
+// barrier at all). first() and step() give the calling thread's share of a pass: first(),
+// first() + step(), ...
 struct Reducer {
+  enum Scope { kCluster, kBlock, kWarp };
   float* red;     // 32 x kPoints
   double* red_d;  // 32 x kPoints
   double* slots;  // 2 x kPoints
   double* got;    // kMaxCluster x kPoints
   int parity = 0;
+  Scope scope = kCluster;
+
+  __device__ int first() const {
+    return static_cast<int>(scope == kWarp ? threadIdx.x % 32 : threadIdx.x);
+  }
+  __device__ int step() const { return static_cast<int>(scope == kWarp ? 32 : blockDim.x); }
 
   template <int N>
   __device__ void sums(float (&v)[N]) {
+    if (scope == kWarp) return warp_sums(v);
     block_sums(v, red);
     across(v, [](float a, float b) { return a + b; });
   }
   template <int N>
   __device__ void sums(double (&v)[N]) {
+    if (scope == kWarp) return warp_sums(v);
     block_sums(v, red_d);
     across(v, [](double a, double b) { return a + b; });
+  }
+  template <class T, int N>
+  __device__ static void warp_sums(T (&v)[N]) {
+#pragma unroll
+    for (int j = 0; j < N; ++j)
+      for (int o = 16; o > 0; o >>= 1) v[j] += __shfl_xor_sync(0xffffffffU, v[j], o);
   }
   template <class T>
   __device__ T sum(T v) {
@@ -152,6 +170,7 @@ struct Reducer {
     return a[0];
   }
   __device__ float max(float v) {
+    if (scope == kWarp) return warp_max(v);
     float a[1] = {block_max_f(v, red)};
     across(a, [](float x, float y) { return fmaxf(x, y); });
     return a[0];
@@ -161,7 +180,7 @@ struct Reducer {
     static_assert(N <= kPoints);
     const cg::cluster_group cluster = cg::this_cluster();
     const int blocks = static_cast<int>(cluster.num_blocks());
-    if (blocks == 1) return;
+    if (blocks == 1 || scope != kCluster) return;
     double* mine = slots + parity * kPoints;
     parity ^= 1;
     if (threadIdx.x == 0)
@@ -241,12 +260,11 @@ __device__ int buckets_for(const int* prefix, int target) {
   return kBuckets + 1;
 }
 
-// Calls use(j, load(j)) for this thread's share of j < n (threadIdx.x, + blockDim.x, ...),
-// issuing kBatch loads before using any: one memory round trip a batch, not a token.
+// Calls use(j, load(j)) for this thread's share of j < n (first, + step, ...), issuing kBatch
+// loads before using any: one memory round trip a batch, not a token.
 template <int kBatch, class Load, class Use>
-__device__ __forceinline__ void strided(int n, Load load, Use use) {
-  const int step = static_cast<int>(blockDim.x);
-  for (int base = threadIdx.x; base < n; base += kBatch * step) {
+__device__ __forceinline__ void strided(int n, int first, int step, Load load, Use use) {
+  for (int base = first; base < n; base += kBatch * step) {
     decltype(load(0)) v[kBatch];
 #pragma unroll
     for (int u = 0; u < kBatch; ++u) v[u] = load(min(base + u * step, n - 1));
@@ -264,13 +282,64 @@ __device__ void count_keys(int n, Load load, const uint32_t (&ts)[N], float (&ou
   float c[N];
 #pragma unroll
   for (int q = 0; q < N; ++q) t[q] = ts[q], c[q] = 0.0F;
-  strided<16>(n, load, [&](int, uint32_t k) {
+  strided<16>(n, r.first(), r.step(), load, [&](int, uint32_t k) {
 #pragma unroll
     for (int q = 0; q < N; ++q) c[q] += k >= t[q] ? 1.0F : 0.0F;
   });
   r.sums(c);
 #pragma unroll
   for (int q = 0; q < N; ++q) out[q] = c[q];
+}
+
+// Every block of the row's cluster takes the row's candidates (each block's n[b] of them, in
+// rank order) into its own cand_key / cand_id, so that each block then decides the filters alone
+// (no cluster barrier a pass) on the same tokens, with the same bits. Returns
+// the row's count; past kCandidates (a block dropped some) nothing is moved. The caller has
+// synchronised its block since writing its candidates.
+__device__ int gather_candidates(uint32_t* cand_key, int32_t* cand_id, int* cand_n) {
+  const cg::cluster_group cluster = cg::this_cluster();
+  const int blocks = static_cast<int>(cluster.num_blocks());
+  if (blocks == 1) return *cand_n;
+  __shared__ int start[kMaxCluster + 1];  // rank b's first place in the row's list
+  cluster.sync();                         // every block's candidates are in
+  if (threadIdx.x < 32) {
+    const int lane = static_cast<int>(threadIdx.x);
+    int at = lane < blocks ? *cluster.map_shared_rank(cand_n, lane) : 0;
+    for (int o = 1; o < 32; o <<= 1) {  // inclusive scan
+      const int v = __shfl_up_sync(0xffffffffU, at, o);
+      if (lane >= o) at += v;
+    }
+    if (lane < kMaxCluster) start[lane + 1] = at;
+    if (lane == 0) start[0] = 0;
+  }
+  __syncthreads();
+  const int total = start[kMaxCluster];
+  constexpr int kEach = kCandidates / kThreads;
+  uint32_t key[kEach];
+  int32_t id[kEach];
+  if (total <= kCandidates) {
+#pragma unroll
+    for (int u = 0; u < kEach; ++u) {
+      const int j = static_cast<int>(threadIdx.x) + u * kThreads;
+      int from = 0;  // the rank that holds place j (past the ranks start[b] = total)
+      while (from + 1 < blocks && j >= start[from + 1]) ++from;
+      const int at = j - start[from];
+      if (j < total) {
+        key[u] = cluster.map_shared_rank(cand_key, from)[at];
+        id[u] = cluster.map_shared_rank(cand_id, from)[at];
+      }
+    }
+  }
+  cluster.sync();  // every block has read the others' before any of them writes its own
+  if (total <= kCandidates) {
+#pragma unroll
+    for (int u = 0; u < kEach; ++u) {
+      const int j = static_cast<int>(threadIdx.x) + u * kThreads;
+      if (j < total) cand_key[j] = key[u], cand_id[j] = id[u];
+    }
+  }
+  __syncthreads();
+  return total;
 }
 
 // The tokens the filters decide on: the whole row (key and weight expf(x - max) of every token,
@@ -289,11 +358,11 @@ struct Tokens {
   __device__ Entry entry(int j) const {
     return {key[j], weight != nullptr ? weight[j] : expf(value_of(key[j]) - mx)};
   }
-  // f(key, id) for this thread's share.
+  // f(key, id) for this thread's share of r's pass.
   template <class F>
-  __device__ void for_each(F f) const {
+  __device__ void for_each(const Reducer& r, F f) const {
     strided<8>(
-        n, [&](int j) { return key[j]; },
+        n, r.first(), r.step(), [&](int j) { return key[j]; },
         [&](int j, uint32_t k) { f(k, id != nullptr ? id[j] : first + j); });
   }
   // out[q] = how many tokens have key >= ts[q] (exact below 2^24) / their mass of expf(x - max).
@@ -309,7 +378,7 @@ struct Tokens {
 #pragma unroll
     for (int q = 0; q < N; ++q) t[q] = ts[q], m[q] = 0.0;
     strided<8>(
-        n, [&](int j) { return entry(j); },
+        n, r.first(), r.step(), [&](int j) { return entry(j); },
         [&](int, Entry e) {
 #pragma unroll
           for (int q = 0; q < N; ++q)
@@ -357,7 +426,7 @@ __device__ uint32_t top_p_key(const Tokens& s, uint32_t floor, double limit, int
     cut = static_cast<int>(search(
         [&](const uint32_t(&ts)[kPoints], float(&out)[kPoints]) {
           for (int j = 0; j < kPoints; ++j) out[j] = 0.0F;
-          s.for_each([&](uint32_t k, int i) {
+          s.for_each(r, [&](uint32_t k, int i) {
             for (int j = 0; j < kPoints; ++j)
               out[j] += k == tp && static_cast<uint32_t>(i) >= ts[j] ? 1.0F : 0.0F;
           });
@@ -376,8 +445,9 @@ __device__ uint32_t top_p_key(const Tokens& s, uint32_t floor, double limit, int
 // mass, cut inside a tie by id as the host's order does; min-p x >= max + log(min_p)), found by
 // search over the candidates near the maximum when they hold the answer (the typical row of
 // a trained model), over the whole row otherwise. A row is a cluster of blocks, each with a
-// contiguous slice of it; every decision is made from sums over the whole cluster (Reducer), so
-// the blocks take the same branches.
+// contiguous slice of it; every decision is made from sums over the whole cluster (Reducer), or,
+// once every block holds all the row's candidates, from the same sums in each block, so the
+// blocks take the same branches.
 __global__ void __launch_bounds__(kThreads)
     sample_kernel(const float* logits, int vocab, const RowPick* params, float* scratch,
                   int32_t* out) {
@@ -412,7 +482,7 @@ __global__ void __launch_bounds__(kThreads)
   Reducer r{red, red_d, slots, got};
   float mx = -INFINITY, finite = 0.0F;
   strided<8>(
-      len, [&](int i) { return row[first + i]; },
+      len, r.first(), r.step(), [&](int i) { return row[first + i]; },
       [&](int i, float logit) {
         const float x = logit / p.temperature;
         keys[i] = key_of(x);
@@ -427,7 +497,7 @@ __global__ void __launch_bounds__(kThreads)
   mx = r.max(mx);
   finite = r.sum(finite);  // (the barriers also publish keys and mine_hist to the block)
   strided<8>(
-      len, [&](int i) { return keys[i]; },
+      len, r.first(), r.step(), [&](int i) { return keys[i]; },
       [&](int i, uint32_t k) {
         const float x = value_of(k);
         weights[i] = expf(x - mx);
@@ -441,7 +511,7 @@ __global__ void __launch_bounds__(kThreads)
   if (top_k || top_p) {
     // Without top-k, top-p's share is of the whole row's mass.
     const double row_mass = top_k ? 0.0 : whole.mass(0, r);
-    Tokens s = whole;
+    Tokens s = whole;  // decided over the cluster, or on the candidates in each block alone
     if (blocks > 1) cluster.sync();  // every block's mine_hist is complete
     for (int b = static_cast<int>(threadIdx.x); b < kBuckets; b += static_cast<int>(blockDim.x)) {
       int sum = 0;
@@ -489,19 +559,19 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
       __syncthreads();
-      // The row's candidates, and blocks holding more than their shared memory (only by
-      // rounding at a bucket's edge).
-      const int n = cand_n;
-      float tally[2] = {static_cast<float>(n), n > kCandidates ? 1.0F : 0.0F};
-      r.sums(tally);
-      if (tally[1] > 0.0F) return false;
+      // The row's candidates in every block; more than shared memory holds only by rounding at
+      // a bucket's edge.
+      const int n = gather_candidates(cand_key, cand_id, &cand_n);
+      if (n > kCandidates) return false;
       const Tokens c{cand_key, nullptr, cand_id, 0, n, mx};
-      if (!(tally[0] == finite ||
-            (top_k ? tally[0] >= static_cast<float>(p.top_k)
-                   : c.mass(0, r) >= static_cast<double>(p.top_p) * row_mass)))
-        return false;
-      s = c;
-      return true;
+      r.scope = Reducer::kBlock;  // every block holds them all
+      if (static_cast<float>(n) == finite ||
+          (top_k ? n >= p.top_k : c.mass(0, r) >= static_cast<double>(p.top_p) * row_mass)) {
+        s = c;
+        return true;
+      }
+      r.scope = Reducer::kCluster;
+      return false;
     };
     if (top_k) {  // the fewest buckets holding k tokens (past the last: the whole row decides)
       if (top_k_buckets <= kBuckets) candidates(top_k_buckets);
@@ -515,10 +585,23 @@ __global__ void __launch_bounds__(kThreads)
         if (candidates(b)) break;
       }
     }
-    if (top_k) thr = s.kth(p.top_k, r);
-    if (top_p) {
-      const double kept = top_k ? s.mass(thr, r) : row_mass;
-      thr = top_p_key(s, thr, static_cast<double>(p.top_p) * kept, cut, r);
+    // On the candidates the first warp decides (its passes need no barrier; a block's took
+    // ~2 us each) and hands the others its threshold.
+    const bool by_warp = r.scope == Reducer::kBlock;
+    if (by_warp) r.scope = Reducer::kWarp;
+    if (!by_warp || threadIdx.x < 32) {
+      if (top_k) thr = s.kth(p.top_k, r);
+      if (top_p) {
+        const double kept = top_k ? s.mass(thr, r) : row_mass;
+        thr = top_p_key(s, thr, static_cast<double>(p.top_p) * kept, cut, r);
+      }
+    }
+    if (by_warp) {
+      __shared__ uint32_t warp_thr;
+      __shared__ int warp_cut;
+      if (threadIdx.x == 0) warp_thr = thr, warp_cut = cut;
+      __syncthreads();
+      thr = warp_thr, cut = warp_cut;
     }
   }
   if (p.min_p > 0.0F) {  // p >= min_p * p_max, as the host computes its floor
@@ -620,10 +703,10 @@ __global__ void __launch_bounds__(kThreads)
   Reducer r{red, red_d, slots, got};
   auto x_at = [&](int i) { return row[first + i]; };
   float mx = -INFINITY;
-  strided<8>(len, x_at, [&](int, float x) { mx = fmaxf(mx, x); });
+  strided<8>(len, r.first(), r.step(), x_at, [&](int, float x) { mx = fmaxf(mx, x); });
   mx = r.max(mx);
   double sum = 0.0;
-  strided<8>(len, x_at, [&](int, float x) { sum += expf(x - mx); });
+  strided<8>(len, r.first(), r.step(), x_at, [&](int, float x) { sum += expf(x - mx); });
   sum = r.sum(sum);
   const uint32_t t = search(
       [&](const uint32_t(&ts)[kPoints], float(&out)[kPoints]) {
