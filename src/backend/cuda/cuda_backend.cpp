@@ -387,16 +387,16 @@ DeviceBatch CudaBackend::upload_batch(const Batch& b) {
   ensure_batch_capacity(Tp, Bp, std::max(16, next_pow2(std::max(b.max_blocks, 1))), mask_words);
   NI_CUDA_CHECK(cudaEventSynchronize(upload_done_));  // the last copy out of the staging area
 
-  const BatchLayout lay(cap_tokens_, cap_seqs_, bt_stride_, cap_mask_words_);
+  // The fields laid out for this batch's sizes (within the buffer's capacity), so that one copy
+  // moves them all: a decode step's layout depends only on its bucket and block-table stride,
+  // which key its graph, so a replay finds its fields where the capture saw them.
+  const BatchLayout lay(Tp, Bp, bt_stride_, mask_words);
   auto* host = static_cast<int32_t*>(batch_host_.get());
   auto* dev = static_cast<int32_t*>(batch_dev_.data());
   auto put = [&](int64_t off, const std::vector<int32_t>& v, int64_t n, auto pad) {
     int32_t* dst = host + off;
     std::copy(v.begin(), v.end(), dst);
     for (int64_t i = static_cast<int64_t>(v.size()); i < n; ++i) dst[i] = pad(i);
-    if (n > 0)
-      NI_CUDA_CHECK(cudaMemcpyAsync(dev + off, dst, static_cast<size_t>(n) * sizeof(int32_t),
-                                    cudaMemcpyHostToDevice, stream_));
   };
   auto zero = [](int64_t) { return 0; };
   auto self = [](int64_t i) { return static_cast<int32_t>(i); };
@@ -414,17 +414,13 @@ DeviceBatch CudaBackend::upload_batch(const Batch& b) {
     for (int s = 0; s < B; ++s)
       std::copy_n(b.block_tables.begin() + int64_t{s} * b.max_blocks, b.max_blocks,
                   dst + int64_t{s} * bt_stride_);
-    NI_CUDA_CHECK(cudaMemcpyAsync(dev + lay.block_tables, dst,
-                                  static_cast<size_t>(Bp) * bt_stride_ * sizeof(int32_t),
-                                  cudaMemcpyHostToDevice, stream_));
   }
   if (mask_words > 0) {
     std::memcpy(host + lay.tree_mask, b.tree_mask.data(), b.tree_mask.size());
-    NI_CUDA_CHECK(cudaMemcpyAsync(dev + lay.tree_mask, host + lay.tree_mask,
-                                  static_cast<size_t>(mask_words) * sizeof(int32_t),
-                                  cudaMemcpyHostToDevice, stream_));
     put(lay.tree_offsets, b.tree_offsets, Bp, zero);
   }
+  NI_CUDA_CHECK(cudaMemcpyAsync(dev, host, static_cast<size_t>(lay.total) * sizeof(int32_t),
+                                cudaMemcpyHostToDevice, stream_));
   NI_CUDA_CHECK(cudaEventRecord(upload_done_, stream_));
 
   DeviceBatch d;
