@@ -291,10 +291,18 @@ bool CudaBackend::pick_to_host(const Tensor& logits, std::span<const RowPick> ro
     argmax_rows(logits, pick_ids_);
   else
     sample_rows(logits, rows, pick_ids_);
-  ids.resize(static_cast<size_t>(R));
-  NI_CUDA_CHECK(cudaMemcpyAsync(ids.data(), pick_ids_.data(), ids.size() * sizeof(int32_t),
-                                cudaMemcpyDeviceToHost, stream_));
+  if (pick_host_cap_ < R) {
+    void* h = nullptr;
+    NI_CUDA_CHECK(cudaMallocHost(&h, static_cast<size_t>(R) * sizeof(int32_t)));
+    pick_host_ = std::shared_ptr<void>(h, [](void* q) { cudaFreeHost(q); });
+    pick_host_cap_ = R;
+  }
+  NI_CUDA_CHECK(cudaMemcpyAsync(pick_host_.get(), pick_ids_.data(),
+                                static_cast<size_t>(R) * sizeof(int32_t), cudaMemcpyDeviceToHost,
+                                stream_));
   NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  const auto* host = static_cast<const int32_t*>(pick_host_.get());
+  ids.assign(host, host + R);
   if (profiling_) collect_profile();
   return true;
 }

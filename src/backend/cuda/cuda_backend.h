@@ -142,6 +142,9 @@ class CudaBackend final : public Backend {
   Tensor beam_out_;      // beam_rows_to_host's per row {max, lse} and n (value, id) pairs
   Tensor attn_ws_;       // split-K partials
   Tensor attn_count_;    // finished splits per (sequence, kv head), zero between launches
+  // pick_to_host's ids on the host: pinned, so that their copy is a plain queued one.
+  std::shared_ptr<void> pick_host_;
+  int64_t pick_host_cap_ = 0;  // int32 each
 
   // Graphs: valid for the allocation epoch they were captured in (any alloc may move a buffer
   // a graph points into). A key is run eagerly once (sizing every buffer), captured the next time.
