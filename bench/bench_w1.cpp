@@ -2,6 +2,10 @@
 //   W1  one prompt of 512 random ids, 256 greedy new tokens (EOS ignored): TTFT, decode tok/s
 //       with and without CUDA graphs, bytes read per decode token / time as GB/s and as a % of
 //       a 2 GiB device-to-device copy measured in the same run;
+//   W2  offline throughput: 256 requests submitted at once, prompts of 100-1,024 random ids
+//       (seeded), 256 new tokens each (EOS ignored), run by continuous batching (steps of at most
+//       16,384 tokens; a cache with room for all of them, then for about half): output and total
+//       tokens/s end to end, peak KV blocks, steps, most requests waiting (nothing is preempted);
 //   W3  prefill of one 4,096-token prompt and of 8 at once (prompt tokens/s);
 //   attn the decode attention kernel alone at contexts 640 (W1's), 4k and 16k, batch 1/2/8/32 and
 //        a pre-RoPE cache at batch 1/8/32 (% of copy), next to a kernel that only reads the same
@@ -100,7 +104,7 @@ std::vector<int32_t> random_prompt(int n, int vocab, uint32_t seed) {
 struct Args {
   std::string config = "bench/configs/llama-3.1-8b.json";
   std::string json_path;
-  std::string only;  // w1 step sampled sample beams batch sink w3 attn gemv fused profile (all)
+  std::string only;  // w1 step sampled sample beams batch sink w2 w3 attn gemv fused profile (all)
   int prompt = 512, new_tokens = 256;
 };
 
@@ -340,6 +344,71 @@ json run_batch(const Args& a) {
           "%6.3f ms a step = %7.1f tok/s; %d graph(s) captured\n",
           B, pass, st.steps[0].ms, st.steps[1].ms, st.steps[2].ms, step, 1e3 * B / step,
           st.graph_captures);
+      std::fflush(stdout);
+    }
+  }
+  return out;
+}
+
+json run_w2(const Args& a) {
+  json out;
+  const nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
+  std::mt19937 rng(2);
+  std::uniform_int_distribution<int> len(100, 1024);
+  std::vector<nanoinfer::GenerationRequest> reqs;
+  int64_t prompt_tokens = 0;
+  for (int i = 0; i < 256; ++i) {
+    nanoinfer::GenerationRequest r{random_prompt(len(rng), c.vocab_size, 1000 + i), {}};
+    r.params.max_new_tokens = 256;
+    r.params.ignore_eos = true;
+    prompt_tokens += static_cast<int64_t>(r.prompt_ids.size());
+    reqs.push_back(r);
+  }
+  int64_t all_blocks = 0;  // what a cache for every request at once holds
+  for (const auto& r : reqs)
+    all_blocks += (static_cast<int64_t>(r.prompt_ids.size()) + 256 + 15) / 16;
+  // (cache tokens, step cap): room for all at once, then for about half of them
+  const std::pair<int64_t, int> runs[] = {{0, 16384}, {all_blocks * 16 / 2, 16384}};
+  for (const auto& [cache_tokens, step_cap] : runs) {
+    nanoinfer::EngineOptions o = engine_options(a, 1024 + 256 + 16, true);
+    o.cache_tokens = static_cast<int>(cache_tokens);
+    o.max_step_tokens = step_cap;
+    nanoinfer::Engine engine(o);
+    const std::string key = cache_tokens == 0 ? "all_at_once" : "half_cache";
+    for (int rep = 0; rep < 2; ++rep) {  // the first run pays first-time costs (plans, graphs)
+      const auto t0 = std::chrono::steady_clock::now();
+      const std::vector<nanoinfer::GenerationOutput> outs = engine.generate(reqs);
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const auto& st = engine.last_stats();
+      int64_t out_tokens = 0, peak = 0;
+      int most_waiting = 0, most_seqs = 0;
+      for (const auto& g : outs) out_tokens += static_cast<int64_t>(g.token_ids.size());
+      for (const auto& x : st.steps) {
+        peak = std::max(peak, x.cache_allocated / 16);
+        most_waiting = std::max(most_waiting, x.waiting);
+        most_seqs = std::max(most_seqs, x.sequences);
+      }
+      const json r = {{"seconds", s},
+                      {"output_tok_s", static_cast<double>(out_tokens) / s},
+                      {"total_tok_s", static_cast<double>(out_tokens + prompt_tokens) / s},
+                      {"output_tokens", out_tokens},
+                      {"prompt_tokens", prompt_tokens},
+                      {"cache_blocks", cache_tokens > 0 ? cache_tokens / 16 : all_blocks},
+                      {"peak_kv_blocks", peak},
+                      {"preemptions", 0},
+                      {"steps", st.steps.size()},
+                      {"most_waiting", most_waiting},
+                      {"most_sequences_a_step", most_seqs},
+                      {"max_step_tokens", step_cap},
+                      {"prefill_step_ms", st.prefill_ms},
+                      {"decode_step_ms", st.decode_ms}};
+      out[key].push_back(r);
+      std::printf(
+          "W2 %-11s run %d: %6.2f s, %7.0f output tok/s, %7.0f total tok/s; %zu steps, peak %lld "
+          "of %lld KV blocks, at most %d sequences a step and %d requests waiting, 0 preempted\n",
+          key.c_str(), rep, s, r["output_tok_s"].get<double>(), r["total_tok_s"].get<double>(),
+          st.steps.size(), static_cast<long long>(peak),
+          static_cast<long long>(r["cache_blocks"].get<int64_t>()), most_seqs, most_waiting);
       std::fflush(stdout);
     }
   }
@@ -829,6 +898,7 @@ int main(int argc, char** argv) {
     if (a.only.empty() || a.only == "attn") j["attention"] = run_attention(a, copy);
     if (a.only.empty() || a.only == "gemv") j["gemv"] = run_gemv(a, copy);
     if (a.only.empty() || a.only == "fused") j["fused"] = run_fused(a, copy);
+    if (world == 1 && (a.only.empty() || a.only == "w2")) j["w2"] = run_w2(a);
     if (a.only.empty() || a.only == "w3") j["w3"] = run_w3(a);
     if (a.only.empty() || a.only == "profile") j["profile"] = run_profile(a);
     if (leader && !a.json_path.empty()) std::ofstream(a.json_path) << j.dump(2) << "\n";

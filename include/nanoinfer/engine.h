@@ -18,8 +18,14 @@ struct EngineOptions {
   std::string model;            // HF directory, .gguf file, or "default"
   std::string backend = "cpu";  // "cpu" | "cuda"
   int max_context = 0;          // positions per sequence; 0 = min(model maximum, 4096)
-  int cache_tokens = 0;         // KV cache slots in all; 0 = enough for the batch asked for
+  // KV cache slots in all; 0 = enough for every request of a call at once. Smaller: continuous
+  // batching, requests start in order as the blocks of their whole life (prompt + max new tokens)
+  // free up, and finished ones give theirs back at once.
+  int cache_tokens = 0;
   int block_size = 16;
+  // Tokens one forward takes at most (0 = no cap): decode rows first, then prompts cut into
+  // chunks that fit (chunked prefill), so a step's activations stay bounded.
+  int max_step_tokens = 0;
   std::string rope_cache = "post";  // "post" | "pre"
   int sink_tokens = -1;             // >= 0: StreamingLLM sink cache (needs rope_cache "pre")
   int window = 0;                   // recent tokens a sink cache keeps
@@ -67,6 +73,8 @@ struct StepStats {
   double start_ms = 0;  // since generate() began
   double ms = 0;
   int tokens = 0;                 // tokens in this step's forward
+  int sequences = 0;              // sequences in it
+  int waiting = 0;                // requests not started yet (no room in the cache or in the step)
   int64_t cache_used = 0;         // cache entries held by live sequences
   int64_t cache_allocated = 0;    // slots in the blocks they hold
   int64_t weight_bytes = 0;       // device memory held by the weights
@@ -76,10 +84,12 @@ struct StepStats {
 };
 
 struct GenerationStats {
+  // A step that feeds prompt tokens is a prefill step (with continuous batching it may carry
+  // decode rows too); the others are decode steps.
   double prefill_ms = 0;
   double decode_ms = 0;
-  int64_t prefill_tokens = 0;
-  int64_t decode_tokens = 0;  // tokens produced by decode steps (the first token is prefill's)
+  int64_t prefill_tokens = 0;  // prompt tokens
+  int64_t decode_tokens = 0;   // tokens produced by decode steps (the first token is prefill's)
   // Decode steps recorded during the call (CUDA graphs captured, one per batch-size bucket first
   // seen since the engine's device memory last changed; 0 where nothing is recorded).
   int graph_captures = 0;

@@ -133,6 +133,8 @@ void run_generate(const GenerateArgs& a) {
       for (const StepStats& s : st.steps)
         j["steps"].push_back({{"ms", s.ms},
                               {"tokens", s.tokens},
+                              {"sequences", s.sequences},
+                              {"waiting", s.waiting},
                               {"cache_used", s.cache_used},
                               {"cache_allocated", s.cache_allocated}});
     }
@@ -160,9 +162,9 @@ void run_generate(const GenerateArgs& a) {
     for (size_t i = 0; i < st.steps.size(); ++i) {
       const StepStats& s = st.steps[i];
       std::fprintf(stderr,
-                   "step %zu: %d tokens, %.2f ms, cache %lld used / %lld allocated (%.1f%%), "
-                   "padded static batch: %.1f%% of %lld\n",
-                   i, s.tokens, s.ms, static_cast<long long>(s.cache_used),
+                   "step %zu: %d tokens of %d sequences (%d waiting), %.2f ms, cache %lld used / "
+                   "%lld allocated (%.1f%%), padded static batch: %.1f%% of %lld\n",
+                   i, s.tokens, s.sequences, s.waiting, s.ms, static_cast<long long>(s.cache_used),
                    static_cast<long long>(s.cache_allocated), pct(s.cache_used, s.cache_allocated),
                    pct(s.cache_used, st.padded_slots), static_cast<long long>(st.padded_slots));
     }
@@ -235,6 +237,14 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--backend", a->engine.backend, "cpu | cuda")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--max-context", a->engine.max_context, "positions per sequence (0 = auto)")
+      ->check(whole_number(0));
+  cmd->add_option("--cache-tokens", a->engine.cache_tokens,
+                  "KV cache slots (0 = room for every prompt at once; fewer: prompts wait for "
+                  "room, continuous batching)")
+      ->check(whole_number(0));
+  cmd->add_option("--max-step-tokens", a->engine.max_step_tokens,
+                  "tokens a forward takes at most; longer prompts are prefilled in chunks (0 = no "
+                  "cap)")
       ->check(whole_number(0));
   cmd->add_option("--rope-cache", a->engine.rope_cache, "post | pre: when keys are rotated")
       ->check(CLI::IsMember({"post", "pre"}));

@@ -15,7 +15,9 @@ Batch build_batch(const std::vector<SeqState*>& seqs, KvCache& cache) {
   b.cu_seqlens.push_back(0);
   for (size_t s = 0; s < seqs.size(); ++s) {
     SeqState& q = *seqs[s];
-    const size_t n = q.pending.size();
+    const size_t n =
+        q.chunk > 0 ? std::min(q.pending.size(), static_cast<size_t>(q.chunk)) : q.pending.size();
+    NI_ASSERT(n > 0 && (n == q.pending.size() || (q.positions.empty() && q.tree_mask.empty())));
     std::vector<int32_t> pos = q.positions;
     if (pos.empty())
       for (size_t i = 0; i < n; ++i) pos.push_back(q.fed + static_cast<int32_t>(i));
@@ -31,7 +33,7 @@ Batch build_batch(const std::vector<SeqState*>& seqs, KvCache& cache) {
         b.tree_mask.insert(b.tree_mask.end(), q.tree_mask.begin(), q.tree_mask.end());
       }
     }
-    for (size_t i = 0; i < q.pending.size(); ++i) {
+    for (size_t i = 0; i < n; ++i) {
       b.token_ids.push_back(q.pending[i]);
       b.positions.push_back(p.positions[i]);
       b.seq_of_token.push_back(static_cast<int32_t>(s));
@@ -44,7 +46,8 @@ Batch build_batch(const std::vector<SeqState*>& seqs, KvCache& cache) {
          t < b.num_tokens(); ++t)
       b.logit_rows.push_back(t);
     b.max_blocks = std::max(b.max_blocks, static_cast<int32_t>(cache.blocks(q.cache_id).size()));
-    q.pending.clear();
+    q.pending.erase(q.pending.begin(), q.pending.begin() + static_cast<std::ptrdiff_t>(n));
+    q.chunk = 0;
     q.positions.clear();
     q.tree_mask.clear();
   }

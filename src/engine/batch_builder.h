@@ -16,7 +16,8 @@ struct SeqState {
   size_t request = 0;            // index of the request it serves
   int cache_id = -1;             // its sequence in the KV cache
   std::vector<int32_t> pending;  // tokens to feed at the next step (prompt, then last sample)
-  int32_t fed = 0;               // tokens fed so far: the text position of the next one
+  int chunk = 0;    // for one step: feed only the first `chunk` pending tokens (0: all of them)
+  int32_t fed = 0;  // tokens fed so far: the text position of the next one
   bool done = false;
   // Optional, for one step (speculative trees): explicit positions of the pending tokens, an
   // n*n mask among them (byte [i*n + k] = 1: token i sees token k), logits for every token.
@@ -26,7 +27,8 @@ struct SeqState {
 };
 
 // Text positions continue from `fed` unless given; the cache decides the RoPE positions. Logits
-// are taken for the last pending token of each sequence (every token with all_logits), in order.
+// are taken for the last token fed of each sequence (every token with all_logits), in order. A
+// sequence with a chunk keeps the rest of its pending tokens for a later step (chunked prefill).
 Batch build_batch(const std::vector<SeqState*>& seqs, KvCache& cache);
 
 }  // namespace nanoinfer

@@ -11,6 +11,7 @@
 #include "dist/watchdog.h"
 #include "engine/batch_builder.h"
 #include "engine/requests.h"
+#include "engine/scheduler.h"
 #include "engine/step_message.h"
 #include "loader/model_loader.h"
 #include "model/llama.h"
@@ -347,20 +348,25 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
         fail("request " + std::to_string(i) + ": its prompt (" +
              std::to_string(requests[i].prompt_ids.size()) + " tokens) does not fit the " +
              cache.policy().name() + " cache, which takes at most " + std::to_string(most) +
-             " new tokens a step: a prompt is prefilled in one step (no chunked prefill)");
-  send(StepMessage::begin(kv));
+             " new tokens a step: a sink cache takes a prompt in one step (fed in chunks, "
+             "the later ones would evict the first)");
 
-  // Sampled requests first, so their logits rows form one block for the sampler.
+  // Continuous batching: each request reserves the blocks of its whole life, in the cache's own
+  // blocks (at most a sink cache's entries), and starts when they fit beside the running ones'.
+  const int cbs = cache.block_size();
+  const int64_t most_entries = cache.policy().capacity();
+  Scheduler sched(cache.capacity_slots() / cbs, options.max_step_tokens);
+  for (const GenerationRequest& r : requests) {
+    int64_t len = static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_new_tokens;
+    if (most_entries > 0) len = std::min(len, most_entries);
+    sched.add((len + cbs - 1) / cbs * (r.params.num_beams > 1 ? 2 * r.params.num_beams + 1 : 1));
+  }
+  send(StepMessage::begin(kv));
+  // Requests in the order they start; reserved so that the pointers to them stay valid.
   std::vector<SampledRequest> sampled;
   std::vector<BeamRequest> beamed;
   sampled.reserve(requests.size());
   beamed.reserve(requests.size());
-  for (size_t i = 0; i < requests.size(); ++i) {
-    if (requests[i].params.num_beams > 1)
-      beamed.emplace_back(i, requests[i], cache, c.eos_token_ids);
-    else
-      sampled.emplace_back(i, requests[i], cache, c.eos_token_ids, tokenizer.get());
-  }
 
   stats = GenerationStats{};
   const int64_t captures_before = backend->graph_captures();
@@ -377,24 +383,74 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
   std::vector<int32_t> tokens;
   const sampling::Sampler sampler;
   const size_t V = static_cast<size_t>(c.vocab_size);
-  bool prefill = true;
   while (true) {
-    std::vector<SeqState*> live;
+    // This step's sequences: the running ones that decode, then the prompts under way, then
+    // those of requests starting now, as the token budget allows. Rows in the batch: sampled
+    // ones (one block for the sampler), beams, then prompt chunks that are not the last (their
+    // logits are not used).
+    sched.begin_step();
+    std::vector<SeqState*> chunks;
     std::vector<SampledRequest*> live_sampled;
     std::vector<sampling::RowInput> rows;
-    for (SampledRequest& r : sampled) {
-      if (r.seq.done) continue;
-      live.push_back(&r.seq);
-      live_sampled.push_back(&r);
-      rows.push_back({&r.request->params, r.request->prompt_ids, r.out.token_ids});
-    }
     std::vector<BeamRequest*> live_beams;
-    for (BeamRequest& r : beamed) {
-      if (r.beams.empty()) continue;
+    size_t beam_rows_n = 0;
+    int64_t prompt_tokens = 0;
+    auto run_sampled = [&](SampledRequest& r) {
+      const bool prompt = r.out.token_ids.empty();
+      const auto pending = static_cast<int>(r.seq.pending.size());
+      r.seq.chunk = sched.take(pending);
+      if (prompt) prompt_tokens += r.seq.chunk;
+      if (r.seq.chunk == pending) {
+        live_sampled.push_back(&r);
+        rows.push_back({&r.request->params, r.request->prompt_ids, r.out.token_ids});
+      } else if (r.seq.chunk > 0) {
+        chunks.push_back(&r.seq);
+      }
+    };
+    auto run_beams = [&](BeamRequest& r) {
+      if (r.prefilled) {  // every beam, or none this step
+        if (!sched.take_all(static_cast<int>(r.beams.size()))) return;
+      } else {
+        SeqState& s = r.beams.front();
+        const auto pending = static_cast<int>(s.pending.size());
+        s.chunk = sched.take(pending);
+        prompt_tokens += s.chunk;
+        if (s.chunk < pending) {
+          if (s.chunk > 0) chunks.push_back(&s);
+          return;
+        }
+      }
       live_beams.push_back(&r);
-      for (SeqState* s : r.live()) live.push_back(s);
+      beam_rows_n += r.beams.size();
+    };
+    for (SampledRequest& r : sampled)
+      if (!r.seq.done && !r.out.token_ids.empty()) run_sampled(r);
+    for (BeamRequest& r : beamed)
+      if (!r.beams.empty() && r.prefilled) run_beams(r);
+    for (SampledRequest& r : sampled)
+      if (!r.seq.done && r.out.token_ids.empty()) run_sampled(r);
+    for (BeamRequest& r : beamed)
+      if (!r.beams.empty() && !r.prefilled) run_beams(r);
+    for (int64_t i = sched.admit(); i >= 0; i = sched.admit()) {
+      const GenerationRequest& req = requests[static_cast<size_t>(i)];
+      if (req.params.num_beams > 1) {
+        beamed.emplace_back(static_cast<size_t>(i), req, cache, c.eos_token_ids);
+        run_beams(beamed.back());
+      } else {
+        sampled.emplace_back(static_cast<size_t>(i), req, cache, c.eos_token_ids, tokenizer.get());
+        run_sampled(sampled.back());
+      }
     }
-    if (live.empty()) break;
+    std::vector<SeqState*> live;
+    live.reserve(live_sampled.size() + beam_rows_n + chunks.size());
+    for (SampledRequest* r : live_sampled) live.push_back(&r->seq);
+    for (BeamRequest* r : live_beams)
+      for (SeqState* s : r->live()) live.push_back(s);
+    live.insert(live.end(), chunks.begin(), chunks.end());
+    if (live.empty()) {  // every request has finished (one alone always fits: Scheduler::add)
+      NI_ASSERT(sched.waiting() == 0);
+      break;
+    }
     const auto t0 = std::chrono::steady_clock::now();
     const Batch batch = build_batch(live, cache);
     bool on_device = false;  // sampled rows picked and beam rows summarised by the backend
@@ -420,19 +476,21 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
       const auto sampled_rows = static_cast<int64_t>(rows.size());
       size_t beam_n = 0;
       for (const BeamRequest* r : live_beams) beam_n = std::max(beam_n, r->search.tokens_per_row());
-      on_device = options.pick_on_device &&
-                  std::all_of(rows.begin(), rows.end(),
-                              [&](const sampling::RowInput& r) {
-                                const std::optional<RowPick> p = sampling::backend_pick(
-                                    r, static_cast<int32_t>(picks.size()), c.vocab_size, edits);
-                                if (p) picks.push_back(*p);
-                                return p.has_value();
-                              }) &&
-                  (live_beams.empty() ||
-                   backend->beam_rows_to_host(step_logits.rows(sampled_rows, step_logits.dim(0)),
-                                              static_cast<int>(beam_n), beam_rows)) &&
-                  (rows.empty() ||
-                   backend->pick_to_host(step_logits.rows(0, sampled_rows), picks, edits, tokens));
+      on_device =
+          options.pick_on_device &&
+          std::all_of(rows.begin(), rows.end(),
+                      [&](const sampling::RowInput& r) {
+                        const std::optional<RowPick> p = sampling::backend_pick(
+                            r, static_cast<int32_t>(picks.size()), c.vocab_size, edits);
+                        if (p) picks.push_back(*p);
+                        return p.has_value();
+                      }) &&
+          (live_beams.empty() ||
+           backend->beam_rows_to_host(
+               step_logits.rows(sampled_rows, sampled_rows + static_cast<int64_t>(beam_rows_n)),
+               static_cast<int>(beam_n), beam_rows)) &&
+          (rows.empty() ||
+           backend->pick_to_host(step_logits.rows(0, sampled_rows), picks, edits, tokens));
       if (!on_device) backend->to_host_f32(step_logits, logits);
     }
     // Cache use as this step's forward saw it (sequences that end now release their blocks).
@@ -446,7 +504,8 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
         tokens = sampler.sample(view, rows);
       }
       for (size_t r = 0; r < live_sampled.size(); ++r)
-        live_sampled[r]->accept(tokens[r], cache, on_token);
+        if (!live_sampled[r]->accept(tokens[r], cache, on_token))
+          sched.finish(live_sampled[r]->seq.request);
     }
     size_t row = 0;  // of the beam rows
     for (BeamRequest* r : live_beams) {
@@ -457,11 +516,14 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
               std::span<const float>(logits.data() + (rows.size() + row + i) * V, V),
               r->search.tokens_per_row()));
       }
-      r->step(std::span<const BeamRow>(beam_rows).subspan(row, n), c.vocab_size, cache,
-              tokenizer.get());
+      if (!r->step(std::span<const BeamRow>(beam_rows).subspan(row, n), c.vocab_size, cache,
+                   tokenizer.get()))
+        sched.finish(r->index);
       row += n;
     }
     step.tokens = batch.num_tokens();
+    step.sequences = static_cast<int>(live.size());
+    step.waiting = static_cast<int>(sched.waiting());
     step.ms = ms_since(t0);
     step.start_ms = std::chrono::duration<double, std::milli>(t0 - run_start).count();
     step.weight_bytes = model->weight_bytes();
@@ -471,15 +533,14 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
                         : 0;
     step.activation_bytes =
         model->activation_bytes(step.tokens, static_cast<int>(batch.logit_rows.size()));
-    if (prefill) {
+    if (prompt_tokens > 0) {  // a step with prompt tokens counts as prefill (decode rows too)
       stats.prefill_ms += step.ms;
-      stats.prefill_tokens += step.tokens;
+      stats.prefill_tokens += prompt_tokens;
     } else {
       stats.decode_ms += step.ms;
       stats.decode_tokens += static_cast<int64_t>(batch.logit_rows.size());
     }
     stats.steps.push_back(step);
-    prefill = false;
   }
   stats.graph_captures = static_cast<int>(backend->graph_captures() - captures_before);
   send(StepMessage::end());

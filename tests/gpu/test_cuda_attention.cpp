@@ -1,7 +1,8 @@
 // Cache write + attention of the CUDA backend against the CPU backend: a packed prefill of
 // different-length sequences (the flash-style kernels), then decode steps (the split-K kernels),
 // both RoPE policies, GQA and MHA, odd head dims and block sizes (the RoPE + KV write's 16-byte,
-// pair and single-pair paths), long contexts that split, and a tree mask among new tokens.
+// pair and single-pair paths), long contexts that split, a tree mask among new tokens, and prompt
+// chunks next to decode rows (continuous batching's chunked prefill).
 #include <gtest/gtest.h>
 
 #include <random>
@@ -19,6 +20,8 @@ struct AttnCase {
   std::string rope;
   int decode_steps;
   bool tree = false;  // the second step feeds 4 tokens per sequence under a tree mask
+  int chunk = 0;      // > 0: the second step feeds even sequences this many tokens (the next
+                      // chunk of a prompt, causal over the cache) and odd ones one (decode rows)
 };
 
 class CudaAttention : public ::testing::TestWithParam<std::tuple<DType, AttnCase>> {};
@@ -33,7 +36,7 @@ TEST_P(CudaAttention, MatchesCpuBackend) {
   c.num_kv_heads = ac.kv_heads;
   c.head_dim = ac.head_dim;
   int total = 0;
-  for (int l : ac.lens) total += l + ac.decode_steps + 4;
+  for (int l : ac.lens) total += l + ac.decode_steps + 4 + ac.chunk;
   const RopeTable table = RopeTable::build(c, total + 8);
   cpu->upload_rope(table);
   gpu->upload_rope(table);
@@ -47,13 +50,13 @@ TEST_P(CudaAttention, MatchesCpuBackend) {
   }
   std::mt19937 rng(std::random_device{}());
   const int H = ac.heads, KV = ac.kv_heads, D = ac.head_dim, W = (H + 2 * KV) * D;
-  const int steps = 1 + ac.decode_steps + (ac.tree ? 1 : 0);
+  const int steps = 1 + ac.decode_steps + (ac.tree || ac.chunk > 0 ? 1 : 0);
   for (int step = 0; step < steps; ++step) {
     const bool tree_step = ac.tree && step == 1;
     std::vector<SeqState*> cl, gl;
     for (size_t s = 0; s < cs.size(); ++s) {
       if (step > 0) {
-        const int n = tree_step ? 4 : 1;
+        const int n = tree_step ? 4 : ac.chunk > 0 && step == 1 && s % 2 == 0 ? ac.chunk : 1;
         cs[s].pending = gs[s].pending = std::vector<int32_t>(n, 1);
         if (tree_step) {
           // token i sees itself and token 0 (siblings under one root) ...
@@ -133,7 +136,12 @@ INSTANTIATE_TEST_SUITE_P(
                                          // one kv head: the most splits (128) per context
                                          AttnCase{{4000}, 4, 1, 128, 16, "post", 2},
                                          AttnCase{{20, 6}, 8, 1, 96, 16, "post", 1, true},
-                                         AttnCase{{20, 6}, 4, 4, 64, 8, "pre", 1, true})));
+                                         AttnCase{{20, 6}, 4, 4, 64, 8, "pre", 1, true},
+                                         // a prompt's next chunk beside decode rows
+                                         AttnCase{{40, 9, 300}, 8, 2, 64, 16, "post", 1, false, 37},
+                                         AttnCase{{40, 9, 300}, 8, 2, 64, 16, "pre", 1, false, 37},
+                                         AttnCase{
+                                             {2000, 5}, 32, 8, 128, 16, "post", 1, false, 700})));
 
 }  // namespace
 }  // namespace nanoinfer

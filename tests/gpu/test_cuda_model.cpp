@@ -1,9 +1,11 @@
 // Whole-model checks of the CUDA backend on the tiny HF models (tests/data/models) and, where it
 // is present, the default model: the fp32 mode reproduces HF's greedy tokens exactly (alone and
-// batched, both RoPE policies, with and without CUDA graphs) and its last logits within 1e-4; bf16
-// stays close to fp32; graph replay gives the same logits as eager decoding.
+// batched, queued and chunked by continuous batching, both RoPE policies, with and without CUDA
+// graphs) and its last logits within 1e-4; bf16 stays close to fp32; graph replay gives the same
+// logits as eager decoding.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <filesystem>
 #include <fstream>
@@ -82,6 +84,20 @@ TEST_P(CudaTinyParity, Fp32GreedyMatchesHfAloneAndBatched) {
     EXPECT_EQ(outs[i].token_ids,
               ref["cases"][i % ref["cases"].size()]["greedy_ids"].get<std::vector<int32_t>>())
         << "request " << i << " in a batch of " << all.size();
+  // Continuous batching: a cache with room for the longest request and one block more (the
+  // others wait for room), steps of at most 5 tokens (prompts prefilled in chunks beside decode
+  // rows): HF's tokens still.
+  size_t longest = 0;
+  for (const GenerationRequest& r : all)
+    longest = std::max(longest, r.prompt_ids.size() + static_cast<size_t>(r.params.max_new_tokens));
+  opt.cache_tokens = static_cast<int>((longest + 15) / 16 * 16 + 16);
+  opt.max_step_tokens = 5;
+  Engine limited(opt);
+  const std::vector<GenerationOutput> queued = limited.generate(all);
+  for (size_t i = 0; i < all.size(); ++i)
+    EXPECT_EQ(queued[i].token_ids,
+              ref["cases"][i % ref["cases"].size()]["greedy_ids"].get<std::vector<int32_t>>())
+        << "request " << i << " with continuous batching";
 }
 
 TEST_P(CudaTinyParity, LastLogitsFp32AndBf16) {

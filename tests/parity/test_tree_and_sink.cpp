@@ -137,8 +137,8 @@ TEST(SinkCache, EngineRefusesAPromptLongerThanTheWindow) {
   } catch (const Error& e) {
     EXPECT_STREQ(e.what(),
                  "request 1: its prompt (5 tokens) does not fit the sink(2+4) cache, which takes "
-                 "at most 4 new tokens a step: a prompt is prefilled in one step (no chunked "
-                 "prefill)");
+                 "at most 4 new tokens a step: a sink cache takes a prompt in one step (fed in "
+                 "chunks, the later ones would evict the first)");
   }
   EXPECT_EQ(engine.generate({fits})[0].token_ids.size(), 8U);
 }

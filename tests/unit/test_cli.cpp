@@ -148,6 +148,31 @@ TEST(Cli, RandomWeightsWithoutAModel) {
             nlohmann::json::parse(again.out)["outputs"][0]["token_ids"]);
 }
 
+// --cache-tokens and --max-step-tokens: a cache of one block runs the prompts one after the other
+// (the second waits), steps of at most 2 tokens cut the first prompt; the same tokens as without.
+TEST(Cli, ContinuousBatchingLimits) {
+  const std::string args = "generate --model " + kTiny +
+                           " --prompt-ids 5,9,14 --prompt-ids 7 --max-new-tokens 4 --ignore-eos"
+                           " --stats --json";
+  const CliRun plain = run_cli(args),
+               limited = run_cli(args + " --cache-tokens 16 --max-step-tokens 2");
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  ASSERT_EQ(limited.code, 0) << limited.err;
+  const nlohmann::json p = nlohmann::json::parse(plain.out), l = nlohmann::json::parse(limited.out);
+  for (size_t i = 0; i < 2; ++i)
+    EXPECT_EQ(l["outputs"][i]["token_ids"], p["outputs"][i]["token_ids"]) << "prompt " << i;
+  std::vector<int> tokens, waiting;
+  for (const auto& s : l["steps"]) {
+    tokens.push_back(s["tokens"]);
+    waiting.push_back(s["waiting"]);
+  }
+  // 3 prompt tokens in chunks of 2 and 1, three decode steps, then the second request's prompt
+  // and three decode steps.
+  EXPECT_EQ(tokens, (std::vector<int>{2, 1, 1, 1, 1, 1, 1, 1, 1}));
+  EXPECT_EQ(waiting, (std::vector<int>{1, 1, 1, 1, 1, 0, 0, 0, 0}));
+  EXPECT_NE(run_cli(args + " --max-step-tokens -3").code, 0);
+}
+
 // --stats: every step's time and cache use, and the call's CUDA-graph captures: in the JSON
 // always (none on the CPU), on stderr only for the CUDA backend.
 TEST(Cli, StatsListEveryStepAndTheGraphCaptures) {
@@ -166,7 +191,8 @@ TEST(Cli, StatsListEveryStepAndTheGraphCaptures) {
   EXPECT_EQ(j["graph_captures"], 0);
   const CliRun text = run_cli(args);
   ASSERT_EQ(text.code, 0) << text.err;
-  EXPECT_NE(text.err.find("step 3: 2 tokens"), std::string::npos) << text.err;
+  EXPECT_NE(text.err.find("step 3: 2 tokens of 2 sequences (0 waiting)"), std::string::npos)
+      << text.err;
   EXPECT_EQ(text.err.find("CUDA graphs captured"), std::string::npos) << text.err;
   // --profile on the CPU: no per-op times, and it says so rather than printing nothing.
   const CliRun profiled = run_cli(args + " --profile");

@@ -1,0 +1,171 @@
+// Continuous batching through the engine (fp32 CPU, tiny models): with a KV cache too small for
+// every request at once and a cap on a step's tokens, requests wait, start as others finish, and
+// have their prompts cut into chunks; every output is still, token for token, that of the request
+// run alone, and no step goes over either limit.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <random>
+
+#include "nanoinfer/engine.h"
+#include "test_paths.h"
+#include "util/error.h"
+
+namespace nanoinfer {
+namespace {
+
+struct Limits {
+  int cache_tokens;     // 0: every request at once
+  int max_step_tokens;  // 0: no cap
+};
+
+class ContinuousBatching : public ::testing::TestWithParam<Limits> {};
+
+std::vector<GenerationRequest> mixed_requests(int vocab) {
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> len(1, 90), id(0, vocab - 1), news(1, 12);
+  std::vector<GenerationRequest> reqs(12);
+  for (GenerationRequest& r : reqs) {
+    r.prompt_ids.resize(static_cast<size_t>(len(rng)));
+    for (int32_t& t : r.prompt_ids) t = id(rng);
+    r.params.max_new_tokens = news(rng);  // they finish at different steps
+    r.params.ignore_eos = true;
+  }
+  reqs[3].params.temperature = 0.8F;  // a sampled row: its draws depend on its own state only
+  reqs[3].params.top_p = 0.9F;
+  reqs[3].params.seed = 5;
+  return reqs;
+}
+
+TEST_P(ContinuousBatching, EveryRequestAsIfAlone) {
+  const Limits lim = GetParam();
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  opt.max_context = 128;
+  opt.cache_tokens = lim.cache_tokens;
+  opt.max_step_tokens = lim.max_step_tokens;
+  Engine engine(opt);
+  EngineOptions alone_opt = opt;
+  alone_opt.cache_tokens = 0;
+  alone_opt.max_step_tokens = 0;
+  Engine alone(alone_opt);
+  const std::vector<GenerationRequest> reqs = mixed_requests(engine.config().vocab_size);
+  const std::vector<GenerationOutput> out = engine.generate(reqs);
+  const GenerationStats st = engine.last_stats();
+  ASSERT_EQ(out.size(), reqs.size());
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_EQ(out[i].token_ids, alone.generate({reqs[i]})[0].token_ids) << "request " << i;
+    EXPECT_EQ(out[i].finish_reason, "length");
+  }
+  int64_t prompt_tokens = 0, new_tokens = 0;
+  for (const GenerationRequest& r : reqs) {
+    prompt_tokens += static_cast<int64_t>(r.prompt_ids.size());
+    new_tokens += r.params.max_new_tokens;
+  }
+  // Every prompt token is fed once; every token after each request's first is a decode row.
+  EXPECT_EQ(st.prefill_tokens, prompt_tokens);
+  int64_t fed = 0, most_allocated = 0;
+  bool waited = false;
+  for (const StepStats& s : st.steps) {
+    fed += s.tokens;
+    if (lim.max_step_tokens > 0) {
+      EXPECT_LE(s.tokens, lim.max_step_tokens);
+    }
+    if (lim.cache_tokens > 0) {
+      EXPECT_LE(s.cache_allocated, lim.cache_tokens);
+    }
+    most_allocated = std::max(most_allocated, s.cache_allocated);
+    waited = waited || s.waiting > 0;
+  }
+  // Every prompt token and every generated token but the last of each request is fed once.
+  EXPECT_EQ(fed, prompt_tokens + new_tokens - static_cast<int64_t>(reqs.size()));
+  // A small cache or a step cap below the prompts' tokens makes requests wait; else all start.
+  EXPECT_EQ(waited, lim.cache_tokens > 0 || lim.max_step_tokens > 0);
+  EXPECT_GT(most_allocated, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Limits, ContinuousBatching,
+                         ::testing::Values(Limits{0, 0}, Limits{0, 40}, Limits{256, 0},
+                                           Limits{160, 17}, Limits{112, 1}),
+                         [](const auto& info) {
+                           return "cache" + std::to_string(info.param.cache_tokens) + "_step" +
+                                  std::to_string(info.param.max_step_tokens);
+                         });
+
+// A chunked prompt takes as many steps as its chunks, the decode rows of running requests first.
+TEST(ContinuousBatchingSteps, ChunksAndDecodeRowsShareSteps) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  opt.max_step_tokens = 10;
+  Engine engine(opt);
+  GenerationRequest a, b;
+  a.prompt_ids.assign(4, 7);
+  a.params.max_new_tokens = 8;
+  a.params.ignore_eos = true;
+  b.prompt_ids.assign(25, 9);
+  b.params.max_new_tokens = 2;
+  b.params.ignore_eos = true;
+  engine.generate({a, b});
+  const std::vector<StepStats>& s = engine.last_stats().steps;
+  // Step 0: a's prompt (4) + b's first 6 tokens; steps 1-2: a's row + 9 of b's; step 3: a's row +
+  // b's last token (its first row); step 4: both rows (b's last); a's rows alone after that.
+  std::vector<int> tokens(s.size());
+  std::transform(s.begin(), s.end(), tokens.begin(), [](const StepStats& x) { return x.tokens; });
+  EXPECT_EQ(tokens, (std::vector<int>{10, 10, 10, 2, 2, 1, 1, 1}));
+  EXPECT_EQ(engine.last_stats().prefill_tokens, 29);
+  EXPECT_EQ(engine.last_stats().decode_tokens, 5);  // rows of the steps without prompt tokens
+}
+
+// Beam requests wait for the blocks of all their forks and run every beam in one step.
+TEST(ContinuousBatchingSteps, BeamRequestsQueueBehindOthers) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  Engine alone(opt);
+  opt.cache_tokens = 16 * 16;
+  opt.max_step_tokens = 9;
+  Engine engine(opt);
+  std::vector<GenerationRequest> reqs(3);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    reqs[i].prompt_ids.assign(20 + 5 * i, static_cast<int32_t>(3 + i));
+    reqs[i].params.max_new_tokens = 6;
+    reqs[i].params.ignore_eos = true;
+  }
+  // Blocks of 16 reserved: 2, then 2 x 7 for three beams (forks), so the third request (3 blocks)
+  // waits for the first to finish.
+  reqs[1].params.num_beams = 3;
+  reqs[1].params.ignore_eos = false;
+  const std::vector<GenerationOutput> out = engine.generate(reqs);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const GenerationOutput want = alone.generate({reqs[i]})[0];
+    EXPECT_EQ(out[i].token_ids, want.token_ids) << "request " << i;
+    EXPECT_EQ(out[i].sequences, want.sequences) << "request " << i;
+  }
+  const std::vector<StepStats>& steps = engine.last_stats().steps;
+  EXPECT_TRUE(std::any_of(steps.begin(), steps.end(), [](const StepStats& s) {
+    return s.waiting == 1 && s.tokens < 9;  // the third request waits for room, not for the step
+  }));
+}
+
+// A request whose whole life cannot fit the cache is refused before anything runs, by index.
+TEST(ContinuousBatchingSteps, RequestLargerThanTheCacheIsRefused) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  opt.cache_tokens = 64;
+  Engine engine(opt);
+  GenerationRequest small, big;
+  small.prompt_ids.assign(10, 1);
+  small.params.max_new_tokens = 4;
+  big.prompt_ids.assign(60, 1);
+  big.params.max_new_tokens = 10;
+  try {
+    engine.generate({small, big});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("request 1 needs up to 5 KV blocks"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(engine.generate({small})[0].token_ids.size(), 4U);
+}
+
+}  // namespace
+}  // namespace nanoinfer

@@ -1,0 +1,57 @@
+// The continuous-batching scheduler's rules alone: requests start in order while their blocks
+// fit, finished ones give their blocks back, a step's token budget is shared out in order.
+#include <gtest/gtest.h>
+
+#include "engine/scheduler.h"
+#include "util/error.h"
+
+namespace nanoinfer {
+namespace {
+
+TEST(Scheduler, StartsInOrderWhileBlocksFit) {
+  Scheduler s(10, 0);
+  for (const int64_t b : {4, 5, 3, 2}) s.add(b);
+  s.begin_step();
+  EXPECT_EQ(s.admit(), 0);
+  EXPECT_EQ(s.admit(), 1);
+  EXPECT_EQ(s.admit(), -1);  // request 2 (3 blocks) does not fit beside 9; 3 (2) waits behind it
+  EXPECT_EQ(s.waiting(), 2U);
+  EXPECT_EQ(s.reserved_blocks(), 9);
+  s.finish(1);  // its 5 blocks return: both waiting requests fit now (4 + 3 + 2)
+  EXPECT_EQ(s.admit(), 2);
+  EXPECT_EQ(s.admit(), 3);
+  EXPECT_EQ(s.waiting(), 0U);
+  EXPECT_EQ(s.reserved_blocks(), 9);
+  EXPECT_EQ(s.admit(), -1);
+  s.finish(0);
+  EXPECT_EQ(s.reserved_blocks(), 5);
+}
+
+TEST(Scheduler, StepBudgetIsSharedInOrder) {
+  Scheduler s(100, 10);
+  s.add(1);
+  s.add(1);
+  s.begin_step();
+  EXPECT_EQ(s.take(1), 1);
+  EXPECT_FALSE(s.take_all(10));  // beams run all together or not at all
+  EXPECT_TRUE(s.take_all(3));
+  EXPECT_EQ(s.take(25), 6);  // a prompt chunk: what is left
+  EXPECT_EQ(s.take(1), 0);
+  EXPECT_EQ(s.admit(), -1);  // nothing starts in a spent step
+  s.begin_step();
+  EXPECT_EQ(s.admit(), 0);
+  EXPECT_EQ(s.take(25), 10);
+  Scheduler uncapped(100, 0);
+  uncapped.begin_step();
+  EXPECT_EQ(uncapped.take(1 << 30), 1 << 30);
+}
+
+TEST(Scheduler, RefusesWhatCanNeverFit) {
+  Scheduler s(8, 0);
+  s.add(8);
+  EXPECT_THROW(s.add(9), Error);
+  EXPECT_THROW(Scheduler(8, -1), Error);
+}
+
+}  // namespace
+}  // namespace nanoinfer
