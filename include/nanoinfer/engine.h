@@ -24,8 +24,9 @@ struct EngineOptions {
   int cache_tokens = 0;
   int block_size = 16;
   // Tokens one forward takes at most (0 = no cap): decode rows first, then prompts cut into
-  // chunks that fit (chunked prefill), so a step's activations stay bounded.
-  int max_step_tokens = 0;
+  // chunks that fit (chunked prefill), so a step's activations stay bounded (8B shapes: ~2 GB at
+  // 16,384 tokens). W2 on an H200 ran 1.2 % slower under this cap than in one prefill step.
+  int max_step_tokens = 16384;
   std::string rope_cache = "post";  // "post" | "pre"
   int sink_tokens = -1;             // >= 0: StreamingLLM sink cache (needs rope_cache "pre")
   int window = 0;                   // recent tokens a sink cache keeps

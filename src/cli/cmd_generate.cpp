@@ -243,8 +243,8 @@ void add_generate_command(CLI::App& app) {
                   "room, continuous batching)")
       ->check(whole_number(0));
   cmd->add_option("--max-step-tokens", a->engine.max_step_tokens,
-                  "tokens a forward takes at most; longer prompts are prefilled in chunks (0 = no "
-                  "cap)")
+                  "tokens a forward takes at most; longer prompts are prefilled in chunks "
+                  "(default 16384; 0 = no cap)")
       ->check(whole_number(0));
   cmd->add_option("--rope-cache", a->engine.rope_cache, "post | pre: when keys are rotated")
       ->check(CLI::IsMember({"post", "pre"}));
