@@ -1,6 +1,8 @@
-// The engine: loads a model onto a backend and generates for a batch of requests, one packed
-// forward per step (all prompts prefilled together, then one token per live sequence per step),
-// on one device or sharded over the ranks of an MPI job.
+// The engine: loads a model onto a backend and generates for requests, one packed forward per
+// step over every running sequence (prompts, in chunks under a step cap, beside decode rows),
+// starting waiting requests as the KV cache frees up (continuous batching), on one device or
+// sharded over the ranks of an MPI job. generate() runs a batch of requests to the end;
+// submit() / step() take requests while others run (a server's loop).
 #pragma once
 
 #include <cstdint>
@@ -108,6 +110,8 @@ struct GenerationStats {
 // Called for every token a sampling request generates: (request index, token id, text that may be
 // shown now: complete UTF-8, stop strings held back). Return false to stop that request.
 using TokenCallback = std::function<bool(size_t, int32_t, const std::string&)>;
+// Called once a submitted request has finished: (its id, its output).
+using DoneCallback = std::function<void(size_t, GenerationOutput&&)>;
 
 class Tokenizer;
 
@@ -124,6 +128,17 @@ class Engine {
   std::vector<GenerationOutput> generate(const std::vector<GenerationRequest>& requests,
                                          const TokenCallback& on_token = nullptr);
   const GenerationStats& last_stats() const;
+
+  // Online use (a server's loop; one thread calls all three): submit() checks a request and
+  // queues it, whatever runs already (throws Error and queues nothing when it cannot run), and
+  // returns its id (0, 1, ... over the engine's life), which its callbacks are given; step()
+  // runs one forward over what runs, starting waiting requests as room frees up, and returns
+  // false when nothing runs or waits. The requests share a KV cache of cache_tokens slots (0: 16
+  // sequences of max_context) that lasts while any runs; generate() and release_cache() refuse
+  // to run then. Not under tensor parallelism.
+  size_t submit(const GenerationRequest& request, TokenCallback on_token, DoneCallback on_done);
+  bool step();
+  size_t active() const;  // submitted requests not finished
   const ModelConfig& config() const;
   // Time per op kind, prefill and decode apart, since the engine was made (with profile on).
   std::string profile_report() const;

@@ -13,6 +13,7 @@ namespace nanoinfer::cli {
 void add_generate_command(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
+void add_serve_command(CLI::App& app);
 
 // "1,2,3" -> ids; throws Error naming `flag` on anything else.
 std::vector<int32_t> parse_ids(const std::string& list, const std::string& flag);

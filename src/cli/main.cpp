@@ -1,5 +1,5 @@
-// nanoinfer command line: generate | info | tokenize. Every user error ends as one clear line on
-// stderr and a non-zero exit.
+// nanoinfer command line: generate | info | tokenize | serve. Every user error ends as one clear
+// line on stderr and a non-zero exit.
 #include <cstdio>
 #include <exception>
 #include <functional>
@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   nanoinfer::cli::add_generate_command(app);
   nanoinfer::cli::add_info_command(app);
   nanoinfer::cli::add_tokenize_command(app);
+  nanoinfer::cli::add_serve_command(app);
   try {
     // CLI11 would only say that a subcommand is required.
     const std::string first = argc > 1 ? argv[1] : "-";
@@ -34,7 +35,7 @@ int main(int argc, char** argv) {
     };
     if (first[0] != '-' && std::as_const(app).get_subcommands(named).empty()) {
       std::fprintf(stderr,
-                   "nanoinfer: unknown command '%s' (expected generate, info or tokenize)\n",
+                   "nanoinfer: unknown command '%s' (expected generate, info, tokenize or serve)\n",
                    argv[1]);
       return failed(2);
     }

@@ -11,7 +11,7 @@
 #include "dist/watchdog.h"
 #include "engine/batch_builder.h"
 #include "engine/requests.h"
-#include "engine/scheduler.h"
+#include "engine/run.h"
 #include "engine/step_message.h"
 #include "loader/model_loader.h"
 #include "model/llama.h"
@@ -61,8 +61,16 @@ struct Engine::Impl {
   KvCache& cache_for(const KvCacheOptions& kv);
   void warm_up(Engine& engine);
   void follow();
+  RunContext run_context();
+  KvCacheOptions cache_options(int64_t need_blocks) const;
   std::vector<GenerationOutput> lead(const std::vector<GenerationRequest>& requests,
                                      const TokenCallback& on_token);
+  // The run that submit() feeds and step() advances, over the kept cache (dropped by generate()
+  // and release_cache()).
+  std::unique_ptr<RunContext> online_ctx;
+  std::unique_ptr<Run> online;
+  GenerationStats online_stats;
+  size_t submitted = 0;  // ids given so far
 };
 
 void GenerationStats::write_memory_csv(const std::string& path) const {
@@ -256,6 +264,9 @@ int64_t Engine::cache_bytes() const {
   return impl_->cache ? impl_->cache->bytes() : 0;
 }
 void Engine::release_cache() {
+  if (impl_->online && impl_->online->active() > 0)
+    fail("release_cache() while submitted requests run");
+  impl_->online.reset();
   impl_->cache.reset();
 }
 
@@ -301,75 +312,45 @@ void Engine::Impl::follow() {
   }
 }
 
+RunContext Engine::Impl::run_context() {
+  return {loaded.config,
+          *backend,
+          *model,
+          tokenizer.get(),
+          options.max_context,
+          options.max_step_tokens,
+          options.pick_on_device,
+          group(),
+          [this](const StepMessage& m) { send(m); }};
+}
+
 std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationRequest>& requests,
                                                  const TokenCallback& on_token) {
+  if (online && online->active() > 0)
+    fail("generate() while submitted requests run: step() until they finish first");
+  online.reset();          // its cache is about to be cleared or replaced
   if (requests.empty()) {  // nothing to run: no outputs, empty stats (the other ranks end too)
     stats = GenerationStats{};
     send(StepMessage::end());
     return {};
   }
-  const ModelConfig& c = loaded.config;
-  const int max_ctx = options.max_context;
+  const RunContext ctx = run_context();
   const int bs = options.block_size;
   int64_t need = 0;  // blocks: every sequence at full length, beams twice over (reordering)
   for (size_t i = 0; i < requests.size(); ++i) {
     const GenerationRequest& r = requests[i];
-    r.params.validate();
-    if (r.prompt_ids.empty()) fail("request " + std::to_string(i) + ": the prompt is empty");
-    for (int32_t id : r.prompt_ids)
-      if (id < 0 || id >= c.vocab_size)
-        fail("request " + std::to_string(i) + ": token id " + std::to_string(id) +
-             " is outside the vocabulary (" + std::to_string(c.vocab_size) + " ids)");
-    if (!r.params.stop.empty() && !tokenizer)
-      fail("request " + std::to_string(i) + ": stop strings need a model with a tokenizer");
-    if (r.params.num_beams > 1) {
-      const std::string e = sampling::BeamSearch(r.params, eos_for(r, c.eos_token_ids))
-                                .vocabulary_error(c.vocab_size);
-      if (!e.empty()) fail("request " + std::to_string(i) + ": beam search: " + e);
-    }
+    check_request(ctx, r, i);
     const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_new_tokens;
-    if (total > max_ctx)
-      fail("request " + std::to_string(i) + ": prompt (" + std::to_string(r.prompt_ids.size()) +
-           " tokens) + max new tokens (" + std::to_string(r.params.max_new_tokens) +
-           ") exceeds the context of " + std::to_string(max_ctx) + " positions");
     need += (total + bs - 1) / bs * (r.params.num_beams > 1 ? 2 * r.params.num_beams + 1 : 1);
   }
-  KvCacheOptions kv;
-  kv.block_size = bs;
-  kv.num_blocks =
-      static_cast<int>(options.cache_tokens > 0 ? (options.cache_tokens + bs - 1) / bs : need);
-  kv.rope = options.rope_cache;
-  kv.sink_tokens = options.sink_tokens;
-  kv.window = options.window;
-  KvCache& cache = cache_for(kv);
-  if (const int most = cache.step_capacity(); most > 0)  // e.g. a sink cache's window
-    for (size_t i = 0; i < requests.size(); ++i)
-      if (requests[i].prompt_ids.size() > static_cast<size_t>(most))
-        fail("request " + std::to_string(i) + ": its prompt (" +
-             std::to_string(requests[i].prompt_ids.size()) + " tokens) does not fit the " +
-             cache.policy().name() + " cache, which takes at most " + std::to_string(most) +
-             " new tokens a step: a sink cache takes a prompt in one step (fed in chunks, "
-             "the later ones would evict the first)");
-
-  // Continuous batching: each request reserves the blocks of its whole life, in the cache's own
-  // blocks (at most a sink cache's entries), and starts when they fit beside the running ones'.
-  const int cbs = cache.block_size();
-  const int64_t most_entries = cache.policy().capacity();
-  Scheduler sched(cache.capacity_slots() / cbs, options.max_step_tokens);
-  for (const GenerationRequest& r : requests) {
-    int64_t len = static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_new_tokens;
-    if (most_entries > 0) len = std::min(len, most_entries);
-    sched.add((len + cbs - 1) / cbs * (r.params.num_beams > 1 ? 2 * r.params.num_beams + 1 : 1));
-  }
-  send(StepMessage::begin(kv));
-  // Requests in the order they start; reserved so that the pointers to them stay valid.
-  std::vector<SampledRequest> sampled;
-  std::vector<BeamRequest> beamed;
-  sampled.reserve(requests.size());
-  beamed.reserve(requests.size());
-
+  KvCache& cache = cache_for(cache_options(need));
   stats = GenerationStats{};
-  const int64_t captures_before = backend->graph_captures();
+  Run run(ctx, cache, stats, true);
+  std::vector<GenerationOutput> out(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i)
+    run.add(
+        requests[i], on_token, [&out](size_t id, GenerationOutput&& o) { out[id] = std::move(o); },
+        i);
   size_t longest = 0;
   int most_new = 0;
   for (const GenerationRequest& r : requests) {
@@ -378,176 +359,52 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
   }
   stats.padded_slots =
       static_cast<int64_t>(requests.size()) * (static_cast<int64_t>(longest) + most_new);
-  const auto run_start = std::chrono::steady_clock::now();
-  std::vector<float> logits;
-  std::vector<int32_t> tokens;
-  const sampling::Sampler sampler;
-  const size_t V = static_cast<size_t>(c.vocab_size);
-  while (true) {
-    // This step's sequences: the running ones that decode, then the prompts under way, then
-    // those of requests starting now, as the token budget allows. Rows in the batch: sampled
-    // ones (one block for the sampler), beams, then prompt chunks that are not the last (their
-    // logits are not used).
-    sched.begin_step();
-    std::vector<SeqState*> chunks;
-    std::vector<SampledRequest*> live_sampled;
-    std::vector<sampling::RowInput> rows;
-    std::vector<BeamRequest*> live_beams;
-    size_t beam_rows_n = 0;
-    int64_t prompt_tokens = 0;
-    auto run_sampled = [&](SampledRequest& r) {
-      const bool prompt = r.out.token_ids.empty();
-      const auto pending = static_cast<int>(r.seq.pending.size());
-      r.seq.chunk = sched.take(pending);
-      if (prompt) prompt_tokens += r.seq.chunk;
-      if (r.seq.chunk == pending) {
-        live_sampled.push_back(&r);
-        rows.push_back({&r.request->params, r.request->prompt_ids, r.out.token_ids});
-      } else if (r.seq.chunk > 0) {
-        chunks.push_back(&r.seq);
-      }
-    };
-    auto run_beams = [&](BeamRequest& r) {
-      if (r.prefilled) {  // every beam, or none this step
-        if (!sched.take_all(static_cast<int>(r.beams.size()))) return;
-      } else {
-        SeqState& s = r.beams.front();
-        const auto pending = static_cast<int>(s.pending.size());
-        s.chunk = sched.take(pending);
-        prompt_tokens += s.chunk;
-        if (s.chunk < pending) {
-          if (s.chunk > 0) chunks.push_back(&s);
-          return;
-        }
-      }
-      live_beams.push_back(&r);
-      beam_rows_n += r.beams.size();
-    };
-    for (SampledRequest& r : sampled)
-      if (!r.seq.done && !r.out.token_ids.empty()) run_sampled(r);
-    for (BeamRequest& r : beamed)
-      if (!r.beams.empty() && r.prefilled) run_beams(r);
-    for (SampledRequest& r : sampled)
-      if (!r.seq.done && r.out.token_ids.empty()) run_sampled(r);
-    for (BeamRequest& r : beamed)
-      if (!r.beams.empty() && !r.prefilled) run_beams(r);
-    for (int64_t i = sched.admit(); i >= 0; i = sched.admit()) {
-      const GenerationRequest& req = requests[static_cast<size_t>(i)];
-      if (req.params.num_beams > 1) {
-        beamed.emplace_back(static_cast<size_t>(i), req, cache, c.eos_token_ids);
-        run_beams(beamed.back());
-      } else {
-        sampled.emplace_back(static_cast<size_t>(i), req, cache, c.eos_token_ids, tokenizer.get());
-        run_sampled(sampled.back());
-      }
-    }
-    std::vector<SeqState*> live;
-    live.reserve(live_sampled.size() + beam_rows_n + chunks.size());
-    for (SampledRequest* r : live_sampled) live.push_back(&r->seq);
-    for (BeamRequest* r : live_beams)
-      for (SeqState* s : r->live()) live.push_back(s);
-    live.insert(live.end(), chunks.begin(), chunks.end());
-    if (live.empty()) {  // every request has finished (one alone always fits: Scheduler::add)
-      NI_ASSERT(sched.waiting() == 0);
-      break;
-    }
-    const auto t0 = std::chrono::steady_clock::now();
-    const Batch batch = build_batch(live, cache);
-    bool on_device = false;  // sampled rows picked and beam rows summarised by the backend
-    std::vector<BeamRow> beam_rows;
-    {
-      // The other ranks get the batch and the cache ops made since the last step; alone, the
-      // ops are only drained (no message is built). Device collectives complete in the copy to
-      // the host, so the watchdog covers it.
-      std::vector<CacheOp> ops = cache.take_ops();
-      std::optional<WaitScope> wait;
-      if (group().size() > 1) {
-        wait.emplace(0, "a forward step");
-        send(StepMessage::step(std::move(ops), batch));
-      }
-      const Tensor& step_logits = model->forward(batch, cache);
-      // The backend picks the sampled rows where the logits are, as the host sampler would (the
-      // penalties and suppressed tokens as edits of the logits they touch), and summarises the
-      // beam rows for their searches: ids and a few best tokens come back instead of R x V
-      // floats and the host's passes over each row. Beams first: the picks' edits rewrite the
-      // logits, which the host path must then not see.
-      std::vector<RowPick> picks;
-      std::vector<LogitEdit> edits;
-      const auto sampled_rows = static_cast<int64_t>(rows.size());
-      size_t beam_n = 0;
-      for (const BeamRequest* r : live_beams) beam_n = std::max(beam_n, r->search.tokens_per_row());
-      on_device =
-          options.pick_on_device &&
-          std::all_of(rows.begin(), rows.end(),
-                      [&](const sampling::RowInput& r) {
-                        const std::optional<RowPick> p = sampling::backend_pick(
-                            r, static_cast<int32_t>(picks.size()), c.vocab_size, edits);
-                        if (p) picks.push_back(*p);
-                        return p.has_value();
-                      }) &&
-          (live_beams.empty() ||
-           backend->beam_rows_to_host(
-               step_logits.rows(sampled_rows, sampled_rows + static_cast<int64_t>(beam_rows_n)),
-               static_cast<int>(beam_n), beam_rows)) &&
-          (rows.empty() ||
-           backend->pick_to_host(step_logits.rows(0, sampled_rows), picks, edits, tokens));
-      if (!on_device) backend->to_host_f32(step_logits, logits);
-    }
-    // Cache use as this step's forward saw it (sequences that end now release their blocks).
-    StepStats step;
-    step.cache_used = cache.used_slots();
-    step.cache_allocated = cache.allocated_slots();
-    if (!rows.empty()) {
-      if (!on_device) {
-        sampling::LogitsView view(std::span<float>(logits.data(), rows.size() * V),
-                                  static_cast<int>(rows.size()), c.vocab_size);
-        tokens = sampler.sample(view, rows);
-      }
-      for (size_t r = 0; r < live_sampled.size(); ++r)
-        if (!live_sampled[r]->accept(tokens[r], cache, on_token))
-          sched.finish(live_sampled[r]->seq.request);
-    }
-    size_t row = 0;  // of the beam rows
-    for (BeamRequest* r : live_beams) {
-      const size_t n = r->beams.size();
-      if (!on_device) {
-        for (size_t i = 0; i < n; ++i)
-          beam_rows.push_back(sampling::summarise_row(
-              std::span<const float>(logits.data() + (rows.size() + row + i) * V, V),
-              r->search.tokens_per_row()));
-      }
-      if (!r->step(std::span<const BeamRow>(beam_rows).subspan(row, n), c.vocab_size, cache,
-                   tokenizer.get()))
-        sched.finish(r->index);
-      row += n;
-    }
-    step.tokens = batch.num_tokens();
-    step.sequences = static_cast<int>(live.size());
-    step.waiting = static_cast<int>(sched.waiting());
-    step.ms = ms_since(t0);
-    step.start_ms = std::chrono::duration<double, std::milli>(t0 - run_start).count();
-    step.weight_bytes = model->weight_bytes();
-    step.kv_reserved_bytes = cache.bytes();
-    step.kv_bytes = cache.capacity_slots() > 0
-                        ? cache.bytes() / cache.capacity_slots() * step.cache_allocated
-                        : 0;
-    step.activation_bytes =
-        model->activation_bytes(step.tokens, static_cast<int>(batch.logit_rows.size()));
-    if (prompt_tokens > 0) {  // a step with prompt tokens counts as prefill (decode rows too)
-      stats.prefill_ms += step.ms;
-      stats.prefill_tokens += prompt_tokens;
-    } else {
-      stats.decode_ms += step.ms;
-      stats.decode_tokens += static_cast<int64_t>(batch.logit_rows.size());
-    }
-    stats.steps.push_back(step);
+  send(StepMessage::begin(cache_options(need)));
+  const int64_t captures_before = backend->graph_captures();
+  while (run.step()) {
   }
   stats.graph_captures = static_cast<int>(backend->graph_captures() - captures_before);
   send(StepMessage::end());
-  std::vector<GenerationOutput> out(requests.size());
-  for (SampledRequest& r : sampled) out[r.seq.request] = std::move(r.out);
-  for (BeamRequest& r : beamed) out[r.index] = std::move(r.out);
   return out;
+}
+
+KvCacheOptions Engine::Impl::cache_options(int64_t need_blocks) const {
+  const int bs = options.block_size;
+  KvCacheOptions kv;
+  kv.block_size = bs;
+  kv.num_blocks = static_cast<int>(options.cache_tokens > 0 ? (options.cache_tokens + bs - 1) / bs
+                                                            : need_blocks);
+  kv.rope = options.rope_cache;
+  kv.sink_tokens = options.sink_tokens;
+  kv.window = options.window;
+  return kv;
+}
+
+size_t Engine::submit(const GenerationRequest& request, TokenCallback on_token,
+                      DoneCallback on_done) {
+  Impl& m = *impl_;
+  if (m.group().size() > 1) fail("submit(): not under tensor parallelism (use generate())");
+  if (!m.online) {
+    // A cache that stays: cache_tokens slots, or 16 sequences of the full context.
+    const int64_t slots =
+        m.options.cache_tokens > 0 ? m.options.cache_tokens : 16 * int64_t{m.options.max_context};
+    KvCache& cache =
+        m.cache_for(m.cache_options((slots + m.options.block_size - 1) / m.options.block_size));
+    m.online_stats = GenerationStats{};
+    m.online_ctx = std::make_unique<RunContext>(m.run_context());
+    m.online = std::make_unique<Run>(*m.online_ctx, cache, m.online_stats, false, m.submitted);
+  }
+  const size_t id = m.online->add(request, std::move(on_token), std::move(on_done), m.submitted);
+  m.submitted = id + 1;
+  return id;
+}
+
+bool Engine::step() {
+  return impl_->online && impl_->online->step();
+}
+
+size_t Engine::active() const {
+  return impl_->online ? impl_->online->active() : 0;
 }
 
 }  // namespace nanoinfer

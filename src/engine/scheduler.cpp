@@ -8,20 +8,18 @@
 
 namespace nanoinfer {
 
-Scheduler::Scheduler(int64_t cache_blocks, int max_step_tokens)
-    : cache_blocks_(cache_blocks), max_step_tokens_(max_step_tokens) {
+Scheduler::Scheduler(int64_t cache_blocks, int max_step_tokens, size_t first_id)
+    : cache_blocks_(cache_blocks), max_step_tokens_(max_step_tokens), next_id_(first_id) {
   if (max_step_tokens < 0) fail("max_step_tokens must be >= 0 (0: no cap)");
 }
 
-size_t Scheduler::add(int64_t blocks) {
-  const size_t i = blocks_.size();
+size_t Scheduler::add(int64_t blocks, size_t index) {
   if (blocks > cache_blocks_)
-    fail("request " + std::to_string(i) + " needs up to " + std::to_string(blocks) +
+    fail("request " + std::to_string(index) + " needs up to " + std::to_string(blocks) +
          " KV blocks (its prompt + max new tokens, beam forks included), more than the cache's " +
          std::to_string(cache_blocks_) + ": raise cache_tokens or lower max_new_tokens");
-  blocks_.push_back(blocks);
-  running_.push_back(0);
-  return i;
+  waiting_.emplace_back(next_id_, blocks);
+  return next_id_++;
 }
 
 void Scheduler::begin_step() {
@@ -41,17 +39,20 @@ bool Scheduler::take_all(int tokens) {
 }
 
 int64_t Scheduler::admit() {
-  if (next_ == blocks_.size() || left_ == 0 || reserved_ + blocks_[next_] > cache_blocks_)
+  if (waiting_.empty() || left_ == 0 || reserved_ + waiting_.front().second > cache_blocks_)
     return -1;
-  reserved_ += blocks_[next_];
-  running_[next_] = 1;
-  return static_cast<int64_t>(next_++);
+  const auto [id, blocks] = waiting_.front();
+  waiting_.pop_front();
+  reserved_ += blocks;
+  running_.emplace(id, blocks);
+  return static_cast<int64_t>(id);
 }
 
 void Scheduler::finish(size_t request) {
-  NI_ASSERT(request < next_ && running_[request] != 0);
-  running_[request] = 0;
-  reserved_ -= blocks_[request];
+  const auto it = running_.find(request);
+  NI_ASSERT(it != running_.end());
+  reserved_ -= it->second;
+  running_.erase(it);
 }
 
 }  // namespace nanoinfer

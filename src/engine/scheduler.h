@@ -9,18 +9,21 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <vector>
+#include <deque>
+#include <unordered_map>
+#include <utility>
 
 namespace nanoinfer {
 
 class Scheduler {
  public:
-  // max_step_tokens 0: no cap.
-  Scheduler(int64_t cache_blocks, int max_step_tokens);
+  // max_step_tokens 0: no cap. Ids count from first_id.
+  Scheduler(int64_t cache_blocks, int max_step_tokens, size_t first_id = 0);
 
-  // Queues a request that holds at most `blocks` blocks; returns its index (0, 1, ...). Throws
-  // Error, naming the request, when it could never fit the cache.
-  size_t add(int64_t blocks);
+  // Queues a request that holds at most `blocks` blocks; returns its id (first_id, first_id + 1,
+  // ... in the order added). Throws Error, naming `index` (the caller's count of the request), when
+  // it could never fit the cache.
+  size_t add(int64_t blocks, size_t index);
   // Starts a step with the whole token budget.
   void begin_step();
   // How many of a sequence's `tokens` pending tokens this step takes (all, fewer, or 0 once the
@@ -34,15 +37,15 @@ class Scheduler {
   // Its blocks return to the pool.
   void finish(size_t request);
 
-  size_t waiting() const { return blocks_.size() - next_; }
+  size_t waiting() const { return waiting_.size(); }
   int64_t reserved_blocks() const { return reserved_; }
 
  private:
   int64_t cache_blocks_;
   int max_step_tokens_;
-  std::vector<int64_t> blocks_;  // per request
-  std::vector<uint8_t> running_;
-  size_t next_ = 0;  // first request not started
+  std::deque<std::pair<size_t, int64_t>> waiting_;  // (id, blocks) in order
+  std::unordered_map<size_t, int64_t> running_;     // id -> blocks
+  size_t next_id_ = 0;
   int64_t reserved_ = 0;
   int64_t left_ = 0;  // this step's budget
 };

@@ -169,3 +169,97 @@ TEST(ContinuousBatchingSteps, RequestLargerThanTheCacheIsRefused) {
 
 }  // namespace
 }  // namespace nanoinfer
+
+namespace nanoinfer {
+namespace {
+
+GenerationRequest greedy_request(size_t len, int32_t first, int new_tokens) {
+  GenerationRequest r;
+  for (size_t t = 0; t < len; ++t) r.prompt_ids.push_back(first + static_cast<int32_t>(t % 50));
+  r.params.max_new_tokens = new_tokens;
+  r.params.ignore_eos = true;
+  return r;
+}
+
+// Online use: requests submitted while others run join the running batch; each one's streamed
+// tokens and output are those it gives alone; a request stopped by its callback gives its room
+// to a waiting one; bad requests are refused without disturbing the run.
+TEST(OnlineRun, RequestsJoinWhileOthersRun) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  opt.max_context = 128;
+  Engine alone(opt);
+  opt.cache_tokens = 16 * 12;  // room for about three of the requests below at once
+  opt.max_step_tokens = 24;
+  Engine engine(opt);
+  std::vector<GenerationRequest> reqs;
+  for (size_t i = 0; i < 6; ++i) reqs.push_back(greedy_request(10 + 13 * i, 3 + 7 * i, 9 + i));
+  std::vector<GenerationOutput> done(reqs.size());
+  std::vector<std::vector<int32_t>> streamed(reqs.size());
+  std::vector<int> done_calls(reqs.size(), 0);
+  auto on_token = [&](size_t id, int32_t token, const std::string&) {
+    streamed.at(id).push_back(token);
+    return true;
+  };
+  auto on_done = [&](size_t id, GenerationOutput&& o) {
+    ++done_calls.at(id);
+    done.at(id) = std::move(o);
+  };
+  EXPECT_FALSE(engine.step());  // nothing submitted yet
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(engine.submit(reqs[i], on_token, on_done), i);
+  EXPECT_EQ(engine.active(), 3U);
+  for (int s = 0; s < 4; ++s) EXPECT_TRUE(engine.step());
+  // Refused without touching the run: a token outside the vocabulary, a request too long for
+  // the cache.
+  GenerationRequest bad = reqs[0];
+  bad.prompt_ids[0] = engine.config().vocab_size;
+  EXPECT_THROW(engine.submit(bad, on_token, on_done), Error);
+  EXPECT_THROW(engine.submit(greedy_request(100, 1, 120), on_token, on_done), Error);
+  EXPECT_THROW(engine.generate({reqs[0]}), Error);  // the cache is in use
+  for (size_t i = 3; i < reqs.size(); ++i) EXPECT_EQ(engine.submit(reqs[i], on_token, on_done), i);
+  int steps = 4;
+  while (engine.step()) ++steps;
+  EXPECT_EQ(engine.active(), 0U);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const GenerationOutput want = alone.generate({reqs[i]})[0];
+    EXPECT_EQ(done[i].token_ids, want.token_ids) << "request " << i;
+    EXPECT_EQ(streamed[i], want.token_ids) << "request " << i;
+    EXPECT_EQ(done_calls[i], 1) << "request " << i;
+    EXPECT_EQ(done[i].finish_reason, "length");
+  }
+  EXPECT_GT(steps, 20);
+  // Afterwards generate() runs as usual, and a new submit continues the ids.
+  EXPECT_EQ(engine.generate({reqs[1]})[0].token_ids, done[1].token_ids);
+  EXPECT_EQ(engine.submit(reqs[2], nullptr, on_done), reqs.size());
+  done_calls.push_back(0);
+  done.emplace_back();
+  streamed.emplace_back();
+  while (engine.step()) {
+  }
+  EXPECT_EQ(done.back().token_ids, done[2].token_ids);
+}
+
+TEST(OnlineRun, AStoppedRequestGivesItsRoomToTheNext) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  opt.max_context = 128;
+  opt.cache_tokens = 16 * 4;  // one request of 64 entries at a time
+  Engine engine(opt);
+  const GenerationRequest a = greedy_request(20, 5, 44), b = greedy_request(30, 9, 20);
+  std::vector<GenerationOutput> out(2);
+  auto on_done = [&](size_t id, GenerationOutput&& o) { out.at(id) = std::move(o); };
+  engine.submit(
+      a, [](size_t, int32_t, const std::string&) { return false; }, on_done);  // stop at once
+  engine.submit(b, nullptr, on_done);
+  EXPECT_TRUE(engine.step());  // a's prompt; its first token stops it
+  EXPECT_EQ(engine.active(), 1U);
+  EXPECT_TRUE(engine.step());  // b starts: a's blocks are back
+  while (engine.step()) {
+  }
+  EXPECT_EQ(out[0].token_ids.size(), 1U);
+  EXPECT_EQ(out[0].finish_reason, "stop");
+  EXPECT_EQ(out[1].token_ids.size(), 20U);
+}
+
+}  // namespace
+}  // namespace nanoinfer

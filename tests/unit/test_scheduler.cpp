@@ -10,7 +10,11 @@ namespace {
 
 TEST(Scheduler, StartsInOrderWhileBlocksFit) {
   Scheduler s(10, 0);
-  for (const int64_t b : {4, 5, 3, 2}) s.add(b);
+  size_t index = 0;
+  for (const int64_t b : {4, 5, 3, 2}) {
+    EXPECT_EQ(s.add(b, index), index);
+    ++index;
+  }
   s.begin_step();
   EXPECT_EQ(s.admit(), 0);
   EXPECT_EQ(s.admit(), 1);
@@ -29,8 +33,8 @@ TEST(Scheduler, StartsInOrderWhileBlocksFit) {
 
 TEST(Scheduler, StepBudgetIsSharedInOrder) {
   Scheduler s(100, 10);
-  s.add(1);
-  s.add(1);
+  s.add(1, 0);
+  s.add(1, 1);
   s.begin_step();
   EXPECT_EQ(s.take(1), 1);
   EXPECT_FALSE(s.take_all(10));  // beams run all together or not at all
@@ -46,10 +50,18 @@ TEST(Scheduler, StepBudgetIsSharedInOrder) {
   EXPECT_EQ(uncapped.take(1 << 30), 1 << 30);
 }
 
+TEST(Scheduler, IdsCountFromTheFirstGiven) {
+  Scheduler s(4, 0, 7);
+  EXPECT_EQ(s.add(1, 0), 7U);
+  EXPECT_EQ(s.add(1, 1), 8U);
+  s.begin_step();
+  EXPECT_EQ(s.admit(), 7);
+}
+
 TEST(Scheduler, RefusesWhatCanNeverFit) {
   Scheduler s(8, 0);
-  s.add(8);
-  EXPECT_THROW(s.add(9), Error);
+  s.add(8, 0);
+  EXPECT_THROW(s.add(9, 1), Error);
   EXPECT_THROW(Scheduler(8, -1), Error);
 }
 

@@ -1,0 +1,263 @@
+#include "engine/run.h"
+
+#include <algorithm>
+#include <optional>
+#include <string>
+
+#include "dist/watchdog.h"
+#include "engine/batch_builder.h"
+#include "sampling/backend_pick.h"
+#include "util/error.h"
+
+namespace nanoinfer {
+
+namespace {
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+void check_request(const RunContext& ctx, const GenerationRequest& r, size_t index) {
+  const ModelConfig& c = ctx.config;
+  const std::string who = "request " + std::to_string(index);
+  r.params.validate();
+  if (r.prompt_ids.empty()) fail(who + ": the prompt is empty");
+  for (int32_t id : r.prompt_ids)
+    if (id < 0 || id >= c.vocab_size)
+      fail(who + ": token id " + std::to_string(id) + " is outside the vocabulary (" +
+           std::to_string(c.vocab_size) + " ids)");
+  if (!r.params.stop.empty() && ctx.tokenizer == nullptr)
+    fail(who + ": stop strings need a model with a tokenizer");
+  if (r.params.num_beams > 1) {
+    const std::string e =
+        sampling::BeamSearch(r.params, eos_for(r, c.eos_token_ids)).vocabulary_error(c.vocab_size);
+    if (!e.empty()) fail(who + ": beam search: " + e);
+  }
+  const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_new_tokens;
+  if (total > ctx.max_context)
+    fail(who + ": prompt (" + std::to_string(r.prompt_ids.size()) + " tokens) + max new tokens (" +
+         std::to_string(r.params.max_new_tokens) + ") exceeds the context of " +
+         std::to_string(ctx.max_context) + " positions");
+}
+
+Run::Run(const RunContext& ctx, KvCache& cache, GenerationStats& stats, bool keep_steps,
+         size_t first_id)
+    : ctx_(ctx),
+      cache_(cache),
+      stats_(stats),
+      keep_steps_(keep_steps),
+      sched_(cache.capacity_slots() / cache.block_size(), ctx.max_step_tokens, first_id),
+      start_(std::chrono::steady_clock::now()) {}
+
+size_t Run::add(const GenerationRequest& r, TokenCallback on_token, DoneCallback on_done,
+                size_t index) {
+  check_request(ctx_, r, index);
+  if (const int most = cache_.step_capacity();
+      most > 0 && r.prompt_ids.size() > static_cast<size_t>(most))  // e.g. a sink cache's window
+    fail("request " + std::to_string(index) + ": its prompt (" +
+         std::to_string(r.prompt_ids.size()) + " tokens) does not fit the " +
+         cache_.policy().name() + " cache, which takes at most " + std::to_string(most) +
+         " new tokens a step: a sink cache takes a prompt in one step (fed in chunks, the later "
+         "ones would evict the first)");
+  // The request reserves the blocks of its whole life, in the cache's own blocks (at most a sink
+  // cache's entries), beams twice over plus the prompt (forks).
+  const int bs = cache_.block_size();
+  int64_t len = static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_new_tokens;
+  if (const int64_t most = cache_.policy().capacity(); most > 0) len = std::min(len, most);
+  const size_t id = sched_.add(
+      (len + bs - 1) / bs * (r.params.num_beams > 1 ? 2 * r.params.num_beams + 1 : 1), index);
+  requests_.emplace(id, Entry{r, std::move(on_token), std::move(on_done)});
+  return id;
+}
+
+bool Run::step() {
+  const ModelConfig& c = ctx_.config;
+  const size_t V = static_cast<size_t>(c.vocab_size);
+  // This step's sequences: the running ones that decode, then the prompts under way, then those
+  // of requests starting now, as the token budget allows. Rows in the batch: sampled ones (one
+  // block for the sampler), beams, then prompt chunks that are not the last (their logits are
+  // not used).
+  sched_.begin_step();
+  std::vector<SeqState*> chunks;
+  std::vector<SampledRequest*> live_sampled;
+  std::vector<sampling::RowInput> rows;
+  std::vector<BeamRequest*> live_beams;
+  size_t beam_rows_n = 0;
+  int64_t prompt_tokens = 0;
+  auto run_sampled = [&](SampledRequest& r) {
+    const bool prompt = r.out.token_ids.empty();
+    const auto pending = static_cast<int>(r.seq.pending.size());
+    r.seq.chunk = sched_.take(pending);
+    if (prompt) prompt_tokens += r.seq.chunk;
+    if (r.seq.chunk == pending) {
+      live_sampled.push_back(&r);
+      rows.push_back({&r.request->params, r.request->prompt_ids, r.out.token_ids});
+    } else if (r.seq.chunk > 0) {
+      chunks.push_back(&r.seq);
+    }
+  };
+  auto run_beams = [&](BeamRequest& r) {
+    if (r.prefilled) {  // every beam, or none this step
+      if (!sched_.take_all(static_cast<int>(r.beams.size()))) return;
+    } else {
+      SeqState& s = r.beams.front();
+      const auto pending = static_cast<int>(s.pending.size());
+      s.chunk = sched_.take(pending);
+      prompt_tokens += s.chunk;
+      if (s.chunk < pending) {
+        if (s.chunk > 0) chunks.push_back(&s);
+        return;
+      }
+    }
+    live_beams.push_back(&r);
+    beam_rows_n += r.beams.size();
+  };
+  for (SampledRequest& r : sampled_)
+    if (!r.out.token_ids.empty()) run_sampled(r);
+  for (BeamRequest& r : beamed_)
+    if (r.prefilled) run_beams(r);
+  for (SampledRequest& r : sampled_)
+    if (r.out.token_ids.empty()) run_sampled(r);
+  for (BeamRequest& r : beamed_)
+    if (!r.prefilled) run_beams(r);
+  for (int64_t i = sched_.admit(); i >= 0; i = sched_.admit()) {
+    const auto id = static_cast<size_t>(i);
+    const GenerationRequest& req = requests_.at(id).request;
+    if (req.params.num_beams > 1) {
+      beamed_.emplace_back(id, req, cache_, c.eos_token_ids);
+      run_beams(beamed_.back());
+    } else {
+      sampled_.emplace_back(id, req, cache_, c.eos_token_ids, ctx_.tokenizer);
+      run_sampled(sampled_.back());
+    }
+  }
+  std::vector<SeqState*> live;
+  live.reserve(live_sampled.size() + beam_rows_n + chunks.size());
+  for (SampledRequest* r : live_sampled) live.push_back(&r->seq);
+  for (BeamRequest* r : live_beams)
+    for (SeqState* s : r->live()) live.push_back(s);
+  live.insert(live.end(), chunks.begin(), chunks.end());
+  if (live.empty()) {  // nothing runs or waits (a request alone always fits: Scheduler::add)
+    NI_ASSERT(sched_.waiting() == 0 && requests_.empty());
+    return false;
+  }
+
+  const auto t0 = std::chrono::steady_clock::now();
+  const Batch batch = build_batch(live, cache_);
+  bool on_device = false;  // sampled rows picked and beam rows summarised by the backend
+  std::vector<BeamRow> beam_rows;
+  {
+    // The other ranks get the batch and the cache ops made since the last step; alone, the ops
+    // are only drained (no message is built). Device collectives complete in the copy to the
+    // host, so the watchdog covers it.
+    std::vector<CacheOp> ops = cache_.take_ops();
+    std::optional<WaitScope> wait;
+    if (ctx_.group.size() > 1) {
+      wait.emplace(0, "a forward step");
+      ctx_.send(StepMessage::step(std::move(ops), batch));
+    }
+    const Tensor& step_logits = ctx_.model.forward(batch, cache_);
+    // The backend picks the sampled rows where the logits are, as the host sampler would (the
+    // penalties and suppressed tokens as edits of the logits they touch), and summarises the beam
+    // rows for their searches: ids and a few best tokens come back instead of R x V floats and
+    // the host's passes over each row. Beams first: the picks' edits rewrite the logits, which
+    // the host path must then not see.
+    std::vector<RowPick> picks;
+    std::vector<LogitEdit> edits;
+    const auto sampled_rows = static_cast<int64_t>(rows.size());
+    size_t beam_n = 0;
+    for (const BeamRequest* r : live_beams) beam_n = std::max(beam_n, r->search.tokens_per_row());
+    on_device =
+        ctx_.pick_on_device &&
+        std::all_of(rows.begin(), rows.end(),
+                    [&](const sampling::RowInput& r) {
+                      const std::optional<RowPick> p = sampling::backend_pick(
+                          r, static_cast<int32_t>(picks.size()), c.vocab_size, edits);
+                      if (p) picks.push_back(*p);
+                      return p.has_value();
+                    }) &&
+        (live_beams.empty() ||
+         ctx_.backend.beam_rows_to_host(
+             step_logits.rows(sampled_rows, sampled_rows + static_cast<int64_t>(beam_rows_n)),
+             static_cast<int>(beam_n), beam_rows)) &&
+        (rows.empty() ||
+         ctx_.backend.pick_to_host(step_logits.rows(0, sampled_rows), picks, edits, tokens_));
+    if (!on_device) ctx_.backend.to_host_f32(step_logits, logits_);
+  }
+  // Cache use as this step's forward saw it (sequences that end now release their blocks).
+  StepStats step;
+  step.cache_used = cache_.used_slots();
+  step.cache_allocated = cache_.allocated_slots();
+  std::vector<size_t> finished;
+  if (!rows.empty()) {
+    if (!on_device) {
+      sampling::LogitsView view(std::span<float>(logits_.data(), rows.size() * V),
+                                static_cast<int>(rows.size()), c.vocab_size);
+      tokens_ = sampler_.sample(view, rows);
+    }
+    for (size_t r = 0; r < live_sampled.size(); ++r) {
+      SampledRequest& s = *live_sampled[r];
+      if (!s.accept(tokens_[r], cache_, requests_.at(s.seq.request).on_token))
+        finished.push_back(s.seq.request);
+    }
+  }
+  size_t row = 0;  // of the beam rows
+  for (BeamRequest* r : live_beams) {
+    const size_t n = r->beams.size();
+    if (!on_device) {
+      for (size_t i = 0; i < n; ++i)
+        beam_rows.push_back(sampling::summarise_row(
+            std::span<const float>(logits_.data() + (rows.size() + row + i) * V, V),
+            r->search.tokens_per_row()));
+    }
+    if (!r->step(std::span<const BeamRow>(beam_rows).subspan(row, n), c.vocab_size, cache_,
+                 ctx_.tokenizer))
+      finished.push_back(r->index);
+    row += n;
+  }
+  // Finished requests give their blocks back to the scheduler and their output to the caller.
+  for (const size_t id : finished) {
+    sched_.finish(id);
+    GenerationOutput out;
+    const auto s = std::find_if(sampled_.begin(), sampled_.end(),
+                                [id](const SampledRequest& r) { return r.seq.request == id; });
+    if (s != sampled_.end()) {
+      out = std::move(s->out);
+      sampled_.erase(s);
+    } else {
+      const auto b = std::find_if(beamed_.begin(), beamed_.end(),
+                                  [id](const BeamRequest& r) { return r.index == id; });
+      out = std::move(b->out);
+      beamed_.erase(b);
+    }
+    const auto e = requests_.find(id);
+    const DoneCallback done = std::move(e->second.on_done);
+    requests_.erase(e);
+    if (done) done(id, std::move(out));
+  }
+  step.tokens = batch.num_tokens();
+  step.sequences = static_cast<int>(live.size());
+  step.waiting = static_cast<int>(sched_.waiting());
+  step.ms = ms_since(t0);
+  step.start_ms = std::chrono::duration<double, std::milli>(t0 - start_).count();
+  step.weight_bytes = ctx_.model.weight_bytes();
+  step.kv_reserved_bytes = cache_.bytes();
+  step.kv_bytes = cache_.capacity_slots() > 0
+                      ? cache_.bytes() / cache_.capacity_slots() * step.cache_allocated
+                      : 0;
+  step.activation_bytes =
+      ctx_.model.activation_bytes(step.tokens, static_cast<int>(batch.logit_rows.size()));
+  if (prompt_tokens > 0) {  // a step with prompt tokens counts as prefill (decode rows too)
+    stats_.prefill_ms += step.ms;
+    stats_.prefill_tokens += prompt_tokens;
+  } else {
+    stats_.decode_ms += step.ms;
+    stats_.decode_tokens += static_cast<int64_t>(batch.logit_rows.size());
+  }
+  if (keep_steps_) stats_.steps.push_back(step);
+  return true;
+}
+
+}  // namespace nanoinfer

@@ -1,0 +1,79 @@
+// One run of the generation loop (continuous batching): requests join at any time, start as the
+// scheduler finds room for them, and every step() is one forward over the sequences that run.
+// Engine::generate() adds its requests and steps until all have finished; Engine::submit() /
+// step() keep one run going across calls (a server's loop).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <list>
+#include <map>
+#include <vector>
+
+#include "engine/requests.h"
+#include "engine/scheduler.h"
+#include "engine/step_message.h"
+#include "model/llama.h"
+#include "sampling/sampler.h"
+
+namespace nanoinfer {
+
+// What a run uses of its engine.
+struct RunContext {
+  const ModelConfig& config;
+  Backend& backend;
+  LlamaModel& model;
+  const Tokenizer* tokenizer;  // null: a model without one
+  int max_context;
+  int max_step_tokens;
+  bool pick_on_device;
+  // Tensor parallelism: the group and a way to tell the other ranks each step (size 1: alone).
+  Communicator& group;
+  std::function<void(const StepMessage&)> send;
+};
+
+// Throws Error, naming request `index`, when it cannot run: parameters, ids outside the
+// vocabulary, an empty prompt, stop strings without a tokenizer, beams the vocabulary cannot
+// feed, or prompt + max new tokens beyond the context.
+void check_request(const RunContext& ctx, const GenerationRequest& r, size_t index);
+
+class Run {
+ public:
+  // keep_steps: record every step in stats.steps (a generate() call); off, only the totals.
+  // Request ids count from first_id.
+  Run(const RunContext& ctx, KvCache& cache, GenerationStats& stats, bool keep_steps,
+      size_t first_id = 0);
+
+  // Queues a request (checked first: throws Error, naming `index` as the caller counts it, and
+  // queues nothing); returns its id (first_id, first_id + 1, ...), which the callbacks are given.
+  // on_token sees each token of a sampled request (false: stop it); on_done gets the output
+  // once the request has finished.
+  size_t add(const GenerationRequest& r, TokenCallback on_token, DoneCallback on_done,
+             size_t index);
+  // One forward over the sequences that run; false when nothing ran (none runs or waits).
+  bool step();
+  // Requests added and not finished (running or waiting).
+  size_t active() const { return requests_.size(); }
+
+ private:
+  struct Entry {
+    GenerationRequest request;
+    TokenCallback on_token;
+    DoneCallback on_done;
+  };
+  const RunContext& ctx_;
+  KvCache& cache_;
+  GenerationStats& stats_;
+  bool keep_steps_;
+  Scheduler sched_;
+  std::map<size_t, Entry> requests_;   // by id, not finished (stable addresses)
+  std::list<SampledRequest> sampled_;  // started, in the order they started
+  std::list<BeamRequest> beamed_;
+  std::chrono::steady_clock::time_point start_;
+  sampling::Sampler sampler_;
+  std::vector<float> logits_;
+  std::vector<int32_t> tokens_;
+};
+
+}  // namespace nanoinfer

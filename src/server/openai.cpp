@@ -1,0 +1,148 @@
+#include "server/openai.h"
+
+#include "util/error.h"
+
+namespace nanoinfer::server {
+
+namespace {
+
+using nlohmann::json;
+
+template <typename T>
+void take(const json& body, const char* key, T& into) {
+  if (!body.contains(key) || body[key].is_null()) return;
+  try {
+    into = body[key].get<T>();
+  } catch (const json::exception&) {
+    fail(std::string("'") + key + "' has the wrong type");
+  }
+}
+
+std::vector<int32_t> prompt_ids(const json& prompt, const Tokenizer* tok, int vocab_size) {
+  if (prompt.is_string()) {
+    if (tok == nullptr) fail("this model has no tokenizer: send the prompt as token ids");
+    return tok->encode(prompt.get<std::string>(), true);
+  }
+  if (prompt.is_array() && !prompt.empty() && prompt[0].is_number_integer()) {
+    std::vector<int32_t> ids;
+    for (const json& t : prompt) {
+      if (!t.is_number_integer()) fail("'prompt': a list of token ids holds integers only");
+      const auto id = t.get<int64_t>();
+      if (id < 0 || id >= vocab_size)
+        fail("'prompt': token id " + std::to_string(id) + " is outside the vocabulary (" +
+             std::to_string(vocab_size) + " ids)");
+      ids.push_back(static_cast<int32_t>(id));
+    }
+    return ids;
+  }
+  fail("'prompt' must be a text or a list of token ids (one prompt a request)");
+}
+
+std::vector<int32_t> chat_ids(const json& messages, const Tokenizer* tok) {
+  if (tok == nullptr) fail("this model has no tokenizer, so no chat template");
+  if (!messages.is_array() || messages.empty()) fail("'messages' must be a non-empty list");
+  std::vector<ChatMessage> chat;
+  for (const json& m : messages) {
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content") ||
+        !m["content"].is_string())
+      fail("each message needs a 'role' and a text 'content'");
+    chat.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+  }
+  // A chat template already holds the special tokens it needs.
+  return tok->encode(tok->apply_chat_template(chat, true), false);
+}
+
+// The API names two ways to end: "length", and "stop" for an end token or a stop string alike.
+std::string api_finish(const std::string& reason) {
+  return reason == "length" ? reason : "stop";
+}
+
+}  // namespace
+
+ApiRequest parse_request(const json& body, bool chat, const Tokenizer* tok, int vocab_size) {
+  if (!body.is_object()) fail("the body must be a JSON object");
+  ApiRequest r;
+  r.chat = chat;
+  take(body, "stream", r.stream);
+  int n = 1;
+  take(body, "n", n);
+  if (n != 1) fail("'n' must be 1 (one choice a request)");
+  if (body.contains("logprobs") && !body["logprobs"].is_null() && body["logprobs"] != false)
+    fail("'logprobs' is not supported");
+  if (chat) {
+    if (!body.contains("messages")) fail("'messages' is required");
+    r.request.prompt_ids = chat_ids(body["messages"], tok);
+  } else {
+    if (!body.contains("prompt")) fail("'prompt' is required");
+    r.request.prompt_ids = prompt_ids(body["prompt"], tok, vocab_size);
+  }
+  SamplingParams& p = r.request.params;
+  p.temperature = 1.0F;  // the API's default
+  p.max_new_tokens = chat ? 512 : 16;
+  take(body, "max_tokens", p.max_new_tokens);
+  take(body, "max_completion_tokens", p.max_new_tokens);
+  take(body, "temperature", p.temperature);
+  take(body, "top_p", p.top_p);
+  take(body, "top_k", p.top_k);
+  take(body, "min_p", p.min_p);
+  take(body, "presence_penalty", p.presence_penalty);
+  take(body, "frequency_penalty", p.frequency_penalty);
+  take(body, "repetition_penalty", p.repetition_penalty);
+  take(body, "seed", p.seed);
+  take(body, "ignore_eos", p.ignore_eos);
+  if (body.contains("stop") && !body["stop"].is_null()) {
+    if (body["stop"].is_string())
+      p.stop = {body["stop"].get<std::string>()};
+    else
+      take(body, "stop", p.stop);
+  }
+  p.validate();
+  return r;
+}
+
+json response(const ApiRequest& r, const ResponseId& id, const GenerationOutput& out) {
+  const auto prompt = static_cast<int64_t>(r.request.prompt_ids.size());
+  const auto completion = static_cast<int64_t>(out.token_ids.size());
+  json choice = {
+      {"index", 0}, {"finish_reason", api_finish(out.finish_reason)}, {"token_ids", out.token_ids}};
+  if (r.chat)
+    choice["message"] = {{"role", "assistant"}, {"content", out.text}};
+  else
+    choice["text"] = out.text;
+  choice["logprobs"] = nullptr;
+  return {{"id", id.id},
+          {"object", r.chat ? "chat.completion" : "text_completion"},
+          {"created", id.created},
+          {"model", id.model},
+          {"choices", json::array({choice})},
+          {"usage",
+           {{"prompt_tokens", prompt},
+            {"completion_tokens", completion},
+            {"total_tokens", prompt + completion}}}};
+}
+
+json chunk(const ApiRequest& r, const ResponseId& id, const std::string& text,
+           const std::vector<int32_t>& ids, const std::string& finish_reason, bool first) {
+  json choice = {{"index", 0}, {"token_ids", ids}};
+  choice["finish_reason"] = finish_reason.empty() ? json(nullptr) : json(api_finish(finish_reason));
+  if (r.chat) {
+    json delta = json::object();
+    if (first) delta["role"] = "assistant";
+    if (!text.empty()) delta["content"] = text;
+    choice["delta"] = delta;
+  } else {
+    choice["text"] = text;
+    choice["logprobs"] = nullptr;
+  }
+  return {{"id", id.id},
+          {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", id.created},
+          {"model", id.model},
+          {"choices", json::array({choice})}};
+}
+
+json error_body(const std::string& message, const std::string& type) {
+  return {{"error", {{"message", message}, {"type", type}, {"code", nullptr}}}};
+}
+
+}  // namespace nanoinfer::server

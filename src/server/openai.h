@@ -1,0 +1,48 @@
+// The OpenAI-compatible HTTP API's bodies: a completion or chat request parsed into the engine's
+// request, and the responses (whole or as server-sent-event chunks) built from its output.
+// https://platform.openai.com/docs/api-reference (completions, chat): the fields nanoinfer
+// serves are listed in docs/pseudocode/server.md; others are ignored, and unsupported values
+// (n > 1, logprobs, prompts that are lists of texts) are refused with a message.
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "nanoinfer/engine.h"
+#include "nanoinfer/tokenizer.h"
+
+namespace nanoinfer::server {
+
+struct ApiRequest {
+  bool chat = false;
+  bool stream = false;
+  GenerationRequest request;
+};
+
+// Throws Error with a message for the client (HTTP 400) when the body cannot be served. A
+// prompt is a text (tokenized with the model's special tokens; chat messages through its
+// template) or, for completions, a list of token ids.
+ApiRequest parse_request(const nlohmann::json& body, bool chat, const Tokenizer* tok,
+                         int vocab_size);
+
+// Response identity: "cmpl-<n>" / "chatcmpl-<n>", the model's name, the creation time.
+struct ResponseId {
+  std::string id;
+  std::string model;
+  int64_t created = 0;
+};
+
+// The whole response of a finished request (prompt_tokens for its usage). finish_reason is the
+// API's: "length", or "stop" for an end token or a stop string; token_ids (the generated ids, an
+// ending EOS included) is a nanoinfer extension.
+nlohmann::json response(const ApiRequest& r, const ResponseId& id, const GenerationOutput& out);
+// One streamed chunk: text (and its token ids, a nanoinfer extension) or, with finish_reason
+// set, the last chunk. A chat stream's first chunk carries the role.
+nlohmann::json chunk(const ApiRequest& r, const ResponseId& id, const std::string& text,
+                     const std::vector<int32_t>& ids, const std::string& finish_reason, bool first);
+// {"error": {"message", "type", "code"}}.
+nlohmann::json error_body(const std::string& message, const std::string& type);
+
+}  // namespace nanoinfer::server

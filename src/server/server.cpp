@@ -1,0 +1,235 @@
+#include "server/server.h"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <map>
+#include <vector>
+
+#include "server/openai.h"
+#include "util/error.h"
+
+namespace nanoinfer::server {
+
+using nlohmann::json;
+
+// One request's channel between its HTTP thread and the engine thread.
+struct Job {
+  ApiRequest api;
+  ResponseId id;
+  std::mutex m;
+  std::condition_variable cv;
+  struct Piece {
+    std::string text;
+    std::vector<int32_t> ids;
+  };
+  std::deque<Piece> pieces;  // streamed tokens not yet written
+  size_t streamed = 0;       // bytes of text written (the output's text may hold more at the end)
+  bool finished = false;
+  GenerationOutput out;
+  std::string error;  // set instead of finishing when the engine failed it
+  std::atomic<bool> cancelled{false};
+
+  void fail_with(const std::string& e) {
+    const std::lock_guard<std::mutex> lock(m);
+    error = e;
+    cv.notify_all();
+  }
+};
+
+namespace {
+
+void reply_error(httplib::Response& res, int status, const std::string& message,
+                 const std::string& type) {
+  res.status = status;
+  res.set_content(error_body(message, type).dump(), "application/json");
+}
+
+std::string sse(const json& j) {
+  return "data: " + j.dump() + "\n\n";
+}
+
+}  // namespace
+
+Server::Server(Engine& engine, std::string model_name)
+    : engine_(engine),
+      model_name_(std::move(model_name)),
+      http_(std::make_unique<httplib::Server>()) {
+  // SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, with which a second server on a
+  // port in use would start and share it instead of failing.
+  http_->set_socket_options([](int sock) {
+    const int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+  });
+  http_->Get("/health", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("{\"status\":\"ok\"}", "application/json");
+  });
+  http_->Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+    const json models = {{"object", "list"},
+                         {"data", json::array({{{"id", model_name_},
+                                                {"object", "model"},
+                                                {"created", 0},
+                                                {"owned_by", "nanoinfer"}}})}};
+    res.set_content(models.dump(), "application/json");
+  });
+  auto generate = [this](bool chat) {
+    return [this, chat](const httplib::Request& req, httplib::Response& res) {
+      auto job = std::make_shared<Job>();
+      try {
+        const json body = json::parse(req.body);
+        job->api = parse_request(body, chat, engine_.tokenizer(), engine_.config().vocab_size);
+      } catch (const json::exception& e) {
+        return reply_error(res, 400, std::string("the body is not JSON: ") + e.what(),
+                           "invalid_request_error");
+      } catch (const Error& e) {
+        return reply_error(res, 400, e.what(), "invalid_request_error");
+      }
+      job->id = {(chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id_++), model_name_,
+                 std::chrono::duration_cast<std::chrono::seconds>(
+                     std::chrono::system_clock::now().time_since_epoch())
+                     .count()};
+      submit(job);
+      if (!job->api.stream) {
+        std::unique_lock<std::mutex> lock(job->m);
+        job->cv.wait(lock, [&] { return job->finished || !job->error.empty(); });
+        if (!job->error.empty()) return reply_error(res, 400, job->error, "invalid_request_error");
+        res.set_content(response(job->api, job->id, job->out).dump(), "application/json");
+        return;
+      }
+      // Streamed: the status is sent with the first bytes, so an error the engine finds when
+      // the request is submitted (too long for the cache...) comes as an error event.
+      res.set_chunked_content_provider(
+          "text/event-stream",
+          [job, first = true](size_t, httplib::DataSink& sink) mutable {
+            std::unique_lock<std::mutex> lock(job->m);
+            job->cv.wait(
+                lock, [&] { return !job->pieces.empty() || job->finished || !job->error.empty(); });
+            std::string out;
+            if (!job->error.empty()) {
+              out = sse(error_body(job->error, "invalid_request_error"));
+            } else {
+              for (const Job::Piece& p : job->pieces) {
+                out += sse(chunk(job->api, job->id, p.text, p.ids, "", first));
+                job->streamed += p.text.size();
+                first = false;
+              }
+              job->pieces.clear();
+              // The last chunk: text the detokenizer held until the end (an EOS ends a request
+              // without a token callback), and why it ended.
+              if (job->finished)
+                out += sse(chunk(job->api, job->id,
+                                 job->out.text.size() > job->streamed
+                                     ? job->out.text.substr(job->streamed)
+                                     : std::string(),
+                                 {}, job->out.finish_reason, first));
+            }
+            const bool end = job->finished || !job->error.empty();
+            lock.unlock();
+            if (!sink.write(out.data(), out.size())) {
+              job->cancelled = true;  // the client went away: stop generating for it
+              return false;
+            }
+            if (end) {
+              const std::string done = "data: [DONE]\n\n";
+              sink.write(done.data(), done.size());
+              sink.done();
+            }
+            return true;
+          },
+          [job](bool success) {
+            if (!success) job->cancelled = true;
+          });
+    };
+  };
+  http_->Post("/v1/completions", generate(false));
+  http_->Post("/v1/chat/completions", generate(true));
+  engine_thread_ = std::thread([this] { engine_loop(); });
+}
+
+Server::~Server() {
+  stop();
+  engine_thread_.join();
+}
+
+int Server::bind(const std::string& host, int port) {
+  const bool ok =
+      port == 0 ? (port = http_->bind_to_any_port(host)) > 0 : http_->bind_to_port(host, port);
+  if (!ok) fail("cannot listen on " + host + ":" + std::to_string(port));
+  return port;
+}
+
+void Server::run() {
+  http_->listen_after_bind();
+}
+
+void Server::stop() {
+  http_->stop();
+  const std::lock_guard<std::mutex> lock(mutex_);
+  stopping_ = true;
+  wake_.notify_all();
+}
+
+void Server::submit(const std::shared_ptr<Job>& job) {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  if (!broken_.empty()) return job->fail_with(broken_);
+  inbox_.push_back(job);
+  wake_.notify_all();
+}
+
+// The only thread that touches the engine: it submits what arrived, then runs one step, until
+// stopped; it sleeps while nothing runs or waits.
+void Server::engine_loop() {
+  std::map<size_t, std::shared_ptr<Job>> live;
+  while (true) {
+    std::deque<std::shared_ptr<Job>> arrived;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait(lock, [&] { return stopping_ || !inbox_.empty() || !live.empty(); });
+      if (stopping_) break;
+      arrived.swap(inbox_);
+    }
+    for (const std::shared_ptr<Job>& job : arrived) {
+      try {
+        const size_t id = engine_.submit(
+            job->api.request,
+            [job](size_t, int32_t token, const std::string& text) {
+              {
+                const std::lock_guard<std::mutex> lock(job->m);
+                if (job->api.stream) job->pieces.push_back({text, {token}});
+                job->cv.notify_all();
+              }
+              return !job->cancelled;
+            },
+            [this, job, &live](size_t id, GenerationOutput&& out) {
+              if (job->cancelled) ++stopped_by_client_;
+              {
+                const std::lock_guard<std::mutex> lock(job->m);
+                job->out = std::move(out);
+                job->finished = true;
+                job->cv.notify_all();
+              }
+              live.erase(id);
+            });
+        live.emplace(id, job);
+      } catch (const Error& e) {
+        job->fail_with(e.what());
+      }
+    }
+    if (live.empty()) continue;
+    try {
+      engine_.step();
+    } catch (const std::exception& e) {
+      // The run cannot go on: its requests and every later one get the error.
+      const std::string why = std::string("the engine failed: ") + e.what();
+      {
+        const std::lock_guard<std::mutex> lock(mutex_);
+        broken_ = why;
+      }
+      for (auto& [id, job] : live) job->fail_with(why);
+      live.clear();
+    }
+  }
+  for (auto& [id, job] : live) job->fail_with("the server is stopping");
+}
+
+}  // namespace nanoinfer::server

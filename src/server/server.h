@@ -1,0 +1,59 @@
+// An OpenAI-compatible HTTP server over one Engine: POST /v1/completions and
+// /v1/chat/completions (whole responses or server-sent events), GET /v1/models and /health.
+// HTTP threads parse requests and wait on their own channel; one engine thread submits what
+// arrives into the engine's running batch (continuous batching: Engine::submit / step) and
+// hands each request its tokens as they come. A client that goes away stops its request.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "nanoinfer/engine.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace nanoinfer::server {
+
+struct Job;
+
+class Server {
+ public:
+  // model_name: what /v1/models lists and responses name.
+  Server(Engine& engine, std::string model_name);
+  ~Server();  // stops
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds host:port (0: any free port) and returns the port; throws Error when it cannot.
+  int bind(const std::string& host, int port);
+  // Serves until stop() (from another thread or a signal handler's thread).
+  void run();
+  void stop();
+  // Requests stopped early because their client went away.
+  uint64_t stopped_by_client() const { return stopped_by_client_; }
+
+ private:
+  void engine_loop();
+  void submit(const std::shared_ptr<Job>& job);
+
+  Engine& engine_;
+  std::string model_name_;
+  std::unique_ptr<httplib::Server> http_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::shared_ptr<Job>> inbox_;
+  bool stopping_ = false;
+  std::string broken_;  // set when a step failed: every later request gets this error
+  std::atomic<uint64_t> next_id_{0};
+  std::atomic<uint64_t> stopped_by_client_{0};
+  std::thread engine_thread_;
+};
+
+}  // namespace nanoinfer::server

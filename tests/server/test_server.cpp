@@ -1,0 +1,271 @@
+// The OpenAI-compatible server end to end over HTTP on the loopback: a small random-weight model
+// with SmolLM2's tokenizer and chat template (fp32 CPU). Responses carry the tokens the engine
+// gives each request alone; streams add up to the whole response; requests sent at once are
+// batched and each still gets its own tokens; bad requests get a 400 with a message.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "nanoinfer/engine.h"
+#include "nanoinfer/tokenizer.h"
+#include "server/openai.h"
+#include "server/server.h"
+#include "test_paths.h"
+#include "util/error.h"
+
+namespace nanoinfer {
+namespace {
+
+using nlohmann::json;
+
+EngineOptions model_options() {
+  const auto config = std::filesystem::temp_directory_path() / "nanoinfer_server_test_config.json";
+  std::ofstream(config) << json{
+      {"architectures", {"LlamaForCausalLM"}},
+      {"model_type", "llama"},
+      {"hidden_size", 64},
+      {"intermediate_size", 128},
+      {"num_hidden_layers", 2},
+      {"num_attention_heads", 4},
+      {"num_key_value_heads", 2},
+      {"vocab_size", 49152},
+      {"max_position_embeddings", 512},
+      {"rms_norm_eps", 1e-5},
+      {"rope_theta", 10000.0},
+      {"bos_token_id", 1},
+      {"eos_token_id", 2},
+      {"tie_word_embeddings",
+       false}}.dump();
+  EngineOptions o;
+  o.random_weights = true;
+  o.config = config.string();
+  o.model = test::data_path("tokenizer/smollm2");  // the tokenizer and its chat template
+  o.max_context = 256;
+  o.cache_tokens = 16 * 40;
+  return o;
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    serving_ = std::make_unique<Engine>(model_options());
+    alone_ = std::make_unique<Engine>(model_options());
+    server_ = std::make_unique<server::Server>(*serving_, "tiny");
+    port_ = server_->bind("127.0.0.1", 0);
+    thread_ = std::thread([this] { server_->run(); });
+  }
+  void TearDown() override {
+    server_->stop();
+    thread_.join();
+  }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(60, 0);
+    return c;
+  }
+  json post(const std::string& path, const json& body, int want_status = 200) const {
+    const httplib::Result r = client().Post(path, body.dump(), "application/json");
+    EXPECT_TRUE(r) << "no response";
+    if (!r) return {};
+    EXPECT_EQ(r->status, want_status) << r->body;
+    return json::parse(r->body);
+  }
+  // What the engine gives the request alone.
+  GenerationOutput alone(const std::vector<int32_t>& ids, int max_tokens) const {
+    GenerationRequest r{ids, {}};
+    r.params.max_new_tokens = max_tokens;
+    return alone_->generate({r})[0];
+  }
+
+  std::unique_ptr<Engine> serving_, alone_;
+  std::unique_ptr<server::Server> server_;
+  int port_ = 0;
+  std::thread thread_;
+};
+
+// The API's finish reasons: an end token and a stop string both read "stop".
+TEST(OpenAiBodies, FinishReasons) {
+  server::ApiRequest chat;
+  chat.chat = true;
+  GenerationOutput out;
+  out.text = "Paris.";
+  out.token_ids = {7, 2};
+  for (const auto& [ours, api] : std::vector<std::pair<std::string, std::string>>{
+           {"eos", "stop"}, {"stop", "stop"}, {"length", "length"}}) {
+    out.finish_reason = ours;
+    const json r = server::response(chat, {"chatcmpl-1", "m", 5}, out);
+    EXPECT_EQ(r["choices"][0]["finish_reason"], api);
+    EXPECT_EQ(r["choices"][0]["message"]["content"], "Paris.");
+    EXPECT_EQ(server::chunk(chat, {"chatcmpl-1", "m", 5}, "", {}, ours,
+                            false)["choices"][0]["finish_reason"],
+              api);
+  }
+  EXPECT_EQ(server::chunk(chat, {"c", "m", 5}, "Hi", {9}, "", true)["choices"][0]["delta"],
+            (json{{"role", "assistant"}, {"content", "Hi"}}));
+}
+
+TEST_F(ServerTest, ModelsAndHealth) {
+  const httplib::Result h = client().Get("/health");
+  ASSERT_TRUE(h);
+  EXPECT_EQ(h->status, 200);
+  const httplib::Result m = client().Get("/v1/models");
+  ASSERT_TRUE(m);
+  EXPECT_EQ(json::parse(m->body)["data"][0]["id"], "tiny");
+  const httplib::Result missing = client().Get("/v1/nothing");
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->status, 404);
+  // A port in use is an error, not a port shared with the first server.
+  server::Server second(*alone_, "second");
+  EXPECT_THROW(second.bind("127.0.0.1", port_), Error);
+}
+
+TEST_F(ServerTest, CompletionIsTheEnginesOutput) {
+  const json r = post("/v1/completions",
+                      {{"prompt", "The quick brown fox"}, {"max_tokens", 12}, {"temperature", 0}});
+  const std::vector<int32_t> ids = serving_->tokenizer()->encode("The quick brown fox", true);
+  const GenerationOutput want = alone(ids, 12);
+  EXPECT_EQ(r["object"], "text_completion");
+  EXPECT_EQ(r["model"], "tiny");
+  EXPECT_EQ(r["choices"][0]["text"], want.text);
+  EXPECT_EQ(r["choices"][0]["token_ids"].get<std::vector<int32_t>>(), want.token_ids);
+  EXPECT_EQ(r["choices"][0]["finish_reason"], want.finish_reason);
+  EXPECT_EQ(r["usage"]["prompt_tokens"], ids.size());
+  EXPECT_EQ(r["usage"]["completion_tokens"], want.token_ids.size());
+  // Token ids as the prompt give the same.
+  const json by_ids =
+      post("/v1/completions", {{"prompt", ids}, {"max_tokens", 12}, {"temperature", 0}});
+  EXPECT_EQ(by_ids["choices"][0]["token_ids"], r["choices"][0]["token_ids"]);
+}
+
+TEST_F(ServerTest, StreamAddsUpToTheWholeResponse) {
+  const json body = {
+      {"prompt", "Once upon a time"}, {"max_tokens", 10}, {"temperature", 0}, {"ignore_eos", true}};
+  const json whole = post("/v1/completions", body);
+  json streamed = body;
+  streamed["stream"] = true;
+  const httplib::Result r = client().Post("/v1/completions", streamed.dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->get_header_value("Content-Type"), "text/event-stream");
+  std::string text;
+  std::vector<int32_t> ids;
+  std::string finish;
+  bool done = false;
+  std::istringstream events(r->body);
+  for (std::string line; std::getline(events, line);) {
+    if (line.rfind("data: ", 0) != 0) continue;
+    const std::string data = line.substr(6);
+    if (data == "[DONE]") {
+      done = true;
+      continue;
+    }
+    const json c = json::parse(data);
+    text += c["choices"][0]["text"].get<std::string>();
+    for (const auto& t : c["choices"][0]["token_ids"]) ids.push_back(t);
+    if (!c["choices"][0]["finish_reason"].is_null()) finish = c["choices"][0]["finish_reason"];
+  }
+  EXPECT_TRUE(done);
+  EXPECT_EQ(text, whole["choices"][0]["text"]);
+  EXPECT_EQ(ids, whole["choices"][0]["token_ids"].get<std::vector<int32_t>>());
+  EXPECT_EQ(finish, "length");
+}
+
+TEST_F(ServerTest, ChatUsesTheTemplate) {
+  const json messages = json::array({{{"role", "user"}, {"content", "Hi there"}}});
+  const json r =
+      post("/v1/chat/completions", {{"messages", messages}, {"max_tokens", 8}, {"temperature", 0}});
+  const Tokenizer& tok = *serving_->tokenizer();
+  const GenerationOutput want =
+      alone(tok.encode(tok.apply_chat_template({{"user", "Hi there"}}, true), false), 8);
+  EXPECT_EQ(r["object"], "chat.completion");
+  EXPECT_EQ(r["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(r["choices"][0]["message"]["content"], want.text);
+  EXPECT_EQ(r["choices"][0]["token_ids"].get<std::vector<int32_t>>(), want.token_ids);
+}
+
+// Eight clients at once: their requests share steps (the cache holds about four of them), and
+// each gets what it gets alone.
+TEST_F(ServerTest, ConcurrentRequestsEachGetTheirOwnTokens) {
+  const int n = 8;
+  std::vector<json> got(n);
+  std::vector<std::thread> clients;
+  clients.reserve(n);
+  for (int i = 0; i < n; ++i)
+    clients.emplace_back([&, i] {
+      got[i] = post("/v1/completions", {{"prompt", "Request number " + std::to_string(i)},
+                                        {"max_tokens", 60 + i},
+                                        {"temperature", 0},
+                                        {"ignore_eos", true}});
+    });
+  for (std::thread& t : clients) t.join();
+  for (int i = 0; i < n; ++i) {
+    const std::vector<int32_t> ids =
+        serving_->tokenizer()->encode("Request number " + std::to_string(i), true);
+    GenerationRequest r{ids, {}};
+    r.params.max_new_tokens = 60 + i;
+    r.params.ignore_eos = true;
+    EXPECT_EQ(got[i]["choices"][0]["token_ids"].get<std::vector<int32_t>>(),
+              alone_->generate({r})[0].token_ids)
+        << "client " << i;
+  }
+}
+
+// A streaming client that hangs up after its first chunk: the server notices at its next write
+// and stops the request (it would have run 200 tokens), and goes on serving.
+TEST_F(ServerTest, AClientThatGoesAwayStopsItsRequest) {
+  const json body = {{"prompt", "Stream and leave"},
+                     {"max_tokens", 200},
+                     {"temperature", 0},
+                     {"ignore_eos", true},
+                     {"stream", true}};
+  int chunks = 0;
+  httplib::Request req;
+  req.method = "POST";
+  req.path = "/v1/completions";
+  req.body = body.dump();
+  req.set_header("Content-Type", "application/json");
+  req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+    return ++chunks < 1;  // hang up after the first
+  };
+  httplib::Client c = client();
+  EXPECT_FALSE(c.send(req));  // the client cancelled
+  for (int i = 0; i < 200 && server_->stopped_by_client() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(server_->stopped_by_client(), 1U);
+  EXPECT_EQ(
+      post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}})["usage"]["completion_tokens"],
+      2);
+}
+
+TEST_F(ServerTest, BadRequestsGetAMessage) {
+  const httplib::Result notjson = client().Post("/v1/completions", "{oops", "application/json");
+  ASSERT_TRUE(notjson);
+  EXPECT_EQ(notjson->status, 400);
+  EXPECT_NE(json::parse(notjson->body)["error"]["message"].get<std::string>().find("not JSON"),
+            std::string::npos);
+  auto message = [&](const json& body) {
+    return post("/v1/completions", body, 400)["error"]["message"].get<std::string>();
+  };
+  EXPECT_NE(message({{"prompt", "x"}, {"n", 2}}).find("'n' must be 1"), std::string::npos);
+  EXPECT_NE(message({{"max_tokens", 3}}).find("'prompt' is required"), std::string::npos);
+  EXPECT_NE(message({{"prompt", {1, 99999}}}).find("outside the vocabulary"), std::string::npos);
+  EXPECT_NE(message({{"prompt", "x"}, {"temperature", "hot"}}).find("'temperature'"),
+            std::string::npos);
+  EXPECT_NE(message({{"prompt", "x"}, {"max_tokens", 1000}}).find("exceeds the context"),
+            std::string::npos);
+  EXPECT_NE(post("/v1/chat/completions", {{"messages", "hi"}}, 400)["error"]["message"]
+                .get<std::string>()
+                .find("'messages'"),
+            std::string::npos);
+  // The server still serves after them.
+  EXPECT_EQ(
+      post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}})["usage"]["completion_tokens"],
+      2);
+}
+
+}  // namespace
+}  // namespace nanoinfer
