@@ -400,14 +400,16 @@ json run_w2(const Args& a) {
                       {"most_waiting", most_waiting},
                       {"most_sequences_a_step", most_seqs},
                       {"max_step_tokens", step_cap},
+                      {"graph_captures", st.graph_captures},
                       {"prefill_step_ms", st.prefill_ms},
                       {"decode_step_ms", st.decode_ms}};
       out[key].push_back(r);
       std::printf(
-          "W2 %-11s run %d: %6.2f s, %7.0f output tok/s, %7.0f total tok/s; %zu steps, peak %lld "
-          "of %lld KV blocks, at most %d sequences a step and %d requests waiting, 0 preempted\n",
+          "W2 %-11s run %d: %6.2f s, %7.0f output tok/s, %7.0f total tok/s; %zu steps (%d graphs "
+          "captured), peak %lld of %lld KV blocks, at most %d sequences a step and %d requests "
+          "waiting, 0 preempted\n",
           key.c_str(), rep, s, r["output_tok_s"].get<double>(), r["total_tok_s"].get<double>(),
-          st.steps.size(), static_cast<long long>(peak),
+          st.steps.size(), st.graph_captures, static_cast<long long>(peak),
           static_cast<long long>(r["cache_blocks"].get<int64_t>()), most_seqs, most_waiting);
       std::fflush(stdout);
     }
