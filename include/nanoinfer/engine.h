@@ -48,6 +48,11 @@ struct EngineOptions {
   // picked, penalties and suppressed tokens included, the same tokens as the host sampler; beam
   // rows summarised to their best tokens for the search; off: all logits copied to the host).
   bool pick_on_device = true;
+  // A prompt whose leading blocks hold the same tokens as blocks that running requests' prompts
+  // have already computed takes those blocks instead of computing them again (a full cache
+  // only; --no-prefix-reuse: off). Outputs are unchanged where the backend is batch-invariant
+  // (the CPU); the CUDA backend's rounding may differ by the batch that computed a block.
+  bool prefix_reuse = true;
   bool random_weights = false;  // a model of `config`'s shape with random weights
   std::string config;           // HF config.json for random_weights
   // This process is one rank of an MPI job (mpirun -np N): the model is sharded over the job's
@@ -91,8 +96,9 @@ struct GenerationStats {
   // decode rows too); the others are decode steps.
   double prefill_ms = 0;
   double decode_ms = 0;
-  int64_t prefill_tokens = 0;  // prompt tokens
-  int64_t decode_tokens = 0;   // tokens produced by decode steps (the first token is prefill's)
+  int64_t prefill_tokens = 0;        // prompt tokens computed
+  int64_t reused_prompt_tokens = 0;  // prompt tokens taken from other requests' blocks
+  int64_t decode_tokens = 0;  // tokens produced by decode steps (the first token is prefill's)
   // Decode steps recorded during the call (CUDA graphs captured, one per batch-size bucket first
   // seen since the engine's device memory last changed; 0 where nothing is recorded).
   int graph_captures = 0;

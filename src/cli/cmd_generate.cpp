@@ -125,6 +125,7 @@ void run_generate(const GenerateArgs& a) {
                     {"prefill_ms", st.prefill_ms},
                     {"decode_tokens_per_s", st.decode_tokens_per_s()},
                     {"prefill_tokens", st.prefill_tokens},
+                    {"reused_prompt_tokens", st.reused_prompt_tokens},
                     {"decode_tokens", st.decode_tokens}};
     if (a.stats) {
       j["padded_static_batch_slots"] = st.padded_slots;
@@ -246,6 +247,9 @@ void add_generate_command(CLI::App& app) {
                   "tokens a forward takes at most; longer prompts are prefilled in chunks "
                   "(default 16384; 0 = no cap)")
       ->check(whole_number(0));
+  cmd->add_flag(
+      "--no-prefix-reuse", [a](int64_t) { a->engine.prefix_reuse = false; },
+      "compute every prompt in full, even where running requests share its first blocks");
   cmd->add_option("--rope-cache", a->engine.rope_cache, "post | pre: when keys are rotated")
       ->check(CLI::IsMember({"post", "pre"}));
   cmd->add_flag("--no-rope", a->engine.no_rope, "ablation: run without rotary embeddings");

@@ -88,6 +88,9 @@ void add_serve_command(CLI::App& app) {
                   "tokens a forward takes at most (default 16384; 0 = no cap)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_flag(
+      "--no-prefix-reuse", [a](int64_t) { a->engine.prefix_reuse = false; },
+      "compute every prompt in full, even where running requests share its first blocks");
+  cmd->add_flag(
       "--no-graph", [a](int64_t) { a->engine.cuda_graphs = false; },
       "run decode steps eagerly instead of replaying CUDA graphs");
   cmd->add_flag(

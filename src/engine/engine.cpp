@@ -320,6 +320,7 @@ RunContext Engine::Impl::run_context() {
           options.max_context,
           options.max_step_tokens,
           options.pick_on_device,
+          options.prefix_reuse,
           group(),
           [this](const StepMessage& m) { send(m); }};
 }

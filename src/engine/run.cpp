@@ -130,6 +130,13 @@ bool Run::step() {
       run_beams(beamed_.back());
     } else {
       sampled_.emplace_back(id, req, cache_, c.eos_token_ids, ctx_.tokenizer);
+      SeqState& s = sampled_.back().seq;
+      if (ctx_.prefix_reuse) {  // blocks of the same prompt prefix computed by others
+        const int reused = cache_.attach_prefix(s.cache_id, req.prompt_ids);
+        s.pending.erase(s.pending.begin(), s.pending.begin() + reused);
+        s.fed = reused;
+        stats_.reused_prompt_tokens += reused;
+      }
       run_sampled(sampled_.back());
     }
   }
@@ -159,6 +166,10 @@ bool Run::step() {
       ctx_.send(StepMessage::step(std::move(ops), batch));
     }
     const Tensor& step_logits = ctx_.model.forward(batch, cache_);
+    if (ctx_.prefix_reuse)  // the prompt blocks this step completed, for requests that follow
+      for (const SampledRequest& r : sampled_)
+        if (r.seq.fed <= static_cast<int32_t>(r.request->prompt_ids.size()))
+          cache_.publish_prefix(r.seq.cache_id, r.request->prompt_ids, r.seq.fed);
     // The backend picks the sampled rows where the logits are, as the host sampler would (the
     // penalties and suppressed tokens as edits of the logits they touch), and summarises the beam
     // rows for their searches: ids and a few best tokens come back instead of R x V floats and

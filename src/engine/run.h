@@ -28,6 +28,7 @@ struct RunContext {
   int max_context;
   int max_step_tokens;
   bool pick_on_device;
+  bool prefix_reuse;
   // Tensor parallelism: the group and a way to tell the other ranks each step (size 1: alone).
   Communicator& group;
   std::function<void(const StepMessage&)> send;

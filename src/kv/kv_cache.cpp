@@ -1,5 +1,6 @@
 #include "kv/kv_cache.h"
 
+#include <algorithm>
 #include <string>
 
 #include "util/error.h"
@@ -58,6 +59,8 @@ void KvCache::clear() {
   free_.reserve(static_cast<size_t>(options_.num_blocks));
   for (int b = options_.num_blocks - 1; b >= 0; --b) free_.push_back(b);
   holders_.assign(static_cast<size_t>(options_.num_blocks), 0);
+  findable_.clear();
+  published_.assign(static_cast<size_t>(options_.num_blocks), Published{});
 }
 
 int KvCache::create_sequence() {
@@ -86,10 +89,73 @@ int32_t KvCache::take_block() {
 void KvCache::drop_block(int32_t b) {
   int32_t& n = holders_[static_cast<size_t>(b)];
   NI_ASSERT(n > 0);
-  if (--n == 0)
-    free_.push_back(b);
-  else
+  if (--n > 0) {
     --shared_;
+    return;
+  }
+  free_.push_back(b);
+  Published& p = published_[static_cast<size_t>(b)];
+  if (p.tokens.empty()) return;
+  const auto [first, last] =
+      findable_.equal_range(prefix_key(p.parent, p.tokens.data(), options_.block_size));
+  for (auto it = first; it != last; ++it)
+    if (it->second == b) {
+      findable_.erase(it);
+      break;
+    }
+  p = Published{};
+}
+
+uint64_t KvCache::prefix_key(int32_t parent, const int32_t* tokens, int n) {
+  uint64_t h = 1469598103934665603ULL ^ static_cast<uint32_t>(parent);  // FNV-1a over the ids
+  for (int i = 0; i < n; ++i) {
+    h ^= static_cast<uint32_t>(tokens[i]);
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+void KvCache::publish_prefix(int seq, const std::vector<int32_t>& tokens, int computed) {
+  Seq& s = seqs_.at(seq);
+  if (policy_->capacity() > 0) return;  // an evicting cache moves entries
+  const int bs = options_.block_size;
+  const int full = std::min({computed, s.length, static_cast<int>(tokens.size())}) / bs;
+  for (; s.published < full; ++s.published) {
+    const auto j = static_cast<size_t>(s.published);
+    const int32_t b = s.blocks[j];
+    Published& p = published_[static_cast<size_t>(b)];
+    if (!p.tokens.empty()) continue;  // attached: published by its first holder
+    p.parent = j > 0 ? s.blocks[j - 1] : -1;
+    p.tokens.assign(tokens.begin() + static_cast<std::ptrdiff_t>(j * bs),
+                    tokens.begin() + static_cast<std::ptrdiff_t>((j + 1) * bs));
+    findable_.emplace(prefix_key(p.parent, p.tokens.data(), bs), b);
+  }
+}
+
+int KvCache::attach_prefix(int seq, const std::vector<int32_t>& tokens) {
+  Seq& s = seqs_.at(seq);
+  NI_ASSERT(s.blocks.empty() && s.length == 0);
+  if (policy_->capacity() > 0) return 0;
+  const int bs = options_.block_size;
+  int32_t parent = -1;
+  // Whole blocks, and at least one token left to feed.
+  for (size_t j = 0; (j + 1) * static_cast<size_t>(bs) < tokens.size(); ++j) {
+    const int32_t* t = tokens.data() + j * bs;
+    const auto [first, last] = findable_.equal_range(prefix_key(parent, t, bs));
+    int32_t found = -1;
+    for (auto it = first; it != last && found < 0; ++it) {
+      const Published& p = published_[static_cast<size_t>(it->second)];
+      if (p.parent == parent && std::equal(p.tokens.begin(), p.tokens.end(), t)) found = it->second;
+    }
+    if (found < 0) break;
+    s.blocks.push_back(found);
+    ++holders_[static_cast<size_t>(found)];
+    ++shared_;
+    s.length += bs;
+    parent = found;
+  }
+  s.published = static_cast<int>(s.blocks.size());
+  return s.length;
 }
 
 void KvCache::copy_sequence(int src, int dst) {

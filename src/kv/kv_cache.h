@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -63,6 +64,15 @@ class KvCache {
   // The most tokens one append may add to a sequence (0: no bound): an evicting cache keeps its
   // window for them, its sink tokens aside.
   int step_capacity() const;
+  // Prefix reuse (a cache that never evicts). publish_prefix makes the full blocks of `seq` that
+  // hold its first `computed` tokens (tokens[0..computed), at positions 0, 1, ...) findable by
+  // those tokens; attach_prefix gives an empty sequence the published blocks that hold the
+  // longest prefix of `tokens` (whole blocks, at least one token left out for the step that
+  // gives the logits), shared as beam forks share, and returns the tokens they hold. A block is
+  // findable while a sequence holds it. Matches are exact: a block is found by its own tokens
+  // and the block found before it.
+  void publish_prefix(int seq, const std::vector<int32_t>& tokens, int computed);
+  int attach_prefix(int seq, const std::vector<int32_t>& tokens);
   // Runs an op on the device memory only (a follower rank replaying rank 0's op).
   void apply(const CacheOp& op);
   // The ops this cache ran since the last call (rank 0 sends them with the next step).
@@ -86,7 +96,14 @@ class KvCache {
   struct Seq {
     std::vector<int32_t> blocks;
     int length = 0;
+    int published = 0;  // leading blocks findable by their tokens
   };
+  // A published block: its tokens and the block before it in its sequence (-1: the first).
+  struct Published {
+    std::vector<int32_t> tokens;
+    int32_t parent = -1;
+  };
+  static uint64_t prefix_key(int32_t parent, const int32_t* tokens, int n);
   int32_t take_block();
   void drop_block(int32_t b);
   void evict(Seq& s, int count);
@@ -102,6 +119,8 @@ class KvCache {
   std::vector<int32_t> holders_;  // per block: the sequences holding it (0: free)
   int64_t shared_ = 0;            // sum over blocks of (holders - 1)
   std::map<int, Seq> seqs_;
+  std::unordered_multimap<uint64_t, int32_t> findable_;  // key -> block
+  std::vector<Published> published_;                     // per block (tokens empty: not)
   std::vector<CacheOp> ops_;
   int next_id_ = 0;
   int64_t bytes_ = 0;

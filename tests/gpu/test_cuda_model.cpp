@@ -219,6 +219,30 @@ TEST(CudaEngine, WarmupChangesNothingButTheFirstRequestsCosts) {
   EXPECT_EQ(engine.generate({reqs[0]}).at(0).token_ids.size(), 12U);
 }
 
+// Prefix reuse on the GPU (fp32): requests that share a 50-token system prompt, started over
+// several steps, take its blocks from the first; each gets the tokens it gets alone.
+TEST(CudaEngine, PrefixReuseGivesEachRequestItsTokensAlone) {
+  NI_REQUIRE_CUDA(probe, DType::F32);
+  EngineOptions opt;
+  opt.model = test::data_path("models/llama3_rope");
+  opt.backend = "cuda";
+  opt.dtype = "f32";
+  opt.max_step_tokens = 24;
+  Engine engine(opt);
+  std::vector<GenerationRequest> reqs(4);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    for (int t = 0; t < 50; ++t) reqs[i].prompt_ids.push_back(3 + t % 40);
+    for (size_t t = 0; t < 3 + i; ++t)
+      reqs[i].prompt_ids.push_back(static_cast<int32_t>(60 + i + t));
+    reqs[i].params.max_new_tokens = 8;
+    reqs[i].params.ignore_eos = true;
+  }
+  const std::vector<GenerationOutput> out = engine.generate(reqs);
+  EXPECT_GE(engine.last_stats().reused_prompt_tokens, 3 * 48);
+  for (size_t i = 0; i < reqs.size(); ++i)
+    EXPECT_EQ(out[i].token_ids, engine.generate({reqs[i]})[0].token_ids) << "request " << i;
+}
+
 // The engine keeps its KV cache between calls: a call that fits in it captures no graph for a
 // batch-size bucket already captured over it (the warm-up's one request: bucket 1), the same
 // tokens as the first time; a call that needs a larger cache (new device memory) captures anew,

@@ -181,6 +181,40 @@ GenerationRequest greedy_request(size_t len, int32_t first, int new_tokens) {
   return r;
 }
 
+// Prefix reuse: requests that share a long system prompt (and one that repeats another whole)
+// compute its blocks once; each output is still the request's alone (the CPU backend computes a
+// row the same in any batch), and the prompt tokens computed plus those reused add up to all.
+TEST(PrefixReuse, ASharedPrefixIsComputedOnce) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  opt.max_context = 256;
+  opt.max_step_tokens = 40;  // the requests start over several steps
+  Engine engine(opt);
+  opt.prefix_reuse = false;
+  Engine without(opt);
+  std::vector<GenerationRequest> reqs;
+  const GenerationRequest system = greedy_request(70, 11, 0);
+  for (size_t i = 0; i < 5; ++i) {
+    GenerationRequest r = greedy_request(5 + 4 * i, 90 + static_cast<int32_t>(i), 6);
+    r.prompt_ids.insert(r.prompt_ids.begin(), system.prompt_ids.begin(), system.prompt_ids.end());
+    reqs.push_back(r);
+  }
+  reqs.push_back(reqs[2]);
+  const std::vector<GenerationOutput> shared = engine.generate(reqs);
+  const GenerationStats with_stats = engine.last_stats();
+  const std::vector<GenerationOutput> computed = without.generate(reqs);
+  const GenerationStats without_stats = without.last_stats();
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    const std::vector<int32_t> alone = without.generate({reqs[i]})[0].token_ids;
+    EXPECT_EQ(shared[i].token_ids, alone) << "request " << i;
+    EXPECT_EQ(computed[i].token_ids, alone) << "request " << i;
+  }
+  EXPECT_EQ(without_stats.reused_prompt_tokens, 0);
+  EXPECT_GE(with_stats.reused_prompt_tokens, 64 * 4);  // four whole blocks of the system prompt
+  EXPECT_EQ(with_stats.prefill_tokens + with_stats.reused_prompt_tokens,
+            without_stats.prefill_tokens);
+}
+
 // Online use: requests submitted while others run join the running batch; each one's streamed
 // tokens and output are those it gives alone; a request stopped by its callback gives its room
 // to a waiting one; bad requests are refused without disturbing the run.

@@ -131,6 +131,44 @@ TEST(KvCacheFork, ASinkCacheCopiesEveryEntry) {
   EXPECT_EQ(cache.used_slots(), 12);
 }
 
+// Prefix reuse: the published full blocks of one sequence's tokens are found by a later one with
+// the same leading tokens (whole blocks only, one token always left out), shared rather than
+// copied; a token that differs ends the match at its block; blocks are findable only while held.
+TEST(KvCachePrefix, PublishedBlocksAreSharedByTheSameLeadingTokens) {
+  Fixture f;
+  KvCache cache(*f.be, f.c, {kBlock, kBlocks, "post"});
+  std::vector<int32_t> tokens(11);
+  std::iota(tokens.begin(), tokens.end(), 100);
+  const int a = Fixture::filled(cache, 11, 1.0F);  // blocks of 4: two full, one of 3
+  cache.publish_prefix(a, tokens, 11);
+  const int free_before = cache.free_blocks();
+  const int b = cache.create_sequence();
+  EXPECT_EQ(cache.attach_prefix(b, tokens), 8);  // the two full blocks
+  EXPECT_EQ(cache.blocks(b),
+            std::vector<int32_t>(cache.blocks(a).begin(), cache.blocks(a).begin() + 2));
+  EXPECT_EQ(cache.free_blocks(), free_before);  // shared, not taken
+  EXPECT_EQ(cache.shared_blocks(), 2);
+  // The same 8 tokens alone: one token must stay to be fed, so only the first block.
+  const int c = cache.create_sequence();
+  EXPECT_EQ(cache.attach_prefix(c, std::vector<int32_t>(tokens.begin(), tokens.begin() + 8)), 4);
+  // A token that differs in the second block: the first block only.
+  std::vector<int32_t> other = tokens;
+  other[6] = 7;
+  const int d = cache.create_sequence();
+  EXPECT_EQ(cache.attach_prefix(d, other), 4);
+  // Not what was computed yet: publishing 5 computed tokens makes one block findable.
+  KvCache fresh(*f.be, f.c, {kBlock, kBlocks, "post"});
+  const int e = Fixture::filled(fresh, 11, 2.0F);
+  fresh.publish_prefix(e, tokens, 5);
+  const int g = fresh.create_sequence();
+  EXPECT_EQ(fresh.attach_prefix(g, tokens), 4);
+  // Released by every holder: no longer findable.
+  for (const int s : {a, b, c, d}) cache.release(s);
+  EXPECT_EQ(cache.free_blocks(), kBlocks);
+  const int h = cache.create_sequence();
+  EXPECT_EQ(cache.attach_prefix(h, tokens), 0);
+}
+
 TEST(KvCacheReuse, ClearedIsAsNewOnTheSameMemory) {
   Fixture f;
   const KvCacheOptions o{kBlock, kBlocks, "post"};
