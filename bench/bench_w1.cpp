@@ -6,6 +6,9 @@
 //       (seeded), 256 new tokens each (EOS ignored), run by continuous batching (steps of at most
 //       16,384 tokens; a cache with room for all of them, then for about half): output and total
 //       tokens/s end to end, peak KV blocks, steps, most requests waiting (nothing is preempted);
+//   prefix  64 requests whose prompts share a 1,024-token system prompt (+ 64 tokens of their
+//       own, 32 new tokens each), with and without prefix reuse: wall time, prefill time,
+//       prompt tokens computed and reused;
 //   W3  prefill of one 4,096-token prompt and of 8 at once (prompt tokens/s);
 //   attn the decode attention kernel alone at contexts 640 (W1's), 4k and 16k, batch 1/2/8/32 and
 //        a pre-RoPE cache at batch 1/8/32 (% of copy), next to a kernel that only reads the same
@@ -104,7 +107,8 @@ std::vector<int32_t> random_prompt(int n, int vocab, uint32_t seed) {
 struct Args {
   std::string config = "bench/configs/llama-3.1-8b.json";
   std::string json_path;
-  std::string only;  // w1 step sampled sample beams batch sink w2 w3 attn gemv fused profile (all)
+  std::string
+      only;  // w1 step sampled sample beams batch sink w2 prefix w3 attn gemv fused profile (all)
   int prompt = 512, new_tokens = 256;
 };
 
@@ -411,6 +415,46 @@ json run_w2(const Args& a) {
           key.c_str(), rep, s, r["output_tok_s"].get<double>(), r["total_tok_s"].get<double>(),
           st.steps.size(), st.graph_captures, static_cast<long long>(peak),
           static_cast<long long>(r["cache_blocks"].get<int64_t>()), most_seqs, most_waiting);
+      std::fflush(stdout);
+    }
+  }
+  return out;
+}
+
+json run_prefix(const Args& a) {
+  json out;
+  const nanoinfer::ModelConfig c = nanoinfer::parse_hf_config(a.config);
+  const std::vector<int32_t> system = random_prompt(1024, c.vocab_size, 7);
+  std::vector<nanoinfer::GenerationRequest> reqs;
+  for (int i = 0; i < 64; ++i) {
+    nanoinfer::GenerationRequest r{system, {}};
+    const std::vector<int32_t> own = random_prompt(64, c.vocab_size, 500 + i);
+    r.prompt_ids.insert(r.prompt_ids.end(), own.begin(), own.end());
+    r.params.max_new_tokens = 32;
+    r.params.ignore_eos = true;
+    reqs.push_back(r);
+  }
+  for (const bool reuse : {false, true}) {
+    nanoinfer::EngineOptions o = engine_options(a, 1024 + 64 + 32 + 16, true);
+    o.prefix_reuse = reuse;
+    nanoinfer::Engine engine(o);
+    for (int rep = 0; rep < 2; ++rep) {  // the first run pays first-time costs
+      const auto t0 = std::chrono::steady_clock::now();
+      engine.generate(reqs);
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const auto& st = engine.last_stats();
+      out[reuse ? "reuse" : "no_reuse"].push_back(
+          {{"seconds", s},
+           {"prefill_step_ms", st.prefill_ms},
+           {"prompt_tokens_computed", st.prefill_tokens},
+           {"prompt_tokens_reused", st.reused_prompt_tokens},
+           {"steps", st.steps.size()}});
+      std::printf(
+          "prefix %-8s run %d: %6.3f s, prefill steps %7.1f ms, prompt tokens computed %lld, "
+          "reused %lld, %zu steps\n",
+          reuse ? "reuse" : "no_reuse", rep, s, st.prefill_ms,
+          static_cast<long long>(st.prefill_tokens),
+          static_cast<long long>(st.reused_prompt_tokens), st.steps.size());
       std::fflush(stdout);
     }
   }
@@ -901,6 +945,7 @@ int main(int argc, char** argv) {
     if (a.only.empty() || a.only == "gemv") j["gemv"] = run_gemv(a, copy);
     if (a.only.empty() || a.only == "fused") j["fused"] = run_fused(a, copy);
     if (world == 1 && (a.only.empty() || a.only == "w2")) j["w2"] = run_w2(a);
+    if (world == 1 && (a.only.empty() || a.only == "prefix")) j["prefix"] = run_prefix(a);
     if (a.only.empty() || a.only == "w3") j["w3"] = run_w3(a);
     if (a.only.empty() || a.only == "profile") j["profile"] = run_profile(a);
     if (leader && !a.json_path.empty()) std::ofstream(a.json_path) << j.dump(2) << "\n";
