@@ -180,33 +180,12 @@ void run_generate(const GenerateArgs& a) {
                st.decode_tokens_per_s(), static_cast<long long>(st.decode_tokens));
 }
 
-// Whole numbers in [lo, hi]: CLI11's own checks print ranges of doubles and accept "-5" for an
-// unsigned seed.
-CLI::Validator whole_number(unsigned long long lo, unsigned long long hi = INT32_MAX) {
-  return CLI::Validator(
-      [lo, hi](std::string& v) -> std::string {
-        size_t used = 0;
-        unsigned long long x = 0;
-        try {
-          if (!v.empty() && v[0] != '-') x = std::stoull(v, &used);
-        } catch (const std::exception&) {
-          used = 0;
-        }
-        if (used != 0 && used == v.size() && x >= lo && x <= hi) return "";
-        return "expected a whole number from " + std::to_string(lo) + " to " + std::to_string(hi) +
-               ", got '" + v + "'";
-      },
-      "INT");
-}
-
 }  // namespace
 
 void add_generate_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Generate text for one or more prompts (one batch)");
   auto a = std::make_shared<GenerateArgs>();
   SamplingParams& p = a->params;
-  cmd->add_option("--model", a->engine.model,
-                  "HF directory, .gguf file or 'default' (with --random-weights: its tokenizer)");
   // One value per flag: a stray word after a prompt is an error, not a second prompt.
   cmd->add_option("--prompt", a->prompts, "a prompt (repeat for a batch)")->allow_extra_args(false);
   cmd->add_option("--prompts-file", a->prompts_file, "one prompt per line");
@@ -235,37 +214,14 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag("--stats", a->stats,
                 "per-step time and cache use; CUDA graphs captured (CUDA backend)");
   cmd->add_option("--memory-trace", a->memory_trace, "write memory in use per step to this CSV");
-  cmd->add_option("--backend", a->engine.backend, "cpu | cuda")
-      ->check(CLI::IsMember({"cpu", "cuda"}));
-  cmd->add_option("--max-context", a->engine.max_context, "positions per sequence (0 = auto)")
-      ->check(whole_number(0));
-  cmd->add_option("--cache-tokens", a->engine.cache_tokens,
-                  "KV cache slots (0 = room for every prompt at once; fewer: prompts wait for "
-                  "room, continuous batching)")
-      ->check(whole_number(0));
-  cmd->add_option("--max-step-tokens", a->engine.max_step_tokens,
-                  "tokens a forward takes at most; longer prompts are prefilled in chunks "
-                  "(default 16384; 0 = no cap)")
-      ->check(whole_number(0));
-  cmd->add_flag(
-      "--no-prefix-reuse", [a](int64_t) { a->engine.prefix_reuse = false; },
-      "compute every prompt in full, even where running requests share its first blocks");
+  add_engine_flags(*cmd, a->engine,
+                   "KV cache slots (0 = room for every prompt at once; fewer: prompts wait for "
+                   "room, continuous batching)");
   cmd->add_option("--rope-cache", a->engine.rope_cache, "post | pre: when keys are rotated")
       ->check(CLI::IsMember({"post", "pre"}));
   cmd->add_flag("--no-rope", a->engine.no_rope, "ablation: run without rotary embeddings");
-  cmd->add_option("--dtype", a->engine.dtype, "CUDA compute dtype: bf16 | f32")
-      ->check(CLI::IsMember({"bf16", "f32"}));
-  cmd->add_flag(
-      "--no-graph", [a](int64_t) { a->engine.cuda_graphs = false; },
-      "run decode steps eagerly instead of replaying CUDA graphs");
-  cmd->add_flag(
-      "--no-warmup", [a](int64_t) { a->engine.warmup = false; },
-      "CUDA: skip the short run at load that takes the one-time costs off the first request");
   cmd->add_flag("--profile", a->engine.profile,
                 "print device time per op kind, prefill and decode");
-  cmd->add_flag("--random-weights", a->engine.random_weights,
-                "random weights of --config's shape (--model then only supplies the tokenizer)");
-  cmd->add_option("--config", a->engine.config, "HF config.json for --random-weights");
   cmd->add_option(
       "--sink-tokens", a->engine.sink_tokens,
       "StreamingLLM cache: keep this many first tokens (with --window, --rope-cache pre)");

@@ -69,36 +69,11 @@ void add_serve_command(CLI::App& app) {
   auto* cmd =
       app.add_subcommand("serve", "Serve an OpenAI-compatible HTTP API (continuous batching)");
   auto a = std::make_shared<ServeArgs>();
-  cmd->add_option("--model", a->engine.model,
-                  "HF directory, .gguf file or 'default' (with --random-weights: its tokenizer)");
   cmd->add_option("--host", a->host, "address to listen on (default 127.0.0.1)");
   cmd->add_option("--port", a->port, "port (default 8000; 0: any free one)")
-      ->check(CLI::Range(0, 65535));
+      ->check(whole_number(0, 65535));
   cmd->add_option("--served-model-name", a->name, "the name /v1/models lists");
-  cmd->add_option("--backend", a->engine.backend, "cpu | cuda")
-      ->check(CLI::IsMember({"cpu", "cuda"}));
-  cmd->add_option("--dtype", a->engine.dtype, "CUDA compute dtype: bf16 | f32")
-      ->check(CLI::IsMember({"bf16", "f32"}));
-  cmd->add_option("--max-context", a->engine.max_context, "positions per sequence (0 = auto)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--cache-tokens", a->engine.cache_tokens,
-                  "KV cache slots shared by the requests (0 = 16 full contexts)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--max-step-tokens", a->engine.max_step_tokens,
-                  "tokens a forward takes at most (default 16384; 0 = no cap)")
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_flag(
-      "--no-prefix-reuse", [a](int64_t) { a->engine.prefix_reuse = false; },
-      "compute every prompt in full, even where running requests share its first blocks");
-  cmd->add_flag(
-      "--no-graph", [a](int64_t) { a->engine.cuda_graphs = false; },
-      "run decode steps eagerly instead of replaying CUDA graphs");
-  cmd->add_flag(
-      "--no-warmup", [a](int64_t) { a->engine.warmup = false; },
-      "CUDA: skip the short run at load that takes the one-time costs off the first request");
-  cmd->add_flag("--random-weights", a->engine.random_weights,
-                "random weights of --config's shape (--model then only supplies the tokenizer)");
-  cmd->add_option("--config", a->engine.config, "HF config.json for --random-weights");
+  add_engine_flags(*cmd, a->engine, "KV cache slots shared by the requests (0 = 16 full contexts)");
   cmd->callback([a] { run_serve(*a); });
 }
 

@@ -1,0 +1,52 @@
+// The flags of the engine's options that several commands take.
+#include <string>
+
+#include "cli/commands.h"
+
+namespace nanoinfer::cli {
+
+CLI::Validator whole_number(unsigned long long lo, unsigned long long hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& v) -> std::string {
+        size_t used = 0;
+        unsigned long long x = 0;
+        try {
+          if (!v.empty() && v[0] != '-') x = std::stoull(v, &used);
+        } catch (const std::exception&) {
+          used = 0;
+        }
+        if (used != 0 && used == v.size() && x >= lo && x <= hi) return "";
+        return "expected a whole number from " + std::to_string(lo) + " to " + std::to_string(hi) +
+               ", got '" + v + "'";
+      },
+      "INT");
+}
+
+void add_engine_flags(CLI::App& cmd, EngineOptions& e, const std::string& cache_help) {
+  cmd.add_option("--model", e.model,
+                 "HF directory, .gguf file or 'default' (with --random-weights: its tokenizer)");
+  cmd.add_option("--backend", e.backend, "cpu | cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  cmd.add_option("--dtype", e.dtype, "CUDA compute dtype: bf16 | f32")
+      ->check(CLI::IsMember({"bf16", "f32"}));
+  cmd.add_option("--max-context", e.max_context, "positions per sequence (0 = auto)")
+      ->check(whole_number(0));
+  cmd.add_option("--cache-tokens", e.cache_tokens, cache_help)->check(whole_number(0));
+  cmd.add_option("--max-step-tokens", e.max_step_tokens,
+                 "tokens a forward takes at most; longer prompts are prefilled in chunks "
+                 "(default 16384; 0 = no cap)")
+      ->check(whole_number(0));
+  cmd.add_flag(
+      "--no-prefix-reuse", [&e](int64_t) { e.prefix_reuse = false; },
+      "compute every prompt in full, even where running requests share its first blocks");
+  cmd.add_flag(
+      "--no-graph", [&e](int64_t) { e.cuda_graphs = false; },
+      "run decode steps eagerly instead of replaying CUDA graphs");
+  cmd.add_flag(
+      "--no-warmup", [&e](int64_t) { e.warmup = false; },
+      "CUDA: skip the short run at load that takes the one-time costs off the first request");
+  cmd.add_flag("--random-weights", e.random_weights,
+               "random weights of --config's shape (--model then only supplies the tokenizer)");
+  cmd.add_option("--config", e.config, "HF config.json for --random-weights");
+}
+
+}  // namespace nanoinfer::cli
