@@ -6,7 +6,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <optional>
 
 #include "dist/watchdog.h"
 #include "engine/batch_builder.h"
@@ -16,8 +15,6 @@
 #include "loader/model_loader.h"
 #include "model/llama.h"
 #include "nanoinfer/tokenizer.h"
-#include "sampling/backend_pick.h"
-#include "sampling/sampler.h"
 #include "util/error.h"
 
 namespace nanoinfer {
