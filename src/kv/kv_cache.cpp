@@ -97,7 +97,7 @@ void KvCache::drop_block(int32_t b) {
   Published& p = published_[static_cast<size_t>(b)];
   if (p.tokens.empty()) return;
   const auto [first, last] =
-      findable_.equal_range(prefix_key(p.parent, p.tokens.data(), options_.block_size));
+      findable_.equal_range(prefix_key(p.index, p.tokens.data(), options_.block_size));
   for (auto it = first; it != last; ++it)
     if (it->second == b) {
       findable_.erase(it);
@@ -106,8 +106,8 @@ void KvCache::drop_block(int32_t b) {
   p = Published{};
 }
 
-uint64_t KvCache::prefix_key(int32_t parent, const int32_t* tokens, int n) {
-  uint64_t h = 1469598103934665603ULL ^ static_cast<uint32_t>(parent);  // FNV-1a over the ids
+uint64_t KvCache::prefix_key(int index, const int32_t* tokens, int n) {
+  uint64_t h = 1469598103934665603ULL ^ static_cast<uint32_t>(index);  // FNV-1a over the ids
   for (int i = 0; i < n; ++i) {
     h ^= static_cast<uint32_t>(tokens[i]);
     h *= 1099511628211ULL;
@@ -126,9 +126,10 @@ void KvCache::publish_prefix(int seq, const std::vector<int32_t>& tokens, int co
     Published& p = published_[static_cast<size_t>(b)];
     if (!p.tokens.empty()) continue;  // attached: published by its first holder
     p.parent = j > 0 ? s.blocks[j - 1] : -1;
+    p.index = s.published;
     p.tokens.assign(tokens.begin() + static_cast<std::ptrdiff_t>(j * bs),
                     tokens.begin() + static_cast<std::ptrdiff_t>((j + 1) * bs));
-    findable_.emplace(prefix_key(p.parent, p.tokens.data(), bs), b);
+    findable_.emplace(prefix_key(p.index, p.tokens.data(), bs), b);
   }
 }
 
@@ -137,22 +138,29 @@ int KvCache::attach_prefix(int seq, const std::vector<int32_t>& tokens) {
   NI_ASSERT(s.blocks.empty() && s.length == 0);
   if (policy_->capacity() > 0) return 0;
   const int bs = options_.block_size;
-  int32_t parent = -1;
+  // Level j: every published block that holds the prompt's block j after a block of level j - 1
+  // (requests admitted together each compute the same prefix: parallel chains, some shorter).
   // Whole blocks, and at least one token left to feed.
+  std::vector<int32_t> level = {-1};  // level "-1": before the first block
   for (size_t j = 0; (j + 1) * static_cast<size_t>(bs) < tokens.size(); ++j) {
     const int32_t* t = tokens.data() + j * bs;
-    const auto [first, last] = findable_.equal_range(prefix_key(parent, t, bs));
-    int32_t found = -1;
-    for (auto it = first; it != last && found < 0; ++it) {
+    std::vector<int32_t> next;
+    const auto [first, last] = findable_.equal_range(prefix_key(static_cast<int>(j), t, bs));
+    for (auto it = first; it != last; ++it) {
       const Published& p = published_[static_cast<size_t>(it->second)];
-      if (p.parent == parent && std::equal(p.tokens.begin(), p.tokens.end(), t)) found = it->second;
+      if (std::find(level.begin(), level.end(), p.parent) != level.end() &&
+          std::equal(p.tokens.begin(), p.tokens.end(), t))
+        next.push_back(it->second);
     }
-    if (found < 0) break;
-    s.blocks.push_back(found);
-    ++holders_[static_cast<size_t>(found)];
+    if (next.empty()) break;
+    level = std::move(next);
+  }
+  // One chain of the deepest level, back to its first block.
+  for (int32_t b = level.front(); b >= 0; b = published_[static_cast<size_t>(b)].parent) {
+    s.blocks.insert(s.blocks.begin(), b);
+    ++holders_[static_cast<size_t>(b)];
     ++shared_;
     s.length += bs;
-    parent = found;
   }
   s.published = static_cast<int>(s.blocks.size());
   return s.length;

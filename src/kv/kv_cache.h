@@ -70,7 +70,8 @@ class KvCache {
   // longest prefix of `tokens` (whole blocks, at least one token left out for the step that
   // gives the logits), shared as beam forks share, and returns the tokens they hold. A block is
   // findable while a sequence holds it. Matches are exact: a block is found by its own tokens
-  // and the block found before it.
+  // and a parent found before it; of several copies of a prefix (computed by requests that
+  // started together) the longest chain is taken.
   void publish_prefix(int seq, const std::vector<int32_t>& tokens, int computed);
   int attach_prefix(int seq, const std::vector<int32_t>& tokens);
   // Runs an op on the device memory only (a follower rank replaying rank 0's op).
@@ -98,12 +99,14 @@ class KvCache {
     int length = 0;
     int published = 0;  // leading blocks findable by their tokens
   };
-  // A published block: its tokens and the block before it in its sequence (-1: the first).
+  // A published block: its tokens, its place in its sequence and the block before it there
+  // (-1: the first). Found by its place and tokens, kept if its parent was found before it.
   struct Published {
     std::vector<int32_t> tokens;
+    int index = 0;
     int32_t parent = -1;
   };
-  static uint64_t prefix_key(int32_t parent, const int32_t* tokens, int n);
+  static uint64_t prefix_key(int index, const int32_t* tokens, int n);
   int32_t take_block();
   void drop_block(int32_t b);
   void evict(Seq& s, int count);

@@ -169,6 +169,34 @@ TEST(KvCachePrefix, PublishedBlocksAreSharedByTheSameLeadingTokens) {
   EXPECT_EQ(cache.attach_prefix(h, tokens), 0);
 }
 
+// Requests that start together each compute the same prefix: parallel copies, one of them
+// shorter (a prompt still in chunks). A later prompt takes the longest copy, whichever copy its
+// first block is found in, in either order of publishing.
+TEST(KvCachePrefix, TheLongestOfParallelCopiesIsTaken) {
+  Fixture f;
+  std::vector<int32_t> tokens(13);
+  std::iota(tokens.begin(), tokens.end(), 100);
+  for (const bool short_first : {true, false}) {
+    KvCache cache(*f.be, f.c, {kBlock, kBlocks, "post"});
+    const int whole = Fixture::filled(cache, 12, 1.0F);  // three full blocks
+    const int part = Fixture::filled(cache, 12, 2.0F);
+    if (short_first) cache.publish_prefix(part, tokens, 4);  // one block computed so far
+    cache.publish_prefix(whole, tokens, 12);
+    if (!short_first) cache.publish_prefix(part, tokens, 4);
+    const int c = cache.create_sequence();
+    EXPECT_EQ(cache.attach_prefix(c, tokens), 12) << "short copy first: " << short_first;
+    EXPECT_EQ(cache.blocks(c), cache.blocks(whole));
+    // The shorter copy goes on with a block of other tokens: the next prompt follows it there.
+    std::vector<int32_t> other = tokens;
+    other[5] = 7;
+    cache.publish_prefix(part, other, 8);
+    const int d = cache.create_sequence();
+    EXPECT_EQ(cache.attach_prefix(d, other), 8);
+    EXPECT_EQ(cache.blocks(d),
+              std::vector<int32_t>(cache.blocks(part).begin(), cache.blocks(part).begin() + 2));
+  }
+}
+
 TEST(KvCacheReuse, ClearedIsAsNewOnTheSameMemory) {
   Fixture f;
   const KvCacheOptions o{kBlock, kBlocks, "post"};
