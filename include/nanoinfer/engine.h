@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "nanoinfer/error.h"
 #include "nanoinfer/model_config.h"
 #include "nanoinfer/sampling_params.h"
 

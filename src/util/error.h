@@ -1,18 +1,14 @@
-// Errors: one exception type for everything a user can cause (files, flags, requests),
-// and an assert for programming errors. Messages name the file / tensor / flag at fault.
+// Errors: fail() throws the library's one exception type (nanoinfer/error.h) for everything a user
+// can cause, and an assert stops on programming errors. Messages name the file / tensor / flag.
 #pragma once
 
 #include <cstdio>
 #include <cstdlib>
-#include <stdexcept>
 #include <string>
 
-namespace nanoinfer {
+#include "nanoinfer/error.h"
 
-class Error : public std::runtime_error {
- public:
-  explicit Error(const std::string& what) : std::runtime_error(what) {}
-};
+namespace nanoinfer {
 
 [[noreturn]] inline void fail(const std::string& what) {
   throw Error(what);

@@ -1,0 +1,426 @@
+// The Python module `nanoinfer` (pybind11): the engine with generate() for a batch of prompts and
+// stream() for one request's text as it comes, the sampling parameters, the tokenizer. Prompts are
+// text, token ids or chat messages; the library's Error arrives as nanoinfer.Error. The engine
+// runs without the GIL and one call at a time (a lock per engine); docs/pseudocode/python.md.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "nanoinfer/engine.h"
+#include "nanoinfer/tokenizer.h"
+
+namespace py = pybind11;
+
+namespace nanoinfer {
+namespace {
+
+// The engine and what the module keeps beside it: a lock (the engine serves one call at a time)
+// and the number of streams not yet read to their end or closed.
+struct PyEngine {
+  explicit PyEngine(const EngineOptions& o) : engine(o) {}
+  Engine engine;
+  std::mutex mu;
+  int open_streams = 0;
+};
+
+// Keyword arguments onto a SamplingParams, through its Python properties (so each value is checked
+// and converted as an attribute assignment would be).
+SamplingParams params_from(const py::kwargs& kw) {
+  SamplingParams p;
+  const py::object view = py::cast(&p, py::return_value_policy::reference);
+  const py::object property = py::module_::import("builtins").attr("property");
+  for (const auto& [key, value] : kw) {
+    const py::object field = py::getattr(py::type::of(view), key, py::none());
+    if (!py::isinstance(field, property))
+      throw py::type_error("unknown sampling parameter '" + py::cast<std::string>(key) + "'");
+    py::setattr(view, key, value);
+  }
+  return p;
+}
+
+std::vector<ChatMessage> messages_from(const py::list& messages) {
+  std::vector<ChatMessage> out;
+  for (const py::handle m : messages) {
+    if (!py::isinstance<py::dict>(m))
+      throw py::type_error("a chat message is a dict with 'role' and 'content'");
+    const py::dict d = py::reinterpret_borrow<py::dict>(m);
+    if (!d.contains("role") || !d.contains("content"))
+      throw py::type_error("a chat message is a dict with 'role' and 'content'");
+    out.push_back({py::cast<std::string>(d["role"]), py::cast<std::string>(d["content"])});
+  }
+  return out;
+}
+
+const Tokenizer& tokenizer_of(const Engine& e) {
+  if (e.tokenizer() == nullptr)
+    throw Error("the model has no tokenizer: give prompts as lists of token ids");
+  return *e.tokenizer();
+}
+
+// One prompt: text (with the model's chat template when chat is set), a list of chat messages
+// (the chat template, always), or a list of token ids.
+std::vector<int32_t> prompt_ids(const Engine& e, const py::handle& prompt, bool chat) {
+  if (py::isinstance<py::str>(prompt)) {
+    const Tokenizer& tok = tokenizer_of(e);
+    const auto text = py::cast<std::string>(prompt);
+    // A chat template already holds the special tokens it needs.
+    return chat ? tok.encode(tok.apply_chat_template({{"user", text}}, true), false)
+                : tok.encode(text, true);
+  }
+  if (py::isinstance<py::list>(prompt) || py::isinstance<py::tuple>(prompt)) {
+    const py::list items(py::reinterpret_borrow<py::object>(prompt));
+    if (!items.empty() && py::isinstance<py::dict>(items[0])) {
+      const Tokenizer& tok = tokenizer_of(e);
+      return tok.encode(tok.apply_chat_template(messages_from(items), true), false);
+    }
+    std::vector<int32_t> ids;
+    for (const py::handle id : items) {
+      if (!py::isinstance<py::int_>(id))
+        throw py::type_error("a prompt given as a list holds token ids (int) or chat messages");
+      ids.push_back(py::cast<int32_t>(id));
+    }
+    return ids;
+  }
+  throw py::type_error("a prompt is a str, a list of token ids or a list of chat messages");
+}
+
+// params: None (the keyword arguments make one for every prompt), one SamplingParams for all, or
+// a list of them, one per prompt.
+std::vector<SamplingParams> params_for(size_t n, const py::object& params, const py::kwargs& kw) {
+  if (params.is_none()) return std::vector<SamplingParams>(n, params_from(kw));
+  if (!kw.empty())
+    throw py::type_error("give sampling parameters either as `params` or as keywords, not both");
+  if (py::isinstance<SamplingParams>(params))
+    return std::vector<SamplingParams>(n, py::cast<SamplingParams>(params));
+  auto list = py::cast<std::vector<SamplingParams>>(params);
+  if (list.size() != n)
+    throw py::value_error(std::to_string(list.size()) + " sampling parameters for " +
+                          std::to_string(n) + " prompts");
+  return list;
+}
+
+// Runs what closed streams left in the engine to its end, so that generate() may run.
+void settle(PyEngine& pe) {
+  if (pe.open_streams > 0)
+    throw Error("a stream of this engine is still open: read it to its end or close() it first");
+  while (pe.engine.active() > 0) pe.engine.step();
+}
+
+std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& prompts, bool chat,
+                                       const py::object& params, const py::kwargs& kw) {
+  py::list items;
+  if (py::isinstance<py::str>(prompts)) {
+    items.append(prompts);
+  } else if (py::isinstance<py::list>(prompts) || py::isinstance<py::tuple>(prompts)) {
+    items = py::list(prompts);
+  } else {
+    throw py::type_error("prompts: a str or a list of prompts");
+  }
+  const std::vector<SamplingParams> ps = params_for(items.size(), params, kw);
+  std::vector<GenerationRequest> requests;
+  for (size_t i = 0; i < items.size(); ++i)
+    requests.push_back({prompt_ids(pe.engine, items[i], chat), ps[i]});
+  const py::gil_scoped_release nogil;
+  const std::lock_guard lock(pe.mu);
+  settle(pe);
+  return pe.engine.generate(requests);
+}
+
+// One request's text, piece by piece, as the engine produces it (a model without tokenizer has
+// no text: its ids are in token_ids). The engine advances while the stream is read (other streams
+// of the engine advance with it); closing a stream stops its request.
+class Stream {
+ public:
+  Stream(std::shared_ptr<PyEngine> pe, const GenerationRequest& request) : pe_(std::move(pe)) {
+    const std::shared_ptr<State> st = state_;
+    TokenCallback on_token = [st](size_t, int32_t token, const std::string& piece) {
+      st->ids.push_back(token);
+      if (!piece.empty()) st->pieces.push_back(piece);
+      st->streamed += piece.size();
+      return !st->closed;
+    };
+    DoneCallback on_done = [st](size_t, GenerationOutput&& out) { st->out = std::move(out); };
+    const py::gil_scoped_release nogil;
+    const std::lock_guard lock(pe_->mu);
+    pe_->engine.submit(request, on_token, on_done);
+    ++pe_->open_streams;
+    counted_ = true;
+  }
+  ~Stream() { close(); }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
+  std::string next() {
+    std::optional<std::string> piece;
+    {
+      const py::gil_scoped_release nogil;
+      const std::lock_guard lock(pe_->mu);
+      State& st = *state_;
+      while (st.pieces.empty() && !st.out && !st.closed) pe_->engine.step();
+      if (!st.closed) piece = st.take_piece();  // a closed stream, as a closed generator: none
+      if (st.out) uncount();
+    }
+    if (!piece) throw py::stop_iteration();
+    return *piece;
+  }
+
+  // Stops the request at its next token (the engine finishes it on a later step).
+  void close() {
+    const py::gil_scoped_release nogil;
+    const std::lock_guard lock(pe_->mu);
+    state_->closed = true;
+    uncount();
+  }
+
+  std::optional<GenerationOutput> output() const {
+    const py::gil_scoped_release nogil;
+    const std::lock_guard lock(pe_->mu);
+    return state_->out;
+  }
+
+  std::vector<int32_t> token_ids() const {
+    const py::gil_scoped_release nogil;
+    const std::lock_guard lock(pe_->mu);
+    return state_->out ? state_->out->token_ids : state_->ids;
+  }
+
+ private:
+  struct State {
+    std::deque<std::string> pieces;
+    std::vector<int32_t> ids;  // generated so far
+    size_t streamed = 0;       // bytes of text the callback has seen
+    std::optional<GenerationOutput> out;
+    bool closed = false;
+
+    std::optional<std::string> take_piece() {
+      if (!pieces.empty()) {
+        std::string p = std::move(pieces.front());
+        pieces.pop_front();
+        return p;
+      }
+      if (!out || streamed == out->text.size()) return std::nullopt;
+      // Text the engine held back until the end (a final flush) comes last.
+      std::string rest = out->text.substr(streamed);
+      streamed = out->text.size();
+      return rest;
+    }
+  };
+  void uncount() {
+    if (counted_) --pe_->open_streams;
+    counted_ = false;
+  }
+  std::shared_ptr<PyEngine> pe_;
+  std::shared_ptr<State> state_ = std::make_shared<State>();
+  bool counted_ = false;
+};
+
+py::dict stats_dict(const GenerationStats& s) {
+  py::dict d;
+  d["prefill_ms"] = s.prefill_ms;
+  d["decode_ms"] = s.decode_ms;
+  d["prefill_tokens"] = s.prefill_tokens;
+  d["reused_prompt_tokens"] = s.reused_prompt_tokens;
+  d["decode_tokens"] = s.decode_tokens;
+  d["decode_tokens_per_s"] = s.decode_tokens_per_s();
+  py::list steps;
+  for (const StepStats& t : s.steps) {
+    py::dict step;
+    step["start_ms"] = t.start_ms;
+    step["ms"] = t.ms;
+    step["tokens"] = t.tokens;
+    step["sequences"] = t.sequences;
+    step["waiting"] = t.waiting;
+    step["cache_used"] = t.cache_used;
+    step["cache_allocated"] = t.cache_allocated;
+    steps.append(step);
+  }
+  d["steps"] = steps;
+  d["graph_captures"] = s.graph_captures;
+  return d;
+}
+
+py::dict config_dict(const ModelConfig& c) {
+  py::dict d;
+  d["architecture"] = c.architecture;
+  d["vocab_size"] = c.vocab_size;
+  d["hidden_size"] = c.hidden_size;
+  d["intermediate_size"] = c.intermediate_size;
+  d["num_layers"] = c.num_layers;
+  d["num_heads"] = c.num_heads;
+  d["num_kv_heads"] = c.num_kv_heads;
+  d["head_dim"] = c.head_dim;
+  d["max_position_embeddings"] = c.max_position_embeddings;
+  d["eos_token_ids"] = c.eos_token_ids;
+  d["parameters"] = c.parameter_count();
+  return d;
+}
+
+}  // namespace
+}  // namespace nanoinfer
+
+PYBIND11_MODULE(nanoinfer, m) {
+  using namespace nanoinfer;
+  m.doc() = "nanoinfer: a Llama-family inference engine (C++/CUDA)";
+  m.attr("__version__") = NANOINFER_VERSION;
+  py::register_exception<Error>(m, "Error", PyExc_RuntimeError);
+  m.def("default_model_path", &default_model_path,
+        "Where the default model (SmolLM2-135M-Instruct, Q4_1 GGUF) is cached");
+
+  py::class_<SamplingParams> sp(m, "SamplingParams",
+                                "Per-request sampling; SamplingParams(temperature=0.7, top_p=0.9)");
+  sp.def(py::init([](const py::kwargs& kw) { return params_from(kw); }))
+      .def_readwrite("temperature", &SamplingParams::temperature)
+      .def_readwrite("top_k", &SamplingParams::top_k)
+      .def_readwrite("top_p", &SamplingParams::top_p)
+      .def_readwrite("min_p", &SamplingParams::min_p)
+      .def_readwrite("repetition_penalty", &SamplingParams::repetition_penalty)
+      .def_readwrite("presence_penalty", &SamplingParams::presence_penalty)
+      .def_readwrite("frequency_penalty", &SamplingParams::frequency_penalty)
+      .def_readwrite("seed", &SamplingParams::seed)
+      .def_readwrite("num_beams", &SamplingParams::num_beams)
+      .def_readwrite("length_penalty", &SamplingParams::length_penalty)
+      .def_readwrite("num_return_sequences", &SamplingParams::num_return_sequences)
+      .def_readwrite("max_new_tokens", &SamplingParams::max_new_tokens)
+      .def_readwrite("ignore_eos", &SamplingParams::ignore_eos)
+      .def_readwrite("eos_token_ids", &SamplingParams::eos_token_ids)
+      .def_readwrite("stop", &SamplingParams::stop)
+      .def_readwrite("suppress_tokens", &SamplingParams::suppress_tokens)
+      // HF's values: False, True or "never".
+      .def_property(
+          "early_stopping",
+          [](const SamplingParams& p) -> py::object {
+            if (p.early_stopping == EarlyStopping::kNever) return py::str("never");
+            return py::bool_(p.early_stopping == EarlyStopping::kWhenFull);
+          },
+          [](SamplingParams& p, const py::object& v) {
+            if (py::isinstance<py::bool_>(v))
+              p.early_stopping =
+                  py::cast<bool>(v) ? EarlyStopping::kWhenFull : EarlyStopping::kHeuristic;
+            else if (py::isinstance<py::str>(v) && py::cast<std::string>(v) == "never")
+              p.early_stopping = EarlyStopping::kNever;
+            else
+              throw py::value_error("early_stopping: True, False or \"never\"");
+          })
+      .def("validate", &SamplingParams::validate, "Raises Error for values that make no sense");
+
+  py::class_<GenerationOutput>(m, "GenerationOutput")
+      .def_readonly("token_ids", &GenerationOutput::token_ids)
+      .def_readonly("text", &GenerationOutput::text)
+      .def_readonly("finish_reason", &GenerationOutput::finish_reason)
+      .def_readonly("sequences", &GenerationOutput::sequences)
+      .def_readonly("scores", &GenerationOutput::scores)
+      .def("__repr__", [](const GenerationOutput& o) {
+        return "GenerationOutput(" + std::to_string(o.token_ids.size()) +
+               " tokens, finish_reason='" + o.finish_reason +
+               "', text=" + py::cast<std::string>(py::repr(py::str(o.text))) + ")";
+      });
+
+  py::class_<Tokenizer>(m, "Tokenizer")
+      .def("encode", &Tokenizer::encode, py::arg("text"), py::arg("add_special_tokens") = true)
+      .def(
+          "decode",
+          [](const Tokenizer& t, const std::vector<int32_t>& ids, bool skip) {
+            return t.decode(ids, skip);
+          },
+          py::arg("ids"), py::arg("skip_special_tokens") = false)
+      .def(
+          "apply_chat_template",
+          [](const Tokenizer& t, const py::list& messages, bool add_generation_prompt) {
+            return t.apply_chat_template(messages_from(messages), add_generation_prompt);
+          },
+          py::arg("messages"), py::arg("add_generation_prompt") = true)
+      .def_property_readonly("vocab_size", &Tokenizer::vocab_size)
+      .def_property_readonly("bos_id", &Tokenizer::bos_id)
+      .def_property_readonly("eos_ids", &Tokenizer::eos_ids);
+  m.def("load_tokenizer", &load_tokenizer_for_model, py::arg("path"),
+        "The tokenizer of a .gguf file, a HF model directory or a tokenizer.json");
+
+  py::class_<Stream>(m, "Stream", "Text pieces of one request; .output once it has ended")
+      .def("__iter__", [](Stream& s) -> Stream& { return s; })
+      .def("__next__", &Stream::next)
+      .def("close", &Stream::close)
+      .def_property_readonly("output", &Stream::output)
+      .def_property_readonly("token_ids", &Stream::token_ids, "The ids generated so far");
+
+  const EngineOptions d;
+  py::class_<PyEngine, std::shared_ptr<PyEngine>>(m, "Engine")
+      .def(py::init([](const std::string& model, const std::string& backend, int max_context,
+                       int cache_tokens, int block_size, int max_step_tokens,
+                       const std::string& rope_cache, int sink_tokens, int window, bool no_rope,
+                       const std::string& dtype, bool cuda_graphs, bool warmup, bool profile,
+                       bool pick_on_device, bool prefix_reuse, bool random_weights,
+                       const std::string& config) {
+             EngineOptions o;
+             o.model = model;
+             o.backend = backend;
+             o.max_context = max_context;
+             o.cache_tokens = cache_tokens;
+             o.block_size = block_size;
+             o.max_step_tokens = max_step_tokens;
+             o.rope_cache = rope_cache;
+             o.sink_tokens = sink_tokens;
+             o.window = window;
+             o.no_rope = no_rope;
+             o.dtype = dtype;
+             o.cuda_graphs = cuda_graphs;
+             o.warmup = warmup;
+             o.profile = profile;
+             o.pick_on_device = pick_on_device;
+             o.prefix_reuse = prefix_reuse;
+             o.random_weights = random_weights;
+             o.config = config;
+             const py::gil_scoped_release nogil;
+             return std::make_shared<PyEngine>(o);
+           }),
+           py::arg("model"), py::kw_only(), py::arg("backend") = d.backend,
+           py::arg("max_context") = d.max_context, py::arg("cache_tokens") = d.cache_tokens,
+           py::arg("block_size") = d.block_size, py::arg("max_step_tokens") = d.max_step_tokens,
+           py::arg("rope_cache") = d.rope_cache, py::arg("sink_tokens") = d.sink_tokens,
+           py::arg("window") = d.window, py::arg("no_rope") = d.no_rope, py::arg("dtype") = d.dtype,
+           py::arg("cuda_graphs") = d.cuda_graphs, py::arg("warmup") = d.warmup,
+           py::arg("profile") = d.profile, py::arg("pick_on_device") = d.pick_on_device,
+           py::arg("prefix_reuse") = d.prefix_reuse, py::arg("random_weights") = d.random_weights,
+           py::arg("config") = d.config,
+           "Loads a model: a HF directory, a .gguf file or \"default\"; the keywords are the "
+           "CLI's engine flags")
+      .def("generate", &generate, py::arg("prompts"), py::kw_only(), py::arg("chat") = false,
+           py::arg("params") = py::none(),
+           "One GenerationOutput per prompt (a str, a list of token ids or a list of chat "
+           "messages), all in one batch; sampling parameters as `params` or as keywords")
+      .def(
+          "stream",
+          [](const std::shared_ptr<PyEngine>& pe, const py::object& prompt, bool chat,
+             const py::object& params, const py::kwargs& kw) {
+            GenerationRequest r{prompt_ids(pe->engine, prompt, chat), params_for(1, params, kw)[0]};
+            return std::make_unique<Stream>(pe, r);
+          },
+          py::arg("prompt"), py::kw_only(), py::arg("chat") = false, py::arg("params") = py::none(),
+          "A Stream of one prompt's text as it is generated")
+      .def_property_readonly(
+          "tokenizer", [](const PyEngine& pe) { return pe.engine.tokenizer(); },
+          py::return_value_policy::reference_internal)
+      .def_property_readonly("config",
+                             [](const PyEngine& pe) { return config_dict(pe.engine.config()); })
+      .def_property_readonly(
+          "last_stats", [](const PyEngine& pe) { return stats_dict(pe.engine.last_stats()); },
+          "Timings and token counts of the last generate()")
+      .def_property_readonly("load_seconds",
+                             [](const PyEngine& pe) { return pe.engine.load_seconds(); })
+      .def_property_readonly("weight_bytes",
+                             [](const PyEngine& pe) { return pe.engine.weight_bytes(); })
+      .def("profile_report", [](const PyEngine& pe) { return pe.engine.profile_report(); })
+      .def("release_cache", [](PyEngine& pe) {
+        const py::gil_scoped_release nogil;
+        const std::lock_guard lock(pe.mu);
+        settle(pe);
+        pe.engine.release_cache();
+      });
+}

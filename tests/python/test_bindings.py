@@ -1,0 +1,237 @@
+"""The Python module against HF transformers' tokens (the committed reference vectors) and the
+engine's own behaviour: batches, streams, sampling parameters, the tokenizer and the errors.
+
+Run by ctest with PYTHONPATH at the build's python/ folder and NI_TEST_DATA at tests/data. Cases
+on the default model skip when it is not fetched, or fail where NANOINFER_REQUIRE_MODEL is set.
+"""
+
+import json
+import os
+import tempfile
+import unittest
+
+import nanoinfer
+
+DATA = os.environ.get("NI_TEST_DATA", os.path.join(os.path.dirname(__file__), "..", "data"))
+
+
+def read_json(relative):
+    with open(os.path.join(DATA, relative), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def tiny(name="gqa"):
+    return os.path.join(DATA, "models", name)
+
+
+class TinyModel(unittest.TestCase):
+    """A random-weight checkpoint without tokenizer (fp32 CPU): prompts are token ids."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.engine = nanoinfer.Engine(tiny())
+        cls.ref = read_json("models/gqa/reference.json")
+
+    def greedy_params(self, case):
+        return nanoinfer.SamplingParams(max_new_tokens=len(case["greedy_ids"]), ignore_eos=True)
+
+    def test_batch_of_prompts_gives_hf_greedy_tokens(self):
+        cases = self.ref["cases"]
+        outs = self.engine.generate(
+            [c["prompt_ids"] for c in cases], params=[self.greedy_params(c) for c in cases]
+        )
+        self.assertEqual(len(outs), len(cases))
+        for out, c in zip(outs, cases):
+            self.assertEqual(out.token_ids, c["greedy_ids"], c["name"])
+            self.assertEqual(out.finish_reason, "length")
+            self.assertEqual(out.text, "")  # no tokenizer, no text
+        stats = self.engine.last_stats
+        self.assertEqual(stats["prefill_tokens"], sum(len(c["prompt_ids"]) for c in cases))
+        self.assertEqual(stats["decode_tokens"], sum(len(c["greedy_ids"]) - 1 for c in cases))
+
+    def test_keywords_and_params_object_sample_the_same_tokens(self):
+        prompt = self.ref["cases"][0]["prompt_ids"]
+        kw = dict(temperature=0.9, top_k=20, top_p=0.9, seed=7, max_new_tokens=12, ignore_eos=True)
+        a = self.engine.generate([prompt], **kw)[0]
+        b = self.engine.generate([prompt], params=nanoinfer.SamplingParams(**kw))[0]
+        c = self.engine.generate([prompt], **dict(kw, seed=8))[0]
+        self.assertEqual(a.token_ids, b.token_ids)
+        self.assertEqual(len(a.token_ids), 12)
+        self.assertNotEqual(a.token_ids, c.token_ids)  # the seed reaches the sampler
+
+    def test_streams_read_in_turn_each_give_their_tokens_alone(self):
+        cases = self.ref["cases"]
+        alone = [self.engine.generate([c["prompt_ids"]], params=self.greedy_params(c))[0]
+                 for c in cases]
+        streams = [self.engine.stream(c["prompt_ids"], params=self.greedy_params(c))
+                   for c in cases]
+        for s in streams:
+            self.assertIsNone(s.output)
+        pending = list(streams)
+        while pending:  # one piece of each in turn, so both advance in the same steps
+            for s in list(pending):
+                try:
+                    next(s)
+                except StopIteration:
+                    pending.remove(s)
+        for s, a in zip(streams, alone):
+            self.assertEqual(s.output.token_ids, a.token_ids)
+
+    def test_beam_search_returns_its_hypotheses_best_first(self):
+        prompt = self.ref["cases"][0]["prompt_ids"]
+        out = self.engine.generate(
+            [prompt], num_beams=3, num_return_sequences=2, max_new_tokens=6, ignore_eos=True
+        )[0]
+        self.assertEqual(len(out.sequences), 2)
+        self.assertEqual(out.token_ids, out.sequences[0])
+        self.assertGreaterEqual(out.scores[0], out.scores[1])
+
+    def test_sampling_params_fields(self):
+        p = nanoinfer.SamplingParams(early_stopping="never", stop=["\n\n"], max_new_tokens=3)
+        self.assertEqual(p.early_stopping, "never")
+        self.assertEqual(p.stop, ["\n\n"])
+        p.early_stopping = True
+        self.assertIs(p.early_stopping, True)
+        self.assertEqual(nanoinfer.SamplingParams().max_new_tokens, 128)
+        with self.assertRaises(ValueError):
+            p.early_stopping = "sometimes"
+
+    def test_bad_input_is_refused_with_a_message(self):
+        ids = [[1, 2, 3]]
+        with self.assertRaisesRegex(TypeError, "unknown sampling parameter 'temprature'"):
+            self.engine.generate(ids, temprature=0.5)
+        with self.assertRaisesRegex(nanoinfer.Error, "temperature"):
+            self.engine.generate(ids, temperature=-1.0)
+        with self.assertRaisesRegex(nanoinfer.Error, "no tokenizer"):
+            self.engine.generate(["text"])
+        with self.assertRaisesRegex(TypeError, "not both"):
+            self.engine.generate(ids, params=nanoinfer.SamplingParams(), top_k=3)
+        with self.assertRaisesRegex(ValueError, "2 sampling parameters for 1 prompts"):
+            self.engine.generate(ids, params=[nanoinfer.SamplingParams()] * 2)
+        with self.assertRaisesRegex(TypeError, "token ids"):
+            self.engine.generate([[1.5, 2]])
+        with self.assertRaisesRegex(nanoinfer.Error, "vocab"):
+            self.engine.generate([[10**6]])
+        with self.assertRaises(nanoinfer.Error):
+            nanoinfer.Engine(os.path.join(DATA, "no_such_model"))
+        self.assertEqual(self.engine.generate([]), [])
+        self.assertEqual(self.engine.config["num_kv_heads"], 2)
+
+
+class TextModel(unittest.TestCase):
+    """Random weights of a small shape with SmolLM2's tokenizer and chat template (fp32 CPU)."""
+
+    @classmethod
+    def setUpClass(cls):
+        config = dict(
+            architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=64,
+            intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, vocab_size=49152, max_position_embeddings=512,
+            rms_norm_eps=1e-5, rope_theta=10000.0, bos_token_id=1, eos_token_id=2,
+            tie_word_embeddings=False,
+        )
+        cls.dir = tempfile.TemporaryDirectory()
+        path = os.path.join(cls.dir.name, "config.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(config, f)
+        cls.engine = nanoinfer.Engine(os.path.join(DATA, "tokenizer", "smollm2"),
+                                      random_weights=True, config=path)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.dir.cleanup()
+
+    def test_stream_pieces_add_up_to_the_text_of_generate(self):
+        kw = dict(max_new_tokens=24, ignore_eos=True)
+        alone = self.engine.generate("Once upon a time", **kw)[0]
+        s = self.engine.stream("Once upon a time", **kw)
+        pieces = list(s)
+        self.assertGreater(len(pieces), 1)
+        self.assertEqual("".join(pieces), alone.text)
+        self.assertEqual(s.token_ids, alone.token_ids)
+        self.assertEqual(s.output.token_ids, alone.token_ids)
+        # A stop string: the text held back while it may be one, and cut where it is.
+        stop = alone.text[len(alone.text) // 2:][:3]
+        cut = self.engine.generate("Once upon a time", stop=[stop], **kw)[0]
+        self.assertEqual(cut.finish_reason, "stop")
+        self.assertEqual(cut.text, alone.text[: alone.text.index(stop)])
+        s = self.engine.stream("Once upon a time", stop=[stop], **kw)
+        self.assertEqual("".join(s), cut.text)
+
+    def test_chat_messages_and_chat_text_are_the_same_prompt(self):
+        kw = dict(max_new_tokens=6, ignore_eos=True)
+        messages = [{"role": "user", "content": "Hi there"}]
+        a, b = self.engine.generate([messages, "Hi there"], chat=True, **kw)
+        self.assertEqual(a.token_ids, b.token_ids)
+        c = self.engine.generate("Hi there", **kw)[0]  # without the template: another prompt
+        self.assertNotEqual(a.token_ids, c.token_ids)
+        with self.assertRaisesRegex(TypeError, "'role' and 'content'"):
+            self.engine.generate([[{"content": "no role"}]])
+
+    def test_a_closed_stream_stops_and_frees_the_engine(self):
+        s = self.engine.stream("Tell me a story", max_new_tokens=40, ignore_eos=True)
+        next(s)
+        self.assertGreaterEqual(len(s.token_ids), 1)
+        with self.assertRaisesRegex(nanoinfer.Error, "still open"):
+            self.engine.generate("x", max_new_tokens=2)
+        s.close()
+        self.assertEqual(len(self.engine.generate("x", max_new_tokens=2)[0].token_ids), 2)
+        self.assertEqual(s.output.finish_reason, "stop")
+        self.assertLess(len(s.output.token_ids), 40)
+        with self.assertRaises(StopIteration):
+            next(s)
+
+
+class DefaultModel(unittest.TestCase):
+    """SmolLM2-135M-Instruct (the default GGUF): text in, HF's greedy tokens and text out."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.path.exists(nanoinfer.default_model_path()):
+            if os.environ.get("NANOINFER_REQUIRE_MODEL"):
+                raise AssertionError("the default model is missing: run `make model`")
+            raise unittest.SkipTest("the default model is not fetched (make model)")
+        cls.engine = nanoinfer.Engine("default")
+        cls.cases = read_json("smollm2/extra_greedy.json")["cases"]
+
+    def test_text_and_chat_prompts_in_one_batch_give_hf_tokens_and_text(self):
+        outs = self.engine.generate(
+            [c["prompt_text"] for c in self.cases if not c["chat"]]
+            + [[{"role": "user", "content": c["prompt_text"]}] for c in self.cases if c["chat"]],
+            params=[nanoinfer.SamplingParams(max_new_tokens=c["max_new_tokens"])
+                    for c in self.cases if not c["chat"]]
+            + [nanoinfer.SamplingParams(max_new_tokens=c["max_new_tokens"])
+               for c in self.cases if c["chat"]],
+        )
+        ordered = [c for c in self.cases if not c["chat"]] + [c for c in self.cases if c["chat"]]
+        for out, c in zip(outs, ordered):
+            self.assertEqual(out.token_ids, c["generated_ids"], c["name"])
+            self.assertEqual(out.text, c["text"], c["name"])
+            self.assertEqual(out.finish_reason, "eos" if c["stopped_at_eos"] else "length")
+
+    def test_stream_pieces_add_up_to_hf_text(self):
+        for c in self.cases:
+            s = self.engine.stream(c["prompt_text"], chat=c["chat"],
+                                   max_new_tokens=c["max_new_tokens"])
+            pieces = list(s)
+            self.assertGreater(len(pieces), 1, c["name"])
+            self.assertEqual("".join(pieces), c["text"], c["name"])
+            self.assertEqual(s.output.token_ids, c["generated_ids"], c["name"])
+
+    def test_tokenizer_encodes_as_hf(self):
+        tok = self.engine.tokenizer
+        for c in self.cases:
+            if c["chat"]:
+                text = tok.apply_chat_template([{"role": "user", "content": c["prompt_text"]}])
+                self.assertEqual(text, c["chat_text"])
+                self.assertEqual(tok.encode(text, add_special_tokens=False), c["prompt_ids"])
+            else:
+                self.assertEqual(tok.encode(c["prompt_text"]), c["prompt_ids"])
+            self.assertEqual(tok.decode(c["generated_ids"], skip_special_tokens=True), c["text"])
+        self.assertIn(2, tok.eos_ids)
+        same = nanoinfer.load_tokenizer(nanoinfer.default_model_path())
+        self.assertEqual(same.encode("Hello world"), tok.encode("Hello world"))
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
