@@ -410,13 +410,27 @@ PYBIND11_MODULE(nanoinfer, m) {
       .def_property_readonly("config",
                              [](const PyEngine& pe) { return config_dict(pe.engine.config()); })
       .def_property_readonly(
-          "last_stats", [](const PyEngine& pe) { return stats_dict(pe.engine.last_stats()); },
+          "last_stats",
+          [](PyEngine& pe) {
+            GenerationStats s;
+            {
+              const py::gil_scoped_release nogil;
+              const std::lock_guard lock(pe.mu);  // not while another thread's call writes it
+              s = pe.engine.last_stats();
+            }
+            return stats_dict(s);
+          },
           "Timings and token counts of the last generate()")
       .def_property_readonly("load_seconds",
                              [](const PyEngine& pe) { return pe.engine.load_seconds(); })
       .def_property_readonly("weight_bytes",
                              [](const PyEngine& pe) { return pe.engine.weight_bytes(); })
-      .def("profile_report", [](const PyEngine& pe) { return pe.engine.profile_report(); })
+      .def("profile_report",
+           [](PyEngine& pe) {
+             const py::gil_scoped_release nogil;
+             const std::lock_guard lock(pe.mu);
+             return pe.engine.profile_report();
+           })
       .def("release_cache", [](PyEngine& pe) {
         const py::gil_scoped_release nogil;
         const std::lock_guard lock(pe.mu);

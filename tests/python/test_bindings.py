@@ -8,6 +8,7 @@ on the default model skip when it is not fetched, or fail where NANOINFER_REQUIR
 import json
 import os
 import tempfile
+import threading
 import unittest
 
 import nanoinfer
@@ -76,6 +77,24 @@ class TinyModel(unittest.TestCase):
                     pending.remove(s)
         for s, a in zip(streams, alone):
             self.assertEqual(s.output.token_ids, a.token_ids)
+
+    def test_threads_share_an_engine_one_call_at_a_time(self):
+        cases = self.ref["cases"]
+        alone = [self.engine.generate([c["prompt_ids"]], params=self.greedy_params(c))[0]
+                 for c in cases]
+        got = {}
+
+        def run(i):
+            c = cases[i % len(cases)]
+            got[i] = self.engine.generate([c["prompt_ids"]], params=self.greedy_params(c))[0]
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for i in range(6):
+            self.assertEqual(got[i].token_ids, alone[i % len(cases)].token_ids)
 
     def test_beam_search_returns_its_hypotheses_best_first(self):
         prompt = self.ref["cases"][0]["prompt_ids"]
