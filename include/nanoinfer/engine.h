@@ -49,10 +49,13 @@ struct EngineOptions {
   // picked, penalties and suppressed tokens included, the same tokens as the host sampler; beam
   // rows summarised to their best tokens for the search; off: all logits copied to the host).
   bool pick_on_device = true;
-  // A prompt whose leading blocks hold the same tokens as blocks that running requests' prompts
-  // have already computed takes those blocks instead of computing them again (a full cache
-  // only; --no-prefix-reuse: off). Outputs are unchanged where the backend is batch-invariant
-  // (the CPU); the CUDA backend's rounding may differ by the batch that computed a block.
+  // A prompt whose leading blocks hold the same tokens as blocks that earlier prompts computed
+  // takes those blocks instead of computing them again, while they are in the cache (held by a
+  // running request, or released and not yet taken for other tokens; each generate() call
+  // starts from an empty cache, submit()'s run keeps its cache). A request that would share
+  // blocks a prompt under way is still computing waits for them. A full cache only;
+  // --no-prefix-reuse: off. Outputs are unchanged where the backend is batch-invariant (the
+  // CPU); the CUDA backend's rounding may differ by the batch that computed a block.
   bool prefix_reuse = true;
   bool random_weights = false;  // a model of `config`'s shape with random weights
   std::string config;           // HF config.json for random_weights

@@ -317,7 +317,7 @@ RunContext Engine::Impl::run_context() {
           options.max_context,
           options.max_step_tokens,
           options.pick_on_device,
-          options.prefix_reuse,
+          options.prefix_reuse && options.sink_tokens < 0,  // an evicting cache shares no blocks
           group(),
           [this](const StepMessage& m) { send(m); }};
 }

@@ -72,6 +72,24 @@ size_t Run::add(const GenerationRequest& r, TokenCallback on_token, DoneCallback
   return id;
 }
 
+bool Run::waits_for_prefix(int64_t id) const {
+  if (!ctx_.prefix_reuse || id < 0) return false;
+  const GenerationRequest& req = requests_.at(static_cast<size_t>(id)).request;
+  if (req.params.num_beams > 1) return false;  // beams take no published blocks
+  const std::vector<int32_t>& p = req.prompt_ids;
+  const int bs = cache_.block_size();
+  for (const SampledRequest& r : sampled_) {
+    if (!r.out.token_ids.empty()) continue;  // its prompt is computed and published
+    const std::vector<int32_t>& q = r.request->prompt_ids;
+    // Whole blocks in common, one token of p always left to feed.
+    const size_t n = std::min(p.size() - 1, q.size());
+    const auto common =
+        static_cast<int>(std::mismatch(p.begin(), p.begin() + n, q.begin()).first - p.begin());
+    if (common >= bs && r.seq.fed < common / bs * bs) return true;
+  }
+  return false;
+}
+
 bool Run::step() {
   const ModelConfig& c = ctx_.config;
   const size_t V = static_cast<size_t>(c.vocab_size);
@@ -122,7 +140,11 @@ bool Run::step() {
     if (r.out.token_ids.empty()) run_sampled(r);
   for (BeamRequest& r : beamed_)
     if (!r.prefilled) run_beams(r);
-  for (int64_t i = sched_.admit(); i >= 0; i = sched_.admit()) {
+  // Requests start in order; one whose leading prompt blocks a prompt under way is computing
+  // waits (with those behind it) for the step after, and takes them then.
+  while (!waits_for_prefix(sched_.next_waiting())) {
+    const int64_t i = sched_.admit();
+    if (i < 0) break;
     const auto id = static_cast<size_t>(i);
     const GenerationRequest& req = requests_.at(id).request;
     if (req.params.num_beams > 1) {

@@ -58,6 +58,9 @@ class Run {
   size_t active() const { return requests_.size(); }
 
  private:
+  // Whether waiting request `id` shares whole prompt blocks with a prompt under way that has not
+  // computed them yet (prefix reuse: it starts once they are, and takes them).
+  bool waits_for_prefix(int64_t id) const;
   struct Entry {
     GenerationRequest request;
     TokenCallback on_token;

@@ -34,6 +34,10 @@ class Scheduler {
   // The next waiting request, started now, or -1 when none waits, its blocks do not fit yet, or
   // this step's budget is spent.
   int64_t admit();
+  // The id of the request admit() would consider next (-1: none waits).
+  int64_t next_waiting() const {
+    return waiting_.empty() ? -1 : static_cast<int64_t>(waiting_.front().first);
+  }
   // Its blocks return to the pool.
   void finish(size_t request);
 

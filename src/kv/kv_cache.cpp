@@ -56,8 +56,9 @@ void KvCache::clear() {
   next_id_ = 0;
   shared_ = 0;
   free_.clear();
-  free_.reserve(static_cast<size_t>(options_.num_blocks));
-  for (int b = options_.num_blocks - 1; b >= 0; --b) free_.push_back(b);
+  free_at_.resize(static_cast<size_t>(options_.num_blocks));
+  for (int b = 0; b < options_.num_blocks; ++b)
+    free_at_[static_cast<size_t>(b)] = free_.insert(free_.end(), b);
   holders_.assign(static_cast<size_t>(options_.num_blocks), 0);
   findable_.clear();
   published_.assign(static_cast<size_t>(options_.num_blocks), Published{});
@@ -72,7 +73,7 @@ void KvCache::release(int seq) {
   auto it = seqs_.find(seq);
   NI_ASSERT(it != seqs_.end());
   const std::vector<int32_t>& blocks = it->second.blocks;
-  for (size_t i = blocks.size(); i-- > 0;) drop_block(blocks[i]);  // the free list's old order
+  for (size_t i = blocks.size(); i-- > 0;) drop_block(blocks[i]);  // its first block last
   seqs_.erase(it);
 }
 
@@ -80,8 +81,9 @@ int32_t KvCache::take_block() {
   if (free_.empty())
     fail("KV cache is full (" + std::to_string(capacity_slots()) +
          " slots): lower the batch size or max new tokens, or give a larger --max-context");
-  const int32_t b = free_.back();
-  free_.pop_back();
+  const int32_t b = free_.front();
+  free_.pop_front();
+  unpublish(b);  // its entries are about to be overwritten
   holders_[static_cast<size_t>(b)] = 1;
   return b;
 }
@@ -93,7 +95,10 @@ void KvCache::drop_block(int32_t b) {
     --shared_;
     return;
   }
-  free_.push_back(b);
+  free_at_[static_cast<size_t>(b)] = free_.insert(free_.end(), b);  // still findable
+}
+
+void KvCache::unpublish(int32_t b) {
   Published& p = published_[static_cast<size_t>(b)];
   if (p.tokens.empty()) return;
   const auto [first, last] =
@@ -155,11 +160,15 @@ int KvCache::attach_prefix(int seq, const std::vector<int32_t>& tokens) {
     if (next.empty()) break;
     level = std::move(next);
   }
-  // One chain of the deepest level, back to its first block.
+  // One chain of the deepest level, back to its first block; released blocks are held again.
   for (int32_t b = level.front(); b >= 0; b = published_[static_cast<size_t>(b)].parent) {
     s.blocks.insert(s.blocks.begin(), b);
-    ++holders_[static_cast<size_t>(b)];
-    ++shared_;
+    int32_t& n = holders_[static_cast<size_t>(b)];
+    if (n == 0)
+      free_.erase(free_at_[static_cast<size_t>(b)]);
+    else
+      ++shared_;
+    ++n;
     s.length += bs;
   }
   s.published = static_cast<int>(s.blocks.size());

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <list>
 #include <map>
 #include <memory>
 #include <unordered_map>
@@ -69,9 +70,10 @@ class KvCache {
   // those tokens; attach_prefix gives an empty sequence the published blocks that hold the
   // longest prefix of `tokens` (whole blocks, at least one token left out for the step that
   // gives the logits), shared as beam forks share, and returns the tokens they hold. A block is
-  // findable while a sequence holds it. Matches are exact: a block is found by its own tokens
-  // and a parent found before it; of several copies of a prefix (computed by requests that
-  // started together) the longest chain is taken.
+  // findable while a sequence holds it and, once released, until it is taken for other tokens
+  // (the blocks released longest ago are taken first). Matches are exact: a block is found by its
+  // own tokens and a parent found before it; of several copies of a prefix (computed by requests
+  // that started together) the longest chain is taken.
   void publish_prefix(int seq, const std::vector<int32_t>& tokens, int computed);
   int attach_prefix(int seq, const std::vector<int32_t>& tokens);
   // Runs an op on the device memory only (a follower rank replaying rank 0's op).
@@ -109,6 +111,7 @@ class KvCache {
   static uint64_t prefix_key(int index, const int32_t* tokens, int n);
   int32_t take_block();
   void drop_block(int32_t b);
+  void unpublish(int32_t b);
   void evict(Seq& s, int count);
   void run(CacheOp op);
 
@@ -118,9 +121,13 @@ class KvCache {
   std::unique_ptr<RopePolicy> rope_;
   std::unique_ptr<CachePolicy> policy_;
   std::vector<KvLayer> layers_;
-  std::vector<int32_t> free_;
-  std::vector<int32_t> holders_;  // per block: the sequences holding it (0: free)
-  int64_t shared_ = 0;            // sum over blocks of (holders - 1)
+  // Blocks no sequence holds, the one released longest ago first; a published one stays
+  // findable here until it is taken. A sequence holds its blocks' parents too and releases its
+  // last block first, so a block is always taken before its parent is.
+  std::list<int32_t> free_;
+  std::vector<std::list<int32_t>::iterator> free_at_;  // per block: its place in free_ if free
+  std::vector<int32_t> holders_;                       // per block: the sequences holding it
+  int64_t shared_ = 0;                                 // sum over blocks of (holders - 1)
   std::map<int, Seq> seqs_;
   std::unordered_multimap<uint64_t, int32_t> findable_;  // key -> block
   std::vector<Published> published_;                     // per block (tokens empty: not)

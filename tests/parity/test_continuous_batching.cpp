@@ -182,8 +182,9 @@ GenerationRequest greedy_request(size_t len, int32_t first, int new_tokens) {
 }
 
 // Prefix reuse: requests that share a long system prompt (and one that repeats another whole)
-// compute its blocks once; each output is still the request's alone (the CPU backend computes a
-// row the same in any batch), and the prompt tokens computed plus those reused add up to all.
+// compute its blocks once, those that arrive together too; each output is still the request's
+// alone (the CPU backend computes a row the same in any batch), and the prompt tokens computed
+// plus those reused add up to all.
 TEST(PrefixReuse, ASharedPrefixIsComputedOnce) {
   EngineOptions opt;
   opt.model = test::data_path("models/gqa");
@@ -210,9 +211,38 @@ TEST(PrefixReuse, ASharedPrefixIsComputedOnce) {
     EXPECT_EQ(computed[i].token_ids, alone) << "request " << i;
   }
   EXPECT_EQ(without_stats.reused_prompt_tokens, 0);
-  EXPECT_GE(with_stats.reused_prompt_tokens, 64 * 4);  // four whole blocks of the system prompt
+  // The first request computes the system prompt (two steps: 40 tokens a step) while the
+  // others wait for it; then four take its four whole blocks, and the repeat of request 2 waits a
+  // step more for request 2's fifth block (83 tokens: five whole blocks, three left to feed).
+  EXPECT_EQ(with_stats.reused_prompt_tokens, 64 * 4 + 80);
   EXPECT_EQ(with_stats.prefill_tokens + with_stats.reused_prompt_tokens,
             without_stats.prefill_tokens);
+}
+
+// A cache with room for one request at a time: each request starts after the one before has
+// finished and released its blocks, and still takes the system prompt's blocks it left (released
+// blocks stay findable until taken for other tokens).
+TEST(PrefixReuse, ReleasedBlocksServeTheRequestsThatFollow) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  opt.max_context = 256;
+  opt.cache_tokens = 16 * 7;  // each request below needs six or seven blocks
+  Engine engine(opt);
+  opt.cache_tokens = 0;
+  Engine alone(opt);
+  const GenerationRequest system = greedy_request(70, 11, 0);
+  std::vector<GenerationRequest> reqs;
+  for (size_t i = 0; i < 4; ++i) {
+    GenerationRequest r = greedy_request(3 + 2 * i, 40 + static_cast<int32_t>(i), 6);
+    r.prompt_ids.insert(r.prompt_ids.begin(), system.prompt_ids.begin(), system.prompt_ids.end());
+    reqs.push_back(r);
+  }
+  const std::vector<GenerationOutput> out = engine.generate(reqs);
+  const GenerationStats& st = engine.last_stats();
+  for (const StepStats& step : st.steps) EXPECT_LE(step.sequences, 1);  // one at a time
+  EXPECT_EQ(st.reused_prompt_tokens, 3 * 64);  // the system prompt's four whole blocks, 3 times
+  for (size_t i = 0; i < reqs.size(); ++i)
+    EXPECT_EQ(out[i].token_ids, alone.generate({reqs[i]})[0].token_ids) << "request " << i;
 }
 
 // Online use: requests submitted while others run join the running batch; each one's streamed

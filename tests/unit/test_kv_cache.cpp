@@ -162,11 +162,42 @@ TEST(KvCachePrefix, PublishedBlocksAreSharedByTheSameLeadingTokens) {
   fresh.publish_prefix(e, tokens, 5);
   const int g = fresh.create_sequence();
   EXPECT_EQ(fresh.attach_prefix(g, tokens), 4);
-  // Released by every holder: no longer findable.
-  for (const int s : {a, b, c, d}) cache.release(s);
+}
+
+// Released blocks stay findable until they are taken for other tokens, the blocks released
+// longest ago first and a prompt's first block last: a later prompt takes what is left of it.
+TEST(KvCachePrefix, ReleasedBlocksStayFindableUntilTaken) {
+  Fixture f;
+  KvCache cache(*f.be, f.c, {kBlock, kBlocks, "post"});
+  std::vector<int32_t> tokens(13);
+  std::iota(tokens.begin(), tokens.end(), 100);
+  const int a = Fixture::filled(cache, 12, 1.0F);  // three full blocks
+  cache.publish_prefix(a, tokens, 12);
+  const std::vector<int32_t> chain = cache.blocks(a);
+  cache.release(a);
   EXPECT_EQ(cache.free_blocks(), kBlocks);
-  const int h = cache.create_sequence();
-  EXPECT_EQ(cache.attach_prefix(h, tokens), 0);
+  const int b = cache.create_sequence();
+  EXPECT_EQ(cache.attach_prefix(b, tokens), 12);  // held again, not shared
+  EXPECT_EQ(cache.blocks(b), chain);
+  EXPECT_EQ(cache.free_blocks(), kBlocks - 3);
+  EXPECT_EQ(cache.shared_blocks(), 0);
+  cache.release(b);
+  // Every other block is taken first; then the chain from its last block.
+  const int other = Fixture::filled(cache, (kBlocks - 3) * kBlock, 2.0F);
+  const int probe = cache.create_sequence();
+  EXPECT_EQ(cache.attach_prefix(probe, tokens), 12);
+  cache.release(probe);
+  const int one_more = Fixture::filled(cache, 1, 3.0F);
+  EXPECT_EQ(cache.blocks(one_more), std::vector<int32_t>{chain[2]});
+  const int c = cache.create_sequence();
+  EXPECT_EQ(cache.attach_prefix(c, tokens), 8);
+  cache.release(c);
+  const int two_more = Fixture::filled(cache, 2 * kBlock, 4.0F);
+  EXPECT_EQ(cache.blocks(two_more), (std::vector<int32_t>{chain[1], chain[0]}));
+  const int d = cache.create_sequence();
+  EXPECT_EQ(cache.attach_prefix(d, tokens), 0);
+  for (const int s : {other, one_more, two_more, d}) cache.release(s);
+  EXPECT_EQ(cache.free_blocks(), kBlocks);
 }
 
 // Requests that start together each compute the same prefix: parallel copies, one of them
