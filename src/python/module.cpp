@@ -128,10 +128,33 @@ std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& prompts, 
   std::vector<GenerationRequest> requests;
   for (size_t i = 0; i < items.size(); ++i)
     requests.push_back({prompt_ids(pe.engine, items[i], chat), ps[i]});
-  const py::gil_scoped_release nogil;
-  const std::lock_guard lock(pe.mu);
-  settle(pe);
-  return pe.engine.generate(requests);
+  // Ctrl-C (a signal handler that raises) stops the batch: each token looks for pending signals
+  // under the GIL, every request stops at its next token (beam searches run to their end), and
+  // the handler's exception is raised once the engine has returned.
+  bool interrupted = false;
+  PyObject *type = nullptr, *value = nullptr, *trace = nullptr;
+  const TokenCallback watch = [&](size_t, int32_t, const std::string&) {
+    if (!interrupted) {
+      const py::gil_scoped_acquire gil;
+      if (PyErr_CheckSignals() != 0) {
+        interrupted = true;
+        PyErr_Fetch(&type, &value, &trace);
+      }
+    }
+    return !interrupted;
+  };
+  std::vector<GenerationOutput> out;
+  {
+    const py::gil_scoped_release nogil;
+    const std::lock_guard lock(pe.mu);
+    settle(pe);
+    out = pe.engine.generate(requests, watch);
+  }
+  if (interrupted) {
+    PyErr_Restore(type, value, trace);
+    throw py::error_already_set();
+  }
+  return out;
 }
 
 // One request's text, piece by piece, as the engine produces it (a model without tokenizer has

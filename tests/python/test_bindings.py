@@ -5,6 +5,7 @@ Run by ctest with PYTHONPATH at the build's python/ folder and NI_TEST_DATA at t
 on the default model skip when it is not fetched, or fail where NANOINFER_REQUIRE_MODEL is set.
 """
 
+import _thread
 import json
 import os
 import tempfile
@@ -186,6 +187,15 @@ class TextModel(unittest.TestCase):
         self.assertNotEqual(a.token_ids, c.token_ids)
         with self.assertRaisesRegex(TypeError, "'role' and 'content'"):
             self.engine.generate([[{"content": "no role"}]])
+
+    def test_ctrl_c_stops_a_long_generate(self):
+        timer = threading.Timer(0.3, _thread.interrupt_main)
+        timer.start()
+        with self.assertRaises(KeyboardInterrupt):
+            self.engine.generate(["Tell me a story"] * 8, max_new_tokens=480, ignore_eos=True)
+        timer.join()
+        self.assertLess(self.engine.last_stats["decode_tokens"], 8 * 479)  # stopped early
+        self.assertEqual(len(self.engine.generate("x", max_new_tokens=2)[0].token_ids), 2)
 
     def test_a_closed_stream_stops_and_frees_the_engine(self):
         s = self.engine.stream("Tell me a story", max_new_tokens=40, ignore_eos=True)
