@@ -24,6 +24,7 @@ struct ServeArgs {
   std::string host = "127.0.0.1";
   int port = 8000;
   std::string name;
+  int http_threads = 0;  // 0: the server's default
 };
 
 void run_serve(ServeArgs& a) {
@@ -41,7 +42,8 @@ void run_serve(ServeArgs& a) {
                            : a.engine.model == "default"
                                ? std::string("SmolLM2-135M-Instruct")
                                : std::filesystem::path(a.engine.model).filename().string();
-  server::Server srv(engine, name);
+  server::Server srv(engine, name,
+                     a.http_threads > 0 ? a.http_threads : server::Server::kHttpThreads);
   const int port = srv.bind(a.host, a.port);
   std::fprintf(stderr,
                "nanoinfer: serving %s on http://%s:%d/v1 (KV cache of %d tokens, steps of at most "
@@ -73,6 +75,9 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--port", a->port, "port (default 8000; 0: any free one)")
       ->check(whole_number(0, 65535));
   cmd->add_option("--served-model-name", a->name, "the name /v1/models lists");
+  cmd->add_option("--http-threads", a->http_threads,
+                  "requests served at once, one HTTP thread each (default 512)")
+      ->check(whole_number(1, 65536));
   add_engine_flags(*cmd, a->engine, "KV cache slots shared by the requests (0 = 16 full contexts)");
   cmd->callback([a] { run_serve(*a); });
 }

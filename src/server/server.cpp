@@ -1,7 +1,9 @@
 #include "server/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
 #include <map>
 #include <vector>
@@ -51,15 +53,22 @@ std::string sse(const json& j) {
 
 }  // namespace
 
-Server::Server(Engine& engine, std::string model_name)
+Server::Server(Engine& engine, std::string model_name, int http_threads)
     : engine_(engine),
       model_name_(std::move(model_name)),
       http_(std::make_unique<httplib::Server>()) {
+  if (http_threads < 1) fail("the server needs at least one HTTP thread");
+  // cpp-httplib's default pool (cores - 1, at least 8) would cap the requests in the running
+  // batch at that many.
+  http_->new_task_queue = [http_threads] {
+    return new httplib::ThreadPool(static_cast<size_t>(http_threads));
+  };
   // SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, with which a second server on a
   // port in use would start and share it instead of failing.
-  http_->set_socket_options([](int sock) {
+  http_->set_socket_options([this](int sock) {
     const int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
+    listen_fd_ = sock;
   });
   http_->Get("/health", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("{\"status\":\"ok\"}", "application/json");
@@ -155,18 +164,33 @@ int Server::bind(const std::string& host, int port) {
   const bool ok =
       port == 0 ? (port = http_->bind_to_any_port(host)) > 0 : http_->bind_to_port(host, port);
   if (!ok) fail("cannot listen on " + host + ":" + std::to_string(port));
+  // cpp-httplib listens with a backlog of 5: of many clients connecting at once, the others
+  // would lose their connection.
+  if (::listen(listen_fd_, SOMAXCONN) != 0) fail("cannot listen on " + host);
   return port;
 }
 
 void Server::run() {
+  {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_) return;
+    listening_ = true;
+  }
   http_->listen_after_bind();
+  listening_ = false;
 }
 
 void Server::stop() {
+  {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+    wake_.notify_all();
+  }
+  // cpp-httplib ignores a stop that comes before its loop has started: wait for the loop (or for
+  // run() to have returned).
+  while (listening_ && !http_->is_running())
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   http_->stop();
-  const std::lock_guard<std::mutex> lock(mutex_);
-  stopping_ = true;
-  wake_.notify_all();
 }
 
 void Server::submit(const std::shared_ptr<Job>& job) {
@@ -216,6 +240,7 @@ void Server::engine_loop() {
       }
     }
     if (live.empty()) continue;
+    peak_requests_ = std::max<size_t>(peak_requests_, live.size());
     try {
       engine_.step();
     } catch (const std::exception& e) {

@@ -25,8 +25,10 @@ struct Job;
 
 class Server {
  public:
-  // model_name: what /v1/models lists and responses name.
-  Server(Engine& engine, std::string model_name);
+  // model_name: what /v1/models lists and responses name. http_threads: requests served at
+  // once (each waits for its tokens on an HTTP thread; more wait for a thread).
+  Server(Engine& engine, std::string model_name, int http_threads = kHttpThreads);
+  static constexpr int kHttpThreads = 512;
   ~Server();  // stops
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -38,6 +40,8 @@ class Server {
   void stop();
   // Requests stopped early because their client went away.
   uint64_t stopped_by_client() const { return stopped_by_client_; }
+  // The most requests the engine held at once (running or waiting for room).
+  size_t peak_requests() const { return peak_requests_; }
 
  private:
   void engine_loop();
@@ -50,9 +54,12 @@ class Server {
   std::condition_variable wake_;
   std::deque<std::shared_ptr<Job>> inbox_;
   bool stopping_ = false;
+  int listen_fd_ = -1;                  // the listening socket
+  std::atomic<bool> listening_{false};  // run() is in (or about to enter) the HTTP loop
   std::string broken_;  // set when a step failed: every later request gets this error
   std::atomic<uint64_t> next_id_{0};
   std::atomic<uint64_t> stopped_by_client_{0};
+  std::atomic<size_t> peak_requests_{0};
   std::thread engine_thread_;
 };
 

@@ -52,15 +52,21 @@ EngineOptions model_options() {
 class ServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    serving_ = std::make_unique<Engine>(model_options());
     alone_ = std::make_unique<Engine>(model_options());
-    server_ = std::make_unique<server::Server>(*serving_, "tiny");
-    port_ = server_->bind("127.0.0.1", 0);
-    thread_ = std::thread([this] { server_->run(); });
+    start(model_options(), server::Server::kHttpThreads);
   }
   void TearDown() override {
     server_->stop();
     thread_.join();
+  }
+  // A new server (the one running stops first).
+  void start(const EngineOptions& o, int http_threads) {
+    if (server_) TearDown();
+    server_.reset();
+    serving_ = std::make_unique<Engine>(o);
+    server_ = std::make_unique<server::Server>(*serving_, "tiny", http_threads);
+    port_ = server_->bind("127.0.0.1", 0);
+    thread_ = std::thread([this] { server_->run(); });
   }
   httplib::Client client() const {
     httplib::Client c("127.0.0.1", port_);
@@ -69,7 +75,7 @@ class ServerTest : public ::testing::Test {
   }
   json post(const std::string& path, const json& body, int want_status = 200) const {
     const httplib::Result r = client().Post(path, body.dump(), "application/json");
-    EXPECT_TRUE(r) << "no response";
+    EXPECT_TRUE(r) << "no response: " << httplib::to_string(r.error());
     if (!r) return {};
     EXPECT_EQ(r->status, want_status) << r->body;
     return json::parse(r->body);
@@ -185,6 +191,33 @@ TEST_F(ServerTest, ChatUsesTheTemplate) {
   EXPECT_EQ(r["choices"][0]["message"]["role"], "assistant");
   EXPECT_EQ(r["choices"][0]["message"]["content"], want.text);
   EXPECT_EQ(r["choices"][0]["token_ids"].get<std::vector<int32_t>>(), want.token_ids);
+}
+
+// Clients at once are all in the running batch, beyond cpp-httplib's default pool (cores - 1, at
+// least 8, HTTP threads); with http_threads 2, two at a time and the others wait their turn.
+TEST_F(ServerTest, TheRequestsServedAtOnceAreTheHttpThreads) {
+  EngineOptions o = model_options();
+  o.cache_tokens = 48 * 9 * 16;  // room for every request below at once
+  for (const int threads : {server::Server::kHttpThreads, 2}) {
+    start(o, threads);
+    const int n = threads == 2 ? 6 : 48;
+    std::vector<json> got(static_cast<size_t>(n));
+    std::vector<std::thread> clients;
+    for (int i = 0; i < n; ++i)
+      clients.emplace_back([&, i] {
+        got[static_cast<size_t>(i)] = post("/v1/completions", {{"prompt", {5, 6, 7 + i}},
+                                                               {"max_tokens", 120},
+                                                               {"temperature", 0},
+                                                               {"ignore_eos", true}});
+      });
+    for (std::thread& t : clients) t.join();
+    for (int i = 0; i < n; ++i)
+      EXPECT_EQ(got[static_cast<size_t>(i)]["usage"]["completion_tokens"], 120) << "client " << i;
+    if (threads == 2)
+      EXPECT_EQ(server_->peak_requests(), 2U);
+    else
+      EXPECT_GE(server_->peak_requests(), 24U) << "most of the 48 clients shared steps";
+  }
 }
 
 // Eight clients at once: their requests share steps (the cache holds about four of them), and
