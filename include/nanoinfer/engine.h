@@ -49,8 +49,9 @@ struct EngineOptions {
   // picked, penalties and suppressed tokens included, the same tokens as the host sampler; beam
   // rows summarised to their best tokens for the search; off: all logits copied to the host).
   bool pick_on_device = true;
-  // A prompt whose leading blocks hold the same tokens as blocks that earlier prompts computed
-  // takes those blocks instead of computing them again, while they are in the cache (held by a
+  // A prompt whose leading blocks hold the same tokens as blocks that earlier requests computed
+  // (their prompts, and once they finish their generated tokens too: a chat's next turn) takes
+  // those blocks instead of computing them again, while they are in the cache (held by a
   // running request, or released and not yet taken for other tokens; each generate() call
   // starts from an empty cache, submit()'s run keeps its cache). A request that would share
   // blocks a prompt under way is still computing waits for them. A full cache only;
@@ -79,6 +80,9 @@ struct GenerationOutput {
   // returns them), with their length-penalised scores; token_ids is the first.
   std::vector<std::vector<int32_t>> sequences;
   std::vector<float> scores;
+  // Leading prompt tokens whose KV entries were taken from the cache instead of being computed
+  // (prefix reuse; OpenAI's usage.prompt_tokens_details.cached_tokens).
+  int reused_prompt_tokens = 0;
 };
 
 struct StepStats {

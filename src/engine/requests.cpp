@@ -19,7 +19,8 @@ SampledRequest::SampledRequest(size_t index, const GenerationRequest& req, KvCac
   if (tok != nullptr) detok = std::make_unique<IncrementalDetokenizer>(*tok, true);
 }
 
-bool SampledRequest::accept(int32_t token, KvCache& cache, const TokenCallback& on_token) {
+bool SampledRequest::accept(int32_t token, KvCache& cache, const TokenCallback& on_token,
+                            bool publish) {
   const std::string piece = detok ? detok->push(token) : std::string();
   sampling::StopDecision d = stop.on_token(token, piece);
   out.token_ids.push_back(token);  // an ending EOS too, as HF generate() returns it
@@ -34,6 +35,11 @@ bool SampledRequest::accept(int32_t token, KvCache& cache, const TokenCallback& 
                       : d.reason == sampling::StopReason::kMaxTokens ? "length"
                                                                      : "stop";
   seq.done = true;
+  if (publish) {  // the cache holds every token fed: the prompt and all samples but this last one
+    std::vector<int32_t> fed = request->prompt_ids;
+    fed.insert(fed.end(), out.token_ids.begin(), out.token_ids.end() - 1);
+    cache.publish_prefix(seq.cache_id, fed, seq.fed);
+  }
   cache.release(seq.cache_id);
   return false;
 }

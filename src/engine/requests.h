@@ -21,8 +21,9 @@ std::vector<int32_t> eos_for(const GenerationRequest& req, const std::vector<int
 struct SampledRequest {
   SampledRequest(size_t index, const GenerationRequest& req, KvCache& cache,
                  const std::vector<int32_t>& eos, const Tokenizer* tok);
-  // Takes the sampled token; returns false when the request has finished.
-  bool accept(int32_t token, KvCache& cache, const TokenCallback& on_token);
+  // Takes the sampled token; returns false when the request has finished, its blocks given back
+  // to the cache (with `publish`, findable by their tokens, prompt and generated ones).
+  bool accept(int32_t token, KvCache& cache, const TokenCallback& on_token, bool publish);
 
   const GenerationRequest* request;
   SeqState seq;

@@ -157,6 +157,7 @@ bool Run::step() {
         const int reused = cache_.attach_prefix(s.cache_id, req.prompt_ids);
         s.pending.erase(s.pending.begin(), s.pending.begin() + reused);
         s.fed = reused;
+        sampled_.back().out.reused_prompt_tokens = reused;
         stats_.reused_prompt_tokens += reused;
       }
       run_sampled(sampled_.back());
@@ -232,7 +233,7 @@ bool Run::step() {
     }
     for (size_t r = 0; r < live_sampled.size(); ++r) {
       SampledRequest& s = *live_sampled[r];
-      if (!s.accept(tokens_[r], cache_, requests_.at(s.seq.request).on_token))
+      if (!s.accept(tokens_[r], cache_, requests_.at(s.seq.request).on_token, ctx_.prefix_reuse))
         finished.push_back(s.seq.request);
     }
   }

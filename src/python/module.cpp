@@ -340,6 +340,7 @@ PYBIND11_MODULE(nanoinfer, m) {
       .def_readonly("finish_reason", &GenerationOutput::finish_reason)
       .def_readonly("sequences", &GenerationOutput::sequences)
       .def_readonly("scores", &GenerationOutput::scores)
+      .def_readonly("reused_prompt_tokens", &GenerationOutput::reused_prompt_tokens)
       .def("__repr__", [](const GenerationOutput& o) {
         return "GenerationOutput(" + std::to_string(o.token_ids.size()) +
                " tokens, finish_reason='" + o.finish_reason +

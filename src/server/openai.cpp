@@ -118,7 +118,8 @@ json response(const ApiRequest& r, const ResponseId& id, const GenerationOutput&
           {"usage",
            {{"prompt_tokens", prompt},
             {"completion_tokens", completion},
-            {"total_tokens", prompt + completion}}}};
+            {"total_tokens", prompt + completion},
+            {"prompt_tokens_details", {{"cached_tokens", out.reused_prompt_tokens}}}}}};
 }
 
 json chunk(const ApiRequest& r, const ResponseId& id, const std::string& text,

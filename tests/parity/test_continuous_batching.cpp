@@ -241,8 +241,47 @@ TEST(PrefixReuse, ReleasedBlocksServeTheRequestsThatFollow) {
   const GenerationStats& st = engine.last_stats();
   for (const StepStats& step : st.steps) EXPECT_LE(step.sequences, 1);  // one at a time
   EXPECT_EQ(st.reused_prompt_tokens, 3 * 64);  // the system prompt's four whole blocks, 3 times
-  for (size_t i = 0; i < reqs.size(); ++i)
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_EQ(out[i].reused_prompt_tokens, i == 0 ? 0 : 64) << "request " << i;
     EXPECT_EQ(out[i].token_ids, alone.generate({reqs[i]})[0].token_ids) << "request " << i;
+  }
+}
+
+// A conversation's next turn starts with the last turn's prompt and reply. Once that request has
+// finished, the blocks its generated tokens filled are found as its prompt's are, by a request
+// submitted later to the same run (a chat, a server); the output is still the turn's alone.
+TEST(PrefixReuse, AFinishedRequestsReplyServesTheNextTurn) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  opt.max_context = 256;
+  Engine alone(opt);
+  opt.cache_tokens = 16 * 12;
+  Engine engine(opt);
+  opt.prefix_reuse = false;
+  Engine cold(opt);
+  auto run = [](Engine& e, const GenerationRequest& r) {
+    GenerationOutput out;
+    e.submit(r, nullptr, [&out](size_t, GenerationOutput&& o) { out = std::move(o); });
+    while (e.step()) {
+    }
+    return out;
+  };
+  GenerationRequest turn = greedy_request(37, 5, 20);
+  for (int t = 0; t < 3; ++t) {
+    const GenerationOutput reply = run(engine, turn);
+    const GenerationOutput reply_cold = run(cold, turn);
+    EXPECT_EQ(reply.token_ids, alone.generate({turn})[0].token_ids) << "turn " << t;
+    EXPECT_EQ(reply.token_ids, reply_cold.token_ids) << "turn " << t;
+    EXPECT_EQ(reply_cold.reused_prompt_tokens, 0);
+    // The turn before fed its prompt and all its tokens but the last: its whole blocks are
+    // taken (37 + 19 = 56 tokens: 3 blocks; then 37 + 20 + 9 + 19 = 85: 5 blocks; the first
+    // turn finds nothing).
+    EXPECT_EQ(reply.reused_prompt_tokens, t == 0 ? 0 : t == 1 ? 48 : 80) << "turn " << t;
+    turn.prompt_ids.insert(turn.prompt_ids.end(), reply.token_ids.begin(), reply.token_ids.end());
+    const GenerationRequest message = greedy_request(9, 60 + t, 0);
+    turn.prompt_ids.insert(turn.prompt_ids.end(), message.prompt_ids.begin(),
+                           message.prompt_ids.end());
+  }
 }
 
 // Online use: requests submitted while others run join the running batch; each one's streamed

@@ -178,6 +178,19 @@ class TextModel(unittest.TestCase):
         s = self.engine.stream("Once upon a time", stop=[stop], **kw)
         self.assertEqual("".join(s), cut.text)
 
+    def test_a_streams_next_turn_takes_the_last_turns_blocks(self):
+        kw = dict(max_new_tokens=20, ignore_eos=True)
+        prompt = [100 + 7 * i for i in range(40)]
+        first = self.engine.stream(prompt, **kw)
+        list(first)
+        self.assertEqual(first.output.reused_prompt_tokens, 0)
+        turn = prompt + first.output.token_ids + [7, 8, 9]
+        second = self.engine.stream(turn, **kw)
+        list(second)
+        # The first turn's cache held 40 + 19 tokens: three whole blocks of 16.
+        self.assertEqual(second.output.reused_prompt_tokens, 48)
+        self.assertEqual(second.output.token_ids, self.engine.generate([turn], **kw)[0].token_ids)
+
     def test_chat_messages_and_chat_text_are_the_same_prompt(self):
         kw = dict(max_new_tokens=6, ignore_eos=True)
         messages = [{"role": "user", "content": "Hi there"}]

@@ -147,6 +147,28 @@ TEST_F(ServerTest, CompletionIsTheEnginesOutput) {
   EXPECT_EQ(by_ids["choices"][0]["token_ids"], r["choices"][0]["token_ids"]);
 }
 
+// A request that starts with an earlier one's prompt and reply (a conversation's next turn) takes
+// their whole blocks from the cache, and its usage says how many prompt tokens that was.
+TEST_F(ServerTest, UsageCountsThePromptTokensTakenFromTheCache) {
+  std::vector<int32_t> ids;
+  for (int32_t i = 0; i < 40; ++i) ids.push_back(100 + 7 * i);
+  const json first =
+      post("/v1/completions",
+           {{"prompt", ids}, {"max_tokens", 20}, {"temperature", 0}, {"ignore_eos", true}});
+  EXPECT_EQ(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+  const auto reply = first["choices"][0]["token_ids"].get<std::vector<int32_t>>();
+  ASSERT_EQ(reply.size(), 20U);
+  std::vector<int32_t> next = ids;
+  next.insert(next.end(), reply.begin(), reply.end());
+  next.insert(next.end(), {7, 8, 9});
+  const json second =
+      post("/v1/completions", {{"prompt", next}, {"max_tokens", 6}, {"temperature", 0}});
+  // The first request's cache held 40 + 19 tokens (not its last): three whole blocks of 16.
+  EXPECT_EQ(second["usage"]["prompt_tokens_details"]["cached_tokens"], 48);
+  EXPECT_EQ(second["choices"][0]["token_ids"].get<std::vector<int32_t>>(),
+            alone(next, 6).token_ids);
+}
+
 TEST_F(ServerTest, StreamAddsUpToTheWholeResponse) {
   const json body = {
       {"prompt", "Once upon a time"}, {"max_tokens", 10}, {"temperature", 0}, {"ignore_eos", true}};
