@@ -191,23 +191,12 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--prompts-file", a->prompts_file, "one prompt per line");
   cmd->add_option("--prompt-ids", a->prompt_ids, "a prompt as comma-separated token ids (repeat)")
       ->allow_extra_args(false);
-  cmd->add_option("--max-new-tokens", p.max_new_tokens, "tokens to generate per prompt")
-      ->check(whole_number(1));
-  cmd->add_option("--temperature", p.temperature, "0 = greedy");
-  cmd->add_option("--top-k", p.top_k, "keep the k most likely tokens (0 = off)");
-  cmd->add_option("--top-p", p.top_p, "nucleus: smallest set with this much probability (1 = off)");
-  cmd->add_option("--min-p", p.min_p, "drop tokens below min_p * the top probability (0 = off)");
-  cmd->add_option("--repetition-penalty", p.repetition_penalty, "HF repetition penalty (1 = off)");
-  cmd->add_option("--presence-penalty", p.presence_penalty, "OpenAI presence penalty");
-  cmd->add_option("--frequency-penalty", p.frequency_penalty, "OpenAI frequency penalty");
-  cmd->add_option("--seed", p.seed, "sampling seed")->check(whole_number(0, UINT64_MAX));
+  add_sampling_flags(*cmd, p, "tokens to generate per prompt");
   cmd->add_option("--num-beams", p.num_beams, "beam search with this many beams (1 = off)");
   cmd->add_option("--length-penalty", p.length_penalty, "beam score = logprob / length^penalty");
   cmd->add_option("--early-stopping", a->early_stopping, "beam search: true | false | never")
       ->check(CLI::IsMember({"true", "false", "never"}));
   cmd->add_option("--num-return-sequences", p.num_return_sequences, "beams to return");
-  cmd->add_option("--stop", p.stop, "stop when this text appears (repeatable)")
-      ->allow_extra_args(false);
   cmd->add_flag("--ignore-eos", p.ignore_eos, "keep generating past EOS");
   cmd->add_flag("--chat", a->chat, "apply the model's chat template");
   cmd->add_flag("--json", a->json, "print one JSON object");

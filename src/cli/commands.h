@@ -17,6 +17,8 @@ void add_generate_command(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_serve_command(CLI::App& app);
+void add_chat_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
 
 // Whole numbers in [lo, hi]: CLI11's own checks print ranges of doubles and accept "-5" for an
 // unsigned seed.
@@ -25,6 +27,10 @@ CLI::Validator whole_number(unsigned long long lo, unsigned long long hi = INT32
 // The engine's flags that generate and serve share (model, backend, dtype, context, cache, step
 // cap, prefix reuse, graphs, warm-up, random weights); cache_help says what --cache-tokens 0 does.
 void add_engine_flags(CLI::App& cmd, EngineOptions& e, const std::string& cache_help);
+
+// The sampling flags that generate and chat share (max new tokens, temperature, top-k/p, min-p,
+// penalties, seed, stop strings); max_new_help says what --max-new-tokens counts.
+void add_sampling_flags(CLI::App& cmd, SamplingParams& p, const std::string& max_new_help);
 
 // "1,2,3" -> ids; throws Error naming `flag` on anything else.
 std::vector<int32_t> parse_ids(const std::string& list, const std::string& flag);

@@ -1,4 +1,5 @@
-// The flags of the engine's options that several commands take.
+// The flags of the engine's options and of sampling that several commands take.
+#include <cstdint>
 #include <string>
 
 #include "cli/commands.h"
@@ -47,6 +48,20 @@ void add_engine_flags(CLI::App& cmd, EngineOptions& e, const std::string& cache_
   cmd.add_flag("--random-weights", e.random_weights,
                "random weights of --config's shape (--model then only supplies the tokenizer)");
   cmd.add_option("--config", e.config, "HF config.json for --random-weights");
+}
+
+void add_sampling_flags(CLI::App& cmd, SamplingParams& p, const std::string& max_new_help) {
+  cmd.add_option("--max-new-tokens", p.max_new_tokens, max_new_help)->check(whole_number(1));
+  cmd.add_option("--temperature", p.temperature, "0 = greedy");
+  cmd.add_option("--top-k", p.top_k, "keep the k most likely tokens (0 = off)");
+  cmd.add_option("--top-p", p.top_p, "nucleus: smallest set with this much probability (1 = off)");
+  cmd.add_option("--min-p", p.min_p, "drop tokens below min_p * the top probability (0 = off)");
+  cmd.add_option("--repetition-penalty", p.repetition_penalty, "HF repetition penalty (1 = off)");
+  cmd.add_option("--presence-penalty", p.presence_penalty, "OpenAI presence penalty");
+  cmd.add_option("--frequency-penalty", p.frequency_penalty, "OpenAI frequency penalty");
+  cmd.add_option("--seed", p.seed, "sampling seed")->check(whole_number(0, UINT64_MAX));
+  cmd.add_option("--stop", p.stop, "stop when this text appears (repeatable)")
+      ->allow_extra_args(false);
 }
 
 }  // namespace nanoinfer::cli

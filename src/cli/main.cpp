@@ -1,5 +1,5 @@
-// nanoinfer command line: generate | info | tokenize | serve. Every user error ends as one clear
-// line on stderr and a non-zero exit.
+// nanoinfer command line: generate | chat | serve | bench | info | tokenize. Every user error ends
+// as one clear line on stderr and a non-zero exit.
 #include <cstdio>
 #include <exception>
 #include <functional>
@@ -27,6 +27,8 @@ int main(int argc, char** argv) {
   nanoinfer::cli::add_info_command(app);
   nanoinfer::cli::add_tokenize_command(app);
   nanoinfer::cli::add_serve_command(app);
+  nanoinfer::cli::add_chat_command(app);
+  nanoinfer::cli::add_bench_command(app);
   try {
     // CLI11 would only say that a subcommand is required.
     const std::string first = argc > 1 ? argv[1] : "-";
@@ -35,7 +37,8 @@ int main(int argc, char** argv) {
     };
     if (first[0] != '-' && std::as_const(app).get_subcommands(named).empty()) {
       std::fprintf(stderr,
-                   "nanoinfer: unknown command '%s' (expected generate, info, tokenize or serve)\n",
+                   "nanoinfer: unknown command '%s' (expected generate, chat, serve, bench, info "
+                   "or tokenize)\n",
                    argv[1]);
       return failed(2);
     }

@@ -9,8 +9,13 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "nanoinfer/engine.h"
+#include "nanoinfer/tokenizer.h"
 #include "test_paths.h"
 
 namespace nanoinfer {
@@ -21,9 +26,12 @@ struct CliRun {
   std::string out, err;
 };
 
-CliRun run_cli(const std::string& args) {
+// Runs the CLI with `input` as its standard input.
+CliRun run_cli(const std::string& args, const std::string& input = "") {
   const std::string err_file = ::testing::TempDir() + "/nanoinfer_cli_stderr.txt";
-  const std::string cmd = std::string(NI_CLI) + " " + args + " 2>" + err_file;
+  const std::string in_file = ::testing::TempDir() + "/nanoinfer_cli_stdin.txt";
+  std::ofstream(in_file) << input;
+  const std::string cmd = std::string(NI_CLI) + " " + args + " <" + in_file + " 2>" + err_file;
   CliRun r;
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return r;
@@ -91,6 +99,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadArgs{"unwritable_memory_trace",
                 "generate --model " + kTiny + " --prompt-ids 1 --memory-trace /nonexistent/d/t.csv",
                 "/nonexistent/d/t.csv: cannot write the memory trace"},
+        BadArgs{"bench_beyond_the_context", "bench --model " + kTiny + " --prompt-tokens 100000",
+                "exceeds the context"},
+        BadArgs{"chat_without_tokenizer", "chat --model " + kTiny,
+                "chat needs a model with a tokenizer"},
         BadArgs{"missing_tokenizer_file", "tokenize --tokenizer /nonexistent.json --text hi",
                 "/nonexistent.json"}),
     [](const auto& info) { return std::string(info.param.name); });
@@ -221,6 +233,111 @@ TEST(Cli, BeamsFromPromptIdsWithoutATokenizer) {
                                " --max-new-tokens 4 --ignore-eos");
   ASSERT_EQ(plain.code, 0) << plain.err;
   EXPECT_NE(plain.out.find("--- beam 1 (score"), std::string::npos) << plain.out;
+}
+
+// `bench`: every run computes the prompts and new tokens asked, and the median is one of them.
+TEST(Cli, BenchReportsEveryRunAndTheirMedian) {
+  const CliRun r = run_cli("bench --model " + kTiny +
+                           " --prompt-tokens 20 --new-tokens 6 --batch 2 --runs 3 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["batch"], 2);
+  EXPECT_EQ(j["prompt_tokens"], 20);
+  ASSERT_EQ(j["runs"].size(), 3U);
+  std::vector<double> decode;
+  for (const auto& run : j["runs"]) {
+    EXPECT_GT(run["prefill_ms"].get<double>(), 0.0);
+    EXPECT_GT(run["prefill_tokens_per_s"].get<double>(), 0.0);
+    decode.push_back(run["decode_tokens_per_s"].get<double>());
+  }
+  std::sort(decode.begin(), decode.end());
+  EXPECT_GT(decode[0], 0.0);
+  EXPECT_EQ(j["median"]["decode_tokens_per_s"].get<double>(), decode[1]);
+  EXPECT_GT(j["weight_bytes"].get<int64_t>(), 0);
+  // Without --json: a table on stdout, a line per run on stderr.
+  const CliRun table =
+      run_cli("bench --model " + kTiny + " --prompt-tokens 8 --new-tokens 3 --runs 2");
+  ASSERT_EQ(table.code, 0) << table.err;
+  EXPECT_NE(table.out.find("median of 2 runs"), std::string::npos) << table.out;
+  EXPECT_NE(table.err.find("run 2: prefill"), std::string::npos) << table.err;
+}
+
+// `chat` on the default model: each line is a turn; each reply is the model's greedy answer to
+// the whole history through the chat template (the library's generate() on the same ids), and a
+// turn takes the previous turns' blocks from the cache (--stats) without changing a token.
+TEST(Cli, ChatRepliesToTheWholeConversation) {
+  const std::string model = test::default_model_path();
+  if (model.empty()) GTEST_SKIP() << "default model not fetched (make model)";
+  const std::vector<std::string> turns = {"What is the capital of France?", "And of Germany?",
+                                          "/reset", "Name a color."};
+  std::string input;
+  for (const std::string& t : turns) input += t + "\n";
+  const std::string args = "chat --model " + model + " --max-new-tokens 24 --stats";
+  const CliRun r = run_cli(args, input);
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::vector<std::string> replies;
+  std::istringstream out(r.out);
+  for (std::string line; std::getline(out, line);) replies.push_back(line);
+  ASSERT_EQ(replies.size(), 3U) << r.out;
+
+  EngineOptions opt;
+  opt.model = model;
+  Engine engine(opt);
+  const Tokenizer& tok = *engine.tokenizer();
+  std::vector<ChatMessage> history;
+  std::vector<int> prompt_tokens;
+  size_t reply = 0;
+  for (const std::string& t : turns) {
+    if (t == "/reset") {
+      history.clear();
+      continue;
+    }
+    history.push_back({"user", t});
+    GenerationRequest req{tok.encode(tok.apply_chat_template(history, true), false), {}};
+    req.params.max_new_tokens = 24;
+    const GenerationOutput want = engine.generate({req})[0];
+    EXPECT_EQ(replies.at(reply++), want.text) << "turn: " << t;
+    history.push_back({"assistant", want.text});
+    prompt_tokens.push_back(static_cast<int>(req.prompt_ids.size()));
+  }
+  // One stats line a reply: the second turn takes the first's blocks (its prompt and reply); after
+  // /reset the third starts over and takes only the template's opening blocks (the default
+  // system prompt).
+  std::vector<std::pair<int, int>> stats;  // (prompt tokens, from the cache)
+  std::istringstream err(r.err);
+  for (std::string line; std::getline(err, line);) {
+    int prompt = 0, cached = 0;
+    if (std::sscanf(line.c_str(), "[prompt %d tokens, %d of them from the cache", &prompt,
+                    &cached) == 2)
+      stats.emplace_back(prompt, cached);
+  }
+  ASSERT_EQ(stats.size(), 3U) << r.err;
+  for (size_t i = 0; i < stats.size(); ++i) EXPECT_EQ(stats[i].first, prompt_tokens[i]);
+  EXPECT_EQ(stats[0].second, 0);
+  EXPECT_GE(stats[1].second, prompt_tokens[0] / 16 * 16);
+  EXPECT_GT(stats[1].second, stats[2].second);
+  EXPECT_GT(stats[2].second, 0);
+  EXPECT_NE(r.err.find("[conversation cleared]"), std::string::npos);
+  // Without prefix reuse: the same replies.
+  EXPECT_EQ(run_cli(args + " --no-prefix-reuse", input).out, r.out);
+}
+
+// A history longer than the context loses its oldest turns; a message that cannot fit alone is
+// not sent, and the conversation goes on.
+TEST(Cli, ChatDropsTheOldestTurnsToFitTheContext) {
+  const std::string model = test::default_model_path();
+  if (model.empty()) GTEST_SKIP() << "default model not fetched (make model)";
+  std::string too_long;  // over 100 tokens
+  for (int i = 0; i < 60; ++i) too_long += " w" + std::to_string(i);
+  const std::string input = "Hi!\nWhat is 2 + 2?\nAnd 3 + 3?\n" + too_long + "\nThanks.\n";
+  const CliRun r =
+      run_cli("chat --model " + model + " --max-new-tokens 16 --max-context 100", input);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 4) << r.out;  // four replies
+  EXPECT_NE(r.err.find("[the oldest turn was dropped to fit the context]"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("[message not sent: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("exceeds the context of 100 positions"), std::string::npos) << r.err;
 }
 
 }  // namespace

@@ -1,0 +1,172 @@
+// `nanoinfer chat`: a conversation on the terminal. Each line read is the user's next message;
+// the whole history goes through the model's chat template and the reply streams to stdout. The
+// turns run on the engine's submit() / step() loop, whose KV cache lasts, so a turn takes the
+// blocks that the previous turns' prompts and replies filled (prefix reuse) and computes only
+// what is new. The oldest turns are dropped when the history no longer fits the context.
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "dist/communicator.h"
+#include "nanoinfer/engine.h"
+#include "nanoinfer/tokenizer.h"
+#include "util/error.h"
+
+namespace nanoinfer::cli {
+namespace {
+
+struct ChatArgs {
+  EngineOptions engine;
+  SamplingParams params;
+  std::string system;
+  bool stats = false;
+};
+
+// Ctrl-C while a reply streams ends that reply (the conversation goes on); at the prompt it ends
+// the program as usual.
+volatile std::sig_atomic_t interrupted = 0;
+extern "C" void on_interrupt(int /*signal*/) {
+  interrupted = 1;
+}
+
+double ms_between(std::chrono::steady_clock::time_point a,
+                  std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+// Runs one turn to its end, printing the reply as it comes; nullopt (and why in `refused`) when
+// the engine refuses the request (the history too long for the context or the cache).
+std::optional<GenerationOutput> reply(Engine& engine, const GenerationRequest& request, bool stats,
+                                      std::string& refused) {
+  GenerationOutput out;
+  bool done = false;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto first = t0;
+  size_t tokens = 0;
+  TokenCallback on_token = [&](size_t, int32_t, const std::string& piece) {
+    if (tokens++ == 0) first = std::chrono::steady_clock::now();
+    std::fputs(piece.c_str(), stdout);
+    std::fflush(stdout);
+    return interrupted == 0;
+  };
+  DoneCallback on_done = [&](size_t, GenerationOutput&& o) {
+    out = std::move(o);
+    done = true;
+  };
+  try {
+    engine.submit(request, on_token, on_done);
+  } catch (const Error& e) {
+    refused = e.what();
+    return std::nullopt;
+  }
+  interrupted = 0;
+  std::signal(SIGINT, on_interrupt);
+  while (!done && engine.step()) {
+  }
+  std::signal(SIGINT, SIG_DFL);
+  std::printf("\n");
+  std::fflush(stdout);
+  if (stats) {
+    const auto end = std::chrono::steady_clock::now();
+    const double decode_ms = ms_between(first, end);
+    std::fprintf(
+        stderr,
+        "[prompt %zu tokens, %d of them from the cache; %zu tokens; first token %.0f ms; "
+        "%.1f tokens/s after it]\n",
+        request.prompt_ids.size(), out.reused_prompt_tokens, out.token_ids.size(),
+        ms_between(t0, first),
+        tokens > 1 && decode_ms > 0 ? 1000.0 * static_cast<double>(tokens - 1) / decode_ms : 0.0);
+  }
+  if (interrupted != 0) std::fprintf(stderr, "[reply stopped]\n");
+  return out;
+}
+
+void run_chat(const ChatArgs& a) {
+  if (a.engine.model.empty() && !a.engine.random_weights)
+    fail("no model given: use --model PATH|default, or --random-weights --config FILE");
+  if (launched_world_size() > 1)
+    fail("chat runs on one process; under mpirun use generate (tensor parallelism)");
+  a.params.validate();
+  // One conversation: a cache of one context (the engine's submit() would size it for 16).
+  EngineOptions options = a.engine;
+  if (options.cache_tokens == 0)
+    options.cache_tokens = options.max_context > 0 ? options.max_context : 4096;
+  Engine engine(options);
+  const Tokenizer* tok = engine.tokenizer();
+  if (tok == nullptr) fail("chat needs a model with a tokenizer (tokenizer.json or a GGUF's)");
+  std::vector<ChatMessage> base;
+  if (!a.system.empty()) base.push_back({"system", a.system});
+  std::vector<ChatMessage> history = base;
+  {
+    std::vector<ChatMessage> probe = base;  // a model without a known template fails now
+    probe.push_back({"user", "hi"});
+    tok->apply_chat_template(probe, true);
+  }
+  const bool terminal = isatty(STDIN_FILENO) != 0;
+  if (terminal)
+    std::fprintf(stderr,
+                 "nanoinfer chat: one line a message; /reset starts over, /exit or Ctrl-D ends, "
+                 "Ctrl-C stops a reply\n");
+  std::string line;
+  while (true) {
+    if (terminal) std::fprintf(stderr, "> ");
+    if (!std::getline(std::cin, line)) break;
+    if (line.empty()) continue;
+    if (line == "/exit" || line == "/quit") break;
+    if (line == "/reset") {
+      history = base;
+      std::fprintf(stderr, "[conversation cleared]\n");
+      continue;
+    }
+    history.push_back({"user", line});
+    // The history through the template; turns are dropped from the oldest while the engine
+    // refuses it (the context or the cache too small for it and the reply).
+    while (true) {
+      const std::vector<int32_t> ids = tok->encode(tok->apply_chat_template(history, true), false);
+      std::string refused;
+      if (const std::optional<GenerationOutput> out =
+              reply(engine, {ids, a.params}, a.stats, refused)) {
+        history.push_back({"assistant", out->text});
+        break;
+      }
+      if (history.size() < base.size() + 3) {  // only this message left: it cannot run
+        std::fprintf(stderr, "[message not sent: %s]\n", refused.c_str());
+        history.pop_back();
+        break;
+      }
+      history.erase(history.begin() + static_cast<std::ptrdiff_t>(base.size()),
+                    history.begin() + static_cast<std::ptrdiff_t>(base.size()) + 2);
+      std::fprintf(stderr, "[the oldest turn was dropped to fit the context]\n");
+    }
+  }
+}
+
+}  // namespace
+
+void add_chat_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "chat",
+      "Chat on the terminal: each line read is a message, replies stream (greedy unless "
+      "--temperature)");
+  auto a = std::make_shared<ChatArgs>();
+  a->params.max_new_tokens = 512;
+  cmd->add_option("--system", a->system, "a system message that opens the conversation");
+  add_sampling_flags(*cmd, a->params, "tokens a reply takes at most (default 512)");
+  cmd->add_flag("--stats", a->stats,
+                "after each reply: prompt tokens and those taken from the cache, time to the "
+                "first token, tokens/s");
+  add_engine_flags(*cmd, a->engine,
+                   "KV cache slots (0 = one context: --max-context, or 4096); a turn reuses "
+                   "the blocks of the turns before it while they are in the cache");
+  cmd->callback([a] { run_chat(*a); });
+}
+
+}  // namespace nanoinfer::cli
