@@ -57,6 +57,16 @@ std::string api_finish(const std::string& reason) {
   return reason == "length" ? reason : "stop";
 }
 
+// {prompt_tokens, completion_tokens, total_tokens, prompt_tokens_details {cached_tokens}}.
+json usage(const ApiRequest& r, const GenerationOutput& out) {
+  const auto prompt = static_cast<int64_t>(r.request.prompt_ids.size());
+  const auto completion = static_cast<int64_t>(out.token_ids.size());
+  return {{"prompt_tokens", prompt},
+          {"completion_tokens", completion},
+          {"total_tokens", prompt + completion},
+          {"prompt_tokens_details", {{"cached_tokens", out.reused_prompt_tokens}}}};
+}
+
 }  // namespace
 
 ApiRequest parse_request(const json& body, bool chat, const Tokenizer* tok, int vocab_size) {
@@ -64,6 +74,10 @@ ApiRequest parse_request(const json& body, bool chat, const Tokenizer* tok, int 
   ApiRequest r;
   r.chat = chat;
   take(body, "stream", r.stream);
+  if (body.contains("stream_options") && !body["stream_options"].is_null()) {
+    if (!body["stream_options"].is_object()) fail("'stream_options' must be an object");
+    take(body["stream_options"], "include_usage", r.stream_usage);
+  }
   int n = 1;
   take(body, "n", n);
   if (n != 1) fail("'n' must be 1 (one choice a request)");
@@ -101,8 +115,6 @@ ApiRequest parse_request(const json& body, bool chat, const Tokenizer* tok, int 
 }
 
 json response(const ApiRequest& r, const ResponseId& id, const GenerationOutput& out) {
-  const auto prompt = static_cast<int64_t>(r.request.prompt_ids.size());
-  const auto completion = static_cast<int64_t>(out.token_ids.size());
   json choice = {
       {"index", 0}, {"finish_reason", api_finish(out.finish_reason)}, {"token_ids", out.token_ids}};
   if (r.chat)
@@ -115,11 +127,7 @@ json response(const ApiRequest& r, const ResponseId& id, const GenerationOutput&
           {"created", id.created},
           {"model", id.model},
           {"choices", json::array({choice})},
-          {"usage",
-           {{"prompt_tokens", prompt},
-            {"completion_tokens", completion},
-            {"total_tokens", prompt + completion},
-            {"prompt_tokens_details", {{"cached_tokens", out.reused_prompt_tokens}}}}}};
+          {"usage", usage(r, out)}};
 }
 
 json chunk(const ApiRequest& r, const ResponseId& id, const std::string& text,
@@ -140,6 +148,15 @@ json chunk(const ApiRequest& r, const ResponseId& id, const std::string& text,
           {"created", id.created},
           {"model", id.model},
           {"choices", json::array({choice})}};
+}
+
+json usage_chunk(const ApiRequest& r, const ResponseId& id, const GenerationOutput& out) {
+  return {{"id", id.id},
+          {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
+          {"created", id.created},
+          {"model", id.model},
+          {"choices", json::array()},
+          {"usage", usage(r, out)}};
 }
 
 json error_body(const std::string& message, const std::string& type) {

@@ -18,6 +18,7 @@ namespace nanoinfer::server {
 struct ApiRequest {
   bool chat = false;
   bool stream = false;
+  bool stream_usage = false;  // stream_options.include_usage: a last chunk with the usage
   GenerationRequest request;
 };
 
@@ -42,6 +43,8 @@ nlohmann::json response(const ApiRequest& r, const ResponseId& id, const Generat
 // set, the last chunk. A chat stream's first chunk carries the role.
 nlohmann::json chunk(const ApiRequest& r, const ResponseId& id, const std::string& text,
                      const std::vector<int32_t>& ids, const std::string& finish_reason, bool first);
+// The chunk a stream with stream_options.include_usage ends with: no choices, the usage.
+nlohmann::json usage_chunk(const ApiRequest& r, const ResponseId& id, const GenerationOutput& out);
 // {"error": {"message", "type", "code"}}.
 nlohmann::json error_body(const std::string& message, const std::string& type);
 

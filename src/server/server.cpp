@@ -131,6 +131,8 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
                                      ? job->out.text.substr(job->streamed)
                                      : std::string(),
                                  {}, job->out.finish_reason, first));
+              if (job->finished && job->api.stream_usage)
+                out += sse(usage_chunk(job->api, job->id, job->out));
             }
             const bool end = job->finished || !job->error.empty();
             lock.unlock();

@@ -175,6 +175,7 @@ TEST_F(ServerTest, StreamAddsUpToTheWholeResponse) {
   const json whole = post("/v1/completions", body);
   json streamed = body;
   streamed["stream"] = true;
+  streamed["stream_options"] = {{"include_usage", true}};
   const httplib::Result r = client().Post("/v1/completions", streamed.dump(), "application/json");
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
@@ -182,6 +183,7 @@ TEST_F(ServerTest, StreamAddsUpToTheWholeResponse) {
   std::string text;
   std::vector<int32_t> ids;
   std::string finish;
+  json usage;
   bool done = false;
   std::istringstream events(r->body);
   for (std::string line; std::getline(events, line);) {
@@ -192,11 +194,17 @@ TEST_F(ServerTest, StreamAddsUpToTheWholeResponse) {
       continue;
     }
     const json c = json::parse(data);
+    EXPECT_TRUE(usage.is_null()) << "a chunk after the usage: " << data;
+    if (c["choices"].empty()) {  // stream_options.include_usage: the usage comes last
+      usage = c["usage"];
+      continue;
+    }
     text += c["choices"][0]["text"].get<std::string>();
     for (const auto& t : c["choices"][0]["token_ids"]) ids.push_back(t);
     if (!c["choices"][0]["finish_reason"].is_null()) finish = c["choices"][0]["finish_reason"];
   }
   EXPECT_TRUE(done);
+  EXPECT_EQ(usage, whole["usage"]);
   EXPECT_EQ(text, whole["choices"][0]["text"]);
   EXPECT_EQ(ids, whole["choices"][0]["token_ids"].get<std::vector<int32_t>>());
   EXPECT_EQ(finish, "length");
@@ -311,6 +319,11 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
   EXPECT_NE(message({{"prompt", "x"}, {"temperature", "hot"}}).find("'temperature'"),
             std::string::npos);
   EXPECT_NE(message({{"prompt", "x"}, {"max_tokens", 1000}}).find("exceeds the context"),
+            std::string::npos);
+  EXPECT_NE(message({{"prompt", "x"}, {"stream_options", true}}).find("'stream_options'"),
+            std::string::npos);
+  EXPECT_NE(message({{"prompt", "x"}, {"stream_options", {{"include_usage", "yes"}}}})
+                .find("'include_usage' has the wrong type"),
             std::string::npos);
   EXPECT_NE(post("/v1/chat/completions", {{"messages", "hi"}}, 400)["error"]["message"]
                 .get<std::string>()
