@@ -243,6 +243,44 @@ TEST(CudaEngine, PrefixReuseGivesEachRequestItsTokensAlone) {
     EXPECT_EQ(out[i].token_ids, engine.generate({reqs[i]})[0].token_ids) << "request " << i;
 }
 
+// A conversation's next turn on the GPU (fp32): submitted after the last turn has finished, it
+// takes the blocks of the last turn's prompt and of the tokens its decode steps wrote, and gets
+// the tokens it gets alone.
+TEST(CudaEngine, ANextTurnTakesTheBlocksOfTheLastTurnsReply) {
+  NI_REQUIRE_CUDA(probe, DType::F32);
+  EngineOptions opt;
+  opt.model = test::data_path("models/llama3_rope");
+  opt.backend = "cuda";
+  opt.dtype = "f32";
+  opt.max_context = 256;
+  Engine engine(opt);
+  auto run = [&engine](const GenerationRequest& r) {
+    GenerationOutput out;
+    engine.submit(r, nullptr, [&out](size_t, GenerationOutput&& o) { out = std::move(o); });
+    while (engine.step()) {
+    }
+    return out;
+  };
+  GenerationRequest turn;
+  for (int t = 0; t < 37; ++t) turn.prompt_ids.push_back(3 + (t * 7) % 90);
+  turn.params.max_new_tokens = 20;
+  turn.params.ignore_eos = true;
+  std::vector<GenerationRequest> turns;
+  std::vector<GenerationOutput> replies;
+  for (int t = 0; t < 3; ++t) {
+    turns.push_back(turn);
+    replies.push_back(run(turn));
+    // 37 + 19 tokens in the cache after the first turn (3 blocks), 37 + 20 + 9 + 19 after the
+    // second (5 blocks).
+    EXPECT_EQ(replies.back().reused_prompt_tokens, t == 0 ? 0 : t == 1 ? 48 : 80) << "turn " << t;
+    turn.prompt_ids.insert(turn.prompt_ids.end(), replies.back().token_ids.begin(),
+                           replies.back().token_ids.end());
+    for (int32_t i = 0; i < 9; ++i) turn.prompt_ids.push_back(40 + i + t);
+  }
+  for (size_t t = 0; t < turns.size(); ++t)  // (generate() starts from an empty cache)
+    EXPECT_EQ(replies[t].token_ids, engine.generate({turns[t]})[0].token_ids) << "turn " << t;
+}
+
 // The engine keeps its KV cache between calls: a call that fits in it captures no graph for a
 // batch-size bucket already captured over it (the warm-up's one request: bucket 1), the same
 // tokens as the first time; a call that needs a larger cache (new device memory) captures anew,
