@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "nanoinfer/error.h"
@@ -72,6 +73,13 @@ struct GenerationRequest {
   SamplingParams params;
 };
 
+// A generated token's log-probability and those of the most likely tokens at its step, best
+// first (SamplingParams::logprobs).
+struct TokenLogprobs {
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>> top;
+};
+
 struct GenerationOutput {
   std::vector<int32_t> token_ids;  // generated ids only; an EOS that ended it is the last (as HF)
   std::string text;                // their text, special tokens skipped (empty without tokenizer)
@@ -83,6 +91,7 @@ struct GenerationOutput {
   // Leading prompt tokens whose KV entries were taken from the cache instead of being computed
   // (prefix reuse; OpenAI's usage.prompt_tokens_details.cached_tokens).
   int reused_prompt_tokens = 0;
+  std::vector<TokenLogprobs> logprobs;  // one per token of token_ids, with params.logprobs >= 0
 };
 
 struct StepStats {

@@ -53,6 +53,7 @@ void run_generate(const GenerateArgs& a) {
   if (prompts.empty() && a.prompt_ids.empty())
     fail("no prompt given: use --prompt TEXT, --prompts-file FILE or --prompt-ids 1,2,3");
   a.params.validate();
+  if (a.params.logprobs >= 0 && !a.json) fail("--logprobs: the log-probabilities come with --json");
 
   // Started by mpirun with several ranks: shard the model over them.
   EngineOptions options = a.engine;
@@ -109,6 +110,17 @@ void run_generate(const GenerateArgs& a) {
                           {"token_ids", outs[i].token_ids},
                           {"prompt_tokens", requests[i].prompt_ids.size()},
                           {"finish_reason", outs[i].finish_reason}};
+      if (a.params.logprobs >= 0) {
+        o["logprobs"] = nlohmann::json::array();
+        for (size_t t = 0; t < outs[i].logprobs.size(); ++t) {
+          nlohmann::json top = nlohmann::json::array();
+          for (const auto& [id, lp] : outs[i].logprobs[t].top)
+            top.push_back({{"id", id}, {"logprob", lp}});
+          o["logprobs"].push_back({{"id", outs[i].token_ids[t]},
+                                   {"logprob", outs[i].logprobs[t].logprob},
+                                   {"top", top}});
+        }
+      }
       if (!outs[i].sequences.empty()) {
         o["beams"] = nlohmann::json::array();
         for (size_t b = 0; b < outs[i].sequences.size(); ++b)
@@ -197,6 +209,9 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--early-stopping", a->early_stopping, "beam search: true | false | never")
       ->check(CLI::IsMember({"true", "false", "never"}));
   cmd->add_option("--num-return-sequences", p.num_return_sequences, "beams to return");
+  cmd->add_option("--logprobs", p.logprobs,
+                  "with --json: each token's log-probability and the N most likely (0-20)")
+      ->check(whole_number(0, 20));
   cmd->add_flag("--ignore-eos", p.ignore_eos, "keep generating past EOS");
   cmd->add_flag("--chat", a->chat, "apply the model's chat template");
   cmd->add_flag("--json", a->json, "print one JSON object");

@@ -7,6 +7,7 @@
 #include "dist/watchdog.h"
 #include "engine/batch_builder.h"
 #include "sampling/backend_pick.h"
+#include "sampling/logprobs.h"
 #include "util/error.h"
 
 namespace nanoinfer {
@@ -207,6 +208,7 @@ bool Run::step() {
         ctx_.pick_on_device &&
         std::all_of(rows.begin(), rows.end(),
                     [&](const sampling::RowInput& r) {
+                      if (r.params->logprobs >= 0) return false;  // needs the whole row here
                       const std::optional<RowPick> p = sampling::backend_pick(
                           r, static_cast<int32_t>(picks.size()), c.vocab_size, edits);
                       if (p) picks.push_back(*p);
@@ -226,13 +228,22 @@ bool Run::step() {
   step.cache_allocated = cache_.allocated_slots();
   std::vector<size_t> finished;
   if (!rows.empty()) {
+    // Rows that return logprobs: their raw logits, before the processors rewrite them.
+    std::vector<std::vector<float>> raw(rows.size());
     if (!on_device) {
+      for (size_t r = 0; r < rows.size(); ++r)
+        if (rows[r].params->logprobs >= 0)
+          raw[r].assign(logits_.begin() + static_cast<std::ptrdiff_t>(r * V),
+                        logits_.begin() + static_cast<std::ptrdiff_t>((r + 1) * V));
       sampling::LogitsView view(std::span<float>(logits_.data(), rows.size() * V),
                                 static_cast<int>(rows.size()), c.vocab_size);
       tokens_ = sampler_.sample(view, rows);
     }
     for (size_t r = 0; r < live_sampled.size(); ++r) {
       SampledRequest& s = *live_sampled[r];
+      if (!raw[r].empty())
+        s.out.logprobs.push_back(
+            sampling::token_logprobs(raw[r], tokens_[r], s.request->params.logprobs));
       if (!s.accept(tokens_[r], cache_, requests_.at(s.seq.request).on_token, ctx_.prefix_reuse))
         finished.push_back(s.seq.request);
     }

@@ -316,6 +316,7 @@ PYBIND11_MODULE(nanoinfer, m) {
       .def_readwrite("eos_token_ids", &SamplingParams::eos_token_ids)
       .def_readwrite("stop", &SamplingParams::stop)
       .def_readwrite("suppress_tokens", &SamplingParams::suppress_tokens)
+      .def_readwrite("logprobs", &SamplingParams::logprobs)
       // HF's values: False, True or "never".
       .def_property(
           "early_stopping",
@@ -334,6 +335,14 @@ PYBIND11_MODULE(nanoinfer, m) {
           })
       .def("validate", &SamplingParams::validate, "Raises Error for values that make no sense");
 
+  py::class_<TokenLogprobs>(m, "TokenLogprobs")
+      .def_readonly("logprob", &TokenLogprobs::logprob)
+      .def_readonly("top", &TokenLogprobs::top)
+      .def("__repr__", [](const TokenLogprobs& t) {
+        return "TokenLogprobs(logprob=" + std::to_string(t.logprob) + ", " +
+               std::to_string(t.top.size()) + " alternatives)";
+      });
+
   py::class_<GenerationOutput>(m, "GenerationOutput")
       .def_readonly("token_ids", &GenerationOutput::token_ids)
       .def_readonly("text", &GenerationOutput::text)
@@ -341,6 +350,7 @@ PYBIND11_MODULE(nanoinfer, m) {
       .def_readonly("sequences", &GenerationOutput::sequences)
       .def_readonly("scores", &GenerationOutput::scores)
       .def_readonly("reused_prompt_tokens", &GenerationOutput::reused_prompt_tokens)
+      .def_readonly("logprobs", &GenerationOutput::logprobs)
       .def("__repr__", [](const GenerationOutput& o) {
         return "GenerationOutput(" + std::to_string(o.token_ids.size()) +
                " tokens, finish_reason='" + o.finish_reason +

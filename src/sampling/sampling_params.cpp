@@ -49,6 +49,10 @@ void check_values(const SamplingParams& p) {
   for (const std::string& s : p.stop) {
     if (s.empty()) fail("stop strings must not be empty");
   }
+  if (p.logprobs < -1 || p.logprobs > 20) {
+    fail("logprobs must be in [0, 20] (the alternatives returned per token; -1 = off), got " +
+         std::to_string(p.logprobs));
+  }
   for (int32_t t : p.suppress_tokens) {
     if (t < 0) fail("suppress_tokens must be token ids >= 0, got " + std::to_string(t));
   }
@@ -72,6 +76,7 @@ void check_combinations(const SamplingParams& p) {
           "beam search (num_beams > 1) ends hypotheses at EOS or max_new_tokens only: stop "
           "strings are not supported");
     }
+    if (p.logprobs >= 0) fail("beam search (num_beams > 1) returns no logprobs (scores instead)");
     return;
   }
   if (p.temperature == 0.0F && filters) {

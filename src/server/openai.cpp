@@ -67,6 +67,47 @@ json usage(const ApiRequest& r, const GenerationOutput& out) {
           {"prompt_tokens_details", {{"cached_tokens", out.reused_prompt_tokens}}}};
 }
 
+// A token as text: its own decode (a piece of a UTF-8 character reads U+FFFD), or its id where
+// the model has no tokenizer.
+std::string token_text(const Tokenizer* tok, int32_t id) {
+  return tok != nullptr ? tok->decode(std::vector<int32_t>{id}) : std::to_string(id);
+}
+
+// The choice's logprobs: chat's {content: [{token, logprob, bytes, top_logprobs}]}, or the
+// completions' {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}.
+json logprobs(const ApiRequest& r, const GenerationOutput& out, const Tokenizer* tok) {
+  if (r.chat) {
+    json content = json::array();
+    for (size_t i = 0; i < out.logprobs.size(); ++i) {
+      json top = json::array();
+      for (const auto& [t, lp] : out.logprobs[i].top)
+        top.push_back({{"token", token_text(tok, t)}, {"logprob", lp}, {"bytes", nullptr}});
+      content.push_back({{"token", token_text(tok, out.token_ids[i])},
+                         {"logprob", out.logprobs[i].logprob},
+                         {"bytes", nullptr},
+                         {"top_logprobs", top}});
+    }
+    return {{"content", content}};
+  }
+  json tokens = json::array(), token_logprobs = json::array(), top = json::array(),
+       offsets = json::array();
+  size_t offset = 0;
+  for (size_t i = 0; i < out.logprobs.size(); ++i) {
+    const std::string text = token_text(tok, out.token_ids[i]);
+    tokens.push_back(text);
+    token_logprobs.push_back(out.logprobs[i].logprob);
+    json alternatives = json::object();
+    for (const auto& [t, lp] : out.logprobs[i].top) alternatives[token_text(tok, t)] = lp;
+    top.push_back(alternatives);
+    offsets.push_back(offset);
+    offset += text.size();
+  }
+  return {{"tokens", tokens},
+          {"token_logprobs", token_logprobs},
+          {"top_logprobs", top},
+          {"text_offset", offsets}};
+}
+
 }  // namespace
 
 ApiRequest parse_request(const json& body, bool chat, const Tokenizer* tok, int vocab_size) {
@@ -81,8 +122,22 @@ ApiRequest parse_request(const json& body, bool chat, const Tokenizer* tok, int 
   int n = 1;
   take(body, "n", n);
   if (n != 1) fail("'n' must be 1 (one choice a request)");
-  if (body.contains("logprobs") && !body["logprobs"].is_null() && body["logprobs"] != false)
-    fail("'logprobs' is not supported");
+  // Log-probabilities: completions take 'logprobs' as the number of alternatives, chat takes
+  // 'logprobs' true and 'top_logprobs'.
+  SamplingParams& p = r.request.params;
+  if (chat) {
+    bool wanted = false;
+    take(body, "logprobs", wanted);
+    int top = 0;
+    take(body, "top_logprobs", top);
+    if (body.contains("top_logprobs") && !body["top_logprobs"].is_null() && !wanted)
+      fail("'top_logprobs' needs 'logprobs': true");
+    if (wanted) p.logprobs = top;
+  } else if (body.contains("logprobs") && !body["logprobs"].is_null() &&
+             body["logprobs"] != false) {
+    take(body, "logprobs", p.logprobs);
+  }
+  if (p.logprobs >= 0 && r.stream) fail("'logprobs' are not returned in streams");
   if (chat) {
     if (!body.contains("messages")) fail("'messages' is required");
     r.request.prompt_ids = chat_ids(body["messages"], tok);
@@ -90,7 +145,6 @@ ApiRequest parse_request(const json& body, bool chat, const Tokenizer* tok, int 
     if (!body.contains("prompt")) fail("'prompt' is required");
     r.request.prompt_ids = prompt_ids(body["prompt"], tok, vocab_size);
   }
-  SamplingParams& p = r.request.params;
   p.temperature = 1.0F;  // the API's default
   p.max_new_tokens = chat ? 512 : 16;
   take(body, "max_tokens", p.max_new_tokens);
@@ -114,14 +168,15 @@ ApiRequest parse_request(const json& body, bool chat, const Tokenizer* tok, int 
   return r;
 }
 
-json response(const ApiRequest& r, const ResponseId& id, const GenerationOutput& out) {
+json response(const ApiRequest& r, const ResponseId& id, const GenerationOutput& out,
+              const Tokenizer* tok) {
   json choice = {
       {"index", 0}, {"finish_reason", api_finish(out.finish_reason)}, {"token_ids", out.token_ids}};
   if (r.chat)
     choice["message"] = {{"role", "assistant"}, {"content", out.text}};
   else
     choice["text"] = out.text;
-  choice["logprobs"] = nullptr;
+  choice["logprobs"] = out.logprobs.empty() ? json(nullptr) : logprobs(r, out, tok);
   return {{"id", id.id},
           {"object", r.chat ? "chat.completion" : "text_completion"},
           {"created", id.created},

@@ -102,7 +102,8 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
         std::unique_lock<std::mutex> lock(job->m);
         job->cv.wait(lock, [&] { return job->finished || !job->error.empty(); });
         if (!job->error.empty()) return reply_error(res, 400, job->error, "invalid_request_error");
-        res.set_content(response(job->api, job->id, job->out).dump(), "application/json");
+        res.set_content(response(job->api, job->id, job->out, engine_.tokenizer()).dump(),
+                        "application/json");
         return;
       }
       // Streamed: the status is sent with the first bytes, so an error the engine finds when

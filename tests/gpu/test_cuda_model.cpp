@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -376,6 +377,56 @@ TEST(CudaEnginePicks, DeviceEqualsHostSampler) {
   EXPECT_NE(outs[0][1].token_ids, outs[0][3].token_ids);
   EXPECT_NE(outs[0][0].token_ids, outs[0][8].token_ids);
   for (const int32_t t : outs[0][9].token_ids) EXPECT_TRUE(t != 5 && t != 17 && t != 42) << t;
+}
+
+// logprobs on the GPU: in fp32 the first token's log-probability and alternatives are HF's last
+// logits through a log-softmax (to 2e-4); in bf16 a batch where some requests ask for logprobs
+// (so its steps copy the logits and sample on the host) draws the tokens it draws without them
+// (picked on the device).
+TEST(CudaEnginePicks, LogprobsAreHfsLogSoftmaxAndChangeNoToken) {
+  NI_REQUIRE_CUDA(probe, DType::F32);
+  const nlohmann::json ref = test::read_json("models/llama3_rope/reference.json");
+  EngineOptions opt;
+  opt.model = test::data_path("models/llama3_rope");
+  opt.backend = "cuda";
+  opt.dtype = "f32";
+  Engine fp32(opt);
+  for (const auto& rc : ref["cases"]) {
+    const auto logits = rc["last_logits"].get<std::vector<double>>();
+    const double top = *std::max_element(logits.begin(), logits.end());
+    double z = 0;
+    for (const double x : logits) z += std::exp(x - top);
+    const double log_z = top + std::log(z);
+    GenerationRequest r{rc["prompt_ids"].get<std::vector<int32_t>>(), {}};
+    r.params.max_new_tokens = 1;
+    r.params.logprobs = 4;
+    const GenerationOutput out = fp32.generate({r})[0];
+    ASSERT_EQ(out.logprobs.size(), 1U);
+    EXPECT_NEAR(out.logprobs[0].logprob, logits[static_cast<size_t>(out.token_ids[0])] - log_z,
+                2e-4);
+    ASSERT_EQ(out.logprobs[0].top.size(), 4U);
+    for (const auto& [id, v] : out.logprobs[0].top)
+      EXPECT_NEAR(v, logits[static_cast<size_t>(id)] - log_z, 2e-4) << rc["name"];
+  }
+  opt.dtype = "bf16";
+  Engine bf16(opt);
+  std::vector<GenerationRequest> reqs;
+  for (int i = 0; i < 6; ++i) {
+    GenerationRequest r{ref["cases"][i % 2]["prompt_ids"].get<std::vector<int32_t>>(), {}};
+    r.params.max_new_tokens = 24;
+    r.params.ignore_eos = true;
+    r.params.seed = 50 + i;
+    r.params.temperature = i == 0 ? 0.0F : 0.7F;
+    r.params.top_p = i == 0 ? 1.0F : 0.9F;
+    reqs.push_back(r);
+  }
+  const std::vector<GenerationOutput> plain = bf16.generate(reqs);
+  for (int i = 0; i < 6; i += 2) reqs[static_cast<size_t>(i)].params.logprobs = 3;
+  const std::vector<GenerationOutput> with = bf16.generate(reqs);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_EQ(with[i].token_ids, plain[i].token_ids) << "request " << i;
+    EXPECT_EQ(with[i].logprobs.size(), i % 2 == 0 ? 24U : 0U) << "request " << i;
+  }
 }
 
 // Beam search with its rows summarised on the device (Backend::beam_rows_to_host) against the

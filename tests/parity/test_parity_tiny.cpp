@@ -3,6 +3,7 @@
 // with either RoPE cache policy.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -67,6 +68,70 @@ TEST_P(TinyParity, GreedyTokensMatchHfAloneAndBatched) {
   for (size_t i = 0; i < all.size(); ++i)
     EXPECT_EQ(outs[i].token_ids, ref["cases"][i]["greedy_ids"].get<std::vector<int32_t>>())
         << ref["cases"][i]["name"] << " in a batch";
+}
+
+// logprobs: the first token's log-probability and the five most likely tokens are HF's last
+// logits through a log-softmax (to 2e-4), best first; a sampled batch beside greedy requests
+// gets one entry per token, and its tokens are the ones it gets without logprobs.
+TEST_P(TinyParity, LogprobsAreHfsLogSoftmax) {
+  const Case c = GetParam();
+  const nlohmann::json ref = test::read_json("models/" + c.model + "/reference.json");
+  EngineOptions opt;
+  opt.model = test::data_path("models/" + c.model);
+  opt.rope_cache = c.rope;
+  Engine engine(opt);
+  std::vector<GenerationRequest> sampled;
+  std::vector<TokenLogprobs> first;
+  for (const auto& rc : ref["cases"]) {
+    const auto logits = rc["last_logits"].get<std::vector<double>>();
+    double top = logits[0];
+    for (const double x : logits) top = std::max(top, x);
+    double z = 0;
+    for (const double x : logits) z += std::exp(x - top);
+    const double log_z = top + std::log(z);
+    GenerationRequest r{rc["prompt_ids"].get<std::vector<int32_t>>(), {}};
+    r.params.max_new_tokens = 1;
+    r.params.logprobs = 5;
+    const GenerationOutput out = engine.generate({r})[0];
+    ASSERT_EQ(out.logprobs.size(), 1U);
+    const TokenLogprobs& lp = out.logprobs[0];
+    EXPECT_EQ(out.token_ids[0], rc["greedy_ids"][0]) << rc["name"];
+    EXPECT_NEAR(lp.logprob, logits[static_cast<size_t>(out.token_ids[0])] - log_z, 2e-4)
+        << rc["name"];
+    ASSERT_EQ(lp.top.size(), 5U);
+    EXPECT_EQ(lp.top[0].first, out.token_ids[0]);
+    for (size_t k = 0; k < lp.top.size(); ++k) {
+      const auto [id, v] = lp.top[k];
+      EXPECT_NEAR(v, logits[static_cast<size_t>(id)] - log_z, 2e-4) << rc["name"] << " top " << k;
+      if (k > 0) {
+        EXPECT_LE(v, lp.top[k - 1].second);
+      }
+    }
+    first.push_back(lp);
+    r.params.max_new_tokens = 12;
+    r.params.temperature = 0.8F;
+    r.params.top_k = 20;
+    r.params.seed = 5;
+    sampled.push_back(r);
+  }
+  std::vector<GenerationRequest> plain = sampled;
+  for (GenerationRequest& r : plain) r.params.logprobs = -1;
+  sampled.push_back(plain.back());  // a row without logprobs in the same steps
+  const std::vector<GenerationOutput> with = engine.generate(sampled);
+  const std::vector<GenerationOutput> without = engine.generate(plain);
+  for (size_t i = 0; i < plain.size(); ++i) {
+    EXPECT_EQ(with[i].token_ids, without[i].token_ids) << i;
+    ASSERT_EQ(with[i].logprobs.size(), with[i].token_ids.size()) << i;
+    // The model's distribution, not the one temperature and top-k sampled from: the first
+    // step's alternatives are the greedy request's.
+    EXPECT_EQ(with[i].logprobs[0].top, first[i].top) << i;
+    for (const TokenLogprobs& lp : with[i].logprobs) {
+      EXPECT_LE(lp.logprob, 0.0F);
+      EXPECT_LE(lp.logprob, lp.top[0].second);  // sampled: not always the most likely
+    }
+  }
+  EXPECT_TRUE(with.back().logprobs.empty());
+  EXPECT_EQ(with.back().token_ids, without.back().token_ids);
 }
 
 TEST(TinyParityEos, StopsAtAnyOfSeveralEosIdsAsHfDoes) {

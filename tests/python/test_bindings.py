@@ -7,6 +7,7 @@ on the default model skip when it is not fetched, or fail where NANOINFER_REQUIR
 
 import _thread
 import json
+import math
 import os
 import tempfile
 import threading
@@ -60,6 +61,21 @@ class TinyModel(unittest.TestCase):
         self.assertEqual(a.token_ids, b.token_ids)
         self.assertEqual(len(a.token_ids), 12)
         self.assertNotEqual(a.token_ids, c.token_ids)  # the seed reaches the sampler
+
+    def test_logprobs_are_hfs_log_softmax(self):
+        case = self.ref["cases"][0]
+        logits = case["last_logits"]
+        top = max(logits)
+        log_z = top + math.log(sum(math.exp(x - top) for x in logits))
+        out = self.engine.generate([case["prompt_ids"]], max_new_tokens=3, logprobs=2)[0]
+        self.assertEqual(len(out.logprobs), 3)
+        first = out.logprobs[0]
+        self.assertAlmostEqual(first.logprob, logits[out.token_ids[0]] - log_z, delta=2e-4)
+        self.assertEqual(len(first.top), 2)
+        self.assertEqual(first.top[0][0], out.token_ids[0])
+        self.assertAlmostEqual(first.top[1][1], logits[first.top[1][0]] - log_z, delta=2e-4)
+        self.assertEqual(self.engine.generate([case["prompt_ids"]], max_new_tokens=3)[0].logprobs,
+                         [])
 
     def test_streams_read_in_turn_each_give_their_tokens_alone(self):
         cases = self.ref["cases"]

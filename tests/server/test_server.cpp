@@ -103,7 +103,7 @@ TEST(OpenAiBodies, FinishReasons) {
   for (const auto& [ours, api] : std::vector<std::pair<std::string, std::string>>{
            {"eos", "stop"}, {"stop", "stop"}, {"length", "length"}}) {
     out.finish_reason = ours;
-    const json r = server::response(chat, {"chatcmpl-1", "m", 5}, out);
+    const json r = server::response(chat, {"chatcmpl-1", "m", 5}, out, nullptr);
     EXPECT_EQ(r["choices"][0]["finish_reason"], api);
     EXPECT_EQ(r["choices"][0]["message"]["content"], "Paris.");
     EXPECT_EQ(server::chunk(chat, {"chatcmpl-1", "m", 5}, "", {}, ours,
@@ -167,6 +167,53 @@ TEST_F(ServerTest, UsageCountsThePromptTokensTakenFromTheCache) {
   EXPECT_EQ(second["usage"]["prompt_tokens_details"]["cached_tokens"], 48);
   EXPECT_EQ(second["choices"][0]["token_ids"].get<std::vector<int32_t>>(),
             alone(next, 6).token_ids);
+}
+
+// logprobs: the completions' form (tokens, token_logprobs, top_logprobs, text_offset) and the
+// chat form (content: token, logprob, top_logprobs), with the engine's values.
+TEST_F(ServerTest, LogprobsInTheFormOfEachEndpoint) {
+  const Tokenizer& tok = *serving_->tokenizer();
+  const std::vector<int32_t> ids = tok.encode("Once upon a time", true);
+  const json r = post("/v1/completions", {{"prompt", ids},
+                                          {"max_tokens", 5},
+                                          {"temperature", 0},
+                                          {"ignore_eos", true},
+                                          {"logprobs", 3}});
+  GenerationRequest req{ids, {}};
+  req.params.max_new_tokens = 5;
+  req.params.ignore_eos = true;
+  req.params.logprobs = 3;
+  const GenerationOutput want = alone_->generate({req})[0];
+  const json& lp = r["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["token_logprobs"].size(), 5U) << lp;
+  size_t offset = 0;
+  for (size_t i = 0; i < 5; ++i) {
+    const std::string text = tok.decode(std::vector<int32_t>{want.token_ids[i]});
+    EXPECT_EQ(lp["tokens"][i], text);
+    EXPECT_EQ(lp["token_logprobs"][i].get<float>(), want.logprobs[i].logprob);
+    EXPECT_EQ(lp["text_offset"][i], offset);
+    offset += text.size();
+    EXPECT_LE(lp["top_logprobs"][i].size(), 3U);  // (alternatives that read the same merge)
+    EXPECT_EQ(lp["top_logprobs"][i][tok.decode(std::vector<int32_t>{want.logprobs[i].top[0].first})]
+                  .get<float>(),
+              want.logprobs[i].top[0].second);
+  }
+  const json chat = post("/v1/chat/completions",
+                         {{"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})},
+                          {"max_tokens", 4},
+                          {"temperature", 0},
+                          {"logprobs", true},
+                          {"top_logprobs", 2}});
+  const json& content = chat["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(content.size(), chat["choices"][0]["token_ids"].size());
+  for (const json& t : content) {
+    ASSERT_EQ(t["top_logprobs"].size(), 2U);
+    EXPECT_EQ(t["logprob"], t["top_logprobs"][0]["logprob"]);  // greedy: the most likely
+    EXPECT_EQ(t["token"], t["top_logprobs"][0]["token"]);
+  }
+  EXPECT_TRUE(
+      post("/v1/completions", {{"prompt", ids}, {"max_tokens", 2}})["choices"][0]["logprobs"]
+          .is_null());
 }
 
 TEST_F(ServerTest, StreamAddsUpToTheWholeResponse) {
@@ -321,6 +368,17 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
   EXPECT_NE(message({{"prompt", "x"}, {"max_tokens", 1000}}).find("exceeds the context"),
             std::string::npos);
   EXPECT_NE(message({{"prompt", "x"}, {"stream_options", true}}).find("'stream_options'"),
+            std::string::npos);
+  EXPECT_NE(message({{"prompt", "x"}, {"logprobs", 2}, {"stream", true}}).find("streams"),
+            std::string::npos);
+  EXPECT_NE(message({{"prompt", "x"}, {"logprobs", 50}}).find("logprobs must be in [0, 20]"),
+            std::string::npos);
+  EXPECT_NE(post("/v1/chat/completions",
+                 {{"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})},
+                  {"top_logprobs", 2}},
+                 400)["error"]["message"]
+                .get<std::string>()
+                .find("needs 'logprobs': true"),
             std::string::npos);
   EXPECT_NE(message({{"prompt", "x"}, {"stream_options", {{"include_usage", "yes"}}}})
                 .find("'include_usage' has the wrong type"),

@@ -101,6 +101,9 @@ INSTANTIATE_TEST_SUITE_P(
                 "/nonexistent/d/t.csv: cannot write the memory trace"},
         BadArgs{"bench_beyond_the_context", "bench --model " + kTiny + " --prompt-tokens 100000",
                 "exceeds the context"},
+        BadArgs{"logprobs_without_json",
+                "generate --model " + kTiny + " --prompt-ids 1 --logprobs 2",
+                "--logprobs: the log-probabilities come with --json"},
         BadArgs{"chat_without_tokenizer", "chat --model " + kTiny,
                 "chat needs a model with a tokenizer"},
         BadArgs{"missing_tokenizer_file", "tokenize --tokenizer /nonexistent.json --text hi",
@@ -144,6 +147,21 @@ TEST(Cli, PromptIdsGiveHfGreedyIdsInJson) {
   EXPECT_GT(j["timings"]["prefill_ms"].get<double>(), 0.0);
   EXPECT_GT(j["timings"]["load_s"].get<double>(), 0.0);
   EXPECT_GT(j["timings"]["weight_bytes"].get<int64_t>(), 0);
+  // --logprobs N: each token's entry, its id the token's, N alternatives best first.
+  const CliRun lp =
+      run_cli("generate --model " + kTiny + " --prompt-ids " + ids +
+              " --ignore-eos --json --logprobs 2 --max-new-tokens " + std::to_string(n));
+  ASSERT_EQ(lp.code, 0) << lp.err;
+  const nlohmann::json o = nlohmann::json::parse(lp.out)["outputs"][0];
+  ASSERT_EQ(o["logprobs"].size(), n);
+  for (size_t t = 0; t < n; ++t) {
+    const nlohmann::json& e = o["logprobs"][t];
+    EXPECT_EQ(e["id"], c["greedy_ids"][t]);
+    ASSERT_EQ(e["top"].size(), 2U);
+    EXPECT_EQ(e["top"][0]["id"], e["id"]);  // greedy: the most likely
+    EXPECT_EQ(e["top"][0]["logprob"], e["logprob"]);
+    EXPECT_LE(e["top"][1]["logprob"].get<double>(), e["logprob"].get<double>());
+  }
 }
 
 // A model of a config's shape with random weights needs no checkpoint: --prompt-ids, no --model;
