@@ -37,8 +37,8 @@ struct SamplingParams {
   std::vector<int32_t> suppress_tokens;  // never generated (HF suppress_tokens)
   // >= 0: return each generated token's log-probability under the model (the log-softmax of its
   // logits as the model gives them, before penalties, temperature or filters) and that of the
-  // `logprobs` most likely tokens (at most 20); -1: off. Not with beam search. The steps of such
-  // a request copy their logits to the host (the GPU's token pick is skipped for that step).
+  // `logprobs` most likely tokens (at most 20); -1: off. Not with beam search. Such a request's
+  // row of logits is copied to the host every step it runs.
   int logprobs = -1;
 
   void validate() const;

@@ -178,6 +178,7 @@ bool Run::step() {
   const auto t0 = std::chrono::steady_clock::now();
   const Batch batch = build_batch(live, cache_);
   bool on_device = false;  // sampled rows picked and beam rows summarised by the backend
+  std::vector<std::vector<float>> raw(rows.size());  // logits of the rows that return logprobs
   std::vector<BeamRow> beam_rows;
   {
     // The other ranks get the batch and the cache ops made since the last step; alone, the ops
@@ -190,6 +191,12 @@ bool Run::step() {
       ctx_.send(StepMessage::step(std::move(ops), batch));
     }
     const Tensor& step_logits = ctx_.model.forward(batch, cache_);
+    // Rows that return logprobs: their logits as the model gave them, on the host, before the
+    // picks' edits or the host processors rewrite them (a row's copy, whoever picks).
+    for (size_t r = 0; r < rows.size(); ++r)
+      if (rows[r].params->logprobs >= 0)
+        ctx_.backend.to_host_f32(
+            step_logits.rows(static_cast<int64_t>(r), static_cast<int64_t>(r) + 1), raw[r]);
     if (ctx_.prefix_reuse)  // the prompt blocks this step completed, for requests that follow
       for (const SampledRequest& r : sampled_)
         if (r.seq.fed <= static_cast<int32_t>(r.request->prompt_ids.size()))
@@ -208,7 +215,6 @@ bool Run::step() {
         ctx_.pick_on_device &&
         std::all_of(rows.begin(), rows.end(),
                     [&](const sampling::RowInput& r) {
-                      if (r.params->logprobs >= 0) return false;  // needs the whole row here
                       const std::optional<RowPick> p = sampling::backend_pick(
                           r, static_cast<int32_t>(picks.size()), c.vocab_size, edits);
                       if (p) picks.push_back(*p);
@@ -228,13 +234,7 @@ bool Run::step() {
   step.cache_allocated = cache_.allocated_slots();
   std::vector<size_t> finished;
   if (!rows.empty()) {
-    // Rows that return logprobs: their raw logits, before the processors rewrite them.
-    std::vector<std::vector<float>> raw(rows.size());
     if (!on_device) {
-      for (size_t r = 0; r < rows.size(); ++r)
-        if (rows[r].params->logprobs >= 0)
-          raw[r].assign(logits_.begin() + static_cast<std::ptrdiff_t>(r * V),
-                        logits_.begin() + static_cast<std::ptrdiff_t>((r + 1) * V));
       sampling::LogitsView view(std::span<float>(logits_.data(), rows.size() * V),
                                 static_cast<int>(rows.size()), c.vocab_size);
       tokens_ = sampler_.sample(view, rows);
