@@ -57,14 +57,16 @@ std::string api_finish(const std::string& reason) {
   return reason == "length" ? reason : "stop";
 }
 
-// {prompt_tokens, completion_tokens, total_tokens, prompt_tokens_details {cached_tokens}}.
-json usage(const ApiRequest& r, const GenerationOutput& out) {
+// {prompt_tokens, completion_tokens, total_tokens, prompt_tokens_details {cached_tokens}}: the
+// prompt once (the cached tokens the first choice's), the tokens of every choice.
+json usage(const ApiRequest& r, const std::vector<GenerationOutput>& outs) {
   const auto prompt = static_cast<int64_t>(r.request.prompt_ids.size());
-  const auto completion = static_cast<int64_t>(out.token_ids.size());
+  int64_t completion = 0;
+  for (const GenerationOutput& o : outs) completion += static_cast<int64_t>(o.token_ids.size());
   return {{"prompt_tokens", prompt},
           {"completion_tokens", completion},
           {"total_tokens", prompt + completion},
-          {"prompt_tokens_details", {{"cached_tokens", out.reused_prompt_tokens}}}};
+          {"prompt_tokens_details", {{"cached_tokens", outs.at(0).reused_prompt_tokens}}}};
 }
 
 // A token as text: its own decode (a piece of a UTF-8 character reads U+FFFD), or its id where
@@ -119,9 +121,9 @@ ApiRequest parse_request(const json& body, bool chat, const Tokenizer* tok, int 
     if (!body["stream_options"].is_object()) fail("'stream_options' must be an object");
     take(body["stream_options"], "include_usage", r.stream_usage);
   }
-  int n = 1;
-  take(body, "n", n);
-  if (n != 1) fail("'n' must be 1 (one choice a request)");
+  take(body, "n", r.n);
+  if (r.n < 1 || r.n > 16) fail("'n' must be in [1, 16], got " + std::to_string(r.n));
+  if (r.n > 1 && r.stream) fail("'n' > 1 is not supported in streams");
   // Log-probabilities: completions take 'logprobs' as the number of alternatives, chat takes
   // 'logprobs' true and 'top_logprobs'.
   SamplingParams& p = r.request.params;
@@ -168,21 +170,24 @@ ApiRequest parse_request(const json& body, bool chat, const Tokenizer* tok, int 
   return r;
 }
 
-json response(const ApiRequest& r, const ResponseId& id, const GenerationOutput& out,
+json response(const ApiRequest& r, const ResponseId& id, const std::vector<GenerationOutput>& outs,
               const Tokenizer* tok) {
-  json choice = {
-      {"index", 0}, {"finish_reason", api_finish(out.finish_reason)}, {"token_ids", out.token_ids}};
-  if (r.chat)
-    choice["message"] = {{"role", "assistant"}, {"content", out.text}};
-  else
-    choice["text"] = out.text;
-  choice["logprobs"] = out.logprobs.empty() ? json(nullptr) : logprobs(r, out, tok);
-  return {{"id", id.id},
-          {"object", r.chat ? "chat.completion" : "text_completion"},
-          {"created", id.created},
-          {"model", id.model},
-          {"choices", json::array({choice})},
-          {"usage", usage(r, out)}};
+  json choices = json::array();
+  for (size_t i = 0; i < outs.size(); ++i) {
+    const GenerationOutput& out = outs[i];
+    json choice = {{"index", i},
+                   {"finish_reason", api_finish(out.finish_reason)},
+                   {"token_ids", out.token_ids}};
+    if (r.chat)
+      choice["message"] = {{"role", "assistant"}, {"content", out.text}};
+    else
+      choice["text"] = out.text;
+    choice["logprobs"] = out.logprobs.empty() ? json(nullptr) : logprobs(r, out, tok);
+    choices.push_back(choice);
+  }
+  return {{"id", id.id},           {"object", r.chat ? "chat.completion" : "text_completion"},
+          {"created", id.created}, {"model", id.model},
+          {"choices", choices},    {"usage", usage(r, outs)}};
 }
 
 json chunk(const ApiRequest& r, const ResponseId& id, const std::string& text,
@@ -211,7 +216,7 @@ json usage_chunk(const ApiRequest& r, const ResponseId& id, const GenerationOutp
           {"created", id.created},
           {"model", id.model},
           {"choices", json::array()},
-          {"usage", usage(r, out)}};
+          {"usage", usage(r, {out})}};
 }
 
 json error_body(const std::string& message, const std::string& type) {

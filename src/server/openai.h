@@ -2,7 +2,7 @@
 // request, and the responses (whole or as server-sent-event chunks) built from its output.
 // https://platform.openai.com/docs/api-reference (completions, chat): the fields nanoinfer
 // serves are listed in docs/pseudocode/server.md; others are ignored, and unsupported values
-// (n > 1, logprobs in a stream, prompts that are lists of texts) are refused with a message.
+// (n > 1 or logprobs in a stream, prompts that are lists of texts) are refused with a message.
 #pragma once
 
 #include <cstdint>
@@ -18,6 +18,7 @@ namespace nanoinfer::server {
 struct ApiRequest {
   bool chat = false;
   bool stream = false;
+  int n = 1;                  // choices: n requests, the seed + i each (whole responses only)
   bool stream_usage = false;  // stream_options.include_usage: a last chunk with the usage
   GenerationRequest request;
 };
@@ -38,10 +39,10 @@ struct ResponseId {
 // The whole response of a finished request (prompt_tokens for its usage). finish_reason is the
 // API's: "length", or "stop" for an end token or a stop string; token_ids (the generated ids, an
 // ending EOS included) is a nanoinfer extension.
-// With logprobs asked for, the choice's logprobs in the API's form for its endpoint (tokens as
-// text through tok).
-nlohmann::json response(const ApiRequest& r, const ResponseId& id, const GenerationOutput& out,
-                        const Tokenizer* tok);
+// One choice per output, in order; with logprobs asked for, each choice's in the API's form for
+// its endpoint (tokens as text through tok). The usage counts the prompt once.
+nlohmann::json response(const ApiRequest& r, const ResponseId& id,
+                        const std::vector<GenerationOutput>& outs, const Tokenizer* tok);
 // One streamed chunk: text (and its token ids, a nanoinfer extension) or, with finish_reason
 // set, the last chunk. A chat stream's first chunk carries the role.
 nlohmann::json chunk(const ApiRequest& r, const ResponseId& id, const std::string& text,

@@ -97,15 +97,31 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
                  std::chrono::duration_cast<std::chrono::seconds>(
                      std::chrono::system_clock::now().time_since_epoch())
                      .count()};
-      submit(job);
       if (!job->api.stream) {
-        std::unique_lock<std::mutex> lock(job->m);
-        job->cv.wait(lock, [&] { return job->finished || !job->error.empty(); });
-        if (!job->error.empty()) return reply_error(res, 400, job->error, "invalid_request_error");
-        res.set_content(response(job->api, job->id, job->out, engine_.tokenizer()).dump(),
+        // n choices: n requests, seeds seed, seed + 1, ... (the first computes the prompt, the
+        // others take its blocks).
+        std::vector<std::shared_ptr<Job>> jobs = {job};
+        for (int i = 1; i < job->api.n; ++i) {
+          jobs.push_back(std::make_shared<Job>());
+          jobs.back()->api = job->api;
+          jobs.back()->api.request.params.seed += static_cast<uint64_t>(i);
+        }
+        for (const auto& j : jobs) submit(j);
+        std::vector<GenerationOutput> outs;
+        for (const auto& j : jobs) {
+          std::unique_lock<std::mutex> lock(j->m);
+          j->cv.wait(lock, [&] { return j->finished || !j->error.empty(); });
+          if (!j->error.empty()) {
+            for (const auto& other : jobs) other->cancelled = true;
+            return reply_error(res, 400, j->error, "invalid_request_error");
+          }
+          outs.push_back(j->out);
+        }
+        res.set_content(response(job->api, job->id, outs, engine_.tokenizer()).dump(),
                         "application/json");
         return;
       }
+      submit(job);
       // Streamed: the status is sent with the first bytes, so an error the engine finds when
       // the request is submitted (too long for the cache...) comes as an error event.
       res.set_chunked_content_provider(

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "nanoinfer/engine.h"
@@ -103,7 +104,7 @@ TEST(OpenAiBodies, FinishReasons) {
   for (const auto& [ours, api] : std::vector<std::pair<std::string, std::string>>{
            {"eos", "stop"}, {"stop", "stop"}, {"length", "length"}}) {
     out.finish_reason = ours;
-    const json r = server::response(chat, {"chatcmpl-1", "m", 5}, out, nullptr);
+    const json r = server::response(chat, {"chatcmpl-1", "m", 5}, {out}, nullptr);
     EXPECT_EQ(r["choices"][0]["finish_reason"], api);
     EXPECT_EQ(r["choices"][0]["message"]["content"], "Paris.");
     EXPECT_EQ(server::chunk(chat, {"chatcmpl-1", "m", 5}, "", {}, ours,
@@ -214,6 +215,34 @@ TEST_F(ServerTest, LogprobsInTheFormOfEachEndpoint) {
   EXPECT_TRUE(
       post("/v1/completions", {{"prompt", ids}, {"max_tokens", 2}})["choices"][0]["logprobs"]
           .is_null());
+}
+
+// n choices: one request each, the seed + i; each choice is what the engine gives its request
+// alone, and the usage counts the prompt once.
+TEST_F(ServerTest, NChoicesAreRequestsWithSuccessiveSeeds) {
+  const std::vector<int32_t> ids = serving_->tokenizer()->encode("Once upon a time", true);
+  const json r = post("/v1/completions", {{"prompt", ids},
+                                          {"max_tokens", 8},
+                                          {"temperature", 0.9},
+                                          {"seed", 40},
+                                          {"ignore_eos", true},
+                                          {"n", 3}});
+  ASSERT_EQ(r["choices"].size(), 3U) << r;
+  std::set<std::vector<int32_t>> distinct;
+  for (size_t i = 0; i < 3; ++i) {
+    GenerationRequest want{ids, {}};
+    want.params.max_new_tokens = 8;
+    want.params.temperature = 0.9F;
+    want.params.seed = 40 + i;
+    want.params.ignore_eos = true;
+    const auto got = r["choices"][i]["token_ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(r["choices"][i]["index"], i);
+    EXPECT_EQ(got, alone_->generate({want})[0].token_ids) << "choice " << i;
+    distinct.insert(got);
+  }
+  EXPECT_EQ(distinct.size(), 3U);  // the seeds differ
+  EXPECT_EQ(r["usage"]["prompt_tokens"], ids.size());
+  EXPECT_EQ(r["usage"]["completion_tokens"], 24);
 }
 
 TEST_F(ServerTest, StreamAddsUpToTheWholeResponse) {
@@ -360,7 +389,9 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
   auto message = [&](const json& body) {
     return post("/v1/completions", body, 400)["error"]["message"].get<std::string>();
   };
-  EXPECT_NE(message({{"prompt", "x"}, {"n", 2}}).find("'n' must be 1"), std::string::npos);
+  EXPECT_NE(message({{"prompt", "x"}, {"n", 0}}).find("'n' must be in [1, 16]"), std::string::npos);
+  EXPECT_NE(message({{"prompt", "x"}, {"n", 2}, {"stream", true}}).find("not supported in streams"),
+            std::string::npos);
   EXPECT_NE(message({{"max_tokens", 3}}).find("'prompt' is required"), std::string::npos);
   EXPECT_NE(message({{"prompt", {1, 99999}}}).find("outside the vocabulary"), std::string::npos);
   EXPECT_NE(message({{"prompt", "x"}, {"temperature", "hot"}}).find("'temperature'"),
