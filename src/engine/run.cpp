@@ -178,7 +178,7 @@ bool Run::step() {
   const auto t0 = std::chrono::steady_clock::now();
   const Batch batch = build_batch(live, cache_);
   bool on_device = false;  // sampled rows picked and beam rows summarised by the backend
-  std::vector<std::vector<float>> raw(rows.size());  // logits of the rows that return logprobs
+  std::vector<std::vector<float>> raw;  // logits of the rows that return logprobs (if any)
   std::vector<BeamRow> beam_rows;
   {
     // The other ranks get the batch and the cache ops made since the last step; alone, the ops
@@ -193,10 +193,12 @@ bool Run::step() {
     const Tensor& step_logits = ctx_.model.forward(batch, cache_);
     // Rows that return logprobs: their logits as the model gave them, on the host, before the
     // picks' edits or the host processors rewrite them (a row's copy, whoever picks).
-    for (size_t r = 0; r < rows.size(); ++r)
-      if (rows[r].params->logprobs >= 0)
-        ctx_.backend.to_host_f32(
-            step_logits.rows(static_cast<int64_t>(r), static_cast<int64_t>(r) + 1), raw[r]);
+    for (size_t r = 0; r < rows.size(); ++r) {
+      if (rows[r].params->logprobs < 0) continue;
+      raw.resize(rows.size());
+      ctx_.backend.to_host_f32(
+          step_logits.rows(static_cast<int64_t>(r), static_cast<int64_t>(r) + 1), raw[r]);
+    }
     if (ctx_.prefix_reuse)  // the prompt blocks this step completed, for requests that follow
       for (const SampledRequest& r : sampled_)
         if (r.seq.fed <= static_cast<int32_t>(r.request->prompt_ids.size()))
@@ -241,7 +243,7 @@ bool Run::step() {
     }
     for (size_t r = 0; r < live_sampled.size(); ++r) {
       SampledRequest& s = *live_sampled[r];
-      if (!raw[r].empty())
+      if (r < raw.size() && !raw[r].empty())
         s.out.logprobs.push_back(
             sampling::token_logprobs(raw[r], tokens_[r], s.request->params.logprobs));
       if (!s.accept(tokens_[r], cache_, requests_.at(s.seq.request).on_token, ctx_.prefix_reuse))

@@ -1,5 +1,8 @@
 #include "server/openai.h"
 
+#include <span>
+#include <utility>
+
 #include "util/error.h"
 
 namespace nanoinfer::server {
@@ -59,14 +62,14 @@ std::string api_finish(const std::string& reason) {
 
 // {prompt_tokens, completion_tokens, total_tokens, prompt_tokens_details {cached_tokens}}: the
 // prompt once (the cached tokens the first choice's), the tokens of every choice.
-json usage(const ApiRequest& r, const std::vector<GenerationOutput>& outs) {
+json usage(const ApiRequest& r, std::span<const GenerationOutput> outs) {
   const auto prompt = static_cast<int64_t>(r.request.prompt_ids.size());
   int64_t completion = 0;
   for (const GenerationOutput& o : outs) completion += static_cast<int64_t>(o.token_ids.size());
   return {{"prompt_tokens", prompt},
           {"completion_tokens", completion},
           {"total_tokens", prompt + completion},
-          {"prompt_tokens_details", {{"cached_tokens", outs.at(0).reused_prompt_tokens}}}};
+          {"prompt_tokens_details", {{"cached_tokens", outs.front().reused_prompt_tokens}}}};
 }
 
 // A token as text: its own decode (a piece of a UTF-8 character reads U+FFFD), or its id where
@@ -216,7 +219,7 @@ json usage_chunk(const ApiRequest& r, const ResponseId& id, const GenerationOutp
           {"created", id.created},
           {"model", id.model},
           {"choices", json::array()},
-          {"usage", usage(r, {out})}};
+          {"usage", usage(r, std::span(&out, 1))}};
 }
 
 json error_body(const std::string& message, const std::string& type) {

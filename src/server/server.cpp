@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <utility>
 #include <vector>
 
 #include "server/openai.h"
@@ -115,7 +116,7 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
             for (const auto& other : jobs) other->cancelled = true;
             return reply_error(res, 400, j->error, "invalid_request_error");
           }
-          outs.push_back(j->out);
+          outs.push_back(std::move(j->out));
         }
         res.set_content(response(job->api, job->id, outs, engine_.tokenizer()).dump(),
                         "application/json");
