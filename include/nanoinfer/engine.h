@@ -92,6 +92,9 @@ struct GenerationOutput {
   // (prefix reuse; OpenAI's usage.prompt_tokens_details.cached_tokens).
   int reused_prompt_tokens = 0;
   std::vector<TokenLogprobs> logprobs;  // one per token of token_ids, with params.logprobs >= 0
+  // With params.prompt_logprobs >= 0: one per prompt token after the first, in order (entry i
+  // scores prompt token i + 1); exp(-mean logprob) is the prompt's perplexity.
+  std::vector<TokenLogprobs> prompt_logprobs;
 };
 
 struct StepStats {

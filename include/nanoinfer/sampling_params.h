@@ -40,6 +40,12 @@ struct SamplingParams {
   // `logprobs` most likely tokens (at most 20); -1: off. Not with beam search. Such a request's
   // row of logits is copied to the host every step it runs.
   int logprobs = -1;
+  // >= 0: also each prompt token's log-probability given the tokens before it (all but the
+  // first), with the `prompt_logprobs` most likely tokens at its position (at most 20); -1: off.
+  // Scoring a text (perplexity, OpenAI's echo): the prompt is computed whole, never taken from
+  // the cache (prefix reuse), in steps of at most 512 tokens whose rows of logits come to the
+  // host. Not with beam search.
+  int prompt_logprobs = -1;
 
   void validate() const;
   bool greedy() const { return temperature == 0.0F && num_beams == 1; }

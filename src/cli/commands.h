@@ -19,6 +19,7 @@ void add_tokenize_command(CLI::App& app);
 void add_serve_command(CLI::App& app);
 void add_chat_command(CLI::App& app);
 void add_bench_command(CLI::App& app);
+void add_perplexity_command(CLI::App& app);
 
 // Whole numbers in [lo, hi]: CLI11's own checks print ranges of doubles and accept "-5" for an
 // unsigned seed.

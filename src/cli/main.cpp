@@ -1,5 +1,5 @@
-// nanoinfer command line: generate | chat | serve | bench | info | tokenize. Every user error ends
-// as one clear line on stderr and a non-zero exit.
+// nanoinfer command line: generate | chat | serve | bench | perplexity | info | tokenize. Every
+// user error ends as one clear line on stderr and a non-zero exit.
 #include <cstdio>
 #include <exception>
 #include <functional>
@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   nanoinfer::cli::add_serve_command(app);
   nanoinfer::cli::add_chat_command(app);
   nanoinfer::cli::add_bench_command(app);
+  nanoinfer::cli::add_perplexity_command(app);
   try {
     // CLI11 would only say that a subcommand is required.
     const std::string first = argc > 1 ? argv[1] : "-";
@@ -37,8 +38,8 @@ int main(int argc, char** argv) {
     };
     if (first[0] != '-' && std::as_const(app).get_subcommands(named).empty()) {
       std::fprintf(stderr,
-                   "nanoinfer: unknown command '%s' (expected generate, chat, serve, bench, info "
-                   "or tokenize)\n",
+                   "nanoinfer: unknown command '%s' (expected generate, chat, serve, bench, "
+                   "perplexity, info or tokenize)\n",
                    argv[1]);
       return failed(2);
     }

@@ -18,6 +18,77 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// A prompt scored (prompt_logprobs) takes at most this many tokens a step: its rows of logits
+// ([n, V] f32) are held on the device and copied to the host.
+constexpr int kScoredChunk = 512;
+
+// A prompt chunk scored this step: the request, its position in the batch and the prompt
+// position of its first token.
+struct ScoredChunk {
+  SampledRequest* request;
+  size_t seq;
+  int32_t first;
+};
+
+bool scores_prompt(const SampledRequest& r) {
+  return r.request->params.prompt_logprobs >= 0 && r.out.token_ids.empty();
+}
+
+// Asks the batch for the logits of every token of each scored chunk: its last token's row is the
+// sequence's own; the others go after all the batch's rows. Returns the first of those rows for
+// each chunk.
+std::vector<int64_t> add_scored_rows(Batch& batch, const std::vector<ScoredChunk>& scored) {
+  std::vector<int64_t> first;
+  for (const ScoredChunk& c : scored) {
+    first.push_back(static_cast<int64_t>(batch.logit_rows.size()));
+    for (int32_t t = batch.cu_seqlens[c.seq]; t + 1 < batch.cu_seqlens[c.seq + 1]; ++t)
+      batch.logit_rows.push_back(t);
+  }
+  return first;
+}
+
+// The log-probabilities of tokens[i] under rows [first, first + count) of the step's logits:
+// summarised where the logits are when the backend can (the rows' maximum, log-sum-exp and best
+// tokens, then each token's logit, come to the host instead of the rows), else from a copy.
+void score_rows(Backend& be, const Tensor& logits, int64_t first, int64_t count,
+                const int32_t* tokens, int n, std::vector<TokenLogprobs>& out) {
+  const Tensor block = logits.rows(first, first + count);
+  const int64_t V = logits.dim(1);
+  std::vector<BeamRow> summaries;
+  if (be.beam_rows_to_host(block, std::max(n, 1), summaries)) {
+    std::vector<float> logit;
+    for (int64_t r = 0; r < count; ++r) {
+      be.to_host_f32(
+          Tensor(DType::F32, {1}, block.as<float>() + r * V + tokens[r], nullptr, block.device()),
+          logit);
+      out.push_back(sampling::token_logprobs(summaries[static_cast<size_t>(r)], logit[0], n));
+    }
+    return;
+  }
+  std::vector<float> rows;
+  be.to_host_f32(block, rows);
+  for (int64_t r = 0; r < count; ++r)
+    out.push_back(sampling::token_logprobs(
+        std::span<const float>(rows).subspan(static_cast<size_t>(r * V), static_cast<size_t>(V)),
+        tokens[r], n));
+}
+
+// Each token of a scored chunk gives the log-probability of the prompt token after it (the last
+// prompt token's row is the first generated token's: not a prompt score).
+void score_chunk(Backend& be, const Tensor& logits, const Batch& batch, const ScoredChunk& c,
+                 int64_t extra_rows) {
+  const std::vector<int32_t>& prompt = c.request->request->prompt_ids;
+  const int n = c.request->request->params.prompt_logprobs;
+  const int32_t len = batch.cu_seqlens[c.seq + 1] - batch.cu_seqlens[c.seq];
+  const int32_t scored = std::min(len, static_cast<int32_t>(prompt.size()) - 1 - c.first);
+  if (scored <= 0) return;
+  const int32_t* next = prompt.data() + c.first + 1;  // the tokens the chunk's rows score
+  std::vector<TokenLogprobs>& out = c.request->out.prompt_logprobs;
+  if (const int32_t extra = std::min(scored, len - 1); extra > 0)
+    score_rows(be, logits, extra_rows, extra, next, n, out);
+  if (scored == len) score_rows(be, logits, static_cast<int64_t>(c.seq), 1, next + len - 1, n, out);
+}
+
 }  // namespace
 
 void check_request(const RunContext& ctx, const GenerationRequest& r, size_t index) {
@@ -76,7 +147,8 @@ size_t Run::add(const GenerationRequest& r, TokenCallback on_token, DoneCallback
 bool Run::waits_for_prefix(int64_t id) const {
   if (!ctx_.prefix_reuse || id < 0) return false;
   const GenerationRequest& req = requests_.at(static_cast<size_t>(id)).request;
-  if (req.params.num_beams > 1) return false;  // beams take no published blocks
+  // Beams and scored prompts take no published blocks.
+  if (req.params.num_beams > 1 || req.params.prompt_logprobs >= 0) return false;
   const std::vector<int32_t>& p = req.prompt_ids;
   const int bs = cache_.block_size();
   for (const SampledRequest& r : sampled_) {
@@ -108,7 +180,7 @@ bool Run::step() {
   auto run_sampled = [&](SampledRequest& r) {
     const bool prompt = r.out.token_ids.empty();
     const auto pending = static_cast<int>(r.seq.pending.size());
-    r.seq.chunk = sched_.take(pending);
+    r.seq.chunk = sched_.take(scores_prompt(r) ? std::min(pending, kScoredChunk) : pending);
     if (prompt) prompt_tokens += r.seq.chunk;
     if (r.seq.chunk == pending) {
       live_sampled.push_back(&r);
@@ -154,7 +226,7 @@ bool Run::step() {
     } else {
       sampled_.emplace_back(id, req, cache_, c.eos_token_ids, ctx_.tokenizer);
       SeqState& s = sampled_.back().seq;
-      if (ctx_.prefix_reuse) {  // blocks of the same prompt prefix computed by others
+      if (ctx_.prefix_reuse && req.params.prompt_logprobs < 0) {  // blocks computed by others
         const int reused = cache_.attach_prefix(s.cache_id, req.prompt_ids);
         s.pending.erase(s.pending.begin(), s.pending.begin() + reused);
         s.fed = reused;
@@ -175,8 +247,16 @@ bool Run::step() {
     return false;
   }
 
+  std::vector<ScoredChunk> scored;
+  for (SampledRequest& r : sampled_)
+    if (scores_prompt(r) && r.seq.chunk > 0)
+      scored.push_back(
+          {&r, static_cast<size_t>(std::find(live.begin(), live.end(), &r.seq) - live.begin()),
+           r.seq.fed});
+
   const auto t0 = std::chrono::steady_clock::now();
-  const Batch batch = build_batch(live, cache_);
+  Batch batch = build_batch(live, cache_);
+  const std::vector<int64_t> scored_rows = add_scored_rows(batch, scored);
   bool on_device = false;  // sampled rows picked and beam rows summarised by the backend
   std::vector<std::vector<float>> raw;  // logits of the rows that return logprobs (if any)
   std::vector<BeamRow> beam_rows;
@@ -191,6 +271,8 @@ bool Run::step() {
       ctx_.send(StepMessage::step(std::move(ops), batch));
     }
     const Tensor& step_logits = ctx_.model.forward(batch, cache_);
+    for (size_t i = 0; i < scored.size(); ++i)
+      score_chunk(ctx_.backend, step_logits, batch, scored[i], scored_rows[i]);
     // Rows that return logprobs: their logits as the model gave them, on the host, before the
     // picks' edits or the host processors rewrite them (a row's copy, whoever picks).
     for (size_t r = 0; r < rows.size(); ++r) {

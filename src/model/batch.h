@@ -19,7 +19,9 @@ struct Batch {
   std::vector<int32_t> context_lens;  // [B] logical cache entries of the sequence after this step
   std::vector<int32_t> block_tables;  // [B, max_blocks]
   int32_t max_blocks = 0;
-  std::vector<int32_t> logit_rows;  // tokens whose logits are computed (last of each sequence)
+  // Tokens whose logits are computed, in the order of the rows returned: the last of each
+  // sequence (all its tokens with SeqState::all_logits), then any a step adds (scored prompts).
+  std::vector<int32_t> logit_rows;
   // Optional tree mask among the new tokens of each sequence (SpecInfer-style verification):
   // for sequence s with n new tokens, n*n bytes at tree_offsets[s]; byte [i*n + k] = 1 when new
   // token i may attend to new token k. Empty = causal.

@@ -317,6 +317,7 @@ PYBIND11_MODULE(nanoinfer, m) {
       .def_readwrite("stop", &SamplingParams::stop)
       .def_readwrite("suppress_tokens", &SamplingParams::suppress_tokens)
       .def_readwrite("logprobs", &SamplingParams::logprobs)
+      .def_readwrite("prompt_logprobs", &SamplingParams::prompt_logprobs)
       // HF's values: False, True or "never".
       .def_property(
           "early_stopping",
@@ -351,6 +352,7 @@ PYBIND11_MODULE(nanoinfer, m) {
       .def_readonly("scores", &GenerationOutput::scores)
       .def_readonly("reused_prompt_tokens", &GenerationOutput::reused_prompt_tokens)
       .def_readonly("logprobs", &GenerationOutput::logprobs)
+      .def_readonly("prompt_logprobs", &GenerationOutput::prompt_logprobs)
       .def("__repr__", [](const GenerationOutput& o) {
         return "GenerationOutput(" + std::to_string(o.token_ids.size()) +
                " tokens, finish_reason='" + o.finish_reason +

@@ -6,9 +6,12 @@
 #include <span>
 
 #include "nanoinfer/engine.h"
+#include "sampling/beam_search.h"
 
 namespace nanoinfer::sampling {
 
 TokenLogprobs token_logprobs(std::span<const float> row, int32_t token, int n);
+// The same from the row's summary (at least n best tokens) and the token's logit.
+TokenLogprobs token_logprobs(const BeamRow& summary, float token_logit, int n);
 
 }  // namespace nanoinfer::sampling

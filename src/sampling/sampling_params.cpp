@@ -53,6 +53,12 @@ void check_values(const SamplingParams& p) {
     fail("logprobs must be in [0, 20] (the alternatives returned per token; -1 = off), got " +
          std::to_string(p.logprobs));
   }
+  if (p.prompt_logprobs < -1 || p.prompt_logprobs > 20) {
+    fail(
+        "prompt_logprobs must be in [0, 20] (the alternatives returned per prompt token; -1 = "
+        "off), got " +
+        std::to_string(p.prompt_logprobs));
+  }
   for (int32_t t : p.suppress_tokens) {
     if (t < 0) fail("suppress_tokens must be token ids >= 0, got " + std::to_string(t));
   }
@@ -76,7 +82,8 @@ void check_combinations(const SamplingParams& p) {
           "beam search (num_beams > 1) ends hypotheses at EOS or max_new_tokens only: stop "
           "strings are not supported");
     }
-    if (p.logprobs >= 0) fail("beam search (num_beams > 1) returns no logprobs (scores instead)");
+    if (p.logprobs >= 0 || p.prompt_logprobs >= 0)
+      fail("beam search (num_beams > 1) returns no logprobs (scores instead)");
     return;
   }
   if (p.temperature == 0.0F && filters) {

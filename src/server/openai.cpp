@@ -60,12 +60,17 @@ std::string api_finish(const std::string& reason) {
   return reason == "length" ? reason : "stop";
 }
 
+// The generated tokens a choice returns (none when only the prompt is scored).
+size_t returned(const ApiRequest& r, const GenerationOutput& out) {
+  return r.score_only ? 0 : out.token_ids.size();
+}
+
 // {prompt_tokens, completion_tokens, total_tokens, prompt_tokens_details {cached_tokens}}: the
 // prompt once (the cached tokens the first choice's), the tokens of every choice.
 json usage(const ApiRequest& r, std::span<const GenerationOutput> outs) {
   const auto prompt = static_cast<int64_t>(r.request.prompt_ids.size());
   int64_t completion = 0;
-  for (const GenerationOutput& o : outs) completion += static_cast<int64_t>(o.token_ids.size());
+  for (const GenerationOutput& o : outs) completion += static_cast<int64_t>(returned(r, o));
   return {{"prompt_tokens", prompt},
           {"completion_tokens", completion},
           {"total_tokens", prompt + completion},
@@ -97,16 +102,22 @@ json logprobs(const ApiRequest& r, const GenerationOutput& out, const Tokenizer*
   json tokens = json::array(), token_logprobs = json::array(), top = json::array(),
        offsets = json::array();
   size_t offset = 0;
-  for (size_t i = 0; i < out.logprobs.size(); ++i) {
-    const std::string text = token_text(tok, out.token_ids[i]);
+  // A token and its entry (null for the prompt's first token, which nothing predicts).
+  auto add = [&](int32_t id, const TokenLogprobs* lp) {
+    const std::string text = token_text(tok, id);
     tokens.push_back(text);
-    token_logprobs.push_back(out.logprobs[i].logprob);
     json alternatives = json::object();
-    for (const auto& [t, lp] : out.logprobs[i].top) alternatives[token_text(tok, t)] = lp;
-    top.push_back(alternatives);
+    if (lp != nullptr)
+      for (const auto& [t, v] : lp->top) alternatives[token_text(tok, t)] = v;
+    token_logprobs.push_back(lp != nullptr ? json(lp->logprob) : json(nullptr));
+    top.push_back(lp != nullptr ? alternatives : json(nullptr));
     offsets.push_back(offset);
     offset += text.size();
-  }
+  };
+  if (r.echo)
+    for (size_t i = 0; i < r.request.prompt_ids.size(); ++i)
+      add(r.request.prompt_ids[i], i > 0 ? &out.prompt_logprobs.at(i - 1) : nullptr);
+  for (size_t i = 0; i < returned(r, out); ++i) add(out.token_ids[i], &out.logprobs.at(i));
   return {{"tokens", tokens},
           {"token_logprobs", token_logprobs},
           {"top_logprobs", top},
@@ -143,17 +154,29 @@ ApiRequest parse_request(const json& body, bool chat, const Tokenizer* tok, int 
     take(body, "logprobs", p.logprobs);
   }
   if (p.logprobs >= 0 && r.stream) fail("'logprobs' are not returned in streams");
+  take(body, "echo", r.echo);
+  if (r.echo && chat) fail("'echo' is served for completions only");
+  if (r.echo && r.stream) fail("'echo' is not served in streams");
+  if (r.echo && p.logprobs >= 0) p.prompt_logprobs = p.logprobs;
   if (chat) {
     if (!body.contains("messages")) fail("'messages' is required");
     r.request.prompt_ids = chat_ids(body["messages"], tok);
   } else {
     if (!body.contains("prompt")) fail("'prompt' is required");
     r.request.prompt_ids = prompt_ids(body["prompt"], tok, vocab_size);
+    if (r.echo)
+      r.prompt_text = body["prompt"].is_string() ? body["prompt"].get<std::string>()
+                      : tok != nullptr           ? tok->decode(r.request.prompt_ids)
+                                                 : std::string();
   }
   p.temperature = 1.0F;  // the API's default
   p.max_new_tokens = chat ? 512 : 16;
   take(body, "max_tokens", p.max_new_tokens);
   take(body, "max_completion_tokens", p.max_new_tokens);
+  if (p.max_new_tokens == 0 && r.echo) {  // the prompt alone, scored
+    r.score_only = true;
+    p.max_new_tokens = 1;
+  }
   take(body, "temperature", p.temperature);
   take(body, "top_p", p.top_p);
   take(body, "top_k", p.top_k);
@@ -179,13 +202,13 @@ json response(const ApiRequest& r, const ResponseId& id, const std::vector<Gener
   for (size_t i = 0; i < outs.size(); ++i) {
     const GenerationOutput& out = outs[i];
     json choice = {{"index", i},
-                   {"finish_reason", api_finish(out.finish_reason)},
-                   {"token_ids", out.token_ids}};
+                   {"finish_reason", r.score_only ? "length" : api_finish(out.finish_reason)},
+                   {"token_ids", r.score_only ? std::vector<int32_t>{} : out.token_ids}};
     if (r.chat)
       choice["message"] = {{"role", "assistant"}, {"content", out.text}};
     else
-      choice["text"] = out.text;
-    choice["logprobs"] = out.logprobs.empty() ? json(nullptr) : logprobs(r, out, tok);
+      choice["text"] = r.prompt_text + (r.score_only ? std::string() : out.text);
+    choice["logprobs"] = r.request.params.logprobs < 0 ? json(nullptr) : logprobs(r, out, tok);
     choices.push_back(choice);
   }
   return {{"id", id.id},           {"object", r.chat ? "chat.completion" : "text_completion"},

@@ -2,7 +2,8 @@
 // request, and the responses (whole or as server-sent-event chunks) built from its output.
 // https://platform.openai.com/docs/api-reference (completions, chat): the fields nanoinfer
 // serves are listed in docs/pseudocode/server.md; others are ignored, and unsupported values
-// (n > 1 or logprobs in a stream, prompts that are lists of texts) are refused with a message.
+// (n > 1, logprobs or echo in a stream, prompts that are lists of texts) are refused with a
+// message.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +21,12 @@ struct ApiRequest {
   bool stream = false;
   int n = 1;                  // choices: n requests, the seed + i each (whole responses only)
   bool stream_usage = false;  // stream_options.include_usage: a last chunk with the usage
+  // Completions' echo: the text starts with the prompt's (prompt_text), and the logprobs, when
+  // asked for, start with the prompt tokens' (the first one's null). With max_tokens 0 the
+  // response holds the prompt alone (score_only; the engine's one generated token is dropped).
+  bool echo = false;
+  bool score_only = false;
+  std::string prompt_text;
   GenerationRequest request;
 };
 

@@ -429,6 +429,55 @@ TEST(CudaEnginePicks, LogprobsAreHfsLogSoftmaxAndChangeNoToken) {
   }
 }
 
+// prompt_logprobs on the GPU: scored prompts (HF's prompt and greedy continuation) in chunks of 7
+// tokens, beside a greedy and a sampled request whose rows are picked on the device; in fp32 every
+// prompt token's log-probability and alternatives are the CPU engine's (to 1e-4), and the greedy
+// tokens are the CPU's and those of each request alone.
+TEST(CudaEnginePicks, PromptLogprobsAreTheCpusInFp32) {
+  NI_REQUIRE_CUDA(probe, DType::F32);
+  const nlohmann::json ref = test::read_json("models/llama3_rope/reference.json");
+  std::vector<GenerationRequest> reqs;
+  for (int i = 0; i < 4; ++i) {
+    const auto& rc = ref["cases"][i % 2];
+    GenerationRequest r{rc["prompt_ids"].get<std::vector<int32_t>>(), {}};
+    r.params.max_new_tokens = 6;
+    if (i == 1) r.params.temperature = 0.8F, r.params.seed = 9;
+    if (i >= 2) {
+      const auto greedy = rc["greedy_ids"].get<std::vector<int32_t>>();
+      r.prompt_ids.insert(r.prompt_ids.end(), greedy.begin(), greedy.begin() + 8);
+      r.params.prompt_logprobs = 3;
+    }
+    reqs.push_back(r);
+  }
+  EngineOptions opt;
+  opt.model = test::data_path("models/llama3_rope");
+  opt.max_step_tokens = 7;
+  Engine cpu(opt);
+  const std::vector<GenerationOutput> want = cpu.generate(reqs);
+  opt.backend = "cuda";
+  opt.dtype = "f32";
+  Engine gpu(opt);
+  const std::vector<GenerationOutput> got = gpu.generate(reqs);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    EXPECT_EQ(got[i].token_ids.size(), 6U) << "request " << i;
+    if (i != 1) {  // greedy
+      EXPECT_EQ(got[i].token_ids, want[i].token_ids) << "request " << i;
+      EXPECT_EQ(got[i].token_ids, gpu.generate({reqs[i]})[0].token_ids) << "request " << i;
+    }
+    ASSERT_EQ(got[i].prompt_logprobs.size(), want[i].prompt_logprobs.size()) << "request " << i;
+    EXPECT_EQ(got[i].prompt_logprobs.size(), i >= 2 ? reqs[i].prompt_ids.size() - 1 : 0U);
+    for (size_t p = 0; p < got[i].prompt_logprobs.size(); ++p) {
+      const TokenLogprobs &g = got[i].prompt_logprobs[p], &w = want[i].prompt_logprobs[p];
+      EXPECT_NEAR(g.logprob, w.logprob, 1e-4) << "request " << i << " position " << p;
+      ASSERT_EQ(g.top.size(), 3U);
+      for (size_t t = 0; t < 3; ++t) {
+        EXPECT_EQ(g.top[t].first, w.top[t].first) << "request " << i << " position " << p;
+        EXPECT_NEAR(g.top[t].second, w.top[t].second, 1e-4);
+      }
+    }
+  }
+}
+
 // Beam search with its rows summarised on the device (Backend::beam_rows_to_host) against the
 // logits copied and summarised on the host: two beam requests (one with suppressed tokens and a
 // length penalty, three sequences back) batched with a greedy and a sampled request, in bf16

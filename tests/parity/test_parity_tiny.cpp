@@ -134,6 +134,74 @@ TEST_P(TinyParity, LogprobsAreHfsLogSoftmax) {
   EXPECT_EQ(with.back().token_ids, without.back().token_ids);
 }
 
+// prompt_logprobs: a prompt of HF's own prompt and greedy continuation is scored at every token
+// after the first. Where the continuation starts, the score is HF's last logits through a
+// log-softmax; over the continuation, each position's best token is HF's next greedy token; and
+// every position's best tokens are those of a request whose prompt ends there. Scored in steps
+// of 7 tokens (chunked prefill) beside requests that decode, as in one step, and the other
+// requests' outputs are unchanged by them.
+TEST_P(TinyParity, PromptLogprobsScoreEveryPromptToken) {
+  const Case c = GetParam();
+  const nlohmann::json ref = test::read_json("models/" + c.model + "/reference.json");
+  for (const int step_tokens : {16384, 7}) {
+    EngineOptions opt;
+    opt.model = test::data_path("models/" + c.model);
+    opt.rope_cache = c.rope;
+    opt.max_step_tokens = step_tokens;
+    Engine engine(opt);
+    std::vector<GenerationRequest> batch;
+    for (const auto& rc : ref["cases"]) {
+      GenerationRequest r{rc["prompt_ids"].get<std::vector<int32_t>>(), {}};
+      r.params.max_new_tokens = 3;
+      batch.push_back(r);  // decodes beside the scored prompts
+      const auto greedy = rc["greedy_ids"].get<std::vector<int32_t>>();
+      r.prompt_ids.insert(r.prompt_ids.end(), greedy.begin(), greedy.begin() + 8);
+      r.params.prompt_logprobs = 2;
+      batch.push_back(r);
+    }
+    const std::vector<GenerationOutput> outs = engine.generate(batch);
+    for (size_t k = 0; k < ref["cases"].size(); ++k) {
+      const auto& rc = ref["cases"][k];
+      const std::string at =
+          rc["name"].get<std::string>() + ", steps of " + std::to_string(step_tokens);
+      GenerationRequest alone = batch[2 * k];
+      EXPECT_EQ(outs[2 * k].token_ids, engine.generate({alone})[0].token_ids) << at;
+      EXPECT_TRUE(outs[2 * k].prompt_logprobs.empty()) << at;
+      const std::vector<int32_t>& p = batch[2 * k + 1].prompt_ids;
+      const std::vector<TokenLogprobs>& lp = outs[2 * k + 1].prompt_logprobs;
+      ASSERT_EQ(lp.size(), p.size() - 1) << at;
+      const size_t n = rc["prompt_ids"].size();
+      const auto logits = rc["last_logits"].get<std::vector<double>>();
+      double log_z = 0;
+      for (const double x : logits) log_z += std::exp(x);
+      log_z = std::log(log_z);
+      EXPECT_NEAR(lp[n - 1].logprob, logits[static_cast<size_t>(p[n])] - log_z, 2e-4) << at;
+      for (size_t i = n - 1; i + 1 < p.size(); ++i) {
+        ASSERT_EQ(lp[i].top.size(), 2U) << at;
+        EXPECT_EQ(lp[i].top[0].first, p[i + 1]) << at << " position " << i;
+        EXPECT_FLOAT_EQ(lp[i].logprob, lp[i].top[0].second) << at << " position " << i;
+      }
+      std::vector<GenerationRequest> prefixes;
+      for (size_t i = 0; i + 1 < p.size(); ++i) {
+        GenerationRequest q{std::vector<int32_t>(p.begin(), p.begin() + static_cast<long>(i) + 1),
+                            {}};
+        q.params.max_new_tokens = 1;
+        q.params.logprobs = 2;
+        prefixes.push_back(q);
+      }
+      const std::vector<GenerationOutput> ends = engine.generate(prefixes);
+      for (size_t i = 0; i + 1 < p.size(); ++i) {
+        ASSERT_EQ(lp[i].top.size(), ends[i].logprobs[0].top.size()) << at;
+        for (size_t t = 0; t < lp[i].top.size(); ++t) {
+          EXPECT_EQ(lp[i].top[t].first, ends[i].logprobs[0].top[t].first) << at << " " << i;
+          EXPECT_NEAR(lp[i].top[t].second, ends[i].logprobs[0].top[t].second, 1e-5) << at;
+        }
+        EXPECT_LE(lp[i].logprob, lp[i].top[0].second) << at;
+      }
+    }
+  }
+}
+
 TEST(TinyParityEos, StopsAtAnyOfSeveralEosIdsAsHfDoes) {
   const nlohmann::json ref = test::read_json("models/multi_eos/reference.json")["eos_stop"];
   EngineOptions opt;

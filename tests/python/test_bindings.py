@@ -77,6 +77,19 @@ class TinyModel(unittest.TestCase):
         self.assertEqual(self.engine.generate([case["prompt_ids"]], max_new_tokens=3)[0].logprobs,
                          [])
 
+    def test_prompt_logprobs_score_the_prompt(self):
+        case = self.ref["cases"][0]
+        logits = case["last_logits"]
+        top = max(logits)
+        log_z = top + math.log(sum(math.exp(x - top) for x in logits))
+        prompt = case["prompt_ids"] + case["greedy_ids"][:1]
+        out = self.engine.generate([prompt], max_new_tokens=1, prompt_logprobs=1)[0]
+        self.assertEqual(len(out.prompt_logprobs), len(prompt) - 1)
+        last = out.prompt_logprobs[-1]  # HF's last logits score the greedy token
+        self.assertAlmostEqual(last.logprob, logits[prompt[-1]] - log_z, delta=2e-4)
+        self.assertEqual(last.top[0][0], prompt[-1])
+        self.assertEqual(out.logprobs, [])
+
     def test_streams_read_in_turn_each_give_their_tokens_alone(self):
         cases = self.ref["cases"]
         alone = [self.engine.generate([c["prompt_ids"]], params=self.greedy_params(c))[0]

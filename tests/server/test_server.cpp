@@ -217,6 +217,53 @@ TEST_F(ServerTest, LogprobsInTheFormOfEachEndpoint) {
           .is_null());
 }
 
+// echo: the text and the logprobs start with the prompt's (the engine's prompt_logprobs, the
+// first token's null); with max_tokens 0 the prompt alone is scored (lm-evaluation-harness's
+// loglikelihood requests), no completion tokens counted.
+TEST_F(ServerTest, EchoReturnsThePromptAndItsLogprobs) {
+  const Tokenizer& tok = *serving_->tokenizer();
+  const std::string text = "Once upon a time there was";
+  const std::vector<int32_t> ids = tok.encode(text, true);
+  GenerationRequest req{ids, {}};
+  req.params.max_new_tokens = 3;
+  req.params.ignore_eos = true;
+  req.params.logprobs = 2;
+  req.params.prompt_logprobs = 2;
+  const GenerationOutput want = alone_->generate({req})[0];
+  ASSERT_EQ(want.prompt_logprobs.size(), ids.size() - 1);
+  for (const int max_tokens : {0, 3}) {
+    const json r = post("/v1/completions", {{"prompt", text},
+                                            {"max_tokens", max_tokens},
+                                            {"temperature", 0},
+                                            {"ignore_eos", true},
+                                            {"echo", true},
+                                            {"logprobs", 2}});
+    const json& c = r["choices"][0];
+    const size_t n = ids.size() + static_cast<size_t>(max_tokens);
+    EXPECT_EQ(c["text"], max_tokens == 0 ? text : text + want.text);
+    EXPECT_EQ(r["usage"]["completion_tokens"], max_tokens);
+    EXPECT_EQ(c["token_ids"].size(), static_cast<size_t>(max_tokens));
+    const json& lp = c["logprobs"];
+    ASSERT_EQ(lp["tokens"].size(), n) << lp;
+    EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+    EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+    for (size_t i = 1; i < n; ++i) {
+      const TokenLogprobs& e =
+          i < ids.size() ? want.prompt_logprobs[i - 1] : want.logprobs[i - ids.size()];
+      EXPECT_EQ(lp["token_logprobs"][i].get<float>(), e.logprob) << i;
+      EXPECT_EQ(
+          lp["top_logprobs"][i][tok.decode(std::vector<int32_t>{e.top[0].first})].get<float>(),
+          e.top[0].second)
+          << i;
+    }
+    EXPECT_EQ(lp["tokens"][1], tok.decode(std::vector<int32_t>{ids[1]}));
+  }
+  const json plain = post("/v1/completions",
+                          {{"prompt", ids}, {"max_tokens", 2}, {"temperature", 0}, {"echo", true}});
+  EXPECT_EQ(plain["choices"][0]["text"].get<std::string>().rfind(tok.decode(ids), 0), 0U);
+  EXPECT_TRUE(plain["choices"][0]["logprobs"].is_null());
+}
+
 // n choices: one request each, the seed + i; each choice is what the engine gives its request
 // alone, and the usage counts the prompt once.
 TEST_F(ServerTest, NChoicesAreRequestsWithSuccessiveSeeds) {
@@ -404,6 +451,17 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
             std::string::npos);
   EXPECT_NE(message({{"prompt", "x"}, {"logprobs", 50}}).find("logprobs must be in [0, 20]"),
             std::string::npos);
+  EXPECT_NE(message({{"prompt", "x"}, {"echo", true}, {"stream", true}}).find("streams"),
+            std::string::npos);
+  EXPECT_NE(message({{"prompt", "x"}, {"max_tokens", 0}}).find("max_new_tokens must be >= 1"),
+            std::string::npos);
+  EXPECT_NE(
+      post("/v1/chat/completions",
+           {{"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})}, {"echo", true}},
+           400)["error"]["message"]
+          .get<std::string>()
+          .find("'echo' is served for completions only"),
+      std::string::npos);
   EXPECT_NE(post("/v1/chat/completions",
                  {{"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})},
                   {"top_logprobs", 2}},

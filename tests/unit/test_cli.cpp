@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -104,6 +106,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadArgs{"logprobs_without_json",
                 "generate --model " + kTiny + " --prompt-ids 1 --logprobs 2",
                 "--logprobs: the log-probabilities come with --json"},
+        BadArgs{"perplexity_without_tokenizer",
+                "perplexity " + test::data_path("prompts/summary_prompt.txt") + " --model " + kTiny,
+                "perplexity needs a model with a tokenizer"},
+        BadArgs{"perplexity_unreadable_text", "perplexity /nonexistent.txt --model " + kTiny,
+                "/nonexistent.txt: cannot read the text"},
         BadArgs{"chat_without_tokenizer", "chat --model " + kTiny,
                 "chat needs a model with a tokenizer"},
         BadArgs{"missing_tokenizer_file", "tokenize --tokenizer /nonexistent.json --text hi",
@@ -278,6 +285,55 @@ TEST(Cli, BenchReportsEveryRunAndTheirMedian) {
   ASSERT_EQ(table.code, 0) << table.err;
   EXPECT_NE(table.out.find("median of 2 runs"), std::string::npos) << table.out;
   EXPECT_NE(table.err.find("run 2: prefill"), std::string::npos) << table.err;
+}
+
+// `perplexity` on the default model: windows of --context tokens (the model starts each as it
+// starts a text), every token after a window's first scored; the perplexity is exp(mean NLL) of
+// the engine's prompt_logprobs over the same windows. One window of the whole summary prompt
+// scores all its tokens but the first.
+TEST(Cli, PerplexityIsTheMeanNllOfThePromptLogprobs) {
+  const std::string model = test::default_model_path();
+  if (model.empty()) GTEST_SKIP() << "default model not fetched (make model)";
+  const std::string file = test::data_path("prompts/summary_prompt.txt");
+  const CliRun r = run_cli("perplexity " + file + " --model " + model +
+                           " --context 64 --max-windows 3 --batch 2 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_NE(r.err.find("[windows 3 / 3]"), std::string::npos) << r.err;
+
+  EngineOptions opt;
+  opt.model = model;
+  Engine engine(opt);
+  const Tokenizer& tok = *engine.tokenizer();
+  std::ifstream in(file);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::vector<int32_t> start = tok.encode("", true), ids = tok.encode(text, false);
+  const size_t per_window = 64 - start.size();
+  double nll = 0;
+  int64_t scored = 0;
+  for (size_t w = 0; w < 3; ++w) {
+    GenerationRequest req{start, {}};
+    req.prompt_ids.insert(req.prompt_ids.end(), ids.begin() + w * per_window,
+                          ids.begin() + (w + 1) * per_window);
+    req.params.max_new_tokens = 1;
+    req.params.prompt_logprobs = 0;
+    const GenerationOutput out = engine.generate({req})[0];
+    for (const TokenLogprobs& lp : out.prompt_logprobs) {
+      nll -= lp.logprob;
+      ++scored;
+    }
+  }
+  EXPECT_EQ(scored, 3 * 63);
+  EXPECT_EQ(j["tokens_scored"], scored);
+  EXPECT_EQ(j["windows"], 3);
+  EXPECT_NEAR(j["mean_nll"].get<double>(), nll / static_cast<double>(scored), 1e-5);
+  EXPECT_NEAR(j["perplexity"].get<double>(), std::exp(j["mean_nll"].get<double>()), 1e-9);
+
+  const CliRun whole = run_cli("perplexity " + file + " --model " + model + " --context 1024");
+  ASSERT_EQ(whole.code, 0) << whole.err;
+  const std::string over =
+      "over " + std::to_string(tok.encode(text, true).size() - 1) + " tokens in 1 windows";
+  EXPECT_NE(whole.out.find(over), std::string::npos) << whole.out;
 }
 
 // `chat` on the default model: each line is a turn; each reply is the model's greedy answer to

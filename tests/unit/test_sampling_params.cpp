@@ -120,6 +120,22 @@ const Case kCases[] = {
      "suppress_tokens must be token ids >= 0, got -1"},
     {"ZeroMaxNewTokens", [](SamplingParams& p) { p.max_new_tokens = 0; },
      "max_new_tokens must be >= 1"},
+    {"LogprobsAndPromptLogprobs",
+     [](SamplingParams& p) {
+       p.logprobs = 20;
+       p.prompt_logprobs = 0;
+     },
+     ""},
+    {"TooManyPromptAlternatives", [](SamplingParams& p) { p.prompt_logprobs = 21; },
+     "prompt_logprobs must be in [0, 20]"},
+    {"PromptLogprobsBelowOff", [](SamplingParams& p) { p.prompt_logprobs = -2; },
+     "prompt_logprobs must be in [0, 20]"},
+    {"BeamsWithPromptLogprobs",
+     [](SamplingParams& p) {
+       p.num_beams = 2;
+       p.prompt_logprobs = 1;
+     },
+     "returns no logprobs"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Params, Validate, testing::ValuesIn(kCases),

@@ -1,0 +1,128 @@
+// `nanoinfer perplexity`: how well a model predicts a text. The text's tokens are cut into
+// windows of --context tokens, each starting with what the tokenizer starts a text with (its BOS,
+// if any); each window is one request whose prompt is scored (SamplingParams::prompt_logprobs),
+// --batch windows to a generate() call. Every token of a window after its first is scored given
+// the window's tokens before it; the perplexity is exp of the mean negative log-likelihood over
+// all scored tokens, printed as it goes (stderr) and at the end.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+#include "nanoinfer/engine.h"
+#include "nanoinfer/tokenizer.h"
+#include "util/error.h"
+
+namespace nanoinfer::cli {
+namespace {
+
+struct PerplexityArgs {
+  EngineOptions engine;
+  std::string file;
+  int context = 512;
+  int batch = 8;
+  int max_windows = 0;
+  bool json = false;
+};
+
+// The text's windows: prefix (BOS or nothing) + up to context - |prefix| text tokens each, those
+// with at least one token to score.
+std::vector<std::vector<int32_t>> windows(const Tokenizer& tok, const std::string& text,
+                                          int context) {
+  const std::vector<int32_t> prefix = tok.encode("", true);
+  const std::vector<int32_t> ids = tok.encode(text, false);
+  const auto per_window = static_cast<size_t>(context) - prefix.size();
+  if (static_cast<size_t>(context) < prefix.size() + 2)
+    fail("--context " + std::to_string(context) + " leaves no token to score after the " +
+         std::to_string(prefix.size()) + " the model starts a text with");
+  std::vector<std::vector<int32_t>> out;
+  for (size_t i = 0; i < ids.size(); i += per_window) {
+    std::vector<int32_t> w = prefix;
+    w.insert(w.end(), ids.begin() + static_cast<std::ptrdiff_t>(i),
+             ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), i + per_window)));
+    if (w.size() >= 2) out.push_back(std::move(w));
+  }
+  return out;
+}
+
+void run_perplexity(const PerplexityArgs& a) {
+  if (a.engine.model.empty() && !a.engine.random_weights)
+    fail("no model given: use --model PATH|default");
+  std::ifstream in(a.file, std::ios::binary);
+  if (!in) fail(a.file + ": cannot read the text");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EngineOptions options = a.engine;
+  if (options.max_context == 0) options.max_context = a.context + 1;  // a window + one token
+  Engine engine(options);
+  if (engine.tokenizer() == nullptr) fail("perplexity needs a model with a tokenizer");
+  if (a.context > engine.config().max_position_embeddings)
+    fail("--context " + std::to_string(a.context) + " exceeds the model's " +
+         std::to_string(engine.config().max_position_embeddings) + " positions");
+  std::vector<std::vector<int32_t>> all = windows(*engine.tokenizer(), text, a.context);
+  if (a.max_windows > 0 && all.size() > static_cast<size_t>(a.max_windows))
+    all.resize(static_cast<size_t>(a.max_windows));
+  if (all.empty()) fail(a.file + ": the text has no token to score");
+
+  double nll = 0;
+  int64_t scored = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t first = 0; first < all.size(); first += static_cast<size_t>(a.batch)) {
+    std::vector<GenerationRequest> requests;
+    for (size_t w = first; w < std::min(all.size(), first + static_cast<size_t>(a.batch)); ++w) {
+      GenerationRequest r{all[w], {}};
+      r.params.max_new_tokens = 1;
+      r.params.prompt_logprobs = 0;
+      requests.push_back(std::move(r));
+    }
+    for (const GenerationOutput& out : engine.generate(requests))
+      for (const TokenLogprobs& lp : out.prompt_logprobs) {
+        nll -= lp.logprob;
+        ++scored;
+      }
+    std::fprintf(stderr, "[windows %zu / %zu] perplexity so far %.4f\n", first + requests.size(),
+                 all.size(), std::exp(nll / static_cast<double>(scored)));
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double mean = nll / static_cast<double>(scored);
+  if (a.json) {
+    const nlohmann::json j = {{"model", a.engine.model},      {"file", a.file},
+                              {"context", a.context},         {"windows", all.size()},
+                              {"tokens_scored", scored},      {"mean_nll", mean},
+                              {"perplexity", std::exp(mean)}, {"seconds", seconds}};
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
+  std::printf(
+      "perplexity %.4f (mean NLL %.4f) over %lld tokens in %zu windows of up to %d, %.1f s "
+      "(%.0f tokens/s)\n",
+      std::exp(mean), mean, static_cast<long long>(scored), all.size(), a.context, seconds,
+      static_cast<double>(scored) / seconds);
+}
+
+}  // namespace
+
+void add_perplexity_command(CLI::App& app) {
+  auto* cmd = app.add_subcommand(
+      "perplexity", "Score a text: the perplexity of the model on it, window by window");
+  auto a = std::make_shared<PerplexityArgs>();
+  cmd->add_option("file", a->file, "the text (UTF-8)")->required();
+  cmd->add_option("--context", a->context,
+                  "tokens per window, the model's BOS included (default 512)")
+      ->check(whole_number(2));
+  cmd->add_option("--batch", a->batch, "windows computed together (default 8)")
+      ->check(whole_number(1));
+  cmd->add_option("--max-windows", a->max_windows, "score only the first N windows (0 = all)")
+      ->check(whole_number(0));
+  cmd->add_flag("--json", a->json, "print one JSON object");
+  add_engine_flags(*cmd, a->engine, "KV cache slots (0 = room for a batch of windows)");
+  cmd->callback([a] { run_perplexity(*a); });
+}
+
+}  // namespace nanoinfer::cli
