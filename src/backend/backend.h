@@ -79,6 +79,17 @@ class Backend {
     (void)rows;
     return false;
   }
+  // out[i] = element flat[i] of f32 tensor x, whose elements are few and scattered (one logit of
+  // each row): one gather on a device backend instead of a copy per element.
+  virtual void gather_to_host(const Tensor& x, std::span<const int32_t> flat,
+                              std::vector<float>& out) {
+    std::vector<float> one;
+    out.clear();
+    for (const int32_t i : flat) {
+      to_host_f32(Tensor(DType::F32, {1}, x.as<float>() + i, nullptr, x.device()), one);
+      out.push_back(one[0]);
+    }
+  }
   virtual DeviceBatch upload_batch(const Batch& batch) = 0;
   virtual void upload_rope(const RopeTable& table) = 0;
   virtual void fill_i32(Tensor& t, int32_t value) = 0;

@@ -56,13 +56,13 @@ void score_rows(Backend& be, const Tensor& logits, int64_t first, int64_t count,
   const int64_t V = logits.dim(1);
   std::vector<BeamRow> summaries;
   if (be.beam_rows_to_host(block, std::max(n, 1), summaries)) {
+    std::vector<int32_t> at;  // (a chunk's rows: well within int32)
+    for (int64_t r = 0; r < count; ++r) at.push_back(static_cast<int32_t>(r * V + tokens[r]));
     std::vector<float> logit;
-    for (int64_t r = 0; r < count; ++r) {
-      be.to_host_f32(
-          Tensor(DType::F32, {1}, block.as<float>() + r * V + tokens[r], nullptr, block.device()),
-          logit);
-      out.push_back(sampling::token_logprobs(summaries[static_cast<size_t>(r)], logit[0], n));
-    }
+    be.gather_to_host(block, at, logit);
+    for (int64_t r = 0; r < count; ++r)
+      out.push_back(sampling::token_logprobs(summaries[static_cast<size_t>(r)],
+                                             logit[static_cast<size_t>(r)], n));
     return;
   }
   std::vector<float> rows;

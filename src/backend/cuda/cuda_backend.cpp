@@ -307,6 +307,24 @@ bool CudaBackend::pick_to_host(const Tensor& logits, std::span<const RowPick> ro
   return true;
 }
 
+void CudaBackend::gather_to_host(const Tensor& x, std::span<const int32_t> flat,
+                                 std::vector<float>& out) {
+  NI_ASSERT(x.dtype() == DType::F32);
+  const auto n = static_cast<int64_t>(flat.size());
+  out.resize(flat.size());
+  if (n == 0) return;
+  if (gather_buf_.empty() || gather_buf_.numel() < 2 * n)
+    gather_buf_ = device_tensor({2 * n}, DType::I32);
+  auto* idx = static_cast<int32_t*>(gather_buf_.data());
+  auto* values = reinterpret_cast<float*>(idx + n);
+  NI_CUDA_CHECK(cudaMemcpyAsync(idx, flat.data(), static_cast<size_t>(n) * sizeof(int32_t),
+                                cudaMemcpyHostToDevice, stream_));
+  cuda::gather_rows(DType::F32, x.data(), idx, static_cast<int>(n), 1, values, stream_);
+  NI_CUDA_CHECK(cudaMemcpyAsync(out.data(), values, static_cast<size_t>(n) * sizeof(float),
+                                cudaMemcpyDeviceToHost, stream_));
+  NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
 bool CudaBackend::beam_rows_to_host(const Tensor& logits, int n, std::vector<BeamRow>& rows) {
   NI_ASSERT(logits.dtype() == DType::F32 && n > 0);
   const int64_t R = logits.dim(0), V = logits.dim(1);

@@ -39,6 +39,8 @@ class CudaBackend final : public Backend {
   bool pick_to_host(const Tensor& logits, std::span<const RowPick> rows,
                     std::span<const LogitEdit> edits, std::vector<int32_t>& ids) override;
   bool beam_rows_to_host(const Tensor& logits, int n, std::vector<BeamRow>& rows) override;
+  void gather_to_host(const Tensor& x, std::span<const int32_t> flat,
+                      std::vector<float>& out) override;
   DeviceBatch upload_batch(const Batch& batch) override;
   void upload_rope(const RopeTable& table) override;
   void fill_i32(Tensor& t, int32_t value) override;
@@ -139,6 +141,7 @@ class CudaBackend final : public Backend {
   Tensor pick_params_;   // sample_rows' device parameters
   Tensor pick_edits_;    // edit_logits' device edits
   Tensor pick_scratch_;  // and its keys and weights, 2 x R x V floats
+  Tensor gather_buf_;    // gather_to_host's indices, then the values
   Tensor beam_out_;      // beam_rows_to_host's per row {max, lse} and n (value, id) pairs
   Tensor attn_ws_;       // split-K partials
   Tensor attn_count_;    // finished splits per (sequence, kv head), zero between launches
