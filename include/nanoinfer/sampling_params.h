@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace nanoinfer {
@@ -35,6 +36,10 @@ struct SamplingParams {
   std::vector<int32_t> eos_token_ids;  // empty: the model's (generation_config.json)
   std::vector<std::string> stop;
   std::vector<int32_t> suppress_tokens;  // never generated (HF suppress_tokens)
+  // (token, b): b in [-100, 100] added to the token's logit before temperature and the filters
+  // (OpenAI's logit_bias: -100 all but bans it, 100 all but forces it), each token once. Not
+  // with beam search.
+  std::vector<std::pair<int32_t, float>> logit_bias;
   // >= 0: return each generated token's log-probability under the model (the log-softmax of its
   // logits as the model gives them, before penalties, temperature or filters) and that of the
   // `logprobs` most likely tokens (at most 20); -1: off. Not with beam search. Such a request's

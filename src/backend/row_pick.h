@@ -22,13 +22,15 @@ struct RowPick {
 
 // One logit of one row, rewritten as the host's processors rewrite it, in their order: HF's
 // repetition penalty (x < 0 ? x * penalty : x / penalty), then the presence and frequency
-// penalties (x - subtract), then suppression (-inf). The neutral value turns a step off.
+// penalties (x - subtract), then suppression (-inf), then the logit bias (x + add). The neutral
+// value turns a step off.
 struct LogitEdit {
   int32_t row = 0;
   int32_t token = 0;
   float penalty = 1.0F;
   float subtract = 0.0F;
   int32_t suppress = 0;
+  float add = 0.0F;
 };
 
 // One row of logits as a beam-search step reads it (sampling::summarise_row computes it on the

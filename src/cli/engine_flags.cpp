@@ -1,8 +1,11 @@
 // The flags of the engine's options and of sampling that several commands take.
 #include <cstdint>
+#include <exception>
 #include <string>
+#include <vector>
 
 #include "cli/commands.h"
+#include "util/error.h"
 
 namespace nanoinfer::cli {
 
@@ -61,6 +64,28 @@ void add_sampling_flags(CLI::App& cmd, SamplingParams& p, const std::string& max
   cmd.add_option("--frequency-penalty", p.frequency_penalty, "OpenAI frequency penalty");
   cmd.add_option("--seed", p.seed, "sampling seed")->check(whole_number(0, UINT64_MAX));
   cmd.add_option("--stop", p.stop, "stop when this text appears (repeatable)")
+      ->allow_extra_args(false);
+  cmd.add_option_function<std::vector<std::string>>(
+         "--logit-bias",
+         [&p](const std::vector<std::string>& items) {
+           for (const std::string& item : items) {
+             const size_t eq = item.find('=');
+             size_t used_id = 0, used_bias = 0;
+             int id = -1;
+             float bias = 0;
+             try {
+               id = std::stoi(item.substr(0, eq), &used_id);
+               bias = std::stof(item.substr(eq + 1), &used_bias);
+             } catch (const std::exception&) {
+               used_id = 0;
+             }
+             if (eq == std::string::npos || used_id != eq || used_id == 0 ||
+                 used_bias != item.size() - eq - 1)
+               fail("--logit-bias: expected ID=BIAS (e.g. 13=-100), got '" + item + "'");
+             p.logit_bias.emplace_back(id, bias);
+           }
+         },
+         "add BIAS to token ID's logit before sampling, ID=BIAS (repeatable; -100 bans)")
       ->allow_extra_args(false);
 }
 

@@ -316,6 +316,7 @@ PYBIND11_MODULE(nanoinfer, m) {
       .def_readwrite("eos_token_ids", &SamplingParams::eos_token_ids)
       .def_readwrite("stop", &SamplingParams::stop)
       .def_readwrite("suppress_tokens", &SamplingParams::suppress_tokens)
+      .def_readwrite("logit_bias", &SamplingParams::logit_bias)  // [(id, bias)]
       .def_readwrite("logprobs", &SamplingParams::logprobs)
       .def_readwrite("prompt_logprobs", &SamplingParams::prompt_logprobs)
       // HF's values: False, True or "never".

@@ -16,6 +16,7 @@ namespace {
 constexpr std::string_view kBackendStages[] = {"repetition_penalty",
                                                "presence_frequency_penalty",
                                                "suppress_tokens",
+                                               "logit_bias",
                                                "temperature",
                                                "top_k",
                                                "top_p",
@@ -28,7 +29,7 @@ bool backend_applies(std::string_view stage) {
 
 // Every (token, mark) as the key token * 4 + mark, sorted so that a token's marks are adjacent:
 // 0, in the repetition penalty's history (prompt + generated: once is enough); 1, one generated
-// occurrence, counted by the presence and frequency penalties; 2, suppressed.
+// occurrence, counted by the presence and frequency penalties; 2, suppressed; 3, biased.
 void append_edits(const RowInput& row, int32_t r, int32_t vocab, std::vector<LogitEdit>& edits) {
   const SamplingParams& p = *row.params;
   std::vector<int64_t> keys;
@@ -44,6 +45,10 @@ void append_edits(const RowInput& row, int32_t r, int32_t vocab, std::vector<Log
   }
   if (p.presence_penalty != 0.0F || p.frequency_penalty != 0.0F) mark(row.generated, 1);
   mark(p.suppress_tokens, 2);
+  for (const auto& [t, b] : p.logit_bias) {
+    NI_ASSERT(t >= 0 && t < vocab);
+    keys.push_back(int64_t{t} * 4 + 3);
+  }
   std::sort(keys.begin(), keys.end());
   for (size_t i = 0; i < keys.size();) {
     LogitEdit e;
@@ -55,6 +60,10 @@ void append_edits(const RowInput& row, int32_t r, int32_t vocab, std::vector<Log
       if (what == 0) e.penalty = p.repetition_penalty;
       if (what == 1) ++count;
       if (what == 2) e.suppress = 1;
+      if (what == 3)  // one bias a token (validated)
+        e.add = std::find_if(p.logit_bias.begin(), p.logit_bias.end(), [&e](const auto& tb) {
+                  return tb.first == e.token;
+                })->second;
     }
     // apply_presence_frequency's amount, the same float expression.
     if (count > 0)
@@ -71,7 +80,7 @@ std::optional<RowPick> backend_pick(const RowInput& row, int32_t r, int32_t voca
   if (p.num_beams != 1) return std::nullopt;
   for (const ProcessorStage& s : processor_stages())
     if (s.enabled(p) && !backend_applies(s.name)) return std::nullopt;
-  check_suppress_tokens(p, vocab);
+  check_token_ids(p, vocab);
   append_edits(row, r, vocab, edits);
   if (!(p.temperature > 0.0F)) return RowPick{};  // greedy: the filters are off
   return RowPick{p.temperature, p.top_k, p.top_p, p.min_p, p.seed, row.generated.size()};

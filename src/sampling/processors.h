@@ -7,12 +7,14 @@
 
 #include <cstdint>
 #include <span>
+#include <utility>
 
 #include "sampling/logits_view.h"
 
 namespace nanoinfer::sampling {
 
 using TokenSpan = std::span<const int32_t>;
+using BiasSpan = std::span<const std::pair<int32_t, float>>;
 
 // logit / t (HF TemperatureLogitsWarper).
 void apply_temperature(LogitsView logits, std::span<const float> temperature);
@@ -40,5 +42,8 @@ void apply_min_p(LogitsView logits, std::span<const float> min_p);
 
 // Sets the listed tokens of each row to -inf (banned ids, grammar masks).
 void apply_mask(LogitsView logits, std::span<const TokenSpan> banned);
+
+// logit[t] += b for each (t, b) of bias[r] (OpenAI's logit_bias).
+void apply_logit_bias(LogitsView logits, std::span<const BiasSpan> bias);
 
 }  // namespace nanoinfer::sampling

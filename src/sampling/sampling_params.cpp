@@ -62,6 +62,16 @@ void check_values(const SamplingParams& p) {
   for (int32_t t : p.suppress_tokens) {
     if (t < 0) fail("suppress_tokens must be token ids >= 0, got " + std::to_string(t));
   }
+  for (size_t i = 0; i < p.logit_bias.size(); ++i) {
+    const auto [t, b] = p.logit_bias[i];
+    if (t < 0) fail("logit_bias: token ids are >= 0, got " + std::to_string(t));
+    for (size_t j = 0; j < i; ++j)
+      if (p.logit_bias[j].first == t)
+        fail("logit_bias: token " + std::to_string(t) + " is given twice");
+    if (!(b >= -100.0F && b <= 100.0F))
+      fail("logit_bias: a bias is in [-100, 100], got " + num(b) + " for token " +
+           std::to_string(t));
+  }
 }
 
 void check_combinations(const SamplingParams& p) {
@@ -84,6 +94,7 @@ void check_combinations(const SamplingParams& p) {
     }
     if (p.logprobs >= 0 || p.prompt_logprobs >= 0)
       fail("beam search (num_beams > 1) returns no logprobs (scores instead)");
+    if (!p.logit_bias.empty()) fail("beam search (num_beams > 1) does not support logit_bias");
     return;
   }
   if (p.temperature == 0.0F && filters) {

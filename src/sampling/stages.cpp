@@ -53,10 +53,20 @@ void run_suppress(LogitsView logits, std::span<const RowInput> rows) {
   std::vector<TokenSpan> banned;
   banned.reserve(rows.size());
   for (const RowInput& row : rows) {
-    check_suppress_tokens(*row.params, logits.vocab);
+    check_token_ids(*row.params, logits.vocab);
     banned.emplace_back(row.params->suppress_tokens);
   }
   apply_mask(logits, banned);
+}
+
+void run_logit_bias(LogitsView logits, std::span<const RowInput> rows) {
+  std::vector<BiasSpan> bias;
+  bias.reserve(rows.size());
+  for (const RowInput& row : rows) {
+    check_token_ids(*row.params, logits.vocab);
+    bias.emplace_back(row.params->logit_bias);
+  }
+  apply_logit_bias(logits, bias);
 }
 
 void run_temperature(LogitsView logits, std::span<const RowInput> rows) {
@@ -107,6 +117,7 @@ constexpr ProcessorStage kProcessors[] = {
      run_presence_frequency},
     {"suppress_tokens", [](const SamplingParams& p) { return !p.suppress_tokens.empty(); },
      run_suppress},
+    {"logit_bias", [](const SamplingParams& p) { return !p.logit_bias.empty(); }, run_logit_bias},
     {"temperature", [](const SamplingParams& p) { return sampling(p) && p.temperature != 1.0F; },
      run_temperature},
     {"top_k", [](const SamplingParams& p) { return sampling(p) && p.top_k > 0; }, run_top_k},
@@ -121,10 +132,16 @@ constexpr SelectorStage kSelectors[] = {
 
 }  // namespace
 
-void check_suppress_tokens(const SamplingParams& params, int32_t vocab) {
+void check_token_ids(const SamplingParams& params, int32_t vocab) {
   for (int32_t t : params.suppress_tokens) {
     if (t >= vocab) {
       fail("suppress_tokens: id " + std::to_string(t) + " is outside the vocabulary of " +
+           std::to_string(vocab));
+    }
+  }
+  for (const auto& [t, b] : params.logit_bias) {
+    if (t >= vocab) {
+      fail("logit_bias: id " + std::to_string(t) + " is outside the vocabulary of " +
            std::to_string(vocab));
     }
   }

@@ -36,11 +36,11 @@ struct SelectorStage {
 };
 
 // HF generate() order: repetition penalty (then our presence/frequency penalties), suppressed
-// tokens, temperature, top-k, top-p, min-p.
+// tokens (then OpenAI's logit bias), temperature, top-k, top-p, min-p.
 std::span<const ProcessorStage> processor_stages();
 // The first stage that handles a row selects its token.
 std::span<const SelectorStage> selector_stages();
-// Fails (with the id) when a suppressed token is outside the vocabulary.
-void check_suppress_tokens(const SamplingParams& params, int32_t vocab);
+// Fails (with the id) when a suppressed or biased token is outside the vocabulary.
+void check_token_ids(const SamplingParams& params, int32_t vocab);
 
 }  // namespace nanoinfer::sampling

@@ -1,5 +1,6 @@
 #include "server/openai.h"
 
+#include <algorithm>
 #include <span>
 #include <utility>
 
@@ -38,7 +39,18 @@ std::vector<int32_t> prompt_ids(const json& prompt, const Tokenizer* tok, int vo
     }
     return ids;
   }
-  fail("'prompt' must be a text or a list of token ids (one prompt a request)");
+  fail("'prompt' must be a text, a list of token ids, or a list of either (several prompts)");
+}
+
+// The prompts of a completion request: one (a text, a list of ids) or a list of several.
+std::vector<json> prompt_list(const json& prompt) {
+  if (prompt.is_array() && !prompt.empty() && (prompt[0].is_string() || prompt[0].is_array())) {
+    for (const json& p : prompt)
+      if (p.type() != prompt[0].type())
+        fail("'prompt': a list of prompts holds texts only or lists of token ids only");
+    return prompt.get<std::vector<json>>();
+  }
+  return {prompt};
 }
 
 std::vector<int32_t> chat_ids(const json& messages, const Tokenizer* tok) {
@@ -65,16 +77,21 @@ size_t returned(const ApiRequest& r, const GenerationOutput& out) {
   return r.score_only ? 0 : out.token_ids.size();
 }
 
-// {prompt_tokens, completion_tokens, total_tokens, prompt_tokens_details {cached_tokens}}: the
-// prompt once (the cached tokens the first choice's), the tokens of every choice.
-json usage(const ApiRequest& r, std::span<const GenerationOutput> outs) {
-  const auto prompt = static_cast<int64_t>(r.request.prompt_ids.size());
-  int64_t completion = 0;
-  for (const GenerationOutput& o : outs) completion += static_cast<int64_t>(returned(r, o));
+// {prompt_tokens, completion_tokens, total_tokens, prompt_tokens_details {cached_tokens}}: each
+// prompt once (the cached tokens those of its first choice), the tokens of every choice.
+json usage(std::span<const ApiRequest> choices, std::span<const GenerationOutput> outs) {
+  int64_t prompt = 0, cached = 0, completion = 0;
+  for (size_t i = 0; i < outs.size(); ++i) {
+    if (i % static_cast<size_t>(choices[i].n) == 0) {
+      prompt += static_cast<int64_t>(choices[i].request.prompt_ids.size());
+      cached += outs[i].reused_prompt_tokens;
+    }
+    completion += static_cast<int64_t>(returned(choices[i], outs[i]));
+  }
   return {{"prompt_tokens", prompt},
           {"completion_tokens", completion},
           {"total_tokens", prompt + completion},
-          {"prompt_tokens_details", {{"cached_tokens", outs.front().reused_prompt_tokens}}}};
+          {"prompt_tokens_details", {{"cached_tokens", cached}}}};
 }
 
 // A token as text: its own decode (a piece of a UTF-8 character reads U+FFFD), or its id where
@@ -126,7 +143,8 @@ json logprobs(const ApiRequest& r, const GenerationOutput& out, const Tokenizer*
 
 }  // namespace
 
-ApiRequest parse_request(const json& body, bool chat, const Tokenizer* tok, int vocab_size) {
+std::vector<ApiRequest> parse_request(const json& body, bool chat, const Tokenizer* tok,
+                                      int vocab_size) {
   if (!body.is_object()) fail("the body must be a JSON object");
   ApiRequest r;
   r.chat = chat;
@@ -158,16 +176,14 @@ ApiRequest parse_request(const json& body, bool chat, const Tokenizer* tok, int 
   if (r.echo && chat) fail("'echo' is served for completions only");
   if (r.echo && r.stream) fail("'echo' is not served in streams");
   if (r.echo && p.logprobs >= 0) p.prompt_logprobs = p.logprobs;
+  std::vector<json> prompts;
   if (chat) {
     if (!body.contains("messages")) fail("'messages' is required");
     r.request.prompt_ids = chat_ids(body["messages"], tok);
   } else {
     if (!body.contains("prompt")) fail("'prompt' is required");
-    r.request.prompt_ids = prompt_ids(body["prompt"], tok, vocab_size);
-    if (r.echo)
-      r.prompt_text = body["prompt"].is_string() ? body["prompt"].get<std::string>()
-                      : tok != nullptr           ? tok->decode(r.request.prompt_ids)
-                                                 : std::string();
+    prompts = prompt_list(body["prompt"]);
+    if (prompts.size() > 1 && r.stream) fail("several prompts are not supported in streams");
   }
   p.temperature = 1.0F;  // the API's default
   p.max_new_tokens = chat ? 512 : 16;
@@ -186,6 +202,25 @@ ApiRequest parse_request(const json& body, bool chat, const Tokenizer* tok, int 
   take(body, "repetition_penalty", p.repetition_penalty);
   take(body, "seed", p.seed);
   take(body, "ignore_eos", p.ignore_eos);
+  if (body.contains("logit_bias") && !body["logit_bias"].is_null()) {
+    if (!body["logit_bias"].is_object())
+      fail("'logit_bias' must be an object of token ids (as text) and biases");
+    for (const auto& [key, bias] : body["logit_bias"].items()) {
+      size_t used = 0;
+      int id = -1;
+      try {
+        id = std::stoi(key, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used == 0 || used != key.size() || !bias.is_number())
+        fail("'logit_bias': \"" + key + "\" is not a token id with a number");
+      if (id < 0 || id >= vocab_size)
+        fail("'logit_bias': token id " + key + " is outside the vocabulary (" +
+             std::to_string(vocab_size) + " ids)");
+      p.logit_bias.emplace_back(id, bias.get<float>());
+    }
+  }
   if (body.contains("stop") && !body["stop"].is_null()) {
     if (body["stop"].is_string())
       p.stop = {body["stop"].get<std::string>()};
@@ -193,14 +228,32 @@ ApiRequest parse_request(const json& body, bool chat, const Tokenizer* tok, int 
       take(body, "stop", p.stop);
   }
   p.validate();
-  return r;
+  // One request a choice: each prompt n times, with the seeds seed, seed + 1, ...
+  std::vector<ApiRequest> choices;
+  for (size_t k = 0; k < std::max<size_t>(prompts.size(), 1); ++k) {
+    ApiRequest c = r;
+    if (!chat) {
+      c.request.prompt_ids = prompt_ids(prompts[k], tok, vocab_size);
+      if (c.echo)
+        c.prompt_text = prompts[k].is_string() ? prompts[k].get<std::string>()
+                        : tok != nullptr       ? tok->decode(c.request.prompt_ids)
+                                               : std::string();
+    }
+    for (int i = 0; i < r.n; ++i) {
+      choices.push_back(c);
+      choices.back().request.params.seed += static_cast<uint64_t>(i);
+    }
+  }
+  return choices;
 }
 
-json response(const ApiRequest& r, const ResponseId& id, const std::vector<GenerationOutput>& outs,
-              const Tokenizer* tok) {
+json response(const std::vector<ApiRequest>& reqs, const ResponseId& id,
+              const std::vector<GenerationOutput>& outs, const Tokenizer* tok) {
+  NI_ASSERT(!reqs.empty() && reqs.size() == outs.size());
   json choices = json::array();
   for (size_t i = 0; i < outs.size(); ++i) {
     const GenerationOutput& out = outs[i];
+    const ApiRequest& r = reqs[i];
     json choice = {{"index", i},
                    {"finish_reason", r.score_only ? "length" : api_finish(out.finish_reason)},
                    {"token_ids", r.score_only ? std::vector<int32_t>{} : out.token_ids}};
@@ -211,9 +264,9 @@ json response(const ApiRequest& r, const ResponseId& id, const std::vector<Gener
     choice["logprobs"] = r.request.params.logprobs < 0 ? json(nullptr) : logprobs(r, out, tok);
     choices.push_back(choice);
   }
-  return {{"id", id.id},           {"object", r.chat ? "chat.completion" : "text_completion"},
+  return {{"id", id.id},           {"object", reqs[0].chat ? "chat.completion" : "text_completion"},
           {"created", id.created}, {"model", id.model},
-          {"choices", choices},    {"usage", usage(r, outs)}};
+          {"choices", choices},    {"usage", usage(reqs, outs)}};
 }
 
 json chunk(const ApiRequest& r, const ResponseId& id, const std::string& text,
@@ -242,7 +295,7 @@ json usage_chunk(const ApiRequest& r, const ResponseId& id, const GenerationOutp
           {"created", id.created},
           {"model", id.model},
           {"choices", json::array()},
-          {"usage", usage(r, std::span(&out, 1))}};
+          {"usage", usage(std::span(&r, 1), std::span(&out, 1))}};
 }
 
 json error_body(const std::string& message, const std::string& type) {

@@ -2,8 +2,7 @@
 // request, and the responses (whole or as server-sent-event chunks) built from its output.
 // https://platform.openai.com/docs/api-reference (completions, chat): the fields nanoinfer
 // serves are listed in docs/pseudocode/server.md; others are ignored, and unsupported values
-// (n > 1, logprobs or echo in a stream, prompts that are lists of texts) are refused with a
-// message.
+// (n > 1, several prompts, logprobs or echo in a stream) are refused with a message.
 #pragma once
 
 #include <cstdint>
@@ -19,7 +18,7 @@ namespace nanoinfer::server {
 struct ApiRequest {
   bool chat = false;
   bool stream = false;
-  int n = 1;                  // choices: n requests, the seed + i each (whole responses only)
+  int n = 1;                  // choices a prompt: n requests, the seed + i each (not streamed)
   bool stream_usage = false;  // stream_options.include_usage: a last chunk with the usage
   // Completions' echo: the text starts with the prompt's (prompt_text), and the logprobs, when
   // asked for, start with the prompt tokens' (the first one's null). With max_tokens 0 the
@@ -32,9 +31,10 @@ struct ApiRequest {
 
 // Throws Error with a message for the client (HTTP 400) when the body cannot be served. A
 // prompt is a text (tokenized with the model's special tokens; chat messages through its
-// template) or, for completions, a list of token ids.
-ApiRequest parse_request(const nlohmann::json& body, bool chat, const Tokenizer* tok,
-                         int vocab_size);
+// template) or, for completions, a list of token ids; completions may send a list of prompts.
+// Returns one request a choice: each prompt n times in a row (seeds seed, seed + 1, ...).
+std::vector<ApiRequest> parse_request(const nlohmann::json& body, bool chat, const Tokenizer* tok,
+                                      int vocab_size);
 
 // Response identity: "cmpl-<n>" / "chatcmpl-<n>", the model's name, the creation time.
 struct ResponseId {
@@ -43,12 +43,12 @@ struct ResponseId {
   int64_t created = 0;
 };
 
-// The whole response of a finished request (prompt_tokens for its usage). finish_reason is the
-// API's: "length", or "stop" for an end token or a stop string; token_ids (the generated ids, an
-// ending EOS included) is a nanoinfer extension.
-// One choice per output, in order; with logprobs asked for, each choice's in the API's form for
-// its endpoint (tokens as text through tok). The usage counts the prompt once.
-nlohmann::json response(const ApiRequest& r, const ResponseId& id,
+// The whole response of a finished request: one choice per output, in order, each of the
+// request parse_request gave it. finish_reason is the API's: "length", or "stop" for an end
+// token or a stop string; token_ids (the generated ids, an ending EOS included) is a nanoinfer
+// extension. With logprobs asked for, each choice's in the API's form for its endpoint (tokens
+// as text through tok). The usage counts each prompt once.
+nlohmann::json response(const std::vector<ApiRequest>& reqs, const ResponseId& id,
                         const std::vector<GenerationOutput>& outs, const Tokenizer* tok);
 // One streamed chunk: text (and its token ids, a nanoinfer extension) or, with finish_reason
 // set, the last chunk. A chat stream's first chunk carries the role.

@@ -84,31 +84,32 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
   });
   auto generate = [this](bool chat) {
     return [this, chat](const httplib::Request& req, httplib::Response& res) {
-      auto job = std::make_shared<Job>();
+      std::vector<ApiRequest> choices;
       try {
         const json body = json::parse(req.body);
-        job->api = parse_request(body, chat, engine_.tokenizer(), engine_.config().vocab_size);
+        choices = parse_request(body, chat, engine_.tokenizer(), engine_.config().vocab_size);
       } catch (const json::exception& e) {
         return reply_error(res, 400, std::string("the body is not JSON: ") + e.what(),
                            "invalid_request_error");
       } catch (const Error& e) {
         return reply_error(res, 400, e.what(), "invalid_request_error");
       }
-      job->id = {(chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id_++), model_name_,
-                 std::chrono::duration_cast<std::chrono::seconds>(
-                     std::chrono::system_clock::now().time_since_epoch())
-                     .count()};
-      if (!job->api.stream) {
-        // n choices: n requests, seeds seed, seed + 1, ... (the first computes the prompt, the
-        // others take its blocks).
-        std::vector<std::shared_ptr<Job>> jobs = {job};
-        for (int i = 1; i < job->api.n; ++i) {
+      const ResponseId id{(chat ? "chatcmpl-" : "cmpl-") + std::to_string(next_id_++), model_name_,
+                          std::chrono::duration_cast<std::chrono::seconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count()};
+      if (!choices.front().stream) {
+        // A job a choice (a prompt's n choices: the first computes the prompt, the others take
+        // its blocks).
+        std::vector<std::shared_ptr<Job>> jobs;
+        for (ApiRequest& c : choices) {
           jobs.push_back(std::make_shared<Job>());
-          jobs.back()->api = job->api;
-          jobs.back()->api.request.params.seed += static_cast<uint64_t>(i);
+          jobs.back()->api = std::move(c);
+          jobs.back()->id = id;
         }
         for (const auto& j : jobs) submit(j);
         std::vector<GenerationOutput> outs;
+        std::vector<ApiRequest> reqs;
         for (const auto& j : jobs) {
           std::unique_lock<std::mutex> lock(j->m);
           j->cv.wait(lock, [&] { return j->finished || !j->error.empty(); });
@@ -117,11 +118,14 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
             return reply_error(res, 400, j->error, "invalid_request_error");
           }
           outs.push_back(std::move(j->out));
+          reqs.push_back(std::move(j->api));
         }
-        res.set_content(response(job->api, job->id, outs, engine_.tokenizer()).dump(),
-                        "application/json");
+        res.set_content(response(reqs, id, outs, engine_.tokenizer()).dump(), "application/json");
         return;
       }
+      auto job = std::make_shared<Job>();  // streamed: one choice
+      job->api = std::move(choices.front());
+      job->id = id;
       submit(job);
       // Streamed: the status is sent with the first bytes, so an error the engine finds when
       // the request is submitted (too long for the cache...) comes as an error event.

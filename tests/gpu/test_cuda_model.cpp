@@ -344,10 +344,10 @@ std::array<std::vector<GenerationOutput>, 2> picked_on_device_and_on_host(
 }
 
 // The engine's picks on the device (Backend::pick_to_host) give the tokens its host sampler
-// gives: one batch of greedy and sampled requests (each filter, the penalties and suppressed
-// tokens, different seeds) generated twice in bf16 with graphs, picked on the device and then
-// with every step's logits sampled on the host. Equal logits at each step, so any difference is
-// the pick, the edits or the seed and draw index the engine hands the backend.
+// gives: one batch of greedy and sampled requests (each filter, the penalties, logit biases and
+// suppressed tokens, different seeds) generated twice in bf16 with graphs, picked on the device and
+// then with every step's logits sampled on the host. Equal logits at each step, so any difference
+// is the pick, the edits or the seed and draw index the engine hands the backend.
 TEST(CudaEnginePicks, DeviceEqualsHostSampler) {
   NI_REQUIRE_CUDA(probe, DType::BF16);
   const nlohmann::json ref = test::read_json("models/llama3_rope/reference.json");
@@ -365,6 +365,7 @@ TEST(CudaEnginePicks, DeviceEqualsHostSampler) {
     if (i == 7 || i == 10) r.params.presence_penalty = 0.6F;
     if (i == 9 || i == 10) r.params.frequency_penalty = 0.4F;
     if (i == 9 || i == 10) r.params.suppress_tokens = {5, 17, 42};
+    if (i == 6 || i == 10) r.params.logit_bias = {{7, 2.5F}, {17, 3.0F}, {90, -100.0F}};
     reqs.push_back(r);
   }
   const auto outs = picked_on_device_and_on_host(reqs);

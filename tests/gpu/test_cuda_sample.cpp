@@ -191,11 +191,12 @@ TEST(CudaSampleHost, PicksTheHostSamplersToken) {
   std::printf("device picks compared with the host sampler's: %d rows\n", draws);
 }
 
-// Rows with penalties and suppressed tokens, greedy and sampled, with and without the filters:
-// the edits (LogitEdit, one per touched token) leave the device's logits equal bit for bit to the
-// host's after its history processors, and the device picks the host sampler's token. Histories
-// repeat tokens (the repetition penalty counts each once, the frequency penalty every time) and
-// hold the row's top tokens, on both sides of zero, so the penalties move the picks.
+// Rows with penalties, suppressed tokens and logit biases, greedy and sampled, with and without
+// the filters: the edits (LogitEdit, one per touched token) leave the device's logits equal bit
+// for bit to the host's after its history processors, and the device picks the host sampler's
+// token. Histories repeat tokens (the repetition penalty counts each once, the frequency penalty
+// every time) and hold the row's top tokens, on both sides of zero, so the penalties move the
+// picks.
 TEST(CudaSampleHost, PenaltiesAndSuppressedTokensAsTheHost) {
   NI_REQUIRE_CUDA(gpu, DType::F32);
   std::mt19937 rng(std::random_device{}());
@@ -244,6 +245,7 @@ TEST(CudaSampleHost, PenaltiesAndSuppressedTokensAsTheHost) {
         (i % 2 == 0 ? prompt[r] : generated[r]).push_back(t);
       }
       if (r % 3 == 0) params[r].suppress_tokens = {order[0], order[0], order[3], V - 1};
+      if (r % 4 == 1) params[r].logit_bias = {{order[2], 1.5F}, {order[0], -2.75F}, {V - 2, 9.0F}};
       rows[r] = {&params[r], prompt[r], generated[r]};
       greedy[r] = params[r];
       greedy[r].temperature = 0.0F;  // the history processors only
@@ -275,6 +277,7 @@ TEST(CudaSampleHost, PenaltiesAndSuppressedTokensAsTheHost) {
       q.repetition_penalty = 1.0F;
       q.presence_penalty = q.frequency_penalty = 0.0F;
       q.suppress_tokens.clear();
+      q.logit_bias.clear();
       const std::vector<float> one(unedited.begin() + int64_t{r} * V,
                                    unedited.begin() + int64_t{r + 1} * V);
       std::vector<float> work = one;

@@ -77,6 +77,12 @@ class TinyModel(unittest.TestCase):
         self.assertEqual(self.engine.generate([case["prompt_ids"]], max_new_tokens=3)[0].logprobs,
                          [])
 
+    def test_logit_bias_forces_a_token(self):
+        prompt = self.ref["cases"][0]["prompt_ids"]
+        out = self.engine.generate([prompt], max_new_tokens=3, ignore_eos=True,
+                                   logit_bias=[(5, 100.0)])[0]
+        self.assertEqual(out.token_ids, [5, 5, 5])
+
     def test_prompt_logprobs_score_the_prompt(self):
         case = self.ref["cases"][0]
         logits = case["last_logits"]

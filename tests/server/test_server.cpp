@@ -104,7 +104,7 @@ TEST(OpenAiBodies, FinishReasons) {
   for (const auto& [ours, api] : std::vector<std::pair<std::string, std::string>>{
            {"eos", "stop"}, {"stop", "stop"}, {"length", "length"}}) {
     out.finish_reason = ours;
-    const json r = server::response(chat, {"chatcmpl-1", "m", 5}, {out}, nullptr);
+    const json r = server::response({chat}, {"chatcmpl-1", "m", 5}, {out}, nullptr);
     EXPECT_EQ(r["choices"][0]["finish_reason"], api);
     EXPECT_EQ(r["choices"][0]["message"]["content"], "Paris.");
     EXPECT_EQ(server::chunk(chat, {"chatcmpl-1", "m", 5}, "", {}, ours,
@@ -264,6 +264,18 @@ TEST_F(ServerTest, EchoReturnsThePromptAndItsLogprobs) {
   EXPECT_TRUE(plain["choices"][0]["logprobs"].is_null());
 }
 
+// logit_bias: the API's object of token ids (as text) and biases, added before sampling: +100
+// makes a token every greedy pick.
+TEST_F(ServerTest, LogitBiasForcesAToken) {
+  const std::vector<int32_t> ids = serving_->tokenizer()->encode("Once upon a time", true);
+  const json r = post("/v1/completions", {{"prompt", ids},
+                                          {"max_tokens", 4},
+                                          {"temperature", 0},
+                                          {"ignore_eos", true},
+                                          {"logit_bias", {{"42", 100}, {"7", -100}}}});
+  EXPECT_EQ(r["choices"][0]["token_ids"], (std::vector<int>{42, 42, 42, 42}));
+}
+
 // n choices: one request each, the seed + i; each choice is what the engine gives its request
 // alone, and the usage counts the prompt once.
 TEST_F(ServerTest, NChoicesAreRequestsWithSuccessiveSeeds) {
@@ -290,6 +302,45 @@ TEST_F(ServerTest, NChoicesAreRequestsWithSuccessiveSeeds) {
   EXPECT_EQ(distinct.size(), 3U);  // the seeds differ
   EXPECT_EQ(r["usage"]["prompt_tokens"], ids.size());
   EXPECT_EQ(r["usage"]["completion_tokens"], 24);
+}
+
+// Several prompts in one completion request (texts, or lists of ids): n choices each, in order
+// (index = prompt * n + choice), each what the engine gives its request alone; the usage counts
+// every prompt once, and echo starts each choice with its own prompt.
+TEST_F(ServerTest, SeveralPromptsGetTheirChoicesInOrder) {
+  const Tokenizer& tok = *serving_->tokenizer();
+  const std::vector<std::string> texts = {"Once upon a time", "The capital of France is"};
+  const json r = post("/v1/completions", {{"prompt", texts},
+                                          {"max_tokens", 5},
+                                          {"temperature", 0.9},
+                                          {"seed", 7},
+                                          {"ignore_eos", true},
+                                          {"echo", true},
+                                          {"n", 2}});
+  ASSERT_EQ(r["choices"].size(), 4U) << r;
+  size_t prompt_tokens = 0;
+  for (size_t k = 0; k < 2; ++k) {
+    const std::vector<int32_t> ids = tok.encode(texts[k], true);
+    prompt_tokens += ids.size();
+    for (size_t i = 0; i < 2; ++i) {
+      GenerationRequest want{ids, {}};
+      want.params.max_new_tokens = 5;
+      want.params.temperature = 0.9F;
+      want.params.seed = 7 + i;
+      want.params.ignore_eos = true;
+      const GenerationOutput w = alone_->generate({want})[0];
+      const json& c = r["choices"][2 * k + i];
+      EXPECT_EQ(c["index"], 2 * k + i);
+      EXPECT_EQ(c["token_ids"].get<std::vector<int32_t>>(), w.token_ids) << k << " " << i;
+      EXPECT_EQ(c["text"], texts[k] + w.text);
+    }
+  }
+  EXPECT_EQ(r["usage"]["prompt_tokens"], prompt_tokens);
+  EXPECT_EQ(r["usage"]["completion_tokens"], 20);
+  const std::vector<std::vector<int32_t>> id_lists = {{5, 6, 7}, {8, 9}};
+  const json ids = post("/v1/completions", {{"prompt", id_lists}, {"max_tokens", 2}});
+  ASSERT_EQ(ids["choices"].size(), 2U);
+  EXPECT_EQ(ids["usage"]["prompt_tokens"], 5);
 }
 
 TEST_F(ServerTest, StreamAddsUpToTheWholeResponse) {
@@ -452,6 +503,21 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
   EXPECT_NE(message({{"prompt", "x"}, {"logprobs", 50}}).find("logprobs must be in [0, 20]"),
             std::string::npos);
   EXPECT_NE(message({{"prompt", "x"}, {"echo", true}, {"stream", true}}).find("streams"),
+            std::string::npos);
+  EXPECT_NE(message({{"prompt", "x"}, {"logit_bias", {{"x1", 3}}}}).find("is not a token id"),
+            std::string::npos);
+  EXPECT_NE(message({{"prompt", "x"}, {"logit_bias", {{"99999", 3}}}}).find("outside the vocab"),
+            std::string::npos);
+  EXPECT_NE(message({{"prompt", "x"}, {"logit_bias", {{"5", 300}}}}).find("[-100, 100]"),
+            std::string::npos);
+  EXPECT_NE(message({{"prompt", {"a", "b"}}, {"stream", true}})
+                .find("several prompts are not supported in streams"),
+            std::string::npos);
+  EXPECT_NE(message({{"prompt", json::array({"a", json::array({1, 2})})}})
+                .find("texts only or lists of token ids only"),
+            std::string::npos);
+  EXPECT_NE(message({{"prompt", json::array({json::array({1}), json::array({1, 99999})})}})
+                .find("outside the vocabulary"),
             std::string::npos);
   EXPECT_NE(message({{"prompt", "x"}, {"max_tokens", 0}}).find("max_new_tokens must be >= 1"),
             std::string::npos);

@@ -111,6 +111,12 @@ INSTANTIATE_TEST_SUITE_P(
                 "perplexity needs a model with a tokenizer"},
         BadArgs{"perplexity_unreadable_text", "perplexity /nonexistent.txt --model " + kTiny,
                 "/nonexistent.txt: cannot read the text"},
+        BadArgs{"logit_bias_without_bias",
+                "generate --model " + kTiny + " --prompt-ids 1 --logit-bias 5",
+                "--logit-bias: expected ID=BIAS (e.g. 13=-100), got '5'"},
+        BadArgs{"logit_bias_outside_vocabulary",
+                "generate --model " + kTiny + " --prompt-ids 1 --logit-bias 400=1",
+                "logit_bias: id 400 is outside the vocabulary"},
         BadArgs{"chat_without_tokenizer", "chat --model " + kTiny,
                 "chat needs a model with a tokenizer"},
         BadArgs{"missing_tokenizer_file", "tokenize --tokenizer /nonexistent.json --text hi",
@@ -169,6 +175,21 @@ TEST(Cli, PromptIdsGiveHfGreedyIdsInJson) {
     EXPECT_EQ(e["top"][0]["logprob"], e["logprob"]);
     EXPECT_LE(e["top"][1]["logprob"].get<double>(), e["logprob"].get<double>());
   }
+  // --logit-bias ID=BIAS: +100 makes token 5 every greedy pick; -100 on HF's first greedy token
+  // makes the first pick another.
+  const int first = c["greedy_ids"][0];
+  const CliRun bias =
+      run_cli("generate --model " + kTiny + " --prompt-ids " + ids +
+              " --ignore-eos --json --max-new-tokens 3 --logit-bias 5=100 --logit-bias " +
+              std::to_string(first) + "=-100");
+  ASSERT_EQ(bias.code, 0) << bias.err;
+  EXPECT_EQ(nlohmann::json::parse(bias.out)["outputs"][0]["token_ids"],
+            (std::vector<int>{5, 5, 5}));
+  const CliRun ban =
+      run_cli("generate --model " + kTiny + " --prompt-ids " + ids +
+              " --json --max-new-tokens 1 --logit-bias " + std::to_string(first) + "=-100");
+  ASSERT_EQ(ban.code, 0) << ban.err;
+  EXPECT_NE(nlohmann::json::parse(ban.out)["outputs"][0]["token_ids"][0], first);
 }
 
 // A model of a config's shape with random weights needs no checkpoint: --prompt-ids, no --model;

@@ -130,6 +130,32 @@ const Case kCases[] = {
      "prompt_logprobs must be in [0, 20]"},
     {"PromptLogprobsBelowOff", [](SamplingParams& p) { p.prompt_logprobs = -2; },
      "prompt_logprobs must be in [0, 20]"},
+    {"LogitBias",
+     [](SamplingParams& p) {
+       p.logit_bias = {{5, -100.0F}, {7, 100.0F}};
+     },
+     ""},
+    {"LogitBiasBeyondOneHundred",
+     [](SamplingParams& p) {
+       p.logit_bias = {{5, 150.0F}};
+     },
+     "a bias is in [-100, 100], got 150.0 for token 5"},
+    {"LogitBiasTokenTwice",
+     [](SamplingParams& p) {
+       p.logit_bias = {{5, 1.0F}, {5, 2.0F}};
+     },
+     "logit_bias: token 5 is given twice"},
+    {"LogitBiasNegativeId",
+     [](SamplingParams& p) {
+       p.logit_bias = {{-1, 1.0F}};
+     },
+     "logit_bias: token ids are >= 0"},
+    {"BeamsWithLogitBias",
+     [](SamplingParams& p) {
+       p.num_beams = 2;
+       p.logit_bias = {{5, 1.0F}};
+     },
+     "does not support logit_bias"},
     {"BeamsWithPromptLogprobs",
      [](SamplingParams& p) {
        p.num_beams = 2;

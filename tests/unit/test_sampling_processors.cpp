@@ -178,9 +178,9 @@ TEST(TopP, RowWithoutFiniteLogitsIsLeftAlone) {
 TEST(Stages, FollowHfGenerateOrder) {
   std::vector<std::string_view> names;
   for (const ProcessorStage& s : processor_stages()) names.push_back(s.name);
-  EXPECT_EQ(names, (std::vector<std::string_view>{"repetition_penalty",
-                                                  "presence_frequency_penalty", "suppress_tokens",
-                                                  "temperature", "top_k", "top_p", "min_p"}));
+  EXPECT_EQ(names, (std::vector<std::string_view>{
+                       "repetition_penalty", "presence_frequency_penalty", "suppress_tokens",
+                       "logit_bias", "temperature", "top_k", "top_p", "min_p"}));
 }
 
 TEST(Stages, SuppressedIdOutsideTheVocabularyIsAnError) {
@@ -193,6 +193,40 @@ TEST(Stages, SuppressedIdOutsideTheVocabularyIsAnError) {
     FAIL() << "accepted";
   } catch (const Error& e) {
     EXPECT_STREQ(e.what(), "suppress_tokens: id 5 is outside the vocabulary of 5");
+  }
+}
+
+// logit_bias adds its amounts before temperature: a greedy row's pick follows the biased
+// logits, a sampled row divides the biased logits by its temperature, and the other tokens and
+// rows are left alone; the backend gets one edit a biased token; an id outside the vocabulary
+// is an error.
+TEST(Stages, LogitBiasAddsBeforeTemperature) {
+  SamplingParams biased, sampled, plain;
+  biased.logit_bias = {{1, 2.5F}, {3, -100.0F}};
+  sampled.logit_bias = {{0, 1.0F}};
+  sampled.temperature = 0.5F;
+  std::vector<float> logits = {1.0F, 0.0F, 0.5F, 3.0F, 1.0F, 0.0F,
+                               0.5F, 3.0F, 1.0F, 0.0F, 0.5F, 3.0F};
+  const std::vector<RowInput> rows = {{&biased, {}, {}}, {&sampled, {}, {}}, {&plain, {}, {}}};
+  Sampler().process(LogitsView(logits, 3, 4), rows);
+  EXPECT_EQ(logits, (std::vector<float>{1.0F, 2.5F, 0.5F, -97.0F, 4.0F, 0.0F, 1.0F, 6.0F, 1.0F,
+                                        0.0F, 0.5F, 3.0F}));
+  std::vector<float> fresh = {1.0F, 0.0F, 0.5F, 3.0F};
+  EXPECT_EQ(Sampler().sample(LogitsView(fresh, 1, 4), std::span(&rows[0], 1)),
+            std::vector<int32_t>{1});
+  std::vector<LogitEdit> edits;
+  ASSERT_TRUE(backend_pick(rows[0], 0, 4, edits).has_value());
+  ASSERT_EQ(edits.size(), 2U);
+  EXPECT_EQ(edits[0].token, 1);
+  EXPECT_EQ(edits[0].add, 2.5F);
+  EXPECT_EQ(edits[1].token, 3);
+  EXPECT_EQ(edits[1].add, -100.0F);
+  biased.logit_bias = {{4, 1.0F}};
+  try {
+    Sampler().sample(LogitsView(fresh, 1, 4), std::span(&rows[0], 1));
+    FAIL() << "accepted";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "logit_bias: id 4 is outside the vocabulary of 4");
   }
 }
 
@@ -299,6 +333,8 @@ TEST(BackendPick, EditsReproduceTheHostProcessors) {
     if (r % 3 != 0) p.presence_penalty = 0.3F * static_cast<float>(r % 5) - 0.4F;
     if (r % 4 == 1) p.frequency_penalty = 0.173F;
     if (r % 5 == 2) p.suppress_tokens = {static_cast<int32_t>(rng() % V), 0};
+    if (r % 3 == 1) p.logit_bias = {{0, 2.25F}, {static_cast<int32_t>(rng() % 40), -1.7F}};
+    if (r % 5 == 2 && r % 3 == 1) p.logit_bias[0].second = 100.0F;  // suppressed, then biased
     for (int i = 0; i < 60; ++i) prompt[r].push_back(static_cast<int32_t>(rng() % 40));
     for (int i = 0; i < 60; ++i) generated[r].push_back(static_cast<int32_t>(rng() % 60));
     rows[r] = {&p, prompt[r], generated[r]};
@@ -310,6 +346,7 @@ TEST(BackendPick, EditsReproduceTheHostProcessors) {
     if (e.penalty != 1.0F) x = x < 0.0F ? x * e.penalty : x / e.penalty;
     if (e.subtract != 0.0F) x = x - e.subtract;
     if (e.suppress != 0) x = -std::numeric_limits<float>::infinity();
+    if (e.add != 0.0F) x = x + e.add;
   }
   Sampler().process(LogitsView(std::span<float>(logits), R, V), rows);
   int changed = 0;

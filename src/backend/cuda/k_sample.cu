@@ -776,6 +776,7 @@ __global__ void edit_kernel(float* logits, int64_t vocab, const LogitEdit* edits
   if (e.penalty != 1.0F) v = v < 0.0F ? __fmul_rn(v, e.penalty) : __fdiv_rn(v, e.penalty);
   if (e.subtract != 0.0F) v = __fsub_rn(v, e.subtract);
   if (e.suppress != 0) v = -INFINITY;
+  if (e.add != 0.0F) v = __fadd_rn(v, e.add);
   x = v;
 }
 
