@@ -48,8 +48,9 @@ struct SamplingParams {
   // >= 0: also each prompt token's log-probability given the tokens before it (all but the
   // first), with the `prompt_logprobs` most likely tokens at its position (at most 20); -1: off.
   // Scoring a text (perplexity, OpenAI's echo): the prompt is computed whole, never taken from
-  // the cache (prefix reuse), in steps of at most 512 tokens whose rows of logits come to the
-  // host. Not with beam search.
+  // the cache (prefix reuse); the scored prompts of a step take 2,048 tokens at most together,
+  // each token's row of logits summarised (on the GPU) or copied to the host. Not with beam
+  // search.
   int prompt_logprobs = -1;
 
   void validate() const;

@@ -18,9 +18,10 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// A prompt scored (prompt_logprobs) takes at most this many tokens a step: its rows of logits
-// ([n, V] f32) are held on the device and copied to the host.
-constexpr int kScoredChunk = 512;
+// Scored prompts (prompt_logprobs) take at most this many tokens a step, all of them together:
+// each token's row of logits is held on the device for the step ([n, V] f32: 1 GB for Llama-3's
+// vocabulary).
+constexpr int kScoredStepTokens = 2048;
 
 // A prompt chunk scored this step: the request, its position in the batch and the prompt
 // position of its first token.
@@ -177,10 +178,16 @@ bool Run::step() {
   std::vector<BeamRequest*> live_beams;
   size_t beam_rows_n = 0;
   int64_t prompt_tokens = 0;
+  int scored_left = kScoredStepTokens;
   auto run_sampled = [&](SampledRequest& r) {
     const bool prompt = r.out.token_ids.empty();
     const auto pending = static_cast<int>(r.seq.pending.size());
-    r.seq.chunk = sched_.take(scores_prompt(r) ? std::min(pending, kScoredChunk) : pending);
+    if (scores_prompt(r)) {
+      r.seq.chunk = scored_left > 0 ? sched_.take(std::min(pending, scored_left)) : 0;
+      scored_left -= r.seq.chunk;
+    } else {
+      r.seq.chunk = sched_.take(pending);
+    }
     if (prompt) prompt_tokens += r.seq.chunk;
     if (r.seq.chunk == pending) {
       live_sampled.push_back(&r);
