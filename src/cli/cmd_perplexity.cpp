@@ -37,10 +37,10 @@ std::vector<std::vector<int32_t>> windows(const Tokenizer& tok, const std::strin
                                           int context) {
   const std::vector<int32_t> prefix = tok.encode("", true);
   const std::vector<int32_t> ids = tok.encode(text, false);
-  const auto per_window = static_cast<size_t>(context) - prefix.size();
   if (static_cast<size_t>(context) < prefix.size() + 2)
     fail("--context " + std::to_string(context) + " leaves no token to score after the " +
          std::to_string(prefix.size()) + " the model starts a text with");
+  const size_t per_window = static_cast<size_t>(context) - prefix.size();
   std::vector<std::vector<int32_t>> out;
   for (size_t i = 0; i < ids.size(); i += per_window) {
     std::vector<int32_t> w = prefix;

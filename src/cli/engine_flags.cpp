@@ -70,18 +70,18 @@ void add_sampling_flags(CLI::App& cmd, SamplingParams& p, const std::string& max
          [&p](const std::vector<std::string>& items) {
            for (const std::string& item : items) {
              const size_t eq = item.find('=');
-             size_t used_id = 0, used_bias = 0;
+             bool ok = eq != std::string::npos;
              int id = -1;
              float bias = 0;
              try {
+               size_t used_id = 0, used_bias = 0;
                id = std::stoi(item.substr(0, eq), &used_id);
                bias = std::stof(item.substr(eq + 1), &used_bias);
+               ok = ok && used_id == eq && used_bias == item.size() - eq - 1;
              } catch (const std::exception&) {
-               used_id = 0;
+               ok = false;
              }
-             if (eq == std::string::npos || used_id != eq || used_id == 0 ||
-                 used_bias != item.size() - eq - 1)
-               fail("--logit-bias: expected ID=BIAS (e.g. 13=-100), got '" + item + "'");
+             if (!ok) fail("--logit-bias: expected ID=BIAS (e.g. 13=-100), got '" + item + "'");
              p.logit_bias.emplace_back(id, bias);
            }
          },

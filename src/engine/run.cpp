@@ -35,14 +35,14 @@ bool scores_prompt(const SampledRequest& r) {
   return r.request->params.prompt_logprobs >= 0 && r.out.token_ids.empty();
 }
 
-// Asks the batch for the logits of every token of each scored chunk: its last token's row is the
-// sequence's own; the others go after all the batch's rows. Returns the first of those rows for
-// each chunk.
+// Asks the batch for the logits of every token of each scored chunk, after all the batch's own
+// rows (so row r stays sequence r's last token; the chunk's last token is asked for twice, which
+// keeps its rows in one block). Returns the first of each chunk's rows.
 std::vector<int64_t> add_scored_rows(Batch& batch, const std::vector<ScoredChunk>& scored) {
   std::vector<int64_t> first;
   for (const ScoredChunk& c : scored) {
     first.push_back(static_cast<int64_t>(batch.logit_rows.size()));
-    for (int32_t t = batch.cu_seqlens[c.seq]; t + 1 < batch.cu_seqlens[c.seq + 1]; ++t)
+    for (int32_t t = batch.cu_seqlens[c.seq]; t < batch.cu_seqlens[c.seq + 1]; ++t)
       batch.logit_rows.push_back(t);
   }
   return first;
@@ -77,17 +77,13 @@ void score_rows(Backend& be, const Tensor& logits, int64_t first, int64_t count,
 // Each token of a scored chunk gives the log-probability of the prompt token after it (the last
 // prompt token's row is the first generated token's: not a prompt score).
 void score_chunk(Backend& be, const Tensor& logits, const Batch& batch, const ScoredChunk& c,
-                 int64_t extra_rows) {
+                 int64_t rows) {
   const std::vector<int32_t>& prompt = c.request->request->prompt_ids;
-  const int n = c.request->request->params.prompt_logprobs;
   const int32_t len = batch.cu_seqlens[c.seq + 1] - batch.cu_seqlens[c.seq];
   const int32_t scored = std::min(len, static_cast<int32_t>(prompt.size()) - 1 - c.first);
-  if (scored <= 0) return;
-  const int32_t* next = prompt.data() + c.first + 1;  // the tokens the chunk's rows score
-  std::vector<TokenLogprobs>& out = c.request->out.prompt_logprobs;
-  if (const int32_t extra = std::min(scored, len - 1); extra > 0)
-    score_rows(be, logits, extra_rows, extra, next, n, out);
-  if (scored == len) score_rows(be, logits, static_cast<int64_t>(c.seq), 1, next + len - 1, n, out);
+  if (scored > 0)  // row i scores prompt token first + i + 1
+    score_rows(be, logits, rows, scored, prompt.data() + c.first + 1,
+               c.request->request->params.prompt_logprobs, c.request->out.prompt_logprobs);
 }
 
 }  // namespace
