@@ -212,9 +212,8 @@ inline nlohmann::json tiny_config_json() {
           {"eos_token_id", c.eos_token_ids.front()}};
 }
 
-// The llama.* metadata of tiny_config().
-inline void add_tiny_gguf_metadata(GgufWriter& w) {
-  const ModelConfig c = tiny_config();
+// The llama.* metadata of a config (tiny_config() by default).
+inline void add_tiny_gguf_metadata(GgufWriter& w, const ModelConfig& c = tiny_config()) {
   w.kv_string("general.architecture", "llama");
   w.kv_u32("llama.context_length", c.max_position_embeddings);
   w.kv_u32("llama.embedding_length", c.hidden_size);

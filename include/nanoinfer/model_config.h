@@ -8,12 +8,15 @@
 namespace nanoinfer {
 
 struct RopeScaling {
-  enum class Type : uint8_t { None, Linear, Llama3 };
+  // FreqFactors: a GGUF's rope_freqs tensor, one divisor per frequency (how llama.cpp's converter
+  // stores Llama-3.1 / 3.2's llama3 scaling).
+  enum class Type : uint8_t { None, Linear, Llama3, FreqFactors };
   Type type = Type::None;
   float factor = 1.0F;
   float low_freq_factor = 1.0F;      // llama3 only
   float high_freq_factor = 4.0F;     // llama3 only
   int original_max_position = 8192;  // llama3 only
+  std::vector<float> freq_factors;   // FreqFactors only: inv_freq[i] /= freq_factors[i]
 };
 
 struct ModelConfig {

@@ -18,6 +18,8 @@ const char* rope_type(RopeScaling::Type t) {
       return "linear";
     case RopeScaling::Type::Llama3:
       return "llama3";
+    case RopeScaling::Type::FreqFactors:
+      return "per-frequency factors (rope_freqs)";
   }
   return "?";
 }

@@ -4,6 +4,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cstring>
@@ -12,6 +13,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "tensor/quant_blocks.h"
 #include "util/error.h"
 #include "util/str_cat.h"
 
@@ -20,8 +22,8 @@ namespace {
 
 constexpr uint32_t kGgufMagic = 0x46554747;  // "GGUF" read as a little-endian uint32
 constexpr uint64_t kDefaultAlignment = 32;
-constexpr uint32_t kMaxDims = 4;           // ggml tensors have at most four dimensions
-constexpr int64_t kParallelBlocks = 4096;  // below this, threads cost more than they save
+constexpr uint32_t kMaxDims = 4;             // ggml tensors have at most four dimensions
+constexpr int64_t kParallelValues = 131072;  // below this, threads cost more than they save
 
 // Metadata value types, numbered as in the GGUF spec.
 enum class ValueType : uint32_t {
@@ -40,32 +42,29 @@ enum class ValueType : uint32_t {
   F64 = 12,
 };
 
-struct BlockLayout {
-  int64_t elements;  // values per block
-  uint64_t bytes;    // bytes per block
-};
+// The ggml types we read, and the DType each is kept as.
+constexpr std::pair<GgmlType, DType> kReadable[] = {
+    {GgmlType::F32, DType::F32},       {GgmlType::F16, DType::F16},
+    {GgmlType::BF16, DType::BF16},     {GgmlType::Q8_0, DType::Q8_0},
+    {GgmlType::Q4_0, DType::Q4_0},     {GgmlType::Q4_1, DType::Q4_1},
+    {GgmlType::Q5_0, DType::Q5_0},     {GgmlType::Q5_1, DType::Q5_1},
+    {GgmlType::IQ4_NL, DType::IQ4_NL}, {GgmlType::Q2_K, DType::Q2_K},
+    {GgmlType::Q3_K, DType::Q3_K},     {GgmlType::Q4_K, DType::Q4_K},
+    {GgmlType::Q5_K, DType::Q5_K},     {GgmlType::Q6_K, DType::Q6_K},
+    {GgmlType::IQ4_XS, DType::IQ4_XS}};
 
-// Block layouts of the types we dequantise.
-bool supported_layout(uint32_t type, BlockLayout* out) {
-  switch (static_cast<GgmlType>(type)) {
-    case GgmlType::F32:
-      *out = {1, 4};
-      return true;
-    case GgmlType::F16:
-    case GgmlType::BF16:
-      *out = {1, 2};
-      return true;
-    case GgmlType::Q4_0:
-      *out = {32, 18};  // f16 scale + 16 bytes of nibbles
-      return true;
-    case GgmlType::Q4_1:
-      *out = {32, 20};  // f16 scale + f16 min + 16 bytes of nibbles
-      return true;
-    case GgmlType::Q8_0:
-      *out = {32, 34};  // f16 scale + 32 int8
-      return true;
-  }
-  return false;
+// The DType of a ggml type we read, or nullptr.
+const DType* readable(uint32_t type) {
+  for (const auto& [g, dt] : kReadable)
+    if (static_cast<uint32_t>(g) == type) return &dt;
+  return nullptr;
+}
+
+std::string readable_names() {
+  std::string s;
+  for (const auto& [g, dt] : kReadable)
+    s += (s.empty() ? "" : ", ") + ggml_type_name(static_cast<uint32_t>(g));
+  return s;
 }
 
 // Cursor over the header bytes; every read checks that the bytes exist.
@@ -247,44 +246,11 @@ GgufArray read_array(Cursor& c, const std::string& path, const std::string& key,
   return std::vector<int64_t>{};
 }
 
-void dequant_q8_0(const uint8_t* b, float* y) {
-  uint16_t d16;
-  std::memcpy(&d16, b, 2);
-  const float d = f16_to_f32(d16);
-  const auto* q = reinterpret_cast<const int8_t*>(b + 2);
-  for (int j = 0; j < 32; ++j) y[j] = static_cast<float>(q[j]) * d;
-}
-
-// Q4_0/Q4_1: byte j holds element j in its low nibble and element j + 16 in its high nibble.
-void dequant_q4_0(const uint8_t* b, float* y) {
-  uint16_t d16;
-  std::memcpy(&d16, b, 2);
-  const float d = f16_to_f32(d16);
-  const uint8_t* q = b + 2;
-  for (int j = 0; j < 16; ++j) {
-    y[j] = static_cast<float>((q[j] & 0x0F) - 8) * d;
-    y[j + 16] = static_cast<float>((q[j] >> 4) - 8) * d;
-  }
-}
-
-void dequant_q4_1(const uint8_t* b, float* y) {
-  uint16_t d16;
-  uint16_t m16;
-  std::memcpy(&d16, b, 2);
-  std::memcpy(&m16, b + 2, 2);
-  const float d = f16_to_f32(d16);
-  const float m = f16_to_f32(m16);
-  const uint8_t* q = b + 4;
-  for (int j = 0; j < 16; ++j) {
-    y[j] = static_cast<float>(q[j] & 0x0F) * d + m;
-    y[j + 16] = static_cast<float>(q[j] >> 4) * d + m;
-  }
-}
-
+// f(i) for i < count, on all threads when `values` is large enough to pay for them.
 template <class F>
-void for_each_block(int64_t blocks, F&& f) {
-#pragma omp parallel for schedule(static) if (blocks >= kParallelBlocks)
-  for (int64_t i = 0; i < blocks; ++i) f(i);
+void parallel_for(int64_t count, int64_t values, F&& f) {
+#pragma omp parallel for schedule(static) if (values >= kParallelValues)
+  for (int64_t i = 0; i < count; ++i) f(i);
 }
 
 // The ggml numbering; 4 and 5 were retired formats and stay unnamed. nullptr when unknown.
@@ -307,50 +273,43 @@ std::string ggml_type_name(uint32_t type) {
 }
 
 uint64_t ggml_nbytes(uint32_t type, int64_t n) {
-  BlockLayout l{};
-  if (!supported_layout(type, &l)) {
-    fail("ggml type " + ggml_type_name(type) +
-         " is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)");
+  const DType* dt = readable(type);
+  if (dt == nullptr) {
+    fail("ggml type " + ggml_type_name(type) + " is not supported (supported: " + readable_names() +
+         ")");
   }
-  if (n < 0 || n % l.elements != 0) {
+  const int64_t block = dtype_block(*dt);
+  if (n < 0 || n % block != 0) {
     fail(std::to_string(n) + " elements are not a whole number of " + ggml_type_name(type) +
-         " blocks of " + std::to_string(l.elements));
+         " blocks of " + std::to_string(block));
   }
-  return static_cast<uint64_t>(n / l.elements) * l.bytes;
+  return dtype_nbytes(*dt, n);
 }
 
 void dequantize(uint32_t type, const uint8_t* src, int64_t n, float* dst) {
-  BlockLayout l{};
   ggml_nbytes(type, n);  // validates the type and the block count
-  supported_layout(type, &l);
-  const int64_t blocks = n / l.elements;
-  switch (static_cast<GgmlType>(type)) {
-    case GgmlType::F32:
+  const DType dt = *readable(type);
+  switch (dt) {
+    case DType::F32:
       std::memcpy(dst, src, static_cast<size_t>(n) * 4);
       return;
-    case GgmlType::F16:
-      for_each_block(blocks, [&](int64_t i) {
+    case DType::F16:
+    case DType::BF16:
+      parallel_for(n, n, [&](int64_t i) {
         uint16_t h;
         std::memcpy(&h, src + 2 * i, 2);
-        dst[i] = f16_to_f32(h);
+        dst[i] = dt == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
       });
       return;
-    case GgmlType::BF16:
-      for_each_block(blocks, [&](int64_t i) {
-        uint16_t h;
-        std::memcpy(&h, src + 2 * i, 2);
-        dst[i] = bf16_to_f32(h);
+    default: {  // block formats, a run of blocks per task
+      constexpr int64_t kRun = 64;
+      const int64_t blocks = n / dtype_block(dt), runs = (blocks + kRun - 1) / kRun;
+      parallel_for(runs, n, [&](int64_t r) {
+        const int64_t i = r * kRun;
+        dequantize_blocks(dt, src + static_cast<size_t>(i) * dtype_size(dt),
+                          std::min(kRun, blocks - i), dst + i * dtype_block(dt));
       });
-      return;
-    case GgmlType::Q8_0:
-      for_each_block(blocks, [&](int64_t i) { dequant_q8_0(src + i * 34, dst + i * 32); });
-      return;
-    case GgmlType::Q4_0:
-      for_each_block(blocks, [&](int64_t i) { dequant_q4_0(src + i * 18, dst + i * 32); });
-      return;
-    case GgmlType::Q4_1:
-      for_each_block(blocks, [&](int64_t i) { dequant_q4_1(src + i * 20, dst + i * 32); });
-      return;
+    }
   }
 }
 
@@ -404,11 +363,11 @@ GgufFile::GgufFile(const std::string& path) : file_(std::make_shared<MappedFile>
       fail(str_cat(path, ": ", what, " has unknown ggml type ", info.type));
     }
     info.offset = c.read<uint64_t>(what + " offset");
-    BlockLayout l{};
-    if (supported_layout(info.type, &l)) {
-      if (info.shape.back() % l.elements != 0) {
+    if (const DType* dt = readable(info.type)) {
+      if (info.shape.back() % dtype_block(*dt) != 0) {
         fail(str_cat(path, ": ", what, " of type ", ggml_type_name(info.type), " has rows of ",
-                     info.shape.back(), " values, not a multiple of the block size ", l.elements));
+                     info.shape.back(), " values, not a multiple of the block size ",
+                     dtype_block(*dt)));
       }
       info.nbytes = ggml_nbytes(info.type, static_cast<int64_t>(numel));
     }
@@ -512,12 +471,15 @@ double GgufFile::get_float_or(const std::string& key, double fallback) const {
   return has(key) ? get_float(key) : fallback;
 }
 
+// Names the file and tensor when nanoinfer cannot read its type.
+DType GgufFile::stored_type(const GgufTensorInfo& info) const {
+  if (const DType* dt = readable(info.type)) return *dt;
+  fail(path() + ": tensor '" + info.name + "' has ggml type " + ggml_type_name(info.type) +
+       ", which nanoinfer cannot read (supported: " + readable_names() + ")");
+}
+
 Tensor GgufFile::load_f32(const GgufTensorInfo& info) const {
-  BlockLayout l{};
-  if (!supported_layout(info.type, &l)) {
-    fail(path() + ": tensor '" + info.name + "' has ggml type " + ggml_type_name(info.type) +
-         ", which nanoinfer cannot dequantise (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)");
-  }
+  stored_type(info);
   int64_t n = 1;
   for (const int64_t d : info.shape) n *= d;
   // Not zero-filled: every value is written below, and the untouched pages then fault in on the
@@ -528,14 +490,8 @@ Tensor GgufFile::load_f32(const GgufTensorInfo& info) const {
 }
 
 Tensor GgufFile::view(const GgufTensorInfo& info) const {
-  static constexpr std::pair<GgmlType, DType> kAsStored[] = {
-      {GgmlType::F32, DType::F32},   {GgmlType::F16, DType::F16},   {GgmlType::BF16, DType::BF16},
-      {GgmlType::Q8_0, DType::Q8_0}, {GgmlType::Q4_0, DType::Q4_0}, {GgmlType::Q4_1, DType::Q4_1}};
   auto* data = const_cast<uint8_t*>(file_->bytes().data() + data_offset_ + info.offset);
-  for (const auto& [type, dt] : kAsStored)
-    if (static_cast<uint32_t>(type) == info.type) return {dt, info.shape, data, file_};
-  fail(path() + ": tensor '" + info.name + "' has ggml type " + ggml_type_name(info.type) +
-       ", which nanoinfer cannot read (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)");
+  return {stored_type(info), info.shape, data, file_};
 }
 
 }  // namespace nanoinfer

@@ -1,5 +1,6 @@
 // GGUF v3 reader: parses the header, metadata and tensor directory of a memory-mapped file and
-// dequantises tensors (F32, F16, BF16, Q8_0, Q4_0, Q4_1) to f32. Every malformed case
+// dequantises tensors (F32, F16, BF16; the block formats Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL,
+// Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS: tensor/quant_blocks.h) to f32. Every malformed case
 // (truncated file, offsets past the end, unknown types) throws Error naming the file and tensor.
 #pragma once
 
@@ -16,7 +17,23 @@
 namespace nanoinfer {
 
 // ggml tensor types we know by number (the GGUF spec's numbering).
-enum class GgmlType : uint32_t { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, BF16 = 30 };
+enum class GgmlType : uint32_t {
+  F32 = 0,
+  F16 = 1,
+  Q4_0 = 2,
+  Q4_1 = 3,
+  Q5_0 = 6,
+  Q5_1 = 7,
+  Q8_0 = 8,
+  Q2_K = 10,
+  Q3_K = 11,
+  Q4_K = 12,
+  Q5_K = 13,
+  Q6_K = 14,
+  IQ4_NL = 20,
+  IQ4_XS = 23,
+  BF16 = 30
+};
 std::string ggml_type_name(uint32_t type);
 
 using GgufArray = std::variant<std::vector<int64_t>, std::vector<double>, std::vector<std::string>,
@@ -54,10 +71,13 @@ class GgufFile {
 
   // The tensor dequantised to a fresh f32 host tensor.
   Tensor load_f32(const GgufTensorInfo& info) const;
-  // The tensor as stored (F32, F16, BF16, or Q8_0 / Q4_0 / Q4_1 blocks), a view into the mapping.
+  // The tensor as stored (F32, F16, BF16, or blocks of a DType of the same name), a view into the
+  // mapping.
   Tensor view(const GgufTensorInfo& info) const;
 
  private:
+  DType stored_type(const GgufTensorInfo& info) const;
+
   std::shared_ptr<MappedFile> file_;
   std::map<std::string, GgufValue> metadata_;
   std::vector<GgufTensorInfo> tensors_;

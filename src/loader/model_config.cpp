@@ -2,6 +2,7 @@
 // buffer is sized from them.
 #include "nanoinfer/model_config.h"
 
+#include <cmath>
 #include <string>
 
 #include "util/error.h"
@@ -35,8 +36,22 @@ void ModelConfig::validate(const std::string& source) const {
   if (head_dim % 2 != 0) {
     fail(source + ": head_dim " + std::to_string(head_dim) + " is odd; RoPE rotates pairs");
   }
-  if (rope_scaling.type != RopeScaling::Type::None) {
+  if (rope_scaling.type != RopeScaling::Type::None &&
+      rope_scaling.type != RopeScaling::Type::FreqFactors) {
     require_positive(source, "rope_scaling.factor", rope_scaling.factor);
+  }
+  if (rope_scaling.type == RopeScaling::Type::FreqFactors) {
+    const auto& f = rope_scaling.freq_factors;
+    if (f.size() != static_cast<size_t>(head_dim / 2)) {
+      fail(source + ": rope_freqs.weight has " + std::to_string(f.size()) +
+           " values, expected head_dim / 2 = " + std::to_string(head_dim / 2));
+    }
+    for (size_t i = 0; i < f.size(); ++i) {
+      if (!(f[i] > 0.0F) || !std::isfinite(f[i])) {
+        fail(source + ": rope_freqs.weight[" + std::to_string(i) + "] is " + std::to_string(f[i]) +
+             "; RoPE frequency factors must be positive and finite");
+      }
+    }
   }
   if (rope_scaling.type == RopeScaling::Type::Llama3) {
     require_positive(source, "rope_scaling.original_max_position_embeddings",

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <iterator>
 #include <set>
 #include <utility>
 #include <vector>
@@ -17,6 +18,8 @@
 
 namespace nanoinfer {
 namespace {
+
+constexpr const char* kRopeFreqs = "rope_freqs.weight";  // GGUF: per-frequency RoPE divisors
 
 namespace fs = std::filesystem;
 
@@ -141,8 +144,11 @@ LoadedModel load_gguf(const std::string& path, const LoadOptions& options) {
   m.source = path;
   m.config = config_from_gguf(*gguf);
 
+  std::vector<GgufTensorInfo> infos;  // the weights: rope_freqs went into the config
+  std::copy_if(gguf->tensors().begin(), gguf->tensors().end(), std::back_inserter(infos),
+               [](const GgufTensorInfo& t) { return t.name != kRopeFreqs; });
   std::map<std::string, FoundTensor> found;
-  for (const auto& t : gguf->tensors()) {
+  for (const auto& t : infos) {
     const std::string hf = hf_name_from_gguf(t.name);
     if (!found.emplace(hf, FoundTensor{t.shape, path, t.name}).second) {
       fail(path + ": tensor '" + t.name + "' appears twice");
@@ -150,7 +156,6 @@ LoadedModel load_gguf(const std::string& path, const LoadOptions& options) {
   }
   check_tensors(found, m.config, path);
 
-  const auto& infos = gguf->tensors();
   std::vector<Tensor> loaded(infos.size());
   std::exception_ptr error;
   // One parallel region over all tensors, each converted on one thread: a fork/join per tensor
@@ -260,11 +265,6 @@ ModelConfig config_from_gguf(const GgufFile& g) {
   if (arch != "llama") {
     fail(path + ": unsupported architecture '" + arch + "' (nanoinfer runs llama)");
   }
-  if (g.find("rope_freqs.weight") != nullptr) {
-    fail(path +
-         ": tensor 'rope_freqs.weight' (per-dimension RoPE factors, as in Llama-3.1 GGUFs) "
-         "is not supported; load the HF checkpoint instead");
-  }
   ModelConfig c;
   c.max_position_embeddings = static_cast<int>(g.get_int("llama.context_length"));
   c.hidden_size = static_cast<int>(g.get_int("llama.embedding_length"));
@@ -287,13 +287,30 @@ ModelConfig config_from_gguf(const GgufFile& g) {
     fail(path + ": unsupported llama.rope.scaling.type '" + scaling +
          "' (supported: none, linear)");
   }
+  // Llama-3.1 / 3.2 GGUFs carry their llama3 scaling as one divisor per frequency.
+  if (const GgufTensorInfo* t = g.find(kRopeFreqs)) {
+    if (c.rope_scaling.type != RopeScaling::Type::None) {
+      fail(path + ": both llama.rope.scaling.type '" + scaling + "' and tensor '" + kRopeFreqs +
+           "'; expected one of them");
+    }
+    const Tensor f = g.load_f32(*t);
+    c.rope_scaling.type = RopeScaling::Type::FreqFactors;
+    c.rope_scaling.freq_factors.assign(f.as<float>(), f.as<float>() + f.numel());
+  }
 
   c.vocab_size = g.has("tokenizer.ggml.tokens")
                      ? static_cast<int>(g.get_strings("tokenizer.ggml.tokens").size())
                      : static_cast<int>(g.get_int("llama.vocab_size"));
   c.bos_token_id = static_cast<int>(g.get_int_or("tokenizer.ggml.bos_token_id", -1));
-  if (g.has("tokenizer.ggml.eos_token_id")) {
-    c.eos_token_ids = {static_cast<int>(g.get_int("tokenizer.ggml.eos_token_id"))};
+  // End of generation: the EOS token, and the end-of-turn / end-of-message tokens where the file
+  // names them (a Llama-3.x instruct model ends a reply with <|eot_id|>, as HF's
+  // generation_config lists it beside <|end_of_text|>).
+  for (const char* key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
+                          "tokenizer.ggml.eom_token_id"}) {
+    const int id = static_cast<int>(g.get_int_or(key, -1));
+    if (id >= 0 &&
+        std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), id) == c.eos_token_ids.end())
+      c.eos_token_ids.push_back(id);
   }
   c.tie_word_embeddings = g.find("output.weight") == nullptr;
   c.validate(path);

@@ -29,7 +29,7 @@ struct LoadedModel {
 
 struct LoadOptions {
   // true: GGUF tensors are dequantised to f32 host copies. false: views of the file as stored
-  // (F32, F16, BF16, or Q8_0 / Q4_0 / Q4_1 blocks, Tensor dtype Q*; Q/K rows moved in a private
+  // (F32, F16, BF16, or GGUF blocks, Tensor dtype Q* / IQ*; Q/K rows moved in a private
   // copy): the CPU backend widens blocks tile by tile, the CUDA backend tensor by tensor as it
   // uploads them, to the same values.
   bool dequantize = true;

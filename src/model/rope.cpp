@@ -17,6 +17,8 @@ std::vector<float> rope_inv_freq(const ModelConfig& c) {
   const RopeScaling& s = c.rope_scaling;
   if (s.type == RopeScaling::Type::Linear) {
     for (float& f : inv) f /= s.factor;
+  } else if (s.type == RopeScaling::Type::FreqFactors) {
+    for (int i = 0; i < half; ++i) inv[i] /= s.freq_factors[i];
   } else if (s.type == RopeScaling::Type::Llama3) {
     // Long wavelengths are slowed by `factor`, short ones kept, and the band between is blended.
     const float low_wavelen = static_cast<float>(s.original_max_position) / s.low_freq_factor;

@@ -1,5 +1,6 @@
-// RoPE as its own module: the inverse frequencies of a config (default, linear or llama3
-// scaling) and a table of cos/sin per position, computed as HF does (fp32 angle = pos * inv_freq).
+// RoPE as its own module: the inverse frequencies of a config (default, linear, llama3 scaling or
+// a GGUF's per-frequency factors) and a table of cos/sin per position, computed as HF does (fp32
+// angle = pos * inv_freq).
 #pragma once
 
 #include <vector>

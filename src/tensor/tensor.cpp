@@ -8,26 +8,60 @@
 
 namespace nanoinfer {
 
-size_t dtype_size(DType t) {
+namespace {
+
+struct DTypeInfo {
+  const char* name;
+  int64_t block;  // elements a block (1: a plain type)
+  size_t bytes;   // bytes an element, or a block
+};
+
+DTypeInfo info(DType t) {
   switch (t) {
     case DType::F32:
-    case DType::I32:
-      return 4;
+      return {"f32", 1, 4};
     case DType::F16:
+      return {"f16", 1, 2};
     case DType::BF16:
-      return 2;
+      return {"bf16", 1, 2};
+    case DType::I32:
+      return {"i32", 1, 4};
     case DType::Q8_0:
-      return 34;
+      return {"q8_0", 32, 34};
     case DType::Q4_0:
-      return 18;
+      return {"q4_0", 32, 18};
     case DType::Q4_1:
-      return 20;
+      return {"q4_1", 32, 20};
+    case DType::Q5_0:
+      return {"q5_0", 32, 22};
+    case DType::Q5_1:
+      return {"q5_1", 32, 24};
+    case DType::IQ4_NL:
+      return {"iq4_nl", 32, 18};
+    case DType::Q2_K:
+      return {"q2_k", 256, 84};
+    case DType::Q3_K:
+      return {"q3_k", 256, 110};
+    case DType::Q4_K:
+      return {"q4_k", 256, 144};
+    case DType::Q5_K:
+      return {"q5_k", 256, 176};
+    case DType::Q6_K:
+      return {"q6_k", 256, 210};
+    case DType::IQ4_XS:
+      return {"iq4_xs", 256, 136};
   }
-  return 0;
+  return {"?", 1, 0};
+}
+
+}  // namespace
+
+size_t dtype_size(DType t) {
+  return info(t).bytes;
 }
 
 int64_t dtype_block(DType t) {
-  return t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_1 ? 32 : 1;
+  return info(t).block;
 }
 
 size_t dtype_nbytes(DType t, int64_t numel) {
@@ -35,23 +69,7 @@ size_t dtype_nbytes(DType t, int64_t numel) {
 }
 
 const char* dtype_name(DType t) {
-  switch (t) {
-    case DType::F32:
-      return "f32";
-    case DType::F16:
-      return "f16";
-    case DType::BF16:
-      return "bf16";
-    case DType::I32:
-      return "i32";
-    case DType::Q8_0:
-      return "q8_0";
-    case DType::Q4_0:
-      return "q4_0";
-    case DType::Q4_1:
-      return "q4_1";
-  }
-  return "?";
+  return info(t).name;
 }
 
 Tensor::Tensor(DType dtype, std::vector<int64_t> shape, void* data, std::shared_ptr<void> owner,

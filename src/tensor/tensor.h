@@ -12,9 +12,26 @@
 
 namespace nanoinfer {
 
-// Q8_0 / Q4_0 / Q4_1 are GGUF's block formats (32 elements a block), kept as stored so the CPU
-// backend can multiply without widening the weights to f32 in memory.
-enum class DType : uint8_t { F32, F16, BF16, I32, Q8_0, Q4_0, Q4_1 };
+// Q8_0 ... IQ4_XS are GGUF's block formats (32 or 256 elements a block, tensor/quant_blocks.h),
+// kept as stored so the CPU backend can multiply without widening the weights to f32 in memory.
+enum class DType : uint8_t {
+  F32,
+  F16,
+  BF16,
+  I32,
+  Q8_0,
+  Q4_0,
+  Q4_1,
+  Q5_0,
+  Q5_1,
+  IQ4_NL,
+  Q2_K,
+  Q3_K,
+  Q4_K,
+  Q5_K,
+  Q6_K,
+  IQ4_XS
+};
 enum class Device : uint8_t { Cpu, Cuda };
 
 size_t dtype_size(DType t);    // bytes per element; for block formats, bytes per block

@@ -8,6 +8,7 @@
 
 #include "backend/cpu/cpu_kernels.h"
 #include "gpu_test_util.h"
+#include "random_blocks.h"
 #include "util/error.h"
 #ifdef NANOINFER_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
@@ -291,7 +292,7 @@ TEST(CudaGemv, EdgeShapesLeaveTheRestAlone) {
 }
 
 // A host tensor of `rows` x `K` random values in `dt` (f32, f16, bf16, or GGUF blocks with finite
-// f16 scales: Q4_1's minimum too).
+// f16 scales and minimums: test::random_blocks).
 Tensor random_host(DType dt, int64_t rows, int64_t K, unsigned seed) {
   Tensor host = Tensor::zeros(dt, {rows, K});
   std::mt19937 rng(seed);
@@ -307,26 +308,18 @@ Tensor random_host(DType dt, int64_t rows, int64_t K, unsigned seed) {
           dt == DType::F16 ? f32_to_f16(normal(rng)) : f32_to_bf16(normal(rng));
     return host;
   }
-  auto* bytes = static_cast<uint8_t*>(host.data());
-  for (size_t i = 0; i < host.nbytes(); ++i) bytes[i] = static_cast<uint8_t>(rng());
-  const size_t block = host.nbytes() / (n / 32);
-  std::uniform_real_distribution<float> scale(-0.05F, 0.05F);
-  for (size_t b = 0; b < host.nbytes(); b += block) {
-    for (int h = 0; h < (dt == DType::Q4_1 ? 2 : 1); ++h) {
-      const uint16_t v = f32_to_f16(scale(rng));
-      std::memcpy(bytes + b + 2 * h, &v, sizeof(v));
-    }
-  }
+  const std::vector<uint8_t> blocks = test::random_blocks(dt, rows * K, seed);
+  std::memcpy(host.data(), blocks.data(), blocks.size());
   return host;
 }
 
-// GGUF blocks (Q8_0, Q4_0, Q4_1) uploaded as the loader leaves them (views of the file): widened
-// on the host a slice of rows at a time, to the values the loader's dequantisation gives (rounded
+// GGUF blocks of every format uploaded as the loader leaves them (views of the file): widened on
+// the host a slice of rows at a time, to the values the loader's dequantisation gives (rounded
 // once to bf16 in the bf16 mode). 1,100 rows of 4,096 take two slices.
 TEST(CudaUpload, WidensGgufBlocksToTheLoadersValues) {
   for (const DType dt : {DType::F32, DType::BF16}) {
     NI_REQUIRE_CUDA(gpu, dt);
-    for (const DType q : {DType::Q8_0, DType::Q4_0, DType::Q4_1}) {
+    for (const DType q : test::block_formats()) {
       const int64_t rows = 1100, K = 4096;
       const Tensor host = random_host(q, rows, K, 7);
       std::vector<float> want(static_cast<size_t>(rows * K)), got;
@@ -346,7 +339,8 @@ TEST(CudaUpload, WidensGgufBlocksToTheLoadersValues) {
 TEST(CudaUpload, RowsLandWhereTheHostStackPutsThem) {
   for (const DType dt : {DType::F32, DType::BF16}) {
     NI_REQUIRE_CUDA(gpu, dt);
-    for (const DType src : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_1}) {
+    for (const DType src : {DType::F32, DType::F16, DType::BF16, DType::Q8_0, DType::Q4_1,
+                            DType::Q4_K, DType::Q6_K}) {
       const int64_t K = 4096;
       const std::vector<Tensor> parts = {random_host(src, 3, K, 1), random_host(src, 1100, K, 2),
                                          random_host(src, 1, K, 3)};

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "random_blocks.h"
 
 namespace nanoinfer {
 namespace {
@@ -60,18 +61,7 @@ class QuantMatmulTest : public ::testing::TestWithParam<std::tuple<DType, int, i
 
 TEST_P(QuantMatmulTest, EqualsMatmulOfTheWidenedRows) {
   const auto [type, T, K, N] = GetParam();
-  std::mt19937 rng(13);
-  std::vector<uint8_t> w(dtype_nbytes(type, int64_t{N} * K));
-  for (uint8_t& b : w) b = static_cast<uint8_t>(rng());
-  const size_t block = dtype_size(type);
-  for (size_t at = 0; at < w.size(); at += block) {  // finite f16 scale (and Q4_1 offset)
-    for (int h = 0; h < (type == DType::Q4_1 ? 2 : 1); ++h) {
-      const uint16_t f = f32_to_f16(std::ldexp(static_cast<float>(rng() % 1000) + 1.0F, -14) *
-                                    (rng() % 2 != 0U ? 1.0F : -1.0F));
-      w[at + 2 * h] = static_cast<uint8_t>(f & 0xFF);
-      w[at + 2 * h + 1] = static_cast<uint8_t>(f >> 8);
-    }
-  }
+  const std::vector<uint8_t> w = test::random_blocks(type, int64_t{N} * K, 13);
   const std::vector<float> x = random_vec(static_cast<size_t>(T) * K, 14);
   std::vector<float> wide(static_cast<size_t>(N) * K), want(static_cast<size_t>(T) * N),
       got(static_cast<size_t>(T) * N, std::nanf(""));
@@ -81,11 +71,19 @@ TEST_P(QuantMatmulTest, EqualsMatmulOfTheWidenedRows) {
   for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], want[i]) << "i=" << i;
 }
 
-INSTANTIATE_TEST_SUITE_P(Blocks, QuantMatmulTest,
-                         ::testing::Values(std::make_tuple(DType::Q8_0, 1, 64, 50),
-                                           std::make_tuple(DType::Q4_0, 5, 96, 33),
-                                           std::make_tuple(DType::Q4_1, 9, 576, 70),
-                                           std::make_tuple(DType::Q4_1, 1, 1536, 17)));
+INSTANTIATE_TEST_SUITE_P(
+    Blocks, QuantMatmulTest,
+    ::testing::Values(
+        std::make_tuple(DType::Q8_0, 1, 64, 50), std::make_tuple(DType::Q4_0, 5, 96, 33),
+        std::make_tuple(DType::Q4_1, 9, 576, 70), std::make_tuple(DType::Q4_1, 1, 1536, 17),
+        std::make_tuple(DType::Q5_0, 3, 96, 20), std::make_tuple(DType::Q5_1, 2, 64, 9),
+        std::make_tuple(DType::IQ4_NL, 4, 160, 11), std::make_tuple(DType::Q2_K, 1, 256, 7),
+        std::make_tuple(DType::Q3_K, 5, 512, 13), std::make_tuple(DType::Q4_K, 9, 256, 70),
+        std::make_tuple(DType::Q5_K, 2, 768, 5), std::make_tuple(DType::Q6_K, 3, 512, 17),
+        std::make_tuple(DType::IQ4_XS, 4, 256, 10)),
+    [](const auto& info) {
+      return std::string(dtype_name(std::get<0>(info.param))) + "_" + std::to_string(info.index);
+    });
 
 class RowOpTest : public ::testing::TestWithParam<std::tuple<int, int>> {};
 

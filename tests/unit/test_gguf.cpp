@@ -3,13 +3,22 @@
 // model, and the real default model against HF transformers' load of the same file.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <numbers>
+#include <set>
 
+#include "backend/cpu/cpu_kernels.h"
+#include "engine/batch_builder.h"
 #include "loader/gguf.h"
 #include "loader/model_loader.h"
 #include "loader_fixtures.h"
+#include "model/llama.h"
+#include "model/rope.h"
+#include "random_blocks.h"
 #include "test_paths.h"
 #include "util/error.h"
 
@@ -105,8 +114,54 @@ TEST_P(DequantTest, MatchesHandBuiltBlocks) {
 INSTANTIATE_TEST_SUITE_P(Types, DequantTest, testing::ValuesIn(dequant_cases()),
                          [](const auto& info) { return info.param.name; });
 
+std::string upper(std::string s) {
+  for (char& ch : s) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return s;
+}
+
+// The DType a ggml block format is kept as (the same name); F32 (and a failure) for others.
+DType kept_as(uint32_t ggml) {
+  for (const DType t : test::block_formats())
+    if (upper(dtype_name(t)) == ggml_type_name(ggml)) return t;
+  ADD_FAILURE() << ggml_type_name(ggml) << " is not a block format we read";
+  return DType::F32;
+}
+
+// tools/golden/gguf_quant_golden.py: seeded random blocks of every block format we read, widened
+// by gguf-py (the code HF transformers loads a GGUF with). The loader's dequantize() and the CPU
+// backend's dequantize_rows() (AVX2 for Q8_0 / Q4_0 / Q4_1) must give its values bit for bit.
+TEST(GgufQuantGolden, EveryBlockFormatEqualsGgufPy) {
+  std::ifstream in(test::data_path("gguf_quant_golden.json"));
+  ASSERT_TRUE(in) << "missing tests/data/gguf_quant_golden.json";
+  const auto golden = nlohmann::json::parse(in);
+  std::set<std::string> seen;
+  for (const auto& f : golden["formats"]) {
+    const std::string name = f["name"];
+    SCOPED_TRACE(name);
+    const auto type = f["ggml_type"].get<uint32_t>();
+    const std::string hex = f["bytes"];
+    std::vector<uint8_t> bytes(hex.size() / 2);
+    for (size_t i = 0; i < bytes.size(); ++i)
+      bytes[i] = static_cast<uint8_t>(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+    const auto want = f["values"].get<std::vector<float>>();
+    const auto n = static_cast<int64_t>(want.size());
+    ASSERT_EQ(ggml_nbytes(type, n), bytes.size());
+    std::vector<float> got(want.size(), NAN);
+    dequantize(type, bytes.data(), n, got.data());
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << "value " << i;
+    EXPECT_EQ(ggml_type_name(type), name);
+    std::fill(got.begin(), got.end(), NAN);
+    cpu::dequantize_rows(kept_as(type), bytes.data(), 1, n, got.data());
+    for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], want[i]) << "row value " << i;
+    seen.insert(name);
+  }
+  for (const DType dt : test::block_formats()) EXPECT_EQ(seen.count(upper(dtype_name(dt))), 1U);
+}
+
 TEST(GgmlNbytes, RejectsUnsupportedTypesAndPartialBlocks) {
-  EXPECT_THROW(ggml_nbytes(14, 256), Error);  // Q6_K
+  EXPECT_THROW(ggml_nbytes(16, 256), Error);  // IQ2_XXS
+  EXPECT_EQ(ggml_nbytes(14, 512), 420U);      // Q6_K: 210 bytes a block of 256
+  EXPECT_THROW(ggml_nbytes(14, 288), Error);
   EXPECT_THROW(ggml_nbytes(static_cast<uint32_t>(GgmlType::Q4_0), 33), Error);
   EXPECT_EQ(ggml_type_name(14), "Q6_K");
   EXPECT_EQ(ggml_type_name(99), "unknown type 99");
@@ -324,6 +379,17 @@ TEST_P(GgufVersionTest, LoadsTinyModelInHfLayout) {
 
 INSTANTIATE_TEST_SUITE_P(Versions, GgufVersionTest, testing::Values(2U, 3U));
 
+// A Llama-3.x instruct GGUF names <|eot_id|> (and <|eom_id|>) beside its EOS: generation stops at
+// each, once each, as at the ids HF's generation_config lists.
+TEST(GgufModel, EndOfTurnTokensEndGenerationToo) {
+  GgufWriter w = test::tiny_gguf();
+  w.kv_u32("tokenizer.ggml.eot_token_id", 5);
+  w.kv_u32("tokenizer.ggml.eom_token_id", 2);  // the EOS again: listed once
+  test::TempDir dir;
+  test::write_file(dir.file("eot.gguf"), w.bytes());
+  EXPECT_EQ(load_model(dir.file("eot.gguf")).config.eos_token_ids, (std::vector<int>{2, 5}));
+}
+
 TEST(GgufModel, NoOutputTensorMeansTiedEmbeddings) {
   test::TempDir dir;
   test::write_file(dir.file("tied.gguf"), test::tiny_gguf("output.weight").bytes());
@@ -333,32 +399,121 @@ TEST(GgufModel, NoOutputTensorMeansTiedEmbeddings) {
   expect_tiny_weights(m);
 }
 
-// Made-up blocks of one type for a [rows, cols] matrix: varying scales and quants.
-std::string made_up_blocks(GgmlType type, int64_t rows, int64_t cols) {
-  std::string out;
-  for (int64_t b = 0; b < rows * cols / 32; ++b) {
-    test::put(out, f32_to_f16(0.01F * static_cast<float>(1 + b % 5)));
-    if (type == GgmlType::Q4_1) test::put(out, f32_to_f16(-0.05F * static_cast<float>(b % 3)));
-    const int n = type == GgmlType::Q8_0 ? 32 : 16;
-    for (int j = 0; j < n; ++j) test::put(out, static_cast<uint8_t>((b * 31 + j * 17) & 0xFF));
+// llama.cpp's converter stores Llama-3.1's llama3 RoPE scaling as rope_freqs.weight, one divisor
+// per frequency: 1 for short wavelengths, `factor` for long ones, 1 / ((1 - s) / factor + s) in
+// the band between (s the same blend HF's rope code uses).
+std::vector<float> llama3_rope_freqs(const ModelConfig& c) {
+  const RopeScaling& r = c.rope_scaling;
+  const double low = r.original_max_position / double{r.low_freq_factor};
+  const double high = r.original_max_position / double{r.high_freq_factor};
+  std::vector<float> out;
+  for (int i = 0; i < c.head_dim / 2; ++i) {
+    const double wavelen =
+        2 * std::numbers::pi * std::pow(double{c.rope_theta}, 2.0 * i / c.head_dim);
+    if (wavelen < high) {
+      out.push_back(1.0F);
+    } else if (wavelen > low) {
+      out.push_back(r.factor);
+    } else {
+      const double s = (r.original_max_position / wavelen - r.low_freq_factor) /
+                       (r.high_freq_factor - r.low_freq_factor);
+      out.push_back(static_cast<float>(1.0 / ((1 - s) / r.factor + s)));
+    }
   }
   return out;
 }
 
+// A HF model written as llama.cpp writes a Llama-3.1 GGUF: f32, Q/K rows permuted, the scaling as
+// rope_freqs.weight (left out on request) and no rope scaling metadata.
+std::string as_llama31_gguf(const LoadedModel& hf, bool with_freqs) {
+  const ModelConfig& c = hf.config;
+  GgufWriter w;
+  test::add_tiny_gguf_metadata(w, c);
+  for (const auto& g : test::gguf_names(c)) {
+    const Tensor& t = hf.weights.at(hf_name_from_gguf(g));
+    std::vector<float> v(t.as<float>(), t.as<float>() + t.numel());
+    if (g.find("attn_q.") != std::string::npos)
+      v = test::permute_like_llama_cpp(v, t.dim(0), t.dim(1), c.num_heads);
+    if (g.find("attn_k.") != std::string::npos)
+      v = test::permute_like_llama_cpp(v, t.dim(0), t.dim(1), c.num_kv_heads);
+    w.tensor(g, 0, t.shape(), test::f32_bytes(v));
+  }
+  if (with_freqs) {
+    const std::vector<float> f = llama3_rope_freqs(c);
+    w.tensor("rope_freqs.weight", 0, {static_cast<int64_t>(f.size())}, test::f32_bytes(f));
+  }
+  return w.bytes();
+}
+
+// The tiny llama3-RoPE model as a Llama-3.1-style GGUF gives HF's logits of the checkpoint (1e-4,
+// as TinyParity); without its rope_freqs tensor the same weights miss them by far, so the factors
+// are what carries the scaling.
+TEST(GgufModel, RopeFreqsGiveTheLlama3RopeOfTheHfCheckpoint) {
+  const LoadedModel hf = load_model(test::data_path("models/llama3_rope"));
+  ASSERT_EQ(hf.config.rope_scaling.type, RopeScaling::Type::Llama3);
+  const nlohmann::json ref = test::read_json("models/llama3_rope/reference.json");
+  ASSERT_FALSE(ref["cases"].empty());
+  auto be = make_cpu_backend();
+  test::TempDir dir;
+  for (const bool with_freqs : {true, false}) {
+    SCOPED_TRACE(with_freqs ? "with rope_freqs" : "without rope_freqs");
+    test::write_file(dir.file("m.gguf"), as_llama31_gguf(hf, with_freqs));
+    const LoadedModel g = load_model(dir.file("m.gguf"));
+    EXPECT_EQ(g.weights.count("rope_freqs.weight"), 0U);
+    float worst = 0;  // a NaN sticks
+    LlamaModel model(g, *be, 256);
+    for (const auto& rc : ref["cases"]) {
+      KvCache cache(*be, g.config, {16, 16, "post"});
+      SeqState s(0, cache.create_sequence(), rc["prompt_ids"].get<std::vector<int32_t>>());
+      std::vector<float> logits;
+      be->to_host_f32(model.forward(build_batch({&s}, cache), cache), logits);
+      const auto want = rc["last_logits"].get<std::vector<float>>();
+      ASSERT_EQ(logits.size(), want.size());
+      for (size_t i = 0; i < want.size(); ++i) {
+        const float d = std::abs(logits[i] - want[i]);
+        worst = std::isnan(d) || d > worst ? d : worst;
+      }
+    }
+    if (with_freqs) {
+      EXPECT_EQ(g.config.rope_scaling.type, RopeScaling::Type::FreqFactors);
+      const std::vector<float> a = rope_inv_freq(g.config), b = rope_inv_freq(hf.config);
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-6F * b[i]) << i;
+      EXPECT_LE(worst, 1e-4F);
+    } else {
+      EXPECT_EQ(g.config.rope_scaling.type, RopeScaling::Type::None);
+      EXPECT_GT(worst, 1e-2F);
+    }
+  }
+}
+
+// tiny_config() 256 wide, so that every matrix's rows hold whole blocks of the 256-value formats.
+ModelConfig wide_config() {
+  ModelConfig c = test::tiny_config();
+  c.hidden_size = 256;
+  c.intermediate_size = 512;
+  c.head_dim = 64;
+  return c;
+}
+
 // With LoadOptions::dequantize off, matrices keep their blocks and Q/K move whole block rows;
-// widening those rows must give exactly the dequantised load.
+// widening those rows must give exactly the dequantised load, and the CPU backend's forward over
+// the kept blocks (widened tile by tile) exactly the forward over the dequantised weights.
 class KeptBlocksTest : public testing::TestWithParam<GgmlType> {};
 
 TEST_P(KeptBlocksTest, MatchDequantisedLoad) {
-  const ModelConfig c = test::tiny_config();
+  const ModelConfig c = wide_config();
   const auto shapes = expected_weight_shapes(c);
+  const auto ggml = static_cast<uint32_t>(GetParam());
+  const DType kept = kept_as(ggml);
   GgufWriter w;
-  test::add_tiny_gguf_metadata(w);
+  test::add_tiny_gguf_metadata(w, c);
+  unsigned seed = 1;
   for (const auto& g : test::gguf_names(c)) {
     const auto& shape = shapes.at(hf_name_from_gguf(g));
     if (shape.size() == 2) {
-      w.tensor(g, static_cast<uint32_t>(GetParam()), shape,
-               made_up_blocks(GetParam(), shape[0], shape[1]));
+      const auto b = test::random_blocks(kept, shape[0] * shape[1], seed++);
+      w.tensor(g, ggml, shape, std::string(b.begin(), b.end()));
     } else {
       w.tensor(g, 0, shape, test::f32_bytes(std::vector<float>(shape[0], 0.5F)));
     }
@@ -374,19 +529,31 @@ TEST_P(KeptBlocksTest, MatchDequantisedLoad) {
     const Tensor& b = blocks.weights.at(name);
     ASSERT_EQ(b.shape(), a.shape()) << name;
     if (a.rank() == 1) continue;
-    EXPECT_NE(b.dtype(), DType::F32) << name;
+    EXPECT_EQ(b.dtype(), kept) << name;
     std::vector<float> row(static_cast<size_t>(a.dim(1)));
     for (int64_t r = 0; r < a.dim(0); ++r) {
-      dequantize(static_cast<uint32_t>(GetParam()), static_cast<const uint8_t*>(b.row(r).data()),
-                 a.dim(1), row.data());
+      dequantize(ggml, static_cast<const uint8_t*>(b.row(r).data()), a.dim(1), row.data());
       const float* want = a.row(r).as<float>();
       ASSERT_EQ(row, std::vector<float>(want, want + a.dim(1))) << name << " row " << r;
     }
   }
+  auto be = make_cpu_backend();
+  std::vector<std::vector<float>> logits;
+  for (const LoadedModel* m : {&f32, &blocks}) {
+    LlamaModel model(*m, *be, 16);
+    KvCache cache(*be, m->config, {16, 1, "post"});
+    SeqState s(0, cache.create_sequence(), {3, 1, 4, 1, 5, 9});
+    be->to_host_f32(model.forward(build_batch({&s}, cache), cache), logits.emplace_back());
+  }
+  for (const float v : logits[0]) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_EQ(logits[1], logits[0]);
 }
 
 INSTANTIATE_TEST_SUITE_P(Types, KeptBlocksTest,
-                         testing::Values(GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1),
+                         testing::Values(GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1,
+                                         GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::IQ4_NL,
+                                         GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K,
+                                         GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS),
                          [](const auto& info) {
                            return ggml_type_name(static_cast<uint32_t>(info.param));
                          });

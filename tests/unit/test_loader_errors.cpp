@@ -163,13 +163,25 @@ std::vector<BadCase> bad_cases() {
          return gguf_with(
              d,
              [](GgufWriter& w) {
-               w.tensor("blk.0.ffn_up.weight", 14, {64, 32},
-                        std::string(64 * 32 / 256 * 210, '\0'));
+               w.tensor("blk.0.ffn_up.weight", 9, {64, 32}, std::string(64 * 36, '\0'));
              },
              "blk.0.ffn_up.weight");
        },
-       "tensor 'blk.0.ffn_up.weight' has ggml type Q6_K, which nanoinfer cannot dequantise",
+       "tensor 'blk.0.ffn_up.weight' has ggml type Q8_1, which nanoinfer cannot read "
+       "(supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, Q2_K, Q3_K, Q4_K, "
+       "Q5_K, Q6_K, IQ4_XS)",
        "model.gguf"},
+      {"GgufKQuantRowsNotWholeBlocks",
+       [](const TempDir& d) {
+         return gguf_with(
+             d,
+             [](GgufWriter& w) {
+               w.tensor("blk.0.ffn_up.weight", 12, {64, 32},
+                        std::string(64 * 32 / 256 * 144, '\0'));
+             },
+             "blk.0.ffn_up.weight");
+       },
+       "of type Q4_K has rows of 32 values, not a multiple of the block size 256", "model.gguf"},
       {"GgufMissingTensor",
        [](const TempDir& d) {
          return gguf_with(
@@ -195,13 +207,30 @@ std::vector<BadCase> bad_cases() {
        "tensor 'model.layers.0.mlp.up_proj.weight' ('blk.0.ffn_up.weight' in the file) has shape "
        "[63, 32], expected [64, 32]",
        "model.gguf"},
-      {"GgufLlama3RopeFreqs",
+      {"GgufRopeFreqsWrongLength",
        [](const TempDir& d) {
          return gguf_with(d, [](GgufWriter& w) {
-           w.tensor("rope_freqs.weight", 0, {4}, std::string(16, '\0'));
+           w.tensor("rope_freqs.weight", 0, {3}, test::f32_bytes({1.0F, 1.0F, 8.0F}));
          });
        },
-       "tensor 'rope_freqs.weight'", "model.gguf"},
+       "rope_freqs.weight has 3 values, expected head_dim / 2 = 4", "model.gguf"},
+      {"GgufRopeFreqsNotPositive",
+       [](const TempDir& d) {
+         return gguf_with(d, [](GgufWriter& w) {
+           w.tensor("rope_freqs.weight", 0, {4}, test::f32_bytes({1.0F, 1.0F, 0.0F, 8.0F}));
+         });
+       },
+       "rope_freqs.weight[2] is 0.000000; RoPE frequency factors must be positive and finite",
+       "model.gguf"},
+      {"GgufRopeFreqsAndScalingType",
+       [](const TempDir& d) {
+         return gguf_with(d, [](GgufWriter& w) {
+           w.kv_string("llama.rope.scaling.type", "linear");
+           w.kv_f32("llama.rope.scaling.factor", 2.0F);
+           w.tensor("rope_freqs.weight", 0, {4}, test::f32_bytes({1.0F, 1.0F, 2.0F, 8.0F}));
+         });
+       },
+       "both llama.rope.scaling.type 'linear' and tensor 'rope_freqs.weight'", "model.gguf"},
       // safetensors files
       {"SafetensorsTruncated",
        [](const TempDir& d) {

@@ -8,6 +8,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "tensor/quant_blocks.h"
+
 namespace nanoinfer::cpu {
 
 namespace {
@@ -175,7 +177,11 @@ void matmul(const float* x, const float* w, float* y, int64_t T, int64_t K, int6
 }
 
 void dequantize_rows(DType type, const uint8_t* w, int64_t rows, int64_t K, float* out) {
-  const int64_t blocks = rows * K / 32;
+  const int64_t blocks = rows * K / dtype_block(type);
+  if (type != DType::Q8_0 && type != DType::Q4_0 && type != DType::Q4_1) {
+    dequantize_blocks(type, w, blocks, out);  // the other formats: the scalar reference
+    return;
+  }
   const size_t bb = dtype_size(type);
   const __m256i low4 = _mm256_set1_epi32(0xF);
   for (int64_t b = 0; b < blocks; ++b) {

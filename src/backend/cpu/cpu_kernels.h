@@ -28,8 +28,9 @@ void dot_rows(const float* q, const float* k, const int32_t* slots, int64_t slot
 void weighted_rows(const float* p, int n, float sum, const float* v, const int32_t* slots,
                    int64_t slot_stride, int D, float* out);
 
-// Rows of a GGUF block-quantised matrix (Q8_0, Q4_0, Q4_1) widened to f32, bit-identical to the
-// loader's dequantize() (d * q, (q - 8) * d and d * q + m in f32, no fused multiply-add).
+// Rows of a GGUF block-quantised matrix widened to f32, bit-identical to the loader's
+// dequantize(): AVX2 for Q8_0, Q4_0 and Q4_1 (d * q, (q - 8) * d and d * q + m in f32, no fused
+// multiply-add), tensor/quant_blocks.h's scalar code for the other formats.
 void dequantize_rows(DType type, const uint8_t* w, int64_t rows, int64_t K, float* out);
 // y = x w^T with w block-quantised [N, K]: each tile of rows is widened into a small buffer and
 // multiplied exactly as matmul() would, so results equal those of the widened matrix.
