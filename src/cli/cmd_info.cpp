@@ -1,4 +1,5 @@
 // `nanoinfer info --model M`: config, parameter count, weight dtype and bytes.
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -19,7 +20,7 @@ const char* rope_type(RopeScaling::Type t) {
     case RopeScaling::Type::Llama3:
       return "llama3";
     case RopeScaling::Type::FreqFactors:
-      return "per-frequency factors (rope_freqs)";
+      return "per-frequency factors from rope_freqs, largest";
   }
   return "?";
 }
@@ -46,8 +47,11 @@ void add_info_command(CLI::App& app) {
     std::printf("heads / kv heads: %d / %d (head dim %d)\n", c.num_heads, c.num_kv_heads,
                 c.head_dim);
     std::printf("vocab:            %d\n", c.vocab_size);
+    const auto& f = c.rope_scaling.freq_factors;
+    const float factor =
+        f.empty() ? c.rope_scaling.factor : *std::max_element(f.begin(), f.end());  // the largest
     std::printf("rope:             theta %g, scaling %s (factor %g)\n", c.rope_theta,
-                rope_type(c.rope_scaling.type), c.rope_scaling.factor);
+                rope_type(c.rope_scaling.type), factor);
     std::printf("max positions:    %d\n", c.max_position_embeddings);
     std::printf("tied embeddings:  %s\n", c.tie_word_embeddings ? "yes" : "no");
     std::printf("bos / eos:        %d / %s\n", c.bos_token_id, eos.c_str());

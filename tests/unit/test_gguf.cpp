@@ -499,21 +499,32 @@ ModelConfig wide_config() {
 // With LoadOptions::dequantize off, matrices keep their blocks and Q/K move whole block rows;
 // widening those rows must give exactly the dequantised load, and the CPU backend's forward over
 // the kept blocks (widened tile by tile) exactly the forward over the dequantised weights.
-class KeptBlocksTest : public testing::TestWithParam<GgmlType> {};
+// One format for every matrix, or (a second one given) llama.cpp's Q4_K_M kind of mix: attn_v and
+// ffn_down in the second format, so the fused q|k|v holds two formats.
+struct BlockMix {
+  GgmlType main;
+  GgmlType v_down;
+};
+
+class KeptBlocksTest : public testing::TestWithParam<BlockMix> {};
 
 TEST_P(KeptBlocksTest, MatchDequantisedLoad) {
   const ModelConfig c = wide_config();
   const auto shapes = expected_weight_shapes(c);
-  const auto ggml = static_cast<uint32_t>(GetParam());
-  const DType kept = kept_as(ggml);
+  auto ggml_of = [](const std::string& name) {
+    const bool second =
+        name.find("attn_v") != std::string::npos || name.find("ffn_down") != std::string::npos ||
+        name.find("v_proj") != std::string::npos || name.find("down_proj") != std::string::npos;
+    return static_cast<uint32_t>(second ? GetParam().v_down : GetParam().main);
+  };
   GgufWriter w;
   test::add_tiny_gguf_metadata(w, c);
   unsigned seed = 1;
   for (const auto& g : test::gguf_names(c)) {
     const auto& shape = shapes.at(hf_name_from_gguf(g));
     if (shape.size() == 2) {
-      const auto b = test::random_blocks(kept, shape[0] * shape[1], seed++);
-      w.tensor(g, ggml, shape, std::string(b.begin(), b.end()));
+      const auto b = test::random_blocks(kept_as(ggml_of(g)), shape[0] * shape[1], seed++);
+      w.tensor(g, ggml_of(g), shape, std::string(b.begin(), b.end()));
     } else {
       w.tensor(g, 0, shape, test::f32_bytes(std::vector<float>(shape[0], 0.5F)));
     }
@@ -529,10 +540,10 @@ TEST_P(KeptBlocksTest, MatchDequantisedLoad) {
     const Tensor& b = blocks.weights.at(name);
     ASSERT_EQ(b.shape(), a.shape()) << name;
     if (a.rank() == 1) continue;
-    EXPECT_EQ(b.dtype(), kept) << name;
+    EXPECT_EQ(b.dtype(), kept_as(ggml_of(name))) << name;
     std::vector<float> row(static_cast<size_t>(a.dim(1)));
     for (int64_t r = 0; r < a.dim(0); ++r) {
-      dequantize(ggml, static_cast<const uint8_t*>(b.row(r).data()), a.dim(1), row.data());
+      dequantize(ggml_of(name), static_cast<const uint8_t*>(b.row(r).data()), a.dim(1), row.data());
       const float* want = a.row(r).as<float>();
       ASSERT_EQ(row, std::vector<float>(want, want + a.dim(1))) << name << " row " << r;
     }
@@ -549,13 +560,25 @@ TEST_P(KeptBlocksTest, MatchDequantisedLoad) {
   EXPECT_EQ(logits[1], logits[0]);
 }
 
-INSTANTIATE_TEST_SUITE_P(Types, KeptBlocksTest,
-                         testing::Values(GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1,
-                                         GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::IQ4_NL,
-                                         GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K,
-                                         GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS),
+std::vector<BlockMix> block_mixes() {
+  std::vector<BlockMix> out;
+  for (const GgmlType t : {GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0,
+                           GgmlType::Q5_1, GgmlType::IQ4_NL, GgmlType::Q2_K, GgmlType::Q3_K,
+                           GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS})
+    out.push_back({t, t});
+  out.push_back({GgmlType::Q4_K, GgmlType::Q6_K});
+  out.push_back({GgmlType::Q5_0, GgmlType::Q8_0});
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Types, KeptBlocksTest, testing::ValuesIn(block_mixes()),
                          [](const auto& info) {
-                           return ggml_type_name(static_cast<uint32_t>(info.param));
+                           const auto name = [](GgmlType t) {
+                             return ggml_type_name(static_cast<uint32_t>(t));
+                           };
+                           return info.param.main == info.param.v_down
+                                      ? name(info.param.main)
+                                      : name(info.param.main) + "_with_" + name(info.param.v_down);
                          });
 
 class DefaultModel : public testing::Test {

@@ -44,6 +44,27 @@ class CpuBackend final : public Backend {
     return out;
   }
 
+  // Fused weights (q|k|v, gate|up). A GGUF may keep the parts in different formats (llama.cpp's
+  // Q4_K_M stores v in Q6_K beside Q4_K q and k in half the layers); such a stack is widened to
+  // f32 once here, as one tensor holds one dtype.
+  Tensor upload_rows(const std::vector<Tensor>& parts, DType dtype) override {
+    const bool one_dtype = std::all_of(
+        parts.begin(), parts.end(), [&](const Tensor& p) { return p.dtype() == parts[0].dtype(); });
+    if (one_dtype) return upload(Tensor::stack_rows(parts), dtype);
+    std::vector<Tensor> wide;
+    for (const Tensor& p : parts) {
+      if (dtype_block(p.dtype()) == 1) {
+        wide.push_back(upload(p, dtype));
+        continue;
+      }
+      Tensor w = Tensor::zeros(DType::F32, p.shape());
+      cpu::dequantize_rows(p.dtype(), static_cast<const uint8_t*>(p.data()), p.dim(0), p.dim(1),
+                           w.as<float>());
+      wide.push_back(w);
+    }
+    return Tensor::stack_rows(wide);
+  }
+
   void to_host_f32(const Tensor& src, std::vector<float>& dst) override {
     dst.assign(src.as<const float>(), src.as<const float>() + src.numel());
   }

@@ -241,10 +241,14 @@ void CudaBackend::upload_into(const Tensor& host, Tensor& out) {
     const int64_t slice = std::max<int64_t>(1, (int64_t{16} << 20) / (4 * K));  // 16 MB of f32
     std::vector<float> wide(static_cast<size_t>(std::min(rows, slice) * K));
     Tensor raw = device_tensor({std::min(rows, slice), K}, DType::F32);
+    const size_t row_bytes = dtype_nbytes(host.dtype(), K);
     for (int64_t r0 = 0; r0 < rows; r0 += slice) {
       const int64_t n = std::min(slice, rows - r0);
-      cpu::dequantize_rows(host.dtype(), static_cast<const uint8_t*>(host.row(r0).data()), n, K,
-                           wide.data());
+      const auto* src = static_cast<const uint8_t*>(host.row(r0).data());
+      // On every core: one thread took ~5 s of a 6.5 s load of an 8B Q4_K_M GGUF (H200 host).
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < n; ++r)
+        cpu::dequantize_rows(host.dtype(), src + r * row_bytes, 1, K, wide.data() + r * K);
       copy_to_device(raw.data(), wide.data(), sizeof(float) * n * K);
       // (`wide` is free again: copied out; `raw`'s next fill queues behind this conversion.)
       convert(DType::F32, raw.data(), dtype, out.row(r0).data(), n * K, stream_);
