@@ -1,7 +1,12 @@
 // Recognised chat templates (see chat_template.h). The template texts below are the ones shipped
-// with the models (Meta-Llama-3 tokenizer_config.json, SmolLM2's GGUF); matching is exact after
-// trimming surrounding whitespace, so an edited template is reported instead of mis-rendered.
+// with the models (Meta-Llama-3 tokenizer_config.json, SmolLM2's GGUF; Llama-3.1-Instruct's, 4.6
+// KB, by its length and FNV-1a hash: the text is tests/data/tokenizer/llama31_chat_template.jinja);
+// matching is exact after trimming surrounding whitespace, so an edited template is reported
+// instead of mis-rendered.
 #include "tokenizer/chat_template.h"
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
 
 #include "tokenizer/unicode.h"
 #include "util/error.h"
@@ -14,6 +19,15 @@ constexpr std::string_view kLlama3Template =
     "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | "
     "trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% "
     "endif %}{{ content }}{% endfor %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}";
+
+constexpr size_t kLlama31TemplateSize = 4613;
+constexpr uint64_t kLlama31TemplateHash = 0xcc0368e1ffb6b958ULL;
+
+uint64_t fnv1a(std::string_view s) {
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (const char c : s) h = (h ^ static_cast<uint8_t>(c)) * 0x100000001b3ULL;
+  return h;
+}
 
 constexpr std::string_view kSmolLm2Template =
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ "
@@ -45,6 +59,34 @@ std::string render_llama3(const std::vector<ChatMessage>& messages, std::string_
   return out;
 }
 
+// Llama-3.1-Instruct, as its template renders without tools (the variables custom_tools, tools and
+// builtin_tools are never defined here): a system turn first, always, with the knowledge cutoff,
+// the template's own default date and the system message if the conversation starts with one
+// (trimmed); then each turn trimmed, a tool or ipython result under the ipython header as a JSON
+// string (Jinja's `is iterable` holds for strings, so the template takes its tojson branch).
+std::string render_llama31(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+                           std::string_view bos_token) {
+  std::string out(bos_token);
+  const bool has_system = !messages.empty() && messages[0].role == "system";
+  out += "<|start_header_id|>system<|end_header_id|>\n\n";
+  out += "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n";
+  if (has_system) out += python_strip(messages[0].content);
+  out += "<|eot_id|>";
+  for (size_t i = has_system ? 1 : 0; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
+    if (m.role == "tool" || m.role == "ipython") {
+      out += "<|start_header_id|>ipython<|end_header_id|>\n\n";
+      out +=
+          nlohmann::json(m.content).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    } else {
+      out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + python_strip(m.content);
+    }
+    out += "<|eot_id|>";
+  }
+  if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  return out;
+}
+
 std::string render_smollm2(const std::vector<ChatMessage>& messages, bool add_generation_prompt) {
   std::string out;
   if (!messages.empty() && messages[0].role != "system") {
@@ -65,9 +107,11 @@ ChatTemplateKind recognise_chat_template(std::string_view template_text) {
   const std::string_view t = trim_ascii(template_text);
   if (t.empty()) fail("the tokenizer has no chat template");
   if (t == kLlama3Template) return ChatTemplateKind::kLlama3;
+  if (t.size() == kLlama31TemplateSize && fnv1a(t) == kLlama31TemplateHash)
+    return ChatTemplateKind::kLlama31;
   if (t == kSmolLm2Template) return ChatTemplateKind::kSmolLm2ChatMl;
   fail(
-      "unsupported chat template (only the Llama-3 and SmolLM2 ChatML templates are "
+      "unsupported chat template (only the Llama-3, Llama-3.1 and SmolLM2 ChatML templates are "
       "recognised); it begins: " +
       std::string(t.substr(0, 80)));
 }
@@ -77,6 +121,8 @@ std::string render_chat_template(ChatTemplateKind kind, const std::vector<ChatMe
   switch (kind) {
     case ChatTemplateKind::kLlama3:
       return render_llama3(messages, bos_token);
+    case ChatTemplateKind::kLlama31:
+      return render_llama31(messages, add_generation_prompt, bos_token);
     case ChatTemplateKind::kSmolLm2ChatMl:
       return render_smollm2(messages, add_generation_prompt);
   }

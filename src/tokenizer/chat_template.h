@@ -13,6 +13,7 @@ namespace nanoinfer {
 
 enum class ChatTemplateKind {
   kLlama3,         // <|start_header_id|>role<|end_header_id|>\n\n{trimmed content}<|eot_id|>
+  kLlama31,        // Llama-3.1-Instruct: kLlama3's turns after a system turn that is always there
   kSmolLm2ChatMl,  // <|im_start|>role\n{content}<|im_end|>\n, default SmolLM system prompt
 };
 

@@ -3,6 +3,10 @@
 // without add_generation_prompt; a tokenizer without a known template throws.
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
+
+#include "tokenizer/chat_template.h"
 #include "tokenizer_test_util.h"
 
 namespace nanoinfer::test {
@@ -38,6 +42,30 @@ INSTANTIATE_TEST_SUITE_P(Conversations, ChatTemplateGolden,
                          [](const ::testing::TestParamInfo<ChatSource>& info) {
                            return info.param.model;
                          });
+
+// Llama-3.1-Instruct's template (tests/data/tokenizer/llama31_chat_template.jinja) is recognised
+// and renders as HF apply_chat_template does (tools/golden/chat_llama31_golden.py: the
+// conversations above and one with a tool result); with one character changed it is refused.
+TEST(ChatTemplate, Llama31MatchesHfApplyChatTemplate) {
+  std::ifstream in(data_path("tokenizer/llama31_chat_template.jinja"), std::ios::binary);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(text.size(), 4000U);
+  const ChatTemplateKind kind = recognise_chat_template(text);
+  ASSERT_EQ(kind, ChatTemplateKind::kLlama31);
+  const nlohmann::json cases = read_json("tokenizer/chat_llama31.json")["cases"];
+  ASSERT_EQ(cases.size(), 14U);
+  for (const auto& g : cases) {
+    SCOPED_TRACE(g["name"].get<std::string>() +
+                 (g["add_generation_prompt"] ? " +generation prompt" : ""));
+    std::vector<ChatMessage> messages;
+    for (const auto& m : g["messages"]) messages.push_back({m["role"], m["content"]});
+    EXPECT_EQ(render_chat_template(kind, messages, g["add_generation_prompt"], "<|begin_of_text|>"),
+              g["text"].get<std::string>());
+  }
+  std::string edited = text;
+  edited[edited.find("December")] = 'd';
+  EXPECT_THROW(recognise_chat_template(edited), Error);
+}
 
 TEST(ChatTemplate, TokenizerWithoutTemplateThrows) {
   const Tokenizer* tok = tokenizer_for("llama2");
