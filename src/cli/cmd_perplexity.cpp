@@ -1,9 +1,13 @@
 // `nanoinfer perplexity`: how well a model predicts a text. The text's tokens are cut into
 // windows of --context tokens, each starting with what the tokenizer starts a text with (its BOS,
 // if any); each window is one request whose prompt is scored (SamplingParams::prompt_logprobs),
-// --batch windows to a generate() call. Every token of a window after its first is scored given
-// the window's tokens before it; the perplexity is exp of the mean negative log-likelihood over
-// all scored tokens, printed as it goes (stderr) and at the end.
+// --batch windows to a generate() call. A window starts --stride text tokens after the one before
+// (default: where it ended, so windows do not overlap) and scores the tokens no earlier window
+// scored, each given all the window's tokens before it: a stride below the window gives every
+// token after the first window more context (HF's sliding-window perplexity). The perplexity is
+// exp of the mean negative log-likelihood over all scored tokens, printed as it goes (stderr)
+// and at the end.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -26,27 +30,46 @@ struct PerplexityArgs {
   EngineOptions engine;
   std::string file;
   int context = 512;
+  int stride = 0;  // 0: the window's text length
   int batch = 8;
   int max_windows = 0;
   bool json = false;
 };
 
-// The text's windows: prefix (BOS or nothing) + up to context - |prefix| text tokens each, those
-// with at least one token to score.
-std::vector<std::vector<int32_t>> windows(const Tokenizer& tok, const std::string& text,
-                                          int context) {
+struct Window {
+  std::vector<int32_t> ids;  // prefix (BOS or nothing) + a run of the text's tokens
+  size_t score_from = 0;     // its prompt_logprobs entries from here on are scored
+};
+
+// The text's windows: prefix + up to context - |prefix| text tokens each, starting `stride` text
+// tokens apart; each scores the tokens after the previous window's end (all but its first token,
+// for the first window).
+std::vector<Window> windows(const Tokenizer& tok, const std::string& text, int context,
+                            int stride) {
   const std::vector<int32_t> prefix = tok.encode("", true);
   const std::vector<int32_t> ids = tok.encode(text, false);
   if (static_cast<size_t>(context) < prefix.size() + 2)
     fail("--context " + std::to_string(context) + " leaves no token to score after the " +
          std::to_string(prefix.size()) + " the model starts a text with");
   const size_t per_window = static_cast<size_t>(context) - prefix.size();
-  std::vector<std::vector<int32_t>> out;
-  for (size_t i = 0; i < ids.size(); i += per_window) {
-    std::vector<int32_t> w = prefix;
-    w.insert(w.end(), ids.begin() + static_cast<std::ptrdiff_t>(i),
-             ids.begin() + static_cast<std::ptrdiff_t>(std::min(ids.size(), i + per_window)));
-    if (w.size() >= 2) out.push_back(std::move(w));
+  const size_t step = stride > 0 ? static_cast<size_t>(stride) : per_window;
+  if (step > per_window)
+    fail("--stride " + std::to_string(stride) + " skips text: a window holds " +
+         std::to_string(per_window) + " text tokens");
+  std::vector<Window> out;
+  size_t scored_to = 0;  // text tokens before this are scored (or are the unscorable first)
+  for (size_t begin = 0; begin < ids.size() && scored_to < ids.size(); begin += step) {
+    const size_t end = std::min(ids.size(), begin + per_window);
+    Window w{prefix, 0};
+    w.ids.insert(w.ids.end(), ids.begin() + static_cast<std::ptrdiff_t>(begin),
+                 ids.begin() + static_cast<std::ptrdiff_t>(end));
+    // Entry i scores window token i + 1, which is text token begin + i + 1 - |prefix|: the
+    // entries to score are those with that index >= scored_to.
+    const auto from =
+        static_cast<int64_t>(scored_to + prefix.size()) - 1 - static_cast<int64_t>(begin);
+    w.score_from = static_cast<size_t>(std::max<int64_t>(0, from));
+    if (w.ids.size() >= 2) out.push_back(std::move(w));
+    scored_to = end;
   }
   return out;
 }
@@ -64,7 +87,7 @@ void run_perplexity(const PerplexityArgs& a) {
   if (a.context > engine.config().max_position_embeddings)
     fail("--context " + std::to_string(a.context) + " exceeds the model's " +
          std::to_string(engine.config().max_position_embeddings) + " positions");
-  std::vector<std::vector<int32_t>> all = windows(*engine.tokenizer(), text, a.context);
+  std::vector<Window> all = windows(*engine.tokenizer(), text, a.context, a.stride);
   if (a.max_windows > 0 && all.size() > static_cast<size_t>(a.max_windows))
     all.resize(static_cast<size_t>(a.max_windows));
   if (all.empty()) fail(a.file + ": the text has no token to score");
@@ -75,16 +98,19 @@ void run_perplexity(const PerplexityArgs& a) {
   for (size_t first = 0; first < all.size(); first += static_cast<size_t>(a.batch)) {
     std::vector<GenerationRequest> requests;
     for (size_t w = first; w < std::min(all.size(), first + static_cast<size_t>(a.batch)); ++w) {
-      GenerationRequest r{all[w], {}};
+      GenerationRequest r{all[w].ids, {}};
       r.params.max_new_tokens = 1;
       r.params.prompt_logprobs = 0;
       requests.push_back(std::move(r));
     }
-    for (const GenerationOutput& out : engine.generate(requests))
-      for (const TokenLogprobs& lp : out.prompt_logprobs) {
-        nll -= lp.logprob;
+    const std::vector<GenerationOutput> outs = engine.generate(requests);
+    for (size_t i = 0; i < outs.size(); ++i) {
+      const auto& lps = outs[i].prompt_logprobs;
+      for (size_t e = all[first + i].score_from; e < lps.size(); ++e) {
+        nll -= lps[e].logprob;
         ++scored;
       }
+    }
     std::fprintf(stderr, "[windows %zu / %zu] perplexity so far %.4f\n", first + requests.size(),
                  all.size(), std::exp(nll / static_cast<double>(scored)));
   }
@@ -92,10 +118,11 @@ void run_perplexity(const PerplexityArgs& a) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double mean = nll / static_cast<double>(scored);
   if (a.json) {
-    const nlohmann::json j = {{"model", a.engine.model},      {"file", a.file},
-                              {"context", a.context},         {"windows", all.size()},
-                              {"tokens_scored", scored},      {"mean_nll", mean},
-                              {"perplexity", std::exp(mean)}, {"seconds", seconds}};
+    const nlohmann::json j = {{"model", a.engine.model}, {"file", a.file},
+                              {"context", a.context},    {"stride", a.stride},
+                              {"windows", all.size()},   {"tokens_scored", scored},
+                              {"mean_nll", mean},        {"perplexity", std::exp(mean)},
+                              {"seconds", seconds}};
     std::printf("%s\n", j.dump().c_str());
     return;
   }
@@ -116,6 +143,10 @@ void add_perplexity_command(CLI::App& app) {
   cmd->add_option("--context", a->context,
                   "tokens per window, the model's BOS included (default 512)")
       ->check(whole_number(2));
+  cmd->add_option("--stride", a->stride,
+                  "text tokens from one window's start to the next; below the window, later "
+                  "tokens are scored with more context (default 0: the window, no overlap)")
+      ->check(whole_number(0));
   cmd->add_option("--batch", a->batch, "windows computed together (default 8)")
       ->check(whole_number(1));
   cmd->add_option("--max-windows", a->max_windows, "score only the first N windows (0 = all)")

@@ -357,6 +357,63 @@ TEST(Cli, PerplexityIsTheMeanNllOfThePromptLogprobs) {
   EXPECT_NE(whole.out.find(over), std::string::npos) << whole.out;
 }
 
+// --stride: windows start 16 text tokens apart and each scores only the text tokens no earlier
+// window scored (HF's sliding-window perplexity). The test keeps its own record of which text
+// token each entry scores, from the engine's prompt_logprobs over the same windows.
+TEST(Cli, PerplexityStrideScoresEachTokenOnceWithMoreContext) {
+  const std::string model = test::default_model_path();
+  if (model.empty()) GTEST_SKIP() << "default model not fetched (make model)";
+  const std::string file = test::data_path("prompts/summary_prompt.txt");
+  const std::string base = "perplexity " + file + " --model " + model + " --context 64 ";
+  const CliRun r = run_cli(base + "--stride 16 --max-windows 4 --batch 3 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+
+  EngineOptions opt;
+  opt.model = model;
+  Engine engine(opt);
+  const Tokenizer& tok = *engine.tokenizer();
+  std::ifstream in(file);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::vector<int32_t> start = tok.encode("", true), ids = tok.encode(text, false);
+  const size_t prefix = start.size(), per_window = 64 - prefix;
+  std::vector<bool> done(ids.size(), false);
+  double nll = 0;
+  int64_t scored = 0;
+  for (size_t w = 0; w < 4; ++w) {
+    GenerationRequest req{start, {}};
+    req.prompt_ids.insert(req.prompt_ids.end(), ids.begin() + w * 16,
+                          ids.begin() + w * 16 + per_window);
+    req.params.max_new_tokens = 1;
+    req.params.prompt_logprobs = 0;
+    const GenerationOutput out = engine.generate({req})[0];
+    for (size_t i = 0; i < out.prompt_logprobs.size(); ++i) {
+      if (i + 1 < prefix) continue;  // a prefix token
+      const size_t t = w * 16 + i + 1 - prefix;
+      if (done[t]) continue;
+      done[t] = true;
+      nll -= out.prompt_logprobs[i].logprob;
+      ++scored;
+    }
+  }
+  // Every text token up to the last window's end once, but the first one without a BOS before it.
+  EXPECT_EQ(scored, static_cast<int64_t>(3 * 16 + per_window - (prefix == 0 ? 1 : 0)));
+  EXPECT_EQ(j["tokens_scored"], scored);
+  EXPECT_EQ(j["windows"], 4);
+  EXPECT_EQ(j["stride"], 16);
+  EXPECT_NEAR(j["mean_nll"].get<double>(), nll / static_cast<double>(scored), 1e-5);
+
+  const CliRun same = run_cli(base + "--stride " + std::to_string(per_window) +
+                              " --max-windows 3 --json");  // no overlap: the default
+  const CliRun plain = run_cli(base + "--max-windows 3 --json");
+  ASSERT_EQ(same.code, 0) << same.err;
+  EXPECT_EQ(nlohmann::json::parse(same.out)["mean_nll"],
+            nlohmann::json::parse(plain.out)["mean_nll"]);
+  const CliRun skip = run_cli(base + "--stride " + std::to_string(per_window + 1));
+  EXPECT_NE(skip.code, 0);
+  EXPECT_NE(skip.err.find("skips text"), std::string::npos) << skip.err;
+}
+
 // `chat` on the default model: each line is a turn; each reply is the model's greedy answer to
 // the whole history through the chat template (the library's generate() on the same ids), and a
 // turn takes the previous turns' blocks from the cache (--stats) without changing a token.
