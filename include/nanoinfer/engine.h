@@ -165,6 +165,9 @@ class Engine {
   size_t submit(const GenerationRequest& request, TokenCallback on_token, DoneCallback on_done);
   bool step();
   size_t active() const;  // submitted requests not finished
+  // A submitted sampling request's output so far (from its on_token callback: up to and with the
+  // token being announced, its logprobs entry included); null when it is not running.
+  const GenerationOutput* progress(size_t id) const;
   const ModelConfig& config() const;
   // Time per op kind, prefill and decode apart, since the engine was made (with profile on).
   std::string profile_report() const;

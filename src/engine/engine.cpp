@@ -405,4 +405,8 @@ size_t Engine::active() const {
   return impl_->online ? impl_->online->active() : 0;
 }
 
+const GenerationOutput* Engine::progress(size_t id) const {
+  return impl_->online ? impl_->online->progress(id) : nullptr;
+}
+
 }  // namespace nanoinfer

@@ -56,6 +56,12 @@ class Run {
   bool step();
   // Requests added and not finished (running or waiting).
   size_t active() const { return requests_.size(); }
+  // A running sampled request's output so far, or null.
+  const GenerationOutput* progress(size_t id) const {
+    for (const SampledRequest& s : sampled_)
+      if (s.seq.request == id) return &s.out;
+    return nullptr;
+  }
 
  private:
   // Whether waiting request `id` shares whole prompt blocks with a prompt under way that has not

@@ -100,17 +100,21 @@ std::string token_text(const Tokenizer* tok, int32_t id) {
   return tok != nullptr ? tok->decode(std::vector<int32_t>{id}) : std::to_string(id);
 }
 
-// The choice's logprobs: chat's {content: [{token, logprob, bytes, top_logprobs}]}, or the
-// completions' {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}.
-json logprobs(const ApiRequest& r, const GenerationOutput& out, const Tokenizer* tok) {
-  if (r.chat) {
+// Logprobs of tokens (entries[i] scores ids[i]; null for a prompt's first token, which nothing
+// predicts): chat's {content: [{token, logprob, bytes, top_logprobs}]}, or the completions'
+// {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}, offsets counted from
+// `offset` (advanced past the tokens' text).
+json logprobs_of(bool chat, std::span<const int32_t> ids,
+                 std::span<const TokenLogprobs* const> entries, const Tokenizer* tok,
+                 size_t& offset) {
+  if (chat) {
     json content = json::array();
-    for (size_t i = 0; i < out.logprobs.size(); ++i) {
+    for (size_t i = 0; i < ids.size(); ++i) {
       json top = json::array();
-      for (const auto& [t, lp] : out.logprobs[i].top)
+      for (const auto& [t, lp] : entries[i]->top)
         top.push_back({{"token", token_text(tok, t)}, {"logprob", lp}, {"bytes", nullptr}});
-      content.push_back({{"token", token_text(tok, out.token_ids[i])},
-                         {"logprob", out.logprobs[i].logprob},
+      content.push_back({{"token", token_text(tok, ids[i])},
+                         {"logprob", entries[i]->logprob},
                          {"bytes", nullptr},
                          {"top_logprobs", top}});
     }
@@ -118,10 +122,9 @@ json logprobs(const ApiRequest& r, const GenerationOutput& out, const Tokenizer*
   }
   json tokens = json::array(), token_logprobs = json::array(), top = json::array(),
        offsets = json::array();
-  size_t offset = 0;
-  // A token and its entry (null for the prompt's first token, which nothing predicts).
-  auto add = [&](int32_t id, const TokenLogprobs* lp) {
-    const std::string text = token_text(tok, id);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const TokenLogprobs* lp = entries[i];
+    const std::string text = token_text(tok, ids[i]);
     tokens.push_back(text);
     json alternatives = json::object();
     if (lp != nullptr)
@@ -130,15 +133,30 @@ json logprobs(const ApiRequest& r, const GenerationOutput& out, const Tokenizer*
     top.push_back(lp != nullptr ? alternatives : json(nullptr));
     offsets.push_back(offset);
     offset += text.size();
-  };
-  if (r.echo)
-    for (size_t i = 0; i < r.request.prompt_ids.size(); ++i)
-      add(r.request.prompt_ids[i], i > 0 ? &out.prompt_logprobs.at(i - 1) : nullptr);
-  for (size_t i = 0; i < returned(r, out); ++i) add(out.token_ids[i], &out.logprobs.at(i));
+  }
   return {{"tokens", tokens},
           {"token_logprobs", token_logprobs},
           {"top_logprobs", top},
           {"text_offset", offsets}};
+}
+
+// A whole choice's logprobs: the prompt's first when echoed (completions), then every returned
+// token's.
+json logprobs(const ApiRequest& r, const GenerationOutput& out, const Tokenizer* tok) {
+  std::vector<int32_t> ids;
+  std::vector<const TokenLogprobs*> entries;
+  if (r.echo) {
+    for (size_t i = 0; i < r.request.prompt_ids.size(); ++i) {
+      ids.push_back(r.request.prompt_ids[i]);
+      entries.push_back(i > 0 ? &out.prompt_logprobs.at(i - 1) : nullptr);
+    }
+  }
+  for (size_t i = 0; i < returned(r, out); ++i) {
+    ids.push_back(out.token_ids[i]);
+    entries.push_back(&out.logprobs.at(i));
+  }
+  size_t offset = 0;
+  return logprobs_of(r.chat, ids, entries, tok, offset);
 }
 
 }  // namespace
@@ -171,7 +189,6 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Tokeniz
              body["logprobs"] != false) {
     take(body, "logprobs", p.logprobs);
   }
-  if (p.logprobs >= 0 && r.stream) fail("'logprobs' are not returned in streams");
   take(body, "echo", r.echo);
   if (r.echo && chat) fail("'echo' is served for completions only");
   if (r.echo && r.stream) fail("'echo' is not served in streams");
@@ -270,9 +287,17 @@ json response(const std::vector<ApiRequest>& reqs, const ResponseId& id,
 }
 
 json chunk(const ApiRequest& r, const ResponseId& id, const std::string& text,
-           const std::vector<int32_t>& ids, const std::string& finish_reason, bool first) {
-  json choice = {{"index", 0}, {"token_ids", ids}};
+           std::span<const int32_t> ids, std::span<const TokenLogprobs> entries,
+           const std::string& finish_reason, bool first, const Tokenizer* tok,
+           size_t& text_offset) {
+  json choice = {{"index", 0}, {"token_ids", std::vector<int32_t>(ids.begin(), ids.end())}};
   choice["finish_reason"] = finish_reason.empty() ? json(nullptr) : json(api_finish(finish_reason));
+  json lp = nullptr;
+  if (r.request.params.logprobs >= 0) {
+    std::vector<const TokenLogprobs*> e;
+    for (const TokenLogprobs& x : entries) e.push_back(&x);
+    lp = logprobs_of(r.chat, ids, e, tok, text_offset);
+  }
   if (r.chat) {
     json delta = json::object();
     if (first) delta["role"] = "assistant";
@@ -280,8 +305,8 @@ json chunk(const ApiRequest& r, const ResponseId& id, const std::string& text,
     choice["delta"] = delta;
   } else {
     choice["text"] = text;
-    choice["logprobs"] = nullptr;
   }
+  choice["logprobs"] = lp;
   return {{"id", id.id},
           {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
           {"created", id.created},

@@ -2,11 +2,12 @@
 // request, and the responses (whole or as server-sent-event chunks) built from its output.
 // https://platform.openai.com/docs/api-reference (completions, chat): the fields nanoinfer
 // serves are listed in docs/pseudocode/server.md; others are ignored, and unsupported values
-// (n > 1, several prompts, logprobs or echo in a stream) are refused with a message.
+// (n > 1, several prompts or echo in a stream) are refused with a message.
 #pragma once
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -50,10 +51,14 @@ struct ResponseId {
 // as text through tok). The usage counts each prompt once.
 nlohmann::json response(const std::vector<ApiRequest>& reqs, const ResponseId& id,
                         const std::vector<GenerationOutput>& outs, const Tokenizer* tok);
-// One streamed chunk: text (and its token ids, a nanoinfer extension) or, with finish_reason
-// set, the last chunk. A chat stream's first chunk carries the role.
+// One streamed chunk: text and the tokens it was made of (their ids, a nanoinfer extension, and
+// with logprobs asked for, entries[i] scoring ids[i], in the endpoint's form with text offsets
+// from text_offset, which advances) or, with finish_reason set, the last chunk (the tokens no
+// earlier chunk carried: an ending EOS). A chat stream's first chunk carries the role.
 nlohmann::json chunk(const ApiRequest& r, const ResponseId& id, const std::string& text,
-                     const std::vector<int32_t>& ids, const std::string& finish_reason, bool first);
+                     std::span<const int32_t> ids, std::span<const TokenLogprobs> entries,
+                     const std::string& finish_reason, bool first, const Tokenizer* tok,
+                     size_t& text_offset);
 // The chunk a stream with stream_options.include_usage ends with: no choices, the usage.
 nlohmann::json usage_chunk(const ApiRequest& r, const ResponseId& id, const GenerationOutput& out);
 // {"error": {"message", "type", "code"}}.

@@ -25,9 +25,12 @@ struct Job {
   struct Piece {
     std::string text;
     std::vector<int32_t> ids;
+    std::vector<TokenLogprobs> logprobs;  // the ids' entries, when asked for
   };
   std::deque<Piece> pieces;  // streamed tokens not yet written
   size_t streamed = 0;       // bytes of text written (the output's text may hold more at the end)
+  size_t streamed_ids = 0;   // tokens written (an ending EOS comes with the last chunk)
+  size_t token_offset = 0;   // completions' logprobs: bytes of token text written
   bool finished = false;
   GenerationOutput out;
   std::string error;  // set instead of finishing when the engine failed it
@@ -131,7 +134,7 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
       // the request is submitted (too long for the cache...) comes as an error event.
       res.set_chunked_content_provider(
           "text/event-stream",
-          [job, first = true](size_t, httplib::DataSink& sink) mutable {
+          [job, tok = engine_.tokenizer(), first = true](size_t, httplib::DataSink& sink) mutable {
             std::unique_lock<std::mutex> lock(job->m);
             job->cv.wait(
                 lock, [&] { return !job->pieces.empty() || job->finished || !job->error.empty(); });
@@ -140,19 +143,29 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
               out = sse(error_body(job->error, "invalid_request_error"));
             } else {
               for (const Job::Piece& p : job->pieces) {
-                out += sse(chunk(job->api, job->id, p.text, p.ids, "", first));
+                out += sse(chunk(job->api, job->id, p.text, p.ids, p.logprobs, "", first, tok,
+                                 job->token_offset));
                 job->streamed += p.text.size();
+                job->streamed_ids += p.ids.size();
                 first = false;
               }
               job->pieces.clear();
-              // The last chunk: text the detokenizer held until the end (an EOS ends a request
-              // without a token callback), and why it ended.
-              if (job->finished)
-                out += sse(chunk(job->api, job->id,
-                                 job->out.text.size() > job->streamed
-                                     ? job->out.text.substr(job->streamed)
-                                     : std::string(),
-                                 {}, job->out.finish_reason, first));
+              // The last chunk: text the detokenizer held until the end, the tokens no piece
+              // carried (an EOS ends a request without a token callback), and why it ended.
+              if (job->finished) {
+                const GenerationOutput& o = job->out;
+                const size_t from = std::min(job->streamed_ids, o.token_ids.size());
+                const std::span<const int32_t> rest(o.token_ids.begin() + from, o.token_ids.end());
+                const std::span<const TokenLogprobs> rest_lp =
+                    o.logprobs.size() == o.token_ids.size()
+                        ? std::span<const TokenLogprobs>(o.logprobs.begin() + from,
+                                                         o.logprobs.end())
+                        : std::span<const TokenLogprobs>();
+                out += sse(chunk(
+                    job->api, job->id,
+                    o.text.size() > job->streamed ? o.text.substr(job->streamed) : std::string(),
+                    rest, rest_lp, o.finish_reason, first, tok, job->token_offset));
+              }
               if (job->finished && job->api.stream_usage)
                 out += sse(usage_chunk(job->api, job->id, job->out));
             }
@@ -240,10 +253,16 @@ void Server::engine_loop() {
       try {
         const size_t id = engine_.submit(
             job->api.request,
-            [job](size_t, int32_t token, const std::string& text) {
+            [this, job](size_t id, int32_t token, const std::string& text) {
+              Job::Piece piece{text, {token}, {}};
+              if (job->api.stream && job->api.request.params.logprobs >= 0) {
+                const GenerationOutput* so_far = engine_.progress(id);  // this token's entry
+                if (so_far != nullptr && !so_far->logprobs.empty())
+                  piece.logprobs.push_back(so_far->logprobs.back());
+              }
               {
                 const std::lock_guard<std::mutex> lock(job->m);
-                if (job->api.stream) job->pieces.push_back({text, {token}});
+                if (job->api.stream) job->pieces.push_back(std::move(piece));
                 job->cv.notify_all();
               }
               return !job->cancelled;

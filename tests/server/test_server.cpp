@@ -107,11 +107,15 @@ TEST(OpenAiBodies, FinishReasons) {
     const json r = server::response({chat}, {"chatcmpl-1", "m", 5}, {out}, nullptr);
     EXPECT_EQ(r["choices"][0]["finish_reason"], api);
     EXPECT_EQ(r["choices"][0]["message"]["content"], "Paris.");
-    EXPECT_EQ(server::chunk(chat, {"chatcmpl-1", "m", 5}, "", {}, ours,
-                            false)["choices"][0]["finish_reason"],
+    size_t offset = 0;
+    EXPECT_EQ(server::chunk(chat, {"chatcmpl-1", "m", 5}, "", {}, {}, ours, false, nullptr,
+                            offset)["choices"][0]["finish_reason"],
               api);
   }
-  EXPECT_EQ(server::chunk(chat, {"c", "m", 5}, "Hi", {9}, "", true)["choices"][0]["delta"],
+  size_t offset = 0;
+  const std::vector<int32_t> nine = {9};
+  EXPECT_EQ(server::chunk(chat, {"c", "m", 5}, "Hi", nine, {}, "", true, nullptr,
+                          offset)["choices"][0]["delta"],
             (json{{"role", "assistant"}, {"content", "Hi"}}));
 }
 
@@ -384,6 +388,46 @@ TEST_F(ServerTest, StreamAddsUpToTheWholeResponse) {
   EXPECT_EQ(finish, "length");
 }
 
+// logprobs in streams: the chunks' entries, one list after another, are the whole response's in
+// the endpoint's form (the completions' text_offset counts across chunks), and so are their
+// token ids; a request ended by its EOS (forced here by logit_bias) gets the EOS id and its entry
+// in the last chunk, where no token callback announced it.
+TEST_F(ServerTest, StreamedLogprobsAddUpToTheWholeResponse) {
+  const int eos = serving_->config().eos_token_ids.at(0);
+  const json user = json::array({{{"role", "user"}, {"content", "Once upon a time"}}});
+  const std::vector<std::pair<std::string, json>> cases = {
+      {"/v1/completions", {{"prompt", "Once upon a time"}, {"logprobs", 2}}},
+      {"/v1/chat/completions", {{"messages", user}, {"logprobs", true}, {"top_logprobs", 2}}},
+      {"/v1/completions",
+       {{"prompt", "Once"}, {"logprobs", 1}, {"logit_bias", {{std::to_string(eos), 100}}}}}};
+  for (auto [path, body] : cases) {
+    SCOPED_TRACE(path + " " + body.dump());
+    body["max_tokens"] = 12;
+    body["temperature"] = 0;
+    const json whole = post(path, body)["choices"][0];
+    body["stream"] = true;
+    const httplib::Result r = client().Post(path, body.dump(), "application/json");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    json got = json::object();
+    std::vector<int32_t> ids;
+    std::istringstream events(r->body);
+    for (std::string line; std::getline(events, line);) {
+      if (line.rfind("data: {", 0) != 0) continue;
+      const json c = json::parse(line.substr(6))["choices"][0];
+      for (const auto& t : c["token_ids"]) ids.push_back(t);
+      ASSERT_TRUE(c["logprobs"].is_object()) << line;
+      for (const auto& [key, list] : c["logprobs"].items())
+        for (const auto& x : list) got[key].push_back(x);
+    }
+    EXPECT_EQ(ids, whole["token_ids"].get<std::vector<int32_t>>());
+    EXPECT_EQ(got, whole["logprobs"]);
+    if (body.contains("logit_bias")) {
+      EXPECT_EQ(ids, std::vector<int32_t>{eos});
+    }
+  }
+}
+
 TEST_F(ServerTest, ChatUsesTheTemplate) {
   const json messages = json::array({{{"role", "user"}, {"content", "Hi there"}}});
   const json r =
@@ -497,8 +541,6 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
   EXPECT_NE(message({{"prompt", "x"}, {"max_tokens", 1000}}).find("exceeds the context"),
             std::string::npos);
   EXPECT_NE(message({{"prompt", "x"}, {"stream_options", true}}).find("'stream_options'"),
-            std::string::npos);
-  EXPECT_NE(message({{"prompt", "x"}, {"logprobs", 2}, {"stream", true}}).find("streams"),
             std::string::npos);
   EXPECT_NE(message({{"prompt", "x"}, {"logprobs", 50}}).find("logprobs must be in [0, 20]"),
             std::string::npos);
