@@ -294,6 +294,7 @@ json chunk(const ApiRequest& r, const ResponseId& id, const std::string& text,
   choice["finish_reason"] = finish_reason.empty() ? json(nullptr) : json(api_finish(finish_reason));
   json lp = nullptr;
   if (r.request.params.logprobs >= 0) {
+    NI_ASSERT(entries.size() == ids.size());
     std::vector<const TokenLogprobs*> e;
     for (const TokenLogprobs& x : entries) e.push_back(&x);
     lp = logprobs_of(r.chat, ids, e, tok, text_offset);

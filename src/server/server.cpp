@@ -156,11 +156,9 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
                 const GenerationOutput& o = job->out;
                 const size_t from = std::min(job->streamed_ids, o.token_ids.size());
                 const std::span<const int32_t> rest(o.token_ids.begin() + from, o.token_ids.end());
-                const std::span<const TokenLogprobs> rest_lp =
-                    o.logprobs.size() == o.token_ids.size()
-                        ? std::span<const TokenLogprobs>(o.logprobs.begin() + from,
-                                                         o.logprobs.end())
-                        : std::span<const TokenLogprobs>();
+                // (no logprobs asked for: the list is empty, and so is its tail)
+                const auto rest_lp = std::span<const TokenLogprobs>(o.logprobs)
+                                         .subspan(std::min(from, o.logprobs.size()));
                 out += sse(chunk(
                     job->api, job->id,
                     o.text.size() > job->streamed ? o.text.substr(job->streamed) : std::string(),
@@ -257,8 +255,8 @@ void Server::engine_loop() {
               Job::Piece piece{text, {token}, {}};
               if (job->api.stream && job->api.request.params.logprobs >= 0) {
                 const GenerationOutput* so_far = engine_.progress(id);  // this token's entry
-                if (so_far != nullptr && !so_far->logprobs.empty())
-                  piece.logprobs.push_back(so_far->logprobs.back());
+                NI_ASSERT(so_far != nullptr && so_far->logprobs.size() == so_far->token_ids.size());
+                piece.logprobs.push_back(so_far->logprobs.back());
               }
               {
                 const std::lock_guard<std::mutex> lock(job->m);

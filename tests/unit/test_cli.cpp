@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -312,6 +313,16 @@ TEST(Cli, BenchReportsEveryRunAndTheirMedian) {
 // starts a text), every token after a window's first scored; the perplexity is exp(mean NLL) of
 // the engine's prompt_logprobs over the same windows. One window of the whole summary prompt
 // scores all its tokens but the first.
+// A text file as `perplexity` cuts it: the text, what the model starts a text with (its BOS, if
+// any), and the text's own tokens.
+std::tuple<std::string, std::vector<int32_t>, std::vector<int32_t>> perplexity_tokens(
+    const Tokenizer& tok, const std::string& file) {
+  std::ifstream in(file);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<int32_t> start = tok.encode("", true), ids = tok.encode(text, false);
+  return {std::move(text), std::move(start), std::move(ids)};
+}
+
 TEST(Cli, PerplexityIsTheMeanNllOfThePromptLogprobs) {
   const std::string model = test::default_model_path();
   if (model.empty()) GTEST_SKIP() << "default model not fetched (make model)";
@@ -326,9 +337,7 @@ TEST(Cli, PerplexityIsTheMeanNllOfThePromptLogprobs) {
   opt.model = model;
   Engine engine(opt);
   const Tokenizer& tok = *engine.tokenizer();
-  std::ifstream in(file);
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const std::vector<int32_t> start = tok.encode("", true), ids = tok.encode(text, false);
+  const auto [text, start, ids] = perplexity_tokens(tok, file);
   const size_t per_window = 64 - start.size();
   double nll = 0;
   int64_t scored = 0;
@@ -373,9 +382,7 @@ TEST(Cli, PerplexityStrideScoresEachTokenOnceWithMoreContext) {
   opt.model = model;
   Engine engine(opt);
   const Tokenizer& tok = *engine.tokenizer();
-  std::ifstream in(file);
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const std::vector<int32_t> start = tok.encode("", true), ids = tok.encode(text, false);
+  const auto [text, start, ids] = perplexity_tokens(tok, file);
   const size_t prefix = start.size(), per_window = 64 - prefix;
   std::vector<bool> done(ids.size(), false);
   double nll = 0;

@@ -511,10 +511,8 @@ class KeptBlocksTest : public testing::TestWithParam<BlockMix> {};
 TEST_P(KeptBlocksTest, MatchDequantisedLoad) {
   const ModelConfig c = wide_config();
   const auto shapes = expected_weight_shapes(c);
-  auto ggml_of = [](const std::string& name) {
-    const bool second =
-        name.find("attn_v") != std::string::npos || name.find("ffn_down") != std::string::npos ||
-        name.find("v_proj") != std::string::npos || name.find("down_proj") != std::string::npos;
+  auto ggml_of = [](const std::string& hf_name) {
+    const bool second = hf_name.ends_with("v_proj.weight") || hf_name.ends_with("down_proj.weight");
     return static_cast<uint32_t>(second ? GetParam().v_down : GetParam().main);
   };
   GgufWriter w;
@@ -523,8 +521,9 @@ TEST_P(KeptBlocksTest, MatchDequantisedLoad) {
   for (const auto& g : test::gguf_names(c)) {
     const auto& shape = shapes.at(hf_name_from_gguf(g));
     if (shape.size() == 2) {
-      const auto b = test::random_blocks(kept_as(ggml_of(g)), shape[0] * shape[1], seed++);
-      w.tensor(g, ggml_of(g), shape, std::string(b.begin(), b.end()));
+      const uint32_t type = ggml_of(hf_name_from_gguf(g));
+      const auto b = test::random_blocks(kept_as(type), shape[0] * shape[1], seed++);
+      w.tensor(g, type, shape, std::string(b.begin(), b.end()));
     } else {
       w.tensor(g, 0, shape, test::f32_bytes(std::vector<float>(shape[0], 0.5F)));
     }
