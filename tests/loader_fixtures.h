@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -15,8 +16,10 @@
 #include <string>
 #include <vector>
 
+#include "loader/gguf.h"
 #include "loader/model_loader.h"
 #include "nanoinfer/model_config.h"
+#include "random_blocks.h"
 #include "util/error.h"
 
 namespace nanoinfer::test {
@@ -299,6 +302,45 @@ inline GgufWriter tiny_gguf(const std::string& skip = "") {
     w.tensor(g, 0, shape, f32_bytes(v));
   }
   return w;
+}
+
+// tiny_config() 256 wide, so that every matrix's rows hold whole blocks of the 256-value formats.
+inline ModelConfig wide_config() {
+  ModelConfig c = tiny_config();
+  c.hidden_size = 256;
+  c.intermediate_size = 512;
+  c.head_dim = 64;
+  return c;
+}
+
+// A GGUF of config c whose matrices are random blocks (seeds 1, 2, ... in gguf_names' order) of
+// the format format_of(HF name) gives, a ggml block type, f16 scale fields from 2^exp up
+// (random_blocks); the norms hold 0.5.
+inline std::string random_blocks_gguf(const ModelConfig& c,
+                                      const std::function<uint32_t(const std::string&)>& format_of,
+                                      int exp = -16) {
+  const auto shapes = expected_weight_shapes(c);
+  GgufWriter w;
+  add_tiny_gguf_metadata(w, c);
+  unsigned seed = 1;
+  for (const auto& g : gguf_names(c)) {
+    const auto& shape = shapes.at(hf_name_from_gguf(g));
+    if (shape.size() == 2) {
+      const uint32_t type = format_of(hf_name_from_gguf(g));
+      DType dt = DType::F32;
+      for (const DType t : block_formats()) {
+        std::string name = dtype_name(t);
+        for (char& ch : name) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+        if (name == ggml_type_name(type)) dt = t;
+      }
+      NI_ASSERT(dt != DType::F32);
+      const auto b = random_blocks(dt, shape[0] * shape[1], seed++, exp);
+      w.tensor(g, type, shape, std::string(b.begin(), b.end()));
+    } else {
+      w.tensor(g, 0, shape, f32_bytes(std::vector<float>(shape[0], 0.5F)));
+    }
+  }
+  return w.bytes();
 }
 
 // tiny_weights() as one safetensors file.

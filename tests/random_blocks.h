@@ -40,15 +40,16 @@ inline std::vector<size_t> f16_fields(DType t) {
   }
 }
 
-// `values` values (a whole number of blocks) of format t; f16 fields of magnitude 2^-16 to 2^-6.
-inline std::vector<uint8_t> random_blocks(DType t, int64_t values, unsigned seed) {
+// `values` values (a whole number of blocks) of format t; f16 fields of magnitude 2^exp to
+// 1000 x 2^exp (default 2^-16 to ~2^-6).
+inline std::vector<uint8_t> random_blocks(DType t, int64_t values, unsigned seed, int exp = -16) {
   std::mt19937 rng(seed);
   std::vector<uint8_t> out(dtype_nbytes(t, values));
   for (uint8_t& b : out) b = static_cast<uint8_t>(rng());
   for (size_t at = 0; at < out.size(); at += dtype_size(t)) {
     for (const size_t f : f16_fields(t)) {
       const float v =
-          std::ldexp(static_cast<float>(rng() % 1000 + 1), -16) * (rng() % 2 != 0U ? 1.0F : -1.0F);
+          std::ldexp(static_cast<float>(rng() % 1000 + 1), exp) * (rng() % 2 != 0U ? 1.0F : -1.0F);
       const uint16_t h = f32_to_f16(v);
       std::memcpy(out.data() + at + f, &h, sizeof(h));
     }

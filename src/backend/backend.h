@@ -157,7 +157,10 @@ class Backend {
 };
 
 std::unique_ptr<Backend> make_cpu_backend();
-// Null when the build has no CUDA backend or no GPU is visible.
-std::unique_ptr<Backend> make_cuda_backend(DType compute_dtype, int device = 0);
+// Null when the build has no CUDA backend or no GPU is visible. keep_blocks: a bf16 backend keeps
+// GGUF block matrices of the formats it multiplies directly (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K) as
+// blocks; off, or in f32, it widens every matrix at upload.
+std::unique_ptr<Backend> make_cuda_backend(DType compute_dtype, int device = 0,
+                                           bool keep_blocks = false);
 
 }  // namespace nanoinfer

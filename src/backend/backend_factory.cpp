@@ -3,7 +3,8 @@
 
 #ifndef NANOINFER_HAVE_CUDA
 namespace nanoinfer {
-std::unique_ptr<Backend> make_cuda_backend(DType /*compute_dtype*/, int /*device*/) {
+std::unique_ptr<Backend> make_cuda_backend(DType /*compute_dtype*/, int /*device*/,
+                                           bool /*keep_blocks*/) {
   return nullptr;
 }
 }  // namespace nanoinfer

@@ -112,8 +112,8 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   const auto t0 = std::chrono::steady_clock::now();
   impl_->options = options;
   // GGUF tensors as stored: the CPU backend multiplies the blocks directly (5-6x fewer bytes per
-  // decoded token), the CUDA backend widens each tensor as it uploads it (no f32 copy of the
-  // whole model on the host).
+  // decoded token); the CUDA backend keeps the formats it multiplies as blocks and widens the
+  // others as it uploads them (no f32 copy of the whole model on the host).
   LoadOptions load;
   load.dequantize = false;
   if (options.random_weights) {
@@ -133,8 +133,9 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
     if (options.dtype != "bf16" && options.dtype != "f32")
       fail("unknown CUDA dtype '" + options.dtype + "' (expected bf16 or f32)");
     // One GPU per rank of a host.
-    impl_->backend = make_cuda_backend(options.dtype == "f32" ? DType::F32 : DType::BF16,
-                                       options.tensor_parallel ? local_rank() : 0);
+    impl_->backend =
+        make_cuda_backend(options.dtype == "f32" ? DType::F32 : DType::BF16,
+                          options.tensor_parallel ? local_rank() : 0, options.keep_blocks);
     if (!impl_->backend) fail("the CUDA backend is not available (no GPU, or built without CUDA)");
     if (options.tensor_parallel) impl_->comm = make_nccl_communicator(*impl_->backend);
   } else {

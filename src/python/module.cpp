@@ -392,8 +392,8 @@ PYBIND11_MODULE(nanoinfer, m) {
       .def(py::init([](const std::string& model, const std::string& backend, int max_context,
                        int cache_tokens, int block_size, int max_step_tokens,
                        const std::string& rope_cache, int sink_tokens, int window, bool no_rope,
-                       const std::string& dtype, bool cuda_graphs, bool warmup, bool profile,
-                       bool pick_on_device, bool prefix_reuse, bool random_weights,
+                       const std::string& dtype, bool cuda_graphs, bool keep_blocks, bool warmup,
+                       bool profile, bool pick_on_device, bool prefix_reuse, bool random_weights,
                        const std::string& config) {
              EngineOptions o;
              o.model = model;
@@ -408,6 +408,7 @@ PYBIND11_MODULE(nanoinfer, m) {
              o.no_rope = no_rope;
              o.dtype = dtype;
              o.cuda_graphs = cuda_graphs;
+             o.keep_blocks = keep_blocks;
              o.warmup = warmup;
              o.profile = profile;
              o.pick_on_device = pick_on_device;
@@ -422,10 +423,10 @@ PYBIND11_MODULE(nanoinfer, m) {
            py::arg("block_size") = d.block_size, py::arg("max_step_tokens") = d.max_step_tokens,
            py::arg("rope_cache") = d.rope_cache, py::arg("sink_tokens") = d.sink_tokens,
            py::arg("window") = d.window, py::arg("no_rope") = d.no_rope, py::arg("dtype") = d.dtype,
-           py::arg("cuda_graphs") = d.cuda_graphs, py::arg("warmup") = d.warmup,
-           py::arg("profile") = d.profile, py::arg("pick_on_device") = d.pick_on_device,
-           py::arg("prefix_reuse") = d.prefix_reuse, py::arg("random_weights") = d.random_weights,
-           py::arg("config") = d.config,
+           py::arg("cuda_graphs") = d.cuda_graphs, py::arg("keep_blocks") = d.keep_blocks,
+           py::arg("warmup") = d.warmup, py::arg("profile") = d.profile,
+           py::arg("pick_on_device") = d.pick_on_device, py::arg("prefix_reuse") = d.prefix_reuse,
+           py::arg("random_weights") = d.random_weights, py::arg("config") = d.config,
            "Loads a model: a HF directory, a .gguf file or \"default\"; the keywords are the "
            "CLI's engine flags")
       .def("generate", &generate, py::arg("prompts"), py::kw_only(), py::arg("chat") = false,

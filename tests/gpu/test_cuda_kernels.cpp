@@ -313,9 +313,10 @@ Tensor random_host(DType dt, int64_t rows, int64_t K, unsigned seed) {
   return host;
 }
 
-// GGUF blocks of every format uploaded as the loader leaves them (views of the file): widened on
-// the host a slice of rows at a time, to the values the loader's dequantisation gives (rounded
-// once to bf16 in the bf16 mode). 1,100 rows of 4,096 take two slices.
+// GGUF blocks of every format uploaded as the loader leaves them (views of the file) to a backend
+// that widens them (the default; test_cuda_quant.cpp keeps them): widened on the host a slice of
+// rows at a time, to the values the loader's dequantisation gives (rounded once to bf16 in the
+// bf16 mode). 1,100 rows of 4,096 take two slices.
 TEST(CudaUpload, WidensGgufBlocksToTheLoadersValues) {
   for (const DType dt : {DType::F32, DType::BF16}) {
     NI_REQUIRE_CUDA(gpu, dt);

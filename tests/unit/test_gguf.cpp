@@ -487,15 +487,6 @@ TEST(GgufModel, RopeFreqsGiveTheLlama3RopeOfTheHfCheckpoint) {
   }
 }
 
-// tiny_config() 256 wide, so that every matrix's rows hold whole blocks of the 256-value formats.
-ModelConfig wide_config() {
-  ModelConfig c = test::tiny_config();
-  c.hidden_size = 256;
-  c.intermediate_size = 512;
-  c.head_dim = 64;
-  return c;
-}
-
 // With LoadOptions::dequantize off, matrices keep their blocks and Q/K move whole block rows;
 // widening those rows must give exactly the dequantised load, and the CPU backend's forward over
 // the kept blocks (widened tile by tile) exactly the forward over the dequantised weights.
@@ -509,27 +500,13 @@ struct BlockMix {
 class KeptBlocksTest : public testing::TestWithParam<BlockMix> {};
 
 TEST_P(KeptBlocksTest, MatchDequantisedLoad) {
-  const ModelConfig c = wide_config();
-  const auto shapes = expected_weight_shapes(c);
+  const ModelConfig c = test::wide_config();
   auto ggml_of = [](const std::string& hf_name) {
     const bool second = hf_name.ends_with("v_proj.weight") || hf_name.ends_with("down_proj.weight");
     return static_cast<uint32_t>(second ? GetParam().v_down : GetParam().main);
   };
-  GgufWriter w;
-  test::add_tiny_gguf_metadata(w, c);
-  unsigned seed = 1;
-  for (const auto& g : test::gguf_names(c)) {
-    const auto& shape = shapes.at(hf_name_from_gguf(g));
-    if (shape.size() == 2) {
-      const uint32_t type = ggml_of(hf_name_from_gguf(g));
-      const auto b = test::random_blocks(kept_as(type), shape[0] * shape[1], seed++);
-      w.tensor(g, type, shape, std::string(b.begin(), b.end()));
-    } else {
-      w.tensor(g, 0, shape, test::f32_bytes(std::vector<float>(shape[0], 0.5F)));
-    }
-  }
   test::TempDir dir;
-  test::write_file(dir.file("q.gguf"), w.bytes());
+  test::write_file(dir.file("q.gguf"), test::random_blocks_gguf(c, ggml_of));
   const LoadedModel f32 = load_model(dir.file("q.gguf"));
   LoadOptions keep;
   keep.dequantize = false;

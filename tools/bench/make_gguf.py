@@ -3,8 +3,9 @@ Q4_K_M's mix of Q4_K and Q6_K (Q6_K for the LM head and for attn_v / ffn_down in
 which ones as llama.cpp picks them), Q/K rows in llama.cpp's order (random, so nothing to permute),
 Llama-3.1's llama3 RoPE scaling as a rope_freqs tensor, and a Llama-3 tokenizer (tokens, merges,
 pre-tokenizer "llama-bpe", BOS / EOS / EOT ids, chat template) from a tokenizer.json. For load and
-speed measurements of the quantised GGUF path (the engine widens the blocks at upload); the text
-it generates is noise. Needs numpy and gguf-py (pip install gguf).
+speed measurements of the quantised GGUF path (the CUDA engine widens the blocks to bf16 at
+upload, or with --keep-blocks multiplies the Q4_K and Q6_K blocks as they are); the text it
+generates is noise. Needs numpy and gguf-py (pip install gguf).
 
 usage: make_gguf.py --config bench/configs/llama-3.1-8b.json --tokenizer DIR --out model.gguf
 """

@@ -30,7 +30,7 @@ std::string shape_string(const std::vector<int64_t>& shape) {
 
 // Device memory owned by a shared_ptr, so Tensor views keep it alive.
 Tensor device_tensor(std::vector<int64_t> shape, DType dtype) {
-  const size_t bytes = static_cast<size_t>(numel_of(shape)) * dtype_size(dtype);
+  const size_t bytes = dtype_nbytes(dtype, numel_of(shape));  // (blocks: whole blocks)
   void* p = nullptr;
   if (bytes > 0) {
     const cudaError_t e = cudaMalloc(&p, bytes);
@@ -123,7 +123,8 @@ class CudaBackend::OpScope {
   cudaEvent_t start_ = nullptr;
 };
 
-CudaBackend::CudaBackend(DType compute_dtype) : dtype_(compute_dtype) {
+CudaBackend::CudaBackend(DType compute_dtype, bool keep_blocks)
+    : dtype_(compute_dtype), keep_blocks_(keep_blocks) {
   if (dtype_ != DType::F32 && dtype_ != DType::BF16)
     fail(std::string("the CUDA backend computes in f32 or bf16, not ") + dtype_name(dtype_));
   NI_CUDA_CHECK(cudaGetDevice(&device_));
@@ -197,7 +198,12 @@ void CudaBackend::copy_to_device(void* dst, const void* src, size_t bytes) {
   }
 }
 
+bool CudaBackend::keeps(const Tensor& host) const {
+  return keep_blocks_ && dtype_ == DType::BF16 && host.rank() == 2 && quant_kept(host.dtype());
+}
+
 Tensor CudaBackend::upload(const Tensor& host, DType dtype) {
+  if (keeps(host)) return upload_blocks({host});
   Tensor out = alloc(host.shape(), dtype);
   upload_into(host, out);
   // Ready on return, for any stream. (The host bytes are free already: copy_to_device copies them
@@ -214,6 +220,12 @@ Tensor CudaBackend::upload_rows(const std::vector<Tensor>& parts, DType dtype) {
     NI_ASSERT(p.rank() == 2 && p.dim(1) == parts[0].dim(1));
     rows += p.dim(0);
   }
+  // Parts of one kept format stay blocks; mixed ones (llama.cpp's Q4_K_M gives some layers a Q6_K
+  // v) are widened part by part.
+  if (keeps(parts[0]) && std::all_of(parts.begin(), parts.end(), [&](const Tensor& p) {
+        return p.dtype() == parts[0].dtype();
+      }))
+    return upload_blocks(parts);
   Tensor out = alloc({rows, parts[0].dim(1)}, dtype);
   int64_t r0 = 0;
   for (const Tensor& p : parts) {
@@ -222,6 +234,25 @@ Tensor CudaBackend::upload_rows(const std::vector<Tensor>& parts, DType dtype) {
     r0 += p.dim(0);
   }
   NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return out;
+}
+
+// Block matrices of one format stacked by rows, as stored, then repacked on the device into the
+// layout the block kernels read (the file's bytes through a scratch copy of the same size).
+Tensor CudaBackend::upload_blocks(const std::vector<Tensor>& parts) {
+  const DType dt = parts[0].dtype();
+  int64_t rows = 0;
+  for (const Tensor& p : parts) rows += p.dim(0);
+  Tensor out = alloc({rows, parts[0].dim(1)}, dt);
+  const Tensor raw = device_tensor(out.shape(), dt);
+  int64_t r0 = 0;
+  for (const Tensor& p : parts) {
+    copy_to_device(raw.rows(r0, r0 + p.dim(0)).data(), p.data(), p.nbytes());
+    r0 += p.dim(0);
+  }
+  repack_blocks(dt, raw.data(), static_cast<int64_t>(out.nbytes() / dtype_size(dt)), out.data(),
+                stream_);
+  NI_CUDA_CHECK(cudaStreamSynchronize(stream_));  // before `raw` is freed
   return out;
 }
 
@@ -267,6 +298,13 @@ void CudaBackend::upload_into(const Tensor& host, Tensor& out) {
 void CudaBackend::to_host_f32(const Tensor& src, std::vector<float>& dst) {
   const size_t n = static_cast<size_t>(src.numel());
   dst.resize(n);
+  if (dtype_block(src.dtype()) > 1) {  // kept blocks: their widened values
+    const Tensor wide = device_tensor(src.shape(), DType::F32);
+    dequant_rows(src.dtype(), src.data(), src.dim(0), src.dim(1), nullptr, src.dim(0), DType::F32,
+                 wide.data(), stream_);
+    to_host_f32(wide, dst);
+    return;
+  }
   if (src.dtype() == DType::F32) {
     NI_CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data(), n * sizeof(float), cudaMemcpyDeviceToHost,
                                   stream_));
@@ -638,6 +676,11 @@ void CudaBackend::embedding(const Tensor& table, const DeviceBatch& b, Tensor& o
       fail("token id " + std::to_string(id) + " is outside the vocabulary (size " +
            std::to_string(table.dim(0)) + ")");
   OpScope op(*this, "embedding");
+  if (dtype_block(table.dtype()) > 1) {
+    dequant_rows(table.dtype(), table.data(), table.dim(0), table.dim(1),
+                 b.token_ids.as<const int32_t>(), b.num_tokens, out.dtype(), out.data(), stream_);
+    return;
+  }
   cuda::embedding(table.dtype(), table.data(), table.dim(0), table.dim(1),
                   b.token_ids.as<const int32_t>(), b.num_tokens, out.data(), stream_);
 }
@@ -662,8 +705,25 @@ void CudaBackend::add(Tensor& acc, const Tensor& x) {
 
 void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor& out) {
   NI_ASSERT(x.dim(1) == w.dim(1) && out.dim(1) == w.dim(0) && out.dim(0) == x.dim(0));
-  NI_ASSERT(x.dtype() == w.dtype());
   const int64_t T = x.dim(0), K = x.dim(1), N = w.dim(0);
+  if (dtype_block(w.dtype()) > 1) {
+    NI_ASSERT(x.dtype() == DType::BF16);
+    OpScope op(*this, "matmul " + std::to_string(N) + "x" + std::to_string(K) + " " +
+                          dtype_name(w.dtype()));
+    if (use_gemv_ && T <= kQuantGemvMaxTokens) {
+      gemv_quant(w.dtype(), x.data(), w.data(), out.dtype(), out.data(), static_cast<int>(T),
+                 static_cast<int>(K), static_cast<int>(N), stream_);
+      return;
+    }
+    // Widened once per product into a scratch matrix (sized by a step's eager run, never inside a
+    // captured one), then cuBLASLt's bf16 GEMM.
+    if (widened_.empty() || widened_.numel() < N * K) widened_ = alloc({N * K}, DType::BF16);
+    dequant_rows(w.dtype(), w.data(), N, K, nullptr, N, DType::BF16, widened_.data(), stream_);
+    gemm_->run(DType::BF16, out.dtype(), x.data(), widened_.data(), out.data(), T, K, N, stream_);
+    if (out.dtype() == DType::F32) round_to_bf16(out.as<float>(), out.numel(), stream_);
+    return;
+  }
+  NI_ASSERT(x.dtype() == w.dtype());
   OpScope op(*this, "matmul " + std::to_string(N) + "x" + std::to_string(K));
   if (use_gemv_ && x.dtype() == DType::BF16 && T <= kGemvMaxTokens && K % 8 == 0) {
     gemv_bf16(x.data(), w.data(), out.dtype(), out.data(), static_cast<int>(T), static_cast<int>(K),
@@ -823,7 +883,7 @@ void CudaBackend::sample_rows(const Tensor& logits, std::span<const RowPick> par
 
 namespace nanoinfer {
 
-std::unique_ptr<Backend> make_cuda_backend(DType compute_dtype, int device) {
+std::unique_ptr<Backend> make_cuda_backend(DType compute_dtype, int device, bool keep_blocks) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
     (void)cudaGetLastError();
@@ -833,7 +893,7 @@ std::unique_ptr<Backend> make_cuda_backend(DType compute_dtype, int device) {
     fail("GPU " + std::to_string(device) + " does not exist (" + std::to_string(count) +
          " visible): start at most one rank per GPU");
   NI_CUDA_CHECK(cudaSetDevice(device));
-  return std::make_unique<cuda::CudaBackend>(compute_dtype);
+  return std::make_unique<cuda::CudaBackend>(compute_dtype, keep_blocks);
 }
 
 }  // namespace nanoinfer

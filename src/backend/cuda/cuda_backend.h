@@ -24,7 +24,9 @@ int decode_bucket(int seqs);
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(DType compute_dtype);
+  // keep_blocks: a bf16 backend keeps GGUF block matrices of the formats kernels.h's quant_kept
+  // names as stored, and multiplies them as blocks; off (and in f32) every matrix is widened.
+  explicit CudaBackend(DType compute_dtype, bool keep_blocks = false);
   ~CudaBackend() override;
   CudaBackend(const CudaBackend&) = delete;
   CudaBackend& operator=(const CudaBackend&) = delete;
@@ -98,6 +100,9 @@ class CudaBackend final : public Backend {
   };
   using GraphKey = std::tuple<int64_t, int>;
 
+  // A host matrix upload() keeps as its blocks, and the upload of such matrices (stacked).
+  bool keeps(const Tensor& host) const;
+  Tensor upload_blocks(const std::vector<Tensor>& parts);
   void ensure_batch_capacity(int tokens, int seqs, int stride, int64_t mask_words);
   int decode_splits(int seqs, int kv_heads, int block_size) const;
   void collect_profile();
@@ -110,6 +115,8 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<LtGemm> gemm_;
   bool use_gemv_ = true;
+  bool keep_blocks_ = false;
+  Tensor widened_;  // a block matrix widened to bf16 for a product of many rows
 
   Tensor rope_;  // [max_pos, D] f32
   int rope_dim_ = 0, rope_positions_ = 0;

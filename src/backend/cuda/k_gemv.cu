@@ -35,16 +35,6 @@ constexpr int kWarps = 16;            // one block of 512 threads per SM
 constexpr int kUnroll = 4;            // 16-byte weight loads per lane per chunk (two chunks live)
 constexpr int kChunk = 32 * kUnroll;  // vectors of 8 weights per chunk
 
-__device__ __forceinline__ void unpack8(const uint4& v, float* out) {
-  const auto* h = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(h[i]);
-    out[2 * i] = f.x;
-    out[2 * i + 1] = f.y;
-  }
-}
-
 // Where a block keeps x: converted to f32 in shared memory (two planes of float4, elements 0-3 and
 // 4-7 of each 8-vector, so a warp's loads are contiguous), as bf16 there, or read through the L1.
 enum class XIn { kSharedF32, kSharedBf16, kGlobal };

@@ -104,6 +104,24 @@ void gemv_bf16(const void* x, const void* w, DType y_dt, void* y, int tokens, in
 // 115, 1 row 109 against 114).
 constexpr int kGemvMaxTokens = 2;
 
+// --- k_quant.cu: GGUF block matrices kept on the device, as stored (Q8_0, Q4_0, Q4_1, Q4_K, Q5_K,
+// Q6_K: quant_units.cuh).
+bool quant_kept(DType w_dt);
+// dst = `blocks` GGUF blocks of w_dt at src (device memory) in the device layout the kernels below
+// read (same size; quant_units.cuh).
+void repack_blocks(DType w_dt, const void* src, int64_t blocks, void* dst, cudaStream_t s);
+// out[r] = row ids[r] of block matrix w [src_rows, k] (device layout; ids null: row r) widened as
+// the loader widens it, in out_dt (f32, or bf16: those values rounded once); ids outside [0,
+// src_rows) give zero rows.
+void dequant_rows(DType w_dt, const void* w, int64_t src_rows, int64_t k, const int32_t* ids,
+                  int64_t rows, DType out_dt, void* out, cudaStream_t s);
+// y[t, n] = sum_k x[t, k] w[n, k] with w a block matrix (quant_kept) and x bf16, for tokens <=
+// kQuantGemvMaxTokens; fp32 sums rounded to bf16, y bf16 or f32.
+void gemv_quant(DType w_dt, const void* x, const void* w, DType y_dt, void* y, int tokens, int k,
+                int n, cudaStream_t s);
+// Past eight rows the weights are widened into a bf16 scratch matrix for cuBLASLt.
+constexpr int kQuantGemvMaxTokens = 8;
+
 // --- k_sample.cu
 // Row r of logits [R, V] (f32) summarised for beam search: stats[r] = {max, log-sum-exp}, and
 // its n best tokens (n <= V; ties to the lower id) at values / ids [r * n ...], in no order.

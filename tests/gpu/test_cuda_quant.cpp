@@ -1,0 +1,252 @@
+// GGUF blocks kept on the GPU (bf16 mode): every kept format widens to the loader's values bit
+// for bit, gathers embedding rows, and multiplies against the CPU reference over the same blocks
+// through both paths (the block GEMV up to eight rows, the widened scratch matrix past them); a
+// whole model over kept blocks gives the CPU's logits within bf16's bound.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+
+#include "backend/cpu/cpu_kernels.h"
+#include "engine/batch_builder.h"
+#include "gpu_test_util.h"
+#include "loader/gguf.h"
+#include "loader/model_loader.h"
+#include "loader_fixtures.h"
+#include "model/llama.h"
+#include "random_blocks.h"
+#ifdef NANOINFER_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/kernels.h"
+#endif
+
+namespace nanoinfer {
+namespace {
+
+// A bf16 CUDA backend that keeps blocks (null where there is no GPU).
+std::unique_ptr<Backend> keeping_cuda() {
+  return make_cuda_backend(DType::BF16, 0, /*keep_blocks=*/true);
+}
+
+const std::vector<DType>& kept_formats() {
+  static const std::vector<DType> all = {DType::Q8_0, DType::Q4_0, DType::Q4_1,
+                                         DType::Q4_K, DType::Q5_K, DType::Q6_K};
+  return all;
+}
+
+Tensor random_blocks_host(DType q, int64_t rows, int64_t k, unsigned seed) {
+  Tensor host = Tensor::zeros(q, {rows, k});
+  const std::vector<uint8_t> b = test::random_blocks(q, rows * k, seed);
+  std::memcpy(host.data(), b.data(), b.size());
+  return host;
+}
+
+#ifdef NANOINFER_HAVE_CUDA
+// Kept formats stay blocks and read back as the loader's f32 values; the others are widened to
+// bf16; fused parts of one kept format stay blocks, mixed ones are widened part by part.
+TEST(CudaQuant, KeptFormatsStayBlocksAndWidenToTheLoadersValues) {
+  auto gpu = keeping_cuda();
+  if (!gpu) GTEST_SKIP() << "no CUDA backend here (no GPU or a CPU-only build)";
+  const int64_t rows = 300, K = 512;
+  for (const DType q : test::block_formats()) {
+    const Tensor host = random_blocks_host(q, rows, K, 3);
+    std::vector<float> want(static_cast<size_t>(rows * K)), got;
+    cpu::dequantize_rows(q, static_cast<const uint8_t*>(host.data()), rows, K, want.data());
+    const Tensor dev = gpu->upload(host, DType::BF16);
+    const bool kept = cuda::quant_kept(q);
+    EXPECT_EQ(kept, std::count(kept_formats().begin(), kept_formats().end(), q) == 1);
+    EXPECT_EQ(dev.dtype(), kept ? q : DType::BF16) << dtype_name(q);
+    gpu->to_host_f32(dev, got);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i)
+      ASSERT_EQ(got[i], kept ? want[i] : test::round_as(DType::BF16, want[i]))
+          << dtype_name(q) << " element " << i;
+  }
+  const std::vector<Tensor> same = {random_blocks_host(DType::Q4_K, 4, K, 1),
+                                    random_blocks_host(DType::Q4_K, 2, K, 2)};
+  const std::vector<Tensor> mixed = {same[0], random_blocks_host(DType::Q6_K, 2, K, 2)};
+  EXPECT_EQ(gpu->upload_rows(same, DType::BF16).dtype(), DType::Q4_K);
+  const Tensor wide = gpu->upload_rows(mixed, DType::BF16);
+  EXPECT_EQ(wide.dtype(), DType::BF16);
+  std::vector<float> got, want(static_cast<size_t>(6 * K));
+  cpu::dequantize_rows(DType::Q4_K, static_cast<const uint8_t*>(mixed[0].data()), 4, K,
+                       want.data());
+  cpu::dequantize_rows(DType::Q6_K, static_cast<const uint8_t*>(mixed[1].data()), 2, K,
+                       want.data() + 4 * K);
+  gpu->to_host_f32(wide, got);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) ASSERT_EQ(got[i], test::round_as(DType::BF16, want[i]));
+}
+
+// The embedding gather over kept blocks: each id's row as the loader widens it (rounded once in
+// bf16), zeros for ids outside the table (another rank's vocabulary shard).
+TEST(CudaQuant, DequantRowsGathersRowsAndZerosOutsideTheTable) {
+  auto gpu = keeping_cuda();
+  if (!gpu) GTEST_SKIP() << "no CUDA backend here (no GPU or a CPU-only build)";
+  const cudaStream_t stream = dynamic_cast<cuda::CudaBackend&>(*gpu).stream();
+  const int64_t rows = 50, K = 768;
+  const std::vector<int32_t> ids = {7, -1, 49, 50, 0, 7, 1000};
+  Tensor dev_ids = gpu->alloc({static_cast<int64_t>(ids.size())}, DType::I32);
+  std::vector<int32_t> idx(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) idx[i] = static_cast<int32_t>(i);
+  gpu->write_i32(dev_ids, idx, ids);
+  for (const DType q : kept_formats()) {
+    const Tensor host = random_blocks_host(q, rows, K, 5);
+    std::vector<float> table(static_cast<size_t>(rows * K));
+    cpu::dequantize_rows(q, static_cast<const uint8_t*>(host.data()), rows, K, table.data());
+    const Tensor w = gpu->upload(host, DType::BF16);
+    for (const DType out_dt : {DType::F32, DType::BF16}) {
+      Tensor out = gpu->alloc({static_cast<int64_t>(ids.size()), K}, out_dt);
+      cuda::dequant_rows(q, w.data(), rows, K, dev_ids.as<const int32_t>(),
+                         static_cast<int64_t>(ids.size()), out_dt, out.data(), stream);
+      std::vector<float> got;
+      gpu->to_host_f32(out, got);
+      for (size_t r = 0; r < ids.size(); ++r) {
+        for (int64_t e = 0; e < K; ++e) {
+          const bool inside = ids[r] >= 0 && ids[r] < rows;
+          const float v = inside ? table[static_cast<size_t>(ids[r] * K + e)] : 0.0F;
+          ASSERT_EQ(got[r * K + e], test::round_as(out_dt, v))
+              << dtype_name(q) << " " << dtype_name(out_dt) << " id " << ids[r] << " value " << e;
+        }
+      }
+    }
+  }
+}
+
+struct QuantShape {
+  int tokens, k, n;
+};
+
+class CudaQuantMatmul : public ::testing::TestWithParam<std::tuple<DType, QuantShape>> {};
+
+// x [T, K] (bf16 values) times kept blocks [N, K] against the CPU backend's product (f32) over
+// the weights each path multiplies: the blocks' values (block GEMV), those values rounded to
+// bf16 (the widened scratch + cuBLASLt); within bf16's bound, and f32 outputs (the logits) hold
+// bf16 values.
+TEST_P(CudaQuantMatmul, MatchesTheCpuOverTheSameBlocks) {
+  auto gpu = keeping_cuda();
+  if (!gpu) GTEST_SKIP() << "no CUDA backend here (no GPU or a CPU-only build)";
+  const auto [q, s] = GetParam();
+  if (s.k % dtype_block(q) != 0) GTEST_SKIP() << "rows of whole blocks only";
+  auto cpu = make_cpu_backend();
+  std::mt19937 rng(static_cast<unsigned>(s.tokens * 131 + s.k + s.n));
+  const Tensor x = test::random_host({s.tokens, s.k}, DType::BF16, rng);
+  const Tensor w = random_blocks_host(q, s.n, s.k, static_cast<unsigned>(s.n));
+  // The GEMV multiplies the loader's values; the scratch path those values rounded to bf16.
+  Tensor ref = cpu->alloc({s.tokens, s.n}, DType::F32);
+  Tensor ref_bf16 = cpu->alloc({s.tokens, s.n}, DType::F32);
+  cpu->matmul(x, cpu->upload(w, DType::F32), ref);
+  Tensor rounded = Tensor::zeros(DType::F32, {s.n, s.k});
+  cpu::dequantize_rows(q, static_cast<const uint8_t*>(w.data()), s.n, s.k, rounded.as<float>());
+  for (int64_t i = 0; i < rounded.numel(); ++i)
+    rounded.as<float>()[i] = test::round_as(DType::BF16, rounded.as<float>()[i]);
+  cpu->matmul(x, rounded, ref_bf16);
+  auto& cuda_be = dynamic_cast<cuda::CudaBackend&>(*gpu);
+  const Tensor dx = gpu->upload(x, DType::BF16), dw = gpu->upload(w, DType::BF16);
+  ASSERT_EQ(dw.dtype(), q);
+  for (const bool gemv : {true, false}) {
+    cuda_be.set_use_gemv(gemv);
+    for (const DType out_dt : {DType::BF16, DType::F32}) {
+      Tensor out = gpu->alloc({s.tokens, s.n}, out_dt);
+      gpu->matmul(dx, dw, out);
+      std::vector<float> got;
+      gpu->to_host_f32(out, got);
+      EXPECT_LT(test::rel_error(got, (gemv ? ref : ref_bf16).as<const float>(), got.size()),
+                test::rel_bound(DType::BF16))
+          << (gemv ? "gemv " : "scratch ") << dtype_name(out_dt);
+      for (size_t i = 0; i < got.size(); ++i)
+        ASSERT_EQ(test::round_as(DType::BF16, got[i]), got[i]) << i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CudaQuantMatmul,
+    ::testing::Combine(::testing::ValuesIn(kept_formats()),
+                       ::testing::Values(QuantShape{1, 256, 1}, QuantShape{1, 4096, 1100},
+                                         QuantShape{2, 512, 37}, QuantShape{3, 96, 5},
+                                         QuantShape{4, 14336, 300}, QuantShape{5, 768, 129},
+                                         QuantShape{8, 4096, 64}, QuantShape{8, 14336, 40},
+                                         QuantShape{9, 1024, 77}, QuantShape{40, 2048, 300})),
+    [](const auto& info) {
+      const QuantShape s = std::get<1>(info.param);
+      return std::string(dtype_name(std::get<0>(info.param))) + "_" + std::to_string(s.tokens) +
+             "x" + std::to_string(s.k) + "x" + std::to_string(s.n);
+    });
+#endif
+
+// A 256-wide model whose matrices are random blocks: the CUDA bf16 forward over the kept blocks
+// (6 tokens: every product on the block GEMV; 20: on the widened scratch) gives the CPU's f32
+// logits over the same blocks within bf16's end-to-end bound, holds fewer weight bytes than the
+// widened model where the formats are kept, and the same where they are not (Q5_0) or mixed.
+struct ModelMix {
+  GgmlType main, v_down;
+  bool kept;
+};
+
+class CudaKeptBlocksModel : public ::testing::TestWithParam<ModelMix> {};
+
+TEST_P(CudaKeptBlocksModel, ForwardMatchesTheCpuOverTheSameBlocks) {
+  NI_REQUIRE_CUDA(probe, DType::BF16);  // (the probe widens: the default)
+  const ModelMix mix = GetParam();
+  const ModelConfig c = test::wide_config();
+  test::TempDir dir;
+  // Scales from 2^-20: weights up to ~1 (from 2^-16 Q4_K's reach 15, and attention's scores
+  // saturate the softmax, so that one bf16 rounding of a weight moves the logits by far).
+  const auto format_of = [&](const std::string& name) {
+    const bool second = name.ends_with("v_proj.weight") || name.ends_with("down_proj.weight");
+    return static_cast<uint32_t>(second ? mix.v_down : mix.main);
+  };
+  test::write_file(dir.file("q.gguf"), test::random_blocks_gguf(c, format_of, -20));
+  LoadOptions keep;
+  keep.dequantize = false;
+  const LoadedModel blocks = load_model(dir.file("q.gguf"), keep);
+  auto cpu = make_cpu_backend();
+  auto kept = make_cuda_backend(DType::BF16, 0, true),
+       wide = make_cuda_backend(DType::BF16, 0, false);
+  std::vector<int32_t> prompt;
+  prompt.reserve(20);
+  for (int i = 0; i < 20; ++i) prompt.push_back((i * 37 + 11) % c.vocab_size);
+  std::vector<int64_t> bytes;
+  for (Backend* be : {kept.get(), wide.get()}) {
+    LlamaModel model(blocks, *be, 64);
+    bytes.push_back(model.weight_bytes());
+  }
+  if (mix.kept)
+    EXPECT_LT(bytes[0], bytes[1]);
+  else
+    EXPECT_EQ(bytes[0], bytes[1]);
+  for (const size_t len : {size_t{6}, size_t{20}}) {
+    const std::vector<int32_t> ids(prompt.begin(), prompt.begin() + static_cast<int64_t>(len));
+    std::vector<std::vector<float>> logits;
+    for (Backend* be : {cpu.get(), kept.get()}) {
+      LlamaModel model(blocks, *be, 64);
+      KvCache cache(*be, blocks.config, {16, 2, "post"});
+      SeqState seq(0, cache.create_sequence(), ids);
+      be->to_host_f32(model.forward(build_batch({&seq}, cache), cache), logits.emplace_back());
+    }
+    ASSERT_EQ(logits[0].size(), logits[1].size());
+    EXPECT_LT(test::rel_error(logits[1], logits[0].data(), logits[0].size()), 6e-2)
+        << len << " tokens";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Mixes, CudaKeptBlocksModel,
+                         ::testing::Values(ModelMix{GgmlType::Q8_0, GgmlType::Q8_0, true},
+                                           ModelMix{GgmlType::Q4_0, GgmlType::Q4_0, true},
+                                           ModelMix{GgmlType::Q4_1, GgmlType::Q4_1, true},
+                                           ModelMix{GgmlType::Q4_K, GgmlType::Q4_K, true},
+                                           ModelMix{GgmlType::Q5_K, GgmlType::Q5_K, true},
+                                           ModelMix{GgmlType::Q6_K, GgmlType::Q6_K, true},
+                                           ModelMix{GgmlType::Q4_K, GgmlType::Q6_K, true},
+                                           ModelMix{GgmlType::Q5_0, GgmlType::Q5_0, false}),
+                         [](const auto& info) {
+                           const auto name = [](GgmlType t) {
+                             return ggml_type_name(static_cast<uint32_t>(t));
+                           };
+                           return name(info.param.main) + "_" + name(info.param.v_down);
+                         });
+
+}  // namespace
+}  // namespace nanoinfer
