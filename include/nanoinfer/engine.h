@@ -39,7 +39,8 @@ struct EngineOptions {
   bool cuda_graphs = true;     // replay decode steps as CUDA graphs (--no-graph: off)
   // CUDA bf16 (--keep-blocks): GGUF matrices in Q8_0, Q4_0, Q4_1, Q4_K, Q5_K or Q6_K stay blocks
   // on the GPU and are multiplied as blocks (an 8B Q4_K_M holds 5.5 GB instead of 16, and decodes
-  // one sequence 39 % faster; batches of several sequences and prefill are slower: docs/perf.md);
+  // one sequence 33 % faster and up to 8 about as fast; 16 or more sequences and prefill are
+  // slower: docs/perf.md);
   // other formats, and fused q|k|v or gate|up whose parts differ in format, are widened. Off:
   // every matrix widened to bf16 at load, the weights an HF bf16 model of the GGUF holds.
   bool keep_blocks = false;

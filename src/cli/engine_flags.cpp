@@ -45,9 +45,10 @@ void add_engine_flags(CLI::App& cmd, EngineOptions& e, const std::string& cache_
   cmd.add_flag(
       "--no-graph", [&e](int64_t) { e.cuda_graphs = false; },
       "run decode steps eagerly instead of replaying CUDA graphs");
-  cmd.add_flag("--keep-blocks", e.keep_blocks,
-               "CUDA bf16: keep GGUF Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K matrices as blocks (about a "
-               "third of the memory, faster one-sequence decode; slower batches and prefill)");
+  cmd.add_flag(
+      "--keep-blocks", e.keep_blocks,
+      "CUDA bf16: keep GGUF Q8_0/Q4_0/Q4_1/Q4_K/Q5_K/Q6_K matrices as blocks (about a "
+      "third of the memory, faster decode up to 8 sequences; slower past 8 and at prefill)");
   cmd.add_flag(
       "--no-warmup", [&e](int64_t) { e.warmup = false; },
       "CUDA: skip the short run at load that takes the one-time costs off the first request");

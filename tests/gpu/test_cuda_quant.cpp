@@ -1,7 +1,8 @@
 // GGUF blocks kept on the GPU (bf16 mode): every kept format widens to the loader's values bit
 // for bit, gathers embedding rows, and multiplies against the CPU reference over the same blocks
-// through both paths (the block GEMV up to eight rows, the widened scratch matrix past them); a
-// whole model over kept blocks gives the CPU's logits within bf16's bound.
+// through each path (the block GEMV for one row, the tensor-core kernel up to 32, the
+// widened scratch matrix at any count); a whole model over kept blocks gives the CPU's logits
+// within bf16's bound.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -120,10 +121,12 @@ struct QuantShape {
 
 class CudaQuantMatmul : public ::testing::TestWithParam<std::tuple<DType, QuantShape>> {};
 
-// x [T, K] (bf16 values) times kept blocks [N, K] against the CPU backend's product (f32) over
-// the weights each path multiplies: the blocks' values (block GEMV), those values rounded to
-// bf16 (the widened scratch + cuBLASLt); within bf16's bound, and f32 outputs (the logits) hold
-// bf16 values.
+// x [T, K] (bf16 values) times kept blocks [N, K] through each path that takes T rows, against
+// the CPU backend's product (f32) over the weights the path multiplies: the blocks' values (the
+// block GEMV, one row; at K = 65,536 x does not fit its shared memory), those values rounded to
+// bf16 (the tensor-core kernel, up to 32 rows; the widened scratch + cuBLASLt, any rows); within
+// bf16's bound, and f32 outputs (the logits) hold bf16 values. The backend's matmul picks one of
+// them by T (the model tests run it).
 TEST_P(CudaQuantMatmul, MatchesTheCpuOverTheSameBlocks) {
   auto gpu = keeping_cuda();
   if (!gpu) GTEST_SKIP() << "no CUDA backend here (no GPU or a CPU-only build)";
@@ -133,7 +136,6 @@ TEST_P(CudaQuantMatmul, MatchesTheCpuOverTheSameBlocks) {
   std::mt19937 rng(static_cast<unsigned>(s.tokens * 131 + s.k + s.n));
   const Tensor x = test::random_host({s.tokens, s.k}, DType::BF16, rng);
   const Tensor w = random_blocks_host(q, s.n, s.k, static_cast<unsigned>(s.n));
-  // The GEMV multiplies the loader's values; the scratch path those values rounded to bf16.
   Tensor ref = cpu->alloc({s.tokens, s.n}, DType::F32);
   Tensor ref_bf16 = cpu->alloc({s.tokens, s.n}, DType::F32);
   cpu->matmul(x, cpu->upload(w, DType::F32), ref);
@@ -145,18 +147,30 @@ TEST_P(CudaQuantMatmul, MatchesTheCpuOverTheSameBlocks) {
   auto& cuda_be = dynamic_cast<cuda::CudaBackend&>(*gpu);
   const Tensor dx = gpu->upload(x, DType::BF16), dw = gpu->upload(w, DType::BF16);
   ASSERT_EQ(dw.dtype(), q);
-  for (const bool gemv : {true, false}) {
-    cuda_be.set_use_gemv(gemv);
+  enum Path { kGemv, kMma, kScratch };
+  for (const Path path : {kGemv, kMma, kScratch}) {
+    if ((path == kGemv && s.tokens > 1) || (path == kMma && s.tokens > cuda::kQuantMmaMaxTokens))
+      continue;
+    const char* name = path == kGemv ? "gemv " : (path == kMma ? "mma " : "scratch ");
     for (const DType out_dt : {DType::BF16, DType::F32}) {
       Tensor out = gpu->alloc({s.tokens, s.n}, out_dt);
-      gpu->matmul(dx, dw, out);
+      if (path == kGemv) {
+        cuda::gemv_quant(q, dx.data(), dw.data(), out_dt, out.data(), s.k, s.n, cuda_be.stream());
+      } else if (path == kMma) {
+        cuda::mma_quant(q, dx.data(), dw.data(), out_dt, out.data(), s.tokens, s.k, s.n,
+                        cuda_be.stream());
+      } else {
+        cuda_be.set_use_gemv(false);
+        gpu->matmul(dx, dw, out);
+      }
       std::vector<float> got;
       gpu->to_host_f32(out, got);
-      EXPECT_LT(test::rel_error(got, (gemv ? ref : ref_bf16).as<const float>(), got.size()),
-                test::rel_bound(DType::BF16))
-          << (gemv ? "gemv " : "scratch ") << dtype_name(out_dt);
+      EXPECT_LT(
+          test::rel_error(got, (path == kGemv ? ref : ref_bf16).as<const float>(), got.size()),
+          test::rel_bound(DType::BF16))
+          << name << dtype_name(out_dt);
       for (size_t i = 0; i < got.size(); ++i)
-        ASSERT_EQ(test::round_as(DType::BF16, got[i]), got[i]) << i;
+        ASSERT_EQ(test::round_as(DType::BF16, got[i]), got[i]) << name << i;
     }
   }
 }
@@ -165,10 +179,13 @@ INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaQuantMatmul,
     ::testing::Combine(::testing::ValuesIn(kept_formats()),
                        ::testing::Values(QuantShape{1, 256, 1}, QuantShape{1, 4096, 1100},
-                                         QuantShape{2, 512, 37}, QuantShape{3, 96, 5},
-                                         QuantShape{4, 14336, 300}, QuantShape{5, 768, 129},
-                                         QuantShape{8, 4096, 64}, QuantShape{8, 14336, 40},
-                                         QuantShape{9, 1024, 77}, QuantShape{40, 2048, 300})),
+                                         QuantShape{1, 65536, 3}, QuantShape{2, 512, 37},
+                                         QuantShape{3, 96, 5}, QuantShape{4, 14336, 300},
+                                         QuantShape{5, 768, 129}, QuantShape{8, 4096, 64},
+                                         QuantShape{8, 14336, 40}, QuantShape{9, 1024, 77},
+                                         QuantShape{13, 768, 17}, QuantShape{16, 4096, 130},
+                                         QuantShape{25, 512, 33}, QuantShape{32, 14336, 40},
+                                         QuantShape{40, 2048, 300})),
     [](const auto& info) {
       const QuantShape s = std::get<1>(info.param);
       return std::string(dtype_name(std::get<0>(info.param))) + "_" + std::to_string(s.tokens) +
@@ -177,9 +194,10 @@ INSTANTIATE_TEST_SUITE_P(
 #endif
 
 // A 256-wide model whose matrices are random blocks: the CUDA bf16 forward over the kept blocks
-// (6 tokens: every product on the block GEMV; 20: on the widened scratch) gives the CPU's f32
-// logits over the same blocks within bf16's end-to-end bound, holds fewer weight bytes than the
-// widened model where the formats are kept, and the same where they are not (Q5_0) or mixed.
+// (1 token: every product on the block GEMV; 6 and 20: on the tensor-core kernel; 40: on the
+// widened scratch) gives the CPU's f32 logits over the weights it multiplies (the blocks' values,
+// rounded to bf16 past one token) within bf16's end-to-end bound, holds fewer weight bytes than
+// the widened model where the formats are kept, and the same where they are not (Q5_0) or mixed.
 struct ModelMix {
   GgmlType main, v_down;
   bool kept;
@@ -193,21 +211,31 @@ TEST_P(CudaKeptBlocksModel, ForwardMatchesTheCpuOverTheSameBlocks) {
   const ModelConfig c = test::wide_config();
   test::TempDir dir;
   // Scales from 2^-20: weights up to ~1 (from 2^-16 Q4_K's reach 15, and attention's scores
-  // saturate the softmax, so that one bf16 rounding of a weight moves the logits by far).
+  // saturate the softmax, so that one bf16 rounding of a weight moves the logits by far); Q6_K's
+  // 8-bit scales times 6-bit quants reach 4x Q4_K's, so its scales start at 2^-22.
   const auto format_of = [&](const std::string& name) {
     const bool second = name.ends_with("v_proj.weight") || name.ends_with("down_proj.weight");
     return static_cast<uint32_t>(second ? mix.v_down : mix.main);
   };
-  test::write_file(dir.file("q.gguf"), test::random_blocks_gguf(c, format_of, -20));
+  test::write_file(dir.file("q.gguf"),
+                   test::random_blocks_gguf(c, format_of, mix.main == GgmlType::Q6_K ? -22 : -20));
   LoadOptions keep;
   keep.dequantize = false;
   const LoadedModel blocks = load_model(dir.file("q.gguf"), keep);
+  // Past the GEMV's rows the kernels multiply the blocks' values rounded to bf16.
+  LoadedModel rounded = load_model(dir.file("q.gguf"));
+  for (auto& [name, t] : rounded.weights) {
+    Tensor r = Tensor::zeros(DType::F32, t.shape());
+    for (int64_t i = 0; i < t.numel(); ++i)
+      r.as<float>()[i] = test::round_as(DType::BF16, t.as<const float>()[i]);
+    t = std::move(r);
+  }
   auto cpu = make_cpu_backend();
   auto kept = make_cuda_backend(DType::BF16, 0, true),
        wide = make_cuda_backend(DType::BF16, 0, false);
   std::vector<int32_t> prompt;
-  prompt.reserve(20);
-  for (int i = 0; i < 20; ++i) prompt.push_back((i * 37 + 11) % c.vocab_size);
+  prompt.reserve(40);
+  for (int i = 0; i < 40; ++i) prompt.push_back((i * 37 + 11) % c.vocab_size);
   std::vector<int64_t> bytes;
   for (Backend* be : {kept.get(), wide.get()}) {
     LlamaModel model(blocks, *be, 64);
@@ -217,12 +245,12 @@ TEST_P(CudaKeptBlocksModel, ForwardMatchesTheCpuOverTheSameBlocks) {
     EXPECT_LT(bytes[0], bytes[1]);
   else
     EXPECT_EQ(bytes[0], bytes[1]);
-  for (const size_t len : {size_t{6}, size_t{20}}) {
+  for (const size_t len : {size_t{1}, size_t{6}, size_t{20}, size_t{40}}) {
     const std::vector<int32_t> ids(prompt.begin(), prompt.begin() + static_cast<int64_t>(len));
     std::vector<std::vector<float>> logits;
     for (Backend* be : {cpu.get(), kept.get()}) {
-      LlamaModel model(blocks, *be, 64);
-      KvCache cache(*be, blocks.config, {16, 2, "post"});
+      LlamaModel model(be == cpu.get() && len > 1 ? rounded : blocks, *be, 64);
+      KvCache cache(*be, blocks.config, {16, 3, "post"});
       SeqState seq(0, cache.create_sequence(), ids);
       be->to_host_f32(model.forward(build_batch({&seq}, cache), cache), logits.emplace_back());
     }

@@ -79,7 +79,8 @@ class CudaBackend final : public Backend {
   // One token per row of f32 logits [R, V] as the host sampler picks it with params[r] (same
   // logits, seed and counter: same token), queued on the device: ids [R] i32.
   void sample_rows(const Tensor& logits, std::span<const RowPick> params, Tensor& ids);
-  // Off: every bf16 product goes through cuBLASLt, also at decode (for comparison).
+  // Off: every bf16 product goes through cuBLASLt (kept blocks widened into the scratch matrix
+  // first), also at decode (for comparison).
   void set_use_gemv(bool on) { use_gemv_ = on; }
   cudaStream_t stream() const { return stream_; }
   int graphs_held() const { return static_cast<int>(graphs_.size()); }

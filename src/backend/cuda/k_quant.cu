@@ -3,17 +3,20 @@
 //    field, so that every load is aligned and a warp's loads are contiguous).
 //  - dequant_rows widens whole rows, value for value as the loader does (rounded to bf16 once
 //    when the output is bf16): the embedding gather, and the weights of a product of more rows
-//    than the GEMV takes, widened into a scratch matrix for cuBLASLt.
-//  - gemv_quant: a few rows of x against the blocks, read once. One block of 16 warps per SM;
-//    warp g of the G in the grid owns rows g, g + G, ...; lane l takes units (32 values) l,
-//    l + 32, ... of the row, kUnroll of them loaded before any is used (H200, 2026-12-03: a
-//    stream of two-unit chunks with the next one's loads issued before the current one's
-//    arithmetic ran 35 % slower than these four-unit batches). x is staged in shared
-//    memory (f32 for one row, else bf16) in planes of 16-byte words, lanes on consecutive words,
-//    with each 16 values' sum when the format has offsets, so a unit costs sum_e q_e x_e per 16
-//    values and one a * s - b * sum(x) per pair: value = a * q - b. Quants become floats by
-//    a byte permute and a subtraction, not by the quarter-rate conversion instruction.
-//  - A row's sums are rounded to bf16, also into f32 y (the logits), as gemv_bf16 does.
+//    than mma_quant takes, widened into a scratch matrix for cuBLASLt.
+//  - gemv_quant: one row of x against the blocks on the CUDA cores, the blocks' values unrounded.
+//    One block of 16 warps per SM; warp g of the G in the grid owns rows g, g + G, ...; lane l
+//    takes units (32 values) l, l + 32, ... of the row, kUnroll of them loaded before any is
+//    used (H200, 2026-12-03: a stream of two-unit chunks with the next one's loads issued before
+//    the current one's arithmetic ran 35 % slower than these four-unit batches). x is staged in
+//    shared memory as f32 in planes of 16-byte words, lanes on consecutive words, with each 16
+//    values' sum when the format has offsets, so a unit costs sum_e q_e x_e per 16 values and
+//    one a * s - b * sum(x) per pair: value = a * q - b. Quants become floats by a byte permute
+//    and a subtraction, not by the quarter-rate conversion instruction. (For one row it runs
+//    1.33x mma_quant's speed: 8B Q4_K_M decode 326 against 246 tok/s; from two rows on the
+//    tensor cores win, 477 against 385 tok/s at two, 1,790 against 706 at eight.)
+//  - mma_quant: 2 to 32 rows on the tensor cores (below).
+//  - Sums are rounded to bf16, also into f32 y (the logits), as gemv_bf16 does.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -21,6 +24,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_common.cuh"
 #include "backend/cuda/kernels.h"
+#include "backend/cuda/mma.cuh"
 #include "backend/cuda/quant_units.cuh"
 
 namespace nanoinfer::cuda {
@@ -90,87 +94,67 @@ __global__ void repack_kernel(const uint8_t* src, int64_t blocks, PlaneTable tab
 constexpr int kWarps = 16;  // one block of 512 threads per SM
 constexpr int kUnroll = 4;  // units a lane loads before using the first
 
-// Where a block keeps x: in shared memory as f32 (one row: no conversion per weight row) or as
-// bf16, in planes of 16-byte words (word p of unit u for token t at (t * planes + p) * units + u,
-// so that a warp's lanes read consecutive words), or read from global memory through the L1.
-enum class XIn { kSharedF32, kSharedBf16, kGlobal };
-
-// x's 8 values 8p .. 8p + 7 of unit u for token t, as floats.
-template <XIn kX>
-__device__ __forceinline__ void x8(const uint4* xs, const __nv_bfloat16* xg, int units, int k,
-                                   int t, int u, int p, float* out) {
-  if constexpr (kX == XIn::kSharedF32) {
-    const auto* x4 = reinterpret_cast<const float4*>(xs);
-    const float4 a = x4[(t * 8 + 2 * p) * units + u], b = x4[(t * 8 + 2 * p + 1) * units + u];
+// x's 8 values 8p .. 8p + 7 of unit u as floats: from shared memory, where a block keeps x as
+// f32 in planes of 16-byte words (word q of unit u at q * units + u, so that a warp's lanes read
+// consecutive words), or where that does not fit from global memory through the L1.
+template <bool kShared>
+__device__ __forceinline__ void x8(const float4* xs, const __nv_bfloat16* xg, int units, int u,
+                                   int p, float* out) {
+  if constexpr (kShared) {
+    const float4 a = xs[2 * p * units + u], b = xs[(2 * p + 1) * units + u];
     out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
     out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
-    return;
+  } else {
+    unpack8(__ldg(reinterpret_cast<const uint4*>(xg + 32 * u + 8 * p)), out);
   }
-  if constexpr (kX == XIn::kSharedBf16)
-    unpack8(xs[(t * 4 + p) * units + u], out);
-  else
-    unpack8(__ldg(reinterpret_cast<const uint4*>(xg + int64_t{t} * k + 32 * u + 8 * p)), out);
 }
 
-template <class F, int TOK, XIn kX, class Y>
+template <class F, bool kShared, class Y>
 __global__ void __launch_bounds__(kWarps * 32, 1)
-    gemv_quant_kernel(const __nv_bfloat16* x, quant::Planes P, Y* y, int tokens, int k, int n) {
-  extern __shared__ uint4 smem[];  // x in kX's planes, then [TOK][2 units] sums of 16 values
+    gemv_quant_kernel(const __nv_bfloat16* x, quant::Planes P, Y* y, int k, int n) {
+  extern __shared__ float4 smem[];  // x's planes (kShared), then [2 units] sums of 16 values
   const int lane = threadIdx.x % 32, units = k / 32;
   const int stride = static_cast<int>(gridDim.x) * kWarps;
-  constexpr int kXWords = kX == XIn::kSharedF32 ? 8 : (kX == XIn::kSharedBf16 ? 4 : 0);
-  float* sums = reinterpret_cast<float*>(smem + kXWords * TOK * units);
+  float* sums = reinterpret_cast<float*>(smem + (kShared ? 8 * units : 0));
   const int first = static_cast<int>((threadIdx.x / 32) * gridDim.x + blockIdx.x);
-  float acc[TOK] = {};
+  float acc = 0.0F;
 
-  // acc[t] += unit u (quants q) . x[t]: four independent FMA chains per unit.
+  // acc += unit u (quants q) . x: four independent FMA chains per unit.
   auto apply = [&](const Unit& q, int u) {
-    float qf[32];
+    float s[4] = {};
 #pragma unroll
-    for (int e = 0; e < 32; ++e) qf[e] = quant::quant(q, e);
+    for (int p = 0; p < 4; ++p) {
+      float xf[8];
+      x8<kShared>(smem, x, units, u, p, xf);
 #pragma unroll
-    for (int t = 0; t < TOK; ++t) {
-      float s[4] = {};
-#pragma unroll
-      for (int p = 0; p < 4; ++p) {
-        float xf[8];
-        x8<kX>(smem, x, units, k, t, u, p, xf);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) s[p] = fmaf(qf[8 * p + e], xf[e], s[p]);
-      }
-      float d = fmaf(q.a[0], s[0] + s[1], q.a[1] * (s[2] + s[3]));
-      if constexpr (F::kOffset) {
-        const float2 g = reinterpret_cast<const float2*>(sums)[t * units + u];
-        d -= fmaf(q.b[0], g.x, q.b[1] * g.y);
-      }
-      acc[t] += d;
+      for (int e = 0; e < 8; ++e) s[p] = fmaf(quant::quant(q, 8 * p + e), xf[e], s[p]);
     }
+    float d = fmaf(q.a[0], s[0] + s[1], q.a[1] * (s[2] + s[3]));
+    if constexpr (F::kOffset) {
+      const float2 g = reinterpret_cast<const float2*>(sums)[u];
+      d -= fmaf(q.b[0], g.x, q.b[1] * g.y);
+    }
+    acc += d;
   };
 
   pdl_wait();  // x belongs to the kernel before this one
-  for (int i = static_cast<int>(threadIdx.x); (kXWords > 0 || F::kOffset) && i < TOK * units;
-       i += kWarps * 32) {
-    const int t = i / units, u = i % units;
+  for (int u = static_cast<int>(threadIdx.x); (kShared || F::kOffset) && u < units;
+       u += kWarps * 32) {
     float part[2] = {};
 #pragma unroll
     for (int p = 0; p < 4; ++p) {
-      uint4 v = make_uint4(0, 0, 0, 0);
-      if (t < tokens) v = __ldg(reinterpret_cast<const uint4*>(x + int64_t{t} * k + 32 * u) + p);
       float f[8];
-      unpack8(v, f);
+      unpack8(__ldg(reinterpret_cast<const uint4*>(x + 32 * u) + p), f);
 #pragma unroll
       for (int e = 0; e < 8; e += 2) part[p / 2] += f[e] + f[e + 1];
-      if constexpr (kX == XIn::kSharedF32) {
-        auto* d = reinterpret_cast<float4*>(smem);
-        d[(t * 8 + 2 * p) * units + u] = make_float4(f[0], f[1], f[2], f[3]);
-        d[(t * 8 + 2 * p + 1) * units + u] = make_float4(f[4], f[5], f[6], f[7]);
-      } else if constexpr (kX == XIn::kSharedBf16) {
-        smem[(t * 4 + p) * units + u] = v;
+      if constexpr (kShared) {
+        smem[2 * p * units + u] = make_float4(f[0], f[1], f[2], f[3]);
+        smem[(2 * p + 1) * units + u] = make_float4(f[4], f[5], f[6], f[7]);
       }
     }
     if constexpr (F::kOffset) {
-      sums[2 * i] = part[0];
-      sums[2 * i + 1] = part[1];
+      sums[2 * u] = part[0];
+      sums[2 * u + 1] = part[1];
     }
   }
   __syncthreads();
@@ -185,52 +169,127 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
       for (int i = 0; i < kUnroll; ++i) apply(q[i], u0 + 32 * i);
     }
     for (; u0 < units; u0 += 32) apply(quant::row_unit<F>(P, row, units, u0), u0);
-#pragma unroll
-    for (int t = 0; t < TOK; ++t) {
-      const float sum = warp_sum(acc[t]);
-      if (lane == 0 && t < tokens)
-        y[int64_t{t} * n + row] = from_f32<Y>(round_to<__nv_bfloat16>(sum));
-      acc[t] = 0.0F;
-    }
+    const float sum = warp_sum(acc);
+    if (lane == 0) y[row] = from_f32<Y>(round_to<__nv_bfloat16>(sum));
+    acc = 0.0F;
   }
 }
 
-template <class F, int TOK, class Y>
-void launch_gemv(const void* x, const void* w, void* y, int tokens, int k, int n, cudaStream_t s) {
+template <class F, class Y>
+void launch_gemv(const void* x, const void* w, void* y, int k, int n, cudaStream_t s) {
   const DeviceLimits& m = device_limits();
   const auto grid = static_cast<unsigned>(std::min(m.sms, (n + kWarps - 1) / kWarps));
-  const size_t units = static_cast<size_t>(k / 32), limit = static_cast<size_t>(m.smem_optin);
-  const size_t sums = F::kOffset ? sizeof(float) * 2 * TOK * units : 0;
-  const size_t bf16 = sizeof(uint4) * 4 * TOK * units + sums;
+  const size_t units = static_cast<size_t>(k / 32);
+  const size_t sums = F::kOffset ? sizeof(float) * 2 * units : 0, shared = 128 * units + sums;
   const quant::Planes P = quant::planes_of<F>(w, int64_t{n} * (k / F::kValues));
   auto go = [&](auto kernel, size_t smem) {
     [[maybe_unused]] static const bool once = (allow_dynamic_smem(kernel, m.smem_optin), true);
     launch_pdl(kernel, dim3(grid), dim3(kWarps * 32), smem, s, static_cast<const __nv_bfloat16*>(x),
-               P, static_cast<Y*>(y), tokens, k, n);
+               P, static_cast<Y*>(y), k, n);
     NI_CUDA_LAUNCH_CHECK("gemv_quant");
   };
-  if constexpr (TOK == 1) {
-    if (2 * bf16 - sums <= limit) {
-      go(gemv_quant_kernel<F, TOK, XIn::kSharedF32, Y>, 2 * bf16 - sums);
-      return;
-    }
-  }
-  if (bf16 <= limit)
-    go(gemv_quant_kernel<F, TOK, XIn::kSharedBf16, Y>, bf16);
+  if (shared <= static_cast<size_t>(m.smem_optin))
+    go(gemv_quant_kernel<F, true, Y>, shared);
   else
-    go(gemv_quant_kernel<F, TOK, XIn::kGlobal, Y>, sums);
+    go(gemv_quant_kernel<F, false, Y>, sums);
+}
+
+// mma_quant: up to 32 rows of x against the blocks on the tensor cores (mma.sync m16n8k16,
+// bf16 in, f32 sums). A block of kMmaWarps warps owns 16 weight rows; K is cut into steps of four
+// units (128 values) and warp w takes steps w, w + kMmaWarps, ... Lane (g, t) = (lane / 4,
+// lane % 4) widens unit 4s + t of rows g and g + 8 to bf16 (as dequant_rows does, so the sums
+// are the scratch path's up to their order) and holds its word i (values 4i .. 4i + 3) as its
+// A-fragment columns of product i (i = 0 .. 7): the sum over K does not care which physical
+// values a product's K slots hold as long as x's fragment holds the same ones, and then x's
+// fragment is 8 bytes of token g's row as stored, read from global memory tile by tile of 8
+// tokens (the L1 serves the SM's other row tiles). The next step's units load while this step's
+// products run, and a lane's first units before pdl_wait (weights are no kernel's output). The
+// block's warps add their sums in shared memory in a fixed order. (H200, 2026-12-03: loading
+// two steps' units ahead spilled Q6_K's registers and ran 3 % slower; a variant templated on the
+// tile count with x loaded before the widening ran 11 % slower at 16 rows and 4 % faster at 32.)
+constexpr int kMmaWarps = 8;
+constexpr int kMmaTiles = kQuantMmaMaxTokens / 8;  // 8-token tiles of x
+
+template <class F, class Y>
+__global__ void __launch_bounds__(kMmaWarps * 32, 2)
+    mma_quant_kernel(const __nv_bfloat16* x, quant::Planes P, Y* y, int tokens, int k, int n) {
+  __shared__ float part[kMmaWarps][kMmaTiles][32][4];
+  const int lane = threadIdx.x % 32, warp = static_cast<int>(threadIdx.x / 32);
+  const int g = lane / 4, t = lane % 4, units = k / 32, steps = (units + 3) / 4;
+  const int tiles = (tokens + 7) / 8;
+  const int row0 = static_cast<int>(blockIdx.x) * 16 + g;
+  const int rows[2] = {min(row0, n - 1), min(row0 + 8, n - 1)};  // beyond n: discarded sums
+  float c[kMmaTiles][4] = {};
+
+  auto load = [&](int s, Unit(&w)[2]) {
+    const int u = min(4 * s + t, units - 1);  // (beyond: x's fragment is zero)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) w[h] = quant::row_unit<F>(P, rows[h], units, u);
+  };
+  uint32_t a[8][4];  // A fragments of the 8 products of a step
+  auto widen = [&](const Unit(&w)[2]) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      float v[2][4];
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) v[h][e] = quant::value(w[h], 4 * i + e);
+      a[i][0] = pack_bf16(v[0][0], v[0][1]), a[i][1] = pack_bf16(v[1][0], v[1][1]);
+      a[i][2] = pack_bf16(v[0][2], v[0][3]), a[i][3] = pack_bf16(v[1][2], v[1][3]);
+    }
+  };
+  auto multiply = [&](int s) {  // each tile of x against the A fragments
+    const int u = 4 * s + t;
+#pragma unroll
+    for (int j = 0; j < kMmaTiles; ++j) {
+      if (j >= tiles) break;  // (the same for the whole warp)
+      const int tok = 8 * j + g;
+      const bool live = tok < tokens && u < units;
+      const auto* src = reinterpret_cast<const uint4*>(x + int64_t{live ? tok : 0} * k + 32 * u);
+      uint32_t xw[16];
+#pragma unroll
+      for (int p = 0; p < 4; ++p)
+        quant::words(live ? __ldg(src + p) : make_uint4(0, 0, 0, 0), xw + 4 * p);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) mma_bf16(c[j], a[i], xw[2 * i], xw[2 * i + 1]);
+    }
+  };
+
+  int s = warp;
+  Unit w[2];
+  if (s < steps) load(s, w);
+  pdl_wait();  // x belongs to the kernel before this one
+  for (; s < steps; s += kMmaWarps) {
+    widen(w);
+    if (s + kMmaWarps < steps) load(s + kMmaWarps, w);
+    multiply(s);
+  }
+
+#pragma unroll
+  for (int j = 0; j < kMmaTiles; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) part[warp][j][lane][e] = c[j][e];
+  __syncthreads();
+  for (int i = static_cast<int>(threadIdx.x); i < tiles * 128; i += kMmaWarps * 32) {
+    const int j = i / 128, l = (i / 4) % 32, e = i % 4;
+    float sum = 0.0F;
+#pragma unroll
+    for (int v = 0; v < kMmaWarps; ++v) sum += part[v][j][l][e];
+    const int row = static_cast<int>(blockIdx.x) * 16 + l / 4 + (e >= 2 ? 8 : 0);
+    const int tok = 8 * j + 2 * (l % 4) + (e & 1);
+    if (row < n && tok < tokens)
+      y[int64_t{tok} * n + row] = from_f32<Y>(round_to<__nv_bfloat16>(sum));
+  }
 }
 
 template <class F, class Y>
-void gemv_tokens(const void* x, const void* w, void* y, int tokens, int k, int n, cudaStream_t s) {
-  if (tokens == 1)
-    launch_gemv<F, 1, Y>(x, w, y, tokens, k, n, s);
-  else if (tokens == 2)
-    launch_gemv<F, 2, Y>(x, w, y, tokens, k, n, s);
-  else if (tokens <= 4)
-    launch_gemv<F, 4, Y>(x, w, y, tokens, k, n, s);
-  else
-    launch_gemv<F, 8, Y>(x, w, y, tokens, k, n, s);
+void launch_mma(const void* x, const void* w, void* y, int tokens, int k, int n, cudaStream_t s) {
+  const quant::Planes P = quant::planes_of<F>(w, int64_t{n} * (k / F::kValues));
+  launch_pdl(mma_quant_kernel<F, Y>, dim3(static_cast<unsigned>((n + 15) / 16)),
+             dim3(kMmaWarps * 32), 0, s, static_cast<const __nv_bfloat16*>(x), P,
+             static_cast<Y*>(y), tokens, k, n);
+  NI_CUDA_LAUNCH_CHECK("mma_quant");
 }
 
 }  // namespace
@@ -272,17 +331,30 @@ void dequant_rows(DType w_dt, const void* w, int64_t src_rows, int64_t k, const 
     fail(std::string("dequant_rows: the device keeps no ") + dtype_name(w_dt) + " blocks");
 }
 
-void gemv_quant(DType w_dt, const void* x, const void* w, DType y_dt, void* y, int tokens, int k,
-                int n, cudaStream_t s) {
-  NI_ASSERT(tokens >= 1 && tokens <= kQuantGemvMaxTokens && n >= 1 && k % 32 == 0);
+void gemv_quant(DType w_dt, const void* x, const void* w, DType y_dt, void* y, int k, int n,
+                cudaStream_t s) {
+  NI_ASSERT(n >= 1 && k % 32 == 0);
   const bool known = quant::with_format(w_dt, [&](auto f) {
     using F = decltype(f);
     if (y_dt == DType::F32)
-      gemv_tokens<F, float>(x, w, y, tokens, k, n, s);
+      launch_gemv<F, float>(x, w, y, k, n, s);
     else
-      gemv_tokens<F, __nv_bfloat16>(x, w, y, tokens, k, n, s);
+      launch_gemv<F, __nv_bfloat16>(x, w, y, k, n, s);
   });
   if (!known) fail(std::string("gemv_quant: the device keeps no ") + dtype_name(w_dt) + " blocks");
+}
+
+void mma_quant(DType w_dt, const void* x, const void* w, DType y_dt, void* y, int tokens, int k,
+               int n, cudaStream_t s) {
+  NI_ASSERT(tokens >= 1 && tokens <= kQuantMmaMaxTokens && n >= 1 && k % 32 == 0);
+  const bool known = quant::with_format(w_dt, [&](auto f) {
+    using F = decltype(f);
+    if (y_dt == DType::F32)
+      launch_mma<F, float>(x, w, y, tokens, k, n, s);
+    else
+      launch_mma<F, __nv_bfloat16>(x, w, y, tokens, k, n, s);
+  });
+  if (!known) fail(std::string("mma_quant: the device keeps no ") + dtype_name(w_dt) + " blocks");
 }
 
 }  // namespace nanoinfer::cuda

@@ -115,12 +115,17 @@ void repack_blocks(DType w_dt, const void* src, int64_t blocks, void* dst, cudaS
 // src_rows) give zero rows.
 void dequant_rows(DType w_dt, const void* w, int64_t src_rows, int64_t k, const int32_t* ids,
                   int64_t rows, DType out_dt, void* out, cudaStream_t s);
-// y[t, n] = sum_k x[t, k] w[n, k] with w a block matrix (quant_kept) and x bf16, for tokens <=
-// kQuantGemvMaxTokens; fp32 sums rounded to bf16, y bf16 or f32.
-void gemv_quant(DType w_dt, const void* x, const void* w, DType y_dt, void* y, int tokens, int k,
-                int n, cudaStream_t s);
-// Past eight rows the weights are widened into a bf16 scratch matrix for cuBLASLt.
-constexpr int kQuantGemvMaxTokens = 8;
+// y[n] = sum_k x[k] w[n, k] for one row x (bf16) and a block matrix w (quant_kept), on the CUDA
+// cores over the blocks' values; fp32 sums rounded to bf16, y bf16 or f32.
+void gemv_quant(DType w_dt, const void* x, const void* w, DType y_dt, void* y, int k, int n,
+                cudaStream_t s);
+// y[t, n] for 1 .. kQuantMmaMaxTokens rows on the tensor cores (the backend's from two rows: for
+// one the GEMV is faster): each weight widened to bf16 once for all rows (the scratch path's
+// values and sums, in another order). Past 32 rows the weights are widened into a bf16 scratch
+// matrix for cuBLASLt.
+void mma_quant(DType w_dt, const void* x, const void* w, DType y_dt, void* y, int tokens, int k,
+               int n, cudaStream_t s);
+constexpr int kQuantMmaMaxTokens = 32;
 
 // --- k_sample.cu
 // Row r of logits [R, V] (f32) summarised for beam search: stats[r] = {max, log-sum-exp}, and

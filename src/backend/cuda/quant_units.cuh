@@ -198,9 +198,11 @@ __device__ __forceinline__ float quant(const Unit& u, int e) {
          8388736.0F;
 }
 
-// Value e of a unit, as the loader widens it.
+// Value e of a unit, as the loader widens it (a * q rounded, minus b rounded) in one fused
+// multiply-add: where b is nonzero a * q is exact in f32 (a: an f16 times a 6-bit scale at most,
+// 17 bits; q: 5 bits at most), and where a * q may round (Q6_K: 19 + 6 bits) b is zero.
 __device__ __forceinline__ float value(const Unit& u, int e) {
-  return __fsub_rn(__fmul_rn(u.a[e / 16], quant(u, e)), u.b[e / 16]);
+  return fmaf(u.a[e / 16], quant(u, e), -u.b[e / 16]);
 }
 
 // Unit `unit` of row `row` of a tensor of F blocks, `units` a row.
