@@ -292,6 +292,13 @@ void launch_mma(const void* x, const void* w, void* y, int tokens, int k, int n,
   NI_CUDA_LAUNCH_CHECK("mma_quant");
 }
 
+// Runs f(F{}) for w_dt's format; fails naming op where the device keeps no such blocks.
+template <class Fn>
+void for_kept(const char* op, DType w_dt, Fn&& f) {
+  if (!quant::with_format(w_dt, f))
+    fail(std::string(op) + ": the device keeps no " + dtype_name(w_dt) + " blocks");
+}
+
 }  // namespace
 
 bool quant_kept(DType w_dt) {
@@ -299,7 +306,7 @@ bool quant_kept(DType w_dt) {
 }
 
 void repack_blocks(DType w_dt, const void* src, int64_t blocks, void* dst, cudaStream_t s) {
-  const bool known = quant::with_format(w_dt, [&](auto f) {
+  for_kept("repack_blocks", w_dt, [&](auto f) {
     using F = decltype(f);
     const int64_t bytes = blocks * F::kBytes;
     const auto grid = static_cast<unsigned>(std::min<int64_t>((bytes + 255) / 256, 65536));
@@ -310,8 +317,6 @@ void repack_blocks(DType w_dt, const void* src, int64_t blocks, void* dst, cudaS
                                          static_cast<uint8_t*>(dst));
     NI_CUDA_LAUNCH_CHECK("repack_blocks");
   });
-  if (!known)
-    fail(std::string("repack_blocks: the device keeps no ") + dtype_name(w_dt) + " blocks");
 }
 
 void dequant_rows(DType w_dt, const void* w, int64_t src_rows, int64_t k, const int32_t* ids,
@@ -319,7 +324,7 @@ void dequant_rows(DType w_dt, const void* w, int64_t src_rows, int64_t k, const 
   NI_ASSERT(k % dtype_block(w_dt) == 0);
   if (rows == 0) return;
   const int threads = static_cast<int>(std::min<int64_t>(256, (k / 32 + 31) / 32 * 32));
-  const bool known = quant::with_format(w_dt, [&](auto f) {
+  for_kept("dequant_rows", w_dt, [&](auto f) {
     using F = decltype(f);
     const quant::Planes P = quant::planes_of<F>(w, src_rows * (k / F::kValues));
     NI_DISPATCH_FLOAT(out_dt, T,
@@ -327,34 +332,22 @@ void dequant_rows(DType w_dt, const void* w, int64_t src_rows, int64_t k, const 
                           P, src_rows, static_cast<int>(k), ids, static_cast<T*>(out)));
     NI_CUDA_LAUNCH_CHECK("dequant_rows");
   });
-  if (!known)
-    fail(std::string("dequant_rows: the device keeps no ") + dtype_name(w_dt) + " blocks");
 }
 
 void gemv_quant(DType w_dt, const void* x, const void* w, DType y_dt, void* y, int k, int n,
                 cudaStream_t s) {
   NI_ASSERT(n >= 1 && k % 32 == 0);
-  const bool known = quant::with_format(w_dt, [&](auto f) {
-    using F = decltype(f);
-    if (y_dt == DType::F32)
-      launch_gemv<F, float>(x, w, y, k, n, s);
-    else
-      launch_gemv<F, __nv_bfloat16>(x, w, y, k, n, s);
+  for_kept("gemv_quant", w_dt, [&](auto f) {
+    NI_DISPATCH_FLOAT(y_dt, Y, launch_gemv<decltype(f), Y>(x, w, y, k, n, s));
   });
-  if (!known) fail(std::string("gemv_quant: the device keeps no ") + dtype_name(w_dt) + " blocks");
 }
 
 void mma_quant(DType w_dt, const void* x, const void* w, DType y_dt, void* y, int tokens, int k,
                int n, cudaStream_t s) {
   NI_ASSERT(tokens >= 1 && tokens <= kQuantMmaMaxTokens && n >= 1 && k % 32 == 0);
-  const bool known = quant::with_format(w_dt, [&](auto f) {
-    using F = decltype(f);
-    if (y_dt == DType::F32)
-      launch_mma<F, float>(x, w, y, tokens, k, n, s);
-    else
-      launch_mma<F, __nv_bfloat16>(x, w, y, tokens, k, n, s);
+  for_kept("mma_quant", w_dt, [&](auto f) {
+    NI_DISPATCH_FLOAT(y_dt, Y, launch_mma<decltype(f), Y>(x, w, y, tokens, k, n, s));
   });
-  if (!known) fail(std::string("mma_quant: the device keeps no ") + dtype_name(w_dt) + " blocks");
 }
 
 }  // namespace nanoinfer::cuda

@@ -52,9 +52,10 @@ __device__ __forceinline__ void set_pair(Unit& u, float a, float b) {
   u.b[0] = u.b[1] = b;
 }
 
-// Every format: kValues and kBytes a block, kOffset (some b is nonzero), its planes, and
+// Every format: its kType, kValues and kBytes a block, kOffset (some b is nonzero), its planes, and
 // unit(planes, i, j): the j-th 32 values of block i.
 struct Q8_0 {
+  static constexpr DType kType = DType::Q8_0;
   static constexpr int kValues = 32, kBytes = 34, kPlaneCount = 2;
   static constexpr bool kOffset = false;
   static constexpr Plane kPlanes[kPlaneCount] = {{2, 32}, {0, 2}};  // qs, d
@@ -69,6 +70,7 @@ struct Q8_0 {
 
 // Byte j of the nibbles: value j (low) and j + 16 (high); q - 8.
 struct Q4_0 {
+  static constexpr DType kType = DType::Q4_0;
   static constexpr int kValues = 32, kBytes = 18, kPlaneCount = 2;
   static constexpr bool kOffset = false;
   static constexpr Plane kPlanes[kPlaneCount] = {{2, 16}, {0, 2}};  // qs, d
@@ -88,6 +90,7 @@ struct Q4_0 {
 
 // d * q + m: b = -m (x - (-m) is x + m exactly).
 struct Q4_1 {
+  static constexpr DType kType = DType::Q4_1;
   static constexpr int kValues = 32, kBytes = 20, kPlaneCount = 2;
   static constexpr bool kOffset = true;
   static constexpr Plane kPlanes[kPlaneCount] = {{4, 16}, {0, 4}};  // qs, (d, m)
@@ -116,6 +119,7 @@ __device__ __forceinline__ int byte_of(const uint32_t* s, int k) {
 // low nibbles for even j); Q5_K's fifth bit of value l is bit j of qh[l].
 template <bool kFive>
 struct QK45 {
+  static constexpr DType kType = kFive ? DType::Q5_K : DType::Q4_K;
   static constexpr int kValues = 256, kBytes = kFive ? 176 : 144, kPlaneCount = kFive ? 4 : 3;
   static constexpr bool kOffset = true;
   // qs, scales, (d, dmin) [, qh]
@@ -160,6 +164,7 @@ using Q5_K = QK45<true>;
 // Half h = j / 4, group g = j % 4: low (g < 2) or high nibbles of 32 of the half's 64 low bytes,
 // bits 2g, 2g + 1 of its 32 high bytes; q - 32; one signed scale per 16 values.
 struct Q6_K {
+  static constexpr DType kType = DType::Q6_K;
   static constexpr int kValues = 256, kBytes = 210, kPlaneCount = 4;
   static constexpr bool kOffset = false;
   static constexpr Plane kPlanes[kPlaneCount] = {{0, 128}, {128, 64}, {192, 16}, {208, 2}};
@@ -227,28 +232,12 @@ Planes planes_of(const void* base, int64_t blocks) {
 // Runs f(F{}) for the format of dtype t; false when the device keeps no such format.
 template <class Fn>
 bool with_format(DType t, Fn&& f) {
-  switch (t) {
-    case DType::Q8_0:
-      f(Q8_0{});
-      return true;
-    case DType::Q4_0:
-      f(Q4_0{});
-      return true;
-    case DType::Q4_1:
-      f(Q4_1{});
-      return true;
-    case DType::Q4_K:
-      f(Q4_K{});
-      return true;
-    case DType::Q5_K:
-      f(Q5_K{});
-      return true;
-    case DType::Q6_K:
-      f(Q6_K{});
-      return true;
-    default:
-      return false;
-  }
+  const auto one = [&](auto format) {
+    if (t != decltype(format)::kType) return false;
+    f(format);
+    return true;
+  };
+  return one(Q8_0{}) || one(Q4_0{}) || one(Q4_1{}) || one(Q4_K{}) || one(Q5_K{}) || one(Q6_K{});
 }
 
 }  // namespace nanoinfer::cuda::quant
