@@ -245,7 +245,11 @@ TEST(CudaSampleHost, PenaltiesAndSuppressedTokensAsTheHost) {
         (i % 2 == 0 ? prompt[r] : generated[r]).push_back(t);
       }
       if (r % 3 == 0) params[r].suppress_tokens = {order[0], order[0], order[3], V - 1};
-      if (r % 4 == 1) params[r].logit_bias = {{order[2], 1.5F}, {order[0], -2.75F}, {V - 2, 9.0F}};
+      if (r % 4 == 1) {  // (a token is biased once: V - 2 may be one of the top ones)
+        params[r].logit_bias = {{order[2], 1.5F}, {order[0], -2.75F}};
+        if (V - 2 != order[2] && V - 2 != order[0]) params[r].logit_bias.emplace_back(V - 2, 9.0F);
+      }
+      params[r].validate();  // (what a request's parameters pass before they reach a pick)
       rows[r] = {&params[r], prompt[r], generated[r]};
       greedy[r] = params[r];
       greedy[r].temperature = 0.0F;  // the history processors only
