@@ -3,7 +3,8 @@
 # configure with CUDA in an ignored build folder, build, run the GPU tests (with the HF bf16
 # greedy references made first, in the same call), the benchmarks (W1, W3, decode attention,
 # per-op profile) and the HF transformers peers. Logs and JSON go to $OUT (default ./out).
-#   scripts/device.sh [all|tests|bench|tp|peers|load]...   (default: all; `load` only by name)
+#   scripts/device.sh [all|tests|bench|tp|peers|load|sanitize]...
+#   (default: all; `load` and `sanitize` only by name)
 # Header-only dependencies travel in .deps/include (pass carry=[".deps"]).
 set -uo pipefail
 OUT=${OUT:-out}
@@ -117,6 +118,38 @@ if [[ " $STAGES " == *" load "* ]]; then
     done
   done
   rm -rf "$ckpt"
+fi
+
+# compute-sanitizer over the GPU tests (not part of `all`; ~2 min, suites in parallel): memcheck
+# on every suite, synccheck on the attention, sampling and quant suites, racecheck on the kernel
+# and quant suites and on one sampling test (racecheck takes over 8 minutes on the attention
+# suite and on the sampling suite's distribution tests). cuBLAS's own kernels (nvjet_*) report
+# races under racecheck in the quant suite's widened products; only hazards in other kernels fail.
+if [[ " $STAGES " == *" sanitize "* ]]; then
+  cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  suites=(test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_sample test_cuda_quant)
+  build "${suites[@]}" || exit 1
+  check() {  # tool suite [test arguments]: fails on an error, or on a race in one of our kernels
+    local tool=$1 suite=$2 log="$OUT/$1_$2.log"
+    shift 2
+    timeout 480 "$cs" --tool "$tool" --error-exitcode 9 --print-limit 1000 "$BUILD/$suite" \
+      --gtest_brief=1 "$@" > "$log" 2>&1
+    local rc=$? ours
+    ours=$(grep -E "^========= (Error|Warning): Race" "$log" | grep -v -c " at nvjet_")
+    echo "$tool $suite (exit $rc; races outside cuBLAS: $ours):" \
+      "$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$log")"
+    # (racecheck exits 9 on cuBLAS's races too: there the races outside it decide)
+    [[ $ours -eq 0 ]] && { [[ $rc -eq 0 ]] || [[ $tool == racecheck && $rc -eq 9 ]]; }
+  }
+  pids=()
+  for s in "${suites[@]}"; do check memcheck "$s" & pids+=($!); done
+  for s in test_cuda_attention test_cuda_sample test_cuda_quant; do
+    check synccheck "$s" & pids+=($!)
+  done
+  check racecheck test_cuda_kernels & pids+=($!)
+  check racecheck test_cuda_quant & pids+=($!)
+  check racecheck test_cuda_sample --gtest_filter='CudaSampleHost.Penalties*' & pids+=($!)
+  for p in "${pids[@]}"; do wait "$p" || status=1; done
 fi
 
 if want peers; then

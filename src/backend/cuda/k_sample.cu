@@ -231,7 +231,8 @@ constexpr int kBuckets = 512;
 constexpr float kSteps = 4.0F;
 constexpr float kFirstCutoff = 4.0F;  // top-p alone: candidates within 4, 8, ..., 128
 
-// hist[b] becomes the tokens in buckets 0..b (an inclusive prefix sum); called by warp 0.
+// hist[b] becomes the tokens in buckets 0..b (an inclusive prefix sum), visible to all of warp 0's
+// lanes; called by warp 0.
 __device__ void prefix_sums(int* hist) {
   constexpr int kEach = kBuckets / 32;
   const int lane = static_cast<int>(threadIdx.x % 32);
@@ -247,6 +248,7 @@ __device__ void prefix_sums(int* hist) {
   before -= sum;
 #pragma unroll
   for (int b = 0; b < kEach; ++b) hist[lane * kEach + b] = before + run[b];
+  __syncwarp();  // the callers' lanes read other lanes' sums (racecheck: a hazard without it)
 }
 
 // The fewest buckets whose tokens number at least `target` (prefix: prefix_sums'), or
