@@ -25,6 +25,7 @@
 namespace nanoinfer {
 namespace {
 
+#ifdef NANOINFER_HAVE_CUDA
 // A bf16 CUDA backend that keeps blocks (null where there is no GPU).
 std::unique_ptr<Backend> keeping_cuda() {
   return make_cuda_backend(DType::BF16, 0, /*keep_blocks=*/true);
@@ -43,7 +44,6 @@ Tensor random_blocks_host(DType q, int64_t rows, int64_t k, unsigned seed) {
   return host;
 }
 
-#ifdef NANOINFER_HAVE_CUDA
 // Kept formats stay blocks and read back as the loader's f32 values; the others are widened to
 // bf16; fused parts of one kept format stay blocks, mixed ones are widened part by part.
 TEST(CudaQuant, KeptFormatsStayBlocksAndWidenToTheLoadersValues) {
