@@ -120,7 +120,7 @@ if [[ " $STAGES " == *" load "* ]]; then
   rm -rf "$ckpt"
 fi
 
-# compute-sanitizer over the GPU tests (not part of `all`; ~2 min, suites in parallel): memcheck
+# compute-sanitizer over the GPU tests (not part of `all`; ~3 min, suites in parallel): memcheck
 # on every suite, synccheck on the attention, sampling and quant suites, racecheck on the kernel
 # and quant suites and on one sampling test (racecheck takes over 8 minutes on the attention
 # suite and on the sampling suite's distribution tests). cuBLAS's own kernels (nvjet_*) report
