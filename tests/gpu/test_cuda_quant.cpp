@@ -184,8 +184,8 @@ INSTANTIATE_TEST_SUITE_P(
                                          QuantShape{5, 768, 129}, QuantShape{8, 4096, 64},
                                          QuantShape{8, 14336, 40}, QuantShape{9, 1024, 77},
                                          QuantShape{13, 768, 17}, QuantShape{16, 4096, 130},
-                                         QuantShape{25, 512, 33}, QuantShape{32, 14336, 40},
-                                         QuantShape{40, 2048, 300})),
+                                         QuantShape{17, 1120, 45}, QuantShape{25, 512, 33},
+                                         QuantShape{32, 14336, 40}, QuantShape{40, 2048, 300})),
     [](const auto& info) {
       const QuantShape s = std::get<1>(info.param);
       return std::string(dtype_name(std::get<0>(info.param))) + "_" + std::to_string(s.tokens) +

@@ -201,22 +201,42 @@ void launch_gemv(const void* x, const void* w, void* y, int k, int n, cudaStream
 // are the scratch path's up to their order) and holds its word i (values 4i .. 4i + 3) as its
 // A-fragment columns of product i (i = 0 .. 7): the sum over K does not care which physical
 // values a product's K slots hold as long as x's fragment holds the same ones, and then x's
-// fragment is 8 bytes of token g's row as stored, read from global memory tile by tile of 8
-// tokens (the L1 serves the SM's other row tiles). The next step's units load while this step's
-// products run, and a lane's first units before pdl_wait (weights are no kernel's output). The
-// block's warps add their sums in shared memory in a fixed order. (H200, 2026-12-03: loading
-// two steps' units ahead spilled Q6_K's registers and ran 3 % slower; a variant templated on the
-// tile count with x loaded before the widening ran 11 % slower at 16 rows and 4 % faster at 32.)
+// fragment is 8 bytes of token g's row as stored. Up to 16 rows a lane reads them from global
+// memory tile by tile of 8 tokens (the L1 serves the SM's other row tiles); above, where those
+// reads (16 cache lines an instruction) held the L1/TEX pipe at 80 %, the warp first copies the
+// step's x into its shared-memory slice, 512 contiguous bytes an instruction. The next step's
+// units load while this step's products run, and a lane's first units before pdl_wait (weights
+// are no kernel's output). The block's warps add their sums in shared memory in a fixed order.
+// (H200, 2026-12-03: loading two steps' units ahead spilled Q6_K's registers and ran 3 % slower;
+// a variant templated on the tile count with x loaded before the widening ran 11 % slower at 16
+// rows and 4 % faster at 32. 2026-12-04: staging x at every count ran 9 % slower at 8 rows and
+// 6 % faster at 32; staging it in two slices, landing one step ahead, 1-2 % faster at 16 rows
+// and 14 % slower at 32, where 128 KB a block leaves one block an SM.)
 constexpr int kMmaWarps = 8;
 constexpr int kMmaTiles = kQuantMmaMaxTokens / 8;  // 8-token tiles of x
+// Above 16 rows, x is staged in shared memory (see above); up to 16 the direct reads win.
+constexpr int kMmaStagedAbove = 16;
 
-template <class F, class Y>
+// x's 16-byte chunk c (0-15) of a step, token tok, in a warp's shared-memory slice: the chunk's
+// low two bits are XORed with (c / 8, tok % 2) so that the 8 lanes of a quarter-warp, reading
+// chunks 4t + p of tokens g (two tokens, t = 0..3), hit 8 different 16-byte bank groups.
+__device__ __forceinline__ int x_slot(int tok, int c) {
+  return tok * 16 + (c ^ (((c >> 3) & 1) << 1) ^ (tok & 1));
+}
+
+// A warp's slice of the dynamic shared memory, in 16-byte words per 8-token tile: its step's x
+// (8 tokens x 16 chunks) where staged, else only its sums (32 lanes x 4 floats).
+template <bool kStaged>
+constexpr int kMmaSlice = kStaged ? 8 * 16 : 32;
+
+template <class F, class Y, bool kStaged>
 __global__ void __launch_bounds__(kMmaWarps * 32, 2)
     mma_quant_kernel(const __nv_bfloat16* x, quant::Planes P, Y* y, int tokens, int k, int n) {
-  __shared__ float part[kMmaWarps][kMmaTiles][32][4];
+  extern __shared__ uint4 xs_all[];
   const int lane = threadIdx.x % 32, warp = static_cast<int>(threadIdx.x / 32);
   const int g = lane / 4, t = lane % 4, units = k / 32, steps = (units + 3) / 4;
-  const int tiles = (tokens + 7) / 8;
+  const int tiles = (tokens + 7) / 8, slice = tiles * kMmaSlice<kStaged>;
+  uint4* xs = xs_all + warp * slice;
   const int row0 = static_cast<int>(blockIdx.x) * 16 + g;
   const int rows[2] = {min(row0, n - 1), min(row0 + 8, n - 1)};  // beyond n: discarded sums
   float c[kMmaTiles][4] = {};
@@ -225,6 +245,17 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 2)
     const int u = min(4 * s + t, units - 1);  // (beyond: x's fragment is zero)
 #pragma unroll
     for (int h = 0; h < 2; ++h) w[h] = quant::row_unit<F>(P, rows[h], units, u);
+  };
+  // x's 128 values of step s for every token of the tiles into the warp's slice (zeros past
+  // the tokens and past k), 512 contiguous bytes a copy instruction.
+  auto stage = [&](int s) {
+    for (int i = lane; i < slice; i += 32) {
+      const int tok = i / 16, ch = i % 16;
+      const bool live = tok < tokens && 4 * s + ch / 4 < units;
+      cp_async16_ca(xs + x_slot(tok, ch), x + (live ? int64_t{tok} * k + 128 * s + 8 * ch : 0),
+                    live);
+    }
+    cp_async_commit();
   };
   uint32_t a[8][4];  // A fragments of the 8 products of a step
   auto widen = [&](const Unit(&w)[2]) {
@@ -250,7 +281,10 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 2)
       uint32_t xw[16];
 #pragma unroll
       for (int p = 0; p < 4; ++p)
-        quant::words(live ? __ldg(src + p) : make_uint4(0, 0, 0, 0), xw + 4 * p);
+        quant::words(kStaged ? xs[x_slot(tok, 4 * t + p)]
+                     : live  ? __ldg(src + p)
+                             : make_uint4(0, 0, 0, 0),
+                     xw + 4 * p);
 #pragma unroll
       for (int i = 0; i < 8; ++i) mma_bf16(c[j], a[i], xw[2 * i], xw[2 * i + 1]);
     }
@@ -260,22 +294,35 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 2)
   Unit w[2];
   if (s < steps) load(s, w);
   pdl_wait();  // x belongs to the kernel before this one
+  if (kStaged && s < steps) stage(s);
   for (; s < steps; s += kMmaWarps) {
     widen(w);
     if (s + kMmaWarps < steps) load(s + kMmaWarps, w);
+    if constexpr (kStaged) {
+      cp_async_wait<0>();
+      __syncwarp();  // every lane's copies of this step have landed
+    }
     multiply(s);
+    if constexpr (kStaged) {
+      __syncwarp();  // every lane has read them
+      if (s + kMmaWarps < steps) stage(s + kMmaWarps);
+    }
   }
 
+  // The warps' sums, each in its own slice (its x is read by now), added in a fixed order.
+  auto* part = reinterpret_cast<float(*)[32][4]>(xs);  // [tile][lane][e]
 #pragma unroll
   for (int j = 0; j < kMmaTiles; ++j)
+    if (j < tiles)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) part[warp][j][lane][e] = c[j][e];
+      for (int e = 0; e < 4; ++e) part[j][lane][e] = c[j][e];
   __syncthreads();
   for (int i = static_cast<int>(threadIdx.x); i < tiles * 128; i += kMmaWarps * 32) {
     const int j = i / 128, l = (i / 4) % 32, e = i % 4;
     float sum = 0.0F;
 #pragma unroll
-    for (int v = 0; v < kMmaWarps; ++v) sum += part[v][j][l][e];
+    for (int v = 0; v < kMmaWarps; ++v)
+      sum += reinterpret_cast<const float(*)[32][4]>(xs_all + v * slice)[j][l][e];
     const int row = static_cast<int>(blockIdx.x) * 16 + l / 4 + (e >= 2 ? 8 : 0);
     const int tok = 8 * j + 2 * (l % 4) + (e & 1);
     if (row < n && tok < tokens)
@@ -283,11 +330,15 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 2)
   }
 }
 
-template <class F, class Y>
+template <class F, class Y, bool kStaged>
 void launch_mma(const void* x, const void* w, void* y, int tokens, int k, int n, cudaStream_t s) {
   const quant::Planes P = quant::planes_of<F>(w, int64_t{n} * (k / F::kValues));
-  launch_pdl(mma_quant_kernel<F, Y>, dim3(static_cast<unsigned>((n + 15) / 16)),
-             dim3(kMmaWarps * 32), 0, s, static_cast<const __nv_bfloat16*>(x), P,
+  const auto kernel = mma_quant_kernel<F, Y, kStaged>;
+  constexpr size_t kTileBytes = size_t{kMmaWarps} * kMmaSlice<kStaged> * 16;
+  [[maybe_unused]] static const bool once =
+      (allow_dynamic_smem(kernel, kMmaTiles * kTileBytes), true);
+  launch_pdl(kernel, dim3(static_cast<unsigned>((n + 15) / 16)), dim3(kMmaWarps * 32),
+             (tokens + 7) / 8 * kTileBytes, s, static_cast<const __nv_bfloat16*>(x), P,
              static_cast<Y*>(y), tokens, k, n);
   NI_CUDA_LAUNCH_CHECK("mma_quant");
 }
@@ -346,7 +397,10 @@ void mma_quant(DType w_dt, const void* x, const void* w, DType y_dt, void* y, in
                int n, cudaStream_t s) {
   NI_ASSERT(tokens >= 1 && tokens <= kQuantMmaMaxTokens && n >= 1 && k % 32 == 0);
   for_kept("mma_quant", w_dt, [&](auto f) {
-    NI_DISPATCH_FLOAT(y_dt, Y, launch_mma<decltype(f), Y>(x, w, y, tokens, k, n, s));
+    if (tokens > kMmaStagedAbove)
+      NI_DISPATCH_FLOAT(y_dt, Y, launch_mma<decltype(f), Y, true>(x, w, y, tokens, k, n, s));
+    else
+      NI_DISPATCH_FLOAT(y_dt, Y, launch_mma<decltype(f), Y, false>(x, w, y, tokens, k, n, s));
   });
 }
 
