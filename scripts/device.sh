@@ -3,8 +3,8 @@
 # configure with CUDA in an ignored build folder, build, run the GPU tests (with the HF bf16
 # greedy references made first, in the same call), the benchmarks (W1, W3, decode attention,
 # per-op profile) and the HF transformers peers. Logs and JSON go to $OUT (default ./out).
-#   scripts/device.sh [all|tests|bench|tp|peers|load|sanitize]...
-#   (default: all; `load` and `sanitize` only by name)
+#   scripts/device.sh [all|tests|bench|tp|peers|load|sanitize|gguf]...
+#   (default: all; `load`, `sanitize` and `gguf` only by name)
 # Header-only dependencies travel in .deps/include (pass carry=[".deps"]).
 set -uo pipefail
 OUT=${OUT:-out}
@@ -40,7 +40,8 @@ if [[ -z "${PREBUILT:-}" ]]; then
   cmake -S . -B "$BUILD" $GEN -DCMAKE_BUILD_TYPE=Release -DNANOINFER_CUDA=ON \
     -DCMAKE_CUDA_ARCHITECTURES=90 > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
 fi
-build test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_sample test_cuda_hf_bf16 || exit 1
+build test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_sample test_cuda_hf_bf16 \
+  test_cuda_quant || exit 1
 build bench_w1 || status=1
 
 if want tests; then
@@ -65,7 +66,8 @@ if want tests; then
   hf_bf16 "${hf_args[@]}" || { echo "hf_bf16: failed; again without the SmolLM2 set"; hf_bf16; } \
     || status=1
   export NANOINFER_HF_BF16="$OUT/hf_bf16_greedy.json"
-  for t in test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_sample test_cuda_hf_bf16; do
+  for t in test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_sample test_cuda_hf_bf16 \
+    test_cuda_quant; do
     "$BUILD/$t" --gtest_brief=1 --gtest_output="json:$OUT/$t.json" > "$OUT/$t.log" 2>&1
     rc=$?
     [[ $rc -ne 0 ]] && status=1
@@ -150,6 +152,34 @@ if [[ " $STAGES " == *" sanitize "* ]]; then
   check racecheck test_cuda_quant & pids+=($!)
   check racecheck test_cuda_sample --gtest_filter='CudaSampleHost.Penalties*' & pids+=($!)
   for p in "${pids[@]}"; do wait "$p" || status=1; done
+fi
+
+# GGUF decode (not part of `all`: it writes a 4.9 GB file): tools/bench/make_gguf.py writes a
+# Llama-3.1-8B-shaped Q4_K_M GGUF of random blocks (needs the gguf wheel in .whl), then
+# `nanoinfer bench` decodes it widened (the default) and with --keep-blocks at 1, 8 and 32
+# sequences (512-token prompts, 128 new tokens, median of 2).
+if [[ " $STAGES " == *" gguf "* ]]; then
+  build nanoinfer_cli || exit 1
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+  tok=/tmp/nanoinfer_llama3_tokenizer gguf=/tmp/nanoinfer_q4km.gguf
+  mkdir -p "$tok" && tar xzf tests/data/tokenizer/llama3/tokenizer.json.tar.gz -C "$tok" \
+    && cp tests/data/tokenizer/llama3/tokenizer_config.json "$tok"/
+  if python3 tools/bench/make_gguf.py --config bench/configs/llama-3.1-8b.json --tokenizer "$tok" \
+    --out "$gguf" > "$OUT/make_gguf.log" 2>&1; then
+    for b in 1 8 32; do
+      for kept in "" --keep-blocks; do
+        echo "== batch $b ${kept:-(widened)}"
+        "$BUILD/nanoinfer" bench --model "$gguf" --backend cuda $kept --batch $b \
+          --prompt-tokens 512 --new-tokens 128 --runs 2 2>&1 | tee -a "$OUT/gguf_bench.log" \
+          | grep -E "^  (prefill|decode)|rror" || status=1
+      done
+    done
+  else
+    tail -5 "$OUT/make_gguf.log"
+    status=1
+  fi
+  rm -f "$gguf"
 fi
 
 if want peers; then
