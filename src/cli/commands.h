@@ -27,6 +27,7 @@ CLI::Validator whole_number(unsigned long long lo, unsigned long long hi = INT32
 
 // The engine's flags that generate and serve share (model, backend, dtype, context, cache, step
 // cap, prefix reuse, graphs, warm-up, random weights); cache_help says what --cache-tokens 0 does.
+// CUDA-only flags given with another backend are named in a note on stderr after parsing.
 void add_engine_flags(CLI::App& cmd, EngineOptions& e, const std::string& cache_help);
 
 // The sampling flags that generate and chat share (max new tokens, temperature, top-k/p, min-p,

@@ -1,6 +1,7 @@
 // The flags of the engine's options and of sampling that several commands take.
 #include <cstdint>
 #include <exception>
+#include <iostream>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,17 @@ void add_engine_flags(CLI::App& cmd, EngineOptions& e, const std::string& cache_
   cmd.add_flag("--random-weights", e.random_weights,
                "random weights of --config's shape (--model then only supplies the tokenizer)");
   cmd.add_option("--config", e.config, "HF config.json for --random-weights");
+  // The flags above that only the CUDA backend reads say so on another backend instead of
+  // changing nothing in silence.
+  cmd.parse_complete_callback([&cmd, &e] {
+    if (e.backend == "cuda") return;
+    std::string named;
+    for (const char* flag : {"--dtype", "--no-graph", "--keep-blocks", "--no-warmup"})
+      if (cmd.count(flag) > 0) named += std::string(named.empty() ? "" : " ") + flag;
+    if (!named.empty())
+      std::cerr << "nanoinfer: note: " << named << ": CUDA backend only, ignored on --backend "
+                << e.backend << "\n";
+  });
 }
 
 void add_sampling_flags(CLI::App& cmd, SamplingParams& p, const std::string& max_new_help) {

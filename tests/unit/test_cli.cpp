@@ -261,6 +261,27 @@ TEST(Cli, StatsListEveryStepAndTheGraphCaptures) {
       << profiled.err;
 }
 
+// CUDA-only engine flags on the CPU: the same tokens, and a note naming the flags given.
+TEST(Cli, CudaOnlyFlagsOnTheCpuSayTheyAreIgnored) {
+  const std::string args =
+      "generate --model " + kTiny + " --prompt-ids 5,9,14 --max-new-tokens 3 --ignore-eos --json";
+  const CliRun plain = run_cli(args), flagged = run_cli(args + " --keep-blocks --no-graph");
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  ASSERT_EQ(flagged.code, 0) << flagged.err;
+  const nlohmann::json ids = nlohmann::json::parse(plain.out)["outputs"][0]["token_ids"];
+  EXPECT_EQ(ids.size(), 3U);
+  EXPECT_EQ(nlohmann::json::parse(flagged.out)["outputs"][0]["token_ids"], ids);
+  EXPECT_NE(
+      flagged.err.find(
+          "nanoinfer: note: --no-graph --keep-blocks: CUDA backend only, ignored on --backend cpu"),
+      std::string::npos)
+      << flagged.err;
+  EXPECT_EQ(plain.err.find("CUDA backend only"), std::string::npos) << plain.err;
+  const CliRun dtype = run_cli(args + " --dtype f32 --backend cpu");
+  ASSERT_EQ(dtype.code, 0) << dtype.err;
+  EXPECT_NE(dtype.err.find("note: --dtype: CUDA backend only"), std::string::npos) << dtype.err;
+}
+
 // Beam search from --prompt-ids on a checkpoint without a tokenizer: the beams' ids and scores
 // (it used to refuse, asking for the --prompt-ids it had been given).
 TEST(Cli, BeamsFromPromptIdsWithoutATokenizer) {
