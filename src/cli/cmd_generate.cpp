@@ -229,7 +229,9 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option(
       "--sink-tokens", a->engine.sink_tokens,
       "StreamingLLM cache: keep this many first tokens (with --window, --rope-cache pre)");
-  cmd->add_option("--window", a->engine.window, "StreamingLLM cache: recent tokens kept")
+  cmd->add_option(
+         "--window", a->engine.window,
+         "StreamingLLM cache: recent tokens kept (with --sink-tokens, 0 for a window alone)")
       ->check(whole_number(1));
   cmd->callback([a] {
     a->params.early_stopping = a->early_stopping == "true"    ? EarlyStopping::kWhenFull

@@ -28,6 +28,10 @@ KvCache::KvCache(Backend& backend, const ModelConfig& config, const KvCacheOptio
     options_.block_size = 1;
     policy_ = std::make_unique<SinkCache>(options_.sink_tokens, options_.window);
   } else {
+    if (options_.window > 0)
+      fail(
+          "a window of recent tokens is kept only by the sink cache: give it sink tokens (0 for "
+          "the window alone) and the pre-RoPE cache; without it every token is kept");
     policy_ = std::make_unique<FullCache>();
   }
   const int64_t slots = capacity_slots();

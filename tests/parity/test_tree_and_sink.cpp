@@ -118,6 +118,31 @@ TEST(SinkCache, RejectsPostRope) {
   EXPECT_THROW(KvCache(*be, loaded.config, opt), Error);
 }
 
+// A window without sink tokens would keep every token in silence: refused, through the engine too.
+TEST(SinkCache, RejectsAWindowWithoutTheSinkCache) {
+  const LoadedModel loaded = load_model(test::data_path("models/gqa"));
+  auto be = make_cpu_backend();
+  KvCacheOptions opt{1, 20, "pre"};
+  opt.window = 16;
+  EXPECT_THROW(KvCache(*be, loaded.config, opt), Error);
+  opt.sink_tokens = 0;  // the window alone
+  EXPECT_NO_THROW(KvCache(*be, loaded.config, opt));
+  EngineOptions eo;
+  eo.model = test::data_path("models/gqa");
+  eo.rope_cache = "pre";
+  eo.window = 8;
+  try {
+    Engine engine(eo);
+    GenerationRequest r{{1, 2, 3}, {}};
+    r.params.max_new_tokens = 2;
+    engine.generate({r});
+    FAIL() << "a window without sink tokens ran";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("kept only by the sink cache"), std::string::npos)
+        << e.what();
+  }
+}
+
 // Through the engine a prompt is prefilled in one step, so a sink cache takes only a prompt that
 // fits its window (sink tokens aside); a longer one is refused before anything runs, naming the
 // request, and one that fits runs.
