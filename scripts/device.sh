@@ -43,15 +43,18 @@ fi
 build test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_sample test_cuda_hf_bf16 \
   test_cuda_quant || exit 1
 build bench_w1 || status=1
+# The wheels carried in .whl (the gguf package, to read and write GGUF files) onto PYTHONPATH.
+wheels() {
+  ls .whl/*.whl > /dev/null 2>&1 || return 1
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+}
 
 if want tests; then
   # The default model's real-text set needs its GGUF (two calls bring it: scripts/split_model.sh)
   # and the gguf wheel (carried in .whl); without them only the tiny-model set runs.
   gguf="${XDG_CACHE_HOME:-$HOME/.cache}/nanoinfer/SmolLM2-135M-Instruct.Q4_1.gguf"
-  if ls .whl/*.whl > /dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-  fi
+  wheels
   hf_args=()
   if [[ -f "$gguf" ]] && python3 -c "import gguf" 2> /dev/null; then
     hf_args=(--gguf "$gguf")
@@ -160,8 +163,7 @@ fi
 # sequences (512-token prompts, 128 new tokens, median of 2).
 if [[ " $STAGES " == *" gguf "* ]]; then
   build nanoinfer_cli || exit 1
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+  wheels
   tok=/tmp/nanoinfer_llama3_tokenizer gguf=/tmp/nanoinfer_q4km.gguf
   mkdir -p "$tok" && tar xzf tests/data/tokenizer/llama3/tokenizer.json.tar.gz -C "$tok" \
     && cp tests/data/tokenizer/llama3/tokenizer_config.json "$tok"/
