@@ -126,7 +126,8 @@ class CudaQuantMatmul : public ::testing::TestWithParam<std::tuple<DType, QuantS
 // block GEMV, one row; at K = 65,536 x does not fit its shared memory), those values rounded to
 // bf16 (the tensor-core kernel, up to 32 rows; the widened scratch + cuBLASLt, any rows); within
 // bf16's bound, and f32 outputs (the logits) hold bf16 values. The backend's matmul picks one of
-// them by T (the model tests run it).
+// them by T (the model tests run it). Above 16 rows the thousands-of-rows shapes take 2 or 4 row
+// groups a block on 132 SMs (24 x 768: two, its K groups a step apart; 32 x 384: four, likewise).
 TEST_P(CudaQuantMatmul, MatchesTheCpuOverTheSameBlocks) {
   auto gpu = keeping_cuda();
   if (!gpu) GTEST_SKIP() << "no CUDA backend here (no GPU or a CPU-only build)";
@@ -185,7 +186,9 @@ INSTANTIATE_TEST_SUITE_P(
                                          QuantShape{8, 14336, 40}, QuantShape{9, 1024, 77},
                                          QuantShape{13, 768, 17}, QuantShape{16, 4096, 130},
                                          QuantShape{17, 1120, 45}, QuantShape{25, 512, 33},
-                                         QuantShape{32, 14336, 40}, QuantShape{40, 2048, 300})),
+                                         QuantShape{32, 14336, 40}, QuantShape{40, 2048, 300},
+                                         QuantShape{9, 512, 20000}, QuantShape{24, 768, 9000},
+                                         QuantShape{32, 256, 40001}, QuantShape{32, 384, 40001})),
     [](const auto& info) {
       const QuantShape s = std::get<1>(info.param);
       return std::string(dtype_name(std::get<0>(info.param))) + "_" + std::to_string(s.tokens) +

@@ -8,7 +8,8 @@
 //    One block of 16 warps per SM; warp g of the G in the grid owns rows g, g + G, ...; lane l
 //    takes units (32 values) l, l + 32, ... of the row, kUnroll of them loaded before any is
 //    used (H200, 2026-12-03: a stream of two-unit chunks with the next one's loads issued before
-//    the current one's arithmetic ran 35 % slower than these four-unit batches). x is staged in
+//    the current one's arithmetic ran 35 % slower than these four-unit batches; 2026-12-04: four-
+//    unit chunks so, in two register buffers, 27 % slower, 241 against 331 tok/s). x is staged in
 //    shared memory as f32 in planes of 16-byte words, lanes on consecutive words, with each 16
 //    values' sum when the format has offsets, so a unit costs sum_e q_e x_e per 16 values and
 //    one a * s - b * sum(x) per pair: value = a * q - b. Quants become floats by a byte permute
@@ -195,49 +196,67 @@ void launch_gemv(const void* x, const void* w, void* y, int k, int n, cudaStream
 }
 
 // mma_quant: up to 32 rows of x against the blocks on the tensor cores (mma.sync m16n8k16,
-// bf16 in, f32 sums). A block of kMmaWarps warps owns 16 weight rows; K is cut into steps of four
-// units (128 values) and warp w takes steps w, w + kMmaWarps, ... Lane (g, t) = (lane / 4,
-// lane % 4) widens unit 4s + t of rows g and g + 8 to bf16 (as dequant_rows does, so the sums
-// are the scratch path's up to their order) and holds its word i (values 4i .. 4i + 3) as its
-// A-fragment columns of product i (i = 0 .. 7): the sum over K does not care which physical
-// values a product's K slots hold as long as x's fragment holds the same ones, and then x's
-// fragment is 8 bytes of token g's row as stored. Up to 16 rows a lane reads them from global
-// memory tile by tile of 8 tokens (the L1 serves the SM's other row tiles); above, where those
-// reads (16 cache lines an instruction) held the L1/TEX pipe at 80 %, the warp first copies the
-// step's x into its shared-memory slice, 512 contiguous bytes an instruction. The next step's
-// units load while this step's products run, and a lane's first units before pdl_wait (weights
-// are no kernel's output). The block's warps add their sums in shared memory in a fixed order.
+// bf16 in, f32 sums). A block of kMmaWarps warps owns 16 weight rows per row group: one group up
+// to 16 rows of x, above that as many as still fill every SM with two blocks (4, 2 or 1). K is
+// cut into steps of four units (128 values); the warps of a row group take the steps in turn
+// (warp w is row group w % groups, K group kg = w / groups: steps kg, kg + kMmaWarps / groups,
+// ...). Lane (g, t) = (lane / 4, lane % 4) widens unit 4s + t of rows g and g + 8 to bf16 (as
+// dequant_rows does, so the sums are the scratch path's up to their order) and holds its word i
+// (values 4i .. 4i + 3) as its A-fragment columns of product i (i = 0 .. 7): the sum over K does
+// not care which physical values a product's K slots hold as long as x's fragment holds the same
+// ones, and then x's fragment is 8 bytes of token g's row as stored. Up to 16 rows a lane reads
+// them from global memory tile by tile of 8 tokens (the L1 serves the SM's other row tiles);
+// above, where those reads (16 cache lines an instruction) held the L1/TEX pipe at 80 %, the K
+// group's warps first copy the step's x into their shared-memory slice, 512 contiguous bytes an
+// instruction, and meet at a named barrier; the row groups share it, so x crosses from L2 once a
+// block of 16 x groups rows. The next step's units load while this step's products run, and a
+// lane's first units before pdl_wait (weights are no kernel's output). The warps add their sums
+// in shared memory in a fixed order.
 // (H200, 2026-12-03: loading two steps' units ahead spilled Q6_K's registers and ran 3 % slower;
 // a variant templated on the tile count with x loaded before the widening ran 11 % slower at 16
 // rows and 4 % faster at 32. 2026-12-04: staging x at every count ran 9 % slower at 8 rows and
 // 6 % faster at 32; staging it in two slices, landing one step ahead, 1-2 % faster at 16 rows
-// and 14 % slower at 32, where 128 KB a block leaves one block an SM.)
+// and 14 % slower at 32, where 128 KB a block leaves one block an SM. Row groups: the 8B gate|up
+// at 32 rows 101 -> 87 us with four, decode +7.7 % at 32 rows (+3.5-3.7 % at 17 and 24 with
+// idle rounds guarded inside the loop); four groups at every product ran the 4,096-row ones (64
+// blocks) 2.2x slower; groups at 8 and 16 rows, where the L1 already shares x, 2-4 % slower.)
 constexpr int kMmaWarps = 8;
 constexpr int kMmaTiles = kQuantMmaMaxTokens / 8;  // 8-token tiles of x
 // Above 16 rows, x is staged in shared memory (see above); up to 16 the direct reads win.
 constexpr int kMmaStagedAbove = 16;
 
-// x's 16-byte chunk c (0-15) of a step, token tok, in a warp's shared-memory slice: the chunk's
+// x's 16-byte chunk c (0-15) of a step, token tok, in a K group's shared-memory slice: the chunk's
 // low two bits are XORed with (c / 8, tok % 2) so that the 8 lanes of a quarter-warp, reading
 // chunks 4t + p of tokens g (two tokens, t = 0..3), hit 8 different 16-byte bank groups.
 __device__ __forceinline__ int x_slot(int tok, int c) {
   return tok * 16 + (c ^ (((c >> 3) & 1) << 1) ^ (tok & 1));
 }
 
-// A warp's slice of the dynamic shared memory, in 16-byte words per 8-token tile: its step's x
-// (8 tokens x 16 chunks) where staged, else only its sums (32 lanes x 4 floats).
-template <bool kStaged>
-constexpr int kMmaSlice = kStaged ? 8 * 16 : 32;
+// The block's dynamic shared memory, in 16-byte words per 8-token tile: each K group's step of x
+// (8 tokens x 16 chunks) where staged; after the steps, each warp's sums (32 lanes x 4 floats).
+template <bool kStaged, int kGroups>
+constexpr int kMmaSmemWords = std::max(kStaged ? kMmaWarps / kGroups * 8 * 16 : 0, kMmaWarps * 32);
 
-template <class F, class Y, bool kStaged>
+// A group of 32 * kGroups threads waits for each other (named barrier 1 + id; one warp: syncwarp).
+template <int kGroups>
+__device__ __forceinline__ void group_sync(int id) {
+  if constexpr (kGroups == 1)
+    __syncwarp();
+  else
+    asm volatile("bar.sync %0, %1;\n" ::"r"(1 + id), "n"(32 * kGroups) : "memory");
+}
+
+template <class F, class Y, bool kStaged, int kGroups>
 __global__ void __launch_bounds__(kMmaWarps * 32, 2)
     mma_quant_kernel(const __nv_bfloat16* x, quant::Planes P, Y* y, int tokens, int k, int n) {
-  extern __shared__ uint4 xs_all[];
+  constexpr int kSplit = kMmaWarps / kGroups;  // warps along K (per row group)
+  extern __shared__ uint4 sm[];
   const int lane = threadIdx.x % 32, warp = static_cast<int>(threadIdx.x / 32);
+  const int rg = warp % kGroups, kg = warp / kGroups;  // row group, K group
   const int g = lane / 4, t = lane % 4, units = k / 32, steps = (units + 3) / 4;
-  const int tiles = (tokens + 7) / 8, slice = tiles * kMmaSlice<kStaged>;
-  uint4* xs = xs_all + warp * slice;
-  const int row0 = static_cast<int>(blockIdx.x) * 16 + g;
+  const int tiles = (tokens + 7) / 8;
+  uint4* xs = sm + kg * tiles * 128;  // the K group's staged step (shared by its row groups)
+  const int row0 = (static_cast<int>(blockIdx.x) * kGroups + rg) * 16 + g;
   const int rows[2] = {min(row0, n - 1), min(row0 + 8, n - 1)};  // beyond n: discarded sums
   float c[kMmaTiles][4] = {};
 
@@ -246,10 +265,10 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 2)
 #pragma unroll
     for (int h = 0; h < 2; ++h) w[h] = quant::row_unit<F>(P, rows[h], units, u);
   };
-  // x's 128 values of step s for every token of the tiles into the warp's slice (zeros past
-  // the tokens and past k), 512 contiguous bytes a copy instruction.
+  // x's 128 values of step s for every token of the tiles into the K group's slice (zeros past
+  // the tokens and past k), 512 contiguous bytes a copy instruction, its warps taking turns.
   auto stage = [&](int s) {
-    for (int i = lane; i < slice; i += 32) {
+    for (int i = rg * 32 + lane; i < tiles * 128; i += kGroups * 32) {
       const int tok = i / 16, ch = i % 16;
       const bool live = tok < tokens && 4 * s + ch / 4 < units;
       cp_async16_ca(xs + x_slot(tok, ch), x + (live ? int64_t{tok} * k + 128 * s + 8 * ch : 0),
@@ -290,57 +309,79 @@ __global__ void __launch_bounds__(kMmaWarps * 32, 2)
     }
   };
 
-  int s = warp;
+  int s = kg;
   Unit w[2];
   if (s < steps) load(s, w);
   pdl_wait();  // x belongs to the kernel before this one
   if (kStaged && s < steps) stage(s);
-  for (; s < steps; s += kMmaWarps) {
+  for (; s < steps; s += kSplit) {
     widen(w);
-    if (s + kMmaWarps < steps) load(s + kMmaWarps, w);
+    if (s + kSplit < steps) load(s + kSplit, w);
     if constexpr (kStaged) {
       cp_async_wait<0>();
-      __syncwarp();  // every lane's copies of this step have landed
+      group_sync<kGroups>(kg);  // every thread's copies of this step have landed
     }
     multiply(s);
     if constexpr (kStaged) {
-      __syncwarp();  // every lane has read them
-      if (s + kMmaWarps < steps) stage(s + kMmaWarps);
+      group_sync<kGroups>(kg);  // every thread has read them
+      if (s + kSplit < steps) stage(s + kSplit);
     }
   }
+  // A K group with a step fewer meets its barrier as often as the others all the same: nothing
+  // needs it, but compute-sanitizer's racecheck, seeing the warps' barrier counts differ, reports
+  // the block barriers below as no ordering.
+  if constexpr (kGroups > 1)
+    if (s < kg + (steps + kSplit - 1) / kSplit * kSplit)
+      group_sync<kGroups>(kg), group_sync<kGroups>(kg);
 
-  // The warps' sums, each in its own slice (its x is read by now), added in a fixed order.
-  auto* part = reinterpret_cast<float(*)[32][4]>(xs);  // [tile][lane][e]
+  // The warps' sums, each in its own slice, added over the K groups in a fixed order.
+  if constexpr (kStaged) __syncthreads();  // (the slices overlap the staged x)
+  auto* part = reinterpret_cast<float(*)[32][4]>(sm + warp * tiles * 32);  // [tile][lane][e]
 #pragma unroll
   for (int j = 0; j < kMmaTiles; ++j)
     if (j < tiles)
 #pragma unroll
       for (int e = 0; e < 4; ++e) part[j][lane][e] = c[j][e];
   __syncthreads();
-  for (int i = static_cast<int>(threadIdx.x); i < tiles * 128; i += kMmaWarps * 32) {
-    const int j = i / 128, l = (i / 4) % 32, e = i % 4;
+  for (int i = static_cast<int>(threadIdx.x); i < kGroups * tiles * 128; i += kMmaWarps * 32) {
+    const int r = kGroups == 1 ? 0 : i / (tiles * 128), j = i / 128 - r * tiles;
+    const int l = (i / 4) % 32, e = i % 4;
     float sum = 0.0F;
 #pragma unroll
-    for (int v = 0; v < kMmaWarps; ++v)
-      sum += reinterpret_cast<const float(*)[32][4]>(xs_all + v * slice)[j][l][e];
-    const int row = static_cast<int>(blockIdx.x) * 16 + l / 4 + (e >= 2 ? 8 : 0);
+    for (int v = 0; v < kSplit; ++v)
+      sum += reinterpret_cast<const float(*)[32][4]>(sm + (v * kGroups + r) * tiles * 32)[j][l][e];
+    const int row = (static_cast<int>(blockIdx.x) * kGroups + r) * 16 + l / 4 + (e >= 2 ? 8 : 0);
     const int tok = 8 * j + 2 * (l % 4) + (e & 1);
     if (row < n && tok < tokens)
       y[int64_t{tok} * n + row] = from_f32<Y>(round_to<__nv_bfloat16>(sum));
   }
 }
 
-template <class F, class Y, bool kStaged>
+template <class F, class Y, bool kStaged, int kGroups>
 void launch_mma(const void* x, const void* w, void* y, int tokens, int k, int n, cudaStream_t s) {
   const quant::Planes P = quant::planes_of<F>(w, int64_t{n} * (k / F::kValues));
-  const auto kernel = mma_quant_kernel<F, Y, kStaged>;
-  constexpr size_t kTileBytes = size_t{kMmaWarps} * kMmaSlice<kStaged> * 16;
+  const auto kernel = mma_quant_kernel<F, Y, kStaged, kGroups>;
+  constexpr size_t kTileBytes = size_t{kMmaSmemWords<kStaged, kGroups>} * 16;
   [[maybe_unused]] static const bool once =
       (allow_dynamic_smem(kernel, kMmaTiles * kTileBytes), true);
-  launch_pdl(kernel, dim3(static_cast<unsigned>((n + 15) / 16)), dim3(kMmaWarps * 32),
+  const int blocks = (n + 16 * kGroups - 1) / (16 * kGroups);
+  launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kMmaWarps * 32),
              (tokens + 7) / 8 * kTileBytes, s, static_cast<const __nv_bfloat16*>(x), P,
              static_cast<Y*>(y), tokens, k, n);
   NI_CUDA_LAUNCH_CHECK("mma_quant");
+}
+
+// Staged, as many row groups a block (4, 2, 1) as still fill every SM with two blocks.
+template <class F, class Y>
+void launch_mma_staged(const void* x, const void* w, void* y, int tokens, int k, int n,
+                       cudaStream_t s) {
+  const int resident = 2 * device_limits().sms;
+  if ((n + 63) / 64 >= resident)
+    launch_mma<F, Y, true, 4>(x, w, y, tokens, k, n, s);
+  else if ((n + 31) / 32 >= resident)
+    launch_mma<F, Y, true, 2>(x, w, y, tokens, k, n, s);
+  else
+    launch_mma<F, Y, true, 1>(x, w, y, tokens, k, n, s);
 }
 
 // Runs f(F{}) for w_dt's format; fails naming op where the device keeps no such blocks.
@@ -398,9 +439,9 @@ void mma_quant(DType w_dt, const void* x, const void* w, DType y_dt, void* y, in
   NI_ASSERT(tokens >= 1 && tokens <= kQuantMmaMaxTokens && n >= 1 && k % 32 == 0);
   for_kept("mma_quant", w_dt, [&](auto f) {
     if (tokens > kMmaStagedAbove)
-      NI_DISPATCH_FLOAT(y_dt, Y, launch_mma<decltype(f), Y, true>(x, w, y, tokens, k, n, s));
+      NI_DISPATCH_FLOAT(y_dt, Y, launch_mma_staged<decltype(f), Y>(x, w, y, tokens, k, n, s));
     else
-      NI_DISPATCH_FLOAT(y_dt, Y, launch_mma<decltype(f), Y, false>(x, w, y, tokens, k, n, s));
+      NI_DISPATCH_FLOAT(y_dt, Y, launch_mma<decltype(f), Y, false, 1>(x, w, y, tokens, k, n, s));
   });
 }
 
