@@ -53,18 +53,55 @@ std::vector<json> prompt_list(const json& prompt) {
   return {prompt};
 }
 
+// A message's content: a text, or a list of parts, text ones only, joined by newlines.
+std::string content_text(const json& content) {
+  if (content.is_string()) return content.get<std::string>();
+  if (!content.is_array()) fail("each message needs a 'role' and a text 'content'");
+  std::string text;
+  for (size_t i = 0; i < content.size(); ++i) {
+    const json& part = content[i];
+    if (!part.is_object() || !part.contains("type") || part["type"] != "text" ||
+        !part.contains("text") || !part["text"].is_string())
+      fail(
+          "a message's content parts must be {\"type\": \"text\", \"text\": ...}: no other "
+          "kind is served");
+    text += (i > 0 ? "\n" : "") + part["text"].get<std::string>();
+  }
+  return text;
+}
+
 std::vector<int32_t> chat_ids(const json& messages, const Tokenizer* tok) {
   if (tok == nullptr) fail("this model has no tokenizer, so no chat template");
   if (!messages.is_array() || messages.empty()) fail("'messages' must be a non-empty list");
   std::vector<ChatMessage> chat;
   for (const json& m : messages) {
-    if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content") ||
-        !m["content"].is_string())
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content"))
       fail("each message needs a 'role' and a text 'content'");
-    chat.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+    chat.push_back({m["role"].get<std::string>(), content_text(m["content"])});
   }
   // A chat template already holds the special tokens it needs.
   return tok->encode(tok->apply_chat_template(chat, true), false);
+}
+
+// Fields that would change what the model is asked to do and that this server does not serve
+// (tool calls, JSON output, insertion, ranked choices) are refused, not dropped.
+void refuse_unserved(const json& body, int n) {
+  auto given = [&](const char* key) { return body.contains(key) && !body[key].is_null(); };
+  for (const char* key : {"tools", "functions"})
+    if (given(key) && !(body[key].is_array() && body[key].empty()))
+      fail(std::string("'") + key + "': tool and function calls are not served");
+  for (const char* key : {"tool_choice", "function_call"})
+    if (given(key) && body[key] != "none")
+      fail(std::string("'") + key + "': tool and function calls are not served");
+  if (given("response_format")) {
+    const json& f = body["response_format"];
+    if (!f.is_object() || !f.contains("type") || f["type"] != "text")
+      fail("'response_format': only {\"type\": \"text\"} is served (no JSON mode or schema)");
+  }
+  if (given("suffix") && !(body["suffix"].is_string() && body["suffix"].get<std::string>().empty()))
+    fail("'suffix': insertion is not served");
+  if (given("best_of") && body["best_of"] != n)
+    fail("'best_of' other than 'n' is not served (choices are not ranked)");
 }
 
 // The API names two ways to end: "length", and "stop" for an end token or a stop string alike.
@@ -174,6 +211,7 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Tokeniz
   take(body, "n", r.n);
   if (r.n < 1 || r.n > 16) fail("'n' must be in [1, 16], got " + std::to_string(r.n));
   if (r.n > 1 && r.stream) fail("'n' > 1 is not supported in streams");
+  refuse_unserved(body, r.n);
   // Log-probabilities: completions take 'logprobs' as the number of alternatives, chat takes
   // 'logprobs' true and 'top_logprobs'.
   SamplingParams& p = r.request.params;

@@ -155,8 +155,8 @@ TEST_F(ServerTest, CompletionIsTheEnginesOutput) {
 // A request that starts with an earlier one's prompt and reply (a conversation's next turn) takes
 // their whole blocks from the cache, and its usage says how many prompt tokens that was.
 TEST_F(ServerTest, UsageCountsThePromptTokensTakenFromTheCache) {
-  std::vector<int32_t> ids;
-  for (int32_t i = 0; i < 40; ++i) ids.push_back(100 + 7 * i);
+  std::vector<int32_t> ids(40);
+  for (int32_t i = 0; i < 40; ++i) ids[static_cast<size_t>(i)] = 100 + 7 * i;
   const json first =
       post("/v1/completions",
            {{"prompt", ids}, {"max_tokens", 20}, {"temperature", 0}, {"ignore_eos", true}});
@@ -439,6 +439,18 @@ TEST_F(ServerTest, ChatUsesTheTemplate) {
   EXPECT_EQ(r["choices"][0]["message"]["role"], "assistant");
   EXPECT_EQ(r["choices"][0]["message"]["content"], want.text);
   EXPECT_EQ(r["choices"][0]["token_ids"].get<std::vector<int32_t>>(), want.token_ids);
+  // Content as a list of text parts is their texts joined by newlines.
+  const json parts =
+      json::array({{{"role", "user"},
+                    {"content", json::array({{{"type", "text"}, {"text", "Hi"}},
+                                             {{"type", "text"}, {"text", "there"}}})}}});
+  const GenerationOutput joined =
+      alone(tok.encode(tok.apply_chat_template({{"user", "Hi\nthere"}}, true), false), 8);
+  EXPECT_EQ(
+      post("/v1/chat/completions",
+           {{"messages", parts}, {"max_tokens", 8}, {"temperature", 0}})["choices"][0]["token_ids"]
+          .get<std::vector<int32_t>>(),
+      joined.token_ids);
 }
 
 // Clients at once are all in the running batch, beyond cpp-httplib's default pool (cores - 1, at
@@ -451,6 +463,7 @@ TEST_F(ServerTest, TheRequestsServedAtOnceAreTheHttpThreads) {
     const int n = threads == 2 ? 6 : 48;
     std::vector<json> got(static_cast<size_t>(n));
     std::vector<std::thread> clients;
+    clients.reserve(static_cast<size_t>(n));
     for (int i = 0; i < n; ++i)
       clients.emplace_back([&, i] {
         got[static_cast<size_t>(i)] = post("/v1/completions", {{"prompt", {5, 6, 7 + i}},
@@ -584,6 +597,37 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
                 .get<std::string>()
                 .find("'messages'"),
             std::string::npos);
+  // What would change the request and is not served is refused, not dropped.
+  const json hi = json::array({{{"role", "user"}, {"content", "Hi"}}});
+  auto chat_message = [&](json body) {
+    body["messages"] = hi;
+    return post("/v1/chat/completions", body, 400)["error"]["message"].get<std::string>();
+  };
+  const json tool = {{"type", "function"}, {"function", {{"name", "f"}}}};
+  EXPECT_NE(chat_message({{"tools", json::array({tool})}}).find("'tools': tool and function"),
+            std::string::npos);
+  EXPECT_NE(chat_message({{"tool_choice", "required"}}).find("'tool_choice'"), std::string::npos);
+  EXPECT_NE(chat_message({{"response_format", {{"type", "json_object"}}}}).find("no JSON mode"),
+            std::string::npos);
+  EXPECT_NE(post("/v1/chat/completions",
+                 {{"messages", json::array({{{"role", "user"},
+                                             {"content", json::array({{{"type", "image_url"},
+                                                                       {"image_url", "x"}}})}}})}},
+                 400)["error"]["message"]
+                .get<std::string>()
+                .find("no other kind is served"),
+            std::string::npos);
+  EXPECT_NE(message({{"prompt", "x"}, {"suffix", "end"}}).find("'suffix'"), std::string::npos);
+  EXPECT_NE(message({{"prompt", "x"}, {"best_of", 3}}).find("'best_of'"), std::string::npos);
+  // ... and their empty or neutral forms pass.
+  const json neutral = {{"messages", hi},        {"max_tokens", 2},
+                        {"ignore_eos", true},    {"tools", json::array()},
+                        {"tool_choice", "none"}, {"response_format", {{"type", "text"}}}};
+  EXPECT_EQ(post("/v1/chat/completions", neutral)["usage"]["completion_tokens"], 2);
+  EXPECT_EQ(
+      post("/v1/completions",
+           {{"prompt", "x"}, {"max_tokens", 2}, {"best_of", 1}})["usage"]["completion_tokens"],
+      2);
   // The server still serves after them.
   EXPECT_EQ(
       post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}})["usage"]["completion_tokens"],
