@@ -176,6 +176,7 @@ class Engine {
   // token being announced, its logprobs entry included); null when it is not running.
   const GenerationOutput* progress(size_t id) const;
   const ModelConfig& config() const;
+  int max_context() const;  // positions per sequence (the option, or its default)
   // Time per op kind, prefill and decode apart, since the engine was made (with profile on).
   std::string profile_report() const;
   // The model's tokenizer; null for a checkpoint without tokenizer files.

@@ -127,10 +127,10 @@ void run_perplexity(const PerplexityArgs& a) {
     return;
   }
   std::printf(
-      "perplexity %.4f (mean NLL %.4f) over %lld tokens in %zu windows of up to %d, %.1f s "
+      "perplexity %.4f (mean NLL %.4f) over %lld tokens in %zu window%s of up to %d, %.1f s "
       "(%.0f tokens/s)\n",
-      std::exp(mean), mean, static_cast<long long>(scored), all.size(), a.context, seconds,
-      static_cast<double>(scored) / seconds);
+      std::exp(mean), mean, static_cast<long long>(scored), all.size(), all.size() == 1 ? "" : "s",
+      a.context, seconds, static_cast<double>(scored) / seconds);
 }
 
 }  // namespace

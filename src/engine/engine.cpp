@@ -242,6 +242,10 @@ const GenerationStats& Engine::last_stats() const {
 const ModelConfig& Engine::config() const {
   return impl_->loaded.config;
 }
+int Engine::max_context() const {
+  return impl_->options.max_context;
+}
+
 const Tokenizer* Engine::tokenizer() const {
   return impl_->tokenizer.get();
 }

@@ -199,7 +199,7 @@ json logprobs(const ApiRequest& r, const GenerationOutput& out, const Tokenizer*
 }  // namespace
 
 std::vector<ApiRequest> parse_request(const json& body, bool chat, const Tokenizer* tok,
-                                      int vocab_size) {
+                                      int vocab_size, int max_context) {
   if (!body.is_object()) fail("the body must be a JSON object");
   ApiRequest r;
   r.chat = chat;
@@ -242,8 +242,11 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Tokeniz
   }
   p.temperature = 1.0F;  // the API's default
   p.max_new_tokens = chat ? 512 : 16;
-  take(body, "max_tokens", p.max_new_tokens);
-  take(body, "max_completion_tokens", p.max_new_tokens);
+  bool max_given = false;
+  for (const char* key : {"max_tokens", "max_completion_tokens"}) {
+    max_given = max_given || (body.contains(key) && !body[key].is_null());
+    take(body, key, p.max_new_tokens);
+  }
   if (p.max_new_tokens == 0 && r.echo) {  // the prompt alone, scored
     r.score_only = true;
     p.max_new_tokens = 1;
@@ -294,6 +297,9 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Tokeniz
                         : tok != nullptr       ? tok->decode(c.request.prompt_ids)
                                                : std::string();
     }
+    const auto room = max_context - static_cast<int64_t>(c.request.prompt_ids.size());
+    if (!max_given && room >= 1 && room < c.request.params.max_new_tokens)
+      c.request.params.max_new_tokens = static_cast<int>(room);
     for (int i = 0; i < r.n; ++i) {
       choices.push_back(c);
       choices.back().request.params.seed += static_cast<uint64_t>(i);

@@ -33,9 +33,11 @@ struct ApiRequest {
 // Throws Error with a message for the client (HTTP 400) when the body cannot be served. A
 // prompt is a text (tokenized with the model's special tokens; chat messages through its
 // template) or, for completions, a list of token ids; completions may send a list of prompts.
-// Returns one request a choice: each prompt n times in a row (seeds seed, seed + 1, ...).
+// Returns one request a choice: each prompt n times in a row (seeds seed, seed + 1, ...). Without
+// max_tokens a choice takes the API's default (16; chat 512), or the room its prompt leaves in
+// max_context where that is less.
 std::vector<ApiRequest> parse_request(const nlohmann::json& body, bool chat, const Tokenizer* tok,
-                                      int vocab_size);
+                                      int vocab_size, int max_context);
 
 // Response identity: "cmpl-<n>" / "chatcmpl-<n>", the model's name, the creation time.
 struct ResponseId {

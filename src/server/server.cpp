@@ -90,7 +90,8 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
       std::vector<ApiRequest> choices;
       try {
         const json body = json::parse(req.body);
-        choices = parse_request(body, chat, engine_.tokenizer(), engine_.config().vocab_size);
+        choices = parse_request(body, chat, engine_.tokenizer(), engine_.config().vocab_size,
+                                engine_.max_context());
       } catch (const json::exception& e) {
         return reply_error(res, 400, std::string("the body is not JSON: ") + e.what(),
                            "invalid_request_error");

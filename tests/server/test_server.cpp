@@ -453,6 +453,26 @@ TEST_F(ServerTest, ChatUsesTheTemplate) {
       joined.token_ids);
 }
 
+// Without max_tokens the API's default (16; chat 512) shrinks to the room the prompt leaves in
+// the context (256 positions here) instead of failing; a max_tokens given is still checked.
+TEST_F(ServerTest, WithoutMaxTokensTheDefaultFitsTheContext) {
+  const json chat = post(
+      "/v1/chat/completions",
+      {{"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})}, {"ignore_eos", true}});
+  EXPECT_EQ(chat["usage"]["total_tokens"], 256);
+  EXPECT_EQ(chat["choices"][0]["finish_reason"], "length");
+  const std::vector<int32_t> long_prompt(250, 7);
+  const json done = post("/v1/completions", {{"prompt", long_prompt}, {"ignore_eos", true}});
+  EXPECT_EQ(done["usage"]["completion_tokens"], 6);
+  EXPECT_NE(post("/v1/completions", {{"prompt", long_prompt}, {"max_tokens", 16}},
+                 400)["error"]["message"]
+                .get<std::string>()
+                .find("exceeds the context"),
+            std::string::npos);
+  const json few = post("/v1/completions", {{"prompt", "x"}, {"ignore_eos", true}});
+  EXPECT_EQ(few["usage"]["completion_tokens"], 16);
+}
+
 // Clients at once are all in the running batch, beyond cpp-httplib's default pool (cores - 1, at
 // least 8, HTTP threads); with http_threads 2, two at a time and the others wait their turn.
 TEST_F(ServerTest, TheRequestsServedAtOnceAreTheHttpThreads) {

@@ -382,8 +382,8 @@ TEST(Cli, PerplexityIsTheMeanNllOfThePromptLogprobs) {
 
   const CliRun whole = run_cli("perplexity " + file + " --model " + model + " --context 1024");
   ASSERT_EQ(whole.code, 0) << whole.err;
-  const std::string over =
-      "over " + std::to_string(tok.encode(text, true).size() - 1) + " tokens in 1 windows";
+  const std::string over = "over " + std::to_string(tok.encode(text, true).size() - 1) +
+                           " tokens in 1 window of up to 1024";
   EXPECT_NE(whole.out.find(over), std::string::npos) << whole.out;
 }
 
