@@ -123,7 +123,8 @@ class CudaQuantMatmul : public ::testing::TestWithParam<std::tuple<DType, QuantS
 
 // x [T, K] (bf16 values) times kept blocks [N, K] through each path that takes T rows, against
 // the CPU backend's product (f32) over the weights the path multiplies: the blocks' values (the
-// block GEMV, one row; at K = 65,536 x does not fit its shared memory), those values rounded to
+// block GEMV, one row, x split into two int8 parts; at K = 131,072 x does not fit its shared
+// memory and each lane splits its units itself), those values rounded to
 // bf16 (the tensor-core kernel, up to 32 rows; the widened scratch + cuBLASLt, any rows); within
 // bf16's bound, and f32 outputs (the logits) hold bf16 values. The backend's matmul picks one of
 // them by T (the model tests run it). Above 16 rows the thousands-of-rows shapes take 2 or 4 row
@@ -180,20 +181,65 @@ INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaQuantMatmul,
     ::testing::Combine(::testing::ValuesIn(kept_formats()),
                        ::testing::Values(QuantShape{1, 256, 1}, QuantShape{1, 4096, 1100},
-                                         QuantShape{1, 65536, 3}, QuantShape{2, 512, 37},
-                                         QuantShape{3, 96, 5}, QuantShape{4, 14336, 300},
-                                         QuantShape{5, 768, 129}, QuantShape{8, 4096, 64},
-                                         QuantShape{8, 14336, 40}, QuantShape{9, 1024, 77},
-                                         QuantShape{13, 768, 17}, QuantShape{16, 4096, 130},
-                                         QuantShape{17, 1120, 45}, QuantShape{25, 512, 33},
-                                         QuantShape{32, 14336, 40}, QuantShape{40, 2048, 300},
-                                         QuantShape{9, 512, 20000}, QuantShape{24, 768, 9000},
-                                         QuantShape{32, 256, 40001}, QuantShape{32, 384, 40001})),
+                                         QuantShape{1, 65536, 3}, QuantShape{1, 131072, 2},
+                                         QuantShape{2, 512, 37}, QuantShape{3, 96, 5},
+                                         QuantShape{4, 14336, 300}, QuantShape{5, 768, 129},
+                                         QuantShape{8, 4096, 64}, QuantShape{8, 14336, 40},
+                                         QuantShape{9, 1024, 77}, QuantShape{13, 768, 17},
+                                         QuantShape{16, 4096, 130}, QuantShape{17, 1120, 45},
+                                         QuantShape{25, 512, 33}, QuantShape{32, 14336, 40},
+                                         QuantShape{40, 2048, 300}, QuantShape{9, 512, 20000},
+                                         QuantShape{24, 768, 9000}, QuantShape{32, 256, 40001},
+                                         QuantShape{32, 384, 40001})),
     [](const auto& info) {
       const QuantShape s = std::get<1>(info.param);
       return std::string(dtype_name(std::get<0>(info.param))) + "_" + std::to_string(s.tokens) +
              "x" + std::to_string(s.k) + "x" + std::to_string(s.n);
     });
+// The block GEMV splits x into two int8 parts per 32 values (x ~ s (h + l / 254), s from the
+// unit's largest magnitude): units with a value thousands of times the others, a zero unit and a
+// unit of values near 1e-20 stay within bf16's bound of the CPU's product; a NaN or an infinity
+// in x leaves every output not finite, as it does the CPU's.
+TEST(CudaQuant, GemvSplitsOutliersZerosAndNonFiniteX) {
+  auto gpu = keeping_cuda();
+  if (!gpu) GTEST_SKIP() << "no CUDA backend here (no GPU or a CPU-only build)";
+  auto cpu = make_cpu_backend();
+  const cudaStream_t stream = dynamic_cast<cuda::CudaBackend&>(*gpu).stream();
+  const int64_t K = 1024, N = 300;
+  std::mt19937 rng(11);
+  Tensor x = test::random_host({1, K}, DType::BF16, rng);
+  auto* xv = x.as<float>();
+  xv[5] = 2.0e4F;
+  xv[40] = -3.0e3F;
+  std::fill(xv + 64, xv + 96, 0.0F);
+  for (int64_t e = 96; e < 128; ++e) xv[e] = test::round_as(DType::BF16, xv[e] * 1e-20F);
+  for (const DType q : kept_formats()) {
+    const Tensor w = random_blocks_host(q, N, K, 21);
+    const Tensor dw = gpu->upload(w, DType::BF16), wf = cpu->upload(w, DType::F32);
+    for (const float bad : {0.0F, NAN, INFINITY}) {
+      Tensor xb = Tensor::zeros(DType::F32, {1, K});
+      std::copy(xv, xv + K, xb.as<float>());
+      xb.as<float>()[700] = bad != 0.0F ? bad : xv[700];
+      Tensor ref = cpu->alloc({1, N}, DType::F32), out = gpu->alloc({1, N}, DType::F32);
+      cpu->matmul(xb, wf, ref);
+      const Tensor dx = gpu->upload(xb, DType::BF16);
+      cuda::gemv_quant(q, dx.data(), dw.data(), DType::F32, out.data(), K, N, stream);
+      std::vector<float> got;
+      gpu->to_host_f32(out, got);
+      if (bad == 0.0F) {
+        EXPECT_LT(test::rel_error(got, ref.as<const float>(), got.size()),
+                  test::rel_bound(DType::BF16))
+            << dtype_name(q);
+        continue;
+      }
+      for (int64_t i = 0; i < N; ++i) {
+        ASSERT_FALSE(std::isfinite(ref.as<const float>()[i]));
+        ASSERT_FALSE(std::isfinite(got[static_cast<size_t>(i)]))
+            << dtype_name(q) << " " << bad << " row " << i;
+      }
+    }
+  }
+}
 #endif
 
 // A 256-wide model whose matrices are random blocks: the CUDA bf16 forward over the kept blocks

@@ -4,18 +4,16 @@
 //  - dequant_rows widens whole rows, value for value as the loader does (rounded to bf16 once
 //    when the output is bf16): the embedding gather, and the weights of a product of more rows
 //    than mma_quant takes, widened into a scratch matrix for cuBLASLt.
-//  - gemv_quant: one row of x against the blocks on the CUDA cores, the blocks' values unrounded.
-//    One block of 16 warps per SM; warp g of the G in the grid owns rows g, g + G, ...; lane l
-//    takes units (32 values) l, l + 32, ... of the row, kUnroll of them loaded before any is
-//    used (H200, 2026-12-03: a stream of two-unit chunks with the next one's loads issued before
-//    the current one's arithmetic ran 35 % slower than these four-unit batches; 2026-12-04: four-
-//    unit chunks so, in two register buffers, 27 % slower, 241 against 331 tok/s). x is staged in
-//    shared memory as f32 in planes of 16-byte words, lanes on consecutive words, with each 16
-//    values' sum when the format has offsets, so a unit costs sum_e q_e x_e per 16 values and
-//    one a * s - b * sum(x) per pair: value = a * q - b. Quants become floats by a byte permute
-//    and a subtraction, not by the quarter-rate conversion instruction. (For one row it runs
-//    1.33x mma_quant's speed: 8B Q4_K_M decode 326 against 246 tok/s; from two rows on the
-//    tensor cores win, 477 against 385 tok/s at two, 1,790 against 706 at eight.)
+//  - gemv_quant: one row of x against the blocks, in integer dot products (dp4a): x is split per
+//    unit into two int8 parts (XUnit below), so a unit costs 16 dp4a and a few float operations
+//    instead of a conversion and a multiply-add per value. One block of 16 warps per SM; warp g
+//    of the G in the grid owns rows g, g + G, ...; lane l takes units (32 values) l, l + 32, ...
+//    of the row, kUnroll of them loaded before any is used. H200, 8B Q4_K_M decode at one
+//    sequence: 384 tok/s against 329 with a float multiply-add per value (2026-12-04). Slower
+//    there: two-unit chunks with the next one's loads issued before the current one's arithmetic
+//    (-35 %, 2026-12-03), four-unit chunks so in two register buffers (-27 %); with dp4a, one
+//    flat loop over chunks whose first loads go out before x is staged (-25 % to -40 % however
+//    deep), a lane on a block's four consecutive units, loading their words once (-14 %).
 //  - mma_quant: 2 to 32 rows on the tensor cores (below).
 //  - Sums are rounded to bf16, also into f32 y (the logits), as gemv_bf16 does.
 #include <cuda_bf16.h>
@@ -95,70 +93,139 @@ __global__ void repack_kernel(const uint8_t* src, int64_t blocks, PlaneTable tab
 constexpr int kWarps = 16;  // one block of 512 threads per SM
 constexpr int kUnroll = 4;  // units a lane loads before using the first
 
-// x's 8 values 8p .. 8p + 7 of unit u as floats: from shared memory, where a block keeps x as
-// f32 in planes of 16-byte words (word q of unit u at q * units + u, so that a warp's lanes read
-// consecutive words), or where that does not fit from global memory through the L1.
-template <bool kShared>
-__device__ __forceinline__ void x8(const float4* xs, const __nv_bfloat16* xg, int units, int u,
-                                   int p, float* out) {
-  if constexpr (kShared) {
-    const float4 a = xs[2 * p * units + u], b = xs[(2 * p + 1) * units + u];
-    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w;
-    out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
-  } else {
-    unpack8(__ldg(reinterpret_cast<const uint4*>(xg + 32 * u + 8 * p)), out);
+// x for the block GEMV, per unit of 32 values: two int8 parts, x_e ~ s (h_e + l_e / 254) with
+// s = max |x| / 127, so that a unit's product is integer dot products (dp4a) of the quants with h
+// and with l; |x_e - s (h_e + l_e / 254)| <= max |x| / 64,516, far under x's own bf16 spacing.
+// m = (s / 254, sum of values 0-15, of 16-31): the scale of h * 254 + l and, for the formats with
+// offsets, b's factors. In shared memory a unit is five planes of 16-byte words (h of values
+// 0-15, h of 16-31, l of 0-15, l of 16-31, m; word p of unit u at p * units + u), so that a
+// warp's lanes read consecutive words.
+struct XUnit {
+  uint32_t h[8], l[8];
+  float4 m;
+};
+constexpr int kXPlanes = 5;
+
+// max |v| with NaN kept (fmaxf drops it), so that a NaN in x makes the unit's scale NaN.
+__device__ __forceinline__ float nan_max(float a, float b) {
+  return (a > b || a != a) ? a : b;
+}
+
+// 4 values as bytes of h and l, given 127 / max |x| (0 where the unit is zero, not finite or tiny).
+__device__ __forceinline__ void split4(const float* v, float inv, uint32_t& h, uint32_t& l) {
+  h = l = 0;
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const float t = v[e] * inv, hi = rintf(t);
+    h |= (static_cast<uint32_t>(static_cast<int>(hi)) & 0xFFU) << (8 * e);
+    l |= (static_cast<uint32_t>(static_cast<int>(rintf((t - hi) * 254.0F))) & 0xFFU) << (8 * e);
   }
 }
+__device__ __forceinline__ float inverse_scale(float mx) {
+  return mx >= 1e-30F && mx <= 3e38F ? 127.0F / mx : 0.0F;
+}
+
+// Unit u of x, from shared memory or (x too long for it) made from global memory.
+template <bool kShared>
+__device__ __forceinline__ XUnit x_unit(const uint4* xs, const __nv_bfloat16* xg, int units,
+                                        int u) {
+  XUnit r;
+  if constexpr (kShared) {
+#pragma unroll
+    for (int p = 0; p < 4; ++p) {
+      const uint4 w = xs[p * units + u];
+      quant::words(w, (p < 2 ? r.h : r.l) + 4 * (p % 2));
+    }
+    const uint4 m = xs[4 * units + u];
+    r.m = make_float4(__uint_as_float(m.x), __uint_as_float(m.y), __uint_as_float(m.z), 0.0F);
+  } else {
+    float v[32], mx = 0.0F, sum[2] = {};
+#pragma unroll
+    for (int p = 0; p < 4; ++p)
+      unpack8(__ldg(reinterpret_cast<const uint4*>(xg + 32 * u) + p), v + 8 * p);
+#pragma unroll
+    for (int e = 0; e < 32; ++e) {
+      mx = nan_max(mx, fabsf(v[e]));
+      sum[e / 16] += v[e];
+    }
+    const float inv = inverse_scale(mx);
+#pragma unroll
+    for (int g = 0; g < 8; ++g) split4(v + 4 * g, inv, r.h[g], r.l[g]);
+    r.m = make_float4(mx / (127.0F * 254.0F), sum[0], sum[1], 0.0F);
+  }
+  return r;
+}
+
+// Stages x into xs as XUnits: 8 threads a unit, 4 values each.
+__device__ __forceinline__ void stage_x(const __nv_bfloat16* x, int units, uint4* xs) {
+  auto* words32 = reinterpret_cast<uint32_t*>(xs);
+  const int lane = static_cast<int>(threadIdx.x % 32);
+  for (int base = static_cast<int>(threadIdx.x - lane); base < 8 * units;
+       base += static_cast<int>(blockDim.x)) {  // whole warps, for the shuffles
+    const int t = base + lane, u = t / 8, g = t % 8;
+    float v[4] = {};
+    if (t < 8 * units) {
+      const uint2 w = __ldg(reinterpret_cast<const uint2*>(x + 32 * u + 4 * g));
+      const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w.x));
+      const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&w.y));
+      v[0] = a.x, v[1] = a.y, v[2] = b.x, v[3] = b.y;
+    }
+    float mx = nan_max(nan_max(fabsf(v[0]), fabsf(v[1])), nan_max(fabsf(v[2]), fabsf(v[3])));
+    float sum = (v[0] + v[1]) + (v[2] + v[3]);
+#pragma unroll
+    for (int o = 1; o < 8; o <<= 1) {
+      mx = nan_max(mx, __shfl_xor_sync(0xffffffffU, mx, o));
+      if (o < 4) sum += __shfl_xor_sync(0xffffffffU, sum, o);
+    }
+    const float high_sum = __shfl_xor_sync(0xffffffffU, sum, 4);
+    if (t >= 8 * units) continue;
+    uint32_t h = 0, l = 0;
+    split4(v, inverse_scale(mx), h, l);
+    words32[4 * ((g / 4) * units + u) + g % 4] = h;
+    words32[4 * ((2 + g / 4) * units + u) + g % 4] = l;
+    if (g == 0)
+      xs[4 * units + u] = make_uint4(__float_as_uint(mx / (127.0F * 254.0F)), __float_as_uint(sum),
+                                     __float_as_uint(high_sum), 0U);
+  }
+}
+
+constexpr int kMagic = 0x4B400000;  // 1.5 * 2^23 as a float: its low 22 bits read as an integer
+constexpr float kMagicF = 12582912.0F;
 
 template <class F, bool kShared, class Y>
 __global__ void __launch_bounds__(kWarps * 32, 1)
     gemv_quant_kernel(const __nv_bfloat16* x, quant::Planes P, Y* y, int k, int n) {
-  extern __shared__ float4 smem[];  // x's planes (kShared), then [2 units] sums of 16 values
+  extern __shared__ uint4 xs[];  // kShared: x as XUnits
   const int lane = threadIdx.x % 32, units = k / 32;
   const int stride = static_cast<int>(gridDim.x) * kWarps;
-  float* sums = reinterpret_cast<float*>(smem + (kShared ? 8 * units : 0));
   const int first = static_cast<int>((threadIdx.x / 32) * gridDim.x + blockIdx.x);
   float acc = 0.0F;
 
-  // acc += unit u (quants q) . x: four independent FMA chains per unit.
+  // acc += unit u (quants q) . x: per 16 values sum_e q_e h_e and sum_e q_e l_e in dp4a chains
+  // started at kMagic (|sums| < 2^18, so each chain's bits are the float 1.5 * 2^23 + sum).
   auto apply = [&](const Unit& q, int u) {
-    float s[4] = {};
+    const XUnit xu = x_unit<kShared>(xs, x, units, u);
+    float c[2];
 #pragma unroll
-    for (int p = 0; p < 4; ++p) {
-      float xf[8];
-      x8<kShared>(smem, x, units, u, p, xf);
+    for (int p = 0; p < 2; ++p) {
+      int h = kMagic, l = kMagic;
 #pragma unroll
-      for (int e = 0; e < 8; ++e) s[p] = fmaf(quant::quant(q, 8 * p + e), xf[e], s[p]);
+      for (int w = 4 * p; w < 4 * p + 4; ++w) {
+        h = __dp4a(static_cast<int>(q.q[w]), static_cast<int>(xu.h[w]), h);
+        l = __dp4a(static_cast<int>(q.q[w]), static_cast<int>(xu.l[w]), l);
+      }
+      c[p] = fmaf(254.0F, __int_as_float(h) - kMagicF, __int_as_float(l) - kMagicF);
     }
-    float d = fmaf(q.a[0], s[0] + s[1], q.a[1] * (s[2] + s[3]));
-    if constexpr (F::kOffset) {
-      const float2 g = reinterpret_cast<const float2*>(sums)[u];
-      d -= fmaf(q.b[0], g.x, q.b[1] * g.y);
-    }
+    float d = xu.m.x * fmaf(q.a[0], c[0], q.a[1] * c[1]);
+    if constexpr (F::kOffset) d -= fmaf(q.b[0], xu.m.y, q.b[1] * xu.m.z);
     acc += d;
   };
 
   pdl_wait();  // x belongs to the kernel before this one
-  for (int u = static_cast<int>(threadIdx.x); (kShared || F::kOffset) && u < units;
-       u += kWarps * 32) {
-    float part[2] = {};
-#pragma unroll
-    for (int p = 0; p < 4; ++p) {
-      float f[8];
-      unpack8(__ldg(reinterpret_cast<const uint4*>(x + 32 * u) + p), f);
-#pragma unroll
-      for (int e = 0; e < 8; e += 2) part[p / 2] += f[e] + f[e + 1];
-      if constexpr (kShared) {
-        smem[2 * p * units + u] = make_float4(f[0], f[1], f[2], f[3]);
-        smem[(2 * p + 1) * units + u] = make_float4(f[4], f[5], f[6], f[7]);
-      }
-    }
-    if constexpr (F::kOffset) {
-      sums[2 * u] = part[0];
-      sums[2 * u + 1] = part[1];
-    }
+  if constexpr (kShared) {
+    stage_x(x, units, xs);
+    __syncthreads();
   }
-  __syncthreads();
 
   for (int row = first; row < n; row += stride) {
     int u0 = lane;
@@ -180,8 +247,7 @@ template <class F, class Y>
 void launch_gemv(const void* x, const void* w, void* y, int k, int n, cudaStream_t s) {
   const DeviceLimits& m = device_limits();
   const auto grid = static_cast<unsigned>(std::min(m.sms, (n + kWarps - 1) / kWarps));
-  const size_t units = static_cast<size_t>(k / 32);
-  const size_t sums = F::kOffset ? sizeof(float) * 2 * units : 0, shared = 128 * units + sums;
+  const size_t shared = sizeof(uint4) * kXPlanes * static_cast<size_t>(k / 32);
   const quant::Planes P = quant::planes_of<F>(w, int64_t{n} * (k / F::kValues));
   auto go = [&](auto kernel, size_t smem) {
     [[maybe_unused]] static const bool once = (allow_dynamic_smem(kernel, m.smem_optin), true);
@@ -192,7 +258,7 @@ void launch_gemv(const void* x, const void* w, void* y, int k, int n, cudaStream
   if (shared <= static_cast<size_t>(m.smem_optin))
     go(gemv_quant_kernel<F, true, Y>, shared);
   else
-    go(gemv_quant_kernel<F, false, Y>, sums);
+    go(gemv_quant_kernel<F, false, Y>, 0);
 }
 
 // mma_quant: up to 32 rows of x against the blocks on the tensor cores (mma.sync m16n8k16,
