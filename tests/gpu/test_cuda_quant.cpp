@@ -123,8 +123,8 @@ class CudaQuantMatmul : public ::testing::TestWithParam<std::tuple<DType, QuantS
 
 // x [T, K] (bf16 values) times kept blocks [N, K] through each path that takes T rows, against
 // the CPU backend's product (f32) over the weights the path multiplies: the blocks' values (the
-// block GEMV, one row, x split into two int8 parts; at K = 131,072 x does not fit its shared
-// memory and each lane splits its units itself), those values rounded to
+// block GEMV, 1-4 rows, x split into two int8 parts; at K = 131,072, and 65,536 for two rows, x
+// does not fit its shared memory and each lane splits its units itself), those values rounded to
 // bf16 (the tensor-core kernel, up to 32 rows; the widened scratch + cuBLASLt, any rows); within
 // bf16's bound, and f32 outputs (the logits) hold bf16 values. The backend's matmul picks one of
 // them by T (the model tests run it). Above 16 rows the thousands-of-rows shapes take 2 or 4 row
@@ -151,13 +151,15 @@ TEST_P(CudaQuantMatmul, MatchesTheCpuOverTheSameBlocks) {
   ASSERT_EQ(dw.dtype(), q);
   enum Path { kGemv, kMma, kScratch };
   for (const Path path : {kGemv, kMma, kScratch}) {
-    if ((path == kGemv && s.tokens > 1) || (path == kMma && s.tokens > cuda::kQuantMmaMaxTokens))
+    if ((path == kGemv && s.tokens > cuda::kQuantGemvMaxTokens) ||
+        (path == kMma && s.tokens > cuda::kQuantMmaMaxTokens))
       continue;
     const char* name = path == kGemv ? "gemv " : (path == kMma ? "mma " : "scratch ");
     for (const DType out_dt : {DType::BF16, DType::F32}) {
       Tensor out = gpu->alloc({s.tokens, s.n}, out_dt);
       if (path == kGemv) {
-        cuda::gemv_quant(q, dx.data(), dw.data(), out_dt, out.data(), s.k, s.n, cuda_be.stream());
+        cuda::gemv_quant(q, dx.data(), dw.data(), out_dt, out.data(), s.tokens, s.k, s.n,
+                         cuda_be.stream());
       } else if (path == kMma) {
         cuda::mma_quant(q, dx.data(), dw.data(), out_dt, out.data(), s.tokens, s.k, s.n,
                         cuda_be.stream());
@@ -182,15 +184,15 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Combine(::testing::ValuesIn(kept_formats()),
                        ::testing::Values(QuantShape{1, 256, 1}, QuantShape{1, 4096, 1100},
                                          QuantShape{1, 65536, 3}, QuantShape{1, 131072, 2},
-                                         QuantShape{2, 512, 37}, QuantShape{3, 96, 5},
-                                         QuantShape{4, 14336, 300}, QuantShape{5, 768, 129},
-                                         QuantShape{8, 4096, 64}, QuantShape{8, 14336, 40},
-                                         QuantShape{9, 1024, 77}, QuantShape{13, 768, 17},
-                                         QuantShape{16, 4096, 130}, QuantShape{17, 1120, 45},
-                                         QuantShape{25, 512, 33}, QuantShape{32, 14336, 40},
-                                         QuantShape{40, 2048, 300}, QuantShape{9, 512, 20000},
-                                         QuantShape{24, 768, 9000}, QuantShape{32, 256, 40001},
-                                         QuantShape{32, 384, 40001})),
+                                         QuantShape{2, 512, 37}, QuantShape{2, 65536, 3},
+                                         QuantShape{3, 96, 5}, QuantShape{4, 14336, 300},
+                                         QuantShape{5, 768, 129}, QuantShape{8, 4096, 64},
+                                         QuantShape{8, 14336, 40}, QuantShape{9, 1024, 77},
+                                         QuantShape{13, 768, 17}, QuantShape{16, 4096, 130},
+                                         QuantShape{17, 1120, 45}, QuantShape{25, 512, 33},
+                                         QuantShape{32, 14336, 40}, QuantShape{40, 2048, 300},
+                                         QuantShape{9, 512, 20000}, QuantShape{24, 768, 9000},
+                                         QuantShape{32, 256, 40001}, QuantShape{32, 384, 40001})),
     [](const auto& info) {
       const QuantShape s = std::get<1>(info.param);
       return std::string(dtype_name(std::get<0>(info.param))) + "_" + std::to_string(s.tokens) +
@@ -223,7 +225,7 @@ TEST(CudaQuant, GemvSplitsOutliersZerosAndNonFiniteX) {
       Tensor ref = cpu->alloc({1, N}, DType::F32), out = gpu->alloc({1, N}, DType::F32);
       cpu->matmul(xb, wf, ref);
       const Tensor dx = gpu->upload(xb, DType::BF16);
-      cuda::gemv_quant(q, dx.data(), dw.data(), DType::F32, out.data(), K, N, stream);
+      cuda::gemv_quant(q, dx.data(), dw.data(), DType::F32, out.data(), 1, K, N, stream);
       std::vector<float> got;
       gpu->to_host_f32(out, got);
       if (bad == 0.0F) {

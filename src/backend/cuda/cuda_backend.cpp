@@ -710,9 +710,9 @@ void CudaBackend::matmul(const Tensor& x, const Tensor& w, Tensor& out) {
     NI_ASSERT(x.dtype() == DType::BF16);
     OpScope op(*this, "matmul " + std::to_string(N) + "x" + std::to_string(K) + " " +
                           dtype_name(w.dtype()));
-    if (use_gemv_ && T == 1) {
-      gemv_quant(w.dtype(), x.data(), w.data(), out.dtype(), out.data(), static_cast<int>(K),
-                 static_cast<int>(N), stream_);
+    if (use_gemv_ && T <= kQuantGemvMaxTokens) {
+      gemv_quant(w.dtype(), x.data(), w.data(), out.dtype(), out.data(), static_cast<int>(T),
+                 static_cast<int>(K), static_cast<int>(N), stream_);
       return;
     }
     if (use_gemv_ && T <= kQuantMmaMaxTokens) {

@@ -4,17 +4,20 @@
 //  - dequant_rows widens whole rows, value for value as the loader does (rounded to bf16 once
 //    when the output is bf16): the embedding gather, and the weights of a product of more rows
 //    than mma_quant takes, widened into a scratch matrix for cuBLASLt.
-//  - gemv_quant: one row of x against the blocks, in integer dot products (dp4a): x is split per
-//    unit into two int8 parts (XUnit below), so a unit costs 16 dp4a and a few float operations
-//    instead of a conversion and a multiply-add per value. One block of 16 warps per SM; warp g
+//  - gemv_quant: one or two rows of x against the blocks, in integer dot products (dp4a): x is
+//    split per unit into two int8 parts (XUnit below), so a unit costs 16 dp4a and a few float
+//    operations a row instead of a conversion and a multiply-add per value; the rows share each
+//    unit's loads and its widening to bytes. One block of 16 warps per SM; warp g
 //    of the G in the grid owns rows g, g + G, ...; lane l takes units (32 values) l, l + 32, ...
 //    of the row, kUnroll of them loaded before any is used. H200, 8B Q4_K_M decode at one
-//    sequence: 384 tok/s against 329 with a float multiply-add per value (2026-12-04). Slower
+//    sequence: 384 tok/s against 329 with a float multiply-add per value, at two 577 against
+//    mma_quant's 491; at three and four mma_quant wins, 704 and 936 against 542 and 721 (the
+//    three- and four-row kernels at 128 registers, Q6_K's spilling; 2026-12-04). Slower
 //    there: two-unit chunks with the next one's loads issued before the current one's arithmetic
 //    (-35 %, 2026-12-03), four-unit chunks so in two register buffers (-27 %); with dp4a, one
 //    flat loop over chunks whose first loads go out before x is staged (-25 % to -40 % however
 //    deep), a lane on a block's four consecutive units, loading their words once (-14 %).
-//  - mma_quant: 2 to 32 rows on the tensor cores (below).
+//  - mma_quant: up to 32 rows on the tensor cores (below; the backend's from three rows).
 //  - Sums are rounded to bf16, also into f32 y (the logits), as gemv_bf16 does.
 #include <cuda_bf16.h>
 
@@ -192,38 +195,41 @@ __device__ __forceinline__ void stage_x(const __nv_bfloat16* x, int units, uint4
 constexpr int kMagic = 0x4B400000;  // 1.5 * 2^23 as a float: its low 22 bits read as an integer
 constexpr float kMagicF = 12582912.0F;
 
-template <class F, bool kShared, class Y>
+template <class F, bool kShared, class Y, int kRows>
 __global__ void __launch_bounds__(kWarps * 32, 1)
     gemv_quant_kernel(const __nv_bfloat16* x, quant::Planes P, Y* y, int k, int n) {
-  extern __shared__ uint4 xs[];  // kShared: x as XUnits
+  extern __shared__ uint4 xs[];  // kShared: each row of x as XUnits, kXPlanes * units words a row
   const int lane = threadIdx.x % 32, units = k / 32;
   const int stride = static_cast<int>(gridDim.x) * kWarps;
   const int first = static_cast<int>((threadIdx.x / 32) * gridDim.x + blockIdx.x);
-  float acc = 0.0F;
+  float acc[kRows] = {};
 
-  // acc += unit u (quants q) . x: per 16 values sum_e q_e h_e and sum_e q_e l_e in dp4a chains
-  // started at kMagic (|sums| < 2^18, so each chain's bits are the float 1.5 * 2^23 + sum).
+  // acc[r] += unit u (quants q) . x[r]: per 16 values sum_e q_e h_e and sum_e q_e l_e in dp4a
+  // chains started at kMagic (|sums| < 2^18, so each chain's bits are the float 1.5 * 2^23 + sum).
   auto apply = [&](const Unit& q, int u) {
-    const XUnit xu = x_unit<kShared>(xs, x, units, u);
-    float c[2];
 #pragma unroll
-    for (int p = 0; p < 2; ++p) {
-      int h = kMagic, l = kMagic;
+    for (int r = 0; r < kRows; ++r) {
+      const XUnit xu = x_unit<kShared>(xs + r * kXPlanes * units, x + int64_t{r} * k, units, u);
+      float c[2];
 #pragma unroll
-      for (int w = 4 * p; w < 4 * p + 4; ++w) {
-        h = __dp4a(static_cast<int>(q.q[w]), static_cast<int>(xu.h[w]), h);
-        l = __dp4a(static_cast<int>(q.q[w]), static_cast<int>(xu.l[w]), l);
+      for (int p = 0; p < 2; ++p) {
+        int h = kMagic, l = kMagic;
+#pragma unroll
+        for (int w = 4 * p; w < 4 * p + 4; ++w) {
+          h = __dp4a(static_cast<int>(q.q[w]), static_cast<int>(xu.h[w]), h);
+          l = __dp4a(static_cast<int>(q.q[w]), static_cast<int>(xu.l[w]), l);
+        }
+        c[p] = fmaf(254.0F, __int_as_float(h) - kMagicF, __int_as_float(l) - kMagicF);
       }
-      c[p] = fmaf(254.0F, __int_as_float(h) - kMagicF, __int_as_float(l) - kMagicF);
+      float d = xu.m.x * fmaf(q.a[0], c[0], q.a[1] * c[1]);
+      if constexpr (F::kOffset) d -= fmaf(q.b[0], xu.m.y, q.b[1] * xu.m.z);
+      acc[r] += d;
     }
-    float d = xu.m.x * fmaf(q.a[0], c[0], q.a[1] * c[1]);
-    if constexpr (F::kOffset) d -= fmaf(q.b[0], xu.m.y, q.b[1] * xu.m.z);
-    acc += d;
   };
 
   pdl_wait();  // x belongs to the kernel before this one
   if constexpr (kShared) {
-    stage_x(x, units, xs);
+    for (int r = 0; r < kRows; ++r) stage_x(x + int64_t{r} * k, units, xs + r * kXPlanes * units);
     __syncthreads();
   }
 
@@ -237,17 +243,20 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
       for (int i = 0; i < kUnroll; ++i) apply(q[i], u0 + 32 * i);
     }
     for (; u0 < units; u0 += 32) apply(quant::row_unit<F>(P, row, units, u0), u0);
-    const float sum = warp_sum(acc);
-    if (lane == 0) y[row] = from_f32<Y>(round_to<__nv_bfloat16>(sum));
-    acc = 0.0F;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const float sum = warp_sum(acc[r]);
+      if (lane == 0) y[int64_t{r} * n + row] = from_f32<Y>(round_to<__nv_bfloat16>(sum));
+      acc[r] = 0.0F;
+    }
   }
 }
 
-template <class F, class Y>
+template <class F, class Y, int kRows>
 void launch_gemv(const void* x, const void* w, void* y, int k, int n, cudaStream_t s) {
   const DeviceLimits& m = device_limits();
   const auto grid = static_cast<unsigned>(std::min(m.sms, (n + kWarps - 1) / kWarps));
-  const size_t shared = sizeof(uint4) * kXPlanes * static_cast<size_t>(k / 32);
+  const size_t shared = sizeof(uint4) * kXPlanes * static_cast<size_t>(k / 32) * kRows;
   const quant::Planes P = quant::planes_of<F>(w, int64_t{n} * (k / F::kValues));
   auto go = [&](auto kernel, size_t smem) {
     [[maybe_unused]] static const bool once = (allow_dynamic_smem(kernel, m.smem_optin), true);
@@ -256,9 +265,9 @@ void launch_gemv(const void* x, const void* w, void* y, int k, int n, cudaStream
     NI_CUDA_LAUNCH_CHECK("gemv_quant");
   };
   if (shared <= static_cast<size_t>(m.smem_optin))
-    go(gemv_quant_kernel<F, true, Y>, shared);
+    go(gemv_quant_kernel<F, true, Y, kRows>, shared);
   else
-    go(gemv_quant_kernel<F, false, Y>, 0);
+    go(gemv_quant_kernel<F, false, Y, kRows>, 0);
 }
 
 // mma_quant: up to 32 rows of x against the blocks on the tensor cores (mma.sync m16n8k16,
@@ -492,11 +501,17 @@ void dequant_rows(DType w_dt, const void* w, int64_t src_rows, int64_t k, const 
   });
 }
 
-void gemv_quant(DType w_dt, const void* x, const void* w, DType y_dt, void* y, int k, int n,
-                cudaStream_t s) {
-  NI_ASSERT(n >= 1 && k % 32 == 0);
+void gemv_quant(DType w_dt, const void* x, const void* w, DType y_dt, void* y, int tokens, int k,
+                int n, cudaStream_t s) {
+  NI_ASSERT(tokens >= 1 && tokens <= kQuantGemvMaxTokens && n >= 1 && k % 32 == 0);
   for_kept("gemv_quant", w_dt, [&](auto f) {
-    NI_DISPATCH_FLOAT(y_dt, Y, launch_gemv<decltype(f), Y>(x, w, y, k, n, s));
+    NI_DISPATCH_FLOAT(y_dt, Y, {
+      using Fmt = decltype(f);
+      if (tokens == 1)
+        launch_gemv<Fmt, Y, 1>(x, w, y, k, n, s);
+      else
+        launch_gemv<Fmt, Y, 2>(x, w, y, k, n, s);
+    });
   });
 }
 
