@@ -123,7 +123,7 @@ class CudaQuantMatmul : public ::testing::TestWithParam<std::tuple<DType, QuantS
 
 // x [T, K] (bf16 values) times kept blocks [N, K] through each path that takes T rows, against
 // the CPU backend's product (f32) over the weights the path multiplies: the blocks' values (the
-// block GEMV, 1-4 rows, x split into two int8 parts; at K = 131,072, and 65,536 for two rows, x
+// block GEMV, 1-2 rows, x split into two int8 parts; at K = 131,072, and 65,536 for two rows, x
 // does not fit its shared memory and each lane splits its units itself), those values rounded to
 // bf16 (the tensor-core kernel, up to 32 rows; the widened scratch + cuBLASLt, any rows); within
 // bf16's bound, and f32 outputs (the logits) hold bf16 values. The backend's matmul picks one of

@@ -98,7 +98,8 @@ constexpr int kUnroll = 4;  // units a lane loads before using the first
 
 // x for the block GEMV, per unit of 32 values: two int8 parts, x_e ~ s (h_e + l_e / 254) with
 // s = max |x| / 127, so that a unit's product is integer dot products (dp4a) of the quants with h
-// and with l; |x_e - s (h_e + l_e / 254)| <= max |x| / 64,516, far under x's own bf16 spacing.
+// and with l; |x_e - s (h_e + l_e / 254)| <= max |x| / 64,516, under the bf16 spacing of every
+// value above max |x| / 252.
 // m = (s / 254, sum of values 0-15, of 16-31): the scale of h * 254 + l and, for the formats with
 // offsets, b's factors. In shared memory a unit is five planes of 16-byte words (h of values
 // 0-15, h of 16-31, l of 0-15, l of 16-31, m; word p of unit u at p * units + u), so that a
@@ -127,6 +128,10 @@ __device__ __forceinline__ void split4(const float* v, float inv, uint32_t& h, u
 __device__ __forceinline__ float inverse_scale(float mx) {
   return mx >= 1e-30F && mx <= 3e38F ? 127.0F / mx : 0.0F;
 }
+// XUnit::m.x: s / 254, the factor of h * 254 + l.
+__device__ __forceinline__ float unit_scale(float mx) {
+  return mx / (127.0F * 254.0F);
+}
 
 // Unit u of x, from shared memory or (x too long for it) made from global memory.
 template <bool kShared>
@@ -154,7 +159,7 @@ __device__ __forceinline__ XUnit x_unit(const uint4* xs, const __nv_bfloat16* xg
     const float inv = inverse_scale(mx);
 #pragma unroll
     for (int g = 0; g < 8; ++g) split4(v + 4 * g, inv, r.h[g], r.l[g]);
-    r.m = make_float4(mx / (127.0F * 254.0F), sum[0], sum[1], 0.0F);
+    r.m = make_float4(unit_scale(mx), sum[0], sum[1], 0.0F);
   }
   return r;
 }
@@ -187,7 +192,7 @@ __device__ __forceinline__ void stage_x(const __nv_bfloat16* x, int units, uint4
     words32[4 * ((g / 4) * units + u) + g % 4] = h;
     words32[4 * ((2 + g / 4) * units + u) + g % 4] = l;
     if (g == 0)
-      xs[4 * units + u] = make_uint4(__float_as_uint(mx / (127.0F * 254.0F)), __float_as_uint(sum),
+      xs[4 * units + u] = make_uint4(__float_as_uint(unit_scale(mx)), __float_as_uint(sum),
                                      __float_as_uint(high_sum), 0U);
   }
 }
