@@ -11,6 +11,7 @@ The C++ test (tests/gpu/test_cuda_hf_bf16.cpp) feeds the same tokens and counts 
 where its own argmax equals HF's next token, per set, over all positions and over those where HF's
 bf16 logits decide (top-1 above top-2 by more than one bf16 spacing, hf_gap_ulps > 1)."""
 import argparse
+import contextlib
 import json
 import os
 
@@ -126,10 +127,17 @@ def main():
     ap.add_argument("--new-tokens", type=int, default=48)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--sdpa-backend", help="run HF's sdpa attention on this torch SDPBackend only "
+                    "(e.g. FLASH_ATTENTION; default: torch's choice, cuDNN's on an H200)")
     a = ap.parse_args()
-    cases = tiny_cases(a.models, a.new_tokens, a.device)
-    if a.gguf:
-        cases += real_cases(a.gguf, a.new_tokens, a.device)
+    context = contextlib.nullcontext()
+    if a.sdpa_backend:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        context = sdpa_kernel(getattr(SDPBackend, a.sdpa_backend))
+    with context:
+        cases = tiny_cases(a.models, a.new_tokens, a.device)
+        if a.gguf:
+            cases += real_cases(a.gguf, a.new_tokens, a.device)
     with open(a.out, "w") as f:
         json.dump({"dtype": "bfloat16", "gguf": os.path.abspath(a.gguf) if a.gguf else None,
                    "cases": cases}, f)
