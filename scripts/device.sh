@@ -78,6 +78,16 @@ if want tests; then
     grep -E "^\[  (PASSED|FAILED|SKIPPED) |[Ss]kipped|agreement|Failure|Expected|Which is|error" \
       "$OUT/$t.log" | head -40
   done
+  # For scale (docs/perf.md): HF's default attention here is cuDNN's; the same agreement against
+  # HF with torch's flash-attention backend instead (printed, not asserted beyond the test's own).
+  if python3 tools/bench/hf_bf16_greedy.py "${hf_args[@]}" --sdpa-backend FLASH_ATTENTION \
+    --out "$OUT/hf_bf16_flash.json" > /tmp/hf_bf16_flash.log 2>&1; then
+    echo "== test_cuda_hf_bf16 against HF with sdpa's flash backend"
+    NANOINFER_HF_BF16="$OUT/hf_bf16_flash.json" "$BUILD/test_cuda_hf_bf16" --gtest_brief=1 2>&1 \
+      | grep -E "agreement|^\[  (PASSED|FAILED) "
+  else
+    echo "hf_bf16 (flash backend): failed: $(tail -1 /tmp/hf_bf16_flash.log)"
+  fi
 fi
 
 if want bench; then
