@@ -61,12 +61,15 @@ if want tests; then
   else
     echo "hf_bf16: SmolLM2 set SKIPPED ($gguf or the gguf package missing): tiny models only"
   fi
-  hf_bf16() {
-    python3 tools/bench/hf_bf16_greedy.py "$@" --out "$OUT/hf_bf16_greedy.json" \
-      > /tmp/hf_bf16_greedy.log 2>&1 || { tail -5 /tmp/hf_bf16_greedy.log; return 1; }
-    grep -E "rel. error|continuations" /tmp/hf_bf16_greedy.log
+  hf_bf16() {  # NAME [hf_bf16_greedy.py arguments]: references into $OUT/NAME.json
+    local name=$1
+    shift
+    python3 tools/bench/hf_bf16_greedy.py "$@" --out "$OUT/$name.json" \
+      > "/tmp/$name.log" 2>&1 || { tail -5 "/tmp/$name.log"; return 1; }
+    grep -E "rel. error|continuations" "/tmp/$name.log"
   }
-  hf_bf16 "${hf_args[@]}" || { echo "hf_bf16: failed; again without the SmolLM2 set"; hf_bf16; } \
+  hf_bf16 hf_bf16_greedy "${hf_args[@]}" \
+    || { echo "hf_bf16: failed; again without the SmolLM2 set"; hf_bf16 hf_bf16_greedy; } \
     || status=1
   export NANOINFER_HF_BF16="$OUT/hf_bf16_greedy.json"
   for t in test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_sample test_cuda_hf_bf16 \
@@ -80,13 +83,10 @@ if want tests; then
   done
   # For scale (docs/perf.md): HF's default attention here is cuDNN's; the same agreement against
   # HF with torch's flash-attention backend instead (printed, not asserted beyond the test's own).
-  if python3 tools/bench/hf_bf16_greedy.py "${hf_args[@]}" --sdpa-backend FLASH_ATTENTION \
-    --out "$OUT/hf_bf16_flash.json" > /tmp/hf_bf16_flash.log 2>&1; then
-    echo "== test_cuda_hf_bf16 against HF with sdpa's flash backend"
+  echo "== test_cuda_hf_bf16 against HF with sdpa's flash backend"
+  if hf_bf16 hf_bf16_flash "${hf_args[@]}" --sdpa-backend FLASH_ATTENTION; then
     NANOINFER_HF_BF16="$OUT/hf_bf16_flash.json" "$BUILD/test_cuda_hf_bf16" --gtest_brief=1 2>&1 \
       | grep -E "agreement|^\[  (PASSED|FAILED) "
-  else
-    echo "hf_bf16 (flash backend): failed: $(tail -1 /tmp/hf_bf16_flash.log)"
   fi
 fi
 

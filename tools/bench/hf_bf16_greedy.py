@@ -120,6 +120,12 @@ def real_cases(gguf, new_tokens, device):
              **greedy(model, ids, new_tokens, device)} for name, ids in real_prompts()]
 
 
+def sdpa_backend(name):
+    """A context in which torch's scaled_dot_product_attention runs only on SDPBackend.<name>."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    return sdpa_kernel(getattr(SDPBackend, name))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default=f"{DATA}/models")
@@ -130,11 +136,7 @@ def main():
     ap.add_argument("--sdpa-backend", help="run HF's sdpa attention on this torch SDPBackend only "
                     "(e.g. FLASH_ATTENTION; default: torch's choice, cuDNN's on an H200)")
     a = ap.parse_args()
-    context = contextlib.nullcontext()
-    if a.sdpa_backend:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-        context = sdpa_kernel(getattr(SDPBackend, a.sdpa_backend))
-    with context:
+    with sdpa_backend(a.sdpa_backend) if a.sdpa_backend else contextlib.nullcontext():
         cases = tiny_cases(a.models, a.new_tokens, a.device)
         if a.gguf:
             cases += real_cases(a.gguf, a.new_tokens, a.device)

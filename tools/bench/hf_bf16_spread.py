@@ -24,7 +24,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from hf_bf16_greedy import for_greedy, greedy, real_prompts  # noqa: E402
+from hf_bf16_greedy import for_greedy, greedy, real_prompts, sdpa_backend  # noqa: E402
 
 
 def teacher_forced(model, ids, teacher, batch, device):
@@ -138,11 +138,6 @@ def use_attention(model, name, fn):
 def after(_):
     """No context: the configuration was a setting, made by evaluating the argument."""
     return contextlib.nullcontext()
-
-
-def sdpa_backend(backend):
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    return sdpa_kernel(getattr(SDPBackend, backend))
 
 
 # name -> model -> (context to run in, batch rows); each starts from sdpa and cuBLAS defaults.
