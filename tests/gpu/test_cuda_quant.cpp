@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 
@@ -124,7 +125,8 @@ class CudaQuantMatmul : public ::testing::TestWithParam<std::tuple<DType, QuantS
 // x [T, K] (bf16 values) times kept blocks [N, K] through each path that takes T rows, against
 // the CPU backend's product (f32) over the weights the path multiplies: the blocks' values (the
 // block GEMV, 1-2 rows, x split into two int8 parts; at K = 131,072, and 65,536 for two rows, x
-// does not fit its shared memory and each lane splits its units itself), those values rounded to
+// does not fit its shared memory and each lane splits its units itself; at 1,024 x 4,500 a warp
+// takes several rows), those values rounded to
 // bf16 (the tensor-core kernel, up to 32 rows; the widened scratch + cuBLASLt, any rows); within
 // bf16's bound, and f32 outputs (the logits) hold bf16 values. The backend's matmul picks one of
 // them by T (the model tests run it). Above 16 rows the thousands-of-rows shapes take 2 or 4 row
@@ -182,7 +184,9 @@ TEST_P(CudaQuantMatmul, MatchesTheCpuOverTheSameBlocks) {
 INSTANTIATE_TEST_SUITE_P(
     Shapes, CudaQuantMatmul,
     ::testing::Combine(::testing::ValuesIn(kept_formats()),
-                       ::testing::Values(QuantShape{1, 256, 1}, QuantShape{1, 4096, 1100},
+                       ::testing::Values(QuantShape{1, 256, 1}, QuantShape{1, 160, 7},
+                                         QuantShape{1, 4096, 1100}, QuantShape{1, 14336, 300},
+                                         QuantShape{2, 14336, 70}, QuantShape{1, 1024, 4500},
                                          QuantShape{1, 65536, 3}, QuantShape{1, 131072, 2},
                                          QuantShape{2, 512, 37}, QuantShape{2, 65536, 3},
                                          QuantShape{3, 96, 5}, QuantShape{4, 14336, 300},
@@ -198,6 +202,32 @@ INSTANTIATE_TEST_SUITE_P(
       return std::string(dtype_name(std::get<0>(info.param))) + "_" + std::to_string(s.tokens) +
              "x" + std::to_string(s.k) + "x" + std::to_string(s.n);
     });
+// Each form of the block GEMV raises its own shared-memory allowance. In a fresh process (the
+// death test runs this test's body in a new run of the binary), x too long for shared memory
+// first (each lane splits its units itself), then x of 71.7 KB there, past the 48 KB a kernel
+// gets without the raise: the second launch failed when one raise served both forms.
+TEST(CudaQuantDeathTest, GemvRaisesEachFormsSharedMemory) {
+  if (!keeping_cuda()) GTEST_SKIP() << "no CUDA backend here (no GPU or a CPU-only build)";
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        auto gpu = keeping_cuda();
+        const cudaStream_t stream = dynamic_cast<cuda::CudaBackend&>(*gpu).stream();
+        std::mt19937 rng(5);
+        for (const int k : {131072, 28672}) {
+          const Tensor x = gpu->upload(test::random_host({1, k}, DType::BF16, rng), DType::BF16);
+          const Tensor w = gpu->upload(random_blocks_host(DType::Q4_K, 2, k, 3), DType::BF16);
+          Tensor out = gpu->alloc({1, 2}, DType::F32);
+          cuda::gemv_quant(DType::Q4_K, x.data(), w.data(), DType::F32, out.data(), 1, k, 2,
+                           stream);
+          std::vector<float> got;
+          gpu->to_host_f32(out, got);
+        }
+        std::exit(0);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
 // The block GEMV splits x into two int8 parts per 32 values (x ~ s (h + l / 254), s from the
 // unit's largest magnitude): units with a value thousands of times the others, a zero unit and a
 // unit of values near 1e-20 stay within bf16's bound of the CPU's product; a NaN or an infinity

@@ -257,22 +257,28 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   }
 }
 
+// One GEMV kernel's launch; its shared-memory allowance is raised on its own first launch (the
+// two forms of launch_gemv below share a type, so one static for both would raise only the first
+// one launched).
+template <auto kKernel, class Y>
+void launch_gemv_kernel(const void* x, quant::Planes P, void* y, int k, int n, size_t smem,
+                        cudaStream_t s) {
+  const DeviceLimits& m = device_limits();
+  [[maybe_unused]] static const bool once = (allow_dynamic_smem(kKernel, m.smem_optin), true);
+  const auto grid = static_cast<unsigned>(std::min(m.sms, (n + kWarps - 1) / kWarps));
+  launch_pdl(kKernel, dim3(grid), dim3(kWarps * 32), smem, s, static_cast<const __nv_bfloat16*>(x),
+             P, static_cast<Y*>(y), k, n);
+  NI_CUDA_LAUNCH_CHECK("gemv_quant");
+}
+
 template <class F, class Y, int kRows>
 void launch_gemv(const void* x, const void* w, void* y, int k, int n, cudaStream_t s) {
-  const DeviceLimits& m = device_limits();
-  const auto grid = static_cast<unsigned>(std::min(m.sms, (n + kWarps - 1) / kWarps));
   const size_t shared = sizeof(uint4) * kXPlanes * static_cast<size_t>(k / 32) * kRows;
   const quant::Planes P = quant::planes_of<F>(w, int64_t{n} * (k / F::kValues));
-  auto go = [&](auto kernel, size_t smem) {
-    [[maybe_unused]] static const bool once = (allow_dynamic_smem(kernel, m.smem_optin), true);
-    launch_pdl(kernel, dim3(grid), dim3(kWarps * 32), smem, s, static_cast<const __nv_bfloat16*>(x),
-               P, static_cast<Y*>(y), k, n);
-    NI_CUDA_LAUNCH_CHECK("gemv_quant");
-  };
-  if (shared <= static_cast<size_t>(m.smem_optin))
-    go(gemv_quant_kernel<F, true, Y, kRows>, shared);
+  if (shared <= static_cast<size_t>(device_limits().smem_optin))
+    launch_gemv_kernel<gemv_quant_kernel<F, true, Y, kRows>, Y>(x, P, y, k, n, shared, s);
   else
-    go(gemv_quant_kernel<F, false, Y, kRows>, 0);
+    launch_gemv_kernel<gemv_quant_kernel<F, false, Y, kRows>, Y>(x, P, y, k, n, 0, s);
 }
 
 // mma_quant: up to 32 rows of x against the blocks on the tensor cores (mma.sync m16n8k16,
