@@ -9,14 +9,16 @@
 //    operations a row instead of a conversion and a multiply-add per value; the rows share each
 //    unit's loads and its widening to bytes. One block of 16 warps per SM; warp g
 //    of the G in the grid owns rows g, g + G, ...; lane l takes units (32 values) l, l + 32, ...
-//    of the row, kUnroll of them loaded before any is used. H200, 8B Q4_K_M decode at one
+//    of the row, kUnroll of them loaded before any is used, each lane's block index carried
+//    (2026-12-04: +1 % at one sequence, +4 % at two). H200, 8B Q4_K_M decode at one
 //    sequence: 384 tok/s against 329 with a float multiply-add per value, at two 577 against
 //    mma_quant's 491; at three and four mma_quant wins, 704 and 936 against 542 and 721 (the
 //    three- and four-row kernels at 128 registers, Q6_K's spilling; 2026-12-04). Slower
 //    there: two-unit chunks with the next one's loads issued before the current one's arithmetic
 //    (-35 %, 2026-12-03), four-unit chunks so in two register buffers (-27 %); with dp4a, one
 //    flat loop over chunks whose first loads go out before x is staged (-25 % to -40 % however
-//    deep), a lane on a block's four consecutive units, loading their words once (-14 %).
+//    deep), a lane on a block's four consecutive units, loading their words once (-14 %), each
+//    warp's weights copied ahead into shared memory by cp.async (-9 %, 2026-12-04).
 //  - mma_quant: up to 32 rows on the tensor cores (below; the backend's from three rows).
 //  - Sums are rounded to bf16, also into f32 y (the logits), as gemv_bf16 does.
 #include <cuda_bf16.h>
@@ -238,16 +240,21 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     __syncthreads();
   }
 
+  // The lane's units of a row are u0 = lane, lane + 32, ...: unit j = lane % kUnits of blocks
+  // that advance by kStep, so the block index is carried, not divided out of u0 each time.
+  constexpr int kUnits = F::kValues / 32, kStep = 32 / kUnits;
+  const int j = lane % kUnits;
   for (int row = first; row < n; row += stride) {
     int u0 = lane;
-    for (; u0 + 32 * (kUnroll - 1) < units; u0 += 32 * kUnroll) {  // kUnroll loads, then use
-      Unit q[kUnroll];
+    int64_t b = int64_t{row} * (units / kUnits) + lane / kUnits;
+    for (; u0 + 32 * (kUnroll - 1) < units; u0 += 32 * kUnroll, b += kStep * kUnroll) {
+      Unit q[kUnroll];  // kUnroll loads, then use
 #pragma unroll
-      for (int i = 0; i < kUnroll; ++i) q[i] = quant::row_unit<F>(P, row, units, u0 + 32 * i);
+      for (int i = 0; i < kUnroll; ++i) q[i] = F::unit(P, b + kStep * i, j);
 #pragma unroll
       for (int i = 0; i < kUnroll; ++i) apply(q[i], u0 + 32 * i);
     }
-    for (; u0 < units; u0 += 32) apply(quant::row_unit<F>(P, row, units, u0), u0);
+    for (; u0 < units; u0 += 32, b += kStep) apply(F::unit(P, b, j), u0);
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const float sum = warp_sum(acc[r]);

@@ -129,15 +129,14 @@ struct QK45 {
     uint32_t s[3];
     const uint8_t* sp = P.p[1] + 12 * i;
     s[0] = ld4(sp), s[1] = ld4(sp + 4), s[2] = ld4(sp + 8);
-    int sc = 0, m = 0;
-    if (j < 4) {
-      sc = byte_of(s, j) & 63;
-      m = byte_of(s, j + 4) & 63;
-    } else {
-      const int hi = byte_of(s, j + 4);
-      sc = (hi & 0xF) | ((byte_of(s, j - 4) >> 6) << 4);
-      m = (hi >> 4) | ((byte_of(s, j) >> 6) << 4);
-    }
+    // j < 4: bytes j and j + 4, six bits each; else the low four bits from byte j + 4 and the
+    // top two from bytes j - 4 (scale) and j (min). In selects, not a branch: the GEMV's lanes
+    // keep one j each, half of them on either side.
+    const bool low = j < 4;
+    const int a = byte_of(s, low ? j : j + 4), b = byte_of(s, low ? j + 4 : j - 4);
+    const int c = byte_of(s, j);
+    const int sc = low ? a & 63 : (a & 0xF) | ((b >> 6) << 4);
+    const int m = low ? b & 63 : (a >> 4) | ((c >> 6) << 4);
     Unit u;
     const uint8_t* qs = P.p[0] + 128 * i + 32 * (j / 2);
     words(ld16(qs), u.q);
