@@ -9,16 +9,17 @@
 //    operations a row instead of a conversion and a multiply-add per value; the rows share each
 //    unit's loads and its widening to bytes. One block of 16 warps per SM; warp g
 //    of the G in the grid owns rows g, g + G, ...; lane l takes units (32 values) l, l + 32, ...
-//    of the row, kUnroll of them loaded before any is used, each lane's block index carried
-//    (2026-12-04: +1 % at one sequence, +4 % at two). H200, 8B Q4_K_M decode at one
-//    sequence: 384 tok/s against 329 with a float multiply-add per value, at two 577 against
-//    mma_quant's 491; at three and four mma_quant wins, 704 and 936 against 542 and 721 (the
-//    three- and four-row kernels at 128 registers, Q6_K's spilling; 2026-12-04). Slower
-//    there: two-unit chunks with the next one's loads issued before the current one's arithmetic
-//    (-35 %, 2026-12-03), four-unit chunks so in two register buffers (-27 %); with dp4a, one
-//    flat loop over chunks whose first loads go out before x is staged (-25 % to -40 % however
-//    deep), a lane on a block's four consecutive units, loading their words once (-14 %), each
-//    warp's weights copied ahead into shared memory by cp.async (-9 %, 2026-12-04).
+//    of the row, kUnroll of them loaded before any is used, each lane's block index carried and
+//    the 4-bit formats' high nibbles left in place (2026-12-04: +1.2 % then +2.1 % at one
+//    sequence, +4.2 % then +0.6 % at two, each against the build before; docs/perf.md). H200,
+//    8B Q4_K_M decode at one sequence: 384 tok/s against 329 with a float multiply-add per value,
+//    at two 577 against mma_quant's 491; at three and four mma_quant wins, 704 and 936 against 542
+//    and 721 (the three- and four-row kernels at 128 registers, Q6_K's spilling; 2026-12-04).
+//    Slower there: two-unit chunks with the next one's loads issued before the current one's
+//    arithmetic (-35 %, 2026-12-03), four-unit chunks so in two register buffers (-27 %); with
+//    dp4a, one flat loop over chunks whose first loads go out before x is staged (-25 % to
+//    -40 % however deep), a lane on a block's four consecutive units, loading their words once
+//    (-14 %), each warp's weights copied ahead into shared memory by cp.async (-9 %, 2026-12-04).
 //  - mma_quant: up to 32 rows on the tensor cores (below; the backend's from three rows).
 //  - Sums are rounded to bf16, also into f32 y (the logits), as gemv_bf16 does.
 #include <cuda_bf16.h>
@@ -199,6 +200,28 @@ __device__ __forceinline__ void stage_x(const __nv_bfloat16* x, int units, uint4
   }
 }
 
+// The GEMV's unit: raw where the format has the form.
+template <class F>
+__device__ __forceinline__ Unit gemv_unit(const quant::Planes& P, int64_t i, int j) {
+  if constexpr (F::kRaw)
+    return F::template unit<true>(P, i, j);
+  else
+    return F::unit(P, i, j);
+}
+
+// c + the dot product of a's 4 bytes (unsigned where F's raw units are) with b's (signed).
+template <class F>
+__device__ __forceinline__ int dp4a(uint32_t a, uint32_t b, int c) {
+  if constexpr (F::kRaw) {
+    if constexpr (F::kRawUnsigned) {
+      int d;
+      asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+      return d;
+    }
+  }
+  return __dp4a(static_cast<int>(a), static_cast<int>(b), c);
+}
+
 constexpr int kMagic = 0x4B400000;  // 1.5 * 2^23 as a float: its low 22 bits read as an integer
 constexpr float kMagicF = 12582912.0F;
 
@@ -211,8 +234,18 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
   const int first = static_cast<int>((threadIdx.x / 32) * gridDim.x + blockIdx.x);
   float acc[kRows] = {};
 
+  // The lane's units of a row are u0 = lane, lane + 32, ...: unit j = lane % kUnits of blocks
+  // that advance by kStep, so the block index is carried, not divided out of u0 each time.
+  constexpr int kUnits = F::kValues / 32, kStep = 32 / kUnits;
+  const int j = lane % kUnits;
+  // Raw units (the 4-bit formats): the sums of a half holding high nibbles are 16x, scaled back
+  // (exactly: a power of two) where the chain's magic is taken off.
+  float scale[2] = {1.0F, 1.0F};
+  if constexpr (F::kRaw) scale[0] = F::raw_scale(j, 0), scale[1] = F::raw_scale(j, 1);
+
   // acc[r] += unit u (quants q) . x[r]: per 16 values sum_e q_e h_e and sum_e q_e l_e in dp4a
-  // chains started at kMagic (|sums| < 2^18, so each chain's bits are the float 1.5 * 2^23 + sum).
+  // chains started at kMagic (|sums| < 2^22, 16 x 240 x 127 at most, so each chain's bits are the
+  // float 1.5 * 2^23 + sum).
   auto apply = [&](const Unit& q, int u) {
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
@@ -223,10 +256,12 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
         int h = kMagic, l = kMagic;
 #pragma unroll
         for (int w = 4 * p; w < 4 * p + 4; ++w) {
-          h = __dp4a(static_cast<int>(q.q[w]), static_cast<int>(xu.h[w]), h);
-          l = __dp4a(static_cast<int>(q.q[w]), static_cast<int>(xu.l[w]), l);
+          h = dp4a<F>(q.q[w], xu.h[w], h);
+          l = dp4a<F>(q.q[w], xu.l[w], l);
         }
-        c[p] = fmaf(254.0F, __int_as_float(h) - kMagicF, __int_as_float(l) - kMagicF);
+        const float off = -kMagicF * scale[p];
+        c[p] = fmaf(254.0F, fmaf(__int_as_float(h), scale[p], off),
+                    fmaf(__int_as_float(l), scale[p], off));
       }
       float d = xu.m.x * fmaf(q.a[0], c[0], q.a[1] * c[1]);
       if constexpr (F::kOffset) d -= fmaf(q.b[0], xu.m.y, q.b[1] * xu.m.z);
@@ -240,21 +275,17 @@ __global__ void __launch_bounds__(kWarps * 32, 1)
     __syncthreads();
   }
 
-  // The lane's units of a row are u0 = lane, lane + 32, ...: unit j = lane % kUnits of blocks
-  // that advance by kStep, so the block index is carried, not divided out of u0 each time.
-  constexpr int kUnits = F::kValues / 32, kStep = 32 / kUnits;
-  const int j = lane % kUnits;
   for (int row = first; row < n; row += stride) {
     int u0 = lane;
     int64_t b = int64_t{row} * (units / kUnits) + lane / kUnits;
     for (; u0 + 32 * (kUnroll - 1) < units; u0 += 32 * kUnroll, b += kStep * kUnroll) {
       Unit q[kUnroll];  // kUnroll loads, then use
 #pragma unroll
-      for (int i = 0; i < kUnroll; ++i) q[i] = F::unit(P, b + kStep * i, j);
+      for (int i = 0; i < kUnroll; ++i) q[i] = gemv_unit<F>(P, b + kStep * i, j);
 #pragma unroll
       for (int i = 0; i < kUnroll; ++i) apply(q[i], u0 + 32 * i);
     }
-    for (; u0 < units; u0 += 32, b += kStep) apply(F::unit(P, b, j), u0);
+    for (; u0 < units; u0 += 32, b += kStep) apply(gemv_unit<F>(P, b, j), u0);
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const float sum = warp_sum(acc[r]);

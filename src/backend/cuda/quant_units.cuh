@@ -3,6 +3,9 @@
 // bytes (word i holds values 4i .. 4i + 3, lowest byte first) and one (a, b) pair per 16 values:
 // value = a * q - b, a and b formed as quant_blocks.cpp forms its factors, so a unit widened with
 // separate multiply and subtract equals the loader's values bit for bit.
+// The 4-bit formats also read a raw unit (unit<true>, for the block GEMV's integer products): a
+// high nibble left in place, 16 q, saving the shift; raw_scale(j, p) is then 1/16 for the halves
+// that hold them (kRawUnsigned: the raw bytes are unsigned, 0-240).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -58,6 +61,7 @@ struct Q8_0 {
   static constexpr DType kType = DType::Q8_0;
   static constexpr int kValues = 32, kBytes = 34, kPlaneCount = 2;
   static constexpr bool kOffset = false;
+  static constexpr bool kRaw = false;
   static constexpr Plane kPlanes[kPlaneCount] = {{2, 32}, {0, 2}};  // qs, d
   __device__ static Unit unit(const Planes& P, int64_t i, int /*j*/) {
     Unit u;
@@ -73,7 +77,10 @@ struct Q4_0 {
   static constexpr DType kType = DType::Q4_0;
   static constexpr int kValues = 32, kBytes = 18, kPlaneCount = 2;
   static constexpr bool kOffset = false;
+  static constexpr bool kRaw = true, kRawUnsigned = false;
   static constexpr Plane kPlanes[kPlaneCount] = {{2, 16}, {0, 2}};  // qs, d
+  __device__ static float raw_scale(int /*j*/, int p) { return p == 0 ? 1.0F : 0.0625F; }
+  template <bool kRawUnit = false>
   __device__ static Unit unit(const Planes& P, int64_t i, int /*j*/) {
     uint32_t w[4];
     words(ld16(P.p[0] + 16 * i), w);
@@ -81,7 +88,8 @@ struct Q4_0 {
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       u.q[k] = __vsub4(w[k] & 0x0F0F0F0FU, 0x08080808U);
-      u.q[k + 4] = __vsub4((w[k] >> 4) & 0x0F0F0F0FU, 0x08080808U);
+      u.q[k + 4] = kRawUnit ? __vsub4(w[k] & 0xF0F0F0F0U, 0x80808080U)  // 16 (q - 8)
+                            : __vsub4((w[k] >> 4) & 0x0F0F0F0FU, 0x08080808U);
     }
     set_pair(u, f16_at(P.p[1] + 2 * i), 0.0F);
     return u;
@@ -93,7 +101,10 @@ struct Q4_1 {
   static constexpr DType kType = DType::Q4_1;
   static constexpr int kValues = 32, kBytes = 20, kPlaneCount = 2;
   static constexpr bool kOffset = true;
+  static constexpr bool kRaw = true, kRawUnsigned = true;
   static constexpr Plane kPlanes[kPlaneCount] = {{4, 16}, {0, 4}};  // qs, (d, m)
+  __device__ static float raw_scale(int /*j*/, int p) { return p == 0 ? 1.0F : 0.0625F; }
+  template <bool kRawUnit = false>
   __device__ static Unit unit(const Planes& P, int64_t i, int /*j*/) {
     uint32_t w[4];
     words(ld16(P.p[0] + 16 * i), w);
@@ -101,7 +112,7 @@ struct Q4_1 {
 #pragma unroll
     for (int k = 0; k < 4; ++k) {
       u.q[k] = w[k] & 0x0F0F0F0FU;
-      u.q[k + 4] = (w[k] >> 4) & 0x0F0F0F0FU;
+      u.q[k + 4] = kRawUnit ? w[k] & 0xF0F0F0F0U : (w[k] >> 4) & 0x0F0F0F0FU;
     }
     const float2 dm = f16x2(ld4(P.p[1] + 4 * i));
     set_pair(u, dm.x, -dm.y);
@@ -125,6 +136,9 @@ struct QK45 {
   // qs, scales, (d, dmin) [, qh]
   static constexpr Plane kPlanes[4] = {
       {kFive ? 48 : 16, 128}, {4, 12}, {0, 4}, {16, kFive ? 32 : 0}};
+  static constexpr bool kRaw = !kFive, kRawUnsigned = true;  // (Q5_K's fifth bit: no raw form)
+  __device__ static float raw_scale(int j, int /*p*/) { return j % 2 == 0 ? 1.0F : 0.0625F; }
+  template <bool kRawUnit = false>
   __device__ static Unit unit(const Planes& P, int64_t i, int j) {
     uint32_t s[3];
     const uint8_t* sp = P.p[1] + 12 * i;
@@ -149,8 +163,12 @@ struct QK45 {
     }
 #pragma unroll
     for (int k = 0; k < 8; ++k) {
-      u.q[k] = (u.q[k] >> shift) & 0x0F0F0F0FU;
-      if constexpr (kFive) u.q[k] |= ((h[k] >> j) & 0x01010101U) << 4;
+      if constexpr (kRawUnit && !kFive) {
+        u.q[k] &= j % 2 == 0 ? 0x0F0F0F0FU : 0xF0F0F0F0U;  // odd j: 16 q
+      } else {
+        u.q[k] = (u.q[k] >> shift) & 0x0F0F0F0FU;
+        if constexpr (kFive) u.q[k] |= ((h[k] >> j) & 0x01010101U) << 4;
+      }
     }
     const float2 dd = f16x2(ld4(P.p[2] + 4 * i));
     set_pair(u, __fmul_rn(dd.x, static_cast<float>(sc)), __fmul_rn(dd.y, static_cast<float>(m)));
@@ -166,6 +184,7 @@ struct Q6_K {
   static constexpr DType kType = DType::Q6_K;
   static constexpr int kValues = 256, kBytes = 210, kPlaneCount = 4;
   static constexpr bool kOffset = false;
+  static constexpr bool kRaw = false;
   static constexpr Plane kPlanes[kPlaneCount] = {{0, 128}, {128, 64}, {192, 16}, {208, 2}};
   __device__ static Unit unit(const Planes& P, int64_t i, int j) {
     const int h = j / 4, g = j % 4;
