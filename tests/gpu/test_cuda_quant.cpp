@@ -126,11 +126,11 @@ class CudaQuantMatmul : public ::testing::TestWithParam<std::tuple<DType, QuantS
 // the CPU backend's product (f32) over the weights the path multiplies: the blocks' values (the
 // block GEMV, 1-2 rows, x split into two int8 parts; at K = 131,072, and 65,536 for two rows, x
 // does not fit its shared memory and each lane splits its units itself; at 1,024 x 4,500 a warp
-// takes several rows), those values rounded to
-// bf16 (the tensor-core kernel, up to 32 rows; the widened scratch + cuBLASLt, any rows); within
-// bf16's bound, and f32 outputs (the logits) hold bf16 values. The backend's matmul picks one of
-// them by T (the model tests run it). Above 16 rows the thousands-of-rows shapes take 2 or 4 row
-// groups a block on 132 SMs (24 x 768: two, its K groups a step apart; 32 x 384: four, likewise).
+// takes several rows), those values rounded to bf16 (the tensor-core kernel, up to 32 rows; the
+// widened scratch + cuBLASLt, any rows); within bf16's bound, and f32 outputs (the logits) hold
+// bf16 values. The backend's matmul picks one of them by T (the model tests run it). Above 16 rows
+// the thousands-of-rows shapes take 2 or 4 row groups a block on 132 SMs (24 x 768: two, its K
+// groups a step apart; 32 x 384: four, likewise).
 TEST_P(CudaQuantMatmul, MatchesTheCpuOverTheSameBlocks) {
   auto gpu = keeping_cuda();
   if (!gpu) GTEST_SKIP() << "no CUDA backend here (no GPU or a CPU-only build)";

@@ -212,14 +212,13 @@ __device__ __forceinline__ Unit gemv_unit(const quant::Planes& P, int64_t i, int
 // c + the dot product of a's 4 bytes (unsigned where F's raw units are) with b's (signed).
 template <class F>
 __device__ __forceinline__ int dp4a(uint32_t a, uint32_t b, int c) {
-  if constexpr (F::kRaw) {
-    if constexpr (F::kRawUnsigned) {
-      int d;
-      asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
-      return d;
-    }
+  if constexpr (F::kRawUnsigned) {
+    int d;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+  } else {
+    return __dp4a(static_cast<int>(a), static_cast<int>(b), c);
   }
-  return __dp4a(static_cast<int>(a), static_cast<int>(b), c);
 }
 
 constexpr int kMagic = 0x4B400000;  // 1.5 * 2^23 as a float: its low 22 bits read as an integer

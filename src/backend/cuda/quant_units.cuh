@@ -5,7 +5,8 @@
 // separate multiply and subtract equals the loader's values bit for bit.
 // The 4-bit formats also read a raw unit (unit<true>, for the block GEMV's integer products): a
 // high nibble left in place, 16 q, saving the shift; raw_scale(j, p) is then 1/16 for the halves
-// that hold them (kRawUnsigned: the raw bytes are unsigned, 0-240).
+// that hold them (kRawUnsigned: the raw bytes are unsigned, 0-240; false where there is no raw
+// form).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -61,7 +62,7 @@ struct Q8_0 {
   static constexpr DType kType = DType::Q8_0;
   static constexpr int kValues = 32, kBytes = 34, kPlaneCount = 2;
   static constexpr bool kOffset = false;
-  static constexpr bool kRaw = false;
+  static constexpr bool kRaw = false, kRawUnsigned = false;
   static constexpr Plane kPlanes[kPlaneCount] = {{2, 32}, {0, 2}};  // qs, d
   __device__ static Unit unit(const Planes& P, int64_t i, int /*j*/) {
     Unit u;
@@ -136,7 +137,7 @@ struct QK45 {
   // qs, scales, (d, dmin) [, qh]
   static constexpr Plane kPlanes[4] = {
       {kFive ? 48 : 16, 128}, {4, 12}, {0, 4}, {16, kFive ? 32 : 0}};
-  static constexpr bool kRaw = !kFive, kRawUnsigned = true;  // (Q5_K's fifth bit: no raw form)
+  static constexpr bool kRaw = !kFive, kRawUnsigned = !kFive;  // (Q5_K's fifth bit: no raw form)
   __device__ static float raw_scale(int j, int /*p*/) { return j % 2 == 0 ? 1.0F : 0.0625F; }
   template <bool kRawUnit = false>
   __device__ static Unit unit(const Planes& P, int64_t i, int j) {
@@ -184,7 +185,7 @@ struct Q6_K {
   static constexpr DType kType = DType::Q6_K;
   static constexpr int kValues = 256, kBytes = 210, kPlaneCount = 4;
   static constexpr bool kOffset = false;
-  static constexpr bool kRaw = false;
+  static constexpr bool kRaw = false, kRawUnsigned = false;
   static constexpr Plane kPlanes[kPlaneCount] = {{0, 128}, {128, 64}, {192, 16}, {208, 2}};
   __device__ static Unit unit(const Planes& P, int64_t i, int j) {
     const int h = j / 4, g = j % 4;
