@@ -3,7 +3,9 @@
 //    field, so that every load is aligned and a warp's loads are contiguous).
 //  - dequant_rows widens whole rows, value for value as the loader does (rounded to bf16 once
 //    when the output is bf16): the embedding gather, and the weights of a product of more rows
-//    than mma_quant takes, widened into a scratch matrix for cuBLASLt.
+//    than mma_quant takes, widened into a scratch matrix for cuBLASLt. Each warp's stores go out
+//    through shared memory in consecutive words (H200, 8B Q4_K_M: 512-token prefill 15.6 against
+//    19.7 ms with each lane storing its own unit; 2026-12-04, docs/perf.md).
 //  - gemv_quant: one or two rows of x against the blocks, in integer dot products (dp4a): x is
 //    split per unit into two int8 parts (XUnit below), so a unit costs 16 dp4a and a few float
 //    operations a row instead of a conversion and a multiply-add per value; the rows share each
@@ -56,21 +58,43 @@ __device__ __forceinline__ void store32(__nv_bfloat16* o, const float* v) {
   }
 }
 
+// A block of kWidenWarps warps a row; lane l of a warp widens unit u0 + l into the warp's slice
+// of shared memory, then the warp stores the 32 units' values in consecutive 16-byte words (a
+// lane's own 64 or 128 bytes would leave each store instruction's words a unit apart). Chunk c of
+// a unit's 16-byte words sits at c ^ (unit % 4) there: two lanes a bank group, not four.
+constexpr int kWidenWarps = 4;
+
 template <class F, class Out>
-__global__ void dequant_rows_kernel(quant::Planes P, int64_t src_rows, int k, const int32_t* ids,
-                                    Out* out) {
+__global__ void __launch_bounds__(32 * kWidenWarps)
+    dequant_rows_kernel(quant::Planes P, int64_t src_rows, int k, const int32_t* ids, Out* out) {
+  constexpr int kChunks = 32 * static_cast<int>(sizeof(Out)) / 16;  // 16-byte words a unit
+  __shared__ uint4 stage[kWidenWarps][32 * kChunks];
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int64_t r = blockIdx.x;
   const int64_t src = ids != nullptr ? ids[r] : r;
+  const bool inside = src >= 0 && src < src_rows;
   const int units = k / 32;
-  Out* o = out + r * k;
-  for (int u = static_cast<int>(threadIdx.x); u < units; u += static_cast<int>(blockDim.x)) {
-    float v[32] = {};
-    if (src >= 0 && src < src_rows) {
-      const Unit q = quant::row_unit<F>(P, src, units, u);
+  uint4* o = reinterpret_cast<uint4*>(out + r * k);
+  uint4* mine = stage[warp] + lane * kChunks;
+  for (int u0 = 32 * warp; u0 < units; u0 += 32 * kWidenWarps) {
+    if (u0 + lane < units) {
+      float v[32] = {};
+      if (inside) {
+        const Unit q = quant::row_unit<F>(P, src, units, u0 + lane);
 #pragma unroll
-      for (int e = 0; e < 32; ++e) v[e] = quant::value(q, e);
+        for (int e = 0; e < 32; ++e) v[e] = quant::value(q, e);
+      }
+      uint4 words[kChunks];
+      store32(reinterpret_cast<Out*>(words), v);
+#pragma unroll
+      for (int c = 0; c < kChunks; ++c) mine[c ^ (lane % 4)] = words[c];
     }
-    store32(o + 32 * u, v);
+    __syncwarp();
+    const int n = min(32, units - u0) * kChunks;
+    for (int w = lane; w < n; w += 32)
+      o[u0 * kChunks + w] =
+          stage[warp][(w / kChunks) * kChunks + ((w % kChunks) ^ (w / kChunks % 4))];
+    __syncwarp();
   }
 }
 
@@ -538,12 +562,12 @@ void dequant_rows(DType w_dt, const void* w, int64_t src_rows, int64_t k, const 
                   int64_t rows, DType out_dt, void* out, cudaStream_t s) {
   NI_ASSERT(k % dtype_block(w_dt) == 0);
   if (rows == 0) return;
-  const int threads = static_cast<int>(std::min<int64_t>(256, (k / 32 + 31) / 32 * 32));
   for_kept("dequant_rows", w_dt, [&](auto f) {
     using F = decltype(f);
     const quant::Planes P = quant::planes_of<F>(w, src_rows * (k / F::kValues));
     NI_DISPATCH_FLOAT(out_dt, T,
-                      dequant_rows_kernel<F, T><<<static_cast<unsigned>(rows), threads, 0, s>>>(
+                      dequant_rows_kernel<F, T>
+                      <<<static_cast<unsigned>(rows), 32 * kWidenWarps, 0, s>>>(
                           P, src_rows, static_cast<int>(k), ids, static_cast<T*>(out)));
     NI_CUDA_LAUNCH_CHECK("dequant_rows");
   });
