@@ -5,8 +5,8 @@
 // separate multiply and subtract equals the loader's values bit for bit.
 // The 4-bit formats also read a raw unit (unit<true>, for the block GEMV's integer products): a
 // high nibble left in place, 16 q, saving the shift; raw_scale(j, p) is then 1/16 for the halves
-// that hold them (kRawUnsigned: the raw bytes are unsigned, 0-240; false where there is no raw
-// form).
+// that hold them. kRawUnsigned: the raw bytes are unsigned, 0-240 (Q4_1, Q4_K); Q4_0's raw bytes
+// are signed, 16 (q - 8); false where there is no raw form.
 #pragma once
 
 #include <cuda_fp16.h>
