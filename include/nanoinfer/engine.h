@@ -52,7 +52,7 @@ struct EngineOptions {
   // the largest call so far; Engine::release_cache() gives it back), with the decode graphs
   // captured over it.
   bool warmup = true;
-  bool profile = false;  // per-op device time (--profile; CUDA only)
+  bool profile = false;  // time per op kind (--profile): CUDA events, the CPU's clock
   // Every row is handled by the backend where the logits are (CUDA: greedy or sampled rows
   // picked, penalties and suppressed tokens included, the same tokens as the host sampler; beam
   // rows summarised to their best tokens for the search; off: all logits copied to the host).

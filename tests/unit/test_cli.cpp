@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -253,12 +254,48 @@ TEST(Cli, StatsListEveryStepAndTheGraphCaptures) {
   EXPECT_NE(text.err.find("step 3: 2 tokens of 2 sequences (0 waiting)"), std::string::npos)
       << text.err;
   EXPECT_EQ(text.err.find("CUDA graphs captured"), std::string::npos) << text.err;
-  // --profile on the CPU: no per-op times, and it says so rather than printing nothing.
-  const CliRun profiled = run_cli(args + " --profile");
-  ASSERT_EQ(profiled.code, 0) << profiled.err;
-  EXPECT_NE(profiled.err.find("--profile: per-op times are kept by the CUDA backend only"),
-            std::string::npos)
-      << profiled.err;
+}
+
+// --profile on the CPU: each op's calls and time, the prefill step and the decode steps apart.
+TEST(Cli, ProfileCountsEveryOpOfEachPhase) {
+  const CliRun r = run_cli("generate --model " + kTiny +
+                           " --prompt-ids 5,9,14 --prompt-ids 7 --max-new-tokens 4 --ignore-eos"
+                           " --profile");
+  ASSERT_EQ(r.code, 0) << r.err;
+  // phase -> op -> calls, from lines "  <op> <n> calls <ms> ms <us> us/call <share>%" under
+  // "<phase>: <ms> ms of CPU time in ops".
+  std::map<std::string, std::map<std::string, int>> calls;
+  std::map<std::string, double> phase_ms;
+  std::istringstream lines(r.err);
+  std::string line, phase;
+  while (std::getline(lines, line)) {
+    std::istringstream words(line);
+    const std::vector<std::string> w{std::istream_iterator<std::string>(words), {}};
+    if (w.size() == 8 && line.find("ms of CPU time in ops") != std::string::npos) {
+      phase = w[0].substr(0, w[0].size() - 1);
+      phase_ms[phase] = std::stod(w[1]);
+      continue;
+    }
+    const auto at = std::find(w.begin(), w.end(), "calls");
+    if (line.rfind("  ", 0) != 0 || at == w.end() || at - w.begin() < 2) continue;
+    ASSERT_FALSE(phase.empty()) << line;
+    std::string op = w[0];
+    for (auto it = w.begin() + 1; it < at - 1; ++it) op += " " + *it;
+    calls[phase][op] = std::stoi(*(at - 1));
+  }
+  ASSERT_EQ(phase_ms.size(), 2U) << r.err;
+  EXPECT_GT(phase_ms["prefill"], 0.0);
+  EXPECT_GT(phase_ms["decode"], 0.0);
+  // The tiny model has 3 layers, 6 query and 2 KV heads of 12 (q|k|v: 120 rows), vocabulary 384;
+  // one prefill step for both prompts, then three decode steps.
+  for (const auto& [phase, steps] : {std::pair<std::string, int>{"prefill", 1}, {"decode", 3}}) {
+    EXPECT_EQ(calls[phase]["attention"], 3 * steps) << phase << "\n" << r.err;
+    EXPECT_EQ(calls[phase]["rope_store_kv"], 3 * steps) << phase;
+    EXPECT_EQ(calls[phase]["matmul 120x72 f32"], 3 * steps) << phase;
+    EXPECT_EQ(calls[phase]["matmul 384x72 f32"], steps) << phase;
+    EXPECT_EQ(calls[phase]["embedding"], steps) << phase;
+    EXPECT_EQ(calls[phase].count("add"), 0U) << "add_rmsnorm's add counted apart";
+  }
 }
 
 // CUDA-only engine flags on the CPU: the same tokens, and a note naming the flags given.

@@ -1,6 +1,7 @@
 // The CPU backend: fp32 everywhere, OpenMP threads, AVX2 dot products (cpu_kernels.cpp).
 // It is the reference every other backend is tested against.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -8,6 +9,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/op_profile.h"
 #include "util/error.h"
 
 namespace nanoinfer {
@@ -70,6 +72,9 @@ class CpuBackend final : public Backend {
   }
 
   DeviceBatch upload_batch(const Batch& b) override {
+    decode_ = b.num_seqs() > 0;
+    for (int s = 0; s < b.num_seqs(); ++s)
+      decode_ = decode_ && b.cu_seqlens[s + 1] - b.cu_seqlens[s] == 1;
     DeviceBatch d;
     d.num_tokens = b.num_tokens();
     d.num_seqs = b.num_seqs();
@@ -93,6 +98,13 @@ class CpuBackend final : public Backend {
     return d;
   }
 
+  void set_profiling(bool on) override {
+    profiling_ = on;
+  }
+  std::string profile_report() override {
+    return profile_.report("CPU time");
+  }
+
   void upload_rope(const RopeTable& table) override {
     rope_ = table;
   }
@@ -108,6 +120,7 @@ class CpuBackend final : public Backend {
 
   void copy_slots(std::span<KvLayer> layers, const std::vector<int32_t>& src,
                   const std::vector<int32_t>& dst) override {
+    const Timed op(*this, "copy_slots");
     for (KvLayer& layer : layers) {
       const size_t row = layer.k.nbytes() / static_cast<size_t>(layer.k.dim(0));
       auto* k = static_cast<uint8_t*>(layer.k.data());
@@ -122,6 +135,7 @@ class CpuBackend final : public Backend {
   }
 
   void embedding(const Tensor& table, const DeviceBatch& b, Tensor& out) override {
+    const Timed op(*this, "embedding");
     const int64_t H = table.dim(1);
     const int32_t* ids = b.token_ids.as<const int32_t>();
     for (int t = 0; t < b.num_tokens; ++t) {
@@ -140,17 +154,20 @@ class CpuBackend final : public Backend {
   }
 
   void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& out) override {
+    const Timed op(*this, "rmsnorm");
     cpu::rmsnorm(x.as<const float>(), w.as<const float>(), eps, out.as<float>(), x.dim(0),
                  x.dim(1));
   }
 
   void add_rmsnorm(Tensor& residual, const Tensor& x, const Tensor& w, float eps,
                    Tensor& out) override {
+    const Timed op(*this, "add_rmsnorm");
     add(residual, x);
     rmsnorm(residual, w, eps, out);
   }
 
   void add(Tensor& acc, const Tensor& x) override {
+    const Timed op(*this, "add");
     float* a = acc.as<float>();
     const float* b = x.as<const float>();
     const int64_t n = acc.numel();
@@ -159,6 +176,7 @@ class CpuBackend final : public Backend {
 
   void matmul(const Tensor& x, const Tensor& w, Tensor& out) override {
     NI_ASSERT(x.dim(1) == w.dim(1) && out.dim(1) == w.dim(0) && out.dim(0) == x.dim(0));
+    const Timed op(*this, "matmul", &w);
     if (w.dtype() == DType::F32)
       cpu::matmul(x.as<const float>(), w.as<const float>(), out.as<float>(), x.dim(0), x.dim(1),
                   w.dim(0));
@@ -168,10 +186,12 @@ class CpuBackend final : public Backend {
   }
 
   void silu_mul(const Tensor& gate_up, Tensor& out) override {
+    const Timed op(*this, "silu_mul");
     cpu::silu_mul(gate_up.as<const float>(), out.as<float>(), out.dim(0), out.dim(1));
   }
 
   void gather_rows(const Tensor& x, const Tensor& rows, Tensor& out) override {
+    const Timed op(*this, "gather_rows");
     const int64_t H = x.dim(1);
     for (int64_t r = 0; r < rows.numel(); ++r)
       std::memcpy(out.as<float>() + r * H, x.as<const float>() + rows.as<const int32_t>()[r] * H,
@@ -181,6 +201,7 @@ class CpuBackend final : public Backend {
   void copy_columns(const Tensor& src, Tensor& dst, int64_t col0) override {
     NI_ASSERT(src.dtype() == dst.dtype() && src.dim(0) == dst.dim(0) &&
               col0 + src.dim(1) <= dst.dim(1));
+    const Timed op(*this, "copy_columns");
     const size_t elem = dtype_size(src.dtype());
     for (int64_t r = 0; r < src.dim(0); ++r)
       std::memcpy(static_cast<uint8_t*>(dst.data()) + (r * dst.dim(1) + col0) * elem,
@@ -190,6 +211,7 @@ class CpuBackend final : public Backend {
 
   void rope_store_kv(Tensor& qkv, int heads, int kv_heads, const DeviceBatch& b, KvLayer& layer,
                      bool rotate_k) override {
+    const Timed op(*this, "rope_store_kv");
     const int D = rope_.head_dim;
     const int64_t stride = int64_t{heads + 2 * kv_heads} * D;
     const int32_t* pos = b.positions.as<const int32_t>();
@@ -219,7 +241,41 @@ class CpuBackend final : public Backend {
                  const KvLayer& layer, bool rotate_keys, Tensor& out) override;
 
  private:
+  // Adds the wall time of the op it lives in to the profile (--profile); an op another one calls
+  // (add_rmsnorm's add) counts in the outer one only. The ops run on this thread (OpenMP joins
+  // before they return), so the steady clock measures them whole.
+  class Timed {
+   public:
+    Timed(CpuBackend& be, const char* name, const Tensor* w = nullptr)
+        : be_(be.profiling_ && !be.timing_ ? &be : nullptr) {
+      if (be_ == nullptr) return;
+      be_->timing_ = true;
+      name_ = name;
+      if (w != nullptr)
+        name_ += " " + std::to_string(w->dim(0)) + "x" + std::to_string(w->dim(1)) + " " +
+                 dtype_name(w->dtype());
+      start_ = std::chrono::steady_clock::now();
+    }
+    ~Timed() {
+      if (be_ == nullptr) return;
+      const std::chrono::duration<double, std::milli> ms =
+          std::chrono::steady_clock::now() - start_;
+      be_->profile_.add(name_, be_->decode_, ms.count());
+      be_->timing_ = false;
+    }
+    Timed(const Timed&) = delete;
+    Timed& operator=(const Timed&) = delete;
+
+   private:
+    CpuBackend* be_;
+    std::string name_;
+    std::chrono::steady_clock::time_point start_;
+  };
+
   RopeTable rope_;
+  bool profiling_ = false, timing_ = false;
+  bool decode_ = false;  // the last uploaded batch has one new token per sequence
+  OpProfile profile_;
   // attention()'s table of every sequence's cache slots, kept so that a step's layers reuse the
   // memory: entry j of sequence s at slot_table_[first_slot_[s] + j].
   std::vector<int64_t> first_slot_;
@@ -228,6 +284,7 @@ class CpuBackend final : public Backend {
 
 void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const DeviceBatch& b,
                            const KvLayer& layer, bool rotate_keys, Tensor& out) {
+  const Timed op(*this, "attention");
   const int D = rope_.head_dim;
   const int group = heads / kv_heads;
   const int64_t stride = int64_t{heads + 2 * kv_heads} * D;

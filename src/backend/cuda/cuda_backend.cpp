@@ -630,9 +630,7 @@ void CudaBackend::collect_profile() {
   for (const PendingOp& p : pending_) {
     float ms = 0;
     NI_CUDA_CHECK(cudaEventElapsedTime(&ms, p.start, p.stop));
-    auto& [total, calls] = op_ms_[{p.name, p.decode}];
-    total += ms;
-    ++calls;
+    profile_.add(p.name, p.decode, ms);
     free_events_.push_back(p.start);
     free_events_.push_back(p.stop);
   }
@@ -642,30 +640,7 @@ void CudaBackend::collect_profile() {
 std::string CudaBackend::profile_report() {
   NI_CUDA_CHECK(cudaStreamSynchronize(stream_));
   collect_profile();
-  std::string out;
-  char line[256];
-  for (const bool decode : {false, true}) {
-    double phase_ms = 0;
-    std::vector<std::pair<double, std::string>> rows;
-    for (const auto& [key, v] : op_ms_) {
-      if (key.second != decode) continue;
-      phase_ms += v.first;
-      std::snprintf(line, sizeof(line), "  %-28s %9lld calls %10.3f ms %9.2f us/call",
-                    key.first.c_str(), static_cast<long long>(v.second), v.first,
-                    1000.0 * v.first / static_cast<double>(v.second));
-      rows.emplace_back(v.first, line);
-    }
-    if (rows.empty()) continue;
-    std::sort(rows.rbegin(), rows.rend());
-    std::snprintf(line, sizeof(line), "%s: %.3f ms of GPU time in ops\n",
-                  decode ? "decode" : "prefill", phase_ms);
-    out += line;
-    for (const auto& [ms, text] : rows) {
-      std::snprintf(line, sizeof(line), " %5.1f%%\n", 100.0 * ms / phase_ms);
-      out += text + line;
-    }
-  }
-  return out;
+  return profile_.report("GPU time");
 }
 
 void CudaBackend::embedding(const Tensor& table, const DeviceBatch& b, Tensor& out) {

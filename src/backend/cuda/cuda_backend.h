@@ -15,6 +15,7 @@
 #include "backend/backend.h"
 #include "backend/cuda/kernels.h"
 #include "backend/cuda/lt_gemm.h"
+#include "backend/op_profile.h"
 
 namespace nanoinfer::cuda {
 
@@ -168,8 +169,7 @@ class CudaBackend final : public Backend {
   bool profiling_ = false;
   std::vector<PendingOp> pending_;
   std::vector<cudaEvent_t> free_events_;
-  std::map<std::pair<std::string, bool>, std::pair<double, int64_t>>
-      op_ms_;  // (op, decode) -> ms, calls
+  OpProfile profile_;
 };
 
 }  // namespace nanoinfer::cuda
