@@ -2,8 +2,10 @@
 // (odd sizes included, so the vector tails are exercised).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <tuple>
 #include <vector>
@@ -137,6 +139,23 @@ INSTANTIATE_TEST_SUITE_P(Shapes, RowOpTest,
                          ::testing::Values(std::make_tuple(1, 8), std::make_tuple(2, 576),
                                            std::make_tuple(5, 33), std::make_tuple(7, 1)));
 
+// SiLU's e^-a across the whole float range: where it overflows (a < -88), where it is flushed to
+// 0 (a > 87), and a NaN.
+TEST(SiluMul, HoldsAtTheEndsOfTheRange) {
+  const std::vector<float> a = {-200,   -100,  -89,   -88.5F, -87.5F,       -30,
+                                -1e-3F, 0,     1e-3F, 5,      30,           86.9F,
+                                87.1F,  88.5F, 100,   1e30F,  std::nanf("")};
+  const int F = static_cast<int>(a.size());
+  std::vector<float> gu(2 * F, 1.5F), out(F);
+  std::copy(a.begin(), a.end(), gu.begin());
+  cpu::silu_mul(gu.data(), out.data(), 1, F);
+  for (int f = 0; f + 1 < F; ++f) {
+    const double ref = a[f] / (1 + std::exp(-double{a[f]})) * 1.5;
+    EXPECT_NEAR(out[f], ref, 1e-6 * std::abs(ref) + 1e-30) << "a=" << a[f];
+  }
+  EXPECT_TRUE(std::isnan(out[F - 1]));
+}
+
 // The attention's P V sum against the plain loop it replaced, bit for bit (the register-held
 // sums for D = 64 and 128, the loop for other sizes), rows gathered through slots, zero weights
 // skipped.
@@ -145,24 +164,51 @@ class WeightedRowsTest : public ::testing::TestWithParam<int> {};
 TEST_P(WeightedRowsTest, EqualsThePlainLoopBitForBit) {
   const int D = GetParam(), n = 37, slot_stride = 3 * D;
   std::vector<float> p = random_vec(n, 9);
-  for (float& x : p) x = std::exp(x);
+  for (float& x : p) x = std::exp(x) / 40;
   p[5] = p[20] = 0.0F;
-  float sum = 0.0F;
-  for (const float x : p) sum += x;
   const std::vector<float> v = random_vec(static_cast<size_t>(n + 5) * slot_stride, 10);
   std::vector<int32_t> slots(n);
   for (int j = 0; j < n; ++j) slots[j] = (j * 7 + 3) % (n + 5);
   std::vector<float> out(D, std::nanf("")), ref(D, 0.0F);
-  cpu::weighted_rows(p.data(), n, sum, v.data() + D, slots.data(), slot_stride, D, out.data());
+  cpu::weighted_rows(p.data(), n, v.data() + D, slots.data(), slot_stride, D, out.data());
   for (int j = 0; j < n; ++j) {
     if (p[j] == 0.0F) continue;
-    const float w = p[j] / sum;
-    for (int d = 0; d < D; ++d) ref[d] += w * v[slots[j] * slot_stride + D + d];
+    for (int d = 0; d < D; ++d) ref[d] += p[j] * v[slots[j] * slot_stride + D + d];
   }
   for (int d = 0; d < D; ++d) ASSERT_EQ(out[d], ref[d]) << "d=" << d;
 }
 
 INSTANTIATE_TEST_SUITE_P(HeadDims, WeightedRowsTest, ::testing::Values(64, 128, 40, 3));
+
+// The attention's softmax (AVX2 exponentials) against double precision, over lengths with and
+// without a tail of eight, scores whose differences from the maximum reach the range where e^x is
+// flushed to 0, masked entries and a NaN.
+class SoftmaxTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(SoftmaxTest, MatchesDoublePrecision) {
+  const int n = GetParam();
+  std::vector<float> s = random_vec(n, 11);
+  for (int j = 0; j < n; ++j) s[j] = s[j] * 60 - 40 + (j % 3 == 0 ? 0.1F * j : 0.0F);
+  if (n > 2) s[1] = -std::numeric_limits<float>::infinity();
+  std::vector<float> out = s;
+  cpu::softmax(out.data(), n);
+  double mx = -INFINITY, sum = 0;
+  for (const float x : s) mx = std::max(mx, double{x});
+  for (const float x : s) sum += std::exp(x - mx);
+  for (int j = 0; j < n; ++j) {
+    const double ref = std::exp(s[j] - mx) / sum;
+    EXPECT_NEAR(out[j], ref, 1e-6 * ref + 1e-37) << "j=" << j << " s=" << s[j];
+  }
+  if (n > 2) {
+    EXPECT_EQ(out[1], 0.0F);
+  }
+  out = s;
+  out[n - 1] = std::nanf("");
+  cpu::softmax(out.data(), n);
+  for (int j = 0; j < n; ++j) EXPECT_TRUE(std::isnan(out[j])) << "j=" << j;
+}
+
+INSTANTIATE_TEST_SUITE_P(Lengths, SoftmaxTest, ::testing::Values(1, 7, 8, 37, 1000));
 
 // The attention's q . k over gathered rows against dot(), bit for bit (q in registers and four
 // rows at a time for D = 64 and 128; 38 rows leave a tail of two).

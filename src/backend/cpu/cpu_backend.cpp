@@ -321,34 +321,24 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
         const int32_t* slot_of = slot_table_.data() + first_slot_[s];
         const float* k_head = layer.k.as<const float>() + int64_t{kvh} * D;
         const int64_t slot_stride = int64_t{kv_heads} * D;  // of K and V
-        // Keys stored rotated: every q . k at once (hidden ones are overwritten below).
+        // Keys stored rotated: every q . k at once; stored unrotated, each is rotated by its
+        // position first.
         if (!rotate_keys) cpu::dot_rows(q, k_head, slot_of, slot_stride, qi + 1, D, scores.data());
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int j = 0; j <= qi; ++j) {
-          bool visible = true;
-          if (mask != nullptr && j >= first_new) {
-            const int32_t off = b.tree_offsets.as<const int32_t>()[s];
-            visible = mask[off + (qi - first_new) * n_new + (j - first_new)] != 0;
-          }
-          if (!visible) {
-            scores[j] = -std::numeric_limits<float>::infinity();
-            continue;
-          }
-          if (rotate_keys) {
-            const int32_t slot = slot_of[j];
-            std::memcpy(key.data(), k_head + slot * slot_stride, D * sizeof(float));
-            cpu::rope_rotate(key.data(), rope_.row(slot_pos[slot]), D);
-            scores[j] = cpu::dot(q, key.data(), D);
-          }
-          scores[j] *= scale;
-          mx = std::max(mx, scores[j]);
+        for (int j = 0; rotate_keys && j <= qi; ++j) {
+          const int32_t slot = slot_of[j];
+          std::memcpy(key.data(), k_head + slot * slot_stride, D * sizeof(float));
+          cpu::rope_rotate(key.data(), rope_.row(slot_pos[slot]), D);
+          scores[j] = cpu::dot(q, key.data(), D);
         }
-        float sum = 0.0F;
-        for (int j = 0; j <= qi; ++j) {
-          scores[j] = std::exp(scores[j] - mx);
-          sum += scores[j];
+        for (int j = 0; j <= qi; ++j) scores[j] *= scale;
+        if (mask != nullptr) {  // a tree: the new tokens see the ones the mask lets them
+          const uint8_t* row =
+              mask + b.tree_offsets.as<const int32_t>()[s] + (qi - first_new) * n_new;
+          for (int j = first_new; j <= qi; ++j)
+            if (row[j - first_new] == 0) scores[j] = -std::numeric_limits<float>::infinity();
         }
-        cpu::weighted_rows(scores.data(), qi + 1, sum, layer.v.as<const float>() + int64_t{kvh} * D,
+        cpu::softmax(scores.data(), qi + 1);
+        cpu::weighted_rows(scores.data(), qi + 1, layer.v.as<const float>() + int64_t{kvh} * D,
                            slot_of, slot_stride, D, out.as<float>() + (int64_t{t} * heads + h) * D);
       }
     }

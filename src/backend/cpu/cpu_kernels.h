@@ -13,8 +13,12 @@ namespace nanoinfer::cpu {
 void matmul(const float* x, const float* w, float* y, int64_t T, int64_t K, int64_t N);
 // out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w      x, out: [T, H]
 void rmsnorm(const float* x, const float* w, float eps, float* out, int64_t T, int64_t H);
-// out[t, f] = silu(gu[t, f]) * gu[t, F + f]        gu: [T, 2F]
+// out[t, f] = silu(gu[t, f]) * gu[t, F + f]        gu: [T, 2F]; a / (1 + e^-a) * u, with e^x
+// in AVX2 (within 1 ulp of e^x).
 void silu_mul(const float* gu, float* out, int64_t T, int64_t F);
+// s[0, n) = softmax(s) in place: e^(s[j] - max) / sum, the exponentials in AVX2 (within 1 ulp of
+// e^x) and summed eight lanes at a time; an entry of -inf (masked) gets 0.
+void softmax(float* s, int n);
 // Rotate-half RoPE of one head vector in place; cs = [cos(half) | sin(half)].
 void rope_rotate(float* x, const float* cs, int head_dim);
 float dot(const float* a, const float* b, int64_t n);
@@ -22,11 +26,11 @@ float dot(const float* a, const float* b, int64_t n);
 // q stays in registers and four rows are in flight at once.
 void dot_rows(const float* q, const float* k, const int32_t* slots, int64_t slot_stride, int n,
               int D, float* out);
-// out[0, D) = sum over j < n with p[j] != 0, in order, of (p[j] / sum) * V[j]: V[j] = v +
-// slots[j] * slot_stride. Each step rounds as `out[d] += (p[j] / sum) * V[j][d]` would (no fused
+// out[0, D) = sum over j < n with p[j] != 0, in order, of p[j] * V[j]: V[j] = v +
+// slots[j] * slot_stride. Each step rounds as `out[d] += p[j] * V[j][d]` would (no fused
 // multiply-add); for D = 64 or 128 out stays in registers across the rows.
-void weighted_rows(const float* p, int n, float sum, const float* v, const int32_t* slots,
-                   int64_t slot_stride, int D, float* out);
+void weighted_rows(const float* p, int n, const float* v, const int32_t* slots, int64_t slot_stride,
+                   int D, float* out);
 
 // Rows of a GGUF block-quantised matrix widened to f32, bit-identical to the loader's
 // dequantize(): AVX2 for Q8_0, Q4_0 and Q4_1 (d * q, (q - 8) * d and d * q + m in f32, no fused
