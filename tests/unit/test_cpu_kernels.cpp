@@ -77,8 +77,9 @@ TEST(CpuDequantizeRows, EqualsTheScalarReferenceForEveryFormat) {
   }
 }
 
-// GGUF block weights multiplied tile by tile as stored against matmul() over the same rows widened
-// by dequantize_rows(), bit for bit (random scales, offsets and quants).
+// GGUF block weights multiplied as stored (tile by tile, or for 1-3 tokens of Q8_0 / Q4_0 / Q4_1
+// block by block in registers) against matmul() over the same rows widened by dequantize_rows(),
+// bit for bit (random scales, offsets and quants).
 class QuantMatmulTest : public ::testing::TestWithParam<std::tuple<DType, int, int, int>> {};
 
 TEST_P(QuantMatmulTest, EqualsMatmulOfTheWidenedRows) {
@@ -98,11 +99,14 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         std::make_tuple(DType::Q8_0, 1, 64, 50), std::make_tuple(DType::Q4_0, 5, 96, 33),
         std::make_tuple(DType::Q4_1, 9, 576, 70), std::make_tuple(DType::Q4_1, 1, 1536, 17),
-        std::make_tuple(DType::Q5_0, 3, 96, 20), std::make_tuple(DType::Q5_1, 2, 64, 9),
-        std::make_tuple(DType::IQ4_NL, 4, 160, 11), std::make_tuple(DType::Q2_K, 1, 256, 7),
-        std::make_tuple(DType::Q3_K, 5, 512, 13), std::make_tuple(DType::Q4_K, 9, 256, 70),
-        std::make_tuple(DType::Q5_K, 2, 768, 5), std::make_tuple(DType::Q6_K, 3, 512, 17),
-        std::make_tuple(DType::IQ4_XS, 4, 256, 10)),
+        // 1-3 tokens of Q8_0 / Q4_0 / Q4_1: multiplied in registers, four rows at a time
+        std::make_tuple(DType::Q4_0, 2, 128, 37), std::make_tuple(DType::Q4_1, 3, 576, 23),
+        std::make_tuple(DType::Q8_0, 3, 96, 7), std::make_tuple(DType::Q4_0, 1, 32, 3),
+        std::make_tuple(DType::Q8_0, 2, 256, 1030), std::make_tuple(DType::Q5_0, 3, 96, 20),
+        std::make_tuple(DType::Q5_1, 2, 64, 9), std::make_tuple(DType::IQ4_NL, 4, 160, 11),
+        std::make_tuple(DType::Q2_K, 1, 256, 7), std::make_tuple(DType::Q3_K, 5, 512, 13),
+        std::make_tuple(DType::Q4_K, 9, 256, 70), std::make_tuple(DType::Q5_K, 2, 768, 5),
+        std::make_tuple(DType::Q6_K, 3, 512, 17), std::make_tuple(DType::IQ4_XS, 4, 256, 10)),
     [](const auto& info) {
       return std::string(dtype_name(std::get<0>(info.param))) + "_" + std::to_string(info.index);
     });

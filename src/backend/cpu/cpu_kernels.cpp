@@ -201,45 +201,95 @@ void matmul(const float* x, const float* w, float* y, int64_t T, int64_t K, int6
   }
 }
 
-void dequantize_rows(DType type, const uint8_t* w, int64_t rows, int64_t K, float* out) {
-  const int64_t blocks = rows * K / dtype_block(type);
-  if (type != DType::Q8_0 && type != DType::Q4_0 && type != DType::Q4_1) {
-    dequantize_blocks(type, w, blocks, out);  // the other formats: the scalar reference
-    return;
-  }
-  const size_t bb = dtype_size(type);
-  const __m256i low4 = _mm256_set1_epi32(0xF);
-  for (int64_t b = 0; b < blocks; ++b) {
-    const uint8_t* p = w + static_cast<size_t>(b) * bb;
-    float* o = out + b * 32;
-    if (type == DType::Q8_0) {
-      const __m256 d = f16x1(p);
-      for (int i = 0; i < 32; i += 8) {
-        const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 2 + i));
-        _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8)), d));
-      }
-    } else {
-      const bool q41 = type == DType::Q4_1;
-      const __m256 d = f16x1(p);
-      const __m256 m = q41 ? f16x1(p + 2) : _mm256_setzero_ps();
-      const uint8_t* qs = p + (q41 ? 4 : 2);
-      for (int i = 0; i < 16; i += 8) {
-        const __m256i q =
-            _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + i)));
-        const __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_srli_epi32(q, 4);
-        if (q41) {  // d * q + m, rounded after the product as the reference does
-          _mm256_storeu_ps(o + i, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(lo)), m));
-          _mm256_storeu_ps(o + 16 + i, _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(hi)), m));
-        } else {  // (q - 8) * d
-          const __m256i eight = _mm256_set1_epi32(8);
-          _mm256_storeu_ps(o + i,
-                           _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(lo, eight)), d));
-          _mm256_storeu_ps(o + 16 + i,
-                           _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(hi, eight)), d));
-        }
+namespace {
+
+// A Q8_0 / Q4_0 / Q4_1 block of 32 values widened into four vectors (values 0-7, 8-15, 16-23,
+// 24-31), to the scalar reference's values: d * q, (q - 8) * d and d * q + m in f32, each product
+// rounded before the add (no fused multiply-add). Q4 byte j holds value j (low nibble) and j + 16.
+template <DType kType>
+inline void widen_block(const uint8_t* p, __m256 v[4]) {
+  const __m256 d = f16x1(p);
+  if constexpr (kType == DType::Q8_0) {
+    for (int c = 0; c < 4; ++c) {
+      const __m128i q8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 2 + 8 * c));
+      v[c] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q8)), d);
+    }
+  } else {
+    const uint8_t* qs = p + (kType == DType::Q4_1 ? 4 : 2);
+    const __m256i low4 = _mm256_set1_epi32(0xF);
+    for (int i = 0; i < 2; ++i) {
+      const __m256i q =
+          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + 8 * i)));
+      const __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_srli_epi32(q, 4);
+      if constexpr (kType == DType::Q4_1) {
+        const __m256 m = f16x1(p + 2);
+        v[i] = _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(lo)), m);
+        v[2 + i] = _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(hi)), m);
+      } else {
+        const __m256i eight = _mm256_set1_epi32(8);
+        v[i] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(lo, eight)), d);
+        v[2 + i] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(hi, eight)), d);
       }
     }
   }
+}
+
+template <DType kType>
+void widen_rows(const uint8_t* w, int64_t blocks, float* out) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    __m256 v[4];
+    widen_block<kType>(w + b * dtype_size(kType), v);
+    for (int c = 0; c < 4; ++c) _mm256_storeu_ps(out + b * 32 + 8 * c, v[c]);
+  }
+}
+
+// y[t, n0:n1] for T <= 3 tokens straight from the blocks: each block is widened in registers and
+// multiplied into every token's accumulator, in dot()'s order (8 values at a time, ascending),
+// so the results equal matmul_tile's over the widened rows bit for bit without storing and
+// reloading them. Four rows at a time give the FMA units independent chains.
+template <DType kType, int kT>
+void dot_blocks(const float* x, const uint8_t* w, size_t row_bytes, float* y, int64_t K, int64_t N,
+                int64_t n0, int64_t n1) {
+  constexpr int kR = 4;
+  const int64_t blocks = K / 32;
+  auto rows = [&](auto count, int64_t n) {
+    constexpr int R = decltype(count)::value;
+    __m256 acc[R][kT];
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < kT; ++t) acc[r][t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < blocks; ++b)
+      for (int r = 0; r < R; ++r) {
+        __m256 v[4];
+        widen_block<kType>(w + (n + r) * row_bytes + b * dtype_size(kType), v);
+        for (int c = 0; c < 4; ++c)
+          for (int t = 0; t < kT; ++t)
+            acc[r][t] =
+                _mm256_fmadd_ps(_mm256_loadu_ps(x + t * K + b * 32 + 8 * c), v[c], acc[r][t]);
+      }
+    for (int r = 0; r < R; ++r)
+      for (int t = 0; t < kT; ++t) y[t * N + n + r] = hsum(acc[r][t]);
+  };
+  int64_t n = n0;
+  for (; n + kR <= n1; n += kR) rows(std::integral_constant<int, kR>{}, n);
+  for (; n < n1; ++n) rows(std::integral_constant<int, 1>{}, n);
+}
+
+template <DType kType>
+void dot_blocks(const float* x, const uint8_t* w, size_t row_bytes, float* y, int64_t T, int64_t K,
+                int64_t N, int64_t n0, int64_t n1) {
+  if (T == 1) return dot_blocks<kType, 1>(x, w, row_bytes, y, K, N, n0, n1);
+  if (T == 2) return dot_blocks<kType, 2>(x, w, row_bytes, y, K, N, n0, n1);
+  dot_blocks<kType, 3>(x, w, row_bytes, y, K, N, n0, n1);
+}
+
+}  // namespace
+
+void dequantize_rows(DType type, const uint8_t* w, int64_t rows, int64_t K, float* out) {
+  const int64_t blocks = rows * K / dtype_block(type);
+  if (type == DType::Q8_0) return widen_rows<DType::Q8_0>(w, blocks, out);
+  if (type == DType::Q4_0) return widen_rows<DType::Q4_0>(w, blocks, out);
+  if (type == DType::Q4_1) return widen_rows<DType::Q4_1>(w, blocks, out);
+  dequantize_blocks(type, w, blocks, out);  // the other formats: the scalar reference
 }
 
 void matmul_quantized(const float* x, DType type, const uint8_t* w, float* y, int64_t T, int64_t K,
@@ -248,6 +298,20 @@ void matmul_quantized(const float* x, DType type, const uint8_t* w, float* y, in
   constexpr int64_t kRows = 16;
   const int64_t tasks = (N + kRows - 1) / kRows;
   const size_t row_bytes = dtype_nbytes(type, K);
+  // Up to 3 tokens (decode): the widened rows would serve too few tokens to pay for their store
+  // and reload, so the blocks are multiplied in registers.
+  const bool in_registers =
+      T <= 3 && (type == DType::Q8_0 || type == DType::Q4_0 || type == DType::Q4_1);
+  if (in_registers) {
+#pragma omp parallel for schedule(static) if (T * K * N >= kParallelWork)
+    for (int64_t task = 0; task < tasks; ++task) {
+      const int64_t n0 = task * kRows, n1 = std::min(N, n0 + kRows);
+      if (type == DType::Q8_0) dot_blocks<DType::Q8_0>(x, w, row_bytes, y, T, K, N, n0, n1);
+      if (type == DType::Q4_0) dot_blocks<DType::Q4_0>(x, w, row_bytes, y, T, K, N, n0, n1);
+      if (type == DType::Q4_1) dot_blocks<DType::Q4_1>(x, w, row_bytes, y, T, K, N, n0, n1);
+    }
+    return;
+  }
 #pragma omp parallel if (T * K * N >= kParallelWork)
   {
     std::vector<float> tile(static_cast<size_t>(kRows * K));

@@ -37,7 +37,8 @@ void weighted_rows(const float* p, int n, const float* v, const int32_t* slots, 
 // multiply-add), tensor/quant_blocks.h's scalar code for the other formats.
 void dequantize_rows(DType type, const uint8_t* w, int64_t rows, int64_t K, float* out);
 // y = x w^T with w block-quantised [N, K]: each tile of rows is widened into a small buffer and
-// multiplied exactly as matmul() would, so results equal those of the widened matrix.
+// multiplied exactly as matmul() would, so results equal those of the widened matrix. For 1-3
+// tokens of Q8_0 / Q4_0 / Q4_1 each block is widened in registers instead, with the same results.
 void matmul_quantized(const float* x, DType type, const uint8_t* w, float* y, int64_t T, int64_t K,
                       int64_t N);
 
