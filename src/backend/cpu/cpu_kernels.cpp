@@ -62,15 +62,16 @@ inline float hsum(__m256 v) {
 // registers, 7 loads for 12 FMAs (one row of w against 4 tokens took 5 loads for 4). Each product
 // accumulates in its own register in dot()'s order, so the results equal dot()'s bit for bit
 // whatever the blocking (batch invariance).
+// The rows of w are given by pointers (the attention's keys, gathered through the cache slots).
 template <int R, int C>
-inline void dot_block(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t K, float* y,
+inline void dot_block(const float* x, int64_t ldx, const float* const (&w)[C], int64_t K, float* y,
                       int64_t ldy) {
   __m256 acc[R][C];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps();
   auto step = [&](int64_t k, auto load) {
     __m256 wv[C];
-    for (int c = 0; c < C; ++c) wv[c] = load(w + c * ldw + k);
+    for (int c = 0; c < C; ++c) wv[c] = load(w[c] + k);
     for (int r = 0; r < R; ++r) {
       const __m256 xv = load(x + r * ldx + k);
       for (int c = 0; c < C; ++c) acc[r][c] = _mm256_fmadd_ps(xv, wv[c], acc[r][c]);
@@ -84,6 +85,14 @@ inline void dot_block(const float* x, int64_t ldx, const float* w, int64_t ldw, 
   }
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) y[r * ldy + c] = hsum(acc[r][c]);
+}
+
+template <int R, int C>
+inline void dot_block(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t K, float* y,
+                      int64_t ldy) {
+  const float* rows[C];
+  for (int c = 0; c < C; ++c) rows[c] = w + c * ldw;
+  dot_block<R, C>(x, ldx, rows, K, y, ldy);
 }
 
 }  // namespace
@@ -159,6 +168,76 @@ void weighted_rows(const float* p, int n, const float* v, const int32_t* slots, 
     const float w = p[j];
     const float* row = v + slots[j] * slot_stride;
     for (int d = 0; d < D; ++d) out[d] += w * row[d];
+  }
+}
+
+namespace {
+
+template <int R>
+void attend_fixed(const float* q, int64_t q_stride, int n0, float scale, const float* k,
+                  const float* v, const int32_t* slots, int64_t slot_stride, int D, float* scores,
+                  float* out, int64_t out_stride) {
+  const int n = n0 + R - 1;  // the last query's keys; scores: R rows of n
+  auto key = [&](int j) { return k + slots[j] * slot_stride; };
+  int j = 0;
+  for (; j + 3 <= n; j += 3) {
+    const float* rows[3] = {key(j), key(j + 1), key(j + 2)};
+    dot_block<R, 3>(q, q_stride, rows, D, scores + j, n);
+  }
+  for (; j < n; ++j) {
+    const float* rows[1] = {key(j)};
+    dot_block<R, 1>(q, q_stride, rows, D, scores + j, n);
+  }
+  for (int r = 0; r < R; ++r) {
+    float* s = scores + int64_t{r} * n;
+    for (int i = 0; i < n0 + r; ++i) s[i] *= scale;
+    softmax(s, n0 + r);
+    std::fill(s + n0 + r, s + n, 0.0F);  // keys after query r: weight 0, skipped below
+  }
+  // P V, 16 values of D at a time: each value row loaded once for the R queries. A row some
+  // query gives weight 0 (the keys after it, or an e^x flushed to 0) is skipped for that query,
+  // as weighted_rows skips it.
+  for (int d0 = 0; d0 < D; d0 += 16) {
+    __m256 o[R][2];
+    for (int r = 0; r < R; ++r) o[r][0] = o[r][1] = _mm256_setzero_ps();
+    for (int i = 0; i < n; ++i) {
+      const float* row = v + slots[i] * slot_stride + d0;
+      const __m256 v0 = _mm256_loadu_ps(row), v1 = _mm256_loadu_ps(row + 8);
+      for (int r = 0; r < R; ++r) {
+        const float p = scores[int64_t{r} * n + i];
+        if (p == 0.0F) continue;
+        const __m256 w = _mm256_set1_ps(p);
+        o[r][0] = _mm256_add_ps(o[r][0], _mm256_mul_ps(w, v0));
+        o[r][1] = _mm256_add_ps(o[r][1], _mm256_mul_ps(w, v1));
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      _mm256_storeu_ps(out + r * out_stride + d0, o[r][0]);
+      _mm256_storeu_ps(out + r * out_stride + d0 + 8, o[r][1]);
+    }
+  }
+}
+
+}  // namespace
+
+void attend_queries(const float* q, int64_t q_stride, int R, int n0, float scale, const float* k,
+                    const float* v, const int32_t* slots, int64_t slot_stride, int D, float* scores,
+                    float* out, int64_t out_stride) {
+  switch (R) {
+    case 1:  // one query: q and the output held in registers across the rows
+      dot_rows(q, k, slots, slot_stride, n0, D, scores);
+      for (int j = 0; j < n0; ++j) scores[j] *= scale;
+      softmax(scores, n0);
+      return weighted_rows(scores, n0, v, slots, slot_stride, D, out);
+    case 2:
+      return attend_fixed<2>(q, q_stride, n0, scale, k, v, slots, slot_stride, D, scores, out,
+                             out_stride);
+    case 3:
+      return attend_fixed<3>(q, q_stride, n0, scale, k, v, slots, slot_stride, D, scores, out,
+                             out_stride);
+    default:
+      return attend_fixed<4>(q, q_stride, n0, scale, k, v, slots, slot_stride, D, scores, out,
+                             out_stride);
   }
 }
 

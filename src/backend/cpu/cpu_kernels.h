@@ -31,6 +31,13 @@ void dot_rows(const float* q, const float* k, const int32_t* slots, int64_t slot
 // multiply-add); for D = 64 or 128 out stays in registers across the rows.
 void weighted_rows(const float* p, int n, const float* v, const int32_t* slots, int64_t slot_stride,
                    int D, float* out);
+// Causal attention of R <= 4 consecutive queries of one head (query r at q + r * q_stride sees
+// keys j < n0 + r) over keys and values gathered through slots (D a multiple of 16). Each query's
+// output is bit for bit what dot_rows, a scale, softmax and weighted_rows give it alone, but each
+// key and value row is loaded once for the R queries. scores: R * (n0 + R - 1) floats of scratch.
+void attend_queries(const float* q, int64_t q_stride, int R, int n0, float scale, const float* k,
+                    const float* v, const int32_t* slots, int64_t slot_stride, int D, float* scores,
+                    float* out, int64_t out_stride);
 
 // Rows of a GGUF block-quantised matrix widened to f32, bit-identical to the loader's
 // dequantize(): AVX2 for Q8_0, Q4_0 and Q4_1 (d * q, (q - 8) * d and d * q + m in f32, no fused
