@@ -75,6 +75,7 @@ void run_bench(const BenchArgs& a) {
                    run + 1, r.prefill_ms, r.prefill_tps, r.decode_tps, r.weights_gbps);
   }
   if (!engine.is_leader()) return;
+  if (a.engine.profile) std::fputs(engine.profile_report().c_str(), stderr);
   auto med = [&results](double RunResult::*field) {
     std::vector<double> v(results.size());
     std::transform(results.begin(), results.end(), v.begin(),
@@ -133,6 +134,9 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--runs", a->runs, "runs; the median is reported (default 3)")
       ->check(whole_number(1));
   cmd->add_flag("--json", a->json, "print one JSON object (every run and the median)");
+  cmd->add_flag("--profile", a->engine.profile,
+                "print the time of each op kind over all runs, prefill and decode apart, on stderr "
+                "(CUDA: steps then run without graphs)");
   add_engine_flags(*cmd, a->engine, "KV cache slots (0 = room for the whole batch)");
   cmd->callback([a] { run_bench(*a); });
 }

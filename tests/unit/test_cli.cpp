@@ -256,17 +256,12 @@ TEST(Cli, StatsListEveryStepAndTheGraphCaptures) {
   EXPECT_EQ(text.err.find("CUDA graphs captured"), std::string::npos) << text.err;
 }
 
-// --profile on the CPU: each op's calls and time, the prefill step and the decode steps apart.
-TEST(Cli, ProfileCountsEveryOpOfEachPhase) {
-  const CliRun r = run_cli("generate --model " + kTiny +
-                           " --prompt-ids 5,9,14 --prompt-ids 7 --max-new-tokens 4 --ignore-eos"
-                           " --profile");
-  ASSERT_EQ(r.code, 0) << r.err;
-  // phase -> op -> calls, from lines "  <op> <n> calls <ms> ms <us> us/call <share>%" under
-  // "<phase>: <ms> ms of CPU time in ops".
+// --profile's report: phase -> op -> calls, from lines "  <op> <n> calls <ms> ms <us> us/call
+// <share>%" under "<phase>: <ms> ms of CPU time in ops" (each phase's ms into phase_ms).
+std::map<std::string, std::map<std::string, int>> profile_calls(
+    const std::string& report, std::map<std::string, double>& phase_ms) {
   std::map<std::string, std::map<std::string, int>> calls;
-  std::map<std::string, double> phase_ms;
-  std::istringstream lines(r.err);
+  std::istringstream lines(report);
   std::string line, phase;
   while (std::getline(lines, line)) {
     std::istringstream words(line);
@@ -277,12 +272,22 @@ TEST(Cli, ProfileCountsEveryOpOfEachPhase) {
       continue;
     }
     const auto at = std::find(w.begin(), w.end(), "calls");
-    if (line.rfind("  ", 0) != 0 || at == w.end() || at - w.begin() < 2) continue;
-    ASSERT_FALSE(phase.empty()) << line;
+    if (phase.empty() || line.rfind("  ", 0) != 0 || at == w.end() || at - w.begin() < 2) continue;
     std::string op = w[0];
     for (auto it = w.begin() + 1; it < at - 1; ++it) op += " " + *it;
     calls[phase][op] = std::stoi(*(at - 1));
   }
+  return calls;
+}
+
+// --profile on the CPU: each op's calls and time, the prefill step and the decode steps apart.
+TEST(Cli, ProfileCountsEveryOpOfEachPhase) {
+  const CliRun r = run_cli("generate --model " + kTiny +
+                           " --prompt-ids 5,9,14 --prompt-ids 7 --max-new-tokens 4 --ignore-eos"
+                           " --profile");
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::map<std::string, double> phase_ms;
+  auto calls = profile_calls(r.err, phase_ms);
   ASSERT_EQ(phase_ms.size(), 2U) << r.err;
   EXPECT_GT(phase_ms["prefill"], 0.0);
   EXPECT_GT(phase_ms["decode"], 0.0);
@@ -365,6 +370,15 @@ TEST(Cli, BenchReportsEveryRunAndTheirMedian) {
   ASSERT_EQ(table.code, 0) << table.err;
   EXPECT_NE(table.out.find("median of 2 runs"), std::string::npos) << table.out;
   EXPECT_NE(table.err.find("run 2: prefill"), std::string::npos) << table.err;
+  // --profile: the ops of both runs (the tiny model's 3 layers; a prefill step and two decode
+  // steps a run).
+  const CliRun profiled =
+      run_cli("bench --model " + kTiny + " --prompt-tokens 8 --new-tokens 3 --runs 2 --profile");
+  ASSERT_EQ(profiled.code, 0) << profiled.err;
+  std::map<std::string, double> phase_ms;
+  auto calls = profile_calls(profiled.err, phase_ms);
+  EXPECT_EQ(calls["prefill"]["attention"], 6) << profiled.err;
+  EXPECT_EQ(calls["decode"]["attention"], 12) << profiled.err;
 }
 
 // `perplexity` on the default model: windows of --context tokens (the model starts each as it
