@@ -221,7 +221,8 @@ class CpuBackend final : public Backend {
         fail("position " + std::to_string(pos[t]) + " is outside the RoPE table (" +
              std::to_string(rope_.max_positions) + " positions)");
     }
-#pragma omp parallel for schedule(static) if (b.num_tokens > 1)
+#pragma omp parallel for schedule(static) if (b.num_tokens > 1 && \
+                                              stride * b.num_tokens >= cpu::kParallelElements)
     for (int t = 0; t < b.num_tokens; ++t) {
       float* row = qkv.as<float>() + t * stride;
       const float* cs = rope_.row(pos[t]);
@@ -307,6 +308,9 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
     for (int j = 0; j < ctx[s]; ++j)
       slot_table_[first_slot_[s] + j] = tables[int64_t{s} * b.max_blocks + j / bs] * bs + j % bs;
   const int64_t slot_stride = int64_t{kv_heads} * D;  // of K and V
+  int64_t work = 0;                                   // multiply-adds of Q K^T (P V as many again)
+  for (int t = 0; t < b.num_tokens; ++t) work += int64_t{q_index[t] + 1} * heads * D;
+  const bool team = work >= cpu::kParallelWork / 4;  // (its multiply-adds run ~4x slower)
   if (!rotate_keys && mask == nullptr && D % 16 == 0) {
     // Each sequence's new tokens four at a time (consecutive queries), every head: the key and
     // value rows are loaded once for the four. The same results as one query at a time, below.
@@ -314,7 +318,7 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
     for (int s = 0; s < b.num_seqs; ++s)
       for (int t = cu[s]; t < cu[s + 1]; t += 4) query_blocks_.push_back(t);
     const int blocks = static_cast<int>(query_blocks_.size());
-#pragma omp parallel
+#pragma omp parallel if (team)
     {
       std::vector<float> scores(static_cast<size_t>(4 * (b.max_context + 3)));
 #pragma omp for schedule(dynamic, 1) collapse(2)
@@ -334,7 +338,7 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
     }
     return;
   }
-#pragma omp parallel
+#pragma omp parallel if (team)
   {
     std::vector<float> scores(static_cast<size_t>(b.max_context));
     std::vector<float> key(static_cast<size_t>(D));

@@ -16,9 +16,6 @@ namespace nanoinfer::cpu {
 
 namespace {
 
-// Below this many multiply-adds a thread team costs more than it saves (tiny models, tests).
-constexpr int64_t kParallelWork = 1 << 18;
-
 // Lanes [0, n) set: the K % 8 tail is loaded with a mask, so every dot product runs the same
 // vector instructions in the same order (batch invariance) and needs no scalar tail.
 inline __m256i tail_mask(int64_t n) {
@@ -27,11 +24,11 @@ inline __m256i tail_mask(int64_t n) {
 }
 
 // e^x in eight lanes, within 1 ulp of the exact value (0.91 at most over every 64th float of
-// [-87, 88]): x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two
-// parts, so n ln2 is exact enough), e^r by its Taylor series to r^7 (the next term is below 5e-9
-// of it), times 2^n built in the exponent bits. x is clamped to [-87, 88] first, where 2^n stays a
-// normal float; below -87 the result is 0 (std::exp's denormals there are under 2e-38), so a
-// masked score of -inf weighs nothing. A NaN stays a NaN.
+// [-87, 88]): x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two parts, so n ln2 is exact enough), e^r
+// by its Taylor series to r^7 (the next term is below 5e-9 of it), times 2^n built in the exponent
+// bits. x is clamped to [-87, 88] first, where 2^n stays a normal float; below -87 the result is 0
+// (std::exp's denormals there are under 2e-38), so a masked score of -inf weighs nothing. A NaN
+// stays a NaN.
 inline __m256 exp8(__m256 x) {
   const __m256 zero_below = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0F), _CMP_LT_OQ);
   x = _mm256_min_ps(_mm256_set1_ps(88.0F), _mm256_max_ps(_mm256_set1_ps(-87.0F), x));
@@ -295,13 +292,13 @@ inline void widen_block(const uint8_t* p, __m256 v[4]) {
     }
   } else {
     const uint8_t* qs = p + (kType == DType::Q4_1 ? 4 : 2);
+    const __m256 m = kType == DType::Q4_1 ? f16x1(p + 2) : _mm256_setzero_ps();
     const __m256i low4 = _mm256_set1_epi32(0xF);
     for (int i = 0; i < 2; ++i) {
       const __m256i q =
           _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(qs + 8 * i)));
       const __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_srli_epi32(q, 4);
       if constexpr (kType == DType::Q4_1) {
-        const __m256 m = f16x1(p + 2);
         v[i] = _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(lo)), m);
         v[2 + i] = _mm256_add_ps(_mm256_mul_ps(d, _mm256_cvtepi32_ps(hi)), m);
       } else {
@@ -404,7 +401,7 @@ void matmul_quantized(const float* x, DType type, const uint8_t* w, float* y, in
 }
 
 void rmsnorm(const float* x, const float* w, float eps, float* out, int64_t T, int64_t H) {
-#pragma omp parallel for schedule(static) if (T > 1)
+#pragma omp parallel for schedule(static) if (T > 1 && T * H >= kParallelElements)
   for (int64_t t = 0; t < T; ++t) {
     const float* r = x + t * H;
     const float inv = 1.0F / std::sqrt(dot(r, r, H) / static_cast<float>(H) + eps);
@@ -414,7 +411,7 @@ void rmsnorm(const float* x, const float* w, float eps, float* out, int64_t T, i
 }
 
 void silu_mul(const float* gu, float* out, int64_t T, int64_t F) {
-#pragma omp parallel for schedule(static) if (T > 1)
+#pragma omp parallel for schedule(static) if (T > 1 && T * F >= kParallelElements)
   for (int64_t t = 0; t < T; ++t) {
     const float* g = gu + t * 2 * F;
     for (int64_t f = 0; f < F; f += 8) {

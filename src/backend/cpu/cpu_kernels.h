@@ -9,6 +9,11 @@
 
 namespace nanoinfer::cpu {
 
+// Below this much work a thread team costs more than it saves (tiny models, tests), and on a busy
+// machine far more: a team waits for every thread to be scheduled, each op a time slice.
+inline constexpr int64_t kParallelWork = 1 << 18;      // multiply-adds (products, attention)
+inline constexpr int64_t kParallelElements = 1 << 16;  // elements of a row-wise op
+
 // y[t, n] = sum_k x[t, k] * w[n, k]      x: [T, K], w: [N, K], y: [T, N]
 void matmul(const float* x, const float* w, float* y, int64_t T, int64_t K, int64_t N);
 // out[t] = x[t] / sqrt(mean(x[t]^2) + eps) * w      x, out: [T, H]
