@@ -30,6 +30,12 @@ struct Batch {
 
   int num_tokens() const { return static_cast<int>(token_ids.size()); }
   int num_seqs() const { return static_cast<int>(cu_seqlens.size()) - 1; }
+  // A decode step: at least one sequence, each feeding exactly one token.
+  bool is_decode() const {
+    for (int s = 0; s < num_seqs(); ++s)
+      if (cu_seqlens[s + 1] - cu_seqlens[s] != 1) return false;
+    return num_seqs() > 0;
+  }
 };
 
 }  // namespace nanoinfer

@@ -72,9 +72,7 @@ class CpuBackend final : public Backend {
   }
 
   DeviceBatch upload_batch(const Batch& b) override {
-    decode_ = b.num_seqs() > 0;
-    for (int s = 0; s < b.num_seqs(); ++s)
-      decode_ = decode_ && b.cu_seqlens[s + 1] - b.cu_seqlens[s] == 1;
+    decode_ = b.is_decode();
     DeviceBatch d;
     d.num_tokens = b.num_tokens();
     d.num_seqs = b.num_seqs();
@@ -320,7 +318,7 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
     const int blocks = static_cast<int>(query_blocks_.size());
 #pragma omp parallel if (team)
     {
-      std::vector<float> scores(static_cast<size_t>(4 * (b.max_context + 3)));
+      std::vector<float> scores(static_cast<size_t>(4 * b.max_context));  // 4 rows of <= ctx
 #pragma omp for schedule(dynamic, 1) collapse(2)
       for (int i = 0; i < blocks; ++i) {
         for (int h = 0; h < heads; ++h) {

@@ -440,12 +440,9 @@ DeviceBatch CudaBackend::upload_batch(const Batch& b) {
            std::to_string(rope_positions_) + " positions)");
   }
   BatchMeta meta;
-  meta.decode = B > 0;
-  for (int s = 0; s < B; ++s) {
-    const int n = b.cu_seqlens[s + 1] - b.cu_seqlens[s];
-    meta.max_new = std::max(meta.max_new, n);
-    meta.decode = meta.decode && n == 1;
-  }
+  meta.decode = b.is_decode();
+  for (int s = 0; s < B; ++s)
+    meta.max_new = std::max(meta.max_new, b.cu_seqlens[s + 1] - b.cu_seqlens[s]);
   meta.token_ids = b.token_ids;
   // Decode batches grow to their bucket with dummy sequences (no cache entries, no slot).
   const int Bp = meta.decode ? decode_bucket(B) : B;
