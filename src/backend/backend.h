@@ -96,6 +96,11 @@ class Backend {
   virtual void fill_i32(Tensor& t, int32_t value) = 0;
   virtual void write_i32(Tensor& t, const std::vector<int32_t>& idx,
                          const std::vector<int32_t>& v) = 0;
+  // A cache layer's K and V as [kv_head][slot][D], each head's rows together, rather than
+  // [slot][kv_head][D], a token's heads together (the CUDA kernels' layout). The CPU's: a head's
+  // attention then reads its keys and values as one stream, where the rows of one head among
+  // the others were short reads a stride apart, at a third of the memory's rate.
+  virtual bool kv_heads_outer() const { return false; }
   // Copies cache rows src_slots[i] → dst_slots[i] of every layer's K and V, and their positions
   // (beam forks): one call for all layers, so a device backend uploads the lists once.
   virtual void copy_slots(std::span<KvLayer> layers, const std::vector<int32_t>& src_slots,

@@ -37,10 +37,17 @@ KvCache::KvCache(Backend& backend, const ModelConfig& config, const KvCacheOptio
   const int64_t slots = capacity_slots();
   Tensor slot_pos = backend_.alloc({slots}, DType::I32);
   backend_.fill_i32(slot_pos, 0);
+  // One allocation for every layer's K and V (on the CPU large enough for 2 MB pages).
+  const int64_t kvh = config.num_kv_heads, layers = 2 * int64_t{config.num_layers};
+  const Tensor kv =
+      backend_.kv_heads_outer()
+          ? backend_.alloc({layers, kvh, slots, config.head_dim}, backend_.compute_dtype())
+          : backend_.alloc({layers, slots, kvh, config.head_dim}, backend_.compute_dtype());
   layers_.resize(static_cast<size_t>(config.num_layers));
-  for (KvLayer& l : layers_) {
-    l.k = backend_.alloc({slots, config.num_kv_heads, config.head_dim}, backend_.compute_dtype());
-    l.v = backend_.alloc({slots, config.num_kv_heads, config.head_dim}, backend_.compute_dtype());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    KvLayer& l = layers_[i];
+    l.k = kv.row(static_cast<int64_t>(2 * i));
+    l.v = kv.row(static_cast<int64_t>(2 * i + 1));
     l.slot_pos = slot_pos;
     l.block_size = options_.block_size;
     bytes_ += static_cast<int64_t>(l.k.nbytes() + l.v.nbytes());

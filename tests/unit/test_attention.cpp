@@ -107,15 +107,15 @@ INSTANTIATE_TEST_SUITE_P(Cases, AttentionTest,
 // A prompt's attention in one step (its queries four at a time, each key and value row loaded
 // once for the four) equals the same prompt fed one token a step (one query at a time), bit for
 // bit: prefill, chunked prefill and decode give a token the same output.
-class AttentionSplitTest : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
+class AttentionSplitTest : public ::testing::TestWithParam<std::tuple<int, int, int, int, int>> {};
 
 TEST_P(AttentionSplitTest, OneStepEqualsTokenByTokenBitForBit) {
   const int head_dim = std::get<0>(GetParam()), len = std::get<1>(GetParam()),
             block_size = std::get<2>(GetParam());  // (not a structured binding: lambdas use them)
   ModelConfig c;
   c.num_layers = 1;
-  c.num_heads = 6;
-  c.num_kv_heads = 2;
+  c.num_heads = std::get<3>(GetParam());
+  c.num_kv_heads = std::get<4>(GetParam());
   c.head_dim = head_dim;
   c.rope_theta = 10000.0F;
   const int H = c.num_heads, KV = c.num_kv_heads, W = (H + 2 * KV) * head_dim;
@@ -173,11 +173,13 @@ TEST_P(AttentionSplitTest, OneStepEqualsTokenByTokenBitForBit) {
 }
 
 // Head sizes through the four-query kernel (64, 128, 16) and the one-query loop (12); prompts
-// with and without a tail of four; several cache block sizes.
-INSTANTIATE_TEST_SUITE_P(Shapes, AttentionSplitTest,
-                         ::testing::Values(std::make_tuple(64, 13, 16), std::make_tuple(128, 8, 4),
-                                           std::make_tuple(16, 23, 5), std::make_tuple(12, 6, 4),
-                                           std::make_tuple(64, 40, 1)));
+// with and without a tail of four; several cache block sizes; GQA groups of 3, 8 and 1 (MHA).
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, AttentionSplitTest,
+    ::testing::Values(std::make_tuple(64, 13, 16, 6, 2), std::make_tuple(128, 8, 4, 6, 2),
+                      std::make_tuple(16, 23, 5, 6, 2), std::make_tuple(12, 6, 4, 6, 2),
+                      std::make_tuple(64, 40, 1, 6, 2), std::make_tuple(64, 11, 16, 8, 1),
+                      std::make_tuple(16, 9, 4, 4, 4)));
 
 }  // namespace
 }  // namespace nanoinfer

@@ -16,6 +16,11 @@ namespace {
 
 constexpr int kBlock = 4, kBlocks = 16, kRow = 2 * 4;  // 2 kv heads x head_dim 4
 
+// Value e of a slot's row of K or V (head e / 4), in the CPU's layout: [kv_head][slot][D].
+float& at(const Tensor& t, int32_t slot, int e) {
+  return t.as<float>()[(e / 4 * t.dim(1) + slot) * 4 + e % 4];
+}
+
 struct Fixture {
   std::unique_ptr<Backend> be = make_cpu_backend();
   ModelConfig c = [] {
@@ -35,8 +40,8 @@ struct Fixture {
     for (int l = 0; l < 2; ++l)
       for (const int32_t slot : p.slots)
         for (int e = 0; e < kRow; ++e) {
-          cache.layer(l).k.as<float>()[slot * kRow + e] = seed + static_cast<float>(slot);
-          cache.layer(l).v.as<float>()[slot * kRow + e] = -seed - static_cast<float>(slot);
+          at(cache.layer(l).k, slot, e) = seed + static_cast<float>(slot);
+          at(cache.layer(l).v, slot, e) = -seed - static_cast<float>(slot);
         }
     return seq;
   }
@@ -50,10 +55,10 @@ struct Fixture {
     for (int l = 0; l < 2; ++l)
       for (int j = 0; j < cache.length(a); ++j)
         for (int e = 0; e < kRow; ++e) {
-          EXPECT_EQ(cache.layer(l).k.as<float>()[slot(cache, a, j) * kRow + e],
-                    cache.layer(l).k.as<float>()[slot(cache, b, j) * kRow + e]);
-          EXPECT_EQ(cache.layer(l).v.as<float>()[slot(cache, a, j) * kRow + e],
-                    cache.layer(l).v.as<float>()[slot(cache, b, j) * kRow + e]);
+          EXPECT_EQ(at(cache.layer(l).k, slot(cache, a, j), e),
+                    at(cache.layer(l).k, slot(cache, b, j), e));
+          EXPECT_EQ(at(cache.layer(l).v, slot(cache, a, j), e),
+                    at(cache.layer(l).v, slot(cache, b, j), e));
         }
   }
 };
@@ -85,7 +90,7 @@ TEST(KvCacheFork, SharesFullBlocksAndCopiesThePartialOne) {
   EXPECT_EQ(cache.shared_blocks(), 0);
   EXPECT_EQ(cache.used_slots(), 11);
   const int32_t first = Fixture::slot(cache, b, 0);  // a's first entry, now b's alone
-  EXPECT_EQ(cache.layer(0).k.as<float>()[first * kRow], 100.0F + static_cast<float>(first));
+  EXPECT_EQ(at(cache.layer(0).k, first, 0), 100.0F + static_cast<float>(first));
   cache.release(b);
   EXPECT_EQ(cache.free_blocks(), kBlocks);
   EXPECT_EQ(cache.used_slots(), 0);

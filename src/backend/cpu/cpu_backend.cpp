@@ -7,6 +7,8 @@
 #include <limits>
 #include <vector>
 
+#include <omp.h>
+
 #include "backend/backend.h"
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/op_profile.h"
@@ -25,6 +27,7 @@ class CpuBackend final : public Backend {
  public:
   std::string name() const override { return "cpu"; }
   DType compute_dtype() const override { return DType::F32; }
+  bool kv_heads_outer() const override { return true; }
 
   Tensor alloc(std::vector<int64_t> shape, DType dtype) override {
     return Tensor::zeros(dtype, std::move(shape));
@@ -120,13 +123,12 @@ class CpuBackend final : public Backend {
                   const std::vector<int32_t>& dst) override {
     const Timed op(*this, "copy_slots");
     for (KvLayer& layer : layers) {
-      const size_t row = layer.k.nbytes() / static_cast<size_t>(layer.k.dim(0));
-      auto* k = static_cast<uint8_t*>(layer.k.data());
-      auto* v = static_cast<uint8_t*>(layer.v.data());
-      for (size_t i = 0; i < src.size(); ++i) {
-        std::memcpy(k + row * dst[i], k + row * src[i], row);
-        std::memcpy(v + row * dst[i], v + row * src[i], row);
-      }
+      const int64_t heads = layer.k.dim(0), slots = layer.k.dim(1), D = layer.k.dim(2);
+      for (float* kv : {layer.k.as<float>(), layer.v.as<float>()})
+        for (int64_t h = 0; h < heads; ++h)
+          for (size_t i = 0; i < src.size(); ++i)
+            std::memcpy(kv + (h * slots + dst[i]) * D, kv + (h * slots + src[i]) * D,
+                        D * sizeof(float));
       int32_t* pos = layer.slot_pos.as<int32_t>();
       for (size_t i = 0; i < src.size(); ++i) pos[dst[i]] = pos[src[i]];
     }
@@ -228,10 +230,11 @@ class CpuBackend final : public Backend {
       float* k = row + int64_t{heads} * D;
       if (rotate_k)
         for (int h = 0; h < kv_heads; ++h) cpu::rope_rotate(k + h * D, cs, D);
-      const size_t bytes = static_cast<size_t>(kv_heads) * D * sizeof(float);
-      std::memcpy(layer.k.as<float>() + int64_t{slots[t]} * kv_heads * D, k, bytes);
-      std::memcpy(layer.v.as<float>() + int64_t{slots[t]} * kv_heads * D, k + int64_t{kv_heads} * D,
-                  bytes);
+      const int64_t at = slots[t] * int64_t{D}, head = layer.k.dim(1) * D;  // [kv_head][slot][D]
+      for (int h = 0; h < kv_heads; ++h) {
+        std::memcpy(layer.k.as<float>() + h * head + at, k + h * D, D * sizeof(float));
+        std::memcpy(layer.v.as<float>() + h * head + at, k + (kv_heads + h) * D, D * sizeof(float));
+      }
       layer.slot_pos.as<int32_t>()[slots[t]] = pos[t];
     }
   }
@@ -279,7 +282,8 @@ class CpuBackend final : public Backend {
   // memory: entry j of sequence s at slot_table_[first_slot_[s] + j].
   std::vector<int64_t> first_slot_;
   std::vector<int32_t> slot_table_;
-  std::vector<int> query_blocks_;  // attention(): the first token of each block of queries
+  std::vector<int> query_blocks_;  // attention(): the first token of each block of queries,
+  std::vector<float> scratch_;     // and each thread's scores
 };
 
 void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const DeviceBatch& b,
@@ -305,10 +309,16 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
   for (int s = 0; s < b.num_seqs; ++s)
     for (int j = 0; j < ctx[s]; ++j)
       slot_table_[first_slot_[s] + j] = tables[int64_t{s} * b.max_blocks + j / bs] * bs + j % bs;
-  const int64_t slot_stride = int64_t{kv_heads} * D;  // of K and V
-  int64_t work = 0;                                   // multiply-adds of Q K^T (P V as many again)
+  // K and V are [kv_head][slot][D]: head kvh's rows from k_of(kvh), one row a slot.
+  const int64_t slot_stride = D, head_stride = layer.k.dim(1) * D;
+  auto k_of = [&](int kvh) { return layer.k.as<const float>() + kvh * head_stride; };
+  auto v_of = [&](int kvh) { return layer.v.as<const float>() + kvh * head_stride; };
+  int64_t work = 0;  // multiply-adds of Q K^T (P V as many again)
   for (int t = 0; t < b.num_tokens; ++t) work += int64_t{q_index[t] + 1} * heads * D;
   const bool team = work >= cpu::kParallelWork / 4;  // (its multiply-adds run ~4x slower)
+  // Each thread's scratch, kept between calls: 4 rows of scores of <= max_context keys, a key.
+  const int64_t per_thread = int64_t{4} * b.max_context + D;
+  scratch_.resize(static_cast<size_t>(per_thread * omp_get_max_threads()));
   if (!rotate_keys && mask == nullptr && D % 16 == 0) {
     // Each sequence's new tokens four at a time (consecutive queries), every head: the key and
     // value rows are loaded once for the four. The same results as one query at a time, below.
@@ -316,30 +326,26 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
     for (int s = 0; s < b.num_seqs; ++s)
       for (int t = cu[s]; t < cu[s + 1]; t += 4) query_blocks_.push_back(t);
     const int blocks = static_cast<int>(query_blocks_.size());
-#pragma omp parallel if (team)
-    {
-      std::vector<float> scores(static_cast<size_t>(4 * b.max_context));  // 4 rows of <= ctx
-#pragma omp for schedule(dynamic, 1) collapse(2)
-      for (int i = 0; i < blocks; ++i) {
-        for (int h = 0; h < heads; ++h) {
-          const int t = query_blocks_[i], s = seq_of[t];
-          const int R = std::min(4, cu[s + 1] - t);
-          NI_ASSERT(q_index[t + R - 1] == q_index[t] + R - 1);
-          const int kvh = h / group;
-          cpu::attend_queries(qkv.as<const float>() + t * stride + int64_t{h} * D, stride, R,
-                              q_index[t] + 1, scale, layer.k.as<const float>() + int64_t{kvh} * D,
-                              layer.v.as<const float>() + int64_t{kvh} * D,
-                              slot_table_.data() + first_slot_[s], slot_stride, D, scores.data(),
-                              out.as<float>() + (int64_t{t} * heads + h) * D, int64_t{heads} * D);
-        }
+#pragma omp parallel for schedule(dynamic, 1) collapse(2) if (team)
+    for (int i = 0; i < blocks; ++i) {
+      for (int h = 0; h < heads; ++h) {
+        const int t = query_blocks_[i], s = seq_of[t];
+        const int R = std::min(4, cu[s + 1] - t);
+        NI_ASSERT(q_index[t + R - 1] == q_index[t] + R - 1);
+        const int kvh = h / group;
+        cpu::attend_queries(qkv.as<const float>() + t * stride + int64_t{h} * D, stride, R,
+                            q_index[t] + 1, scale, k_of(kvh), v_of(kvh),
+                            slot_table_.data() + first_slot_[s], slot_stride, D,
+                            scratch_.data() + per_thread * omp_get_thread_num(),
+                            out.as<float>() + (int64_t{t} * heads + h) * D, int64_t{heads} * D);
       }
     }
     return;
   }
 #pragma omp parallel if (team)
   {
-    std::vector<float> scores(static_cast<size_t>(b.max_context));
-    std::vector<float> key(static_cast<size_t>(D));
+    float* scores = scratch_.data() + per_thread * omp_get_thread_num();
+    float* key = scores + b.max_context;
 #pragma omp for schedule(dynamic, 1) collapse(2)
     for (int t = 0; t < b.num_tokens; ++t) {
       for (int h = 0; h < heads; ++h) {
@@ -350,15 +356,15 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
         const float* q = qkv.as<const float>() + t * stride + int64_t{h} * D;
         const int kvh = h / group;
         const int32_t* slot_of = slot_table_.data() + first_slot_[s];
-        const float* k_head = layer.k.as<const float>() + int64_t{kvh} * D;
+        const float* k_head = k_of(kvh);
         // Keys stored rotated: every q . k at once; stored unrotated, each is rotated by its
         // position first.
-        if (!rotate_keys) cpu::dot_rows(q, k_head, slot_of, slot_stride, qi + 1, D, scores.data());
+        if (!rotate_keys) cpu::dot_rows(q, k_head, slot_of, slot_stride, qi + 1, D, scores);
         for (int j = 0; rotate_keys && j <= qi; ++j) {
           const int32_t slot = slot_of[j];
-          std::memcpy(key.data(), k_head + slot * slot_stride, D * sizeof(float));
-          cpu::rope_rotate(key.data(), rope_.row(slot_pos[slot]), D);
-          scores[j] = cpu::dot(q, key.data(), D);
+          std::memcpy(key, k_head + slot * slot_stride, D * sizeof(float));
+          cpu::rope_rotate(key, rope_.row(slot_pos[slot]), D);
+          scores[j] = cpu::dot(q, key, D);
         }
         for (int j = 0; j <= qi; ++j) scores[j] *= scale;
         if (mask != nullptr) {  // a tree: the new tokens see the ones the mask lets them
@@ -367,9 +373,9 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
           for (int j = first_new; j <= qi; ++j)
             if (row[j - first_new] == 0) scores[j] = -std::numeric_limits<float>::infinity();
         }
-        cpu::softmax(scores.data(), qi + 1);
-        cpu::weighted_rows(scores.data(), qi + 1, layer.v.as<const float>() + int64_t{kvh} * D,
-                           slot_of, slot_stride, D, out.as<float>() + (int64_t{t} * heads + h) * D);
+        cpu::softmax(scores, qi + 1);
+        cpu::weighted_rows(scores, qi + 1, v_of(kvh), slot_of, slot_stride, D,
+                           out.as<float>() + (int64_t{t} * heads + h) * D);
       }
     }
   }
