@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -33,8 +34,7 @@ struct GenerateArgs {
 };
 
 std::vector<std::string> read_prompts_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) fail(path + ": cannot open the prompts file");
+  std::istringstream in(read_file(path, "the prompts file"));
   std::vector<std::string> lines;
   for (std::string line; std::getline(in, line);)
     if (!line.empty()) lines.push_back(line);
@@ -54,11 +54,16 @@ void run_generate(const GenerateArgs& a) {
     fail("no prompt given: use --prompt TEXT, --prompts-file FILE or --prompt-ids 1,2,3");
   a.params.validate();
   if (a.params.logprobs >= 0 && !a.json) fail("--logprobs: the log-probabilities come with --json");
+  if (a.chat && !a.prompt_ids.empty())
+    std::fprintf(stderr,
+                 "nanoinfer: note: --chat: the chat template applies to text prompts only, not to "
+                 "--prompt-ids\n");
 
   // Started by mpirun with several ranks: shard the model over them.
   EngineOptions options = a.engine;
   options.tensor_parallel = launched_world_size() > 1;
   Engine engine(options);
+  check_positions(engine, "--max-context", a.engine.max_context);
   const Tokenizer* tok = engine.tokenizer();
   if (tok == nullptr && !prompts.empty())
     fail(a.engine.model.empty()

@@ -11,8 +11,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
-#include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -77,16 +75,13 @@ std::vector<Window> windows(const Tokenizer& tok, const std::string& text, int c
 void run_perplexity(const PerplexityArgs& a) {
   if (a.engine.model.empty() && !a.engine.random_weights)
     fail("no model given: use --model PATH|default");
-  std::ifstream in(a.file, std::ios::binary);
-  if (!in) fail(a.file + ": cannot read the text");
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string text = read_file(a.file, "the text");
   EngineOptions options = a.engine;
   if (options.max_context == 0) options.max_context = a.context + 1;  // a window + one token
   Engine engine(options);
   if (engine.tokenizer() == nullptr) fail("perplexity needs a model with a tokenizer");
-  if (a.context > engine.config().max_position_embeddings)
-    fail("--context " + std::to_string(a.context) + " exceeds the model's " +
-         std::to_string(engine.config().max_position_embeddings) + " positions");
+  check_positions(engine, "--context", a.context);
+  check_positions(engine, "--max-context", a.engine.max_context);
   std::vector<Window> all = windows(*engine.tokenizer(), text, a.context, a.stride);
   if (a.max_windows > 0 && all.size() > static_cast<size_t>(a.max_windows))
     all.resize(static_cast<size_t>(a.max_windows));

@@ -1,7 +1,10 @@
 // `nanoinfer serve`: the OpenAI-compatible HTTP server (src/server/) over one engine, until
 // SIGINT or SIGTERM.
+#include <algorithm>
 #include <atomic>
+#include <climits>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -36,8 +39,10 @@ void run_serve(ServeArgs& a) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   if (a.engine.cache_tokens == 0)  // a server's cache cannot be sized by the requests it has
-    a.engine.cache_tokens = 16 * (a.engine.max_context > 0 ? a.engine.max_context : 4096);
+    a.engine.cache_tokens = static_cast<int>(std::min<int64_t>(
+        INT_MAX, 16 * int64_t{a.engine.max_context > 0 ? a.engine.max_context : 4096}));
   Engine engine(a.engine);
+  check_positions(engine, "--max-context", a.engine.max_context);
   const std::string name = !a.name.empty() ? a.name
                            : a.engine.model == "default"
                                ? std::string("SmolLM2-135M-Instruct")

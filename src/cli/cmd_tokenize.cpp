@@ -1,6 +1,7 @@
 // `nanoinfer tokenize`: text -> ids and pieces (or ids -> text with --decode), using only the
 // tokenizer of a model (GGUF metadata or HF tokenizer.json), without loading weights.
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -28,14 +29,6 @@ struct TokenizeArgs {
   bool json = false;
 };
 
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot open --text-file " + path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // JSON string with invalid UTF-8 replaced (pieces are valid, decoded text may not be).
 std::string json_string(const std::string& s) {
   return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -57,7 +50,7 @@ void run_tokenize(const TokenizeArgs& a) {
     }
     return;
   }
-  const std::string text = a.text_file.empty() ? a.text : read_bytes(a.text_file);
+  const std::string text = a.text_file.empty() ? a.text : read_file(a.text_file, "--text-file");
   const std::vector<int32_t> ids = tok->encode(text, !a.no_special);
   if (a.json) {
     std::string pieces;
@@ -72,6 +65,15 @@ void run_tokenize(const TokenizeArgs& a) {
 }
 
 }  // namespace
+
+std::string read_file(const std::string& path, const std::string& what) {
+  const bool directory = std::filesystem::is_directory(path);
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  if (!directory && in) ss << in.rdbuf();
+  if (directory || !in) fail(path + ": cannot read " + what + (directory ? " (a directory)" : ""));
+  return ss.str();
+}
 
 std::vector<int32_t> parse_ids(const std::string& list, const std::string& flag) {
   std::vector<int32_t> ids;

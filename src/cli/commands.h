@@ -37,4 +37,11 @@ void add_sampling_flags(CLI::App& cmd, SamplingParams& p, const std::string& max
 // "1,2,3" -> ids; throws Error naming `flag` on anything else.
 std::vector<int32_t> parse_ids(const std::string& list, const std::string& flag);
 
+// A file's bytes; throws Error "PATH: cannot read WHAT" (missing, a directory, unreadable).
+std::string read_file(const std::string& path, const std::string& what);
+
+// Throws Error "FLAG N exceeds the model's P positions" when `positions` (a context asked for,
+// 0: none) is beyond the model's.
+void check_positions(const Engine& engine, const std::string& flag, int positions);
+
 }  // namespace nanoinfer::cli

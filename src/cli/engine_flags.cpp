@@ -27,6 +27,13 @@ CLI::Validator whole_number(unsigned long long lo, unsigned long long hi) {
       "INT");
 }
 
+void check_positions(const Engine& engine, const std::string& flag, int positions) {
+  const int most = engine.config().max_position_embeddings;
+  if (positions > most)
+    fail(flag + " " + std::to_string(positions) + " exceeds the model's " + std::to_string(most) +
+         " positions");
+}
+
 void add_engine_flags(CLI::App& cmd, EngineOptions& e, const std::string& cache_help) {
   cmd.add_option("--model", e.model,
                  "HF directory, .gguf file or 'default' (with --random-weights: its tokenizer)");

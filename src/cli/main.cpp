@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <exception>
 #include <functional>
+#include <new>
 #include <string>
 #include <utility>
 
@@ -53,6 +54,11 @@ int main(int argc, char** argv) {
     return failed(2);
   } catch (const nanoinfer::Error& e) {
     std::fprintf(stderr, "nanoinfer: error: %s\n", e.what());
+    return failed(1);
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr,
+                 "nanoinfer: error: out of memory (a smaller --max-context or --cache-tokens "
+                 "needs less)\n");
     return failed(1);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nanoinfer: unexpected error: %s\n", e.what());

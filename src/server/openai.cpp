@@ -1,6 +1,9 @@
 #include "server/openai.h"
 
 #include <algorithm>
+#include <climits>
+#include <cmath>
+#include <random>
 #include <span>
 #include <utility>
 
@@ -20,6 +23,20 @@ void take(const json& body, const char* key, T& into) {
   } catch (const json::exception&) {
     fail(std::string("'") + key + "' has the wrong type");
   }
+}
+
+// An integer field: a whole number in [lo, hi], refused (naming the field and the value sent)
+// rather than truncated or wrapped. (A long double holds every 64-bit integer exactly.)
+template <typename T>
+void take_int(const json& body, const char* key, T& into, T lo, T hi) {
+  if (!body.contains(key) || body[key].is_null()) return;
+  const json& v = body[key];
+  const long double x = v.is_number() ? v.get<long double>() : NAN;
+  if (!(x == std::trunc(x) && x >= static_cast<long double>(lo) &&
+        x <= static_cast<long double>(hi)))
+    fail(std::string("'") + key + "' must be an integer in [" + std::to_string(lo) + ", " +
+         std::to_string(hi) + "], got " + v.dump(-1, ' ', false, json::error_handler_t::replace));
+  into = static_cast<T>(x);
 }
 
 std::vector<int32_t> prompt_ids(const json& prompt, const Tokenizer* tok, int vocab_size) {
@@ -208,8 +225,7 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Tokeniz
     if (!body["stream_options"].is_object()) fail("'stream_options' must be an object");
     take(body["stream_options"], "include_usage", r.stream_usage);
   }
-  take(body, "n", r.n);
-  if (r.n < 1 || r.n > 16) fail("'n' must be in [1, 16], got " + std::to_string(r.n));
+  take_int(body, "n", r.n, 1, 16);
   if (r.n > 1 && r.stream) fail("'n' > 1 is not supported in streams");
   refuse_unserved(body, r.n);
   // Log-probabilities: completions take 'logprobs' as the number of alternatives, chat takes
@@ -219,13 +235,13 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Tokeniz
     bool wanted = false;
     take(body, "logprobs", wanted);
     int top = 0;
-    take(body, "top_logprobs", top);
+    take_int(body, "top_logprobs", top, 0, 20);
     if (body.contains("top_logprobs") && !body["top_logprobs"].is_null() && !wanted)
       fail("'top_logprobs' needs 'logprobs': true");
     if (wanted) p.logprobs = top;
   } else if (body.contains("logprobs") && !body["logprobs"].is_null() &&
              body["logprobs"] != false) {
-    take(body, "logprobs", p.logprobs);
+    take_int(body, "logprobs", p.logprobs, 0, 20);
   }
   take(body, "echo", r.echo);
   if (r.echo && chat) fail("'echo' is served for completions only");
@@ -245,7 +261,7 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Tokeniz
   bool max_given = false;
   for (const char* key : {"max_tokens", "max_completion_tokens"}) {
     max_given = max_given || (body.contains(key) && !body[key].is_null());
-    take(body, key, p.max_new_tokens);
+    take_int(body, key, p.max_new_tokens, r.echo ? 0 : 1, INT_MAX);
   }
   if (p.max_new_tokens == 0 && r.echo) {  // the prompt alone, scored
     r.score_only = true;
@@ -253,12 +269,14 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Tokeniz
   }
   take(body, "temperature", p.temperature);
   take(body, "top_p", p.top_p);
-  take(body, "top_k", p.top_k);
+  take_int(body, "top_k", p.top_k, 0, INT_MAX);
   take(body, "min_p", p.min_p);
   take(body, "presence_penalty", p.presence_penalty);
   take(body, "frequency_penalty", p.frequency_penalty);
   take(body, "repetition_penalty", p.repetition_penalty);
-  take(body, "seed", p.seed);
+  // Without a seed, a fresh one each request (the API's); with one, the same tokens each time.
+  p.seed = std::random_device()();
+  take_int(body, "seed", p.seed, uint64_t{0}, UINT64_MAX);
   take(body, "ignore_eos", p.ignore_eos);
   if (body.contains("logit_bias") && !body["logit_bias"].is_null()) {
     if (!body["logit_bias"].is_object())

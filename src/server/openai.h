@@ -33,7 +33,8 @@ struct ApiRequest {
 // Throws Error with a message for the client (HTTP 400) when the body cannot be served. A
 // prompt is a text (tokenized with the model's special tokens; chat messages through its
 // template) or, for completions, a list of token ids; completions may send a list of prompts.
-// Returns one request a choice: each prompt n times in a row (seeds seed, seed + 1, ...). Without
+// Integer fields must be whole numbers in their range. Returns one request a choice: each prompt
+// n times in a row (seeds seed, seed + 1, ...; without a seed, a random one). Without
 // max_tokens a choice takes the API's default (16; chat 512), or the room its prompt leaves in
 // max_context where that is less.
 std::vector<ApiRequest> parse_request(const nlohmann::json& body, bool chat, const Tokenizer* tok,

@@ -1,10 +1,15 @@
 #include "server/server.h"
 
 #include <httplib.h>
+#include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <utility>
 #include <vector>
@@ -31,28 +36,70 @@ struct Job {
   size_t streamed = 0;       // bytes of text written (the output's text may hold more at the end)
   size_t streamed_ids = 0;   // tokens written (an ending EOS comes with the last chunk)
   size_t token_offset = 0;   // completions' logprobs: bytes of token text written
+  bool accepted = false;     // the engine took it (its checks passed)
   bool finished = false;
   GenerationOutput out;
   std::string error;  // set instead of finishing when the engine failed it
+  int status = 400;   // the error's HTTP status
   std::atomic<bool> cancelled{false};
 
-  void fail_with(const std::string& e) {
+  void fail_with(const std::string& e, int http_status = 400) {
     const std::lock_guard<std::mutex> lock(m);
     error = e;
+    status = http_status;
     cv.notify_all();
   }
 };
 
 namespace {
 
+// JSON text; invalid UTF-8 (a message quoting a body's bytes) reads U+FFFD.
+std::string text(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 void reply_error(httplib::Response& res, int status, const std::string& message,
                  const std::string& type) {
   res.status = status;
-  res.set_content(error_body(message, type).dump(), "application/json");
+  res.set_content(text(error_body(message, type)), "application/json");
 }
 
 std::string sse(const json& j) {
-  return "data: " + j.dump() + "\n\n";
+  return "data: " + text(j) + "\n\n";
+}
+
+// "host port" of a socket's address, as cpp-httplib gives a request's.
+std::string endpoint(const sockaddr_storage& a, socklen_t len) {
+  std::array<char, NI_MAXHOST> host{};
+  std::array<char, NI_MAXSERV> port{};
+  if (getnameinfo(reinterpret_cast<const sockaddr*>(&a), len, host.data(), host.size(), port.data(),
+                  port.size(), NI_NUMERICHOST | NI_NUMERICSERV) != 0)
+    return "";
+  return std::string(host.data()) + " " + port.data();
+}
+
+// The socket of a request's connection, -1 if none is found: cpp-httplib 0.11 gives a handler
+// no socket, so it is the open one whose two ends are the request's addresses.
+int connection_socket(const httplib::Request& req) {
+  const std::string local = req.local_addr + " " + std::to_string(req.local_port);
+  const std::string peer = req.remote_addr + " " + std::to_string(req.remote_port);
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    const int fd = std::atoi(entry.path().filename().c_str());
+    sockaddr_storage a{}, b{};
+    socklen_t la = sizeof(a), lb = sizeof(b);
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&a), &la) == 0 &&
+        getpeername(fd, reinterpret_cast<sockaddr*>(&b), &lb) == 0 && endpoint(a, la) == local &&
+        endpoint(b, lb) == peer)
+      return fd;
+  }
+  return -1;
+}
+
+// Whether the client hung up (its end of the connection is closed).
+bool hung_up(int fd) {
+  pollfd p{fd, POLLRDHUP, 0};
+  return fd >= 0 && poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
 }  // namespace
@@ -85,11 +132,20 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
                                                 {"owned_by", "nanoinfer"}}})}};
     res.set_content(models.dump(), "application/json");
   });
+  // The body is read here, whatever its Content-Type: cpp-httplib caps a form-urlencoded one
+  // (curl -d's default) at 8,192 bytes where it reads the body for the handler.
   auto generate = [this](bool chat) {
-    return [this, chat](const httplib::Request& req, httplib::Response& res) {
+    return [this, chat](const httplib::Request& req, httplib::Response& res,
+                        const httplib::ContentReader& read) {
+      std::string raw;
+      if (!read([&raw](const char* data, size_t n) {
+            raw.append(data, n);
+            return true;
+          }))
+        return;  // (cpp-httplib set the status)
       std::vector<ApiRequest> choices;
       try {
-        const json body = json::parse(req.body);
+        const json body = json::parse(raw);
         choices = parse_request(body, chat, engine_.tokenizer(), engine_.config().vocab_size,
                                 engine_.max_context());
       } catch (const json::exception& e) {
@@ -112,14 +168,22 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
           jobs.back()->id = id;
         }
         for (const auto& j : jobs) submit(j);
+        // Waiting, the connection is looked at every 100 ms: a client that hung up stops its
+        // requests.
+        const int sock = connection_socket(req);
         std::vector<GenerationOutput> outs;
         std::vector<ApiRequest> reqs;
         for (const auto& j : jobs) {
           std::unique_lock<std::mutex> lock(j->m);
-          j->cv.wait(lock, [&] { return j->finished || !j->error.empty(); });
+          while (!j->cv.wait_for(lock, std::chrono::milliseconds(100),
+                                 [&] { return j->finished || !j->error.empty(); }))
+            if (hung_up(sock)) {
+              for (const auto& other : jobs) other->cancelled = true;
+              return;
+            }
           if (!j->error.empty()) {
             for (const auto& other : jobs) other->cancelled = true;
-            return reply_error(res, 400, j->error, "invalid_request_error");
+            return reply_error(res, j->status, j->error, "invalid_request_error");
           }
           outs.push_back(std::move(j->out));
           reqs.push_back(std::move(j->api));
@@ -131,8 +195,14 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
       job->api = std::move(choices.front());
       job->id = id;
       submit(job);
-      // Streamed: the status is sent with the first bytes, so an error the engine finds when
-      // the request is submitted (too long for the cache...) comes as an error event.
+      // Streamed: the status goes with the first bytes, so the stream starts once the engine has
+      // taken the request; what it refuses (too long for the context or the cache) is a 400.
+      {
+        std::unique_lock<std::mutex> lock(job->m);
+        job->cv.wait(lock, [&] { return job->accepted || !job->error.empty(); });
+        if (!job->error.empty())
+          return reply_error(res, job->status, job->error, "invalid_request_error");
+      }
       res.set_chunked_content_provider(
           "text/event-stream",
           [job, tok = engine_.tokenizer(), first = true](size_t, httplib::DataSink& sink) mutable {
@@ -140,7 +210,7 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
             job->cv.wait(
                 lock, [&] { return !job->pieces.empty() || job->finished || !job->error.empty(); });
             std::string out;
-            if (!job->error.empty()) {
+            if (!job->error.empty()) {  // (the engine failed, or the server is stopping)
               out = sse(error_body(job->error, "invalid_request_error"));
             } else {
               for (const Job::Piece& p : job->pieces) {
@@ -188,6 +258,26 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
   };
   http_->Post("/v1/completions", generate(false));
   http_->Post("/v1/chat/completions", generate(true));
+  // What cpp-httplib answers itself (no such path, a body it could not read) gets a JSON error
+  // too; a known path asked with another method, a 405.
+  http_->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    static const std::map<std::string, std::string> methods = {{"/health", "GET"},
+                                                               {"/v1/models", "GET"},
+                                                               {"/v1/completions", "POST"},
+                                                               {"/v1/chat/completions", "POST"}};
+    const auto known = methods.find(req.path);
+    if (res.status == 404 && known != methods.end()) {
+      res.set_header("Allow", known->second);
+      return reply_error(res, 405, req.path + " takes " + known->second + " only",
+                         "invalid_request_error");
+    }
+    reply_error(res, res.status,
+                res.status == 404
+                    ? "no endpoint " + req.method + " " + req.path
+                    : "the request could not be served (HTTP " + std::to_string(res.status) + ")",
+                "invalid_request_error");
+  });
   engine_thread_ = std::thread([this] { engine_loop(); });
 }
 
@@ -231,6 +321,7 @@ void Server::stop() {
 
 void Server::submit(const std::shared_ptr<Job>& job) {
   const std::lock_guard<std::mutex> lock(mutex_);
+  if (stopping_) return job->fail_with("the server is stopping", 503);
   if (!broken_.empty()) return job->fail_with(broken_);
   inbox_.push_back(job);
   wake_.notify_all();
@@ -277,6 +368,9 @@ void Server::engine_loop() {
               live.erase(id);
             });
         live.emplace(id, job);
+        const std::lock_guard<std::mutex> lock(job->m);
+        job->accepted = true;
+        job->cv.notify_all();
       } catch (const Error& e) {
         job->fail_with(e.what());
       }
@@ -296,7 +390,9 @@ void Server::engine_loop() {
       live.clear();
     }
   }
-  for (auto& [id, job] : live) job->fail_with("the server is stopping");
+  for (auto& [id, job] : live) job->fail_with("the server is stopping", 503);
+  const std::lock_guard<std::mutex> lock(mutex_);
+  for (const auto& job : inbox_) job->fail_with("the server is stopping", 503);
 }
 
 }  // namespace nanoinfer::server

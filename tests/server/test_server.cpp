@@ -126,9 +126,17 @@ TEST_F(ServerTest, ModelsAndHealth) {
   const httplib::Result m = client().Get("/v1/models");
   ASSERT_TRUE(m);
   EXPECT_EQ(json::parse(m->body)["data"][0]["id"], "tiny");
+  // What cpp-httplib answers itself is a JSON error too: no such path (404), or a known path
+  // asked with another method (405).
   const httplib::Result missing = client().Get("/v1/nothing");
   ASSERT_TRUE(missing);
   EXPECT_EQ(missing->status, 404);
+  EXPECT_EQ(json::parse(missing->body)["error"]["message"], "no endpoint GET /v1/nothing");
+  const httplib::Result get = client().Get("/v1/completions");
+  ASSERT_TRUE(get);
+  EXPECT_EQ(get->status, 405);
+  EXPECT_EQ(get->get_header_value("Allow"), "POST");
+  EXPECT_EQ(json::parse(get->body)["error"]["message"], "/v1/completions takes POST only");
   // A port in use is an error, not a port shared with the first server.
   server::Server second(*alone_, "second");
   EXPECT_THROW(second.bind("127.0.0.1", port_), Error);
@@ -555,6 +563,88 @@ TEST_F(ServerTest, AClientThatGoesAwayStopsItsRequest) {
       2);
 }
 
+// A client that hangs up while its whole (not streamed) response is computed stops its request
+// too: the server looks at the connection while it waits.
+TEST_F(ServerTest, AClientThatGoesAwayStopsItsWholeResponse) {
+  EngineOptions o = model_options();
+  o.max_context = 4096;
+  o.cache_tokens = 4096;
+  start(o, server::Server::kHttpThreads);
+  {
+    httplib::Client c("127.0.0.1", port_);
+    c.set_read_timeout(0, 300'000);  // it gives up after 0.3 s (4,000 tokens take longer)
+    const json body = {{"prompt", "Wait and leave"},
+                       {"max_tokens", 4000},
+                       {"temperature", 0},
+                       {"ignore_eos", true}};
+    const httplib::Result r = c.Post("/v1/completions", body.dump(), "application/json");
+    EXPECT_FALSE(r) << r->status << " " << r->body;
+  }  // (the socket closes)
+  for (int i = 0; i < 200 && server_->stopped_by_client() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(server_->stopped_by_client(), 1U);
+  EXPECT_EQ(
+      post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}})["usage"]["completion_tokens"],
+      2);
+}
+
+// A request still running when the server stops gets a 503.
+TEST_F(ServerTest, ARequestInFlightAtShutdownGets503) {
+  EngineOptions o = model_options();
+  o.max_context = 4096;
+  o.cache_tokens = 4096;
+  start(o, server::Server::kHttpThreads);
+  int status = 0;
+  std::thread waiting([&] {
+    const json body = {{"prompt", "x"}, {"max_tokens", 4000}, {"ignore_eos", true}};
+    const httplib::Result r = client().Post("/v1/completions", body.dump(), "application/json");
+    if (r) status = r->status;
+  });
+  for (int i = 0; i < 200 && server_->peak_requests() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  server_->stop();
+  waiting.join();
+  EXPECT_EQ(status, 503);
+}
+
+// curl -d sends its body as application/x-www-form-urlencoded, which cpp-httplib would cap at
+// 8,192 bytes: the body is JSON whatever its Content-Type says.
+TEST_F(ServerTest, AFormEncodedBodyOver8KbIsServed) {
+  const json body = {{"prompt", "x"}, {"max_tokens", 2}, {"user", std::string(9000, 'u')}};
+  const httplib::Result r =
+      client().Post("/v1/completions", body.dump(), "application/x-www-form-urlencoded");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(r->body)["usage"]["completion_tokens"], 2);
+}
+
+// A streamed request the engine refuses (prompt + max_tokens beyond the context) gets the 400 a
+// whole one gets, not a 200 with an error event.
+TEST_F(ServerTest, AStreamTheEngineRefusesIsA400) {
+  const std::vector<int32_t> long_prompt(250, 7);
+  for (const bool stream : {false, true}) {
+    const json body = {{"prompt", long_prompt}, {"max_tokens", 16}, {"stream", stream}};
+    const httplib::Result r = client().Post("/v1/completions", body.dump(), "application/json");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400) << r->body;
+    EXPECT_NE(
+        json::parse(r->body)["error"]["message"].get<std::string>().find("exceeds the context"),
+        std::string::npos)
+        << r->body;
+  }
+}
+
+// Without a seed each request draws its own (the API's); with one, the same tokens every time.
+TEST_F(ServerTest, WithoutASeedEachRequestSamplesAfresh) {
+  json body = {{"prompt", "Once upon a time"}, {"max_tokens", 8}, {"ignore_eos", true}};
+  const json a = post("/v1/completions", body)["choices"][0]["token_ids"];
+  const json b = post("/v1/completions", body)["choices"][0]["token_ids"];
+  EXPECT_NE(a, b);
+  body["seed"] = 3;
+  EXPECT_EQ(post("/v1/completions", body)["choices"][0]["token_ids"],
+            post("/v1/completions", body)["choices"][0]["token_ids"]);
+}
+
 TEST_F(ServerTest, BadRequestsGetAMessage) {
   const httplib::Result notjson = client().Post("/v1/completions", "{oops", "application/json");
   ASSERT_TRUE(notjson);
@@ -564,7 +654,8 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
   auto message = [&](const json& body) {
     return post("/v1/completions", body, 400)["error"]["message"].get<std::string>();
   };
-  EXPECT_NE(message({{"prompt", "x"}, {"n", 0}}).find("'n' must be in [1, 16]"), std::string::npos);
+  EXPECT_NE(message({{"prompt", "x"}, {"n", 0}}).find("'n' must be an integer in [1, 16], got 0"),
+            std::string::npos);
   EXPECT_NE(message({{"prompt", "x"}, {"n", 2}, {"stream", true}}).find("not supported in streams"),
             std::string::npos);
   EXPECT_NE(message({{"max_tokens", 3}}).find("'prompt' is required"), std::string::npos);
@@ -575,8 +666,9 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
             std::string::npos);
   EXPECT_NE(message({{"prompt", "x"}, {"stream_options", true}}).find("'stream_options'"),
             std::string::npos);
-  EXPECT_NE(message({{"prompt", "x"}, {"logprobs", 50}}).find("logprobs must be in [0, 20]"),
-            std::string::npos);
+  EXPECT_NE(
+      message({{"prompt", "x"}, {"logprobs", 50}}).find("'logprobs' must be an integer in [0, 20]"),
+      std::string::npos);
   EXPECT_NE(message({{"prompt", "x"}, {"echo", true}, {"stream", true}}).find("streams"),
             std::string::npos);
   EXPECT_NE(message({{"prompt", "x"}, {"logit_bias", {{"x1", 3}}}}).find("is not a token id"),
@@ -594,7 +686,8 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
   EXPECT_NE(message({{"prompt", json::array({json::array({1}), json::array({1, 99999})})}})
                 .find("outside the vocabulary"),
             std::string::npos);
-  EXPECT_NE(message({{"prompt", "x"}, {"max_tokens", 0}}).find("max_new_tokens must be >= 1"),
+  EXPECT_NE(message({{"prompt", "x"}, {"max_tokens", 0}})
+                .find("'max_tokens' must be an integer in [1, 2147483647], got 0"),
             std::string::npos);
   EXPECT_NE(
       post("/v1/chat/completions",
@@ -648,6 +741,52 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
       post("/v1/completions",
            {{"prompt", "x"}, {"max_tokens", 2}, {"best_of", 1}})["usage"]["completion_tokens"],
       2);
+  // Integer fields are whole numbers in their range, not wrapped or truncated: the message names
+  // the field and the value sent.
+  const std::vector<std::pair<json, std::string>> integers = {
+      {{{"max_tokens", 4294967297}},
+       "'max_tokens' must be an integer in [1, 2147483647], got 4294967297"},
+      {{{"max_tokens", -4294967295}},
+       "'max_tokens' must be an integer in [1, 2147483647], got -4294967295"},
+      {{{"max_tokens", 2147483648}},
+       "'max_tokens' must be an integer in [1, 2147483647], got 2147483648"},
+      {{{"max_tokens", 1e10}},
+       "'max_tokens' must be an integer in [1, 2147483647], got 10000000000.0"},
+      {{{"max_tokens", 4.5}}, "'max_tokens' must be an integer in [1, 2147483647], got 4.5"},
+      {{{"max_tokens", "4"}}, "'max_tokens' must be an integer in [1, 2147483647], got \"4\""},
+      {{{"max_completion_tokens", 4294967297}}, "'max_completion_tokens' must be an integer"},
+      {{{"n", 4294967297}}, "'n' must be an integer in [1, 16], got 4294967297"},
+      {{{"logprobs", 4294967297}}, "'logprobs' must be an integer in [0, 20], got 4294967297"},
+      {{{"top_k", -1}, {"temperature", 1}},
+       "'top_k' must be an integer in [0, 2147483647], got -1"},
+      {{{"seed", -1}}, "'seed' must be an integer in [0, 18446744073709551615], got -1"},
+      {{{"seed", 1.5}}, "'seed' must be an integer in [0, 18446744073709551615], got 1.5"}};
+  for (const auto& [fields, want] : integers) {
+    json body = fields;
+    body["prompt"] = "x";
+    EXPECT_NE(message(body).find(want), std::string::npos) << body << ": " << message(body);
+  }
+  EXPECT_NE(post("/v1/chat/completions",
+                 {{"messages", hi}, {"logprobs", true}, {"top_logprobs", 4294967298}},
+                 400)["error"]["message"]
+                .get<std::string>()
+                .find("'top_logprobs' must be an integer in [0, 20], got 4294967298"),
+            std::string::npos);
+  // ... and whole numbers written as such, or as floats, pass.
+  EXPECT_EQ(
+      post("/v1/completions", {{"prompt", "x"},
+                               {"max_tokens", 2.0},
+                               {"ignore_eos", true},
+                               {"seed", 18446744073709551615ULL}})["usage"]["completion_tokens"],
+      2);
+  // A body that is not UTF-8: a 400 whose message (quoting the bytes) is JSON.
+  const httplib::Result bytes = client().Post(
+      "/v1/completions", "{\"prompt\":\"\xff\xfe\",\"max_tokens\":2}", "application/json");
+  ASSERT_TRUE(bytes);
+  EXPECT_EQ(bytes->status, 400);
+  EXPECT_NE(json::parse(bytes->body)["error"]["message"].get<std::string>().find("not JSON"),
+            std::string::npos)
+      << bytes->body;
   // The server still serves after them.
   EXPECT_EQ(
       post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}})["usage"]["completion_tokens"],

@@ -30,12 +30,14 @@ struct CliRun {
   std::string out, err;
 };
 
-// Runs the CLI with `input` as its standard input.
-CliRun run_cli(const std::string& args, const std::string& input = "") {
+// Runs the CLI with `input` as its standard input; `shell` runs before it (a ulimit...).
+CliRun run_cli(const std::string& args, const std::string& input = "",
+               const std::string& shell = "") {
   const std::string err_file = ::testing::TempDir() + "/nanoinfer_cli_stderr.txt";
   const std::string in_file = ::testing::TempDir() + "/nanoinfer_cli_stdin.txt";
   std::ofstream(in_file) << input;
-  const std::string cmd = std::string(NI_CLI) + " " + args + " <" + in_file + " 2>" + err_file;
+  const std::string cmd =
+      shell + std::string(NI_CLI) + " " + args + " <" + in_file + " 2>" + err_file;
   CliRun r;
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return r;
@@ -122,7 +124,33 @@ INSTANTIATE_TEST_SUITE_P(
         BadArgs{"chat_without_tokenizer", "chat --model " + kTiny,
                 "chat needs a model with a tokenizer"},
         BadArgs{"missing_tokenizer_file", "tokenize --tokenizer /nonexistent.json --text hi",
-                "/nonexistent.json"}),
+                "/nonexistent.json"},
+        // A context beyond the model's positions (256 here) is refused, as perplexity's is.
+        BadArgs{"generate_beyond_positions",
+                "generate --model " + kTiny + " --prompt-ids 1 --max-context 300",
+                "--max-context 300 exceeds the model's 256 positions"},
+        BadArgs{"serve_beyond_positions", "serve --model " + kTiny + " --port 0 --max-context 300",
+                "--max-context 300 exceeds the model's 256 positions"},
+        BadArgs{"chat_beyond_positions", "chat --model " + kTiny + " --max-context 300",
+                "--max-context 300 exceeds the model's 256 positions"},
+        BadArgs{"bench_beyond_positions", "bench --model " + kTiny + " --max-context 300",
+                "--max-context 300 exceeds the model's 256 positions"},
+        BadArgs{"perplexity_beyond_positions",
+                "perplexity " + test::data_path("prompts/summary_prompt.txt") +
+                    " --random-weights --config " + kTiny + "/config.json --model " +
+                    test::data_path("tokenizer/smollm2") + " --context 300",
+                "--context 300 exceeds the model's"},
+        // A directory where a file is read is named as one.
+        BadArgs{"prompts_file_directory",
+                "generate --model " + kTiny + " --prompts-file " + test::data_path("models"),
+                "cannot read the prompts file (a directory)"},
+        BadArgs{"perplexity_text_directory",
+                "perplexity " + test::data_path("models") + " --model " + kTiny,
+                "cannot read the text (a directory)"},
+        BadArgs{"tokenize_text_file_directory",
+                "tokenize --tokenizer " + test::data_path("tokenizer/smollm2/tokenizer.json") +
+                    " --text-file " + test::data_path("models"),
+                "cannot read --text-file (a directory)"}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // HF's decode of the golden ids, and of no ids at all (empty text, not an encoding of "").
@@ -322,6 +350,29 @@ TEST(Cli, CudaOnlyFlagsOnTheCpuSayTheyAreIgnored) {
   const CliRun dtype = run_cli(args + " --dtype f32 --backend cpu");
   ASSERT_EQ(dtype.code, 0) << dtype.err;
   EXPECT_NE(dtype.err.find("note: --dtype: CUDA backend only"), std::string::npos) << dtype.err;
+}
+
+// Memory the machine cannot give (here a RoPE table of 2^31 positions under a 4 GB address
+// space) is one line that says so, not "unexpected error: std::bad_alloc".
+TEST(Cli, OutOfMemoryIsOneClearLine) {
+  const CliRun r = run_cli("generate --model " + kTiny + " --prompt-ids 1 --max-context 2147483647",
+                           "", "ulimit -v 4000000; ");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err,
+            "nanoinfer: error: out of memory (a smaller --max-context or --cache-tokens needs "
+            "less)\n");
+}
+
+// --chat applies the template to text prompts: given with --prompt-ids alone, a note says so.
+TEST(Cli, ChatWithPromptIdsSaysItIsIgnored) {
+  const std::string args = "generate --model " + kTiny + " --prompt-ids 5,9 --max-new-tokens 2";
+  const CliRun chat = run_cli(args + " --chat"), plain = run_cli(args);
+  ASSERT_EQ(chat.code, 0) << chat.err;
+  EXPECT_EQ(chat.out, plain.out);
+  EXPECT_NE(chat.err.find("nanoinfer: note: --chat: the chat template applies to text prompts "
+                          "only, not to --prompt-ids"),
+            std::string::npos)
+      << chat.err;
 }
 
 // Beam search from --prompt-ids on a checkpoint without a tokenizer: the beams' ids and scores
