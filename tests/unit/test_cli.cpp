@@ -355,6 +355,9 @@ TEST(Cli, CudaOnlyFlagsOnTheCpuSayTheyAreIgnored) {
 // Memory the machine cannot give (here a RoPE table of 2^31 positions under a 4 GB address
 // space) is one line that says so, not "unexpected error: std::bad_alloc".
 TEST(Cli, OutOfMemoryIsOneClearLine) {
+#ifdef __SANITIZE_ADDRESS__
+  GTEST_SKIP() << "AddressSanitizer's shadow memory does not fit under a 4 GB ulimit -v";
+#endif
   const CliRun r = run_cli("generate --model " + kTiny + " --prompt-ids 1 --max-context 2147483647",
                            "", "ulimit -v 4000000; ");
   EXPECT_EQ(r.code, 1);
