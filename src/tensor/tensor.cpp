@@ -88,7 +88,7 @@ namespace {
 // Zeroed bytes; from 2 MB on, fresh pages from the kernel in 2 MB pages where it has them
 // (transparent huge pages, asked for by madvise): the KV cache is read in stretches over many
 // 4 KB pages, and on the dev box a plain read ran 10-30 % faster in 2 MB pages (fewer TLB
-// misses), the CPU's decode attention 5-25 %.
+// misses), the CPU's decode attention 5-23 %.
 std::shared_ptr<uint8_t> zeroed_bytes(size_t bytes) {
   constexpr size_t kHuge = size_t{2} << 20;
   if (bytes < kHuge) {
