@@ -1,5 +1,6 @@
 // `nanoinfer generate`: tokenizes the prompts, runs them as one batch, prints the texts and the
 // prefill / decode timings (or one JSON object with --json).
+#include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <cstdio>
@@ -25,6 +26,8 @@ struct GenerateArgs {
   std::vector<std::string> prompts;
   std::vector<std::string> prompt_ids;  // "1,2,3" each: prompts given as token ids
   std::string prompts_file;
+  // The prompts in command-line order: 't' a --prompt, 'i' a --prompt-ids, 'f' the file's lines.
+  std::string order;
   SamplingParams params;
   bool chat = false;
   bool json = false;
@@ -43,14 +46,12 @@ std::vector<std::string> read_prompts_file(const std::string& path) {
 }
 
 void run_generate(const GenerateArgs& a) {
-  std::vector<std::string> prompts = a.prompts;
-  if (!a.prompts_file.empty()) {
-    const std::vector<std::string> more = read_prompts_file(a.prompts_file);
-    prompts.insert(prompts.end(), more.begin(), more.end());
-  }
+  const std::vector<std::string> file_prompts =
+      a.prompts_file.empty() ? std::vector<std::string>{} : read_prompts_file(a.prompts_file);
+  const bool texts = !a.prompts.empty() || !file_prompts.empty();
   if (a.engine.model.empty() && !a.engine.random_weights)
     fail("no model given: use --model PATH|default, or --random-weights --config FILE");
-  if (prompts.empty() && a.prompt_ids.empty())
+  if (!texts && a.prompt_ids.empty())
     fail("no prompt given: use --prompt TEXT, --prompts-file FILE or --prompt-ids 1,2,3");
   a.params.validate();
   if (a.params.logprobs >= 0 && !a.json) fail("--logprobs: the log-probabilities come with --json");
@@ -65,18 +66,23 @@ void run_generate(const GenerateArgs& a) {
   Engine engine(options);
   check_positions(engine, "--max-context", a.engine.max_context);
   const Tokenizer* tok = engine.tokenizer();
-  if (tok == nullptr && !prompts.empty())
+  if (tok == nullptr && texts)
     fail(a.engine.model.empty()
              ? "random weights without --model have no tokenizer (give --prompt-ids instead)"
              : a.engine.model +
                    ": the checkpoint has no tokenizer.json (give --prompt-ids instead)");
-  std::vector<GenerationRequest> requests;
-  for (const std::string& ids : a.prompt_ids)
-    requests.push_back({parse_ids(ids, "--prompt-ids"), a.params});
-  for (const std::string& p : prompts) {
+  std::vector<GenerationRequest> requests;  // (outputs come in the same order)
+  auto add_text = [&](const std::string& p) {
     const std::string text = a.chat ? tok->apply_chat_template({{"user", p}}, true) : p;
     // A chat template already holds the special tokens it needs.
     requests.push_back({tok->encode(text, !a.chat), a.params});
+  };
+  size_t next_text = 0, next_ids = 0;
+  for (const char kind : a.order) {
+    if (kind == 't') add_text(a.prompts.at(next_text++));
+    if (kind == 'i')
+      requests.push_back({parse_ids(a.prompt_ids.at(next_ids++), "--prompt-ids"), a.params});
+    if (kind == 'f') std::for_each(file_prompts.begin(), file_prompts.end(), add_text);
   }
   // A trace path that cannot be written fails now, not after the generation (rank 0 writes it).
   if (engine.is_leader() && !a.memory_trace.empty() && !std::ofstream(a.memory_trace))
@@ -202,10 +208,13 @@ void add_generate_command(CLI::App& app) {
   auto a = std::make_shared<GenerateArgs>();
   SamplingParams& p = a->params;
   // One value per flag: a stray word after a prompt is an error, not a second prompt.
-  cmd->add_option("--prompt", a->prompts, "a prompt (repeat for a batch)")->allow_extra_args(false);
-  cmd->add_option("--prompts-file", a->prompts_file, "one prompt per line");
-  cmd->add_option("--prompt-ids", a->prompt_ids, "a prompt as comma-separated token ids (repeat)")
-      ->allow_extra_args(false);
+  const CLI::Option* text = cmd->add_option("--prompt", a->prompts, "a prompt (repeat for a batch)")
+                                ->allow_extra_args(false);
+  const CLI::Option* file =
+      cmd->add_option("--prompts-file", a->prompts_file, "one prompt per line");
+  const CLI::Option* ids = cmd->add_option("--prompt-ids", a->prompt_ids,
+                                           "a prompt as comma-separated token ids (repeat)")
+                               ->allow_extra_args(false);
   add_sampling_flags(*cmd, p, "tokens to generate per prompt");
   cmd->add_option("--num-beams", p.num_beams, "beam search with this many beams (1 = off)");
   cmd->add_option("--length-penalty", p.length_penalty, "beam score = logprob / length^penalty");
@@ -236,7 +245,12 @@ void add_generate_command(CLI::App& app) {
          "--window", a->engine.window,
          "StreamingLLM cache: recent tokens kept (with --sink-tokens, 0 for a window alone)")
       ->check(whole_number(1));
-  cmd->callback([a] {
+  cmd->callback([a, cmd, text, file, ids] {
+    for (const CLI::Option* o : cmd->parse_order()) {
+      if (o == text) a->order += 't';
+      if (o == ids) a->order += 'i';
+      if (o == file && a->order.find('f') == std::string::npos) a->order += 'f';
+    }
     a->params.early_stopping = a->early_stopping == "true"    ? EarlyStopping::kWhenFull
                                : a->early_stopping == "never" ? EarlyStopping::kNever
                                                               : EarlyStopping::kHeuristic;

@@ -449,6 +449,32 @@ std::tuple<std::string, std::vector<int32_t>, std::vector<int32_t>> perplexity_t
   return {std::move(text), std::move(start), std::move(ids)};
 }
 
+// Text prompts, id prompts and a prompts file's lines are generated for, and printed, in the
+// order of the command line.
+TEST(Cli, PromptsComeInCommandLineOrder) {
+  const std::string model = test::default_model_path();
+  if (model.empty()) GTEST_SKIP() << "default model not fetched (make model)";
+  const std::string file = ::testing::TempDir() + "/nanoinfer_prompts.txt";
+  std::ofstream(file) << "one two three four five six seven\n\nthe end\n";
+  const CliRun r =
+      run_cli("generate --model " + model + " --prompt 'a b c' --prompt-ids 5 --prompts-file " +
+              file + " --prompt-ids 7,8 --prompt x --max-new-tokens 1 --json");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EngineOptions opt;
+  opt.model = model;
+  const Engine engine(opt);
+  const Tokenizer& tok = *engine.tokenizer();
+  std::vector<size_t> expected;
+  for (const char* text : {"a b c", "", "one two three four five six seven", "the end", "", "x"})
+    expected.push_back(*text != 0 ? tok.encode(text, true).size() : 0);
+  expected[1] = 1;  // the ids 5
+  expected[4] = 2;  // the ids 7,8
+  const nlohmann::json j = nlohmann::json::parse(r.out);
+  std::vector<size_t> got;
+  for (const auto& o : j["outputs"]) got.push_back(o["prompt_tokens"].get<size_t>());
+  EXPECT_EQ(got, expected);
+}
+
 TEST(Cli, PerplexityIsTheMeanNllOfThePromptLogprobs) {
   const std::string model = test::default_model_path();
   if (model.empty()) GTEST_SKIP() << "default model not fetched (make model)";
