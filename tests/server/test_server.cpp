@@ -81,6 +81,15 @@ class ServerTest : public ::testing::Test {
     EXPECT_EQ(r->status, want_status) << r->body;
     return json::parse(r->body);
   }
+  // Within 10 s the server counts one request stopped by its client, and it serves the next.
+  void expect_one_stopped_then_serving() const {
+    for (int i = 0; i < 200 && server_->stopped_by_client() == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(server_->stopped_by_client(), 1U);
+    EXPECT_EQ(
+        post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}})["usage"]["completion_tokens"],
+        2);
+  }
   // What the engine gives the request alone.
   GenerationOutput alone(const std::vector<int32_t>& ids, int max_tokens) const {
     GenerationRequest r{ids, {}};
@@ -555,12 +564,7 @@ TEST_F(ServerTest, AClientThatGoesAwayStopsItsRequest) {
   };
   httplib::Client c = client();
   EXPECT_FALSE(c.send(req));  // the client cancelled
-  for (int i = 0; i < 200 && server_->stopped_by_client() == 0; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT_EQ(server_->stopped_by_client(), 1U);
-  EXPECT_EQ(
-      post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}})["usage"]["completion_tokens"],
-      2);
+  expect_one_stopped_then_serving();
 }
 
 // A client that hangs up while its whole (not streamed) response is computed stops its request
@@ -580,12 +584,7 @@ TEST_F(ServerTest, AClientThatGoesAwayStopsItsWholeResponse) {
     const httplib::Result r = c.Post("/v1/completions", body.dump(), "application/json");
     EXPECT_FALSE(r) << r->status << " " << r->body;
   }  // (the socket closes)
-  for (int i = 0; i < 200 && server_->stopped_by_client() == 0; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  EXPECT_EQ(server_->stopped_by_client(), 1U);
-  EXPECT_EQ(
-      post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}})["usage"]["completion_tokens"],
-      2);
+  expect_one_stopped_then_serving();
 }
 
 // A request still running when the server stops gets a 503.
