@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "util/error.h"
 
@@ -38,11 +40,10 @@ KvCache::KvCache(Backend& backend, const ModelConfig& config, const KvCacheOptio
   Tensor slot_pos = backend_.alloc({slots}, DType::I32);
   backend_.fill_i32(slot_pos, 0);
   // One allocation for every layer's K and V (on the CPU large enough for 2 MB pages).
-  const int64_t kvh = config.num_kv_heads, layers = 2 * int64_t{config.num_layers};
-  const Tensor kv =
-      backend_.kv_heads_outer()
-          ? backend_.alloc({layers, kvh, slots, config.head_dim}, backend_.compute_dtype())
-          : backend_.alloc({layers, slots, kvh, config.head_dim}, backend_.compute_dtype());
+  std::vector<int64_t> shape = {2 * int64_t{config.num_layers}, slots, config.num_kv_heads,
+                                config.head_dim};
+  if (backend_.kv_heads_outer()) std::swap(shape[1], shape[2]);
+  const Tensor kv = backend_.alloc(std::move(shape), backend_.compute_dtype());
   layers_.resize(static_cast<size_t>(config.num_layers));
   for (size_t i = 0; i < layers_.size(); ++i) {
     KvLayer& l = layers_[i];

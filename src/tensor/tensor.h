@@ -34,10 +34,66 @@ enum class DType : uint8_t {
 };
 enum class Device : uint8_t { Cpu, Cuda };
 
-size_t dtype_size(DType t);    // bytes per element; for block formats, bytes per block
-int64_t dtype_block(DType t);  // elements per block (1 for plain types)
-size_t dtype_nbytes(DType t, int64_t numel);
-const char* dtype_name(DType t);
+namespace detail {
+struct DTypeInfo {
+  const char* name;
+  int64_t block;  // elements a block (1: a plain type)
+  size_t bytes;   // bytes an element, or a block
+};
+// Here, not in a .cpp, so that a kernel's loop over blocks of a known type folds the size.
+constexpr DTypeInfo dtype_info(DType t) {
+  switch (t) {
+    case DType::F32:
+      return {"f32", 1, 4};
+    case DType::F16:
+      return {"f16", 1, 2};
+    case DType::BF16:
+      return {"bf16", 1, 2};
+    case DType::I32:
+      return {"i32", 1, 4};
+    case DType::Q8_0:
+      return {"q8_0", 32, 34};
+    case DType::Q4_0:
+      return {"q4_0", 32, 18};
+    case DType::Q4_1:
+      return {"q4_1", 32, 20};
+    case DType::Q5_0:
+      return {"q5_0", 32, 22};
+    case DType::Q5_1:
+      return {"q5_1", 32, 24};
+    case DType::IQ4_NL:
+      return {"iq4_nl", 32, 18};
+    case DType::Q2_K:
+      return {"q2_k", 256, 84};
+    case DType::Q3_K:
+      return {"q3_k", 256, 110};
+    case DType::Q4_K:
+      return {"q4_k", 256, 144};
+    case DType::Q5_K:
+      return {"q5_k", 256, 176};
+    case DType::Q6_K:
+      return {"q6_k", 256, 210};
+    case DType::IQ4_XS:
+      return {"iq4_xs", 256, 136};
+  }
+  return {"?", 1, 0};
+}
+}  // namespace detail
+
+// Bytes per element; for block formats, bytes per block.
+constexpr size_t dtype_size(DType t) {
+  return detail::dtype_info(t).bytes;
+}
+// Elements per block (1 for plain types).
+constexpr int64_t dtype_block(DType t) {
+  return detail::dtype_info(t).block;
+}
+constexpr size_t dtype_nbytes(DType t, int64_t numel) {
+  return static_cast<size_t>(numel / dtype_block(t)) * dtype_size(t);
+}
+constexpr const char* dtype_name(DType t) {
+  return detail::dtype_info(t).name;
+}
 
 class Tensor {
  public:

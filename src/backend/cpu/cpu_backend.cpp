@@ -123,12 +123,13 @@ class CpuBackend final : public Backend {
                   const std::vector<int32_t>& dst) override {
     const Timed op(*this, "copy_slots");
     for (KvLayer& layer : layers) {
-      const int64_t heads = layer.k.dim(0), slots = layer.k.dim(1), D = layer.k.dim(2);
-      for (float* kv : {layer.k.as<float>(), layer.v.as<float>()})
-        for (int64_t h = 0; h < heads; ++h)
+      const int64_t D = layer.k.dim(2);
+      for (const Tensor* kv : {&layer.k, &layer.v})
+        for (int64_t h = 0; h < kv->dim(0); ++h) {
+          float* rows = head_rows(*kv, h);
           for (size_t i = 0; i < src.size(); ++i)
-            std::memcpy(kv + (h * slots + dst[i]) * D, kv + (h * slots + src[i]) * D,
-                        D * sizeof(float));
+            std::memcpy(rows + dst[i] * D, rows + src[i] * D, D * sizeof(float));
+        }
       int32_t* pos = layer.slot_pos.as<int32_t>();
       for (size_t i = 0; i < src.size(); ++i) pos[dst[i]] = pos[src[i]];
     }
@@ -230,10 +231,10 @@ class CpuBackend final : public Backend {
       float* k = row + int64_t{heads} * D;
       if (rotate_k)
         for (int h = 0; h < kv_heads; ++h) cpu::rope_rotate(k + h * D, cs, D);
-      const int64_t at = slots[t] * int64_t{D}, head = layer.k.dim(1) * D;  // [kv_head][slot][D]
       for (int h = 0; h < kv_heads; ++h) {
-        std::memcpy(layer.k.as<float>() + h * head + at, k + h * D, D * sizeof(float));
-        std::memcpy(layer.v.as<float>() + h * head + at, k + (kv_heads + h) * D, D * sizeof(float));
+        std::memcpy(head_rows(layer.k, h) + slots[t] * int64_t{D}, k + h * D, D * sizeof(float));
+        std::memcpy(head_rows(layer.v, h) + slots[t] * int64_t{D}, k + (kv_heads + h) * D,
+                    D * sizeof(float));
       }
       layer.slot_pos.as<int32_t>()[slots[t]] = pos[t];
     }
@@ -274,6 +275,12 @@ class CpuBackend final : public Backend {
     std::chrono::steady_clock::time_point start_;
   };
 
+  // Head h's rows of a cache layer's K or V, one a slot: the CPU keeps them [kv_head][slot][D]
+  // (kv_heads_outer()).
+  static float* head_rows(const Tensor& kv, int64_t h) {
+    return kv.as<float>() + h * kv.dim(1) * kv.dim(2);
+  }
+
   RopeTable rope_;
   bool profiling_ = false, timing_ = false;
   bool decode_ = false;  // the last uploaded batch has one new token per sequence
@@ -309,10 +316,9 @@ void CpuBackend::attention(const Tensor& qkv, int heads, int kv_heads, const Dev
   for (int s = 0; s < b.num_seqs; ++s)
     for (int j = 0; j < ctx[s]; ++j)
       slot_table_[first_slot_[s] + j] = tables[int64_t{s} * b.max_blocks + j / bs] * bs + j % bs;
-  // K and V are [kv_head][slot][D]: head kvh's rows from k_of(kvh), one row a slot.
-  const int64_t slot_stride = D, head_stride = layer.k.dim(1) * D;
-  auto k_of = [&](int kvh) { return layer.k.as<const float>() + kvh * head_stride; };
-  auto v_of = [&](int kvh) { return layer.v.as<const float>() + kvh * head_stride; };
+  const int64_t slot_stride = D;  // within a head's rows of K and V
+  auto k_of = [&](int kvh) { return head_rows(layer.k, kvh); };
+  auto v_of = [&](int kvh) { return head_rows(layer.v, kvh); };
   int64_t work = 0;  // multiply-adds of Q K^T (P V as many again)
   for (int t = 0; t < b.num_tokens; ++t) work += int64_t{q_index[t] + 1} * heads * D;
   const bool team = work >= cpu::kParallelWork / 4;  // (its multiply-adds run ~4x slower)

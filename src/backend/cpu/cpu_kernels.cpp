@@ -310,18 +310,11 @@ inline void widen_block(const uint8_t* p, __m256 v[4]) {
   }
 }
 
-// Bytes of a block: its f16 scale (and Q4_1's f16 offset), then 32 values of 8 or 4 bits. A
-// constant here, where dtype_size() was a call into another file for every block.
-template <DType kType>
-constexpr int64_t kBlockBytes = kType == DType::Q8_0   ? 2 + 32
-                                : kType == DType::Q4_0 ? 2 + 16
-                                                       : 4 + 16;
-
 template <DType kType>
 void widen_rows(const uint8_t* w, int64_t blocks, float* out) {
   for (int64_t b = 0; b < blocks; ++b) {
     __m256 v[4];
-    widen_block<kType>(w + b * kBlockBytes<kType>, v);
+    widen_block<kType>(w + b * dtype_size(kType), v);
     for (int c = 0; c < 4; ++c) _mm256_storeu_ps(out + b * 32 + 8 * c, v[c]);
   }
 }
@@ -343,7 +336,7 @@ void dot_blocks(const float* x, const uint8_t* w, size_t row_bytes, float* y, in
     for (int64_t b = 0; b < blocks; ++b)
       for (int r = 0; r < R; ++r) {
         __m256 v[4];
-        widen_block<kType>(w + (n + r) * row_bytes + b * kBlockBytes<kType>, v);
+        widen_block<kType>(w + (n + r) * row_bytes + b * dtype_size(kType), v);
         for (int c = 0; c < 4; ++c)
           for (int t = 0; t < kT; ++t)
             acc[r][t] =
