@@ -342,7 +342,7 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
   int64_t need = 0;  // blocks: every sequence at full length, beams twice over (reordering)
   for (size_t i = 0; i < requests.size(); ++i) {
     const GenerationRequest& r = requests[i];
-    check_request(ctx, r, i);
+    check_request(ctx, r, "request " + std::to_string(i));
     const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_new_tokens;
     need += (total + bs - 1) / bs * (r.params.num_beams > 1 ? 2 * r.params.num_beams + 1 : 1);
   }
@@ -353,7 +353,7 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
   for (size_t i = 0; i < requests.size(); ++i)
     run.add(
         requests[i], on_token, [&out](size_t id, GenerationOutput&& o) { out[id] = std::move(o); },
-        i);
+        "request " + std::to_string(i));
   size_t longest = 0;
   int most_new = 0;
   for (const GenerationRequest& r : requests) {
@@ -397,7 +397,7 @@ size_t Engine::submit(const GenerationRequest& request, TokenCallback on_token,
     m.online_ctx = std::make_unique<RunContext>(m.run_context());
     m.online = std::make_unique<Run>(*m.online_ctx, cache, m.online_stats, false, m.submitted);
   }
-  const size_t id = m.online->add(request, std::move(on_token), std::move(on_done), m.submitted);
+  const size_t id = m.online->add(request, std::move(on_token), std::move(on_done), "");
   m.submitted = id + 1;
   return id;
 }

@@ -88,25 +88,25 @@ void score_chunk(Backend& be, const Tensor& logits, const Batch& batch, const Sc
 
 }  // namespace
 
-void check_request(const RunContext& ctx, const GenerationRequest& r, size_t index) {
+void check_request(const RunContext& ctx, const GenerationRequest& r, const std::string& who) {
   const ModelConfig& c = ctx.config;
-  const std::string who = "request " + std::to_string(index);
+  const std::string lead = who.empty() ? "" : who + ": ";
   r.params.validate();
-  if (r.prompt_ids.empty()) fail(who + ": the prompt is empty");
+  if (r.prompt_ids.empty()) fail(lead + "the prompt is empty");
   for (int32_t id : r.prompt_ids)
     if (id < 0 || id >= c.vocab_size)
-      fail(who + ": token id " + std::to_string(id) + " is outside the vocabulary (" +
+      fail(lead + "token id " + std::to_string(id) + " is outside the vocabulary (" +
            std::to_string(c.vocab_size) + " ids)");
   if (!r.params.stop.empty() && ctx.tokenizer == nullptr)
-    fail(who + ": stop strings need a model with a tokenizer");
+    fail(lead + "stop strings need a model with a tokenizer");
   if (r.params.num_beams > 1) {
     const std::string e =
         sampling::BeamSearch(r.params, eos_for(r, c.eos_token_ids)).vocabulary_error(c.vocab_size);
-    if (!e.empty()) fail(who + ": beam search: " + e);
+    if (!e.empty()) fail(lead + "beam search: " + e);
   }
   const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_new_tokens;
   if (total > ctx.max_context)
-    fail(who + ": prompt (" + std::to_string(r.prompt_ids.size()) + " tokens) + max new tokens (" +
+    fail(lead + "prompt (" + std::to_string(r.prompt_ids.size()) + " tokens) + max new tokens (" +
          std::to_string(r.params.max_new_tokens) + ") exceeds the context of " +
          std::to_string(ctx.max_context) + " positions");
 }
@@ -121,13 +121,13 @@ Run::Run(const RunContext& ctx, KvCache& cache, GenerationStats& stats, bool kee
       start_(std::chrono::steady_clock::now()) {}
 
 size_t Run::add(const GenerationRequest& r, TokenCallback on_token, DoneCallback on_done,
-                size_t index) {
-  check_request(ctx_, r, index);
+                const std::string& who) {
+  check_request(ctx_, r, who);
   if (const int most = cache_.step_capacity();
       most > 0 && r.prompt_ids.size() > static_cast<size_t>(most))  // e.g. a sink cache's window
-    fail("request " + std::to_string(index) + ": its prompt (" +
-         std::to_string(r.prompt_ids.size()) + " tokens) does not fit the " +
-         cache_.policy().name() + " cache, which takes at most " + std::to_string(most) +
+    fail((who.empty() ? "" : who + ": ") + "its prompt (" + std::to_string(r.prompt_ids.size()) +
+         " tokens) does not fit the " + cache_.policy().name() + " cache, which takes at most " +
+         std::to_string(most) +
          " new tokens a step: a sink cache takes a prompt in one step (fed in chunks, the later "
          "ones would evict the first)");
   // The request reserves the blocks of its whole life, in the cache's own blocks (at most a sink
@@ -136,7 +136,7 @@ size_t Run::add(const GenerationRequest& r, TokenCallback on_token, DoneCallback
   int64_t len = static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_new_tokens;
   if (const int64_t most = cache_.policy().capacity(); most > 0) len = std::min(len, most);
   const size_t id = sched_.add(
-      (len + bs - 1) / bs * (r.params.num_beams > 1 ? 2 * r.params.num_beams + 1 : 1), index);
+      (len + bs - 1) / bs * (r.params.num_beams > 1 ? 2 * r.params.num_beams + 1 : 1), who);
   requests_.emplace(id, Entry{r, std::move(on_token), std::move(on_done)});
   return id;
 }

@@ -34,10 +34,11 @@ struct RunContext {
   std::function<void(const StepMessage&)> send;
 };
 
-// Throws Error, naming request `index`, when it cannot run: parameters, ids outside the
-// vocabulary, an empty prompt, stop strings without a tokenizer, beams the vocabulary cannot
-// feed, or prompt + max new tokens beyond the context.
-void check_request(const RunContext& ctx, const GenerationRequest& r, size_t index);
+// Throws Error when a request cannot run: parameters, ids outside the vocabulary, an empty
+// prompt, stop strings without a tokenizer, beams the vocabulary cannot feed, or prompt + max new
+// tokens beyond the context. The message starts with `who` ("request 3" among a call's requests;
+// empty for a request submitted alone).
+void check_request(const RunContext& ctx, const GenerationRequest& r, const std::string& who);
 
 class Run {
  public:
@@ -46,12 +47,12 @@ class Run {
   Run(const RunContext& ctx, KvCache& cache, GenerationStats& stats, bool keep_steps,
       size_t first_id = 0);
 
-  // Queues a request (checked first: throws Error, naming `index` as the caller counts it, and
+  // Queues a request (checked first: throws Error, naming it `who` as check_request does, and
   // queues nothing); returns its id (first_id, first_id + 1, ...), which the callbacks are given.
   // on_token sees each token of a sampled request (false: stop it); on_done gets the output
   // once the request has finished.
   size_t add(const GenerationRequest& r, TokenCallback on_token, DoneCallback on_done,
-             size_t index);
+             const std::string& who);
   // One forward over the sequences that run; false when nothing ran (none runs or waits).
   bool step();
   // Requests added and not finished (running or waiting).

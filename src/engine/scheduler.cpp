@@ -13,9 +13,9 @@ Scheduler::Scheduler(int64_t cache_blocks, int max_step_tokens, size_t first_id)
   if (max_step_tokens < 0) fail("max_step_tokens must be >= 0 (0: no cap)");
 }
 
-size_t Scheduler::add(int64_t blocks, size_t index) {
+size_t Scheduler::add(int64_t blocks, const std::string& who) {
   if (blocks > cache_blocks_)
-    fail("request " + std::to_string(index) + " needs up to " + std::to_string(blocks) +
+    fail((who.empty() ? "the request" : who) + " needs up to " + std::to_string(blocks) +
          " KV blocks (its prompt + max new tokens, beam forks included), more than the cache's " +
          std::to_string(cache_blocks_) + ": raise cache_tokens or lower max_new_tokens");
   waiting_.emplace_back(next_id_, blocks);

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <string>
 #include <unordered_map>
 #include <utility>
 
@@ -21,9 +22,9 @@ class Scheduler {
   Scheduler(int64_t cache_blocks, int max_step_tokens, size_t first_id = 0);
 
   // Queues a request that holds at most `blocks` blocks; returns its id (first_id, first_id + 1,
-  // ... in the order added). Throws Error, naming `index` (the caller's count of the request), when
-  // it could never fit the cache.
-  size_t add(int64_t blocks, size_t index);
+  // ... in the order added). Throws Error, naming the request `who` (empty: "the
+  // request"), when it could never fit the cache.
+  size_t add(int64_t blocks, const std::string& who);
   // Starts a step with the whole token budget.
   void begin_step();
   // How many of a sequence's `tokens` pending tokens this step takes (all, fewer, or 0 once the

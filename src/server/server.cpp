@@ -64,6 +64,12 @@ void reply_error(httplib::Response& res, int status, const std::string& message,
   res.set_content(text(error_body(message, type)), "application/json");
 }
 
+// A job's error: the request's own fault (400), or the server's (the engine failed: 500; it is
+// stopping: 503).
+const char* error_type(int status) {
+  return status < 500 ? "invalid_request_error" : "server_error";
+}
+
 std::string sse(const json& j) {
   return "data: " + text(j) + "\n\n";
 }
@@ -183,7 +189,7 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
             }
           if (!j->error.empty()) {
             for (const auto& other : jobs) other->cancelled = true;
-            return reply_error(res, j->status, j->error, "invalid_request_error");
+            return reply_error(res, j->status, j->error, error_type(j->status));
           }
           outs.push_back(std::move(j->out));
           reqs.push_back(std::move(j->api));
@@ -201,7 +207,7 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
         std::unique_lock<std::mutex> lock(job->m);
         job->cv.wait(lock, [&] { return job->accepted || !job->error.empty(); });
         if (!job->error.empty())
-          return reply_error(res, job->status, job->error, "invalid_request_error");
+          return reply_error(res, job->status, job->error, error_type(job->status));
       }
       res.set_chunked_content_provider(
           "text/event-stream",
@@ -211,7 +217,7 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
                 lock, [&] { return !job->pieces.empty() || job->finished || !job->error.empty(); });
             std::string out;
             if (!job->error.empty()) {  // (the engine failed, or the server is stopping)
-              out = sse(error_body(job->error, "invalid_request_error"));
+              out = sse(error_body(job->error, error_type(job->status)));
             } else {
               for (const Job::Piece& p : job->pieces) {
                 out += sse(chunk(job->api, job->id, p.text, p.ids, p.logprobs, "", first, tok,
@@ -322,7 +328,7 @@ void Server::stop() {
 void Server::submit(const std::shared_ptr<Job>& job) {
   const std::lock_guard<std::mutex> lock(mutex_);
   if (stopping_) return job->fail_with("the server is stopping", 503);
-  if (!broken_.empty()) return job->fail_with(broken_);
+  if (!broken_.empty()) return job->fail_with(broken_, 500);
   inbox_.push_back(job);
   wake_.notify_all();
 }
@@ -386,7 +392,7 @@ void Server::engine_loop() {
         const std::lock_guard<std::mutex> lock(mutex_);
         broken_ = why;
       }
-      for (auto& [id, job] : live) job->fail_with(why);
+      for (auto& [id, job] : live) job->fail_with(why, 500);
       live.clear();
     }
   }

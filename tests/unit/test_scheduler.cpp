@@ -2,6 +2,8 @@
 // fit, finished ones give their blocks back, a step's token budget is shared out in order.
 #include <gtest/gtest.h>
 
+#include <string>
+
 #include "engine/scheduler.h"
 #include "util/error.h"
 
@@ -10,10 +12,10 @@ namespace {
 
 TEST(Scheduler, StartsInOrderWhileBlocksFit) {
   Scheduler s(10, 0);
-  size_t index = 0;
+  size_t id = 0;
   for (const int64_t b : {4, 5, 3, 2}) {
-    EXPECT_EQ(s.add(b, index), index);
-    ++index;
+    EXPECT_EQ(s.add(b, ""), id);
+    ++id;
   }
   s.begin_step();
   EXPECT_EQ(s.admit(), 0);
@@ -33,8 +35,8 @@ TEST(Scheduler, StartsInOrderWhileBlocksFit) {
 
 TEST(Scheduler, StepBudgetIsSharedInOrder) {
   Scheduler s(100, 10);
-  s.add(1, 0);
-  s.add(1, 1);
+  s.add(1, "");
+  s.add(1, "");
   s.begin_step();
   EXPECT_EQ(s.take(1), 1);
   EXPECT_FALSE(s.take_all(10));  // beams run all together or not at all
@@ -52,16 +54,27 @@ TEST(Scheduler, StepBudgetIsSharedInOrder) {
 
 TEST(Scheduler, IdsCountFromTheFirstGiven) {
   Scheduler s(4, 0, 7);
-  EXPECT_EQ(s.add(1, 0), 7U);
-  EXPECT_EQ(s.add(1, 1), 8U);
+  EXPECT_EQ(s.add(1, ""), 7U);
+  EXPECT_EQ(s.add(1, ""), 8U);
   s.begin_step();
   EXPECT_EQ(s.admit(), 7);
 }
 
+// The refusal names the request as the caller does ("the request" when it names none).
 TEST(Scheduler, RefusesWhatCanNeverFit) {
   Scheduler s(8, 0);
-  s.add(8, 0);
-  EXPECT_THROW(s.add(9, 1), Error);
+  s.add(8, "");
+  for (const std::string who : {"request 1", ""}) {
+    std::string what;
+    try {
+      s.add(9, who);
+    } catch (const Error& e) {
+      what = e.what();
+    }
+    EXPECT_EQ(what.rfind((who.empty() ? "the request" : who) + " needs up to 9 KV blocks", 0), 0U)
+        << what;
+  }
+  EXPECT_EQ(s.waiting(), 1U);
   EXPECT_THROW(Scheduler(8, -1), Error);
 }
 
