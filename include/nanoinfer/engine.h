@@ -73,6 +73,10 @@ struct EngineOptions {
   // Rank 0 tokenizes, schedules and samples; every rank calls generate() the same number of
   // times, and on the others it serves rank 0's steps and returns nothing.
   bool tensor_parallel = false;
+
+  // Throws Error naming the first option out of its range or not one of its names (the Engine
+  // checks its options so before it loads anything).
+  void validate() const;
 };
 
 struct GenerationRequest {

@@ -42,8 +42,9 @@ class Tokenizer {
   std::vector<int32_t> encode(std::string_view text, bool add_special_tokens = true) const;
   std::string decode(std::span<const int32_t> ids, bool skip_special_tokens = false) const;
 
-  // Renders the model's chat template. Templates are recognised, not interpreted: the Llama-3
-  // template and SmolLM2's ChatML template are supported; any other throws Error.
+  // Renders the model's chat template. Templates are recognised, not interpreted: the Llama-3,
+  // Llama-3.1 and SmolLM2 ChatML templates are supported; any other throws Error, as does a role
+  // other than system, user, assistant, tool or ipython.
   std::string apply_chat_template(const std::vector<ChatMessage>& messages,
                                   bool add_generation_prompt) const;
 

@@ -108,8 +108,32 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
+void EngineOptions::validate() const {
+  auto at_least = [](const char* name, int value, int least) {
+    if (value < least)
+      fail(std::string(name) + " must be >= " + std::to_string(least) + ", got " +
+           std::to_string(value));
+  };
+  auto one_of = [](const char* name, const std::string& value, const char* a, const char* b) {
+    if (value != a && value != b)
+      fail("unknown " + std::string(name) + " '" + value + "' (expected " + a + " or " + b + ")");
+  };
+  one_of("backend", backend, "cpu", "cuda");
+  one_of("CUDA dtype", dtype, "bf16", "f32");
+  one_of("rope_cache", rope_cache, "post", "pre");
+  at_least("max_context", max_context, 0);
+  at_least("cache_tokens", cache_tokens, 0);
+  at_least("block_size", block_size, 1);
+  at_least("max_step_tokens", max_step_tokens, 0);
+  at_least("sink_tokens", sink_tokens, -1);
+  at_least("window", window, 0);
+  if (random_weights && config.empty())
+    fail("--random-weights needs --config FILE (a HF config.json)");
+}
+
 Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   const auto t0 = std::chrono::steady_clock::now();
+  options.validate();
   impl_->options = options;
   // GGUF tensors as stored: the CPU backend multiplies the blocks directly (5-6x fewer bytes per
   // decoded token); the CUDA backend keeps the formats it multiplies as blocks and widens the
@@ -117,7 +141,6 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   LoadOptions load;
   load.dequantize = false;
   if (options.random_weights) {
-    if (options.config.empty()) fail("--random-weights needs --config FILE (a HF config.json)");
     impl_->loaded.config = parse_hf_config(options.config);
     impl_->loaded.source = options.config + " (random weights)";
     if (!options.model.empty()) impl_->tokenizer = maybe_tokenizer(resolve_model(options.model));
@@ -129,17 +152,13 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   if (options.backend == "cpu") {
     impl_->backend = make_cpu_backend();
     if (options.tensor_parallel) impl_->comm = make_mpi_communicator();
-  } else if (options.backend == "cuda") {
-    if (options.dtype != "bf16" && options.dtype != "f32")
-      fail("unknown CUDA dtype '" + options.dtype + "' (expected bf16 or f32)");
+  } else {  // cuda
     // One GPU per rank of a host.
     impl_->backend =
         make_cuda_backend(options.dtype == "f32" ? DType::F32 : DType::BF16,
                           options.tensor_parallel ? local_rank() : 0, options.keep_blocks);
     if (!impl_->backend) fail("the CUDA backend is not available (no GPU, or built without CUDA)");
     if (options.tensor_parallel) impl_->comm = make_nccl_communicator(*impl_->backend);
-  } else {
-    fail("unknown backend '" + options.backend + "' (expected cpu or cuda)");
   }
   const ModelConfig& c = impl_->loaded.config;
   int max_ctx =

@@ -85,7 +85,13 @@ std::vector<int32_t> prompt_ids(const Engine& e, const py::handle& prompt, bool 
     for (const py::handle id : items) {
       if (!py::isinstance<py::int_>(id))
         throw py::type_error("a prompt given as a list holds token ids (int) or chat messages");
-      ids.push_back(py::cast<int32_t>(id));
+      int overflow = 0;  // (past int32: the engine's own check would never see the value)
+      const long long v = PyLong_AsLongLongAndOverflow(id.ptr(), &overflow);
+      if (overflow != 0 || v < INT32_MIN || v > INT32_MAX)
+        throw Error("token id " + py::cast<std::string>(py::str(id)) +
+                    " is outside the vocabulary (" + std::to_string(e.config().vocab_size) +
+                    " ids)");
+      ids.push_back(static_cast<int32_t>(v));
     }
     return ids;
   }

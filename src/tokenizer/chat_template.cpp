@@ -118,6 +118,13 @@ ChatTemplateKind recognise_chat_template(std::string_view template_text) {
 
 std::string render_chat_template(ChatTemplateKind kind, const std::vector<ChatMessage>& messages,
                                  bool add_generation_prompt, std::string_view bos_token) {
+  // (the templates write any role into the prompt as it is: a misspelt one would go unnoticed)
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const std::string& r = messages[i].role;
+    if (r != "system" && r != "user" && r != "assistant" && r != "tool" && r != "ipython")
+      fail("chat message " + std::to_string(i) + ": unknown role '" + r +
+           "' (expected system, user, assistant, tool or ipython)");
+  }
   switch (kind) {
     case ChatTemplateKind::kLlama3:
       return render_llama3(messages, bos_token);

@@ -20,6 +20,7 @@ enum class ChatTemplateKind {
 // Throws Error when the template is empty or not one we know.
 ChatTemplateKind recognise_chat_template(std::string_view template_text);
 
+// Throws Error for a message whose role is not system, user, assistant, tool or ipython.
 std::string render_chat_template(ChatTemplateKind kind, const std::vector<ChatMessage>& messages,
                                  bool add_generation_prompt, std::string_view bos_token);
 

@@ -7,7 +7,11 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "engine/batch_builder.h"
 #include "model/llama.h"
@@ -228,6 +232,39 @@ TEST(TinyEngine, NoRequestsGiveNoOutputs) {
   EXPECT_TRUE(engine.last_stats().steps.empty());
   EXPECT_EQ(engine.last_stats().decode_tokens, 0);
   EXPECT_EQ(engine.generate({r})[0].token_ids, before);
+}
+
+// Options out of range are refused by name before anything loads (the model path here does not
+// exist: a later check would name it instead); block_size 0 divided by zero before.
+TEST(TinyEngine, OptionsOutOfRangeAreRefusedBeforeLoading) {
+  const std::vector<std::pair<std::function<void(EngineOptions&)>, std::string>> bad = {
+      {[](EngineOptions& o) { o.block_size = 0; }, "block_size must be >= 1, got 0"},
+      {[](EngineOptions& o) { o.max_context = -1; }, "max_context must be >= 0, got -1"},
+      {[](EngineOptions& o) { o.cache_tokens = -5; }, "cache_tokens must be >= 0, got -5"},
+      {[](EngineOptions& o) { o.max_step_tokens = -1; }, "max_step_tokens must be >= 0"},
+      {[](EngineOptions& o) { o.sink_tokens = -2; }, "sink_tokens must be >= -1, got -2"},
+      {[](EngineOptions& o) { o.window = -1; }, "window must be >= 0, got -1"},
+      {[](EngineOptions& o) { o.rope_cache = "mid"; },
+       "unknown rope_cache 'mid' (expected post or pre)"},
+      {[](EngineOptions& o) { o.backend = "tpu"; }, "unknown backend 'tpu' (expected cpu or cuda)"},
+      {[](EngineOptions& o) { o.dtype = "fp16"; }, "unknown CUDA dtype 'fp16'"},
+  };
+  for (const auto& [set, expected] : bad) {
+    EngineOptions opt;
+    opt.model = test::data_path("models/no_such_model");
+    set(opt);
+    std::string what;
+    try {
+      const Engine engine(opt);
+    } catch (const Error& e) {
+      what = e.what();
+    }
+    EXPECT_NE(what.find(expected), std::string::npos) << what;
+  }
+  EngineOptions ok;
+  ok.model = test::data_path("models/gqa");
+  ok.block_size = 7;
+  EXPECT_NO_THROW(ok.validate());
 }
 
 std::vector<Case> cases() {

@@ -167,6 +167,11 @@ class TinyModel(unittest.TestCase):
             self.engine.generate([[1.5, 2]])
         with self.assertRaisesRegex(nanoinfer.Error, "vocab"):
             self.engine.generate([[10**6]])
+        for big in (2**31, -(2**31) - 1, 2**70):  # past int32: refused as such, not a cast error
+            with self.assertRaisesRegex(nanoinfer.Error, f"token id {big} is outside the vocab"):
+                self.engine.generate([[1, big]])
+        with self.assertRaisesRegex(nanoinfer.Error, "block_size must be >= 1, got 0"):
+            nanoinfer.Engine(os.path.join(DATA, "no_such_model"), block_size=0)
         with self.assertRaises(nanoinfer.Error):
             nanoinfer.Engine(os.path.join(DATA, "no_such_model"))
         self.assertEqual(self.engine.generate([]), [])
@@ -235,6 +240,8 @@ class TextModel(unittest.TestCase):
         self.assertNotEqual(a.token_ids, c.token_ids)
         with self.assertRaisesRegex(TypeError, "'role' and 'content'"):
             self.engine.generate([[{"content": "no role"}]])
+        with self.assertRaisesRegex(nanoinfer.Error, "chat message 0: unknown role 'usr'"):
+            self.engine.generate([[{"role": "usr", "content": "Hi"}]])
 
     def test_ctrl_c_stops_a_long_generate(self):
         timer = threading.Timer(0.3, _thread.interrupt_main)

@@ -711,13 +711,15 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
                 .get<std::string>()
                 .find("'messages'"),
             std::string::npos);
-  EXPECT_NE(post("/v1/chat/completions",
-                 {{"messages", json::array({{{"role", "system"}, {"content", "Be brief"}},
-                                            {{"role", "usr"}, {"content", "Hi"}}})}},
-                 400)["error"]["message"]
-                .get<std::string>()
-                .find("message 1: unknown role 'usr' (expected system, user, assistant or tool)"),
-            std::string::npos);
+  EXPECT_NE(
+      post("/v1/chat/completions",
+           {{"messages", json::array({{{"role", "system"}, {"content", "Be brief"}},
+                                      {{"role", "usr"}, {"content", "Hi"}}})}},
+           400)["error"]["message"]
+          .get<std::string>()
+          .find("chat message 1: unknown role 'usr' (expected system, user, assistant, tool or "
+                "ipython)"),
+      std::string::npos);
   // What would change the request and is not served is refused, not dropped.
   const json hi = json::array({{{"role", "user"}, {"content", "Hi"}}});
   auto chat_message = [&](json body) {

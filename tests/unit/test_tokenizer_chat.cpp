@@ -72,5 +72,25 @@ TEST(ChatTemplate, TokenizerWithoutTemplateThrows) {
   EXPECT_THROW(tok->apply_chat_template({{"user", "hi"}}, true), Error);
 }
 
+// Every template refuses a role it would otherwise write into the prompt as it is, naming the
+// message; the known roles all render.
+TEST(ChatTemplate, UnknownRolesAreRefused) {
+  for (const ChatTemplateKind kind :
+       {ChatTemplateKind::kLlama3, ChatTemplateKind::kLlama31, ChatTemplateKind::kSmolLm2ChatMl}) {
+    std::string what;
+    try {
+      (void)render_chat_template(kind, {{"system", "Be brief"}, {"usr", "hi"}}, true, "");
+    } catch (const Error& e) {
+      what = e.what();
+    }
+    EXPECT_EQ(what,
+              "chat message 1: unknown role 'usr' (expected system, user, assistant, tool or "
+              "ipython)");
+    EXPECT_NO_THROW((void)render_chat_template(
+        kind, {{"system", "s"}, {"user", "u"}, {"assistant", "a"}, {"tool", "t"}, {"ipython", "i"}},
+        true, ""));
+  }
+}
+
 }  // namespace
 }  // namespace nanoinfer::test
