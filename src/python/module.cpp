@@ -320,7 +320,13 @@ PYBIND11_MODULE(nanoinfer, m) {
       .def_readwrite("max_new_tokens", &SamplingParams::max_new_tokens)
       .def_readwrite("ignore_eos", &SamplingParams::ignore_eos)
       .def_readwrite("eos_token_ids", &SamplingParams::eos_token_ids)
-      .def_readwrite("stop", &SamplingParams::stop)
+      // A list of strings, or one string (as the OpenAI API takes it).
+      .def_property(
+          "stop", [](const SamplingParams& p) { return p.stop; },
+          [](SamplingParams& p, const py::object& v) {
+            p.stop = py::isinstance<py::str>(v) ? std::vector<std::string>{py::cast<std::string>(v)}
+                                                : py::cast<std::vector<std::string>>(v);
+          })
       .def_readwrite("suppress_tokens", &SamplingParams::suppress_tokens)
       .def_readwrite("logit_bias", &SamplingParams::logit_bias)  // [(id, bias)]
       .def_readwrite("logprobs", &SamplingParams::logprobs)

@@ -145,6 +145,7 @@ class TinyModel(unittest.TestCase):
         p = nanoinfer.SamplingParams(early_stopping="never", stop=["\n\n"], max_new_tokens=3)
         self.assertEqual(p.early_stopping, "never")
         self.assertEqual(p.stop, ["\n\n"])
+        self.assertEqual(nanoinfer.SamplingParams(stop="\n").stop, ["\n"])  # one string
         p.early_stopping = True
         self.assertIs(p.early_stopping, True)
         self.assertEqual(nanoinfer.SamplingParams().max_new_tokens, 128)
