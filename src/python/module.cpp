@@ -313,7 +313,19 @@ PYBIND11_MODULE(nanoinfer, m) {
       .def_readwrite("repetition_penalty", &SamplingParams::repetition_penalty)
       .def_readwrite("presence_penalty", &SamplingParams::presence_penalty)
       .def_readwrite("frequency_penalty", &SamplingParams::frequency_penalty)
-      .def_readwrite("seed", &SamplingParams::seed)
+      // (an unsigned 64-bit field: a value outside it is a ValueError saying so, not pybind's
+      // TypeError about argument types)
+      .def_property(
+          "seed", [](const SamplingParams& p) { return p.seed; },
+          [](SamplingParams& p, const py::int_& v) {
+            const unsigned long long x = PyLong_AsUnsignedLongLong(v.ptr());
+            if (x == static_cast<unsigned long long>(-1) && PyErr_Occurred() != nullptr) {
+              PyErr_Clear();
+              throw py::value_error("seed must be an integer in [0, 2**64 - 1], got " +
+                                    py::cast<std::string>(py::str(py::handle(v))));
+            }
+            p.seed = x;
+          })
       .def_readwrite("num_beams", &SamplingParams::num_beams)
       .def_readwrite("length_penalty", &SamplingParams::length_penalty)
       .def_readwrite("num_return_sequences", &SamplingParams::num_return_sequences)

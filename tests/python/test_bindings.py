@@ -146,6 +146,10 @@ class TinyModel(unittest.TestCase):
         self.assertEqual(p.early_stopping, "never")
         self.assertEqual(p.stop, ["\n\n"])
         self.assertEqual(nanoinfer.SamplingParams(stop="\n").stop, ["\n"])  # one string
+        self.assertEqual(nanoinfer.SamplingParams(seed=2**64 - 1).seed, 2**64 - 1)
+        for bad in (-1, 2**64):
+            with self.assertRaisesRegex(ValueError, f"seed must be an integer in .*, got {bad}"):
+                nanoinfer.SamplingParams(seed=bad)
         p.early_stopping = True
         self.assertIs(p.early_stopping, True)
         self.assertEqual(nanoinfer.SamplingParams().max_new_tokens, 128)
