@@ -86,27 +86,32 @@ void score_chunk(Backend& be, const Tensor& logits, const Batch& batch, const Sc
                c.request->request->params.prompt_logprobs, c.request->out.prompt_logprobs);
 }
 
+// What a refusal's message starts with: "request 3: ", or nothing for a request named by none.
+std::string lead(const std::string& who) {
+  return who.empty() ? "" : who + ": ";
+}
+
 }  // namespace
 
 void check_request(const RunContext& ctx, const GenerationRequest& r, const std::string& who) {
   const ModelConfig& c = ctx.config;
-  const std::string lead = who.empty() ? "" : who + ": ";
+  const std::string head = lead(who);
   r.params.validate();
-  if (r.prompt_ids.empty()) fail(lead + "the prompt is empty");
+  if (r.prompt_ids.empty()) fail(head + "the prompt is empty");
   for (int32_t id : r.prompt_ids)
     if (id < 0 || id >= c.vocab_size)
-      fail(lead + "token id " + std::to_string(id) + " is outside the vocabulary (" +
+      fail(head + "token id " + std::to_string(id) + " is outside the vocabulary (" +
            std::to_string(c.vocab_size) + " ids)");
   if (!r.params.stop.empty() && ctx.tokenizer == nullptr)
-    fail(lead + "stop strings need a model with a tokenizer");
+    fail(head + "stop strings need a model with a tokenizer");
   if (r.params.num_beams > 1) {
     const std::string e =
         sampling::BeamSearch(r.params, eos_for(r, c.eos_token_ids)).vocabulary_error(c.vocab_size);
-    if (!e.empty()) fail(lead + "beam search: " + e);
+    if (!e.empty()) fail(head + "beam search: " + e);
   }
   const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_new_tokens;
   if (total > ctx.max_context)
-    fail(lead + "prompt (" + std::to_string(r.prompt_ids.size()) + " tokens) + max new tokens (" +
+    fail(head + "prompt (" + std::to_string(r.prompt_ids.size()) + " tokens) + max new tokens (" +
          std::to_string(r.params.max_new_tokens) + ") exceeds the context of " +
          std::to_string(ctx.max_context) + " positions");
 }
@@ -125,7 +130,7 @@ size_t Run::add(const GenerationRequest& r, TokenCallback on_token, DoneCallback
   check_request(ctx_, r, who);
   if (const int most = cache_.step_capacity();
       most > 0 && r.prompt_ids.size() > static_cast<size_t>(most))  // e.g. a sink cache's window
-    fail((who.empty() ? "" : who + ": ") + "its prompt (" + std::to_string(r.prompt_ids.size()) +
+    fail(lead(who) + "its prompt (" + std::to_string(r.prompt_ids.size()) +
          " tokens) does not fit the " + cache_.policy().name() + " cache, which takes at most " +
          std::to_string(most) +
          " new tokens a step: a sink cache takes a prompt in one step (fed in chunks, the later "
