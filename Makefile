@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 PROMPT ?= Write a short poem about the sea.
 
-.PHONY: deps build model run test asan lint format format-check bench clean
+.PHONY: deps build model run test asan fuzz lint format format-check bench clean
 
 deps:
 	@bash scripts/install_deps.sh
@@ -40,6 +40,12 @@ asan: deps model
 	cmake --build build-asan -j $(JOBS)
 	cd build-asan && ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j $(JOBS) -E "test_python|install_and_find_package"
+
+# libFuzzer over what a user feeds in (checkpoints, config.json, tokenizer.json, text, server bodies),
+# FUZZ_SECONDS a target (clang, in build-fuzz; scripts/fuzz.sh).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@bash scripts/fuzz.sh $(FUZZ_SECONDS)
 
 format-check: deps
 	@bash scripts/format.sh --check

@@ -1,0 +1,54 @@
+// Arbitrary text through the Llama-3, SmolLM2 and Llama-2 tokenizers (the first byte picks one):
+// encoding never throws; Llama-3's (whose vocabulary has every byte; SmolLM2's lacks some, which
+// HF drops, as we do) decodes valid UTF-8 back to itself; the same
+// bytes read as token ids decode in one piece as the incremental detokenizer's pieces add up.
+#include <array>
+#include <memory>
+
+#include "fuzz_util.h"
+#include "nanoinfer/tokenizer.h"
+#include "tokenizer/unicode.h"
+
+using namespace nanoinfer;
+
+namespace {
+
+const std::array<std::unique_ptr<Tokenizer>, 3>& tokenizers() {
+  static const std::array<std::unique_ptr<Tokenizer>, 3> t = {
+      load_tokenizer_json(NI_FUZZ_DATA_DIR "/tokenizer/llama3/tokenizer.json"),
+      load_tokenizer_json(NI_FUZZ_DATA_DIR "/tokenizer/smollm2/tokenizer.json"),
+      load_tokenizer_json(NI_FUZZ_DATA_DIR "/tokenizer/llama2/tokenizer.json")};
+  return t;
+}
+
+void check(bool ok, const char* what) {
+  if (ok) return;
+  std::fprintf(stderr, "finding: %s\n", what);
+  std::abort();
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  const int which = data[0] % 3;
+  const Tokenizer& tok = *tokenizers()[which];
+  const std::string_view text(reinterpret_cast<const char*>(data + 1), size - 1);
+  const std::vector<int32_t> ids = tok.encode(text, /*add_special_tokens=*/false);
+  for (int32_t id : ids)
+    check(id >= 0 && id < tok.vocab_size(), "encode gave an id outside the vocabulary");
+  if (which == 0 && is_valid_utf8(text))
+    check(tok.decode(ids) == text, "decode(encode(text)) != text");
+  // The bytes as ids in the vocabulary, decoded whole and piece by piece.
+  std::vector<int32_t> raw;
+  for (size_t i = 1; i + 1 < size; i += 2)
+    raw.push_back(static_cast<int32_t>((data[i] | data[i + 1] << 8) % tok.vocab_size()));
+  for (bool skip : {false, true}) {
+    IncrementalDetokenizer inc(tok, skip);
+    std::string pieces;
+    for (int32_t id : raw) pieces += inc.push(id);
+    pieces += inc.flush();
+    check(pieces == tok.decode(raw, skip), "incremental pieces != decode");
+  }
+  return 0;
+}
