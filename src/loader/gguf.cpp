@@ -463,6 +463,17 @@ int64_t GgufFile::get_int_or(const std::string& key, int64_t fallback) const {
   return has(key) ? get_int(key) : fallback;
 }
 
+int32_t GgufFile::get_int32(const std::string& key) const {
+  const int64_t v = get_int(key);
+  if (v < INT32_MIN || v > INT32_MAX)
+    fail(path() + ": metadata " + key + " = " + std::to_string(v) + " does not fit an int32");
+  return static_cast<int32_t>(v);
+}
+
+int32_t GgufFile::get_int32_or(const std::string& key, int32_t fallback) const {
+  return has(key) ? get_int32(key) : fallback;
+}
+
 bool GgufFile::get_bool_or(const std::string& key, bool fallback) const {
   return has(key) ? typed<bool>(metadata_, path(), key, "a bool") : fallback;
 }

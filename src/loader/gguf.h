@@ -66,6 +66,10 @@ class GgufFile {
   const std::vector<int64_t>& get_ints(const std::string& key) const;
   const std::vector<double>& get_floats(const std::string& key) const;
   int64_t get_int_or(const std::string& key, int64_t fallback) const;
+  // A count or id: throws Error when the value does not fit an int32 (a corrupt 2^32 + 2 would
+  // otherwise read as 2).
+  int32_t get_int32(const std::string& key) const;
+  int32_t get_int32_or(const std::string& key, int32_t fallback) const;
   double get_float_or(const std::string& key, double fallback) const;
   bool get_bool_or(const std::string& key, bool fallback) const;
 

@@ -1,6 +1,7 @@
 // HF config.json (+ generation_config.json) -> ModelConfig. Handles both the transformers 4.x
 // spelling (rope_theta, rope_scaling) and the 5.x one (rope_parameters).
 #include <algorithm>
+#include <climits>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -26,10 +27,22 @@ bool present(const json& j, const char* key) {
   return j.contains(key) && !j[key].is_null();
 }
 
+// An integer that fits an int (nlohmann's get<int> would wrap 4294967304 to 8).
+int to_int(const json& v, const std::string& path, const char* key) {
+  const bool fits = v.is_number_unsigned() ? v.get<uint64_t>() <= uint64_t{INT_MAX}
+                                           : v.is_number_integer() && v.get<int64_t>() >= INT_MIN &&
+                                                 v.get<int64_t>() <= INT_MAX;
+  if (!fits) fail(path + ": '" + key + "' is not an integer of at most 2^31 - 1: " + v.dump());
+  return static_cast<int>(v.get<int64_t>());
+}
+
 int get_int(const json& j, const std::string& path, const char* key) {
   if (!present(j, key)) fail(path + ": missing '" + key + "'");
-  if (!j[key].is_number_integer()) fail(path + ": '" + key + "' is not an integer");
-  return j[key].get<int>();
+  return to_int(j[key], path, key);
+}
+
+std::string string_or(const json& j, const char* key, const std::string& fallback) {
+  return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : fallback;
 }
 
 int get_int_or(const json& j, const std::string& path, const char* key, int fallback) {
@@ -48,12 +61,9 @@ std::vector<int> get_ids(const json& j, const std::string& path, const char* key
   if (!present(j, key)) return ids;
   const json& v = j[key];
   if (v.is_number_integer()) {
-    ids.push_back(v.get<int>());
+    ids.push_back(to_int(v, path, key));
   } else if (v.is_array()) {
-    for (const json& x : v) {
-      if (!x.is_number_integer()) fail(path + ": '" + key + "' holds a non-integer " + x.dump());
-      ids.push_back(x.get<int>());
-    }
+    for (const json& x : v) ids.push_back(to_int(x, path, key));
   } else {
     fail(path + ": '" + key + "' is neither an integer nor a list of integers");
   }
@@ -61,7 +71,7 @@ std::vector<int> get_ids(const json& j, const std::string& path, const char* key
 }
 
 void check_architecture(const json& j, const std::string& path) {
-  bool llama = j.value("model_type", "") == "llama";
+  bool llama = string_or(j, "model_type", "") == "llama";
   std::string named;
   if (present(j, "architectures") && j["architectures"].is_array()) {
     for (const json& a : j["architectures"]) {
@@ -72,7 +82,7 @@ void check_architecture(const json& j, const std::string& path) {
   }
   if (!llama) {
     fail(path + ": unsupported architecture '" +
-         (named.empty() ? j.value("model_type", "unknown") : named) +
+         (named.empty() ? string_or(j, "model_type", "unknown") : named) +
          "' (nanoinfer runs LlamaForCausalLM)");
   }
 }

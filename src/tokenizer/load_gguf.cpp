@@ -76,9 +76,9 @@ std::unique_ptr<Tokenizer> load_tokenizer_gguf(const GgufFile& g) {
   }
   read_added_tokens(g, spec);
 
-  spec.bos_id = static_cast<int32_t>(g.get_int_or("tokenizer.ggml.bos_token_id", -1));
-  const auto eos = static_cast<int32_t>(g.get_int_or("tokenizer.ggml.eos_token_id", -1));
-  const auto eot = static_cast<int32_t>(g.get_int_or("tokenizer.ggml.eot_token_id", -1));
+  spec.bos_id = g.get_int32_or("tokenizer.ggml.bos_token_id", -1);
+  const auto eos = g.get_int32_or("tokenizer.ggml.eos_token_id", -1);
+  const auto eot = g.get_int32_or("tokenizer.ggml.eot_token_id", -1);
   if (eos >= 0) spec.eos_ids.push_back(eos);
   if (eot >= 0 && eot != eos) spec.eos_ids.push_back(eot);
   if (add_bos && spec.bos_id >= 0) spec.prefix_ids.push_back(spec.bos_id);

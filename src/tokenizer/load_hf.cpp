@@ -41,6 +41,15 @@ json parse_json_file(const fs::path& path) {
   fail("tokenizer.json: unsupported " + what + ": " + j.dump().substr(0, 200));
 }
 
+// A whole number in [0, limit) (a float such as 3e61 would overflow get<int>; a huge id would
+// size the vocabulary by it).
+int32_t number_below(const json& j, int64_t limit, const std::string& what) {
+  if (!j.is_number_integer() || j.get<int64_t>() < 0 || j.get<int64_t>() >= limit)
+    fail("tokenizer.json: " + what + " " + j.dump().substr(0, 40) +
+         " is not a whole number from 0 to " + std::to_string(limit - 1));
+  return static_cast<int32_t>(j.get<int64_t>());
+}
+
 void read_pre_tokenizer(const json& pre, TokenizerSpec& spec) {
   if (pre.is_null()) return;
   const std::string type = pre.value("type", "");
@@ -87,15 +96,17 @@ void read_decoder(const json& dec, TokenizerSpec& spec) {
   }
   if (type != "Sequence") unsupported("decoder", dec);
   const json& list = dec.at("decoders");
-  const bool ok =
-      list.size() >= 3 && list[0].value("type", "") == "Replace" &&
-      list[0].at("pattern").value("String", "") == kSpaceMarker &&
-      list[0].value("content", "") == " " && list[1].value("type", "") == "ByteFallback" &&
-      list[2].value("type", "") == "Fuse" &&
-      (list.size() == 3 || (list.size() == 4 && list[3].value("type", "") == "Strip" &&
-                            list[3].value("content", "") == " " && list[3].value("stop", 0) == 0));
+  const bool ok = list.size() >= 3 && list[0].value("type", "") == "Replace" &&
+                  list[0].at("pattern").value("String", "") == kSpaceMarker &&
+                  list[0].value("content", "") == " " &&
+                  list[1].value("type", "") == "ByteFallback" &&
+                  list[2].value("type", "") == "Fuse" &&
+                  (list.size() == 3 ||
+                   (list.size() == 4 && list[3].value("type", "") == "Strip" &&
+                    list[3].value("content", "") == " " && list[3].value("stop", json(0)) == 0));
   if (!ok) unsupported("decoder", dec);
-  spec.strip_leading_spaces = list.size() == 4 ? list[3].value("start", 0) : 0;
+  spec.strip_leading_spaces =
+      list.size() == 4 ? number_below(list[3].value("start", json(0)), 64, "Strip start") : 0;
 }
 
 void read_template_processing(const json& proc, TokenizerSpec& spec) {
@@ -107,7 +118,9 @@ void read_template_processing(const json& proc, TokenizerSpec& spec) {
     }
     const std::string name = item.at("SpecialToken").at("id");
     for (const json& id : proc.at("special_tokens").at(name).at("ids")) {
-      (after_sequence ? spec.suffix_ids : spec.prefix_ids).push_back(id.get<int32_t>());
+      (after_sequence ? spec.suffix_ids : spec.prefix_ids)
+          .push_back(
+              number_below(id, static_cast<int64_t>(spec.pieces.size()), "post-processor id"));
     }
   }
 }
@@ -127,7 +140,8 @@ void read_post_processor(const json& proc, TokenizerSpec& spec) {
   unsupported("post_processor", proc);
 }
 
-void read_model(const json& model, TokenizerSpec& spec) {
+// id_limit: the entries of the vocabulary and the added tokens, which no id reaches.
+void read_model(const json& model, int64_t id_limit, TokenizerSpec& spec) {
   if (model.value("type", "") != "BPE") unsupported("model", json(model.value("type", "")));
   const bool byte_fallback = model.value("byte_fallback", false);
   if (byte_fallback != (spec.kind == ModelKind::kSentencePieceBpe)) {
@@ -135,8 +149,7 @@ void read_model(const json& model, TokenizerSpec& spec) {
   }
   spec.ignore_merges = model.value("ignore_merges", false);
   for (const auto& [piece, id] : model.at("vocab").items()) {
-    const auto i = id.get<int32_t>();
-    if (i < 0) fail("tokenizer.json: negative id for '" + piece + "'");
+    const int32_t i = number_below(id, id_limit, "the id of '" + piece.substr(0, 40) + "',");
     if (static_cast<size_t>(i) >= spec.pieces.size()) spec.pieces.resize(i + 1);
     spec.pieces[i] = piece;
   }
@@ -152,10 +165,9 @@ void read_model(const json& model, TokenizerSpec& spec) {
   }
 }
 
-void read_added_tokens(const json& added, TokenizerSpec& spec) {
+void read_added_tokens(const json& added, int64_t id_limit, TokenizerSpec& spec) {
   for (const json& t : added) {
-    const auto id = t.at("id").get<int32_t>();
-    if (id < 0) fail("tokenizer.json: negative added token id");
+    const int32_t id = number_below(t.at("id"), id_limit, "added token id");
     const std::string content = t.at("content");
     if (t.value("lstrip", false) || t.value("rstrip", false) || t.value("single_word", false)) {
       unsupported("added token options", t);
@@ -212,14 +224,22 @@ std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& tokenizer_json
     }
     const bool byte_level_pre = root.value("pre_tokenizer", json()).is_object();
     spec.kind = byte_level_pre ? ModelKind::kByteLevelBpe : ModelKind::kSentencePieceBpe;
-    read_model(root.at("model"), spec);
-    read_added_tokens(root.value("added_tokens", json::array()), spec);
+    const json added = root.value("added_tokens", json::array());
+    const int64_t id_limit =
+        static_cast<int64_t>(root.at("model").at("vocab").size() + added.size());
+    read_model(root.at("model"), id_limit, spec);
+    read_added_tokens(added, id_limit, spec);
     read_decoder(root.value("decoder", json()), spec);
     read_post_processor(root.value("post_processor", json()), spec);
   } catch (const json::exception& e) {
     fail(tokenizer_json_path + ": unexpected structure: " + e.what());
   }
-  read_config(fs::path(tokenizer_json_path).parent_path(), spec);
+  const fs::path dir = fs::path(tokenizer_json_path).parent_path();
+  try {
+    read_config(dir, spec);
+  } catch (const json::exception& e) {  // e.g. a chat_template list whose entries are no objects
+    fail((dir / "tokenizer_config.json").string() + ": unexpected structure: " + e.what());
+  }
   return std::make_unique<Tokenizer>(
       std::make_unique<const TokenizerModel>(build_tokenizer_model(std::move(spec))));
 }

@@ -192,6 +192,17 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfigCase{"MissingHiddenSize", {{"hidden_size", nullptr}}, "missing 'hidden_size'"},
         BadConfigCase{
             "StringHiddenSize", {{"hidden_size", "big"}}, "'hidden_size' is not an integer"},
+        // Integers past an int were wrapped (4294967304 read as 8); a model_type that is no
+        // string escaped as a JSON type error.
+        BadConfigCase{"HiddenSizeBeyondInt",
+                      {{"hidden_size", 4294967304}},
+                      "'hidden_size' is not an integer of at most 2^31 - 1: 4294967304"},
+        BadConfigCase{"EosBeyondInt",
+                      {{"eos_token_id", {2, 4294967298}}},
+                      "'eos_token_id' is not an integer of at most 2^31 - 1: 4294967298"},
+        BadConfigCase{"ModelTypeNotString",
+                      {{"architectures", nullptr}, {"model_type", 5}},
+                      "unsupported architecture 'unknown'"},
         BadConfigCase{"HeadsNotMultipleOfKvHeads",
                       {{"num_attention_heads", 4}, {"num_key_value_heads", 3}},
                       "num_attention_heads (4) is not a multiple of num_key_value_heads (3)"},

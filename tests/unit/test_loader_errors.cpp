@@ -188,6 +188,25 @@ std::vector<BadCase> bad_cases() {
              d, [](GgufWriter&) {}, "blk.1.attn_v.weight");
        },
        "missing tensor 'model.layers.1.self_attn.v_proj.weight'", "model.gguf"},
+      {"GgufLayerCountBeyondTensors",  // refused before 2.9 million names are listed
+       [](const TempDir& d) {
+         ModelConfig c = test::tiny_config();
+         c.num_layers = 327681;
+         GgufWriter w;
+         test::add_tiny_gguf_metadata(w, c);
+         return gguf(d, w.bytes());
+       },
+       "the config's 327681 layers need 2949131 tensors; the checkpoint holds 0", "model.gguf"},
+      {"GgufBlockCountBeyondInt32",  // was read as 2
+       [](const TempDir& d) {
+         GgufWriter w;
+         test::add_tiny_gguf_metadata(w);
+         std::string v;
+         test::put<uint64_t>(v, (uint64_t{1} << 32) + 2);
+         w.kv_raw("llama.block_count", GgufWriter::kU64, v);  // the last of a key counts
+         return gguf(d, w.bytes());
+       },
+       "metadata llama.block_count = 4294967298 does not fit an int32", "model.gguf"},
       {"GgufExtraTensor",
        [](const TempDir& d) {
          return gguf_with(d, [](GgufWriter& w) {
@@ -285,6 +304,12 @@ std::vector<BadCase> bad_cases() {
                        [](auto& ts) { erase_tensor(ts, "model.layers.0.mlp.down_proj.weight"); });
        },
        "missing tensor 'model.layers.0.mlp.down_proj.weight'", "nanoinfer-test"},
+      {"HfLayerCountBeyondTensors",
+       [](const TempDir& d) {
+         return hf_dir(d, {}, {}, [](json& c) { c["num_hidden_layers"] = 327681; });
+       },
+       "the config's 327681 layers need 2949132 tensors; the checkpoint holds 21",
+       "nanoinfer-test"},
       {"HfExtraTensor",
        [](const TempDir& d) {
          return hf_dir(d, [](auto& ts) {

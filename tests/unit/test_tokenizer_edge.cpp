@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "tokenizer/unicode.h"
 #include "tokenizer_test_util.h"
@@ -152,6 +153,56 @@ TEST(TokenizerLoad, UnsupportedModelTypeIsAnError) {
   }
   std::filesystem::remove_all(dir);
 }
+
+// A byte-level tokenizer.json of three pieces with one change, and a tokenizer_config.json.
+struct BadTokenizerCase {
+  std::string name;
+  std::string model_patch;  // JSON merged into the tokenizer.json
+  std::string config;       // tokenizer_config.json ("" = none)
+  std::string message;
+};
+void PrintTo(const BadTokenizerCase& c, std::ostream* os) {
+  *os << c.name;
+}
+
+class TokenizerLoadError : public ::testing::TestWithParam<BadTokenizerCase> {};
+
+// Found by fuzzing (make fuzz): ids that were floats overflowed an int, huge ids sized the
+// vocabulary by them (2e9 entries), and tokenizer_config.json's type errors escaped as JSON
+// exceptions.
+TEST_P(TokenizerLoadError, IsAnErrorNamingTheProblem) {
+  const auto dir = std::filesystem::temp_directory_path() / ("nanoinfer_tok_" + GetParam().name);
+  std::filesystem::create_directories(dir);
+  nlohmann::json j = nlohmann::json::parse(R"({
+      "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true},
+      "decoder": {"type": "ByteLevel"},
+      "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}})");
+  j.merge_patch(nlohmann::json::parse(GetParam().model_patch));
+  std::ofstream(dir / "tokenizer.json") << j.dump();
+  if (!GetParam().config.empty()) std::ofstream(dir / "tokenizer_config.json") << GetParam().config;
+  std::string message;
+  try {
+    load_tokenizer_json((dir / "tokenizer.json").string());
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  EXPECT_NE(message.find(GetParam().message), std::string::npos) << "got: " << message;
+  std::filesystem::remove_all(dir);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Malformed, TokenizerLoadError,
+    ::testing::Values(
+        BadTokenizerCase{"VocabIdFloat", R"({"model": {"vocab": {"b": 3e61}}})", "",
+                         "the id of 'b', 3e+61 is not a whole number from 0 to 2"},
+        BadTokenizerCase{"VocabIdHuge", R"({"model": {"vocab": {"b": 2000000000}}})", "",
+                         "the id of 'b', 2000000000 is not a whole number from 0 to 2"},
+        BadTokenizerCase{"AddedIdHuge",
+                         R"({"added_tokens": [{"id": 2147483647, "content": "<x>"}]})", "",
+                         "added token id 2147483647 is not a whole number from 0 to 3"},
+        BadTokenizerCase{"ConfigTemplateListOfNumbers", "{}", R"({"chat_template": [1, 2]})",
+                         "tokenizer_config.json: unexpected structure"}),
+    [](const auto& info) { return info.param.name; });
 
 TEST(TokenizerLoad, HfDirectoryAndGgufGiveTheSameTokenizer) {
   const std::string gguf = default_model_path();
