@@ -18,8 +18,12 @@ enum class EarlyStopping {
                // is scored at max_new_tokens (the canonical beam search bound)
 };
 
+// Temperatures below this pick the most likely token, as 0 does (vLLM draws the line at the same
+// value): logits divided by less overflow floats or differ by more than the filters resolve.
+inline constexpr float kMinSamplingTemperature = 1e-5F;
+
 struct SamplingParams {
-  float temperature = 0.0F;  // 0 = greedy
+  float temperature = 0.0F;  // 0 (or below kMinSamplingTemperature) = greedy
   int top_k = 0;             // 0 = off
   float top_p = 1.0F;        // 1 = off
   float min_p = 0.0F;        // 0 = off
@@ -54,7 +58,8 @@ struct SamplingParams {
   int prompt_logprobs = -1;
 
   void validate() const;
-  bool greedy() const { return temperature == 0.0F && num_beams == 1; }
+  // A row drawn from its distribution (temperature and filters on); else its most likely token.
+  bool samples() const { return temperature >= kMinSamplingTemperature; }
 };
 
 }  // namespace nanoinfer

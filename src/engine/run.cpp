@@ -108,6 +108,11 @@ void check_request(const RunContext& ctx, const GenerationRequest& r, const std:
     const std::string e =
         sampling::BeamSearch(r.params, eos_for(r, c.eos_token_ids)).vocabulary_error(c.vocab_size);
     if (!e.empty()) fail(head + "beam search: " + e);
+    // Its beams decode in one step or none (they waited forever: found by fuzzing).
+    if (ctx.max_step_tokens > 0 && r.params.num_beams > ctx.max_step_tokens)
+      fail(head + "num_beams (" + std::to_string(r.params.num_beams) +
+           ") exceeds the tokens a step takes (max_step_tokens " +
+           std::to_string(ctx.max_step_tokens) + "): every beam decodes in each step");
   }
   const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_new_tokens;
   if (total > ctx.max_context)

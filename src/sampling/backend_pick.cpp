@@ -82,7 +82,7 @@ std::optional<RowPick> backend_pick(const RowInput& row, int32_t r, int32_t voca
     if (s.enabled(p) && !backend_applies(s.name)) return std::nullopt;
   check_token_ids(p, vocab);
   append_edits(row, r, vocab, edits);
-  if (!(p.temperature > 0.0F)) return RowPick{};  // greedy: the filters are off
+  if (!p.samples()) return RowPick{};  // greedy: the filters are off
   return RowPick{p.temperature, p.top_k, p.top_p, p.min_p, p.seed, row.generated.size()};
 }
 

@@ -21,7 +21,7 @@ std::vector<T> per_row(std::span<const RowInput> rows, F value) {
 }
 
 bool sampling(const SamplingParams& p) {
-  return p.temperature > 0.0F;
+  return p.samples();
 }
 
 void run_repetition(LogitsView logits, std::span<const RowInput> rows) {

@@ -14,8 +14,10 @@
 namespace nanoinfer::sampling {
 namespace {
 
-// Each retry admits tokens e^8 (about 3000) times less likely than the previous cut-off.
-constexpr float kCutoffStep = 8.0F;
+// The first cut-off admits tokens up to e^8 (about 3000) times less likely than the most likely
+// one; each retry doubles the distance, so any finite range ends in ~130 tries (a fixed step of
+// 8 never moved a cut-off of 1e30, a logit a tiny repetition penalty makes: found by fuzzing).
+constexpr double kFirstCutoff = 8.0;
 
 // Number of leading tokens of `order` (sorted) that top-p keeps, or -1 if `order` ends before
 // mass p is reached and does not hold every remaining token.
@@ -38,15 +40,21 @@ void top_p_row(std::span<float> row, double p, std::vector<int32_t>& order) {
     finite += x > -std::numeric_limits<float>::infinity() ? 1 : 0;
   }
   if (finite == 0) return;  // nothing to keep or cut (and no cut-off would ever hold mass p)
+  if (max == std::numeric_limits<float>::infinity()) {  // the +inf tokens hold all the mass
+    for (float& x : row)
+      if (x != max) x = -std::numeric_limits<float>::infinity();
+    return;
+  }
   const auto before = [&row](int32_t a, int32_t b) {
     return row[a] > row[b] || (row[a] == row[b] && a > b);
   };
   const auto n = static_cast<int32_t>(row.size());
   int keep = -1;
-  for (float cutoff = max - kCutoffStep; keep < 0; cutoff -= kCutoffStep) {
+  for (double depth = kFirstCutoff; keep < 0; depth *= 2.0) {
+    const double cutoff = static_cast<double>(max) - depth;
     order.clear();
     for (int32_t i = 0; i < n; ++i) {
-      if (row[i] >= cutoff) order.push_back(i);
+      if (static_cast<double>(row[i]) >= cutoff) order.push_back(i);
     }
     std::sort(order.begin(), order.end(), before);
     keep = kept_prefix(row, order, max, p * total, order.size() == finite);

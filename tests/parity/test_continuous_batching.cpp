@@ -167,6 +167,30 @@ TEST(ContinuousBatchingSteps, RequestLargerThanTheCacheIsRefused) {
   EXPECT_EQ(engine.generate({small})[0].token_ids.size(), 4U);
 }
 
+// Every beam decodes in each step: more beams than the step cap takes could never run (an
+// internal error once its prompt was in: found by fuzzing), so such a request is refused.
+TEST(ContinuousBatchingSteps, MoreBeamsThanTheStepCapAreRefused) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  opt.max_step_tokens = 3;
+  Engine engine(opt);
+  GenerationRequest r;
+  r.prompt_ids = {5, 6, 7, 8, 9};
+  r.params.max_new_tokens = 4;
+  r.params.num_beams = 4;
+  try {
+    engine.generate({r});
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("request 0: num_beams (4) exceeds the tokens a step "
+                                         "takes (max_step_tokens 3)"),
+              std::string::npos)
+        << e.what();
+  }
+  r.params.num_beams = 3;
+  EXPECT_EQ(engine.generate({r})[0].sequences.size(), 1U);
+}
+
 }  // namespace
 }  // namespace nanoinfer
 

@@ -175,6 +175,38 @@ TEST(TopP, RowWithoutFiniteLogitsIsLeftAlone) {
             std::vector<int32_t>{0});
 }
 
+// Logits far past any model's (a repetition penalty of 1e-30 divides them so; penalties of -1e38
+// reach +inf): top-p ends its search (a fixed step of 8 never moved a cut-off of 1e30, and the
+// run hung: found by fuzzing) and keeps the same tokens any other cut-off would.
+TEST(TopP, HugeAndInfiniteLogitsEndTheSearch) {
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> huge = {1e29F, 1e30F, 0.0F, -1e30F, 1e30F};
+  apply_top_p(LogitsView(huge, 1, 5), std::vector<float>{0.5F});
+  EXPECT_EQ(huge, (std::vector<float>{-inf, -inf, -inf, -inf, 1e30F}));  // a tie: the higher id
+  std::vector<float> infinite = {inf, 1.0F, inf, 2.0F};
+  apply_top_p(LogitsView(infinite, 1, 4), std::vector<float>{0.5F});
+  EXPECT_EQ(infinite, (std::vector<float>{inf, -inf, inf, -inf}));
+}
+
+// Below kMinSamplingTemperature a row is greedy: no temperature or filter stage runs, the pick is
+// the argmax and the backend is asked for a greedy pick (1e-30 made every logit huge).
+TEST(Stages, TemperaturesBelowTheMinimumAreGreedy) {
+  SamplingParams p;
+  p.temperature = 1e-6F;
+  p.top_p = 0.9F;
+  for (const ProcessorStage& s : processor_stages()) EXPECT_FALSE(s.enabled(p)) << s.name;
+  std::vector<float> logits = {1.0F, 3.0F, 2.0F, 3.0F};
+  const RowInput row{&p, {}, {}};
+  EXPECT_EQ(Sampler().sample(LogitsView(logits, 1, 4), std::span(&row, 1)),
+            std::vector<int32_t>{1});
+  std::vector<LogitEdit> edits;
+  const auto pick = backend_pick(row, 0, 4, edits);
+  ASSERT_TRUE(pick.has_value());
+  EXPECT_EQ(pick->temperature, 0.0F);
+  p.temperature = kMinSamplingTemperature;
+  EXPECT_TRUE(p.samples());
+}
+
 TEST(Stages, FollowHfGenerateOrder) {
   std::vector<std::string_view> names;
   for (const ProcessorStage& s : processor_stages()) names.push_back(s.name);
