@@ -8,6 +8,7 @@
 #include "engine/batch_builder.h"
 #include "sampling/backend_pick.h"
 #include "sampling/logprobs.h"
+#include "sampling/stages.h"
 #include "util/error.h"
 
 namespace nanoinfer {
@@ -102,6 +103,16 @@ void check_request(const RunContext& ctx, const GenerationRequest& r, const std:
     if (id < 0 || id >= c.vocab_size)
       fail(head + "token id " + std::to_string(id) + " is outside the vocabulary (" +
            std::to_string(c.vocab_size) + " ids)");
+  // Ids the sampler reads, checked now rather than at a step, which would fail the whole batch.
+  try {
+    sampling::check_token_ids(r.params, c.vocab_size);
+  } catch (const Error& e) {
+    fail(head + e.what());
+  }
+  std::vector<int32_t> suppressed = r.params.suppress_tokens;
+  std::sort(suppressed.begin(), suppressed.end());
+  if (std::unique(suppressed.begin(), suppressed.end()) - suppressed.begin() == c.vocab_size)
+    fail(head + "suppress_tokens: every token of the vocabulary is suppressed");
   if (!r.params.stop.empty() && ctx.tokenizer == nullptr)
     fail(head + "stop strings need a model with a tokenizer");
   if (r.params.num_beams > 1) {

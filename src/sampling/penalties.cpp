@@ -2,11 +2,15 @@
 // penalty (prompt + generated, each distinct token once) and OpenAI's additive presence and
 // frequency penalties (generated tokens only, frequency scaled by the count).
 #include <algorithm>
+#include <limits>
 #include <vector>
 
 #include "sampling/processors.h"
 
 namespace nanoinfer::sampling {
+namespace {
+constexpr float kLowestLogit = std::numeric_limits<float>::lowest();
+}  // namespace
 
 void apply_repetition_penalty(LogitsView logits, std::span<const float> penalty,
                               std::span<const TokenSpan> history) {
@@ -22,7 +26,9 @@ void apply_repetition_penalty(LogitsView logits, std::span<const float> penalty,
       NI_ASSERT(t >= 0 && t < logits.vocab);
       if (seen[t] != 0) continue;
       seen[t] = 1;
-      row[t] = row[t] < 0.0F ? row[t] * p : row[t] / p;
+      // Kept finite: a penalty penalises, it never takes a token out (1e38 x a logit of -5 was
+      // -inf, and a row could be left without a token to pick).
+      row[t] = std::max(row[t] < 0.0F ? row[t] * p : row[t] / p, kLowestLogit);
     }
   }
 }

@@ -30,8 +30,11 @@ void check_values(const SamplingParams& p) {
   if (!(p.repetition_penalty > 0.0F) || !std::isfinite(p.repetition_penalty)) {
     fail("repetition_penalty must be > 0 (1 = off), got " + num(p.repetition_penalty));
   }
-  if (!std::isfinite(p.presence_penalty) || !std::isfinite(p.frequency_penalty)) {
-    fail("presence_penalty and frequency_penalty must be finite numbers");
+  // OpenAI's range (vLLM's too): within it no count of repeats takes a logit to -inf, which
+  // could leave a row no token to pick (3e38 did: found by fuzzing).
+  if (!(std::abs(p.presence_penalty) <= 2.0F) || !(std::abs(p.frequency_penalty) <= 2.0F)) {
+    fail("presence_penalty and frequency_penalty must be in [-2, 2], got " +
+         num(p.presence_penalty) + " and " + num(p.frequency_penalty));
   }
   if (p.num_beams < 1) fail("num_beams must be >= 1, got " + std::to_string(p.num_beams));
   if (p.num_return_sequences < 1) {

@@ -1,13 +1,15 @@
 // Requests of arbitrary parameters on the micro model (fuzz_models.h's GGUF, its tokenizer for
 // stop strings) through engines of four cache set-ups (the first byte picks one): the default,
 // continuous batching over a small cache with chunked prefill, a StreamingLLM sink cache, and
-// one-slot blocks without prefix reuse. Each call is one to three requests in one generate();
-// it either throws nanoinfer::Error or returns outputs that keep their parameters' promises.
+// one-slot blocks without prefix reuse. Each call is one to three requests in one generate(), or
+// submitted at steps of an online run (the server's); each is refused with nanoinfer::Error or
+// ends with an output that keeps its parameters' promises.
 #include <fuzzer/FuzzedDataProvider.h>
 
 #include <algorithm>
 #include <array>
 #include <cstdlib>
+#include <map>
 #include <memory>
 
 #include "fuzz_models.h"
@@ -104,7 +106,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     r.params = some_params(in);
   }
   const int stop_after = in.ConsumeIntegralInRange(0, 30);  // tokens before on_token says stop
-  if (std::getenv("NI_FUZZ_PRINT") != nullptr) {            // what a finding ran, to reproduce it
+  // Online, as the server runs (request i submitted before step joins[i]), or one generate().
+  const bool online = in.ConsumeBool();
+  std::vector<int> joins;
+  for (size_t i = 0; online && i < requests.size(); ++i)
+    joins.push_back(in.ConsumeIntegralInRange(0, 6));
+  if (std::getenv("NI_FUZZ_PRINT") != nullptr) {  // what a finding ran, to reproduce it
     for (const GenerationRequest& r : requests) {
       const SamplingParams& p = r.params;
       std::fprintf(stderr, "request: %zu prompt ids (", r.prompt_ids.size());
@@ -119,14 +126,35 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                    p.stop.size(), p.suppress_tokens.size(), p.logit_bias.size(), p.logprobs,
                    p.prompt_logprobs);
     }
-    std::fprintf(stderr, "on_token stops after %d tokens\n", stop_after);
+    std::fprintf(stderr, "on_token stops after %d tokens; %s\n", stop_after,
+                 online ? "online" : "generate()");
   }
   int announced = 0;
+  const auto on_token = [&](size_t, int32_t, const std::string&) {
+    return ++announced != stop_after;
+  };
   std::vector<GenerationOutput> outs;
-  fuzz::refused_clearly([&] {
-    outs = e.generate(
-        requests, [&](size_t, int32_t, const std::string&) { return ++announced != stop_after; });
-  });
+  if (!online) {
+    fuzz::refused_clearly([&] { outs = e.generate(requests, on_token); });
+  } else {
+    std::vector<GenerationRequest> taken;
+    std::vector<size_t> ids;
+    std::map<size_t, GenerationOutput> done;
+    const auto on_done = [&](size_t id, GenerationOutput&& o) { done[id] = std::move(o); };
+    for (int t = 0; t < 200 && (e.active() > 0 || t <= 6); ++t) {
+      for (size_t i = 0; i < requests.size(); ++i)
+        if (joins[i] == t &&
+            fuzz::refused_clearly([&] { ids.push_back(e.submit(requests[i], on_token, on_done)); }))
+          taken.push_back(requests[i]);
+      e.step();
+    }
+    check(e.active() == 0, "submitted requests still running after 200 steps");
+    for (size_t id : ids) {
+      check(done.count(id) == 1, "a submitted request never finished");
+      outs.push_back(done[id]);
+    }
+    requests = taken;
+  }
   for (size_t i = 0; i < outs.size(); ++i) {
     const SamplingParams& p = requests[i].params;
     const GenerationOutput& o = outs[i];

@@ -234,6 +234,36 @@ TEST(TinyEngine, NoRequestsGiveNoOutputs) {
   EXPECT_EQ(engine.generate({r})[0].token_ids, before);
 }
 
+// Sampler ids outside the vocabulary, or suppressing all of it, are refused with the request
+// before anything runs (they failed the whole batch at its first sampled step; found by fuzzing).
+TEST(TinyEngine, SamplerIdsAreCheckedBeforeAnythingRuns) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  Engine engine(opt);
+  const int vocab = engine.config().vocab_size;
+  GenerationRequest good{{1, 2, 3}, {}}, bad = good;
+  good.params.max_new_tokens = bad.params.max_new_tokens = 2;
+  bad.params.suppress_tokens = {vocab};
+  const auto error = [&](const GenerationRequest& r) {
+    try {
+      engine.generate({good, r});
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_EQ(error(bad), "request 1: suppress_tokens: id " + std::to_string(vocab) +
+                            " is outside the vocabulary of " + std::to_string(vocab));
+  bad.params.suppress_tokens.clear();
+  for (int32_t t = vocab - 1; t >= 0; --t) bad.params.suppress_tokens.push_back(t);
+  bad.params.suppress_tokens.push_back(0);
+  EXPECT_EQ(error(bad), "request 1: suppress_tokens: every token of the vocabulary is suppressed");
+  bad.params.suppress_tokens.pop_back();
+  bad.params.suppress_tokens.pop_back();  // one token left: it is the only pick
+  const GenerationOutput out = engine.generate({bad})[0];
+  EXPECT_EQ(out.token_ids, (std::vector<int32_t>{0, 0}));
+}
+
 // Options out of range are refused by name before anything loads (the model path here does not
 // exist: a later check would name it instead); block_size 0 divided by zero before.
 TEST(TinyEngine, OptionsOutOfRangeAreRefusedBeforeLoading) {

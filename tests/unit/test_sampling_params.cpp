@@ -84,6 +84,16 @@ const Case kCases[] = {
        p.num_return_sequences = 3;
      },
      "num_return_sequences (3) must be <= num_beams (2)"},
+    {"PresencePenaltyPastTwo", [](SamplingParams& p) { p.presence_penalty = 2.5F; },
+     "presence_penalty and frequency_penalty must be in [-2, 2], got 2.5 and 0"},
+    {"FrequencyPenaltyHuge", [](SamplingParams& p) { p.frequency_penalty = 3e38F; },
+     "must be in [-2, 2]"},
+    {"PenaltiesAtTheirEnds",
+     [](SamplingParams& p) {
+       p.presence_penalty = -2.0F;
+       p.frequency_penalty = 2.0F;
+     },
+     ""},
     {"ZeroRepetitionPenalty", [](SamplingParams& p) { p.repetition_penalty = 0.0F; },
      "repetition_penalty must be > 0"},
     {"GreedyWithTopP", [](SamplingParams& p) { p.top_p = 0.9F; }, "need sampling"},

@@ -188,6 +188,16 @@ TEST(TopP, HugeAndInfiniteLogitsEndTheSearch) {
   EXPECT_EQ(infinite, (std::vector<float>{inf, -inf, inf, -inf}));
 }
 
+// A repetition penalty keeps logits finite: 1e38 x -5 is the lowest float, not -inf (a row whose
+// every token was so penalised had nothing left to pick).
+TEST(Penalties, RepetitionKeepsLogitsFinite) {
+  std::vector<float> row = {-5.0F, 3.0F, 1.0F};
+  const std::vector<int32_t> seen = {0, 1};
+  const std::vector<TokenSpan> history = {seen};
+  apply_repetition_penalty(LogitsView(row, 1, 3), std::vector<float>{1e38F}, history);
+  EXPECT_EQ(row, (std::vector<float>{std::numeric_limits<float>::lowest(), 3.0F / 1e38F, 1.0F}));
+}
+
 // Below kMinSamplingTemperature a row is greedy: no temperature or filter stage runs, the pick is
 // the argmax and the backend is asked for a greedy pick (1e-30 made every logit huge).
 TEST(Stages, TemperaturesBelowTheMinimumAreGreedy) {

@@ -7,6 +7,7 @@
 #include <cooperative_groups.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cstdint>
 
 #include "backend/cuda/cuda_check.h"
@@ -775,7 +776,8 @@ __global__ void edit_kernel(float* logits, int64_t vocab, const LogitEdit* edits
   const LogitEdit e = edits[i];
   float& x = logits[e.row * vocab + e.token];
   float v = x;
-  if (e.penalty != 1.0F) v = v < 0.0F ? __fmul_rn(v, e.penalty) : __fdiv_rn(v, e.penalty);
+  if (e.penalty != 1.0F)  // kept finite, as the host keeps it
+    v = fmaxf(v < 0.0F ? __fmul_rn(v, e.penalty) : __fdiv_rn(v, e.penalty), -FLT_MAX);
   if (e.subtract != 0.0F) v = __fsub_rn(v, e.subtract);
   if (e.suppress != 0) v = -INFINITY;
   if (e.add != 0.0F) v = __fadd_rn(v, e.add);
