@@ -197,8 +197,8 @@ inline ModelConfig tiny_config() {
   return c;
 }
 
-inline nlohmann::json tiny_config_json() {
-  const ModelConfig c = tiny_config();
+// A HF config.json of a config (tiny_config() by default).
+inline nlohmann::json tiny_config_json(const ModelConfig& c = tiny_config()) {
   return {{"architectures", {"LlamaForCausalLM"}},
           {"model_type", "llama"},
           {"vocab_size", c.vocab_size},

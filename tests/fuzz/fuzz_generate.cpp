@@ -85,12 +85,6 @@ SamplingParams some_params(FuzzedDataProvider& in) {
   return p;
 }
 
-void check(bool ok, const char* what) {
-  if (ok) return;
-  std::fprintf(stderr, "finding: %s\n", what);
-  std::abort();
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -148,9 +142,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           taken.push_back(requests[i]);
       e.step();
     }
-    check(e.active() == 0, "submitted requests still running after 200 steps");
+    fuzz::check(e.active() == 0, "submitted requests still running after 200 steps");
     for (size_t id : ids) {
-      check(done.count(id) == 1, "a submitted request never finished");
+      fuzz::check(done.count(id) == 1, "a submitted request never finished");
       outs.push_back(done[id]);
     }
     requests = taken;
@@ -158,23 +152,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (size_t i = 0; i < outs.size(); ++i) {
     const SamplingParams& p = requests[i].params;
     const GenerationOutput& o = outs[i];
-    check(o.finish_reason == "eos" || o.finish_reason == "length" || o.finish_reason == "stop",
-          "finish_reason");
-    check(o.token_ids.size() <= static_cast<size_t>(p.max_new_tokens), "more than max_new_tokens");
+    fuzz::check(
+        o.finish_reason == "eos" || o.finish_reason == "length" || o.finish_reason == "stop",
+        "finish_reason");
+    fuzz::check(o.token_ids.size() <= static_cast<size_t>(p.max_new_tokens),
+                "more than max_new_tokens");
     for (int32_t t : o.token_ids) {
-      check(t >= 0 && t < vocab, "a token outside the vocabulary");
-      check(std::find(p.suppress_tokens.begin(), p.suppress_tokens.end(), t) ==
-                p.suppress_tokens.end(),
-            "a suppressed token was generated");
+      fuzz::check(t >= 0 && t < vocab, "a token outside the vocabulary");
+      fuzz::check(std::find(p.suppress_tokens.begin(), p.suppress_tokens.end(), t) ==
+                      p.suppress_tokens.end(),
+                  "a suppressed token was generated");
     }
     if (p.num_beams > 1) {
-      check(o.sequences.size() == static_cast<size_t>(p.num_return_sequences) &&
-                o.scores.size() == o.sequences.size(),
-            "beam search returned another number of sequences");
+      fuzz::check(o.sequences.size() == static_cast<size_t>(p.num_return_sequences) &&
+                      o.scores.size() == o.sequences.size(),
+                  "beam search returned another number of sequences");
     }
-    if (p.logprobs >= 0) check(o.logprobs.size() == o.token_ids.size(), "logprobs per token");
+    if (p.logprobs >= 0) fuzz::check(o.logprobs.size() == o.token_ids.size(), "logprobs per token");
     if (p.prompt_logprobs >= 0)
-      check(o.prompt_logprobs.size() == requests[i].prompt_ids.size() - 1, "prompt logprobs");
+      fuzz::check(o.prompt_logprobs.size() == requests[i].prompt_ids.size() - 1, "prompt logprobs");
   }
   return 0;
 }

@@ -3,7 +3,9 @@
 // directory's config.json + model.safetensors.
 #pragma once
 
+#include "fuzz_util.h"
 #include "loader_fixtures.h"
+#include "nanoinfer/engine.h"
 
 namespace nanoinfer::fuzz {
 
@@ -83,15 +85,7 @@ inline std::string micro_gguf(bool sentencepiece) {
 }
 
 inline std::string micro_config_json() {
-  const ModelConfig c = micro_config();
-  nlohmann::json j = test::tiny_config_json();
-  j["vocab_size"] = c.vocab_size;
-  j["hidden_size"] = c.hidden_size;
-  j["intermediate_size"] = c.intermediate_size;
-  j["num_hidden_layers"] = c.num_layers;
-  j["num_attention_heads"] = c.num_heads;
-  j["num_key_value_heads"] = c.num_kv_heads;
-  return j.dump(1);
+  return test::tiny_config_json(micro_config()).dump(1);
 }
 
 inline std::string micro_safetensors() {
@@ -101,6 +95,38 @@ inline std::string micro_safetensors() {
   for (const auto& [name, v] : test::tiny_weights(c))
     tensors.push_back({name, "F32", shapes.at(name), test::f32_bytes(v)});
   return test::safetensors_bytes(tensors);
+}
+
+// The model at `path` loads (else false) and an engine over it generates two tokens, each step
+// either working or refused with an Error.
+inline bool load_and_generate(const std::string& path) {
+  if (!refused_clearly([&] { load_model(path); })) return false;
+  refused_clearly([&] {
+    EngineOptions o;
+    o.model = path;
+    o.max_context = 32;
+    Engine engine(o);
+    GenerationRequest r;
+    r.prompt_ids = {0, 1};
+    r.params.max_new_tokens = 2;
+    engine.generate({r});
+  });
+  return true;
+}
+
+// A HF directory of the micro model whose config.json or model.safetensors (`fuzzed`) is the
+// input, loaded and run.
+inline void hf_dir_with(const std::string& fuzzed, const uint8_t* data, size_t size) {
+  static const bool written = [&] {  // the other file, once
+    const bool config = fuzzed == "config.json";
+    const std::string bytes = config ? micro_safetensors() : micro_config_json();
+    write_input(config ? "model.safetensors" : "config.json",
+                reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+    return true;
+  }();
+  (void)written;
+  write_input(fuzzed, data, size);
+  load_and_generate(scratch_dir().string());
 }
 
 }  // namespace nanoinfer::fuzz

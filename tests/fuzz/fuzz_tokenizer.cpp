@@ -21,12 +21,6 @@ const std::array<std::unique_ptr<Tokenizer>, 3>& tokenizers() {
   return t;
 }
 
-void check(bool ok, const char* what) {
-  if (ok) return;
-  std::fprintf(stderr, "finding: %s\n", what);
-  std::abort();
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -36,9 +30,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view text(reinterpret_cast<const char*>(data + 1), size - 1);
   const std::vector<int32_t> ids = tok.encode(text, /*add_special_tokens=*/false);
   for (int32_t id : ids)
-    check(id >= 0 && id < tok.vocab_size(), "encode gave an id outside the vocabulary");
+    fuzz::check(id >= 0 && id < tok.vocab_size(), "encode gave an id outside the vocabulary");
   if (which == 0 && is_valid_utf8(text))
-    check(tok.decode(ids) == text, "decode(encode(text)) != text");
+    fuzz::check(tok.decode(ids) == text, "decode(encode(text)) != text");
   // The bytes as ids in the vocabulary, decoded whole and piece by piece.
   std::vector<int32_t> raw;
   for (size_t i = 1; i + 1 < size; i += 2)
@@ -48,7 +42,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string pieces;
     for (int32_t id : raw) pieces += inc.push(id);
     pieces += inc.flush();
-    check(pieces == tok.decode(raw, skip), "incremental pieces != decode");
+    fuzz::check(pieces == tok.decode(raw, skip), "incremental pieces != decode");
   }
   return 0;
 }

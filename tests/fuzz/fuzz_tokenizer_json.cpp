@@ -15,10 +15,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         "Hello, world! 123 4567 <s> </s> <|x|> \xc3\xbcn\xc3\xaf \xe2\x96\x81\t\n\n  x"
         "'s \xf0\x9f\x98\x80 \xff\xfe a");
     for (int32_t id : ids)
-      if (id < 0 || id >= tok->vocab_size()) {
-        std::fprintf(stderr, "finding: encode gave id %d of %d\n", id, tok->vocab_size());
-        std::abort();
-      }
+      fuzz::check(id >= 0 && id < tok->vocab_size(), "encode gave an id outside the vocabulary");
     tok->decode(ids);
     IncrementalDetokenizer inc(*tok, false);
     for (int32_t id = 0; id < std::min(tok->vocab_size(), 300); ++id) inc.push(id);

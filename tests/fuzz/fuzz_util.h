@@ -36,6 +36,13 @@ inline std::string write_input(const std::string& name, const uint8_t* data, siz
   return path;
 }
 
+// A promise the code under test broke: stops the fuzzer saying which.
+inline void check(bool ok, const char* what) {
+  if (ok) return;
+  std::fprintf(stderr, "finding: %s\n", what);
+  std::abort();
+}
+
 // Runs f; an Error is the expected refusal (returns false), success returns true, anything else
 // stops the fuzzer with what was thrown.
 template <class F>
