@@ -335,7 +335,9 @@ GgufFile::GgufFile(const std::string& path) : file_(std::make_shared<MappedFile>
     std::string key = c.read_string("metadata key #" + std::to_string(i));
     const ValueType t = read_value_type(c, path, key);
     GgufValue v = read_value(c, t, path, key, 0);
-    metadata_.insert_or_assign(std::move(key), std::move(v));
+    // Which of two values would count is anyone's guess (one file, two readers, two models).
+    if (metadata_.count(key) != 0) fail(str_cat(path, ": metadata key '", key, "' appears twice"));
+    metadata_.emplace(std::move(key), std::move(v));
   }
 
   tensors_.reserve(n_tensors);

@@ -199,14 +199,21 @@ std::vector<BadCase> bad_cases() {
        "the config's 327681 layers need 2949131 tensors; the checkpoint holds 0", "model.gguf"},
       {"GgufBlockCountBeyondInt32",  // was read as 2
        [](const TempDir& d) {
-         GgufWriter w;
-         test::add_tiny_gguf_metadata(w);
+         GgufWriter w;  // the keys read before it, then the count
+         w.kv_string("general.architecture", "llama");
+         w.kv_u32("llama.context_length", 64);
+         w.kv_u32("llama.embedding_length", 32);
          std::string v;
          test::put<uint64_t>(v, (uint64_t{1} << 32) + 2);
-         w.kv_raw("llama.block_count", GgufWriter::kU64, v);  // the last of a key counts
+         w.kv_raw("llama.block_count", GgufWriter::kU64, v);
          return gguf(d, w.bytes());
        },
        "metadata llama.block_count = 4294967298 does not fit an int32", "model.gguf"},
+      {"GgufDuplicateKey",
+       [](const TempDir& d) {
+         return gguf_with(d, [](GgufWriter& w) { w.kv_u32("llama.block_count", 3); });
+       },
+       "metadata key 'llama.block_count' appears twice", "model.gguf"},
       {"GgufExtraTensor",
        [](const TempDir& d) {
          return gguf_with(d, [](GgufWriter& w) {
