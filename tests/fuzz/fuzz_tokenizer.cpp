@@ -1,7 +1,8 @@
 // Arbitrary text through the Llama-3, SmolLM2 and Llama-2 tokenizers (the first byte picks one):
 // encoding never throws; Llama-3's (whose vocabulary has every byte; SmolLM2's lacks some, which
-// HF drops, as we do) decodes valid UTF-8 back to itself; the same
-// bytes read as token ids decode in one piece as the incremental detokenizer's pieces add up.
+// HF drops, as we do) decodes valid UTF-8 back to itself; the same bytes read as token ids decode
+// in one piece as the incremental detokenizer's pieces add up; the chat template renders the
+// text as any turn.
 #include <array>
 #include <memory>
 
@@ -44,5 +45,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     pieces += inc.flush();
     fuzz::check(pieces == tok.decode(raw, skip), "incremental pieces != decode");
   }
+  // The text as every turn of a conversation, and its first bytes as a role: the chat template
+  // renders any content (a role it does not know, or a template it does not, is an Error).
+  const std::string t(text);
+  fuzz::refused_clearly([&] {
+    tok.encode(tok.apply_chat_template({{"system", t}, {"user", t}, {"assistant", t}}, true),
+               false);
+  });
+  fuzz::refused_clearly([&] { tok.apply_chat_template({{t.substr(0, 8), t}}, false); });
   return 0;
 }
