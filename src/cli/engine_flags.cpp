@@ -78,13 +78,14 @@ void add_engine_flags(CLI::App& cmd, EngineOptions& e, const std::string& cache_
 
 void add_sampling_flags(CLI::App& cmd, SamplingParams& p, const std::string& max_new_help) {
   cmd.add_option("--max-new-tokens", p.max_new_tokens, max_new_help)->check(whole_number(1));
-  cmd.add_option("--temperature", p.temperature, "0 = greedy");
+  cmd.add_option("--temperature", p.temperature, "0 (or below 1e-5) = greedy");
   cmd.add_option("--top-k", p.top_k, "keep the k most likely tokens (0 = off)");
   cmd.add_option("--top-p", p.top_p, "nucleus: smallest set with this much probability (1 = off)");
   cmd.add_option("--min-p", p.min_p, "drop tokens below min_p * the top probability (0 = off)");
   cmd.add_option("--repetition-penalty", p.repetition_penalty, "HF repetition penalty (1 = off)");
-  cmd.add_option("--presence-penalty", p.presence_penalty, "OpenAI presence penalty");
-  cmd.add_option("--frequency-penalty", p.frequency_penalty, "OpenAI frequency penalty");
+  cmd.add_option("--presence-penalty", p.presence_penalty, "OpenAI presence penalty, in [-2, 2]");
+  cmd.add_option("--frequency-penalty", p.frequency_penalty,
+                 "OpenAI frequency penalty, in [-2, 2]");
   cmd.add_option("--seed", p.seed, "sampling seed")->check(whole_number(0, UINT64_MAX));
   cmd.add_option("--stop", p.stop, "stop when this text appears (repeatable)")
       ->allow_extra_args(false);
