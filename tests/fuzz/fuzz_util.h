@@ -50,7 +50,8 @@ bool refused_clearly(F&& f) {
   try {
     f();
     return true;
-  } catch (const Error&) {
+  } catch (const Error& e) {
+    if (std::getenv("NI_FUZZ_PRINT") != nullptr) std::fprintf(stderr, "refused: %s\n", e.what());
     return false;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "finding: %s escaped instead of nanoinfer::Error: %s\n", typeid(e).name(),
