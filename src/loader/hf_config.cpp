@@ -32,7 +32,7 @@ int to_int(const json& v, const std::string& path, const char* key) {
   const bool fits = v.is_number_unsigned() ? v.get<uint64_t>() <= uint64_t{INT_MAX}
                                            : v.is_number_integer() && v.get<int64_t>() >= INT_MIN &&
                                                  v.get<int64_t>() <= INT_MAX;
-  if (!fits) fail(path + ": '" + key + "' is not an integer of at most 2^31 - 1: " + v.dump());
+  if (!fits) fail(path + ": '" + key + "' is not a 32-bit integer: " + v.dump());
   return static_cast<int>(v.get<int64_t>());
 }
 

@@ -33,6 +33,11 @@ int kept_prefix(std::span<const float> row, std::span<const int32_t> order, floa
 
 void top_p_row(std::span<float> row, double p, std::vector<int32_t>& order) {
   const float max = *std::max_element(row.begin(), row.end());
+  if (max == std::numeric_limits<float>::infinity()) {  // the +inf tokens hold all the mass
+    for (float& x : row)
+      if (x != max) x = -std::numeric_limits<float>::infinity();
+    return;
+  }
   double total = 0.0;
   size_t finite = 0;  // tokens not already removed; once all are sorted the walk must end
   for (float x : row) {
@@ -40,11 +45,6 @@ void top_p_row(std::span<float> row, double p, std::vector<int32_t>& order) {
     finite += x > -std::numeric_limits<float>::infinity() ? 1 : 0;
   }
   if (finite == 0) return;  // nothing to keep or cut (and no cut-off would ever hold mass p)
-  if (max == std::numeric_limits<float>::infinity()) {  // the +inf tokens hold all the mass
-    for (float& x : row)
-      if (x != max) x = -std::numeric_limits<float>::infinity();
-    return;
-  }
   const auto before = [&row](int32_t a, int32_t b) {
     return row[a] > row[b] || (row[a] == row[b] && a > b);
   };

@@ -190,16 +190,17 @@ INSTANTIATE_TEST_SUITE_P(
                       {{"architectures", {"MistralForCausalLM"}}, {"model_type", "mistral"}},
                       "unsupported architecture 'MistralForCausalLM'"},
         BadConfigCase{"MissingHiddenSize", {{"hidden_size", nullptr}}, "missing 'hidden_size'"},
-        BadConfigCase{
-            "StringHiddenSize", {{"hidden_size", "big"}}, "'hidden_size' is not an integer"},
+        BadConfigCase{"StringHiddenSize",
+                      {{"hidden_size", "big"}},
+                      "'hidden_size' is not a 32-bit integer: \"big\""},
         // Integers past an int were wrapped (4294967304 read as 8); a model_type that is no
         // string escaped as a JSON type error.
         BadConfigCase{"HiddenSizeBeyondInt",
                       {{"hidden_size", 4294967304}},
-                      "'hidden_size' is not an integer of at most 2^31 - 1: 4294967304"},
+                      "'hidden_size' is not a 32-bit integer: 4294967304"},
         BadConfigCase{"EosBeyondInt",
                       {{"eos_token_id", {2, 4294967298}}},
-                      "'eos_token_id' is not an integer of at most 2^31 - 1: 4294967298"},
+                      "'eos_token_id' is not a 32-bit integer: 4294967298"},
         BadConfigCase{"ModelTypeNotString",
                       {{"architectures", nullptr}, {"model_type", 5}},
                       "unsupported architecture 'unknown'"},
