@@ -2,26 +2,16 @@
 // spelling (rope_theta, rope_scaling) and the 5.x one (rope_parameters).
 #include <algorithm>
 #include <climits>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "loader/model_loader.h"
 #include "util/error.h"
+#include "util/json_file.h"
 
 namespace nanoinfer {
 namespace {
 
 using nlohmann::json;
-
-json read_json(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) fail(path + ": cannot open");
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    fail(path + ": invalid JSON: " + e.what());
-  }
-}
 
 bool present(const json& j, const char* key) {
   return j.contains(key) && !j[key].is_null();
@@ -133,7 +123,7 @@ void parse_rope(const json& j, const std::string& path, ModelConfig& c) {
 ModelConfig parse_hf_config(const std::string& config_json_path,
                             const std::string& generation_config_path) {
   const std::string& path = config_json_path;
-  const json j = read_json(path);
+  const json j = read_json_file(path);
   if (!j.is_object()) fail(path + ": not a JSON object");
   check_architecture(j, path);
 
@@ -166,7 +156,7 @@ ModelConfig parse_hf_config(const std::string& config_json_path,
 
   std::string source = path;
   if (!generation_config_path.empty()) {
-    const json g = read_json(generation_config_path);
+    const json g = read_json_file(generation_config_path);
     // HF generate() stops on generation_config's ids; keep config.json's too, after them.
     std::vector<int> eos = get_ids(g, generation_config_path, "eos_token_id");
     for (const int id : c.eos_token_ids) {

@@ -5,11 +5,11 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "util/error.h"
+#include "util/json_file.h"
 #include "util/str_cat.h"
 
 namespace nanoinfer {
@@ -91,16 +91,6 @@ Tensor make_view(const std::shared_ptr<MappedFile>& file, const std::string& nam
   Tensor copy = Tensor::zeros(dtype, std::move(shape));
   std::memcpy(copy.data(), p, want);
   return copy;
-}
-
-json read_json_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) fail(path + ": cannot open");
-  try {
-    return json::parse(in);
-  } catch (const json::exception& e) {
-    fail(path + ": invalid JSON: " + e.what());
-  }
 }
 
 }  // namespace

@@ -2,13 +2,12 @@
 // TokenizerSpec. Only the pipelines our models use are accepted; anything else is an Error naming
 // the unsupported part, since a silently different pipeline would give wrong ids.
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "nanoinfer/tokenizer.h"
 #include "tokenizer/tokenizer_model.h"
 #include "util/error.h"
+#include "util/json_file.h"
 
 namespace nanoinfer {
 namespace {
@@ -20,22 +19,6 @@ constexpr std::string_view kSpaceMarker = "\xE2\x96\x81";  // U+2581
 constexpr std::string_view kLlama3Regex =
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot open " + path.string());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-json parse_json_file(const fs::path& path) {
-  try {
-    return json::parse(read_file(path));
-  } catch (const json::exception& e) {
-    fail(path.string() + ": invalid JSON: " + e.what());
-  }
-}
 
 [[noreturn]] void unsupported(const std::string& what, const json& j) {
   fail("tokenizer.json: unsupported " + what + ": " + j.dump().substr(0, 200));
@@ -187,7 +170,7 @@ std::string token_name(const json& j) {
 
 void read_config(const fs::path& dir, TokenizerSpec& spec) {
   const fs::path config_path = dir / "tokenizer_config.json";
-  json config = fs::exists(config_path) ? parse_json_file(config_path) : json::object();
+  json config = fs::exists(config_path) ? read_json_file(config_path.string()) : json::object();
   const auto id_of = [&](const json& j) {
     const std::string name = token_name(j);
     return name.empty() ? -1 : find_piece(spec.pieces, name);
@@ -205,14 +188,14 @@ void read_config(const fs::path& dir, TokenizerSpec& spec) {
       if (named.value("name", "") == "default") spec.chat_template = named.value("template", "");
     }
   } else if (fs::exists(dir / "chat_template.jinja")) {
-    spec.chat_template = read_file(dir / "chat_template.jinja");
+    spec.chat_template = read_file_bytes((dir / "chat_template.jinja").string());
   }
 }
 
 }  // namespace
 
 std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& tokenizer_json_path) {
-  const json root = parse_json_file(tokenizer_json_path);
+  const json root = read_json_file(tokenizer_json_path);
   TokenizerSpec spec;
   try {
     read_pre_tokenizer(root.value("pre_tokenizer", json()), spec);

@@ -2,6 +2,7 @@
 // load_model throws an Error whose message names the problem and the file at fault.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <functional>
 
 #include "loader/model_loader.h"
@@ -366,6 +367,21 @@ std::vector<BadCase> bad_cases() {
          });
        },
        "cannot open", "model-00003-of-00003.safetensors"},
+      {"ShardIndexNotJson",
+       [](const TempDir& d) {
+         sharded(d, [](auto&, json&) {});
+         test::write_file(d.file("model.safetensors.index.json"), "{\"weight_map\": {");
+         return d.str();
+       },
+       "invalid JSON", "model.safetensors.index.json"},
+      {"ConfigIsADirectory",
+       [](const TempDir& d) {
+         hf_dir(d);
+         std::filesystem::remove(d.file("config.json"));
+         std::filesystem::create_directory(d.file("config.json"));
+         return d.str();
+       },
+       "cannot open (a directory)", "config.json"},
       // paths
       {"NoSuchPath", [](const TempDir& d) { return d.file("absent.bin"); },
        "no such file or directory", "absent.bin"},
