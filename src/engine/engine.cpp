@@ -164,6 +164,11 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   int max_ctx =
       options.max_context > 0 ? options.max_context : std::min(c.max_position_embeddings, 4096);
   impl_->options.max_context = max_ctx;
+  // A sink cache's positions stay below its size however long the text runs (it renumbers what
+  // it keeps), so that size must fit the context's positions.
+  if (options.sink_tokens >= 0 && int64_t{options.sink_tokens} + options.window > max_ctx)
+    fail("sink_tokens + window (" + std::to_string(int64_t{options.sink_tokens} + options.window) +
+         ") exceed max_context (" + std::to_string(max_ctx) + ")");
   impl_->check_same_model();
   Communicator& group = impl_->group();
   if (options.random_weights)
@@ -339,6 +344,7 @@ RunContext Engine::Impl::run_context() {
           *model,
           tokenizer.get(),
           options.max_context,
+          options.sink_tokens >= 0 ? options.sink_tokens + options.window : 0,
           options.max_step_tokens,
           options.pick_on_device,
           options.prefix_reuse && options.sink_tokens < 0,  // an evicting cache shares no blocks

@@ -26,6 +26,7 @@ struct RunContext {
   LlamaModel& model;
   const Tokenizer* tokenizer;  // null: a model without one
   int max_context;
+  int evicting_capacity;  // a sink cache's entries (at most max_context); 0: every token kept
   int max_step_tokens;
   bool pick_on_device;
   bool prefix_reuse;
@@ -36,8 +37,9 @@ struct RunContext {
 
 // Throws Error when a request cannot run: parameters, ids outside the vocabulary, an empty
 // prompt, stop strings without a tokenizer, beams the vocabulary cannot feed, or prompt + max new
-// tokens beyond the context. The message starts with `who` ("request 3" among a call's requests;
-// empty for a request submitted alone).
+// tokens beyond the context (where the cache keeps every token: a sink cache's positions stay
+// below its size however long the text). The message starts with `who` ("request 3" among a call's
+// requests; empty for a request submitted alone).
 void check_request(const RunContext& ctx, const GenerationRequest& r, const std::string& who);
 
 class Run {

@@ -168,5 +168,40 @@ TEST(SinkCache, EngineRefusesAPromptLongerThanTheWindow) {
   EXPECT_EQ(engine.generate({fits})[0].token_ids.size(), 8U);
 }
 
+// StreamingLLM's point: through the engine a sink cache generates past the context, its positions
+// renumbered below its size (here 200 new tokens with max_context 64), token for token what the
+// model gives over the same cache driven directly; a sink cache larger than the context is
+// refused when the engine is built.
+TEST(SinkCache, EngineGeneratesPastTheContext) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  opt.rope_cache = "pre";
+  opt.max_context = 64;
+  opt.sink_tokens = 4;
+  opt.window = 28;
+  Engine engine(opt);
+  GenerationRequest r{{1, 2, 3, 4, 5, 6, 7, 8}, {}};
+  r.params.max_new_tokens = 200;
+  r.params.ignore_eos = true;
+  const std::vector<int32_t> got = engine.generate({r})[0].token_ids;
+
+  const LoadedModel loaded = load_model(test::data_path("models/gqa"));
+  auto be = make_cpu_backend();
+  LlamaModel model(loaded, *be, 256);
+  KvCacheOptions sink_opt{1, 32, "pre"};
+  sink_opt.sink_tokens = 4;
+  sink_opt.window = 28;
+  KvCache sink(*be, loaded.config, sink_opt);
+  EXPECT_EQ(got, greedy(model, sink, r.prompt_ids, 200));
+
+  opt.window = 61;
+  try {
+    Engine too_large(opt);
+    FAIL() << "a sink cache of 65 entries was built under max_context 64";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "sink_tokens + window (65) exceed max_context (64)");
+  }
+}
+
 }  // namespace
 }  // namespace nanoinfer
