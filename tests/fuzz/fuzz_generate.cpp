@@ -69,7 +69,7 @@ SamplingParams some_params(FuzzedDataProvider& in) {
     p.length_penalty = some_float(in, {1.F, 0.F, -1.F, 2.F});
     p.early_stopping = static_cast<EarlyStopping>(in.ConsumeIntegralInRange(0, 2));
   }
-  p.max_new_tokens = in.ConsumeIntegralInRange(0, 20);
+  p.max_new_tokens = in.ConsumeIntegralInRange(0, 40);  // (past the sink cache's context too)
   p.ignore_eos = in.ConsumeBool();
   for (int i = in.ConsumeIntegralInRange(0, 2); i > 0; --i)
     p.eos_token_ids.push_back(in.ConsumeIntegralInRange(0, 8));
