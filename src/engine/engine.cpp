@@ -364,11 +364,14 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
   }
   const RunContext ctx = run_context();
   const int bs = options.block_size;
-  int64_t need = 0;  // blocks: every sequence at full length, beams twice over (reordering)
+  // Blocks: every sequence at full length (a sink cache's: its size at most), beams twice over
+  // (reordering).
+  int64_t need = 0;
   for (size_t i = 0; i < requests.size(); ++i) {
     const GenerationRequest& r = requests[i];
     check_request(ctx, r, "request " + std::to_string(i));
-    const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_new_tokens;
+    int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_new_tokens;
+    if (ctx.evicting_capacity > 0) total = std::min<int64_t>(total, ctx.evicting_capacity);
     need += (total + bs - 1) / bs * (r.params.num_beams > 1 ? 2 * r.params.num_beams + 1 : 1);
   }
   KvCache& cache = cache_for(cache_options(need));

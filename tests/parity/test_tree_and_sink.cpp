@@ -170,8 +170,8 @@ TEST(SinkCache, EngineRefusesAPromptLongerThanTheWindow) {
 
 // StreamingLLM's point: through the engine a sink cache generates past the context, its positions
 // renumbered below its size (here 200 new tokens with max_context 64), token for token what the
-// model gives over the same cache driven directly; a sink cache larger than the context is
-// refused when the engine is built.
+// model gives over the same cache driven directly, in the memory of its size; a sink cache larger
+// than the context is refused when the engine is built.
 TEST(SinkCache, EngineGeneratesPastTheContext) {
   EngineOptions opt;
   opt.model = test::data_path("models/gqa");
@@ -184,6 +184,10 @@ TEST(SinkCache, EngineGeneratesPastTheContext) {
   r.params.max_new_tokens = 200;
   r.params.ignore_eos = true;
   const std::vector<int32_t> got = engine.generate({r})[0].token_ids;
+  // Its memory is the sink cache's 32 entries, not the 208 of prompt + max new tokens.
+  const int64_t bytes = engine.last_stats().steps.back().kv_reserved_bytes;
+  const ModelConfig& c = engine.config();
+  EXPECT_EQ(bytes, 32 * 2 * int64_t{c.num_layers} * c.num_kv_heads * c.head_dim * 4);
 
   const LoadedModel loaded = load_model(test::data_path("models/gqa"));
   auto be = make_cpu_backend();
