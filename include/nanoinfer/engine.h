@@ -32,8 +32,11 @@ struct EngineOptions {
   // 16,384 tokens). W2 on an H200 ran 1.2 % slower under this cap than in one prefill step.
   int max_step_tokens = 16384;
   std::string rope_cache = "post";  // "post" | "pre"
-  int sink_tokens = -1;             // >= 0: StreamingLLM sink cache (needs rope_cache "pre")
-  int window = 0;                   // recent tokens a sink cache keeps
+  // >= 0: StreamingLLM sink cache (needs rope_cache "pre"), which keeps the first sink_tokens and
+  // the last `window` tokens of a sequence: sink_tokens + window <= max_context, and a request's
+  // prompt + max new tokens may go past max_context (its positions stay below the cache's size).
+  int sink_tokens = -1;
+  int window = 0;
   bool no_rope = false;
   std::string dtype = "bf16";  // CUDA compute dtype: "bf16" | "f32" (the parity mode)
   bool cuda_graphs = true;     // replay decode steps as CUDA graphs (--no-graph: off)
