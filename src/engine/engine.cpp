@@ -60,6 +60,10 @@ struct Engine::Impl {
   void follow();
   RunContext run_context();
   KvCacheOptions cache_options(int64_t need_blocks) const;
+  // A sink cache's entries (sink tokens + window); 0 for a cache that keeps every token.
+  int64_t sink_size() const {
+    return options.sink_tokens >= 0 ? int64_t{options.sink_tokens} + options.window : 0;
+  }
   std::vector<GenerationOutput> lead(const std::vector<GenerationRequest>& requests,
                                      const TokenCallback& on_token);
   // The run that submit() feeds and step() advances, over the kept cache (dropped by generate()
@@ -166,9 +170,9 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   impl_->options.max_context = max_ctx;
   // A sink cache's positions stay below its size however long the text runs (it renumbers what
   // it keeps), so that size must fit the context's positions.
-  if (options.sink_tokens >= 0 && int64_t{options.sink_tokens} + options.window > max_ctx)
-    fail("sink_tokens + window (" + std::to_string(int64_t{options.sink_tokens} + options.window) +
-         ") exceed max_context (" + std::to_string(max_ctx) + ")");
+  if (impl_->sink_size() > max_ctx)
+    fail("sink_tokens + window (" + std::to_string(impl_->sink_size()) + ") exceed max_context (" +
+         std::to_string(max_ctx) + ")");
   impl_->check_same_model();
   Communicator& group = impl_->group();
   if (options.random_weights)
@@ -344,7 +348,7 @@ RunContext Engine::Impl::run_context() {
           *model,
           tokenizer.get(),
           options.max_context,
-          options.sink_tokens >= 0 ? options.sink_tokens + options.window : 0,
+          static_cast<int>(sink_size()),  // (at most max_context: checked at construction)
           options.max_step_tokens,
           options.pick_on_device,
           options.prefix_reuse && options.sink_tokens < 0,  // an evicting cache shares no blocks
