@@ -209,6 +209,10 @@ class Engine {
   std::unique_ptr<Impl> impl_;
 };
 
+// The config of the model that `options` name (with random_weights: their config file), read
+// without the weights: options can be checked against it before an Engine is built.
+ModelConfig read_model_config(const EngineOptions& options);
+
 // The path of the default model in the user cache (fetched by scripts/fetch_model.sh).
 std::string default_model_path();
 

@@ -44,8 +44,8 @@ void run_bench(const BenchArgs& a) {
     fail("no model given: use --model PATH|default, or --random-weights --config FILE");
   EngineOptions options = a.engine;  // under mpirun: the model sharded over the ranks
   options.tensor_parallel = launched_world_size() > 1;
+  check_positions(a.engine, {{"--max-context", a.engine.max_context}});
   Engine engine(options);
-  check_positions(engine, "--max-context", a.engine.max_context);
   const int vocab = engine.config().vocab_size;
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> id(0, vocab - 1);

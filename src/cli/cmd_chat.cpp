@@ -99,8 +99,8 @@ void run_chat(const ChatArgs& a) {
   EngineOptions options = a.engine;
   if (options.cache_tokens == 0)
     options.cache_tokens = options.max_context > 0 ? options.max_context : 4096;
+  check_positions(a.engine, {{"--max-context", a.engine.max_context}});
   Engine engine(options);
-  check_positions(engine, "--max-context", a.engine.max_context);
   const Tokenizer* tok = engine.tokenizer();
   if (tok == nullptr) fail("chat needs a model with a tokenizer (tokenizer.json or a GGUF's)");
   std::vector<ChatMessage> base;

@@ -63,8 +63,8 @@ void run_generate(const GenerateArgs& a) {
   // Started by mpirun with several ranks: shard the model over them.
   EngineOptions options = a.engine;
   options.tensor_parallel = launched_world_size() > 1;
+  check_positions(a.engine, {{"--max-context", a.engine.max_context}});
   Engine engine(options);
-  check_positions(engine, "--max-context", a.engine.max_context);
   const Tokenizer* tok = engine.tokenizer();
   if (tok == nullptr && texts)
     fail(a.engine.model.empty()

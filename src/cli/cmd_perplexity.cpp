@@ -76,12 +76,11 @@ void run_perplexity(const PerplexityArgs& a) {
   if (a.engine.model.empty() && !a.engine.random_weights)
     fail("no model given: use --model PATH|default");
   const std::string text = read_file(a.file, "the text");
+  check_positions(a.engine, {{"--context", a.context}, {"--max-context", a.engine.max_context}});
   EngineOptions options = a.engine;
   if (options.max_context == 0) options.max_context = a.context + 1;  // a window + one token
   Engine engine(options);
   if (engine.tokenizer() == nullptr) fail("perplexity needs a model with a tokenizer");
-  check_positions(engine, "--context", a.context);
-  check_positions(engine, "--max-context", a.engine.max_context);
   std::vector<Window> all = windows(*engine.tokenizer(), text, a.context, a.stride);
   if (a.max_windows > 0 && all.size() > static_cast<size_t>(a.max_windows))
     all.resize(static_cast<size_t>(a.max_windows));

@@ -41,8 +41,8 @@ void run_serve(ServeArgs& a) {
   if (a.engine.cache_tokens == 0)  // a server's cache cannot be sized by the requests it has
     a.engine.cache_tokens = static_cast<int>(std::min<int64_t>(
         INT_MAX, 16 * int64_t{a.engine.max_context > 0 ? a.engine.max_context : 4096}));
+  check_positions(a.engine, {{"--max-context", a.engine.max_context}});
   Engine engine(a.engine);
-  check_positions(engine, "--max-context", a.engine.max_context);
   const std::string name = !a.name.empty() ? a.name
                            : a.engine.model == "default"
                                ? std::string("SmolLM2-135M-Instruct")

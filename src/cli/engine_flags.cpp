@@ -1,4 +1,5 @@
 // The flags of the engine's options and of sampling that several commands take.
+#include <algorithm>
 #include <cstdint>
 #include <exception>
 #include <iostream>
@@ -27,11 +28,15 @@ CLI::Validator whole_number(unsigned long long lo, unsigned long long hi) {
       "INT");
 }
 
-void check_positions(const Engine& engine, const std::string& flag, int positions) {
-  const int most = engine.config().max_position_embeddings;
-  if (positions > most)
-    fail(flag + " " + std::to_string(positions) + " exceeds the model's " + std::to_string(most) +
-         " positions");
+void check_positions(const EngineOptions& e,
+                     std::initializer_list<std::pair<const char*, int>> asked) {
+  if (std::all_of(asked.begin(), asked.end(), [](const auto& a) { return a.second <= 0; })) return;
+  e.validate();  // (its messages first: e.g. random weights without a config)
+  const int most = read_model_config(e).max_position_embeddings;
+  for (const auto& [flag, positions] : asked)
+    if (positions > most)
+      fail(std::string(flag) + " " + std::to_string(positions) + " exceeds the model's " +
+           std::to_string(most) + " positions");
 }
 
 void add_engine_flags(CLI::App& cmd, EngineOptions& e, const std::string& cache_help) {

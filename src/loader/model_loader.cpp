@@ -71,13 +71,18 @@ std::string optional_file(const fs::path& p) {
   return fs::exists(p) ? p.string() : "";
 }
 
-LoadedModel load_hf_dir(const std::string& dir) {
+ModelConfig hf_dir_config(const std::string& dir) {
   const fs::path root(dir);
   if (!fs::exists(root / "config.json")) fail(dir + ": no config.json (not a HF checkpoint)");
+  return parse_hf_config((root / "config.json").string(),
+                         optional_file(root / "generation_config.json"));
+}
+
+LoadedModel load_hf_dir(const std::string& dir) {
+  const fs::path root(dir);
   LoadedModel m;
   m.source = dir;
-  m.config = parse_hf_config((root / "config.json").string(),
-                             optional_file(root / "generation_config.json"));
+  m.config = hf_dir_config(dir);
   m.tokenizer_json = optional_file(root / "tokenizer.json");
   m.tokenizer_config_json = optional_file(root / "tokenizer_config.json");
 
@@ -324,11 +329,23 @@ ModelConfig config_from_gguf(const GgufFile& g) {
   return c;
 }
 
+namespace {
+[[noreturn]] void not_a_model(const std::string& path) {
+  if (!fs::exists(path)) fail(path + ": no such file or directory");
+  fail(path + ": not a HF checkpoint directory or a .gguf file");
+}
+}  // namespace
+
 LoadedModel load_model(const std::string& path, const LoadOptions& options) {
   if (fs::is_directory(path)) return load_hf_dir(path);
   if (path.ends_with(".gguf")) return load_gguf(path, options);
-  if (!fs::exists(path)) fail(path + ": no such file or directory");
-  fail(path + ": not a HF checkpoint directory or a .gguf file");
+  not_a_model(path);
+}
+
+ModelConfig load_model_config(const std::string& path) {
+  if (fs::is_directory(path)) return hf_dir_config(path);
+  if (path.ends_with(".gguf")) return config_from_gguf(GgufFile(path));
+  not_a_model(path);
 }
 
 }  // namespace nanoinfer

@@ -37,6 +37,8 @@ struct LoadOptions {
 
 // Throws Error with the file and tensor at fault for anything malformed.
 LoadedModel load_model(const std::string& path, const LoadOptions& options = {});
+// The same checkpoint's config alone (the same errors; no weight is read).
+ModelConfig load_model_config(const std::string& path);
 
 // The HF weight names and shapes a config requires (checked by load_model; used by
 // --random-weights to build a model of real shape).

@@ -111,7 +111,8 @@ INSTANTIATE_TEST_SUITE_P(
                 "generate --model " + kTiny + " --prompt-ids 1 --logprobs 2",
                 "--logprobs: the log-probabilities come with --json"},
         BadArgs{"perplexity_without_tokenizer",
-                "perplexity " + test::data_path("prompts/summary_prompt.txt") + " --model " + kTiny,
+                "perplexity " + test::data_path("prompts/summary_prompt.txt") + " --model " +
+                    kTiny + " --context 64",
                 "perplexity needs a model with a tokenizer"},
         BadArgs{"perplexity_unreadable_text", "perplexity /nonexistent.txt --model " + kTiny,
                 "/nonexistent.txt: cannot read the text"},
@@ -129,6 +130,11 @@ INSTANTIATE_TEST_SUITE_P(
         BadArgs{"generate_beyond_positions",
                 "generate --model " + kTiny + " --prompt-ids 1 --max-context 300",
                 "--max-context 300 exceeds the model's 256 positions"},
+        // ... before the model is built: a context whose RoPE table alone would not fit in
+        // memory gets the same message, not an out-of-memory one.
+        BadArgs{"generate_far_beyond_positions",
+                "generate --model " + kTiny + " --prompt-ids 1 --max-context 2000000000",
+                "--max-context 2000000000 exceeds the model's 256 positions"},
         BadArgs{"serve_beyond_positions", "serve --model " + kTiny + " --port 0 --max-context 300",
                 "--max-context 300 exceeds the model's 256 positions"},
         BadArgs{"chat_beyond_positions", "chat --model " + kTiny + " --max-context 300",
@@ -352,14 +358,20 @@ TEST(Cli, CudaOnlyFlagsOnTheCpuSayTheyAreIgnored) {
   EXPECT_NE(dtype.err.find("note: --dtype: CUDA backend only"), std::string::npos) << dtype.err;
 }
 
-// Memory the machine cannot give (here a RoPE table of 2^31 positions under a 4 GB address
-// space) is one line that says so, not "unexpected error: std::bad_alloc".
+// Memory the machine cannot give (here a RoPE table of 2^31 positions, for a model of the tiny
+// one's shape that claims as many, under a 4 GB address space) is one line that says so, not
+// "unexpected error: std::bad_alloc".
 TEST(Cli, OutOfMemoryIsOneClearLine) {
 #ifdef __SANITIZE_ADDRESS__
   GTEST_SKIP() << "AddressSanitizer's shadow memory does not fit under a 4 GB ulimit -v";
 #endif
-  const CliRun r = run_cli("generate --model " + kTiny + " --prompt-ids 1 --max-context 2147483647",
-                           "", "ulimit -v 4000000; ");
+  nlohmann::json config = nlohmann::json::parse(std::ifstream(kTiny + "/config.json"));
+  config["max_position_embeddings"] = 2147483647;
+  const std::string path = ::testing::TempDir() + "/nanoinfer_cli_long_config.json";
+  std::ofstream(path) << config.dump();
+  const CliRun r = run_cli(
+      "generate --random-weights --config " + path + " --prompt-ids 1 --max-context 2147483647", "",
+      "ulimit -v 4000000; ");
   EXPECT_EQ(r.code, 1);
   EXPECT_EQ(r.err,
             "nanoinfer: error: out of memory (a smaller --max-context or --cache-tokens needs "

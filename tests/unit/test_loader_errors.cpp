@@ -4,6 +4,9 @@
 
 #include <filesystem>
 #include <functional>
+#include <set>
+#include <string>
+#include <tuple>
 
 #include "loader/model_loader.h"
 #include "loader_fixtures.h"
@@ -403,6 +406,49 @@ TEST_P(LoaderErrorTest, NamesProblemAndFile) {
   ASSERT_FALSE(msg.empty()) << "no error for " << GetParam().name;
   EXPECT_NE(msg.find(GetParam().message), std::string::npos) << "got: " << msg;
   EXPECT_NE(msg.find(GetParam().file), std::string::npos) << "got: " << msg;
+}
+
+// load_model_config reads the config alone: a fault in it, in the GGUF's header or in the path is
+// load_model's error word for word; one in the weights only load_model sees.
+TEST_P(LoaderErrorTest, ConfigAloneFailsTheSameWay) {
+  const TempDir dir;
+  const std::string path = GetParam().write(dir);
+  const std::string full = test::error_of([&] { load_model(path); });
+  const std::string alone = test::error_of([&] { load_model_config(path); });
+  const std::string& name = GetParam().name;
+  static const std::set<std::string> kInWeights = {"GgufUnsupportedQuantType",
+                                                   "GgufMissingTensor",
+                                                   "GgufLayerCountBeyondTensors",
+                                                   "GgufExtraTensor",
+                                                   "GgufWrongShape",
+                                                   "HfMissingTensor",
+                                                   "HfLayerCountBeyondTensors",
+                                                   "HfExtraTensor",
+                                                   "HfWrongShape",
+                                                   "HfNoWeights"};
+  const bool in_weights =
+      kInWeights.count(name) > 0 || name.starts_with("Safetensors") || name.starts_with("Shard");
+  if (in_weights)
+    EXPECT_EQ(alone, "") << "the config alone was refused";
+  else
+    EXPECT_EQ(alone, full);
+}
+
+// On a sound checkpoint it is load_model's config.
+TEST(LoadModelConfig, IsLoadModelsConfig) {
+  const TempDir g, h;
+  for (const std::string& path : {gguf(g, test::tiny_gguf().bytes()), hf_dir(h)}) {
+    const ModelConfig a = load_model_config(path), b = load_model(path).config;
+    auto fields = [](const ModelConfig& c) {
+      return std::tie(c.architecture, c.vocab_size, c.hidden_size, c.intermediate_size,
+                      c.num_layers, c.num_heads, c.num_kv_heads, c.head_dim, c.rms_norm_eps,
+                      c.rope_theta, c.rope_scaling.type, c.rope_scaling.freq_factors,
+                      c.max_position_embeddings, c.tie_word_embeddings, c.bos_token_id,
+                      c.eos_token_ids);
+    };
+    EXPECT_TRUE(fields(a) == fields(b)) << path;
+    EXPECT_EQ(a.max_position_embeddings, test::tiny_config().max_position_embeddings) << path;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Malformed, LoaderErrorTest, testing::ValuesIn(bad_cases()),
