@@ -228,6 +228,33 @@ TEST(CudaQuantDeathTest, GemvRaisesEachFormsSharedMemory) {
       ::testing::ExitedWithCode(0), "");
 }
 
+// Out of memory while a bf16 backend without --keep-blocks widens a GGUF matrix, the error names
+// --keep-blocks where that flag would keep the format (Q4_K), and not where it would not (Q5_0).
+// Most of the free memory is taken first, so that the 128 MB widened matrix cannot fit.
+TEST(CudaQuant, WideningOutOfMemoryNamesKeepBlocksForKeptFormats) {
+  auto gpu = make_cuda_backend(DType::BF16, 0, /*keep_blocks=*/false);
+  if (!gpu) GTEST_SKIP() << "no CUDA backend here (no GPU or a CPU-only build)";
+  const int64_t rows = 4096, K = 16384;
+  std::vector<Tensor> hosts;
+  for (const DType q : {DType::Q4_K, DType::Q5_0})
+    hosts.push_back(random_blocks_host(q, rows, K, 9));
+  size_t free_b = 0, total_b = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_b, &total_b), cudaSuccess);
+  void* squeeze = nullptr;
+  ASSERT_EQ(cudaMalloc(&squeeze, free_b - (size_t{48} << 20)), cudaSuccess);
+  const std::unique_ptr<void, cudaError_t (*)(void*)> hold(squeeze, cudaFree);
+  for (const Tensor& w : hosts) {
+    std::string what;
+    try {
+      (void)gpu->upload(w, DType::BF16);
+    } catch (const Error& e) {
+      what = e.what();
+    }
+    EXPECT_NE(what.find("CUDA out of memory"), std::string::npos) << dtype_name(w.dtype());
+    EXPECT_EQ(what.find("--keep-blocks") != std::string::npos, w.dtype() == DType::Q4_K) << what;
+  }
+}
+
 // The block GEMV splits x into two int8 parts per 32 values (x ~ s (h + l / 254), s from the
 // unit's largest magnitude): units with a value thousands of times the others, a zero unit and a
 // unit of values near 1e-20 stay within bf16's bound of the CPU's product; a NaN or an infinity

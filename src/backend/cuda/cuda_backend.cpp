@@ -202,9 +202,21 @@ bool CudaBackend::keeps(const Tensor& host) const {
   return keep_blocks_ && dtype_ == DType::BF16 && host.rank() == 2 && quant_kept(host.dtype());
 }
 
+Tensor CudaBackend::alloc_widened(DType host_dt, std::vector<int64_t> shape, DType dtype) {
+  if (keep_blocks_ || dtype_ != DType::BF16 || !quant_kept(host_dt))
+    return alloc(std::move(shape), dtype);
+  try {
+    return alloc(std::move(shape), dtype);
+  } catch (const Error& e) {  // (out of memory: the only error an upload's alloc raises)
+    fail(std::string(e.what()) + "; it would hold a GGUF " + dtype_name(host_dt) +
+         " matrix widened to bf16: --keep-blocks keeps Q8_0, Q4_0, Q4_1, Q4_K, Q5_K and Q6_K "
+         "matrices as blocks (an 8B Q4_K_M: 5.5 GB instead of 16)");
+  }
+}
+
 Tensor CudaBackend::upload(const Tensor& host, DType dtype) {
   if (keeps(host)) return upload_blocks({host});
-  Tensor out = alloc(host.shape(), dtype);
+  Tensor out = alloc_widened(host.dtype(), host.shape(), dtype);
   upload_into(host, out);
   // Ready on return, for any stream. (The host bytes are free already: copy_to_device copies them
   // into the pinned slices before it returns; the converting paths synchronised once already.)
@@ -226,7 +238,7 @@ Tensor CudaBackend::upload_rows(const std::vector<Tensor>& parts, DType dtype) {
         return p.dtype() == parts[0].dtype();
       }))
     return upload_blocks(parts);
-  Tensor out = alloc({rows, parts[0].dim(1)}, dtype);
+  Tensor out = alloc_widened(parts[0].dtype(), {rows, parts[0].dim(1)}, dtype);
   int64_t r0 = 0;
   for (const Tensor& p : parts) {
     Tensor dst = out.rows(r0, r0 + p.dim(0));

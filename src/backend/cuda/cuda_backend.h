@@ -104,6 +104,9 @@ class CudaBackend final : public Backend {
 
   // A host matrix upload() keeps as its blocks, and the upload of such matrices (stacked).
   bool keeps(const Tensor& host) const;
+  // alloc() for a host matrix of host_dt widened to dtype: out of memory, it names --keep-blocks
+  // where that would keep host_dt as blocks.
+  Tensor alloc_widened(DType host_dt, std::vector<int64_t> shape, DType dtype);
   Tensor upload_blocks(const std::vector<Tensor>& parts);
   void ensure_batch_capacity(int tokens, int seqs, int stride, int64_t mask_words);
   int decode_splits(int seqs, int kv_heads, int block_size) const;
