@@ -226,7 +226,6 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Tokeniz
     take(body["stream_options"], "include_usage", r.stream_usage);
   }
   take_int(body, "n", r.n, 1, 16);
-  if (r.n > 1 && r.stream) fail("'n' > 1 is not supported in streams");
   refuse_unserved(body, r.n);
   // Log-probabilities: completions take 'logprobs' as the number of alternatives, chat takes
   // 'logprobs' true and 'top_logprobs'.
@@ -254,7 +253,6 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Tokeniz
   } else {
     if (!body.contains("prompt")) fail("'prompt' is required");
     prompts = prompt_list(body["prompt"]);
-    if (prompts.size() > 1 && r.stream) fail("several prompts are not supported in streams");
   }
   p.temperature = 1.0F;  // the API's default
   p.max_new_tokens = chat ? 512 : 16;
@@ -348,11 +346,11 @@ json response(const std::vector<ApiRequest>& reqs, const ResponseId& id,
           {"choices", choices},    {"usage", usage(reqs, outs)}};
 }
 
-json chunk(const ApiRequest& r, const ResponseId& id, const std::string& text,
+json chunk(const ApiRequest& r, const ResponseId& id, size_t index, const std::string& text,
            std::span<const int32_t> ids, std::span<const TokenLogprobs> entries,
            const std::string& finish_reason, bool first, const Tokenizer* tok,
            size_t& text_offset) {
-  json choice = {{"index", 0}, {"token_ids", std::vector<int32_t>(ids.begin(), ids.end())}};
+  json choice = {{"index", index}, {"token_ids", std::vector<int32_t>(ids.begin(), ids.end())}};
   choice["finish_reason"] = finish_reason.empty() ? json(nullptr) : json(api_finish(finish_reason));
   json lp = nullptr;
   if (r.request.params.logprobs >= 0) {
@@ -377,13 +375,15 @@ json chunk(const ApiRequest& r, const ResponseId& id, const std::string& text,
           {"choices", json::array({choice})}};
 }
 
-json usage_chunk(const ApiRequest& r, const ResponseId& id, const GenerationOutput& out) {
+json usage_chunk(std::span<const ApiRequest> reqs, const ResponseId& id,
+                 std::span<const GenerationOutput> outs) {
+  NI_ASSERT(!reqs.empty() && reqs.size() == outs.size());
   return {{"id", id.id},
-          {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
+          {"object", reqs[0].chat ? "chat.completion.chunk" : "text_completion"},
           {"created", id.created},
           {"model", id.model},
           {"choices", json::array()},
-          {"usage", usage(std::span(&r, 1), std::span(&out, 1))}};
+          {"usage", usage(reqs, outs)}};
 }
 
 json error_body(const std::string& message, const std::string& type) {

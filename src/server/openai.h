@@ -2,7 +2,7 @@
 // request, and the responses (whole or as server-sent-event chunks) built from its output.
 // https://platform.openai.com/docs/api-reference (completions, chat): the fields nanoinfer
 // serves are listed in docs/pseudocode/server.md; others are ignored, and unsupported values
-// (n > 1, several prompts or echo in a stream) are refused with a message.
+// (echo in a stream or in chat) are refused with a message.
 #pragma once
 
 #include <cstdint>
@@ -19,7 +19,7 @@ namespace nanoinfer::server {
 struct ApiRequest {
   bool chat = false;
   bool stream = false;
-  int n = 1;                  // choices a prompt: n requests, the seed + i each (not streamed)
+  int n = 1;                  // choices a prompt: n requests, the seed + i each
   bool stream_usage = false;  // stream_options.include_usage: a last chunk with the usage
   // Completions' echo: the text starts with the prompt's (prompt_text), and the logprobs, when
   // asked for, start with the prompt tokens' (the first one's null). With max_tokens 0 the
@@ -54,16 +54,19 @@ struct ResponseId {
 // as text through tok). The usage counts each prompt once.
 nlohmann::json response(const std::vector<ApiRequest>& reqs, const ResponseId& id,
                         const std::vector<GenerationOutput>& outs, const Tokenizer* tok);
-// One streamed chunk: text and the tokens it was made of (their ids, a nanoinfer extension, and
-// with logprobs asked for, entries[i] scoring ids[i], in the endpoint's form with text offsets
-// from text_offset, which advances) or, with finish_reason set, the last chunk (the tokens no
-// earlier chunk carried: an ending EOS). A chat stream's first chunk carries the role.
-nlohmann::json chunk(const ApiRequest& r, const ResponseId& id, const std::string& text,
-                     std::span<const int32_t> ids, std::span<const TokenLogprobs> entries,
-                     const std::string& finish_reason, bool first, const Tokenizer* tok,
-                     size_t& text_offset);
-// The chunk a stream with stream_options.include_usage ends with: no choices, the usage.
-nlohmann::json usage_chunk(const ApiRequest& r, const ResponseId& id, const GenerationOutput& out);
+// One streamed chunk of choice `index` (as parse_request ordered them): text and the tokens it
+// was made of (their ids, a nanoinfer extension, and with logprobs asked for, entries[i] scoring
+// ids[i], in the endpoint's form with text offsets from text_offset, which advances) or, with
+// finish_reason set, the choice's last chunk (the tokens no earlier chunk carried: an ending
+// EOS). A chat choice's first chunk carries the role.
+nlohmann::json chunk(const ApiRequest& r, const ResponseId& id, size_t index,
+                     const std::string& text, std::span<const int32_t> ids,
+                     std::span<const TokenLogprobs> entries, const std::string& finish_reason,
+                     bool first, const Tokenizer* tok, size_t& text_offset);
+// The chunk a stream with stream_options.include_usage ends with: no choices, the usage of all
+// its choices (as response()'s).
+nlohmann::json usage_chunk(std::span<const ApiRequest> reqs, const ResponseId& id,
+                           std::span<const GenerationOutput> outs);
 // {"error": {"message", "type", "code"}}.
 nlohmann::json error_body(const std::string& message, const std::string& type);
 

@@ -21,12 +21,18 @@ namespace nanoinfer::server {
 
 using nlohmann::json;
 
-// One request's channel between its HTTP thread and the engine thread.
+// The lock and wake-up that the choices of one HTTP request share: its thread waits on them
+// together (a stream of several choices writes whichever has tokens).
+struct Signal {
+  std::mutex m;
+  std::condition_variable cv;
+};
+
+// One choice's channel between its HTTP thread and the engine thread.
 struct Job {
   ApiRequest api;
   ResponseId id;
-  std::mutex m;
-  std::condition_variable cv;
+  std::shared_ptr<Signal> signal;
   struct Piece {
     std::string text;
     std::vector<int32_t> ids;
@@ -36,6 +42,8 @@ struct Job {
   size_t streamed = 0;       // bytes of text written (the output's text may hold more at the end)
   size_t streamed_ids = 0;   // tokens written (an ending EOS comes with the last chunk)
   size_t token_offset = 0;   // completions' logprobs: bytes of token text written
+  bool first_chunk = true;   // no chunk written yet (a chat choice's first carries the role)
+  bool ended = false;        // its last chunk is written
   bool accepted = false;     // the engine took it (its checks passed)
   bool finished = false;
   GenerationOutput out;
@@ -44,10 +52,10 @@ struct Job {
   std::atomic<bool> cancelled{false};
 
   void fail_with(const std::string& e, int http_status = 400) {
-    const std::lock_guard<std::mutex> lock(m);
+    const std::lock_guard<std::mutex> lock(signal->m);
     error = e;
     status = http_status;
-    cv.notify_all();
+    signal->cv.notify_all();
   }
 };
 
@@ -164,31 +172,33 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
                           std::chrono::duration_cast<std::chrono::seconds>(
                               std::chrono::system_clock::now().time_since_epoch())
                               .count()};
-      if (!choices.front().stream) {
-        // A job a choice (a prompt's n choices: the first computes the prompt, the others take
-        // its blocks).
-        std::vector<std::shared_ptr<Job>> jobs;
-        for (ApiRequest& c : choices) {
-          jobs.push_back(std::make_shared<Job>());
-          jobs.back()->api = std::move(c);
-          jobs.back()->id = id;
-        }
-        for (const auto& j : jobs) submit(j);
+      // A job a choice (a prompt's n choices: the first computes the prompt, the others take
+      // its blocks), all on one signal.
+      std::vector<std::shared_ptr<Job>> jobs;
+      const auto signal = std::make_shared<Signal>();
+      for (ApiRequest& c : choices) {
+        jobs.push_back(std::make_shared<Job>());
+        jobs.back()->api = std::move(c);
+        jobs.back()->id = id;
+        jobs.back()->signal = signal;
+      }
+      for (const auto& j : jobs) submit(j);
+      auto cancel_all = [jobs] {
+        for (const auto& j : jobs) j->cancelled = true;
+      };
+      if (!jobs.front()->api.stream) {
         // Waiting, the connection is looked at every 100 ms: a client that hung up stops its
         // requests.
         const int sock = connection_socket(req);
         std::vector<GenerationOutput> outs;
         std::vector<ApiRequest> reqs;
         for (const auto& j : jobs) {
-          std::unique_lock<std::mutex> lock(j->m);
-          while (!j->cv.wait_for(lock, std::chrono::milliseconds(100),
-                                 [&] { return j->finished || !j->error.empty(); }))
-            if (hung_up(sock)) {
-              for (const auto& other : jobs) other->cancelled = true;
-              return;
-            }
+          std::unique_lock<std::mutex> lock(signal->m);
+          while (!signal->cv.wait_for(lock, std::chrono::milliseconds(100),
+                                      [&] { return j->finished || !j->error.empty(); }))
+            if (hung_up(sock)) return cancel_all();
           if (!j->error.empty()) {
-            for (const auto& other : jobs) other->cancelled = true;
+            cancel_all();
             return reply_error(res, j->status, j->error, error_type(j->status));
           }
           outs.push_back(std::move(j->out));
@@ -197,57 +207,80 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
         res.set_content(response(reqs, id, outs, engine_.tokenizer()).dump(), "application/json");
         return;
       }
-      auto job = std::make_shared<Job>();  // streamed: one choice
-      job->api = std::move(choices.front());
-      job->id = id;
-      submit(job);
       // Streamed: the status goes with the first bytes, so the stream starts once the engine has
-      // taken the request; what it refuses (too long for the context or the cache) is a 400.
+      // taken every choice; what it refuses (too long for the context or the cache) is a 400.
       {
-        std::unique_lock<std::mutex> lock(job->m);
-        job->cv.wait(lock, [&] { return job->accepted || !job->error.empty(); });
-        if (!job->error.empty())
-          return reply_error(res, job->status, job->error, error_type(job->status));
+        std::unique_lock<std::mutex> lock(signal->m);
+        const Job* failed = nullptr;
+        signal->cv.wait(lock, [&] {
+          const auto f = std::find_if(jobs.begin(), jobs.end(),
+                                      [](const auto& j) { return !j->error.empty(); });
+          failed = f != jobs.end() ? f->get() : nullptr;
+          return failed != nullptr ||
+                 std::all_of(jobs.begin(), jobs.end(), [](const auto& j) { return j->accepted; });
+        });
+        if (failed != nullptr) {
+          cancel_all();
+          return reply_error(res, failed->status, failed->error, error_type(failed->status));
+        }
       }
       res.set_chunked_content_provider(
           "text/event-stream",
-          [job, tok = engine_.tokenizer(), first = true](size_t, httplib::DataSink& sink) mutable {
-            std::unique_lock<std::mutex> lock(job->m);
-            job->cv.wait(
-                lock, [&] { return !job->pieces.empty() || job->finished || !job->error.empty(); });
+          [jobs, signal, cancel_all, tok = engine_.tokenizer()](size_t, httplib::DataSink& sink) {
+            std::unique_lock<std::mutex> lock(signal->m);
+            signal->cv.wait(lock, [&] {
+              return std::any_of(jobs.begin(), jobs.end(), [](const auto& j) {
+                return !j->pieces.empty() || (j->finished && !j->ended) || !j->error.empty();
+              });
+            });
             std::string out;
-            if (!job->error.empty()) {  // (the engine failed, or the server is stopping)
-              out = sse(error_body(job->error, error_type(job->status)));
-            } else {
-              for (const Job::Piece& p : job->pieces) {
-                out += sse(chunk(job->api, job->id, p.text, p.ids, p.logprobs, "", first, tok,
-                                 job->token_offset));
-                job->streamed += p.text.size();
-                job->streamed_ids += p.ids.size();
-                first = false;
+            bool failed = false;
+            for (size_t i = 0; i < jobs.size() && !failed; ++i) {
+              Job& job = *jobs[i];
+              if (!job.error.empty()) {  // (the engine failed, or the server is stopping)
+                out += sse(error_body(job.error, error_type(job.status)));
+                failed = true;
+                break;
               }
-              job->pieces.clear();
-              // The last chunk: text the detokenizer held until the end, the tokens no piece
-              // carried (an EOS ends a request without a token callback), and why it ended.
-              if (job->finished) {
-                const GenerationOutput& o = job->out;
-                const size_t from = std::min(job->streamed_ids, o.token_ids.size());
+              for (const Job::Piece& p : job.pieces) {
+                out += sse(chunk(job.api, job.id, i, p.text, p.ids, p.logprobs, "", job.first_chunk,
+                                 tok, job.token_offset));
+                job.streamed += p.text.size();
+                job.streamed_ids += p.ids.size();
+                job.first_chunk = false;
+              }
+              job.pieces.clear();
+              // The choice's last chunk: text the detokenizer held until the end, the tokens no
+              // piece carried (an EOS ends a request without a token callback), and why it ended.
+              if (job.finished && !job.ended) {
+                const GenerationOutput& o = job.out;
+                const size_t from = std::min(job.streamed_ids, o.token_ids.size());
                 const std::span<const int32_t> rest(o.token_ids.begin() + from, o.token_ids.end());
                 // (no logprobs asked for: the list is empty, and so is its tail)
                 const auto rest_lp = std::span<const TokenLogprobs>(o.logprobs)
                                          .subspan(std::min(from, o.logprobs.size()));
                 out += sse(chunk(
-                    job->api, job->id,
-                    o.text.size() > job->streamed ? o.text.substr(job->streamed) : std::string(),
-                    rest, rest_lp, o.finish_reason, first, tok, job->token_offset));
+                    job.api, job.id, i,
+                    o.text.size() > job.streamed ? o.text.substr(job.streamed) : std::string(),
+                    rest, rest_lp, o.finish_reason, job.first_chunk, tok, job.token_offset));
+                job.ended = true;
               }
-              if (job->finished && job->api.stream_usage)
-                out += sse(usage_chunk(job->api, job->id, job->out));
             }
-            const bool end = job->finished || !job->error.empty();
+            const bool end = failed || std::all_of(jobs.begin(), jobs.end(),
+                                                   [](const auto& j) { return j->ended; });
+            if (end && !failed && jobs.front()->api.stream_usage) {
+              std::vector<ApiRequest> reqs;
+              std::vector<GenerationOutput> outs;
+              for (const auto& j : jobs) {
+                reqs.push_back(j->api);
+                outs.push_back(j->out);
+              }
+              out += sse(usage_chunk(reqs, jobs.front()->id, outs));
+            }
             lock.unlock();
+            if (failed) cancel_all();  // (one choice failed: the stream ends for all)
             if (!sink.write(out.data(), out.size())) {
-              job->cancelled = true;  // the client went away: stop generating for it
+              cancel_all();  // the client went away: stop generating for it
               return false;
             }
             if (end) {
@@ -257,8 +290,8 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
             }
             return true;
           },
-          [job](bool success) {
-            if (!success) job->cancelled = true;
+          [cancel_all](bool success) {
+            if (!success) cancel_all();
           });
     };
   };
@@ -357,26 +390,26 @@ void Server::engine_loop() {
                 piece.logprobs.push_back(so_far->logprobs.back());
               }
               {
-                const std::lock_guard<std::mutex> lock(job->m);
+                const std::lock_guard<std::mutex> lock(job->signal->m);
                 if (job->api.stream) job->pieces.push_back(std::move(piece));
-                job->cv.notify_all();
+                job->signal->cv.notify_all();
               }
               return !job->cancelled;
             },
             [this, job, &live](size_t id, GenerationOutput&& out) {
               if (job->cancelled) ++stopped_by_client_;
               {
-                const std::lock_guard<std::mutex> lock(job->m);
+                const std::lock_guard<std::mutex> lock(job->signal->m);
                 job->out = std::move(out);
                 job->finished = true;
-                job->cv.notify_all();
+                job->signal->cv.notify_all();
               }
               live.erase(id);
             });
         live.emplace(id, job);
-        const std::lock_guard<std::mutex> lock(job->m);
+        const std::lock_guard<std::mutex> lock(job->signal->m);
         job->accepted = true;
-        job->cv.notify_all();
+        job->signal->cv.notify_all();
       } catch (const Error& e) {
         job->fail_with(e.what());
       }

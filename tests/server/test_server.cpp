@@ -7,6 +7,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -82,13 +83,33 @@ class ServerTest : public ::testing::Test {
     return json::parse(r->body);
   }
   // Within 10 s the server counts one request stopped by its client, and it serves the next.
-  void expect_one_stopped_then_serving() const {
-    for (int i = 0; i < 200 && server_->stopped_by_client() == 0; ++i)
+  void expect_stopped_then_serving(uint64_t requests = 1) const {
+    for (int i = 0; i < 200 && server_->stopped_by_client() < requests; ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    EXPECT_EQ(server_->stopped_by_client(), 1U);
+    EXPECT_EQ(server_->stopped_by_client(), requests);
     EXPECT_EQ(
         post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}})["usage"]["completion_tokens"],
         2);
+  }
+  // Streams n choices of 200 tokens and hangs up after the first chunk.
+  void leave_a_stream(int n) const {
+    const json body = {{"prompt", "Stream and leave"},
+                       {"max_tokens", 200},
+                       {"temperature", 0},
+                       {"ignore_eos", true},
+                       {"n", n},
+                       {"stream", true}};
+    int chunks = 0;
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.body = body.dump();
+    req.set_header("Content-Type", "application/json");
+    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+      return ++chunks < 1;  // hang up after the first
+    };
+    httplib::Client c = client();
+    EXPECT_FALSE(c.send(req));  // the client cancelled
   }
   // What the engine gives the request alone.
   GenerationOutput alone(const std::vector<int32_t>& ids, int max_tokens) const {
@@ -117,15 +138,15 @@ TEST(OpenAiBodies, FinishReasons) {
     EXPECT_EQ(r["choices"][0]["finish_reason"], api);
     EXPECT_EQ(r["choices"][0]["message"]["content"], "Paris.");
     size_t offset = 0;
-    EXPECT_EQ(server::chunk(chat, {"chatcmpl-1", "m", 5}, "", {}, {}, ours, false, nullptr,
+    EXPECT_EQ(server::chunk(chat, {"chatcmpl-1", "m", 5}, 0, "", {}, {}, ours, false, nullptr,
                             offset)["choices"][0]["finish_reason"],
               api);
   }
   size_t offset = 0;
   const std::vector<int32_t> nine = {9};
-  EXPECT_EQ(server::chunk(chat, {"c", "m", 5}, "Hi", nine, {}, "", true, nullptr,
-                          offset)["choices"][0]["delta"],
-            (json{{"role", "assistant"}, {"content", "Hi"}}));
+  const json c = server::chunk(chat, {"c", "m", 5}, 3, "Hi", nine, {}, "", true, nullptr, offset);
+  EXPECT_EQ(c["choices"][0]["delta"], (json{{"role", "assistant"}, {"content", "Hi"}}));
+  EXPECT_EQ(c["choices"][0]["index"], 3);
 }
 
 TEST_F(ServerTest, ModelsAndHealth) {
@@ -364,45 +385,113 @@ TEST_F(ServerTest, SeveralPromptsGetTheirChoicesInOrder) {
   EXPECT_EQ(ids["usage"]["prompt_tokens"], 5);
 }
 
-TEST_F(ServerTest, StreamAddsUpToTheWholeResponse) {
-  const json body = {
-      {"prompt", "Once upon a time"}, {"max_tokens", 10}, {"temperature", 0}, {"ignore_eos", true}};
-  const json whole = post("/v1/completions", body);
-  json streamed = body;
-  streamed["stream"] = true;
-  streamed["stream_options"] = {{"include_usage", true}};
-  const httplib::Result r = client().Post("/v1/completions", streamed.dump(), "application/json");
-  ASSERT_TRUE(r);
-  EXPECT_EQ(r->status, 200);
-  EXPECT_EQ(r->get_header_value("Content-Type"), "text/event-stream");
-  std::string text;
-  std::vector<int32_t> ids;
-  std::string finish;
+// A stream's chunks, choice by choice (their index): text, token ids, the finish reason (once),
+// how many chunks carried the chat role and whether the first did; the usage chunk (last), and
+// whether [DONE] ended it.
+struct Streamed {
+  struct Choice {
+    std::string text;
+    std::vector<int32_t> ids;
+    std::string finish;
+    int finishes = 0, roles = 0, chunks = 0;
+    bool role_first = false;
+  };
+  std::map<size_t, Choice> choices;
   json usage;
   bool done = false;
-  std::istringstream events(r->body);
+};
+Streamed read_stream(const std::string& body, bool chat) {
+  Streamed out;
+  std::istringstream events(body);
   for (std::string line; std::getline(events, line);) {
     if (line.rfind("data: ", 0) != 0) continue;
     const std::string data = line.substr(6);
+    EXPECT_FALSE(out.done) << "an event after [DONE]: " << data;
     if (data == "[DONE]") {
-      done = true;
+      out.done = true;
       continue;
     }
     const json c = json::parse(data);
-    EXPECT_TRUE(usage.is_null()) << "a chunk after the usage: " << data;
+    EXPECT_TRUE(out.usage.is_null()) << "a chunk after the usage: " << data;
     if (c["choices"].empty()) {  // stream_options.include_usage: the usage comes last
-      usage = c["usage"];
+      out.usage = c["usage"];
       continue;
     }
-    text += c["choices"][0]["text"].get<std::string>();
-    for (const auto& t : c["choices"][0]["token_ids"]) ids.push_back(t);
-    if (!c["choices"][0]["finish_reason"].is_null()) finish = c["choices"][0]["finish_reason"];
+    EXPECT_EQ(c["choices"].size(), 1U) << data;
+    const json& ch = c["choices"][0];
+    Streamed::Choice& got = out.choices[ch["index"].get<size_t>()];
+    EXPECT_EQ(got.finishes, 0) << "a chunk after the choice's last: " << data;
+    if (chat) {
+      const bool role = ch["delta"].contains("role");
+      got.roles += role ? 1 : 0;
+      if (got.chunks == 0) got.role_first = role;
+      got.text += ch["delta"].value("content", "");
+    } else {
+      got.text += ch["text"].get<std::string>();
+    }
+    ++got.chunks;
+    for (const auto& t : ch["token_ids"]) got.ids.push_back(t);
+    if (!ch["finish_reason"].is_null()) {
+      got.finish = ch["finish_reason"];
+      ++got.finishes;
+    }
   }
-  EXPECT_TRUE(done);
-  EXPECT_EQ(usage, whole["usage"]);
-  EXPECT_EQ(text, whole["choices"][0]["text"]);
-  EXPECT_EQ(ids, whole["choices"][0]["token_ids"].get<std::vector<int32_t>>());
-  EXPECT_EQ(finish, "length");
+  return out;
+}
+
+// A stream of one choice or of several (n, several prompts; their chunks interleaved, each with
+// its index) adds up, choice by choice, to the whole response of the same body (the same seeds),
+// with the same token counts.
+TEST_F(ServerTest, StreamAddsUpToTheWholeResponse) {
+  const json sampled = {{"temperature", 0.9}, {"ignore_eos", true}};
+  const std::vector<std::pair<std::string, json>> cases = {
+      {"/v1/completions",
+       {{"prompt", "Once upon a time"},
+        {"max_tokens", 10},
+        {"temperature", 0},
+        {"ignore_eos", true}}},
+      {"/v1/completions",
+       {{"prompt", "Once upon a time"}, {"max_tokens", 8}, {"n", 3}, {"seed", 40}}},
+      {"/v1/completions",
+       {{"prompt", {"Once upon a time", "The capital of France is"}},
+        {"max_tokens", 5},
+        {"n", 2},
+        {"seed", 7}}},
+      {"/v1/chat/completions",
+       {{"messages", {{{"role", "user"}, {"content", "Hi"}}}},
+        {"max_tokens", 6},
+        {"n", 2},
+        {"seed", 3}}},
+  };
+  for (auto [path, body] : cases) {
+    if (body.contains("n")) body.update(sampled);
+    const bool chat = path == "/v1/chat/completions";
+    const json whole = post(path, body);
+    json streamed = body;
+    streamed["stream"] = true;
+    streamed["stream_options"] = {{"include_usage", true}};
+    const httplib::Result r = client().Post(path, streamed.dump(), "application/json");
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    EXPECT_EQ(r->get_header_value("Content-Type"), "text/event-stream");
+    const Streamed got = read_stream(r->body, chat);
+    EXPECT_TRUE(got.done) << body;
+    // (the cached tokens aside: the stream's prompt finds the blocks the whole response filled)
+    for (const char* k : {"prompt_tokens", "completion_tokens", "total_tokens"})
+      EXPECT_EQ(got.usage[k], whole["usage"][k]) << body << " " << k;
+    ASSERT_EQ(got.choices.size(), whole["choices"].size()) << body;
+    for (const auto& [i, c] : got.choices) {
+      const json& w = whole["choices"].at(i);
+      EXPECT_EQ(c.text, chat ? w["message"]["content"] : w["text"]) << body << " choice " << i;
+      EXPECT_EQ(c.ids, w["token_ids"].get<std::vector<int32_t>>()) << body << " choice " << i;
+      EXPECT_EQ(c.finishes, 1) << body << " choice " << i;
+      EXPECT_EQ(c.finish, w["finish_reason"]) << body << " choice " << i;
+      if (chat) {
+        EXPECT_EQ(c.roles, 1) << body << " choice " << i;
+        EXPECT_TRUE(c.role_first) << body << " choice " << i;
+      }
+    }
+  }
 }
 
 // logprobs in streams: the chunks' entries, one list after another, are the whole response's in
@@ -548,23 +637,14 @@ TEST_F(ServerTest, ConcurrentRequestsEachGetTheirOwnTokens) {
 // A streaming client that hangs up after its first chunk: the server notices at its next write
 // and stops the request (it would have run 200 tokens), and goes on serving.
 TEST_F(ServerTest, AClientThatGoesAwayStopsItsRequest) {
-  const json body = {{"prompt", "Stream and leave"},
-                     {"max_tokens", 200},
-                     {"temperature", 0},
-                     {"ignore_eos", true},
-                     {"stream", true}};
-  int chunks = 0;
-  httplib::Request req;
-  req.method = "POST";
-  req.path = "/v1/completions";
-  req.body = body.dump();
-  req.set_header("Content-Type", "application/json");
-  req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
-    return ++chunks < 1;  // hang up after the first
-  };
-  httplib::Client c = client();
-  EXPECT_FALSE(c.send(req));  // the client cancelled
-  expect_one_stopped_then_serving();
+  leave_a_stream(1);
+  expect_stopped_then_serving();
+}
+
+// ... and every choice of a stream of several.
+TEST_F(ServerTest, AClientThatGoesAwayStopsEveryChoiceOfItsStream) {
+  leave_a_stream(3);
+  expect_stopped_then_serving(3);
 }
 
 // A client that hangs up while its whole (not streamed) response is computed stops its request
@@ -584,7 +664,7 @@ TEST_F(ServerTest, AClientThatGoesAwayStopsItsWholeResponse) {
     const httplib::Result r = c.Post("/v1/completions", body.dump(), "application/json");
     EXPECT_FALSE(r) << r->status << " " << r->body;
   }  // (the socket closes)
-  expect_one_stopped_then_serving();
+  expect_stopped_then_serving();
 }
 
 // A request still running when the server stops gets a 503.
@@ -655,8 +735,6 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
   };
   EXPECT_NE(message({{"prompt", "x"}, {"n", 0}}).find("'n' must be an integer in [1, 16], got 0"),
             std::string::npos);
-  EXPECT_NE(message({{"prompt", "x"}, {"n", 2}, {"stream", true}}).find("not supported in streams"),
-            std::string::npos);
   EXPECT_NE(message({{"max_tokens", 3}}).find("'prompt' is required"), std::string::npos);
   EXPECT_NE(message({{"prompt", {1, 99999}}}).find("outside the vocabulary"), std::string::npos);
   EXPECT_NE(message({{"prompt", "x"}, {"temperature", "hot"}}).find("'temperature'"),
@@ -677,9 +755,6 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
   EXPECT_NE(message({{"prompt", "x"}, {"logit_bias", {{"99999", 3}}}}).find("outside the vocab"),
             std::string::npos);
   EXPECT_NE(message({{"prompt", "x"}, {"logit_bias", {{"5", 300}}}}).find("[-100, 100]"),
-            std::string::npos);
-  EXPECT_NE(message({{"prompt", {"a", "b"}}, {"stream", true}})
-                .find("several prompts are not supported in streams"),
             std::string::npos);
   EXPECT_NE(message({{"prompt", json::array({"a", json::array({1, 2})})}})
                 .find("texts only or lists of token ids only"),
