@@ -2,9 +2,12 @@
 // random token ids (seeded, a new draw each run) with EOS ignored, so every run computes the
 // same number of tokens; prints prefill and decode speed per run and their median (one JSON
 // object with --json). The engine's one-time costs are taken at load (its warm-up), not in a run.
+#include <omp.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <random>
 #include <string>
@@ -85,6 +88,12 @@ void run_bench(const BenchArgs& a) {
   };
   const std::string model =
       a.engine.random_weights ? "random weights of " + a.engine.config : a.engine.model;
+  // The CPU's threads and how its idle ones wait (main.cpp), which decide its numbers where the
+  // cores are shared.
+  std::string omp_wait = "libgomp's default spin";
+  for (const char* var : {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"})
+    if (const char* v = std::getenv(var)) omp_wait = std::string(var) + "=" + v;
+  const std::string cpu_setup = std::to_string(omp_get_max_threads()) + " threads, " + omp_wait;
   if (a.json) {
     nlohmann::json runs = nlohmann::json::array();
     for (const RunResult& r : results)
@@ -95,6 +104,8 @@ void run_bench(const BenchArgs& a) {
     const nlohmann::json j = {{"model", model},
                               {"backend", a.engine.backend},
                               {"dtype", a.engine.backend == "cuda" ? a.engine.dtype : "f32"},
+                              {"cpu_threads", omp_get_max_threads()},
+                              {"omp_wait", omp_wait},
                               {"batch", a.batch},
                               {"prompt_tokens", a.prompt_tokens},
                               {"new_tokens", a.new_tokens},
@@ -115,10 +126,10 @@ void run_bench(const BenchArgs& a) {
       "  decode   %.1f tokens/s  (weights read at %.1f GB/s)\n"
       "  load     %.2f s  (%.1f MB of weights)\n",
       model.c_str(), a.engine.backend.c_str(),
-      a.engine.backend == "cuda" ? (" " + a.engine.dtype).c_str() : "", a.batch, a.prompt_tokens,
-      a.new_tokens, a.runs, med(&RunResult::prefill_ms), med(&RunResult::prefill_tps),
-      med(&RunResult::decode_tps), med(&RunResult::weights_gbps), engine.load_seconds(),
-      static_cast<double>(engine.weight_bytes()) / 1e6);
+      (a.engine.backend == "cuda" ? " " + a.engine.dtype : " (" + cpu_setup + ")").c_str(), a.batch,
+      a.prompt_tokens, a.new_tokens, a.runs, med(&RunResult::prefill_ms),
+      med(&RunResult::prefill_tps), med(&RunResult::decode_tps), med(&RunResult::weights_gbps),
+      engine.load_seconds(), static_cast<double>(engine.weight_bytes()) / 1e6);
 }
 
 }  // namespace

@@ -2,7 +2,6 @@
 // tokenizer of a model (GGUF metadata or HF tokenizer.json), without loading weights.
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -13,6 +12,7 @@
 #include "nanoinfer/engine.h"
 #include "nanoinfer/tokenizer.h"
 #include "util/error.h"
+#include "util/json_file.h"
 
 namespace nanoinfer::cli {
 namespace {
@@ -67,12 +67,12 @@ void run_tokenize(const TokenizeArgs& a) {
 }  // namespace
 
 std::string read_file(const std::string& path, const std::string& what) {
-  const bool directory = std::filesystem::is_directory(path);
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  if (!directory && in) ss << in.rdbuf();
-  if (directory || !in) fail(path + ": cannot read " + what + (directory ? " (a directory)" : ""));
-  return ss.str();
+  try {
+    return read_file_bytes(path);
+  } catch (const Error&) {  // (the CLI's message names what the file was for)
+    fail(path + ": cannot read " + what +
+         (std::filesystem::is_directory(path) ? " (a directory)" : ""));
+  }
 }
 
 std::vector<int32_t> parse_ids(const std::string& list, const std::string& flag) {

@@ -1,7 +1,11 @@
 // The flags of the engine's options and of sampling that several commands take.
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <exception>
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -39,6 +43,35 @@ void check_positions(const EngineOptions& e,
            std::to_string(most) + " positions");
 }
 
+namespace {
+
+// libgomp's idle threads spin 300,000 times (about a millisecond) for the next parallel region
+// before they sleep. On an idle machine that makes a decode step's hundreds of small regions
+// cheap; where the cores are shared (another process, a compile, ctest -j) the spinning threads
+// take the time the working ones need: the default model's decode fell from 72 to 2-18 tokens/s
+// under two busy loops on 2 cores, against 30-33 with a spin of 1,000, which costs ~3 % on the
+// idle machine (docs/notes.md). libgomp reads GOMP_SPINCOUNT once, before main(), so a command
+// that runs the CPU backend starts again with it, unless the user chose GOMP_SPINCOUNT or
+// OMP_WAIT_POLICY: the same pid, arguments and environment otherwise, before anything ran (about
+// as long as the program's start, ~70 ms where the CUDA libraries load). Returns where exec
+// failed (libgomp's default then) or was not needed.
+void restart_with_short_omp_spin() {
+  if (std::getenv("GOMP_SPINCOUNT") != nullptr || std::getenv("OMP_WAIT_POLICY") != nullptr) return;
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> args;
+  for (std::string arg; std::getline(in, arg, '\0');) args.push_back(arg);
+  if (args.empty()) return;
+  std::vector<char*> argv;
+  argv.reserve(args.size() + 1);
+  for (std::string& arg : args) argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  if (setenv("GOMP_SPINCOUNT", "1000", 1) != 0) return;
+  execv("/proc/self/exe", argv.data());
+  unsetenv("GOMP_SPINCOUNT");  // not in effect: nothing should say it is
+}
+
+}  // namespace
+
 void add_engine_flags(CLI::App& cmd, EngineOptions& e, const std::string& cache_help) {
   cmd.add_option("--model", e.model,
                  "HF directory, .gguf file or 'default' (with --random-weights: its tokenizer)");
@@ -72,6 +105,7 @@ void add_engine_flags(CLI::App& cmd, EngineOptions& e, const std::string& cache_
   // changing nothing in silence.
   cmd.parse_complete_callback([&cmd, &e] {
     if (e.backend == "cuda") return;
+    restart_with_short_omp_spin();
     std::string named;
     for (const char* flag : {"--dtype", "--no-graph", "--keep-blocks", "--no-warmup"})
       if (cmd.count(flag) > 0) named += std::string(named.empty() ? "" : " ") + flag;

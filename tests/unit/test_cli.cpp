@@ -159,6 +159,38 @@ INSTANTIATE_TEST_SUITE_P(
                 "cannot read --text-file (a directory)"}),
     [](const auto& info) { return std::string(info.param.name); });
 
+// A command that runs the CPU backend starts again with GOMP_SPINCOUNT=1000 where the user set
+// neither GOMP_SPINCOUNT nor OMP_WAIT_POLICY (engine_flags.cpp), and only then: libgomp's own
+// report of its settings (OMP_DISPLAY_ENV) comes once per start, the last one holding the value
+// in effect; the command's output comes once.
+TEST(Cli, CpuCommandsRunWithAShortOpenMpSpin) {
+  auto spins = [](const CliRun& r) {
+    std::vector<std::string> got;
+    const std::string key = "GOMP_SPINCOUNT = '";
+    for (size_t at = r.err.find(key); at != std::string::npos; at = r.err.find(key, at + 1))
+      got.push_back(
+          r.err.substr(at + key.size(), r.err.find('\'', at + key.size()) - at - key.size()));
+    return got;
+  };
+  const std::string show = "export OMP_DISPLAY_ENV=verbose; unset GOMP_SPINCOUNT OMP_WAIT_POLICY; ";
+  const std::string gen = "generate --model " + kTiny + " --prompt-ids 1,2 --max-new-tokens 3";
+  const CliRun plain = run_cli(gen, "", show);
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  EXPECT_EQ(spins(plain), (std::vector<std::string>{"300000", "1000"})) << plain.err;
+  EXPECT_EQ(run_cli(gen).out, plain.out);  // the same tokens, printed once
+  const CliRun chosen = run_cli(gen, "", show + "export GOMP_SPINCOUNT=5; ");
+  EXPECT_EQ(spins(chosen), (std::vector<std::string>{"5"})) << chosen.err;
+  const CliRun policy = run_cli(gen, "", show + "export OMP_WAIT_POLICY=active; ");
+  EXPECT_EQ(spins(policy).size(), 1U) << policy.err;
+  // No CPU backend: no second start.
+  const CliRun cuda = run_cli(gen + " --backend cuda", "", show);
+  EXPECT_EQ(spins(cuda), (std::vector<std::string>{"300000"})) << cuda.err;
+  const CliRun tokenize = run_cli(
+      "tokenize --tokenizer " + test::data_path("tokenizer/smollm2/tokenizer.json") + " --text hi",
+      "", show);
+  EXPECT_EQ(spins(tokenize), (std::vector<std::string>{"300000"})) << tokenize.err;
+}
+
 // HF's decode of the golden ids, and of no ids at all (empty text, not an encoding of "").
 TEST(Cli, TokenizeDecodesIdsAndTheEmptyList) {
   std::ifstream in(test::data_path("tokenizer/golden_smollm2.json"));
