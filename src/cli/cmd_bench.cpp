@@ -88,11 +88,13 @@ void run_bench(const BenchArgs& a) {
   };
   const std::string model =
       a.engine.random_weights ? "random weights of " + a.engine.config : a.engine.model;
-  // The CPU's threads and how its idle ones wait (main.cpp), which decide its numbers where the
-  // cores are shared.
-  std::string omp_wait = "libgomp's default spin";
+  // The CPU's threads and how its idle ones wait (engine_flags.cpp), which decide its numbers
+  // where the cores are shared.
+  std::string omp_wait;
   for (const char* var : {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"})
-    if (const char* v = std::getenv(var)) omp_wait = std::string(var) + "=" + v;
+    if (const char* v = std::getenv(var))
+      omp_wait += (omp_wait.empty() ? "" : " ") + std::string(var) + "=" + v;
+  if (omp_wait.empty()) omp_wait = "libgomp's default spin";
   const std::string cpu_setup = std::to_string(omp_get_max_threads()) + " threads, " + omp_wait;
   if (a.json) {
     nlohmann::json runs = nlohmann::json::array();

@@ -267,6 +267,7 @@ Engine::~Engine() = default;
 const GenerationStats& Engine::last_stats() const {
   return impl_->stats;
 }
+
 ModelConfig read_model_config(const EngineOptions& options) {
   return options.random_weights ? parse_hf_config(options.config)
                                 : load_model_config(resolve_model(options.model));

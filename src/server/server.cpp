@@ -235,7 +235,7 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
             });
             std::string out;
             bool failed = false;
-            for (size_t i = 0; i < jobs.size() && !failed; ++i) {
+            for (size_t i = 0; i < jobs.size(); ++i) {
               Job& job = *jobs[i];
               if (!job.error.empty()) {  // (the engine failed, or the server is stopping)
                 out += sse(error_body(job.error, error_type(job.status)));
