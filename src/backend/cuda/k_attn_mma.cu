@@ -832,15 +832,16 @@ int best_splits(int pairs, int resident, int max_splits) {
 }
 
 // One block per (split, kv head, sequence); the split count is best_splits' for the blocks an SM
-// holds.
-template <auto kKernel, int kBlockThreads, size_t kSmem>
+// holds, on all SMs or (kSpareSms) all but a seventh of them.
+template <auto kKernel, int kBlockThreads, size_t kSmem, bool kSpareSms = false>
 void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, cudaStream_t s) {
   static const int resident = [] {
     allow_dynamic_smem(kKernel, kSmem);
     int per_sm = 0;
     NI_CUDA_CHECK(
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kKernel, kBlockThreads, kSmem));
-    return device_limits().sms * std::max(1, per_sm);
+    const int sms = device_limits().sms;
+    return (kSpareSms ? sms - sms / 7 : sms) * std::max(1, per_sm);
   }();
   const int splits = best_splits(a.seqs * a.kv_heads, resident, max_splits);
   launch_pdl(kKernel, dim3(splits, a.kv_heads, a.seqs), dim3(kBlockThreads), kSmem, s, a,
@@ -861,6 +862,13 @@ constexpr size_t decode_smem() {
 // copying-warp kernel for every batch: B=8 4k 71 % of copy against 78 %, B=32 16k 79 % against
 // 89 %; pre-RoPE keys B=8 4k 48 % against 66 %, B=32 16k 51 % against 76 %).
 constexpr int kFewPairs = 16;
+// The copying-warp kernel (one block an SM) leaves a seventh of the SMs free where its keys are
+// stored rotated: there the next call's blocks, launched early (PDL), start copying while this
+// call's blocks attend and merge. H100, 2026-12-05, 8B shapes: B=1 4k 10.3 -> 8.9 us (16 -> 14
+// splits; 13 used at 4k: 104 blocks), 16k 27.8 -> 26.5; B=2 4k 15.8 -> 14.4 (8 -> 7 splits).
+// Fewer blocks are slower again: at 16k each SM's copy rate bounds them (B=1, 8 splits: 34.3
+// us). Pre-RoPE keys are rotated by the copying warps, and there all the SMs do better (B=1
+// 16k: 34.7 us with 16 splits, 39.1 with 14).
 
 template <int D, bool kRotate>
 void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, cudaStream_t s) {
@@ -869,7 +877,7 @@ void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, 
                                                                             counters, s);
   else
     launch_decode<decode_copier_kernel<D, kRotate>, kThreads + 32 * kCopyWarps,
-                  decode_smem<D, kCopyStages>()>(a, max_splits, ws, counters, s);
+                  decode_smem<D, kCopyStages>(), !kRotate>(a, max_splits, ws, counters, s);
 }
 
 bool supported(const AttnArgs& a) {
