@@ -233,18 +233,10 @@ void add_generate_command(CLI::App& app) {
   add_engine_flags(*cmd, a->engine,
                    "KV cache slots (0 = room for every prompt at once; fewer: prompts wait for "
                    "room, continuous batching)");
-  cmd->add_option("--rope-cache", a->engine.rope_cache, "post | pre: when keys are rotated")
-      ->check(CLI::IsMember({"post", "pre"}));
+  add_cache_policy_flags(*cmd, a->engine);
   cmd->add_flag("--no-rope", a->engine.no_rope, "ablation: run without rotary embeddings");
   cmd->add_flag("--profile", a->engine.profile,
                 "print the time of each op kind, prefill and decode apart");
-  cmd->add_option(
-      "--sink-tokens", a->engine.sink_tokens,
-      "StreamingLLM cache: keep this many first tokens (with --window, --rope-cache pre)");
-  cmd->add_option(
-         "--window", a->engine.window,
-         "StreamingLLM cache: recent tokens kept (with --sink-tokens, 0 for a window alone)")
-      ->check(whole_number(1));
   cmd->callback([a, cmd, text, file, ids] {
     for (const CLI::Option* o : cmd->parse_order()) {
       if (o == text) a->order += 't';

@@ -84,6 +84,7 @@ void add_serve_command(CLI::App& app) {
                   "requests served at once, one HTTP thread each (default 512)")
       ->check(whole_number(1, 65536));
   add_engine_flags(*cmd, a->engine, "KV cache slots shared by the requests (0 = 16 full contexts)");
+  add_cache_policy_flags(*cmd, a->engine);
   cmd->callback([a] { run_serve(*a); });
 }
 

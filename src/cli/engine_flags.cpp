@@ -72,6 +72,18 @@ void restart_with_short_omp_spin() {
 
 }  // namespace
 
+void add_cache_policy_flags(CLI::App& cmd, EngineOptions& e) {
+  cmd.add_option("--rope-cache", e.rope_cache, "post | pre: when keys are rotated")
+      ->check(CLI::IsMember({"post", "pre"}));
+  cmd.add_option(
+      "--sink-tokens", e.sink_tokens,
+      "StreamingLLM cache: keep this many first tokens (with --window, --rope-cache pre)");
+  cmd.add_option(
+         "--window", e.window,
+         "StreamingLLM cache: recent tokens kept (with --sink-tokens, 0 for a window alone)")
+      ->check(whole_number(1));
+}
+
 void add_engine_flags(CLI::App& cmd, EngineOptions& e, const std::string& cache_help) {
   cmd.add_option("--model", e.model,
                  "HF directory, .gguf file or 'default' (with --random-weights: its tokenizer)");

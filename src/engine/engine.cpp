@@ -12,6 +12,7 @@
 #include "engine/requests.h"
 #include "engine/run.h"
 #include "engine/step_message.h"
+#include "kv/kv_cache.h"
 #include "loader/model_loader.h"
 #include "model/llama.h"
 #include "nanoinfer/tokenizer.h"
@@ -131,6 +132,13 @@ void EngineOptions::validate() const {
   at_least("max_step_tokens", max_step_tokens, 0);
   at_least("sink_tokens", sink_tokens, -1);
   at_least("window", window, 0);
+  // A cache policy that no cache takes fails here, not at the first request (a server would
+  // otherwise start and refuse every one).
+  KvCacheOptions kv;
+  kv.rope = rope_cache;
+  kv.sink_tokens = sink_tokens;
+  kv.window = window;
+  make_cache_policy(kv);
   if (random_weights && config.empty())
     fail("--random-weights needs --config FILE (a HF config.json)");
 }

@@ -15,26 +15,34 @@ std::unique_ptr<RopePolicy> make_rope_policy(const std::string& name) {
   fail("unknown RoPE cache policy '" + name + "' (expected 'post' or 'pre')");
 }
 
-KvCache::KvCache(Backend& backend, const ModelConfig& config, const KvCacheOptions& options)
-    : backend_(backend), asked_(options), options_(options), rope_(make_rope_policy(options.rope)) {
-  if (options_.block_size <= 0 || options_.num_blocks <= 0)
-    fail("KV cache needs a positive block size and block count");
-  if (options_.sink_tokens >= 0) {
-    if (options_.window <= 0) fail("a sink cache needs a window of at least one token");
-    if (options_.rope != "pre")
+std::unique_ptr<CachePolicy> make_cache_policy(const KvCacheOptions& o) {
+  if (o.sink_tokens >= 0) {
+    if (o.window <= 0) fail("a sink cache needs a window of at least one token");
+    if (o.rope != "pre")
       fail(
           "a sink cache renumbers positions after eviction, so keys must be rotated on read: "
           "use the pre-RoPE cache");
+    return std::make_unique<SinkCache>(o.sink_tokens, o.window);
+  }
+  if (o.window > 0)
+    fail(
+        "a window of recent tokens is kept only by the sink cache: give it sink tokens (0 for "
+        "the window alone) and the pre-RoPE cache; without it every token is kept");
+  return std::make_unique<FullCache>();
+}
+
+KvCache::KvCache(Backend& backend, const ModelConfig& config, const KvCacheOptions& options)
+    : backend_(backend),
+      asked_(options),
+      options_(options),
+      rope_(make_rope_policy(options.rope)),
+      policy_(make_cache_policy(options)) {
+  if (options_.block_size <= 0 || options_.num_blocks <= 0)
+    fail("KV cache needs a positive block size and block count");
+  if (options_.sink_tokens >= 0) {
     // Entries are dropped one at a time from the middle of a sequence: one slot per block.
     options_.num_blocks *= options_.block_size;
     options_.block_size = 1;
-    policy_ = std::make_unique<SinkCache>(options_.sink_tokens, options_.window);
-  } else {
-    if (options_.window > 0)
-      fail(
-          "a window of recent tokens is kept only by the sink cache: give it sink tokens (0 for "
-          "the window alone) and the pre-RoPE cache; without it every token is kept");
-    policy_ = std::make_unique<FullCache>();
   }
   const int64_t slots = capacity_slots();
   Tensor slot_pos = backend_.alloc({slots}, DType::I32);

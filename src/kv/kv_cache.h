@@ -26,6 +26,11 @@ struct KvCacheOptions {
   int window = 0;
 };
 
+// The cache policy the options ask for: a sink cache (sink_tokens >= 0) or the full cache. Fails
+// on options that no policy takes (a sink cache without a window or over keys rotated as they are
+// stored; a window without sink tokens), so that an engine can refuse them before any request.
+std::unique_ptr<CachePolicy> make_cache_policy(const KvCacheOptions& o);
+
 // Where the new tokens of one sequence go, as the batch builder needs it.
 struct Placement {
   std::vector<int32_t> slots, q_index, positions;

@@ -190,6 +190,34 @@ TEST_F(ServerTest, CompletionIsTheEnginesOutput) {
   EXPECT_EQ(by_ids["choices"][0]["token_ids"], r["choices"][0]["token_ids"]);
 }
 
+// A server over a StreamingLLM sink cache (keys rotated as they are read) serves a request past
+// its context of 64 positions, with the tokens an engine of the same cache gives it alone; a
+// prompt longer than the window gets a 400 that says so.
+TEST_F(ServerTest, ASinkCacheServesPastTheContext) {
+  EngineOptions o = model_options();
+  o.rope_cache = "pre";
+  o.sink_tokens = 4;
+  o.window = 60;
+  o.max_context = 64;
+  start(o, server::Server::kHttpThreads);
+  const std::vector<int32_t> ids = {5, 6, 7, 8, 9, 10};
+  const json r =
+      post("/v1/completions",
+           {{"prompt", ids}, {"max_tokens", 100}, {"temperature", 0}, {"ignore_eos", true}});
+  EXPECT_EQ(r["usage"]["completion_tokens"], 100);
+  GenerationRequest want{ids, {}};
+  want.params.max_new_tokens = 100;
+  want.params.ignore_eos = true;
+  EXPECT_EQ(r["choices"][0]["token_ids"].get<std::vector<int32_t>>(),
+            Engine(o).generate({want})[0].token_ids);
+  const std::vector<int32_t> too_long(61, 7);
+  EXPECT_NE(
+      post("/v1/completions", {{"prompt", too_long}, {"max_tokens", 4}}, 400)["error"]["message"]
+          .get<std::string>()
+          .find("does not fit the sink(4+60) cache"),
+      std::string::npos);
+}
+
 // A request that starts with an earlier one's prompt and reply (a conversation's next turn) takes
 // their whole blocks from the cache, and its usage says how many prompt tokens that was.
 TEST_F(ServerTest, UsageCountsThePromptTokensTakenFromTheCache) {

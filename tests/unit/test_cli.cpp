@@ -137,6 +137,10 @@ INSTANTIATE_TEST_SUITE_P(
                 "--max-context 2000000000 exceeds the model's 256 positions"},
         BadArgs{"serve_beyond_positions", "serve --model " + kTiny + " --port 0 --max-context 300",
                 "--max-context 300 exceeds the model's 256 positions"},
+        // serve takes the sink cache's flags, and the cache's own checks.
+        BadArgs{"serve_sink_cache_post_rope",
+                "serve --model " + kTiny + " --port 0 --sink-tokens 4 --window 60",
+                "keys must be rotated on read: use the pre-RoPE cache"},
         BadArgs{"chat_beyond_positions", "chat --model " + kTiny + " --max-context 300",
                 "--max-context 300 exceeds the model's 256 positions"},
         BadArgs{"bench_beyond_positions", "bench --model " + kTiny + " --max-context 300",
