@@ -133,6 +133,11 @@ INSTANTIATE_TEST_SUITE_P(
                                          AttnCase{{7300}, 8, 8, 64, 16, "post", 2},
                                          AttnCase{{7300}, 8, 8, 64, 12, "pre", 2},
                                          AttnCase{{3700, 3650}, 16, 8, 64, 16, "post", 2},
+                                         // post-RoPE keys in blocks of a multiple of 16:
+                                         // the tiles staged by tensor memory access (48
+                                         // rows: a block's boxes start inside it)
+                                         AttnCase{{7300, 90}, 16, 8, 128, 48, "post", 2},
+                                         AttnCase{{1500}, 8, 2, 128, 32, "post", 2},
                                          // one kv head: the most splits (128) per context
                                          AttnCase{{4000}, 4, 1, 128, 16, "post", 2},
                                          AttnCase{{20, 6}, 8, 1, 96, 16, "post", 1, true},

@@ -784,6 +784,7 @@ void CudaBackend::attention(const Tensor& qkv, int heads, int kv_heads, const De
   a.out = out.data();
   a.k_cache = layer.k.data();
   a.v_cache = layer.v.data();
+  a.cache_slots = layer.slot_pos.numel();
   a.slot_pos = layer.slot_pos.as<const int32_t>();
   a.cos_sin = rope_.as<const float>();
   a.heads = heads;

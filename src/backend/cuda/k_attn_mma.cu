@@ -1,9 +1,10 @@
 // Attention on the tensor cores for bf16 caches with head_dim 64 or 128, flash-attention-2 style
-// (mma.sync m16n8k16, scores and probabilities never leave registers). Both kernels stage the cache
-// through the block table into shared memory with cp.async, 64 entries a tile (prefill: the next
-// tile in flight while one is used; decode: one tile in shared memory at a time, the SM's other
-// blocks computing while its copies land, or, when the call has few sequences, six tiles filled
-// by four warps that only copy), and a warp keeps
+// (mma.sync m16n8k16, scores and probabilities never leave registers). The kernels stage the
+// cache through the block table into shared memory with cp.async, 64 entries a tile (prefill: the
+// next tile in flight while one is used; decode: one tile in shared memory at a time, the SM's
+// other blocks computing while its copies land, or, when the call has few sequences, six tiles
+// filled by four warps that only copy, or by one warp's tensor memory access boxes where the keys
+// are stored rotated and blocks hold a multiple of 16 entries), and a warp keeps
 // an online softmax over 16 query rows: S = Q K^T into C fragments, the row max and sum over the
 // four lanes that share a row, P re-packed as the A operand of P V. A row is one (token, query
 // head) pair of a kv head's group, so the group's heads share each K/V tile: prefill packs 64 rows
@@ -11,8 +12,12 @@
 // (padded) and the four warps split the tile's entries instead. Decode also splits every context
 // over blocks; each block merges its warps, writes its partial (max, sum, output) and the last
 // block of a (sequence, kv head) to finish merges all the splits, so there is no second kernel.
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
 #include <algorithm>
 #include <climits>
+#include <optional>
 
 #include "backend/cuda/attn_common.cuh"
 #include "backend/cuda/cuda_check.h"
@@ -57,15 +62,27 @@ struct Layout {
   }
 };
 
+// Element (row, col) of a staged K or V tile: rows of Layout<D>::kStride bf16, or (kSwizzled: the
+// tiles that tensor memory access stages) D / 64 blocks of 64 rows x 128 bytes, a row's 16-byte
+// chunk c stored at chunk c ^ (row % 8) (the tensor map's 128-byte swizzle), so that the eight
+// rows of an ldmatrix tile hit distinct banks.
+template <int D, bool kSwizzled>
+__device__ __forceinline__ const bf16* tile_at(const bf16* t, int row, int col) {
+  if constexpr (kSwizzled)
+    return t + (col / 64) * kTileK * 64 + row * 64 + ((col % 64 / 8) ^ (row % 8)) * 8 + col % 8;
+  else
+    return t + row * Layout<D>::kStride + col;
+}
+
 // One warp's 16 query rows: Q as A fragments, and for the lane's two rows (lane / 4 and
 // lane / 4 + 8) the running max, the running sum (of the lane's own columns until finish()) and
 // the output accumulators, D / 8 C tiles. kQShared: Q's fragments are loaded from shared memory
 // at every step instead of held in D / 4 registers (the one-stage decode instance, capped at 128
 // registers a thread for four blocks an SM: with Q in registers it spilled ~70 bytes a thread
-// inside its tile loop; a few more ldmatrix a tile cost less).
-template <int D, bool kQShared = false>
+// inside its tile loop; a few more ldmatrix a tile cost less). kSwizzled: K and V tiles laid out
+// as tensor memory access stages them (tile_at).
+template <int D, bool kQShared = false, bool kSwizzled = false>
 struct WarpAttn {
-  static constexpr int S = Layout<D>::kStride;
   uint32_t q[kQShared ? 1 : D / 16][4];
   const bf16* qrow = nullptr;  // kQShared: the lane's ldmatrix row of Q (k chunk 0)
   float o[D / 8][4];
@@ -75,11 +92,30 @@ struct WarpAttn {
 
   __device__ void init(const bf16* qs, int row0) {
     const int lane = threadIdx.x % 32;
-    qrow = qs + (row0 + lane % 8 + lane / 8 % 2 * 8) * S + lane / 16 * 8;
+    qrow = qs + (row0 + lane % 8 + lane / 8 % 2 * 8) * Layout<D>::kStride + lane / 16 * 8;
     if constexpr (!kQShared) {
 #pragma unroll
       for (int kc = 0; kc < D / 16; ++kc) q_frag(q[kc], kc);
     }
+    reset();
+  }
+
+  // init() with Q's fragments read straight from memory: row i at q0 + i D, rows past `rows`
+  // zeros.
+  __device__ void init_rows(const bf16* q0, int rows) {
+    static_assert(!kQShared);
+    const int lane = threadIdx.x % 32, r = lane / 4, c = 2 * (lane % 4);
+#pragma unroll
+    for (int kc = 0; kc < D / 16; ++kc)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int row = r + i % 2 * 8, col = kc * 16 + c + i / 2 * 8;
+        q[kc][i] = row < rows ? *reinterpret_cast<const uint32_t*>(q0 + row * D + col) : 0U;
+      }
+    reset();
+  }
+
+  __device__ void reset() {
 #pragma unroll
     for (int n = 0; n < D / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0F;
     m[0] = m[1] = -INFINITY;
@@ -106,8 +142,8 @@ struct WarpAttn {
 #pragma unroll
       for (int np = 0; np < NK / 16; ++np) {
         uint32_t b[4];
-        ldmatrix_x4(
-            b, ks + (k0 + np * 16 + lane % 8 + lane / 16 * 8) * S + kc * 16 + lane / 8 % 2 * 8);
+        ldmatrix_x4(b, tile_at<D, kSwizzled>(ks, k0 + np * 16 + lane % 8 + lane / 16 * 8,
+                                             kc * 16 + lane / 8 % 2 * 8));
         mma_bf16(c[2 * np], a, b[0], b[1]);
         mma_bf16(c[2 * np + 1], a, b[2], b[3]);
       }
@@ -172,8 +208,8 @@ struct WarpAttn {
 #pragma unroll
       for (int dp = 0; dp < D / 16; ++dp) {
         uint32_t b[4];
-        ldmatrix_x4_trans(
-            b, vs + (k0 + kc * 16 + lane % 8 + lane / 8 % 2 * 8) * S + dp * 16 + lane / 16 * 8);
+        ldmatrix_x4_trans(b, tile_at<D, kSwizzled>(vs, k0 + kc * 16 + lane % 8 + lane / 8 % 2 * 8,
+                                                   dp * 16 + lane / 16 * 8));
         mma_bf16(o[2 * dp], p, b[0], b[1]);
         mma_bf16(o[2 * dp + 1], p, b[2], b[3]);
       }
@@ -803,6 +839,111 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
   decode_finish<D, 32>(a, d, w, reinterpret_cast<float*>(stages), ws, counters);
 }
 
+// The decode kernel for few pairs whose tiles are staged by tensor memory access (keys stored
+// rotated, block sizes a multiple of 16): one copying warp, whose lane issues one box a tile (16
+// cache rows of the kv head, 64 columns: one block's rows of a half of K or of V at
+// head_dim 128), up to kCopyStages tiles ahead, the stage's full mbarrier counting the bytes; the
+// four attending warps as in decode_copier_kernel, on swizzled tiles, with Q's fragments read
+// straight into registers. Boxes wholly past the slice are not loaded; the rows of a loaded box
+// past the slice are other cache entries, which the scores mask, and their V rows are zeroed
+// before use, so that no stale non-finite value meets a zero weight. Against the copying warps'
+// cp.async (H100, 2026-12-05, 8B shapes, % of copy): B=1 4k 64.4-64.7 against 62.9-63.1, 16k
+// 88.0 against 84.2, B=2 4k 80.0-80.4 against 77.4-77.7, 16k 95.8-96.0 against 91.6; at 640
+// entries (one tile a block) 5.2-5.3 us against 4.9, W1 unchanged within noise.
+template <int D>
+__global__ void __launch_bounds__(kThreads + 32, 1)
+    decode_tma_kernel(const AttnArgs a, float scale, float* ws, int* counters,
+                      const __grid_constant__ CUtensorMap kmap,
+                      const __grid_constant__ CUtensorMap vmap) {
+  constexpr int kTile = kTileK * D, kStages = kCopyStages, kWarps = kThreads / 32;
+  constexpr int kHalves = D / 64, kBoxBytes = 16 * 64 * sizeof(bf16);
+  pdl_trigger();
+  const DecodeSlice d(a);
+  if (d.split >= d.used) return;
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  // The swizzle is a function of the address: the stages start on a 1024-byte boundary.
+  bf16* stages = reinterpret_cast<bf16*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
+                                         ~static_cast<uintptr_t>(1023));
+  __shared__ uint64_t full[kStages], empty[kStages];
+  const int n_tiles = d.last >= d.first ? (d.last - d.first) / kTileK + 1 : 0;
+  // The copying warp's lane l holds the cache block of rows 16 (l % 4).. of tile 8 r + l / 4 of
+  // run r (eight tiles a run, a load a lane), the next run's loaded a run ahead. The first
+  // loads and the tensor maps' fetch are on their way while the barriers are set up.
+  const int32_t* table = a.block_tables + int64_t{d.seq} * a.bt_stride;
+  auto lookup = [&](int run) {
+    const int t = run * 8 + lane / 4, key = d.first + t * kTileK + lane % 4 * 16;
+    return t < n_tiles && key <= d.last ? table[key / a.block_size] : 0;
+  };
+  int32_t blocks = 0, ahead = 0;
+  if (warp == kWarps) {
+    tma_prefetch_map(&kmap);
+    tma_prefetch_map(&vmap);
+    blocks = lookup(0);
+    if (n_tiles > 8) ahead = lookup(1);
+  }
+  if (tid == 0) {
+    for (int st = 0; st < kStages; ++st) {
+      mbar_init(&full[st], 1);  // the copying warp's lane 0, with the bytes of the tile's boxes
+      mbar_init(&empty[st], kWarps);
+    }
+    mbar_init_fence();
+  }
+  __syncthreads();
+
+  if (warp == kWarps) {  // the copying warp: lane = (K or V, half, box)
+    const int box = lane % 4, half = lane / 4 % kHalves, kind = lane / (4 * kHalves);
+    const CUtensorMap* map = kind == 0 ? &kmap : &vmap;
+    for (int t = 0; t < n_tiles; ++t) {
+      if (t % 8 == 0 && t > 0) {
+        blocks = ahead;
+        if (t + 8 < n_tiles) ahead = lookup(t / 8 + 1);
+      }
+      const int st = t % kStages, k0 = d.first + t * kTileK;
+      if (t >= kStages) mbar_wait(&empty[st], (t / kStages - 1) & 1);
+      // This step's entry (ctx - 1) is written by the kernel ahead: wait for it.
+      if (min(d.last, k0 + kTileK - 1) > d.ctx - 2) pdl_wait();
+      const int boxes = min(4, (d.last - k0) / 16 + 1);  // those with entries in the slice
+      if (lane == 0) mbar_arrive_expect_tx(&full[st], 2 * kHalves * boxes * kBoxBytes);
+      const int32_t block = __shfl_sync(0xffffffffU, blocks, t % 8 * 4 + box);
+      if (kind < 2 && box < boxes) {
+        const int key = k0 + box * 16;
+        tma_load_3d(stages + (st * 2 + kind) * kTile + half * kTileK * 64 + box * 16 * 64, map,
+                    half * 64, d.kvh, block * a.block_size + key % a.block_size, &full[st]);
+      }
+    }
+    return;
+  }
+
+  pdl_wait();  // Q is written by the kernel ahead
+  WarpAttn<D, false, true> w;
+  w.init_rows(static_cast<const bf16*>(a.qkv) + int64_t{d.seq} * (a.heads + 2 * a.kv_heads) * D +
+                  int64_t{d.kvh} * d.group * D,
+              d.group);
+  for (int t = 0; t < n_tiles; ++t) {
+    const int st = t % kStages, k0 = d.first + t * kTileK;
+    mbar_wait(&full[st], (t / kStages) & 1);
+    bf16* ks = stages + st * 2 * kTile;
+    // The warp's rows past the slice (in the last tile only): V to zeros.
+    const int kw = k0 + warp * 16;
+    if (kw <= d.last && kw + 15 > d.last) {
+      for (int i = lane; i < 16 * kHalves * 8; i += 32) {
+        const int r = i / (kHalves * 8), h = i / 8 % kHalves, c = i % 8;
+        if (kw + r > d.last)
+          *reinterpret_cast<uint4*>(ks + kTile + h * kTileK * 64 + (warp * 16 + r) * 64 + c * 8) =
+              make_uint4(0, 0, 0, 0);
+      }
+      __syncwarp();
+    }
+    decode_tile(w, a, d, ks, ks + kTile, k0, scale);
+    __syncwarp();
+    if (lane == 0) mbar_arrive(&empty[st]);
+  }
+  w.finish();
+  attn_warps_sync();  // every warp is done with the stages: the scratch overlays them
+  decode_finish<D, 32>(a, d, w, reinterpret_cast<float*>(stages), ws, counters);
+}
+
 template <int D, bool kRotate>
 void launch_prefill(const AttnArgs& a, int max_new_tokens, cudaStream_t s) {
   constexpr size_t smem = Layout<D>::bytes(kRows, kPrefillStages);
@@ -833,8 +974,9 @@ int best_splits(int pairs, int resident, int max_splits) {
 
 // One block per (split, kv head, sequence); the split count is best_splits' for the blocks an SM
 // holds, on all SMs or (kSpareSms) all but a seventh of them.
-template <auto kKernel, int kBlockThreads, size_t kSmem, bool kSpareSms = false>
-void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, cudaStream_t s) {
+template <auto kKernel, int kBlockThreads, size_t kSmem, bool kSpareSms = false, class... Extra>
+void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, cudaStream_t s,
+                   const Extra&... extra) {
   static const int resident = [] {
     allow_dynamic_smem(kKernel, kSmem);
     int per_sm = 0;
@@ -845,7 +987,7 @@ void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, 
   }();
   const int splits = best_splits(a.seqs * a.kv_heads, resident, max_splits);
   launch_pdl(kKernel, dim3(splits, a.kv_heads, a.seqs), dim3(kBlockThreads), kSmem, s, a,
-             kLog2e / sqrtf(static_cast<float>(a.head_dim)), ws, counters);
+             kLog2e / sqrtf(static_cast<float>(a.head_dim)), ws, counters, extra...);
   NI_CUDA_LAUNCH_CHECK("attention_decode_mma");
 }
 
@@ -862,7 +1004,7 @@ constexpr size_t decode_smem() {
 // copying-warp kernel for every batch: B=8 4k 71 % of copy against 78 %, B=32 16k 79 % against
 // 89 %; pre-RoPE keys B=8 4k 48 % against 66 %, B=32 16k 51 % against 76 %).
 constexpr int kFewPairs = 16;
-// The copying-warp kernel (one block an SM) leaves a seventh of the SMs free where its keys are
+// The few-pair kernels (one block an SM) leave a seventh of the SMs free where the keys are
 // stored rotated: there the next call's blocks, launched early (PDL), start copying while this
 // call's blocks attend and merge. H100, 2026-12-05, 8B shapes: B=1 4k 10.3 -> 8.9 us (16 -> 14
 // splits; 13 used at 4k: 104 blocks), 16k 27.8 -> 26.5; B=2 4k 15.8 -> 14.4 (8 -> 7 splits).
@@ -870,14 +1012,56 @@ constexpr int kFewPairs = 16;
 // us). Pre-RoPE keys are rotated by the copying warps, and there all the SMs do better (B=1
 // 16k: 34.7 us with 16 splits, 39.1 with 14).
 
+// A tensor map of a cache layer ([slots, kv heads, D] bf16) whose boxes are decode_tma_kernel's:
+// 16 rows of one kv head, 64 columns, swizzled by 128 bytes; none where the driver refuses it.
+std::optional<CUtensorMap> cache_map(const void* base, int64_t slots, int kv_heads, int d) {
+  static const auto encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    const cudaError_t e = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000,
+                                                           cudaEnableDefault, &found);
+    return e == cudaSuccess && found == cudaDriverEntryPointSuccess
+               ? reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn)
+               : nullptr;
+  }();
+  if (encode == nullptr) return std::nullopt;
+  const cuuint64_t dims[3] = {static_cast<cuuint64_t>(d), static_cast<cuuint64_t>(kv_heads),
+                              static_cast<cuuint64_t>(slots)};
+  const cuuint64_t strides[2] = {sizeof(bf16) * d, sizeof(bf16) * d * kv_heads};
+  const cuuint32_t box[3] = {64, 1, 16}, steps[3] = {1, 1, 1};
+  CUtensorMap map{};
+  if (encode(&map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<void*>(base), dims, strides, box,
+             steps, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+             CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) != CUDA_SUCCESS)
+    return std::nullopt;
+  return map;
+}
+
+template <int D>
+constexpr size_t decode_tma_smem() {
+  return 1024 + sizeof(bf16) * 2 * kCopyStages * kTileK * D;
+}
+
 template <int D, bool kRotate>
 void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, cudaStream_t s) {
-  if (a.seqs * a.kv_heads > kFewPairs)
+  if (a.seqs * a.kv_heads > kFewPairs) {
     launch_decode<decode_kernel<D, kRotate>, kThreads, decode_smem<D, 1>()>(a, max_splits, ws,
                                                                             counters, s);
-  else
-    launch_decode<decode_copier_kernel<D, kRotate>, kThreads + 32 * kCopyWarps,
-                  decode_smem<D, kCopyStages>(), !kRotate>(a, max_splits, ws, counters, s);
+    return;
+  }
+  if constexpr (!kRotate) {
+    if (a.block_size % 16 == 0) {
+      const auto km = cache_map(a.k_cache, a.cache_slots, a.kv_heads, D);
+      const auto vm = cache_map(a.v_cache, a.cache_slots, a.kv_heads, D);
+      if (km && vm) {
+        launch_decode<decode_tma_kernel<D>, kThreads + 32, decode_tma_smem<D>(), true>(
+            a, max_splits, ws, counters, s, *km, *vm);
+        return;
+      }
+    }
+  }
+  launch_decode<decode_copier_kernel<D, kRotate>, kThreads + 32 * kCopyWarps,
+                decode_smem<D, kCopyStages>(), !kRotate>(a, max_splits, ws, counters, s);
 }
 
 bool supported(const AttnArgs& a) {

@@ -66,6 +66,7 @@ struct AttnArgs {
   void* out;        // [T, H D]
   const void* k_cache;
   const void* v_cache;
+  int64_t cache_slots;  // rows of k_cache and v_cache: [cache_slots, kv_heads, head_dim]
   const int32_t* slot_pos;
   const float* cos_sin;  // for rotate_keys
   int heads, kv_heads, head_dim, block_size;
