@@ -2,7 +2,8 @@
 // the whole history goes through the model's chat template and the reply streams to stdout. The
 // turns run on the engine's submit() / step() loop, whose KV cache lasts, so a turn takes the
 // blocks that the previous turns' prompts and replies filled (prefix reuse) and computes only
-// what is new. The oldest turns are dropped when the history no longer fits the context.
+// what is new. The oldest turns are dropped when the history no longer fits the context (over a
+// sink cache, --sink-tokens / --window: the window; a reply may then run past the context).
 #include <unistd.h>
 
 #include <chrono>
@@ -167,6 +168,7 @@ void add_chat_command(CLI::App& app) {
   add_engine_flags(*cmd, a->engine,
                    "KV cache slots (0 = one context: --max-context, or 4096); a turn reuses "
                    "the blocks of the turns before it while they are in the cache");
+  add_cache_policy_flags(*cmd, a->engine);
   cmd->callback([a] { run_chat(*a); });
 }
 

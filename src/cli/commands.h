@@ -32,8 +32,8 @@ CLI::Validator whole_number(unsigned long long lo, unsigned long long hi = INT32
 // CUDA-only flags given with another backend are named in a note on stderr after parsing.
 void add_engine_flags(CLI::App& cmd, EngineOptions& e, const std::string& cache_help);
 
-// The KV cache's policies that generate and serve share: --rope-cache (when keys are rotated),
-// --sink-tokens and --window (a StreamingLLM sink cache).
+// The KV cache's policies that generate, serve and chat share: --rope-cache (when keys are
+// rotated), --sink-tokens and --window (a StreamingLLM sink cache).
 void add_cache_policy_flags(CLI::App& cmd, EngineOptions& e);
 
 // The sampling flags that generate and chat share (max new tokens, temperature, top-k/p, min-p,

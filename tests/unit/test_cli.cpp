@@ -141,6 +141,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadArgs{"serve_sink_cache_post_rope",
                 "serve --model " + kTiny + " --port 0 --sink-tokens 4 --window 60",
                 "keys must be rotated on read: use the pre-RoPE cache"},
+        // chat takes them too.
+        BadArgs{"chat_sink_cache_post_rope",
+                "chat --model " + kTiny + " --sink-tokens 4 --window 60",
+                "keys must be rotated on read: use the pre-RoPE cache"},
         BadArgs{"chat_beyond_positions", "chat --model " + kTiny + " --max-context 300",
                 "--max-context 300 exceeds the model's 256 positions"},
         BadArgs{"bench_beyond_positions", "bench --model " + kTiny + " --max-context 300",
@@ -697,6 +701,48 @@ TEST(Cli, ChatDropsTheOldestTurnsToFitTheContext) {
       << r.err;
   EXPECT_NE(r.err.find("[message not sent: "), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("exceeds the context of 100 positions"), std::string::npos) << r.err;
+}
+
+// Over a sink cache (--rope-cache pre --sink-tokens 4 --window 40) a reply runs past the context:
+// each of three turns gets its 100 tokens (EOS banned) after a prompt that with them exceeds the
+// 64-position context, and none is refused; an older turn that no longer fits the window is
+// dropped. The same conversation over the full cache is refused turn by turn. The model: the tiny
+// one's shape with random weights and SmolLM2's vocabulary, its tokenizer and chat template.
+TEST(Cli, ChatRunsPastTheContextOverASinkCache) {
+  nlohmann::json config = nlohmann::json::parse(std::ifstream(kTiny + "/config.json"));
+  config["vocab_size"] = 49152;
+  const std::string path = ::testing::TempDir() + "/nanoinfer_cli_chat_config.json";
+  std::ofstream(path) << config.dump();
+  const std::string args = "chat --random-weights --config " + path + " --model " +
+                           test::data_path("tokenizer/smollm2") +
+                           " --max-context 64 --max-new-tokens 100 --logit-bias 2=-100 --stats";
+  const std::string input = "Hi!\nTell me more.\nThanks.\n";
+  const CliRun sink = run_cli(args + " --rope-cache pre --sink-tokens 4 --window 40", input);
+  ASSERT_EQ(sink.code, 0) << sink.err;
+  int replies = 0;
+  std::istringstream err(sink.err);
+  for (std::string line; std::getline(err, line);) {
+    int prompt = 0, cached = 0, tokens = 0;
+    if (std::sscanf(line.c_str(), "[prompt %d tokens, %d of them from the cache; %d tokens",
+                    &prompt, &cached, &tokens) != 3)
+      continue;
+    ++replies;
+    EXPECT_LE(prompt, 40) << line;  // the window holds the prompt
+    EXPECT_EQ(tokens, 100) << line;
+    EXPECT_GT(prompt + tokens, 64) << line;
+  }
+  EXPECT_EQ(replies, 3) << sink.err;
+  EXPECT_EQ(sink.err.find("[message not sent"), std::string::npos) << sink.err;
+  EXPECT_NE(sink.err.find("[the oldest turn was dropped"), std::string::npos) << sink.err;
+
+  const CliRun full = run_cli(args, input);
+  ASSERT_EQ(full.code, 0) << full.err;
+  EXPECT_EQ(full.err.find("[prompt "), std::string::npos) << full.err;  // no reply
+  size_t refused = 0;
+  for (size_t at = full.err.find("exceeds the context of 64 positions"); at != std::string::npos;
+       at = full.err.find("exceeds the context of 64 positions", at + 1))
+    ++refused;
+  EXPECT_EQ(refused, 3U) << full.err;
 }
 
 }  // namespace
