@@ -146,7 +146,8 @@ void run_chat(const ChatArgs& a) {
       }
       history.erase(history.begin() + static_cast<std::ptrdiff_t>(base.size()),
                     history.begin() + static_cast<std::ptrdiff_t>(base.size()) + 2);
-      std::fprintf(stderr, "[the oldest turn was dropped to fit the context]\n");
+      std::fprintf(stderr, "[the oldest turn was dropped to fit the %s]\n",
+                   options.sink_tokens >= 0 ? "window" : "context");
     }
   }
 }
@@ -167,7 +168,8 @@ void add_chat_command(CLI::App& app) {
                 "first token, tokens/s");
   add_engine_flags(*cmd, a->engine,
                    "KV cache slots (0 = one context: --max-context, or 4096); a turn reuses "
-                   "the blocks of the turns before it while they are in the cache");
+                   "the blocks of the turns before it while they are in the cache (not over a "
+                   "sink cache, which shares none)");
   add_cache_policy_flags(*cmd, a->engine);
   cmd->callback([a] { run_chat(*a); });
 }

@@ -733,7 +733,8 @@ TEST(Cli, ChatRunsPastTheContextOverASinkCache) {
   }
   EXPECT_EQ(replies, 3) << sink.err;
   EXPECT_EQ(sink.err.find("[message not sent"), std::string::npos) << sink.err;
-  EXPECT_NE(sink.err.find("[the oldest turn was dropped"), std::string::npos) << sink.err;
+  EXPECT_NE(sink.err.find("[the oldest turn was dropped to fit the window]"), std::string::npos)
+      << sink.err;
 
   const CliRun full = run_cli(args, input);
   ASSERT_EQ(full.code, 0) << full.err;
