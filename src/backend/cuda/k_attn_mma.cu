@@ -857,6 +857,7 @@ __global__ void __launch_bounds__(kThreads + 32, 1)
                       const __grid_constant__ CUtensorMap vmap) {
   constexpr int kTile = kTileK * D, kStages = kCopyStages, kWarps = kThreads / 32;
   constexpr int kHalves = D / 64, kBoxBytes = 16 * 64 * sizeof(bf16);
+  static_assert(sizeof(float) * Layout<D>::kMergeFloats <= sizeof(bf16) * kStages * 2 * kTile);
   pdl_trigger();
   const DecodeSlice d(a);
   if (d.split >= d.used) return;
