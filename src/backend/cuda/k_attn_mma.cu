@@ -1043,26 +1043,28 @@ constexpr size_t decode_tma_smem() {
   return 1024 + sizeof(bf16) * 2 * kCopyStages * kTileK * D;
 }
 
+// decode_tma_kernel, where the driver makes the layer's tensor maps; false (nothing launched)
+// otherwise.
+template <int D>
+bool launch_decode_tma(const AttnArgs& a, int max_splits, float* ws, int* counters,
+                       cudaStream_t s) {
+  const auto km = cache_map(a.k_cache, a.cache_slots, a.kv_heads, D);
+  const auto vm = cache_map(a.v_cache, a.cache_slots, a.kv_heads, D);
+  if (!km || !vm) return false;
+  launch_decode<decode_tma_kernel<D>, kThreads + 32, decode_tma_smem<D>(), true>(
+      a, max_splits, ws, counters, s, *km, *vm);
+  return true;
+}
+
 template <int D, bool kRotate>
 void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, cudaStream_t s) {
-  if (a.seqs * a.kv_heads > kFewPairs) {
+  if (a.seqs * a.kv_heads > kFewPairs)
     launch_decode<decode_kernel<D, kRotate>, kThreads, decode_smem<D, 1>()>(a, max_splits, ws,
                                                                             counters, s);
-    return;
-  }
-  if constexpr (!kRotate) {
-    if (a.block_size % 16 == 0) {
-      const auto km = cache_map(a.k_cache, a.cache_slots, a.kv_heads, D);
-      const auto vm = cache_map(a.v_cache, a.cache_slots, a.kv_heads, D);
-      if (km && vm) {
-        launch_decode<decode_tma_kernel<D>, kThreads + 32, decode_tma_smem<D>(), true>(
-            a, max_splits, ws, counters, s, *km, *vm);
-        return;
-      }
-    }
-  }
-  launch_decode<decode_copier_kernel<D, kRotate>, kThreads + 32 * kCopyWarps,
-                decode_smem<D, kCopyStages>(), !kRotate>(a, max_splits, ws, counters, s);
+  else if (kRotate || a.block_size % 16 != 0 ||
+           !launch_decode_tma<D>(a, max_splits, ws, counters, s))
+    launch_decode<decode_copier_kernel<D, kRotate>, kThreads + 32 * kCopyWarps,
+                  decode_smem<D, kCopyStages>(), !kRotate>(a, max_splits, ws, counters, s);
 }
 
 bool supported(const AttnArgs& a) {
