@@ -295,7 +295,7 @@ py::dict config_dict(const ModelConfig& c) {
 }  // namespace
 }  // namespace nanoinfer
 
-PYBIND11_MODULE(nanoinfer, m) {
+PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer (__init__.py)
   using namespace nanoinfer;
   m.doc() = "nanoinfer: a Llama-family inference engine (C++/CUDA)";
   m.attr("__version__") = NANOINFER_VERSION;

@@ -9,6 +9,8 @@ import _thread
 import json
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import unittest
@@ -320,6 +322,28 @@ class DefaultModel(unittest.TestCase):
         self.assertIn(2, tok.eos_ids)
         same = nanoinfer.load_tokenizer(nanoinfer.default_model_path())
         self.assertEqual(same.encode("Hello world"), tok.encode("Hello world"))
+
+
+class OpenMPSpin(unittest.TestCase):
+    """Importing the package gives libgomp the CLI's short spin unless the user chose one: what
+    libgomp itself read, as it prints it (OMP_DISPLAY_ENV) when the extension loads it."""
+
+    def libgomp_settings(self, **env):
+        e = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+        e.update(env, OMP_DISPLAY_ENV="verbose")
+        r = subprocess.run([sys.executable, "-c", "import nanoinfer; print(nanoinfer.Engine)"],
+                           env=e, capture_output=True, text=True, check=True)
+        self.assertEqual(r.stdout.strip(), "<class 'nanoinfer.Engine'>")
+        return r.stderr
+
+    def test_short_spin_by_default(self):
+        self.assertIn("GOMP_SPINCOUNT = '1000'", self.libgomp_settings())
+
+    def test_the_users_choice_stands(self):
+        self.assertIn("GOMP_SPINCOUNT = '20'", self.libgomp_settings(GOMP_SPINCOUNT="20"))
+        passive = self.libgomp_settings(OMP_WAIT_POLICY="passive")
+        self.assertIn("OMP_WAIT_POLICY = 'PASSIVE'", passive)
+        self.assertNotIn("GOMP_SPINCOUNT = '1000'", passive)
 
 
 if __name__ == "__main__":
