@@ -4,8 +4,6 @@
 // one-slot blocks without prefix reuse. Each call is one to three requests in one generate(), or
 // submitted at steps of an online run (the server's); each is refused with nanoinfer::Error or
 // ends with an output that keeps its parameters' promises.
-#include <fuzzer/FuzzedDataProvider.h>
-
 #include <algorithm>
 #include <array>
 #include <cstdlib>
@@ -46,65 +44,62 @@ Engine& engine(int which) {
   return *engines[which];
 }
 
-float some_float(FuzzedDataProvider& in, std::initializer_list<float> usual) {
-  const size_t i = in.ConsumeIntegralInRange<size_t>(0, usual.size());
-  return i < usual.size() ? usual.begin()[i] : in.ConsumeFloatingPoint<float>();
+float some_float(fuzz::Bytes& in, std::initializer_list<float> usual) {
+  const size_t i = in.in_range<size_t>(0, usual.size());
+  return i < usual.size() ? usual.begin()[i] : in.finite_float();
 }
 
-SamplingParams some_params(FuzzedDataProvider& in) {
+const std::string kStops[] = {"a", "b", "ab", " a", "\xc4", ""};
+
+SamplingParams some_params(fuzz::Bytes& in) {
   SamplingParams p;
   p.temperature = some_float(in, {0.F, 0.7F, 1.F, 1e-30F, 1e30F});
   if (p.temperature != 0) {
-    p.top_k = in.ConsumeIntegralInRange(-1, 10);
+    p.top_k = in.in_range(-1, 10);
     p.top_p = some_float(in, {1.F, 0.5F, 0.95F});
     p.min_p = some_float(in, {0.F, 0.1F, 1.F});
   }
   p.repetition_penalty = some_float(in, {1.F, 1.3F, 0.5F});
   p.presence_penalty = some_float(in, {0.F, 1.F, -2.F});
   p.frequency_penalty = some_float(in, {0.F, 1.F, 1e30F});
-  p.seed = in.ConsumeIntegral<uint64_t>();
-  p.num_beams = in.ConsumeIntegralInRange(1, 4);
-  p.num_return_sequences = in.ConsumeIntegralInRange(1, p.num_beams);
+  p.seed = in.integral<uint64_t>();
+  p.num_beams = in.in_range(1, 4);
+  p.num_return_sequences = in.in_range(1, p.num_beams);
   if (p.num_beams > 1) {
     p.length_penalty = some_float(in, {1.F, 0.F, -1.F, 2.F});
-    p.early_stopping = static_cast<EarlyStopping>(in.ConsumeIntegralInRange(0, 2));
+    p.early_stopping = static_cast<EarlyStopping>(in.in_range(0, 2));
   }
-  p.max_new_tokens = in.ConsumeIntegralInRange(0, 40);  // (past the sink cache's context too)
-  p.ignore_eos = in.ConsumeBool();
-  for (int i = in.ConsumeIntegralInRange(0, 2); i > 0; --i)
-    p.eos_token_ids.push_back(in.ConsumeIntegralInRange(0, 8));
-  for (int i = in.ConsumeIntegralInRange(0, 2); i > 0; --i)
-    p.stop.push_back(in.PickValueInArray<std::string>({"a", "b", "ab", " a", "\xc4", ""}));
-  for (int i = in.ConsumeIntegralInRange(0, 3); i > 0; --i)
-    p.suppress_tokens.push_back(in.ConsumeIntegralInRange(0, 9));
-  for (int i = in.ConsumeIntegralInRange(0, 3); i > 0; --i)
-    p.logit_bias.emplace_back(in.ConsumeIntegralInRange(0, 9),
-                              some_float(in, {-100.F, 5.F, 100.F}));
-  p.logprobs = in.ConsumeIntegralInRange(-1, 9);
-  p.prompt_logprobs = in.ConsumeIntegralInRange(-1, 9);
+  p.max_new_tokens = in.in_range(0, 40);  // (past the sink cache's context too)
+  p.ignore_eos = in.boolean();
+  for (int i = in.in_range(0, 2); i > 0; --i) p.eos_token_ids.push_back(in.in_range(0, 8));
+  for (int i = in.in_range(0, 2); i > 0; --i) p.stop.push_back(in.pick(kStops));
+  for (int i = in.in_range(0, 3); i > 0; --i) p.suppress_tokens.push_back(in.in_range(0, 9));
+  for (int i = in.in_range(0, 3); i > 0; --i)
+    p.logit_bias.emplace_back(in.in_range(0, 9), some_float(in, {-100.F, 5.F, 100.F}));
+  p.logprobs = in.in_range(-1, 9);
+  p.prompt_logprobs = in.in_range(-1, 9);
   return p;
 }
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  FuzzedDataProvider in(data, size);
-  const int which = in.ConsumeIntegralInRange(0, 3);
+  fuzz::Bytes in(data, size);
+  const int which = in.in_range(0, 3);
   Engine& e = engine(which);
   if (std::getenv("NI_FUZZ_PRINT") != nullptr) std::fprintf(stderr, "engine %d\n", which);
   const int vocab = e.config().vocab_size;
-  std::vector<GenerationRequest> requests(in.ConsumeIntegralInRange(1, 3));
+  std::vector<GenerationRequest> requests(in.in_range(1, 3));
   for (GenerationRequest& r : requests) {
-    for (int i = in.ConsumeIntegralInRange(1, 12); i > 0; --i)
-      r.prompt_ids.push_back(in.ConsumeIntegralInRange(0, vocab));  // vocab: outside, refused
+    for (int i = in.in_range(1, 12); i > 0; --i)
+      r.prompt_ids.push_back(in.in_range(0, vocab));  // vocab: outside, refused
     r.params = some_params(in);
   }
-  const int stop_after = in.ConsumeIntegralInRange(0, 30);  // tokens before on_token says stop
+  const int stop_after = in.in_range(0, 30);  // tokens before on_token says stop
   // Online, as the server runs (request i submitted before step joins[i]), or one generate().
-  const bool online = in.ConsumeBool();
+  const bool online = in.boolean();
   std::vector<int> joins;
-  for (size_t i = 0; online && i < requests.size(); ++i)
-    joins.push_back(in.ConsumeIntegralInRange(0, 6));
+  for (size_t i = 0; online && i < requests.size(); ++i) joins.push_back(in.in_range(0, 6));
   if (std::getenv("NI_FUZZ_PRINT") != nullptr) {  // what a finding ran, to reproduce it
     for (const GenerationRequest& r : requests) {
       const SamplingParams& p = r.params;

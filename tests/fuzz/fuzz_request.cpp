@@ -37,53 +37,60 @@ Engine& engine() {
   return *e;
 }
 
-// The requests of one body, as the server runs them: submitted, stepped to the end, each token
-// of a stream a chunk, then the last chunk and the usage, or the whole response.
+// The requests of one body (its choices), as the server runs them: submitted, stepped to the
+// end, each token of a stream a chunk of its choice, then each choice's last chunk and, where
+// asked for, the usage; or the whole response.
 void serve(std::vector<server::ApiRequest>& reqs) {
   Engine& e = engine();
   const Tokenizer* tok = e.tokenizer();
   const server::ResponseId id{"cmpl-1", "micro", 0};
-  std::vector<GenerationOutput> outs(reqs.size());
-  size_t offset = 0, streamed = 0;
-  bool first = true;
+  const size_t n = reqs.size();
+  std::vector<GenerationOutput> outs(n);
+  // Per choice, as the server keeps them: its text offset, text and ids streamed, first chunk.
+  std::vector<size_t> offset(n, 0), text_sent(n, 0), ids_sent(n, 0);
+  std::vector<char> first(n, 1);
   size_t submitted = 0;
   fuzz::refused_clearly([&] {
-    for (; submitted < reqs.size(); ++submitted) {
-      server::ApiRequest& r = reqs[submitted];
+    for (; submitted < n; ++submitted) {
+      const size_t i = submitted;
       e.submit(
-          r.request,
-          [&](size_t rid, int32_t t, const std::string& text) {
-            if (!r.stream) return true;
+          reqs[i].request,
+          [&, i](size_t rid, int32_t t, const std::string& text) {
+            if (!reqs[i].stream) return true;
             const std::vector<TokenLogprobs>& lp = e.progress(rid)->logprobs;
             const auto entries = lp.empty() ? std::span<const TokenLogprobs>()
                                             : std::span<const TokenLogprobs>(&lp.back(), 1);
-            server::chunk(r, id, text, std::span<const int32_t>(&t, 1), entries, "", first, tok,
-                          offset)
+            server::chunk(reqs[i], id, i, text, std::span<const int32_t>(&t, 1), entries, "",
+                          first[i] != 0, tok, offset[i])
                 .dump();
-            first = false;
-            ++streamed;
+            first[i] = 0;
+            text_sent[i] += text.size();
+            ++ids_sent[i];
             return true;
           },
-          [&outs, i = submitted](size_t, GenerationOutput&& o) { outs[i] = std::move(o); });
+          [&outs, i](size_t, GenerationOutput&& o) { outs[i] = std::move(o); });
     }
   });
   while (e.step()) {
   }
-  if (submitted < reqs.size()) return;  // refused: a 400 (those before it ran to the end)
-  if (reqs.front().stream) {
-    const GenerationOutput& o = outs.front();
-    const size_t from = std::min(streamed, o.token_ids.size());
-    server::chunk(
-        reqs.front(), id, "", std::span<const int32_t>(o.token_ids).subspan(from),
-        std::span<const TokenLogprobs>(o.logprobs).subspan(std::min(from, o.logprobs.size())),
-        o.finish_reason, first, tok, offset)
-        .dump();
-    server::usage_chunk(reqs.front(), id, o).dump();
-  } else {
+  if (submitted < n) return;  // refused: a 400 (those before it ran to the end)
+  if (!reqs.front().stream) {
     const std::string body = server::response(reqs, id, outs, tok).dump();
     if (std::getenv("NI_FUZZ_PRINT") != nullptr)
       std::fprintf(stderr, "response: %s\n", body.c_str());
+    return;
   }
+  for (size_t i = 0; i < n; ++i) {
+    const GenerationOutput& o = outs[i];
+    const size_t from = std::min(ids_sent[i], o.token_ids.size());
+    server::chunk(
+        reqs[i], id, i, o.text.size() > text_sent[i] ? o.text.substr(text_sent[i]) : "",
+        std::span<const int32_t>(o.token_ids).subspan(from),
+        std::span<const TokenLogprobs>(o.logprobs).subspan(std::min(from, o.logprobs.size())),
+        o.finish_reason, first[i] != 0, tok, offset[i])
+        .dump();
+  }
+  if (reqs.front().stream_usage) server::usage_chunk(reqs, id, outs).dump();
 }
 
 }  // namespace

@@ -5,12 +5,15 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <string>
 #include <typeinfo>
 
@@ -59,5 +62,44 @@ bool refused_clearly(F&& f) {
     std::abort();
   }
 }
+
+// The input's bytes read front to back as parameters, zeros once they run out (the targets' own,
+// so that they build without libFuzzer's headers too: replay_main.cpp).
+class Bytes {
+ public:
+  Bytes(const uint8_t* data, size_t size) : p_(data), end_(data + size) {}
+
+  // An integer in [lo, hi], from as many bytes as the range needs.
+  template <class T>
+  T in_range(T lo, T hi) {
+    const uint64_t span = static_cast<uint64_t>(hi) - static_cast<uint64_t>(lo);
+    uint64_t v = 0;
+    for (uint64_t s = span; s != 0; s >>= 8) v = v << 8 | next();
+    if (span != std::numeric_limits<uint64_t>::max()) v %= span + 1;
+    return static_cast<T>(static_cast<uint64_t>(lo) + v);
+  }
+  template <class T>
+  T integral() {
+    return in_range(std::numeric_limits<T>::min(), std::numeric_limits<T>::max());
+  }
+  bool boolean() { return (next() & 1) != 0; }
+  // Any finite float: four bytes' bits, 0 where they make an infinity or a NaN.
+  float finite_float() {
+    uint32_t bits = 0;
+    for (int i = 0; i < 4; ++i) bits = bits << 8 | next();
+    float f = 0;
+    std::memcpy(&f, &bits, sizeof(f));
+    return std::isfinite(f) ? f : 0.F;
+  }
+  template <class T, size_t N>
+  const T& pick(const T (&values)[N]) {
+    return values[in_range<size_t>(0, N - 1)];
+  }
+
+ private:
+  uint8_t next() { return p_ < end_ ? *p_++ : 0; }
+  const uint8_t* p_;
+  const uint8_t* end_;
+};
 
 }  // namespace nanoinfer::fuzz

@@ -1,6 +1,7 @@
 // Writes the fuzz targets' starting corpora under the directory given: DIR/<target>/<seed>. The
 // model files come from fuzz_models.h, the tokenizer.json files are the test data's, cut to their
-// first 400 ids; `make fuzz` adds the test data's configs and texts.
+// first 400 ids, fuzz_generate's from tests/data/fuzz/generate; `make fuzz` adds the test data's
+// configs and texts.
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -79,5 +80,11 @@ int main(int argc, char** argv) {
           "presence_penalty": 0.5, "frequency_penalty": 0.5, "ignore_eos": true})"};
   int i = 0;
   for (const char* b : bodies) seed("fuzz_request", std::to_string(i++) + ".json", b);
+  // Requests that run (not refused), picked from random candidates to cover the four engines,
+  // online and whole runs, sampling, beams, logprobs, stop strings, biases and suppressed tokens.
+  std::filesystem::create_directories(dir / "fuzz_generate");
+  for (const auto& f : std::filesystem::directory_iterator(NI_FUZZ_DATA_DIR "/fuzz/generate"))
+    std::filesystem::copy_file(f.path(), dir / "fuzz_generate" / f.path().filename(),
+                               std::filesystem::copy_options::overwrite_existing);
   return 0;
 }
