@@ -91,6 +91,11 @@ void serve(std::vector<server::ApiRequest>& reqs) {
         .dump();
   }
   if (reqs.front().stream_usage) server::usage_chunk(reqs, id, outs).dump();
+  if (std::getenv("NI_FUZZ_PRINT") != nullptr) {
+    size_t chunks = 0;
+    for (size_t sent : ids_sent) chunks += sent;
+    std::fprintf(stderr, "streamed %zu choices, %zu token chunks\n", n, chunks);
+  }
 }
 
 }  // namespace

@@ -77,7 +77,9 @@ int main(int argc, char** argv) {
           "logprobs": true, "top_logprobs": 2, "stream": true,
           "stream_options": {"include_usage": true}, "logit_bias": {"5": -100}})",
       R"({"prompt": "a", "top_k": 3, "min_p": 0.1, "repetition_penalty": 1.2,
-          "presence_penalty": 0.5, "frequency_penalty": 0.5, "ignore_eos": true})"};
+          "presence_penalty": 0.5, "frequency_penalty": 0.5, "ignore_eos": true})",
+      R"({"prompt": ["ab", "c"], "n": 2, "max_tokens": 3, "temperature": 0.8, "stream": true,
+          "logprobs": 2, "stream_options": {"include_usage": true}})"};
   int i = 0;
   for (const char* b : bodies) seed("fuzz_request", std::to_string(i++) + ".json", b);
   // Requests that run (not refused), picked from random candidates to cover the four engines,
