@@ -287,6 +287,9 @@ const ModelConfig& Engine::config() const {
 int Engine::max_context() const {
   return impl_->options.max_context;
 }
+int Engine::request_limit() const {
+  return impl_->sink_size() > 0 ? 0 : impl_->options.max_context;
+}
 
 const Tokenizer* Engine::tokenizer() const {
   return impl_->tokenizer.get();

@@ -216,7 +216,7 @@ json logprobs(const ApiRequest& r, const GenerationOutput& out, const Tokenizer*
 }  // namespace
 
 std::vector<ApiRequest> parse_request(const json& body, bool chat, const Tokenizer* tok,
-                                      int vocab_size, int max_context) {
+                                      int vocab_size, int request_limit) {
   if (!body.is_object()) fail("the body must be a JSON object");
   ApiRequest r;
   r.chat = chat;
@@ -313,8 +313,8 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Tokeniz
                         : tok != nullptr       ? tok->decode(c.request.prompt_ids)
                                                : std::string();
     }
-    const auto room = max_context - static_cast<int64_t>(c.request.prompt_ids.size());
-    if (!max_given && room >= 1 && room < c.request.params.max_new_tokens)
+    const auto room = request_limit - static_cast<int64_t>(c.request.prompt_ids.size());
+    if (!max_given && request_limit > 0 && room >= 1 && room < c.request.params.max_new_tokens)
       c.request.params.max_new_tokens = static_cast<int>(room);
     for (int i = 0; i < r.n; ++i) {
       choices.push_back(c);

@@ -161,7 +161,7 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
       try {
         const json body = json::parse(raw);
         choices = parse_request(body, chat, engine_.tokenizer(), engine_.config().vocab_size,
-                                engine_.max_context());
+                                engine_.request_limit());
       } catch (const json::exception& e) {
         return reply_error(res, 400, std::string("the body is not JSON: ") + e.what(),
                            "invalid_request_error");

@@ -108,7 +108,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::vector<server::ApiRequest> reqs;
     if (fuzz::refused_clearly([&] {
           reqs = server::parse_request(body, chat, e.tokenizer(), e.config().vocab_size,
-                                       e.max_context());
+                                       e.request_limit());
           for (const server::ApiRequest& r : reqs) r.request.params.validate();
         }))
       fuzz::refused_clearly([&] { serve(reqs); });

@@ -191,8 +191,9 @@ TEST_F(ServerTest, CompletionIsTheEnginesOutput) {
 }
 
 // A server over a StreamingLLM sink cache (keys rotated as they are read) serves a request past
-// its context of 64 positions, with the tokens an engine of the same cache gives it alone; a
-// prompt longer than the window gets a 400 that says so.
+// its context of 64 positions, with the tokens an engine of the same cache gives it alone, and
+// without max_tokens a chat reply takes the API's whole default (512), which the context no
+// longer bounds; a prompt longer than the window gets a 400 that says so.
 TEST_F(ServerTest, ASinkCacheServesPastTheContext) {
   EngineOptions o = model_options();
   o.rope_cache = "pre";
@@ -210,6 +211,11 @@ TEST_F(ServerTest, ASinkCacheServesPastTheContext) {
   want.params.ignore_eos = true;
   EXPECT_EQ(r["choices"][0]["token_ids"].get<std::vector<int32_t>>(),
             Engine(o).generate({want})[0].token_ids);
+  const json chat = post(
+      "/v1/chat/completions",
+      {{"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})}, {"ignore_eos", true}});
+  EXPECT_EQ(chat["usage"]["completion_tokens"], 512);
+  EXPECT_EQ(chat["choices"][0]["finish_reason"], "length");
   const std::vector<int32_t> too_long(61, 7);
   EXPECT_NE(
       post("/v1/completions", {{"prompt", too_long}, {"max_tokens", 4}}, 400)["error"]["message"]
