@@ -12,7 +12,8 @@
 //   W3  prefill of one 4,096-token prompt and of 8 at once (prompt tokens/s);
 //   attn the decode attention kernel alone at contexts 640 (W1's), 4k and 16k, batch 1/2/8/32 and
 //        a pre-RoPE cache at batch 1/8/32 (% of copy), next to a kernel that only reads the same
-//        bytes;
+//        bytes; post-RoPE, also each call after the RoPE kernel that feeds it, as in the engine
+//        (attention's share: that pair's time less the RoPE calls' alone);
 //   gemv the decode products alone on the config's matrices, GEMV kernel and cuBLASLt, 1-8 rows
 //        (% of the copy bandwidth);
 //   fused the fused elementwise kernels alone (add + RMSNorm, RoPE + KV write, SiLU * mul) at 1,
@@ -571,16 +572,38 @@ json run_attention(const Args& a, double copy_gbs) {
           be->attention(qkv, c.num_heads, c.num_kv_heads, db, cache.layer(l % c.num_layers), pre,
                         outt);
       };
-      for (int i = 0; i < 3; ++i) be->run_step(1, all_layers);  // eager, capture, replay
-      be->synchronize();
       const int reps = std::max(5, 2000 / calls);
-      const auto t0 = std::chrono::steady_clock::now();
-      for (int i = 0; i < reps; ++i) be->run_step(1, all_layers);
-      be->synchronize();
-      const double us =
-          std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
-          (reps * calls);
+      // µs a call of `calls`, replayed as the graph of key (one a body)
+      auto timed = [&](int key, const std::function<void()>& body) {
+        for (int i = 0; i < 3; ++i) be->run_step(key, body);  // eager, capture, replay
+        be->synchronize();
+        const auto t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < reps; ++i) be->run_step(key, body);
+        be->synchronize();
+        return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0)
+                   .count() /
+               (reps * calls);
+      };
+      const double us = timed(1, all_layers);
       const double gbs = bytes / (us * 1e-6) / 1e9;
+      // As the engine runs it: the RoPE kernel that writes Q and the newest entry in front of
+      // each call (the attention's blocks may start copying while it runs), against the RoPE
+      // calls alone; attention's share is the difference.
+      double pair_us = 0.0, rope_us = 0.0;
+      if (!pre) {
+        pair_us = timed(2, [&] {
+          for (int l = 0; l < calls; ++l) {
+            nanoinfer::KvLayer& kv = cache.layer(l % c.num_layers);
+            be->rope_store_kv(qkv, c.num_heads, c.num_kv_heads, db, kv, true);
+            be->attention(qkv, c.num_heads, c.num_kv_heads, db, kv, false, outt);
+          }
+        });
+        rope_us = timed(3, [&] {
+          for (int l = 0; l < calls; ++l)
+            be->rope_store_kv(qkv, c.num_heads, c.num_kv_heads, db, cache.layer(l % c.num_layers),
+                              true);
+        });
+      }
       // The ceiling: a kernel that only reads the same K and V bytes, the same layers cycled.
       unsigned* sink = nullptr;
       cudaStream_t rs = nullptr;
@@ -608,6 +631,17 @@ json run_attention(const Args& a, double copy_gbs) {
           seqs, pre ? " pre-RoPE" : "", ctx, us, gbs, 100.0 * gbs / copy_gbs, c.num_layers, read_us,
           100.0 * read_gbs / copy_gbs);
       std::fflush(stdout);
+      if (!pre) {
+        const double share = pair_us - rope_us;
+        out[k]["after_rope"] = {{"pair_us", pair_us},
+                                {"rope_us", rope_us},
+                                {"attention_us", share},
+                                {"pct_copy_bw", 100.0 * bytes / (share * 1e-6) / 1e9 / copy_gbs}};
+        std::printf(
+            "  after RoPE: RoPE + attention %8.1f us, RoPE alone %5.1f us: attention's share %8.1f "
+            "us = %5.1f%% of copy\n",
+            pair_us, rope_us, share, 100.0 * bytes / (share * 1e-6) / 1e9 / copy_gbs);
+      }
     }
   }
   return out;
