@@ -633,14 +633,15 @@ json run_attention(const Args& a, double copy_gbs) {
       std::fflush(stdout);
       if (!pre) {
         const double share = pair_us - rope_us;
+        const double pct = 100.0 * bytes / (share * 1e-6) / 1e9 / copy_gbs;
         out[k]["after_rope"] = {{"pair_us", pair_us},
                                 {"rope_us", rope_us},
                                 {"attention_us", share},
-                                {"pct_copy_bw", 100.0 * bytes / (share * 1e-6) / 1e9 / copy_gbs}};
+                                {"pct_copy_bw", pct}};
         std::printf(
             "  after RoPE: RoPE + attention %8.1f us, RoPE alone %5.1f us: attention's share %8.1f "
             "us = %5.1f%% of copy\n",
-            pair_us, rope_us, share, 100.0 * bytes / (share * 1e-6) / 1e9 / copy_gbs);
+            pair_us, rope_us, share, pct);
       }
     }
   }
