@@ -5,13 +5,15 @@ same real-text prompts as tools/bench/hf_bf16_greedy.py, 48 greedy tokens each.
 A reference's tokens (this process's generate, or --reference FILE: hf_bf16_greedy.py's output,
 its real set) are fed to HF teacher-forced, one token a step through its KV cache as the C++ test
 feeds ours, in configurations (--configs, CONFIGS below) that are all "HF transformers bf16":
-another BLAS path or batch shape, another sdpa backend, eager attention, or attention functions
-that emulate a kernel's rounding points. Per configuration it prints the positions whose argmax
+another BLAS path or batch shape, another sdpa backend, eager attention, attention functions
+that emulate a kernel's rounding points, or attention and products in float64 (no rounding inside
+them, HF's between ops). Per configuration it prints the positions whose argmax
 equals the reference's next token, over all positions and over the decisive ones (the reference's
 top-1 above its top-2 by more than one bf16 spacing). With --reference, this process's own
 generate (free-running, so a flip changes the rest of its continuation) is compared as well.
 Run on the GPU machine with the GGUF and the gguf wheel (scripts/split_model.sh); about 25 s a
-configuration, 60-70 s for an emulated one. Results: docs/perf.md (2026-12-04)."""
+configuration, 40-70 s for an emulated or float64 one. Results: docs/perf.md (2026-12-04 and
+2026-12-06)."""
 import argparse
 import contextlib
 import json
@@ -123,6 +125,40 @@ def blocked_attention(single_block, split_block, reverse, split):
     return attend
 
 
+def exact_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                    **kwargs):
+    """An HF attention function with no rounding but the output's: scores, softmax and the product
+    with V in float64 from the bf16 q, k, v, rounded to bf16 once."""
+    b, h, lq, d = query.shape
+    g = h // key.shape[1]
+    scaling = scaling if scaling is not None else d ** -0.5
+    k = key.repeat_interleave(g, dim=1).double()
+    v = value.repeat_interleave(g, dim=1).double()
+    s = torch.matmul(query.double(), k.transpose(-1, -2)) * scaling
+    lk = k.shape[2]
+    row = torch.arange(lq, device=s.device)[:, None] + (lk - lq)
+    col = torch.arange(lk, device=s.device)[None, :]
+    p = torch.softmax(s.masked_fill(col > row, float("-inf")), dim=-1)
+    return torch.matmul(p, v).to(torch.bfloat16).transpose(1, 2).contiguous(), None
+
+
+@contextlib.contextmanager
+def exact_linear():
+    """Every nn.Linear (the projections, the MLP, the LM head) in float64 from its bf16 input and
+    weights, rounded to bf16 once: a product with no order of sums to reproduce."""
+    forward = torch.nn.Linear.forward
+
+    def exact(self, x):
+        if getattr(self, "_w64", None) is None:
+            self._w64 = self.weight.double()
+        return torch.nn.functional.linear(x.double(), self._w64).to(x.dtype)
+    torch.nn.Linear.forward = exact
+    try:
+        yield
+    finally:
+        torch.nn.Linear.forward = forward
+
+
 def use_attention(model, name, fn):
     from transformers import AttentionInterface
     AttentionInterface.register(name, fn)
@@ -138,6 +174,12 @@ def use_attention(model, name, fn):
 def after(_):
     """No context: the configuration was a setting, made by evaluating the argument."""
     return contextlib.nullcontext()
+
+
+def exact_all(model):
+    """Both of the above: HF's rounding points between ops, nothing rounded inside them."""
+    use_attention(model, "exact", exact_attention)
+    return exact_linear()
 
 
 # name -> model -> (context to run in, batch rows); each starts from sdpa and cuBLAS defaults.
@@ -159,6 +201,13 @@ CONFIGS = {
     # the running max over 64-key tiles in key order, as this engine's prefill kernel keeps it
     "forward64": lambda m: (use_attention(m, "forward64", blocked_attention(64, 64, False,
                                                                             False)), 1),
+    # no rounding inside the attention / the products: how near a rounding-free engine comes
+    "exact_attention": lambda m: (use_attention(m, "exact", exact_attention), 1),
+    # p rounded to bf16 against the row's own maximum (one block of keys), the rest exact
+    "exact_p_bf16": lambda m: (use_attention(m, "one_block", blocked_attention(2048, 2048, False,
+                                                                               False)), 1),
+    "exact_linear": lambda m: (exact_linear(), 1),
+    "exact_all": lambda m: (exact_all(m), 1),
 }
 
 
