@@ -3,8 +3,8 @@
 # configure with CUDA in an ignored build folder, build, run the GPU tests (with the HF bf16
 # greedy references made first, in the same call), the benchmarks (W1, W3, decode attention,
 # per-op profile) and the HF transformers peers. Logs and JSON go to $OUT (default ./out).
-#   scripts/device.sh [all|tests|bench|tp|peers|load|sanitize|gguf]...
-#   (default: all; `load`, `sanitize` and `gguf` only by name)
+#   scripts/device.sh [all|tests|bench|tp|peers|load|sanitize|racecheck|gguf]...
+#   (default: all; `load`, `sanitize`, `racecheck` and `gguf` only by name)
 # Header-only dependencies travel in .deps/include (pass carry=[".deps"]).
 set -uo pipefail
 OUT=${OUT:-out}
@@ -40,9 +40,11 @@ if [[ -z "${PREBUILT:-}" ]]; then
   cmake -S . -B "$BUILD" $GEN -DCMAKE_BUILD_TYPE=Release -DNANOINFER_CUDA=ON \
     -DCMAKE_CUDA_ARCHITECTURES=90 > "$OUT/configure.log" 2>&1 || { tail -30 "$OUT/configure.log"; exit 1; }
 fi
-build test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_sample test_cuda_hf_bf16 \
-  test_cuda_quant || exit 1
-build bench_w1 || status=1
+if want tests; then
+  build test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_sample test_cuda_hf_bf16 \
+    test_cuda_quant || exit 1
+fi
+if want bench || want tp; then build bench_w1 || status=1; fi
 # The wheels carried in .whl (the gguf package, to read and write GGUF files) onto PYTHONPATH.
 wheels() {
   ls .whl/*.whl > /dev/null 2>&1 || return 1
@@ -135,35 +137,55 @@ if [[ " $STAGES " == *" load "* ]]; then
   rm -rf "$ckpt"
 fi
 
-# compute-sanitizer over the GPU tests (not part of `all`; ~3 min, suites in parallel): memcheck
-# on every suite, synccheck on the attention, sampling and quant suites, racecheck on the kernel
-# and quant suites and on one sampling test (racecheck takes over 8 minutes on the attention
-# suite and on the sampling suite's distribution tests). cuBLAS's own kernels (nvjet_*) report
-# races under racecheck in the quant suite's widened products; only hazards in other kernels fail.
-if [[ " $STAGES " == *" sanitize "* ]]; then
+# compute-sanitizer over the GPU tests, in two stages that each fill a call (neither is part of
+# `all`; suites in parallel, the slow ones as GoogleTest shards). `sanitize`: memcheck on every
+# suite, synccheck on the attention, sampling and quant suites. `racecheck`: the kernel suite, one
+# sampling test (the distribution tests take over 8 minutes), the quant suite and the attention
+# suite's bf16 cases (its kernels that stage tiles in shared memory; the f32 cases take up to
+# 2 minutes each there). In the quant suite, the death test (it runs its body in a fresh
+# process) and the test that fills the GPU's memory (the other processes' allocations fail
+# while it holds it) run in the tests stage only. cuBLAS's own kernels (nvjet_*) report races
+# under racecheck in the quant suite's widened products; only hazards in other kernels fail.
+if [[ " $STAGES " == *" sanitize "* || " $STAGES " == *" racecheck "* ]]; then
   cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-  suites=(test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_sample test_cuda_quant)
-  build "${suites[@]}" || exit 1
+  build test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_sample test_cuda_quant \
+    || exit 1
   check() {  # tool suite [test arguments]: fails on an error, or on a race in one of our kernels
-    local tool=$1 suite=$2 log="$OUT/$1_$2.log"
+    local tool=$1 suite=$2 log="$OUT/$1_$2${GTEST_SHARD_INDEX:+_shard$GTEST_SHARD_INDEX}.log"
     shift 2
     timeout 480 "$cs" --tool "$tool" --error-exitcode 9 --print-limit 1000 "$BUILD/$suite" \
       --gtest_brief=1 "$@" > "$log" 2>&1
     local rc=$? ours
     ours=$(grep -E "^========= (Error|Warning): Race" "$log" | grep -v -c " at nvjet_")
-    echo "$tool $suite (exit $rc; races outside cuBLAS: $ours):" \
+    echo "$tool $suite${GTEST_SHARD_INDEX:+ shard $GTEST_SHARD_INDEX/$GTEST_TOTAL_SHARDS}" \
+      "(exit $rc; races outside cuBLAS: $ours):" \
       "$(grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$log")"
     # (racecheck exits 9 on cuBLAS's races too: there the races outside it decide)
     [[ $ours -eq 0 ]] && { [[ $rc -eq 0 ]] || [[ $tool == racecheck && $rc -eq 9 ]]; }
   }
   pids=()
-  for s in "${suites[@]}"; do check memcheck "$s" & pids+=($!); done
-  for s in test_cuda_attention test_cuda_sample test_cuda_quant; do
-    check synccheck "$s" & pids+=($!)
-  done
-  check racecheck test_cuda_kernels & pids+=($!)
-  check racecheck test_cuda_quant & pids+=($!)
-  check racecheck test_cuda_sample --gtest_filter='CudaSampleHost.Penalties*' & pids+=($!)
+  sharded() {  # shards tool suite [test arguments]: check over GoogleTest shards, in the background
+    local n=$1 i
+    shift
+    for ((i = 0; i < n; ++i)); do
+      GTEST_TOTAL_SHARDS=$n GTEST_SHARD_INDEX=$i check "$@" & pids+=($!)
+    done
+  }
+  quant_filter='--gtest_filter=-CudaQuantDeathTest.*:CudaQuant.WideningOutOfMemory*'
+  if [[ " $STAGES " == *" sanitize "* ]]; then
+    for s in test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_sample; do
+      check memcheck "$s" & pids+=($!)
+    done
+    for s in test_cuda_attention test_cuda_sample; do check synccheck "$s" & pids+=($!); done
+    sharded 4 memcheck test_cuda_quant "$quant_filter"
+    sharded 4 synccheck test_cuda_quant "$quant_filter"
+  fi
+  if [[ " $STAGES " == *" racecheck "* ]]; then
+    check racecheck test_cuda_kernels & pids+=($!)
+    check racecheck test_cuda_sample --gtest_filter='CudaSampleHost.Penalties*' & pids+=($!)
+    sharded 4 racecheck test_cuda_quant "$quant_filter"
+    sharded 8 racecheck test_cuda_attention --gtest_filter='*/bf16_*'
+  fi
   for p in "${pids[@]}"; do wait "$p" || status=1; done
 fi
 

@@ -146,7 +146,20 @@ INSTANTIATE_TEST_SUITE_P(
                                          AttnCase{{40, 9, 300}, 8, 2, 64, 16, "post", 1, false, 37},
                                          AttnCase{{40, 9, 300}, 8, 2, 64, 16, "pre", 1, false, 37},
                                          AttnCase{
-                                             {2000, 5}, 32, 8, 128, 16, "post", 1, false, 700})));
+                                             {2000, 5}, 32, 8, 128, 16, "post", 1, false, 700})),
+    // e.g. bf16_2000x5_h32kv8d128b16_post_s1_chunk700: the dtype first, for filters
+    // (scripts/device.sh racechecks the bf16 cases, whose kernels stage tiles in shared memory)
+    [](const auto& info) {
+      const AttnCase& c = std::get<1>(info.param);
+      std::string name = std::string(dtype_name(std::get<0>(info.param))) + "_";
+      for (size_t i = 0; i < c.lens.size(); ++i) name += (i ? "x" : "") + std::to_string(c.lens[i]);
+      name += "_h" + std::to_string(c.heads) + "kv" + std::to_string(c.kv_heads) + "d" +
+              std::to_string(c.head_dim) + "b" + std::to_string(c.block_size) + "_" + c.rope +
+              "_s" + std::to_string(c.decode_steps);
+      if (c.tree) name += "_tree";
+      if (c.chunk > 0) name += "_chunk" + std::to_string(c.chunk);
+      return name;
+    });
 
 }  // namespace
 }  // namespace nanoinfer
