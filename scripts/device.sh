@@ -143,9 +143,10 @@ fi
 # sampling test (the distribution tests take over 8 minutes), the quant suite and the attention
 # suite's bf16 cases (its kernels that stage tiles in shared memory; the f32 cases take up to
 # 2 minutes each there). In the quant suite, the death test (it runs its body in a fresh
-# process, and did not finish under the sanitizer) and the test that fills the GPU's memory (the other processes' allocations fail
-# while it holds it) run in the tests stage only. cuBLAS's own kernels (nvjet_*) report races
-# under racecheck in the quant suite's widened products; only hazards in other kernels fail.
+# process, and did not finish under the sanitizer) and the test that fills the GPU's memory
+# (the other processes' allocations fail while it holds it) run in the tests stage only.
+# cuBLAS's own kernels (nvjet_*) report races under racecheck in the quant suite's widened
+# products; only hazards in other kernels fail.
 if [[ " $STAGES " == *" sanitize "* || " $STAGES " == *" racecheck "* ]]; then
   cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   build test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_sample test_cuda_quant \

@@ -60,6 +60,17 @@ def num_splits(rows, slots, n_blocks, most=128):
     return 1
 
 
+def causal_scores(query, key, dtype):
+    """q k^T in dtype (unscaled), each query row of the kv head its group shares, the keys past
+    the row's own position at -inf (the new rows are the last lq of the lk)."""
+    g = query.shape[1] // key.shape[1]
+    s = torch.matmul(query.to(dtype), key.repeat_interleave(g, dim=1).to(dtype).transpose(-1, -2))
+    lq, lk = s.shape[-2], s.shape[-1]
+    row = torch.arange(lq, device=s.device)[:, None] + (lk - lq)
+    col = torch.arange(lk, device=s.device)[None, :]
+    return s.masked_fill(col > row, float("-inf"))
+
+
 def blocked_attention(single_block, split_block, reverse, split):
     """An HF attention function (AttentionInterface) in the arithmetic of FlashAttention-2's forward
     as its rounding points go: keys in blocks of single_block (one split) or split_block (several,
@@ -77,12 +88,8 @@ def blocked_attention(single_block, split_block, reverse, split):
         c32 = torch.tensor(float(torch.tensor(scaling, dtype=torch.float32)) * math.log2(math.e),
                            dtype=torch.float32)  # the kernel's float scale_softmax_log2
         c = float(c32)
-        k = key.repeat_interleave(g, dim=1).float()
         v = value.repeat_interleave(g, dim=1).double()
-        s = torch.matmul(query.float(), k.transpose(-1, -2))
-        row = torch.arange(lq, device=s.device)[:, None] + (lk - lq)
-        col = torch.arange(lk, device=s.device)[None, :]
-        s = s.masked_fill(col > row, float("-inf"))
+        s = causal_scores(query, key, torch.float32)
         tiles = b * hk * math.ceil(g / 64) if lq == 1 and g > 1 else b * h * math.ceil(lq / 64)
         sms = torch.cuda.get_device_properties(query.device).multi_processor_count
         splits = num_splits(tiles, 2 * sms, math.ceil(lk / split_block)) if split else 1
@@ -129,16 +136,10 @@ def exact_attention(module, query, key, value, attention_mask, scaling=None, dro
                     **kwargs):
     """An HF attention function with no rounding but the output's: scores, softmax and the product
     with V in float64 from the bf16 q, k, v, rounded to bf16 once."""
-    b, h, lq, d = query.shape
-    g = h // key.shape[1]
+    d = query.shape[-1]
     scaling = scaling if scaling is not None else d ** -0.5
-    k = key.repeat_interleave(g, dim=1).double()
-    v = value.repeat_interleave(g, dim=1).double()
-    s = torch.matmul(query.double(), k.transpose(-1, -2)) * scaling
-    lk = k.shape[2]
-    row = torch.arange(lq, device=s.device)[:, None] + (lk - lq)
-    col = torch.arange(lk, device=s.device)[None, :]
-    p = torch.softmax(s.masked_fill(col > row, float("-inf")), dim=-1)
+    v = value.repeat_interleave(query.shape[1] // key.shape[1], dim=1).double()
+    p = torch.softmax(causal_scores(query, key, torch.float64) * scaling, dim=-1)
     return torch.matmul(p, v).to(torch.bfloat16).transpose(1, 2).contiguous(), None
 
 
@@ -146,12 +147,12 @@ def exact_attention(module, query, key, value, attention_mask, scaling=None, dro
 def exact_linear():
     """Every nn.Linear (the projections, the MLP, the LM head) in float64 from its bf16 input and
     weights, rounded to bf16 once: a product with no order of sums to reproduce."""
-    forward = torch.nn.Linear.forward
+    forward, wide = torch.nn.Linear.forward, {}  # module -> its float64 weight and bias
 
     def exact(self, x):
-        if getattr(self, "_w64", None) is None:
-            self._w64 = self.weight.double()
-        return torch.nn.functional.linear(x.double(), self._w64).to(x.dtype)
+        if self not in wide:
+            wide[self] = (self.weight.double(), None if self.bias is None else self.bias.double())
+        return torch.nn.functional.linear(x.double(), *wide[self]).to(x.dtype)
     torch.nn.Linear.forward = exact
     try:
         yield
@@ -203,7 +204,8 @@ CONFIGS = {
                                                                             False)), 1),
     # no rounding inside the attention / the products: how near a rounding-free engine comes
     "exact_attention": lambda m: (use_attention(m, "exact", exact_attention), 1),
-    # p rounded to bf16 against the row's own maximum (one block of keys), the rest exact
+    # p rounded to bf16 against the row's own maximum (one block of keys: every sequence here is
+    # under 2,048 entries), the rest exact
     "exact_p_bf16": lambda m: (use_attention(m, "one_block", blocked_attention(2048, 2048, False,
                                                                                False)), 1),
     "exact_linear": lambda m: (exact_linear(), 1),
