@@ -3,8 +3,8 @@
 # configure with CUDA in an ignored build folder, build, run the GPU tests (with the HF bf16
 # greedy references made first, in the same call), the benchmarks (W1, W3, decode attention,
 # per-op profile) and the HF transformers peers. Logs and JSON go to $OUT (default ./out).
-#   scripts/device.sh [all|tests|bench|tp|peers|load|sanitize|racecheck|gguf]...
-#   (default: all; `load`, `sanitize`, `racecheck` and `gguf` only by name)
+#   scripts/device.sh [all|tests|bench|tp|peers|attn|load|sanitize|racecheck|gguf]...
+#   (default: all; `attn`, `load`, `sanitize`, `racecheck` and `gguf` only by name)
 # Header-only dependencies travel in .deps/include (pass carry=[".deps"]).
 set -uo pipefail
 OUT=${OUT:-out}
@@ -44,7 +44,7 @@ if want tests; then
   build test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_sample test_cuda_hf_bf16 \
     test_cuda_quant || exit 1
 fi
-if want bench || want tp; then build bench_w1 || status=1; fi
+if want bench || want tp || [[ " $STAGES " == *" attn "* ]]; then build bench_w1 || status=1; fi
 # The wheels carried in .whl (the gguf package, to read and write GGUF files) onto PYTHONPATH.
 wheels() {
   ls .whl/*.whl > /dev/null 2>&1 || return 1
@@ -97,6 +97,19 @@ if want bench; then
     2>&1 | tee "$OUT/bench_w1.log" || status=1
 fi
 
+# Decode attention alone (not part of `all`; `bench` runs ours too), with PyTorch's attention
+# kernels on the same shapes as peers: sdpa's backends at every shape, flex_attention (compiled
+# at each shape) at the one- and two-sequence shapes of 4k and 16k entries.
+if [[ " $STAGES " == *" attn "* ]]; then
+  "$BUILD/bench_w1" --config bench/configs/llama-3.1-8b.json --only attn \
+    --json "$OUT/bench_attn.json" 2>&1 | tee "$OUT/bench_attn.log" || status=1
+  python3 tools/bench/torch_decode_attn.py --json "$OUT/torch_attn.json" 2>&1 \
+    | tee "$OUT/torch_attn.log" || status=1
+  timeout 300 python3 tools/bench/torch_decode_attn.py --forms flex_grouped --batches 1,2 \
+    --contexts 4096,16384 --json "$OUT/torch_attn_flex.json" 2>&1 \
+    | tee "$OUT/torch_attn_flex.log" || status=1
+fi
+
 # Tensor parallelism over the machine's GPUs (a kind with 2+ GPUs; needs mpirun there): TP=N
 # greedy tokens in fp32 against TP=1 on a tiny model, then W1 sharded over the GPUs.
 if want tp; then
@@ -137,16 +150,16 @@ if [[ " $STAGES " == *" load "* ]]; then
   rm -rf "$ckpt"
 fi
 
-# compute-sanitizer over the GPU tests, in two stages that each fill a call (neither is part of
-# `all`; suites in parallel, the slow ones as GoogleTest shards). `sanitize`: memcheck on every
+# compute-sanitizer over the GPU tests, in two stages (neither is part of `all`; suites in parallel,
+# the slow ones as GoogleTest shards; on an H100, 65 s and 244 s). `sanitize`: memcheck on every
 # suite, synccheck on the attention, sampling and quant suites. `racecheck`: the kernel suite, one
 # sampling test (the distribution tests take over 8 minutes), the quant suite and the attention
-# suite's bf16 cases (its kernels that stage tiles in shared memory; the f32 cases take up to
-# 2 minutes each there). In the quant suite, the death test (it runs its body in a fresh
-# process, and did not finish under the sanitizer) and the test that fills the GPU's memory
-# (the other processes' allocations fail while it holds it) run in the tests stage only.
-# cuBLAS's own kernels (nvjet_*) report races under racecheck in the quant suite's widened
-# products; only hazards in other kernels fail.
+# suite's bf16 cases (its kernels that stage tiles in shared memory; the f32 cases take up to 2
+# minutes each there). In the quant suite, the death test (it runs its body in a fresh process, and
+# did not finish under the sanitizer) and the test that fills the GPU's memory (the other processes'
+# allocations fail while it holds it) run in the tests stage only. cuBLAS's own kernels (nvjet_*)
+# report races under racecheck in the quant suite's widened products; only hazards in other kernels
+# fail.
 if [[ " $STAGES " == *" sanitize "* || " $STAGES " == *" racecheck "* ]]; then
   cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   build test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_sample test_cuda_quant \
