@@ -1,10 +1,11 @@
 // Attention on the tensor cores for bf16 caches with head_dim 64 or 128, flash-attention-2 style
 // (mma.sync m16n8k16, scores and probabilities never leave registers). The kernels stage the
-// cache through the block table into shared memory with cp.async, 64 entries a tile (prefill: the
-// next tile in flight while one is used; decode: one tile in shared memory at a time, the SM's
-// other blocks computing while its copies land, or, when the call has few sequences, six tiles
-// filled by four warps that only copy, or by one warp's tensor memory access boxes where the keys
-// are stored rotated and blocks hold a multiple of 16 entries), and a warp keeps
+// cache through the block table into shared memory, 64 entries a tile (prefill: cp.async, the
+// next tile in flight while one is used; decode, where the keys are stored rotated and blocks hold
+// a multiple of 16 entries: six or three tiles filled by one warp's tensor memory access boxes;
+// other decode calls: one tile at a time by cp.async, the SM's other blocks computing while its
+// copies land, or, when the call has few sequences, six tiles filled by four warps that only
+// copy), and a warp keeps
 // an online softmax over 16 query rows: S = Q K^T into C fragments, the row max and sum over the
 // four lanes that share a row, P re-packed as the A operand of P V. A row is one (token, query
 // head) pair of a kv head's group, so the group's heads share each K/V tile: prefill packs 64 rows
@@ -34,8 +35,8 @@ constexpr int kPrefillStages = 2;  // tiles in shared memory: compute-bound, dou
 // single stage (46 KB with the merge's scratch, at most 128 registers a thread): four blocks
 // share an SM and each one's copies overlap the others' arithmetic. H200, 2026-12-01, % of copy
 // at B=8 x 16k: three stages (two blocks an SM) 67 %, two stages (three) 84 %, one stage (four)
-// 85 %; at B=32 x 4k two stages 79 %, one 85 %. Calls with few (sequence, kv head) pairs take
-// other kernels (kFewPairs, below).
+// 85 %; at B=32 x 4k two stages 79 %, one 85 %. Calls with few (sequence, kv head) pairs, and
+// calls whose tiles tensor memory access can stage, take other kernels (launch_decode, below).
 constexpr int kDecodeBlocksPerSm = 4;
 // The copying-warp decode kernel: one block an SM, six stages (209 KB with Q for D = 128), four
 // warps that copy and four that attend. A warp issues a 16-byte cp.async of 32 lanes only every
@@ -46,6 +47,9 @@ constexpr int kDecodeBlocksPerSm = 4;
 // before it 7.1 / 10.1 / 25.7. Bulk copies by the copy engine, a row (256 bytes) each, took
 // 72 us at 16k.
 constexpr int kCopyStages = 6, kCopyWarps = 4;
+// The tensor-memory-access decode kernel for calls with more pairs than SMs: three stages, so two
+// blocks share an SM and each one's start-up and merge overlap the other's stream (launch_decode).
+constexpr int kManyStages = 3;
 constexpr int kRows = 64;  // prefill: (token, head) rows per block, 16 per warp
 constexpr int kMaxSplits = 128;
 
@@ -839,23 +843,23 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
   decode_finish<D, 32>(a, d, w, reinterpret_cast<float*>(stages), ws, counters);
 }
 
-// The decode kernel for few pairs whose tiles are staged by tensor memory access (keys stored
-// rotated, block sizes a multiple of 16): one copying warp, whose lane issues one box a tile (16
-// cache rows of the kv head, 64 columns: one block's rows of a half of K or of V at
-// head_dim 128), up to kCopyStages tiles ahead, the stage's full mbarrier counting the bytes; the
-// four attending warps as in decode_copier_kernel, on swizzled tiles, with Q's fragments read
-// straight into registers. Boxes wholly past the slice are not loaded; the rows of a loaded box
-// past the slice are other cache entries, which the scores mask, and their V rows are zeroed
-// before use, so that no stale non-finite value meets a zero weight. Against the copying warps'
-// cp.async (H100, 2026-12-05, 8B shapes, % of copy): B=1 4k 64.4-64.7 against 62.9-63.1, 16k
+// The decode kernel whose tiles are staged by tensor memory access (keys stored rotated, block
+// sizes a multiple of 16; kStages: six, one block an SM, or kManyStages, two): one copying warp,
+// whose lane issues one box a tile (16 cache rows of the kv head, 64 columns: one block's rows of a
+// half of K or of V at head_dim 128), up to kStages tiles ahead, the stage's full mbarrier counting
+// the bytes; the four attending warps as in decode_copier_kernel, on swizzled tiles, with Q's
+// fragments read straight into registers. Boxes wholly past the slice are not loaded; the rows of a
+// loaded box past the slice are other cache entries, which the scores mask, and their V rows are
+// zeroed before use, so that no stale non-finite value meets a zero weight. Against the copying
+// warps' cp.async (H100, 2026-12-05, 8B shapes, % of copy): B=1 4k 64.4-64.7 against 62.9-63.1, 16k
 // 88.0 against 84.2, B=2 4k 80.0-80.4 against 77.4-77.7, 16k 95.8-96.0 against 91.6; at 640
 // entries (one tile a block) 5.2-5.3 us against 4.9, W1 unchanged within noise.
-template <int D>
-__global__ void __launch_bounds__(kThreads + 32, 1)
+template <int D, int kStages>
+__global__ void __launch_bounds__(kThreads + 32, kCopyStages / kStages)
     decode_tma_kernel(const AttnArgs a, float scale, float* ws, int* counters,
                       const __grid_constant__ CUtensorMap kmap,
                       const __grid_constant__ CUtensorMap vmap) {
-  constexpr int kTile = kTileK * D, kStages = kCopyStages, kWarps = kThreads / 32;
+  constexpr int kTile = kTileK * D, kWarps = kThreads / 32;
   constexpr int kHalves = D / 64, kBoxBytes = 16 * 64 * sizeof(bf16);
   static_assert(sizeof(float) * Layout<D>::kMergeFloats <= sizeof(bf16) * kStages * 2 * kTile);
   pdl_trigger();
@@ -1038,33 +1042,52 @@ std::optional<CUtensorMap> cache_map(const void* base, int64_t slots, int kv_hea
   return map;
 }
 
-template <int D>
+template <int D, int kStages>
 constexpr size_t decode_tma_smem() {
-  return 1024 + sizeof(bf16) * 2 * kCopyStages * kTileK * D;
+  return 1024 + sizeof(bf16) * 2 * kStages * kTileK * D;
 }
 
 // decode_tma_kernel, where the driver makes the layer's tensor maps; false (nothing launched)
 // otherwise.
-template <int D>
+template <int D, int kStages, bool kSpareSms>
 bool launch_decode_tma(const AttnArgs& a, int max_splits, float* ws, int* counters,
                        cudaStream_t s) {
   const auto km = cache_map(a.k_cache, a.cache_slots, a.kv_heads, D);
   const auto vm = cache_map(a.v_cache, a.cache_slots, a.kv_heads, D);
   if (!km || !vm) return false;
-  launch_decode<decode_tma_kernel<D>, kThreads + 32, decode_tma_smem<D>(), true>(
-      a, max_splits, ws, counters, s, *km, *vm);
+  launch_decode<decode_tma_kernel<D, kStages>, kThreads + 32, decode_tma_smem<D, kStages>(),
+                kSpareSms>(a, max_splits, ws, counters, s, *km, *vm);
   return true;
 }
 
+// Keys stored rotated in blocks of a multiple of 16 entries: the tensor-memory-access kernel, with
+// six stages and one block an SM while every (sequence, kv head) pair fits one wave of blocks on
+// the SMs, with three and two blocks an SM beyond (a seventh of the SMs left free at few pairs).
+// H100, 2026-12-06, 8B shapes, µs a call against the one-stage kernel's: six stages at B=8 640 /
+// 4k / 16k 10.2 / 45.2 / 171.5 against 11.4 / 49.0 / 181.2, B=16 15.3 / 85.9 / 337.0 against
+// 18.1 / 93.9 / 356.1 (three stages: 11.5 / 48.0 / 173.7 and 18.9 / 89.0 / 341.7); three stages
+// at B=32 28.8 / 170.1 / 672.5 against 32.2 / 181.2 / 709.6, B=64 57.7 / 339.1 / 1,343 against
+// 59.3 / 353.4 / 1,411, B=128 112.5 / 683.3 / 2,720 against 114.0 / 703.4 / 2,806 (six stages:
+// 30.0 / 171.3 / 675.2, 59.7 / 345.7 / 1,365, 117.4 / 697.8 / 2,788). Pre-RoPE keys or other
+// block sizes: the copying-warp kernel at few pairs, the one-stage kernel at more.
 template <int D, bool kRotate>
 void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, cudaStream_t s) {
-  if (a.seqs * a.kv_heads > kFewPairs)
+  const int pairs = a.seqs * a.kv_heads;
+  if (!kRotate && a.block_size % 16 == 0) {
+    const bool launched =
+        pairs <= kFewPairs ? launch_decode_tma<D, kCopyStages, true>(a, max_splits, ws, counters, s)
+        : pairs <= device_limits().sms
+            ? launch_decode_tma<D, kCopyStages, false>(a, max_splits, ws, counters, s)
+            : launch_decode_tma<D, kManyStages, false>(a, max_splits, ws, counters, s);
+    if (launched) return;
+  }
+  if (pairs > kFewPairs) {
     launch_decode<decode_kernel<D, kRotate>, kThreads, decode_smem<D, 1>()>(a, max_splits, ws,
                                                                             counters, s);
-  else if (kRotate || a.block_size % 16 != 0 ||
-           !launch_decode_tma<D>(a, max_splits, ws, counters, s))
+  } else {
     launch_decode<decode_copier_kernel<D, kRotate>, kThreads + 32 * kCopyWarps,
                   decode_smem<D, kCopyStages>(), !kRotate>(a, max_splits, ws, counters, s);
+  }
 }
 
 bool supported(const AttnArgs& a) {
