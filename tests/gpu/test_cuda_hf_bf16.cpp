@@ -16,6 +16,8 @@
 // with torch's flash-attention backend agrees with it on 97.9% of all positions, as we do
 // (2026-12-04, tools/bench/hf_bf16_spread.py), so the all-positions floor below is 97%. HF with its
 // products and attention in float64 (no rounding inside them) agrees on 98.7% (H100, 2026-12-06).
+// Against HF's eager attention as the reference (hf_bf16_greedy.py --attn-implementation eager),
+// an HF with eager's rounding points and float64 sums agrees on 98.2%, this engine on 97.7%.
 #include <gtest/gtest.h>
 
 #include <algorithm>

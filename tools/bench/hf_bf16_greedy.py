@@ -77,21 +77,23 @@ def rel_error(got, want):
     return float((got - want).norm() / want.norm())
 
 
-def for_greedy(model, device):
+def for_greedy(model, device, attn=None):
     model = model.to(device).eval()
+    if attn:
+        model.set_attn_implementation(attn)
     model.generation_config.eos_token_id = None  # every position counts, EOS included
     model.generation_config.pad_token_id = 0
     return model
 
 
-def tiny_cases(models_dir, new_tokens, device):
+def tiny_cases(models_dir, new_tokens, device, attn):
     cases = []
     for name in sorted(os.listdir(models_dir)):
         ref_path = os.path.join(models_dir, name, "reference.json")
         if not os.path.exists(ref_path):
             continue
         model = for_greedy(AutoModelForCausalLM.from_pretrained(
-            os.path.join(models_dir, name), dtype=torch.bfloat16), device)
+            os.path.join(models_dir, name), dtype=torch.bfloat16), device, attn)
         with open(ref_path) as f:
             ref = json.load(f)
         prompts = [c["prompt_ids"] for c in ref["cases"]]
@@ -108,10 +110,10 @@ def tiny_cases(models_dir, new_tokens, device):
     return cases
 
 
-def real_cases(gguf, new_tokens, device):
+def real_cases(gguf, new_tokens, device, attn):
     model = for_greedy(AutoModelForCausalLM.from_pretrained(
         os.path.dirname(os.path.abspath(gguf)), gguf_file=os.path.basename(gguf),
-        dtype=torch.bfloat16), device)
+        dtype=torch.bfloat16), device, attn)
     summary = load_json("smollm2/summary_greedy.json")["prompt_ids"]
     want = torch.tensor(load_json("smollm2/summary_last_logits.json")["logits"])
     rel = rel_error(last_logits(model, summary, device), want)
@@ -135,13 +137,16 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--sdpa-backend", help="run HF's sdpa attention on this torch SDPBackend only "
                     "(e.g. FLASH_ATTENTION; default: torch's choice, cuDNN's on an H200)")
+    ap.add_argument("--attn-implementation", help="HF's attention (e.g. eager: scores and "
+                    "probabilities rounded to bf16 between three ops; default: sdpa)")
     a = ap.parse_args()
     with sdpa_backend(a.sdpa_backend) if a.sdpa_backend else contextlib.nullcontext():
-        cases = tiny_cases(a.models, a.new_tokens, a.device)
+        cases = tiny_cases(a.models, a.new_tokens, a.device, a.attn_implementation)
         if a.gguf:
-            cases += real_cases(a.gguf, a.new_tokens, a.device)
+            cases += real_cases(a.gguf, a.new_tokens, a.device, a.attn_implementation)
     with open(a.out, "w") as f:
-        json.dump({"dtype": "bfloat16", "gguf": os.path.abspath(a.gguf) if a.gguf else None,
+        json.dump({"dtype": "bfloat16", "attn_implementation": a.attn_implementation or "sdpa",
+                   "gguf": os.path.abspath(a.gguf) if a.gguf else None,
                    "cases": cases}, f)
     for s in ("tiny", "real"):
         mine = [c for c in cases if c["set"] == s]

@@ -143,6 +143,19 @@ def exact_attention(module, query, key, value, attention_mask, scaling=None, dro
     return torch.matmul(p, v).to(torch.bfloat16).transpose(1, 2).contiguous(), None
 
 
+def eager_exact_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                          **kwargs):
+    """HF's eager attention with its rounding points and no others: q k^T rounded to bf16, scaled
+    in bf16, softmax in float32 rounded to bf16, the product with V rounded to bf16; the dot
+    products' sums in float64 (no order of fp32 additions to reproduce)."""
+    d = query.shape[-1]
+    scaling = scaling if scaling is not None else d ** -0.5
+    s = causal_scores(query, key, torch.float64).to(torch.bfloat16) * scaling
+    p = torch.softmax(s, dim=-1, dtype=torch.float32).to(torch.bfloat16).double()
+    v = value.repeat_interleave(query.shape[1] // key.shape[1], dim=1).double()
+    return torch.matmul(p, v).to(torch.bfloat16).transpose(1, 2).contiguous(), None
+
+
 @contextlib.contextmanager
 def exact_linear():
     """Every nn.Linear (the projections, the MLP, the LM head) in float64 from its bf16 input and
@@ -183,6 +196,12 @@ def exact_all(model):
     return exact_linear()
 
 
+def eager_exact_all(model):
+    """HF's eager rounding points in the attention, every sum in float64."""
+    use_attention(model, "eager_exact", eager_exact_attention)
+    return exact_linear()
+
+
 # name -> model -> (context to run in, batch rows); each starts from sdpa and cuBLAS defaults.
 CONFIGS = {
     "default": lambda m: (contextlib.nullcontext(), 1),
@@ -210,6 +229,11 @@ CONFIGS = {
                                                                                False)), 1),
     "exact_linear": lambda m: (exact_linear(), 1),
     "exact_all": lambda m: (exact_all(m), 1),
+    # eager's rounding points (scores and p in bf16) with sums in float64: against an eager
+    # reference (--reference of hf_bf16_greedy.py --attn-implementation eager), how near an
+    # engine that keeps eager's rounding points but not cuBLAS's order of sums comes
+    "eager_exact": lambda m: (use_attention(m, "eager_exact", eager_exact_attention), 1),
+    "eager_exact_all": lambda m: (eager_exact_all(m), 1),
 }
 
 
