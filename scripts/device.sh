@@ -151,16 +151,15 @@ if [[ " $STAGES " == *" load "* ]]; then
 fi
 
 # compute-sanitizer over the GPU tests, in two stages (neither is part of `all`; suites in parallel,
-# the slow ones as GoogleTest shards; on an H100 on 2026-12-06, 65 s and 244 s, before the attention
-# suite's three cases of many pairs, whose bf16 shards alone then took 37-222 s). `sanitize`:
-# memcheck on every suite, synccheck on the attention, sampling and quant suites. `racecheck`: the
-# kernel suite, one sampling test (the distribution tests take over 8 minutes), the quant suite and
-# the attention suite's bf16 cases (its kernels that stage tiles in shared memory; the f32 cases
-# take up to 2 minutes each there). In the quant suite, the death test (it runs its body in a fresh
-# process, and did not finish under the sanitizer) and the test that fills the GPU's memory (the
-# other processes' allocations fail while it holds it) run in the tests stage only. cuBLAS's own
-# kernels (nvjet_*) report races under racecheck in the quant suite's widened products; only hazards
-# in other kernels fail.
+# the slow ones as GoogleTest shards; on an H100 on 2026-12-06, 65 s and 244 s apart, 431 s both in
+# one call with the attention suite's 64 cases). `sanitize`: memcheck on every suite, synccheck on
+# the attention, sampling and quant suites. `racecheck`: the kernel suite, one sampling test (the
+# distribution tests take over 8 minutes), the quant suite and the attention suite's bf16 cases (its
+# kernels that stage tiles in shared memory; the f32 cases take up to 2 minutes each there). In the
+# quant suite, the death test (it runs its body in a fresh process, and did not finish under the
+# sanitizer) and the test that fills the GPU's memory (the other processes' allocations fail while
+# it holds it) run in the tests stage only. cuBLAS's own kernels (nvjet_*) report races under
+# racecheck in the quant suite's widened products; only hazards in other kernels fail.
 if [[ " $STAGES " == *" sanitize "* || " $STAGES " == *" racecheck "* ]]; then
   cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   build test_cuda_kernels test_cuda_attention test_cuda_model test_cuda_sample test_cuda_quant \
