@@ -190,15 +190,9 @@ def after(_):
     return contextlib.nullcontext()
 
 
-def exact_all(model):
-    """Both of the above: HF's rounding points between ops, nothing rounded inside them."""
-    use_attention(model, "exact", exact_attention)
-    return exact_linear()
-
-
-def eager_exact_all(model):
-    """HF's eager rounding points in the attention, every sum in float64."""
-    use_attention(model, "eager_exact", eager_exact_attention)
+def with_exact_linear(model, name, attention):
+    """An attention function (registered as name) and every product in float64 (exact_linear)."""
+    use_attention(model, name, attention)
     return exact_linear()
 
 
@@ -228,12 +222,13 @@ CONFIGS = {
     "exact_p_bf16": lambda m: (use_attention(m, "one_block", blocked_attention(2048, 2048, False,
                                                                                False)), 1),
     "exact_linear": lambda m: (exact_linear(), 1),
-    "exact_all": lambda m: (exact_all(m), 1),
+    # both: HF's rounding points between ops, nothing rounded inside them
+    "exact_all": lambda m: (with_exact_linear(m, "exact", exact_attention), 1),
     # eager's rounding points (scores and p in bf16) with sums in float64: against an eager
     # reference (--reference of hf_bf16_greedy.py --attn-implementation eager), how near an
     # engine that keeps eager's rounding points but not cuBLAS's order of sums comes
     "eager_exact": lambda m: (use_attention(m, "eager_exact", eager_exact_attention), 1),
-    "eager_exact_all": lambda m: (eager_exact_all(m), 1),
+    "eager_exact_all": lambda m: (with_exact_linear(m, "eager_exact", eager_exact_attention), 1),
 }
 
 

@@ -1062,7 +1062,8 @@ bool launch_decode_tma(const AttnArgs& a, int max_splits, float* ws, int* counte
 
 // Keys stored rotated in blocks of a multiple of 16 entries: the tensor-memory-access kernel, with
 // six stages and one block an SM while every (sequence, kv head) pair fits one wave of blocks on
-// the SMs, with three and two blocks an SM beyond (a seventh of the SMs left free at few pairs).
+// the SMs, with three stages and two blocks an SM beyond (a seventh of the SMs left free at few
+// pairs).
 // H100, 2026-12-06, 8B shapes, µs a call against the one-stage kernel's: six stages at B=8 640 /
 // 4k / 16k 10.2 / 45.2 / 171.5 against 11.4 / 49.0 / 181.2, B=16 15.3 / 85.9 / 337.0 against
 // 18.1 / 93.9 / 356.1 (three stages: 11.5 / 48.0 / 173.7 and 18.9 / 89.0 / 341.7); three stages
