@@ -844,17 +844,22 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
 }
 
 // The decode kernel whose tiles are staged by tensor memory access (keys stored rotated, block
-// sizes a multiple of 16; kStages: six, one block an SM, or kManyStages, two): one copying warp,
-// whose lane issues one box a tile (16 cache rows of the kv head, 64 columns: one block's rows of a
-// half of K or of V at head_dim 128), up to kStages tiles ahead, the stage's full mbarrier counting
-// the bytes; the four attending warps as in decode_copier_kernel, on swizzled tiles, with Q's
-// fragments read straight into registers. Boxes wholly past the slice are not loaded; the rows of a
-// loaded box past the slice are other cache entries, which the scores mask, and their V rows are
-// zeroed before use, so that no stale non-finite value meets a zero weight. Against the copying
-// warps' cp.async (H100, 2026-12-05, 8B shapes, % of copy): B=1 4k 64.4-64.7 against 62.9-63.1, 16k
-// 88.0 against 84.2, B=2 4k 80.0-80.4 against 77.4-77.7, 16k 95.8-96.0 against 91.6; at 640
-// entries (one tile a block) 5.2-5.3 us against 4.9, W1 unchanged within noise.
-template <int D, int kStages>
+// sizes a multiple of 16; kStages: six, one block an SM, or kManyStages, three, two blocks an SM):
+// one copying warp, whose lane issues one box a tile (16 cache rows of the kv head, 64 columns: one
+// block's rows of a half of K or of V at head_dim 128), up to kStages tiles ahead but at most
+// kInFlight tiles issued and not yet landed, the stage's full mbarrier counting the bytes; the four
+// attending warps as in decode_copier_kernel, on swizzled tiles, with Q's fragments read straight
+// into registers. Boxes wholly past the slice are not loaded; the rows of a loaded box past the
+// slice are other cache entries, which the scores mask, and their V rows are zeroed before use, so
+// that no stale non-finite value meets a zero weight. Against the copying warps' cp.async (H100,
+// 2026-12-05, 8B shapes, % of copy): B=1 4k 64.4-64.7 against 62.9-63.1, 16k 88.0 against 84.2, B=2
+// 4k 80.0-80.4 against 77.4-77.7, 16k 95.8-96.0 against 91.6; at 640 entries (one tile a
+// block) 5.2-5.3 us against 4.9, W1 unchanged within noise. Tiles in flight at six stages (H100,
+// 2026-12-06, 8B shapes, three runs, µs a call with six / four / two): B=1 4k 8.5 / 8.5 / 8.3,
+// 16k 24.9 / 24.8-24.9 / 25.0; B=2 4k 13.8 / 13.8 / 13.7, 16k 45.8-45.9 / 45.8-45.9 / 45.5-45.6;
+// B=8 4k 45.3 / 45.0 / 45.8-45.9, 16k 175.4-176.9 / 172.1-172.2 / 169.6. Why fewer copies in flight
+// help was not measured.
+template <int D, int kStages, int kInFlight>
 __global__ void __launch_bounds__(kThreads + 32, kCopyStages / kStages)
     decode_tma_kernel(const AttnArgs a, float scale, float* ws, int* counters,
                       const __grid_constant__ CUtensorMap kmap,
@@ -906,6 +911,8 @@ __global__ void __launch_bounds__(kThreads + 32, kCopyStages / kStages)
       }
       const int st = t % kStages, k0 = d.first + t * kTileK;
       if (t >= kStages) mbar_wait(&empty[st], (t / kStages - 1) & 1);
+      if (kInFlight < kStages && t >= kInFlight)  // tile t - kInFlight has landed
+        mbar_wait(&full[(t - kInFlight) % kStages], ((t - kInFlight) / kStages) & 1);
       // This step's entry (ctx - 1) is written by the kernel ahead: wait for it.
       if (min(d.last, k0 + kTileK - 1) > d.ctx - 2) pdl_wait();
       const int boxes = min(4, (d.last - k0) / 16 + 1);  // those with entries in the slice
@@ -1049,21 +1056,21 @@ constexpr size_t decode_tma_smem() {
 
 // decode_tma_kernel, where the driver makes the layer's tensor maps; false (nothing launched)
 // otherwise.
-template <int D, int kStages, bool kSpareSms>
+template <int D, int kStages, int kInFlight, bool kSpareSms>
 bool launch_decode_tma(const AttnArgs& a, int max_splits, float* ws, int* counters,
                        cudaStream_t s) {
   const auto km = cache_map(a.k_cache, a.cache_slots, a.kv_heads, D);
   const auto vm = cache_map(a.v_cache, a.cache_slots, a.kv_heads, D);
   if (!km || !vm) return false;
-  launch_decode<decode_tma_kernel<D, kStages>, kThreads + 32, decode_tma_smem<D, kStages>(),
-                kSpareSms>(a, max_splits, ws, counters, s, *km, *vm);
+  launch_decode<decode_tma_kernel<D, kStages, kInFlight>, kThreads + 32,
+                decode_tma_smem<D, kStages>(), kSpareSms>(a, max_splits, ws, counters, s, *km, *vm);
   return true;
 }
 
 // Keys stored rotated in blocks of a multiple of 16 entries: the tensor-memory-access kernel, with
 // six stages and one block an SM while every (sequence, kv head) pair fits one wave of blocks on
 // the SMs, with three stages and two blocks an SM beyond (a seventh of the SMs left free at few
-// pairs).
+// pairs). Six stages keep two tiles in flight at few pairs, four beyond (decode_tma_kernel).
 // H100, 2026-12-06, 8B shapes, µs a call against the one-stage kernel's: six stages at B=8 640 /
 // 4k / 16k 10.2 / 45.2 / 171.5 against 11.4 / 49.0 / 181.2, B=16 15.3 / 85.9 / 337.0 against
 // 18.1 / 93.9 / 356.1 (three stages: 11.5 / 48.0 / 173.7 and 18.9 / 89.0 / 341.7); three stages
@@ -1076,10 +1083,11 @@ void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, 
   const int pairs = a.seqs * a.kv_heads;
   if (!kRotate && a.block_size % 16 == 0) {
     const bool launched =
-        pairs <= kFewPairs ? launch_decode_tma<D, kCopyStages, true>(a, max_splits, ws, counters, s)
+        pairs <= kFewPairs
+            ? launch_decode_tma<D, kCopyStages, 2, true>(a, max_splits, ws, counters, s)
         : pairs <= device_limits().sms
-            ? launch_decode_tma<D, kCopyStages, false>(a, max_splits, ws, counters, s)
-            : launch_decode_tma<D, kManyStages, false>(a, max_splits, ws, counters, s);
+            ? launch_decode_tma<D, kCopyStages, 4, false>(a, max_splits, ws, counters, s)
+            : launch_decode_tma<D, kManyStages, kManyStages, false>(a, max_splits, ws, counters, s);
     if (launched) return;
   }
   if (pairs > kFewPairs) {
