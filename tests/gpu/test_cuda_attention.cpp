@@ -132,6 +132,10 @@ INSTANTIATE_TEST_SUITE_P(
                                          AttnCase{{200, 64, 900}, 12, 6, 64, 16, "pre", 2},
                                          AttnCase{{900, 33, 2100}, 256, 64, 128, 16, "post", 2},
                                          AttnCase{{300, 1, 1300}, 128, 64, 64, 32, "post", 2},
+                                         // 24 pairs, six stages, 5 tiles a block (5 splits
+                                         // on 132 SMs): the copying warp waits for tile 0 to
+                                         // land before it issues tile 4
+                                         AttnCase{{1400, 5, 1300}, 8, 8, 64, 16, "post", 2},
                                          // few pairs and long contexts: 8 tiles a block in
                                          // the copying-warp kernel (16 splits at B=1, 8 at
                                          // B=2), so its six stages and its ring of row
