@@ -857,8 +857,10 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
 // block) 5.2-5.3 us against 4.9, W1 unchanged within noise. Tiles in flight at six stages (H100,
 // 2026-12-06, 8B shapes, three runs, µs a call with six / four / two): B=1 4k 8.5 / 8.5 / 8.3,
 // 16k 24.9 / 24.8-24.9 / 25.0; B=2 4k 13.8 / 13.8 / 13.7, 16k 45.8-45.9 / 45.8-45.9 / 45.5-45.6;
-// B=8 4k 45.3 / 45.0 / 45.8-45.9, 16k 175.4-176.9 / 172.1-172.2 / 169.6. Why fewer copies in flight
-// help was not measured.
+// B=8 4k 45.3 / 45.0 / 45.8-45.9, 16k 175.4-176.9 / 172.1-172.2 / 169.6. Behind the RoPE kernel, as
+// the engine runs it (H100, 2026-12-06, another call, all six against the launcher's two): B=1 4k
+// 8.8-8.9 against 7.7-7.8 us, B=2 4k 13.5 against 12.6-12.7. Why fewer copies in flight help was
+// not measured.
 template <int D, int kStages, int kInFlight>
 __global__ void __launch_bounds__(kThreads + 32, kCopyStages / kStages)
     decode_tma_kernel(const AttnArgs a, float scale, float* ws, int* counters,
