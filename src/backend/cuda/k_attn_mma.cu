@@ -860,7 +860,8 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
 // B=8 4k 45.3 / 45.0 / 45.8-45.9, 16k 175.4-176.9 / 172.1-172.2 / 169.6. Behind the RoPE kernel, as
 // the engine runs it (H100, 2026-12-06, another call, all six against the launcher's two): B=1 4k
 // 8.8-8.9 against 7.7-7.8 us, B=2 4k 13.5 against 12.6-12.7. Why fewer copies in flight help was
-// not measured.
+// not measured. The caps are the H100's: on an H200 (2026-12-06) two in flight against six cost
+// 1-3 % at B=2 and at B=1 16k, and gained only at B=1 4k behind the RoPE kernel (docs/perf.md).
 template <int D, int kStages, int kInFlight>
 __global__ void __launch_bounds__(kThreads + 32, kCopyStages / kStages)
     decode_tma_kernel(const AttnArgs a, float scale, float* ws, int* counters,
