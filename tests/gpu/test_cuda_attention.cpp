@@ -121,11 +121,12 @@ INSTANTIATE_TEST_SUITE_P(
                                          AttnCase{{300, 45}, 8, 2, 128, 12, "pre", 2},
                                          // more than 16 (sequence, kv head) pairs: "pre"
                                          // and a block size not a multiple of 16 take the
-                                         // one-stage decode kernel (fewer pairs, the one
-                                         // with copying warps; "pre": keys rotated in
-                                         // shared memory by either), "post" the one of
-                                         // tensor memory access, six stages while the pairs
-                                         // fit one wave on the SMs, three beyond (192 pairs)
+                                         // one-stage decode kernel (fewer pairs in blocks
+                                         // not a multiple of 16: the one with copying
+                                         // warps; "pre": keys rotated in shared memory by
+                                         // either), "post" the one of tensor memory access,
+                                         // six stages while the pairs fit one wave on the
+                                         // SMs, three beyond (192 pairs)
                                          AttnCase{{600, 33, 1, 250, 90}, 32, 8, 128, 16, "pre", 2},
                                          AttnCase{{600, 33, 250}, 32, 8, 128, 24, "post", 2},
                                          AttnCase{{200, 64, 900}, 12, 6, 64, 16, "post", 2},
@@ -143,10 +144,12 @@ INSTANTIATE_TEST_SUITE_P(
                                          AttnCase{{7300}, 8, 8, 64, 16, "post", 2},
                                          AttnCase{{7300}, 8, 8, 64, 12, "pre", 2},
                                          AttnCase{{3700, 3650}, 16, 8, 64, 16, "post", 2},
-                                         // post-RoPE keys in blocks of a multiple of 16:
-                                         // the tiles staged by tensor memory access (48
-                                         // rows: a block's boxes start inside it)
+                                         // keys in blocks of a multiple of 16: the tiles
+                                         // staged by tensor memory access (48 rows: a
+                                         // block's boxes start inside it); pre-RoPE keys
+                                         // (up to 16 pairs) rotated there by rotating warps
                                          AttnCase{{7300, 90}, 16, 8, 128, 48, "post", 2},
+                                         AttnCase{{7300, 90}, 16, 8, 128, 48, "pre", 2},
                                          AttnCase{{1500}, 8, 2, 128, 32, "post", 2},
                                          // one kv head: the most splits (128) per context
                                          AttnCase{{4000}, 4, 1, 128, 16, "post", 2},

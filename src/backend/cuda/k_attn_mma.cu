@@ -288,10 +288,38 @@ struct TileRows {
   }
 };
 
+// Pre-RoPE caches: 8 pairs of a key, lo = elements i..i+7 and hi = elements i+D/2..i+D/2+7,
+// rotated as load_key does: element d < D/2 becomes k[d] c - k[d + D/2] s, element d + D/2
+// becomes k[d + D/2] c + k[d] s, with c, s the table's fp32 cos and sin of index d (cs: the
+// table row's 8 cos then its 8 sin), rounded to bf16 once.
+__device__ __forceinline__ void rotate_pairs(uint4& lo, uint4& hi, const float4 (&cs)[4]) {
+  const auto* c = reinterpret_cast<const float*>(&cs[0]);
+  const auto* sn = reinterpret_cast<const float*>(&cs[2]);
+  const auto* x = reinterpret_cast<const bf16*>(&lo);
+  const auto* y = reinterpret_cast<const bf16*>(&hi);
+  alignas(16) bf16 u[8], v[8];
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    const float xe = __bfloat162float(x[e]), ye = __bfloat162float(y[e]);
+    u[e] = __float2bfloat16_rn(xe * c[e] - ye * sn[e]);
+    v[e] = __float2bfloat16_rn(ye * c[e] + xe * sn[e]);
+  }
+  lo = *reinterpret_cast<const uint4*>(u);
+  hi = *reinterpret_cast<const uint4*>(v);
+}
+
+// The cos and sin of 8 pairs from index i of the table row of position pos (rotate_pairs' cs).
+template <int D>
+__device__ __forceinline__ void load_cos_sin(const AttnArgs& a, int pos, int i, float4 (&cs)[4]) {
+  const auto* table = reinterpret_cast<const float4*>(a.cos_sin + int64_t{pos} * D + i);
+  cs[0] = table[0];
+  cs[1] = table[1];
+  cs[2] = table[D / 8];
+  cs[3] = table[D / 8 + 1];
+}
+
 // Pre-RoPE caches: rotates a staged tile's keys in place by their positions (pos[row], staged
-// with the tile), as load_key does: element d < D/2 becomes k[d] c - k[d + D/2] s, element
-// d + D/2 becomes k[d + D/2] c + k[d] s, with c, s the table's fp32 cos and sin of index d,
-// rounded to bf16 once. Thread tid of kThreads takes 8 such pairs of a row at a time, kBatch
+// with the tile). Thread tid of kThreads takes 8 pairs of a row at a time (rotate_pairs), kBatch
 // rows' table loads in flight together (1 where registers are capped at 128: 2 spilled).
 template <int D, int kBatch>
 __device__ void rotate_keys(const AttnArgs& a, bf16* ks, const int32_t* pos, int tid) {
@@ -306,30 +334,16 @@ __device__ void rotate_keys(const AttnArgs& a, bf16* ks, const int32_t* pos, int
 #pragma unroll
     for (int j = 0; j < kBatch; ++j) {
       const int piece = tid + (b + j) * kThreads, r = piece / kPieces, i = piece % kPieces * 8;
-      const auto* table = reinterpret_cast<const float4*>(a.cos_sin + int64_t{pos[r]} * D + i);
-      cs[j][0] = table[0];
-      cs[j][1] = table[1];
-      cs[j][2] = table[kHalf / 4];
-      cs[j][3] = table[kHalf / 4 + 1];
+      load_cos_sin<D>(a, pos[r], i, cs[j]);
       at[j] = ks + r * S + i;
       lo[j] = *reinterpret_cast<const uint4*>(at[j]);
       hi[j] = *reinterpret_cast<const uint4*>(at[j] + kHalf);
     }
 #pragma unroll
     for (int j = 0; j < kBatch; ++j) {
-      const auto* c = reinterpret_cast<const float*>(&cs[j][0]);
-      const auto* sn = reinterpret_cast<const float*>(&cs[j][2]);
-      const auto* x = reinterpret_cast<const bf16*>(&lo[j]);
-      const auto* y = reinterpret_cast<const bf16*>(&hi[j]);
-      alignas(16) bf16 u[8], v[8];
-#pragma unroll
-      for (int e = 0; e < 8; ++e) {
-        const float xe = __bfloat162float(x[e]), ye = __bfloat162float(y[e]);
-        u[e] = __float2bfloat16_rn(xe * c[e] - ye * sn[e]);
-        v[e] = __float2bfloat16_rn(ye * c[e] + xe * sn[e]);
-      }
-      *reinterpret_cast<uint4*>(at[j]) = *reinterpret_cast<const uint4*>(u);
-      *reinterpret_cast<uint4*>(at[j] + kHalf) = *reinterpret_cast<const uint4*>(v);
+      rotate_pairs(lo[j], hi[j], cs[j]);
+      *reinterpret_cast<uint4*>(at[j]) = lo[j];
+      *reinterpret_cast<uint4*>(at[j] + kHalf) = hi[j];
     }
   }
 }
@@ -843,6 +857,41 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
   decode_finish<D, 32>(a, d, w, reinterpret_cast<float*>(stages), ws, counters);
 }
 
+// decode_tma_kernel's rotating warps: three, so that with the four attending warps and the
+// copying one each of the SM's four schedulers holds at most two warps and a thread may take 255
+// registers (a ninth warp capped them at 168, and the attending warps spilled).
+constexpr int kRotThreads = 96;
+
+// Rotating thread rt of kRotThreads: rotates the keys of a landed, swizzled tile (entries k0..,
+// positions pos[row]) in place, 8 pairs of a row at a time (rotate_pairs), all its table loads in
+// flight together. Rows past the slice (last) are other cache entries, or stale: left as they are
+// (their scores are masked).
+template <int D>
+__device__ void rotate_tma_tile(const AttnArgs& a, bf16* ks, const int32_t* pos, int k0, int last,
+                                int rt) {
+  constexpr int kPieces = D / 16, kEach = (kTileK * kPieces + kRotThreads - 1) / kRotThreads;
+  float4 cs[kEach][4];
+  int row[kEach], col[kEach];
+#pragma unroll
+  for (int j = 0; j < kEach; ++j) {
+    const int piece = min(rt + j * kRotThreads, kTileK * kPieces - 1);
+    row[j] = piece / kPieces;
+    col[j] = piece % kPieces * 8;
+    load_cos_sin<D>(a, k0 + row[j] <= last ? pos[row[j]] : 0, col[j], cs[j]);
+  }
+#pragma unroll
+  for (int j = 0; j < kEach; ++j) {
+    if (k0 + row[j] > last || rt + j * kRotThreads >= kTileK * kPieces) continue;
+    auto* lo = reinterpret_cast<uint4*>(const_cast<bf16*>(tile_at<D, true>(ks, row[j], col[j])));
+    auto* hi =
+        reinterpret_cast<uint4*>(const_cast<bf16*>(tile_at<D, true>(ks, row[j], col[j] + D / 2)));
+    uint4 x = *lo, y = *hi;
+    rotate_pairs(x, y, cs[j]);
+    *lo = x;
+    *hi = y;
+  }
+}
+
 // The decode kernel whose tiles are staged by tensor memory access (keys stored rotated, block
 // sizes a multiple of 16; kStages: six, one block an SM, or kManyStages, three, two blocks an SM):
 // one copying warp, whose lane issues one box a tile (16 cache rows of the kv head, 64 columns: one
@@ -862,8 +911,15 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
 // 8.8-8.9 against 7.7-7.8 us, B=2 4k 13.5 against 12.6-12.7. Why fewer copies in flight help was
 // not measured. The caps are the H100's: on an H200 (2026-12-06) two in flight against six cost
 // 1-3 % at B=2 and at B=1 16k, and gained only at B=1 4k behind the RoPE kernel (docs/perf.md).
-template <int D, int kStages, int kInFlight>
-__global__ void __launch_bounds__(kThreads + 32, kCopyStages / kStages)
+// kRotate (pre-RoPE keys, few pairs): the copying warp also brings each box's 16 positions
+// (slot_pos, a bulk copy on the same barrier), and three rotating warps turn each landed tile's
+// keys in place (rotate_tma_tile) before the attending warps take it, so that the copies are
+// never held up by the rotation. H100, 2026-12-06, 8B shapes, B=1 pre-RoPE 640 / 4k / 16k: 6.2 /
+// 10.1 / 27.8 us against 6.0-6.1 / 11.4 / 34.6 with the copying-warp kernel (post-RoPE keys:
+// 5.2-5.3 / 8.3-8.4 / 25.3); on all 132 SMs 10.5 us at 4k, so it leaves a seventh free too.
+template <int D, int kStages, int kInFlight, bool kRotate>
+__global__ void __launch_bounds__(kThreads + 32 + (kRotate ? kRotThreads : 0),
+                                  kCopyStages / kStages)
     decode_tma_kernel(const AttnArgs a, float scale, float* ws, int* counters,
                       const __grid_constant__ CUtensorMap kmap,
                       const __grid_constant__ CUtensorMap vmap) {
@@ -878,7 +934,8 @@ __global__ void __launch_bounds__(kThreads + 32, kCopyStages / kStages)
   // The swizzle is a function of the address: the stages start on a 1024-byte boundary.
   bf16* stages = reinterpret_cast<bf16*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
                                          ~static_cast<uintptr_t>(1023));
-  __shared__ uint64_t full[kStages], empty[kStages];
+  __shared__ uint64_t full[kStages], empty[kStages], rotated[kRotate ? kStages : 1];
+  __shared__ __align__(16) int32_t stage_pos[kRotate ? kStages : 1][kTileK];
   const int n_tiles = d.last >= d.first ? (d.last - d.first) / kTileK + 1 : 0;
   // The copying warp's lane l holds the cache block of rows 16 (l % 4).. of tile 8 r + l / 4 of
   // run r (eight tiles a run, a load a lane), the next run's loaded a run ahead. The first
@@ -899,10 +956,26 @@ __global__ void __launch_bounds__(kThreads + 32, kCopyStages / kStages)
     for (int st = 0; st < kStages; ++st) {
       mbar_init(&full[st], 1);  // the copying warp's lane 0, with the bytes of the tile's boxes
       mbar_init(&empty[st], kWarps);
+      if constexpr (kRotate) mbar_init(&rotated[st], kRotThreads);
     }
     mbar_init_fence();
   }
   __syncthreads();
+
+  if constexpr (kRotate) {
+    if (warp > kWarps) {  // the rotating warps
+      const int rt = tid - kThreads - 32;
+      for (int t = 0; t < n_tiles; ++t) {
+        const int st = t % kStages;
+        mbar_wait(&full[st], (t / kStages) & 1);
+        rotate_tma_tile<D>(a, stages + st * 2 * kTile, stage_pos[st], d.first + t * kTileK, d.last,
+                           rt);
+        fence_proxy_async_smem();  // the stage's next tile is written by tensor memory access
+        mbar_arrive(&rotated[st]);
+      }
+      return;
+    }
+  }
 
   if (warp == kWarps) {  // the copying warp: lane = (K or V, half, box)
     const int box = lane % 4, half = lane / 4 % kHalves, kind = lane / (4 * kHalves);
@@ -919,12 +992,17 @@ __global__ void __launch_bounds__(kThreads + 32, kCopyStages / kStages)
       // This step's entry (ctx - 1) is written by the kernel ahead: wait for it.
       if (min(d.last, k0 + kTileK - 1) > d.ctx - 2) pdl_wait();
       const int boxes = min(4, (d.last - k0) / 16 + 1);  // those with entries in the slice
-      if (lane == 0) mbar_arrive_expect_tx(&full[st], 2 * kHalves * boxes * kBoxBytes);
+      constexpr int kPosBytes = kRotate ? 16 * sizeof(int32_t) : 0;  // a box's positions
+      if (lane == 0)
+        mbar_arrive_expect_tx(&full[st], boxes * (2 * kHalves * kBoxBytes + kPosBytes));
       const int32_t block = __shfl_sync(0xffffffffU, blocks, t % 8 * 4 + box);
       if (kind < 2 && box < boxes) {
-        const int key = k0 + box * 16;
+        const int key = k0 + box * 16, slot = block * a.block_size + key % a.block_size;
         tma_load_3d(stages + (st * 2 + kind) * kTile + half * kTileK * 64 + box * 16 * 64, map,
-                    half * 64, d.kvh, block * a.block_size + key % a.block_size, &full[st]);
+                    half * 64, d.kvh, slot, &full[st]);
+        if (kRotate && lane < 4)  // lanes 0-3: K's first half, box = lane
+          bulk_load(stage_pos[kRotate ? st : 0] + box * 16, a.slot_pos + slot, kPosBytes,
+                    &full[st]);
       }
     }
     return;
@@ -937,7 +1015,7 @@ __global__ void __launch_bounds__(kThreads + 32, kCopyStages / kStages)
               d.group);
   for (int t = 0; t < n_tiles; ++t) {
     const int st = t % kStages, k0 = d.first + t * kTileK;
-    mbar_wait(&full[st], (t / kStages) & 1);
+    mbar_wait(kRotate ? &rotated[st] : &full[st], (t / kStages) & 1);
     bf16* ks = stages + st * 2 * kTile;
     // The warp's rows past the slice (in the last tile only): V to zeros.
     const int kw = k0 + warp * 16;
@@ -1057,16 +1135,18 @@ constexpr size_t decode_tma_smem() {
   return 1024 + sizeof(bf16) * 2 * kStages * kTileK * D;
 }
 
-// decode_tma_kernel, where the driver makes the layer's tensor maps; false (nothing launched)
-// otherwise.
-template <int D, int kStages, int kInFlight, bool kSpareSms>
+// decode_tma_kernel, where the driver makes the layer's tensor maps (and, for kRotate, the
+// positions can be bulk-copied: 16-byte aligned); false (nothing launched) otherwise.
+template <int D, int kStages, int kInFlight, bool kSpareSms, bool kRotate = false>
 bool launch_decode_tma(const AttnArgs& a, int max_splits, float* ws, int* counters,
                        cudaStream_t s) {
+  if (kRotate && reinterpret_cast<uintptr_t>(a.slot_pos) % 16 != 0) return false;
   const auto km = cache_map(a.k_cache, a.cache_slots, a.kv_heads, D);
   const auto vm = cache_map(a.v_cache, a.cache_slots, a.kv_heads, D);
   if (!km || !vm) return false;
-  launch_decode<decode_tma_kernel<D, kStages, kInFlight>, kThreads + 32,
-                decode_tma_smem<D, kStages>(), kSpareSms>(a, max_splits, ws, counters, s, *km, *vm);
+  launch_decode<decode_tma_kernel<D, kStages, kInFlight, kRotate>,
+                kThreads + 32 + (kRotate ? kRotThreads : 0), decode_tma_smem<D, kStages>(),
+                kSpareSms>(a, max_splits, ws, counters, s, *km, *vm);
   return true;
 }
 
@@ -1079,12 +1159,17 @@ bool launch_decode_tma(const AttnArgs& a, int max_splits, float* ws, int* counte
 // 18.1 / 93.9 / 356.1 (three stages: 11.5 / 48.0 / 173.7 and 18.9 / 89.0 / 341.7); three stages
 // at B=32 28.8 / 170.1 / 672.5 against 32.2 / 181.2 / 709.6, B=64 57.7 / 339.1 / 1,343 against
 // 59.3 / 353.4 / 1,411, B=128 112.5 / 683.3 / 2,720 against 114.0 / 703.4 / 2,806 (six stages:
-// 30.0 / 171.3 / 675.2, 59.7 / 345.7 / 1,365, 117.4 / 697.8 / 2,788). Pre-RoPE keys or other
-// block sizes: the copying-warp kernel at few pairs, the one-stage kernel at more.
+// 30.0 / 171.3 / 675.2, 59.7 / 345.7 / 1,365, 117.4 / 697.8 / 2,788). Pre-RoPE keys in such
+// blocks at few pairs: the same kernel with rotating warps. Other block sizes, or pre-RoPE keys
+// at more pairs: the copying-warp kernel at few pairs, the one-stage kernel at more.
 template <int D, bool kRotate>
 void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, cudaStream_t s) {
   const int pairs = a.seqs * a.kv_heads;
-  if (!kRotate && a.block_size % 16 == 0) {
+  if constexpr (kRotate) {
+    if (a.block_size % 16 == 0 && pairs <= kFewPairs &&
+        launch_decode_tma<D, kCopyStages, 2, true, true>(a, max_splits, ws, counters, s))
+      return;
+  } else if (a.block_size % 16 == 0) {
     const bool launched =
         pairs <= kFewPairs
             ? launch_decode_tma<D, kCopyStages, 2, true>(a, max_splits, ws, counters, s)
