@@ -137,10 +137,11 @@ INSTANTIATE_TEST_SUITE_P(
                                          // on 132 SMs): the copying warp waits for tile 0 to
                                          // land before it issues tile 4
                                          AttnCase{{1400, 5, 1300}, 8, 8, 64, 16, "post", 2},
-                                         // few pairs and long contexts: 8 tiles a block in
-                                         // the copying-warp kernel (16 splits at B=1, 8 at
-                                         // B=2), so its six stages and its ring of row
-                                         // tables both wrap around
+                                         // few pairs and long contexts: 8 or more tiles a
+                                         // block, so the six stages wrap around, in the
+                                         // tensor-memory-access kernel (blocks of 16) and
+                                         // in the copying-warp kernel (blocks of 12, whose
+                                         // ring of row tables wraps too)
                                          AttnCase{{7300}, 8, 8, 64, 16, "post", 2},
                                          AttnCase{{7300}, 8, 8, 64, 12, "pre", 2},
                                          AttnCase{{3700, 3650}, 16, 8, 64, 16, "post", 2},

@@ -1000,9 +1000,9 @@ __global__ void __launch_bounds__(kThreads + 32 + (kRotate ? kRotThreads : 0),
         const int key = k0 + box * 16, slot = block * a.block_size + key % a.block_size;
         tma_load_3d(stages + (st * 2 + kind) * kTile + half * kTileK * 64 + box * 16 * 64, map,
                     half * 64, d.kvh, slot, &full[st]);
-        if (kRotate && lane < 4)  // lanes 0-3: K's first half, box = lane
-          bulk_load(stage_pos[kRotate ? st : 0] + box * 16, a.slot_pos + slot, kPosBytes,
-                    &full[st]);
+        if constexpr (kRotate)
+          if (lane < 4)  // lanes 0-3: K's first half, box = lane
+            bulk_load(stage_pos[st] + box * 16, a.slot_pos + slot, kPosBytes, &full[st]);
       }
     }
     return;
