@@ -119,19 +119,22 @@ INSTANTIATE_TEST_SUITE_P(
                                          // a block size that is not a power of two: the
                                          // block-table lookups divide instead of shifting
                                          AttnCase{{300, 45}, 8, 2, 128, 12, "pre", 2},
-                                         // more than 16 (sequence, kv head) pairs: "pre"
-                                         // and a block size not a multiple of 16 take the
-                                         // one-stage decode kernel (fewer pairs in blocks
-                                         // not a multiple of 16: the one with copying
-                                         // warps; "pre": keys rotated in shared memory by
-                                         // either), "post" the one of tensor memory access,
+                                         // more than 16 (sequence, kv head) pairs: blocks
+                                         // of 16 take the kernel of tensor memory access,
                                          // six stages while the pairs fit one wave on the
-                                         // SMs, three beyond (192 pairs)
+                                         // SMs ("pre": with rotating warps), three beyond
+                                         // (192 pairs); a block size not a multiple of 16,
+                                         // or "pre" beyond one wave, the one-stage kernel
+                                         // (fewer pairs in blocks not a multiple of 16: the
+                                         // one with copying warps; "pre": keys rotated in
+                                         // shared memory by either)
                                          AttnCase{{600, 33, 1, 250, 90}, 32, 8, 128, 16, "pre", 2},
                                          AttnCase{{600, 33, 250}, 32, 8, 128, 24, "post", 2},
+                                         AttnCase{{600, 33, 250}, 32, 8, 128, 24, "pre", 2},
                                          AttnCase{{200, 64, 900}, 12, 6, 64, 16, "post", 2},
                                          AttnCase{{200, 64, 900}, 12, 6, 64, 16, "pre", 2},
                                          AttnCase{{900, 33, 2100}, 256, 64, 128, 16, "post", 2},
+                                         AttnCase{{900, 33, 2100}, 256, 64, 128, 16, "pre", 2},
                                          AttnCase{{300, 1, 1300}, 128, 64, 64, 32, "post", 2},
                                          // 24 pairs, six stages, 5 tiles a block (5 splits
                                          // on 132 SMs): the copying warp waits for tile 0 to
