@@ -121,13 +121,13 @@ INSTANTIATE_TEST_SUITE_P(
                                          AttnCase{{300, 45}, 8, 2, 128, 12, "pre", 2},
                                          // more than 16 (sequence, kv head) pairs: blocks
                                          // of 16 take the kernel of tensor memory access,
-                                         // six stages while the pairs fit one wave on the
-                                         // SMs ("pre": with rotating warps), three beyond
-                                         // (192 pairs); a block size not a multiple of 16,
-                                         // or "pre" beyond one wave, the one-stage kernel
-                                         // (fewer pairs in blocks not a multiple of 16: the
-                                         // one with copying warps; "pre": keys rotated in
-                                         // shared memory by either)
+                                         // "post" with six stages while the pairs fit one
+                                         // wave on the SMs and three beyond (192 pairs),
+                                         // "pre" with six stages and rotating warps (192
+                                         // pairs: two waves); a block size not a multiple
+                                         // of 16 the one-stage kernel (fewer pairs in such
+                                         // blocks: the one with copying warps; "pre": keys
+                                         // rotated in shared memory by either)
                                          AttnCase{{600, 33, 1, 250, 90}, 32, 8, 128, 16, "pre", 2},
                                          AttnCase{{600, 33, 250}, 32, 8, 128, 24, "post", 2},
                                          AttnCase{{600, 33, 250}, 32, 8, 128, 24, "pre", 2},

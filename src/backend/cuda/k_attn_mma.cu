@@ -911,12 +911,12 @@ __device__ void rotate_tma_tile(const AttnArgs& a, bf16* ks, const int32_t* pos,
 // 8.8-8.9 against 7.7-7.8 us, B=2 4k 13.5 against 12.6-12.7. Why fewer copies in flight help was
 // not measured. The caps are the H100's: on an H200 (2026-12-06) two in flight against six cost
 // 1-3 % at B=2 and at B=1 16k, and gained only at B=1 4k behind the RoPE kernel (docs/perf.md).
-// kRotate (pre-RoPE keys, up to one wave of pairs): the copying warp also brings each box's 16
-// positions (slot_pos, a bulk copy on the same barrier), and three rotating warps turn each landed
-// tile's keys in place (rotate_tma_tile) before the attending warps take it, so that the copies are
-// never held up by the rotation. H100, 2026-12-06, 8B shapes, B=1 pre-RoPE 640 / 4k / 16k: 6.2 /
-// 10.1 / 27.8 us against 6.0-6.1 / 11.4 / 34.6 with the copying-warp kernel (post-RoPE keys:
-// 5.2-5.3 / 8.3-8.4 / 25.3); on all 132 SMs 10.5 us at 4k, so it leaves a seventh free too.
+// kRotate (pre-RoPE keys): the copying warp also brings each box's 16 positions (slot_pos, a bulk
+// copy on the same barrier), and three rotating warps turn each landed tile's keys in place
+// (rotate_tma_tile) before the attending warps take it, so that the copies are never held up by
+// the rotation. H100, 2026-12-06, 8B shapes, B=1 pre-RoPE 640 / 4k / 16k: 6.2 / 10.1 / 27.8 us
+// against 6.0-6.1 / 11.4 / 34.6 with the copying-warp kernel (post-RoPE keys: 5.2-5.3 / 8.3-8.4
+// / 25.3); on all 132 SMs 10.5 us at 4k, so it leaves a seventh free too.
 template <int D, int kStages, int kInFlight, bool kRotate>
 __global__ void __launch_bounds__(kThreads + 32 + (kRotate ? kRotThreads : 0),
                                   kCopyStages / kStages)
@@ -1160,10 +1160,11 @@ bool launch_decode_tma(const AttnArgs& a, int max_splits, float* ws, int* counte
 // at B=32 28.8 / 170.1 / 672.5 against 32.2 / 181.2 / 709.6, B=64 57.7 / 339.1 / 1,343 against
 // 59.3 / 353.4 / 1,411, B=128 112.5 / 683.3 / 2,720 against 114.0 / 703.4 / 2,806 (six stages:
 // 30.0 / 171.3 / 675.2, 59.7 / 345.7 / 1,365, 117.4 / 697.8 / 2,788). Pre-RoPE keys in such
-// blocks, while the pairs fit one wave: the six-stage kernel with rotating warps (B=8 640 / 4k /
-// 16k 12.0 / 48.4 / 174.9 against the one-stage kernel's 14.7 / 52.5 / 188.0, same call, H100,
-// 2026-12-06). Other block sizes, or pre-RoPE keys at more pairs: the copying-warp kernel at few
-// pairs, the one-stage kernel at more.
+// blocks: the six-stage kernel with rotating warps, at any number of pairs (H100, 2026-12-06, µs
+// a call at 640 / 4k / 16k against the one-stage kernel's in the same call: B=8 12.0 / 48.4 /
+// 174.9 against 14.7 / 52.5 / 188.0; B=32 35.2 / 176.8 / 684.8 against 36.9 / 188.2 / 732.0).
+// Three stages at two blocks an SM would leave the eight warps 128 registers. Other block sizes:
+// the copying-warp kernel at few pairs, the one-stage kernel at more.
 template <int D, bool kRotate>
 void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, cudaStream_t s) {
   const int pairs = a.seqs * a.kv_heads;
@@ -1171,8 +1172,7 @@ void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, 
     if (a.block_size % 16 == 0 &&
         (pairs <= kFewPairs
              ? launch_decode_tma<D, kCopyStages, 2, true, true>(a, max_splits, ws, counters, s)
-             : pairs <= device_limits().sms && launch_decode_tma<D, kCopyStages, 4, false, true>(
-                                                   a, max_splits, ws, counters, s)))
+             : launch_decode_tma<D, kCopyStages, 4, false, true>(a, max_splits, ws, counters, s)))
       return;
   } else if (a.block_size % 16 == 0) {
     const bool launched =
