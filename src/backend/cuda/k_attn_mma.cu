@@ -862,13 +862,13 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
 // registers (a ninth warp capped them at 168, and the attending warps spilled).
 constexpr int kRotThreads = 96;
 
-// Rotating thread rt of kRotThreads: rotates the keys of a landed, swizzled tile (entries k0..,
-// positions pos[row]) in place, 8 pairs of a row at a time (rotate_pairs), all its table loads in
-// flight together. Rows past the slice (last) are other cache entries, or stale: left as they are
-// (their scores are masked).
-template <int D>
+// Rotating thread rt of kRotThreads: rotates the keys of a swizzled tile (entries k0.., positions
+// pos[row]) in place, 8 pairs of a row at a time (rotate_pairs), all its table loads in flight
+// together; landed() waits for the tile's keys, after the loads are issued. Rows past the slice
+// (last) are other cache entries, or stale: left as they are (their scores are masked).
+template <int D, class Landed>
 __device__ void rotate_tma_tile(const AttnArgs& a, bf16* ks, const int32_t* pos, int k0, int last,
-                                int rt) {
+                                int rt, Landed landed) {
   constexpr int kPieces = D / 16, kEach = (kTileK * kPieces + kRotThreads - 1) / kRotThreads;
   float4 cs[kEach][4];
   int row[kEach], col[kEach];
@@ -879,6 +879,7 @@ __device__ void rotate_tma_tile(const AttnArgs& a, bf16* ks, const int32_t* pos,
     col[j] = piece % kPieces * 8;
     load_cos_sin<D>(a, k0 + row[j] <= last ? pos[row[j]] : 0, col[j], cs[j]);
   }
+  landed();
 #pragma unroll
   for (int j = 0; j < kEach; ++j) {
     if (k0 + row[j] > last || rt + j * kRotThreads >= kTileK * kPieces) continue;
@@ -912,11 +913,14 @@ __device__ void rotate_tma_tile(const AttnArgs& a, bf16* ks, const int32_t* pos,
 // not measured. The caps are the H100's: on an H200 (2026-12-06) two in flight against six cost
 // 1-3 % at B=2 and at B=1 16k, and gained only at B=1 4k behind the RoPE kernel (docs/perf.md).
 // kRotate (pre-RoPE keys): the copying warp also brings each box's 16 positions (slot_pos, a bulk
-// copy on the same barrier), and three rotating warps turn each landed tile's keys in place
-// (rotate_tma_tile) before the attending warps take it, so that the copies are never held up by
-// the rotation. H100, 2026-12-06, 8B shapes, B=1 pre-RoPE 640 / 4k / 16k: 6.2 / 10.1 / 27.8 us
-// against 6.0-6.1 / 11.4 / 34.6 with the copying-warp kernel (post-RoPE keys: 5.2-5.3 / 8.3-8.4
-// / 25.3); on all 132 SMs 10.5 us at 4k, so it leaves a seventh free too.
+// copy on a barrier of its own, posted), and three rotating warps turn each landed tile's keys in
+// place (rotate_tma_tile) before the attending warps take it, so that the copies are never held
+// up by the rotation. H100, 2026-12-06, 8B shapes, B=1 pre-RoPE 640 / 4k / 16k: 6.2 / 10.1 / 27.8
+// us against 6.0-6.1 / 11.4 / 34.6 with the copying-warp kernel (post-RoPE keys: 5.2-5.3 /
+// 8.3-8.4 / 25.3); on all 132 SMs 10.5 us at 4k, so it leaves a seventh free too. The positions
+// land well before their tile, so the rotating warps' table loads are in flight while it is;
+// against positions on the tile's own barrier (another H100, same call): B=1 4k 9.9 against
+// 10.1-10.2 us, B=32 16k 691.7 against 705.2-706.4.
 template <int D, int kStages, int kInFlight, bool kRotate>
 __global__ void __launch_bounds__(kThreads + 32 + (kRotate ? kRotThreads : 0),
                                   kCopyStages / kStages)
@@ -934,7 +938,8 @@ __global__ void __launch_bounds__(kThreads + 32 + (kRotate ? kRotThreads : 0),
   // The swizzle is a function of the address: the stages start on a 1024-byte boundary.
   bf16* stages = reinterpret_cast<bf16*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
                                          ~static_cast<uintptr_t>(1023));
-  __shared__ uint64_t full[kStages], empty[kStages], rotated[kRotate ? kStages : 1];
+  __shared__ uint64_t full[kStages], empty[kStages], rotated[kRotate ? kStages : 1],
+      posted[kRotate ? kStages : 1];
   __shared__ __align__(16) int32_t stage_pos[kRotate ? kStages : 1][kTileK];
   const int n_tiles = d.last >= d.first ? (d.last - d.first) / kTileK + 1 : 0;
   // The copying warp's lane l holds the cache block of rows 16 (l % 4).. of tile 8 r + l / 4 of
@@ -956,7 +961,10 @@ __global__ void __launch_bounds__(kThreads + 32 + (kRotate ? kRotThreads : 0),
     for (int st = 0; st < kStages; ++st) {
       mbar_init(&full[st], 1);  // the copying warp's lane 0, with the bytes of the tile's boxes
       mbar_init(&empty[st], kWarps);
-      if constexpr (kRotate) mbar_init(&rotated[st], kRotThreads);
+      if constexpr (kRotate) {
+        mbar_init(&rotated[st], kRotThreads);
+        mbar_init(&posted[st], 1);  // the copying warp's lane 0, with the positions' bytes
+      }
     }
     mbar_init_fence();
   }
@@ -967,9 +975,10 @@ __global__ void __launch_bounds__(kThreads + 32 + (kRotate ? kRotThreads : 0),
       const int rt = tid - kThreads - 32;
       for (int t = 0; t < n_tiles; ++t) {
         const int st = t % kStages;
-        mbar_wait(&full[st], (t / kStages) & 1);
+        // The positions land well before the tile: the table loads go out while it is in flight.
+        mbar_wait(&posted[st], (t / kStages) & 1);
         rotate_tma_tile<D>(a, stages + st * 2 * kTile, stage_pos[st], d.first + t * kTileK, d.last,
-                           rt);
+                           rt, [&] { mbar_wait(&full[st], (t / kStages) & 1); });
         fence_proxy_async_smem();  // the stage's next tile is written by tensor memory access
         mbar_arrive(&rotated[st]);
       }
@@ -993,8 +1002,10 @@ __global__ void __launch_bounds__(kThreads + 32 + (kRotate ? kRotThreads : 0),
       if (min(d.last, k0 + kTileK - 1) > d.ctx - 2) pdl_wait();
       const int boxes = min(4, (d.last - k0) / 16 + 1);  // those with entries in the slice
       constexpr int kPosBytes = kRotate ? 16 * sizeof(int32_t) : 0;  // a box's positions
-      if (lane == 0)
-        mbar_arrive_expect_tx(&full[st], boxes * (2 * kHalves * kBoxBytes + kPosBytes));
+      if (lane == 0) {
+        mbar_arrive_expect_tx(&full[st], boxes * 2 * kHalves * kBoxBytes);
+        if constexpr (kRotate) mbar_arrive_expect_tx(&posted[st], boxes * kPosBytes);
+      }
       const int32_t block = __shfl_sync(0xffffffffU, blocks, t % 8 * 4 + box);
       if (kind < 2 && box < boxes) {
         const int key = k0 + box * 16, slot = block * a.block_size + key % a.block_size;
@@ -1002,7 +1013,7 @@ __global__ void __launch_bounds__(kThreads + 32 + (kRotate ? kRotThreads : 0),
                     half * 64, d.kvh, slot, &full[st]);
         if constexpr (kRotate)
           if (lane < 4)  // lanes 0-3: K's first half, box = lane
-            bulk_load(stage_pos[st] + box * 16, a.slot_pos + slot, kPosBytes, &full[st]);
+            bulk_load(stage_pos[st] + box * 16, a.slot_pos + slot, kPosBytes, &posted[st]);
       }
     }
     return;
