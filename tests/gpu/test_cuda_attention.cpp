@@ -151,7 +151,7 @@ INSTANTIATE_TEST_SUITE_P(
                                          // keys in blocks of a multiple of 16: the tiles
                                          // staged by tensor memory access (48 rows: a
                                          // block's boxes start inside it); pre-RoPE keys
-                                         // (up to 16 pairs) rotated there by rotating warps
+                                         // rotated there by rotating warps (16 pairs)
                                          AttnCase{{7300, 90}, 16, 8, 128, 48, "post", 2},
                                          AttnCase{{7300, 90}, 16, 8, 128, 48, "pre", 2},
                                          AttnCase{{1500}, 8, 2, 128, 32, "post", 2},

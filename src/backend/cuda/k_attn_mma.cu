@@ -1179,19 +1179,17 @@ bool launch_decode_tma(const AttnArgs& a, int max_splits, float* ws, int* counte
 template <int D, bool kRotate>
 void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, cudaStream_t s) {
   const int pairs = a.seqs * a.kv_heads;
-  if constexpr (kRotate) {
-    if (a.block_size % 16 == 0 &&
-        (pairs <= kFewPairs
-             ? launch_decode_tma<D, kCopyStages, 2, true, true>(a, max_splits, ws, counters, s)
-             : launch_decode_tma<D, kCopyStages, 4, false, true>(a, max_splits, ws, counters, s)))
-      return;
-  } else if (a.block_size % 16 == 0) {
-    const bool launched =
-        pairs <= kFewPairs
-            ? launch_decode_tma<D, kCopyStages, 2, true>(a, max_splits, ws, counters, s)
-        : pairs <= device_limits().sms
-            ? launch_decode_tma<D, kCopyStages, 4, false>(a, max_splits, ws, counters, s)
-            : launch_decode_tma<D, kManyStages, kManyStages, false>(a, max_splits, ws, counters, s);
+  if (a.block_size % 16 == 0) {
+    bool launched = false;
+    if (pairs <= kFewPairs)
+      launched =
+          launch_decode_tma<D, kCopyStages, 2, true, kRotate>(a, max_splits, ws, counters, s);
+    else if (kRotate || pairs <= device_limits().sms)
+      launched =
+          launch_decode_tma<D, kCopyStages, 4, false, kRotate>(a, max_splits, ws, counters, s);
+    else if constexpr (!kRotate)  // (the rotating warps' 243 registers allow one block an SM)
+      launched =
+          launch_decode_tma<D, kManyStages, kManyStages, false>(a, max_splits, ws, counters, s);
     if (launched) return;
   }
   if (pairs > kFewPairs) {
