@@ -557,6 +557,15 @@ json run_attention(const Args& a, double copy_gbs) {
       for (auto& s : st) s.pending = {1};
       const nanoinfer::Batch b = build_batch(live, cache);
       const nanoinfer::DeviceBatch db = be->upload_batch(b);
+      if (pre) {  // each entry at the position of its index, as the engine's RoPE kernel leaves it
+        std::vector<int32_t> slots, positions;
+        for (const auto& s : st)
+          for (int i = 0; i < ctx; ++i) {
+            slots.push_back(cache.blocks(s.cache_id)[i / 16] * 16 + i % 16);
+            positions.push_back(i);
+          }
+        be->write_i32(cache.layer(0).slot_pos, slots, positions);
+      }
       const int W = (c.num_heads + 2 * c.num_kv_heads) * c.head_dim;
       nanoinfer::Tensor qkv = be->alloc({db.num_tokens, W}, DType::BF16);
       nanoinfer::Tensor outt =

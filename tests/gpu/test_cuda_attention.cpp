@@ -64,6 +64,10 @@ TEST_P(CudaAttention, MatchesCpuBackend) {
           for (int i = 0; i < 4; ++i) mask[i * 4 + i] = mask[i * 4] = 1;
           mask[3 * 4 + 2] = 1;  // ... and the last one also its parent 2
           cs[s].tree_mask = gs[s].tree_mask = mask;
+          // at the positions of their depths, so that later steps meet cache entries whose
+          // positions are not their indices
+          const int32_t at = cs[s].fed;
+          cs[s].positions = gs[s].positions = {at, at + 1, at + 1, at + 2};
         } else {
           cs[s].tree_mask.clear();
           gs[s].tree_mask.clear();
@@ -159,6 +163,9 @@ INSTANTIATE_TEST_SUITE_P(
                                          AttnCase{{4000}, 4, 1, 128, 16, "post", 2},
                                          AttnCase{{20, 6}, 8, 1, 96, 16, "post", 1, true},
                                          AttnCase{{20, 6}, 4, 4, 64, 8, "pre", 1, true},
+                                         // decode after a tree: entries whose positions are
+                                         // not their indices, on the rotating warps
+                                         AttnCase{{20, 130}, 8, 2, 128, 16, "pre", 2, true},
                                          // a prompt's next chunk beside decode rows
                                          AttnCase{{40, 9, 300}, 8, 2, 64, 16, "post", 1, false, 37},
                                          AttnCase{{40, 9, 300}, 8, 2, 64, 16, "pre", 1, false, 37},

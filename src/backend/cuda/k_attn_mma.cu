@@ -318,6 +318,22 @@ __device__ __forceinline__ void load_cos_sin(const AttnArgs& a, int pos, int i, 
   cs[3] = table[D / 8 + 1];
 }
 
+// cs (load_cos_sin's cos and sin of 8 pairs at one position) advanced by the angles of `by`, the
+// same pairs' cos and sin at another: cos(x + y) = cos x cos y - sin x sin y, sin(x + y) = sin x
+// cos y + cos x sin y.
+__device__ __forceinline__ void turn_pairs(float4 (&cs)[4], const float4 (&by)[4]) {
+  auto* c = reinterpret_cast<float*>(&cs[0]);
+  auto* sn = reinterpret_cast<float*>(&cs[2]);
+  const auto* bc = reinterpret_cast<const float*>(&by[0]);
+  const auto* bs = reinterpret_cast<const float*>(&by[2]);
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    const float ce = c[e] * bc[e] - sn[e] * bs[e];
+    sn[e] = sn[e] * bc[e] + c[e] * bs[e];
+    c[e] = ce;
+  }
+}
+
 // Pre-RoPE caches: rotates a staged tile's keys in place by their positions (pos[row], staged
 // with the tile). Thread tid of kThreads takes 8 pairs of a row at a time (rotate_pairs), kBatch
 // rows' table loads in flight together (1 where registers are capped at 128: 2 spilled).
@@ -862,34 +878,78 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
 // registers (a ninth warp capped them at 168, and the attending warps spilled).
 constexpr int kRotThreads = 96;
 
-// Rotating thread rt of kRotThreads: rotates the keys of a swizzled tile (entries k0.., positions
-// pos[row]) in place, 8 pairs of a row at a time (rotate_pairs), all its table loads in flight
-// together; landed() waits for the tile's keys, after the loads are issued. Rows past the slice
-// (last) are other cache entries, or stale: left as they are (their scores are masked).
-template <int D, class Landed>
-__device__ void rotate_tma_tile(const AttnArgs& a, bf16* ks, const int32_t* pos, int k0, int last,
-                                int rt, Landed landed) {
-  constexpr int kPieces = D / 16, kEach = (kTileK * kPieces + kRotThreads - 1) / kRotThreads;
-  float4 cs[kEach][4];
-  int row[kEach], col[kEach];
-#pragma unroll
-  for (int j = 0; j < kEach; ++j) {
-    const int piece = min(rt + j * kRotThreads, kTileK * kPieces - 1);
-    row[j] = piece / kPieces;
-    col[j] = piece % kPieces * 8;
-    load_cos_sin<D>(a, k0 + row[j] <= last ? pos[row[j]] : 0, col[j], cs[j]);
+// The rotating warps' loop over a block's tiles (thread rt of kRotThreads): each tile's keys are
+// turned in place once it has landed, then passed on (rotated). Thread rt's pieces of a tile (8
+// pairs of a row) share one column (col) and lie kStep rows apart (r0, r0 + kStep, ...). Where a
+// tile's entries sit at the positions of their indices (every cache but one a tree step wrote
+// into), their cos and sin are worked out, not loaded: row r0 + kStep j turns the row of entry
+// k0 + r0 by kStep positions j times, and that row is the last tile's turned by kTileK positions
+// (turn_pairs). So the table is read three rows a block, not one a piece (H100, 2026-12-06, 8B
+// shapes, entries at their positions: B=1 16k 35.6 -> 27.7 us, B=8 16k 233 -> 175, B=32 16k 938
+// -> 698; loading instead the one row a tile needs, three tiles ahead, was no faster than a row a
+// piece, for a reason not found). The turns are exact rotations to within fp32 rounding (7e-5 off
+// after 2,048 hops), where the table holds the cos and sin of fp32-rounded angles (position x
+// frequency, off by up to position x 2^-24 radians: 2.4e-4 at 4k, 1e-3 at 16k), so keys may differ
+// from the table's rotation by that much; their bf16 rounding is 2e-3. In a tile not at its
+// positions each piece loads its position's row, one after another (all in flight together, the
+// eight warps would need 255 registers).
+template <int D, int kStages>
+__device__ void rotate_tma_tiles(const AttnArgs& a, const DecodeSlice& d, int n_tiles, bf16* stages,
+                                 const int32_t (*stage_pos)[kTileK], uint64_t* full,
+                                 uint64_t* posted, uint64_t* rotated, int rt) {
+  constexpr int kPieces = D / 16, kStep = kRotThreads / kPieces;
+  constexpr int kEach = (kTileK + kStep - 1) / kStep;
+  static_assert(kRotThreads % kPieces == 0 && kStep < kTileK);
+  const int col = rt % kPieces * 8, r0 = rt / kPieces;
+  // The turns need the table's rows kStep and kTileK, which a context longer than kTileK implies.
+  const bool stepped = d.ctx > kTileK && n_tiles > 0;
+  float4 turn[4], hop[4], base[4];
+  if (stepped) {
+    load_cos_sin<D>(a, kStep, col, turn);
+    load_cos_sin<D>(a, kTileK, col, hop);
+    load_cos_sin<D>(a, min(d.first + r0, d.last), col, base);  // (rows past last: never used)
   }
-  landed();
+  for (int t = 0; t < n_tiles; ++t) {
+    const int st = t % kStages, k0 = d.first + t * kTileK;
+    const uint32_t phase = (t / kStages) & 1;
+    const int32_t* pos = stage_pos[st];
+    bf16* ks = stages + st * 2 * kTileK * D;
+    mbar_wait(&posted[st], phase);
+    bool indexed = stepped;
 #pragma unroll
-  for (int j = 0; j < kEach; ++j) {
-    if (k0 + row[j] > last || rt + j * kRotThreads >= kTileK * kPieces) continue;
-    auto* lo = reinterpret_cast<uint4*>(const_cast<bf16*>(tile_at<D, true>(ks, row[j], col[j])));
-    auto* hi =
-        reinterpret_cast<uint4*>(const_cast<bf16*>(tile_at<D, true>(ks, row[j], col[j] + D / 2)));
-    uint4 x = *lo, y = *hi;
-    rotate_pairs(x, y, cs[j]);
-    *lo = x;
-    *hi = y;
+    for (int j = 0; j < kEach; ++j) {
+      const int row = r0 + j * kStep;
+      if (row < kTileK && k0 + row <= d.last) indexed = indexed && pos[row] == k0 + row;
+    }
+    mbar_wait(&full[st], phase);
+    auto rotate_row = [&](int row, const float4(&cs)[4]) {
+      auto* lo = reinterpret_cast<uint4*>(const_cast<bf16*>(tile_at<D, true>(ks, row, col)));
+      auto* hi =
+          reinterpret_cast<uint4*>(const_cast<bf16*>(tile_at<D, true>(ks, row, col + D / 2)));
+      uint4 x = *lo, y = *hi;
+      rotate_pairs(x, y, cs);
+      *lo = x;
+      *hi = y;
+    };
+    if (indexed) {
+      float4 cs[4] = {base[0], base[1], base[2], base[3]};
+#pragma unroll
+      for (int j = 0; j < kEach; ++j) {
+        const int row = r0 + j * kStep;
+        if (row < kTileK && k0 + row <= d.last) rotate_row(row, cs);
+        if (j + 1 < kEach) turn_pairs(cs, turn);
+      }
+    } else {
+#pragma unroll 1
+      for (int row = r0; row < kTileK && k0 + row <= d.last; row += kStep) {
+        float4 cs[4];
+        load_cos_sin<D>(a, pos[row], col, cs);
+        rotate_row(row, cs);
+      }
+    }
+    fence_proxy_async_smem();  // the stage's next tile is written by tensor memory access
+    mbar_arrive(&rotated[st]);
+    if (stepped) turn_pairs(base, hop);
   }
 }
 
@@ -914,13 +974,11 @@ __device__ void rotate_tma_tile(const AttnArgs& a, bf16* ks, const int32_t* pos,
 // 1-3 % at B=2 and at B=1 16k, and gained only at B=1 4k behind the RoPE kernel (docs/perf.md).
 // kRotate (pre-RoPE keys): the copying warp also brings each box's 16 positions (slot_pos, a bulk
 // copy on a barrier of its own, posted), and three rotating warps turn each landed tile's keys in
-// place (rotate_tma_tile) before the attending warps take it, so that the copies are never held
-// up by the rotation. H100, 2026-12-06, 8B shapes, B=1 pre-RoPE 640 / 4k / 16k: 6.2 / 10.1 / 27.8
-// us against 6.0-6.1 / 11.4 / 34.6 with the copying-warp kernel (post-RoPE keys: 5.2-5.3 /
-// 8.3-8.4 / 25.3); on all 132 SMs 10.5 us at 4k, so it leaves a seventh free too. The positions
-// land well before their tile, so the rotating warps' table loads are in flight while it is;
-// against positions on the tile's own barrier (another H100, same call): B=1 4k 9.9 against
-// 10.1-10.2 us, B=32 16k 691.7 against 705.2-706.4.
+// place (rotate_tma_tiles) before the attending warps take it, so that the copies are never held
+// up by the rotation. H100, 2026-12-06, 8B shapes, entries at their positions, B=1 pre-RoPE 640 /
+// 4k / 16k: 6.2 / 9.9 / 27.7 us (post-RoPE keys: 5.2 / 8.3 / 24.9); on all 132 SMs 10.5 us at 4k
+// (an earlier call), so it leaves a seventh free too. Earlier measurements (the fifty-fourth and
+// fifty-fifth sessions') wrote position 0 into every entry, so that every table load hit one row.
 template <int D, int kStages, int kInFlight, bool kRotate>
 __global__ void __launch_bounds__(kThreads + 32 + (kRotate ? kRotThreads : 0),
                                   kCopyStages / kStages)
@@ -973,15 +1031,7 @@ __global__ void __launch_bounds__(kThreads + 32 + (kRotate ? kRotThreads : 0),
   if constexpr (kRotate) {
     if (warp > kWarps) {  // the rotating warps
       const int rt = tid - kThreads - 32;
-      for (int t = 0; t < n_tiles; ++t) {
-        const int st = t % kStages;
-        // The positions land well before the tile: the table loads go out while it is in flight.
-        mbar_wait(&posted[st], (t / kStages) & 1);
-        rotate_tma_tile<D>(a, stages + st * 2 * kTile, stage_pos[st], d.first + t * kTileK, d.last,
-                           rt, [&] { mbar_wait(&full[st], (t / kStages) & 1); });
-        fence_proxy_async_smem();  // the stage's next tile is written by tensor memory access
-        mbar_arrive(&rotated[st]);
-      }
+      rotate_tma_tiles<D, kStages>(a, d, n_tiles, stages, stage_pos, full, posted, rotated, rt);
       return;
     }
   }
