@@ -891,8 +891,8 @@ constexpr int kRotThreads = 96;
 // after 2,048 hops), where the table holds the cos and sin of fp32-rounded angles (position x
 // frequency, off by up to position x 2^-24 radians: 2.4e-4 at 4k, 1e-3 at 16k), so keys may differ
 // from the table's rotation by that much; their bf16 rounding is 2e-3. In a tile not at its
-// positions each piece loads its position's row, one after another (all in flight together, the
-// eight warps would need 255 registers).
+// positions (or of a context of kStep entries or fewer) each piece loads its position's row, one
+// after another (all in flight together, the eight warps would need 255 registers).
 template <int D, int kStages>
 __device__ void rotate_tma_tiles(const AttnArgs& a, const DecodeSlice& d, int n_tiles, bf16* stages,
                                  const int32_t (*stage_pos)[kTileK], uint64_t* full,
@@ -901,12 +901,13 @@ __device__ void rotate_tma_tiles(const AttnArgs& a, const DecodeSlice& d, int n_
   constexpr int kEach = (kTileK + kStep - 1) / kStep;
   static_assert(kRotThreads % kPieces == 0 && kStep < kTileK);
   const int col = rt % kPieces * 8, r0 = rt / kPieces;
-  // The turns need the table's rows kStep and kTileK, which a context longer than kTileK implies.
-  const bool stepped = d.ctx > kTileK && n_tiles > 0;
-  float4 turn[4], hop[4], base[4];
+  // The turns need the table's row kStep, which a context longer than kStep implies; the hops
+  // (blocks of more than one tile: contexts longer than kTileK) its row kTileK.
+  const bool stepped = d.ctx > kStep && n_tiles > 0;
+  float4 turn[4], hop[4] = {}, base[4];
   if (stepped) {
     load_cos_sin<D>(a, kStep, col, turn);
-    load_cos_sin<D>(a, kTileK, col, hop);
+    if (n_tiles > 1) load_cos_sin<D>(a, kTileK, col, hop);
     load_cos_sin<D>(a, min(d.first + r0, d.last), col, base);  // (rows past last: never used)
   }
   for (int t = 0; t < n_tiles; ++t) {
@@ -949,7 +950,7 @@ __device__ void rotate_tma_tiles(const AttnArgs& a, const DecodeSlice& d, int n_
     }
     fence_proxy_async_smem();  // the stage's next tile is written by tensor memory access
     mbar_arrive(&rotated[st]);
-    if (stepped) turn_pairs(base, hop);
+    if (stepped && t + 1 < n_tiles) turn_pairs(base, hop);
   }
 }
 
