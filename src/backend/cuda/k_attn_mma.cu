@@ -1223,8 +1223,9 @@ bool launch_decode_tma(const AttnArgs& a, int max_splits, float* ws, int* counte
 // 59.3 / 353.4 / 1,411, B=128 112.5 / 683.3 / 2,720 against 114.0 / 703.4 / 2,806 (six stages:
 // 30.0 / 171.3 / 675.2, 59.7 / 345.7 / 1,365, 117.4 / 697.8 / 2,788). Pre-RoPE keys in such
 // blocks: the six-stage kernel with rotating warps, at any number of pairs (H100, 2026-12-06, µs
-// a call at 640 / 4k / 16k against the one-stage kernel's in the same call: B=8 12.0 / 48.4 /
-// 174.9 against 14.7 / 52.5 / 188.0; B=32 35.2 / 176.8 / 684.8 against 36.9 / 188.2 / 732.0).
+// a call at 640 / 4k / 16k against the one-stage kernel's in the same call, every entry at
+// position 0 as the benchmark then left them: B=8 12.0 / 48.4 / 174.9 against 14.7 / 52.5 /
+// 188.0; B=32 35.2 / 176.8 / 684.8 against 36.9 / 188.2 / 732.0).
 // Three stages at two blocks an SM would leave the eight warps 128 registers. Other block sizes:
 // the copying-warp kernel at few pairs, the one-stage kernel at more.
 template <int D, bool kRotate>
