@@ -22,6 +22,8 @@ struct AttnCase {
   bool tree = false;  // the second step feeds 4 tokens per sequence under a tree mask
   int chunk = 0;      // > 0: the second step feeds even sequences this many tokens (the next
                       // chunk of a prompt, causal over the cache) and odd ones one (decode rows)
+  int lag = 0;        // > 0: every token at the position of its index less lag (at least 0), and
+                      // a RoPE table of only as many rows as those positions need
 };
 
 class CudaAttention : public ::testing::TestWithParam<std::tuple<DType, AttnCase>> {};
@@ -35,9 +37,12 @@ TEST_P(CudaAttention, MatchesCpuBackend) {
   c.num_heads = ac.heads;
   c.num_kv_heads = ac.kv_heads;
   c.head_dim = ac.head_dim;
-  int total = 0;
-  for (int l : ac.lens) total += l + ac.decode_steps + 4 + ac.chunk;
-  const RopeTable table = RopeTable::build(c, total + 8);
+  int total = 0, longest = 0;
+  for (int l : ac.lens) {
+    total += l + ac.decode_steps + 4 + ac.chunk;
+    longest = std::max(longest, l + ac.decode_steps);
+  }
+  const RopeTable table = RopeTable::build(c, ac.lag > 0 ? longest - ac.lag : total + 8);
   cpu->upload_rope(table);
   gpu->upload_rope(table);
   const int blocks = static_cast<int>(ac.lens.size()) * (total / ac.block_size + 2);
@@ -72,6 +77,13 @@ TEST_P(CudaAttention, MatchesCpuBackend) {
           cs[s].tree_mask.clear();
           gs[s].tree_mask.clear();
         }
+      }
+      if (ac.lag > 0) {
+        std::vector<int32_t>& p = cs[s].positions;
+        p.resize(cs[s].pending.size());
+        for (size_t i = 0; i < p.size(); ++i)
+          p[i] = std::max(0, cs[s].fed + static_cast<int>(i) - ac.lag);
+        gs[s].positions = p;
       }
       cl.push_back(&cs[s]);
       gl.push_back(&gs[s]);
@@ -166,6 +178,9 @@ INSTANTIATE_TEST_SUITE_P(
                                          // decode after a tree: entries whose positions are
                                          // not their indices, on the rotating warps
                                          AttnCase{{20, 130}, 8, 2, 128, 16, "pre", 2, true},
+                                         // more entries than the RoPE table has rows (positions
+                                         // given): the rotating warps load each piece's row
+                                         AttnCase{{300, 90}, 8, 2, 128, 16, "pre", 2, false, 0, 40},
                                          // a prompt's next chunk beside decode rows
                                          AttnCase{{40, 9, 300}, 8, 2, 64, 16, "post", 1, false, 37},
                                          AttnCase{{40, 9, 300}, 8, 2, 64, 16, "pre", 1, false, 37},
@@ -182,6 +197,7 @@ INSTANTIATE_TEST_SUITE_P(
               "_s" + std::to_string(c.decode_steps);
       if (c.tree) name += "_tree";
       if (c.chunk > 0) name += "_chunk" + std::to_string(c.chunk);
+      if (c.lag > 0) name += "_lag" + std::to_string(c.lag);
       return name;
     });
 

@@ -787,6 +787,7 @@ void CudaBackend::attention(const Tensor& qkv, int heads, int kv_heads, const De
   a.cache_slots = layer.slot_pos.numel();
   a.slot_pos = layer.slot_pos.as<const int32_t>();
   a.cos_sin = rope_.as<const float>();
+  a.rope_rows = rope_positions_;
   a.heads = heads;
   a.kv_heads = kv_heads;
   a.head_dim = rope_dim_;

@@ -875,7 +875,10 @@ __global__ void __launch_bounds__(kThreads + 32 * kCopyWarps, 1)
 
 // decode_tma_kernel's rotating warps: three, so that with the four attending warps and the
 // copying one each of the SM's four schedulers holds at most two warps and a thread may take 255
-// registers (a ninth warp capped them at 168, and the attending warps spilled).
+// registers (a ninth warp capped them at 168, and the attending warps spilled). None, with each
+// attending warp rotating its own rows before it attends to them, was slower wherever a block
+// holds more than one tile (H200, 2026-12-06, 8B shapes: B=1 4k 9.6 -> 11.6 us, B=32 16k 640 ->
+// 714).
 constexpr int kRotThreads = 96;
 
 // The rotating warps' loop over a block's tiles (thread rt of kRotThreads): each tile's keys are
@@ -891,8 +894,9 @@ constexpr int kRotThreads = 96;
 // after 2,048 hops), where the table holds the cos and sin of fp32-rounded angles (position x
 // frequency, off by up to position x 2^-24 radians: 2.4e-4 at 4k, 1e-3 at 16k), so keys may differ
 // from the table's rotation by that much; their bf16 rounding is 2e-3. In a tile not at its
-// positions (or of a context of kStep entries or fewer) each piece loads its position's row, one
-// after another (all in flight together, the eight warps would need 255 registers).
+// positions (or of a context of kStep entries or fewer, or of more entries than the table has
+// rows) each piece loads its position's row, one after another (all in flight together, the
+// eight warps would need 255 registers).
 template <int D, int kStages>
 __device__ void rotate_tma_tiles(const AttnArgs& a, const DecodeSlice& d, int n_tiles, bf16* stages,
                                  const int32_t (*stage_pos)[kTileK], uint64_t* full,
@@ -901,9 +905,11 @@ __device__ void rotate_tma_tiles(const AttnArgs& a, const DecodeSlice& d, int n_
   constexpr int kEach = (kTileK + kStep - 1) / kStep;
   static_assert(kRotThreads % kPieces == 0 && kStep < kTileK);
   const int col = rt % kPieces * 8, r0 = rt / kPieces;
-  // The turns need the table's row kStep, which a context longer than kStep implies; the hops
-  // (blocks of more than one tile: contexts longer than kTileK) its row kTileK.
-  const bool stepped = d.ctx > kStep && n_tiles > 0;
+  // The turns need the table's row kStep, which a context longer than kStep implies, the hops
+  // (blocks of more than one tile: contexts longer than kTileK) its row kTileK, and the base the
+  // row of the block's first entry: within the table wherever the context is (entries written
+  // with explicit positions may outnumber its rows; the engine's never do).
+  const bool stepped = d.ctx > kStep && d.ctx <= a.rope_rows && n_tiles > 0;
   float4 turn[4], hop[4] = {}, base[4];
   if (stepped) {
     load_cos_sin<D>(a, kStep, col, turn);

@@ -68,7 +68,8 @@ struct AttnArgs {
   const void* v_cache;
   int64_t cache_slots;  // rows of k_cache and v_cache: [cache_slots, kv_heads, head_dim]
   const int32_t* slot_pos;
-  const float* cos_sin;  // for rotate_keys
+  const float* cos_sin;  // for rotate_keys: [rope_rows, head_dim]
+  int rope_rows;
   int heads, kv_heads, head_dim, block_size;
   bool rotate_keys;
   const int32_t* seq_of_token;
