@@ -1000,9 +1000,10 @@ __global__ void __launch_bounds__(kThreads + 32 + (kRotate ? kRotThreads : 0),
   if (d.split >= d.used) return;
   const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  // The swizzle is a function of the address: the stages start on a 1024-byte boundary.
-  bf16* stages = reinterpret_cast<bf16*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) &
-                                         ~static_cast<uintptr_t>(1023));
+  // The swizzle is a function of the address: the stages start on a 1024-byte boundary. (An
+  // offset from smem_raw, not an address rounded as an integer, so that the compiler still knows
+  // them for shared memory and reads and writes them with shared-memory instructions.)
+  bf16* stages = reinterpret_cast<bf16*>(smem_raw + (1024 - smem_addr(smem_raw) % 1024) % 1024);
   __shared__ uint64_t full[kStages], empty[kStages], rotated[kRotate ? kStages : 1],
       posted[kRotate ? kStages : 1];
   __shared__ __align__(16) int32_t stage_pos[kRotate ? kStages : 1][kTileK];
