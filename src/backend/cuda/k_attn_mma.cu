@@ -1246,7 +1246,7 @@ void launch_decode(const AttnArgs& a, int max_splits, float* ws, int* counters, 
     else if (kRotate || pairs <= device_limits().sms)
       launched =
           launch_decode_tma<D, kCopyStages, 4, false, kRotate>(a, max_splits, ws, counters, s);
-    else if constexpr (!kRotate)  // (the rotating warps' 243 registers allow one block an SM)
+    else if constexpr (!kRotate)  // (the rotating warps' 239 registers allow one block an SM)
       launched =
           launch_decode_tma<D, kManyStages, kManyStages, false>(a, max_splits, ws, counters, s);
     if (launched) return;
