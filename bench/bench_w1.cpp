@@ -558,11 +558,10 @@ json run_attention(const Args& a, double copy_gbs) {
       const nanoinfer::Batch b = build_batch(live, cache);
       const nanoinfer::DeviceBatch db = be->upload_batch(b);
       if (pre) {  // each entry at the position of its index, as the engine's RoPE kernel leaves it
-        const int bs = cache.block_size();
         std::vector<int32_t> slots, positions;
         for (const auto& s : st)
           for (int i = 0; i < ctx; ++i) {
-            slots.push_back(cache.blocks(s.cache_id)[i / bs] * bs + i % bs);
+            slots.push_back(cache.slot(s.cache_id, i));
             positions.push_back(i);
           }
         be->write_i32(cache.layer(0).slot_pos, slots, positions);

@@ -212,8 +212,8 @@ void KvCache::copy_sequence(int src, int dst) {
   while (d.blocks.size() < s.blocks.size()) d.blocks.push_back(take_block());
   std::vector<int32_t> from, to;
   for (int j = shared * bs; j < s.length; ++j) {
-    from.push_back(s.blocks[static_cast<size_t>(j / bs)] * bs + j % bs);
-    to.push_back(d.blocks[static_cast<size_t>(j / bs)] * bs + j % bs);
+    from.push_back(slot_of(s.blocks, j));
+    to.push_back(slot_of(d.blocks, j));
   }
   d.length = s.length;
   if (!from.empty()) run({CacheOp::Kind::CopySlots, std::move(from), std::move(to)});
@@ -263,7 +263,7 @@ Placement KvCache::append(int seq, const std::vector<int32_t>& positions) {
   for (int32_t pos : positions) {
     const int j = s.length++;
     if (static_cast<size_t>(j / bs) >= s.blocks.size()) s.blocks.push_back(take_block());
-    p.slots.push_back(s.blocks[static_cast<size_t>(j / bs)] * bs + j % bs);
+    p.slots.push_back(slot_of(s.blocks, j));
     p.q_index.push_back(j);
     p.positions.push_back(policy_->position(j, pos));
   }

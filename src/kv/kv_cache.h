@@ -87,6 +87,8 @@ class KvCache {
   std::vector<CacheOp> take_ops() { return std::exchange(ops_, {}); }
   int length(int seq) const { return seqs_.at(seq).length; }
   const std::vector<int32_t>& blocks(int seq) const { return seqs_.at(seq).blocks; }
+  // The slot of a sequence's entry j (its index in the sequence).
+  int32_t slot(int seq, int j) const { return slot_of(seqs_.at(seq).blocks, j); }
 
   KvLayer& layer(int i) { return layers_[static_cast<size_t>(i)]; }
   const RopePolicy& rope() const { return *rope_; }
@@ -114,6 +116,11 @@ class KvCache {
     int32_t parent = -1;
   };
   static uint64_t prefix_key(int index, const int32_t* tokens, int n);
+  // The slot of entry j of a sequence holding these blocks.
+  int32_t slot_of(const std::vector<int32_t>& blocks, int j) const {
+    const int bs = options_.block_size;
+    return blocks[static_cast<size_t>(j / bs)] * bs + j % bs;
+  }
   int32_t take_block();
   void drop_block(int32_t b);
   void unpublish(int32_t b);
