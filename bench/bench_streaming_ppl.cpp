@@ -5,6 +5,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 
 #include "engine/batch_builder.h"
@@ -39,18 +40,26 @@ double mean_nll(LlamaModel& model, KvCache& cache, const std::vector<int32_t>& i
 int main(int argc, char** argv) {
   int window = 64, sink = 4, max_tokens = 1024;
   std::string text_file = std::string(NI_SOURCE_DIR) + "/tests/data/prompts/summary_prompt.txt";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (std::strcmp(argv[i], "--window") == 0)
+  for (int i = 1; i < argc; i += 2) {
+    if (i + 1 < argc && std::strcmp(argv[i], "--window") == 0)
       window = std::atoi(argv[i + 1]);
-    else if (std::strcmp(argv[i], "--sink") == 0)
+    else if (i + 1 < argc && std::strcmp(argv[i], "--sink") == 0)
       sink = std::atoi(argv[i + 1]);
-    else if (std::strcmp(argv[i], "--tokens") == 0)
+    else if (i + 1 < argc && std::strcmp(argv[i], "--tokens") == 0)
       max_tokens = std::atoi(argv[i + 1]);
-    else if (std::strcmp(argv[i], "--text") == 0)
+    else if (i + 1 < argc && std::strcmp(argv[i], "--text") == 0)
       text_file = argv[i + 1];
+    else {
+      std::fprintf(stderr,
+                   "%s: unknown option or missing value (options: --window N --sink N --tokens N "
+                   "--text FILE)\n",
+                   argv[i]);
+      return 2;
+    }
   }
   try {
     std::ifstream in(text_file);
+    if (!in) throw std::runtime_error("cannot read " + text_file);
     std::stringstream ss;
     ss << in.rdbuf();
     LoadOptions lo;

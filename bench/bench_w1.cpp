@@ -940,8 +940,16 @@ json run_profile(const Args& a) {
 
 int main(int argc, char** argv) {
   Args a;
-  for (int i = 1; i + 1 < argc; i += 2) {
-    const std::string k = argv[i], v = argv[i + 1];
+  for (int i = 1; i < argc; i += 2) {
+    const std::string k = argv[i];
+    if (i + 1 == argc) {  // a trailing option without its value, or a flag this benchmark lacks
+      std::fprintf(
+          stderr,
+          "option %s needs a value (options: --config --json --only --prompt --new-tokens)\n",
+          k.c_str());
+      return 2;
+    }
+    const std::string v = argv[i + 1];
     if (k == "--config")
       a.config = v;
     else if (k == "--json")
