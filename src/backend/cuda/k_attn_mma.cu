@@ -984,8 +984,10 @@ __device__ void rotate_tma_tiles(const AttnArgs& a, const DecodeSlice& d, int n_
 // place (rotate_tma_tiles) before the attending warps take it, so that the copies are never held
 // up by the rotation. H100, 2026-12-06, 8B shapes, entries at their positions, B=1 pre-RoPE 640 /
 // 4k / 16k: 6.2 / 9.9 / 27.7 us (post-RoPE keys: 5.2 / 8.3 / 24.9); on all 132 SMs 10.5 us at 4k
-// (an earlier call), so it leaves a seventh free too. Earlier measurements (the fifty-fourth and
-// fifty-fifth sessions') wrote position 0 into every entry, so that every table load hit one row.
+// (an earlier call), so it leaves a seventh free too. With the stages read through LDS / STS (not
+// generic loads; another H100, same day): 6.0 / 9.6 / 27.0 us, post-RoPE 5.2 / 8.3 / 25.3. Earlier
+// measurements (the fifty-fourth and fifty-fifth sessions') wrote position 0 into every entry, so
+// that every table load hit one row.
 template <int D, int kStages, int kInFlight, bool kRotate>
 __global__ void __launch_bounds__(kThreads + 32 + (kRotate ? kRotThreads : 0),
                                   kCopyStages / kStages)
