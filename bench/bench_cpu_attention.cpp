@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <random>
 #include <string>
 #include <utility>
@@ -98,13 +99,24 @@ double read_gbs() {
 int main(int argc, char** argv) {
   int reps = 20;
   std::string only;  // --shape NAME: that shape alone
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--reps") == 0 && i + 1 < argc) reps = std::atoi(argv[++i]);
-    if (std::strcmp(argv[i], "--shape") == 0 && i + 1 < argc) only = argv[++i];
-  }
   const Shape shapes[] = {{"SmolLM2-135M", 30, 9, 3, 64},
                           {"SmolLM2-1layer", 1, 9, 3, 64},
                           {"Llama-3-8B", 32, 32, 8, 128}};
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--reps") == 0 && i + 1 < argc) {
+      reps = std::atoi(argv[++i]);
+    } else if (std::strcmp(argv[i], "--shape") == 0 && i + 1 < argc) {
+      only = argv[++i];
+      if (std::none_of(std::begin(shapes), std::end(shapes),
+                       [&](const Shape& sh) { return only == sh.name; })) {
+        std::fprintf(stderr, "no shape %s (SmolLM2-135M, SmolLM2-1layer, Llama-3-8B)\n", argv[i]);
+        return 2;
+      }
+    } else {
+      std::fprintf(stderr, "usage: bench_cpu_attention [--reps N] [--shape NAME]\n");
+      return 2;
+    }
+  }
   std::printf("%-14s %7s %5s %17s %16s\n", "shape", "context", "batch", "us/layer med/best",
               "K+V GB/s (best)");
   for (const Shape& sh : shapes)

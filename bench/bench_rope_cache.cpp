@@ -4,6 +4,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 
 #include "nanoinfer/engine.h"
@@ -12,10 +13,17 @@
 int main(int argc, char** argv) {
   using namespace nanoinfer;
   int repeats = 3;
-  for (int i = 1; i < argc; ++i)
-    if (std::strcmp(argv[i], "--repeats") == 0 && i + 1 < argc) repeats = std::atoi(argv[++i]);
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--repeats") != 0 || i + 1 == argc) {
+      std::fprintf(stderr, "usage: bench_rope_cache [--repeats N]\n");
+      return 2;
+    }
+    repeats = std::atoi(argv[++i]);
+  }
   try {
-    std::ifstream in(std::string(NI_SOURCE_DIR) + "/tests/data/prompts/summary_prompt.txt");
+    const std::string text = std::string(NI_SOURCE_DIR) + "/tests/data/prompts/summary_prompt.txt";
+    std::ifstream in(text);
+    if (!in) throw std::runtime_error("cannot read " + text);
     std::stringstream ss;
     ss << in.rdbuf();
     const char* policies[] = {"post", "pre"};
