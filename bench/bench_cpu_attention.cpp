@@ -107,15 +107,17 @@ int main(int argc, char** argv) {
       reps = std::atoi(argv[++i]);
     } else if (std::strcmp(argv[i], "--shape") == 0 && i + 1 < argc) {
       only = argv[++i];
-      if (std::none_of(std::begin(shapes), std::end(shapes),
-                       [&](const Shape& sh) { return only == sh.name; })) {
-        std::fprintf(stderr, "no shape %s (SmolLM2-135M, SmolLM2-1layer, Llama-3-8B)\n", argv[i]);
-        return 2;
-      }
     } else {
       std::fprintf(stderr, "usage: bench_cpu_attention [--reps N] [--shape NAME]\n");
       return 2;
     }
+  }
+  if (!only.empty() && std::none_of(std::begin(shapes), std::end(shapes),
+                                    [&](const Shape& sh) { return only == sh.name; })) {
+    std::fprintf(stderr, "no shape %s; the shapes:", only.c_str());
+    for (const Shape& sh : shapes) std::fprintf(stderr, " %s", sh.name);
+    std::fprintf(stderr, "\n");
+    return 2;
   }
   std::printf("%-14s %7s %5s %17s %16s\n", "shape", "context", "batch", "us/layer med/best",
               "K+V GB/s (best)");

@@ -2,7 +2,6 @@
 // full cache, a window-only cache and a sink + window cache of the same size (pre-RoPE).
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -41,19 +40,24 @@ int main(int argc, char** argv) {
   int window = 64, sink = 4, max_tokens = 1024;
   std::string text_file = std::string(NI_SOURCE_DIR) + "/tests/data/prompts/summary_prompt.txt";
   for (int i = 1; i < argc; i += 2) {
-    if (i + 1 < argc && std::strcmp(argv[i], "--window") == 0)
-      window = std::atoi(argv[i + 1]);
-    else if (i + 1 < argc && std::strcmp(argv[i], "--sink") == 0)
-      sink = std::atoi(argv[i + 1]);
-    else if (i + 1 < argc && std::strcmp(argv[i], "--tokens") == 0)
-      max_tokens = std::atoi(argv[i + 1]);
-    else if (i + 1 < argc && std::strcmp(argv[i], "--text") == 0)
-      text_file = argv[i + 1];
+    const std::string k = argv[i];
+    if (i + 1 == argc) {
+      std::fprintf(stderr, "option %s needs a value\n", k.c_str());
+      return 2;
+    }
+    const char* v = argv[i + 1];
+    if (k == "--window")
+      window = std::atoi(v);
+    else if (k == "--sink")
+      sink = std::atoi(v);
+    else if (k == "--tokens")
+      max_tokens = std::atoi(v);
+    else if (k == "--text")
+      text_file = v;
     else {
       std::fprintf(stderr,
-                   "%s: unknown option or missing value (options: --window N --sink N --tokens N "
-                   "--text FILE)\n",
-                   argv[i]);
+                   "unknown option %s (options: --window N --sink N --tokens N --text FILE)\n",
+                   k.c_str());
       return 2;
     }
   }
