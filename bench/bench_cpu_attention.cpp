@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "bench_args.h"
 #include "engine/batch_builder.h"
 #include "kv/kv_cache.h"
 
@@ -104,7 +105,7 @@ int main(int argc, char** argv) {
                           {"Llama-3-8B", 32, 32, 8, 128}};
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--reps") == 0 && i + 1 < argc) {
-      reps = std::atoi(argv[++i]);
+      reps = nanoinfer::bench::whole_number("--reps", argv[++i], 1);
     } else if (std::strcmp(argv[i], "--shape") == 0 && i + 1 < argc) {
       only = argv[++i];
     } else {

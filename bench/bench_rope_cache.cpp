@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "bench_args.h"
 #include "nanoinfer/engine.h"
 #include "nanoinfer/tokenizer.h"
 
@@ -18,7 +19,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "usage: bench_rope_cache [--repeats N]\n");
       return 2;
     }
-    repeats = std::atoi(argv[++i]);
+    repeats = nanoinfer::bench::whole_number("--repeats", argv[++i], 1);
   }
   try {
     const std::string text = std::string(NI_SOURCE_DIR) + "/tests/data/prompts/summary_prompt.txt";

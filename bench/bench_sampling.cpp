@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_args.h"
 #include "sampling/beam_search.h"
 #include "sampling/processors.h"
 #include "sampling/sampler.h"
@@ -122,7 +123,11 @@ void bench_batch(int batch, int vocab, const std::vector<float>& source) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int vocab = argc > 1 ? std::atoi(argv[1]) : 128256;
+  if (argc > 2) {
+    std::fprintf(stderr, "usage: bench_sampling [vocab]\n");
+    return 2;
+  }
+  const int vocab = argc > 1 ? nanoinfer::bench::whole_number("vocab", argv[1], 2) : 128256;
   std::vector<float> source(static_cast<size_t>(256) * vocab);
   std::mt19937 gen(1234);
   std::normal_distribution<float> normal(0.0F, 4.0F);

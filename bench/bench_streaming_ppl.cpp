@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "bench_args.h"
 #include "engine/batch_builder.h"
 #include "model/llama.h"
 #include "nanoinfer/engine.h"
@@ -47,11 +48,11 @@ int main(int argc, char** argv) {
     }
     const char* v = argv[i + 1];
     if (k == "--window")
-      window = std::atoi(v);
+      window = nanoinfer::bench::whole_number("--window", v, 1);
     else if (k == "--sink")
-      sink = std::atoi(v);
+      sink = nanoinfer::bench::whole_number("--sink", v, 0);
     else if (k == "--tokens")
-      max_tokens = std::atoi(v);
+      max_tokens = nanoinfer::bench::whole_number("--tokens", v, 2);
     else if (k == "--text")
       text_file = v;
     else {

@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 
+#include "bench_args.h"
 #include "nanoinfer/tokenizer.h"
 #include "util/error.h"
 
@@ -30,8 +31,13 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc > 3) {
+    std::fprintf(stderr, "usage: bench_tokenizer [data_dir] [megabytes]\n");
+    return 2;
+  }
   const std::string dir = argc > 1 ? argv[1] : "tests/data/tokenizer";
-  const double megabytes = argc > 2 ? std::stod(argv[2]) : 10.0;
+  const double megabytes =
+      argc > 2 ? nanoinfer::bench::number("megabytes", argv[2], 0.001, 1e4) : 10.0;
   try {
     const std::string prompt = read_file(dir + "/summary_prompt.txt");
     std::string text;

@@ -45,6 +45,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench_args.h"
 #include "nanoinfer/engine.h"
 
 #ifdef NANOINFER_HAVE_CUDA
@@ -957,9 +958,9 @@ int main(int argc, char** argv) {
     else if (k == "--only")
       a.only = v;
     else if (k == "--prompt")
-      a.prompt = std::stoi(v);
+      a.prompt = nanoinfer::bench::whole_number("--prompt", v.c_str(), 1);
     else if (k == "--new-tokens")
-      a.new_tokens = std::stoi(v);
+      a.new_tokens = nanoinfer::bench::whole_number("--new-tokens", v.c_str(), 1);
     else {
       std::fprintf(stderr, "unknown option %s\n", k.c_str());
       return 2;

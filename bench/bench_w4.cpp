@@ -9,6 +9,7 @@
 #include <sstream>
 #include <string>
 
+#include "bench_args.h"
 #include "nanoinfer/engine.h"
 #include "nanoinfer/tokenizer.h"
 #include "util/error.h"
@@ -24,7 +25,7 @@ int main(int argc, char** argv) {
     else if (std::strcmp(argv[i], "--prompt-file") == 0 && i + 1 < argc)
       prompt_file = argv[++i];
     else if (std::strcmp(argv[i], "--repeats") == 0 && i + 1 < argc)
-      repeats = std::atoi(argv[++i]);
+      repeats = nanoinfer::bench::whole_number("--repeats", argv[++i], 1);
     else {
       std::fprintf(stderr, "usage: bench_w4 [--json] [--prompt-file F] [--repeats N]\n");
       return 2;
