@@ -137,14 +137,18 @@ INSTANTIATE_TEST_SUITE_P(
                 "--max-context 2000000000 exceeds the model's 256 positions"},
         BadArgs{"serve_beyond_positions", "serve --model " + kTiny + " --port 0 --max-context 300",
                 "--max-context 300 exceeds the model's 256 positions"},
-        // serve takes the sink cache's flags, and the cache's own checks.
-        BadArgs{"serve_sink_cache_post_rope",
-                "serve --model " + kTiny + " --port 0 --sink-tokens 4 --window 60",
-                "keys must be rotated on read: use the pre-RoPE cache"},
-        // chat takes them too.
+        // serve takes the sink cache's flags, and the cache's own checks: asked for post-RoPE keys
+        // (pre-RoPE is what --sink-tokens implies), it is refused.
+        BadArgs{
+            "serve_sink_cache_post_rope",
+            "serve --model " + kTiny + " --port 0 --rope-cache post --sink-tokens 4 --window 60",
+            "keys must be rotated on read: use the pre-RoPE cache"},
+        // chat takes them too (--rope-cache after --sink-tokens wins all the same).
         BadArgs{"chat_sink_cache_post_rope",
-                "chat --model " + kTiny + " --sink-tokens 4 --window 60",
+                "chat --model " + kTiny + " --sink-tokens 4 --window 60 --rope-cache post",
                 "keys must be rotated on read: use the pre-RoPE cache"},
+        BadArgs{"sink_tokens_negative", "chat --model " + kTiny + " --sink-tokens -5 --window 60",
+                "--sink-tokens: expected a whole number from 0"},
         BadArgs{"chat_beyond_positions", "chat --model " + kTiny + " --max-context 300",
                 "--max-context 300 exceeds the model's 256 positions"},
         BadArgs{"bench_beyond_positions", "bench --model " + kTiny + " --max-context 300",
@@ -703,11 +707,12 @@ TEST(Cli, ChatDropsTheOldestTurnsToFitTheContext) {
   EXPECT_NE(r.err.find("exceeds the context of 100 positions"), std::string::npos) << r.err;
 }
 
-// Over a sink cache (--rope-cache pre --sink-tokens 4 --window 40) a reply runs past the context:
-// each of three turns gets its 100 tokens (EOS banned) after a prompt that with them exceeds the
-// 64-position context, and none is refused; an older turn that no longer fits the window is
-// dropped. The same conversation over the full cache is refused turn by turn. The model: the tiny
-// one's shape with random weights and SmolLM2's vocabulary, its tokenizer and chat template.
+// Over a sink cache (--sink-tokens 4 --window 40, pre-RoPE keys implied) a reply runs past the
+// context: each of three turns gets its 100 tokens (EOS banned) after a prompt that with them
+// exceeds the 64-position context, and none is refused; an older turn that no longer fits the
+// window is dropped. The same conversation over the full cache is refused turn by turn. The model:
+// the tiny one's shape with random weights and SmolLM2's vocabulary, its tokenizer and chat
+// template.
 TEST(Cli, ChatRunsPastTheContextOverASinkCache) {
   nlohmann::json config = nlohmann::json::parse(std::ifstream(kTiny + "/config.json"));
   config["vocab_size"] = 49152;
@@ -717,7 +722,7 @@ TEST(Cli, ChatRunsPastTheContextOverASinkCache) {
                            test::data_path("tokenizer/smollm2") +
                            " --max-context 64 --max-new-tokens 100 --logit-bias 2=-100 --stats";
   const std::string input = "Hi!\nTell me more.\nThanks.\n";
-  const CliRun sink = run_cli(args + " --rope-cache pre --sink-tokens 4 --window 40", input);
+  const CliRun sink = run_cli(args + " --sink-tokens 4 --window 40", input);
   ASSERT_EQ(sink.code, 0) << sink.err;
   int replies = 0;
   std::istringstream err(sink.err);
