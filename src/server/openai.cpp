@@ -20,8 +20,11 @@ void take(const json& body, const char* key, T& into) {
   if (!body.contains(key) || body[key].is_null()) return;
   try {
     into = body[key].get<T>();
-  } catch (const json::exception&) {
-    fail(std::string("'") + key + "' has the wrong type");
+  } catch (const json::exception& e) {  // "[json.exception.type_error.302] type must be ..."
+    const std::string what = e.what();
+    const size_t tag = what.find("] ");
+    fail(std::string("'") + key +
+         "' has the wrong type: " + (tag == std::string::npos ? what : what.substr(tag + 2)));
   }
 }
 

@@ -814,7 +814,7 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
                 .find("needs 'logprobs': true"),
             std::string::npos);
   EXPECT_NE(message({{"prompt", "x"}, {"stream_options", {{"include_usage", "yes"}}}})
-                .find("'include_usage' has the wrong type"),
+                .find("'include_usage' has the wrong type: type must be boolean, but is string"),
             std::string::npos);
   EXPECT_NE(post("/v1/chat/completions", {{"messages", "hi"}}, 400)["error"]["message"]
                 .get<std::string>()
