@@ -31,10 +31,12 @@ struct EngineOptions {
   // chunks that fit (chunked prefill), so a step's activations stay bounded (8B shapes: ~2 GB at
   // 16,384 tokens). W2 on an H200 ran 1.2 % slower under this cap than in one prefill step.
   int max_step_tokens = 16384;
-  std::string rope_cache = "post";  // "post" | "pre"
-  // >= 0: StreamingLLM sink cache (needs rope_cache "pre"), which keeps the first sink_tokens and
-  // the last `window` tokens of a sequence: sink_tokens + window <= max_context, and a request's
-  // prompt + max new tokens may go past max_context (its positions stay below the cache's size).
+  // "post" | "pre"; empty: "pre" with a sink cache (the only policy it works with), else "post".
+  std::string rope_cache;
+  // >= 0: StreamingLLM sink cache (pre-RoPE keys; rope_cache "post" is refused), which keeps the
+  // first sink_tokens and the last `window` tokens of a sequence: sink_tokens + window <=
+  // max_context, and a request's prompt + max new tokens may go past max_context (its positions
+  // stay below the cache's size).
   int sink_tokens = -1;
   int window = 0;
   bool no_rope = false;

@@ -76,14 +76,9 @@ void add_cache_policy_flags(CLI::App& cmd, EngineOptions& e) {
   cmd.add_option("--rope-cache", e.rope_cache,
                  "post | pre: when keys are rotated (default post; pre with --sink-tokens)")
       ->check(CLI::IsMember({"post", "pre"}));
-  // A sink cache renumbers the entries it keeps, so it works only on pre-RoPE keys: asked for
-  // without --rope-cache, it gets them; with --rope-cache post, the cache says why not.
   cmd.add_option("--sink-tokens", e.sink_tokens,
                  "StreamingLLM cache: keep this many first tokens (with --window; keys pre-RoPE)")
-      ->check(whole_number(0))
-      ->each([&cmd, &e](const std::string&) {
-        if (cmd.count("--rope-cache") == 0) e.rope_cache = "pre";
-      });
+      ->check(whole_number(0));
   cmd.add_option(
          "--window", e.window,
          "StreamingLLM cache: recent tokens kept (with --sink-tokens, 0 for a window alone)")

@@ -107,6 +107,13 @@ std::unique_ptr<Tokenizer> maybe_tokenizer(const std::string& path) {
   return load_tokenizer_for_model(path);
 }
 
+// The cache's RoPE policy: the one asked for, else pre-RoPE keys for a sink cache (which renumbers
+// what it keeps) and post-RoPE ones otherwise.
+std::string rope_policy(const EngineOptions& o) {
+  if (!o.rope_cache.empty()) return o.rope_cache;
+  return o.sink_tokens >= 0 ? "pre" : "post";
+}
+
 double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -125,7 +132,7 @@ void EngineOptions::validate() const {
   };
   one_of("backend", backend, "cpu", "cuda");
   one_of("CUDA dtype", dtype, "bf16", "f32");
-  one_of("rope_cache", rope_cache, "post", "pre");
+  if (!rope_cache.empty()) one_of("rope_cache", rope_cache, "post", "pre");
   at_least("max_context", max_context, 0);
   at_least("cache_tokens", cache_tokens, 0);
   at_least("block_size", block_size, 1);
@@ -135,7 +142,7 @@ void EngineOptions::validate() const {
   // A cache policy that no cache takes fails here, not at the first request (a server would
   // otherwise start and refuse every one).
   KvCacheOptions kv;
-  kv.rope = rope_cache;
+  kv.rope = rope_policy(*this);
   kv.sink_tokens = sink_tokens;
   kv.window = window;
   make_cache_policy(kv);
@@ -426,7 +433,7 @@ KvCacheOptions Engine::Impl::cache_options(int64_t need_blocks) const {
   kv.block_size = bs;
   kv.num_blocks = static_cast<int>(options.cache_tokens > 0 ? (options.cache_tokens + bs - 1) / bs
                                                             : need_blocks);
-  kv.rope = options.rope_cache;
+  kv.rope = rope_policy(options);
   kv.sink_tokens = options.sink_tokens;
   kv.window = options.window;
   return kv;

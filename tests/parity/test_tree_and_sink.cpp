@@ -167,12 +167,12 @@ TEST(SinkCache, EngineRefusesAPromptLongerThanTheWindow) {
 
 // StreamingLLM's point: through the engine a sink cache generates past the context, its positions
 // renumbered below its size (here 200 new tokens with max_context 64), token for token what the
-// model gives over the same cache driven directly, in the memory of its size; a sink cache larger
-// than the context is refused when the engine is built.
+// model gives over the same cache driven directly, in the memory of its size. The engine's keys are
+// pre-RoPE without being asked (rope_cache left empty); asked for post-RoPE ones, it is refused, as
+// is a sink cache larger than the context, when the engine is built.
 TEST(SinkCache, EngineGeneratesPastTheContext) {
   EngineOptions opt;
   opt.model = test::data_path("models/gqa");
-  opt.rope_cache = "pre";
   opt.max_context = 64;
   opt.sink_tokens = 4;
   opt.window = 28;
@@ -194,6 +194,16 @@ TEST(SinkCache, EngineGeneratesPastTheContext) {
   sink_opt.window = 28;
   KvCache sink(*be, loaded.config, sink_opt);
   EXPECT_EQ(got, greedy(model, sink, r.prompt_ids, 200));
+
+  EngineOptions post = opt;
+  post.rope_cache = "post";
+  try {
+    Engine refused(post);
+    FAIL() << "a sink cache of post-RoPE keys was made";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("keys must be rotated on read"), std::string::npos)
+        << e.what();
+  }
 
   opt.window = 61;
   try {
