@@ -29,7 +29,8 @@ CLI::Validator whole_number(unsigned long long lo, unsigned long long hi) {
         return "expected a whole number from " + std::to_string(lo) + " to " + std::to_string(hi) +
                ", got '" + v + "'";
       },
-      "INT");
+      // Shown after the type in --help ("INT:>=1", "INT:0..20").
+      hi >= INT32_MAX ? ">=" + std::to_string(lo) : std::to_string(lo) + ".." + std::to_string(hi));
 }
 
 void check_positions(const EngineOptions& e,
