@@ -7,9 +7,20 @@
 #   (default: all; `attn`, `load`, `sanitize`, `racecheck` and `gguf` only by name)
 # Header-only dependencies travel in .deps/include (pass carry=[".deps"]).
 set -uo pipefail
+STAGES=${*:-all}
+# A misspelt stage ("test") would match nothing and spend a scarce GPU call on nvidia-smi alone.
+KNOWN="all tests bench tp peers attn load sanitize racecheck gguf"
+for stage in $STAGES; do
+  case " $KNOWN " in
+    *" $stage "*) ;;
+    *)
+      echo "device.sh: unknown stage '$stage' (stages: $KNOWN)" >&2
+      exit 2
+      ;;
+  esac
+done
 OUT=${OUT:-out}
 mkdir -p "$OUT"
-STAGES=${*:-all}
 want() { [[ " $STAGES " == *" all "* || " $STAGES " == *" $1 "* ]]; }
 export PYTHONUNBUFFERED=1
 status=0
