@@ -30,8 +30,9 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max
 date -u | tee -a "$OUT/gpu.txt"
 
 # PREBUILT=DIR: binaries built elsewhere (a CUDA build of this tree for sm_90, carried in an
-# ignored folder) are run from DIR instead of configuring and building here, which saves the
-# call's device time; the test data paths compiled into them must resolve on this machine.
+# ignored folder: scripts/pack_prebuilt.sh packs them and prints the command) are run from DIR
+# instead of configuring and building here, which saves the call's device time; the test data
+# paths compiled into them must resolve on this machine.
 BUILD=${PREBUILT:-build-gpu}
 build() {
   if [[ -n "${PREBUILT:-}" ]]; then
@@ -64,8 +65,9 @@ wheels() {
 }
 
 if want tests; then
-  # The default model's real-text set needs its GGUF (two calls bring it: scripts/split_model.sh)
-  # and the gguf wheel (carried in .whl); without them only the tiny-model set runs.
+  # The default model's real-text set needs its GGUF (two or three calls bring it:
+  # scripts/split_model.sh) and the gguf wheel (carried in .whl); without them only the
+  # tiny-model set runs.
   gguf="${XDG_CACHE_HOME:-$HOME/.cache}/nanoinfer/SmolLM2-135M-Instruct.Q4_1.gguf"
   wheels
   hf_args=()

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Takes the default model (SmolLM2-135M-Instruct Q4_1 GGUF, 98 MB) to the GPU machine, whose
 # calls carry at most 64 MiB each (working tree included): here it is compressed (xz, ~92%) and
-# split into two ignored halves of ~43 MiB, .model_parts/a and .model_parts/b, which leaves each
-# call room for prebuilt binaries; the gguf wheel HF needs to read it goes to .whl.
-# Prints the two device commands: the first stages part A in /tmp/ni_model (it survives while the
-# machine stays warm, ~30 s after a call), the second appends part B, decompresses, checks the
-# sha256 and puts
-# the file where scripts/fetch_model.sh would (scripts/device.sh looks there), then runs the
-# stages. If the second call gets a fresh machine, the reassembly says so and the tests stage
-# runs without the SmolLM2 set.
-#   scripts/split_model.sh [MODEL.gguf] [STAGES...]   (stages of the second call; default: tests)
+# split into ignored parts, .model_parts/a, b (and c), one a call; the gguf wheel HF needs to read
+# it goes to .whl. Two halves of ~44 MiB leave the last call no room for prebuilt binaries, so
+# where scripts/pack_prebuilt.sh has packed them (.prebuilt) the model goes in three thirds and the
+# last call runs device.sh on those binaries instead of building there.
+# Prints the device commands: each call but the last stages its part in /tmp/ni_model (it
+# survives while the machine stays warm, ~30 s after a call); the last appends its own,
+# decompresses, checks the sha256 and puts the file where scripts/fetch_model.sh would
+# (scripts/device.sh looks there), then runs the stages. If a call gets a fresh machine, the
+# reassembly says so and the tests stage runs without the SmolLM2 set.
+#   scripts/split_model.sh [MODEL.gguf] [STAGES...]   (stages of the last call; default: tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
@@ -18,17 +19,25 @@ GGUF_WHEEL=gguf==0.19.0  # pure Python; needs numpy, pyyaml, tqdm (on the GPU ma
 model=${1:-$(scripts/fetch_model.sh)}
 shift || true
 stages=${*:-tests}
+prebuilt=""
+[[ -f .prebuilt/bin.tar.xz ]] && prebuilt=.prebuilt
+parts=(a b)
+[[ -n $prebuilt ]] && parts=(a b c)
 
 [[ $(sha256sum < "$model" | cut -d' ' -f1) == "$SHA" ]] \
   || { echo "$model: not the sha256 expected"; exit 1; }
 grep -qx '/.model_parts/' .git/info/exclude || echo '/.model_parts/' >> .git/info/exclude
-rm -rf .model_parts && mkdir -p .model_parts/a .model_parts/b
+rm -rf .model_parts && mkdir -p .model_parts
 xz -T0 -6 < "$model" > .model_parts/whole.xz
-half=$(($(stat -c %s .model_parts/whole.xz) / 2))
-head -c "$half" .model_parts/whole.xz > .model_parts/a/part
-tail -c +"$((half + 1))" .model_parts/whole.xz > .model_parts/b/part
+each=$((($(stat -c %s .model_parts/whole.xz) + ${#parts[@]} - 1) / ${#parts[@]}))
+for i in "${!parts[@]}"; do
+  mkdir -p ".model_parts/${parts[i]}"
+  dd if=.model_parts/whole.xz of=".model_parts/${parts[i]}/part" bs=1M status=none \
+    iflag=skip_bytes,count_bytes skip=$((i * each)) count="$each"
+done
 rm .model_parts/whole.xz
-[[ $(cat .model_parts/a/part .model_parts/b/part | xz -d | sha256sum | cut -d' ' -f1) == "$SHA" ]]
+[[ $(for p in "${parts[@]}"; do cat ".model_parts/$p/part"; done | xz -d | sha256sum \
+  | cut -d' ' -f1) == "$SHA" ]]
 ls .whl/gguf-*.whl > /dev/null 2>&1 || python3 -m pip download -q --no-deps \
   --only-binary=:all: --python-version 3.12 --implementation cp --platform any -d .whl "$GGUF_WHEEL"
 
@@ -39,19 +48,31 @@ tree=$( (git ls-files -z; git ls-files -z --others --exclude-standard) \
   | du -c --files0-from=- 2> /dev/null | tail -1 | cut -f1 || true)
 tree=$((tree * 1024))
 size() { echo $(($(du -c "$@" 2> /dev/null | tail -1 | cut -f1 || true) * 1024)); }
-a=$(size .model_parts/a) b=$(size .model_parts/b) w=$(size .whl) d=$(size .deps)
 mib() { echo "$(($1 / 1048576)) MiB"; }
-echo "parts: a $(mib "$a"), b $(mib "$b"); .whl $(mib "$w"), .deps $(mib "$d");" \
-  "working tree $(mib "$tree")"
-echo "call 1 travels $(mib $((tree + a))), call 2 $(mib $((tree + b + w + d))) (limit 64 MiB each)"
+last=${parts[-1]}
+extra=(.whl)
+if [[ -n $prebuilt ]]; then extra+=("$prebuilt"); elif [[ -d .deps ]]; then extra+=(.deps); fi
+echo "working tree $(mib "$tree"); each part $(mib "$(size .model_parts/a)");" \
+  "the last call also carries ${extra[*]}: $(mib "$(size "${extra[@]}")") (limit 64 MiB a call)"
 # shellcheck disable=SC2016  # expanded on the device
 dst='${XDG_CACHE_HOME:-$HOME/.cache}/nanoinfer'
+for p in "${parts[@]:0:${#parts[@]}-1}"; do
+  echo
+  echo "call for part $p: carry [\".model_parts/$p\"]"
+  echo "mkdir -p /tmp/ni_model && cp .model_parts/$p/part /tmp/ni_model/$p && ls -l /tmp/ni_model"
+done
+staged=$(for p in "${parts[@]:0:${#parts[@]}-1}"; do printf '/tmp/ni_model/%s ' "$p"; done)
+carry="\".model_parts/$last\""
+for x in "${extra[@]}"; do carry+=", \"$x\""; done
+run="scripts/device.sh $stages"
+if [[ -n $prebuilt ]]; then
+  root=$(pwd -P)
+  run="{ [[ -d $root ]] || { mkdir -p $(dirname "$root") && ln -s \"\$PWD\" $root; }; };"
+  run+=" tar xJf .prebuilt/bin.tar.xz -C /tmp && PREBUILT=/tmp/bin scripts/device.sh $stages"
+fi
 echo
-echo "call 1: carry [\".model_parts/a\"]"
-echo "mkdir -p /tmp/ni_model && cp .model_parts/a/part /tmp/ni_model/a && ls -l /tmp/ni_model"
-echo
-echo "call 2: carry [\".model_parts/b\", \".whl\"$([[ -d .deps ]] && echo ', ".deps"')]"
-echo "d=$dst; mkdir -p \$d && cat /tmp/ni_model/a .model_parts/b/part | xz -d > \$d/$NAME.tmp" \
+echo "last call: carry [$carry]"
+echo "d=$dst; mkdir -p \$d && cat $staged.model_parts/$last/part | xz -d > \$d/$NAME.tmp" \
   "&& echo '$SHA  '\$d/$NAME.tmp | sha256sum -c --quiet && mv \$d/$NAME.tmp \$d/$NAME" \
   "&& echo 'model reassembled' || { rm -f \$d/$NAME.tmp;" \
-  "echo 'model NOT reassembled: the SmolLM2 set will be skipped'; }; scripts/device.sh $stages"
+  "echo 'model NOT reassembled: the SmolLM2 set will be skipped'; }; $run"
