@@ -65,11 +65,7 @@ staged=$(for p in "${parts[@]:0:${#parts[@]}-1}"; do printf '/tmp/ni_model/%s ' 
 carry="\".model_parts/$last\""
 for x in "${extra[@]}"; do carry+=", \"$x\""; done
 run="scripts/device.sh $stages"
-if [[ -n $prebuilt ]]; then
-  root=$(pwd -P)
-  run="{ [[ -d $root ]] || { mkdir -p $(dirname "$root") && ln -s \"\$PWD\" $root; }; };"
-  run+=" tar xJf .prebuilt/bin.tar.xz -C /tmp && PREBUILT=/tmp/bin scripts/device.sh $stages"
-fi
+[[ -n $prebuilt ]] && run="bash .prebuilt/run.sh $stages"
 echo
 echo "last call: carry [$carry]"
 echo "d=$dst; mkdir -p \$d && cat $staged.model_parts/$last/part | xz -d > \$d/$NAME.tmp" \
