@@ -22,6 +22,12 @@ namespace nanoinfer::cli {
 
 namespace {
 
+#ifdef NANOINFER_HAVE_SERVER
+constexpr int kMaxHttpThreads = server::Server::kMaxHttpThreads;
+#else
+constexpr int kMaxHttpThreads = 1;  // (serve fails before it matters)
+#endif
+
 struct ServeArgs {
   EngineOptions engine;
   std::string host = "127.0.0.1";
@@ -82,7 +88,7 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--served-model-name", a->name, "the name /v1/models lists");
   cmd->add_option("--http-threads", a->http_threads,
                   "requests served at once, one HTTP thread each (default 512)")
-      ->check(whole_number(1, 65536));
+      ->check(whole_number(1, kMaxHttpThreads));
   add_engine_flags(*cmd, a->engine, "KV cache slots shared by the requests (0 = 16 full contexts)");
   add_cache_policy_flags(*cmd, a->engine);
   cmd->callback([a] { run_serve(*a); });

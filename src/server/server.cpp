@@ -122,7 +122,9 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
     : engine_(engine),
       model_name_(std::move(model_name)),
       http_(std::make_unique<httplib::Server>()) {
-  if (http_threads < 1) fail("the server needs at least one HTTP thread");
+  if (http_threads < 1 || http_threads > kMaxHttpThreads)
+    fail("the server's HTTP threads must be 1 to " + std::to_string(kMaxHttpThreads) + ", not " +
+         std::to_string(http_threads));
   // cpp-httplib's default pool (cores - 1, at least 8) would cap the requests in the running
   // batch at that many.
   http_->new_task_queue = [http_threads] {

@@ -26,9 +26,12 @@ struct Job;
 class Server {
  public:
   // model_name: what /v1/models lists and responses name. http_threads: requests served at
-  // once (each waits for its tokens on an HTTP thread; more wait for a thread).
+  // once (each waits for its tokens on an HTTP thread; more wait for a thread), 1 to
+  // kMaxHttpThreads: the pool starts them all at once, and tens of thousands of threads exhaust
+  // a machine's process limit (65,536 asked hung a 2-core machine at 31,403).
   Server(Engine& engine, std::string model_name, int http_threads = kHttpThreads);
   static constexpr int kHttpThreads = 512;
+  static constexpr int kMaxHttpThreads = 4096;
   ~Server();  // stops
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

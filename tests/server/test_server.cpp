@@ -641,6 +641,19 @@ TEST_F(ServerTest, TheRequestsServedAtOnceAreTheHttpThreads) {
   }
 }
 
+// Every HTTP thread starts with the server, so their number is bounded (the CLI checks the same).
+TEST_F(ServerTest, HttpThreadsOutsideTheirRangeAreRefused) {
+  for (const int threads : {0, server::Server::kMaxHttpThreads + 1}) {
+    try {
+      server::Server refused(*serving_, "tiny", threads);
+      ADD_FAILURE() << threads << " HTTP threads were taken";
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()),
+                "the server's HTTP threads must be 1 to 4096, not " + std::to_string(threads));
+    }
+  }
+}
+
 // Eight clients at once: their requests share steps (the cache holds about four of them), and
 // each gets what it gets alone.
 TEST_F(ServerTest, ConcurrentRequestsEachGetTheirOwnTokens) {

@@ -135,6 +135,10 @@ INSTANTIATE_TEST_SUITE_P(
         BadArgs{"generate_far_beyond_positions",
                 "generate --model " + kTiny + " --prompt-ids 1 --max-context 2000000000",
                 "--max-context 2000000000 exceeds the model's 256 positions"},
+        // The pool starts every HTTP thread at once: tens of thousands exhaust the process limit.
+        BadArgs{"serve_too_many_http_threads",
+                "serve --model " + kTiny + " --port 0 --http-threads 65536",
+                "--http-threads: expected a whole number from 1 to 4096"},
         BadArgs{"serve_beyond_positions", "serve --model " + kTiny + " --port 0 --max-context 300",
                 "--max-context 300 exceeds the model's 256 positions"},
         // serve takes the sink cache's flags, and the cache's own checks: asked for post-RoPE keys
