@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "server/http_threads.h"
 #include "server/openai.h"
 #include "util/error.h"
 
@@ -126,10 +127,10 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
     fail("the server's HTTP threads must be 1 to " + std::to_string(kMaxHttpThreads) + ", not " +
          std::to_string(http_threads));
   // cpp-httplib's default pool (cores - 1, at least 8) would cap the requests in the running
-  // batch at that many.
-  http_->new_task_queue = [http_threads] {
-    return new httplib::ThreadPool(static_cast<size_t>(http_threads));
-  };
+  // batch at that many. Started here, so that a machine that cannot run them all fails before
+  // the server says it serves.
+  http_threads_ = std::make_unique<HttpThreads>(http_threads);
+  http_->new_task_queue = [this] { return http_threads_.release(); };
   // SO_REUSEADDR only: cpp-httplib's default adds SO_REUSEPORT, with which a second server on a
   // port in use would start and share it instead of failing.
   http_->set_socket_options([this](int sock) {

@@ -17,7 +17,8 @@
 
 namespace httplib {
 class Server;
-}
+class TaskQueue;
+}  // namespace httplib
 
 namespace nanoinfer::server {
 
@@ -53,6 +54,7 @@ class Server {
   Engine& engine_;
   std::string model_name_;
   std::unique_ptr<httplib::Server> http_;
+  std::unique_ptr<httplib::TaskQueue> http_threads_;  // started here; run() hands them to http_
   std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<Job>> inbox_;

@@ -4,12 +4,15 @@
 // batched and each still gets its own tokens; bad requests get a 400 with a message.
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <string>
 #include <thread>
 
 #include "nanoinfer/engine.h"
@@ -652,6 +655,38 @@ TEST_F(ServerTest, HttpThreadsOutsideTheirRangeAreRefused) {
                 "the server's HTTP threads must be 1 to 4096, not " + std::to_string(threads));
     }
   }
+}
+
+// A machine that cannot start every HTTP thread (here: an address space with no room for their
+// stacks) gets a message before the server serves; cpp-httplib's own pool hung there.
+TEST_F(ServerTest, HttpThreadsThatCannotStartAreAnError) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer's shadow memory needs an unlimited address space";
+#else
+  rlimit was{};
+  ASSERT_EQ(getrlimit(RLIMIT_AS, &was), 0);
+  std::ifstream statm("/proc/self/statm");
+  size_t pages = 0;
+  statm >> pages;
+  // Room for ~32 more thread stacks of 8 MiB, not for 4,096 of them.
+  rlimit tight = was;
+  tight.rlim_cur = pages * static_cast<size_t>(sysconf(_SC_PAGESIZE)) + (size_t{256} << 20);
+  ASSERT_EQ(setrlimit(RLIMIT_AS, &tight), 0);
+  std::string message;
+  try {
+    server::Server refused(*serving_, "tiny", server::Server::kMaxHttpThreads);
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  ASSERT_EQ(setrlimit(RLIMIT_AS, &was), 0);
+  EXPECT_NE(message.find("cannot start the server's 4096 HTTP threads"), std::string::npos)
+      << message;
+  EXPECT_NE(message.find("ask for fewer (--http-threads)"), std::string::npos) << message;
+  // The server that was running still serves.
+  const json after =
+      post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}, {"ignore_eos", true}});
+  EXPECT_EQ(after["usage"]["completion_tokens"], 2);
+#endif
 }
 
 // Eight clients at once: their requests share steps (the cache holds about four of them), and
