@@ -36,11 +36,17 @@ struct GenerateArgs {
   std::string early_stopping = "false";
 };
 
+// One prompt a line; a file saved on Windows reads the same (no CR at the line ends, no UTF-8
+// byte order mark at the start).
 std::vector<std::string> read_prompts_file(const std::string& path) {
-  std::istringstream in(read_file(path, "the prompts file"));
+  std::string text = read_file(path, "the prompts file");
+  if (text.starts_with("\xEF\xBB\xBF")) text.erase(0, 3);
+  std::istringstream in(text);
   std::vector<std::string> lines;
-  for (std::string line; std::getline(in, line);)
+  for (std::string line; std::getline(in, line);) {
+    if (line.ends_with('\r')) line.pop_back();
     if (!line.empty()) lines.push_back(line);
+  }
   if (lines.empty()) fail(path + ": the prompts file has no prompts");
   return lines;
 }
@@ -97,6 +103,10 @@ void run_generate(const GenerateArgs& a) {
   const std::vector<GenerationOutput> outs =
       engine.generate(requests, stream ? print_piece : nullptr);
   if (!engine.is_leader()) return;  // rank 0 prints
+  if (stream) {                     // (the streamed text's line ends before any report on stderr)
+    std::printf("\n");
+    std::fflush(stdout);
+  }
   const GenerationStats& st = engine.last_stats();
   if (a.engine.profile) {
     const std::string report = engine.profile_report();
@@ -163,10 +173,6 @@ void run_generate(const GenerateArgs& a) {
     std::printf("%s\n", j.dump().c_str());
     return;
   }
-  if (stream) {
-    std::printf("\n");
-    std::fflush(stdout);
-  }
   for (size_t i = 0; i < outs.size() && !stream; ++i) {
     if (outs.size() > 1) std::printf("=== prompt %zu ===\n", i);
     if (outs[i].sequences.size() > 1) {
@@ -174,7 +180,8 @@ void run_generate(const GenerateArgs& a) {
         std::printf("--- beam %zu (score %.4f) ---\n%s\n", b,
                     static_cast<double>(outs[i].scores[b]), shown(outs[i].sequences[b]).c_str());
     } else {
-      std::printf("%s\n", shown(outs[i].token_ids).c_str());
+      // (the text is what the stream and --json give: a --stop string is not in it)
+      std::printf("%s\n", (tok != nullptr ? outs[i].text : shown(outs[i].token_ids)).c_str());
     }
   }
   if (a.stats) {

@@ -78,7 +78,11 @@ void run_perplexity(const PerplexityArgs& a) {
   const std::string text = read_file(a.file, "the text");
   check_positions(a.engine, {{"--context", a.context}, {"--max-context", a.engine.max_context}});
   EngineOptions options = a.engine;
-  if (options.max_context == 0) options.max_context = a.context + 1;  // a window + one token
+  // The engine scores a window's tokens while it generates one token after them.
+  if (options.max_context == 0) options.max_context = a.context + 1;
+  if (options.max_context <= a.context)
+    fail("--context " + std::to_string(a.context) + " needs --max-context " +
+         std::to_string(a.context + 1) + " or more (a window and the token generated after it)");
   Engine engine(options);
   if (engine.tokenizer() == nullptr) fail("perplexity needs a model with a tokenizer");
   std::vector<Window> all = windows(*engine.tokenizer(), text, a.context, a.stride);

@@ -108,8 +108,11 @@ void add_tokenize_command(CLI::App& app) {
   auto* decode = cmd->add_option("--decode", args->decode, "comma-separated ids to decode");
   text->excludes(file)->excludes(decode);
   file->excludes(decode);
-  cmd->add_flag("--no-special", args->no_special, "do not add BOS/EOS (add_special_tokens=False)");
-  cmd->add_flag("--skip-special", args->skip_special, "with --decode: drop special tokens");
+  cmd->add_flag("--no-special", args->no_special,
+                "encoding: do not add BOS/EOS (add_special_tokens=False)")
+      ->excludes(decode);
+  cmd->add_flag("--skip-special", args->skip_special, "with --decode: drop special tokens")
+      ->needs(decode);
   cmd->add_flag("--json", args->json, "print JSON: {\"ids\": [...], \"pieces\": [...]}");
   cmd->callback([args, model, tokenizer, text, file, decode] {
     if (model->count() == 0 && tokenizer->count() == 0)

@@ -5,9 +5,11 @@
 #include <cstdint>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "cli/commands.h"
@@ -67,6 +69,11 @@ void restart_with_short_omp_spin() {
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);
   if (setenv("GOMP_SPINCOUNT", "1000", 1) != 0) return;
+  // The file itself where it can: started as /proc/self/exe, the process would be named "exe"
+  // (ps, top, pkill).
+  std::error_code missing;
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe", missing).string();
+  if (!missing) execv(self.c_str(), argv.data());
   execv("/proc/self/exe", argv.data());
   unsetenv("GOMP_SPINCOUNT");  // not in effect: nothing should say it is
 }
@@ -78,11 +85,11 @@ void add_cache_policy_flags(CLI::App& cmd, EngineOptions& e) {
                  "post | pre: when keys are rotated (default post; pre with --sink-tokens)")
       ->check(CLI::IsMember({"post", "pre"}));
   cmd.add_option("--sink-tokens", e.sink_tokens,
-                 "StreamingLLM cache: keep this many first tokens (with --window; keys pre-RoPE)")
+                 "StreamingLLM cache: keep this many first tokens (0: a window alone; with "
+                 "--window; keys pre-RoPE)")
       ->check(whole_number(0));
-  cmd.add_option(
-         "--window", e.window,
-         "StreamingLLM cache: recent tokens kept (with --sink-tokens, 0 for a window alone)")
+  cmd.add_option("--window", e.window,
+                 "StreamingLLM cache: recent tokens kept (with --sink-tokens)")
       ->check(whole_number(1));
 }
 

@@ -1,6 +1,8 @@
 // nanoinfer command line: generate | chat | serve | bench | perplexity | info | tokenize. Every
 // user error ends as one clear line on stderr and a non-zero exit.
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <new>
@@ -62,6 +64,13 @@ int main(int argc, char** argv) {
     return failed(1);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nanoinfer: unexpected error: %s\n", e.what());
+    return failed(1);
+  }
+  // Output lost to a full disk is an error too: exit 0 would say that it was written.
+  errno = 0;
+  if (std::fflush(stdout) != 0 || std::ferror(stdout) != 0) {
+    std::fprintf(stderr, "nanoinfer: error: writing the output failed (%s)\n",
+                 errno != 0 ? std::strerror(errno) : "a write error");
     return failed(1);
   }
   return 0;

@@ -84,6 +84,7 @@ void GenerationStats::write_memory_csv(const std::string& path) const {
     out << s.start_ms << ',' << s.ms << ',' << s.tokens << ',' << s.weight_bytes << ','
         << s.kv_bytes << ',' << s.kv_reserved_bytes << ',' << s.activation_bytes << ','
         << s.cache_used << ',' << s.cache_allocated << '\n';
+  out.close();  // (a full disk shows when the buffer is written)
   if (!out) fail(path + ": write failed");
 }
 
@@ -148,6 +149,8 @@ void EngineOptions::validate() const {
   make_cache_policy(kv);
   if (random_weights && config.empty())
     fail("--random-weights needs --config FILE (a HF config.json)");
+  if (!random_weights && !config.empty())
+    fail("--config FILE is read with --random-weights only (a checkpoint brings its own config)");
 }
 
 Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
@@ -431,8 +434,8 @@ KvCacheOptions Engine::Impl::cache_options(int64_t need_blocks) const {
   const int bs = options.block_size;
   KvCacheOptions kv;
   kv.block_size = bs;
-  kv.num_blocks = static_cast<int>(options.cache_tokens > 0 ? (options.cache_tokens + bs - 1) / bs
-                                                            : need_blocks);
+  kv.num_blocks = static_cast<int>(
+      options.cache_tokens > 0 ? (int64_t{options.cache_tokens} + bs - 1) / bs : need_blocks);
   kv.rope = rope_policy(options);
   kv.sink_tokens = options.sink_tokens;
   kv.window = options.window;

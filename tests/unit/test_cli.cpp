@@ -107,6 +107,18 @@ INSTANTIATE_TEST_SUITE_P(
                 "/nonexistent/d/t.csv: cannot write the memory trace"},
         BadArgs{"bench_beyond_the_context", "bench --model " + kTiny + " --prompt-tokens 100000",
                 "exceeds the context"},
+        // Output that a full disk lost is an error, not exit 0.
+        BadArgs{
+            "output_to_a_full_disk",
+            "generate --model " + kTiny + " --prompt-ids 1 --max-new-tokens 2 --json >/dev/full",
+            "writing the output failed (No space left on device)"},
+        BadArgs{"memory_trace_to_a_full_disk",
+                "generate --model " + kTiny +
+                    " --prompt-ids 1 --max-new-tokens 2 --memory-trace /dev/full",
+                "/dev/full: write failed"},
+        BadArgs{"config_without_random_weights",
+                "generate --model " + kTiny + " --prompt-ids 1 --config " + kTiny + "/config.json",
+                "--config FILE is read with --random-weights only"},
         BadArgs{"logprobs_without_json",
                 "generate --model " + kTiny + " --prompt-ids 1 --logprobs 2",
                 "--logprobs: the log-probabilities come with --json"},
@@ -116,6 +128,11 @@ INSTANTIATE_TEST_SUITE_P(
                 "perplexity needs a model with a tokenizer"},
         BadArgs{"perplexity_unreadable_text", "perplexity /nonexistent.txt --model " + kTiny,
                 "/nonexistent.txt: cannot read the text"},
+        BadArgs{"perplexity_context_without_room",
+                "perplexity " + test::data_path("prompts/summary_prompt.txt") +
+                    " --random-weights --config " + kTiny + "/config.json --model " +
+                    test::data_path("tokenizer/smollm2") + " --context 64 --max-context 64",
+                "--context 64 needs --max-context 65 or more"},
         BadArgs{"logit_bias_without_bias",
                 "generate --model " + kTiny + " --prompt-ids 1 --logit-bias 5",
                 "--logit-bias: expected ID=BIAS (e.g. 13=-100), got '5'"},
@@ -124,6 +141,12 @@ INSTANTIATE_TEST_SUITE_P(
                 "logit_bias: id 400 is outside the vocabulary"},
         BadArgs{"chat_without_tokenizer", "chat --model " + kTiny,
                 "chat needs a model with a tokenizer"},
+        // Each special-token flag belongs to one direction.
+        BadArgs{"no_special_with_decode", "tokenize --model " + kTiny + " --decode 1 --no-special",
+                "--decode excludes --no-special"},
+        BadArgs{"skip_special_without_decode",
+                "tokenize --model " + kTiny + " --text hi --skip-special",
+                "--skip-special requires --decode"},
         BadArgs{"missing_tokenizer_file", "tokenize --tokenizer /nonexistent.json --text hi",
                 "/nonexistent.json"},
         // A context beyond the model's positions (256 here) is refused, as perplexity's is.
@@ -424,6 +447,12 @@ TEST(Cli, OutOfMemoryIsOneClearLine) {
   EXPECT_EQ(r.err,
             "nanoinfer: error: out of memory (a smaller --max-context or --cache-tokens needs "
             "less)\n");
+  // The largest cache the flag takes is out of memory too (its block count overflowed before).
+  const CliRun cache =
+      run_cli("generate --model " + kTiny + " --prompt-ids 1 --cache-tokens " + "2147483647", "",
+              "ulimit -v 4000000; ");
+  EXPECT_EQ(cache.code, 1);
+  EXPECT_EQ(cache.err, r.err);
 }
 
 // --chat applies the template to text prompts: given with --prompt-ids alone, a note says so.
@@ -533,6 +562,17 @@ TEST(Cli, PromptsComeInCommandLineOrder) {
   std::vector<size_t> got;
   for (const auto& o : j["outputs"]) got.push_back(o["prompt_tokens"].get<size_t>());
   EXPECT_EQ(got, expected);
+  // The same file saved on Windows (CRLF line ends, a UTF-8 byte order mark) gives the same
+  // prompts.
+  const std::string windows = ::testing::TempDir() + "/nanoinfer_prompts_crlf.txt";
+  std::ofstream(windows) << "\xEF\xBB\xBFone two three four five six seven\r\n\r\nthe end\r\n";
+  const std::string args =
+      "generate --model " + model + " --max-new-tokens 4 --json --prompts-file ";
+  const CliRun unix_file = run_cli(args + file), windows_file = run_cli(args + windows);
+  ASSERT_EQ(unix_file.code, 0) << unix_file.err;
+  ASSERT_EQ(windows_file.code, 0) << windows_file.err;
+  EXPECT_EQ(nlohmann::json::parse(windows_file.out)["outputs"],
+            nlohmann::json::parse(unix_file.out)["outputs"]);
 }
 
 TEST(Cli, PerplexityIsTheMeanNllOfThePromptLogprobs) {
@@ -709,13 +749,34 @@ TEST(Cli, ChatDropsTheOldestTurnsToFitTheContext) {
       << r.err;
   EXPECT_NE(r.err.find("[message not sent: "), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("exceeds the context of 100 positions"), std::string::npos) << r.err;
+  // A cache smaller than the context: turns are dropped for the cache's sake, and it says so.
+  const CliRun cache = run_cli(
+      "chat --model " + model + " --max-new-tokens 16 --max-context 100 --cache-tokens 64", input);
+  ASSERT_EQ(cache.code, 0) << cache.err;
+  EXPECT_NE(cache.err.find("[the oldest turn was dropped to fit the KV cache]"), std::string::npos)
+      << cache.err;
+  // Settings under which no message fits fail at the start, not at every message.
+  const std::string chat = "chat --model " + model + " ";
+  for (const auto& [flags, message] :
+       {std::pair<std::string, std::string>{
+            "--max-new-tokens 90 --max-context 100",
+            "--max-new-tokens 90 and the template's 31 tokens around a one-word message exceed "
+            "the context of 100 positions (--max-context)"},
+        {"--max-new-tokens 40 --cache-tokens 64",
+         "--max-new-tokens 40 and the template's 31 tokens around a one-word message exceed the "
+         "KV cache of 64 tokens (--cache-tokens)"}}) {
+    const CliRun none = run_cli(chat + flags, input);
+    EXPECT_EQ(none.code, 1) << flags;
+    EXPECT_EQ(none.out, "") << flags;
+    EXPECT_EQ(none.err, "nanoinfer: error: " + message + "\n");
+  }
 }
 
 // Over a sink cache (--sink-tokens 4 --window 40, pre-RoPE keys implied) a reply runs past the
 // context: each of three turns gets its 100 tokens (EOS banned) after a prompt that with them
 // exceeds the 64-position context, and none is refused; an older turn that no longer fits the
-// window is dropped. The same conversation over the full cache is refused turn by turn. The model:
-// the tiny one's shape with random weights and SmolLM2's vocabulary, its tokenizer and chat
+// window is dropped. Over the full cache no message could run, and chat says so at the start. The
+// model: the tiny one's shape with random weights and SmolLM2's vocabulary, its tokenizer and chat
 // template.
 TEST(Cli, ChatRunsPastTheContextOverASinkCache) {
   nlohmann::json config = nlohmann::json::parse(std::ifstream(kTiny + "/config.json"));
@@ -746,13 +807,11 @@ TEST(Cli, ChatRunsPastTheContextOverASinkCache) {
       << sink.err;
 
   const CliRun full = run_cli(args, input);
-  ASSERT_EQ(full.code, 0) << full.err;
-  EXPECT_EQ(full.err.find("[prompt "), std::string::npos) << full.err;  // no reply
-  size_t refused = 0;
-  for (size_t at = full.err.find("exceeds the context of 64 positions"); at != std::string::npos;
-       at = full.err.find("exceeds the context of 64 positions", at + 1))
-    ++refused;
-  EXPECT_EQ(refused, 3U) << full.err;
+  EXPECT_EQ(full.code, 1);
+  EXPECT_EQ(full.out, "");
+  EXPECT_EQ(full.err,
+            "nanoinfer: error: --max-new-tokens 100 and the template's 31 tokens around a "
+            "one-word message exceed the context of 64 positions (--max-context)\n");
 }
 
 }  // namespace
