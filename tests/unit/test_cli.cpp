@@ -575,6 +575,24 @@ TEST(Cli, PromptsComeInCommandLineOrder) {
             nlohmann::json::parse(unix_file.out)["outputs"]);
 }
 
+// Several prompts' plain output is each output's text, as --json gives it: a --stop string ends
+// it and is not in it.
+TEST(Cli, PlainOutputOfSeveralPromptsIsTheirText) {
+  const std::string model = test::default_model_path();
+  if (model.empty()) GTEST_SKIP() << "default model not fetched (make model)";
+  const std::string args = "generate --model " + model +
+                           " --prompt 'The capital of France is' --prompt 'Paris is' "
+                           "--max-new-tokens 12 --stop answer";
+  const CliRun plain = run_cli(args), json = run_cli(args + " --json");
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  ASSERT_EQ(json.code, 0) << json.err;
+  const nlohmann::json outs = nlohmann::json::parse(json.out)["outputs"];
+  ASSERT_EQ(outs.size(), 2U);
+  EXPECT_EQ(outs[0]["finish_reason"], "stop");  // (the greedy reply says "The answer")
+  EXPECT_EQ(plain.out, "=== prompt 0 ===\n" + outs[0]["text"].get<std::string>() +
+                           "\n=== prompt 1 ===\n" + outs[1]["text"].get<std::string>() + "\n");
+}
+
 TEST(Cli, PerplexityIsTheMeanNllOfThePromptLogprobs) {
   const std::string model = test::default_model_path();
   if (model.empty()) GTEST_SKIP() << "default model not fetched (make model)";
