@@ -99,7 +99,7 @@ struct TokenLogprobs {
 struct GenerationOutput {
   std::vector<int32_t> token_ids;  // generated ids only; an EOS that ended it is the last (as HF)
   std::string text;                // their text, special tokens skipped (empty without tokenizer)
-  std::string finish_reason;       // "eos" | "length" | "stop"
+  std::string finish_reason;       // "eos" | "length" | "stop" | "cancelled" (Engine::cancel)
   // Beam search: the num_return_sequences best hypotheses, best first (EOS included, as HF
   // returns them), with their length-penalised scores; token_ids is the first.
   std::vector<std::vector<int32_t>> sequences;
@@ -180,6 +180,10 @@ class Engine {
   // to run then. Not under tensor parallelism.
   size_t submit(const GenerationRequest& request, TokenCallback on_token, DoneCallback on_done);
   bool step();
+  // Ends a submitted request now (between steps, on the same thread): one still waiting never
+  // runs, one running gives its cache blocks back; its on_done gets the output so far with
+  // finish_reason "cancelled". False when it has finished already (or never was).
+  bool cancel(size_t id);
   size_t active() const;  // submitted requests not finished
   // A submitted sampling request's output so far (from its on_token callback: up to and with the
   // token being announced, its logprobs entry included); null when it is not running.

@@ -465,6 +465,10 @@ bool Engine::step() {
   return impl_->online && impl_->online->step();
 }
 
+bool Engine::cancel(size_t id) {
+  return impl_->online && impl_->online->cancel(id);
+}
+
 size_t Engine::active() const {
   return impl_->online ? impl_->online->active() : 0;
 }

@@ -181,6 +181,35 @@ bool Run::waits_for_prefix(int64_t id) const {
   return false;
 }
 
+bool Run::cancel(size_t id) {
+  const auto e = requests_.find(id);
+  if (e == requests_.end()) return false;
+  GenerationOutput out;
+  const auto s = std::find_if(sampled_.begin(), sampled_.end(),
+                              [id](const SampledRequest& r) { return r.seq.request == id; });
+  const auto b = std::find_if(beamed_.begin(), beamed_.end(),
+                              [id](const BeamRequest& r) { return r.index == id; });
+  if (s != sampled_.end()) {
+    cache_.release(s->seq.cache_id);
+    out = std::move(s->out);
+    sampled_.erase(s);
+    sched_.finish(id);
+  } else if (b != beamed_.end()) {
+    for (const SeqState& beam : b->beams) cache_.release(beam.cache_id);
+    out = std::move(b->out);
+    beamed_.erase(b);
+    sched_.finish(id);
+  } else {
+    const bool waited = sched_.drop(id);
+    NI_ASSERT(waited);
+  }
+  out.finish_reason = "cancelled";
+  const DoneCallback done = std::move(e->second.on_done);
+  requests_.erase(e);
+  if (done) done(id, std::move(out));
+  return true;
+}
+
 bool Run::step() {
   const ModelConfig& c = ctx_.config;
   const size_t V = static_cast<size_t>(c.vocab_size);

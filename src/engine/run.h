@@ -57,6 +57,9 @@ class Run {
              const std::string& who);
   // One forward over the sequences that run; false when nothing ran (none runs or waits).
   bool step();
+  // Ends request `id` between steps: waiting, it leaves the queue; running, it gives its blocks
+  // back. Its on_done gets what it has, finish_reason "cancelled". False: no such request.
+  bool cancel(size_t id);
   // Requests added and not finished (running or waiting).
   size_t active() const { return requests_.size(); }
   // A running sampled request's output so far, or null.

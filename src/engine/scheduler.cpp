@@ -48,6 +48,14 @@ int64_t Scheduler::admit() {
   return static_cast<int64_t>(id);
 }
 
+bool Scheduler::drop(size_t request) {
+  const auto it = std::find_if(waiting_.begin(), waiting_.end(),
+                               [request](const auto& w) { return w.first == request; });
+  if (it == waiting_.end()) return false;
+  waiting_.erase(it);
+  return true;
+}
+
 void Scheduler::finish(size_t request) {
   const auto it = running_.find(request);
   NI_ASSERT(it != running_.end());

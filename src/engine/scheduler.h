@@ -41,6 +41,8 @@ class Scheduler {
   }
   // Its blocks return to the pool.
   void finish(size_t request);
+  // A waiting request leaves the queue (false: it does not wait).
+  bool drop(size_t request);
 
   size_t waiting() const { return waiting_.size(); }
   int64_t reserved_blocks() const { return reserved_; }

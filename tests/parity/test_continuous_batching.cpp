@@ -388,5 +388,53 @@ TEST(OnlineRun, AStoppedRequestGivesItsRoomToTheNext) {
   EXPECT_EQ(out[1].token_ids.size(), 20U);
 }
 
+// cancel(): a waiting request never runs and a running one (mid-prompt or decoding) gives its
+// blocks back at once; each gets its output so far, "cancelled"; the others run as if alone.
+TEST(OnlineRun, ACancelledRequestEndsWaitingOrRunning) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  opt.max_context = 128;
+  Engine alone(opt);
+  opt.cache_tokens = 16 * 4;  // one request of 64 entries at a time
+  opt.max_step_tokens = 16;   // a 40-token prompt takes three steps
+  Engine engine(opt);
+  const std::vector<GenerationRequest> reqs = {greedy_request(40, 1, 20), greedy_request(20, 2, 30),
+                                               greedy_request(30, 3, 20),
+                                               greedy_request(20, 4, 30)};
+  std::vector<GenerationOutput> out(reqs.size());
+  std::vector<int> started(reqs.size(), 0), done_calls(reqs.size(), 0);
+  auto on_token = [&](size_t id, int32_t, const std::string&) {
+    ++started.at(id);
+    return true;
+  };
+  auto on_done = [&](size_t id, GenerationOutput&& o) {
+    ++done_calls.at(id);
+    out.at(id) = std::move(o);
+  };
+  for (const GenerationRequest& r : reqs) engine.submit(r, on_token, on_done);
+  EXPECT_TRUE(engine.step());     // request 0's first chunk; 1, 2 and 3 wait
+  EXPECT_TRUE(engine.cancel(1));  // waiting
+  EXPECT_TRUE(engine.cancel(0));  // mid-prompt: its blocks go back, and 2 starts next step
+  EXPECT_FALSE(engine.cancel(0));
+  EXPECT_EQ(engine.active(), 2U);
+  for (int s = 0; s < 4; ++s) EXPECT_TRUE(engine.step());  // 2's prompt (2 chunks), 3 tokens
+  EXPECT_TRUE(engine.cancel(2));                           // decoding
+  while (engine.step()) {
+  }
+  for (const size_t id : {size_t{0}, size_t{1}, size_t{2}}) {
+    EXPECT_EQ(done_calls[id], 1) << id;
+    EXPECT_EQ(out[id].finish_reason, "cancelled") << id;
+  }
+  EXPECT_TRUE(out[0].token_ids.empty());
+  EXPECT_EQ(started[1], 0);
+  EXPECT_TRUE(out[1].token_ids.empty());
+  const std::vector<int32_t> whole = alone.generate({reqs[2]})[0].token_ids;
+  EXPECT_EQ(out[2].token_ids, std::vector<int32_t>(whole.begin(), whole.begin() + 3));
+  EXPECT_EQ(out[3].token_ids, alone.generate({reqs[3]})[0].token_ids);
+  EXPECT_EQ(out[3].finish_reason, "length");
+  EXPECT_FALSE(engine.cancel(3));   // finished
+  EXPECT_FALSE(engine.cancel(99));  // never submitted
+}
+
 }  // namespace
 }  // namespace nanoinfer
