@@ -6,6 +6,7 @@
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -62,10 +63,23 @@ void run_serve(ServeArgs& a) {
                name.c_str(), a.host.c_str(), port, a.engine.cache_tokens, a.engine.max_step_tokens,
                engine.load_seconds());
   std::atomic<bool> served{false};
+  // The first signal stops the server (requests in flight get a 503; a client still sending
+  // holds its thread up to its read timeout, a step in progress finishes); a second ends the
+  // process at once.
   std::thread stopper([&srv, &served, signals] {
     const timespec tick{0, 200'000'000};
-    while (!served)
-      if (sigtimedwait(&signals, nullptr, &tick) > 0) return srv.stop();
+    bool stopping = false;
+    while (!served) {
+      const int sig = sigtimedwait(&signals, nullptr, &tick);
+      if (sig <= 0) continue;
+      if (stopping) {
+        std::fprintf(stderr, "nanoinfer: a second signal: exiting now\n");
+        std::_Exit(128 + sig);
+      }
+      stopping = true;
+      std::fprintf(stderr, "nanoinfer: stopping (a second Ctrl-C exits at once)\n");
+      srv.stop();
+    }
   });
   srv.run();  // until a signal stops it (or listening fails)
   served = true;

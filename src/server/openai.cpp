@@ -97,7 +97,9 @@ std::vector<int32_t> chat_ids(const json& messages, const Tokenizer* tok) {
   for (const json& m : messages) {
     if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content"))
       fail("each message needs a 'role' and a text 'content'");
-    chat.push_back({m["role"].get<std::string>(), content_text(m["content"])});
+    std::string role = m["role"].get<std::string>();
+    if (role == "developer") role = "system";  // (the API's newer name for the system role)
+    chat.push_back({role, content_text(m["content"])});
   }
   // A chat template already holds the special tokens it needs.
   return tok->encode(tok->apply_chat_template(chat, true), false);
@@ -151,6 +153,14 @@ json usage(std::span<const ApiRequest> choices, std::span<const GenerationOutput
           {"prompt_tokens_details", {{"cached_tokens", cached}}}};
 }
 
+// Characters (code points) of UTF-8 text: the completions' text_offset counts them, as the API
+// does (the length of a Python string).
+size_t characters(const std::string& text) {
+  return static_cast<size_t>(std::count_if(text.begin(), text.end(), [](char c) {
+    return (static_cast<unsigned char>(c) & 0xC0U) != 0x80U;
+  }));
+}
+
 // A token as text: its own decode (a piece of a UTF-8 character reads U+FFFD), or its id where
 // the model has no tokenizer.
 std::string token_text(const Tokenizer* tok, int32_t id) {
@@ -185,11 +195,12 @@ json logprobs_of(bool chat, std::span<const int32_t> ids,
     tokens.push_back(text);
     json alternatives = json::object();
     if (lp != nullptr)
-      for (const auto& [t, v] : lp->top) alternatives[token_text(tok, t)] = v;
+      for (const auto& [t, v] : lp->top)  // (best first: where texts coincide, e.g. pieces of
+        alternatives.emplace(token_text(tok, t), v);  // characters, the likeliest keeps the key)
     token_logprobs.push_back(lp != nullptr ? json(lp->logprob) : json(nullptr));
     top.push_back(lp != nullptr ? alternatives : json(nullptr));
     offsets.push_back(offset);
-    offset += text.size();
+    offset += characters(text);
   }
   return {{"tokens", tokens},
           {"token_logprobs", token_logprobs},
@@ -276,8 +287,13 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Tokeniz
   take(body, "frequency_penalty", p.frequency_penalty);
   take(body, "repetition_penalty", p.repetition_penalty);
   // Without a seed, a fresh one each request (the API's); with one, the same tokens each time.
+  // The API's seed is a signed 64-bit integer: a negative one is a seed like the others.
   p.seed = std::random_device()();
-  take_int(body, "seed", p.seed, uint64_t{0}, UINT64_MAX);
+  if (body.contains("seed") && body["seed"].is_number_integer() &&
+      !body["seed"].is_number_unsigned())
+    p.seed = static_cast<uint64_t>(body["seed"].get<int64_t>());
+  else
+    take_int(body, "seed", p.seed, uint64_t{0}, UINT64_MAX);
   take(body, "ignore_eos", p.ignore_eos);
   if (body.contains("logit_bias") && !body["logit_bias"].is_null()) {
     if (!body["logit_bias"].is_object())
@@ -303,6 +319,13 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Tokeniz
       p.stop = {body["stop"].get<std::string>()};
     else
       take(body, "stop", p.stop);
+  }
+  // Greedy (temperature 0) ignores the filters, as the API does: its clients send top_p with it.
+  if (p.temperature == 0.0F) {
+    const SamplingParams off;
+    p.top_k = off.top_k;
+    p.top_p = off.top_p;
+    p.min_p = off.min_p;
   }
   p.validate();
   // One request a choice: each prompt n times, with the seeds seed, seed + 1, ...

@@ -42,7 +42,7 @@ struct Job {
   std::deque<Piece> pieces;  // streamed tokens not yet written
   size_t streamed = 0;       // bytes of text written (the output's text may hold more at the end)
   size_t streamed_ids = 0;   // tokens written (an ending EOS comes with the last chunk)
-  size_t token_offset = 0;   // completions' logprobs: bytes of token text written
+  size_t token_offset = 0;   // completions' logprobs: characters of token text written
   bool first_chunk = true;   // no chunk written yet (a chat choice's first carries the role)
   bool ended = false;        // its last chunk is written
   bool accepted = false;     // the engine took it (its checks passed)
@@ -141,13 +141,19 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
   http_->Get("/health", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("{\"status\":\"ok\"}", "application/json");
   });
-  http_->Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
-    const json models = {{"object", "list"},
-                         {"data", json::array({{{"id", model_name_},
-                                                {"object", "model"},
-                                                {"created", 0},
-                                                {"owned_by", "nanoinfer"}}})}};
-    res.set_content(models.dump(), "application/json");
+  const json model = {
+      {"id", model_name_}, {"object", "model"}, {"created", 0}, {"owned_by", "nanoinfer"}};
+  http_->Get("/v1/models", [model](const httplib::Request&, httplib::Response& res) {
+    res.set_content(json{{"object", "list"}, {"data", json::array({model})}}.dump(),
+                    "application/json");
+  });
+  http_->Get("/v1/models/(.+)", [model](const httplib::Request& req, httplib::Response& res) {
+    if (req.matches[1] != model["id"].get<std::string>())
+      return reply_error(res, 404,
+                         "no model '" + req.matches[1].str() + "' (this server serves '" +
+                             model["id"].get<std::string>() + "')",
+                         "invalid_request_error");
+    res.set_content(model.dump(), "application/json");
   });
   // The body is read here, whatever its Content-Type: cpp-httplib caps a form-urlencoded one
   // (curl -d's default) at 8,192 bytes where it reads the body for the handler.
@@ -162,7 +168,13 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
         return;  // (cpp-httplib set the status)
       std::vector<ApiRequest> choices;
       try {
-        const json body = json::parse(raw);
+        // Nesting far beyond any field's is refused as it is read: a value nested 100,000 deep
+        // (200 KB) overflowed the stack where it was copied or quoted in a message.
+        const json body = json::parse(raw, [](int depth, json::parse_event_t, const json&) {
+          if (depth > kMaxJsonDepth)
+            fail("the body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+          return true;
+        });
         choices = parse_request(body, chat, engine_.tokenizer(), engine_.config().vocab_size,
                                 engine_.request_limit());
       } catch (const json::exception& e) {
@@ -189,10 +201,30 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
       auto cancel_all = [jobs] {
         for (const auto& j : jobs) j->cancelled = true;
       };
+      // Waiting, the connection is looked at every 100 ms: a client that hung up stops its
+      // requests. Nothing is answered before the engine has taken every choice: what it refuses
+      // (too long for the context or the cache) is a 400 at once, for a stream (whose status goes
+      // with its first bytes) and for a whole response (whose other prompts would have run for
+      // nothing).
+      const int sock = connection_socket(req);
+      {
+        std::unique_lock<std::mutex> lock(signal->m);
+        const Job* failed = nullptr;
+        const auto settled = [&] {
+          const auto f = std::find_if(jobs.begin(), jobs.end(),
+                                      [](const auto& j) { return !j->error.empty(); });
+          failed = f != jobs.end() ? f->get() : nullptr;
+          return failed != nullptr ||
+                 std::all_of(jobs.begin(), jobs.end(), [](const auto& j) { return j->accepted; });
+        };
+        while (!signal->cv.wait_for(lock, std::chrono::milliseconds(100), settled))
+          if (hung_up(sock)) return cancel_all();
+        if (failed != nullptr) {
+          cancel_all();
+          return reply_error(res, failed->status, failed->error, error_type(failed->status));
+        }
+      }
       if (!jobs.front()->api.stream) {
-        // Waiting, the connection is looked at every 100 ms: a client that hung up stops its
-        // requests.
-        const int sock = connection_socket(req);
         std::vector<GenerationOutput> outs;
         std::vector<ApiRequest> reqs;
         for (const auto& j : jobs) {
@@ -209,23 +241,6 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
         }
         res.set_content(response(reqs, id, outs, engine_.tokenizer()).dump(), "application/json");
         return;
-      }
-      // Streamed: the status goes with the first bytes, so the stream starts once the engine has
-      // taken every choice; what it refuses (too long for the context or the cache) is a 400.
-      {
-        std::unique_lock<std::mutex> lock(signal->m);
-        const Job* failed = nullptr;
-        signal->cv.wait(lock, [&] {
-          const auto f = std::find_if(jobs.begin(), jobs.end(),
-                                      [](const auto& j) { return !j->error.empty(); });
-          failed = f != jobs.end() ? f->get() : nullptr;
-          return failed != nullptr ||
-                 std::all_of(jobs.begin(), jobs.end(), [](const auto& j) { return j->accepted; });
-        });
-        if (failed != nullptr) {
-          cancel_all();
-          return reply_error(res, failed->status, failed->error, error_type(failed->status));
-        }
       }
       res.set_chunked_content_provider(
           "text/event-stream",
@@ -417,6 +432,12 @@ void Server::engine_loop() {
         job->fail_with(e.what());
       }
     }
+    // The requests of clients that went away end now, waiting or running (a prompt still queued
+    // would otherwise be computed in full before its first token could stop it).
+    std::vector<size_t> gone;
+    for (const auto& [id, job] : live)
+      if (job->cancelled) gone.push_back(id);
+    for (const size_t id : gone) engine_.cancel(id);  // (on_done takes it out of `live`)
     if (live.empty()) continue;
     peak_requests_ = std::max<size_t>(peak_requests_, live.size());
     try {

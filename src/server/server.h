@@ -33,6 +33,8 @@ class Server {
   Server(Engine& engine, std::string model_name, int http_threads = kHttpThreads);
   static constexpr int kHttpThreads = 512;
   static constexpr int kMaxHttpThreads = 4096;
+  // A request body nested deeper is refused (a 400), as it is read.
+  static constexpr int kMaxJsonDepth = 128;
   ~Server();  // stops
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

@@ -272,7 +272,9 @@ TEST_F(ServerTest, LogprobsInTheFormOfEachEndpoint) {
     EXPECT_EQ(lp["tokens"][i], text);
     EXPECT_EQ(lp["token_logprobs"][i].get<float>(), want.logprobs[i].logprob);
     EXPECT_EQ(lp["text_offset"][i], offset);
-    offset += text.size();
+    offset += static_cast<size_t>(std::count_if(text.begin(), text.end(), [](char c) {
+      return (static_cast<unsigned char>(c) & 0xC0U) != 0x80U;  // characters, not bytes
+    }));
     EXPECT_LE(lp["top_logprobs"][i].size(), 3U);  // (alternatives that read the same merge)
     EXPECT_EQ(lp["top_logprobs"][i][tok.decode(std::vector<int32_t>{want.logprobs[i].top[0].first})]
                   .get<float>(),
@@ -337,6 +339,33 @@ TEST_F(ServerTest, EchoReturnsThePromptAndItsLogprobs) {
     }
     EXPECT_EQ(lp["tokens"][1], tok.decode(std::vector<int32_t>{ids[1]}));
   }
+  // text_offset counts characters, as the API (a Python string's length): each token's text is
+  // where its offset says in the text, past characters of two bytes.
+  auto decode = [](const std::string& text) {  // (1- and 2-byte characters only)
+    std::u32string out;
+    for (size_t b = 0; b < text.size(); ++b) {
+      const auto c = static_cast<unsigned char>(text[b]);
+      out += c < 0x80U ? char32_t{c}
+                       : static_cast<char32_t>(((c & 0x1FU) << 6U) |
+                                               (static_cast<unsigned char>(text[++b]) & 0x3FU));
+    }
+    return out;
+  };
+  const std::string utf8 = "Le caf\xC3\xA9 est tr\xC3\xA8s bon, \xC3\xA0 la cr\xC3\xA8me";
+  const std::u32string accented = decode(utf8);
+  const json echoed = post("/v1/completions",
+                           {{"prompt", utf8}, {"max_tokens", 0}, {"echo", true}, {"logprobs", 0}});
+  const json& lp = echoed["choices"][0]["logprobs"];
+  size_t checked = 0;
+  for (size_t i = 0; i < lp["tokens"].size(); ++i) {
+    const auto piece = lp["tokens"][i].get<std::string>();
+    if (piece.find("\xEF\xBF\xBD") != std::string::npos) continue;  // (a piece of a character)
+    const std::u32string want = decode(piece);
+    const auto at = lp["text_offset"][i].get<size_t>();
+    EXPECT_EQ(accented.substr(at, want.size()), want) << "token " << i << " '" << piece << "'";
+    ++checked;
+  }
+  EXPECT_GE(checked, 10U);
   const json plain = post("/v1/completions",
                           {{"prompt", ids}, {"max_tokens", 2}, {"temperature", 0}, {"echo", true}});
   EXPECT_EQ(plain["choices"][0]["text"].get<std::string>().rfind(tok.decode(ids), 0), 0U);
@@ -804,6 +833,58 @@ TEST_F(ServerTest, WithoutASeedEachRequestSamplesAfresh) {
   body["seed"] = 3;
   EXPECT_EQ(post("/v1/completions", body)["choices"][0]["token_ids"],
             post("/v1/completions", body)["choices"][0]["token_ids"]);
+  // The API's seed is signed: a negative one is a seed like the others.
+  body["seed"] = -1;
+  const json negative = post("/v1/completions", body)["choices"][0]["token_ids"];
+  EXPECT_EQ(post("/v1/completions", body)["choices"][0]["token_ids"], negative);
+  body["seed"] = 3;
+  EXPECT_NE(post("/v1/completions", body)["choices"][0]["token_ids"], negative);
+}
+
+// What OpenAI clients send and the API serves: top_p (or top_k, min_p) beside temperature 0,
+// which is greedy and ignores them; the "developer" role, the system role's newer name; a model
+// looked up by its id.
+TEST_F(ServerTest, WhatApiClientsSendIsServed) {
+  const json greedy = {{"prompt", "Once upon a time"}, {"max_tokens", 8}, {"temperature", 0}};
+  json filtered = greedy;
+  filtered["top_p"] = 0.9;
+  filtered["top_k"] = 5;
+  filtered["min_p"] = 0.1;
+  EXPECT_EQ(post("/v1/completions", filtered)["choices"][0]["token_ids"],
+            post("/v1/completions", greedy)["choices"][0]["token_ids"]);
+  auto reply = [&](const std::string& role) {
+    return post("/v1/chat/completions",
+                {{"messages", json::array({{{"role", role}, {"content", "Be brief."}},
+                                           {{"role", "user"}, {"content", "Hi"}}})},
+                 {"max_tokens", 6},
+                 {"temperature", 0}})["usage"]["prompt_tokens"];
+  };
+  EXPECT_EQ(reply("developer"), reply("system"));
+  const httplib::Result model = client().Get("/v1/models/tiny");
+  ASSERT_TRUE(model);
+  EXPECT_EQ(model->status, 200);
+  EXPECT_EQ(json::parse(model->body)["id"], "tiny");
+  const httplib::Result other = client().Get("/v1/models/gpt-4o");
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 404);
+  EXPECT_EQ(json::parse(other->body)["error"]["message"],
+            "no model 'gpt-4o' (this server serves 'tiny')");
+}
+
+// A body of several prompts of which the engine refuses one is a 400 at once: the prompts it took
+// stop (before, the 400 came after they had run to their end).
+TEST_F(ServerTest, ARefusedPromptStopsTheOthersOfItsRequest) {
+  const std::string refusal =
+      post("/v1/completions",
+           {{"prompt", json::array({json::array({5, 6, 7}), json(std::vector<int>(250, 9))})},
+            {"max_tokens", 200},
+            {"ignore_eos", true}},
+           400)["error"]["message"]
+          .get<std::string>();
+  EXPECT_NE(refusal.find("exceeds the context"), std::string::npos) << refusal;
+  for (int i = 0; i < 600 && server_->stopped_by_client() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(server_->stopped_by_client(), 1U);  // the first prompt, stopped at its first token
 }
 
 TEST_F(ServerTest, BadRequestsGetAMessage) {
@@ -926,7 +1007,6 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
       {{{"logprobs", 4294967297}}, "'logprobs' must be an integer in [0, 20], got 4294967297"},
       {{{"top_k", -1}, {"temperature", 1}},
        "'top_k' must be an integer in [0, 2147483647], got -1"},
-      {{{"seed", -1}}, "'seed' must be an integer in [0, 18446744073709551615], got -1"},
       {{{"seed", 1.5}}, "'seed' must be an integer in [0, 18446744073709551615], got 1.5"}};
   for (const auto& [fields, want] : integers) {
     json body = fields;
@@ -946,6 +1026,19 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
                                {"ignore_eos", true},
                                {"seed", 18446744073709551615ULL}})["usage"]["completion_tokens"],
       2);
+  // A body nested deeper than any field is refused as it is read (a 200 KB one overflowed the
+  // stack where its value was quoted in a message, or copied).
+  for (const std::string& field : {std::string("max_tokens"), std::string("prompt")}) {
+    const std::string deep =
+        "{\"" + field + "\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
+    const httplib::Result r = client().Post("/v1/completions", deep, "application/json");
+    ASSERT_TRUE(r) << field;
+    EXPECT_EQ(r->status, 400) << field;
+    EXPECT_NE(json::parse(r->body)["error"]["message"].get<std::string>().find(
+                  "the body nests deeper than 128 levels"),
+              std::string::npos)
+        << r->body;
+  }
   // A body that is not UTF-8: a 400 whose message (quoting the bytes) is JSON.
   const httplib::Result bytes = client().Post(
       "/v1/completions", "{\"prompt\":\"\xff\xfe\",\"max_tokens\":2}", "application/json");
