@@ -190,8 +190,9 @@ class Engine {
   const GenerationOutput* progress(size_t id) const;
   const ModelConfig& config() const;
   int max_context() const;  // positions per sequence (the option, or its default)
-  // Positions a request's prompt and new tokens may take together: max_context(), or 0 (no bound)
-  // over a sink cache, whose positions stay below its own size however long a request runs.
+  // Tokens a (sampled) request's prompt and new tokens may take together: max_context(), or the
+  // KV cache's cache_tokens (in whole blocks) where that is less; 0 (no bound) over a sink cache,
+  // whose positions and entries stay below its own size however long a request runs.
   int request_limit() const;
   // Time per op kind, prefill and decode apart, since the engine was made (with profile on).
   std::string profile_report() const;

@@ -114,16 +114,16 @@ void run_chat(const ChatArgs& a) {
     // message and a reply's room beyond the context or the cache.
     const int64_t framed =
         static_cast<int64_t>(tok->encode(tok->apply_chat_template(probe, true), false).size());
-    const int64_t need = framed + a.params.max_new_tokens, bs = options.block_size;
+    const int64_t need = framed + a.params.max_new_tokens;
     const std::string what = "--max-new-tokens " + std::to_string(a.params.max_new_tokens) +
                              " and the template's " + std::to_string(framed) +
                              " tokens around a one-word message exceed ";
     if (engine.request_limit() > 0 && need > engine.request_limit())
-      fail(what + "the context of " + std::to_string(engine.request_limit()) +
-           " positions (--max-context)");
-    if (options.sink_tokens < 0 && (need + bs - 1) / bs > (options.cache_tokens + bs - 1) / bs)
-      fail(what + "the KV cache of " + std::to_string(options.cache_tokens) +
-           " tokens (--cache-tokens)");
+      fail(what + (need > engine.max_context()
+                       ? "the context of " + std::to_string(engine.max_context()) +
+                             " positions (--max-context)"
+                       : "the KV cache of " + std::to_string(options.cache_tokens) +
+                             " tokens (--cache-tokens)"));
   }
   const bool terminal = isatty(STDIN_FILENO) != 0;
   if (terminal)
@@ -161,8 +161,7 @@ void run_chat(const ChatArgs& a) {
       history.erase(history.begin() + static_cast<std::ptrdiff_t>(base.size()),
                     history.begin() + static_cast<std::ptrdiff_t>(base.size()) + 2);
       const bool context =
-          engine.request_limit() > 0 &&
-          static_cast<int64_t>(ids.size()) + a.params.max_new_tokens > engine.request_limit();
+          static_cast<int64_t>(ids.size()) + a.params.max_new_tokens > engine.max_context();
       std::fprintf(stderr, "[the oldest turn was dropped to fit the %s]\n",
                    options.sink_tokens >= 0 ? "window"
                    : context                ? "context"

@@ -59,8 +59,8 @@ int main(int argc, char** argv) {
     return failed(1);
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr,
-                 "nanoinfer: error: out of memory (a smaller --max-context or --cache-tokens "
-                 "needs less)\n");
+                 "nanoinfer: error: out of memory (a smaller --max-context, --cache-tokens or "
+                 "--num-beams needs less)\n");
     return failed(1);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nanoinfer: unexpected error: %s\n", e.what());

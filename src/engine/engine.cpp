@@ -298,7 +298,11 @@ int Engine::max_context() const {
   return impl_->options.max_context;
 }
 int Engine::request_limit() const {
-  return impl_->sink_size() > 0 ? 0 : impl_->options.max_context;
+  const EngineOptions& o = impl_->options;
+  if (impl_->sink_size() > 0) return 0;
+  if (o.cache_tokens <= 0) return o.max_context;
+  const int64_t cache = (int64_t{o.cache_tokens} + o.block_size - 1) / o.block_size * o.block_size;
+  return static_cast<int>(std::min<int64_t>(o.max_context, cache));
 }
 
 const Tokenizer* Engine::tokenizer() const {

@@ -626,7 +626,8 @@ TEST_F(ServerTest, ChatUsesTheTemplate) {
 }
 
 // Without max_tokens the API's default (16; chat 512) shrinks to the room the prompt leaves in
-// the context (256 positions here) instead of failing; a max_tokens given is still checked.
+// the context (256 positions here), or the cache, instead of failing; a max_tokens given is still
+// checked.
 TEST_F(ServerTest, WithoutMaxTokensTheDefaultFitsTheContext) {
   const json chat = post(
       "/v1/chat/completions",
@@ -643,6 +644,14 @@ TEST_F(ServerTest, WithoutMaxTokensTheDefaultFitsTheContext) {
             std::string::npos);
   const json few = post("/v1/completions", {{"prompt", "x"}, {"ignore_eos", true}});
   EXPECT_EQ(few["usage"]["completion_tokens"], 16);
+  // ... or in the KV cache, where that holds less (--cache-tokens 100: 7 blocks, 112 tokens).
+  EngineOptions o = model_options();
+  o.cache_tokens = 100;
+  start(o, server::Server::kHttpThreads);
+  const json small = post(
+      "/v1/chat/completions",
+      {{"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})}, {"ignore_eos", true}});
+  EXPECT_EQ(small["usage"]["total_tokens"], 112);
 }
 
 // Clients at once are all in the running batch, beyond cpp-httplib's default pool (cores - 1, at

@@ -445,11 +445,11 @@ TEST(Cli, OutOfMemoryIsOneClearLine) {
       "ulimit -v 4000000; ");
   EXPECT_EQ(r.code, 1);
   EXPECT_EQ(r.err,
-            "nanoinfer: error: out of memory (a smaller --max-context or --cache-tokens needs "
-            "less)\n");
+            "nanoinfer: error: out of memory (a smaller --max-context, --cache-tokens or "
+            "--num-beams needs less)\n");
   // The largest cache the flag takes is out of memory too (its block count overflowed before).
   const CliRun cache =
-      run_cli("generate --model " + kTiny + " --prompt-ids 1 --cache-tokens " + "2147483647", "",
+      run_cli("generate --model " + kTiny + " --prompt-ids 1 --cache-tokens 2147483647", "",
               "ulimit -v 4000000; ");
   EXPECT_EQ(cache.code, 1);
   EXPECT_EQ(cache.err, r.err);
