@@ -5,12 +5,16 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -28,8 +32,43 @@ struct PyEngine {
   explicit PyEngine(const EngineOptions& o) : engine(o) {}
   Engine engine;
   std::mutex mu;
+  std::atomic<std::thread::id> owner{};  // the thread holding mu
   int open_streams = 0;
 };
+
+// Runs f on the engine under its lock, without the GIL. The same thread asking again (a Python
+// signal handler that generate()'s token callback ran, calling the engine) is an Error, not a
+// deadlock. The GIL comes back outside any destructor: where Python ends a daemon thread at exit
+// (PyEval_RestoreThread exits the thread), the thread unwinds instead of aborting the process.
+template <typename F>
+auto locked(PyEngine& pe, F&& f) -> decltype(f()) {
+  if (pe.owner.load() == std::this_thread::get_id())
+    throw Error(
+        "the engine is in a call on this thread: a signal handler cannot use it until "
+        "that call returns");
+  using Result = decltype(f());
+  std::conditional_t<std::is_void_v<Result>, bool, std::optional<Result>> result;
+  std::exception_ptr error;
+  PyThreadState* const saved = PyEval_SaveThread();
+  try {
+    const std::lock_guard lock(pe.mu);
+    pe.owner = std::this_thread::get_id();
+    try {
+      if constexpr (std::is_void_v<Result>)
+        f();
+      else
+        result.emplace(f());
+    } catch (...) {
+      error = std::current_exception();
+    }
+    pe.owner = std::thread::id();
+  } catch (...) {
+    error = std::current_exception();
+  }
+  PyEval_RestoreThread(saved);
+  if (error) std::rethrow_exception(error);
+  if constexpr (!std::is_void_v<Result>) return std::move(*result);
+}
 
 // Keyword arguments onto a SamplingParams, through its Python properties (so each value is checked
 // and converted as an attribute assignment would be).
@@ -123,9 +162,11 @@ void settle(PyEngine& pe) {
 std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& prompts, bool chat,
                                        const py::object& params, const py::kwargs& kw) {
   py::list items;
-  if (py::isinstance<py::str>(prompts)) {
-    items.append(prompts);
-  } else if (py::isinstance<py::list>(prompts) || py::isinstance<py::tuple>(prompts)) {
+  const bool listed = py::isinstance<py::list>(prompts) || py::isinstance<py::tuple>(prompts);
+  if (py::isinstance<py::str>(prompts) ||
+      (listed && py::len(prompts) > 0 && py::isinstance<py::dict>(py::list(prompts)[0]))) {
+    items.append(prompts);  // one prompt: a text, or one conversation (a list of messages)
+  } else if (listed) {
     items = py::list(prompts);
   } else {
     throw py::type_error("prompts: a str or a list of prompts");
@@ -134,13 +175,17 @@ std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& prompts, 
   std::vector<GenerationRequest> requests;
   for (size_t i = 0; i < items.size(); ++i)
     requests.push_back({prompt_ids(pe.engine, items[i], chat), ps[i]});
-  // Ctrl-C (a signal handler that raises) stops the batch: each token looks for pending signals
-  // under the GIL, every request stops at its next token (beam searches run to their end), and
-  // the handler's exception is raised once the engine has returned.
+  // Ctrl-C (a signal handler that raises) stops the batch: on the main thread, the one where
+  // Python runs its handlers, each token looks for pending signals under the GIL, every request
+  // stops at its next token (beam searches run to their end), and the handler's exception is
+  // raised once the engine has returned. Another thread never takes the GIL while it generates.
+  const bool main_thread =
+      PyThread_get_thread_ident() ==
+      py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
   bool interrupted = false;
   PyObject *type = nullptr, *value = nullptr, *trace = nullptr;
   const TokenCallback watch = [&](size_t, int32_t, const std::string&) {
-    if (!interrupted) {
+    if (main_thread && !interrupted) {
       const py::gil_scoped_acquire gil;
       if (PyErr_CheckSignals() != 0) {
         interrupted = true;
@@ -149,13 +194,10 @@ std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& prompts, 
     }
     return !interrupted;
   };
-  std::vector<GenerationOutput> out;
-  {
-    const py::gil_scoped_release nogil;
-    const std::lock_guard lock(pe.mu);
+  std::vector<GenerationOutput> out = locked(pe, [&] {
     settle(pe);
-    out = pe.engine.generate(requests, watch);
-  }
+    return pe.engine.generate(requests, watch);
+  });
   if (interrupted) {
     PyErr_Restore(type, value, trace);
     throw py::error_already_set();
@@ -177,48 +219,48 @@ class Stream {
       return !st->closed;
     };
     DoneCallback on_done = [st](size_t, GenerationOutput&& out) { st->out = std::move(out); };
-    const py::gil_scoped_release nogil;
-    const std::lock_guard lock(pe_->mu);
-    pe_->engine.submit(request, on_token, on_done);
-    ++pe_->open_streams;
-    counted_ = true;
+    locked(*pe_, [&] {
+      pe_->engine.submit(request, on_token, on_done);
+      ++pe_->open_streams;
+      counted_ = true;
+    });
   }
-  ~Stream() { close(); }
+  ~Stream() {
+    try {
+      close();
+    } catch (const Error&) {  // (collected in a signal handler during generate(): left open)
+    }
+  }
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
 
   std::string next() {
-    std::optional<std::string> piece;
-    {
-      const py::gil_scoped_release nogil;
-      const std::lock_guard lock(pe_->mu);
+    const std::optional<std::string> piece = locked(*pe_, [&] {
       State& st = *state_;
       while (st.pieces.empty() && !st.out && !st.closed) pe_->engine.step();
-      if (!st.closed) piece = st.take_piece();  // a closed stream, as a closed generator: none
+      std::optional<std::string> p;
+      if (!st.closed) p = st.take_piece();  // a closed stream, as a closed generator: none
       if (st.out) uncount();
-    }
+      return p;
+    });
     if (!piece) throw py::stop_iteration();
     return *piece;
   }
 
   // Stops the request at its next token (the engine finishes it on a later step).
   void close() {
-    const py::gil_scoped_release nogil;
-    const std::lock_guard lock(pe_->mu);
-    state_->closed = true;
-    uncount();
+    locked(*pe_, [&] {
+      state_->closed = true;
+      uncount();
+    });
   }
 
   std::optional<GenerationOutput> output() const {
-    const py::gil_scoped_release nogil;
-    const std::lock_guard lock(pe_->mu);
-    return state_->out;
+    return locked(*pe_, [&] { return state_->out; });
   }
 
   std::vector<int32_t> token_ids() const {
-    const py::gil_scoped_release nogil;
-    const std::lock_guard lock(pe_->mu);
-    return state_->out ? state_->out->token_ids : state_->ids;
+    return locked(*pe_, [&] { return state_->out ? state_->out->token_ids : state_->ids; });
   }
 
  private:
@@ -440,6 +482,14 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
              o.random_weights = random_weights;
              o.config = config;
              const py::gil_scoped_release nogil;
+             // (the CLI's check, before the weights load)
+             if (o.max_context > 0) {
+               o.validate();
+               const int most = read_model_config(o).max_position_embeddings;
+               if (o.max_context > most)
+                 throw Error("max_context " + std::to_string(o.max_context) +
+                             " exceeds the model's " + std::to_string(most) + " positions");
+             }
              return std::make_shared<PyEngine>(o);
            }),
            py::arg("model"), py::kw_only(), py::arg("backend") = d.backend,
@@ -474,13 +524,8 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
       .def_property_readonly(
           "last_stats",
           [](PyEngine& pe) {
-            GenerationStats s;
-            {
-              const py::gil_scoped_release nogil;
-              const std::lock_guard lock(pe.mu);  // not while another thread's call writes it
-              s = pe.engine.last_stats();
-            }
-            return stats_dict(s);
+            // (not while another thread's call writes them)
+            return stats_dict(locked(pe, [&] { return pe.engine.last_stats(); }));
           },
           "Timings and token counts of the last generate()")
       .def_property_readonly("load_seconds",
@@ -488,15 +533,11 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
       .def_property_readonly("weight_bytes",
                              [](const PyEngine& pe) { return pe.engine.weight_bytes(); })
       .def("profile_report",
-           [](PyEngine& pe) {
-             const py::gil_scoped_release nogil;
-             const std::lock_guard lock(pe.mu);
-             return pe.engine.profile_report();
-           })
+           [](PyEngine& pe) { return locked(pe, [&] { return pe.engine.profile_report(); }); })
       .def("release_cache", [](PyEngine& pe) {
-        const py::gil_scoped_release nogil;
-        const std::lock_guard lock(pe.mu);
-        settle(pe);
-        pe.engine.release_cache();
+        locked(pe, [&] {
+          settle(pe);
+          pe.engine.release_cache();
+        });
       });
 }

@@ -183,6 +183,9 @@ class TinyModel(unittest.TestCase):
             nanoinfer.Engine(os.path.join(DATA, "no_such_model"))
         self.assertEqual(self.engine.generate([]), [])
         self.assertEqual(self.engine.config["num_kv_heads"], 2)
+        # A context beyond the model's positions (256 here), as the CLI refuses it.
+        with self.assertRaisesRegex(nanoinfer.Error, "max_context 300 exceeds the model's 256"):
+            nanoinfer.Engine(tiny(), max_context=300)
 
 
 class TextModel(unittest.TestCase):
@@ -245,6 +248,8 @@ class TextModel(unittest.TestCase):
         self.assertEqual(a.token_ids, b.token_ids)
         c = self.engine.generate("Hi there", **kw)[0]  # without the template: another prompt
         self.assertNotEqual(a.token_ids, c.token_ids)
+        # One conversation alone (a list of messages) is one prompt, as stream() takes it.
+        self.assertEqual(self.engine.generate(messages, **kw)[0].token_ids, a.token_ids)
         with self.assertRaisesRegex(TypeError, "'role' and 'content'"):
             self.engine.generate([[{"content": "no role"}]])
         with self.assertRaisesRegex(nanoinfer.Error, "chat message 0: unknown role 'usr'"):
@@ -258,6 +263,48 @@ class TextModel(unittest.TestCase):
         timer.join()
         self.assertLess(self.engine.last_stats["decode_tokens"], 8 * 479)  # stopped early
         self.assertEqual(len(self.engine.generate("x", max_new_tokens=2)[0].token_ids), 2)
+
+    def test_a_signal_handler_that_calls_the_engine_gets_an_error(self):
+        # Python runs it inside generate()'s token callback, on the thread holding the engine:
+        # an Error, where it used to wait for that thread forever.
+        import signal
+        got = []
+
+        def handler(*_):
+            try:
+                got.append(self.engine.last_stats)
+            except nanoinfer.Error as e:
+                got.append(str(e))
+
+        old = signal.signal(signal.SIGALRM, handler)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            out = self.engine.generate(["Tell me a story"] * 4, max_new_tokens=400, ignore_eos=True)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+        self.assertEqual(len(out[0].token_ids), 400)  # (the handler's error was its own)
+        self.assertEqual(got, ["the engine is in a call on this thread: a signal handler cannot "
+                               "use it until that call returns"])
+
+    def test_a_daemon_thread_generating_at_exit_ends_cleanly(self):
+        # Python ends daemon threads as it exits: one in generate() or reading a stream took the
+        # GIL back in a destructor there and aborted (SIGABRT), or crashed taking it per token.
+        script = (
+            "import nanoinfer, threading, time, json\n"
+            f"llm = nanoinfer.Engine({tiny()!r})\n"
+            "def gen():\n"
+            "    while True: llm.generate([[1, 2, 3]] * 4, max_new_tokens=200, ignore_eos=True)\n"
+            "def read():\n"
+            "    while True: list(llm.stream([4, 5], max_new_tokens=200, ignore_eos=True))\n"
+            "threading.Thread(target=gen if __import__('sys').argv[1] == 'g' else read,\n"
+            "                 daemon=True).start()\n"
+            "time.sleep(0.2)\n"
+        )
+        for kind in ("g", "s", "g", "s"):
+            r = subprocess.run([sys.executable, "-c", script, kind], capture_output=True,
+                               text=True, timeout=120)
+            self.assertEqual(r.returncode, 0, f"{kind}: {r.stderr}")
 
     def test_a_closed_stream_stops_and_frees_the_engine(self):
         s = self.engine.stream("Tell me a story", max_new_tokens=40, ignore_eos=True)
