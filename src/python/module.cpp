@@ -80,7 +80,14 @@ SamplingParams params_from(const py::kwargs& kw) {
     const py::object field = py::getattr(py::type::of(view), key, py::none());
     if (!py::isinstance(field, property))
       throw py::type_error("unknown sampling parameter '" + py::cast<std::string>(key) + "'");
-    py::setattr(view, key, value);
+    try {
+      py::setattr(view, key, value);
+    } catch (py::error_already_set& e) {  // (pybind11's own words name neither field nor value)
+      if (!e.matches(PyExc_TypeError) && !e.matches(PyExc_RuntimeError)) throw;
+      throw py::type_error("sampling parameter '" + py::cast<std::string>(key) +
+                           "' does not take " + py::cast<std::string>(py::repr(value)) + " (" +
+                           py::cast<std::string>(py::type::of(value).attr("__name__")) + ")");
+    }
   }
   return p;
 }
@@ -91,8 +98,9 @@ std::vector<ChatMessage> messages_from(const py::list& messages) {
     if (!py::isinstance<py::dict>(m))
       throw py::type_error("a chat message is a dict with 'role' and 'content'");
     const py::dict d = py::reinterpret_borrow<py::dict>(m);
-    if (!d.contains("role") || !d.contains("content"))
-      throw py::type_error("a chat message is a dict with 'role' and 'content'");
+    if (!d.contains("role") || !d.contains("content") || !py::isinstance<py::str>(d["role"]) ||
+        !py::isinstance<py::str>(d["content"]))
+      throw py::type_error("a chat message is a dict with 'role' and 'content' (str)");
     out.push_back({py::cast<std::string>(d["role"]), py::cast<std::string>(d["content"])});
   }
   return out;
@@ -109,7 +117,12 @@ const Tokenizer& tokenizer_of(const Engine& e) {
 std::vector<int32_t> prompt_ids(const Engine& e, const py::handle& prompt, bool chat) {
   if (py::isinstance<py::str>(prompt)) {
     const Tokenizer& tok = tokenizer_of(e);
-    const auto text = py::cast<std::string>(prompt);
+    std::string text;
+    try {
+      text = py::cast<std::string>(prompt);
+    } catch (const py::cast_error&) {
+      throw py::value_error("a prompt's text must be UTF-8 (it holds a lone surrogate)");
+    }
     // A chat template already holds the special tokens it needs.
     return chat ? tok.encode(tok.apply_chat_template({{"user", text}}, true), false)
                 : tok.encode(text, true);
@@ -145,7 +158,12 @@ std::vector<SamplingParams> params_for(size_t n, const py::object& params, const
     throw py::type_error("give sampling parameters either as `params` or as keywords, not both");
   if (py::isinstance<SamplingParams>(params))
     return std::vector<SamplingParams>(n, py::cast<SamplingParams>(params));
-  auto list = py::cast<std::vector<SamplingParams>>(params);
+  std::vector<SamplingParams> list;
+  try {
+    list = py::cast<std::vector<SamplingParams>>(params);
+  } catch (const py::cast_error&) {
+    throw py::type_error("params: a SamplingParams, or a list of them (one per prompt)");
+  }
   if (list.size() != n)
     throw py::value_error(std::to_string(list.size()) + " sampling parameters for " +
                           std::to_string(n) + " prompts");

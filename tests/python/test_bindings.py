@@ -9,6 +9,7 @@ import _thread
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -168,6 +169,17 @@ class TinyModel(unittest.TestCase):
             self.engine.generate(["text"])
         with self.assertRaisesRegex(TypeError, "not both"):
             self.engine.generate(ids, params=nanoinfer.SamplingParams(), top_k=3)
+        # A value of the wrong type names its field and the value (pybind11's own message names
+        # neither).
+        for kw, value in ((dict(max_new_tokens=3.0), "3.0 (float)"),
+                          (dict(max_new_tokens=2**40), f"{2**40} (int)"),
+                          (dict(stop=None), "None (NoneType)")):
+            field = next(iter(kw))
+            with self.assertRaisesRegex(
+                    TypeError, re.escape(f"sampling parameter '{field}' does not take {value}")):
+                self.engine.generate(ids, **kw)
+        with self.assertRaisesRegex(TypeError, "params: a SamplingParams, or a list of them"):
+            self.engine.generate(ids, params={"max_new_tokens": 3})
         with self.assertRaisesRegex(ValueError, "2 sampling parameters for 1 prompts"):
             self.engine.generate(ids, params=[nanoinfer.SamplingParams()] * 2)
         with self.assertRaisesRegex(TypeError, "token ids"):
@@ -252,6 +264,10 @@ class TextModel(unittest.TestCase):
         self.assertEqual(self.engine.generate(messages, **kw)[0].token_ids, a.token_ids)
         with self.assertRaisesRegex(TypeError, "'role' and 'content'"):
             self.engine.generate([[{"content": "no role"}]])
+        with self.assertRaisesRegex(TypeError, r"'role' and 'content' \(str\)"):
+            self.engine.generate([[{"role": "user", "content": None}]])
+        with self.assertRaisesRegex(ValueError, "lone surrogate"):
+            self.engine.generate("caf\udce9")
         with self.assertRaisesRegex(nanoinfer.Error, "chat message 0: unknown role 'usr'"):
             self.engine.generate([[{"role": "usr", "content": "Hi"}]])
 
