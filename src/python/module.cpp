@@ -4,6 +4,7 @@
 // runs without the GIL and one call at a time (a lock per engine); docs/pseudocode/python.md.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
@@ -34,14 +35,22 @@ struct PyEngine {
   std::mutex mu;
   std::atomic<std::thread::id> owner{};  // the thread holding mu
   int open_streams = 0;
+  const pid_t pid = getpid();  // the process that made it
 };
 
 // Runs f on the engine under its lock, without the GIL. The same thread asking again (a Python
 // signal handler that generate()'s token callback ran, calling the engine) is an Error, not a
 // deadlock. The GIL comes back outside any destructor: where Python ends a daemon thread at exit
 // (PyEval_RestoreThread exits the thread), the thread unwinds instead of aborting the process.
+// In a process forked after the engine was made (os.fork, multiprocessing's default start), its
+// OpenMP threads (or CUDA context) are not there: a call would hang, so it is an Error.
 template <typename F>
 auto locked(PyEngine& pe, F&& f) -> decltype(f()) {
+  if (getpid() != pe.pid)
+    throw Error(
+        "this engine was made before the process forked, and its threads did not come "
+        "along: make the engine in this process (multiprocessing: the 'spawn' start "
+        "method)");
   if (pe.owner.load() == std::this_thread::get_id())
     throw Error(
         "the engine is in a call on this thread: a signal handler cannot use it until "

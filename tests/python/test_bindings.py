@@ -322,6 +322,27 @@ class TextModel(unittest.TestCase):
                                text=True, timeout=120)
             self.assertEqual(r.returncode, 0, f"{kind}: {r.stderr}")
 
+    def test_an_engine_in_a_forked_process_is_an_error(self):
+        # Its OpenMP threads stay in the parent: a call in the child hung there.
+        self.engine.generate([[1, 2]], max_new_tokens=2)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            try:
+                self.engine.generate([[1, 2]], max_new_tokens=2)
+                message = b"no error"
+            except nanoinfer.Error as e:
+                message = str(e).encode()
+            os.write(write, message)
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as f:
+            message = f.read().decode()
+        os.waitpid(pid, 0)
+        self.assertIn("this engine was made before the process forked", message)
+        self.assertEqual(len(self.engine.generate([[1, 2]], max_new_tokens=2)[0].token_ids), 2)
+
     def test_a_closed_stream_stops_and_frees_the_engine(self):
         s = self.engine.stream("Tell me a story", max_new_tokens=40, ignore_eos=True)
         next(s)
