@@ -101,6 +101,16 @@ SamplingParams params_from(const py::kwargs& kw) {
   return p;
 }
 
+// Its fields by name, through the class's properties: the keyword arguments that make it again.
+py::dict fields_of(const SamplingParams& p) {
+  const py::object view = py::cast(p);
+  const py::object property = py::module_::import("builtins").attr("property");
+  py::dict fields;
+  for (const auto& [name, attribute] : py::type::of(view).attr("__dict__").cast<py::dict>())
+    if (py::isinstance(attribute, property)) fields[name] = py::getattr(view, name);
+  return fields;
+}
+
 std::vector<ChatMessage> messages_from(const py::list& messages) {
   std::vector<ChatMessage> out;
   for (const py::handle m : messages) {
@@ -374,7 +384,31 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
 
   py::class_<SamplingParams> sp(m, "SamplingParams",
                                 "Per-request sampling; SamplingParams(temperature=0.7, top_p=0.9)");
+  sp.attr("__hash__") = py::none();  // (mutable, compared by value)
   sp.def(py::init([](const py::kwargs& kw) { return params_from(kw); }))
+      // SamplingParams(the fields that differ from the defaults); equal when every field is;
+      // copied and pickled as its fields (copy.copy, multiprocessing).
+      .def("__repr__",
+           [](const SamplingParams& p) {
+             const py::dict defaults = fields_of(SamplingParams{});
+             std::string shown;
+             for (const auto& [name, value] : fields_of(p))
+               if (!value.equal(defaults[name]))  // (a float32 field as it was written: 0.7)
+                 shown += (shown.empty() ? "" : ", ") + py::cast<std::string>(name) + "=" +
+                          py::cast<std::string>(py::isinstance<py::float_>(value)
+                                                    ? py::str("{:.7g}").format(value)
+                                                    : py::repr(value));
+             return "SamplingParams(" + shown + ")";
+           })
+      .def("__eq__",
+           [](const SamplingParams& a, const py::object& b) {
+             return py::isinstance<SamplingParams>(b) &&
+                    fields_of(a).equal(fields_of(b.cast<SamplingParams>()));
+           })
+      .def(py::pickle([](const SamplingParams& p) { return fields_of(p); },
+                      [](const py::dict& fields) {
+                        return params_from(py::reinterpret_borrow<py::kwargs>(fields));
+                      }))
       .def_readwrite("temperature", &SamplingParams::temperature)
       .def_readwrite("top_k", &SamplingParams::top_k)
       .def_readwrite("top_p", &SamplingParams::top_p)

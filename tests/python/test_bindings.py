@@ -6,9 +6,11 @@ on the default model skip when it is not fetched, or fail where NANOINFER_REQUIR
 """
 
 import _thread
+import copy
 import json
 import math
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -158,6 +160,20 @@ class TinyModel(unittest.TestCase):
         self.assertEqual(nanoinfer.SamplingParams().max_new_tokens, 128)
         with self.assertRaises(ValueError):
             p.early_stopping = "sometimes"
+        # Shown by the fields that differ from the defaults, compared, copied and pickled by value.
+        q = nanoinfer.SamplingParams(temperature=0.7, top_p=0.9, stop=["x"], seed=3)
+        self.assertEqual(repr(q), "SamplingParams(temperature=0.7, top_p=0.9, seed=3, stop=['x'])")
+        self.assertEqual(repr(nanoinfer.SamplingParams()), "SamplingParams()")
+        self.assertEqual(nanoinfer.SamplingParams(), nanoinfer.SamplingParams())
+        for twin in (copy.copy(q), copy.deepcopy(q), pickle.loads(pickle.dumps(q))):
+            self.assertIsNot(twin, q)
+            self.assertEqual(twin, q)
+        twin = copy.copy(q)
+        twin.temperature = 0.5
+        self.assertNotEqual(twin, q)
+        self.assertAlmostEqual(q.temperature, 0.7, places=6)
+        with self.assertRaises(TypeError):
+            hash(q)
 
     def test_bad_input_is_refused_with_a_message(self):
         ids = [[1, 2, 3]]
