@@ -125,6 +125,11 @@ std::vector<ChatMessage> messages_from(const py::list& messages) {
   return out;
 }
 
+// A path given as a str or an os.PathLike (pathlib.Path).
+std::string path_of(const py::object& path) {
+  return py::cast<std::string>(py::module_::import("os").attr("fspath")(path));
+}
+
 const Tokenizer& tokenizer_of(const Engine& e) {
   if (e.tokenizer() == nullptr)
     throw Error("the model has no tokenizer: give prompts as lists of token ids");
@@ -504,8 +509,14 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
       .def_property_readonly("vocab_size", &Tokenizer::vocab_size)
       .def_property_readonly("bos_id", &Tokenizer::bos_id)
       .def_property_readonly("eos_ids", &Tokenizer::eos_ids);
-  m.def("load_tokenizer", &load_tokenizer_for_model, py::arg("path"),
-        "The tokenizer of a .gguf file, a HF model directory or a tokenizer.json");
+  m.def(
+      "load_tokenizer",
+      [](const py::object& path) {
+        const std::string p = path_of(path);
+        return load_tokenizer_for_model(p == "default" ? default_model_path() : p);
+      },
+      py::arg("path"),
+      "The tokenizer of a .gguf file, a HF model directory, a tokenizer.json or \"default\"");
 
   py::class_<Stream>(m, "Stream", "Text pieces of one request; .output once it has ended")
       .def("__iter__", [](Stream& s) -> Stream& { return s; })
@@ -516,14 +527,14 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
 
   const EngineOptions d;
   py::class_<PyEngine, std::shared_ptr<PyEngine>>(m, "Engine")
-      .def(py::init([](const std::string& model, const std::string& backend, int max_context,
+      .def(py::init([](const py::object& model, const std::string& backend, int max_context,
                        int cache_tokens, int block_size, int max_step_tokens,
                        const std::string& rope_cache, int sink_tokens, int window, bool no_rope,
                        const std::string& dtype, bool cuda_graphs, bool keep_blocks, bool warmup,
                        bool profile, bool pick_on_device, bool prefix_reuse, bool random_weights,
-                       const std::string& config) {
+                       const py::object& config) {
              EngineOptions o;
-             o.model = model;
+             o.model = path_of(model);
              o.backend = backend;
              o.max_context = max_context;
              o.cache_tokens = cache_tokens;
@@ -541,7 +552,7 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
              o.pick_on_device = pick_on_device;
              o.prefix_reuse = prefix_reuse;
              o.random_weights = random_weights;
-             o.config = config;
+             o.config = path_of(config);
              const py::gil_scoped_release nogil;
              // (the CLI's check, before the weights load)
              if (o.max_context > 0) {

@@ -10,6 +10,7 @@ import copy
 import json
 import math
 import os
+import pathlib
 import pickle
 import re
 import subprocess
@@ -211,6 +212,8 @@ class TinyModel(unittest.TestCase):
             nanoinfer.Engine(os.path.join(DATA, "no_such_model"))
         self.assertEqual(self.engine.generate([]), [])
         self.assertEqual(self.engine.config["num_kv_heads"], 2)
+        # A path as an os.PathLike.
+        self.assertEqual(nanoinfer.Engine(pathlib.Path(tiny())).config["num_kv_heads"], 2)
         # A context beyond the model's positions (256 here), as the CLI refuses it.
         with self.assertRaisesRegex(nanoinfer.Error, "max_context 300 exceeds the model's 256"):
             nanoinfer.Engine(tiny(), max_context=300)
@@ -422,6 +425,10 @@ class DefaultModel(unittest.TestCase):
         self.assertIn(2, tok.eos_ids)
         same = nanoinfer.load_tokenizer(nanoinfer.default_model_path())
         self.assertEqual(same.encode("Hello world"), tok.encode("Hello world"))
+        # "default" and paths as os.PathLike, as Engine takes them.
+        for path in ("default", pathlib.Path(nanoinfer.default_model_path())):
+            self.assertEqual(nanoinfer.load_tokenizer(path).encode("Hello world"),
+                             tok.encode("Hello world"))
 
 
 class OpenMPSpin(unittest.TestCase):
