@@ -157,6 +157,11 @@ std::vector<int32_t> prompt_ids(const Engine& e, const py::handle& prompt, bool 
       const Tokenizer& tok = tokenizer_of(e);
       return tok.encode(tok.apply_chat_template(messages_from(items), true), false);
     }
+    if (chat &&  // (as the CLI notes it for --prompt-ids)
+        PyErr_WarnEx(PyExc_UserWarning,
+                     "chat=True: the chat template applies to text prompts only, not to token ids",
+                     1) != 0)
+      throw py::error_already_set();  // (warnings turned into errors)
     std::vector<int32_t> ids;
     for (const py::handle id : items) {
       if (!py::isinstance<py::int_>(id))

@@ -18,6 +18,7 @@ import sys
 import tempfile
 import threading
 import unittest
+import warnings
 
 import nanoinfer
 
@@ -212,6 +213,13 @@ class TinyModel(unittest.TestCase):
             nanoinfer.Engine(os.path.join(DATA, "no_such_model"))
         self.assertEqual(self.engine.generate([]), [])
         self.assertEqual(self.engine.config["num_kv_heads"], 2)
+        # chat=True with token ids: a warning that the template does not apply to them.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            self.engine.generate(ids, chat=True, max_new_tokens=1)
+        self.assertEqual([str(w.message) for w in caught],
+                         ["chat=True: the chat template applies to text prompts only, not to "
+                          "token ids"])
         # A path as an os.PathLike.
         self.assertEqual(nanoinfer.Engine(pathlib.Path(tiny())).config["num_kv_heads"], 2)
         # A context beyond the model's positions (256 here), as the CLI refuses it.
