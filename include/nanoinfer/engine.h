@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <utility>
@@ -225,5 +226,12 @@ ModelConfig read_model_config(const EngineOptions& options);
 
 // The path of the default model in the user cache (fetched by scripts/fetch_model.sh).
 std::string default_model_path();
+
+// Throws Error "NAME N exceeds the model's P positions" for the first (name, N) asked for (N 0:
+// none) beyond the positions of the model that `options` name (a flag's name in the CLI, a
+// keyword's in Python). Called before the Engine is built, so a context too long is refused
+// before the weights load (and before a RoPE table of its size).
+void check_positions(const EngineOptions& options,
+                     std::initializer_list<std::pair<const char*, int>> asked);
 
 }  // namespace nanoinfer

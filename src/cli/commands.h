@@ -6,9 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <climits>
 #include <cstdint>
-#include <initializer_list>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "nanoinfer/engine.h"
@@ -46,10 +44,6 @@ std::vector<int32_t> parse_ids(const std::string& list, const std::string& flag)
 // A file's bytes; throws Error "PATH: cannot read WHAT" (missing, a directory, unreadable).
 std::string read_file(const std::string& path, const std::string& what);
 
-// Throws Error "FLAG N exceeds the model's P positions" for the first (flag, N) asked for (N 0:
-// none) beyond the positions of the model that `e` names. Called before the Engine is built, so
-// a context too long is refused before the weights load (and before a RoPE table of its size).
-void check_positions(const EngineOptions& e,
-                     std::initializer_list<std::pair<const char*, int>> asked);
+// (check_positions, which the commands call before an Engine is built: nanoinfer/engine.h)
 
 }  // namespace nanoinfer::cli

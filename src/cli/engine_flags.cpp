@@ -35,17 +35,6 @@ CLI::Validator whole_number(unsigned long long lo, unsigned long long hi) {
       hi >= INT32_MAX ? ">=" + std::to_string(lo) : std::to_string(lo) + ".." + std::to_string(hi));
 }
 
-void check_positions(const EngineOptions& e,
-                     std::initializer_list<std::pair<const char*, int>> asked) {
-  if (std::all_of(asked.begin(), asked.end(), [](const auto& a) { return a.second <= 0; })) return;
-  e.validate();  // (its messages first: e.g. random weights without a config)
-  const int most = read_model_config(e).max_position_embeddings;
-  for (const auto& [flag, positions] : asked)
-    if (positions > most)
-      fail(std::string(flag) + " " + std::to_string(positions) + " exceeds the model's " +
-           std::to_string(most) + " positions");
-}
-
 namespace {
 
 // libgomp's idle threads spin 300,000 times (about a millisecond) for the next parallel region

@@ -294,6 +294,17 @@ ModelConfig read_model_config(const EngineOptions& options) {
 const ModelConfig& Engine::config() const {
   return impl_->loaded.config;
 }
+void check_positions(const EngineOptions& options,
+                     std::initializer_list<std::pair<const char*, int>> asked) {
+  if (std::all_of(asked.begin(), asked.end(), [](const auto& a) { return a.second <= 0; })) return;
+  options.validate();  // (its messages first: e.g. random weights without a config)
+  const int most = read_model_config(options).max_position_embeddings;
+  for (const auto& [name, positions] : asked)
+    if (positions > most)
+      fail(std::string(name) + " " + std::to_string(positions) + " exceeds the model's " +
+           std::to_string(most) + " positions");
+}
+
 int Engine::max_context() const {
   return impl_->options.max_context;
 }

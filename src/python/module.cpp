@@ -559,14 +559,7 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
              o.random_weights = random_weights;
              o.config = path_of(config);
              const py::gil_scoped_release nogil;
-             // (the CLI's check, before the weights load)
-             if (o.max_context > 0) {
-               o.validate();
-               const int most = read_model_config(o).max_position_embeddings;
-               if (o.max_context > most)
-                 throw Error("max_context " + std::to_string(o.max_context) +
-                             " exceeds the model's " + std::to_string(most) + " positions");
-             }
+             check_positions(o, {{"max_context", o.max_context}});  // (as the CLI)
              return std::make_shared<PyEngine>(o);
            }),
            py::arg("model"), py::kw_only(), py::arg("backend") = d.backend,
