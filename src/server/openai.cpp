@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "util/error.h"
+#include "util/str_cat.h"
 
 namespace nanoinfer::server {
 
@@ -229,9 +230,11 @@ json logprobs(const ApiRequest& r, const GenerationOutput& out, const Tokenizer*
 
 }  // namespace
 
-std::vector<ApiRequest> parse_request(const json& body, bool chat, const Tokenizer* tok,
-                                      int vocab_size, int request_limit) {
+std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine& engine) {
   if (!body.is_object()) fail("the body must be a JSON object");
+  const Tokenizer* tok = engine.tokenizer();
+  const int vocab_size = engine.config().vocab_size;
+  const int64_t request_limit = engine.request_limit();
   ApiRequest r;
   r.chat = chat;
   take(body, "stream", r.stream);
@@ -339,9 +342,22 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Tokeniz
                         : tok != nullptr       ? tok->decode(c.request.prompt_ids)
                                                : std::string();
     }
-    const auto room = request_limit - static_cast<int64_t>(c.request.prompt_ids.size());
+    const auto n = static_cast<int64_t>(c.request.prompt_ids.size());
+    const int64_t room = request_limit - n;
     if (!max_given && request_limit > 0 && room >= 1 && room < c.request.params.max_new_tokens)
       c.request.params.max_new_tokens = static_cast<int>(room);
+    // The engine would refuse it too, in the library's terms (max_new_tokens, cache_tokens).
+    if (request_limit > 0 && n + c.request.params.max_new_tokens > request_limit) {
+      const std::string limit =
+          request_limit < engine.max_context()
+              ? str_cat("this server's KV cache of ", request_limit, " tokens")
+              : str_cat("the context of ", request_limit, " positions");
+      if (max_given && !r.score_only)
+        fail(str_cat("prompt (", n, " tokens) + max_tokens (", c.request.params.max_new_tokens,
+                     ") exceeds ", limit));
+      fail(str_cat("prompt (", n, " tokens) leaves no room for ",
+                   r.score_only ? "scoring" : "a new token", " in ", limit));
+    }
     for (int i = 0; i < r.n; ++i) {
       choices.push_back(c);
       choices.back().request.params.seed += static_cast<uint64_t>(i);

@@ -36,10 +36,10 @@ struct ApiRequest {
 // Integer fields must be whole numbers in their range. Returns one request a choice: each prompt
 // n times in a row (seeds seed, seed + 1, ...; without a seed, a random one). Without
 // max_tokens a choice takes the API's default (16; chat 512), or the room its prompt leaves in
-// request_limit (Engine::request_limit: the context or the cache, whichever is less; 0, no
-// bound, over a sink cache) where that is less.
-std::vector<ApiRequest> parse_request(const nlohmann::json& body, bool chat, const Tokenizer* tok,
-                                      int vocab_size, int request_limit);
+// the engine's request_limit() (the context or the cache, whichever is less; no bound over a
+// sink cache) where that is less; a prompt + max_tokens beyond that limit is refused here, in
+// the API's terms.
+std::vector<ApiRequest> parse_request(const nlohmann::json& body, bool chat, const Engine& engine);
 
 // Response identity: "cmpl-<n>" / "chatcmpl-<n>", the model's name, the creation time.
 struct ResponseId {

@@ -175,8 +175,7 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
             fail("the body nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
           return true;
         });
-        choices = parse_request(body, chat, engine_.tokenizer(), engine_.config().vocab_size,
-                                engine_.request_limit());
+        choices = parse_request(body, chat, engine_);
       } catch (const json::exception& e) {
         return reply_error(res, 400, std::string("the body is not JSON: ") + e.what(),
                            "invalid_request_error");

@@ -107,8 +107,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (bool chat : {false, true}) {
     std::vector<server::ApiRequest> reqs;
     if (fuzz::refused_clearly([&] {
-          reqs = server::parse_request(body, chat, e.tokenizer(), e.config().vocab_size,
-                                       e.request_limit());
+          reqs = server::parse_request(body, chat, e);
           for (const server::ApiRequest& r : reqs) r.request.params.validate();
         }))
       fuzz::refused_clearly([&] { serve(reqs); });

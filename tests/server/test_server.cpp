@@ -637,11 +637,10 @@ TEST_F(ServerTest, WithoutMaxTokensTheDefaultFitsTheContext) {
   const std::vector<int32_t> long_prompt(250, 7);
   const json done = post("/v1/completions", {{"prompt", long_prompt}, {"ignore_eos", true}});
   EXPECT_EQ(done["usage"]["completion_tokens"], 6);
-  EXPECT_NE(post("/v1/completions", {{"prompt", long_prompt}, {"max_tokens", 16}},
+  EXPECT_EQ(post("/v1/completions", {{"prompt", long_prompt}, {"max_tokens", 16}},
                  400)["error"]["message"]
-                .get<std::string>()
-                .find("exceeds the context"),
-            std::string::npos);
+                .get<std::string>(),
+            "prompt (250 tokens) + max_tokens (16) exceeds the context of 256 positions");
   const json few = post("/v1/completions", {{"prompt", "x"}, {"ignore_eos", true}});
   EXPECT_EQ(few["usage"]["completion_tokens"], 16);
   // ... or in the KV cache, where that holds less (--cache-tokens 100: 7 blocks, 112 tokens).
@@ -652,6 +651,17 @@ TEST_F(ServerTest, WithoutMaxTokensTheDefaultFitsTheContext) {
       "/v1/chat/completions",
       {{"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})}, {"ignore_eos", true}});
   EXPECT_EQ(small["usage"]["total_tokens"], 112);
+  // Beyond the limit, the refusal names the API's fields and the limit that binds.
+  const std::string over_cache =
+      post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 200}}, 400)["error"]["message"];
+  EXPECT_EQ(over_cache,
+            "prompt (1 tokens) + max_tokens (200) exceeds this server's KV cache of "
+            "112 tokens");
+  const std::string full =
+      post("/v1/completions", {{"prompt", std::vector<int32_t>(112, 7)}}, 400)["error"]["message"];
+  EXPECT_EQ(full,
+            "prompt (112 tokens) leaves no room for a new token in this server's KV cache "
+            "of 112 tokens");
 }
 
 // Clients at once are all in the running batch, beyond cpp-httplib's default pool (cores - 1, at
@@ -817,18 +827,22 @@ TEST_F(ServerTest, AFormEncodedBodyOver8KbIsServed) {
   EXPECT_EQ(json::parse(r->body)["usage"]["completion_tokens"], 2);
 }
 
-// A streamed request the engine refuses (prompt + max_tokens beyond the context) gets the 400 a
-// whole one gets, not a 200 with an error event.
+// A streamed request the engine refuses (a prompt longer than a sink cache's window) gets the
+// 400 a whole one gets, not a 200 with an error event.
 TEST_F(ServerTest, AStreamTheEngineRefusesIsA400) {
-  const std::vector<int32_t> long_prompt(250, 7);
+  EngineOptions o = model_options();
+  o.sink_tokens = 4;
+  o.window = 60;
+  start(o, server::Server::kHttpThreads);
+  const std::vector<int32_t> long_prompt(100, 7);
   for (const bool stream : {false, true}) {
     const json body = {{"prompt", long_prompt}, {"max_tokens", 16}, {"stream", stream}};
     const httplib::Result r = client().Post("/v1/completions", body.dump(), "application/json");
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 400) << r->body;
-    EXPECT_NE(
-        json::parse(r->body)["error"]["message"].get<std::string>().find("exceeds the context"),
-        std::string::npos)
+    EXPECT_NE(json::parse(r->body)["error"]["message"].get<std::string>().find(
+                  "does not fit the sink(4+60) cache"),
+              std::string::npos)
         << r->body;
   }
 }
@@ -883,14 +897,18 @@ TEST_F(ServerTest, WhatApiClientsSendIsServed) {
 // A body of several prompts of which the engine refuses one is a 400 at once: the prompts it took
 // stop (before, the 400 came after they had run to their end).
 TEST_F(ServerTest, ARefusedPromptStopsTheOthersOfItsRequest) {
+  EngineOptions o = model_options();
+  o.sink_tokens = 4;
+  o.window = 60;
+  start(o, server::Server::kHttpThreads);
   const std::string refusal =
       post("/v1/completions",
-           {{"prompt", json::array({json::array({5, 6, 7}), json(std::vector<int>(250, 9))})},
+           {{"prompt", json::array({json::array({5, 6, 7}), json(std::vector<int>(100, 9))})},
             {"max_tokens", 200},
             {"ignore_eos", true}},
            400)["error"]["message"]
           .get<std::string>();
-  EXPECT_NE(refusal.find("exceeds the context"), std::string::npos) << refusal;
+  EXPECT_NE(refusal.find("does not fit the sink(4+60) cache"), std::string::npos) << refusal;
   for (int i = 0; i < 600 && server_->stopped_by_client() == 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_EQ(server_->stopped_by_client(), 1U);  // the first prompt, stopped at its first token
@@ -911,7 +929,7 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
   EXPECT_NE(message({{"prompt", {1, 99999}}}).find("outside the vocabulary"), std::string::npos);
   EXPECT_NE(message({{"prompt", "x"}, {"temperature", "hot"}}).find("'temperature'"),
             std::string::npos);
-  // (the engine's refusal, without the engine's own count of requests)
+  // (refused in the API's words before the engine sees it)
   const std::string too_long = message({{"prompt", "x"}, {"max_tokens", 1000}});
   EXPECT_EQ(too_long.rfind("prompt (", 0), 0U) << too_long;
   EXPECT_NE(too_long.find("exceeds the context"), std::string::npos) << too_long;
