@@ -95,6 +95,7 @@ struct GenerationRequest {
 struct TokenLogprobs {
   float logprob = 0;
   std::vector<std::pair<int32_t, float>> top;
+  bool operator==(const TokenLogprobs&) const = default;
 };
 
 struct GenerationOutput {
@@ -112,6 +113,7 @@ struct GenerationOutput {
   // With params.prompt_logprobs >= 0: one per prompt token after the first, in order (entry i
   // scores prompt token i + 1); exp(-mean logprob) is the prompt's perplexity.
   std::vector<TokenLogprobs> prompt_logprobs;
+  bool operator==(const GenerationOutput&) const = default;
 };
 
 struct StepStats {

@@ -419,13 +419,21 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
                       [](const py::dict& fields) {
                         return params_from(py::reinterpret_borrow<py::kwargs>(fields));
                       }))
-      .def_readwrite("temperature", &SamplingParams::temperature)
-      .def_readwrite("top_k", &SamplingParams::top_k)
-      .def_readwrite("top_p", &SamplingParams::top_p)
-      .def_readwrite("min_p", &SamplingParams::min_p)
-      .def_readwrite("repetition_penalty", &SamplingParams::repetition_penalty)
-      .def_readwrite("presence_penalty", &SamplingParams::presence_penalty)
-      .def_readwrite("frequency_penalty", &SamplingParams::frequency_penalty)
+      .def_readwrite("temperature", &SamplingParams::temperature,
+                     "0 (the default): greedy; else softmax(logits / temperature) is sampled")
+      .def_readwrite("top_k", &SamplingParams::top_k,
+                     "Sample among the k likeliest tokens (0: off)")
+      .def_readwrite("top_p", &SamplingParams::top_p,
+                     "Sample among the likeliest tokens whose probabilities reach p (1: off)")
+      .def_readwrite("min_p", &SamplingParams::min_p,
+                     "Drop tokens less likely than min_p times the likeliest (0: off)")
+      .def_readwrite("repetition_penalty", &SamplingParams::repetition_penalty,
+                     "HF's: a token already seen has its logit divided by it (when > 0) or "
+                     "multiplied (1: off)")
+      .def_readwrite("presence_penalty", &SamplingParams::presence_penalty,
+                     "OpenAI's, in [-2, 2]: subtracted once from the logit of each token generated")
+      .def_readwrite("frequency_penalty", &SamplingParams::frequency_penalty,
+                     "OpenAI's, in [-2, 2]: subtracted per time a token was generated")
       // (an unsigned 64-bit field: a value outside it is a ValueError saying so, not pybind's
       // TypeError about argument types)
       .def_property(
@@ -438,24 +446,38 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
                                     py::cast<std::string>(py::str(py::handle(v))));
             }
             p.seed = x;
-          })
-      .def_readwrite("num_beams", &SamplingParams::num_beams)
-      .def_readwrite("length_penalty", &SamplingParams::length_penalty)
-      .def_readwrite("num_return_sequences", &SamplingParams::num_return_sequences)
-      .def_readwrite("max_new_tokens", &SamplingParams::max_new_tokens)
-      .def_readwrite("ignore_eos", &SamplingParams::ignore_eos)
-      .def_readwrite("eos_token_ids", &SamplingParams::eos_token_ids)
+          },
+          "The sampling seed: the same seed, the same tokens")
+      .def_readwrite("num_beams", &SamplingParams::num_beams,
+                     "Beam search with this many beams (1: off; deterministic, no sampling)")
+      .def_readwrite("length_penalty", &SamplingParams::length_penalty,
+                     "Beam search: scores are sum(logprob) / length ** length_penalty")
+      .def_readwrite("num_return_sequences", &SamplingParams::num_return_sequences,
+                     "Beam search: hypotheses returned in output.sequences (<= num_beams)")
+      .def_readwrite("max_new_tokens", &SamplingParams::max_new_tokens,
+                     "Tokens to generate at most (default 128)")
+      .def_readwrite("ignore_eos", &SamplingParams::ignore_eos,
+                     "Go on past EOS until max_new_tokens or a stop string")
+      .def_readwrite("eos_token_ids", &SamplingParams::eos_token_ids,
+                     "Ids that end a text (empty: the model's own)")
       // A list of strings, or one string (as the OpenAI API takes it).
       .def_property(
           "stop", [](const SamplingParams& p) { return p.stop; },
           [](SamplingParams& p, const py::object& v) {
             p.stop = py::isinstance<py::str>(v) ? std::vector<std::string>{py::cast<std::string>(v)}
                                                 : py::cast<std::vector<std::string>>(v);
-          })
-      .def_readwrite("suppress_tokens", &SamplingParams::suppress_tokens)
-      .def_readwrite("logit_bias", &SamplingParams::logit_bias)  // [(id, bias)]
-      .def_readwrite("logprobs", &SamplingParams::logprobs)
-      .def_readwrite("prompt_logprobs", &SamplingParams::prompt_logprobs)
+          },
+          "Strings that end the text (not included in it); a str or a list")
+      .def_readwrite("suppress_tokens", &SamplingParams::suppress_tokens, "Ids never generated")
+      .def_readwrite(
+          "logit_bias", &SamplingParams::logit_bias,
+          "[(id, bias)], bias in [-100, 100], added to the logit before temperature")  // [(id,
+                                                                                       // bias)]
+      .def_readwrite("logprobs", &SamplingParams::logprobs,
+                     "N >= 0: each generated token's logprob and the N (<= 20) likeliest; -1: off")
+      .def_readwrite(
+          "prompt_logprobs", &SamplingParams::prompt_logprobs,
+          "N >= 0: each prompt token's logprob (after the first) and the N likeliest; -1: off")
       // HF's values: False, True or "never".
       .def_property(
           "early_stopping",
@@ -471,26 +493,71 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
               p.early_stopping = EarlyStopping::kNever;
             else
               throw py::value_error("early_stopping: True, False or \"never\"");
-          })
+          },
+          "Beam search's stop rule, as HF's: False (the default), True or \"never\"")
       .def("validate", &SamplingParams::validate, "Raises Error for values that make no sense");
 
-  py::class_<TokenLogprobs>(m, "TokenLogprobs")
-      .def_readonly("logprob", &TokenLogprobs::logprob)
-      .def_readonly("top", &TokenLogprobs::top)
+  // Outputs compare equal by value, and are copied and pickled as their fields (a worker's
+  // results sent back through multiprocessing).
+  py::class_<TokenLogprobs> tl(m, "TokenLogprobs",
+                               "A token's log-probability and the likeliest tokens at its step");
+  tl.attr("__hash__") = py::none();
+  tl.def_readonly("logprob", &TokenLogprobs::logprob, "log p(token) under the model")
+      .def_readonly("top", &TokenLogprobs::top, "[(id, logprob)], likeliest first")
+      .def("__eq__",
+           [](const TokenLogprobs& a, const py::object& b) {
+             return py::isinstance<TokenLogprobs>(b) && a == b.cast<const TokenLogprobs&>();
+           })
+      .def(py::pickle([](const TokenLogprobs& t) { return py::make_tuple(t.logprob, t.top); },
+                      [](const py::tuple& state) {
+                        if (state.size() != 2) throw py::value_error("TokenLogprobs: bad state");
+                        return TokenLogprobs{state[0].cast<float>(),
+                                             state[1].cast<decltype(TokenLogprobs::top)>()};
+                      }))
       .def("__repr__", [](const TokenLogprobs& t) {
         return "TokenLogprobs(logprob=" + std::to_string(t.logprob) + ", " +
                std::to_string(t.top.size()) + " alternatives)";
       });
 
-  py::class_<GenerationOutput>(m, "GenerationOutput")
-      .def_readonly("token_ids", &GenerationOutput::token_ids)
-      .def_readonly("text", &GenerationOutput::text)
-      .def_readonly("finish_reason", &GenerationOutput::finish_reason)
-      .def_readonly("sequences", &GenerationOutput::sequences)
-      .def_readonly("scores", &GenerationOutput::scores)
-      .def_readonly("reused_prompt_tokens", &GenerationOutput::reused_prompt_tokens)
-      .def_readonly("logprobs", &GenerationOutput::logprobs)
-      .def_readonly("prompt_logprobs", &GenerationOutput::prompt_logprobs)
+  py::class_<GenerationOutput> go(m, "GenerationOutput", "What generate() returns for a prompt");
+  go.attr("__hash__") = py::none();
+  go.def_readonly("token_ids", &GenerationOutput::token_ids,
+                  "The generated ids (not the prompt's); an EOS that ended it is the last")
+      .def_readonly("text", &GenerationOutput::text, "Their text, special tokens skipped")
+      .def_readonly("finish_reason", &GenerationOutput::finish_reason,
+                    "'eos', 'length', 'stop' or 'cancelled'")
+      .def_readonly("sequences", &GenerationOutput::sequences,
+                    "Beam search: the num_return_sequences best hypotheses, best first")
+      .def_readonly("scores", &GenerationOutput::scores,
+                    "Beam search: their length-penalised scores")
+      .def_readonly("reused_prompt_tokens", &GenerationOutput::reused_prompt_tokens,
+                    "Leading prompt tokens taken from the KV cache instead of computed")
+      .def_readonly("logprobs", &GenerationOutput::logprobs,
+                    "With logprobs >= 0: a TokenLogprobs per generated token")
+      .def_readonly("prompt_logprobs", &GenerationOutput::prompt_logprobs,
+                    "With prompt_logprobs >= 0: a TokenLogprobs per prompt token after the first")
+      .def("__eq__",
+           [](const GenerationOutput& a, const py::object& b) {
+             return py::isinstance<GenerationOutput>(b) && a == b.cast<const GenerationOutput&>();
+           })
+      .def(py::pickle(
+          [](const GenerationOutput& o) {
+            return py::make_tuple(o.token_ids, py::bytes(o.text), o.finish_reason, o.sequences,
+                                  o.scores, o.reused_prompt_tokens, o.logprobs, o.prompt_logprobs);
+          },
+          [](const py::tuple& state) {
+            if (state.size() != 8) throw py::value_error("GenerationOutput: bad state");
+            GenerationOutput o;
+            o.token_ids = state[0].cast<std::vector<int32_t>>();
+            o.text = state[1].cast<std::string>();
+            o.finish_reason = state[2].cast<std::string>();
+            o.sequences = state[3].cast<std::vector<std::vector<int32_t>>>();
+            o.scores = state[4].cast<std::vector<float>>();
+            o.reused_prompt_tokens = state[5].cast<int>();
+            o.logprobs = state[6].cast<std::vector<TokenLogprobs>>();
+            o.prompt_logprobs = state[7].cast<std::vector<TokenLogprobs>>();
+            return o;
+          }))
       .def("__repr__", [](const GenerationOutput& o) {
         return "GenerationOutput(" + std::to_string(o.token_ids.size()) +
                " tokens, finish_reason='" + o.finish_reason +
@@ -498,22 +565,24 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
       });
 
   py::class_<Tokenizer>(m, "Tokenizer")
-      .def("encode", &Tokenizer::encode, py::arg("text"), py::arg("add_special_tokens") = true)
+      .def("encode", &Tokenizer::encode, py::arg("text"), py::arg("add_special_tokens") = true,
+           "Token ids of a text (with the model's BOS etc. unless add_special_tokens=False)")
       .def(
           "decode",
           [](const Tokenizer& t, const std::vector<int32_t>& ids, bool skip) {
             return t.decode(ids, skip);
           },
-          py::arg("ids"), py::arg("skip_special_tokens") = false)
+          py::arg("ids"), py::arg("skip_special_tokens") = false, "The text of token ids")
       .def(
           "apply_chat_template",
           [](const Tokenizer& t, const py::list& messages, bool add_generation_prompt) {
             return t.apply_chat_template(messages_from(messages), add_generation_prompt);
           },
-          py::arg("messages"), py::arg("add_generation_prompt") = true)
-      .def_property_readonly("vocab_size", &Tokenizer::vocab_size)
-      .def_property_readonly("bos_id", &Tokenizer::bos_id)
-      .def_property_readonly("eos_ids", &Tokenizer::eos_ids);
+          py::arg("messages"), py::arg("add_generation_prompt") = true,
+          "The prompt text of chat messages [{\"role\", \"content\"}] by the model's template")
+      .def_property_readonly("vocab_size", &Tokenizer::vocab_size, "Ids the tokenizer knows")
+      .def_property_readonly("bos_id", &Tokenizer::bos_id, "The BOS id (-1: none)")
+      .def_property_readonly("eos_ids", &Tokenizer::eos_ids, "The ids that end a text");
   m.def(
       "load_tokenizer",
       [](const py::object& path) {
@@ -526,8 +595,9 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
   py::class_<Stream>(m, "Stream", "Text pieces of one request; .output once it has ended")
       .def("__iter__", [](Stream& s) -> Stream& { return s; })
       .def("__next__", &Stream::next)
-      .def("close", &Stream::close)
-      .def_property_readonly("output", &Stream::output)
+      .def("close", &Stream::close, "Stops the request at its next token")
+      .def_property_readonly("output", &Stream::output,
+                             "The GenerationOutput once the stream has ended, else None")
       .def_property_readonly("token_ids", &Stream::token_ids, "The ids generated so far");
 
   const EngineOptions d;
@@ -588,9 +658,10 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
           "A Stream of one prompt's text as it is generated")
       .def_property_readonly(
           "tokenizer", [](const PyEngine& pe) { return pe.engine.tokenizer(); },
-          py::return_value_policy::reference_internal)
-      .def_property_readonly("config",
-                             [](const PyEngine& pe) { return config_dict(pe.engine.config()); })
+          py::return_value_policy::reference_internal, "The model's Tokenizer (None: it has none)")
+      .def_property_readonly(
+          "config", [](const PyEngine& pe) { return config_dict(pe.engine.config()); },
+          "The model's shape: a dict (vocab_size, hidden_size, num_layers, ..., parameters)")
       .def_property_readonly(
           "last_stats",
           [](PyEngine& pe) {
@@ -598,16 +669,23 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
             return stats_dict(locked(pe, [&] { return pe.engine.last_stats(); }));
           },
           "Timings and token counts of the last generate()")
-      .def_property_readonly("load_seconds",
-                             [](const PyEngine& pe) { return pe.engine.load_seconds(); })
-      .def_property_readonly("weight_bytes",
-                             [](const PyEngine& pe) { return pe.engine.weight_bytes(); })
-      .def("profile_report",
-           [](PyEngine& pe) { return locked(pe, [&] { return pe.engine.profile_report(); }); })
-      .def("release_cache", [](PyEngine& pe) {
-        locked(pe, [&] {
-          settle(pe);
-          pe.engine.release_cache();
-        });
-      });
+      .def_property_readonly(
+          "load_seconds", [](const PyEngine& pe) { return pe.engine.load_seconds(); },
+          "Seconds the load took, the warm-up included")
+      .def_property_readonly(
+          "weight_bytes", [](const PyEngine& pe) { return pe.engine.weight_bytes(); },
+          "Bytes the weights take on the backend")
+      .def(
+          "profile_report",
+          [](PyEngine& pe) { return locked(pe, [&] { return pe.engine.profile_report(); }); },
+          "Time per op kind, prefill and decode apart (an Engine made with profile=True)")
+      .def(
+          "release_cache",
+          [](PyEngine& pe) {
+            locked(pe, [&] {
+              settle(pe);
+              pe.engine.release_cache();
+            });
+          },
+          "Gives back the KV cache kept between calls (the next call allocates it again)");
 }

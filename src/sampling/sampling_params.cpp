@@ -65,6 +65,9 @@ void check_values(const SamplingParams& p) {
   for (int32_t t : p.suppress_tokens) {
     if (t < 0) fail("suppress_tokens must be token ids >= 0, got " + std::to_string(t));
   }
+  for (int32_t t : p.eos_token_ids) {
+    if (t < 0) fail("eos_token_ids must be token ids >= 0, got " + std::to_string(t));
+  }
   for (size_t i = 0; i < p.logit_bias.size(); ++i) {
     const auto [t, b] = p.logit_bias[i];
     if (t < 0) fail("logit_bias: token ids are >= 0, got " + std::to_string(t));

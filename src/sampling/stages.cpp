@@ -133,18 +133,14 @@ constexpr SelectorStage kSelectors[] = {
 }  // namespace
 
 void check_token_ids(const SamplingParams& params, int32_t vocab) {
-  for (int32_t t : params.suppress_tokens) {
-    if (t >= vocab) {
-      fail("suppress_tokens: id " + std::to_string(t) + " is outside the vocabulary of " +
+  auto check = [vocab](const char* field, int32_t t) {
+    if (t >= vocab)
+      fail(std::string(field) + ": id " + std::to_string(t) + " is outside the vocabulary of " +
            std::to_string(vocab));
-    }
-  }
-  for (const auto& [t, b] : params.logit_bias) {
-    if (t >= vocab) {
-      fail("logit_bias: id " + std::to_string(t) + " is outside the vocabulary of " +
-           std::to_string(vocab));
-    }
-  }
+  };
+  for (int32_t t : params.suppress_tokens) check("suppress_tokens", t);
+  for (const auto& [t, b] : params.logit_bias) check("logit_bias", t);
+  for (int32_t t : params.eos_token_ids) check("eos_token_ids", t);  // (could never end a text)
 }
 
 std::span<const ProcessorStage> processor_stages() {

@@ -234,8 +234,9 @@ TEST(TinyEngine, NoRequestsGiveNoOutputs) {
   EXPECT_EQ(engine.generate({r})[0].token_ids, before);
 }
 
-// Sampler ids outside the vocabulary, or suppressing all of it, are refused with the request
-// before anything runs (they failed the whole batch at its first sampled step; found by fuzzing).
+// Sampler ids (suppressed, biased, EOS) outside the vocabulary, or suppressing all of it, are
+// refused with the request before anything runs (they failed the whole batch at its first
+// sampled step; found by fuzzing).
 TEST(TinyEngine, SamplerIdsAreCheckedBeforeAnythingRuns) {
   EngineOptions opt;
   opt.model = test::data_path("models/gqa");
@@ -255,6 +256,10 @@ TEST(TinyEngine, SamplerIdsAreCheckedBeforeAnythingRuns) {
   EXPECT_EQ(error(bad), "request 1: suppress_tokens: id " + std::to_string(vocab) +
                             " is outside the vocabulary of " + std::to_string(vocab));
   bad.params.suppress_tokens.clear();
+  bad.params.eos_token_ids = {2, vocab + 5};  // (an EOS that could never be generated)
+  EXPECT_EQ(error(bad), "request 1: eos_token_ids: id " + std::to_string(vocab + 5) +
+                            " is outside the vocabulary of " + std::to_string(vocab));
+  bad.params.eos_token_ids.clear();
   for (int32_t t = vocab - 1; t >= 0; --t) bad.params.suppress_tokens.push_back(t);
   bad.params.suppress_tokens.push_back(0);
   EXPECT_EQ(error(bad), "request 1: suppress_tokens: every token of the vocabulary is suppressed");

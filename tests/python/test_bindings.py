@@ -103,6 +103,31 @@ class TinyModel(unittest.TestCase):
         self.assertEqual(last.top[0][0], prompt[-1])
         self.assertEqual(out.logprobs, [])
 
+    def test_outputs_compare_copy_and_pickle_by_value(self):
+        prompt = self.ref["cases"][0]["prompt_ids"]
+        kw = dict(max_new_tokens=3, logprobs=2, prompt_logprobs=1, ignore_eos=True)
+        out = self.engine.generate([prompt], **kw)[0]
+        self.assertEqual(self.engine.generate([prompt], **kw)[0], out)
+        for twin in (copy.copy(out), copy.deepcopy(out), pickle.loads(pickle.dumps(out))):
+            self.assertEqual(twin, out)
+            self.assertEqual((twin.token_ids, twin.logprobs[1].top, twin.prompt_logprobs[0].logprob),
+                             (out.token_ids, out.logprobs[1].top, out.prompt_logprobs[0].logprob))
+        self.assertEqual(pickle.loads(pickle.dumps(out.logprobs[0])), out.logprobs[0])
+        self.assertNotEqual(self.engine.generate([prompt], **dict(kw, max_new_tokens=2))[0], out)
+        self.assertNotEqual(out, out.token_ids)
+        with self.assertRaises(TypeError):
+            hash(out)
+        beams = self.engine.generate([prompt], num_beams=2, num_return_sequences=2,
+                                     max_new_tokens=3, ignore_eos=True)[0]
+        self.assertEqual(pickle.loads(pickle.dumps(beams)).scores, beams.scores)
+
+    def test_eos_ids_outside_the_vocabulary_are_refused(self):
+        vocab = self.engine.config["vocab_size"]
+        with self.assertRaisesRegex(nanoinfer.Error, f"eos_token_ids: id {vocab} is outside"):
+            self.engine.generate([[1, 2]], eos_token_ids=[vocab])
+        with self.assertRaisesRegex(nanoinfer.Error, "eos_token_ids must be token ids >= 0"):
+            self.engine.generate([[1, 2]], eos_token_ids=[-1])
+
     def test_streams_read_in_turn_each_give_their_tokens_alone(self):
         cases = self.ref["cases"]
         alone = [self.engine.generate([c["prompt_ids"]], params=self.greedy_params(c))[0]

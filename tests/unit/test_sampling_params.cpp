@@ -128,6 +128,11 @@ const Case kCases[] = {
        p.suppress_tokens = {3, -1};
      },
      "suppress_tokens must be token ids >= 0, got -1"},
+    {"NegativeEosToken",
+     [](SamplingParams& p) {
+       p.eos_token_ids = {2, -3};
+     },
+     "eos_token_ids must be token ids >= 0, got -3"},
     {"ZeroMaxNewTokens", [](SamplingParams& p) { p.max_new_tokens = 0; },
      "max_new_tokens must be >= 1"},
     {"LogprobsAndPromptLogprobs",
