@@ -476,6 +476,16 @@ int32_t GgufFile::get_int32_or(const std::string& key, int32_t fallback) const {
   return has(key) ? get_int32(key) : fallback;
 }
 
+std::vector<int32_t> GgufFile::eos_ids() const {
+  std::vector<int32_t> ids;
+  for (const char* key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
+                          "tokenizer.ggml.eom_token_id"})
+    if (const int32_t id = get_int32_or(key, -1);
+        id >= 0 && std::find(ids.begin(), ids.end(), id) == ids.end())
+      ids.push_back(id);
+  return ids;
+}
+
 bool GgufFile::get_bool_or(const std::string& key, bool fallback) const {
   return has(key) ? typed<bool>(metadata_, path(), key, "a bool") : fallback;
 }

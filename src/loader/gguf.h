@@ -72,6 +72,10 @@ class GgufFile {
   int32_t get_int32_or(const std::string& key, int32_t fallback) const;
   double get_float_or(const std::string& key, double fallback) const;
   bool get_bool_or(const std::string& key, bool fallback) const;
+  // The ids that end a text, each once: the EOS token, and the end-of-turn / end-of-message
+  // tokens where the file names them (a Llama-3.x instruct model ends a reply with <|eot_id|>,
+  // as HF's generation_config lists it beside <|end_of_text|>).
+  std::vector<int32_t> eos_ids() const;
 
   // The tensor dequantised to a fresh f32 host tensor.
   Tensor load_f32(const GgufTensorInfo& info) const;

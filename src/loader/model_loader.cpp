@@ -314,16 +314,8 @@ ModelConfig config_from_gguf(const GgufFile& g) {
                      ? static_cast<int>(g.get_strings("tokenizer.ggml.tokens").size())
                      : g.get_int32("llama.vocab_size");
   c.bos_token_id = g.get_int32_or("tokenizer.ggml.bos_token_id", -1);
-  // End of generation: the EOS token, and the end-of-turn / end-of-message tokens where the file
-  // names them (a Llama-3.x instruct model ends a reply with <|eot_id|>, as HF's
-  // generation_config lists it beside <|end_of_text|>).
-  for (const char* key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
-                          "tokenizer.ggml.eom_token_id"}) {
-    const int id = g.get_int32_or(key, -1);
-    if (id >= 0 &&
-        std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), id) == c.eos_token_ids.end())
-      c.eos_token_ids.push_back(id);
-  }
+  const std::vector<int32_t> eos = g.eos_ids();  // end of generation
+  c.eos_token_ids.assign(eos.begin(), eos.end());
   c.tie_word_embeddings = g.find("output.weight") == nullptr;
   c.validate(path);
   return c;

@@ -78,9 +78,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_gguf(const GgufFile& g) {
 
   spec.bos_id = g.get_int32_or("tokenizer.ggml.bos_token_id", -1);
   const auto eos = g.get_int32_or("tokenizer.ggml.eos_token_id", -1);
-  const auto eot = g.get_int32_or("tokenizer.ggml.eot_token_id", -1);
-  if (eos >= 0) spec.eos_ids.push_back(eos);
-  if (eot >= 0 && eot != eos) spec.eos_ids.push_back(eot);
+  spec.eos_ids = g.eos_ids();  // (as the model's config lists them)
   if (add_bos && spec.bos_id >= 0) spec.prefix_ids.push_back(spec.bos_id);
   if (bool_or(g, "tokenizer.ggml.add_eos_token", false) && eos >= 0) spec.suffix_ids.push_back(eos);
   if (g.has("tokenizer.chat_template"))

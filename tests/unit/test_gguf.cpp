@@ -388,6 +388,7 @@ TEST(GgufModel, EndOfTurnTokensEndGenerationToo) {
   test::TempDir dir;
   test::write_file(dir.file("eot.gguf"), w.bytes());
   EXPECT_EQ(load_model(dir.file("eot.gguf")).config.eos_token_ids, (std::vector<int>{2, 5}));
+  EXPECT_EQ(GgufFile(dir.file("eot.gguf")).eos_ids(), (std::vector<int32_t>{2, 5}));
 }
 
 TEST(GgufModel, NoOutputTensorMeansTiedEmbeddings) {
