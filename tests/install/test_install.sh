@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# test_install.sh BUILD PREFIX PYTHON_DIR PYTHON: installs BUILD under a staging root (DESTDIR),
-# builds tests/install/consumer against it with find_package(nanoinfer), and checks that the
-# consumer, the installed CLI and the installed Python module (where one was built) give the same
-# greedy tokens for a tiny test model.
+# test_install.sh BUILD PREFIX PYTHON_DIR PYTHON [PY_UNDER_PREFIX]: installs BUILD under a staging
+# root (DESTDIR), builds tests/install/consumer against it with find_package(nanoinfer), and checks
+# that the consumer, the installed CLI and the installed Python module (where one was built) give
+# the same greedy tokens for a tiny test model; then installs it again with `--prefix DIR` (a user
+# without root), where everything, the Python module included (DIR/PY_UNDER_PREFIX), goes under DIR.
 set -euo pipefail
-build=$1 prefix=$2 pydir=$3 python=$4
+build=$1 prefix=$2 pydir=$3 python=$4 under_prefix=${5:-}
 src=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -38,5 +39,16 @@ out = nanoinfer.Engine('$model').generate([[${ids}]], max_new_tokens=8, ignore_e
 print(' '.join(map(str, out.token_ids)), '')")
   echo "installed Python:       $from_py"
   [[ "$from_lib" == "$from_py" ]] || { echo "the library and the Python module disagree"; exit 1; }
+fi
+
+user=$work/user
+cmake --install "$build" --prefix "$user" > "$work/install_user.log"
+grep -v "^$user/" "$build/install_manifest.txt" && { echo "installed outside --prefix"; exit 1; }
+test -x "$user/bin/nanoinfer"
+if [[ -n "$pydir" ]]; then
+  PYTHONPATH="$user/$under_prefix" "$python" -c "
+import nanoinfer
+assert nanoinfer.__file__.startswith('$user/$under_prefix/nanoinfer/'), nanoinfer.__file__"
+  echo "installed with --prefix: the Python module in $under_prefix"
 fi
 echo "install checked"
