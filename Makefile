@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 PROMPT ?= Write a short poem about the sea.
 
-.PHONY: deps build model run test asan fuzz lint format format-check bench clean
+.PHONY: deps build cli model run test asan fuzz lint format format-check bench clean
 
 deps:
 	@bash scripts/install_deps.sh
@@ -16,10 +16,14 @@ $(BUILD)/CMakeCache.txt:
 build: deps $(BUILD)/CMakeCache.txt
 	cmake --build $(BUILD) -j $(JOBS)
 
+# The CLI alone (what `make run` needs; `build` adds the Python module, tests and benchmarks).
+cli: deps $(BUILD)/CMakeCache.txt
+	cmake --build $(BUILD) -j $(JOBS) --target nanoinfer_cli
+
 model: deps
 	@bash scripts/fetch_model.sh
 
-run: build model
+run: cli model
 	./$(BUILD)/nanoinfer generate --model default --chat --prompt "$(PROMPT)" --max-new-tokens 64
 
 # The default model was just fetched: a test that cannot find it fails instead of skipping.

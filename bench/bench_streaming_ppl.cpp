@@ -43,7 +43,10 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; i += 2) {
     const std::string k = argv[i];
     if (i + 1 == argc) {
-      std::fprintf(stderr, "option %s needs a value\n", k.c_str());
+      std::fprintf(stderr,
+                   "option %s needs a value (options: --window N --sink N --tokens N --text "
+                   "FILE)\n",
+                   k.c_str());
       return 2;
     }
     const char* v = argv[i + 1];

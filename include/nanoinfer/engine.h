@@ -225,6 +225,9 @@ class Engine {
 // The config of the model that `options` name (with random_weights: their config file), read
 // without the weights: options can be checked against it before an Engine is built.
 ModelConfig read_model_config(const EngineOptions& options);
+// The context an Engine of these options on this model gets: max_context, or where that is 0
+// the model's positions up to 4,096.
+int resolved_max_context(const EngineOptions& options, const ModelConfig& config);
 
 // The path of the default model in the user cache (fetched by scripts/fetch_model.sh).
 std::string default_model_path();

@@ -222,7 +222,7 @@ void add_generate_command(CLI::App& app) {
   const CLI::Option* ids = cmd->add_option("--prompt-ids", a->prompt_ids,
                                            "a prompt as comma-separated token ids (repeat)")
                                ->allow_extra_args(false);
-  add_sampling_flags(*cmd, p, "tokens to generate per prompt");
+  add_sampling_flags(*cmd, p, "tokens to generate per prompt (default 128)");
   cmd->add_option("--num-beams", p.num_beams, "beam search with this many beams (1 = off)");
   cmd->add_option("--length-penalty", p.length_penalty, "beam score = logprob / length^penalty");
   cmd->add_option("--early-stopping", a->early_stopping, "beam search: true | false | never")

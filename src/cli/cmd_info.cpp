@@ -57,8 +57,8 @@ void add_info_command(CLI::App& app) {
     std::printf("bos / eos:        %d / %s\n", c.bos_token_id, eos.c_str());
     std::printf("parameters:       %lld (%.1f M)\n", static_cast<long long>(c.parameter_count()),
                 static_cast<double>(c.parameter_count()) / 1e6);
-    std::printf("weights:          %s, %lld bytes on disk\n", m.weight_format.c_str(),
-                static_cast<long long>(m.file_bytes));
+    std::printf("weights:          %s, %lld bytes of tensors in the file\n",
+                m.weight_format.c_str(), static_cast<long long>(m.file_bytes));
   });
 }
 

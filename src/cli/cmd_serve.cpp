@@ -45,10 +45,11 @@ void run_serve(ServeArgs& a) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  if (a.engine.cache_tokens == 0)  // a server's cache cannot be sized by the requests it has
-    a.engine.cache_tokens = static_cast<int>(std::min<int64_t>(
-        INT_MAX, 16 * int64_t{a.engine.max_context > 0 ? a.engine.max_context : 4096}));
   check_positions(a.engine, {{"--max-context", a.engine.max_context}});
+  if (a.engine.cache_tokens == 0) {  // a server's cache cannot be sized by the requests it has:
+    const int context = resolved_max_context(a.engine, read_model_config(a.engine));
+    a.engine.cache_tokens = static_cast<int>(std::min<int64_t>(INT_MAX, 16 * int64_t{context}));
+  }
   Engine engine(a.engine);
   const std::string name = !a.name.empty() ? a.name
                            : a.engine.model == "default"
@@ -77,7 +78,7 @@ void run_serve(ServeArgs& a) {
         std::_Exit(128 + sig);
       }
       stopping = true;
-      std::fprintf(stderr, "nanoinfer: stopping (a second Ctrl-C exits at once)\n");
+      std::fprintf(stderr, "nanoinfer: stopping (a second Ctrl-C or SIGTERM exits at once)\n");
       srv.stop();
     }
   });

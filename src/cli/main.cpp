@@ -26,6 +26,7 @@ int failed(int code) {
 int main(int argc, char** argv) {
   CLI::App app{"nanoinfer: a from-scratch inference engine for Llama-family models"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", NANOINFER_VERSION);
   nanoinfer::cli::add_generate_command(app);
   nanoinfer::cli::add_info_command(app);
   nanoinfer::cli::add_tokenize_command(app);
@@ -35,21 +36,27 @@ int main(int argc, char** argv) {
   nanoinfer::cli::add_perplexity_command(app);
   try {
     // CLI11 would only say that a subcommand is required.
-    const std::string first = argc > 1 ? argv[1] : "-";
+    const std::string first = argc > 1 ? argv[1] : "";
     const std::function<bool(const CLI::App*)> named = [&first](const CLI::App* sub) {
       return sub->get_name() == first;
     };
-    if (first[0] != '-' && std::as_const(app).get_subcommands(named).empty()) {
+    const bool top_flag = first == "-h" || first == "--help" || first == "--version";
+    if (!top_flag && std::as_const(app).get_subcommands(named).empty()) {
+      const std::string what = first.empty()     ? "a command is needed"
+                               : first[0] == '-' ? "a command comes before '" + first + "'"
+                                                 : "unknown command '" + first + "'";
       std::fprintf(stderr,
-                   "nanoinfer: unknown command '%s' (expected generate, chat, serve, bench, "
-                   "perplexity, info or tokenize)\n",
-                   argv[1]);
+                   "nanoinfer: %s (generate, chat, serve, bench, perplexity, info or tokenize; "
+                   "nanoinfer --help)\n",
+                   what.c_str());
       return failed(2);
     }
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "nanoinfer: %s\n", e.what());

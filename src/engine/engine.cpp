@@ -96,7 +96,8 @@ std::string resolve_model(const std::string& m) {
   if (m != "default") return m;
   std::string path = default_model_path();
   if (!std::filesystem::exists(path))
-    fail("the default model is not in the cache (" + path + "): run `make model` first");
+    fail("the default model is not in the cache (" + path +
+         "): `make model` in nanoinfer's source tree fetches it (scripts/fetch_model.sh)");
   return path;
 }
 
@@ -183,8 +184,7 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
     if (options.tensor_parallel) impl_->comm = make_nccl_communicator(*impl_->backend);
   }
   const ModelConfig& c = impl_->loaded.config;
-  int max_ctx =
-      options.max_context > 0 ? options.max_context : std::min(c.max_position_embeddings, 4096);
+  const int max_ctx = resolved_max_context(options, c);
   impl_->options.max_context = max_ctx;
   // A sink cache's positions stay below its size however long the text runs (it renumbers what
   // it keeps), so that size must fit the context's positions.
@@ -289,6 +289,11 @@ const GenerationStats& Engine::last_stats() const {
 ModelConfig read_model_config(const EngineOptions& options) {
   return options.random_weights ? parse_hf_config(options.config)
                                 : load_model_config(resolve_model(options.model));
+}
+
+int resolved_max_context(const EngineOptions& options, const ModelConfig& config) {
+  return options.max_context > 0 ? options.max_context
+                                 : std::min(config.max_position_embeddings, 4096);
 }
 
 const ModelConfig& Engine::config() const {

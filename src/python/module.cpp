@@ -469,10 +469,29 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
           },
           "Strings that end the text (not included in it); a str or a list")
       .def_readwrite("suppress_tokens", &SamplingParams::suppress_tokens, "Ids never generated")
-      .def_readwrite(
-          "logit_bias", &SamplingParams::logit_bias,
-          "[(id, bias)], bias in [-100, 100], added to the logit before temperature")  // [(id,
-                                                                                       // bias)]
+      // [(id, bias)], or a dict {id: bias} as the OpenAI API sends it; read back as pairs.
+      .def_property(
+          "logit_bias", [](const SamplingParams& p) { return p.logit_bias; },
+          [](SamplingParams& p, const py::object& v) {
+            if (!py::isinstance<py::dict>(v)) {
+              p.logit_bias = py::cast<std::vector<std::pair<int32_t, float>>>(v);
+              return;
+            }
+            std::vector<std::pair<int32_t, float>> bias;
+            for (const auto& [id, b] : py::reinterpret_borrow<py::dict>(v)) {
+              py::object number;
+              try {
+                number = py::int_(py::reinterpret_borrow<py::object>(id));  // ("5" too)
+              } catch (py::error_already_set&) {
+                throw py::type_error("logit_bias: keys are token ids, got " +
+                                     py::cast<std::string>(py::repr(id)));
+              }
+              bias.emplace_back(py::cast<int32_t>(number), py::cast<float>(b));
+            }
+            p.logit_bias = std::move(bias);
+          },
+          "[(id, bias)] or {id: bias}, bias in [-100, 100], added to the logit before "
+          "temperature")
       .def_readwrite("logprobs", &SamplingParams::logprobs,
                      "N >= 0: each generated token's logprob and the N (<= 20) likeliest; -1: off")
       .def_readwrite(
@@ -642,7 +661,8 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
            py::arg("pick_on_device") = d.pick_on_device, py::arg("prefix_reuse") = d.prefix_reuse,
            py::arg("random_weights") = d.random_weights, py::arg("config") = d.config,
            "Loads a model: a HF directory, a .gguf file or \"default\"; the keywords are the "
-           "CLI's engine flags")
+           "engine options (the CLI's engine flags; cuda_graphs, warmup and prefix_reuse=False "
+           "are --no-graph, --no-warmup and --no-prefix-reuse)")
       .def("generate", &generate, py::arg("prompts"), py::kw_only(), py::arg("chat") = false,
            py::arg("params") = py::none(),
            "One GenerationOutput per prompt (a str, a list of token ids or a list of chat "

@@ -7,8 +7,10 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <utility>
@@ -343,9 +345,12 @@ Server::~Server() {
 }
 
 int Server::bind(const std::string& host, int port) {
+  errno = 0;
   const bool ok =
       port == 0 ? (port = http_->bind_to_any_port(host)) > 0 : http_->bind_to_port(host, port);
-  if (!ok) fail("cannot listen on " + host + ":" + std::to_string(port));
+  if (!ok)  // (bind's errno: cpp-httplib says nothing, and closing the socket leaves errno be)
+    fail("cannot listen on " + host + ":" + std::to_string(port) +
+         (errno != 0 ? std::string(" (") + std::strerror(errno) + ")" : std::string()));
   // cpp-httplib listens with a backlog of 5: of many clients connecting at once, the others
   // would lose their connection.
   if (::listen(listen_fd_, SOMAXCONN) != 0) fail("cannot listen on " + host);

@@ -302,6 +302,23 @@ TEST(TinyEngine, OptionsOutOfRangeAreRefusedBeforeLoading) {
   EXPECT_NO_THROW(ok.validate());
 }
 
+// The context an engine gets without max_context: the model's positions up to 4,096 (what serve
+// sizes its default cache by: 16 such contexts).
+TEST(TinyEngine, TheDefaultContextIsTheModelsPositionsUpTo4096) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  const ModelConfig config = read_model_config(opt);
+  ASSERT_EQ(config.max_position_embeddings, 256);
+  EXPECT_EQ(resolved_max_context(opt, config), 256);
+  EXPECT_EQ(Engine(opt).max_context(), 256);
+  ModelConfig long_one = config;
+  long_one.max_position_embeddings = 131072;
+  EXPECT_EQ(resolved_max_context(opt, long_one), 4096);
+  opt.max_context = 100;
+  EXPECT_EQ(resolved_max_context(opt, long_one), 100);
+  EXPECT_EQ(Engine(opt).max_context(), 100);
+}
+
 std::vector<Case> cases() {
   std::vector<Case> out;
   for (const std::string& m : test::tiny_model_names())

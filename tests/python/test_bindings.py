@@ -89,6 +89,13 @@ class TinyModel(unittest.TestCase):
         out = self.engine.generate([prompt], max_new_tokens=3, ignore_eos=True,
                                    logit_bias=[(5, 100.0)])[0]
         self.assertEqual(out.token_ids, [5, 5, 5])
+        for as_dict in ({5: 100.0}, {"5": 100}):  # the OpenAI API's form too
+            params = nanoinfer.SamplingParams(max_new_tokens=3, ignore_eos=True,
+                                              logit_bias=as_dict)
+            self.assertEqual(params.logit_bias, [(5, 100.0)])
+            self.assertEqual(self.engine.generate([prompt], params=params)[0].token_ids, [5, 5, 5])
+        with self.assertRaisesRegex(TypeError, "logit_bias"):
+            nanoinfer.SamplingParams(logit_bias={"x": 1.0})
 
     def test_prompt_logprobs_score_the_prompt(self):
         case = self.ref["cases"][0]

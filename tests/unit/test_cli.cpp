@@ -73,6 +73,9 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, CliErrors,
     ::testing::Values(
         BadArgs{"unknown_command", "frobnicate", "unknown command 'frobnicate'"},
+        BadArgs{"no_command", "", "a command is needed (generate, chat,"},
+        BadArgs{"flag_before_command", "--model x generate",
+                "a command comes before '--model' (generate, chat,"},
         BadArgs{"unknown_flag", "generate --model " + kTiny + " --bogus", "--bogus"},
         BadArgs{"missing_model", "generate --model /nonexistent/m.gguf --prompt-ids 1",
                 "/nonexistent/m.gguf"},
@@ -231,6 +234,15 @@ TEST(Cli, CpuCommandsRunWithAShortOpenMpSpin) {
 }
 
 // HF's decode of the golden ids, and of no ids at all (empty text, not an encoding of "").
+TEST(Cli, VersionAndHelpExitZero) {
+  const CliRun version = run_cli("--version");
+  EXPECT_EQ(version.code, 0);
+  EXPECT_EQ(version.out, std::string(NANOINFER_VERSION) + "\n");
+  const CliRun help = run_cli("--help");
+  EXPECT_EQ(help.code, 0);
+  EXPECT_NE(help.out.find("perplexity"), std::string::npos) << help.out;
+}
+
 TEST(Cli, TokenizeDecodesIdsAndTheEmptyList) {
   std::ifstream in(test::data_path("tokenizer/golden_smollm2.json"));
   const nlohmann::json golden = nlohmann::json::parse(in);
