@@ -53,6 +53,9 @@ class Tokenizer {
   const std::vector<int32_t>& eos_ids() const;
   // The vocabulary's spelling of a token (e.g. "Ġhello", "▁hello", "<|eot_id|>").
   const std::string& piece(int32_t id) const;
+  // The bytes a token stands for in a text (" hello"; a byte token's one byte, which may be part
+  // of a UTF-8 character; a special token's spelling): the OpenAI API's logprob "bytes".
+  std::string token_bytes(int32_t id) const;
   bool is_special(int32_t id) const;
   const TokenizerModel& model() const { return *model_; }
 

@@ -1,12 +1,16 @@
 #include "server/openai.h"
 
 #include <algorithm>
+#include <array>
 #include <climits>
 #include <cmath>
+#include <cstdint>
+#include <cstdio>
 #include <random>
 #include <span>
 #include <utility>
 
+#include "tokenizer/unicode.h"
 #include "util/error.h"
 #include "util/str_cat.h"
 
@@ -155,35 +159,56 @@ json usage(std::span<const ApiRequest> choices, std::span<const GenerationOutput
 }
 
 // Characters (code points) of UTF-8 text: the completions' text_offset counts them, as the API
-// does (the length of a Python string).
+// does (the length of a Python string). A piece of a character counts where its first byte is.
+bool starts_character(char c) {
+  return (static_cast<unsigned char>(c) & 0xC0U) != 0x80U;
+}
 size_t characters(const std::string& text) {
-  return static_cast<size_t>(std::count_if(text.begin(), text.end(), [](char c) {
-    return (static_cast<unsigned char>(c) & 0xC0U) != 0x80U;
-  }));
+  return static_cast<size_t>(std::count_if(text.begin(), text.end(), starts_character));
 }
 
-// A token as text: its own decode (a piece of a UTF-8 character reads U+FFFD), or its id where
-// the model has no tokenizer.
+// A token's bytes, and its text as the API shows it: the bytes where they are whole UTF-8
+// characters, else "bytes:\xe4\xbd" (pieces of one character would all read U+FFFD, and
+// collide as top_logprobs keys); its id where the model has no tokenizer.
+std::string token_bytes(const Tokenizer* tok, int32_t id) {
+  return tok != nullptr ? tok->token_bytes(id) : std::to_string(id);
+}
 std::string token_text(const Tokenizer* tok, int32_t id) {
-  return tok != nullptr ? tok->decode(std::vector<int32_t>{id}) : std::to_string(id);
+  std::string b = token_bytes(tok, id);
+  if (is_valid_utf8(b)) return b;
+  std::string text = "bytes:";
+  for (const char c : b) {
+    std::array<char, 5> hex{};
+    std::snprintf(hex.data(), hex.size(), "\\x%02x", static_cast<unsigned char>(c));
+    text += hex.data();
+  }
+  return text;
+}
+json byte_list(const std::string& b) {
+  json out = json::array();
+  for (const char c : b) out.push_back(static_cast<unsigned char>(c));
+  return out;
 }
 
 // Logprobs of tokens (entries[i] scores ids[i]; null for a prompt's first token, which nothing
 // predicts): chat's {content: [{token, logprob, bytes, top_logprobs}]}, or the completions'
-// {tokens, token_logprobs, top_logprobs: [{token: logprob}], text_offset}, offsets counted from
-// `offset` (advanced past the tokens' text).
+// {tokens, token_logprobs, top_logprobs: [{token: logprob}] (the token itself among them, as the
+// API always returns the sampled token's), text_offset}, offsets counted in characters from
+// `offset` (advanced past the tokens' bytes) and kept within `most` characters.
 json logprobs_of(bool chat, std::span<const int32_t> ids,
                  std::span<const TokenLogprobs* const> entries, const Tokenizer* tok,
-                 size_t& offset) {
+                 size_t& offset, size_t most = SIZE_MAX) {
   if (chat) {
     json content = json::array();
     for (size_t i = 0; i < ids.size(); ++i) {
       json top = json::array();
       for (const auto& [t, lp] : entries[i]->top)
-        top.push_back({{"token", token_text(tok, t)}, {"logprob", lp}, {"bytes", nullptr}});
+        top.push_back({{"token", token_text(tok, t)},
+                       {"logprob", lp},
+                       {"bytes", byte_list(token_bytes(tok, t))}});
       content.push_back({{"token", token_text(tok, ids[i])},
                          {"logprob", entries[i]->logprob},
-                         {"bytes", nullptr},
+                         {"bytes", byte_list(token_bytes(tok, ids[i]))},
                          {"top_logprobs", top}});
     }
     return {{"content", content}};
@@ -192,21 +217,30 @@ json logprobs_of(bool chat, std::span<const int32_t> ids,
        offsets = json::array();
   for (size_t i = 0; i < ids.size(); ++i) {
     const TokenLogprobs* lp = entries[i];
-    const std::string text = token_text(tok, ids[i]);
+    const std::string text = token_text(tok, ids[i]), bytes = token_bytes(tok, ids[i]);
     tokens.push_back(text);
     json alternatives = json::object();
-    if (lp != nullptr)
-      for (const auto& [t, v] : lp->top)  // (best first: where texts coincide, e.g. pieces of
-        alternatives.emplace(token_text(tok, t), v);  // characters, the likeliest keeps the key)
+    if (lp != nullptr) {
+      for (const auto& [t, v] : lp->top)  // (best first: where texts coincide, the likeliest
+        alternatives.emplace(token_text(tok, t), v);  // keeps the key)
+      alternatives.emplace(text, lp->logprob);
+    }
     token_logprobs.push_back(lp != nullptr ? json(lp->logprob) : json(nullptr));
     top.push_back(lp != nullptr ? alternatives : json(nullptr));
-    offsets.push_back(offset);
-    offset += characters(text);
+    const size_t within = offset > 0 && !bytes.empty() && !starts_character(bytes[0]) ? 1 : 0;
+    offsets.push_back(std::min(offset - within, most));
+    offset += characters(bytes);
   }
   return {{"tokens", tokens},
           {"token_logprobs", token_logprobs},
           {"top_logprobs", top},
           {"text_offset", offsets}};
+}
+
+// The tokens of a choice that have logprobs: all but an EOS that ended it (it is not part of the
+// text; the API leaves it out).
+size_t scored(const ApiRequest& r, const GenerationOutput& out, size_t tokens) {
+  return tokens > 0 && !r.score_only && out.finish_reason == "eos" ? tokens - 1 : tokens;
 }
 
 // A whole choice's logprobs: the prompt's first when echoed (completions), then every returned
@@ -220,12 +254,13 @@ json logprobs(const ApiRequest& r, const GenerationOutput& out, const Tokenizer*
       entries.push_back(i > 0 ? &out.prompt_logprobs.at(i - 1) : nullptr);
     }
   }
-  for (size_t i = 0; i < returned(r, out); ++i) {
+  for (size_t i = 0; i < scored(r, out, returned(r, out)); ++i) {
     ids.push_back(out.token_ids[i]);
     entries.push_back(&out.logprobs.at(i));
   }
   size_t offset = 0;
-  return logprobs_of(r.chat, ids, entries, tok, offset);
+  return logprobs_of(r.chat, ids, entries, tok, offset,
+                     characters(r.prompt_text) + (r.score_only ? 0 : characters(out.text)));
 }
 
 }  // namespace
@@ -273,11 +308,12 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
   }
   p.temperature = 1.0F;  // the API's default
   p.max_new_tokens = chat ? 512 : 16;
-  bool max_given = false;
+  std::string max_key;  // the field that set it, if one did
   for (const char* key : {"max_tokens", "max_completion_tokens"}) {
-    max_given = max_given || (body.contains(key) && !body[key].is_null());
+    if (body.contains(key) && !body[key].is_null()) max_key = key;
     take_int(body, key, p.max_new_tokens, r.echo ? 0 : 1, INT_MAX);
   }
+  const bool max_given = !max_key.empty();
   if (p.max_new_tokens == 0 && r.echo) {  // the prompt alone, scored
     r.score_only = true;
     p.max_new_tokens = 1;
@@ -292,11 +328,16 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
   // Without a seed, a fresh one each request (the API's); with one, the same tokens each time.
   // The API's seed is a signed 64-bit integer: a negative one is a seed like the others.
   p.seed = std::random_device()();
-  if (body.contains("seed") && body["seed"].is_number_integer() &&
-      !body["seed"].is_number_unsigned())
-    p.seed = static_cast<uint64_t>(body["seed"].get<int64_t>());
-  else
-    take_int(body, "seed", p.seed, uint64_t{0}, UINT64_MAX);
+  if (body.contains("seed") && !body["seed"].is_null()) {
+    const json& v = body["seed"];
+    if (v.is_number_unsigned())
+      p.seed = v.get<uint64_t>();
+    else if (v.is_number_integer())
+      p.seed = static_cast<uint64_t>(v.get<int64_t>());
+    else  // (a whole number too large for 64 bits reads as a float: refused too)
+      fail("'seed' must be an integer in [-2^63, 2^64 - 1], got " +
+           v.dump(-1, ' ', false, json::error_handler_t::replace));
+  }
   take(body, "ignore_eos", p.ignore_eos);
   if (body.contains("logit_bias") && !body["logit_bias"].is_null()) {
     if (!body["logit_bias"].is_object())
@@ -352,11 +393,14 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
           request_limit < engine.max_context()
               ? str_cat("this server's KV cache of ", request_limit, " tokens")
               : str_cat("the context of ", request_limit, " positions");
+      // (OpenAI's code and parameter for it, which clients and wrappers recognise)
       if (max_given && !r.score_only)
-        fail(str_cat("prompt (", n, " tokens) + max_tokens (", c.request.params.max_new_tokens,
-                     ") exceeds ", limit));
-      fail(str_cat("prompt (", n, " tokens) leaves no room for ",
-                   r.score_only ? "scoring" : "a new token", " in ", limit));
+        throw ApiError(str_cat("prompt (", n, " tokens) + ", max_key, " (",
+                               c.request.params.max_new_tokens, ") exceeds ", limit),
+                       "context_length_exceeded", max_key);
+      throw ApiError(str_cat("prompt (", n, " tokens) leaves no room for ",
+                             r.score_only ? "scoring" : "a new token", " in ", limit),
+                     "context_length_exceeded", chat ? "messages" : "prompt");
     }
     for (int i = 0; i < r.n; ++i) {
       choices.push_back(c);
@@ -398,8 +442,10 @@ json chunk(const ApiRequest& r, const ResponseId& id, size_t index, const std::s
   if (r.request.params.logprobs >= 0) {
     NI_ASSERT(entries.size() == ids.size());
     std::vector<const TokenLogprobs*> e;
-    for (const TokenLogprobs& x : entries) e.push_back(&x);
-    lp = logprobs_of(r.chat, ids, e, tok, text_offset);
+    // (the last chunk's: not an EOS that ended the choice)
+    const size_t n = finish_reason == "eos" && !ids.empty() ? ids.size() - 1 : ids.size();
+    for (size_t i = 0; i < n; ++i) e.push_back(&entries[i]);
+    lp = logprobs_of(r.chat, ids.first(n), e, tok, text_offset);
   }
   if (r.chat) {
     json delta = json::object();
@@ -428,8 +474,13 @@ json usage_chunk(std::span<const ApiRequest> reqs, const ResponseId& id,
           {"usage", usage(reqs, outs)}};
 }
 
-json error_body(const std::string& message, const std::string& type) {
-  return {{"error", {{"message", message}, {"type", type}, {"code", nullptr}}}};
+json error_body(const std::string& message, const std::string& type, const std::string& code,
+                const std::string& param) {
+  return {{"error",
+           {{"message", message},
+            {"type", type},
+            {"code", code.empty() ? json(nullptr) : json(code)},
+            {"param", param.empty() ? json(nullptr) : json(param)}}}};
 }
 
 }  // namespace nanoinfer::server

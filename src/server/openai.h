@@ -9,12 +9,22 @@
 #include <nlohmann/json.hpp>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "nanoinfer/engine.h"
+#include "nanoinfer/error.h"
 #include "nanoinfer/tokenizer.h"
 
 namespace nanoinfer::server {
+
+// A refusal the API names by a code and the field at fault (context_length_exceeded, max_tokens).
+class ApiError : public Error {
+ public:
+  ApiError(const std::string& what, std::string code, std::string param)
+      : Error(what), code(std::move(code)), param(std::move(param)) {}
+  std::string code, param;
+};
 
 struct ApiRequest {
   bool chat = false;
@@ -68,7 +78,8 @@ nlohmann::json chunk(const ApiRequest& r, const ResponseId& id, size_t index,
 // its choices (as response()'s).
 nlohmann::json usage_chunk(std::span<const ApiRequest> reqs, const ResponseId& id,
                            std::span<const GenerationOutput> outs);
-// {"error": {"message", "type", "code"}}.
-nlohmann::json error_body(const std::string& message, const std::string& type);
+// {"error": {"message", "type", "code", "param"}} (code and param null unless given).
+nlohmann::json error_body(const std::string& message, const std::string& type,
+                          const std::string& code = "", const std::string& param = "");
 
 }  // namespace nanoinfer::server

@@ -70,9 +70,10 @@ std::string text(const json& j) {
 }
 
 void reply_error(httplib::Response& res, int status, const std::string& message,
-                 const std::string& type) {
+                 const std::string& type, const std::string& code = "",
+                 const std::string& param = "") {
   res.status = status;
-  res.set_content(text(error_body(message, type)), "application/json");
+  res.set_content(text(error_body(message, type, code, param)), "application/json");
 }
 
 // A job's error: the request's own fault (400), or the server's (the engine failed: 500; it is
@@ -181,6 +182,8 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
       } catch (const json::exception& e) {
         return reply_error(res, 400, std::string("the body is not JSON: ") + e.what(),
                            "invalid_request_error");
+      } catch (const ApiError& e) {
+        return reply_error(res, 400, e.what(), "invalid_request_error", e.code, e.param);
       } catch (const Error& e) {
         return reply_error(res, 400, e.what(), "invalid_request_error");
       }

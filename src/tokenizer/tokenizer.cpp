@@ -37,6 +37,12 @@ const std::vector<int32_t>& Tokenizer::eos_ids() const {
   return model_->eos_ids;
 }
 
+std::string Tokenizer::token_bytes(int32_t id) const {
+  piece(id);  // (the id checked)
+  return model_->byte_value[id] >= 0 ? std::string(1, static_cast<char>(model_->byte_value[id]))
+                                     : model_->token_text[id];
+}
+
 const std::string& Tokenizer::piece(int32_t id) const {
   if (id < 0 || id >= vocab_size()) {
     fail("token id " + std::to_string(id) + " is outside the vocabulary (size " +

@@ -287,7 +287,8 @@ TEST_F(ServerTest, LogprobsInTheFormOfEachEndpoint) {
                           {"logprobs", true},
                           {"top_logprobs", 2}});
   const json& content = chat["choices"][0]["logprobs"]["content"];
-  ASSERT_EQ(content.size(), chat["choices"][0]["token_ids"].size());
+  ASSERT_EQ(content.size(), chat["choices"][0]["token_ids"].size() -
+                                (chat["choices"][0]["finish_reason"] == "stop" ? 1 : 0));
   for (const json& t : content) {
     ASSERT_EQ(t["top_logprobs"].size(), 2U);
     EXPECT_EQ(t["logprob"], t["top_logprobs"][0]["logprob"]);  // greedy: the most likely
@@ -296,6 +297,63 @@ TEST_F(ServerTest, LogprobsInTheFormOfEachEndpoint) {
   EXPECT_TRUE(
       post("/v1/completions", {{"prompt", ids}, {"max_tokens", 2}})["choices"][0]["logprobs"]
           .is_null());
+}
+
+// Every entry names its token's bytes (chat's "bytes"; a completions token that is a piece of a
+// character reads "bytes:\xf0", so that pieces do not all read U+FFFD), the completions' top
+// entries always hold the sampled token (the API's "up to logprobs + 1"), and offsets stay
+// within the text.
+TEST_F(ServerTest, LogprobsNameEveryByteAndTheSampledToken) {
+  const Tokenizer& tok = *serving_->tokenizer();
+  int32_t lead = -1;  // the token of the byte 0xF0, which starts a 4-byte character
+  for (int32_t id = 0; id < tok.vocab_size() && lead < 0; ++id)
+    if (tok.token_bytes(id) == "\xF0") lead = id;
+  ASSERT_GE(lead, 0);
+  const json bias = {{std::to_string(lead), 100}};
+  const json chat = post("/v1/chat/completions",
+                         {{"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})},
+                          {"max_tokens", 2},
+                          {"logprobs", true},
+                          {"top_logprobs", 1},
+                          {"logit_bias", bias}})["choices"][0]["logprobs"]["content"];
+  ASSERT_EQ(chat.size(), 2U) << chat;
+  for (const json& t : chat) {
+    EXPECT_EQ(t["token"], "bytes:\\xf0") << t;
+    EXPECT_EQ(t["bytes"], json::array({0xF0})) << t;
+    // (the likeliest under the model, before the bias: its bytes spell its token)
+    const json& best = t["top_logprobs"][0];
+    std::string spelled;
+    for (const json& b : best["bytes"]) spelled += static_cast<char>(b.get<int>());
+    if (best["token"].get<std::string>().rfind("bytes:", 0) != 0) {
+      EXPECT_EQ(spelled, best["token"]);
+    }
+  }
+  const json text = post(
+      "/v1/completions",
+      {{"prompt", "Hi"}, {"max_tokens", 3}, {"logprobs", 0}, {"logit_bias", bias}})["choices"][0];
+  const json& lp = text["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), 3U) << lp;
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(lp["tokens"][i], "bytes:\\xf0") << lp;
+    EXPECT_EQ(lp["top_logprobs"][i], json({{"bytes:\\xf0", lp["token_logprobs"][i]}})) << lp;
+    EXPECT_LE(lp["text_offset"][i].get<size_t>(),
+              static_cast<size_t>(std::count_if(
+                  text["text"].get<std::string>().begin(), text["text"].get<std::string>().end(),
+                  [](char c) { return (static_cast<unsigned char>(c) & 0xC0U) != 0x80U; })))
+        << text;
+  }
+  // Sampled at a high temperature, tokens outside the one likeliest are still among their tops.
+  const json sampled = post("/v1/completions", {{"prompt", "Once upon a time"},
+                                                {"max_tokens", 12},
+                                                {"temperature", 1.5},
+                                                {"seed", 3},
+                                                {"logprobs", 1}})["choices"][0]["logprobs"];
+  for (size_t i = 0; i < sampled["tokens"].size(); ++i) {
+    const json& top = sampled["top_logprobs"][i];
+    EXPECT_LE(top.size(), 2U);
+    ASSERT_TRUE(top.contains(sampled["tokens"][i].get<std::string>())) << sampled;
+    EXPECT_EQ(top[sampled["tokens"][i].get<std::string>()], sampled["token_logprobs"][i]);
+  }
 }
 
 // echo: the text and the logprobs start with the prompt's (the engine's prompt_logprobs, the
@@ -562,8 +620,9 @@ TEST_F(ServerTest, StreamAddsUpToTheWholeResponse) {
 
 // logprobs in streams: the chunks' entries, one list after another, are the whole response's in
 // the endpoint's form (the completions' text_offset counts across chunks), and so are their
-// token ids; a request ended by its EOS (forced here by logit_bias) gets the EOS id and its entry
-// in the last chunk, where no token callback announced it.
+// token ids; a request ended by its EOS (forced here by logit_bias) gets the EOS id in the last
+// chunk, where no token callback announced it, and no logprob entry for it (not part of the text,
+// as the API leaves it out).
 TEST_F(ServerTest, StreamedLogprobsAddUpToTheWholeResponse) {
   const int eos = serving_->config().eos_token_ids.at(0);
   const json user = json::array({{{"role", "user"}, {"content", "Once upon a time"}}});
@@ -590,12 +649,17 @@ TEST_F(ServerTest, StreamedLogprobsAddUpToTheWholeResponse) {
       for (const auto& t : c["token_ids"]) ids.push_back(t);
       ASSERT_TRUE(c["logprobs"].is_object()) << line;
       for (const auto& [key, list] : c["logprobs"].items())
-        for (const auto& x : list) got[key].push_back(x);
+        for (const auto& x : list.is_array() ? list : json::array()) {
+          got[key].push_back(x);
+        }
+      for (const auto& [key, list] : c["logprobs"].items())
+        if (!got.contains(key)) got[key] = json::array();
     }
     EXPECT_EQ(ids, whole["token_ids"].get<std::vector<int32_t>>());
     EXPECT_EQ(got, whole["logprobs"]);
     if (body.contains("logit_bias")) {
       EXPECT_EQ(ids, std::vector<int32_t>{eos});
+      EXPECT_EQ(whole["logprobs"]["tokens"], json::array());
     }
   }
 }
@@ -657,11 +721,24 @@ TEST_F(ServerTest, WithoutMaxTokensTheDefaultFitsTheContext) {
   EXPECT_EQ(over_cache,
             "prompt (1 tokens) + max_tokens (200) exceeds this server's KV cache of "
             "112 tokens");
+  // ... with OpenAI's code and the field, which clients and wrappers recognise.
+  const json error = post("/v1/chat/completions",
+                          {{"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})},
+                           {"max_completion_tokens", 500}},
+                          400)["error"];
+  EXPECT_EQ(error["code"], "context_length_exceeded");
+  EXPECT_EQ(error["param"], "max_completion_tokens");
+  EXPECT_NE(error["message"].get<std::string>().find("+ max_completion_tokens (500) exceeds"),
+            std::string::npos)
+      << error;
   const std::string full =
       post("/v1/completions", {{"prompt", std::vector<int32_t>(112, 7)}}, 400)["error"]["message"];
   EXPECT_EQ(full,
             "prompt (112 tokens) leaves no room for a new token in this server's KV cache "
             "of 112 tokens");
+  EXPECT_EQ(
+      post("/v1/completions", {{"prompt", std::vector<int32_t>(112, 7)}}, 400)["error"]["param"],
+      "prompt");
 }
 
 // Clients at once are all in the running batch, beyond cpp-httplib's default pool (cores - 1, at
@@ -1034,7 +1111,7 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
       {{{"logprobs", 4294967297}}, "'logprobs' must be an integer in [0, 20], got 4294967297"},
       {{{"top_k", -1}, {"temperature", 1}},
        "'top_k' must be an integer in [0, 2147483647], got -1"},
-      {{{"seed", 1.5}}, "'seed' must be an integer in [0, 18446744073709551615], got 1.5"}};
+      {{{"seed", 1.5}}, "'seed' must be an integer in [-2^63, 2^64 - 1], got 1.5"}};
   for (const auto& [fields, want] : integers) {
     json body = fields;
     body["prompt"] = "x";
