@@ -51,7 +51,8 @@ struct ApiRequest {
 // the API's terms.
 std::vector<ApiRequest> parse_request(const nlohmann::json& body, bool chat, const Engine& engine);
 
-// Response identity: "cmpl-<n>" / "chatcmpl-<n>", the model's name, the creation time.
+// Response identity: "cmpl-<n>" / "chatcmpl-<n>" (n counts from a random start, so that ids do
+// not repeat across restarts), the model's name, the creation time.
 struct ResponseId {
   std::string id;
   std::string model;

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <random>
 #include <utility>
 #include <vector>
 
@@ -125,7 +126,8 @@ bool hung_up(int fd) {
 Server::Server(Engine& engine, std::string model_name, int http_threads)
     : engine_(engine),
       model_name_(std::move(model_name)),
-      http_(std::make_unique<httplib::Server>()) {
+      http_(std::make_unique<httplib::Server>()),
+      next_id_(uint64_t{std::random_device()()} << 16U) {
   if (http_threads < 1 || http_threads > kMaxHttpThreads)
     fail("the server's HTTP threads must be 1 to " + std::to_string(kMaxHttpThreads) + ", not " +
          std::to_string(http_threads));
@@ -144,8 +146,12 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
   http_->Get("/health", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("{\"status\":\"ok\"}", "application/json");
   });
-  const json model = {
-      {"id", model_name_}, {"object", "model"}, {"created", 0}, {"owned_by", "nanoinfer"}};
+  const json model = {{"id", model_name_},
+                      {"object", "model"},
+                      {"created", std::chrono::duration_cast<std::chrono::seconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count()},  // (loaded when the server starts)
+                      {"owned_by", "nanoinfer"}};
   http_->Get("/v1/models", [model](const httplib::Request&, httplib::Response& res) {
     res.set_content(json{{"object", "list"}, {"data", json::array({model})}}.dump(),
                     "application/json");

@@ -63,8 +63,8 @@ class Server {
   bool stopping_ = false;
   int listen_fd_ = -1;                  // the listening socket
   std::atomic<bool> listening_{false};  // run() is in (or about to enter) the HTTP loop
-  std::string broken_;  // set when a step failed: every later request gets this error
-  std::atomic<uint64_t> next_id_{0};
+  std::string broken_;             // set when a step failed: every later request gets this error
+  std::atomic<uint64_t> next_id_;  // from a random start: ids differ across restarts
   std::atomic<uint64_t> stopped_by_client_{0};
   std::atomic<size_t> peak_requests_{0};
   std::thread engine_thread_;

@@ -159,6 +159,12 @@ TEST_F(ServerTest, ModelsAndHealth) {
   const httplib::Result m = client().Get("/v1/models");
   ASSERT_TRUE(m);
   EXPECT_EQ(json::parse(m->body)["data"][0]["id"], "tiny");
+  EXPECT_GT(json::parse(m->body)["data"][0]["created"].get<int64_t>(), 1'700'000'000);
+  // Response ids do not repeat when the server starts again (they counted from 0 each time).
+  const json body = {{"prompt", "x"}, {"max_tokens", 1}};
+  const std::string first = post("/v1/completions", body)["id"];
+  start(model_options(), server::Server::kHttpThreads);
+  EXPECT_NE(post("/v1/completions", body)["id"], first);
   // What cpp-httplib answers itself is a JSON error too: no such path (404), or a known path
   // asked with another method (405).
   const httplib::Result missing = client().Get("/v1/nothing");
