@@ -104,6 +104,10 @@ std::vector<int32_t> chat_ids(const json& messages, const Tokenizer* tok) {
       fail("each message needs a 'role' and a text 'content'");
     std::string role = m["role"].get<std::string>();
     if (role == "developer") role = "system";  // (the API's newer name for the system role)
+    // (the template would drop them: the model would read another conversation)
+    for (const char* key : {"tool_calls", "function_call"})
+      if (m.contains(key) && !m[key].is_null() && !(m[key].is_array() && m[key].empty()))
+        fail(std::string("a message's '") + key + "': tool and function calls are not served");
     chat.push_back({role, content_text(m["content"])});
   }
   // A chat template already holds the special tokens it needs.

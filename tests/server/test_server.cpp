@@ -1016,6 +1016,12 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
   const std::string too_long = message({{"prompt", "x"}, {"max_tokens", 1000}});
   EXPECT_EQ(too_long.rfind("prompt (", 0), 0U) << too_long;
   EXPECT_NE(too_long.find("exceeds the context"), std::string::npos) << too_long;
+  EXPECT_EQ(post("/v1/chat/completions",
+                 {{"messages", json::array({{{"role", "assistant"},
+                                             {"content", nullptr},
+                                             {"tool_calls", json::array({{{"id", "c1"}}})}}})}},
+                 400)["error"]["message"],
+            "a message's 'tool_calls': tool and function calls are not served");
   EXPECT_NE(message({{"prompt", "x"}, {"stream_options", true}}).find("'stream_options'"),
             std::string::npos);
   EXPECT_NE(
