@@ -44,6 +44,4 @@ std::vector<int32_t> parse_ids(const std::string& list, const std::string& flag)
 // A file's bytes; throws Error "PATH: cannot read WHAT" (missing, a directory, unreadable).
 std::string read_file(const std::string& path, const std::string& what);
 
-// (check_positions, which the commands call before an Engine is built: nanoinfer/engine.h)
-
 }  // namespace nanoinfer::cli

@@ -109,6 +109,10 @@ void check_request(const RunContext& ctx, const GenerationRequest& r, const std:
   } catch (const Error& e) {
     fail(head + e.what());
   }
+  for (int32_t id : r.params.eos_token_ids)  // (an EOS beyond the vocabulary could never end it)
+    if (id >= c.vocab_size)
+      fail(head + "eos_token_ids: id " + std::to_string(id) + " is outside the vocabulary of " +
+           std::to_string(c.vocab_size));
   std::vector<int32_t> suppressed = r.params.suppress_tokens;
   std::sort(suppressed.begin(), suppressed.end());
   if (std::unique(suppressed.begin(), suppressed.end()) - suppressed.begin() == c.vocab_size)

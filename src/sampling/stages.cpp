@@ -140,7 +140,6 @@ void check_token_ids(const SamplingParams& params, int32_t vocab) {
   };
   for (int32_t t : params.suppress_tokens) check("suppress_tokens", t);
   for (const auto& [t, b] : params.logit_bias) check("logit_bias", t);
-  for (int32_t t : params.eos_token_ids) check("eos_token_ids", t);  // (could never end a text)
 }
 
 std::span<const ProcessorStage> processor_stages() {

@@ -40,7 +40,7 @@ struct SelectorStage {
 std::span<const ProcessorStage> processor_stages();
 // The first stage that handles a row selects its token.
 std::span<const SelectorStage> selector_stages();
-// Fails (with the id) when a suppressed, biased or EOS token is outside the vocabulary.
+// Fails (with the id) when a suppressed or biased token is outside the vocabulary.
 void check_token_ids(const SamplingParams& params, int32_t vocab);
 
 }  // namespace nanoinfer::sampling

@@ -177,8 +177,7 @@ size_t characters(const std::string& text) {
 std::string token_bytes(const Tokenizer* tok, int32_t id) {
   return tok != nullptr ? tok->token_bytes(id) : std::to_string(id);
 }
-std::string token_text(const Tokenizer* tok, int32_t id) {
-  std::string b = token_bytes(tok, id);
+std::string token_text(const std::string& b) {
   if (is_valid_utf8(b)) return b;
   std::string text = "bytes:";
   for (const char c : b) {
@@ -206,13 +205,14 @@ json logprobs_of(bool chat, std::span<const int32_t> ids,
     json content = json::array();
     for (size_t i = 0; i < ids.size(); ++i) {
       json top = json::array();
-      for (const auto& [t, lp] : entries[i]->top)
-        top.push_back({{"token", token_text(tok, t)},
-                       {"logprob", lp},
-                       {"bytes", byte_list(token_bytes(tok, t))}});
-      content.push_back({{"token", token_text(tok, ids[i])},
+      for (const auto& [t, lp] : entries[i]->top) {
+        const std::string b = token_bytes(tok, t);
+        top.push_back({{"token", token_text(b)}, {"logprob", lp}, {"bytes", byte_list(b)}});
+      }
+      const std::string b = token_bytes(tok, ids[i]);
+      content.push_back({{"token", token_text(b)},
                          {"logprob", entries[i]->logprob},
-                         {"bytes", byte_list(token_bytes(tok, ids[i]))},
+                         {"bytes", byte_list(b)},
                          {"top_logprobs", top}});
     }
     return {{"content", content}};
@@ -221,12 +221,12 @@ json logprobs_of(bool chat, std::span<const int32_t> ids,
        offsets = json::array();
   for (size_t i = 0; i < ids.size(); ++i) {
     const TokenLogprobs* lp = entries[i];
-    const std::string text = token_text(tok, ids[i]), bytes = token_bytes(tok, ids[i]);
+    const std::string bytes = token_bytes(tok, ids[i]), text = token_text(bytes);
     tokens.push_back(text);
     json alternatives = json::object();
     if (lp != nullptr) {
       for (const auto& [t, v] : lp->top)  // (best first: where texts coincide, the likeliest
-        alternatives.emplace(token_text(tok, t), v);  // keeps the key)
+        alternatives.emplace(token_text(token_bytes(tok, t)), v);  // keeps the key)
       alternatives.emplace(text, lp->logprob);
     }
     token_logprobs.push_back(lp != nullptr ? json(lp->logprob) : json(nullptr));
@@ -241,10 +241,10 @@ json logprobs_of(bool chat, std::span<const int32_t> ids,
           {"text_offset", offsets}};
 }
 
-// The tokens of a choice that have logprobs: all but an EOS that ended it (it is not part of the
-// text; the API leaves it out).
-size_t scored(const ApiRequest& r, const GenerationOutput& out, size_t tokens) {
-  return tokens > 0 && !r.score_only && out.finish_reason == "eos" ? tokens - 1 : tokens;
+// Of a choice's last `tokens`, those that have logprobs: all but an EOS that ended it (it is not
+// part of the text; the API leaves it out).
+size_t scored(const std::string& finish_reason, size_t tokens) {
+  return finish_reason == "eos" && tokens > 0 ? tokens - 1 : tokens;
 }
 
 // A whole choice's logprobs: the prompt's first when echoed (completions), then every returned
@@ -258,7 +258,7 @@ json logprobs(const ApiRequest& r, const GenerationOutput& out, const Tokenizer*
       entries.push_back(i > 0 ? &out.prompt_logprobs.at(i - 1) : nullptr);
     }
   }
-  for (size_t i = 0; i < scored(r, out, returned(r, out)); ++i) {
+  for (size_t i = 0; i < scored(out.finish_reason, returned(r, out)); ++i) {
     ids.push_back(out.token_ids[i]);
     entries.push_back(&out.logprobs.at(i));
   }
@@ -446,8 +446,7 @@ json chunk(const ApiRequest& r, const ResponseId& id, size_t index, const std::s
   if (r.request.params.logprobs >= 0) {
     NI_ASSERT(entries.size() == ids.size());
     std::vector<const TokenLogprobs*> e;
-    // (the last chunk's: not an EOS that ended the choice)
-    const size_t n = finish_reason == "eos" && !ids.empty() ? ids.size() - 1 : ids.size();
+    const size_t n = scored(finish_reason, ids.size());  // (the last chunk's: not its EOS)
     for (size_t i = 0; i < n; ++i) e.push_back(&entries[i]);
     lp = logprobs_of(r.chat, ids.first(n), e, tok, text_offset);
   }
