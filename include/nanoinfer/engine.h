@@ -22,7 +22,10 @@ namespace nanoinfer {
 struct EngineOptions {
   std::string model;            // HF directory, .gguf file, or "default"
   std::string backend = "cpu";  // "cpu" | "cuda"
-  int max_context = 0;          // positions per sequence; 0 = min(model maximum, 4096)
+  // Positions per sequence; 0 = min(model maximum, 4096). More than the model's positions is
+  // taken (RoPE's table is computed to any length; tests run tiny models so); the CLI and Python
+  // refuse it (check_positions).
+  int max_context = 0;
   // KV cache slots in all; 0 = enough for every request of a call at once. Smaller: continuous
   // batching, requests start in order as the blocks of their whole life (prompt + max new tokens)
   // free up, and finished ones give theirs back at once.

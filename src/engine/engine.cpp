@@ -215,8 +215,8 @@ void Engine::Impl::warm_up(Engine& engine) {
   if (lengths.empty()) return;
   const auto w0 = std::chrono::steady_clock::now();
   const int max_ctx = options.max_context, bs = options.block_size;
-  const int blocks = options.cache_tokens > 0 ? options.cache_tokens / bs : INT_MAX;
-  auto fits = [&](int tokens) { return tokens <= max_ctx && (tokens + bs - 1) / bs <= blocks; };
+  const int64_t blocks = options.cache_tokens > 0 ? blocks_of(options.cache_tokens, bs) : INT_MAX;
+  auto fits = [&](int tokens) { return tokens <= max_ctx && blocks_of(tokens, bs) <= blocks; };
   auto request = [](int prompt, int new_tokens) {
     GenerationRequest r;
     r.prompt_ids.assign(static_cast<size_t>(prompt), 0);
@@ -234,8 +234,7 @@ void Engine::Impl::warm_up(Engine& engine) {
   // One-token prompts: the LM head of several rows (the prompts above give it one), whose first
   // product costs 40-65 ms (8B shapes, H200). As many as a fixed cache holds (each needs the
   // blocks of 2 tokens: two when a block holds one).
-  const int per_request = (2 + bs - 1) / bs;
-  const int batch = std::min(16, blocks / per_request);
+  const int batch = static_cast<int>(std::min<int64_t>(16, blocks / blocks_of(2, bs)));
   if (batch > 1 && fits(2))
     engine.generate(std::vector<GenerationRequest>(static_cast<size_t>(batch), request(1, 1)));
   if (fits(3)) engine.generate({request(1, 3)});
@@ -317,8 +316,8 @@ int Engine::request_limit() const {
   const EngineOptions& o = impl_->options;
   if (impl_->sink_size() > 0) return 0;
   if (o.cache_tokens <= 0) return o.max_context;
-  const int64_t cache = (int64_t{o.cache_tokens} + o.block_size - 1) / o.block_size * o.block_size;
-  return static_cast<int>(std::min<int64_t>(o.max_context, cache));
+  return static_cast<int>(
+      std::min<int64_t>(o.max_context, blocks_of(o.cache_tokens, o.block_size) * o.block_size));
 }
 
 const Tokenizer* Engine::tokenizer() const {
@@ -414,16 +413,13 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
     return {};
   }
   const RunContext ctx = run_context();
-  const int bs = options.block_size;
   // Blocks: every sequence at full length (a sink cache's: its size at most), beams twice over
   // (reordering).
   int64_t need = 0;
   for (size_t i = 0; i < requests.size(); ++i) {
     const GenerationRequest& r = requests[i];
     check_request(ctx, r, "request " + std::to_string(i));
-    int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_new_tokens;
-    if (ctx.evicting_capacity > 0) total = std::min<int64_t>(total, ctx.evicting_capacity);
-    need += (total + bs - 1) / bs * (r.params.num_beams > 1 ? 2 * r.params.num_beams + 1 : 1);
+    need += lifetime_blocks(r, ctx.evicting_capacity, options.block_size);
   }
   KvCache& cache = cache_for(cache_options(need));
   stats = GenerationStats{};
@@ -454,8 +450,8 @@ KvCacheOptions Engine::Impl::cache_options(int64_t need_blocks) const {
   const int bs = options.block_size;
   KvCacheOptions kv;
   kv.block_size = bs;
-  kv.num_blocks = static_cast<int>(
-      options.cache_tokens > 0 ? (int64_t{options.cache_tokens} + bs - 1) / bs : need_blocks);
+  kv.num_blocks = static_cast<int>(options.cache_tokens > 0 ? blocks_of(options.cache_tokens, bs)
+                                                            : need_blocks);
   kv.rope = rope_policy(options);
   kv.sink_tokens = options.sink_tokens;
   kv.window = options.window;
@@ -470,8 +466,7 @@ size_t Engine::submit(const GenerationRequest& request, TokenCallback on_token,
     // A cache that stays: cache_tokens slots, or 16 sequences of the full context.
     const int64_t slots =
         m.options.cache_tokens > 0 ? m.options.cache_tokens : 16 * int64_t{m.options.max_context};
-    KvCache& cache =
-        m.cache_for(m.cache_options((slots + m.options.block_size - 1) / m.options.block_size));
+    KvCache& cache = m.cache_for(m.cache_options(blocks_of(slots, m.options.block_size)));
     m.online_stats = GenerationStats{};
     m.online_ctx = std::make_unique<RunContext>(m.run_context());
     m.online = std::make_unique<Run>(*m.online_ctx, cache, m.online_stats, false, m.submitted);

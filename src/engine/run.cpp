@@ -155,15 +155,16 @@ size_t Run::add(const GenerationRequest& r, TokenCallback on_token, DoneCallback
          std::to_string(most) +
          " new tokens a step: a sink cache takes a prompt in one step (fed in chunks, the later "
          "ones would evict the first)");
-  // The request reserves the blocks of its whole life, in the cache's own blocks (at most a sink
-  // cache's entries), beams twice over plus the prompt (forks).
-  const int bs = cache_.block_size();
-  int64_t len = static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_new_tokens;
-  if (const int64_t most = cache_.policy().capacity(); most > 0) len = std::min(len, most);
-  const size_t id = sched_.add(
-      (len + bs - 1) / bs * (r.params.num_beams > 1 ? 2 * r.params.num_beams + 1 : 1), who);
+  const size_t id =
+      sched_.add(lifetime_blocks(r, cache_.policy().capacity(), cache_.block_size()), who);
   requests_.emplace(id, Entry{r, std::move(on_token), std::move(on_done)});
   return id;
+}
+
+int64_t lifetime_blocks(const GenerationRequest& r, int64_t capacity, int block_size) {
+  int64_t len = static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_new_tokens;
+  if (capacity > 0) len = std::min(len, capacity);
+  return blocks_of(len, block_size) * (r.params.num_beams > 1 ? 2 * r.params.num_beams + 1 : 1);
 }
 
 bool Run::waits_for_prefix(int64_t id) const {

@@ -42,6 +42,14 @@ struct RunContext {
 // requests; empty for a request submitted alone).
 void check_request(const RunContext& ctx, const GenerationRequest& r, const std::string& who);
 
+// Blocks of block_size that hold `tokens` entries.
+inline int64_t blocks_of(int64_t tokens, int block_size) {
+  return (tokens + block_size - 1) / block_size;
+}
+// Blocks a request reserves for its whole life: prompt + max new tokens (at most `capacity`
+// entries where the cache evicts, 0: no cap), beams twice over plus the prompt (forks).
+int64_t lifetime_blocks(const GenerationRequest& r, int64_t capacity, int block_size);
+
 class Run {
  public:
   // keep_steps: record every step in stats.steps (a generate() call); off, only the totals.
