@@ -1,12 +1,14 @@
 // `nanoinfer serve`: the OpenAI-compatible HTTP server (src/server/) over one engine, until
 // SIGINT or SIGTERM.
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <climits>
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -35,7 +37,20 @@ struct ServeArgs {
   int port = 8000;
   std::string name;
   int http_threads = 0;  // 0: the server's default
+  bool no_request_log = false;
 };
+
+#ifdef NANOINFER_HAVE_SERVER
+// A server log line on stderr, after the UTC time.
+void log_line(const std::string& line) {
+  const std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  gmtime_r(&now, &utc);
+  std::array<char, 32> stamp{};
+  std::strftime(stamp.data(), stamp.size(), "%Y-%m-%dT%H:%M:%SZ", &utc);
+  std::fprintf(stderr, "%s %s\n", stamp.data(), line.c_str());
+}
+#endif
 
 void run_serve(ServeArgs& a) {
 #ifdef NANOINFER_HAVE_SERVER
@@ -56,7 +71,8 @@ void run_serve(ServeArgs& a) {
                                ? std::string("SmolLM2-135M-Instruct")
                                : std::filesystem::path(a.engine.model).filename().string();
   server::Server srv(engine, name,
-                     a.http_threads > 0 ? a.http_threads : server::Server::kHttpThreads);
+                     a.http_threads > 0 ? a.http_threads : server::Server::kHttpThreads,
+                     a.no_request_log ? server::Server::Log() : log_line);
   const int port = srv.bind(a.host, a.port);
   std::fprintf(stderr,
                "nanoinfer: serving %s on http://%s:%d/v1 (KV cache of %d tokens, steps of at most "
@@ -104,6 +120,8 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--http-threads", a->http_threads,
                   "requests served at once, one HTTP thread each (default 512)")
       ->check(whole_number(1, kMaxHttpThreads));
+  cmd->add_flag("--no-request-log", a->no_request_log,
+                "no line on stderr for each generation request and each refusal");
   add_engine_flags(*cmd, a->engine, "KV cache slots shared by the requests (0 = 16 full contexts)");
   add_cache_policy_flags(*cmd, a->engine);
   cmd->callback([a] { run_serve(*a); });

@@ -477,6 +477,15 @@ json usage_chunk(std::span<const ApiRequest> reqs, const ResponseId& id,
           {"usage", usage(reqs, outs)}};
 }
 
+std::string summary(std::span<const ApiRequest> reqs, std::span<const GenerationOutput> outs) {
+  const json u = usage(reqs, outs);
+  std::string reasons;
+  for (const GenerationOutput& o : outs) reasons += (reasons.empty() ? "" : ", ") + o.finish_reason;
+  return "prompt " + u["prompt_tokens"].dump() + " tokens (" +
+         u["prompt_tokens_details"]["cached_tokens"].dump() + " cached), completion " +
+         u["completion_tokens"].dump() + " tokens (" + reasons + ")";
+}
+
 json error_body(const std::string& message, const std::string& type, const std::string& code,
                 const std::string& param) {
   return {{"error",

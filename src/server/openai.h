@@ -79,6 +79,9 @@ nlohmann::json chunk(const ApiRequest& r, const ResponseId& id, size_t index,
 // its choices (as response()'s).
 nlohmann::json usage_chunk(std::span<const ApiRequest> reqs, const ResponseId& id,
                            std::span<const GenerationOutput> outs);
+// The server log's account of a finished request: "prompt P tokens (C cached), completion N
+// tokens (R, ...)", R each choice's finish reason as the engine gave it (eos, length, stop).
+std::string summary(std::span<const ApiRequest> reqs, std::span<const GenerationOutput> outs);
 // {"error": {"message", "type", "code", "param"}} (code and param null unless given).
 nlohmann::json error_body(const std::string& message, const std::string& type,
                           const std::string& code = "", const std::string& param = "");

@@ -83,6 +83,19 @@ const char* error_type(int status) {
   return status < 500 ? "invalid_request_error" : "server_error";
 }
 
+// "ADDRESS \"METHOD PATH\"": who asked what, as the log names a request.
+std::string who(const httplib::Request& req) {
+  return req.remote_addr + " \"" + req.method + " " + req.path + "\"";
+}
+
+// "S.mmm s" since t0.
+std::string since(std::chrono::steady_clock::time_point t0) {
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+  return std::to_string(ms.count() / 1000) + "." +
+         std::to_string(1000 + ms.count() % 1000).substr(1) + " s";
+}
+
 std::string sse(const json& j) {
   return "data: " + text(j) + "\n\n";
 }
@@ -123,9 +136,10 @@ bool hung_up(int fd) {
 
 }  // namespace
 
-Server::Server(Engine& engine, std::string model_name, int http_threads)
+Server::Server(Engine& engine, std::string model_name, int http_threads, Log log)
     : engine_(engine),
       model_name_(std::move(model_name)),
+      log_(std::move(log)),
       http_(std::make_unique<httplib::Server>()),
       next_id_(uint64_t{std::random_device()()} << 16U) {
   if (http_threads < 1 || http_threads > kMaxHttpThreads)
@@ -169,6 +183,7 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
   auto generate = [this](bool chat) {
     return [this, chat](const httplib::Request& req, httplib::Response& res,
                         const httplib::ContentReader& read) {
+      const auto t0 = std::chrono::steady_clock::now();
       std::string raw;
       if (!read([&raw](const char* data, size_t n) {
             raw.append(data, n);
@@ -211,6 +226,11 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
       auto cancel_all = [jobs] {
         for (const auto& j : jobs) j->cancelled = true;
       };
+      const std::string asked = who(req);
+      auto went_away = [&] {
+        cancel_all();
+        note(asked, "- " + id.id + ": the client went away after " + since(t0));
+      };
       // Waiting, the connection is looked at every 100 ms: a client that hung up stops its
       // requests. Nothing is answered before the engine has taken every choice: what it refuses
       // (too long for the context or the cache) is a 400 at once, for a stream (whose status goes
@@ -228,7 +248,7 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
                  std::all_of(jobs.begin(), jobs.end(), [](const auto& j) { return j->accepted; });
         };
         while (!signal->cv.wait_for(lock, std::chrono::milliseconds(100), settled))
-          if (hung_up(sock)) return cancel_all();
+          if (hung_up(sock)) return went_away();
         if (failed != nullptr) {
           cancel_all();
           return reply_error(res, failed->status, failed->error, error_type(failed->status));
@@ -241,7 +261,7 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
           std::unique_lock<std::mutex> lock(signal->m);
           while (!signal->cv.wait_for(lock, std::chrono::milliseconds(100),
                                       [&] { return j->finished || !j->error.empty(); }))
-            if (hung_up(sock)) return cancel_all();
+            if (hung_up(sock)) return went_away();
           if (!j->error.empty()) {
             cancel_all();
             return reply_error(res, j->status, j->error, error_type(j->status));
@@ -250,11 +270,12 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
           reqs.push_back(std::move(j->api));
         }
         res.set_content(response(reqs, id, outs, engine_.tokenizer()).dump(), "application/json");
-        return;
+        return note(asked, "200 " + id.id + ": " + summary(reqs, outs) + ", " + since(t0));
       }
       res.set_chunked_content_provider(
           "text/event-stream",
-          [jobs, signal, cancel_all, tok = engine_.tokenizer()](size_t, httplib::DataSink& sink) {
+          [this, jobs, signal, cancel_all, asked, t0, tok = engine_.tokenizer()](
+              size_t, httplib::DataSink& sink) {
             std::unique_lock<std::mutex> lock(signal->m);
             signal->cv.wait(lock, [&] {
               return std::any_of(jobs.begin(), jobs.end(), [](const auto& j) {
@@ -267,6 +288,8 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
               Job& job = *jobs[i];
               if (!job.error.empty()) {  // (the engine failed, or the server is stopping)
                 out += sse(error_body(job.error, error_type(job.status)));
+                note(asked, "200 " + job.id.id + " (stream): ended by an error after " + since(t0) +
+                                ": " + job.error);
                 failed = true;
                 break;
               }
@@ -296,21 +319,25 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
             }
             const bool end = failed || std::all_of(jobs.begin(), jobs.end(),
                                                    [](const auto& j) { return j->ended; });
-            if (end && !failed && jobs.front()->api.stream_usage) {
-              std::vector<ApiRequest> reqs;
-              std::vector<GenerationOutput> outs;
+            std::vector<ApiRequest> reqs;
+            std::vector<GenerationOutput> outs;
+            if (end && !failed)
               for (const auto& j : jobs) {
                 reqs.push_back(j->api);
                 outs.push_back(j->out);
               }
+            if (end && !failed && jobs.front()->api.stream_usage)
               out += sse(usage_chunk(reqs, jobs.front()->id, outs));
-            }
             lock.unlock();
+            const std::string& rid = jobs.front()->id.id;
             if (failed) cancel_all();  // (one choice failed: the stream ends for all)
             if (!sink.write(out.data(), out.size())) {
               cancel_all();  // the client went away: stop generating for it
+              note(asked, "200 " + rid + " (stream): the client went away after " + since(t0));
               return false;
             }
+            if (end && !failed)
+              note(asked, "200 " + rid + " (stream): " + summary(reqs, outs) + ", " + since(t0));
             if (end) {
               const std::string done = "data: [DONE]\n\n";
               sink.write(done.data(), done.size());
@@ -327,8 +354,13 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
   http_->Post("/v1/chat/completions", generate(true));
   // What cpp-httplib answers itself (no such path, a body it could not read) gets a JSON error
   // too; a known path asked with another method, a 405.
-  http_->set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return;
+  http_->set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+    const auto logged = [&] {
+      note(who(req), std::to_string(res.status) + " " +
+                         json::parse(res.body, nullptr, false)
+                             .value("/error/message"_json_pointer, std::string()));
+    };
+    if (!res.body.empty()) return logged();  // (a handler's refusal: its message)
     static const std::map<std::string, std::string> methods = {{"/health", "GET"},
                                                                {"/v1/models", "GET"},
                                                                {"/v1/completions", "POST"},
@@ -336,14 +368,16 @@ Server::Server(Engine& engine, std::string model_name, int http_threads)
     const auto known = methods.find(req.path);
     if (res.status == 404 && known != methods.end()) {
       res.set_header("Allow", known->second);
-      return reply_error(res, 405, req.path + " takes " + known->second + " only",
-                         "invalid_request_error");
+      reply_error(res, 405, req.path + " takes " + known->second + " only",
+                  "invalid_request_error");
+      return logged();
     }
     reply_error(res, res.status,
                 res.status == 404
                     ? "no endpoint " + req.method + " " + req.path
                     : "the request could not be served (HTTP " + std::to_string(res.status) + ")",
                 "invalid_request_error");
+    logged();
   });
   engine_thread_ = std::thread([this] { engine_loop(); });
 }
@@ -387,6 +421,10 @@ void Server::stop() {
   while (listening_ && !http_->is_running())
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   http_->stop();
+}
+
+void Server::note(const std::string& who, const std::string& what) const {
+  if (log_) log_(who + " " + what);
 }
 
 void Server::submit(const std::shared_ptr<Job>& job) {

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -30,7 +31,10 @@ class Server {
   // once (each waits for its tokens on an HTTP thread; more wait for a thread), 1 to
   // kMaxHttpThreads: the pool starts them all at once, and tens of thousands of threads exhaust
   // a machine's process limit (65,536 asked hung a 2-core machine at 31,403).
-  Server(Engine& engine, std::string model_name, int http_threads = kHttpThreads);
+  // log: given one line for each request served (who asked what, the status, and for a
+  // generation its tokens, finish reasons and seconds; for an error its message); none: silent.
+  using Log = std::function<void(const std::string&)>;
+  Server(Engine& engine, std::string model_name, int http_threads = kHttpThreads, Log log = {});
   static constexpr int kHttpThreads = 512;
   static constexpr int kMaxHttpThreads = 4096;
   // A request body nested deeper is refused (a 400), as it is read.
@@ -52,9 +56,13 @@ class Server {
  private:
   void engine_loop();
   void submit(const std::shared_ptr<Job>& job);
+  // A line to the log: `who` (the client's address and the request line), then `what` (the
+  // status first, "-" where the client went away before one was sent).
+  void note(const std::string& who, const std::string& what) const;
 
   Engine& engine_;
   std::string model_name_;
+  Log log_;
   std::unique_ptr<httplib::Server> http_;
   std::unique_ptr<httplib::TaskQueue> http_threads_;  // started here; run() hands them to http_
   std::mutex mutex_;

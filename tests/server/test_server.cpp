@@ -7,10 +7,13 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <set>
 #include <string>
 #include <thread>
@@ -69,7 +72,11 @@ class ServerTest : public ::testing::Test {
     if (server_) TearDown();
     server_.reset();
     serving_ = std::make_unique<Engine>(o);
-    server_ = std::make_unique<server::Server>(*serving_, "tiny", http_threads);
+    server_ = std::make_unique<server::Server>(*serving_, "tiny", http_threads,
+                                               [this](const std::string& line) {
+                                                 const std::lock_guard<std::mutex> lock(log_m_);
+                                                 log_.push_back(line);
+                                               });
     port_ = server_->bind("127.0.0.1", 0);
     thread_ = std::thread([this] { server_->run(); });
   }
@@ -114,6 +121,23 @@ class ServerTest : public ::testing::Test {
     httplib::Client c = client();
     EXPECT_FALSE(c.send(req));  // the client cancelled
   }
+  // Within 10 s, the server's log has a line that matches `pattern` (whole).
+  void expect_logged(const std::string& pattern) const {
+    const std::regex re(pattern);
+    for (int i = 0; i < 200; ++i) {
+      {
+        const std::lock_guard<std::mutex> lock(log_m_);
+        if (std::any_of(log_.begin(), log_.end(),
+                        [&](const std::string& l) { return std::regex_match(l, re); }))
+          return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    const std::lock_guard<std::mutex> lock(log_m_);
+    std::string all;
+    for (const std::string& l : log_) all += l + "\n";
+    ADD_FAILURE() << "no log line matches " << pattern << "; the log:\n" << all;
+  }
   // What the engine gives the request alone.
   GenerationOutput alone(const std::vector<int32_t>& ids, int max_tokens) const {
     GenerationRequest r{ids, {}};
@@ -125,6 +149,8 @@ class ServerTest : public ::testing::Test {
   std::unique_ptr<server::Server> server_;
   int port_ = 0;
   std::thread thread_;
+  mutable std::mutex log_m_;
+  std::vector<std::string> log_;
 };
 
 // The API's finish reasons: an end token and a stop string both read "stop".
@@ -852,6 +878,9 @@ TEST_F(ServerTest, ConcurrentRequestsEachGetTheirOwnTokens) {
 TEST_F(ServerTest, AClientThatGoesAwayStopsItsRequest) {
   leave_a_stream(1);
   expect_stopped_then_serving();
+  expect_logged(
+      R"(127\.0\.0\.1 "POST /v1/completions" 200 cmpl-\d+ \(stream\): the client went away after )"
+      R"(\d+\.\d{3} s)");
 }
 
 // ... and every choice of a stream of several.
@@ -878,6 +907,8 @@ TEST_F(ServerTest, AClientThatGoesAwayStopsItsWholeResponse) {
     EXPECT_FALSE(r) << r->status << " " << r->body;
   }  // (the socket closes)
   expect_stopped_then_serving();
+  expect_logged(R"(127\.0\.0\.1 "POST /v1/completions" - cmpl-\d+: the client went away after )"
+                R"(\d+\.\d{3} s)");
 }
 
 // A request still running when the server stops gets a 503.
@@ -897,6 +928,30 @@ TEST_F(ServerTest, ARequestInFlightAtShutdownGets503) {
   server_->stop();
   waiting.join();
   EXPECT_EQ(status, 503);
+  expect_logged(R"(127\.0\.0\.1 "POST /v1/completions" 503 the server is stopping)");
+}
+
+// The log has a line for each generation request (its id, tokens, finish reasons and time) and
+// each refusal (its status and message); none for what was served without a generation.
+TEST_F(ServerTest, EachRequestAndRefusalIsLogged) {
+  const json whole = post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}});
+  expect_logged(R"(127\.0\.0\.1 "POST /v1/completions" 200 )" + whole["id"].get<std::string>() +
+                R"(: prompt 1 tokens \(0 cached\), completion 2 tokens \(length\), \d+\.\d{3} s)");
+  const json body = {{"prompt", "x"}, {"max_tokens", 3}, {"n", 2}, {"stream", true}};
+  const httplib::Result r = client().Post("/v1/completions", body.dump(), "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_NE(r->body.find("[DONE]"), std::string::npos);
+  expect_logged(R"(127\.0\.0\.1 "POST /v1/completions" 200 cmpl-\d+ \(stream\): prompt 1 tokens )"
+                R"(\(0 cached\), completion 6 tokens \(length, length\), \d+\.\d{3} s)");
+  post("/v1/chat/completions", {{"messages", 5}}, 400);
+  expect_logged(R"(127\.0\.0\.1 "POST /v1/chat/completions" 400 'messages' must be .*)");
+  EXPECT_EQ(client().Get("/v1/nothing")->status, 404);
+  expect_logged(R"(127\.0\.0\.1 "GET /v1/nothing" 404 no endpoint GET /v1/nothing)");
+  EXPECT_EQ(client().Get("/v1/completions")->status, 405);
+  expect_logged(R"(127\.0\.0\.1 "GET /v1/completions" 405 /v1/completions takes POST only)");
+  EXPECT_EQ(client().Get("/health")->status, 200);
+  const std::lock_guard<std::mutex> lock(log_m_);
+  EXPECT_EQ(log_.size(), 5U);
 }
 
 // curl -d sends its body as application/x-www-form-urlencoded, which cpp-httplib would cap at
