@@ -32,7 +32,8 @@ class Server {
   // kMaxHttpThreads: the pool starts them all at once, and tens of thousands of threads exhaust
   // a machine's process limit (65,536 asked hung a 2-core machine at 31,403).
   // log: given one line for each request served (who asked what, the status, and for a
-  // generation its tokens, finish reasons and seconds; for an error its message); none: silent.
+  // generation its tokens, finish reasons and seconds; for an error its message), from the HTTP
+  // threads, several at once; none: silent.
   using Log = std::function<void(const std::string&)>;
   Server(Engine& engine, std::string model_name, int http_threads = kHttpThreads, Log log = {});
   static constexpr int kHttpThreads = 512;

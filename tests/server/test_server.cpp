@@ -13,9 +13,9 @@
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
-#include <regex>
 #include <set>
 #include <string>
+#include <string_view>
 #include <thread>
 
 #include "nanoinfer/engine.h"
@@ -121,14 +121,14 @@ class ServerTest : public ::testing::Test {
     httplib::Client c = client();
     EXPECT_FALSE(c.send(req));  // the client cancelled
   }
-  // Within 10 s, the server's log has a line that matches `pattern` (whole).
+  // Within 10 s, the server's log has a line that matches `pattern` (whole; `*` stands for any
+  // text, `#` for one or more digits).
   void expect_logged(const std::string& pattern) const {
-    const std::regex re(pattern);
     for (int i = 0; i < 200; ++i) {
       {
         const std::lock_guard<std::mutex> lock(log_m_);
         if (std::any_of(log_.begin(), log_.end(),
-                        [&](const std::string& l) { return std::regex_match(l, re); }))
+                        [&](const std::string& l) { return matches(pattern, l); }))
           return;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -137,6 +137,22 @@ class ServerTest : public ::testing::Test {
     std::string all;
     for (const std::string& l : log_) all += l + "\n";
     ADD_FAILURE() << "no log line matches " << pattern << "; the log:\n" << all;
+  }
+  static bool matches(std::string_view pattern, std::string_view text) {
+    if (pattern.empty()) return text.empty();
+    const auto digit = [](char c) { return c >= '0' && c <= '9'; };
+    switch (pattern[0]) {
+      case '*':
+        for (size_t k = 0; k <= text.size(); ++k)
+          if (matches(pattern.substr(1), text.substr(k))) return true;
+        return false;
+      case '#':
+        for (size_t k = 1; k <= text.size() && digit(text[k - 1]); ++k)
+          if (matches(pattern.substr(1), text.substr(k))) return true;
+        return false;
+      default:
+        return !text.empty() && text[0] == pattern[0] && matches(pattern.substr(1), text.substr(1));
+    }
   }
   // What the engine gives the request alone.
   GenerationOutput alone(const std::vector<int32_t>& ids, int max_tokens) const {
@@ -365,14 +381,15 @@ TEST_F(ServerTest, LogprobsNameEveryByteAndTheSampledToken) {
       {{"prompt", "Hi"}, {"max_tokens", 3}, {"logprobs", 0}, {"logit_bias", bias}})["choices"][0];
   const json& lp = text["logprobs"];
   ASSERT_EQ(lp["tokens"].size(), 3U) << lp;
+  const std::string returned = text["text"];
+  const auto characters =
+      static_cast<size_t>(std::count_if(returned.begin(), returned.end(), [](char c) {
+        return (static_cast<unsigned char>(c) & 0xC0U) != 0x80U;
+      }));
   for (size_t i = 0; i < 3; ++i) {
     EXPECT_EQ(lp["tokens"][i], "bytes:\\xf0") << lp;
     EXPECT_EQ(lp["top_logprobs"][i], json({{"bytes:\\xf0", lp["token_logprobs"][i]}})) << lp;
-    EXPECT_LE(lp["text_offset"][i].get<size_t>(),
-              static_cast<size_t>(std::count_if(
-                  text["text"].get<std::string>().begin(), text["text"].get<std::string>().end(),
-                  [](char c) { return (static_cast<unsigned char>(c) & 0xC0U) != 0x80U; })))
-        << text;
+    EXPECT_LE(lp["text_offset"][i].get<size_t>(), characters) << text;
   }
   // Sampled at a high temperature, tokens outside the one likeliest are still among their tops.
   const json sampled = post("/v1/completions", {{"prompt", "Once upon a time"},
@@ -879,8 +896,8 @@ TEST_F(ServerTest, AClientThatGoesAwayStopsItsRequest) {
   leave_a_stream(1);
   expect_stopped_then_serving();
   expect_logged(
-      R"(127\.0\.0\.1 "POST /v1/completions" 200 cmpl-\d+ \(stream\): the client went away after )"
-      R"(\d+\.\d{3} s)");
+      R"(127.0.0.1 "POST /v1/completions" 200 cmpl-# (stream): the client went away after )"
+      R"(#.### s)");
 }
 
 // ... and every choice of a stream of several.
@@ -907,8 +924,8 @@ TEST_F(ServerTest, AClientThatGoesAwayStopsItsWholeResponse) {
     EXPECT_FALSE(r) << r->status << " " << r->body;
   }  // (the socket closes)
   expect_stopped_then_serving();
-  expect_logged(R"(127\.0\.0\.1 "POST /v1/completions" - cmpl-\d+: the client went away after )"
-                R"(\d+\.\d{3} s)");
+  expect_logged(R"(127.0.0.1 "POST /v1/completions" - cmpl-#: the client went away after )"
+                R"(#.### s)");
 }
 
 // A request still running when the server stops gets a 503.
@@ -928,27 +945,27 @@ TEST_F(ServerTest, ARequestInFlightAtShutdownGets503) {
   server_->stop();
   waiting.join();
   EXPECT_EQ(status, 503);
-  expect_logged(R"(127\.0\.0\.1 "POST /v1/completions" 503 the server is stopping)");
+  expect_logged(R"(127.0.0.1 "POST /v1/completions" 503 the server is stopping)");
 }
 
 // The log has a line for each generation request (its id, tokens, finish reasons and time) and
 // each refusal (its status and message); none for what was served without a generation.
 TEST_F(ServerTest, EachRequestAndRefusalIsLogged) {
   const json whole = post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}});
-  expect_logged(R"(127\.0\.0\.1 "POST /v1/completions" 200 )" + whole["id"].get<std::string>() +
-                R"(: prompt 1 tokens \(0 cached\), completion 2 tokens \(length\), \d+\.\d{3} s)");
+  expect_logged(R"(127.0.0.1 "POST /v1/completions" 200 )" + whole["id"].get<std::string>() +
+                R"(: prompt 1 tokens (0 cached), completion 2 tokens (length), #.### s)");
   const json body = {{"prompt", "x"}, {"max_tokens", 3}, {"n", 2}, {"stream", true}};
   const httplib::Result r = client().Post("/v1/completions", body.dump(), "application/json");
   ASSERT_TRUE(r);
   EXPECT_NE(r->body.find("[DONE]"), std::string::npos);
-  expect_logged(R"(127\.0\.0\.1 "POST /v1/completions" 200 cmpl-\d+ \(stream\): prompt 1 tokens )"
-                R"(\(0 cached\), completion 6 tokens \(length, length\), \d+\.\d{3} s)");
+  expect_logged(R"(127.0.0.1 "POST /v1/completions" 200 cmpl-# (stream): prompt 1 tokens )"
+                R"((0 cached), completion 6 tokens (length, length), #.### s)");
   post("/v1/chat/completions", {{"messages", 5}}, 400);
-  expect_logged(R"(127\.0\.0\.1 "POST /v1/chat/completions" 400 'messages' must be .*)");
+  expect_logged(R"(127.0.0.1 "POST /v1/chat/completions" 400 'messages' must be *)");
   EXPECT_EQ(client().Get("/v1/nothing")->status, 404);
-  expect_logged(R"(127\.0\.0\.1 "GET /v1/nothing" 404 no endpoint GET /v1/nothing)");
+  expect_logged(R"(127.0.0.1 "GET /v1/nothing" 404 no endpoint GET /v1/nothing)");
   EXPECT_EQ(client().Get("/v1/completions")->status, 405);
-  expect_logged(R"(127\.0\.0\.1 "GET /v1/completions" 405 /v1/completions takes POST only)");
+  expect_logged(R"(127.0.0.1 "GET /v1/completions" 405 /v1/completions takes POST only)");
   EXPECT_EQ(client().Get("/health")->status, 200);
   const std::lock_guard<std::mutex> lock(log_m_);
   EXPECT_EQ(log_.size(), 5U);
