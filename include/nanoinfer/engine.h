@@ -186,6 +186,10 @@ class Engine {
   // to run then. Not under tensor parallelism.
   size_t submit(const GenerationRequest& request, TokenCallback on_token, DoneCallback on_done);
   bool step();
+  // Allocates the online run's KV cache now, which the first submit() would otherwise do (a
+  // server calls it before it serves, so that a cache too large fails at the start: bad_alloc on
+  // the host, Error on a GPU). Does nothing once the run has started.
+  void start_online();
   // Ends a submitted request now (between steps, on the same thread): one still waiting never
   // runs, one running gives its cache blocks back; its on_done gets the output so far with
   // finish_reason "cancelled". False when it has finished already (or never was).

@@ -458,19 +458,23 @@ KvCacheOptions Engine::Impl::cache_options(int64_t need_blocks) const {
   return kv;
 }
 
+void Engine::start_online() {
+  Impl& m = *impl_;
+  if (m.group().size() > 1) fail("submit(): not under tensor parallelism (use generate())");
+  if (m.online) return;
+  // A cache that stays: cache_tokens slots, or 16 sequences of the full context.
+  const int64_t slots =
+      m.options.cache_tokens > 0 ? m.options.cache_tokens : 16 * int64_t{m.options.max_context};
+  KvCache& cache = m.cache_for(m.cache_options(blocks_of(slots, m.options.block_size)));
+  m.online_stats = GenerationStats{};
+  m.online_ctx = std::make_unique<RunContext>(m.run_context());
+  m.online = std::make_unique<Run>(*m.online_ctx, cache, m.online_stats, false, m.submitted);
+}
+
 size_t Engine::submit(const GenerationRequest& request, TokenCallback on_token,
                       DoneCallback on_done) {
   Impl& m = *impl_;
-  if (m.group().size() > 1) fail("submit(): not under tensor parallelism (use generate())");
-  if (!m.online) {
-    // A cache that stays: cache_tokens slots, or 16 sequences of the full context.
-    const int64_t slots =
-        m.options.cache_tokens > 0 ? m.options.cache_tokens : 16 * int64_t{m.options.max_context};
-    KvCache& cache = m.cache_for(m.cache_options(blocks_of(slots, m.options.block_size)));
-    m.online_stats = GenerationStats{};
-    m.online_ctx = std::make_unique<RunContext>(m.run_context());
-    m.online = std::make_unique<Run>(*m.online_ctx, cache, m.online_stats, false, m.submitted);
-  }
+  start_online();
   const size_t id = m.online->add(request, std::move(on_token), std::move(on_done), "");
   m.submitted = id + 1;
   return id;

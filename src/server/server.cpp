@@ -145,6 +145,8 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
   if (http_threads < 1 || http_threads > kMaxHttpThreads)
     fail("the server's HTTP threads must be 1 to " + std::to_string(kMaxHttpThreads) + ", not " +
          std::to_string(http_threads));
+  // The KV cache now: one too large for the machine fails here, not at the first request.
+  engine_.start_online();
   // cpp-httplib's default pool (cores - 1, at least 8) would cap the requests in the running
   // batch at that many. Started here, so that a machine that cannot run them all fails before
   // the server says it serves.
@@ -481,6 +483,8 @@ void Server::engine_loop() {
         job->signal->cv.notify_all();
       } catch (const Error& e) {
         job->fail_with(e.what());
+      } catch (const std::exception& e) {  // (e.g. bad_alloc: the request could not be queued)
+        job->fail_with(std::string("the engine could not take the request: ") + e.what(), 500);
       }
     }
     // The requests of clients that went away end now, waiting or running (a prompt still queued
