@@ -75,6 +75,15 @@ void check_architecture(const json& j, const std::string& path) {
          (named.empty() ? string_or(j, "model_type", "unknown") : named) +
          "' (nanoinfer runs LlamaForCausalLM)");
   }
+  // Llama's variants that its config allows and this model does not compute: refused rather than
+  // run as plain Llama (random weights would not notice; a checkpoint's biases are refused as
+  // unexpected tensors).
+  const std::string act = string_or(j, "hidden_act", "silu");
+  if (act != "silu" && act != "swish")
+    fail(path + ": hidden_act '" + act + "' is not served (the MLP is SiLU-gated)");
+  for (const char* bias : {"attention_bias", "mlp_bias"})
+    if (present(j, bias) && j[bias] != false)
+      fail(path + ": " + bias + " " + j[bias].dump() + " is not served (projections have no bias)");
 }
 
 // rope_parameters (transformers 5.x) carries rope_theta and the scaling; older configs use

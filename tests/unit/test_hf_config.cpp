@@ -214,7 +214,15 @@ INSTANTIATE_TEST_SUITE_P(
         BadConfigCase{"EosOutsideVocab",
                       {{"eos_token_id", 99}},
                       "eos_token_id 99 is outside the vocabulary (16)"},
-        BadConfigCase{"OddHeadDim", {{"head_dim", 7}}, "head_dim 7 is odd"}),
+        BadConfigCase{"OddHeadDim", {{"head_dim", 7}}, "head_dim 7 is odd"},
+        // Variants this model does not compute are refused, not run as plain Llama.
+        BadConfigCase{"GeluMlp",
+                      {{"hidden_act", "gelu"}},
+                      "hidden_act 'gelu' is not served (the MLP is SiLU-gated)"},
+        BadConfigCase{"AttentionBias",
+                      {{"attention_bias", true}},
+                      "attention_bias true is not served (projections have no bias)"},
+        BadConfigCase{"MlpBias", {{"mlp_bias", true}}, "mlp_bias true is not served"}),
     [](const auto& info) { return info.param.name; });
 
 TEST(HfConfig, InvalidJsonNamesTheFile) {
