@@ -43,8 +43,7 @@ double median(std::vector<double> v) {
 }
 
 void run_bench(const BenchArgs& a) {
-  if (a.engine.model.empty() && !a.engine.random_weights)
-    fail("no model given: use --model PATH|default, or --random-weights --config FILE");
+  require_model(a.engine);
   EngineOptions options = a.engine;  // under mpirun: the model sharded over the ranks
   options.tensor_parallel = launched_world_size() > 1;
   check_positions(a.engine, {{"--max-context", a.engine.max_context}});

@@ -91,8 +91,7 @@ std::optional<GenerationOutput> reply(Engine& engine, const GenerationRequest& r
 }
 
 void run_chat(const ChatArgs& a) {
-  if (a.engine.model.empty() && !a.engine.random_weights)
-    fail("no model given: use --model PATH|default, or --random-weights --config FILE");
+  require_model(a.engine);
   if (launched_world_size() > 1)
     fail("chat runs on one process; under mpirun use generate (tensor parallelism)");
   a.params.validate();
@@ -124,6 +123,10 @@ void run_chat(const ChatArgs& a) {
                              " positions (--max-context)"
                        : "the KV cache of " + std::to_string(options.cache_tokens) +
                              " tokens (--cache-tokens)"));
+    // ... and what the engine refuses in any message (sampler ids outside the vocabulary, a
+    // template longer than a sink cache's window): the probe is queued, then dropped unrun.
+    const GenerationRequest r{tok->encode(tok->apply_chat_template(probe, true), false), a.params};
+    engine.cancel(engine.submit(r, nullptr, nullptr));
   }
   const bool terminal = isatty(STDIN_FILENO) != 0;
   if (terminal)

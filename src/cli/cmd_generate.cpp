@@ -4,6 +4,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -55,8 +56,7 @@ void run_generate(const GenerateArgs& a) {
   const std::vector<std::string> file_prompts =
       a.prompts_file.empty() ? std::vector<std::string>{} : read_prompts_file(a.prompts_file);
   const bool texts = !a.prompts.empty() || !file_prompts.empty();
-  if (a.engine.model.empty() && !a.engine.random_weights)
-    fail("no model given: use --model PATH|default, or --random-weights --config FILE");
+  require_model(a.engine);
   if (!texts && a.prompt_ids.empty())
     fail("no prompt given: use --prompt TEXT, --prompts-file FILE or --prompt-ids 1,2,3");
   a.params.validate();
@@ -90,9 +90,14 @@ void run_generate(const GenerateArgs& a) {
       requests.push_back({parse_ids(a.prompt_ids.at(next_ids++), "--prompt-ids"), a.params});
     if (kind == 'f') std::for_each(file_prompts.begin(), file_prompts.end(), add_text);
   }
-  // A trace path that cannot be written fails now, not after the generation (rank 0 writes it).
-  if (engine.is_leader() && !a.memory_trace.empty() && !std::ofstream(a.memory_trace))
-    fail(a.memory_trace + ": cannot write the memory trace");
+  // A trace path that cannot be written fails now, not after the generation (rank 0 writes it);
+  // an existing file is kept as it is until the trace replaces it.
+  if (engine.is_leader() && !a.memory_trace.empty()) {
+    const bool existed = std::filesystem::exists(a.memory_trace);
+    if (!std::ofstream(a.memory_trace, std::ios::app))
+      fail(a.memory_trace + ": cannot write the memory trace");
+    if (!existed) std::filesystem::remove(a.memory_trace);
+  }
   // One prompt, plain output: stream the text as it comes.
   const bool stream = !a.json && tok != nullptr && requests.size() == 1 && a.params.num_beams == 1;
   TokenCallback print_piece = [](size_t, int32_t, const std::string& piece) {
@@ -236,7 +241,8 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag("--json", a->json, "print one JSON object");
   cmd->add_flag("--stats", a->stats,
                 "per-step time and cache use; CUDA graphs captured (CUDA backend)");
-  cmd->add_option("--memory-trace", a->memory_trace, "write memory in use per step to this CSV");
+  cmd->add_option("--memory-trace", a->memory_trace, "write memory in use per step to this CSV")
+      ->check(non_empty());
   add_engine_flags(*cmd, a->engine,
                    "KV cache slots (0 = room for every prompt at once; fewer: prompts wait for "
                    "room, continuous batching)");

@@ -50,6 +50,24 @@ void log_line(const std::string& line) {
   std::strftime(stamp.data(), stamp.size(), "%Y-%m-%dT%H:%M:%SZ", &utc);
   std::fprintf(stderr, "%s %s\n", stamp.data(), line.c_str());
 }
+
+// The name /v1/models lists, without --served-model-name: the checkpoint's (a GGUF file's name
+// without .gguf, a directory's name), or with random weights "random-" and the config's (its
+// directory's where the file is config.json).
+std::string served_name(const ServeArgs& a) {
+  namespace fs = std::filesystem;
+  if (!a.name.empty()) return a.name;
+  const bool random = a.engine.random_weights;
+  fs::path p = fs::absolute(random                        ? a.engine.config
+                            : a.engine.model == "default" ? default_model_path()
+                                                          : a.engine.model)
+                   .lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();  // (a directory given with a trailing /)
+  if (random)
+    return "random-" + (p.filename() == "config.json" ? p.parent_path().filename().string()
+                                                      : p.stem().string());
+  return p.extension() == ".gguf" ? p.stem().string() : p.filename().string();
+}
 #endif
 
 void run_serve(ServeArgs& a) {
@@ -60,16 +78,14 @@ void run_serve(ServeArgs& a) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  require_model(a.engine);
   check_positions(a.engine, {{"--max-context", a.engine.max_context}});
   if (a.engine.cache_tokens == 0) {  // a server's cache cannot be sized by the requests it has:
     const int context = resolved_max_context(a.engine, read_model_config(a.engine));
     a.engine.cache_tokens = static_cast<int>(std::min<int64_t>(INT_MAX, 16 * int64_t{context}));
   }
   Engine engine(a.engine);
-  const std::string name = !a.name.empty() ? a.name
-                           : a.engine.model == "default"
-                               ? std::string("SmolLM2-135M-Instruct")
-                               : std::filesystem::path(a.engine.model).filename().string();
+  const std::string name = served_name(a);
   server::Server srv(engine, name,
                      a.http_threads > 0 ? a.http_threads : server::Server::kHttpThreads,
                      a.no_request_log ? server::Server::Log() : log_line);
@@ -116,7 +132,9 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--host", a->host, "address to listen on (default 127.0.0.1)");
   cmd->add_option("--port", a->port, "port (default 8000; 0: any free one)")
       ->check(whole_number(0, 65535));
-  cmd->add_option("--served-model-name", a->name, "the name /v1/models lists");
+  cmd->add_option("--served-model-name", a->name,
+                  "the name /v1/models lists (default: the checkpoint's file or directory name)")
+      ->check(non_empty());
   cmd->add_option("--http-threads", a->http_threads,
                   "requests served at once, one HTTP thread each (default 512)")
       ->check(whole_number(1, kMaxHttpThreads));

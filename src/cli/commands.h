@@ -25,10 +25,16 @@ void add_perplexity_command(CLI::App& app);
 // unsigned seed.
 CLI::Validator whole_number(unsigned long long lo, unsigned long long hi = INT32_MAX);
 
+// A value that is not the empty string ("--flag ''" would be taken as not given).
+CLI::Validator non_empty();
+
 // The engine's flags that generate and serve share (model, backend, dtype, context, cache, step
 // cap, prefix reuse, graphs, warm-up, random weights); cache_help says what --cache-tokens 0 does.
 // CUDA-only flags given with another backend are named in a note on stderr after parsing.
 void add_engine_flags(CLI::App& cmd, EngineOptions& e, const std::string& cache_help);
+
+// Throws Error "no model given: ..." when `e` names neither a model nor random weights.
+void require_model(const EngineOptions& e);
 
 // The KV cache's policies that generate, serve and chat share: --rope-cache (when keys are
 // rotated), --sink-tokens and --window (a StreamingLLM sink cache).

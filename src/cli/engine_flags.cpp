@@ -17,6 +17,12 @@
 
 namespace nanoinfer::cli {
 
+CLI::Validator non_empty() {
+  return CLI::Validator(
+      [](const std::string& v) { return v.empty() ? "must not be empty" : std::string(); }, "",
+      "not empty");
+}
+
 CLI::Validator whole_number(unsigned long long lo, unsigned long long hi) {
   return CLI::Validator(
       [lo, hi](std::string& v) -> std::string {
@@ -80,6 +86,11 @@ void add_cache_policy_flags(CLI::App& cmd, EngineOptions& e) {
   cmd.add_option("--window", e.window,
                  "StreamingLLM cache: recent tokens kept (with --sink-tokens)")
       ->check(whole_number(1));
+}
+
+void require_model(const EngineOptions& e) {
+  if (e.model.empty() && !e.random_weights)
+    fail("no model given: use --model PATH|default, or --random-weights --config FILE");
 }
 
 void add_engine_flags(CLI::App& cmd, EngineOptions& e, const std::string& cache_help) {

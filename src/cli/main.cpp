@@ -6,6 +6,7 @@
 #include <exception>
 #include <functional>
 #include <new>
+#include <set>
 #include <string>
 #include <utility>
 
@@ -21,6 +22,22 @@ int failed(int code) {
   return code;
 }
 
+// CLI11 gives an option that takes a value the next argument, whatever it is: `--prompt --json`
+// made "--json" the prompt, silently. A value that is one of its command's flags is refused.
+void refuse_flags_as_values(CLI::App& cmd) {
+  std::set<std::string> flags;
+  for (const CLI::Option* o : std::as_const(cmd).get_options())
+    for (const std::string& name : o->get_lnames()) flags.insert("--" + name);
+  for (CLI::Option* o : cmd.get_options())
+    if (o->get_type_size() != 0)
+      o->check(CLI::Validator(
+          [flags](const std::string& v) {
+            return flags.count(v) != 0 ? "its value is missing (" + v + " is a flag)"
+                                       : std::string();
+          },
+          "", "not a flag"));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -34,6 +51,8 @@ int main(int argc, char** argv) {
   nanoinfer::cli::add_chat_command(app);
   nanoinfer::cli::add_bench_command(app);
   nanoinfer::cli::add_perplexity_command(app);
+  for (CLI::App* cmd : app.get_subcommands([](const CLI::App*) { return true; }))
+    refuse_flags_as_values(*cmd);
   try {
     // CLI11 would only say that a subcommand is required.
     const std::string first = argc > 1 ? argv[1] : "";

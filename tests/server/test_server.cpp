@@ -863,6 +863,34 @@ TEST_F(ServerTest, HttpThreadsThatCannotStartAreAnError) {
 #endif
 }
 
+// A KV cache the machine cannot hold (here: 4 GiB in an address space with room for 256 MiB
+// more) fails as the server is made, not at its first request (which ended the process).
+TEST_F(ServerTest, ACacheTooLargeFailsBeforeServing) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer's shadow memory needs an unlimited address space";
+#else
+  EngineOptions o = model_options();
+  o.cache_tokens = 1 << 24;  // x 2 layers x K and V x 64 bytes at least
+  Engine huge(o);
+  rlimit was{};
+  ASSERT_EQ(getrlimit(RLIMIT_AS, &was), 0);
+  std::ifstream statm("/proc/self/statm");
+  size_t pages = 0;
+  statm >> pages;
+  rlimit tight = was;
+  tight.rlim_cur = pages * static_cast<size_t>(sysconf(_SC_PAGESIZE)) + (size_t{256} << 20);
+  ASSERT_EQ(setrlimit(RLIMIT_AS, &tight), 0);
+  bool refused = false;
+  try {
+    server::Server never(huge, "huge", 4);
+  } catch (const std::bad_alloc&) {
+    refused = true;
+  }
+  ASSERT_EQ(setrlimit(RLIMIT_AS, &was), 0);
+  EXPECT_TRUE(refused);
+#endif
+}
+
 // Eight clients at once: their requests share steps (the cache holds about four of them), and
 // each gets what it gets alone.
 TEST_F(ServerTest, ConcurrentRequestsEachGetTheirOwnTokens) {

@@ -105,6 +105,9 @@ INSTANTIATE_TEST_SUITE_P(
                 "random weights without --model have no tokenizer"},
         BadArgs{"random_weights_without_config", "generate --random-weights --prompt-ids 1",
                 "--random-weights needs --config FILE"},
+        BadArgs{"empty_memory_trace",
+                "generate --model " + kTiny + " --prompt-ids 1 --memory-trace ''",
+                "--memory-trace: must not be empty"},
         BadArgs{"unwritable_memory_trace",
                 "generate --model " + kTiny + " --prompt-ids 1 --memory-trace /nonexistent/d/t.csv",
                 "/nonexistent/d/t.csv: cannot write the memory trace"},
@@ -188,6 +191,19 @@ INSTANTIATE_TEST_SUITE_P(
                     " --random-weights --config " + kTiny + "/config.json --model " +
                     test::data_path("tokenizer/smollm2") + " --context 300",
                 "--context 300 exceeds the model's"},
+        // A flag where an option's value should be is refused: CLI11 took it as the value.
+        BadArgs{"flag_as_prompt", "generate --model " + kTiny + " --prompt --json",
+                "--prompt: its value is missing (--json is a flag)"},
+        BadArgs{"flag_as_stop", "generate --model " + kTiny + " --prompt-ids 1 --stop --stats",
+                "--stop: its value is missing (--stats is a flag)"},
+        BadArgs{"flag_as_system", "chat --model " + kTiny + " --system --max-new-tokens 2",
+                "--system: its value is missing (--max-new-tokens is a flag)"},
+        BadArgs{"flag_as_text", "tokenize --model " + kTiny + " --text --json",
+                "--text: its value is missing (--json is a flag)"},
+        BadArgs{"serve_no_model", "serve --port 0",
+                "no model given: use --model PATH|default, or --random-weights --config FILE"},
+        BadArgs{"serve_empty_name", "serve --model " + kTiny + " --served-model-name ''",
+                "--served-model-name: must not be empty"},
         // A directory where a file is read is named as one.
         BadArgs{"prompts_file_directory",
                 "generate --model " + kTiny + " --prompts-file " + test::data_path("models"),
@@ -465,6 +481,45 @@ TEST(Cli, OutOfMemoryIsOneClearLine) {
               "ulimit -v 4000000; ");
   EXPECT_EQ(cache.code, 1);
   EXPECT_EQ(cache.err, r.err);
+  // serve allocates its cache before it serves (it had failed at the first request, ending the
+  // process).
+  const CliRun serve = run_cli("serve --model " + kTiny + " --port 0 --cache-tokens 2147483647", "",
+                               "ulimit -v 4000000; timeout 60 ");
+  EXPECT_EQ(serve.code, 1);
+  EXPECT_EQ(serve.err, r.err);
+}
+
+// A run that fails leaves the file its memory trace would have replaced as it was (it had been
+// emptied), and makes none where there was none.
+TEST(Cli, AFailedRunKeepsTheMemoryTraceFile) {
+  const std::string kept = ::testing::TempDir() + "/nanoinfer_cli_kept.csv";
+  const std::string none = ::testing::TempDir() + "/nanoinfer_cli_none.csv";
+  std::ofstream(kept) << "earlier\n";
+  std::remove(none.c_str());
+  for (const std::string& path : {kept, none}) {
+    const CliRun r = run_cli("generate --model " + kTiny +
+                             " --prompt-ids 1 --max-new-tokens 1000 --memory-trace " + path);
+    EXPECT_EQ(r.code, 1) << r.err;
+  }
+  std::ifstream in(kept);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()),
+            "earlier\n");
+  EXPECT_FALSE(std::ifstream(none).good());
+}
+
+// serve names the model it serves after its checkpoint (a directory given with a trailing slash
+// too), or after the config of random weights; --served-model-name overrides it.
+TEST(Cli, ServeNamesTheModelAfterItsCheckpoint) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--model " + kTiny + "/", "serving gqa on "},
+      {"--random-weights --config " + kTiny + "/config.json", "serving random-gqa on "},
+      {"--model " + kTiny + " --served-model-name mine", "serving mine on "},
+  };
+  for (const auto& [flags, says] : cases) {
+    const CliRun r = run_cli("serve --port 0 " + flags, "", "timeout --preserve-status -s INT 2 ");
+    EXPECT_EQ(r.code, 0) << flags << ": " << r.err;
+    EXPECT_NE(r.err.find(says), std::string::npos) << flags << ": " << r.err;
+  }
 }
 
 // --chat applies the template to text prompts: given with --prompt-ids alone, a note says so.
@@ -842,6 +897,18 @@ TEST(Cli, ChatRunsPastTheContextOverASinkCache) {
   EXPECT_EQ(full.err,
             "nanoinfer: error: --max-new-tokens 100 and the template's 31 tokens around a "
             "one-word message exceed the context of 64 positions (--max-context)\n");
+  // What the engine refuses in every message fails at the start too, not message by message.
+  const CliRun narrow = run_cli(args + " --sink-tokens 4 --window 16", input);
+  EXPECT_EQ(narrow.code, 1);
+  EXPECT_EQ(narrow.out, "");
+  EXPECT_NE(narrow.err.find("nanoinfer: error: its prompt (31 tokens) does not fit the sink(4+16) "
+                            "cache, which takes at most 16 new tokens a step"),
+            std::string::npos)
+      << narrow.err;
+  const CliRun bias = run_cli(args + " --sink-tokens 4 --window 40 --logit-bias 49152=1", input);
+  EXPECT_EQ(bias.code, 1);
+  EXPECT_EQ(bias.err,
+            "nanoinfer: error: logit_bias: id 49152 is outside the vocabulary of 49152\n");
 }
 
 }  // namespace
