@@ -213,6 +213,10 @@ def build_corpus():
         corpus.append("  " + s)
         corpus.append(s + "  ")
         corpus.append("\n" + s + "\n")
+    # Letters and digits added to Unicode after 14.0 (CJK Extension H, U+A7CB, outlined digits):
+    # classed as symbols by Unicode 14.0 tables, they moved the pre-token boundaries.
+    corpus += ["\U00031350's", "\ua7cb's", "\U00031350.a", "x\U0001ccf1234", "\U0001ccf6's",
+               "\U0001e5d0\U0001e5d1 \u1c89'll \U0002ebf0 ok"]
     corpus.append(PROSE * 3)
     corpus.append("9" * 100)
     corpus.append(" " * 50 + "x")
