@@ -223,7 +223,7 @@ void add_generate_command(CLI::App& app) {
   const CLI::Option* text = cmd->add_option("--prompt", a->prompts, "a prompt (repeat for a batch)")
                                 ->allow_extra_args(false);
   const CLI::Option* file =
-      cmd->add_option("--prompts-file", a->prompts_file, "one prompt per line");
+      cmd->add_option("--prompts-file", a->prompts_file, "one prompt per line (-: standard input)");
   const CLI::Option* ids = cmd->add_option("--prompt-ids", a->prompt_ids,
                                            "a prompt as comma-separated token ids (repeat)")
                                ->allow_extra_args(false);

@@ -137,7 +137,7 @@ void add_perplexity_command(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "perplexity", "Score a text: the perplexity of the model on it, window by window");
   auto a = std::make_shared<PerplexityArgs>();
-  cmd->add_option("file", a->file, "the text (UTF-8)")->required();
+  cmd->add_option("file", a->file, "the text (UTF-8; -: standard input)")->required();
   cmd->add_option("--context", a->context,
                   "tokens per window, the model's BOS included (default 512)")
       ->check(whole_number(2));

@@ -2,6 +2,8 @@
 // tokenizer of a model (GGUF metadata or HF tokenizer.json), without loading weights.
 #include <cstdio>
 #include <filesystem>
+#include <iostream>
+#include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -67,6 +69,11 @@ void run_tokenize(const TokenizeArgs& a) {
 }  // namespace
 
 std::string read_file(const std::string& path, const std::string& what) {
+  if (path == "-") {
+    std::string bytes{std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>()};
+    if (std::cin.bad()) fail("standard input: cannot read " + what);
+    return bytes;
+  }
   try {
     return read_file_bytes(path);
   } catch (const Error&) {  // (the CLI's message names what the file was for)
@@ -104,7 +111,8 @@ void add_tokenize_command(CLI::App& app) {
   auto* tokenizer = cmd->add_option("--tokenizer", args->tokenizer, "a tokenizer.json file");
   model->excludes(tokenizer);
   auto* text = cmd->add_option("--text", args->text, "text to encode");
-  auto* file = cmd->add_option("--text-file", args->text_file, "file whose raw bytes to encode");
+  auto* file = cmd->add_option("--text-file", args->text_file,
+                               "file whose raw bytes to encode (-: standard input)");
   auto* decode = cmd->add_option("--decode", args->decode, "comma-separated ids to decode");
   text->excludes(file)->excludes(decode);
   file->excludes(decode);

@@ -47,7 +47,8 @@ void add_sampling_flags(CLI::App& cmd, SamplingParams& p, const std::string& max
 // "1,2,3" -> ids; throws Error naming `flag` on anything else.
 std::vector<int32_t> parse_ids(const std::string& list, const std::string& flag);
 
-// A file's bytes; throws Error "PATH: cannot read WHAT" (missing, a directory, unreadable).
+// A file's bytes ("-": standard input's); throws Error "PATH: cannot read WHAT" (missing, a
+// directory, unreadable).
 std::string read_file(const std::string& path, const std::string& what);
 
 }  // namespace nanoinfer::cli

@@ -99,7 +99,8 @@ void add_engine_flags(CLI::App& cmd, EngineOptions& e, const std::string& cache_
   cmd.add_option("--backend", e.backend, "cpu | cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   cmd.add_option("--dtype", e.dtype, "CUDA compute dtype: bf16 | f32")
       ->check(CLI::IsMember({"bf16", "f32"}));
-  cmd.add_option("--max-context", e.max_context, "positions per sequence (0 = auto)")
+  cmd.add_option("--max-context", e.max_context,
+                 "positions per sequence (default 0: the model's, at most 4,096)")
       ->check(whole_number(0));
   cmd.add_option("--cache-tokens", e.cache_tokens, cache_help)->check(whole_number(0));
   cmd.add_option("--max-step-tokens", e.max_step_tokens,
@@ -138,7 +139,7 @@ void add_engine_flags(CLI::App& cmd, EngineOptions& e, const std::string& cache_
 
 void add_sampling_flags(CLI::App& cmd, SamplingParams& p, const std::string& max_new_help) {
   cmd.add_option("--max-new-tokens", p.max_new_tokens, max_new_help)->check(whole_number(1));
-  cmd.add_option("--temperature", p.temperature, "0 (or below 1e-5) = greedy");
+  cmd.add_option("--temperature", p.temperature, "default 0: greedy (so is below 1e-5)");
   cmd.add_option("--top-k", p.top_k, "keep the k most likely tokens (0 = off)");
   cmd.add_option("--top-p", p.top_p, "nucleus: smallest set with this much probability (1 = off)");
   cmd.add_option("--min-p", p.min_p, "drop tokens below min_p * the top probability (0 = off)");

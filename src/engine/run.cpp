@@ -133,7 +133,7 @@ void check_request(const RunContext& ctx, const GenerationRequest& r, const std:
   if (ctx.evicting_capacity == 0 && total > ctx.max_context)
     fail(head + "prompt (" + std::to_string(r.prompt_ids.size()) + " tokens) + max new tokens (" +
          std::to_string(r.params.max_new_tokens) + ") exceeds the context of " +
-         std::to_string(ctx.max_context) + " positions");
+         std::to_string(ctx.max_context) + " positions (max_context)");
 }
 
 Run::Run(const RunContext& ctx, KvCache& cache, GenerationStats& stats, bool keep_steps,
@@ -314,6 +314,7 @@ bool Run::step() {
 
   const auto t0 = std::chrono::steady_clock::now();
   Batch batch = build_batch(live, cache_);
+  batch.prompt = prompt_tokens > 0;
   const std::vector<int64_t> scored_rows = add_scored_rows(batch, scored);
   bool on_device = false;  // sampled rows picked and beam rows summarised by the backend
   std::vector<std::vector<float>> raw;  // logits of the rows that return logprobs (if any)

@@ -27,9 +27,14 @@ struct Batch {
   // token i may attend to new token k. Empty = causal.
   std::vector<uint8_t> tree_mask;
   std::vector<int32_t> tree_offsets;  // [B]
+  // The step feeds prompt tokens (set by the engine's run): --profile counts it as prefill even
+  // where every sequence feeds one token (one-token prompts), which the kernels run as decode.
+  bool prompt = false;
 
   int num_tokens() const { return static_cast<int>(token_ids.size()); }
   int num_seqs() const { return static_cast<int>(cu_seqlens.size()) - 1; }
+  // The phase --profile counts the step under: decode for one token a sequence and no prompt.
+  bool profiled_as_decode() const { return is_decode() && !prompt; }
   // A decode step: at least one sequence, each feeding exactly one token.
   bool is_decode() const {
     for (int s = 0; s < num_seqs(); ++s)

@@ -831,21 +831,30 @@ TEST_F(ServerTest, HttpThreadsOutsideTheirRangeAreRefused) {
   }
 }
 
+#if !defined(__SANITIZE_ADDRESS__)  // (whose shadow memory needs an unlimited address space)
+// Limits the process's address space to what it maps now and `more` bytes; returns the limit
+// before, which the caller sets again (setrlimit(RLIMIT_AS, &was)).
+rlimit limit_address_space(size_t more) {
+  rlimit was{};
+  EXPECT_EQ(getrlimit(RLIMIT_AS, &was), 0);
+  std::ifstream statm("/proc/self/statm");
+  size_t pages = 0;
+  statm >> pages;
+  rlimit tight = was;
+  tight.rlim_cur = pages * static_cast<size_t>(sysconf(_SC_PAGESIZE)) + more;
+  EXPECT_EQ(setrlimit(RLIMIT_AS, &tight), 0);
+  return was;
+}
+#endif
+
 // A machine that cannot start every HTTP thread (here: an address space with no room for their
 // stacks) gets a message before the server serves; cpp-httplib's own pool hung there.
 TEST_F(ServerTest, HttpThreadsThatCannotStartAreAnError) {
 #if defined(__SANITIZE_ADDRESS__)
   GTEST_SKIP() << "AddressSanitizer's shadow memory needs an unlimited address space";
 #else
-  rlimit was{};
-  ASSERT_EQ(getrlimit(RLIMIT_AS, &was), 0);
-  std::ifstream statm("/proc/self/statm");
-  size_t pages = 0;
-  statm >> pages;
   // Room for ~32 more thread stacks of 8 MiB, not for 4,096 of them.
-  rlimit tight = was;
-  tight.rlim_cur = pages * static_cast<size_t>(sysconf(_SC_PAGESIZE)) + (size_t{256} << 20);
-  ASSERT_EQ(setrlimit(RLIMIT_AS, &tight), 0);
+  const rlimit was = limit_address_space(size_t{256} << 20);
   std::string message;
   try {
     server::Server refused(*serving_, "tiny", server::Server::kMaxHttpThreads);
@@ -872,14 +881,7 @@ TEST_F(ServerTest, ACacheTooLargeFailsBeforeServing) {
   EngineOptions o = model_options();
   o.cache_tokens = 1 << 24;  // x 2 layers x K and V x 64 bytes at least
   Engine huge(o);
-  rlimit was{};
-  ASSERT_EQ(getrlimit(RLIMIT_AS, &was), 0);
-  std::ifstream statm("/proc/self/statm");
-  size_t pages = 0;
-  statm >> pages;
-  rlimit tight = was;
-  tight.rlim_cur = pages * static_cast<size_t>(sysconf(_SC_PAGESIZE)) + (size_t{256} << 20);
-  ASSERT_EQ(setrlimit(RLIMIT_AS, &tight), 0);
+  const rlimit was = limit_address_space(size_t{256} << 20);
   bool refused = false;
   try {
     server::Server never(huge, "huge", 4);

@@ -277,6 +277,10 @@ TEST(Cli, TokenizeDecodesIdsAndTheEmptyList) {
   r = run_cli(tok + " --json --decode ''");
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out)["text"], "");
+  // --text-file - encodes standard input's bytes, as the golden ids have them.
+  r = run_cli(tok + " --json --text-file -", c["text"].get<std::string>());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["ids"], c["ids"]);
 }
 
 TEST(Cli, PromptIdsGiveHfGreedyIdsInJson) {
@@ -434,6 +438,14 @@ TEST(Cli, ProfileCountsEveryOpOfEachPhase) {
     EXPECT_EQ(calls[phase]["embedding"], steps) << phase;
     EXPECT_EQ(calls[phase].count("add"), 0U) << "add_rmsnorm's add counted apart";
   }
+  // A one-token prompt's step feeds one token, as decode steps do, and is prefill all the same.
+  const CliRun one = run_cli("generate --model " + kTiny +
+                             " --prompt-ids 7 --max-new-tokens 3 --ignore-eos --profile");
+  ASSERT_EQ(one.code, 0) << one.err;
+  std::map<std::string, double> one_ms;
+  auto one_calls = profile_calls(one.err, one_ms);
+  EXPECT_EQ(one_calls["prefill"]["embedding"], 1) << one.err;
+  EXPECT_EQ(one_calls["decode"]["embedding"], 2) << one.err;
 }
 
 // CUDA-only engine flags on the CPU: the same tokens, and a note naming the flags given.
@@ -639,6 +651,11 @@ TEST(Cli, PromptsComeInCommandLineOrder) {
   ASSERT_EQ(unix_file.code, 0) << unix_file.err;
   ASSERT_EQ(windows_file.code, 0) << windows_file.err;
   EXPECT_EQ(nlohmann::json::parse(windows_file.out)["outputs"],
+            nlohmann::json::parse(unix_file.out)["outputs"]);
+  // "-" reads the prompts from standard input.
+  const CliRun piped = run_cli(args + "-", "one two three four five six seven\n\nthe end\n");
+  ASSERT_EQ(piped.code, 0) << piped.err;
+  EXPECT_EQ(nlohmann::json::parse(piped.out)["outputs"],
             nlohmann::json::parse(unix_file.out)["outputs"]);
 }
 

@@ -75,7 +75,7 @@ class CpuBackend final : public Backend {
   }
 
   DeviceBatch upload_batch(const Batch& b) override {
-    decode_ = b.is_decode();
+    decode_ = b.profiled_as_decode();
     DeviceBatch d;
     d.num_tokens = b.num_tokens();
     d.num_seqs = b.num_seqs();
@@ -283,7 +283,7 @@ class CpuBackend final : public Backend {
 
   RopeTable rope_;
   bool profiling_ = false, timing_ = false;
-  bool decode_ = false;  // the last uploaded batch has one new token per sequence
+  bool decode_ = false;  // the last uploaded batch is profiled as decode
   OpProfile profile_;
   // attention()'s table of every sequence's cache slots, kept so that a step's layers reuse the
   // memory: entry j of sequence s at slot_table_[first_slot_[s] + j].

@@ -110,7 +110,7 @@ class CudaBackend::OpScope {
     if (start_ != nullptr) {
       cudaEvent_t stop = be_.take_event();
       cudaEventRecord(stop, be_.stream_);
-      be_.pending_.push_back({name_, be_.meta_.decode, start_, stop});
+      be_.pending_.push_back({name_, be_.meta_.profiled_decode, start_, stop});
     }
     nvtxRangePop();
   }
@@ -453,6 +453,7 @@ DeviceBatch CudaBackend::upload_batch(const Batch& b) {
   }
   BatchMeta meta;
   meta.decode = b.is_decode();
+  meta.profiled_decode = b.profiled_as_decode();
   for (int s = 0; s < B; ++s)
     meta.max_new = std::max(meta.max_new, b.cu_seqlens[s + 1] - b.cu_seqlens[s]);
   meta.token_ids = b.token_ids;

@@ -96,8 +96,9 @@ class CudaBackend final : public Backend {
   };
   // Host-side facts about the last uploaded batch the kernels' launch shapes depend on.
   struct BatchMeta {
-    bool decode = false;  // one new token per sequence
-    int max_new = 0;      // most new tokens of one sequence
+    bool decode = false;           // one new token per sequence
+    bool profiled_decode = false;  // --profile's phase: decode, and no prompt token
+    int max_new = 0;               // most new tokens of one sequence
     std::vector<int32_t> token_ids;
   };
   using GraphKey = std::tuple<int64_t, int>;
