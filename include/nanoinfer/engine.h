@@ -151,12 +151,17 @@ struct GenerationStats {
   // Writes steps as CSV (time, memory by kind, cache utilisation) for tools/plot_memory.py.
   void write_memory_csv(const std::string& path) const;
   double decode_tokens_per_s() const {
-    return decode_ms > 0 ? 1000.0 * decode_tokens / decode_ms : 0;
+    return decode_ms > 0 ? 1000.0 * static_cast<double>(decode_tokens) / decode_ms : 0;
   }
 };
 
-// Called for every token a sampling request generates: (request index, token id, text that may be
-// shown now: complete UTF-8, stop strings held back). Return false to stop that request.
+// Called for every token a sampling request generates but an EOS that ends it (which the output's
+// token_ids hold): (request index, token id, text that may be shown now: complete UTF-8, stop
+// strings held back). Return false to stop that request. A callback that throws ends its request
+// (on_token's: finish_reason "cancelled"; on_done still comes), and its exception comes out of
+// generate() or step() once the step is whole: the engine stays usable. From a callback,
+// generate(), release_cache(), and submit() within generate(), or step() and cancel() within
+// step(), throw Error.
 using TokenCallback = std::function<bool(size_t, int32_t, const std::string&)>;
 // Called once a submitted request has finished: (its id, its output).
 using DoneCallback = std::function<void(size_t, GenerationOutput&&)>;
@@ -175,7 +180,10 @@ class Engine {
   // fails throws Error naming it.
   std::vector<GenerationOutput> generate(const std::vector<GenerationRequest>& requests,
                                          const TokenCallback& on_token = nullptr);
+  // The last generate() call's stats; online_stats(): the submit() / step() run's totals since
+  // its cache was made (no per-step records).
   const GenerationStats& last_stats() const;
+  const GenerationStats& online_stats() const;
 
   // Online use (a server's loop; one thread calls all three): submit() checks a request and
   // queues it, whatever runs already (throws Error and queues nothing when it cannot run), and

@@ -5,8 +5,9 @@
 // Defined behaviour at the edges (tested):
 //  - encode("") is just the post-processor's tokens (e.g. [BOS]).
 //  - Invalid UTF-8 input never throws: byte-level models pass the bytes through unchanged (each
-//    invalid byte groups like punctuation); SentencePiece models encode each invalid byte as its
-//    <0xNN> byte-fallback token.
+//    invalid byte groups like punctuation), but for bytes no UTF-8 text holds (0xC0, 0xC1,
+//    0xF5-0xFF) that a vocabulary has no token for (SmolLM2's), which are dropped; SentencePiece
+//    models encode each invalid byte as its <0xNN> byte-fallback token.
 //  - decode replaces invalid byte sequences with U+FFFD as HF does; an id outside the vocabulary
 //    throws Error naming the id.
 #pragma once

@@ -221,12 +221,16 @@ void add_generate_command(CLI::App& app) {
   SamplingParams& p = a->params;
   // One value per flag: a stray word after a prompt is an error, not a second prompt.
   const CLI::Option* text = cmd->add_option("--prompt", a->prompts, "a prompt (repeat for a batch)")
-                                ->allow_extra_args(false);
+                                ->allow_extra_args(false)
+                                ->expected(1)
+                                ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   const CLI::Option* file =
       cmd->add_option("--prompts-file", a->prompts_file, "one prompt per line (-: standard input)");
   const CLI::Option* ids = cmd->add_option("--prompt-ids", a->prompt_ids,
                                            "a prompt as comma-separated token ids (repeat)")
-                               ->allow_extra_args(false);
+                               ->allow_extra_args(false)
+                               ->expected(1)
+                               ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   add_sampling_flags(*cmd, p, "tokens to generate per prompt (default 128)");
   cmd->add_option("--num-beams", p.num_beams, "beam search with this many beams (1 = off)");
   cmd->add_option("--length-penalty", p.length_penalty, "beam score = logprob / length^penalty");

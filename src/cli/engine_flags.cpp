@@ -149,7 +149,9 @@ void add_sampling_flags(CLI::App& cmd, SamplingParams& p, const std::string& max
                  "OpenAI frequency penalty, in [-2, 2]");
   cmd.add_option("--seed", p.seed, "sampling seed")->check(whole_number(0, UINT64_MAX));
   cmd.add_option("--stop", p.stop, "stop when this text appears (repeatable)")
-      ->allow_extra_args(false);
+      ->allow_extra_args(false)
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   cmd.add_option_function<std::vector<std::string>>(
          "--logit-bias",
          [&p](const std::vector<std::string>& items) {
@@ -171,7 +173,9 @@ void add_sampling_flags(CLI::App& cmd, SamplingParams& p, const std::string& max
            }
          },
          "add BIAS to token ID's logit before sampling, ID=BIAS (repeatable; -100 bans)")
-      ->allow_extra_args(false);
+      ->allow_extra_args(false)
+      ->expected(1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
 }
 
 }  // namespace nanoinfer::cli

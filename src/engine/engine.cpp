@@ -41,6 +41,7 @@ struct Engine::Impl {
   std::unique_ptr<LlamaModel> model;
   std::unique_ptr<Tokenizer> tokenizer;
   GenerationStats stats;
+  bool generating = false;  // in generate(): its callbacks may not generate, submit or release
   double load_seconds = 0;
   double warmup_seconds = 0;
   // The last generate()'s KV cache, kept: a call whose cache fits in it clears and reuses it, so
@@ -284,6 +285,9 @@ Engine::~Engine() = default;
 const GenerationStats& Engine::last_stats() const {
   return impl_->stats;
 }
+const GenerationStats& Engine::online_stats() const {
+  return impl_->online_stats;
+}
 
 ModelConfig read_model_config(const EngineOptions& options) {
   return options.random_weights ? parse_hf_config(options.config)
@@ -340,6 +344,7 @@ int64_t Engine::cache_bytes() const {
   return impl_->cache ? impl_->cache->bytes() : 0;
 }
 void Engine::release_cache() {
+  if (impl_->generating) fail("release_cache() from a callback of generate()");
   if (impl_->online && impl_->online->active() > 0)
     fail("release_cache() while submitted requests run");
   impl_->online.reset();
@@ -352,6 +357,12 @@ std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationReque
     impl_->follow();
     return {};
   }
+  if (impl_->generating) fail("generate() from a callback of generate()");
+  impl_->generating = true;
+  const struct Done {
+    bool& flag;
+    ~Done() { flag = false; }
+  } done{impl_->generating};
   try {
     return impl_->lead(requests, on_token);
   } catch (const Error& e) {
@@ -461,6 +472,7 @@ KvCacheOptions Engine::Impl::cache_options(int64_t need_blocks) const {
 void Engine::start_online() {
   Impl& m = *impl_;
   if (m.group().size() > 1) fail("submit(): not under tensor parallelism (use generate())");
+  if (m.generating) fail("submit() from a callback of generate()");
   if (m.online) return;
   // A cache that stays: cache_tokens slots, or 16 sequences of the full context.
   const int64_t slots =

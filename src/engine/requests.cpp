@@ -26,12 +26,20 @@ bool SampledRequest::accept(int32_t token, KvCache& cache, const TokenCallback& 
   out.token_ids.push_back(token);  // an ending EOS too, as HF generate() returns it
   if (d.stop() && d.reason != sampling::StopReason::kStopString && detok) d.emit += detok->flush();
   out.text += d.emit;
-  if (on_token && d.reason != sampling::StopReason::kEos && !on_token(seq.request, token, d.emit) &&
-      !d.stop())
-    d.reason = sampling::StopReason::kStopString;  // the caller asked to stop
+  bool go_on = true;
+  if (on_token && d.reason != sampling::StopReason::kEos) {
+    try {
+      go_on = on_token(seq.request, token, d.emit);
+    } catch (...) {  // (the run rethrows it once the step is whole)
+      thrown = std::current_exception();
+      go_on = false;
+    }
+  }
+  if (!go_on && !d.stop()) d.reason = sampling::StopReason::kStopString;  // the caller's stop
   seq.pending = {token};
   if (!d.stop()) return true;
-  out.finish_reason = d.reason == sampling::StopReason::kEos         ? "eos"
+  out.finish_reason = thrown                                         ? "cancelled"
+                      : d.reason == sampling::StopReason::kEos       ? "eos"
                       : d.reason == sampling::StopReason::kMaxTokens ? "length"
                                                                      : "stop";
   seq.done = true;

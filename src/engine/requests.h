@@ -3,6 +3,7 @@
 // all their sequences in one forward per step and hands each request its rows of logits.
 #pragma once
 
+#include <exception>
 #include <memory>
 #include <span>
 #include <vector>
@@ -22,7 +23,8 @@ struct SampledRequest {
   SampledRequest(size_t index, const GenerationRequest& req, KvCache& cache,
                  const std::vector<int32_t>& eos, const Tokenizer* tok);
   // Takes the sampled token; returns false when the request has finished, its blocks given back
-  // to the cache (with `publish`, findable by their tokens, prompt and generated ones).
+  // to the cache (with `publish`, findable by their tokens, prompt and generated ones). An
+  // on_token that throws ends the request ("cancelled"); its exception is kept in `thrown`.
   bool accept(int32_t token, KvCache& cache, const TokenCallback& on_token, bool publish);
 
   const GenerationRequest* request;
@@ -30,6 +32,7 @@ struct SampledRequest {
   sampling::StopChecker stop;
   std::unique_ptr<IncrementalDetokenizer> detok;
   GenerationOutput out;
+  std::exception_ptr thrown;
 };
 
 struct BeamRequest {

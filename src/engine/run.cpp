@@ -1,6 +1,7 @@
 #include "engine/run.h"
 
 #include <algorithm>
+#include <exception>
 #include <optional>
 #include <string>
 
@@ -97,7 +98,11 @@ std::string lead(const std::string& who) {
 void check_request(const RunContext& ctx, const GenerationRequest& r, const std::string& who) {
   const ModelConfig& c = ctx.config;
   const std::string head = lead(who);
-  r.params.validate();
+  try {
+    r.params.validate();
+  } catch (const Error& e) {
+    fail(head + e.what());
+  }
   if (r.prompt_ids.empty()) fail(head + "the prompt is empty");
   for (int32_t id : r.prompt_ids)
     if (id < 0 || id >= c.vocab_size)
@@ -187,6 +192,10 @@ bool Run::waits_for_prefix(int64_t id) const {
 }
 
 bool Run::cancel(size_t id) {
+  if (stepping_)
+    fail(
+        "cancel() from a callback of a running step: return false from the request's on_token "
+        "to stop it");
   const auto e = requests_.find(id);
   if (e == requests_.end()) return false;
   GenerationOutput out;
@@ -216,6 +225,15 @@ bool Run::cancel(size_t id) {
 }
 
 bool Run::step() {
+  if (stepping_) fail("step() from a callback of a running step");
+  stepping_ = true;
+  const struct Done {
+    bool& flag;
+    ~Done() { flag = false; }
+  } done_stepping{stepping_};
+  // A callback that throws ends its request (its on_done still comes); the first exception is
+  // rethrown once the step is whole, so that the run stays usable.
+  std::exception_ptr thrown;
   const ModelConfig& c = ctx_.config;
   const size_t V = static_cast<size_t>(c.vocab_size);
   // This step's sequences: the running ones that decode, then the prompts under way, then those
@@ -389,6 +407,7 @@ bool Run::step() {
             sampling::token_logprobs(raw[r], tokens_[r], s.request->params.logprobs));
       if (!s.accept(tokens_[r], cache_, requests_.at(s.seq.request).on_token, ctx_.prefix_reuse))
         finished.push_back(s.seq.request);
+      if (s.thrown && !thrown) thrown = s.thrown;
     }
   }
   size_t row = 0;  // of the beam rows
@@ -423,7 +442,11 @@ bool Run::step() {
     const auto e = requests_.find(id);
     const DoneCallback done = std::move(e->second.on_done);
     requests_.erase(e);
-    if (done) done(id, std::move(out));
+    try {
+      if (done) done(id, std::move(out));
+    } catch (...) {
+      if (!thrown) thrown = std::current_exception();
+    }
   }
   step.tokens = batch.num_tokens();
   step.sequences = static_cast<int>(live.size());
@@ -445,6 +468,7 @@ bool Run::step() {
     stats_.decode_tokens += static_cast<int64_t>(batch.logit_rows.size());
   }
   if (keep_steps_) stats_.steps.push_back(step);
+  if (thrown) std::rethrow_exception(thrown);
   return true;
 }
 

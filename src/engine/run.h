@@ -63,10 +63,13 @@ class Run {
   // once the request has finished.
   size_t add(const GenerationRequest& r, TokenCallback on_token, DoneCallback on_done,
              const std::string& who);
-  // One forward over the sequences that run; false when nothing ran (none runs or waits).
+  // One forward over the sequences that run; false when nothing ran (none runs or waits). A
+  // callback that throws ends its request (on_token's: finish_reason "cancelled"); the first
+  // exception is rethrown once the step is whole, and the run goes on at the next step.
   bool step();
-  // Ends request `id` between steps: waiting, it leaves the queue; running, it gives its blocks
-  // back. Its on_done gets what it has, finish_reason "cancelled". False: no such request.
+  // Ends request `id` between steps (not from a callback of step(): Error): waiting, it leaves
+  // the queue; running, it gives its blocks back. Its on_done gets what it has, finish_reason
+  // "cancelled". False: no such request.
   bool cancel(size_t id);
   // Requests added and not finished (running or waiting).
   size_t active() const { return requests_.size(); }
@@ -98,6 +101,7 @@ class Run {
   sampling::Sampler sampler_;
   std::vector<float> logits_;
   std::vector<int32_t> tokens_;
+  bool stepping_ = false;  // in step(): its callbacks may not cancel() or step()
 };
 
 }  // namespace nanoinfer

@@ -5,7 +5,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
 
 #include "nanoinfer/engine.h"
 #include "test_paths.h"
@@ -434,6 +438,105 @@ TEST(OnlineRun, ACancelledRequestEndsWaitingOrRunning) {
   EXPECT_EQ(out[3].finish_reason, "length");
   EXPECT_FALSE(engine.cancel(3));   // finished
   EXPECT_FALSE(engine.cancel(99));  // never submitted
+}
+
+// A callback that throws ends its own request and nothing else: the exception comes out of step()
+// once the step is whole (an on_token's request "cancelled", its on_done still called), and the
+// run goes on, the others' tokens as if alone; the same with generate(). Calls into the run from
+// its callbacks that would corrupt it are refused. Before, the next step() failed an assertion
+// (on_token), or every later one threw map::at (on_done of a step that ended two requests).
+TEST(OnlineRun, ACallbackThatThrowsEndsItsRequestOnly) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  opt.max_context = 128;
+  Engine alone(opt);
+  Engine engine(opt);
+  const std::vector<GenerationRequest> reqs = {greedy_request(12, 1, 6), greedy_request(12, 2, 6),
+                                               greedy_request(12, 3, 6)};
+  std::vector<GenerationOutput> out(reqs.size());
+  std::vector<int> done_calls(reqs.size(), 0);
+  auto on_done = [&](size_t id, GenerationOutput&& o) {
+    ++done_calls.at(id);
+    out.at(id) = std::move(o);
+  };
+  const auto throws_at_2 = [n = 0](size_t, int32_t, const std::string&) mutable -> bool {
+    if (++n == 2) throw std::runtime_error("on_token failed");
+    return true;
+  };
+  engine.submit(reqs[0], throws_at_2, on_done);
+  engine.submit(reqs[1], nullptr, on_done);
+  engine.submit(reqs[2], nullptr, [&](size_t id, GenerationOutput&& o) {
+    on_done(id, std::move(o));
+    throw std::runtime_error("on_done failed");
+  });
+  EXPECT_TRUE(engine.step());  // the prompts and first tokens
+  try {
+    engine.step();
+    ADD_FAILURE() << "the callback's exception did not come out of step()";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "on_token failed");
+  }
+  EXPECT_EQ(done_calls[0], 1);
+  EXPECT_EQ(out[0].finish_reason, "cancelled");
+  EXPECT_EQ(out[0].token_ids.size(), 2U);
+  EXPECT_EQ(engine.active(), 2U);
+  int thrown = 0;
+  while (true) {
+    try {
+      if (!engine.step()) break;
+    } catch (const std::runtime_error& e) {
+      EXPECT_STREQ(e.what(), "on_done failed");
+      ++thrown;
+    }
+  }
+  EXPECT_EQ(thrown, 1);
+  EXPECT_EQ(engine.active(), 0U);
+  for (const size_t id : {size_t{1}, size_t{2}}) {
+    EXPECT_EQ(done_calls[id], 1) << id;
+    EXPECT_EQ(out[id].token_ids, alone.generate({reqs[id]})[0].token_ids) << id;
+  }
+  // The online run's totals: three prompts of 12 tokens; 6 + 6 + 2 tokens, the first of each
+  // from its prompt's step.
+  EXPECT_EQ(engine.online_stats().prefill_tokens, 36);
+  EXPECT_EQ(engine.online_stats().decode_tokens, 11);
+  // generate(): the exception comes out, and the engine runs the next call as usual.
+  EXPECT_THROW(engine.generate({reqs[0], reqs[1]}, throws_at_2), std::runtime_error);
+  EXPECT_EQ(engine.generate({reqs[1]})[0].token_ids, out[1].token_ids);
+
+  // From callbacks: cancel() and step() within step(), generate(), submit() and release_cache()
+  // within generate() are refused (Error, which the call then rethrows).
+  std::vector<std::string> refused;
+  auto refuse = [&](const std::function<void()>& call) {
+    try {
+      call();
+    } catch (const Error& e) {
+      refused.emplace_back(e.what());
+    }
+  };
+  engine.submit(
+      reqs[0],
+      [&](size_t, int32_t, const std::string&) {
+        refuse([&] { engine.cancel(0); });
+        refuse([&] { engine.step(); });
+        return false;
+      },
+      nullptr);
+  while (engine.step()) {
+  }
+  engine.generate({reqs[1]}, [&](size_t, int32_t, const std::string&) {
+    refuse([&] { engine.generate({reqs[0]}); });
+    refuse([&] { engine.submit(reqs[0], nullptr, nullptr); });
+    refuse([&] { engine.release_cache(); });
+    return false;
+  });
+  EXPECT_EQ(refused, (std::vector<std::string>{
+                         "cancel() from a callback of a running step: return false from the "
+                         "request's on_token to stop it",
+                         "step() from a callback of a running step",
+                         "generate() from a callback of generate()",
+                         "submit() from a callback of generate()",
+                         "release_cache() from a callback of generate()"}));
+  EXPECT_EQ(engine.generate({reqs[2]})[0].token_ids, out[2].token_ids);
 }
 
 }  // namespace

@@ -267,6 +267,10 @@ TEST(TinyEngine, SamplerIdsAreCheckedBeforeAnythingRuns) {
   bad.params.suppress_tokens.pop_back();  // one token left: it is the only pick
   const GenerationOutput out = engine.generate({bad})[0];
   EXPECT_EQ(out.token_ids, (std::vector<int32_t>{0, 0}));
+  // Parameters out of range name their request too.
+  GenerationRequest negative = good;
+  negative.params.top_k = -3;
+  EXPECT_EQ(error(negative), "request 1: top_k must be >= 0 (0 = off), got -3");
 }
 
 // Options out of range are refused by name before anything loads (the model path here does not

@@ -3,6 +3,7 @@
 // JSON carries HF's greedy ids.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -33,8 +34,10 @@ struct CliRun {
 // Runs the CLI with `input` as its standard input; `shell` runs before it (a ulimit...).
 CliRun run_cli(const std::string& args, const std::string& input = "",
                const std::string& shell = "") {
-  const std::string err_file = ::testing::TempDir() + "/nanoinfer_cli_stderr.txt";
-  const std::string in_file = ::testing::TempDir() + "/nanoinfer_cli_stdin.txt";
+  // (per process: two test runs at once, a sanitizer's beside a plain one, read each other's)
+  const std::string tag = std::to_string(getpid());
+  const std::string err_file = ::testing::TempDir() + "/nanoinfer_cli_stderr_" + tag + ".txt";
+  const std::string in_file = ::testing::TempDir() + "/nanoinfer_cli_stdin_" + tag + ".txt";
   std::ofstream(in_file) << input;
   const std::string cmd =
       shell + std::string(NI_CLI) + " " + args + " <" + in_file + " 2>" + err_file;
@@ -527,8 +530,11 @@ TEST(Cli, ServeNamesTheModelAfterItsCheckpoint) {
       {"--random-weights --config " + kTiny + "/config.json", "serving random-gqa on "},
       {"--model " + kTiny + " --served-model-name mine", "serving mine on "},
   };
+  // (--foreground: timeout signals the server alone; to its process group too, a second SIGINT
+  // could arrive after the first was taken, and the server exits at once, 130.)
   for (const auto& [flags, says] : cases) {
-    const CliRun r = run_cli("serve --port 0 " + flags, "", "timeout --preserve-status -s INT 2 ");
+    const CliRun r =
+        run_cli("serve --port 0 " + flags, "", "timeout --foreground --preserve-status -s INT 2 ");
     EXPECT_EQ(r.code, 0) << flags << ": " << r.err;
     EXPECT_NE(r.err.find(says), std::string::npos) << flags << ": " << r.err;
   }
