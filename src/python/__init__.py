@@ -13,8 +13,17 @@ if "GOMP_SPINCOUNT" not in _os.environ and "OMP_WAIT_POLICY" not in _os.environ:
 from ._nanoinfer import *  # noqa: E402,F401,F403  (the whole API)
 from ._nanoinfer import __version__  # noqa: E402,F401
 
-# The classes name this package as theirs, not the extension inside it.
+
+def _reduce_ex(self, protocol):
+    return object.__reduce_ex__(self, max(protocol, 2))
+
+
+# The classes name this package as theirs, not the extension inside it. Pickle protocols 0 and 1
+# reduced their objects through copyreg, which constructs the pybind11 base type, and that aborted
+# the interpreter: they reduce as protocol 2 does (a class that does not pickle: TypeError).
 for _value in list(globals().values()):
     if isinstance(_value, type) and _value.__module__ == __name__ + "._nanoinfer":
         _value.__module__ = __name__
+        if not issubclass(_value, BaseException):
+            _value.__reduce_ex__ = _reduce_ex
 del _value

@@ -111,6 +111,15 @@ py::dict fields_of(const SamplingParams& p) {
   return fields;
 }
 
+// A str's UTF-8 bytes; ValueError naming `what` for a lone surrogate, which has none.
+std::string utf8_of(const py::handle s, const std::string& what) {
+  try {
+    return py::cast<std::string>(s);
+  } catch (const py::cast_error&) {
+    throw py::value_error(what + " must be UTF-8 (it holds a lone surrogate)");
+  }
+}
+
 std::vector<ChatMessage> messages_from(const py::list& messages) {
   std::vector<ChatMessage> out;
   for (const py::handle m : messages) {
@@ -120,7 +129,8 @@ std::vector<ChatMessage> messages_from(const py::list& messages) {
     if (!d.contains("role") || !d.contains("content") || !py::isinstance<py::str>(d["role"]) ||
         !py::isinstance<py::str>(d["content"]))
       throw py::type_error("a chat message is a dict with 'role' and 'content' (str)");
-    out.push_back({py::cast<std::string>(d["role"]), py::cast<std::string>(d["content"])});
+    out.push_back({utf8_of(d["role"], "a chat message's role"),
+                   utf8_of(d["content"], "a chat message's content")});
   }
   return out;
 }
@@ -136,17 +146,17 @@ const Tokenizer& tokenizer_of(const Engine& e) {
   return *e.tokenizer();
 }
 
+// A token id: a Python int or what stands for one (numpy's integers: __index__), not a bool.
+bool is_token_id(const py::handle v) {
+  return !PyBool_Check(v.ptr()) && PyIndex_Check(v.ptr()) != 0;
+}
+
 // One prompt: text (with the model's chat template when chat is set), a list of chat messages
 // (the chat template, always), or a list of token ids.
 std::vector<int32_t> prompt_ids(const Engine& e, const py::handle& prompt, bool chat) {
   if (py::isinstance<py::str>(prompt)) {
     const Tokenizer& tok = tokenizer_of(e);
-    std::string text;
-    try {
-      text = py::cast<std::string>(prompt);
-    } catch (const py::cast_error&) {
-      throw py::value_error("a prompt's text must be UTF-8 (it holds a lone surrogate)");
-    }
+    const std::string text = utf8_of(prompt, "a prompt's text");
     // A chat template already holds the special tokens it needs.
     return chat ? tok.encode(tok.apply_chat_template({{"user", text}}, true), false)
                 : tok.encode(text, true);
@@ -164,10 +174,14 @@ std::vector<int32_t> prompt_ids(const Engine& e, const py::handle& prompt, bool 
       throw py::error_already_set();  // (warnings turned into errors)
     std::vector<int32_t> ids;
     for (const py::handle id : items) {
-      if (!py::isinstance<py::int_>(id))
-        throw py::type_error("a prompt given as a list holds token ids (int) or chat messages");
+      if (!is_token_id(id))
+        throw py::type_error(
+            "a prompt given as a list holds token ids (int) or chat messages, not " +
+            py::cast<std::string>(py::repr(id)));
+      const auto index = py::reinterpret_steal<py::object>(PyNumber_Index(id.ptr()));
+      if (!index) throw py::error_already_set();
       int overflow = 0;  // (past int32: the engine's own check would never see the value)
-      const long long v = PyLong_AsLongLongAndOverflow(id.ptr(), &overflow);
+      const long long v = PyLong_AsLongLongAndOverflow(index.ptr(), &overflow);
       if (overflow != 0 || v < INT32_MIN || v > INT32_MAX)
         throw Error("token id " + py::cast<std::string>(py::str(id)) +
                     " is outside the vocabulary (" + std::to_string(e.config().vocab_size) +
@@ -210,9 +224,10 @@ std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& prompts, 
                                        const py::object& params, const py::kwargs& kw) {
   py::list items;
   const bool listed = py::isinstance<py::list>(prompts) || py::isinstance<py::tuple>(prompts);
-  if (py::isinstance<py::str>(prompts) ||
-      (listed && py::len(prompts) > 0 && py::isinstance<py::dict>(py::list(prompts)[0]))) {
-    items.append(prompts);  // one prompt: a text, or one conversation (a list of messages)
+  py::object first = py::none();
+  if (listed && py::len(prompts) > 0) first = py::list(prompts)[0];
+  if (py::isinstance<py::str>(prompts) || py::isinstance<py::dict>(first) || is_token_id(first)) {
+    items.append(prompts);  // one prompt: a text, one conversation, or one list of token ids
   } else if (listed) {
     items = py::list(prompts);
   } else {
@@ -447,7 +462,9 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
             }
             p.seed = x;
           },
-          "The sampling seed: the same seed, the same tokens")
+          "The sampling seed (default 0): the same seed, the same tokens, so calls without one "
+          "sample alike, and so do equal prompts of one batch with equal parameters; give each "
+          "call or prompt its own seed for fresh samples (the server draws a random one)")
       .def_readwrite("num_beams", &SamplingParams::num_beams,
                      "Beam search with this many beams (1: off; deterministic, no sampling)")
       .def_readwrite("length_penalty", &SamplingParams::length_penalty,
@@ -583,9 +600,16 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
                "', text=" + py::cast<std::string>(py::repr(py::str(o.text))) + ")";
       });
 
-  py::class_<Tokenizer>(m, "Tokenizer")
-      .def("encode", &Tokenizer::encode, py::arg("text"), py::arg("add_special_tokens") = true,
-           "Token ids of a text (with the model's BOS etc. unless add_special_tokens=False)")
+  py::class_<Tokenizer>(m, "Tokenizer",
+                        "A model's tokenizer (HF tokenizer.json or a GGUF's): encode, decode, chat "
+                        "templates; Engine.tokenizer or load_tokenizer(path)")
+      .def(
+          "encode",
+          [](const Tokenizer& t, const py::str& text, bool add_special_tokens) {
+            return t.encode(utf8_of(text, "the text"), add_special_tokens);
+          },
+          py::arg("text"), py::arg("add_special_tokens") = true,
+          "Token ids of a text (with the model's BOS etc. unless add_special_tokens=False)")
       .def(
           "decode",
           [](const Tokenizer& t, const std::vector<int32_t>& ids, bool skip) {
@@ -620,7 +644,10 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
       .def_property_readonly("token_ids", &Stream::token_ids, "The ids generated so far");
 
   const EngineOptions d;
-  py::class_<PyEngine, std::shared_ptr<PyEngine>>(m, "Engine")
+  py::class_<PyEngine, std::shared_ptr<PyEngine>>(
+      m, "Engine",
+      "A model loaded on a backend: generate() for a batch of prompts, stream() for one; "
+      "Engine(model, backend='cpu', ...), model a HF directory, a .gguf or 'default'")
       .def(py::init([](const py::object& model, const std::string& backend, int max_context,
                        int cache_tokens, int block_size, int max_step_tokens,
                        const std::string& rope_cache, int sink_tokens, int window, bool no_rope,

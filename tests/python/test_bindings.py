@@ -57,6 +57,22 @@ class TinyModel(unittest.TestCase):
             self.assertEqual(out.text, "")  # no tokenizer, no text
         stats = self.engine.last_stats
         self.assertEqual(stats["prefill_tokens"], sum(len(c["prompt_ids"]) for c in cases))
+        # One prompt of ids given bare, and ids as numpy integers, are the same prompt; a bool or a
+        # float is no token id.
+        first = cases[0]
+        kw = dict(params=self.greedy_params(first))
+        self.assertEqual(self.engine.generate(first["prompt_ids"], **kw)[0].token_ids,
+                         first["greedy_ids"])
+        try:
+            import numpy
+        except ImportError:
+            numpy = None
+        if numpy is not None:
+            ids = list(numpy.array(first["prompt_ids"], dtype=numpy.int64))
+            self.assertEqual(self.engine.generate([ids], **kw)[0].token_ids, first["greedy_ids"])
+        for bad in ([True, 2], [1.5]):
+            with self.assertRaisesRegex(TypeError, "token ids"):
+                self.engine.generate([bad])
         self.assertEqual(stats["decode_tokens"], sum(len(c["greedy_ids"]) - 1 for c in cases))
 
     def test_keywords_and_params_object_sample_the_same_tokens(self):
@@ -127,6 +143,13 @@ class TinyModel(unittest.TestCase):
         beams = self.engine.generate([prompt], num_beams=2, num_return_sequences=2,
                                      max_new_tokens=3, ignore_eos=True)[0]
         self.assertEqual(pickle.loads(pickle.dumps(beams)).scores, beams.scores)
+        # Every pickle protocol (0 and 1 aborted the interpreter); what does not pickle refuses.
+        params = nanoinfer.SamplingParams(temperature=0.5, seed=3)
+        for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+            for value in (out, out.logprobs[0], params):
+                self.assertEqual(pickle.loads(pickle.dumps(value, protocol)), value)
+            with self.assertRaises(TypeError):
+                pickle.dumps(self.engine, protocol)
 
     def test_eos_ids_outside_the_vocabulary_are_refused(self):
         vocab = self.engine.config["vocab_size"]
@@ -327,6 +350,15 @@ class TextModel(unittest.TestCase):
             self.engine.generate([[{"role": "user", "content": None}]])
         with self.assertRaisesRegex(ValueError, "lone surrogate"):
             self.engine.generate("caf\udce9")
+        # In a chat message and the tokenizer's methods too (they were RuntimeError and
+        # TypeError, pybind11's words).
+        with self.assertRaisesRegex(ValueError, "a chat message's content must be UTF-8"):
+            self.engine.generate([[{"role": "user", "content": "caf\udce9"}]])
+        tok = self.engine.tokenizer
+        with self.assertRaisesRegex(ValueError, "the text must be UTF-8"):
+            tok.encode("caf\udce9")
+        with self.assertRaisesRegex(ValueError, "a chat message's content must be UTF-8"):
+            tok.apply_chat_template([{"role": "user", "content": "caf\udce9"}])
         with self.assertRaisesRegex(nanoinfer.Error, "chat message 0: unknown role 'usr'"):
             self.engine.generate([[{"role": "usr", "content": "Hi"}]])
 
