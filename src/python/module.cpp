@@ -496,13 +496,18 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
             }
             std::vector<std::pair<int32_t, float>> bias;
             for (const auto& [id, b] : py::reinterpret_borrow<py::dict>(v)) {
+              // An id, or its digits as the OpenAI API sends them ("5"); not 5.7 or True.
               py::object number;
-              try {
-                number = py::int_(py::reinterpret_borrow<py::object>(id));  // ("5" too)
-              } catch (py::error_already_set&) {
+              if (is_token_id(id) || py::isinstance<py::str>(id)) {
+                try {
+                  number = py::int_(py::reinterpret_borrow<py::object>(id));
+                } catch (py::error_already_set&) {
+                  number = py::object();
+                }
+              }
+              if (!number)
                 throw py::type_error("logit_bias: keys are token ids, got " +
                                      py::cast<std::string>(py::repr(id)));
-              }
               bias.emplace_back(py::cast<int32_t>(number), py::cast<float>(b));
             }
             p.logit_bias = std::move(bias);

@@ -110,8 +110,9 @@ class TinyModel(unittest.TestCase):
                                               logit_bias=as_dict)
             self.assertEqual(params.logit_bias, [(5, 100.0)])
             self.assertEqual(self.engine.generate([prompt], params=params)[0].token_ids, [5, 5, 5])
-        with self.assertRaisesRegex(TypeError, "logit_bias"):
-            nanoinfer.SamplingParams(logit_bias={"x": 1.0})
+        for bad in ({"x": 1.0}, {5.7: 1.0}, {True: 1.0}):  # (5.7 had biased token 5)
+            with self.assertRaisesRegex(TypeError, "logit_bias"):
+                nanoinfer.SamplingParams(logit_bias=bad)
 
     def test_prompt_logprobs_score_the_prompt(self):
         case = self.ref["cases"][0]
