@@ -296,15 +296,32 @@ class Stream {
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
 
+  // Steps until this stream has a piece. Ctrl-C (on the main thread, where Python runs its
+  // handlers) is looked for after each step that gave none (tokens without text: a model
+  // without a tokenizer, held-back UTF-8), and raised with the stream still open.
   std::string next() {
+    const bool main_thread =
+        PyThread_get_thread_ident() ==
+        py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+    PyObject *type = nullptr, *value = nullptr, *trace = nullptr;
     const std::optional<std::string> piece = locked(*pe_, [&] {
       State& st = *state_;
-      while (st.pieces.empty() && !st.out && !st.closed) pe_->engine.step();
+      while (st.pieces.empty() && !st.out && !st.closed && type == nullptr) {
+        pe_->engine.step();
+        if (main_thread && st.pieces.empty() && !st.out) {
+          const py::gil_scoped_acquire gil;
+          if (PyErr_CheckSignals() != 0) PyErr_Fetch(&type, &value, &trace);
+        }
+      }
       std::optional<std::string> p;
-      if (!st.closed) p = st.take_piece();  // a closed stream, as a closed generator: none
+      if (!st.closed && type == nullptr) p = st.take_piece();  // (closed: none, as a generator)
       if (st.out) uncount();
       return p;
     });
+    if (type != nullptr) {
+      PyErr_Restore(type, value, trace);
+      throw py::error_already_set();
+    }
     if (!piece) throw py::stop_iteration();
     return *piece;
   }

@@ -127,6 +127,29 @@ class TinyModel(unittest.TestCase):
         self.assertEqual(last.top[0][0], prompt[-1])
         self.assertEqual(out.logprobs, [])
 
+    def test_ctrl_c_stops_a_stream_of_tokens_without_text(self):
+        # A model without a tokenizer streams no pieces: next() steps to the end, and Ctrl-C is
+        # looked for after each step (it was not, until the request had run out).
+        # The tiny model's shape with random weights and room for 8,000 tokens (seconds of steps).
+        with open(os.path.join(tiny(), "config.json"), encoding="utf-8") as f:
+            config = dict(json.load(f), max_position_embeddings=8192)
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "config.json")
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(config, f)
+            engine = nanoinfer.Engine("", random_weights=True, config=path, max_context=8192)
+        stream = engine.stream([1, 2, 3], max_new_tokens=8000, ignore_eos=True)
+        timer = threading.Timer(0.2, _thread.interrupt_main)
+        timer.start()
+        with self.assertRaises(KeyboardInterrupt):
+            next(stream)
+        timer.join()
+        self.assertLess(len(stream.token_ids), 8000)  # stopped early, the stream still open
+        stream.close()
+        with self.assertRaises(StopIteration):
+            next(stream)
+        self.assertEqual(len(engine.generate([[1, 2, 3]], max_new_tokens=2)[0].token_ids), 2)
+
     def test_outputs_compare_copy_and_pickle_by_value(self):
         prompt = self.ref["cases"][0]["prompt_ids"]
         kw = dict(max_new_tokens=3, logprobs=2, prompt_logprobs=1, ignore_eos=True)
