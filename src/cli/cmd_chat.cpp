@@ -111,8 +111,8 @@ void run_chat(const ChatArgs& a) {
     probe.push_back({"user", "hi"});
     // ... and so do settings under which no message fits: the template around a one-word
     // message and a reply's room beyond the context or the cache.
-    const int64_t framed =
-        static_cast<int64_t>(tok->encode(tok->apply_chat_template(probe, true), false).size());
+    const GenerationRequest r{tok->encode(tok->apply_chat_template(probe, true), false), a.params};
+    const auto framed = static_cast<int64_t>(r.prompt_ids.size());
     const int64_t need = framed + a.params.max_new_tokens;
     const std::string what = "--max-new-tokens " + std::to_string(a.params.max_new_tokens) +
                              " and the template's " + std::to_string(framed) +
@@ -125,7 +125,6 @@ void run_chat(const ChatArgs& a) {
                              " tokens (--cache-tokens)"));
     // ... and what the engine refuses in any message (sampler ids outside the vocabulary, a
     // template longer than a sink cache's window): the probe is queued, then dropped unrun.
-    const GenerationRequest r{tok->encode(tok->apply_chat_template(probe, true), false), a.params};
     engine.cancel(engine.submit(r, nullptr, nullptr));
   }
   const bool terminal = isatty(STDIN_FILENO) != 0;

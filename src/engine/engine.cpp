@@ -17,6 +17,7 @@
 #include "model/llama.h"
 #include "nanoinfer/tokenizer.h"
 #include "util/error.h"
+#include "util/scoped_flag.h"
 
 namespace nanoinfer {
 
@@ -358,11 +359,7 @@ std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationReque
     return {};
   }
   if (impl_->generating) fail("generate() from a callback of generate()");
-  impl_->generating = true;
-  const struct Done {
-    bool& flag;
-    ~Done() { flag = false; }
-  } done{impl_->generating};
+  const ScopedFlag generating(impl_->generating);
   try {
     return impl_->lead(requests, on_token);
   } catch (const Error& e) {

@@ -11,6 +11,7 @@
 #include "sampling/logprobs.h"
 #include "sampling/stages.h"
 #include "util/error.h"
+#include "util/scoped_flag.h"
 
 namespace nanoinfer {
 
@@ -226,11 +227,7 @@ bool Run::cancel(size_t id) {
 
 bool Run::step() {
   if (stepping_) fail("step() from a callback of a running step");
-  stepping_ = true;
-  const struct Done {
-    bool& flag;
-    ~Done() { flag = false; }
-  } done_stepping{stepping_};
+  const ScopedFlag stepping(stepping_);
   // A callback that throws ends its request (its on_done still comes); the first exception is
   // rethrown once the step is whole, so that the run stays usable.
   std::exception_ptr thrown;

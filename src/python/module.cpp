@@ -220,6 +220,36 @@ void settle(PyEngine& pe) {
   while (pe.engine.active() > 0) pe.engine.step();
 }
 
+// Pending signals, looked for while the engine runs without the GIL: only on the main thread,
+// the one where Python runs its handlers (another never takes the GIL while it generates). The
+// first handler that raised (Ctrl-C: KeyboardInterrupt) keeps its exception, raised by rethrow()
+// once the engine call has returned.
+class SignalWatch {
+ public:
+  SignalWatch()
+      : main_thread_(PyThread_get_thread_ident() == py::module_::import("threading")
+                                                        .attr("main_thread")()
+                                                        .attr("ident")
+                                                        .cast<unsigned long>()) {}
+  // Runs pending handlers under the GIL (once one raised, no more); whether one has raised.
+  bool raised() {
+    if (main_thread_ && type_ == nullptr) {
+      const py::gil_scoped_acquire gil;
+      if (PyErr_CheckSignals() != 0) PyErr_Fetch(&type_, &value_, &trace_);
+    }
+    return type_ != nullptr;
+  }
+  void rethrow() {
+    if (type_ == nullptr) return;
+    PyErr_Restore(std::exchange(type_, nullptr), value_, trace_);
+    throw py::error_already_set();
+  }
+
+ private:
+  bool main_thread_;
+  PyObject *type_ = nullptr, *value_ = nullptr, *trace_ = nullptr;
+};
+
 std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& prompts, bool chat,
                                        const py::object& params, const py::kwargs& kw) {
   py::list items;
@@ -241,29 +271,15 @@ std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& prompts, 
   // Python runs its handlers, each token looks for pending signals under the GIL, every request
   // stops at its next token (beam searches run to their end), and the handler's exception is
   // raised once the engine has returned. Another thread never takes the GIL while it generates.
-  const bool main_thread =
-      PyThread_get_thread_ident() ==
-      py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
-  bool interrupted = false;
-  PyObject *type = nullptr, *value = nullptr, *trace = nullptr;
+  SignalWatch signals;
   const TokenCallback watch = [&](size_t, int32_t, const std::string&) {
-    if (main_thread && !interrupted) {
-      const py::gil_scoped_acquire gil;
-      if (PyErr_CheckSignals() != 0) {
-        interrupted = true;
-        PyErr_Fetch(&type, &value, &trace);
-      }
-    }
-    return !interrupted;
+    return !signals.raised();
   };
   std::vector<GenerationOutput> out = locked(pe, [&] {
     settle(pe);
     return pe.engine.generate(requests, watch);
   });
-  if (interrupted) {
-    PyErr_Restore(type, value, trace);
-    throw py::error_already_set();
-  }
+  signals.rethrow();
   return out;
 }
 
@@ -300,28 +316,20 @@ class Stream {
   // handlers) is looked for after each step that gave none (tokens without text: a model
   // without a tokenizer, held-back UTF-8), and raised with the stream still open.
   std::string next() {
-    const bool main_thread =
-        PyThread_get_thread_ident() ==
-        py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
-    PyObject *type = nullptr, *value = nullptr, *trace = nullptr;
+    SignalWatch signals;
+    bool interrupted = false;
     const std::optional<std::string> piece = locked(*pe_, [&] {
       State& st = *state_;
-      while (st.pieces.empty() && !st.out && !st.closed && type == nullptr) {
+      while (st.pieces.empty() && !st.out && !st.closed && !interrupted) {
         pe_->engine.step();
-        if (main_thread && st.pieces.empty() && !st.out) {
-          const py::gil_scoped_acquire gil;
-          if (PyErr_CheckSignals() != 0) PyErr_Fetch(&type, &value, &trace);
-        }
+        interrupted = st.pieces.empty() && !st.out && signals.raised();
       }
       std::optional<std::string> p;
-      if (!st.closed && type == nullptr) p = st.take_piece();  // (closed: none, as a generator)
+      if (!st.closed && !interrupted) p = st.take_piece();  // (closed: none, as a generator)
       if (st.out) uncount();
       return p;
     });
-    if (type != nullptr) {
-      PyErr_Restore(type, value, trace);
-      throw py::error_already_set();
-    }
+    signals.rethrow();
     if (!piece) throw py::stop_iteration();
     return *piece;
   }
