@@ -9,6 +9,7 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -116,6 +117,9 @@ struct GenerationOutput {
   // With params.prompt_logprobs >= 0: one per prompt token after the first, in order (entry i
   // scores prompt token i + 1); exp(-mean logprob) is the prompt's perplexity.
   std::vector<TokenLogprobs> prompt_logprobs;
+  // The seed it sampled with: params.seed, or the one drawn for it; unset for a request that
+  // does not sample and was given none.
+  std::optional<uint64_t> seed;
   bool operator==(const GenerationOutput&) const = default;
 };
 

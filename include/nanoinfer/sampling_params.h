@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -30,7 +31,10 @@ struct SamplingParams {
   float repetition_penalty = 1.0F;
   float presence_penalty = 0.0F;
   float frequency_penalty = 0.0F;
-  uint64_t seed = 0;
+  // The same seed, the same tokens. Unset, a sampled request draws its own when it is queued
+  // (generate, submit), so calls sample afresh and equal prompts of one batch sample apart;
+  // GenerationOutput::seed gives the one drawn, to sample the same tokens again.
+  std::optional<uint64_t> seed;
   int num_beams = 1;
   float length_penalty = 1.0F;
   EarlyStopping early_stopping = EarlyStopping::kHeuristic;

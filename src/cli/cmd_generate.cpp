@@ -134,6 +134,7 @@ void run_generate(const GenerateArgs& a) {
                           {"token_ids", outs[i].token_ids},
                           {"prompt_tokens", requests[i].prompt_ids.size()},
                           {"finish_reason", outs[i].finish_reason}};
+      if (outs[i].seed) o["seed"] = *outs[i].seed;  // (a sampled prompt's, to sample it again)
       if (a.params.logprobs >= 0) {
         o["logprobs"] = nlohmann::json::array();
         for (size_t t = 0; t < outs[i].logprobs.size(); ++t) {
@@ -204,6 +205,10 @@ void run_generate(const GenerateArgs& a) {
     }
     if (a.engine.backend == "cuda")
       std::fprintf(stderr, "CUDA graphs captured in this call: %d\n", st.graph_captures);
+    for (size_t i = 0; i < outs.size(); ++i)  // (--seed with it samples the same tokens again)
+      if (outs[i].seed)
+        std::fprintf(stderr, "seed of prompt %zu: %llu\n", i,
+                     static_cast<unsigned long long>(*outs[i].seed));
   }
   std::fprintf(stderr,
                "load: %.2f s (%.1f MB of weights, warm-up %.2f s), prefill: %.1f ms (%lld tokens), "

@@ -147,7 +147,10 @@ void add_sampling_flags(CLI::App& cmd, SamplingParams& p, const std::string& max
   cmd.add_option("--presence-penalty", p.presence_penalty, "OpenAI presence penalty, in [-2, 2]");
   cmd.add_option("--frequency-penalty", p.frequency_penalty,
                  "OpenAI frequency penalty, in [-2, 2]");
-  cmd.add_option("--seed", p.seed, "sampling seed")->check(whole_number(0, UINT64_MAX));
+  cmd.add_option_function<uint64_t>(
+         "--seed", [&p](uint64_t seed) { p.seed = seed; },
+         "sampling seed (default: a fresh one each prompt, shown by --json and --stats)")
+      ->check(whole_number(0, UINT64_MAX));
   cmd.add_option("--stop", p.stop, "stop when this text appears (repeatable)")
       ->allow_extra_args(false)
       ->expected(1)

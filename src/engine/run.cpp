@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <exception>
 #include <optional>
+#include <random>
 #include <string>
 
 #include "dist/watchdog.h"
@@ -89,6 +90,12 @@ void score_chunk(Backend& be, const Tensor& logits, const Batch& batch, const Sc
                c.request->request->params.prompt_logprobs, c.request->out.prompt_logprobs);
 }
 
+// A seed for a sampled request that was given none: 64 bits from the system's entropy.
+uint64_t fresh_seed() {
+  std::random_device rd;
+  return (uint64_t{rd()} << 32U) ^ rd();
+}
+
 // What a refusal's message starts with: "request 3: ", or nothing for a request named by none.
 std::string lead(const std::string& who) {
   return who.empty() ? "" : who + ": ";
@@ -163,7 +170,9 @@ size_t Run::add(const GenerationRequest& r, TokenCallback on_token, DoneCallback
          "ones would evict the first)");
   const size_t id =
       sched_.add(lifetime_blocks(r, cache_.policy().capacity(), cache_.block_size()), who);
-  requests_.emplace(id, Entry{r, std::move(on_token), std::move(on_done)});
+  Entry e{r, std::move(on_token), std::move(on_done)};
+  if (r.params.samples() && !r.params.seed) e.request.params.seed = fresh_seed();
+  requests_.emplace(id, std::move(e));
   return id;
 }
 
@@ -219,6 +228,7 @@ bool Run::cancel(size_t id) {
     NI_ASSERT(waited);
   }
   out.finish_reason = "cancelled";
+  out.seed = e->second.request.params.seed;
   const DoneCallback done = std::move(e->second.on_done);
   requests_.erase(e);
   if (done) done(id, std::move(out));
@@ -437,6 +447,7 @@ bool Run::step() {
       beamed_.erase(b);
     }
     const auto e = requests_.find(id);
+    out.seed = e->second.request.params.seed;
     const DoneCallback done = std::move(e->second.on_done);
     requests_.erase(e);
     try {

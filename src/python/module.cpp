@@ -435,7 +435,9 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
   py::class_<SamplingParams> sp(m, "SamplingParams",
                                 "Per-request sampling; SamplingParams(temperature=0.7, top_p=0.9)");
   sp.attr("__hash__") = py::none();  // (mutable, compared by value)
-  sp.def(py::init([](const py::kwargs& kw) { return params_from(kw); }))
+  sp.def(py::init([](const py::kwargs& kw) { return params_from(kw); }),
+         "Any field below by keyword (SamplingParams(temperature=0.7, seed=3)); the others keep "
+         "their defaults. An unknown keyword or a value a field does not take is a TypeError")
       // SamplingParams(the fields that differ from the defaults); equal when every field is;
       // copied and pickled as its fields (copy.copy, multiprocessing).
       .def("__repr__",
@@ -477,19 +479,28 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
       // (an unsigned 64-bit field: a value outside it is a ValueError saying so, not pybind's
       // TypeError about argument types)
       .def_property(
-          "seed", [](const SamplingParams& p) { return p.seed; },
-          [](SamplingParams& p, const py::int_& v) {
-            const unsigned long long x = PyLong_AsUnsignedLongLong(v.ptr());
-            if (x == static_cast<unsigned long long>(-1) && PyErr_Occurred() != nullptr) {
+          "seed",
+          [](const SamplingParams& p) -> py::object {
+            return p.seed ? py::object(py::int_(*p.seed)) : py::none();
+          },
+          [](SamplingParams& p, const py::object& v) {
+            if (v.is_none()) {
+              p.seed.reset();
+              return;
+            }
+            if (!is_token_id(v))  // (a bool or a float: TypeError, as for other fields)
+              throw py::type_error("seed must be None or an integer");
+            const unsigned long long x = PyLong_AsUnsignedLongLong(py::int_(v).ptr());
+            if (x == -1ULL && PyErr_Occurred() != nullptr) {
               PyErr_Clear();
               throw py::value_error("seed must be an integer in [0, 2**64 - 1], got " +
-                                    py::cast<std::string>(py::str(py::handle(v))));
+                                    py::cast<std::string>(py::str(v)));
             }
             p.seed = x;
           },
-          "The sampling seed (default 0): the same seed, the same tokens, so calls without one "
-          "sample alike, and so do equal prompts of one batch with equal parameters; give each "
-          "call or prompt its own seed for fresh samples (the server draws a random one)")
+          "The sampling seed: the same seed, the same tokens. None (the default): each prompt "
+          "that samples draws its own when it is queued, so calls sample afresh and equal "
+          "prompts sample apart; the output's seed says which, to sample it again")
       .def_readwrite("num_beams", &SamplingParams::num_beams,
                      "Beam search with this many beams (1: off; deterministic, no sampling)")
       .def_readwrite("length_penalty", &SamplingParams::length_penalty,
@@ -603,6 +614,9 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
                     "With logprobs >= 0: a TokenLogprobs per generated token")
       .def_readonly("prompt_logprobs", &GenerationOutput::prompt_logprobs,
                     "With prompt_logprobs >= 0: a TokenLogprobs per prompt token after the first")
+      .def_readonly("seed", &GenerationOutput::seed,
+                    "The seed it sampled with (params.seed, or the one drawn for it): give it "
+                    "again for the same tokens; None for an unseeded greedy prompt")
       .def("__eq__",
            [](const GenerationOutput& a, const py::object& b) {
              return py::isinstance<GenerationOutput>(b) && a == b.cast<const GenerationOutput&>();
@@ -610,10 +624,11 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
       .def(py::pickle(
           [](const GenerationOutput& o) {
             return py::make_tuple(o.token_ids, py::bytes(o.text), o.finish_reason, o.sequences,
-                                  o.scores, o.reused_prompt_tokens, o.logprobs, o.prompt_logprobs);
+                                  o.scores, o.reused_prompt_tokens, o.logprobs, o.prompt_logprobs,
+                                  o.seed);
           },
           [](const py::tuple& state) {
-            if (state.size() != 8) throw py::value_error("GenerationOutput: bad state");
+            if (state.size() != 9) throw py::value_error("GenerationOutput: bad state");
             GenerationOutput o;
             o.token_ids = state[0].cast<std::vector<int32_t>>();
             o.text = state[1].cast<std::string>();
@@ -623,6 +638,7 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
             o.reused_prompt_tokens = state[5].cast<int>();
             o.logprobs = state[6].cast<std::vector<TokenLogprobs>>();
             o.prompt_logprobs = state[7].cast<std::vector<TokenLogprobs>>();
+            o.seed = state[8].cast<std::optional<uint64_t>>();
             return o;
           }))
       .def("__repr__", [](const GenerationOutput& o) {

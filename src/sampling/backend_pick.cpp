@@ -83,7 +83,9 @@ std::optional<RowPick> backend_pick(const RowInput& row, int32_t r, int32_t voca
   check_token_ids(p, vocab);
   append_edits(row, r, vocab, edits);
   if (!p.samples()) return RowPick{};  // greedy: the filters are off
-  return RowPick{p.temperature, p.top_k, p.top_p, p.min_p, p.seed, row.generated.size()};
+  // (the engine seeds every sampled request; a sampler driven alone reads no seed as 0)
+  const uint64_t seed = p.seed.value_or(0);
+  return RowPick{p.temperature, p.top_k, p.top_p, p.min_p, seed, row.generated.size()};
 }
 
 }  // namespace nanoinfer::sampling

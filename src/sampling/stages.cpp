@@ -99,7 +99,9 @@ void run_greedy(LogitsView logits, std::span<const RowInput>, std::span<const ui
 
 void run_multinomial(LogitsView logits, std::span<const RowInput> rows,
                      std::span<const uint8_t> active, std::span<int32_t> out) {
-  const auto seed = per_row<uint64_t>(rows, [](const SamplingParams& p) { return p.seed; });
+  const auto seed = per_row<uint64_t>(rows, [](const SamplingParams& p) {
+    return p.seed.value_or(0);  // (the engine seeds every sampled request)
+  });
   std::vector<uint64_t> counter;
   counter.reserve(rows.size());
   // The draw index is the sequence's own step, so it needs no state outside the request.

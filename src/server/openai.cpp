@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <random>
 #include <span>
 #include <utility>
 
@@ -329,9 +328,9 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
   take(body, "presence_penalty", p.presence_penalty);
   take(body, "frequency_penalty", p.frequency_penalty);
   take(body, "repetition_penalty", p.repetition_penalty);
-  // Without a seed, a fresh one each request (the API's); with one, the same tokens each time.
-  // The API's seed is a signed 64-bit integer: a negative one is a seed like the others.
-  p.seed = std::random_device()();
+  // Without a seed, the engine draws one for each choice (fresh samples, as the API's); with
+  // one, the same tokens each time. The API's seed is a signed 64-bit integer: a negative one is
+  // a seed like the others.
   if (body.contains("seed") && !body["seed"].is_null()) {
     const json& v = body["seed"];
     if (v.is_number_unsigned())
@@ -376,7 +375,7 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
     p.min_p = off.min_p;
   }
   p.validate();
-  // One request a choice: each prompt n times, with the seeds seed, seed + 1, ...
+  // One request a choice: each prompt n times, with the seeds seed, seed + 1, ... when given.
   std::vector<ApiRequest> choices;
   for (size_t k = 0; k < std::max<size_t>(prompts.size(), 1); ++k) {
     ApiRequest c = r;
@@ -408,7 +407,7 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
     }
     for (int i = 0; i < r.n; ++i) {
       choices.push_back(c);
-      choices.back().request.params.seed += static_cast<uint64_t>(i);
+      if (auto& seed = choices.back().request.params.seed) *seed += static_cast<uint64_t>(i);
     }
   }
   return choices;

@@ -44,11 +44,11 @@ struct ApiRequest {
 // prompt is a text (tokenized with the model's special tokens; chat messages through its
 // template) or, for completions, a list of token ids; completions may send a list of prompts.
 // Integer fields must be whole numbers in their range. Returns one request a choice: each prompt
-// n times in a row (seeds seed, seed + 1, ...; without a seed, a random one). Without
-// max_tokens a choice takes the API's default (16; chat 512), or the room its prompt leaves in
-// the engine's request_limit() (the context or the cache, whichever is less; no bound over a
-// sink cache) where that is less; a prompt + max_tokens beyond that limit is refused here, in
-// the API's terms.
+// n times in a row (seeds seed, seed + 1, ...; without a seed, the engine draws each its own).
+// Without max_tokens a choice takes the API's default (16; chat 512), or the room its prompt
+// leaves in the engine's request_limit() (the context or the cache, whichever is less; no bound
+// over a sink cache) where that is less; a prompt + max_tokens beyond that limit is refused here,
+// in the API's terms.
 std::vector<ApiRequest> parse_request(const nlohmann::json& body, bool chat, const Engine& engine);
 
 // Response identity: "cmpl-<n>" / "chatcmpl-<n>" (n counts from a random start, so that ids do

@@ -234,6 +234,41 @@ TEST(TinyEngine, NoRequestsGiveNoOutputs) {
   EXPECT_EQ(engine.generate({r})[0].token_ids, before);
 }
 
+// A sampled request without a seed draws its own when queued: equal prompts of one batch sample
+// apart, each output names its seed, and that seed given back samples the same tokens (through
+// generate() and submit() alike). A greedy request without one has none; a given seed is kept.
+TEST(TinyEngine, UnseededRequestsDrawTheirOwnSeeds) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  Engine engine(opt);
+  GenerationRequest sampled{{1, 2, 3}, {}};
+  sampled.params.max_new_tokens = 16;
+  sampled.params.ignore_eos = true;
+  sampled.params.temperature = 1.5F;  // (a tiny random model: near-uniform over its vocabulary)
+  GenerationRequest greedy = sampled, seeded = sampled;
+  greedy.params.temperature = 0.0F;
+  seeded.params.seed = 77;
+  const std::vector<GenerationOutput> outs = engine.generate({sampled, sampled, greedy, seeded});
+  ASSERT_TRUE(outs[0].seed && outs[1].seed);
+  EXPECT_NE(*outs[0].seed, *outs[1].seed);
+  EXPECT_NE(outs[0].token_ids, outs[1].token_ids);
+  EXPECT_FALSE(outs[2].seed.has_value());
+  EXPECT_EQ(outs[3].seed, std::optional<uint64_t>(77));
+  for (size_t i : {0U, 1U}) {
+    GenerationRequest again = sampled;
+    again.params.seed = outs[i].seed;
+    EXPECT_EQ(engine.generate({again})[0].token_ids, outs[i].token_ids) << i;
+  }
+  GenerationOutput online;
+  engine.submit(sampled, nullptr, [&](size_t, GenerationOutput&& o) { online = std::move(o); });
+  while (engine.step()) {
+  }
+  ASSERT_TRUE(online.seed.has_value());
+  GenerationRequest again = sampled;
+  again.params.seed = online.seed;
+  EXPECT_EQ(engine.generate({again})[0].token_ids, online.token_ids);
+}
+
 // Sampler ids (suppressed, biased, EOS) outside the vocabulary, or suppressing all of it, are
 // refused with the request before anything runs (they failed the whole batch at its first
 // sampled step; found by fuzzing).

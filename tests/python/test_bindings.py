@@ -85,6 +85,24 @@ class TinyModel(unittest.TestCase):
         self.assertEqual(len(a.token_ids), 12)
         self.assertNotEqual(a.token_ids, c.token_ids)  # the seed reaches the sampler
 
+    def test_unseeded_prompts_draw_their_own_seeds(self):
+        prompt = self.ref["cases"][0]["prompt_ids"]
+        kw = dict(temperature=1.5, max_new_tokens=16, ignore_eos=True)
+        self.assertIsNone(nanoinfer.SamplingParams().seed)
+        a, b, greedy = self.engine.generate([prompt, prompt, prompt], params=[
+            nanoinfer.SamplingParams(**kw), nanoinfer.SamplingParams(**kw, seed=None),
+            nanoinfer.SamplingParams(max_new_tokens=2)])
+        self.assertNotEqual(a.seed, b.seed)
+        self.assertNotEqual(a.token_ids, b.token_ids)  # equal prompts sample apart
+        self.assertIsNone(greedy.seed)
+        again = self.engine.generate([prompt], **dict(kw, seed=a.seed))[0]
+        self.assertEqual(again.token_ids, a.token_ids)  # its seed samples it again
+        self.assertEqual(again.seed, a.seed)
+        self.assertEqual(pickle.loads(pickle.dumps(a)).seed, a.seed)
+        for bad in (1.5, True, "3"):
+            with self.assertRaisesRegex(TypeError, "'seed' does not take"):
+                nanoinfer.SamplingParams(seed=bad)
+
     def test_logprobs_are_hfs_log_softmax(self):
         case = self.ref["cases"][0]
         logits = case["last_logits"]
@@ -255,6 +273,21 @@ class TinyModel(unittest.TestCase):
         self.assertAlmostEqual(q.temperature, 0.7, places=6)
         with self.assertRaises(TypeError):
             hash(q)
+
+    def test_every_field_and_method_has_a_docstring(self):
+        classes = (nanoinfer.Engine, nanoinfer.SamplingParams, nanoinfer.GenerationOutput,
+                   nanoinfer.TokenLogprobs, nanoinfer.Tokenizer, nanoinfer.Stream)
+        for cls in classes:
+            self.assertTrue(cls.__doc__, cls.__name__)
+            for name, attr in vars(cls).items():
+                doc = getattr(attr, "__doc__", None) or ""
+                if name.startswith("_") and (name != "__init__" or doc.startswith("Initialize")):
+                    continue  # (a class Python cannot construct has object's own __init__)
+                # A method's doc starts with pybind11's signature line; a property's is its own.
+                body = doc if isinstance(attr, property) else doc.partition("\n")[2]
+                self.assertTrue(body.strip(), f"{cls.__name__}.{name}: {doc!r}")
+        for f in (nanoinfer.load_tokenizer, nanoinfer.default_model_path):
+            self.assertTrue(f.__doc__.partition("\n")[2].strip(), f.__name__)
 
     def test_bad_input_is_refused_with_a_message(self):
         ids = [[1, 2, 3]]

@@ -348,6 +348,27 @@ TEST(Cli, RandomWeightsWithoutAModel) {
             nlohmann::json::parse(again.out)["outputs"][0]["token_ids"]);
 }
 
+// Sampling without --seed draws a fresh seed each prompt, given in --json; --seed with it samples
+// the same tokens again. Greedy output names no seed.
+TEST(Cli, UnseededSamplingDrawsASeedItReports) {
+  const std::string args = "generate --model " + kTiny +
+                           " --prompt-ids 1,2,3 --prompt-ids 1,2,3 --max-new-tokens 12"
+                           " --ignore-eos --json";
+  const CliRun r = run_cli(args + " --temperature 1.5");
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json outs = nlohmann::json::parse(r.out)["outputs"];
+  ASSERT_TRUE(outs[0].contains("seed") && outs[1].contains("seed")) << r.out;
+  EXPECT_NE(outs[0]["seed"], outs[1]["seed"]);
+  EXPECT_NE(outs[0]["token_ids"], outs[1]["token_ids"]);  // equal prompts sample apart
+  const CliRun again = run_cli(args + " --temperature 1.5 --seed " +
+                               std::to_string(outs[1]["seed"].get<uint64_t>()));
+  ASSERT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(nlohmann::json::parse(again.out)["outputs"][0]["token_ids"], outs[1]["token_ids"]);
+  const CliRun greedy = run_cli(args);
+  ASSERT_EQ(greedy.code, 0) << greedy.err;
+  EXPECT_FALSE(nlohmann::json::parse(greedy.out)["outputs"][0].contains("seed"));
+}
+
 // --cache-tokens and --max-step-tokens: a cache of one block runs the prompts one after the other
 // (the second waits), steps of at most 2 tokens cut the first prompt; the same tokens as without.
 TEST(Cli, ContinuousBatchingLimits) {

@@ -72,7 +72,7 @@ TEST_P(Frequencies, MatchProcessedDistribution) {
   std::vector<int> count(kVocab, 0);
   std::vector<int32_t> out(1);
   const std::vector<uint8_t> active = {1};
-  const std::vector<uint64_t> seed = {params.seed};
+  const std::vector<uint64_t> seed = {params.seed.value()};
   for (uint64_t i = 0; i < kDraws; ++i) {
     const std::vector<uint64_t> counter = {i};
     select_multinomial(view, active, seed, counter, out);
@@ -148,7 +148,7 @@ TEST(Reproducible, SameSeedSameTokensWhateverTheBatch) {
   EXPECT_EQ(alone, decode({b, a, greedy}, 24, 1));
   EXPECT_EQ(alone, decode({greedy, b, b, a}, 24, 3));
   SamplingParams other_seed = a;
-  other_seed.seed = a.seed + 1;
+  other_seed.seed = *a.seed + 1;
   EXPECT_NE(alone, decode({other_seed}, 24, 0));
 }
 
