@@ -274,6 +274,10 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
         res.set_content(response(reqs, id, outs, engine_.tokenizer()).dump(), "application/json");
         return note(asked, "200 " + id.id + ": " + summary(reqs, outs) + ", " + since(t0));
       }
+      {
+        const std::lock_guard<std::mutex> lock(mutex_);
+        ++streams_;  // (until the response is gone: the releaser below)
+      }
       res.set_chunked_content_provider(
           "text/event-stream",
           [this, jobs, signal, cancel_all, asked, t0, tok = engine_.tokenizer()](
@@ -347,8 +351,11 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
             }
             return true;
           },
-          [cancel_all](bool success) {
+          [this, cancel_all](bool success) {
             if (!success) cancel_all();
+            const std::lock_guard<std::mutex> lock(mutex_);
+            --streams_;
+            drained_.notify_all();
           });
     };
   };
@@ -414,9 +421,13 @@ void Server::run() {
 
 void Server::stop() {
   {
-    const std::lock_guard<std::mutex> lock(mutex_);
+    std::unique_lock<std::mutex> lock(mutex_);
     stopping_ = true;
     wake_.notify_all();
+    // Requests in flight end with a 503 first, a stream with its error event and [DONE]
+    // (a few seconds at most: a client that reads nothing must not hold the stop).
+    drained_.wait_for(lock, std::chrono::seconds(5),
+                      [this] { return engine_done_ && streams_ == 0; });
   }
   // cpp-httplib ignores a stop that comes before its loop has started: wait for the loop (or for
   // run() to have returned).
@@ -511,6 +522,8 @@ void Server::engine_loop() {
   for (auto& [id, job] : live) job->fail_with("the server is stopping", 503);
   const std::lock_guard<std::mutex> lock(mutex_);
   for (const auto& job : inbox_) job->fail_with("the server is stopping", 503);
+  engine_done_ = true;
+  drained_.notify_all();
 }
 
 }  // namespace nanoinfer::server

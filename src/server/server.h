@@ -70,6 +70,11 @@ class Server {
   std::condition_variable wake_;
   std::deque<std::shared_ptr<Job>> inbox_;
   bool stopping_ = false;
+  // stop() waits for these: the engine loop has failed what it held, and no stream is being
+  // written (the HTTP loop, once stopped, would cut a stream short of its last events).
+  std::condition_variable drained_;
+  bool engine_done_ = false;
+  int streams_ = 0;
   int listen_fd_ = -1;                  // the listening socket
   std::atomic<bool> listening_{false};  // run() is in (or about to enter) the HTTP loop
   std::string broken_;             // set when a step failed: every later request gets this error

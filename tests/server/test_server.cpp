@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -17,6 +19,8 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "nanoinfer/engine.h"
 #include "nanoinfer/tokenizer.h"
@@ -976,6 +980,57 @@ TEST_F(ServerTest, ARequestInFlightAtShutdownGets503) {
   waiting.join();
   EXPECT_EQ(status, 503);
   expect_logged(R"(127.0.0.1 "POST /v1/completions" 503 the server is stopping)");
+}
+
+// Streams running when the server stops each end with the error event and [DONE], and each gets
+// its log line. Before, the HTTP loop stopped first and cut some streams short after an ordinary
+// chunk.
+TEST_F(ServerTest, StreamsInFlightAtShutdownEndWithTheError) {
+  EngineOptions o = model_options();
+  o.max_context = 4096;
+  o.cache_tokens = 3 * 4096;
+  start(o, server::Server::kHttpThreads);
+  constexpr int kStreams = 3;
+  std::array<std::string, kStreams> bodies;
+  std::atomic<int> started{0};
+  std::vector<std::thread> clients;
+  clients.reserve(kStreams);
+  for (int i = 0; i < kStreams; ++i)
+    clients.emplace_back([&, i] {
+      const json body = {
+          {"prompt", "x"}, {"max_tokens", 4000}, {"ignore_eos", true}, {"stream", true}};
+      httplib::Request req;
+      req.method = "POST";
+      req.path = "/v1/completions";
+      req.body = body.dump();
+      req.set_header("Content-Type", "application/json");
+      bool first = true;
+      req.content_receiver = [&, i](const char* data, size_t n, uint64_t, uint64_t) {
+        bodies[static_cast<size_t>(i)].append(data, n);
+        if (std::exchange(first, false)) ++started;
+        return true;
+      };
+      client().send(req);
+    });
+  for (int i = 0; i < 1000 && started < kStreams; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(started, kStreams);
+  server_->stop();
+  for (std::thread& t : clients) t.join();
+  for (const std::string& body : bodies) {
+    const std::string end = "data: [DONE]\n\n";
+    ASSERT_GE(body.size(), end.size());
+    EXPECT_EQ(body.substr(body.size() - end.size()), end) << body.substr(body.size() - 300);
+    EXPECT_NE(body.find(R"("message":"the server is stopping")"), std::string::npos);
+  }
+  expect_logged(R"(127.0.0.1 "POST /v1/completions" 200 cmpl-# (stream): ended by an error )"
+                R"(after #.### s: the server is stopping)");
+  const std::lock_guard<std::mutex> lock(log_m_);
+  EXPECT_EQ(std::count_if(log_.begin(), log_.end(),
+                          [](const std::string& l) {
+                            return l.find("ended by an error") != std::string::npos;
+                          }),
+            kStreams);
 }
 
 // The log has a line for each generation request (its id, tokens, finish reasons and time) and
