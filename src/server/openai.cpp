@@ -132,6 +132,9 @@ void refuse_unserved(const json& body, int n) {
     fail("'suffix': insertion is not served");
   if (given("best_of") && body["best_of"] != n)
     fail("'best_of' other than 'n' is not served (choices are not ranked)");
+  if (given("audio") || (given("modalities") && body["modalities"] != json::array({"text"})))
+    fail("'audio', 'modalities': only text output is served");
+  if (given("web_search_options")) fail("'web_search_options': web search is not served");
 }
 
 // The API names two ways to end: "length", and "stop" for an end token or a stop string alike.
@@ -240,12 +243,6 @@ json logprobs_of(bool chat, std::span<const int32_t> ids,
           {"text_offset", offsets}};
 }
 
-// Of a choice's last `tokens`, those that have logprobs: all but an EOS that ended it (it is not
-// part of the text; the API leaves it out).
-size_t scored(const std::string& finish_reason, size_t tokens) {
-  return finish_reason == "eos" && tokens > 0 ? tokens - 1 : tokens;
-}
-
 // A whole choice's logprobs: the prompt's first when echoed (completions), then every returned
 // token's.
 json logprobs(const ApiRequest& r, const GenerationOutput& out, const Tokenizer* tok) {
@@ -257,7 +254,7 @@ json logprobs(const ApiRequest& r, const GenerationOutput& out, const Tokenizer*
       entries.push_back(i > 0 ? &out.prompt_logprobs.at(i - 1) : nullptr);
     }
   }
-  for (size_t i = 0; i < scored(out.finish_reason, returned(r, out)); ++i) {
+  for (size_t i = 0; i < std::min(scored_tokens(out, tok), returned(r, out)); ++i) {
     ids.push_back(out.token_ids[i]);
     entries.push_back(&out.logprobs.at(i));
   }
@@ -267,6 +264,16 @@ json logprobs(const ApiRequest& r, const GenerationOutput& out, const Tokenizer*
 }
 
 }  // namespace
+
+size_t scored_tokens(const GenerationOutput& out, const Tokenizer* tok) {
+  size_t n = out.token_ids.size();
+  if (out.finish_reason == "eos") return n > 0 ? n - 1 : 0;
+  if (out.finish_reason != "stop" || tok == nullptr) return n;
+  // (a stop string is found as soon as it is whole: only the last few tokens go)
+  const std::span<const int32_t> ids(out.token_ids);
+  while (n > 0 && tok->decode(ids.first(n - 1), true).size() >= out.text.size()) --n;
+  return n;
+}
 
 std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine& engine) {
   if (!body.is_object()) fail("the body must be a JSON object");
@@ -374,6 +381,11 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
     p.top_p = off.top_p;
     p.min_p = off.min_p;
   }
+  // top_p 0, which the API takes, keeps the likeliest token alone (as HF reads it): top_k 1.
+  if (p.top_p == 0.0F) {
+    p.top_p = SamplingParams().top_p;
+    p.top_k = 1;
+  }
   p.validate();
   // One request a choice: each prompt n times, with the seeds seed, seed + 1, ... when given.
   std::vector<ApiRequest> choices;
@@ -396,8 +408,9 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
           request_limit < engine.max_context()
               ? str_cat("this server's KV cache of ", request_limit, " tokens")
               : str_cat("the context of ", request_limit, " positions");
-      // (OpenAI's code and parameter for it, which clients and wrappers recognise)
-      if (max_given && !r.score_only)
+      // (OpenAI's code and parameter for it, which clients and wrappers recognise; the prompt's
+      // when it leaves no room at all)
+      if (max_given && !r.score_only && room >= 1)
         throw ApiError(str_cat("prompt (", n, " tokens) + ", max_key, " (",
                                c.request.params.max_new_tokens, ") exceeds ", limit),
                        "context_length_exceeded", max_key);
@@ -441,13 +454,12 @@ json chunk(const ApiRequest& r, const ResponseId& id, size_t index, const std::s
            size_t& text_offset) {
   json choice = {{"index", index}, {"token_ids", std::vector<int32_t>(ids.begin(), ids.end())}};
   choice["finish_reason"] = finish_reason.empty() ? json(nullptr) : json(api_finish(finish_reason));
-  json lp = nullptr;
-  if (r.request.params.logprobs >= 0) {
-    NI_ASSERT(entries.size() == ids.size());
+  json lp = nullptr;  // (also for a last chunk whose tokens have none: an EOS, a stop string's)
+  NI_ASSERT(entries.size() <= ids.size());
+  if (r.request.params.logprobs >= 0 && !entries.empty()) {
     std::vector<const TokenLogprobs*> e;
-    const size_t n = scored(finish_reason, ids.size());  // (the last chunk's: not its EOS)
-    for (size_t i = 0; i < n; ++i) e.push_back(&entries[i]);
-    lp = logprobs_of(r.chat, ids.first(n), e, tok, text_offset);
+    for (const TokenLogprobs& t : entries) e.push_back(&t);
+    lp = logprobs_of(r.chat, ids.first(e.size()), e, tok, text_offset);
   }
   if (r.chat) {
     json delta = json::object();
@@ -458,11 +470,13 @@ json chunk(const ApiRequest& r, const ResponseId& id, size_t index, const std::s
     choice["text"] = text;
   }
   choice["logprobs"] = lp;
-  return {{"id", id.id},
-          {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
-          {"created", id.created},
-          {"model", id.model},
-          {"choices", json::array({choice})}};
+  json c = {{"id", id.id},
+            {"object", r.chat ? "chat.completion.chunk" : "text_completion"},
+            {"created", id.created},
+            {"model", id.model},
+            {"choices", json::array({choice})}};
+  if (r.stream_usage) c["usage"] = nullptr;  // (the API's: only the last chunk has a usage)
+  return c;
 }
 
 json usage_chunk(std::span<const ApiRequest> reqs, const ResponseId& id,

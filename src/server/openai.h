@@ -66,11 +66,16 @@ struct ResponseId {
 // as text through tok). The usage counts each prompt once.
 nlohmann::json response(const std::vector<ApiRequest>& reqs, const ResponseId& id,
                         const std::vector<GenerationOutput>& outs, const Tokenizer* tok);
+// Of a finished request's tokens, how many lead with logprobs: those whose text it returns. Not
+// an EOS that ended it, nor the tokens after the start of a stop string that cut its text (the
+// API's entries spell the returned text; token_ids keeps them all).
+size_t scored_tokens(const GenerationOutput& out, const Tokenizer* tok);
 // One streamed chunk of choice `index` (as parse_request ordered them): text and the tokens it
-// was made of (their ids, a nanoinfer extension, and with logprobs asked for, entries[i] scoring
-// ids[i], in the endpoint's form with text offsets from text_offset, which advances) or, with
-// finish_reason set, the choice's last chunk (the tokens no earlier chunk carried: an ending
-// EOS). A chat choice's first chunk carries the role.
+// was made of (their ids, a nanoinfer extension, and with logprobs asked for the entries of the
+// first entries.size() of them, entries[i] scoring ids[i], in the endpoint's form with text
+// offsets from text_offset, which advances) or, with finish_reason set, the choice's last chunk
+// (the tokens no earlier chunk carried, of which an ending EOS or a stop string's have no
+// entries). A chat choice's first chunk carries the role.
 nlohmann::json chunk(const ApiRequest& r, const ResponseId& id, size_t index,
                      const std::string& text, std::span<const int32_t> ids,
                      std::span<const TokenLogprobs> entries, const std::string& finish_reason,

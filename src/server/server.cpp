@@ -43,12 +43,16 @@ struct Job {
     std::vector<TokenLogprobs> logprobs;  // the ids' entries, when asked for
   };
   std::deque<Piece> pieces;  // streamed tokens not yet written
-  size_t streamed = 0;       // bytes of text written (the output's text may hold more at the end)
-  size_t streamed_ids = 0;   // tokens written (an ending EOS comes with the last chunk)
-  size_t token_offset = 0;   // completions' logprobs: characters of token text written
-  bool first_chunk = true;   // no chunk written yet (a chat choice's first carries the role)
-  bool ended = false;        // its last chunk is written
-  bool accepted = false;     // the engine took it (its checks passed)
+  // Tokens whose text has not come yet (held for a possible stop string, or bytes of one UTF-8
+  // character): written with the next text, or with the last chunk, which leaves out the entries
+  // of a stop string's tokens.
+  Piece held;
+  size_t streamed = 0;      // bytes of text written (the output's text may hold more at the end)
+  size_t streamed_ids = 0;  // tokens written (an ending EOS comes with the last chunk)
+  size_t token_offset = 0;  // completions' logprobs: characters of token text written
+  bool first_chunk = true;  // no chunk written yet (a chat choice's first carries the role)
+  bool ended = false;       // its last chunk is written
+  bool accepted = false;    // the engine took it (its checks passed)
   bool finished = false;
   GenerationOutput out;
   std::string error;  // set instead of finishing when the engine failed it
@@ -300,11 +304,16 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
                 break;
               }
               for (const Job::Piece& p : job.pieces) {
-                out += sse(chunk(job.api, job.id, i, p.text, p.ids, p.logprobs, "", job.first_chunk,
+                Job::Piece& h = job.held;
+                h.ids.insert(h.ids.end(), p.ids.begin(), p.ids.end());
+                h.logprobs.insert(h.logprobs.end(), p.logprobs.begin(), p.logprobs.end());
+                if (p.text.empty()) continue;
+                out += sse(chunk(job.api, job.id, i, p.text, h.ids, h.logprobs, "", job.first_chunk,
                                  tok, job.token_offset));
                 job.streamed += p.text.size();
-                job.streamed_ids += p.ids.size();
+                job.streamed_ids += h.ids.size();
                 job.first_chunk = false;
+                h = {};
               }
               job.pieces.clear();
               // The choice's last chunk: text the detokenizer held until the end, the tokens no
@@ -314,8 +323,10 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
                 const size_t from = std::min(job.streamed_ids, o.token_ids.size());
                 const std::span<const int32_t> rest(o.token_ids.begin() + from, o.token_ids.end());
                 // (no logprobs asked for: the list is empty, and so is its tail)
+                const size_t scored = std::min(scored_tokens(o, tok), o.logprobs.size());
                 const auto rest_lp = std::span<const TokenLogprobs>(o.logprobs)
-                                         .subspan(std::min(from, o.logprobs.size()));
+                                         .subspan(std::min(from, scored))
+                                         .first(scored - std::min(from, scored));
                 out += sse(chunk(
                     job.api, job.id, i,
                     o.text.size() > job.streamed ? o.text.substr(job.streamed) : std::string(),
@@ -337,7 +348,9 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
             lock.unlock();
             const std::string& rid = jobs.front()->id.id;
             if (failed) cancel_all();  // (one choice failed: the stream ends for all)
-            if (!sink.write(out.data(), out.size())) {
+            // (nothing to write when every new token is held: cpp-httplib would take a write of
+            // no bytes for the end of the stream)
+            if (!out.empty() && !sink.write(out.data(), out.size())) {
               cancel_all();  // the client went away: stop generating for it
               note(asked, "200 " + rid + " (stream): the client went away after " + since(t0));
               return false;

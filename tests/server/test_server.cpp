@@ -563,8 +563,9 @@ TEST_F(ServerTest, SeveralPromptsGetTheirChoicesInOrder) {
 }
 
 // A stream's chunks, choice by choice (their index): text, token ids, the finish reason (once),
-// how many chunks carried the chat role and whether the first did; the usage chunk (last), and
-// whether [DONE] ended it.
+// how many chunks carried the chat role and whether the first did; the usage chunk (last), how
+// many chunks before it had "usage": null (as the API's, with include_usage), and whether [DONE]
+// ended it.
 struct Streamed {
   struct Choice {
     std::string text;
@@ -575,6 +576,7 @@ struct Streamed {
   };
   std::map<size_t, Choice> choices;
   json usage;
+  int usage_nulls = 0;
   bool done = false;
 };
 Streamed read_stream(const std::string& body, bool chat) {
@@ -595,6 +597,7 @@ Streamed read_stream(const std::string& body, bool chat) {
       continue;
     }
     EXPECT_EQ(c["choices"].size(), 1U) << data;
+    out.usage_nulls += c.contains("usage") && c["usage"].is_null() ? 1 : 0;
     const json& ch = c["choices"][0];
     Streamed::Choice& got = out.choices[ch["index"].get<size_t>()];
     EXPECT_EQ(got.finishes, 0) << "a chunk after the choice's last: " << data;
@@ -653,6 +656,9 @@ TEST_F(ServerTest, StreamAddsUpToTheWholeResponse) {
     EXPECT_EQ(r->get_header_value("Content-Type"), "text/event-stream");
     const Streamed got = read_stream(r->body, chat);
     EXPECT_TRUE(got.done) << body;
+    int chunks = 0;
+    for (const auto& [i, c] : got.choices) chunks += c.chunks;
+    EXPECT_EQ(got.usage_nulls, chunks) << body;
     // (the cached tokens aside: the stream's prompt finds the blocks the whole response filled)
     for (const char* k : {"prompt_tokens", "completion_tokens", "total_tokens"})
       EXPECT_EQ(got.usage[k], whole["usage"][k]) << body << " " << k;
@@ -700,14 +706,17 @@ TEST_F(ServerTest, StreamedLogprobsAddUpToTheWholeResponse) {
       if (line.rfind("data: {", 0) != 0) continue;
       const json c = json::parse(line.substr(6))["choices"][0];
       for (const auto& t : c["token_ids"]) ids.push_back(t);
-      ASSERT_TRUE(c["logprobs"].is_object()) << line;
+      // (null in a chunk whose tokens have no entries: the last, when it holds only the EOS)
+      ASSERT_TRUE(c["logprobs"].is_object() ||
+                  (c["logprobs"].is_null() && c["finish_reason"] != nullptr))
+          << line;
       for (const auto& [key, list] : c["logprobs"].items())
         for (const auto& x : list.is_array() ? list : json::array()) {
           got[key].push_back(x);
         }
-      for (const auto& [key, list] : c["logprobs"].items())
-        if (!got.contains(key)) got[key] = json::array();
     }
+    for (const auto& [key, list] : whole["logprobs"].items())
+      if (!got.contains(key)) got[key] = json::array();
     EXPECT_EQ(ids, whole["token_ids"].get<std::vector<int32_t>>());
     EXPECT_EQ(got, whole["logprobs"]);
     if (body.contains("logit_bias")) {
@@ -715,6 +724,61 @@ TEST_F(ServerTest, StreamedLogprobsAddUpToTheWholeResponse) {
       EXPECT_EQ(whole["logprobs"]["tokens"], json::array());
     }
   }
+}
+
+// A stop string that starts inside a token cuts the text there: the logprobs keep the tokens
+// whose text starts within the returned text (the straddling one included) and leave out the
+// rest of the stop string's, in a whole response and in a stream alike; token_ids keeps them all.
+// Before, every token of the stop string kept its entry.
+TEST_F(ServerTest, LogprobsSpellTheTextAStopStringCut) {
+  json body = {{"prompt", "Once upon a time"},
+               {"max_tokens", 12},
+               {"temperature", 0},
+               {"ignore_eos", true},
+               {"logprobs", 0}};
+  const json base = post("/v1/completions", body)["choices"][0];
+  const auto texts = base["logprobs"]["tokens"].get<std::vector<std::string>>();
+  const auto offsets = base["logprobs"]["text_offset"].get<std::vector<size_t>>();
+  const std::string text = base["text"];
+  // A stop string of the last bytes of token k and the first of token k + 1 (plain ASCII texts),
+  // found nowhere earlier.
+  size_t k = 2;
+  std::string stop;
+  const auto ascii = [](const std::string& s) {
+    return std::all_of(s.begin(), s.end(), [](char c) { return c > ' ' && c < 127; });
+  };
+  for (; k + 1 < texts.size(); ++k) {
+    if (texts[k].size() < 2 || texts[k + 1].empty() || !ascii(texts[k].substr(1)) ||
+        !ascii(texts[k + 1].substr(0, 1)))
+      continue;
+    stop = texts[k].substr(1) + texts[k + 1].substr(0, 1);
+    if (text.find(stop) == offsets[k] + 1) break;
+  }
+  ASSERT_LT(k + 1, texts.size()) << base;
+  body["stop"] = stop;
+  const json cut = post("/v1/completions", body)["choices"][0];
+  EXPECT_EQ(cut["text"], text.substr(0, offsets[k] + 1));
+  EXPECT_EQ(cut["finish_reason"], "stop");
+  const auto ids = base["token_ids"].get<std::vector<int32_t>>();
+  EXPECT_EQ(cut["token_ids"], std::vector<int32_t>(ids.begin(), ids.begin() + k + 2));
+  EXPECT_EQ(cut["logprobs"]["tokens"],
+            std::vector<std::string>(texts.begin(), texts.begin() + k + 1));
+  EXPECT_EQ(cut["logprobs"]["token_logprobs"].size(), k + 1);
+  body["stream"] = true;
+  const httplib::Result r = client().Post("/v1/completions", body.dump(), "application/json");
+  ASSERT_TRUE(r);
+  json tokens = json::array();
+  std::string streamed;
+  std::istringstream events(r->body);
+  for (std::string line; std::getline(events, line);) {
+    if (line.rfind("data: {", 0) != 0) continue;
+    const json c = json::parse(line.substr(6))["choices"][0];
+    streamed += c["text"].get<std::string>();
+    if (c["logprobs"].is_null()) continue;  // (the last chunk's tokens have no entries here)
+    for (const auto& t : c["logprobs"]["tokens"]) tokens.push_back(t);
+  }
+  EXPECT_EQ(streamed, cut["text"]);
+  EXPECT_EQ(tokens, cut["logprobs"]["tokens"]);
 }
 
 TEST_F(ServerTest, ChatUsesTheTemplate) {
@@ -792,6 +856,12 @@ TEST_F(ServerTest, WithoutMaxTokensTheDefaultFitsTheContext) {
   EXPECT_EQ(
       post("/v1/completions", {{"prompt", std::vector<int32_t>(112, 7)}}, 400)["error"]["param"],
       "prompt");
+  // The same with max_tokens given: the prompt alone is too long, so the prompt is named.
+  const json whole_cache =
+      post("/v1/completions", {{"prompt", std::vector<int32_t>(112, 7)}, {"max_tokens", 2}},
+           400)["error"];
+  EXPECT_EQ(whole_cache["param"], "prompt");
+  EXPECT_EQ(whole_cache["message"], full);
 }
 
 // Clients at once are all in the running batch, beyond cpp-httplib's default pool (cores - 1, at
@@ -1105,8 +1175,8 @@ TEST_F(ServerTest, WithoutASeedEachRequestSamplesAfresh) {
 }
 
 // What OpenAI clients send and the API serves: top_p (or top_k, min_p) beside temperature 0,
-// which is greedy and ignores them; the "developer" role, the system role's newer name; a model
-// looked up by its id.
+// which is greedy and ignores them; top_p 0; the "developer" role, the system role's newer name; a
+// model looked up by its id.
 TEST_F(ServerTest, WhatApiClientsSendIsServed) {
   const json greedy = {{"prompt", "Once upon a time"}, {"max_tokens", 8}, {"temperature", 0}};
   json filtered = greedy;
@@ -1114,6 +1184,12 @@ TEST_F(ServerTest, WhatApiClientsSendIsServed) {
   filtered["top_k"] = 5;
   filtered["min_p"] = 0.1;
   EXPECT_EQ(post("/v1/completions", filtered)["choices"][0]["token_ids"],
+            post("/v1/completions", greedy)["choices"][0]["token_ids"]);
+  // top_p 0 keeps the likeliest token alone, whatever the temperature (it was refused).
+  json nucleus = greedy;
+  nucleus["temperature"] = 1.5;
+  nucleus["top_p"] = 0;
+  EXPECT_EQ(post("/v1/completions", nucleus)["choices"][0]["token_ids"],
             post("/v1/completions", greedy)["choices"][0]["token_ids"]);
   auto reply = [&](const std::string& role) {
     return post("/v1/chat/completions",
@@ -1253,10 +1329,16 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
             std::string::npos);
   EXPECT_NE(message({{"prompt", "x"}, {"suffix", "end"}}).find("'suffix'"), std::string::npos);
   EXPECT_NE(message({{"prompt", "x"}, {"best_of", 3}}).find("'best_of'"), std::string::npos);
+  EXPECT_NE(chat_message({{"modalities", {"text", "audio"}}, {"audio", {{"voice", "alloy"}}}})
+                .find("only text output"),
+            std::string::npos);
+  EXPECT_NE(chat_message({{"web_search_options", json::object()}}).find("web search"),
+            std::string::npos);
   // ... and their empty or neutral forms pass.
   const json neutral = {{"messages", hi},        {"max_tokens", 2},
                         {"ignore_eos", true},    {"tools", json::array()},
-                        {"tool_choice", "none"}, {"response_format", {{"type", "text"}}}};
+                        {"tool_choice", "none"}, {"response_format", {{"type", "text"}}},
+                        {"modalities", {"text"}}};
   EXPECT_EQ(post("/v1/chat/completions", neutral)["usage"]["completion_tokens"], 2);
   EXPECT_EQ(
       post("/v1/completions",
