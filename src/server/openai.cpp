@@ -17,7 +17,8 @@ namespace nanoinfer::server {
 
 namespace {
 
-using nlohmann::json;
+// Keys in the order written: the API's fields in its order, top_logprobs likeliest first.
+using json = nlohmann::ordered_json;
 
 template <typename T>
 void take(const json& body, const char* key, T& into) {

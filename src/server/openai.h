@@ -49,7 +49,8 @@ struct ApiRequest {
 // leaves in the engine's request_limit() (the context or the cache, whichever is less; no bound
 // over a sink cache) where that is less; a prompt + max_tokens beyond that limit is refused here,
 // in the API's terms.
-std::vector<ApiRequest> parse_request(const nlohmann::json& body, bool chat, const Engine& engine);
+std::vector<ApiRequest> parse_request(const nlohmann::ordered_json& body, bool chat,
+                                      const Engine& engine);
 
 // Response identity: "cmpl-<n>" / "chatcmpl-<n>" (n counts from a random start, so that ids do
 // not repeat across restarts), the model's name, the creation time.
@@ -64,8 +65,8 @@ struct ResponseId {
 // token or a stop string; token_ids (the generated ids, an ending EOS included) is a nanoinfer
 // extension. With logprobs asked for, each choice's in the API's form for its endpoint (tokens
 // as text through tok). The usage counts each prompt once.
-nlohmann::json response(const std::vector<ApiRequest>& reqs, const ResponseId& id,
-                        const std::vector<GenerationOutput>& outs, const Tokenizer* tok);
+nlohmann::ordered_json response(const std::vector<ApiRequest>& reqs, const ResponseId& id,
+                                const std::vector<GenerationOutput>& outs, const Tokenizer* tok);
 // Of a finished request's tokens, how many lead with logprobs: those whose text it returns. Not
 // an EOS that ended it, nor the tokens after the start of a stop string that cut its text (the
 // API's entries spell the returned text; token_ids keeps them all).
@@ -76,19 +77,20 @@ size_t scored_tokens(const GenerationOutput& out, const Tokenizer* tok);
 // offsets from text_offset, which advances) or, with finish_reason set, the choice's last chunk
 // (the tokens no earlier chunk carried, of which an ending EOS or a stop string's have no
 // entries). A chat choice's first chunk carries the role.
-nlohmann::json chunk(const ApiRequest& r, const ResponseId& id, size_t index,
-                     const std::string& text, std::span<const int32_t> ids,
-                     std::span<const TokenLogprobs> entries, const std::string& finish_reason,
-                     bool first, const Tokenizer* tok, size_t& text_offset);
+nlohmann::ordered_json chunk(const ApiRequest& r, const ResponseId& id, size_t index,
+                             const std::string& text, std::span<const int32_t> ids,
+                             std::span<const TokenLogprobs> entries,
+                             const std::string& finish_reason, bool first, const Tokenizer* tok,
+                             size_t& text_offset);
 // The chunk a stream with stream_options.include_usage ends with: no choices, the usage of all
 // its choices (as response()'s).
-nlohmann::json usage_chunk(std::span<const ApiRequest> reqs, const ResponseId& id,
-                           std::span<const GenerationOutput> outs);
+nlohmann::ordered_json usage_chunk(std::span<const ApiRequest> reqs, const ResponseId& id,
+                                   std::span<const GenerationOutput> outs);
 // The server log's account of a finished request: "prompt P tokens (C cached), completion N
 // tokens (R, ...)", R each choice's finish reason as the engine gave it (eos, length, stop).
 std::string summary(std::span<const ApiRequest> reqs, std::span<const GenerationOutput> outs);
 // {"error": {"message", "type", "code", "param"}} (code and param null unless given).
-nlohmann::json error_body(const std::string& message, const std::string& type,
-                          const std::string& code = "", const std::string& param = "");
+nlohmann::ordered_json error_body(const std::string& message, const std::string& type,
+                                  const std::string& code = "", const std::string& param = "");
 
 }  // namespace nanoinfer::server

@@ -23,7 +23,7 @@
 
 namespace nanoinfer::server {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;  // (openai.h's: keys in the order written)
 
 // The lock and wake-up that the choices of one HTTP request share: its thread waits on them
 // together (a stream of several choices writes whichever has tokens).

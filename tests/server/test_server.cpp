@@ -332,6 +332,27 @@ TEST_F(ServerTest, LogprobsInTheFormOfEachEndpoint) {
                   .get<float>(),
               want.logprobs[i].top[0].second);
   }
+  // Read in the order sent: each top_logprobs likeliest first (they had come in key order), the
+  // response's fields in the API's order.
+  const httplib::Result raw = client().Post("/v1/completions",
+                                            json{{"prompt", ids},
+                                                 {"max_tokens", 5},
+                                                 {"temperature", 0},
+                                                 {"ignore_eos", true},
+                                                 {"logprobs", 3}}
+                                                .dump(),
+                                            "application/json");
+  ASSERT_TRUE(raw);
+  const auto ordered = nlohmann::ordered_json::parse(raw->body);
+  std::vector<std::string> keys;
+  for (const auto& [key, value] : ordered.items()) keys.push_back(key);
+  EXPECT_EQ(keys,
+            std::vector<std::string>({"id", "object", "created", "model", "choices", "usage"}));
+  for (const auto& top : ordered["choices"][0]["logprobs"]["top_logprobs"]) {
+    std::vector<float> values;
+    for (const auto& [text, v] : top.items()) values.push_back(v.get<float>());
+    EXPECT_TRUE(std::is_sorted(values.rbegin(), values.rend())) << top.dump();
+  }
   const json chat = post("/v1/chat/completions",
                          {{"messages", json::array({{{"role", "user"}, {"content", "Hi"}}})},
                           {"max_tokens", 4},
