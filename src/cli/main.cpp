@@ -16,6 +16,9 @@
 
 namespace {
 
+constexpr const char* kLessMemory =
+    " (a smaller --max-context, --cache-tokens or --num-beams needs less)";
+
 // In a job of several ranks a failing rank ends the whole job, so that none waits for it.
 int failed(int code) {
   if (nanoinfer::launched_world_size() > 1) nanoinfer::abort_job(code);
@@ -80,13 +83,13 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "nanoinfer: %s\n", e.what());
     return failed(2);
-  } catch (const nanoinfer::Error& e) {
-    std::fprintf(stderr, "nanoinfer: error: %s\n", e.what());
+  } catch (const nanoinfer::Error& e) {  // (the library's out of memory names the bytes)
+    const std::string what = e.what();
+    std::fprintf(stderr, "nanoinfer: error: %s%s\n", what.c_str(),
+                 what.find("out of memory") != std::string::npos ? kLessMemory : "");
     return failed(1);
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr,
-                 "nanoinfer: error: out of memory (a smaller --max-context, --cache-tokens or "
-                 "--num-beams needs less)\n");
+    std::fprintf(stderr, "nanoinfer: error: out of memory%s\n", kLessMemory);
     return failed(1);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nanoinfer: unexpected error: %s\n", e.what());

@@ -95,6 +95,9 @@ constexpr const char* dtype_name(DType t) {
   return detail::dtype_info(t).name;
 }
 
+// "[2, 3]"
+std::string shape_string(const std::vector<int64_t>& shape);
+
 class Tensor {
  public:
   Tensor() = default;
@@ -114,7 +117,7 @@ class Tensor {
   int64_t numel() const;
   size_t nbytes() const { return dtype_nbytes(dtype_, numel()); }
   bool empty() const { return data_ == nullptr; }
-  std::string shape_str() const;
+  std::string shape_str() const { return shape_string(shape_); }
 
   void* data() const { return data_; }
   template <class T>

@@ -968,7 +968,8 @@ TEST_F(ServerTest, HttpThreadsThatCannotStartAreAnError) {
 }
 
 // A KV cache the machine cannot hold (here: 4 GiB in an address space with room for 256 MiB
-// more) fails as the server is made, not at its first request (which ended the process).
+// more) fails as the server is made, not at its first request (which ended the process), with
+// the library's message.
 TEST_F(ServerTest, ACacheTooLargeFailsBeforeServing) {
 #if defined(__SANITIZE_ADDRESS__)
   GTEST_SKIP() << "AddressSanitizer's shadow memory needs an unlimited address space";
@@ -977,14 +978,14 @@ TEST_F(ServerTest, ACacheTooLargeFailsBeforeServing) {
   o.cache_tokens = 1 << 24;  // x 2 layers x K and V x 64 bytes at least
   Engine huge(o);
   const rlimit was = limit_address_space(size_t{256} << 20);
-  bool refused = false;
+  std::string refused;
   try {
     server::Server never(huge, "huge", 4);
-  } catch (const std::bad_alloc&) {
-    refused = true;
+  } catch (const Error& e) {  // (the cache's tensor, with the bytes it asked for)
+    refused = e.what();
   }
   ASSERT_EQ(setrlimit(RLIMIT_AS, &was), 0);
-  EXPECT_TRUE(refused);
+  EXPECT_EQ(refused.rfind("out of memory: a f32 tensor [", 0), 0U) << refused;
 #endif
 }
 

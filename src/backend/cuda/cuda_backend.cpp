@@ -22,12 +22,6 @@ int64_t numel_of(const std::vector<int64_t>& shape) {
   return n;
 }
 
-std::string shape_string(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 // Device memory owned by a shared_ptr, so Tensor views keep it alive.
 Tensor device_tensor(std::vector<int64_t> shape, DType dtype) {
   const size_t bytes = dtype_nbytes(dtype, numel_of(shape));  // (blocks: whole blocks)
