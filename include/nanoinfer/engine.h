@@ -175,6 +175,10 @@ class Tokenizer;
 class Engine {
  public:
   explicit Engine(const EngineOptions& options);
+  // Requests still submitted are dropped: their callbacks are destroyed, never called (as an
+  // event loop's pending handlers are), so that none runs after its caller's loop has ended; a
+  // std::promise that only a callback held reports broken_promise. cancel() them first for
+  // their on_done.
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;

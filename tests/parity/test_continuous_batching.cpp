@@ -529,13 +529,14 @@ TEST(OnlineRun, ACallbackThatThrowsEndsItsRequestOnly) {
     refuse([&] { engine.release_cache(); });
     return false;
   });
-  EXPECT_EQ(refused, (std::vector<std::string>{
-                         "cancel() from a callback of a running step: return false from the "
-                         "request's on_token to stop it",
-                         "step() from a callback of a running step",
-                         "generate() from a callback of generate()",
-                         "submit() from a callback of generate()",
-                         "release_cache() from a callback of generate()"}));
+  const std::string cancel_refused =
+      "cancel() from a callback of a running step: return false from the request's on_token to "
+      "stop it";
+  EXPECT_EQ(refused,
+            (std::vector<std::string>{cancel_refused, "step() from a callback of a running step",
+                                      "generate() from a callback of generate()",
+                                      "submit() from a callback of generate()",
+                                      "release_cache() from a callback of generate()"}));
   EXPECT_EQ(engine.generate({reqs[2]})[0].token_ids, out[2].token_ids);
 }
 
