@@ -63,6 +63,9 @@ void abort_job(int code) {
 std::unique_ptr<Communicator> make_nccl_communicator(Backend& /*cuda_backend*/) {
   fail("tensor parallelism on GPUs needs NCCL and MPI, and this build lacks them");
 }
+std::string nccl_version() {
+  fail("this build has no NCCL");
+}
 #endif
 
 }  // namespace nanoinfer

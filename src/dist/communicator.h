@@ -49,6 +49,11 @@ std::unique_ptr<Communicator> make_mpi_communicator();
 // GPU ranks: the data plane over NCCL on the CUDA backend's stream, the control plane over MPI
 // (which also hands NCCL its unique id). Throws Error when the build has no NCCL or MPI.
 std::unique_ptr<Communicator> make_nccl_communicator(Backend& cuda_backend);
+// The NCCL library's version ("2.27.3"), loading it first where it is not yet. NCCL is opened
+// only when GPU ranks need it (dlopen), so that a process that never does keeps it out: a
+// Python session that also imports torch, whose newer NCCL has the same file name. Throws Error
+// when the build has no NCCL or it cannot be loaded.
+std::string nccl_version();
 
 // Ends this process after an error in a job of several ranks: the MPI launcher then ends the
 // others (an exit through MPI_Finalize could wait for ranks that wait for this one).

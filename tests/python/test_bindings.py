@@ -582,5 +582,18 @@ class OpenMPSpin(unittest.TestCase):
         self.assertNotIn("GOMP_SPINCOUNT = '1000'", passive)
 
 
+class SharedLibraries(unittest.TestCase):
+    """Importing the package and running an engine loads no NCCL (it is opened only for GPU
+    ranks), so a newer NCCL of the same file name, torch's, loads after it: `import nanoinfer;
+    import torch` had failed on "undefined symbol: ncclCommResume"."""
+
+    def test_no_nccl_in_the_process(self):
+        code = ("import nanoinfer\n"
+                f"nanoinfer.Engine({tiny()!r}).generate([[1, 2]], max_new_tokens=1)\n"
+                "print(any('libnccl' in line for line in open('/proc/self/maps')))")
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        self.assertEqual(r.stdout.strip(), "False")
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
