@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -149,6 +150,40 @@ const Tokenizer& tokenizer_of(const Engine& e) {
 // A token id: a Python int or what stands for one (numpy's integers: __index__), not a bool.
 bool is_token_id(const py::handle v) {
   return !PyBool_Check(v.ptr()) && PyIndex_Check(v.ptr()) != 0;
+}
+
+// A number or flag of SamplingParams as Python writes it, refusing what Python would coerce: a
+// bool for a number (True read as 1), a float for an integer, anything but a bool for a flag.
+template <class T>
+T strict(const py::handle v, const char* name) {
+  const bool flag = PyBool_Check(v.ptr()) != 0;
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!flag) throw py::type_error(std::string(name) + " must be True or False");
+    return v.ptr() == Py_True;
+  } else if constexpr (std::is_integral_v<T>) {
+    if (!is_token_id(v)) throw py::type_error(std::string(name) + " must be an integer");
+    int overflow = 0;
+    const long long x = PyLong_AsLongLongAndOverflow(
+        py::int_(py::reinterpret_borrow<py::object>(v)).ptr(), &overflow);
+    if (overflow != 0 || x < std::numeric_limits<T>::min() || x > std::numeric_limits<T>::max())
+      throw py::value_error(std::string(name) + " must be an integer in [" +
+                            std::to_string(std::numeric_limits<T>::min()) + ", " +
+                            std::to_string(std::numeric_limits<T>::max()) + "], got " +
+                            py::cast<std::string>(py::str(v)));
+    return static_cast<T>(x);
+  } else {
+    if (flag || PyNumber_Check(v.ptr()) == 0 || PyComplex_Check(v.ptr()) != 0)
+      throw py::type_error(std::string(name) + " must be a number");
+    return static_cast<T>(py::cast<double>(py::float_(py::reinterpret_borrow<py::object>(v))));
+  }
+}
+template <class T>
+auto read_field(T SamplingParams::*f) {
+  return [f](const SamplingParams& p) { return p.*f; };
+}
+template <class T>
+auto write_field(T SamplingParams::*f, const char* name) {
+  return [f, name](SamplingParams& p, const py::object& v) { p.*f = strict<T>(v, name); };
 }
 
 // One prompt: text (with the model's chat template when chat is set), a list of chat messages
@@ -461,21 +496,28 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
                       [](const py::dict& fields) {
                         return params_from(py::reinterpret_borrow<py::kwargs>(fields));
                       }))
-      .def_readwrite("temperature", &SamplingParams::temperature,
-                     "0 (the default): greedy; else softmax(logits / temperature) is sampled")
-      .def_readwrite("top_k", &SamplingParams::top_k,
-                     "Sample among the k likeliest tokens (0: off)")
-      .def_readwrite("top_p", &SamplingParams::top_p,
-                     "Sample among the likeliest tokens whose probabilities reach p (1: off)")
-      .def_readwrite("min_p", &SamplingParams::min_p,
-                     "Drop tokens less likely than min_p times the likeliest (0: off)")
-      .def_readwrite("repetition_penalty", &SamplingParams::repetition_penalty,
-                     "HF's: a token already seen has its logit divided by it (when > 0) or "
-                     "multiplied (1: off)")
-      .def_readwrite("presence_penalty", &SamplingParams::presence_penalty,
-                     "OpenAI's, in [-2, 2]: subtracted once from the logit of each token generated")
-      .def_readwrite("frequency_penalty", &SamplingParams::frequency_penalty,
-                     "OpenAI's, in [-2, 2]: subtracted per time a token was generated")
+      .def_property("temperature", read_field(&SamplingParams::temperature),
+                    write_field(&SamplingParams::temperature, "temperature"),
+                    "0 (the default): greedy; else softmax(logits / temperature) is sampled")
+      .def_property("top_k", read_field(&SamplingParams::top_k),
+                    write_field(&SamplingParams::top_k, "top_k"),
+                    "Sample among the k likeliest tokens (0: off)")
+      .def_property("top_p", read_field(&SamplingParams::top_p),
+                    write_field(&SamplingParams::top_p, "top_p"),
+                    "Sample among the likeliest tokens whose probabilities reach p (1: off)")
+      .def_property("min_p", read_field(&SamplingParams::min_p),
+                    write_field(&SamplingParams::min_p, "min_p"),
+                    "Drop tokens less likely than min_p times the likeliest (0: off)")
+      .def_property("repetition_penalty", read_field(&SamplingParams::repetition_penalty),
+                    write_field(&SamplingParams::repetition_penalty, "repetition_penalty"),
+                    "HF's: a token already seen has its logit divided by it (when > 0) or "
+                    "multiplied (1: off)")
+      .def_property("presence_penalty", read_field(&SamplingParams::presence_penalty),
+                    write_field(&SamplingParams::presence_penalty, "presence_penalty"),
+                    "OpenAI's, in [-2, 2]: subtracted once from the logit of each token generated")
+      .def_property("frequency_penalty", read_field(&SamplingParams::frequency_penalty),
+                    write_field(&SamplingParams::frequency_penalty, "frequency_penalty"),
+                    "OpenAI's, in [-2, 2]: subtracted per time a token was generated")
       // (an unsigned 64-bit field: a value outside it is a ValueError saying so, not pybind's
       // TypeError about argument types)
       .def_property(
@@ -501,16 +543,21 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
           "The sampling seed: the same seed, the same tokens. None (the default): each prompt "
           "that samples draws its own when it is queued, so calls sample afresh and equal "
           "prompts sample apart; the output's seed says which, to sample it again")
-      .def_readwrite("num_beams", &SamplingParams::num_beams,
-                     "Beam search with this many beams (1: off; deterministic, no sampling)")
-      .def_readwrite("length_penalty", &SamplingParams::length_penalty,
-                     "Beam search: scores are sum(logprob) / length ** length_penalty")
-      .def_readwrite("num_return_sequences", &SamplingParams::num_return_sequences,
-                     "Beam search: hypotheses returned in output.sequences (<= num_beams)")
-      .def_readwrite("max_new_tokens", &SamplingParams::max_new_tokens,
-                     "Tokens to generate at most (default 128)")
-      .def_readwrite("ignore_eos", &SamplingParams::ignore_eos,
-                     "Go on past EOS until max_new_tokens or a stop string")
+      .def_property("num_beams", read_field(&SamplingParams::num_beams),
+                    write_field(&SamplingParams::num_beams, "num_beams"),
+                    "Beam search with this many beams (1: off; deterministic, no sampling)")
+      .def_property("length_penalty", read_field(&SamplingParams::length_penalty),
+                    write_field(&SamplingParams::length_penalty, "length_penalty"),
+                    "Beam search: scores are sum(logprob) / length ** length_penalty")
+      .def_property("num_return_sequences", read_field(&SamplingParams::num_return_sequences),
+                    write_field(&SamplingParams::num_return_sequences, "num_return_sequences"),
+                    "Beam search: hypotheses returned in output.sequences (<= num_beams)")
+      .def_property("max_new_tokens", read_field(&SamplingParams::max_new_tokens),
+                    write_field(&SamplingParams::max_new_tokens, "max_new_tokens"),
+                    "Tokens to generate at most (default 128)")
+      .def_property("ignore_eos", read_field(&SamplingParams::ignore_eos),
+                    write_field(&SamplingParams::ignore_eos, "ignore_eos"),
+                    "Go on past EOS until max_new_tokens or a stop string")
       .def_readwrite("eos_token_ids", &SamplingParams::eos_token_ids,
                      "Ids that end a text (empty: the model's own)")
       // A list of strings, or one string (as the OpenAI API takes it).
@@ -550,10 +597,12 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
           },
           "[(id, bias)] or {id: bias}, bias in [-100, 100], added to the logit before "
           "temperature")
-      .def_readwrite("logprobs", &SamplingParams::logprobs,
-                     "N >= 0: each generated token's logprob and the N (<= 20) likeliest; -1: off")
-      .def_readwrite(
-          "prompt_logprobs", &SamplingParams::prompt_logprobs,
+      .def_property("logprobs", read_field(&SamplingParams::logprobs),
+                    write_field(&SamplingParams::logprobs, "logprobs"),
+                    "N >= 0: each generated token's logprob and the N (<= 20) likeliest; -1: off")
+      .def_property(
+          "prompt_logprobs", read_field(&SamplingParams::prompt_logprobs),
+          write_field(&SamplingParams::prompt_logprobs, "prompt_logprobs"),
           "N >= 0: each prompt token's logprob (after the first) and the N likeliest; -1: off")
       // HF's values: False, True or "never".
       .def_property(

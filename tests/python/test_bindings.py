@@ -70,6 +70,9 @@ class TinyModel(unittest.TestCase):
         if numpy is not None:
             ids = list(numpy.array(first["prompt_ids"], dtype=numpy.int64))
             self.assertEqual(self.engine.generate([ids], **kw)[0].token_ids, first["greedy_ids"])
+            # numpy numbers are numbers to the sampling parameters too
+            p = nanoinfer.SamplingParams(temperature=numpy.float32(0.5), top_k=numpy.int64(3))
+            self.assertEqual((p.temperature, p.top_k), (0.5, 3))
         for bad in ([True, 2], [1.5]):
             with self.assertRaisesRegex(TypeError, "token ids"):
                 self.engine.generate([bad])
@@ -301,13 +304,23 @@ class TinyModel(unittest.TestCase):
             self.engine.generate(ids, params=nanoinfer.SamplingParams(), top_k=3)
         # A value of the wrong type names its field and the value (pybind11's own message names
         # neither).
+        # What Python would coerce is refused too: a bool for a number, a number for a flag.
         for kw, value in ((dict(max_new_tokens=3.0), "3.0 (float)"),
-                          (dict(max_new_tokens=2**40), f"{2**40} (int)"),
-                          (dict(stop=None), "None (NoneType)")):
+                          (dict(stop=None), "None (NoneType)"),
+                          (dict(max_new_tokens=True), "True (bool)"),
+                          (dict(temperature=True), "True (bool)"),
+                          (dict(ignore_eos=0.5), "0.5 (float)"),
+                          (dict(ignore_eos=1), "1 (int)"),
+                          (dict(top_p="0.9"), "'0.9' (str)")):
             field = next(iter(kw))
             with self.assertRaisesRegex(
                     TypeError, re.escape(f"sampling parameter '{field}' does not take {value}")):
                 self.engine.generate(ids, **kw)
+        with self.assertRaisesRegex(ValueError, re.escape(
+                f"max_new_tokens must be an integer in [-2147483648, 2147483647], got {2**40}")):
+            self.engine.generate(ids, max_new_tokens=2**40)
+        with self.assertRaisesRegex(TypeError, "num_beams must be an integer"):
+            nanoinfer.SamplingParams().num_beams = 2.0
         with self.assertRaisesRegex(TypeError, "params: a SamplingParams, or a list of them"):
             self.engine.generate(ids, params={"max_new_tokens": 3})
         with self.assertRaisesRegex(ValueError, "2 sampling parameters for 1 prompts"):
