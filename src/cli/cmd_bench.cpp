@@ -96,28 +96,29 @@ void run_bench(const BenchArgs& a) {
   if (omp_wait.empty()) omp_wait = "libgomp's default spin";
   const std::string cpu_setup = std::to_string(omp_get_max_threads()) + " threads, " + omp_wait;
   if (a.json) {
-    nlohmann::json runs = nlohmann::json::array();
+    nlohmann::ordered_json runs = nlohmann::ordered_json::array();
     for (const RunResult& r : results)
       runs.push_back({{"prefill_ms", r.prefill_ms},
                       {"prefill_tokens_per_s", r.prefill_tps},
                       {"decode_tokens_per_s", r.decode_tps},
                       {"weights_gb_per_s", r.weights_gbps}});
-    const nlohmann::json j = {{"model", model},
-                              {"backend", a.engine.backend},
-                              {"dtype", a.engine.backend == "cuda" ? a.engine.dtype : "f32"},
-                              {"cpu_threads", omp_get_max_threads()},
-                              {"omp_wait", omp_wait},
-                              {"batch", a.batch},
-                              {"prompt_tokens", a.prompt_tokens},
-                              {"new_tokens", a.new_tokens},
-                              {"load_s", engine.load_seconds()},
-                              {"weight_bytes", engine.weight_bytes()},
-                              {"runs", runs},
-                              {"median",
-                               {{"prefill_ms", med(&RunResult::prefill_ms)},
-                                {"prefill_tokens_per_s", med(&RunResult::prefill_tps)},
-                                {"decode_tokens_per_s", med(&RunResult::decode_tps)},
-                                {"weights_gb_per_s", med(&RunResult::weights_gbps)}}}};
+    const nlohmann::ordered_json j = {
+        {"model", model},
+        {"backend", a.engine.backend},
+        {"dtype", a.engine.backend == "cuda" ? a.engine.dtype : "f32"},
+        {"cpu_threads", omp_get_max_threads()},
+        {"omp_wait", omp_wait},
+        {"batch", a.batch},
+        {"prompt_tokens", a.prompt_tokens},
+        {"new_tokens", a.new_tokens},
+        {"load_s", engine.load_seconds()},
+        {"weight_bytes", engine.weight_bytes()},
+        {"runs", runs},
+        {"median",
+         {{"prefill_ms", med(&RunResult::prefill_ms)},
+          {"prefill_tokens_per_s", med(&RunResult::prefill_tps)},
+          {"decode_tokens_per_s", med(&RunResult::decode_tps)},
+          {"weights_gb_per_s", med(&RunResult::weights_gbps)}}}};
     std::printf("%s\n", j.dump().c_str());
     return;
   }

@@ -127,18 +127,18 @@ void run_generate(const GenerateArgs& a) {
     return s;
   };
   if (a.json) {
-    nlohmann::json j;
-    j["outputs"] = nlohmann::json::array();
+    nlohmann::ordered_json j;
+    j["outputs"] = nlohmann::ordered_json::array();
     for (size_t i = 0; i < outs.size(); ++i) {
-      nlohmann::json o = {{"text", outs[i].text},
-                          {"token_ids", outs[i].token_ids},
-                          {"prompt_tokens", requests[i].prompt_ids.size()},
-                          {"finish_reason", outs[i].finish_reason}};
+      nlohmann::ordered_json o = {{"text", outs[i].text},
+                                  {"token_ids", outs[i].token_ids},
+                                  {"prompt_tokens", requests[i].prompt_ids.size()},
+                                  {"finish_reason", outs[i].finish_reason}};
       if (outs[i].seed) o["seed"] = *outs[i].seed;  // (a sampled prompt's, to sample it again)
       if (a.params.logprobs >= 0) {
-        o["logprobs"] = nlohmann::json::array();
+        o["logprobs"] = nlohmann::ordered_json::array();
         for (size_t t = 0; t < outs[i].logprobs.size(); ++t) {
-          nlohmann::json top = nlohmann::json::array();
+          nlohmann::ordered_json top = nlohmann::ordered_json::array();
           for (const auto& [id, lp] : outs[i].logprobs[t].top)
             top.push_back({{"id", id}, {"logprob", lp}});
           o["logprobs"].push_back({{"id", outs[i].token_ids[t]},
@@ -147,7 +147,7 @@ void run_generate(const GenerateArgs& a) {
         }
       }
       if (!outs[i].sequences.empty()) {
-        o["beams"] = nlohmann::json::array();
+        o["beams"] = nlohmann::ordered_json::array();
         for (size_t b = 0; b < outs[i].sequences.size(); ++b)
           o["beams"].push_back(
               {{"text", tok != nullptr ? shown(outs[i].sequences[b]) : std::string()},
@@ -167,7 +167,7 @@ void run_generate(const GenerateArgs& a) {
     if (a.stats) {
       j["padded_static_batch_slots"] = st.padded_slots;
       j["graph_captures"] = st.graph_captures;
-      j["steps"] = nlohmann::json::array();
+      j["steps"] = nlohmann::ordered_json::array();
       for (const StepStats& s : st.steps)
         j["steps"].push_back({{"ms", s.ms},
                               {"tokens", s.tokens},

@@ -116,11 +116,11 @@ void run_perplexity(const PerplexityArgs& a) {
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   const double mean = nll / static_cast<double>(scored);
   if (a.json) {
-    const nlohmann::json j = {{"model", a.engine.model}, {"file", a.file},
-                              {"context", a.context},    {"stride", a.stride},
-                              {"windows", all.size()},   {"tokens_scored", scored},
-                              {"mean_nll", mean},        {"perplexity", std::exp(mean)},
-                              {"seconds", seconds}};
+    const nlohmann::ordered_json j = {{"model", a.engine.model}, {"file", a.file},
+                                      {"context", a.context},    {"stride", a.stride},
+                                      {"windows", all.size()},   {"tokens_scored", scored},
+                                      {"mean_nll", mean},        {"perplexity", std::exp(mean)},
+                                      {"seconds", seconds}};
     std::printf("%s\n", j.dump().c_str());
     return;
   }

@@ -541,9 +541,12 @@ TEST(Cli, AFailedRunKeepsTheMemoryTraceFile) {
   const std::string none = ::testing::TempDir() + "/nanoinfer_cli_none.csv";
   std::ofstream(kept) << "earlier\n";
   std::remove(none.c_str());
+  const std::string failing = "generate --model " + kTiny + " --prompt-ids 1 --max-new-tokens 1000";
   for (const std::string& path : {kept, none}) {
-    const CliRun r = run_cli("generate --model " + kTiny +
-                             " --prompt-ids 1 --max-new-tokens 1000 --memory-trace " + path);
+    std::string args = failing;
+    args += " --memory-trace ";
+    args += path;
+    const CliRun r = run_cli(args);
     EXPECT_EQ(r.code, 1) << r.err;
   }
   std::ifstream in(kept);
