@@ -203,8 +203,8 @@ class Engine {
   size_t submit(const GenerationRequest& request, TokenCallback on_token, DoneCallback on_done);
   bool step();
   // Allocates the online run's KV cache now, which the first submit() would otherwise do (a
-  // server calls it before it serves, so that a cache too large fails at the start: bad_alloc on
-  // the host, Error on a GPU). Does nothing once the run has started.
+  // server calls it before it serves, so that a cache too large fails at the start, with an
+  // Error naming the bytes). Does nothing once the run has started.
   void start_online();
   // Ends a submitted request now (between steps, on the same thread): one still waiting never
   // runs, one running gives its cache blocks back; its on_done gets the output so far with

@@ -270,9 +270,11 @@ size_t scored_tokens(const GenerationOutput& out, const Tokenizer* tok) {
   size_t n = out.token_ids.size();
   if (out.finish_reason == "eos") return n > 0 ? n - 1 : 0;
   if (out.finish_reason != "stop" || tok == nullptr) return n;
-  // (a stop string is found as soon as it is whole: only the last few tokens go)
+  // Token n - 1 goes while the tokens before it already spell the whole text (a stop string is
+  // found as soon as it is whole: only the last few go). Spell, not outgrow: the first byte of a
+  // character split over two tokens decodes alone as U+FFFD, longer than the byte it stands for.
   const std::span<const int32_t> ids(out.token_ids);
-  while (n > 0 && tok->decode(ids.first(n - 1), true).size() >= out.text.size()) --n;
+  while (n > 0 && tok->decode(ids.first(n - 1), true).starts_with(out.text)) --n;
   return n;
 }
 

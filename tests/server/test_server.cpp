@@ -802,6 +802,31 @@ TEST_F(ServerTest, LogprobsSpellTheTextAStopStringCut) {
   EXPECT_EQ(tokens, cut["logprobs"]["tokens"]);
 }
 
+// The tokens with logprob entries, counted on outputs made here: all but an ending EOS; with a
+// stop string, those that spell the returned text, including the second byte of a character
+// split over two tokens (its first byte alone decodes as U+FFFD, three bytes for one).
+TEST_F(ServerTest, ScoredTokensSpellTheReturnedText) {
+  const Tokenizer& tok = *serving_->tokenizer();
+  const auto byte_token = [&](const std::string& b) {
+    for (int32_t id = 0; id < tok.vocab_size(); ++id)
+      if (tok.token_bytes(id) == b) return id;
+    return int32_t{-1};
+  };
+  const int32_t c3 = byte_token("\xC3"), a9 = byte_token("\xA9"), x = byte_token("x");
+  ASSERT_TRUE(c3 >= 0 && a9 >= 0 && x >= 0);
+  GenerationOutput out;
+  out.token_ids = {x, c3, a9, x, x};
+  out.text = "x\xC3\xA9";  // "xé", then a stop string "xx": the last two
+  out.finish_reason = "stop";
+  EXPECT_EQ(server::scored_tokens(out, &tok), 3U);
+  out.text = "x\xC3\xA9x";  // (a stop string "x": the last token)
+  EXPECT_EQ(server::scored_tokens(out, &tok), 4U);
+  out.finish_reason = "length";
+  EXPECT_EQ(server::scored_tokens(out, &tok), 5U);
+  out.finish_reason = "eos";
+  EXPECT_EQ(server::scored_tokens(out, &tok), 4U);
+}
+
 TEST_F(ServerTest, ChatUsesTheTemplate) {
   const json messages = json::array({{{"role", "user"}, {"content", "Hi there"}}});
   const json r =
