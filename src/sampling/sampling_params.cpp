@@ -32,9 +32,11 @@ void check_values(const SamplingParams& p) {
   }
   // OpenAI's range (vLLM's too): within it no count of repeats takes a logit to -inf, which
   // could leave a row no token to pick (3e38 did: found by fuzzing).
-  if (!(std::abs(p.presence_penalty) <= 2.0F) || !(std::abs(p.frequency_penalty) <= 2.0F)) {
-    fail("presence_penalty and frequency_penalty must be in [-2, 2], got " +
-         num(p.presence_penalty) + " and " + num(p.frequency_penalty));
+  if (!(std::abs(p.presence_penalty) <= 2.0F)) {
+    fail("presence_penalty must be in [-2, 2] (0 = off), got " + num(p.presence_penalty));
+  }
+  if (!(std::abs(p.frequency_penalty) <= 2.0F)) {
+    fail("frequency_penalty must be in [-2, 2] (0 = off), got " + num(p.frequency_penalty));
   }
   if (p.num_beams < 1) fail("num_beams must be >= 1, got " + std::to_string(p.num_beams));
   if (p.num_return_sequences < 1) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <span>
+#include <string_view>
 #include <utility>
 
 #include "tokenizer/unicode.h"
@@ -20,6 +21,11 @@ namespace {
 // Keys in the order written: the API's fields in its order, top_logprobs likeliest first.
 using json = nlohmann::ordered_json;
 
+// A refusal of one field: the error's param names it, as the API's do (its clients show it).
+[[noreturn]] void refuse(const std::string& key, const std::string& message) {
+  throw ApiError(message, "", key);
+}
+
 template <typename T>
 void take(const json& body, const char* key, T& into) {
   if (!body.contains(key) || body[key].is_null()) return;
@@ -28,8 +34,8 @@ void take(const json& body, const char* key, T& into) {
   } catch (const json::exception& e) {  // "[json.exception.type_error.302] type must be ..."
     const std::string what = e.what();
     const size_t tag = what.find("] ");
-    fail(std::string("'") + key +
-         "' has the wrong type: " + (tag == std::string::npos ? what : what.substr(tag + 2)));
+    refuse(key, std::string("'") + key + "' has the wrong type: " +
+                    (tag == std::string::npos ? what : what.substr(tag + 2)));
   }
 }
 
@@ -42,8 +48,9 @@ void take_int(const json& body, const char* key, T& into, T lo, T hi) {
   const long double x = v.is_number() ? v.get<long double>() : NAN;
   if (!(x == std::trunc(x) && x >= static_cast<long double>(lo) &&
         x <= static_cast<long double>(hi)))
-    fail(std::string("'") + key + "' must be an integer in [" + std::to_string(lo) + ", " +
-         std::to_string(hi) + "], got " + v.dump(-1, ' ', false, json::error_handler_t::replace));
+    refuse(key, std::string("'") + key + "' must be an integer in [" + std::to_string(lo) + ", " +
+                    std::to_string(hi) + "], got " +
+                    v.dump(-1, ' ', false, json::error_handler_t::replace));
   into = static_cast<T>(x);
 }
 
@@ -55,16 +62,18 @@ std::vector<int32_t> prompt_ids(const json& prompt, const Tokenizer* tok, int vo
   if (prompt.is_array() && !prompt.empty() && prompt[0].is_number_integer()) {
     std::vector<int32_t> ids;
     for (const json& t : prompt) {
-      if (!t.is_number_integer()) fail("'prompt': a list of token ids holds integers only");
+      if (!t.is_number_integer())
+        refuse("prompt", "'prompt': a list of token ids holds integers only");
       const auto id = t.get<int64_t>();
       if (id < 0 || id >= vocab_size)
-        fail("'prompt': token id " + std::to_string(id) + " is outside the vocabulary (" +
-             std::to_string(vocab_size) + " ids)");
+        refuse("prompt", "'prompt': token id " + std::to_string(id) +
+                             " is outside the vocabulary (" + std::to_string(vocab_size) + " ids)");
       ids.push_back(static_cast<int32_t>(id));
     }
     return ids;
   }
-  fail("'prompt' must be a text, a list of token ids, or a list of either (several prompts)");
+  refuse("prompt",
+         "'prompt' must be a text, a list of token ids, or a list of either (several prompts)");
 }
 
 // The prompts of a completion request: one (a text, a list of ids) or a list of several.
@@ -72,7 +81,7 @@ std::vector<json> prompt_list(const json& prompt) {
   if (prompt.is_array() && !prompt.empty() && (prompt[0].is_string() || prompt[0].is_array())) {
     for (const json& p : prompt)
       if (p.type() != prompt[0].type())
-        fail("'prompt': a list of prompts holds texts only or lists of token ids only");
+        refuse("prompt", "'prompt': a list of prompts holds texts only or lists of token ids only");
     return prompt.get<std::vector<json>>();
   }
   return {prompt};
@@ -81,15 +90,15 @@ std::vector<json> prompt_list(const json& prompt) {
 // A message's content: a text, or a list of parts, text ones only, joined by newlines.
 std::string content_text(const json& content) {
   if (content.is_string()) return content.get<std::string>();
-  if (!content.is_array()) fail("each message needs a 'role' and a text 'content'");
+  if (!content.is_array()) refuse("messages", "each message needs a 'role' and a text 'content'");
   std::string text;
   for (size_t i = 0; i < content.size(); ++i) {
     const json& part = content[i];
     if (!part.is_object() || !part.contains("type") || part["type"] != "text" ||
         !part.contains("text") || !part["text"].is_string())
-      fail(
-          "a message's content parts must be {\"type\": \"text\", \"text\": ...}: no other "
-          "kind is served");
+      refuse("messages",
+             "a message's content parts must be {\"type\": \"text\", \"text\": ...}: no other "
+             "kind is served");
     text += (i > 0 ? "\n" : "") + part["text"].get<std::string>();
   }
   return text;
@@ -97,17 +106,19 @@ std::string content_text(const json& content) {
 
 std::vector<int32_t> chat_ids(const json& messages, const Tokenizer* tok) {
   if (tok == nullptr) fail("this model has no tokenizer, so no chat template");
-  if (!messages.is_array() || messages.empty()) fail("'messages' must be a non-empty list");
+  if (!messages.is_array() || messages.empty())
+    refuse("messages", "'messages' must be a non-empty list");
   std::vector<ChatMessage> chat;
   for (const json& m : messages) {
     if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content"))
-      fail("each message needs a 'role' and a text 'content'");
+      refuse("messages", "each message needs a 'role' and a text 'content'");
     std::string role = m["role"].get<std::string>();
     if (role == "developer") role = "system";  // (the API's newer name for the system role)
     // (the template would drop them: the model would read another conversation)
     for (const char* key : {"tool_calls", "function_call"})
       if (m.contains(key) && !m[key].is_null() && !(m[key].is_array() && m[key].empty()))
-        fail(std::string("a message's '") + key + "': tool and function calls are not served");
+        refuse("messages",
+               std::string("a message's '") + key + "': tool and function calls are not served");
     chat.push_back({role, content_text(m["content"])});
   }
   // A chat template already holds the special tokens it needs.
@@ -120,22 +131,25 @@ void refuse_unserved(const json& body, int n) {
   auto given = [&](const char* key) { return body.contains(key) && !body[key].is_null(); };
   for (const char* key : {"tools", "functions"})
     if (given(key) && !(body[key].is_array() && body[key].empty()))
-      fail(std::string("'") + key + "': tool and function calls are not served");
+      refuse(key, std::string("'") + key + "': tool and function calls are not served");
   for (const char* key : {"tool_choice", "function_call"})
     if (given(key) && body[key] != "none")
-      fail(std::string("'") + key + "': tool and function calls are not served");
+      refuse(key, std::string("'") + key + "': tool and function calls are not served");
   if (given("response_format")) {
     const json& f = body["response_format"];
     if (!f.is_object() || !f.contains("type") || f["type"] != "text")
-      fail("'response_format': only {\"type\": \"text\"} is served (no JSON mode or schema)");
+      refuse("response_format",
+             "'response_format': only {\"type\": \"text\"} is served (no JSON mode or schema)");
   }
   if (given("suffix") && !(body["suffix"].is_string() && body["suffix"].get<std::string>().empty()))
-    fail("'suffix': insertion is not served");
+    refuse("suffix", "'suffix': insertion is not served");
   if (given("best_of") && body["best_of"] != n)
-    fail("'best_of' other than 'n' is not served (choices are not ranked)");
+    refuse("best_of", "'best_of' other than 'n' is not served (choices are not ranked)");
   if (given("audio") || (given("modalities") && body["modalities"] != json::array({"text"})))
-    fail("'audio', 'modalities': only text output is served");
-  if (given("web_search_options")) fail("'web_search_options': web search is not served");
+    refuse(given("audio") ? "audio" : "modalities",
+           "'audio', 'modalities': only text output is served");
+  if (given("web_search_options"))
+    refuse("web_search_options", "'web_search_options': web search is not served");
 }
 
 // The API names two ways to end: "length", and "stop" for an end token or a stop string alike.
@@ -278,6 +292,41 @@ size_t scored_tokens(const GenerationOutput& out, const Tokenizer* tok) {
   return n;
 }
 
+// The fields parse_request reads or refuses, either endpoint's (model is not checked), sorted.
+constexpr std::array<std::string_view, 32> kRead = {"audio",
+                                                    "best_of",
+                                                    "echo",
+                                                    "frequency_penalty",
+                                                    "function_call",
+                                                    "functions",
+                                                    "ignore_eos",
+                                                    "logit_bias",
+                                                    "logprobs",
+                                                    "max_completion_tokens",
+                                                    "max_tokens",
+                                                    "messages",
+                                                    "min_p",
+                                                    "modalities",
+                                                    "model",
+                                                    "n",
+                                                    "presence_penalty",
+                                                    "prompt",
+                                                    "repetition_penalty",
+                                                    "response_format",
+                                                    "seed",
+                                                    "stop",
+                                                    "stream",
+                                                    "stream_options",
+                                                    "suffix",
+                                                    "temperature",
+                                                    "tool_choice",
+                                                    "tools",
+                                                    "top_k",
+                                                    "top_logprobs",
+                                                    "top_p",
+                                                    "web_search_options"};
+static_assert(std::ranges::is_sorted(kRead));
+
 std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine& engine) {
   if (!body.is_object()) fail("the body must be a JSON object");
   const Tokenizer* tok = engine.tokenizer();
@@ -287,7 +336,8 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
   r.chat = chat;
   take(body, "stream", r.stream);
   if (body.contains("stream_options") && !body["stream_options"].is_null()) {
-    if (!body["stream_options"].is_object()) fail("'stream_options' must be an object");
+    if (!body["stream_options"].is_object())
+      refuse("stream_options", "'stream_options' must be an object");
     take(body["stream_options"], "include_usage", r.stream_usage);
   }
   take_int(body, "n", r.n, 1, 16);
@@ -301,22 +351,22 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
     int top = 0;
     take_int(body, "top_logprobs", top, 0, 20);
     if (body.contains("top_logprobs") && !body["top_logprobs"].is_null() && !wanted)
-      fail("'top_logprobs' needs 'logprobs': true");
+      refuse("top_logprobs", "'top_logprobs' needs 'logprobs': true");
     if (wanted) p.logprobs = top;
   } else if (body.contains("logprobs") && !body["logprobs"].is_null() &&
              body["logprobs"] != false) {
     take_int(body, "logprobs", p.logprobs, 0, 20);
   }
   take(body, "echo", r.echo);
-  if (r.echo && chat) fail("'echo' is served for completions only");
-  if (r.echo && r.stream) fail("'echo' is not served in streams");
+  if (r.echo && chat) refuse("echo", "'echo' is served for completions only");
+  if (r.echo && r.stream) refuse("echo", "'echo' is not served in streams");
   if (r.echo && p.logprobs >= 0) p.prompt_logprobs = p.logprobs;
   std::vector<json> prompts;
   if (chat) {
-    if (!body.contains("messages")) fail("'messages' is required");
+    if (!body.contains("messages")) refuse("messages", "'messages' is required");
     r.request.prompt_ids = chat_ids(body["messages"], tok);
   } else {
-    if (!body.contains("prompt")) fail("'prompt' is required");
+    if (!body.contains("prompt")) refuse("prompt", "'prompt' is required");
     prompts = prompt_list(body["prompt"]);
   }
   p.temperature = 1.0F;  // the API's default
@@ -348,13 +398,13 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
     else if (v.is_number_integer())
       p.seed = static_cast<uint64_t>(v.get<int64_t>());
     else  // (a whole number too large for 64 bits reads as a float: refused too)
-      fail("'seed' must be an integer in [-2^63, 2^64 - 1], got " +
-           v.dump(-1, ' ', false, json::error_handler_t::replace));
+      refuse("seed", "'seed' must be an integer in [-2^63, 2^64 - 1], got " +
+                         v.dump(-1, ' ', false, json::error_handler_t::replace));
   }
   take(body, "ignore_eos", p.ignore_eos);
   if (body.contains("logit_bias") && !body["logit_bias"].is_null()) {
     if (!body["logit_bias"].is_object())
-      fail("'logit_bias' must be an object of token ids (as text) and biases");
+      refuse("logit_bias", "'logit_bias' must be an object of token ids (as text) and biases");
     for (const auto& [key, bias] : body["logit_bias"].items()) {
       size_t used = 0;
       int id = -1;
@@ -364,10 +414,10 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
         used = 0;
       }
       if (used == 0 || used != key.size() || !bias.is_number())
-        fail("'logit_bias': \"" + key + "\" is not a token id with a number");
+        refuse("logit_bias", "'logit_bias': \"" + key + "\" is not a token id with a number");
       if (id < 0 || id >= vocab_size)
-        fail("'logit_bias': token id " + key + " is outside the vocabulary (" +
-             std::to_string(vocab_size) + " ids)");
+        refuse("logit_bias", "'logit_bias': token id " + key + " is outside the vocabulary (" +
+                                 std::to_string(vocab_size) + " ids)");
       p.logit_bias.emplace_back(id, bias.get<float>());
     }
   }
@@ -389,7 +439,19 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
     p.top_p = SamplingParams().top_p;
     p.top_k = 1;
   }
-  p.validate();
+  try {
+    p.validate();
+  } catch (const Error& e) {  // (the library's message starts with the field, in the API's name)
+    const std::string what = e.what();
+    for (const char* key : {"temperature", "top_p", "top_k", "min_p", "repetition_penalty",
+                            "presence_penalty", "frequency_penalty", "logit_bias", "stop"})
+      if (what.starts_with(key)) refuse(key, what);
+    throw;
+  }
+  // Fields the server does not read are ignored (as vLLM does), and named in its log.
+  for (const auto& field : body.items())
+    if (!std::binary_search(kRead.begin(), kRead.end(), field.key()))
+      r.ignored.push_back(field.key());
   // One request a choice: each prompt n times, with the seeds seed, seed + 1, ... when given.
   std::vector<ApiRequest> choices;
   for (size_t k = 0; k < std::max<size_t>(prompts.size(), 1); ++k) {
@@ -497,6 +559,7 @@ std::string summary(std::span<const ApiRequest> reqs, std::span<const Generation
   const json u = usage(reqs, outs);
   std::string reasons;
   for (const GenerationOutput& o : outs) reasons += (reasons.empty() ? "" : ", ") + o.finish_reason;
+
   return "prompt " + u["prompt_tokens"].dump() + " tokens (" +
          u["prompt_tokens_details"]["cached_tokens"].dump() + " cached), completion " +
          u["completion_tokens"].dump() + " tokens (" + reasons + ")";

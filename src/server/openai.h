@@ -1,8 +1,9 @@
 // The OpenAI-compatible HTTP API's bodies: a completion or chat request parsed into the engine's
 // request, and the responses (whole or as server-sent-event chunks) built from its output.
 // https://platform.openai.com/docs/api-reference (completions, chat): the fields nanoinfer
-// serves are listed in docs/pseudocode/server.md; others are ignored, and unsupported values
-// (echo in a stream or in chat) are refused with a message.
+// serves are listed in docs/pseudocode/server.md; others are ignored (and named in the server's
+// log), and unsupported values (echo in a stream or in chat) are refused with a message that
+// names the field (the error's param).
 #pragma once
 
 #include <cstdint>
@@ -18,7 +19,8 @@
 
 namespace nanoinfer::server {
 
-// A refusal the API names by a code and the field at fault (context_length_exceeded, max_tokens).
+// A refusal naming the field at fault (param) and, where the API has one, a code
+// (context_length_exceeded).
 class ApiError : public Error {
  public:
   ApiError(const std::string& what, std::string code, std::string param)
@@ -37,6 +39,7 @@ struct ApiRequest {
   bool echo = false;
   bool score_only = false;
   std::string prompt_text;
+  std::vector<std::string> ignored;  // the body's fields the server does not read (for its log)
   GenerationRequest request;
 };
 

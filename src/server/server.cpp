@@ -132,6 +132,19 @@ int connection_socket(const httplib::Request& req) {
   return -1;
 }
 
+// "; fields ignored: a, b" for the body's fields the server does not read, else "".
+std::string ignored(const ApiRequest& r) {
+  std::string s;
+  for (const std::string& key : r.ignored) s += (s.empty() ? "; fields ignored: " : ", ") + key;
+  return s;
+}
+
+// Whether a request has a body: a length or chunks (RFC 9112, 6.3: else none). cpp-httplib 0.11
+// would wait 5 s for one and answer a generic 400.
+bool has_body(const httplib::Request& req) {
+  return req.has_header("Content-Length") || req.has_header("Transfer-Encoding");
+}
+
 // Whether the client hung up (its end of the connection is closed).
 bool hung_up(int fd) {
   pollfd p{fd, POLLRDHUP, 0};
@@ -163,6 +176,7 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof(yes));
     listen_fd_ = sock;
   });
+  http_->set_payload_max_length(kMaxBodyBytes);  // (a body with its length; chunked ones below)
   http_->Get("/health", [](const httplib::Request&, httplib::Response& res) {
     res.set_content("{\"status\":\"ok\"}", "application/json");
   });
@@ -190,12 +204,19 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
     return [this, chat](const httplib::Request& req, httplib::Response& res,
                         const httplib::ContentReader& read) {
       const auto t0 = std::chrono::steady_clock::now();
+      if (!has_body(req))
+        return reply_error(res, 400, "the request has no body: send a JSON object",
+                           "invalid_request_error");
       std::string raw;
-      if (!read([&raw](const char* data, size_t n) {
-            raw.append(data, n);
-            return true;
-          }))
-        return;  // (cpp-httplib set the status)
+      bool over = false;
+      if (!read([&raw, &over](const char* data, size_t n) {
+            over = raw.size() + n > kMaxBodyBytes;
+            if (!over) raw.append(data, n);
+            return !over;
+          })) {
+        if (over) res.status = 413;  // (cpp-httplib says 400 for a chunked one)
+        return;                      // (cpp-httplib set the status)
+      }
       std::vector<ApiRequest> choices;
       try {
         // Nesting far beyond any field's is refused as it is read: a value nested 100,000 deep
@@ -276,7 +297,8 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
           reqs.push_back(std::move(j->api));
         }
         res.set_content(response(reqs, id, outs, engine_.tokenizer()).dump(), "application/json");
-        return note(asked, "200 " + id.id + ": " + summary(reqs, outs) + ", " + since(t0));
+        return note(asked, "200 " + id.id + ": " + summary(reqs, outs) + ", " + since(t0) +
+                               ignored(reqs[0]));
       }
       {
         const std::lock_guard<std::mutex> lock(mutex_);
@@ -356,7 +378,8 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
               return false;
             }
             if (end && !failed)
-              note(asked, "200 " + rid + " (stream): " + summary(reqs, outs) + ", " + since(t0));
+              note(asked, "200 " + rid + " (stream): " + summary(reqs, outs) + ", " + since(t0) +
+                              ignored(reqs[0]));
             if (end) {
               const std::string done = "data: [DONE]\n\n";
               sink.write(done.data(), done.size());
@@ -374,6 +397,12 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
   };
   http_->Post("/v1/completions", generate(false));
   http_->Post("/v1/chat/completions", generate(true));
+  // Any other POST: the error handler's 404 (405 for a known path), its body read and dropped.
+  http_->Post(".*", [](const httplib::Request& req, httplib::Response& res,
+                       const httplib::ContentReader& read) {
+    if (has_body(req) && !read([](const char*, size_t) { return true; })) return;
+    res.status = 404;
+  });
   // What cpp-httplib answers itself (no such path, a body it could not read) gets a JSON error
   // too; a known path asked with another method, a 405.
   http_->set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
@@ -395,8 +424,10 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
       return logged();
     }
     reply_error(res, res.status,
-                res.status == 404
-                    ? "no endpoint " + req.method + " " + req.path
+                res.status == 404 ? "no endpoint " + req.method + " " + req.path
+                : res.status == 413
+                    ? "the body is larger than this server takes (" +
+                          std::to_string(kMaxBodyBytes >> 20U) + " MiB)"
                     : "the request could not be served (HTTP " + std::to_string(res.status) + ")",
                 "invalid_request_error");
     logged();

@@ -40,6 +40,9 @@ class Server {
   static constexpr int kMaxHttpThreads = 4096;
   // A request body nested deeper is refused (a 400), as it is read.
   static constexpr int kMaxJsonDepth = 128;
+  // A request body larger is refused (a 413) unread: 16 MiB hold millions of tokens, text or
+  // ids, while a body of any size would be held in memory whole.
+  static constexpr size_t kMaxBodyBytes = size_t{16} << 20U;
   ~Server();  // stops
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

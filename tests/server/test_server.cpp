@@ -2,9 +2,12 @@
 // with SmolLM2's tokenizer and chat template (fp32 CPU). Responses carry the tokens the engine
 // gives each request alone; streams add up to the whole response; requests sent at once are
 // batched and each still gets its own tokens; bad requests get a 400 with a message.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -1169,8 +1172,111 @@ TEST_F(ServerTest, EachRequestAndRefusalIsLogged) {
   EXPECT_EQ(client().Get("/v1/completions")->status, 405);
   expect_logged(R"(127.0.0.1 "GET /v1/completions" 405 /v1/completions takes POST only)");
   EXPECT_EQ(client().Get("/health")->status, 200);
+  // Fields the server does not read are served around, and named (a typo shows there).
+  const json typo = post("/v1/completions",
+                         {{"prompt", "x"}, {"max_token", 3}, {"user", "u1"}, {"ignore_eos", true}});
+  EXPECT_EQ(typo["usage"]["completion_tokens"], 16);
+  expect_logged(R"(127.0.0.1 "POST /v1/completions" 200 )" + typo["id"].get<std::string>() +
+                R"(: prompt 1 tokens (0 cached), completion 16 tokens (length), #.### s; )"
+                R"(fields ignored: max_token, user)");
   const std::lock_guard<std::mutex> lock(log_m_);
-  EXPECT_EQ(log_.size(), 5U);
+  EXPECT_EQ(log_.size(), 6U);
+}
+
+// A body larger than the server takes is refused (a 413, logged) without being held whole,
+// whether it gives its length or comes in chunks; the server serves on.
+TEST_F(ServerTest, ABodyOverTheCapIsRefused) {
+  const std::string big =
+      R"({"prompt": "x", "user": ")" + std::string(server::Server::kMaxBodyBytes, 'u') + R"("})";
+  const std::string want = "the body is larger than this server takes (16 MiB)";
+  const httplib::Result sized = client().Post("/v1/completions", big, "application/json");
+  ASSERT_TRUE(sized) << httplib::to_string(sized.error());
+  EXPECT_EQ(sized->status, 413);
+  EXPECT_EQ(json::parse(sized->body)["error"]["message"], want);
+  expect_logged(R"(127.0.0.1 "POST /v1/completions" 413 )" + want);
+  size_t sent = 0;
+  const httplib::Result chunked = client().Post(
+      "/v1/completions",
+      [&](size_t, httplib::DataSink& sink) {
+        const size_t n = std::min<size_t>(size_t{1} << 20U, big.size() - sent);
+        sink.write(big.data() + sent, n);
+        sent += n;
+        if (sent == big.size()) sink.done();
+        return true;
+      },
+      "application/json");
+  ASSERT_TRUE(chunked) << httplib::to_string(chunked.error());
+  EXPECT_EQ(chunked->status, 413);
+  EXPECT_EQ(json::parse(chunked->body)["error"]["message"], want);
+  EXPECT_EQ(
+      post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}})["usage"]["completion_tokens"],
+      2);
+}
+
+// What the server answers a request written as is (the connection closed after it).
+std::string raw_exchange(int port, const std::string& request) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string answer;
+  if (connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) == 0 &&
+      write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+    std::array<char, 4096> buf{};
+    for (ssize_t n = 0; (n = read(fd, buf.data(), buf.size())) > 0;) answer.append(buf.data(), n);
+  }
+  close(fd);
+  return answer;
+}
+
+// A POST with no body (curl -X POST without data: no length, no chunks) is told so at once, on
+// the generating paths and on the others (where it is a 405 or a 404).
+TEST_F(ServerTest, APostWithoutABodyIsToldSo) {
+  const auto answer = [&](const std::string& path) {
+    return raw_exchange(port_,
+                        "POST " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  };
+  const std::string none = answer("/v1/completions");
+  EXPECT_EQ(none.rfind("HTTP/1.1 400", 0), 0U) << none;
+  EXPECT_NE(none.find("the request has no body: send a JSON object"), std::string::npos) << none;
+  const std::string models = answer("/v1/models");
+  EXPECT_EQ(models.rfind("HTTP/1.1 405", 0), 0U) << models;
+  EXPECT_NE(models.find("/v1/models takes GET only"), std::string::npos) << models;
+  const std::string nowhere = answer("/v1/nowhere");
+  EXPECT_EQ(nowhere.rfind("HTTP/1.1 404", 0), 0U) << nowhere;
+  EXPECT_NE(nowhere.find("no endpoint POST /v1/nowhere"), std::string::npos) << nowhere;
+  // ... and a POST to another path with a body: its body is read, so the connection serves on.
+  httplib::Client c = client();
+  EXPECT_EQ(c.Post("/v1/models", R"({"x": 1})", "application/json")->status, 405);
+  EXPECT_EQ(
+      c.Post("/v1/completions", R"({"prompt": "x", "max_tokens": 2})", "application/json")->status,
+      200);
+}
+
+// A refusal names the field at fault as the error's param, as the API's do (clients show it);
+// one of no field (not JSON, not an object) has none.
+TEST_F(ServerTest, ARefusalNamesItsField) {
+  const std::vector<std::pair<json, std::string>> cases = {
+      {{{"prompt", "x"}, {"temperature", "hot"}}, "temperature"},  // the type
+      {{{"prompt", "x"}, {"temperature", -1}}, "temperature"},     // the engine's range
+      {{{"prompt", "x"}, {"temperature", 1}, {"top_p", 1.5}}, "top_p"},
+      {{{"prompt", "x"}, {"temperature", 1}, {"min_p", 2}}, "min_p"},
+      {{{"prompt", "x"}, {"n", 0}}, "n"},
+      {{{"prompt", "x"}, {"frequency_penalty", 3}}, "frequency_penalty"},
+      {{{"prompt", "x"}, {"presence_penalty", -3}}, "presence_penalty"},
+      {{{"prompt", "x"}, {"repetition_penalty", 0}}, "repetition_penalty"},
+      {{{"prompt", "x"}, {"stop", {""}}}, "stop"},
+      {{{"prompt", "x"}, {"logit_bias", {{"5", 300}}}}, "logit_bias"},
+      {{{"prompt", "x"}, {"seed", 1.5}}, "seed"},
+      {{{"prompt", {1, 99999}}}, "prompt"},
+      {{{"max_tokens", 3}}, "prompt"},
+      {{{"prompt", "x"}, {"suffix", "end"}}, "suffix"},
+      {{{"prompt", "x"}, {"stream_options", {{"include_usage", 1}}}}, "include_usage"}};
+  for (const auto& [body, param] : cases)
+    EXPECT_EQ(post("/v1/completions", body, 400)["error"]["param"], param) << body;
+  EXPECT_EQ(post("/v1/chat/completions", {{"messages", "hi"}}, 400)["error"]["param"], "messages");
+  EXPECT_TRUE(post("/v1/completions", json::array({1}), 400)["error"]["param"].is_null());
 }
 
 // curl -d sends its body as application/x-www-form-urlencoded, which cpp-httplib would cap at

@@ -85,9 +85,9 @@ const Case kCases[] = {
      },
      "num_return_sequences (3) must be <= num_beams (2)"},
     {"PresencePenaltyPastTwo", [](SamplingParams& p) { p.presence_penalty = 2.5F; },
-     "presence_penalty and frequency_penalty must be in [-2, 2], got 2.5 and 0"},
+     "presence_penalty must be in [-2, 2] (0 = off), got 2.5"},
     {"FrequencyPenaltyHuge", [](SamplingParams& p) { p.frequency_penalty = 3e38F; },
-     "must be in [-2, 2]"},
+     "frequency_penalty must be in [-2, 2] (0 = off), got "},
     {"PenaltiesAtTheirEnds",
      [](SamplingParams& p) {
        p.presence_penalty = -2.0F;
