@@ -151,9 +151,11 @@ void EngineOptions::validate() const {
   kv.window = window;
   make_cache_policy(kv);
   if (random_weights && config.empty())
-    fail("--random-weights needs --config FILE (a HF config.json)");
+    fail("random_weights (--random-weights) needs config (--config FILE, a HF config.json)");
   if (!random_weights && !config.empty())
-    fail("--config FILE is read with --random-weights only (a checkpoint brings its own config)");
+    fail(
+        "config (--config FILE) is read with random_weights (--random-weights) only (a checkpoint "
+        "brings its own config)");
 }
 
 Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {

@@ -100,7 +100,8 @@ void KvCache::release(int seq) {
 int32_t KvCache::take_block() {
   if (free_.empty())
     fail("KV cache is full (" + std::to_string(capacity_slots()) +
-         " slots): lower the batch size or max new tokens, or give a larger --max-context");
+         " slots): lower the batch size or max new tokens, or give a larger max_context "
+         "(--max-context)");
   const int32_t b = free_.front();
   free_.pop_front();
   unpublish(b);  // its entries are about to be overwritten

@@ -203,7 +203,8 @@ Tensor CudaBackend::alloc_widened(DType host_dt, std::vector<int64_t> shape, DTy
     return alloc(std::move(shape), dtype);
   } catch (const Error& e) {  // (out of memory: the only error an upload's alloc raises)
     fail(std::string(e.what()) + "; it would hold a GGUF " + dtype_name(host_dt) +
-         " matrix widened to bf16: --keep-blocks keeps Q8_0, Q4_0, Q4_1, Q4_K, Q5_K and Q6_K "
+         " matrix widened to bf16: keep_blocks (--keep-blocks) keeps Q8_0, Q4_0, Q4_1, Q4_K, Q5_K "
+         "and Q6_K "
          "matrices as blocks (an 8B Q4_K_M: 5.5 GB instead of 16)");
   }
 }
