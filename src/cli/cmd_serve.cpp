@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "cli/commands.h"
 #include "nanoinfer/engine.h"
@@ -38,6 +39,7 @@ struct ServeArgs {
   std::string name;
   int http_threads = 0;  // 0: the server's default
   bool no_request_log = false;
+  std::vector<std::string> origins;  // CORS: pages of these origins may call the API
 };
 
 #ifdef NANOINFER_HAVE_SERVER
@@ -89,6 +91,7 @@ void run_serve(ServeArgs& a) {
   server::Server srv(engine, name,
                      a.http_threads > 0 ? a.http_threads : server::Server::kHttpThreads,
                      a.no_request_log ? server::Server::Log() : log_line);
+  srv.allow_origins(a.origins);
   const int port = srv.bind(a.host, a.port);
   std::fprintf(stderr,
                "nanoinfer: serving %s on http://%s:%d/v1 (KV cache of %d tokens, steps of at most "
@@ -138,6 +141,10 @@ void add_serve_command(CLI::App& app) {
   cmd->add_option("--http-threads", a->http_threads,
                   "requests served at once, one HTTP thread each (default 512)")
       ->check(whole_number(1, kMaxHttpThreads));
+  cmd->add_option("--allow-origin", a->origins,
+                  "a web page's origin (https://ui.example:3000, or * for any) that may call the "
+                  "API from a browser (CORS); repeatable; default: none")
+      ->check(non_empty());
   cmd->add_flag("--no-request-log", a->no_request_log,
                 "no line on stderr for each generation request and each refusal");
   add_engine_flags(*cmd, a->engine, "KV cache slots shared by the requests (0 = 16 full contexts)");

@@ -403,6 +403,26 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
     if (has_body(req) && !read([](const char*, size_t) { return true; })) return;
     res.status = 404;
   });
+  // CORS: a preflight is answered (204) on any path; the headers an allowed origin needs are
+  // added to every response, errors and streams included.
+  http_->Options(".*", [this](const httplib::Request& req, httplib::Response& res) {
+    res.status = 204;
+    if (origins_.empty()) return;
+    res.set_header("Access-Control-Allow-Methods", "GET, POST");
+    if (req.has_header("Access-Control-Request-Headers"))  // (Authorization, Content-Type)
+      res.set_header("Access-Control-Allow-Headers",
+                     req.get_header_value("Access-Control-Request-Headers"));
+    res.set_header("Access-Control-Max-Age", "600");
+  });
+  http_->set_post_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    const std::string origin = req.get_header_value("Origin");
+    const bool any = std::find(origins_.begin(), origins_.end(), "*") != origins_.end();
+    if (origin.empty() ||
+        (!any && std::find(origins_.begin(), origins_.end(), origin) == origins_.end()))
+      return;
+    res.set_header("Access-Control-Allow-Origin", any ? "*" : origin);
+    if (!any) res.set_header("Vary", "Origin");
+  });
   // What cpp-httplib answers itself (no such path, a body it could not read) gets a JSON error
   // too; a known path asked with another method, a 405.
   http_->set_error_handler([this](const httplib::Request& req, httplib::Response& res) {

@@ -47,6 +47,11 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
+  // Web pages of these origins ("https://ui.example:3000", or "*" for any) may call the API from
+  // a browser (CORS): their preflights are answered and every response names the origin. None
+  // (the default): no cross-origin headers, so browsers keep other origins' pages out. Before
+  // run().
+  void allow_origins(std::vector<std::string> origins) { origins_ = std::move(origins); }
   // Binds host:port (0: any free port) and returns the port; throws Error when it cannot.
   int bind(const std::string& host, int port);
   // Serves until stop() (from another thread or a signal handler's thread).
@@ -67,6 +72,7 @@ class Server {
   Engine& engine_;
   std::string model_name_;
   Log log_;
+  std::vector<std::string> origins_;
   std::unique_ptr<httplib::Server> http_;
   std::unique_ptr<httplib::TaskQueue> http_threads_;  // started here; run() hands them to http_
   std::mutex mutex_;

@@ -74,8 +74,8 @@ class ServerTest : public ::testing::Test {
     server_->stop();
     thread_.join();
   }
-  // A new server (the one running stops first).
-  void start(const EngineOptions& o, int http_threads) {
+  // A new server (the one running stops first), allowing these origins (CORS).
+  void start(const EngineOptions& o, int http_threads, std::vector<std::string> origins = {}) {
     if (server_) TearDown();
     server_.reset();
     serving_ = std::make_unique<Engine>(o);
@@ -84,6 +84,7 @@ class ServerTest : public ::testing::Test {
                                                  const std::lock_guard<std::mutex> lock(log_m_);
                                                  log_.push_back(line);
                                                });
+    server_->allow_origins(std::move(origins));
     port_ = server_->bind("127.0.0.1", 0);
     thread_ = std::thread([this] { server_->run(); });
   }
@@ -1211,6 +1212,54 @@ TEST_F(ServerTest, ABodyOverTheCapIsRefused) {
   EXPECT_EQ(
       post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}})["usage"]["completion_tokens"],
       2);
+}
+
+// Pages of an allowed origin may call the API from a browser (CORS): the preflight says what they
+// may send, and every response (whole, streamed, an error) names the origin. Other origins get
+// no such header, nor does anyone from a server that allows none (the default).
+TEST_F(ServerTest, AllowedOriginsMayCallFromABrowser) {
+  const httplib::Headers ask = {{"Origin", "http://ui.example"},
+                                {"Access-Control-Request-Method", "POST"},
+                                {"Access-Control-Request-Headers", "authorization, content-type"}};
+  const auto from = [](const std::string& origin) { return httplib::Headers{{"Origin", origin}}; };
+  const std::string whole = json{{"prompt", "x"}, {"max_tokens", 2}}.dump();
+  const std::string stream = json{{"prompt", "x"}, {"max_tokens", 2}, {"stream", true}}.dump();
+  const std::string allowed = "Access-Control-Allow-Origin";
+  httplib::Result r = client().Options("/v1/chat/completions", ask);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 204);
+  EXPECT_FALSE(r->has_header(allowed));
+  r = client().Post("/v1/completions", from("http://ui.example"), whole, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_FALSE(r->has_header(allowed));
+
+  start(model_options(), server::Server::kHttpThreads, {"http://ui.example"});
+  r = client().Options("/v1/chat/completions", ask);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 204);
+  EXPECT_EQ(r->get_header_value(allowed), "http://ui.example");
+  EXPECT_EQ(r->get_header_value("Access-Control-Allow-Methods"), "GET, POST");
+  EXPECT_EQ(r->get_header_value("Access-Control-Allow-Headers"), "authorization, content-type");
+  for (const std::string& body : {whole, stream, json{{"prompt", "x"}, {"n", 0}}.dump()}) {
+    r = client().Post("/v1/completions", from("http://ui.example"), body, "application/json");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->get_header_value(allowed), "http://ui.example") << body;
+    EXPECT_EQ(r->get_header_value("Vary"), "Origin") << body;
+    r = client().Post("/v1/completions", from("http://other.example"), body, "application/json");
+    ASSERT_TRUE(r);
+    EXPECT_FALSE(r->has_header(allowed)) << body;
+  }
+  r = client().Get("/v1/nothing", from("http://ui.example"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  EXPECT_EQ(r->get_header_value(allowed), "http://ui.example");
+
+  start(model_options(), server::Server::kHttpThreads, {"*"});
+  r = client().Post("/v1/completions", from("http://any.example"), whole, "application/json");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->get_header_value(allowed), "*");
 }
 
 // What the server answers a request written as is (the connection closed after it).
