@@ -55,12 +55,11 @@ void take_int(const json& body, const char* key, T& into, T lo, T hi) {
 }
 
 std::vector<int32_t> prompt_ids(const json& prompt, const Tokenizer* tok, int vocab_size) {
+  std::vector<int32_t> ids;
   if (prompt.is_string()) {
     if (tok == nullptr) fail("this model has no tokenizer: send the prompt as token ids");
-    return tok->encode(prompt.get<std::string>(), true);
-  }
-  if (prompt.is_array() && !prompt.empty() && prompt[0].is_number_integer()) {
-    std::vector<int32_t> ids;
+    ids = tok->encode(prompt.get<std::string>(), true);
+  } else if (prompt.is_array() && (prompt.empty() || prompt[0].is_number_integer())) {
     for (const json& t : prompt) {
       if (!t.is_number_integer())
         refuse("prompt", "'prompt': a list of token ids holds integers only");
@@ -70,10 +69,12 @@ std::vector<int32_t> prompt_ids(const json& prompt, const Tokenizer* tok, int vo
                              " is outside the vocabulary (" + std::to_string(vocab_size) + " ids)");
       ids.push_back(static_cast<int32_t>(id));
     }
-    return ids;
+  } else {
+    refuse("prompt",
+           "'prompt' must be a text, a list of token ids, or a list of either (several prompts)");
   }
-  refuse("prompt",
-         "'prompt' must be a text, a list of token ids, or a list of either (several prompts)");
+  if (ids.empty()) refuse("prompt", "'prompt' is empty: it has no tokens");
+  return ids;
 }
 
 // The prompts of a completion request: one (a text, a list of ids) or a list of several.

@@ -1320,6 +1320,8 @@ TEST_F(ServerTest, ARefusalNamesItsField) {
       {{{"prompt", "x"}, {"seed", 1.5}}, "seed"},
       {{{"prompt", {1, 99999}}}, "prompt"},
       {{{"max_tokens", 3}}, "prompt"},
+      {{{"prompt", json::array()}}, "prompt"},
+      {{{"prompt", json::array({json::array()})}}, "prompt"},
       {{{"prompt", "x"}, {"suffix", "end"}}, "suffix"},
       {{{"prompt", "x"}, {"stream_options", {{"include_usage", 1}}}}, "include_usage"}};
   for (const auto& [body, param] : cases)
@@ -1445,6 +1447,8 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
             std::string::npos);
   EXPECT_NE(message({{"max_tokens", 3}}).find("'prompt' is required"), std::string::npos);
   EXPECT_NE(message({{"prompt", {1, 99999}}}).find("outside the vocabulary"), std::string::npos);
+  EXPECT_EQ(message({{"prompt", json::array()}}), "'prompt' is empty: it has no tokens");
+  EXPECT_EQ(message({{"prompt", {"a", ""}}}), "'prompt' is empty: it has no tokens");
   EXPECT_NE(message({{"prompt", "x"}, {"temperature", "hot"}}).find("'temperature'"),
             std::string::npos);
   // (refused in the API's words before the engine sees it)
