@@ -17,6 +17,7 @@
 #include "model/llama.h"
 #include "nanoinfer/tokenizer.h"
 #include "util/error.h"
+#include "util/fork_guard.h"
 #include "util/scoped_flag.h"
 
 namespace nanoinfer {
@@ -160,6 +161,7 @@ void EngineOptions::validate() const {
 
 Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   const auto t0 = std::chrono::steady_clock::now();
+  arm_fork_guard();  // (a process forked from this one could not start OpenMP's threads)
   options.validate();
   impl_->options = options;
   // GGUF tensors as stored: the CPU backend multiplies the blocks directly (5-6x fewer bytes per

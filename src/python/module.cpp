@@ -22,6 +22,7 @@
 
 #include "nanoinfer/engine.h"
 #include "nanoinfer/tokenizer.h"
+#include "util/fork_guard.h"
 
 namespace py = pybind11;
 
@@ -369,12 +370,17 @@ class Stream {
     return *piece;
   }
 
-  // Stops the request at its next token (the engine finishes it on a later step).
+  // Stops the request at its next token (the engine finishes it on a later step). On the thread
+  // in an engine call (a signal handler dropped the stream during another stream's next()) the
+  // lock is this thread's already: closed in place, where the destructor's Error had left it
+  // counted open and every later generate() refused.
   void close() {
-    locked(*pe_, [&] {
+    const auto close_held = [&] {
       state_->closed = true;
       uncount();
-    });
+    };
+    if (pe_->owner.load() == std::this_thread::get_id()) return close_held();
+    locked(*pe_, close_held);
   }
 
   std::optional<GenerationOutput> output() const {
@@ -770,6 +776,14 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
              o.prefix_reuse = prefix_reuse;
              o.random_weights = random_weights;
              o.config = path_of(config);
+             if (forked_from_threads() &&
+                 PyErr_WarnEx(PyExc_RuntimeWarning,
+                              "this process was forked from one that ran a nanoinfer Engine: "
+                              "OpenMP's threads do not survive a fork, so this thread's engine "
+                              "work runs on one core (multiprocessing's 'spawn' or 'forkserver' "
+                              "start method keeps them all)",
+                              1) != 0)
+               throw py::error_already_set();  // (warnings made errors)
              const py::gil_scoped_release nogil;
              check_positions(o, {{"max_context", o.max_context}});  // (as the CLI)
              return std::make_shared<PyEngine>(o);

@@ -13,10 +13,12 @@ import os
 import pathlib
 import pickle
 import re
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
 import warnings
 
@@ -351,6 +353,33 @@ class TinyModel(unittest.TestCase):
         with self.assertRaisesRegex(nanoinfer.Error, "max_context 300 exceeds the model's 256"):
             nanoinfer.Engine(tiny(), max_context=300)
 
+    def test_a_stream_dropped_in_a_signal_handler_closes(self):
+        # The handler runs inside another stream's next(), on the thread holding the engine: the
+        # dropped stream's close() could not take the lock, so it stayed counted open and every
+        # later generate() said "a stream of this engine is still open".
+        held = {"b": self.engine.stream([1, 2], max_new_tokens=200, ignore_eos=True)}
+        a = self.engine.stream([1, 2], max_new_tokens=200, ignore_eos=True)
+        dropped = []
+
+        def handler(*_):
+            try:
+                a.token_ids  # outside the call: the next tick
+            except nanoinfer.Error:  # inside next(a), whose thread holds the engine
+                if held:
+                    del held["b"]
+                    dropped.append(True)
+
+        old = signal.signal(signal.SIGALRM, handler)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.0005, 0.0005)
+            self.assertEqual(list(a), [])  # (no tokenizer: no text; every step looks for signals)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+        self.assertEqual(dropped, [True])
+        self.assertEqual(len(a.token_ids), 200)
+        self.assertEqual(len(self.engine.generate([[1, 2]], max_new_tokens=2)[0].token_ids), 2)
+
 
 class TextModel(unittest.TestCase):
     """Random weights of a small shape with SmolLM2's tokenizer and chat template (fp32 CPU)."""
@@ -444,7 +473,6 @@ class TextModel(unittest.TestCase):
     def test_a_signal_handler_that_calls_the_engine_gets_an_error(self):
         # Python runs it inside generate()'s token callback, on the thread holding the engine:
         # an Error, where it used to wait for that thread forever.
-        import signal
         got = []
 
         def handler(*_):
@@ -529,6 +557,40 @@ class DefaultModel(unittest.TestCase):
             raise unittest.SkipTest("the default model is not fetched (make model)")
         cls.engine = nanoinfer.Engine("default")
         cls.cases = read_json("smollm2/extra_greedy.json")["cases"]
+
+    def test_an_engine_made_in_a_forked_process_runs(self):
+        # OpenMP's pool, copied into the child, named threads that were not there: making an
+        # engine in a child forked after one ran (multiprocessing's fork) hung. It now runs on
+        # one core, with a warning that says so.
+        want = self.engine.generate([[1, 2]], max_new_tokens=4, ignore_eos=True)[0].token_ids
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            try:
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    engine = nanoinfer.Engine("default")
+                ids = engine.generate([[1, 2]], max_new_tokens=4, ignore_eos=True)[0].token_ids
+                message = repr((ids, [str(w.message) for w in caught]))
+            except Exception as e:  # noqa: BLE001 (the parent reports it)
+                message = repr(e)
+            os.write(write, message.encode())
+            os._exit(0)
+        os.close(write)
+        deadline = time.monotonic() + 60
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                self.fail("the forked child's engine hung")
+            time.sleep(0.05)
+        with os.fdopen(read, "rb") as f:
+            ids, caught = eval(f.read().decode())  # noqa: S307 (our child's repr)
+        self.assertEqual(ids, want)
+        self.assertEqual(len(caught), 1)
+        self.assertIn("forked from one that ran a nanoinfer Engine", caught[0])
+        self.assertIn("'spawn'", caught[0])
 
     def test_text_and_chat_prompts_in_one_batch_give_hf_tokens_and_text(self):
         outs = self.engine.generate(
