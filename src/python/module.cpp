@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <exception>
@@ -34,18 +35,50 @@ namespace {
 struct PyEngine {
   explicit PyEngine(const EngineOptions& o) : engine(o) {}
   Engine engine;
-  std::mutex mu;
+  std::timed_mutex mu;
   std::atomic<std::thread::id> owner{};  // the thread holding mu
   int open_streams = 0;
   const pid_t pid = getpid();  // the process that made it
 };
 
+// Pending signals, looked for while the engine runs without the GIL: only on the main thread,
+// the one where Python runs its handlers (another never takes the GIL while it generates). The
+// first handler that raised (Ctrl-C: KeyboardInterrupt) keeps its exception, raised by rethrow()
+// once the engine call has returned.
+class SignalWatch {
+ public:
+  SignalWatch()
+      : main_thread_(PyThread_get_thread_ident() == py::module_::import("threading")
+                                                        .attr("main_thread")()
+                                                        .attr("ident")
+                                                        .cast<unsigned long>()) {}
+  // Runs pending handlers under the GIL (once one raised, no more); whether one has raised.
+  bool raised() {
+    if (main_thread_ && type_ == nullptr) {
+      const py::gil_scoped_acquire gil;
+      if (PyErr_CheckSignals() != 0) PyErr_Fetch(&type_, &value_, &trace_);
+    }
+    return type_ != nullptr;
+  }
+  void rethrow() {
+    if (type_ == nullptr) return;
+    PyErr_Restore(std::exchange(type_, nullptr), value_, trace_);
+    throw py::error_already_set();
+  }
+
+ private:
+  bool main_thread_;
+  PyObject *type_ = nullptr, *value_ = nullptr, *trace_ = nullptr;
+};
+
 // Runs f on the engine under its lock, without the GIL. The same thread asking again (a Python
 // signal handler that generate()'s token callback ran, calling the engine) is an Error, not a
-// deadlock. The GIL comes back outside any destructor: where Python ends a daemon thread at exit
-// (PyEval_RestoreThread exits the thread), the thread unwinds instead of aborting the process.
-// In a process forked after the engine was made (os.fork, multiprocessing's default start), its
-// OpenMP threads (or CUDA context) are not there: a call would hang, so it is an Error.
+// deadlock; one waiting for another thread's call hears Ctrl-C (on the main thread: it waited
+// without the GIL until that call ended). The GIL comes back outside any destructor: where Python
+// ends a daemon thread at exit (PyEval_RestoreThread exits the thread), the thread unwinds instead
+// of aborting the process. In a process forked after the engine was made (os.fork,
+// multiprocessing's default start), its OpenMP threads (or CUDA context) are not there: a call
+// would hang, so it is an Error.
 template <typename F>
 auto locked(PyEngine& pe, F&& f) -> decltype(f()) {
   if (getpid() != pe.pid)
@@ -60,22 +93,29 @@ auto locked(PyEngine& pe, F&& f) -> decltype(f()) {
   using Result = decltype(f());
   std::conditional_t<std::is_void_v<Result>, bool, std::optional<Result>> result;
   std::exception_ptr error;
+  std::unique_lock lock(pe.mu, std::try_to_lock);
+  std::optional<SignalWatch> signals;  // (made with the GIL: it asks Python for the main thread)
+  if (!lock.owns_lock()) signals.emplace();
   PyThreadState* const saved = PyEval_SaveThread();
-  try {
-    const std::lock_guard lock(pe.mu);
-    pe.owner = std::this_thread::get_id();
-    try {
-      if constexpr (std::is_void_v<Result>)
-        f();
-      else
-        result.emplace(f());
-    } catch (...) {
-      error = std::current_exception();
+  if (!lock.owns_lock()) {  // another thread's call: waited for, Ctrl-C heard every 50 ms
+    while (!lock.try_lock_for(std::chrono::milliseconds(50)) && !signals->raised()) {
     }
-    pe.owner = std::thread::id();
+    if (!lock.owns_lock()) {
+      PyEval_RestoreThread(saved);
+      signals->rethrow();
+    }
+  }
+  pe.owner = std::this_thread::get_id();
+  try {
+    if constexpr (std::is_void_v<Result>)
+      f();
+    else
+      result.emplace(f());
   } catch (...) {
     error = std::current_exception();
   }
+  pe.owner = std::thread::id();
+  lock.unlock();
   PyEval_RestoreThread(saved);
   if (error) std::rethrow_exception(error);
   if constexpr (!std::is_void_v<Result>) return std::move(*result);
@@ -255,36 +295,6 @@ void settle(PyEngine& pe) {
     throw Error("a stream of this engine is still open: read it to its end or close() it first");
   while (pe.engine.active() > 0) pe.engine.step();
 }
-
-// Pending signals, looked for while the engine runs without the GIL: only on the main thread,
-// the one where Python runs its handlers (another never takes the GIL while it generates). The
-// first handler that raised (Ctrl-C: KeyboardInterrupt) keeps its exception, raised by rethrow()
-// once the engine call has returned.
-class SignalWatch {
- public:
-  SignalWatch()
-      : main_thread_(PyThread_get_thread_ident() == py::module_::import("threading")
-                                                        .attr("main_thread")()
-                                                        .attr("ident")
-                                                        .cast<unsigned long>()) {}
-  // Runs pending handlers under the GIL (once one raised, no more); whether one has raised.
-  bool raised() {
-    if (main_thread_ && type_ == nullptr) {
-      const py::gil_scoped_acquire gil;
-      if (PyErr_CheckSignals() != 0) PyErr_Fetch(&type_, &value_, &trace_);
-    }
-    return type_ != nullptr;
-  }
-  void rethrow() {
-    if (type_ == nullptr) return;
-    PyErr_Restore(std::exchange(type_, nullptr), value_, trace_);
-    throw py::error_already_set();
-  }
-
- private:
-  bool main_thread_;
-  PyObject *type_ = nullptr, *value_ = nullptr, *trace_ = nullptr;
-};
 
 std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& prompts, bool chat,
                                        const py::object& params, const py::kwargs& kw) {

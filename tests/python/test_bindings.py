@@ -353,6 +353,27 @@ class TinyModel(unittest.TestCase):
         with self.assertRaisesRegex(nanoinfer.Error, "max_context 300 exceeds the model's 256"):
             nanoinfer.Engine(tiny(), max_context=300)
 
+    def test_ctrl_c_is_heard_while_another_thread_holds_the_engine(self):
+        # The main thread waited for the other thread's call without the GIL, and so without
+        # running Python's handlers: KeyboardInterrupt came only once that call had ended.
+        script = (
+            "import nanoinfer, os, signal, threading, time\n"
+            f"e = nanoinfer.Engine({tiny()!r})\n"
+            "def handler(*_): raise KeyboardInterrupt\n"
+            "signal.signal(signal.SIGALRM, handler)\n"
+            "t = threading.Thread(target=lambda: e.generate([[1, 2]] * 2048, max_new_tokens=250,"
+            " ignore_eos=True), daemon=True)\n"
+            "t.start(); time.sleep(0.5); signal.setitimer(signal.ITIMER_REAL, 0.2)\n"
+            "try:\n"
+            "    e.generate([[1, 2]], max_new_tokens=2)\n"
+            "    print('not interrupted', t.is_alive(), flush=True)\n"
+            "except KeyboardInterrupt:\n"
+            "    print('interrupted', t.is_alive(), flush=True)\n"
+            "os._exit(0)\n")
+        r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           timeout=120)
+        self.assertEqual(r.stdout.strip(), "interrupted True", r.stderr)
+
     def test_a_stream_dropped_in_a_signal_handler_closes(self):
         # The handler runs inside another stream's next(), on the thread holding the engine: the
         # dropped stream's close() could not take the lock, so it stayed counted open and every
