@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <deque>
 #include <exception>
@@ -215,8 +216,25 @@ T strict(const py::handle v, const char* name) {
   } else {
     if (flag || PyNumber_Check(v.ptr()) == 0 || PyComplex_Check(v.ptr()) != 0)
       throw py::type_error(std::string(name) + " must be a number");
-    return static_cast<T>(py::cast<double>(py::float_(py::reinterpret_borrow<py::object>(v))));
+    const double x = PyFloat_AsDouble(v.ptr());
+    const bool beyond_double = x == -1.0 && PyErr_ExceptionMatches(PyExc_OverflowError) != 0;
+    if (x == -1.0 && PyErr_Occurred() != nullptr && !beyond_double) throw py::error_already_set();
+    PyErr_Clear();
+    if (beyond_double || (std::isfinite(x) && std::abs(x) > std::numeric_limits<T>::max()))
+      throw py::value_error(std::string(name) + " is beyond a " + std::to_string(sizeof(T) * 8) +
+                            "-bit float, got " + py::cast<std::string>(py::repr(v)).substr(0, 40));
+    return static_cast<T>(x);
   }
+}
+
+// Token ids as Python writes them (a list, a tuple, numpy's array), each one strict<int32_t>.
+std::vector<int32_t> ids_of(const py::handle v, const char* name) {
+  if (py::isinstance<py::str>(v) || !py::isinstance<py::iterable>(v))
+    throw py::type_error(std::string(name) + " must be a list of token ids");
+  std::vector<int32_t> ids;
+  const std::string each = std::string(name) + ": a token id";
+  for (const py::handle id : v) ids.push_back(strict<int32_t>(id, each.c_str()));
+  return ids;
 }
 template <class T>
 auto read_field(T SamplingParams::*f) {
@@ -574,8 +592,12 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
       .def_property("ignore_eos", read_field(&SamplingParams::ignore_eos),
                     write_field(&SamplingParams::ignore_eos, "ignore_eos"),
                     "Go on past EOS until max_new_tokens or a stop string")
-      .def_readwrite("eos_token_ids", &SamplingParams::eos_token_ids,
-                     "Ids that end a text (empty: the model's own)")
+      .def_property(
+          "eos_token_ids", [](const SamplingParams& p) { return p.eos_token_ids; },
+          [](SamplingParams& p, const py::object& v) {
+            p.eos_token_ids = ids_of(v, "eos_token_ids");
+          },
+          "Ids that end a text (empty: the model's own)")
       // A list of strings, or one string (as the OpenAI API takes it).
       .def_property(
           "stop", [](const SamplingParams& p) { return p.stop; },
@@ -584,16 +606,31 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
                                                 : py::cast<std::vector<std::string>>(v);
           },
           "Strings that end the text (not included in it); a str or a list")
-      .def_readwrite("suppress_tokens", &SamplingParams::suppress_tokens, "Ids never generated")
+      .def_property(
+          "suppress_tokens", [](const SamplingParams& p) { return p.suppress_tokens; },
+          [](SamplingParams& p, const py::object& v) {
+            p.suppress_tokens = ids_of(v, "suppress_tokens");
+          },
+          "Ids never generated")
       // [(id, bias)], or a dict {id: bias} as the OpenAI API sends it; read back as pairs.
       .def_property(
           "logit_bias", [](const SamplingParams& p) { return p.logit_bias; },
           [](SamplingParams& p, const py::object& v) {
+            std::vector<std::pair<int32_t, float>> bias;
             if (!py::isinstance<py::dict>(v)) {
-              p.logit_bias = py::cast<std::vector<std::pair<int32_t, float>>>(v);
+              if (py::isinstance<py::str>(v) || !py::isinstance<py::iterable>(v))
+                throw py::type_error("logit_bias: [(id, bias)] or {id: bias}");
+              for (const py::handle pair : v) {
+                const auto t = py::cast<py::sequence>(pair);
+                if (py::isinstance<py::str>(pair) || t.size() != 2)
+                  throw py::type_error("logit_bias: [(id, bias)] or {id: bias}, got an item " +
+                                       py::cast<std::string>(py::repr(pair)));
+                bias.emplace_back(strict<int32_t>(t[0], "logit_bias: a token id"),
+                                  strict<float>(t[1], "logit_bias: a bias"));
+              }
+              p.logit_bias = std::move(bias);
               return;
             }
-            std::vector<std::pair<int32_t, float>> bias;
             for (const auto& [id, b] : py::reinterpret_borrow<py::dict>(v)) {
               // An id, or its digits as the OpenAI API sends them ("5"); not 5.7 or True.
               py::object number;
@@ -607,7 +644,8 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
               if (!number)
                 throw py::type_error("logit_bias: keys are token ids, got " +
                                      py::cast<std::string>(py::repr(id)));
-              bias.emplace_back(py::cast<int32_t>(number), py::cast<float>(b));
+              bias.emplace_back(strict<int32_t>(number, "logit_bias: a token id"),
+                                strict<float>(b, "logit_bias: a bias"));
             }
             p.logit_bias = std::move(bias);
           },
@@ -724,8 +762,8 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
           "Token ids of a text (with the model's BOS etc. unless add_special_tokens=False)")
       .def(
           "decode",
-          [](const Tokenizer& t, const std::vector<int32_t>& ids, bool skip) {
-            return t.decode(ids, skip);
+          [](const Tokenizer& t, const py::object& ids, bool skip) {
+            return t.decode(ids_of(ids, "ids"), skip);
           },
           py::arg("ids"), py::arg("skip_special_tokens") = false, "The text of token ids")
       .def(

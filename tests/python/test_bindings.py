@@ -323,6 +323,23 @@ class TinyModel(unittest.TestCase):
             self.engine.generate(ids, max_new_tokens=2**40)
         with self.assertRaisesRegex(TypeError, "num_beams must be an integer"):
             nanoinfer.SamplingParams().num_beams = 2.0
+        # ... and so are bools among token ids and biases (True was read as id 1), and a number
+        # beyond a float (10**400 raised OverflowError; 1e300 was kept as inf).
+        p = nanoinfer.SamplingParams()
+        for field, value, error, message in (
+                ("eos_token_ids", [3, True], TypeError, "eos_token_ids: a token id must be an "
+                                                        "integer"),
+                ("suppress_tokens", [True], TypeError, "suppress_tokens: a token id must be"),
+                ("suppress_tokens", 5, TypeError, "suppress_tokens must be a list of token ids"),
+                ("logit_bias", [(True, 1)], TypeError, "logit_bias: a token id must be"),
+                ("logit_bias", {5: True}, TypeError, "logit_bias: a bias must be a number"),
+                ("logit_bias", [(5, 1, 2)], TypeError, "got an item (5, 1, 2)"),
+                ("temperature", 10**400, ValueError, "temperature is beyond a 32-bit float"),
+                ("min_p", 1e300, ValueError, "min_p is beyond a 32-bit float, got 1e+300")):
+            with self.assertRaisesRegex(error, re.escape(message)):
+                setattr(p, field, value)
+        p.eos_token_ids, p.logit_bias = (5, 7), [(5, 2)]
+        self.assertEqual((p.eos_token_ids, p.logit_bias), ([5, 7], [(5, 2.0)]))
         with self.assertRaisesRegex(TypeError, "params: a SamplingParams, or a list of them"):
             self.engine.generate(ids, params={"max_new_tokens": 3})
         with self.assertRaisesRegex(ValueError, "2 sampling parameters for 1 prompts"):
@@ -648,6 +665,14 @@ class DefaultModel(unittest.TestCase):
                 self.assertEqual(tok.encode(c["prompt_text"]), c["prompt_ids"])
             self.assertEqual(tok.decode(c["generated_ids"], skip_special_tokens=True), c["text"])
         self.assertIn(2, tok.eos_ids)
+        # decode takes any sequence of ids, and refuses a bool or an id beyond 32 bits as such
+        # (pybind11's message named neither).
+        self.assertEqual(tok.decode((28, 29)), tok.decode([28, 29]))
+        with self.assertRaisesRegex(TypeError, "ids: a token id must be an integer"):
+            tok.decode([True])
+        with self.assertRaisesRegex(ValueError, f"ids: a token id must be an integer in .*, got "
+                                                f"{2**40}"):
+            tok.decode([2**40])
         same = nanoinfer.load_tokenizer(nanoinfer.default_model_path())
         self.assertEqual(same.encode("Hello world"), tok.encode("Hello world"))
         # "default" and paths as os.PathLike, as Engine takes them.
