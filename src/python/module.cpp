@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -314,6 +315,31 @@ void settle(PyEngine& pe) {
   while (pe.engine.active() > 0) pe.engine.step();
 }
 
+// generate() while streams are open (this thread's or another's): the requests join the streams'
+// run (Engine::submit) and the steps that finish them advance the streams too, whose pieces wait
+// for their next(). A request the engine refuses cancels those submitted before it. The outputs
+// live in a shared block: a step that throws leaves requests whose on_done comes later.
+std::vector<GenerationOutput> join_streams(PyEngine& pe,
+                                           const std::vector<GenerationRequest>& requests,
+                                           const TokenCallback& watch) {
+  const auto outs = std::make_shared<std::vector<std::optional<GenerationOutput>>>(requests.size());
+  std::vector<size_t> ids;
+  try {
+    for (size_t i = 0; i < requests.size(); ++i)
+      ids.push_back(pe.engine.submit(requests[i], watch, [outs, i](size_t, GenerationOutput&& o) {
+        (*outs)[i] = std::move(o);
+      }));
+  } catch (...) {
+    for (const size_t id : ids) pe.engine.cancel(id);
+    throw;
+  }
+  while (std::any_of(outs->begin(), outs->end(), [](const auto& o) { return !o; }))
+    pe.engine.step();
+  std::vector<GenerationOutput> out;
+  for (auto& o : *outs) out.push_back(std::move(*o));
+  return out;
+}
+
 std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& prompts, bool chat,
                                        const py::object& params, const py::kwargs& kw) {
   py::list items;
@@ -340,6 +366,7 @@ std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& prompts, 
     return !signals.raised();
   };
   std::vector<GenerationOutput> out = locked(pe, [&] {
+    if (pe.open_streams > 0) return join_streams(pe, requests, watch);
     settle(pe);
     return pe.engine.generate(requests, watch);
   });

@@ -570,12 +570,34 @@ class TextModel(unittest.TestCase):
         self.assertIn("this engine was made before the process forked", message)
         self.assertEqual(len(self.engine.generate([[1, 2]], max_new_tokens=2)[0].token_ids), 2)
 
+    def test_generate_joins_open_streams(self):
+        # generate() while a stream is open, this thread's or another's, runs in the streams'
+        # steps (it raised "a stream of this engine is still open"): the same tokens as alone,
+        # and the streams go on where they were, their pieces kept.
+        prompts = ["The sea", "A short poem about"]
+        kw = dict(max_new_tokens=12, ignore_eos=True)
+        want = [o.token_ids for o in self.engine.generate(prompts, **kw)]
+        story = dict(max_new_tokens=30, ignore_eos=True, temperature=0.8, seed=5)
+        alone = self.engine.stream("Once upon a time", **story)
+        want_story = "".join(alone)
+        s = self.engine.stream("Once upon a time", **story)
+        first = next(s)
+        self.assertEqual([o.token_ids for o in self.engine.generate(prompts, **kw)], want)
+        got = []
+        reader = threading.Thread(target=lambda: got.extend(
+            o.token_ids for o in self.engine.generate(prompts, **kw)))
+        reader.start()
+        reader.join()
+        self.assertEqual(got, want)
+        self.assertEqual(first + "".join(s), want_story)
+        self.assertEqual(s.output.token_ids, alone.output.token_ids)
+
     def test_a_closed_stream_stops_and_frees_the_engine(self):
         s = self.engine.stream("Tell me a story", max_new_tokens=40, ignore_eos=True)
         next(s)
         self.assertGreaterEqual(len(s.token_ids), 1)
         with self.assertRaisesRegex(nanoinfer.Error, "still open"):
-            self.engine.generate("x", max_new_tokens=2)
+            self.engine.release_cache()
         s.close()
         self.assertEqual(len(self.engine.generate("x", max_new_tokens=2)[0].token_ids), 2)
         self.assertEqual(s.output.finish_reason, "stop")
