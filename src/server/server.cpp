@@ -397,12 +397,17 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
   };
   http_->Post("/v1/completions", generate(false));
   http_->Post("/v1/chat/completions", generate(true));
-  // Any other POST: the error handler's 404 (405 for a known path), its body read and dropped.
-  http_->Post(".*", [](const httplib::Request& req, httplib::Response& res,
-                       const httplib::ContentReader& read) {
+  // Any other POST (PUT, PATCH, DELETE): the error handler's 404 (405 for a known path), its
+  // body read and dropped.
+  const auto elsewhere = [](const httplib::Request& req, httplib::Response& res,
+                            const httplib::ContentReader& read) {
     if (has_body(req) && !read([](const char*, size_t) { return true; })) return;
     res.status = 404;
-  });
+  };
+  http_->Post(".*", elsewhere);
+  http_->Put(".*", elsewhere);
+  http_->Patch(".*", elsewhere);
+  http_->Delete(".*", elsewhere);
   // CORS: a preflight is answered (204) on any path; the headers an allowed origin needs are
   // added to every response, errors and streams included.
   http_->Options(".*", [this](const httplib::Request& req, httplib::Response& res) {

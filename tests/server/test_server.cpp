@@ -1298,6 +1298,12 @@ TEST_F(ServerTest, APostWithoutABodyIsToldSo) {
   const std::string nowhere = answer("/v1/nowhere");
   EXPECT_EQ(nowhere.rfind("HTTP/1.1 404", 0), 0U) << nowhere;
   EXPECT_NE(nowhere.find("no endpoint POST /v1/nowhere"), std::string::npos) << nowhere;
+  for (const std::string method : {"PUT", "PATCH", "DELETE"}) {
+    const std::string other = raw_exchange(
+        port_, method + " /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    EXPECT_EQ(other.rfind("HTTP/1.1 405", 0), 0U) << other;
+    EXPECT_NE(other.find("/v1/completions takes POST only"), std::string::npos) << other;
+  }
   // ... and a POST to another path with a body: its body is read, so the connection serves on.
   httplib::Client c = client();
   EXPECT_EQ(c.Post("/v1/models", R"({"x": 1})", "application/json")->status, 405);
