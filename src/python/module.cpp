@@ -195,14 +195,22 @@ bool is_token_id(const py::handle v) {
   return !PyBool_Check(v.ptr()) && PyIndex_Check(v.ptr()) != 0;
 }
 
-// A number or flag of SamplingParams as Python writes it, refusing what Python would coerce: a
-// bool for a number (True read as 1), a float for an integer, anything but a bool for a flag.
+// A number, flag or list of token ids of SamplingParams as Python writes it, refusing what Python
+// would coerce: a bool for a number or an id (True read as 1), a float for an integer, anything
+// but a bool for a flag, a number beyond a float.
 template <class T>
 T strict(const py::handle v, const char* name) {
   const bool flag = PyBool_Check(v.ptr()) != 0;
   if constexpr (std::is_same_v<T, bool>) {
     if (!flag) throw py::type_error(std::string(name) + " must be True or False");
     return v.ptr() == Py_True;
+  } else if constexpr (std::is_same_v<T, std::vector<int32_t>>) {  // token ids: any sequence
+    if (py::isinstance<py::str>(v) || !py::isinstance<py::iterable>(v))
+      throw py::type_error(std::string(name) + " must be a list of token ids");
+    T ids;
+    const std::string each = std::string(name) + ": a token id";
+    for (const py::handle id : v) ids.push_back(strict<int32_t>(id, each.c_str()));
+    return ids;
   } else if constexpr (std::is_integral_v<T>) {
     if (!is_token_id(v)) throw py::type_error(std::string(name) + " must be an integer");
     int overflow = 0;
@@ -228,15 +236,6 @@ T strict(const py::handle v, const char* name) {
   }
 }
 
-// Token ids as Python writes them (a list, a tuple, numpy's array), each one strict<int32_t>.
-std::vector<int32_t> ids_of(const py::handle v, const char* name) {
-  if (py::isinstance<py::str>(v) || !py::isinstance<py::iterable>(v))
-    throw py::type_error(std::string(name) + " must be a list of token ids");
-  std::vector<int32_t> ids;
-  const std::string each = std::string(name) + ": a token id";
-  for (const py::handle id : v) ids.push_back(strict<int32_t>(id, each.c_str()));
-  return ids;
-}
 template <class T>
 auto read_field(T SamplingParams::*f) {
   return [f](const SamplingParams& p) { return p.*f; };
@@ -619,12 +618,9 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
       .def_property("ignore_eos", read_field(&SamplingParams::ignore_eos),
                     write_field(&SamplingParams::ignore_eos, "ignore_eos"),
                     "Go on past EOS until max_new_tokens or a stop string")
-      .def_property(
-          "eos_token_ids", [](const SamplingParams& p) { return p.eos_token_ids; },
-          [](SamplingParams& p, const py::object& v) {
-            p.eos_token_ids = ids_of(v, "eos_token_ids");
-          },
-          "Ids that end a text (empty: the model's own)")
+      .def_property("eos_token_ids", read_field(&SamplingParams::eos_token_ids),
+                    write_field(&SamplingParams::eos_token_ids, "eos_token_ids"),
+                    "Ids that end a text (empty: the model's own)")
       // A list of strings, or one string (as the OpenAI API takes it).
       .def_property(
           "stop", [](const SamplingParams& p) { return p.stop; },
@@ -633,12 +629,9 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
                                                 : py::cast<std::vector<std::string>>(v);
           },
           "Strings that end the text (not included in it); a str or a list")
-      .def_property(
-          "suppress_tokens", [](const SamplingParams& p) { return p.suppress_tokens; },
-          [](SamplingParams& p, const py::object& v) {
-            p.suppress_tokens = ids_of(v, "suppress_tokens");
-          },
-          "Ids never generated")
+      .def_property("suppress_tokens", read_field(&SamplingParams::suppress_tokens),
+                    write_field(&SamplingParams::suppress_tokens, "suppress_tokens"),
+                    "Ids never generated")
       // [(id, bias)], or a dict {id: bias} as the OpenAI API sends it; read back as pairs.
       .def_property(
           "logit_bias", [](const SamplingParams& p) { return p.logit_bias; },
@@ -648,10 +641,11 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
               if (py::isinstance<py::str>(v) || !py::isinstance<py::iterable>(v))
                 throw py::type_error("logit_bias: [(id, bias)] or {id: bias}");
               for (const py::handle pair : v) {
-                const auto t = py::cast<py::sequence>(pair);
-                if (py::isinstance<py::str>(pair) || t.size() != 2)
+                if (!py::isinstance<py::sequence>(pair) || py::isinstance<py::str>(pair) ||
+                    py::len(pair) != 2)
                   throw py::type_error("logit_bias: [(id, bias)] or {id: bias}, got an item " +
                                        py::cast<std::string>(py::repr(pair)));
+                const auto t = py::reinterpret_borrow<py::sequence>(pair);
                 bias.emplace_back(strict<int32_t>(t[0], "logit_bias: a token id"),
                                   strict<float>(t[1], "logit_bias: a bias"));
               }
@@ -790,7 +784,7 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
       .def(
           "decode",
           [](const Tokenizer& t, const py::object& ids, bool skip) {
-            return t.decode(ids_of(ids, "ids"), skip);
+            return t.decode(strict<std::vector<int32_t>>(ids, "ids"), skip);
           },
           py::arg("ids"), py::arg("skip_special_tokens") = false, "The text of token ids")
       .def(

@@ -334,6 +334,7 @@ class TinyModel(unittest.TestCase):
                 ("logit_bias", [(True, 1)], TypeError, "logit_bias: a token id must be"),
                 ("logit_bias", {5: True}, TypeError, "logit_bias: a bias must be a number"),
                 ("logit_bias", [(5, 1, 2)], TypeError, "got an item (5, 1, 2)"),
+                ("logit_bias", [5], TypeError, "got an item 5"),
                 ("temperature", 10**400, ValueError, "temperature is beyond a 32-bit float"),
                 ("min_p", 1e300, ValueError, "min_p is beyond a 32-bit float, got 1e+300")):
             with self.assertRaisesRegex(error, re.escape(message)):
