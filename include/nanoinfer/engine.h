@@ -27,9 +27,11 @@ struct EngineOptions {
   // taken (RoPE's table is computed to any length; tests run tiny models so); the CLI and Python
   // refuse it (check_positions).
   int max_context = 0;
-  // KV cache slots in all; 0 = enough for every request of a call at once. Smaller: continuous
-  // batching, requests start in order as the blocks of their whole life (prompt + max new tokens)
-  // free up, and finished ones give theirs back at once.
+  // KV cache slots in all; 0 = enough for every request of a call at once, up to 3/4 of the
+  // memory free when the call makes its cache (the backend's: host or GPU; where all of them need
+  // more, they take turns as below, and the largest always fits). Smaller: continuous batching,
+  // requests start in order as the blocks of their whole life (prompt + max new tokens) free up,
+  // and finished ones give theirs back at once.
   int cache_tokens = 0;
   int block_size = 16;
   // Tokens one forward takes at most (0 = no cap): decode rows first, then prompts cut into

@@ -50,6 +50,9 @@ class Backend {
   // Memory. alloc returns uninitialised device memory of the compute dtype unless given one.
   virtual Tensor alloc(std::vector<int64_t> shape, DType dtype) = 0;
   virtual Tensor upload(const Tensor& host, DType dtype) = 0;  // converts f32/f16/bf16 → dtype
+  // Bytes that alloc could still have (CPU: the host's available memory; CUDA: the GPU's free
+  // memory); -1 where unknown.
+  virtual int64_t free_memory() const { return -1; }
   // Host tensors of one width stacked along their rows, as one tensor of this backend (fused
   // weights such as q, k and v; a GGUF may hold the parts in different formats). Here: stacked on
   // the host, then uploaded (one dtype only; the CPU and CUDA backends take mixed ones).

@@ -151,7 +151,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--profile", a->engine.profile,
                 "print the time of each op kind over all runs, prefill and decode apart, on stderr "
                 "(CUDA: steps then run without graphs)");
-  add_engine_flags(*cmd, a->engine, "KV cache slots (0 = room for the whole batch)");
+  add_engine_flags(*cmd, a->engine,
+                   "KV cache slots (0 = room for the whole batch, up to 3/4 of the free memory)");
   cmd->callback([a] { run_bench(*a); });
 }
 

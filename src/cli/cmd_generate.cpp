@@ -253,8 +253,8 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--memory-trace", a->memory_trace, "write memory in use per step to this CSV")
       ->check(non_empty());
   add_engine_flags(*cmd, a->engine,
-                   "KV cache slots (0 = room for every prompt at once; fewer: prompts wait for "
-                   "room, continuous batching)");
+                   "KV cache slots (0 = room for every prompt at once, up to 3/4 of the free "
+                   "memory; fewer: prompts wait for room, continuous batching)");
   add_cache_policy_flags(*cmd, a->engine);
   cmd->add_flag("--no-rope", a->engine.no_rope, "ablation: run without rotary embeddings");
   cmd->add_flag("--profile", a->engine.profile,

@@ -150,7 +150,9 @@ void add_perplexity_command(CLI::App& app) {
   cmd->add_option("--max-windows", a->max_windows, "score only the first N windows (0 = all)")
       ->check(whole_number(0));
   cmd->add_flag("--json", a->json, "print one JSON object");
-  add_engine_flags(*cmd, a->engine, "KV cache slots (0 = room for a batch of windows)");
+  add_engine_flags(
+      *cmd, a->engine,
+      "KV cache slots (0 = room for a batch of windows, up to 3/4 of the free memory)");
   cmd->callback([a] { run_perplexity(*a); });
 }
 

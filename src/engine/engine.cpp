@@ -427,13 +427,24 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
   const RunContext ctx = run_context();
   // Blocks: every sequence at full length (a sink cache's: its size at most), beams twice over
   // (reordering).
-  int64_t need = 0;
+  int64_t need = 0, largest = 0;
   for (size_t i = 0; i < requests.size(); ++i) {
     const GenerationRequest& r = requests[i];
     check_request(ctx, r, "request " + std::to_string(i));
-    need += lifetime_blocks(r, ctx.evicting_capacity, options.block_size);
+    const int64_t blocks = lifetime_blocks(r, ctx.evicting_capacity, options.block_size);
+    need += blocks;
+    largest = std::max(largest, blocks);
   }
-  KvCache& cache = cache_for(cache_options(need));
+  // Within the memory free, the kept cache's own counted (it is given back before a larger one
+  // is made).
+  if (options.cache_tokens <= 0 && !(cache && cache->can_hold(cache_options(need)))) {
+    const int64_t free = backend->free_memory();
+    need = blocks_within_memory(
+        need, largest, free < 0 ? free : free + (cache ? cache->bytes() : 0),
+        KvCache::slot_bytes(model->shard_config(), backend->compute_dtype()) * options.block_size);
+  }
+  const KvCacheOptions kv = cache_options(need);
+  KvCache& cache = cache_for(kv);
   stats = GenerationStats{};
   Run run(ctx, cache, stats, true);
   std::vector<GenerationOutput> out(requests.size());
@@ -449,7 +460,7 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
   }
   stats.padded_slots =
       static_cast<int64_t>(requests.size()) * (static_cast<int64_t>(longest) + most_new);
-  send(StepMessage::begin(cache_options(need)));
+  send(StepMessage::begin(kv));
   const int64_t captures_before = backend->graph_captures();
   while (run.step()) {
   }

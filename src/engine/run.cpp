@@ -182,6 +182,12 @@ int64_t lifetime_blocks(const GenerationRequest& r, int64_t capacity, int block_
   return blocks_of(len, block_size) * (r.params.num_beams > 1 ? 2 * r.params.num_beams + 1 : 1);
 }
 
+int64_t blocks_within_memory(int64_t need, int64_t largest, int64_t free_bytes,
+                             int64_t block_bytes) {
+  if (free_bytes < 0) return need;
+  return std::max(largest, std::min(need, free_bytes / 4 * 3 / block_bytes));
+}
+
 bool Run::waits_for_prefix(int64_t id) const {
   if (!ctx_.prefix_reuse || id < 0) return false;
   const GenerationRequest& req = requests_.at(static_cast<size_t>(id)).request;

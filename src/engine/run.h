@@ -49,6 +49,12 @@ inline int64_t blocks_of(int64_t tokens, int block_size) {
 // Blocks a request reserves for its whole life: prompt + max new tokens (at most `capacity`
 // entries where the cache evicts, 0: no cap), beams twice over plus the prompt (forks).
 int64_t lifetime_blocks(const GenerationRequest& r, int64_t capacity, int block_size);
+// The blocks of a cache that generate() sizes itself (cache_tokens 0): `need`, room for every
+// request at once, where those take at most 3/4 of `free_bytes` (the rest is left for the steps'
+// activations; -1: unknown, no bound); else as many as fit in that share, and the requests take
+// turns as in a cache of cache_tokens; never fewer than `largest`, the most one request needs.
+int64_t blocks_within_memory(int64_t need, int64_t largest, int64_t free_bytes,
+                             int64_t block_bytes);
 
 class Run {
  public:

@@ -59,8 +59,8 @@ KvCache::KvCache(Backend& backend, const ModelConfig& config, const KvCacheOptio
     l.v = kv.row(static_cast<int64_t>(2 * i + 1));
     l.slot_pos = slot_pos;
     l.block_size = options_.block_size;
-    bytes_ += static_cast<int64_t>(l.k.nbytes() + l.v.nbytes());
   }
+  bytes_ = slots * slot_bytes(config, backend_.compute_dtype());
   clear();
 }
 

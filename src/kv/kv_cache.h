@@ -101,6 +101,11 @@ class KvCache {
   int64_t used_slots() const;       // entries held by live sequences (a shared one once)
   int64_t allocated_slots() const;  // slots in blocks handed to live sequences
   int64_t bytes() const { return bytes_; }
+  // Bytes of keys and values that one slot holds over every layer, in `dtype` (bytes() per slot).
+  static int64_t slot_bytes(const ModelConfig& config, DType dtype) {
+    return static_cast<int64_t>(dtype_nbytes(
+        dtype, 2 * int64_t{config.num_layers} * config.num_kv_heads * config.head_dim));
+  }
 
  private:
   struct Seq {

@@ -6,12 +6,12 @@
 #include <array>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <new>
 #include <string>
 
 #include "util/error.h"
+#include "util/host_memory.h"
 #include "util/parallel_copy.h"
 
 namespace nanoinfer {
@@ -47,16 +47,6 @@ std::shared_ptr<uint8_t> zeroed_bytes(size_t bytes) {
   return {aligned, [base, len](uint8_t*) { munmap(base, len); }};
 }
 
-// The memory the kernel says could be had without swapping (MemAvailable), in bytes; -1 unknown.
-double available_bytes() {
-  std::ifstream meminfo("/proc/meminfo");  // ("MemAvailable:   12345 kB")
-  std::string key, unit;
-  double kib = 0;
-  while (meminfo >> key >> kib >> unit)
-    if (key == "MemAvailable:") return kib * 1024;
-  return -1;
-}
-
 }  // namespace
 
 Tensor Tensor::zeros(DType dtype, std::vector<int64_t> shape) {
@@ -71,7 +61,8 @@ Tensor Tensor::zeros(DType dtype, std::vector<int64_t> shape) {
                   "out of memory: a %s tensor %s asked for %zu bytes (%.1f MiB); the host has "
                   "%.1f MiB available",
                   dtype_name(dtype), shape_string(shape).c_str(), bytes,
-                  static_cast<double>(bytes) / kMiB, available_bytes() / kMiB);
+                  static_cast<double>(bytes) / kMiB,
+                  static_cast<double>(host_available_bytes()) / kMiB);
     std::string what = msg.data();
     rlimit as{};
     if (getrlimit(RLIMIT_AS, &as) == 0 && as.rlim_cur != RLIM_INFINITY)

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "engine/run.h"
 #include "engine/scheduler.h"
 #include "util/error.h"
 
@@ -76,6 +77,18 @@ TEST(Scheduler, RefusesWhatCanNeverFit) {
   }
   EXPECT_EQ(s.waiting(), 1U);
   EXPECT_THROW(Scheduler(8, -1), Error);
+}
+
+// generate()'s own cache (cache_tokens 0): every request at once while that is within 3/4 of the
+// memory free, else what fits there (the requests then take turns), but never too small for the
+// largest request.
+TEST(GenerateCache, EveryRequestAtOnceWithinThreeQuartersOfFreeMemory) {
+  constexpr int64_t kBlock = 1000;                                     // bytes a block
+  EXPECT_EQ(blocks_within_memory(50, 4, 100 * kBlock, kBlock), 50);    // 50 <= 75
+  EXPECT_EQ(blocks_within_memory(75, 4, 100 * kBlock, kBlock), 75);    // just fits
+  EXPECT_EQ(blocks_within_memory(500, 4, 100 * kBlock, kBlock), 75);   // the requests take turns
+  EXPECT_EQ(blocks_within_memory(500, 90, 100 * kBlock, kBlock), 90);  // the largest must run
+  EXPECT_EQ(blocks_within_memory(500, 4, -1, kBlock), 500);            // free memory unknown
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/op_profile.h"
 #include "util/error.h"
+#include "util/host_memory.h"
 
 namespace nanoinfer {
 namespace {
@@ -28,6 +29,7 @@ class CpuBackend final : public Backend {
   std::string name() const override { return "cpu"; }
   DType compute_dtype() const override { return DType::F32; }
   bool kv_heads_outer() const override { return true; }
+  int64_t free_memory() const override { return host_available_bytes(); }
 
   Tensor alloc(std::vector<int64_t> shape, DType dtype) override {
     return Tensor::zeros(dtype, std::move(shape));

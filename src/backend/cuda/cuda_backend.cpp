@@ -166,6 +166,12 @@ Tensor CudaBackend::alloc(std::vector<int64_t> shape, DType dtype) {
   return device_tensor(std::move(shape), dtype);
 }
 
+int64_t CudaBackend::free_memory() const {
+  size_t free_b = 0, total_b = 0;
+  NI_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  return static_cast<int64_t>(free_b);
+}
+
 // Host bytes (often a fresh file mapping) to the device through two pinned slices: the threads
 // copy slice i + 1 out of the host memory while slice i is on its way, where a pageable
 // cudaMemcpy stages through the driver's buffer on one thread, page faults included. An 8B

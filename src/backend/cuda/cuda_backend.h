@@ -36,6 +36,7 @@ class CudaBackend final : public Backend {
   DType compute_dtype() const override { return dtype_; }
 
   Tensor alloc(std::vector<int64_t> shape, DType dtype) override;
+  int64_t free_memory() const override;
   Tensor upload(const Tensor& host, DType dtype) override;
   Tensor upload_rows(const std::vector<Tensor>& parts, DType dtype) override;
   void to_host_f32(const Tensor& src, std::vector<float>& dst) override;
