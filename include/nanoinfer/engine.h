@@ -222,6 +222,11 @@ class Engine {
   // KV cache's cache_tokens (in whole blocks) where that is less; 0 (no bound) over a sink cache,
   // whose positions and entries stay below its own size however long a request runs.
   int request_limit() const;
+  // Cuts r's max_new_tokens to the room its prompt leaves below request_limit(): what the front
+  // ends do to a request whose user left max_new_tokens unset, which then runs to the end of the
+  // context instead of being refused. Unchanged where there is no bound, or no room (the engine's
+  // refusal then says why).
+  void fit_to_room(GenerationRequest& r) const;
   // Time per op kind, prefill and decode apart, since the engine was made (with profile on).
   std::string profile_report() const;
   // The model's tokenizer; null for a checkpoint without tokenizer files.

@@ -30,6 +30,7 @@ struct GenerateArgs {
   // The prompts in command-line order: 't' a --prompt, 'i' a --prompt-ids, 'f' the file's lines.
   std::string order;
   SamplingParams params;
+  bool max_new_given = false;  // --max-new-tokens given (else: 128, or the room a prompt leaves)
   bool chat = false;
   bool json = false;
   bool stats = false;
@@ -90,6 +91,8 @@ void run_generate(const GenerateArgs& a) {
       requests.push_back({parse_ids(a.prompt_ids.at(next_ids++), "--prompt-ids"), a.params});
     if (kind == 'f') std::for_each(file_prompts.begin(), file_prompts.end(), add_text);
   }
+  if (!a.max_new_given)
+    for (GenerationRequest& r : requests) engine.fit_to_room(r);
   // A trace path that cannot be written fails now, not after the generation (rank 0 writes it);
   // an existing file is kept as it is until the trace replaces it.
   if (engine.is_leader() && !a.memory_trace.empty()) {
@@ -236,7 +239,8 @@ void add_generate_command(CLI::App& app) {
                                ->allow_extra_args(false)
                                ->expected(1)
                                ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  add_sampling_flags(*cmd, p, "tokens to generate per prompt (default 128)");
+  add_sampling_flags(
+      *cmd, p, "tokens to generate per prompt (default 128, or what the context has room for)");
   cmd->add_option("--num-beams", p.num_beams, "beam search with this many beams (1 = off)");
   cmd->add_option("--length-penalty", p.length_penalty, "beam score = logprob / length^penalty");
   cmd->add_option("--early-stopping", a->early_stopping, "beam search: true | false | never")
@@ -260,6 +264,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag("--profile", a->engine.profile,
                 "print the time of each op kind, prefill and decode apart");
   cmd->callback([a, cmd, text, file, ids] {
+    a->max_new_given = cmd->count("--max-new-tokens") > 0;
     for (const CLI::Option* o : cmd->parse_order()) {
       if (o == text) a->order += 't';
       if (o == ids) a->order += 'i';

@@ -329,6 +329,12 @@ int Engine::request_limit() const {
       std::min<int64_t>(o.max_context, blocks_of(o.cache_tokens, o.block_size) * o.block_size));
 }
 
+void Engine::fit_to_room(GenerationRequest& r) const {
+  const int64_t limit = request_limit(), room = limit - static_cast<int64_t>(r.prompt_ids.size());
+  if (limit > 0 && room >= 1 && room < r.params.max_new_tokens)
+    r.params.max_new_tokens = static_cast<int>(room);
+}
+
 const Tokenizer* Engine::tokenizer() const {
   return impl_->tokenizer.get();
 }

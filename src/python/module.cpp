@@ -307,6 +307,13 @@ std::vector<SamplingParams> params_for(size_t n, const py::object& params, const
   return list;
 }
 
+// A request whose user left max_new_tokens unset (no `params` and no such keyword) goes to the end
+// of the context where the default 128 would not fit, as the CLI's and the server's do.
+void fit_unset_length(const Engine& e, const py::object& params, const py::kwargs& kw,
+                      GenerationRequest& r) {
+  if (params.is_none() && !kw.contains("max_new_tokens")) e.fit_to_room(r);
+}
+
 // Runs what closed streams left in the engine to its end, so that generate() may run.
 void settle(PyEngine& pe) {
   if (pe.open_streams > 0)
@@ -354,8 +361,10 @@ std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& prompts, 
   }
   const std::vector<SamplingParams> ps = params_for(items.size(), params, kw);
   std::vector<GenerationRequest> requests;
-  for (size_t i = 0; i < items.size(); ++i)
+  for (size_t i = 0; i < items.size(); ++i) {
     requests.push_back({prompt_ids(pe.engine, items[i], chat), ps[i]});
+    fit_unset_length(pe.engine, params, kw, requests.back());
+  }
   // Ctrl-C (a signal handler that raises) stops the batch: on the main thread, the one where
   // Python runs its handlers, each token looks for pending signals under the GIL, every request
   // stops at its next token (beam searches run to their end), and the handler's exception is
@@ -878,6 +887,7 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
           [](const std::shared_ptr<PyEngine>& pe, const py::object& prompt, bool chat,
              const py::object& params, const py::kwargs& kw) {
             GenerationRequest r{prompt_ids(pe->engine, prompt, chat), params_for(1, params, kw)[0]};
+            fit_unset_length(pe->engine, params, kw, r);
             return std::make_unique<Stream>(pe, r);
           },
           py::arg("prompt"), py::kw_only(), py::arg("chat") = false, py::arg("params") = py::none(),

@@ -466,8 +466,7 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
     }
     const auto n = static_cast<int64_t>(c.request.prompt_ids.size());
     const int64_t room = request_limit - n;
-    if (!max_given && request_limit > 0 && room >= 1 && room < c.request.params.max_new_tokens)
-      c.request.params.max_new_tokens = static_cast<int>(room);
+    if (!max_given) engine.fit_to_room(c.request);
     // The engine would refuse it too, in the library's terms (max_new_tokens, cache_tokens).
     if (request_limit > 0 && n + c.request.params.max_new_tokens > request_limit) {
       const std::string limit =

@@ -150,6 +150,17 @@ class TinyModel(unittest.TestCase):
         self.assertEqual(last.top[0][0], prompt[-1])
         self.assertEqual(out.logprobs, [])
 
+    def test_unset_max_new_tokens_fits_the_room_the_prompt_leaves(self):
+        # The context holds 256 positions: the default 128 new tokens do not fit after 250.
+        prompt = [1 + i % 300 for i in range(250)]
+        out = self.engine.generate([prompt, [5, 9]], ignore_eos=True)
+        self.assertEqual([len(o.token_ids) for o in out], [6, 128])
+        stream = self.engine.stream(prompt, ignore_eos=True)
+        list(stream)
+        self.assertEqual(len(stream.token_ids), 6)
+        with self.assertRaisesRegex(nanoinfer.Error, "exceed"):  # asked for: refused
+            self.engine.generate([prompt], max_new_tokens=128)
+
     def test_ctrl_c_stops_a_stream_of_tokens_without_text(self):
         # A model without a tokenizer streams no pieces: next() steps to the end, and Ctrl-C is
         # looked for after each step (it was not, until the request had run out).

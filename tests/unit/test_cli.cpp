@@ -394,6 +394,23 @@ TEST(Cli, ContinuousBatchingLimits) {
   EXPECT_NE(run_cli(args + " --max-step-tokens -3").code, 0);
 }
 
+// Without --max-new-tokens a prompt near the end of the context gets the room it leaves (the
+// default 128 would not fit); with it, prompt + N beyond the context is refused.
+TEST(Cli, WithoutMaxNewTokensAPromptGetsTheRoomItLeaves) {
+  std::string ids = "1";
+  for (int i = 1; i < 60; ++i) ids += "," + std::to_string(i % 300 + 1);
+  const std::string args =
+      "generate --model " + kTiny + " --max-context 64 --ignore-eos --json --prompt-ids " + ids;
+  const CliRun fit = run_cli(args + " --prompt-ids 5,9");
+  ASSERT_EQ(fit.code, 0) << fit.err;
+  const nlohmann::json j = nlohmann::json::parse(fit.out);
+  EXPECT_EQ(j["outputs"][0]["token_ids"].size(), 4U);   // 60 + 4 = 64 positions
+  EXPECT_EQ(j["outputs"][1]["token_ids"].size(), 62U);  // the short prompt: 62 of its 128
+  const CliRun given = run_cli(args + " --max-new-tokens 5");
+  EXPECT_NE(given.code, 0);
+  EXPECT_NE(given.err.find("exceed"), std::string::npos) << given.err;
+}
+
 // --stats: every step's time and cache use, and the call's CUDA-graph captures: in the JSON
 // always (none on the CPU), on stderr only for the CUDA backend.
 TEST(Cli, StatsListEveryStepAndTheGraphCaptures) {
