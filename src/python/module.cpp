@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -180,8 +181,11 @@ std::vector<ChatMessage> messages_from(const py::list& messages) {
 }
 
 // A path given as a str or an os.PathLike (pathlib.Path).
-std::string path_of(const py::object& path) {
-  return py::cast<std::string>(py::module_::import("os").attr("fspath")(path));
+std::string path_of(const py::handle& path, const char* name) {
+  const py::object p = py::reinterpret_borrow<py::object>(path);
+  if (!py::isinstance<py::str>(p) && !py::hasattr(p, "__fspath__"))
+    throw py::type_error(std::string(name) + " must be a path (a str or an os.PathLike)");
+  return utf8_of(py::module_::import("os").attr("fspath")(p), name);
 }
 
 const Tokenizer& tokenizer_of(const Engine& e) {
@@ -195,13 +199,16 @@ bool is_token_id(const py::handle v) {
   return !PyBool_Check(v.ptr()) && PyIndex_Check(v.ptr()) != 0;
 }
 
-// A number, flag or list of token ids of SamplingParams as Python writes it, refusing what Python
-// would coerce: a bool for a number or an id (True read as 1), a float for an integer, anything
-// but a bool for a flag, a number beyond a float.
+// A number, flag, text or list of token ids of SamplingParams or EngineOptions as Python writes
+// it, refusing what Python would coerce: a bool for a number or an id (True read as 1), a float
+// for an integer, anything but a bool for a flag (None read as False), a number beyond a float.
 template <class T>
 T strict(const py::handle v, const char* name) {
   const bool flag = PyBool_Check(v.ptr()) != 0;
-  if constexpr (std::is_same_v<T, bool>) {
+  if constexpr (std::is_same_v<T, std::string>) {
+    if (!py::isinstance<py::str>(v)) throw py::type_error(std::string(name) + " must be a str");
+    return utf8_of(v, name);
+  } else if constexpr (std::is_same_v<T, bool>) {
     if (!flag) throw py::type_error(std::string(name) + " must be True or False");
     return v.ptr() == Py_True;
   } else if constexpr (std::is_same_v<T, std::vector<int32_t>>) {  // token ids: any sequence
@@ -305,6 +312,86 @@ std::vector<SamplingParams> params_for(size_t n, const py::object& params, const
     throw py::value_error(std::to_string(list.size()) + " sampling parameters for " +
                           std::to_string(n) + " prompts");
   return list;
+}
+
+// The keyword arguments of Engine(): EngineOptions' fields, each read as strict<> reads a
+// sampling parameter (config: a path).
+struct EngineOption {
+  const char* name;
+  std::function<void(EngineOptions&, const py::handle&)> set;
+  std::function<std::string(const EngineOptions&)> show;  // its default, as Python writes it
+};
+
+template <class T>
+EngineOption option(const char* name, T EngineOptions::*f) {
+  return {name, [name, f](EngineOptions& o, const py::handle& v) { o.*f = strict<T>(v, name); },
+          [f](const EngineOptions& o) { return py::cast<std::string>(py::repr(py::cast(o.*f))); }};
+}
+
+const std::vector<EngineOption>& engine_option_list() {
+  static const std::vector<EngineOption> list = {
+      option("backend", &EngineOptions::backend),
+      option("max_context", &EngineOptions::max_context),
+      option("cache_tokens", &EngineOptions::cache_tokens),
+      option("block_size", &EngineOptions::block_size),
+      option("max_step_tokens", &EngineOptions::max_step_tokens),
+      option("rope_cache", &EngineOptions::rope_cache),
+      option("sink_tokens", &EngineOptions::sink_tokens),
+      option("window", &EngineOptions::window),
+      option("no_rope", &EngineOptions::no_rope),
+      option("dtype", &EngineOptions::dtype),
+      option("cuda_graphs", &EngineOptions::cuda_graphs),
+      option("keep_blocks", &EngineOptions::keep_blocks),
+      option("warmup", &EngineOptions::warmup),
+      option("profile", &EngineOptions::profile),
+      option("pick_on_device", &EngineOptions::pick_on_device),
+      option("prefix_reuse", &EngineOptions::prefix_reuse),
+      option("random_weights", &EngineOptions::random_weights),
+      {"config", [](EngineOptions& o, const py::handle& v) { o.config = path_of(v, "config"); },
+       [](const EngineOptions& o) { return py::cast<std::string>(py::repr(py::str(o.config))); }},
+  };
+  return list;
+}
+
+[[noreturn]] void unknown_option(const std::string& name) {
+  std::string known;
+  for (const EngineOption& e : engine_option_list())
+    known.append(known.empty() ? "" : ", ").append(e.name);
+  throw py::type_error("unknown engine option '" + name + "' (the options: " + known + ")");
+}
+
+EngineOptions engine_options(const py::kwargs& kw) {
+  EngineOptions o;
+  const std::vector<EngineOption>& list = engine_option_list();
+  for (const auto& [key, value] : kw) {
+    const auto name = py::cast<std::string>(key);
+    const auto it = std::find_if(list.begin(), list.end(),
+                                 [&](const EngineOption& e) { return name == e.name; });
+    if (it == list.end()) unknown_option(name);
+    try {
+      it->set(o, value);
+    } catch (const py::type_error& e) {  // (the value too, as a sampling parameter's refusal)
+      throw py::type_error(std::string(e.what()) + ", got " +
+                           py::cast<std::string>(py::repr(value)).substr(0, 40) + " (" +
+                           py::cast<std::string>(py::type::of(value).attr("__name__")) + ")");
+    }
+  }
+  return o;
+}
+
+std::string engine_doc() {
+  std::string doc =
+      "Engine(model, **options): loads a model, a HF directory, a .gguf file or \"default\" (a "
+      "str or os.PathLike). The options are the engine's (the CLI's engine flags; cuda_graphs, "
+      "warmup and prefix_reuse=False are --no-graph, --no-warmup and --no-prefix-reuse), with "
+      "their defaults: ";
+  const EngineOptions d;
+  const char* sep = "";
+  for (const EngineOption& e : engine_option_list()) {
+    doc.append(sep).append(e.name).append("=").append(e.show(d));
+    sep = ", ";
+  }
+  return doc;
 }
 
 // A request whose user left max_new_tokens unset (no `params` and no such keyword) goes to the end
@@ -809,7 +896,7 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
   m.def(
       "load_tokenizer",
       [](const py::object& path) {
-        const std::string p = path_of(path);
+        const std::string p = path_of(path, "path");
         return load_tokenizer_for_model(p == "default" ? default_model_path() : p);
       },
       py::arg("path"),
@@ -823,37 +910,13 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
                              "The GenerationOutput once the stream has ended, else None")
       .def_property_readonly("token_ids", &Stream::token_ids, "The ids generated so far");
 
-  const EngineOptions d;
   py::class_<PyEngine, std::shared_ptr<PyEngine>>(
       m, "Engine",
       "A model loaded on a backend: generate() for a batch of prompts, stream() for one; "
       "Engine(model, backend='cpu', ...), model a HF directory, a .gguf or 'default'")
-      .def(py::init([](const py::object& model, const std::string& backend, int max_context,
-                       int cache_tokens, int block_size, int max_step_tokens,
-                       const std::string& rope_cache, int sink_tokens, int window, bool no_rope,
-                       const std::string& dtype, bool cuda_graphs, bool keep_blocks, bool warmup,
-                       bool profile, bool pick_on_device, bool prefix_reuse, bool random_weights,
-                       const py::object& config) {
-             EngineOptions o;
-             o.model = path_of(model);
-             o.backend = backend;
-             o.max_context = max_context;
-             o.cache_tokens = cache_tokens;
-             o.block_size = block_size;
-             o.max_step_tokens = max_step_tokens;
-             o.rope_cache = rope_cache;
-             o.sink_tokens = sink_tokens;
-             o.window = window;
-             o.no_rope = no_rope;
-             o.dtype = dtype;
-             o.cuda_graphs = cuda_graphs;
-             o.keep_blocks = keep_blocks;
-             o.warmup = warmup;
-             o.profile = profile;
-             o.pick_on_device = pick_on_device;
-             o.prefix_reuse = prefix_reuse;
-             o.random_weights = random_weights;
-             o.config = path_of(config);
+      .def(py::init([](const py::object& model, const py::kwargs& kw) {
+             EngineOptions o = engine_options(kw);
+             o.model = path_of(model, "model");
              if (forked_from_threads() &&
                  PyErr_WarnEx(PyExc_RuntimeWarning,
                               "this process was forked from one that ran a nanoinfer Engine: "
@@ -866,18 +929,7 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
              check_positions(o, {{"max_context", o.max_context}});  // (as the CLI)
              return std::make_shared<PyEngine>(o);
            }),
-           py::arg("model"), py::kw_only(), py::arg("backend") = d.backend,
-           py::arg("max_context") = d.max_context, py::arg("cache_tokens") = d.cache_tokens,
-           py::arg("block_size") = d.block_size, py::arg("max_step_tokens") = d.max_step_tokens,
-           py::arg("rope_cache") = d.rope_cache, py::arg("sink_tokens") = d.sink_tokens,
-           py::arg("window") = d.window, py::arg("no_rope") = d.no_rope, py::arg("dtype") = d.dtype,
-           py::arg("cuda_graphs") = d.cuda_graphs, py::arg("keep_blocks") = d.keep_blocks,
-           py::arg("warmup") = d.warmup, py::arg("profile") = d.profile,
-           py::arg("pick_on_device") = d.pick_on_device, py::arg("prefix_reuse") = d.prefix_reuse,
-           py::arg("random_weights") = d.random_weights, py::arg("config") = d.config,
-           "Loads a model: a HF directory, a .gguf file or \"default\"; the keywords are the "
-           "engine options (the CLI's engine flags; cuda_graphs, warmup and prefix_reuse=False "
-           "are --no-graph, --no-warmup and --no-prefix-reuse)")
+           py::arg("model"), engine_doc().c_str())
       .def("generate", &generate, py::arg("prompts"), py::kw_only(), py::arg("chat") = false,
            py::arg("params") = py::none(),
            "One GenerationOutput per prompt (a str, a list of token ids or a list of chat "

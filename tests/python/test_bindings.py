@@ -381,6 +381,23 @@ class TinyModel(unittest.TestCase):
         # A context beyond the model's positions (256 here), as the CLI refuses it.
         with self.assertRaisesRegex(nanoinfer.Error, "max_context 300 exceeds the model's 256"):
             nanoinfer.Engine(tiny(), max_context=300)
+        # Engine options are read as sampling parameters are: nothing coerced (a bool or None
+        # had been taken for a flag or a number: warmup=None as False, max_context=True as 1),
+        # and a misspelt one named (it had been pybind11's list of signatures).
+        for options, error, message in (
+                ({"maxcontext": 64}, TypeError, "unknown engine option 'maxcontext' .*max_context"),
+                ({"max_context": True}, TypeError, r"max_context must be an integer, got True"),
+                ({"max_context": 64.0}, TypeError, r"max_context must be an integer, got 64.0"),
+                ({"max_context": "64"}, TypeError, r"must be an integer, got '64' \(str\)"),
+                ({"warmup": None}, TypeError, "warmup must be True or False, got None"),
+                ({"cuda_graphs": 1}, TypeError, "cuda_graphs must be True or False, got 1"),
+                ({"backend": 3}, TypeError, "backend must be a str, got 3 \\(int\\)"),
+                ({"config": 3}, TypeError, "config must be a path"),
+                ({"max_context": 2**40}, ValueError, "max_context must be an integer in")):
+            with self.assertRaisesRegex(error, message, msg=str(options)):
+                nanoinfer.Engine(tiny(), **options)
+        with self.assertRaisesRegex(TypeError, "model must be a path"):
+            nanoinfer.Engine(3)
 
     def test_ctrl_c_is_heard_while_another_thread_holds_the_engine(self):
         # The main thread waited for the other thread's call without the GIL, and so without
