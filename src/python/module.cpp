@@ -165,7 +165,9 @@ std::string utf8_of(const py::handle s, const std::string& what) {
   }
 }
 
-std::vector<ChatMessage> messages_from(const py::list& messages) {
+std::vector<ChatMessage> messages_from(const py::handle& messages) {
+  if (!py::isinstance<py::list>(messages) && !py::isinstance<py::tuple>(messages))
+    throw py::type_error("messages must be a list of chat messages");
   std::vector<ChatMessage> out;
   for (const py::handle m : messages) {
     if (!py::isinstance<py::dict>(m))
@@ -240,6 +242,18 @@ T strict(const py::handle v, const char* name) {
       throw py::value_error(std::string(name) + " is beyond a " + std::to_string(sizeof(T) * 8) +
                             "-bit float, got " + py::cast<std::string>(py::repr(v)).substr(0, 40));
     return static_cast<T>(x);
+  }
+}
+
+// strict<T>(v, name), whose TypeError names the value too: an argument or an engine option.
+template <class T>
+T argument(const py::handle v, const char* name) {
+  try {
+    return strict<T>(v, name);
+  } catch (const py::type_error& e) {
+    throw py::type_error(std::string(e.what()) + ", got " +
+                         py::cast<std::string>(py::repr(v)).substr(0, 40) + " (" +
+                         py::cast<std::string>(py::type::of(v).attr("__name__")) + ")");
   }
 }
 
@@ -324,7 +338,7 @@ struct EngineOption {
 
 template <class T>
 EngineOption option(const char* name, T EngineOptions::*f) {
-  return {name, [name, f](EngineOptions& o, const py::handle& v) { o.*f = strict<T>(v, name); },
+  return {name, [name, f](EngineOptions& o, const py::handle& v) { o.*f = argument<T>(v, name); },
           [f](const EngineOptions& o) { return py::cast<std::string>(py::repr(py::cast(o.*f))); }};
 }
 
@@ -368,13 +382,7 @@ EngineOptions engine_options(const py::kwargs& kw) {
     const auto it = std::find_if(list.begin(), list.end(),
                                  [&](const EngineOption& e) { return name == e.name; });
     if (it == list.end()) unknown_option(name);
-    try {
-      it->set(o, value);
-    } catch (const py::type_error& e) {  // (the value too, as a sampling parameter's refusal)
-      throw py::type_error(std::string(e.what()) + ", got " +
-                           py::cast<std::string>(py::repr(value)).substr(0, 40) + " (" +
-                           py::cast<std::string>(py::type::of(value).attr("__name__")) + ")");
-    }
+    it->set(o, value);
   }
   return o;
 }
@@ -433,8 +441,10 @@ std::vector<GenerationOutput> join_streams(PyEngine& pe,
   return out;
 }
 
-std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& prompts, bool chat,
-                                       const py::object& params, const py::kwargs& kw) {
+std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& prompts,
+                                       const py::object& chat_flag, const py::object& params,
+                                       const py::kwargs& kw) {
+  const bool chat = argument<bool>(chat_flag, "chat");
   py::list items;
   const bool listed = py::isinstance<py::list>(prompts) || py::isinstance<py::tuple>(prompts);
   py::object first = py::none();
@@ -872,23 +882,27 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
                         "templates; Engine.tokenizer or load_tokenizer(path)")
       .def(
           "encode",
-          [](const Tokenizer& t, const py::str& text, bool add_special_tokens) {
-            return t.encode(utf8_of(text, "the text"), add_special_tokens);
+          [](const Tokenizer& t, const py::object& text, const py::object& add_special_tokens) {
+            return t.encode(argument<std::string>(text, "text"),
+                            argument<bool>(add_special_tokens, "add_special_tokens"));
           },
-          py::arg("text"), py::arg("add_special_tokens") = true,
+          py::arg("text"), py::arg("add_special_tokens") = py::bool_(true),
           "Token ids of a text (with the model's BOS etc. unless add_special_tokens=False)")
       .def(
           "decode",
-          [](const Tokenizer& t, const py::object& ids, bool skip) {
-            return t.decode(strict<std::vector<int32_t>>(ids, "ids"), skip);
+          [](const Tokenizer& t, const py::object& ids, const py::object& skip) {
+            return t.decode(argument<std::vector<int32_t>>(ids, "ids"),
+                            argument<bool>(skip, "skip_special_tokens"));
           },
-          py::arg("ids"), py::arg("skip_special_tokens") = false, "The text of token ids")
+          py::arg("ids"), py::arg("skip_special_tokens") = py::bool_(false),
+          "The text of token ids")
       .def(
           "apply_chat_template",
-          [](const Tokenizer& t, const py::list& messages, bool add_generation_prompt) {
-            return t.apply_chat_template(messages_from(messages), add_generation_prompt);
+          [](const Tokenizer& t, const py::object& messages, const py::object& add_prompt) {
+            return t.apply_chat_template(messages_from(messages),
+                                         argument<bool>(add_prompt, "add_generation_prompt"));
           },
-          py::arg("messages"), py::arg("add_generation_prompt") = true,
+          py::arg("messages"), py::arg("add_generation_prompt") = py::bool_(true),
           "The prompt text of chat messages [{\"role\", \"content\"}] by the model's template")
       .def_property_readonly("vocab_size", &Tokenizer::vocab_size, "Ids the tokenizer knows")
       .def_property_readonly("bos_id", &Tokenizer::bos_id, "The BOS id (-1: none)")
@@ -930,20 +944,21 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
              return std::make_shared<PyEngine>(o);
            }),
            py::arg("model"), engine_doc().c_str())
-      .def("generate", &generate, py::arg("prompts"), py::kw_only(), py::arg("chat") = false,
-           py::arg("params") = py::none(),
+      .def("generate", &generate, py::arg("prompts"), py::kw_only(),
+           py::arg("chat") = py::bool_(false), py::arg("params") = py::none(),
            "One GenerationOutput per prompt (a str, a list of token ids or a list of chat "
            "messages), all in one batch; sampling parameters as `params` or as keywords")
       .def(
           "stream",
-          [](const std::shared_ptr<PyEngine>& pe, const py::object& prompt, bool chat,
+          [](const std::shared_ptr<PyEngine>& pe, const py::object& prompt, const py::object& chat,
              const py::object& params, const py::kwargs& kw) {
-            GenerationRequest r{prompt_ids(pe->engine, prompt, chat), params_for(1, params, kw)[0]};
+            GenerationRequest r{prompt_ids(pe->engine, prompt, argument<bool>(chat, "chat")),
+                                params_for(1, params, kw)[0]};
             fit_unset_length(pe->engine, params, kw, r);
             return std::make_unique<Stream>(pe, r);
           },
-          py::arg("prompt"), py::kw_only(), py::arg("chat") = false, py::arg("params") = py::none(),
-          "A Stream of one prompt's text as it is generated")
+          py::arg("prompt"), py::kw_only(), py::arg("chat") = py::bool_(false),
+          py::arg("params") = py::none(), "A Stream of one prompt's text as it is generated")
       .def_property_readonly(
           "tokenizer", [](const PyEngine& pe) { return pe.engine.tokenizer(); },
           py::return_value_policy::reference_internal, "The model's Tokenizer (None: it has none)")

@@ -521,12 +521,31 @@ class TextModel(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "a chat message's content must be UTF-8"):
             self.engine.generate([[{"role": "user", "content": "caf\udce9"}]])
         tok = self.engine.tokenizer
-        with self.assertRaisesRegex(ValueError, "the text must be UTF-8"):
+        with self.assertRaisesRegex(ValueError, "text must be UTF-8"):
             tok.encode("caf\udce9")
         with self.assertRaisesRegex(ValueError, "a chat message's content must be UTF-8"):
             tok.apply_chat_template([{"role": "user", "content": "caf\udce9"}])
         with self.assertRaisesRegex(nanoinfer.Error, "chat message 0: unknown role 'usr'"):
             self.engine.generate([[{"role": "usr", "content": "Hi"}]])
+        # Flags and texts as sampling parameters are read: nothing coerced (None had been taken
+        # as False, 1 as True), and a wrong type named with its value (it had been pybind11's
+        # signature list); messages as a tuple too.
+        for call, message in (
+                (lambda: self.engine.generate("Hi", chat="yes"),
+                 r"chat must be True or False, got 'yes' \(str\)"),
+                (lambda: self.engine.generate("Hi", chat=None), "chat must be True or False"),
+                (lambda: self.engine.stream("Hi", chat=1), "chat must be True or False, got 1"),
+                (lambda: tok.encode(3), r"text must be a str, got 3 \(int\)"),
+                (lambda: tok.encode("Hi", add_special_tokens=None),
+                 "add_special_tokens must be True or False, got None"),
+                (lambda: tok.decode([1, 2], skip_special_tokens=1),
+                 "skip_special_tokens must be True or False, got 1"),
+                (lambda: tok.apply_chat_template("Hi"), "messages must be a list of chat messages"),
+                (lambda: tok.apply_chat_template(messages, add_generation_prompt="no"),
+                 "add_generation_prompt must be True or False, got 'no'")):
+            with self.assertRaisesRegex(TypeError, message):
+                call()
+        self.assertEqual(tok.apply_chat_template(tuple(messages)), tok.apply_chat_template(messages))
 
     def test_ctrl_c_stops_a_long_generate(self):
         timer = threading.Timer(0.3, _thread.interrupt_main)
