@@ -8,13 +8,25 @@
 #include <cstdio>
 #include <span>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 
+#include "sampling/counter_rng.h"
 #include "tokenizer/unicode.h"
 #include "util/error.h"
 #include "util/str_cat.h"
 
 namespace nanoinfer::server {
+
+std::string json_words(const nlohmann::json::exception& e) {
+  const std::string what = e.what();
+  const size_t tag = what.starts_with("[json.exception.") ? what.find("] ") : std::string::npos;
+  return tag == std::string::npos ? what : what.substr(tag + 2);
+}
+
+uint64_t choice_seed(uint64_t seed, int i) {
+  return i == 0 ? seed : sampling::mix64(seed ^ sampling::mix64(static_cast<uint64_t>(i)));
+}
 
 namespace {
 
@@ -29,13 +41,14 @@ using json = nlohmann::ordered_json;
 template <typename T>
 void take(const json& body, const char* key, T& into) {
   if (!body.contains(key) || body[key].is_null()) return;
+  if constexpr (std::is_floating_point_v<T>)  // (the JSON library reads true as 1)
+    if (!body[key].is_number())
+      refuse(key, std::string("'") + key + "' must be a number, got " +
+                      body[key].dump(-1, ' ', false, json::error_handler_t::replace));
   try {
     into = body[key].get<T>();
-  } catch (const json::exception& e) {  // "[json.exception.type_error.302] type must be ..."
-    const std::string what = e.what();
-    const size_t tag = what.find("] ");
-    refuse(key, std::string("'") + key + "' has the wrong type: " +
-                    (tag == std::string::npos ? what : what.substr(tag + 2)));
+  } catch (const json::exception& e) {
+    refuse(key, std::string("'") + key + "' has the wrong type: " + json_words(e));
   }
 }
 
@@ -123,7 +136,11 @@ std::vector<int32_t> chat_ids(const json& messages, const Tokenizer* tok) {
     chat.push_back({role, content_text(m["content"])});
   }
   // A chat template already holds the special tokens it needs.
-  return tok->encode(tok->apply_chat_template(chat, true), false);
+  try {
+    return tok->encode(tok->apply_chat_template(chat, true), false);
+  } catch (const Error& e) {  // ("chat message 1: unknown role 'x'")
+    refuse("messages", e.what());
+  }
 }
 
 // Fields that would change what the model is asked to do and that this server does not serve
@@ -394,10 +411,13 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
   // a seed like the others.
   if (body.contains("seed") && !body["seed"].is_null()) {
     const json& v = body["seed"];
+    const long double x = v.is_number_float() ? v.get<long double>() : NAN;
     if (v.is_number_unsigned())
       p.seed = v.get<uint64_t>();
     else if (v.is_number_integer())
       p.seed = static_cast<uint64_t>(v.get<int64_t>());
+    else if (x == std::trunc(x) && x >= -0x1p63L && x < 0x1p64L)  // (2.0, as the other integers)
+      p.seed = x < 0 ? static_cast<uint64_t>(static_cast<int64_t>(x)) : static_cast<uint64_t>(x);
     else  // (a whole number too large for 64 bits reads as a float: refused too)
       refuse("seed", "'seed' must be an integer in [-2^63, 2^64 - 1], got " +
                          v.dump(-1, ' ', false, json::error_handler_t::replace));
@@ -414,8 +434,11 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
       } catch (const std::exception&) {
         used = 0;
       }
-      if (used == 0 || used != key.size() || !bias.is_number())
-        refuse("logit_bias", "'logit_bias': \"" + key + "\" is not a token id with a number");
+      if (used == 0 || used != key.size())
+        refuse("logit_bias", "'logit_bias': the key \"" + key + "\" is not a token id");
+      if (!bias.is_number())
+        refuse("logit_bias", "'logit_bias': the bias of token " + key + " must be a number, got " +
+                                 bias.dump(-1, ' ', false, json::error_handler_t::replace));
       if (id < 0 || id >= vocab_size)
         refuse("logit_bias", "'logit_bias': token id " + key + " is outside the vocabulary (" +
                                  std::to_string(vocab_size) + " ids)");
@@ -453,7 +476,7 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
   for (const auto& field : body.items())
     if (!std::binary_search(kRead.begin(), kRead.end(), field.key()))
       r.ignored.push_back(field.key());
-  // One request a choice: each prompt n times, with the seeds seed, seed + 1, ... when given.
+  // One request a choice: each prompt n times, with the seeds of choice_seed when one is given.
   std::vector<ApiRequest> choices;
   for (size_t k = 0; k < std::max<size_t>(prompts.size(), 1); ++k) {
     ApiRequest c = r;
@@ -485,7 +508,7 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
     }
     for (int i = 0; i < r.n; ++i) {
       choices.push_back(c);
-      if (auto& seed = choices.back().request.params.seed) *seed += static_cast<uint64_t>(i);
+      if (auto& seed = choices.back().request.params.seed) *seed = choice_seed(*seed, i);
     }
   }
   return choices;

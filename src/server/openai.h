@@ -52,6 +52,15 @@ struct ApiRequest {
 // leaves in the engine's request_limit() (the context or the cache, whichever is less; no bound
 // over a sink cache) where that is less; a prompt + max_tokens beyond that limit is refused here,
 // in the API's terms.
+// The seed of a request's choice i (n > 1): the seed given for the first, then seeds mixed from it
+// and i, so that a request with the next seed shares no choice with this one (seed + i did: n - 1
+// of its samples again).
+uint64_t choice_seed(uint64_t seed, int i);
+
+// A JSON library error in plain words: its message without the "[json.exception.type_error.302] "
+// tag.
+std::string json_words(const nlohmann::json::exception& e);
+
 std::vector<ApiRequest> parse_request(const nlohmann::ordered_json& body, bool chat,
                                       const Engine& engine);
 

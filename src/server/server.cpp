@@ -228,7 +228,7 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
         });
         choices = parse_request(body, chat, engine_);
       } catch (const json::exception& e) {
-        return reply_error(res, 400, std::string("the body is not JSON: ") + e.what(),
+        return reply_error(res, 400, "the body is not JSON: " + json_words(e),
                            "invalid_request_error");
       } catch (const ApiError& e) {
         return reply_error(res, 400, e.what(), "invalid_request_error", e.code, e.param);

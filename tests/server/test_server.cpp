@@ -520,9 +520,10 @@ TEST_F(ServerTest, LogitBiasForcesAToken) {
   EXPECT_EQ(r["choices"][0]["token_ids"], (std::vector<int>{42, 42, 42, 42}));
 }
 
-// n choices: one request each, the seed + i; each choice is what the engine gives its request
-// alone, and the usage counts the prompt once.
-TEST_F(ServerTest, NChoicesAreRequestsWithSuccessiveSeeds) {
+// n choices: one request each, with the seeds of choice_seed (the seed itself first); each choice
+// is what the engine gives its request alone, a request with the next seed shares none of them
+// (with seeds seed + i it had shared two), and the usage counts the prompt once.
+TEST_F(ServerTest, NChoicesAreRequestsWithSeedsOfTheirOwn) {
   const std::vector<int32_t> ids = serving_->tokenizer()->encode("Once upon a time", true);
   const json r = post("/v1/completions", {{"prompt", ids},
                                           {"max_tokens", 8},
@@ -536,7 +537,7 @@ TEST_F(ServerTest, NChoicesAreRequestsWithSuccessiveSeeds) {
     GenerationRequest want{ids, {}};
     want.params.max_new_tokens = 8;
     want.params.temperature = 0.9F;
-    want.params.seed = 40 + i;
+    want.params.seed = server::choice_seed(40, static_cast<int>(i));
     want.params.ignore_eos = true;
     const auto got = r["choices"][i]["token_ids"].get<std::vector<int32_t>>();
     EXPECT_EQ(r["choices"][i]["index"], i);
@@ -546,6 +547,15 @@ TEST_F(ServerTest, NChoicesAreRequestsWithSuccessiveSeeds) {
   EXPECT_EQ(distinct.size(), 3U);  // the seeds differ
   EXPECT_EQ(r["usage"]["prompt_tokens"], ids.size());
   EXPECT_EQ(r["usage"]["completion_tokens"], 24);
+  const json next = post("/v1/completions", {{"prompt", ids},
+                                             {"max_tokens", 8},
+                                             {"temperature", 0.9},
+                                             {"seed", 41},
+                                             {"ignore_eos", true},
+                                             {"n", 3}});
+  ASSERT_EQ(next["choices"].size(), 3U) << next;
+  for (const json& c : next["choices"])
+    EXPECT_FALSE(distinct.contains(c["token_ids"].get<std::vector<int32_t>>())) << c;
 }
 
 // Several prompts in one completion request (texts, or lists of ids): n choices each, in order
@@ -570,7 +580,7 @@ TEST_F(ServerTest, SeveralPromptsGetTheirChoicesInOrder) {
       GenerationRequest want{ids, {}};
       want.params.max_new_tokens = 5;
       want.params.temperature = 0.9F;
-      want.params.seed = 7 + i;
+      want.params.seed = server::choice_seed(7, static_cast<int>(i));
       want.params.ignore_eos = true;
       const GenerationOutput w = alone_->generate({want})[0];
       const json& c = r["choices"][2 * k + i];
@@ -1332,10 +1342,36 @@ TEST_F(ServerTest, ARefusalNamesItsField) {
       {{{"prompt", json::array()}}, "prompt"},
       {{{"prompt", json::array({json::array()})}}, "prompt"},
       {{{"prompt", "x"}, {"suffix", "end"}}, "suffix"},
-      {{{"prompt", "x"}, {"stream_options", {{"include_usage", 1}}}}, "include_usage"}};
+      {{{"prompt", "x"}, {"stream_options", {{"include_usage", 1}}}}, "include_usage"},
+      // true or false for a number (the JSON library would read 1 or 0: temperature false ran
+      // greedy), a logit_bias key or value of the wrong kind, each in its own words
+      {{{"prompt", "x"}, {"temperature", false}}, "temperature"},
+      {{{"prompt", "x"}, {"top_p", true}}, "top_p"},
+      {{{"prompt", "x"}, {"presence_penalty", true}}, "presence_penalty"},
+      {{{"prompt", "x"}, {"logit_bias", {{"5", false}}}}, "logit_bias"},
+      {{{"prompt", "x"}, {"logit_bias", {{"five", 1}}}}, "logit_bias"}};
   for (const auto& [body, param] : cases)
     EXPECT_EQ(post("/v1/completions", body, 400)["error"]["param"], param) << body;
+  auto message = [&](const json& body) {
+    return post("/v1/completions", body, 400)["error"]["message"].get<std::string>();
+  };
+  EXPECT_EQ(message({{"prompt", "x"}, {"temperature", false}}),
+            "'temperature' must be a number, got false");
+  EXPECT_EQ(message({{"prompt", "x"}, {"logit_bias", {{"5", "2"}}}}),
+            "'logit_bias': the bias of token 5 must be a number, got \"2\"");
+  EXPECT_EQ(message({{"prompt", "x"}, {"logit_bias", {{"five", 1}}}}),
+            "'logit_bias': the key \"five\" is not a token id");
+  // A whole number written 2.0 is a seed, as it is any other integer field's value.
+  const json seeded = {{"prompt", "x"}, {"max_tokens", 3}, {"temperature", 1}, {"seed", 2}};
+  json as_float = seeded;
+  as_float["seed"] = 2.0;
+  EXPECT_EQ(post("/v1/completions", as_float)["choices"][0]["token_ids"],
+            post("/v1/completions", seeded)["choices"][0]["token_ids"]);
   EXPECT_EQ(post("/v1/chat/completions", {{"messages", "hi"}}, 400)["error"]["param"], "messages");
+  // A role the chat template refuses names the messages too.
+  EXPECT_EQ(post("/v1/chat/completions", {{"messages", {{{"role", "usr"}, {"content", "hi"}}}}},
+                 400)["error"]["param"],
+            "messages");
   EXPECT_TRUE(post("/v1/completions", json::array({1}), 400)["error"]["param"].is_null());
 }
 
@@ -1447,8 +1483,8 @@ TEST_F(ServerTest, BadRequestsGetAMessage) {
   const httplib::Result notjson = client().Post("/v1/completions", "{oops", "application/json");
   ASSERT_TRUE(notjson);
   EXPECT_EQ(notjson->status, 400);
-  EXPECT_NE(json::parse(notjson->body)["error"]["message"].get<std::string>().find("not JSON"),
-            std::string::npos);
+  const std::string said = json::parse(notjson->body)["error"]["message"];
+  EXPECT_TRUE(said.starts_with("the body is not JSON: parse error at line 1, column 2")) << said;
   auto message = [&](const json& body) {
     return post("/v1/completions", body, 400)["error"]["message"].get<std::string>();
   };
