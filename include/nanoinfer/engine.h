@@ -34,10 +34,12 @@ struct EngineOptions {
   // and finished ones give theirs back at once.
   int cache_tokens = 0;
   int block_size = 16;
-  // Tokens one forward takes at most (0 = no cap): decode rows first, then prompts cut into
-  // chunks that fit (chunked prefill), so a step's activations stay bounded (8B shapes: ~2 GB at
-  // 16,384 tokens). W2 on an H200 ran 1.2 % slower under this cap than in one prefill step.
-  int max_step_tokens = 16384;
+  // Tokens one forward takes at most (0 = no cap; -1 = the backend's: 16,384 on CUDA, 512 on the
+  // CPU): decode rows first, then prompts cut into chunks that fit (chunked prefill), so a step's
+  // activations stay bounded (8B shapes: ~2 GB at 16,384 tokens) and running sequences are not
+  // held up long by a long prompt. W2 on an H200 ran 1.2 % slower under 16,384 than in one
+  // prefill step; on the CPU, steps of 512 prefilled as fast as one step (docs/perf.md).
+  int max_step_tokens = -1;
   // "post" | "pre"; empty: "pre" with a sink cache (the only policy it works with), else "post".
   std::string rope_cache;
   // >= 0: StreamingLLM sink cache (pre-RoPE keys; rope_cache "post" is refused), which keeps the
@@ -217,7 +219,8 @@ class Engine {
   // token being announced, its logprobs entry included); null when it is not running.
   const GenerationOutput* progress(size_t id) const;
   const ModelConfig& config() const;
-  int max_context() const;  // positions per sequence (the option, or its default)
+  int max_context() const;      // positions per sequence (the option, or its default)
+  int max_step_tokens() const;  // tokens a step takes at most (the option, or its default)
   // Tokens a (sampled) request's prompt and new tokens may take together: max_context(), or the
   // KV cache's cache_tokens (in whole blocks) where that is less; 0 (no bound) over a sink cache,
   // whose positions and entries stay below its own size however long a request runs.

@@ -109,6 +109,8 @@ class Backend {
   virtual void copy_slots(std::span<KvLayer> layers, const std::vector<int32_t>& src_slots,
                           const std::vector<int32_t>& dst_slots) = 0;
   virtual void synchronize() {}
+  // EngineOptions::max_step_tokens's default on this backend.
+  virtual int step_tokens() const { return 16384; }
   // Prompt lengths whose first forwards pay one-time costs (kernels loaded, GEMM algorithms
   // picked) that a warm-up at load should take instead; none where there are no such costs.
   virtual std::vector<int> warmup_lengths() const { return {}; }

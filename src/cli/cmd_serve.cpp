@@ -96,7 +96,7 @@ void run_serve(ServeArgs& a) {
   std::fprintf(stderr,
                "nanoinfer: serving %s on http://%s:%d/v1 (KV cache of %d tokens, steps of at most "
                "%d; load %.2f s); Ctrl-C stops\n",
-               name.c_str(), a.host.c_str(), port, a.engine.cache_tokens, a.engine.max_step_tokens,
+               name.c_str(), a.host.c_str(), port, a.engine.cache_tokens, engine.max_step_tokens(),
                engine.load_seconds());
   std::atomic<bool> served{false};
   // The first signal stops the server (requests in flight get a 503; a client still sending

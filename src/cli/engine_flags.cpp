@@ -105,7 +105,7 @@ void add_engine_flags(CLI::App& cmd, EngineOptions& e, const std::string& cache_
   cmd.add_option("--cache-tokens", e.cache_tokens, cache_help)->check(whole_number(0));
   cmd.add_option("--max-step-tokens", e.max_step_tokens,
                  "tokens a forward takes at most; longer prompts are prefilled in chunks "
-                 "(default 16384; 0 = no cap)")
+                 "(default 16384 on CUDA, 512 on the CPU; 0 = no cap)")
       ->check(whole_number(0));
   cmd.add_flag(
       "--no-prefix-reuse", [&e](int64_t) { e.prefix_reuse = false; },

@@ -141,7 +141,7 @@ void EngineOptions::validate() const {
   at_least("max_context", max_context, 0);
   at_least("cache_tokens", cache_tokens, 0);
   at_least("block_size", block_size, 1);
-  at_least("max_step_tokens", max_step_tokens, 0);
+  at_least("max_step_tokens", max_step_tokens, -1);
   at_least("sink_tokens", sink_tokens, -1);
   at_least("window", window, 0);
   // A cache policy that no cache takes fails here, not at the first request (a server would
@@ -189,6 +189,7 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
     if (!impl_->backend) fail("the CUDA backend is not available (no GPU, or built without CUDA)");
     if (options.tensor_parallel) impl_->comm = make_nccl_communicator(*impl_->backend);
   }
+  if (options.max_step_tokens < 0) impl_->options.max_step_tokens = impl_->backend->step_tokens();
   const ModelConfig& c = impl_->loaded.config;
   const int max_ctx = resolved_max_context(options, c);
   impl_->options.max_context = max_ctx;
@@ -320,6 +321,9 @@ void check_positions(const EngineOptions& options,
 
 int Engine::max_context() const {
   return impl_->options.max_context;
+}
+int Engine::max_step_tokens() const {
+  return impl_->options.max_step_tokens;
 }
 int Engine::request_limit() const {
   const EngineOptions& o = impl_->options;

@@ -24,6 +24,7 @@ TEST_P(BatchInvariance, BatchedGreedyEqualsAlone) {
   opt.model = test::data_path("models/gqa");
   opt.max_context = 640;
   opt.rope_cache = bc.rope;
+  opt.max_step_tokens = 0;  // the static batch: every prompt in the first step
   Engine engine(opt);
   std::mt19937 rng(static_cast<uint32_t>(bc.batch * 1000 + bc.max_len));
   std::uniform_int_distribution<int> len(1, bc.max_len), id(0, engine.config().vocab_size - 1);

@@ -315,7 +315,7 @@ TEST(TinyEngine, OptionsOutOfRangeAreRefusedBeforeLoading) {
       {[](EngineOptions& o) { o.block_size = 0; }, "block_size must be >= 1, got 0"},
       {[](EngineOptions& o) { o.max_context = -1; }, "max_context must be >= 0, got -1"},
       {[](EngineOptions& o) { o.cache_tokens = -5; }, "cache_tokens must be >= 0, got -5"},
-      {[](EngineOptions& o) { o.max_step_tokens = -1; }, "max_step_tokens must be >= 0"},
+      {[](EngineOptions& o) { o.max_step_tokens = -2; }, "max_step_tokens must be >= -1, got -2"},
       {[](EngineOptions& o) { o.sink_tokens = -2; }, "sink_tokens must be >= -1, got -2"},
       {[](EngineOptions& o) { o.window = -1; }, "window must be >= 0, got -1"},
       {[](EngineOptions& o) { o.rope_cache = "mid"; },
@@ -356,6 +356,29 @@ TEST(TinyEngine, TheDefaultContextIsTheModelsPositionsUpTo4096) {
   opt.max_context = 100;
   EXPECT_EQ(resolved_max_context(opt, long_one), 100);
   EXPECT_EQ(Engine(opt).max_context(), 100);
+}
+
+// The step cap left at -1 is the backend's: 512 tokens on the CPU, so a 600-token prompt prefills
+// in two steps; 0 (no cap) takes it in one; either way the same tokens.
+TEST(TinyEngine, TheDefaultStepCapIsTheBackends) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  opt.max_context = 640;  // (beyond the model's 256 positions: the library takes it)
+  Engine capped(opt);
+  EXPECT_EQ(capped.max_step_tokens(), 512);
+  opt.max_step_tokens = 0;
+  Engine whole(opt);
+  EXPECT_EQ(whole.max_step_tokens(), 0);
+  GenerationRequest r;
+  for (int i = 0; i < 600; ++i) r.prompt_ids.push_back(i % 300);
+  r.params.max_new_tokens = 2;
+  r.params.ignore_eos = true;
+  const std::vector<int32_t> ids = capped.generate({r})[0].token_ids;
+  std::vector<int64_t> tokens;
+  for (const StepStats& s : capped.last_stats().steps) tokens.push_back(s.tokens);
+  EXPECT_EQ(tokens, (std::vector<int64_t>{512, 88, 1}));
+  EXPECT_EQ(whole.generate({r})[0].token_ids, ids);
+  EXPECT_EQ(whole.last_stats().steps.front().tokens, 600);
 }
 
 std::vector<Case> cases() {

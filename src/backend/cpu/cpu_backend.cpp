@@ -30,6 +30,11 @@ class CpuBackend final : public Backend {
   DType compute_dtype() const override { return DType::F32; }
   bool kv_heads_outer() const override { return true; }
   int64_t free_memory() const override { return host_available_bytes(); }
+  // A prompt's rows are computed in turn whatever the step's size (compute-bound: no weight
+  // reads to share), and on the 2-core dev machine 512-token chunks prefilled 994 and 3,976
+  // tokens as fast as one step or faster, while a 3,001-token step had held a server's running
+  // streams for 11 s.
+  int step_tokens() const override { return 512; }
 
   Tensor alloc(std::vector<int64_t> shape, DType dtype) override {
     return Tensor::zeros(dtype, std::move(shape));
