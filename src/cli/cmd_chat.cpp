@@ -28,6 +28,7 @@ struct ChatArgs {
   EngineOptions engine;
   SamplingParams params;
   std::string system;
+  bool system_given = false;  // --system, even empty (which drops a template's default one)
   bool stats = false;
 };
 
@@ -81,10 +82,11 @@ std::optional<GenerationOutput> reply(Engine& engine, const GenerationRequest& r
     std::fprintf(
         stderr,
         "[prompt %zu tokens, %d of them from the cache; %zu tokens; first token %.0f ms; "
-        "%.1f tokens/s after it]\n",
+        "%.1f tokens/s after it%s]\n",
         request.prompt_ids.size(), out.reused_prompt_tokens, out.token_ids.size(),
         ms_between(t0, first),
-        tokens > 1 && decode_ms > 0 ? 1000.0 * static_cast<double>(tokens - 1) / decode_ms : 0.0);
+        tokens > 1 && decode_ms > 0 ? 1000.0 * static_cast<double>(tokens - 1) / decode_ms : 0.0,
+        out.seed ? ("; seed " + std::to_string(*out.seed)).c_str() : "");
   }
   if (interrupted != 0) std::fprintf(stderr, "[reply stopped]\n");
   return out;
@@ -104,7 +106,7 @@ void run_chat(const ChatArgs& a) {
   const Tokenizer* tok = engine.tokenizer();
   if (tok == nullptr) fail("chat needs a model with a tokenizer (tokenizer.json or a GGUF's)");
   std::vector<ChatMessage> base;
-  if (!a.system.empty()) base.push_back({"system", a.system});
+  if (a.system_given) base.push_back({"system", a.system});
   std::vector<ChatMessage> history = base;
   {
     std::vector<ChatMessage> probe = base;  // a model without a known template fails now
@@ -137,11 +139,18 @@ void run_chat(const ChatArgs& a) {
     if (terminal) std::fprintf(stderr, "> ");
     if (!std::getline(std::cin, line)) break;
     if (line.ends_with('\r')) line.pop_back();  // (a line ended the Windows way)
-    if (line.empty()) continue;
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;  // (blank)
     if (line == "/exit" || line == "/quit") break;
     if (line == "/reset") {
       history = base;
       std::fprintf(stderr, "[conversation cleared]\n");
+      continue;
+    }
+    if (line.starts_with('/') && line.find_first_of(" \t") == std::string::npos) {
+      std::fprintf(stderr,
+                   "[not sent: %s is no command (the commands: /reset, /exit; a message that "
+                   "starts with / needs a space)]\n",
+                   line.c_str());
       continue;
     }
     history.push_back({"user", line});
@@ -181,7 +190,9 @@ void add_chat_command(CLI::App& app) {
       "--temperature)");
   auto a = std::make_shared<ChatArgs>();
   a->params.max_new_tokens = 512;
-  cmd->add_option("--system", a->system, "a system message that opens the conversation");
+  cmd->add_option("--system", a->system,
+                  "a system message that opens the conversation (\"\": an empty one, where the "
+                  "template would put its own)");
   add_sampling_flags(*cmd, a->params, "tokens a reply takes at most (default 512)");
   cmd->add_flag("--stats", a->stats,
                 "after each reply: prompt tokens and those taken from the cache, time to the "
@@ -191,7 +202,10 @@ void add_chat_command(CLI::App& app) {
                    "the blocks of the turns before it while they are in the cache (not over a "
                    "sink cache, which shares none)");
   add_cache_policy_flags(*cmd, a->engine);
-  cmd->callback([a] { run_chat(*a); });
+  cmd->callback([a, cmd] {
+    a->system_given = cmd->count("--system") > 0;
+    run_chat(*a);
+  });
 }
 
 }  // namespace nanoinfer::cli

@@ -149,7 +149,7 @@ void add_sampling_flags(CLI::App& cmd, SamplingParams& p, const std::string& max
                  "OpenAI frequency penalty, in [-2, 2]");
   cmd.add_option_function<uint64_t>(
          "--seed", [&p](uint64_t seed) { p.seed = seed; },
-         "sampling seed (default: a fresh one each prompt, shown by --json and --stats)")
+         "sampling seed (default: a fresh one each prompt, shown by --stats and generate's --json)")
       ->check(whole_number(0, UINT64_MAX));
   cmd.add_option("--stop", p.stop, "stop when this text appears (repeatable)")
       ->allow_extra_args(false)

@@ -143,6 +143,10 @@ void check_request(const RunContext& ctx, const GenerationRequest& r, const std:
            std::to_string(ctx.max_step_tokens) + "): every beam decodes in each step");
   }
   const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_new_tokens;
+  if (ctx.evicting_capacity == 0 && std::ssize(r.prompt_ids) >= ctx.max_context)
+    fail(head + "prompt (" + std::to_string(r.prompt_ids.size()) +
+         " tokens) leaves no room for a new token in the context of " +
+         std::to_string(ctx.max_context) + " positions (max_context)");
   if (ctx.evicting_capacity == 0 && total > ctx.max_context)
     fail(head + "prompt (" + std::to_string(r.prompt_ids.size()) + " tokens) + max new tokens (" +
          std::to_string(r.params.max_new_tokens) + ") exceeds the context of " +

@@ -127,7 +127,7 @@ TEST(TinyTpErrors, RankZeroErrorStopsEveryRankAndTheGroupGoesOn) {
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
     const std::string what = e.what();
-    EXPECT_NE(what.find(tp.is_leader() ? "exceeds the context" : "rank 0 stopped"),
+    EXPECT_NE(what.find(tp.is_leader() ? "in the context of 256" : "rank 0 stopped"),
               std::string::npos)
         << what;
   }

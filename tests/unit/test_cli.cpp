@@ -115,7 +115,7 @@ INSTANTIATE_TEST_SUITE_P(
                 "generate --model " + kTiny + " --prompt-ids 1 --memory-trace /nonexistent/d/t.csv",
                 "/nonexistent/d/t.csv: cannot write the memory trace"},
         BadArgs{"bench_beyond_the_context", "bench --model " + kTiny + " --prompt-tokens 100000",
-                "exceeds the context"},
+                "prompt (100000 tokens) leaves no room for a new token in the context"},
         // Output that a full disk lost is an error, not exit 0.
         BadArgs{
             "output_to_a_full_disk",
@@ -409,6 +409,13 @@ TEST(Cli, WithoutMaxNewTokensAPromptGetsTheRoomItLeaves) {
   const CliRun given = run_cli(args + " --max-new-tokens 5");
   EXPECT_NE(given.code, 0);
   EXPECT_NE(given.err.find("exceed"), std::string::npos) << given.err;
+  // A prompt that fills the context is told so (not blamed on a max new tokens never given).
+  const CliRun full = run_cli(args + ",1,2,3,4");
+  EXPECT_NE(full.code, 0);
+  EXPECT_NE(full.err.find("prompt (64 tokens) leaves no room for a new token in the context of 64 "
+                          "positions (max_context)"),
+            std::string::npos)
+      << full.err;
 }
 
 // --stats: every step's time and cache use, and the call's CUDA-graph captures: in the JSON
@@ -831,6 +838,29 @@ TEST(Cli, PerplexityStrideScoresEachTokenOnceWithMoreContext) {
   EXPECT_NE(skip.err.find("skips text"), std::string::npos) << skip.err;
 }
 
+// chat skips blank lines, whitespace included, and a /word that is no command (it had been sent
+// to the model); --system "" opens with an empty system message (not the template's default
+// one); --stats names a sampled reply's seed.
+TEST(Cli, ChatSkipsBlankLinesAndUnknownCommands) {
+  const std::string model = test::default_model_path();
+  if (model.empty()) GTEST_SKIP() << "default model not fetched (make model)";
+  const CliRun r = run_cli("chat --model " + model +
+                               " --max-new-tokens 3 --stats --temperature 0.7 --seed 5 --system ''",
+                           "   \n/help\nHi\n");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;  // one reply
+  EXPECT_NE(r.err.find("[not sent: /help is no command"), std::string::npos) << r.err;
+  EngineOptions opt;
+  opt.model = model;
+  Engine engine(opt);
+  const Tokenizer& tok = *engine.tokenizer();
+  const std::vector<int32_t> ids =
+      tok.encode(tok.apply_chat_template({{"system", ""}, {"user", "Hi"}}, true), false);
+  EXPECT_NE(r.err.find("[prompt " + std::to_string(ids.size()) + " tokens"), std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("; seed 5]"), std::string::npos) << r.err;
+}
+
 // `chat` on the default model: each line is a turn; each reply is the model's greedy answer to
 // the whole history through the chat template (the library's generate() on the same ids), and a
 // turn takes the previous turns' blocks from the cache (--stats) without changing a token.
@@ -906,7 +936,9 @@ TEST(Cli, ChatDropsTheOldestTurnsToFitTheContext) {
   EXPECT_NE(r.err.find("[the oldest turn was dropped to fit the context]"), std::string::npos)
       << r.err;
   EXPECT_NE(r.err.find("[message not sent: "), std::string::npos) << r.err;
-  EXPECT_NE(r.err.find("exceeds the context of 100 positions"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("leaves no room for a new token in the context of 100 positions"),
+            std::string::npos)
+      << r.err;
   // A cache smaller than the context: turns are dropped for the cache's sake, and it says so.
   const CliRun cache = run_cli(
       "chat --model " + model + " --max-new-tokens 16 --max-context 100 --cache-tokens 64", input);
