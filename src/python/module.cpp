@@ -494,7 +494,7 @@ class Stream {
     };
     DoneCallback on_done = [st](size_t, GenerationOutput&& out) { st->out = std::move(out); };
     locked(*pe_, [&] {
-      pe_->engine.submit(request, on_token, on_done);
+      id_ = pe_->engine.submit(request, on_token, on_done);
       ++pe_->open_streams;
       counted_ = true;
     });
@@ -534,13 +534,16 @@ class Stream {
   // in an engine call (a signal handler dropped the stream during another stream's next()) the
   // lock is this thread's already: closed in place, where the destructor's Error had left it
   // counted open and every later generate() refused.
+  // Between steps the request ends at once (Engine::cancel: finish_reason "cancelled", the output
+  // here now); inside one (a signal handler while this thread steps) at its next token.
   void close() {
-    const auto close_held = [&] {
+    const auto close_held = [&](bool between_steps) {
       state_->closed = true;
+      if (between_steps && !state_->out) pe_->engine.cancel(id_);
       uncount();
     };
-    if (pe_->owner.load() == std::this_thread::get_id()) return close_held();
-    locked(*pe_, close_held);
+    if (pe_->owner.load() == std::this_thread::get_id()) return close_held(false);
+    locked(*pe_, [&] { close_held(true); });
   }
 
   std::optional<GenerationOutput> output() const {
@@ -578,6 +581,7 @@ class Stream {
   }
   std::shared_ptr<PyEngine> pe_;
   std::shared_ptr<State> state_ = std::make_shared<State>();
+  size_t id_ = 0;  // the engine's request
   bool counted_ = false;
 };
 
