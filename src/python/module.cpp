@@ -932,22 +932,34 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
       m, "Engine",
       "A model loaded on a backend: generate() for a batch of prompts, stream() for one; "
       "Engine(model, backend='cpu', ...), model a HF directory, a .gguf or 'default'")
-      .def(py::init([](const py::object& model, const py::kwargs& kw) {
-             EngineOptions o = engine_options(kw);
-             o.model = path_of(model, "model");
-             if (forked_from_threads() &&
-                 PyErr_WarnEx(PyExc_RuntimeWarning,
-                              "this process was forked from one that ran a nanoinfer Engine: "
-                              "OpenMP's threads do not survive a fork, so this thread's engine "
-                              "work runs on one core (multiprocessing's 'spawn' or 'forkserver' "
-                              "start method keeps them all)",
-                              1) != 0)
-               throw py::error_already_set();  // (warnings made errors)
-             const py::gil_scoped_release nogil;
-             check_positions(o, {{"max_context", o.max_context}});  // (as the CLI)
-             return std::make_shared<PyEngine>(o);
-           }),
-           py::arg("model"), engine_doc().c_str())
+      .def(
+          py::init([](const py::object& model, const py::kwargs& kw) {
+            EngineOptions o = engine_options(kw);
+            o.model = path_of(model, "model");
+            // Options only the CUDA backend reads say so elsewhere (as the CLI's flags do).
+            std::string named;
+            for (const char* key : {"dtype", "cuda_graphs", "keep_blocks", "warmup"})
+              if (o.backend != "cuda" && kw.contains(key))
+                named.append(named.empty() ? "" : ", ").append(key);
+            if (!named.empty() &&
+                PyErr_WarnEx(
+                    PyExc_UserWarning,
+                    (named + ": CUDA backend only, ignored on backend '" + o.backend + "'").c_str(),
+                    1) != 0)
+              throw py::error_already_set();
+            if (forked_from_threads() &&
+                PyErr_WarnEx(PyExc_RuntimeWarning,
+                             "this process was forked from one that ran a nanoinfer Engine: "
+                             "OpenMP's threads do not survive a fork, so this thread's engine "
+                             "work runs on one core (multiprocessing's 'spawn' or 'forkserver' "
+                             "start method keeps them all)",
+                             1) != 0)
+              throw py::error_already_set();  // (warnings made errors)
+            const py::gil_scoped_release nogil;
+            check_positions(o, {{"max_context", o.max_context}});  // (as the CLI)
+            return std::make_shared<PyEngine>(o);
+          }),
+          py::arg("model"), engine_doc().c_str())
       .def("generate", &generate, py::arg("prompts"), py::kw_only(),
            py::arg("chat") = py::bool_(false), py::arg("params") = py::none(),
            "One GenerationOutput per prompt (a str, a list of token ids or a list of chat "

@@ -398,6 +398,13 @@ class TinyModel(unittest.TestCase):
                 nanoinfer.Engine(tiny(), **options)
         with self.assertRaisesRegex(TypeError, "model must be a path"):
             nanoinfer.Engine(3)
+        # The CUDA backend's options on the CPU say they change nothing (as the CLI's flags do).
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            nanoinfer.Engine(tiny(), dtype="f32", warmup=False)
+            nanoinfer.Engine(tiny(), max_context=64)
+        self.assertEqual([str(w.message) for w in caught],
+                         ["dtype, warmup: CUDA backend only, ignored on backend 'cpu'"])
 
     def test_ctrl_c_is_heard_while_another_thread_holds_the_engine(self):
         # The main thread waited for the other thread's call without the GIL, and so without
