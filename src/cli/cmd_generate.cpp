@@ -26,7 +26,7 @@ struct GenerateArgs {
   EngineOptions engine;
   std::vector<std::string> prompts;
   std::vector<std::string> prompt_ids;  // "1,2,3" each: prompts given as token ids
-  std::string prompts_file;
+  std::vector<std::string> prompts_files;
   // The prompts in command-line order: 't' a --prompt, 'i' a --prompt-ids, 'f' the file's lines.
   std::string order;
   SamplingParams params;
@@ -54,8 +54,8 @@ std::vector<std::string> read_prompts_file(const std::string& path) {
 }
 
 void run_generate(const GenerateArgs& a) {
-  const std::vector<std::string> file_prompts =
-      a.prompts_file.empty() ? std::vector<std::string>{} : read_prompts_file(a.prompts_file);
+  std::vector<std::vector<std::string>> file_prompts;  // (a file with none fails)
+  for (const std::string& path : a.prompts_files) file_prompts.push_back(read_prompts_file(path));
   const bool texts = !a.prompts.empty() || !file_prompts.empty();
   require_model(a.engine);
   if (!texts && a.prompt_ids.empty())
@@ -84,12 +84,15 @@ void run_generate(const GenerateArgs& a) {
     // A chat template already holds the special tokens it needs.
     requests.push_back({tok->encode(text, !a.chat), a.params});
   };
-  size_t next_text = 0, next_ids = 0;
+  size_t next_text = 0, next_ids = 0, next_file = 0;
   for (const char kind : a.order) {
     if (kind == 't') add_text(a.prompts.at(next_text++));
     if (kind == 'i')
       requests.push_back({parse_ids(a.prompt_ids.at(next_ids++), "--prompt-ids"), a.params});
-    if (kind == 'f') std::for_each(file_prompts.begin(), file_prompts.end(), add_text);
+    if (kind == 'f') {
+      const std::vector<std::string>& lines = file_prompts.at(next_file++);
+      std::for_each(lines.begin(), lines.end(), add_text);
+    }
   }
   if (!a.max_new_given)
     for (GenerationRequest& r : requests) engine.fit_to_room(r);
@@ -232,8 +235,11 @@ void add_generate_command(CLI::App& app) {
                                 ->allow_extra_args(false)
                                 ->expected(1)
                                 ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  const CLI::Option* file =
-      cmd->add_option("--prompts-file", a->prompts_file, "one prompt per line (-: standard input)");
+  const CLI::Option* file = cmd->add_option("--prompts-file", a->prompts_files,
+                                            "one prompt per line (-: standard input; repeat)")
+                                ->allow_extra_args(false)
+                                ->expected(1)
+                                ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   const CLI::Option* ids = cmd->add_option("--prompt-ids", a->prompt_ids,
                                            "a prompt as comma-separated token ids (repeat)")
                                ->allow_extra_args(false)
@@ -268,7 +274,7 @@ void add_generate_command(CLI::App& app) {
     for (const CLI::Option* o : cmd->parse_order()) {
       if (o == text) a->order += 't';
       if (o == ids) a->order += 'i';
-      if (o == file && a->order.find('f') == std::string::npos) a->order += 'f';
+      if (o == file) a->order += 'f';
     }
     a->params.early_stopping = a->early_stopping == "true"    ? EarlyStopping::kWhenFull
                                : a->early_stopping == "never" ? EarlyStopping::kNever

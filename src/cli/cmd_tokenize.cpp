@@ -39,7 +39,7 @@ std::string json_string(const std::string& s) {
 void run_tokenize(const TokenizeArgs& a) {
   const std::string model = a.model == "default" ? default_model_path() : a.model;
   const std::unique_ptr<Tokenizer> tok =
-      a.tokenizer.empty() ? load_tokenizer_for_model(model) : load_tokenizer_json(a.tokenizer);
+      load_tokenizer_for_model(a.tokenizer.empty() ? model : a.tokenizer);
   if (a.decoding) {
     const std::vector<int32_t> ids =
         a.decode.empty() ? std::vector<int32_t>{} : parse_ids(a.decode, "--decode");
@@ -108,7 +108,8 @@ void add_tokenize_command(CLI::App& app) {
   auto* cmd = app.add_subcommand("tokenize", "Encode text to token ids (or decode ids to text)");
   auto args = std::make_shared<TokenizeArgs>();
   auto* model = cmd->add_option("--model", args->model, "HF directory, .gguf file or 'default'");
-  auto* tokenizer = cmd->add_option("--tokenizer", args->tokenizer, "a tokenizer.json file");
+  auto* tokenizer = cmd->add_option("--tokenizer", args->tokenizer,
+                                    "a tokenizer.json file (or the directory that holds one)");
   model->excludes(tokenizer);
   auto* text = cmd->add_option("--text", args->text, "text to encode");
   auto* file = cmd->add_option("--text-file", args->text_file,

@@ -8,6 +8,7 @@
 #include <new>
 #include <set>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "cli/commands.h"
@@ -81,7 +82,13 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "nanoinfer: %s\n", e.what());
+    // A flag of one value given twice: CLI11 says "--top-k: At Most 1 required but received 2".
+    std::string what = e.what();
+    constexpr std::string_view kTwice = ": At Most 1 required but received ";
+    if (const size_t at = what.find(kTwice); at != std::string::npos)
+      what = what.substr(0, at) + ": given " + what.substr(at + kTwice.size()) +
+             " times (it takes one value)";
+    std::fprintf(stderr, "nanoinfer: %s\n", what.c_str());
     return failed(2);
   } catch (const nanoinfer::Error& e) {  // (the library's out of memory names the bytes)
     const std::string what = e.what();

@@ -196,6 +196,9 @@ void read_config(const fs::path& dir, TokenizerSpec& spec) {
 
 std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& tokenizer_json_path) {
   const json root = read_json_file(tokenizer_json_path);
+  if (!root.is_object() || !root.contains("model"))  // (tokenizer_config.json, config.json, ...)
+    fail(tokenizer_json_path +
+         ": not a tokenizer.json (it has no \"model\": the vocabulary and merges)");
   TokenizerSpec spec;
   try {
     read_pre_tokenizer(root.value("pre_tokenizer", json()), spec);

@@ -76,6 +76,9 @@ INSTANTIATE_TEST_SUITE_P(
     Cases, CliErrors,
     ::testing::Values(
         BadArgs{"unknown_command", "frobnicate", "unknown command 'frobnicate'"},
+        BadArgs{"a_flag_twice",
+                "generate --model " + kTiny + " --prompt-ids 1 --temperature 0.5 --temperature 1",
+                "--temperature: given 2 times (it takes one value)"},
         BadArgs{"no_command", "", "a command is needed (generate, chat,"},
         BadArgs{"flag_before_command", "--model x generate",
                 "a command comes before '--model' (generate, chat,"},
@@ -284,6 +287,17 @@ TEST(Cli, TokenizeDecodesIdsAndTheEmptyList) {
   r = run_cli(tok + " --json --text-file -", c["text"].get<std::string>());
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out)["ids"], c["ids"]);
+  // --tokenizer takes the directory that holds the tokenizer.json too; another JSON file is
+  // told it is none (it had been a JSON library error).
+  r = run_cli(
+      "tokenize --json --tokenizer " + test::data_path("tokenizer/smollm2") + " --text-file -",
+      c["text"].get<std::string>());
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["ids"], c["ids"]);
+  r = run_cli("tokenize --tokenizer " + test::data_path("tokenizer/smollm2/tokenizer_config.json") +
+              " --text hi");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("tokenizer_config.json: not a tokenizer.json"), std::string::npos) << r.err;
 }
 
 TEST(Cli, PromptIdsGiveHfGreedyIdsInJson) {
@@ -687,16 +701,18 @@ TEST(Cli, PromptsComeInCommandLineOrder) {
   if (model.empty()) GTEST_SKIP() << "default model not fetched (make model)";
   const std::string file = ::testing::TempDir() + "/nanoinfer_prompts.txt";
   std::ofstream(file) << "one two three four five six seven\n\nthe end\n";
-  const CliRun r =
-      run_cli("generate --model " + model + " --prompt 'a b c' --prompt-ids 5 --prompts-file " +
-              file + " --prompt-ids 7,8 --prompt x --max-new-tokens 1 --json");
+  const CliRun r = run_cli(
+      "generate --model " + model + " --prompt 'a b c' --prompt-ids 5 --prompts-file " + file +
+      " --prompt-ids 7,8 --prompt x --prompts-file " + file + " --max-new-tokens 1 --json");
   ASSERT_EQ(r.code, 0) << r.err;
   EngineOptions opt;
   opt.model = model;
   const Engine engine(opt);
   const Tokenizer& tok = *engine.tokenizer();
   std::vector<size_t> expected;
-  for (const char* text : {"a b c", "", "one two three four five six seven", "the end", "", "x"})
+  // (the file twice: its prompts each time, where it comes)
+  for (const char* text : {"a b c", "", "one two three four five six seven", "the end", "", "x",
+                           "one two three four five six seven", "the end"})
     expected.push_back(*text != 0 ? tok.encode(text, true).size() : 0);
   expected[1] = 1;  // the ids 5
   expected[4] = 2;  // the ids 7,8
