@@ -173,6 +173,10 @@ struct GenerationStats {
 using TokenCallback = std::function<bool(size_t, int32_t, const std::string&)>;
 // Called once a submitted request has finished: (its id, its output).
 using DoneCallback = std::function<void(size_t, GenerationOutput&&)>;
+// Called by generate() after each step; false cancels every request not finished (finish_reason
+// "cancelled", their tokens so far): a stop heard between steps, within a prefill's chunks
+// (max_step_tokens) that produce no token to call on_token for.
+using StepCallback = std::function<bool()>;
 
 class Tokenizer;
 
@@ -191,7 +195,8 @@ class Engine {
   // anything runs (its ids, parameters, length against the context and the cache policy); one that
   // fails throws Error naming it.
   std::vector<GenerationOutput> generate(const std::vector<GenerationRequest>& requests,
-                                         const TokenCallback& on_token = nullptr);
+                                         const TokenCallback& on_token = nullptr,
+                                         const StepCallback& go_on = nullptr);
   // The last generate() call's stats; online_stats(): the submit() / step() run's totals since
   // its cache was made (no per-step records).
   const GenerationStats& last_stats() const;

@@ -69,7 +69,7 @@ struct Engine::Impl {
     return options.sink_tokens >= 0 ? int64_t{options.sink_tokens} + options.window : 0;
   }
   std::vector<GenerationOutput> lead(const std::vector<GenerationRequest>& requests,
-                                     const TokenCallback& on_token);
+                                     const StepCallback& go_on, const TokenCallback& on_token);
   // The run that submit() feeds and step() advances, over the kept cache (dropped by generate()
   // and release_cache()).
   std::unique_ptr<RunContext> online_ctx;
@@ -367,7 +367,8 @@ void Engine::release_cache() {
 }
 
 std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationRequest>& requests,
-                                               const TokenCallback& on_token) {
+                                               const TokenCallback& on_token,
+                                               const StepCallback& go_on) {
   if (!is_leader()) {
     impl_->follow();
     return {};
@@ -375,7 +376,7 @@ std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationReque
   if (impl_->generating) fail("generate() from a callback of generate()");
   const ScopedFlag generating(impl_->generating);
   try {
-    return impl_->lead(requests, on_token);
+    return impl_->lead(requests, go_on, on_token);
   } catch (const Error& e) {
     impl_->send(StepMessage::abort(e.what()));
     throw;
@@ -425,6 +426,7 @@ RunContext Engine::Impl::run_context() {
 }
 
 std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationRequest>& requests,
+                                                 const StepCallback& go_on,
                                                  const TokenCallback& on_token) {
   if (online && online->active() > 0)
     fail("generate() while submitted requests run: step() until they finish first");
@@ -472,8 +474,9 @@ std::vector<GenerationOutput> Engine::Impl::lead(const std::vector<GenerationReq
       static_cast<int64_t>(requests.size()) * (static_cast<int64_t>(longest) + most_new);
   send(StepMessage::begin(kv));
   const int64_t captures_before = backend->graph_captures();
-  while (run.step()) {
-  }
+  while (run.step())
+    if (go_on && !go_on())
+      for (size_t i = 0; i < requests.size(); ++i) run.cancel(i);  // (finished ones: no-ops)
   stats.graph_captures = static_cast<int>(backend->graph_captures() - captures_before);
   send(StepMessage::end());
   return out;

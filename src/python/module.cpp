@@ -434,8 +434,11 @@ std::vector<GenerationOutput> join_streams(PyEngine& pe,
     for (const size_t id : ids) pe.engine.cancel(id);
     throw;
   }
-  while (std::any_of(outs->begin(), outs->end(), [](const auto& o) { return !o; }))
+  while (std::any_of(outs->begin(), outs->end(), [](const auto& o) { return !o; })) {
     pe.engine.step();
+    if (watch(0, 0, "")) continue;  // (a stop heard between steps: Ctrl-C in a long prefill)
+    for (const size_t id : ids) pe.engine.cancel(id);
+  }
   std::vector<GenerationOutput> out;
   for (auto& o : *outs) out.push_back(std::move(*o));
   return out;
@@ -463,17 +466,20 @@ std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& prompts,
     fit_unset_length(pe.engine, params, kw, requests.back());
   }
   // Ctrl-C (a signal handler that raises) stops the batch: on the main thread, the one where
-  // Python runs its handlers, each token looks for pending signals under the GIL, every request
-  // stops at its next token (beam searches run to their end), and the handler's exception is
-  // raised once the engine has returned. Another thread never takes the GIL while it generates.
+  // Python runs its handlers, each token and each step's end look for pending signals under the
+  // GIL, the requests end (at their next token, or cancelled after the step: a long prompt's
+  // chunks and beam searches too), and the handler's exception is raised once the engine has
+  // returned. Another thread never takes the GIL while it generates.
   SignalWatch signals;
   const TokenCallback watch = [&](size_t, int32_t, const std::string&) {
     return !signals.raised();
   };
+  // Between steps too: a long prompt's chunks (max_step_tokens) give no token to look on.
+  const StepCallback go_on = [&] { return !signals.raised(); };
   std::vector<GenerationOutput> out = locked(pe, [&] {
     if (pe.open_streams > 0) return join_streams(pe, requests, watch);
     settle(pe);
-    return pe.engine.generate(requests, watch);
+    return pe.engine.generate(requests, watch, go_on);
   });
   signals.rethrow();
   return out;

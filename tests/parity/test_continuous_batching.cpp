@@ -120,6 +120,32 @@ TEST(ContinuousBatchingSteps, ChunksAndDecodeRowsShareSteps) {
   EXPECT_EQ(engine.last_stats().decode_tokens, 5);  // rows of the steps without prompt tokens
 }
 
+// generate()'s step callback: false after a step cancels every request left, running (a's, with
+// its tokens so far), mid-prompt (b's, none) or beam search alike; the engine runs on after it.
+TEST(ContinuousBatchingSteps, AStepCallbackThatSaysStopCancelsTheRest) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  opt.max_step_tokens = 10;
+  Engine engine(opt);
+  GenerationRequest a, b, beams;
+  a.prompt_ids.assign(4, 7);
+  a.params.max_new_tokens = 8;
+  a.params.ignore_eos = true;
+  b.prompt_ids.assign(40, 9);
+  b.params.max_new_tokens = 2;
+  beams.prompt_ids.assign(3, 5);
+  beams.params.num_beams = 2;
+  beams.params.max_new_tokens = 6;
+  int steps = 0;
+  const std::vector<GenerationOutput> out =
+      engine.generate({a, b, beams}, nullptr, [&steps] { return ++steps < 2; });
+  EXPECT_EQ(engine.last_stats().steps.size(), 2U);
+  for (const GenerationOutput& o : out) EXPECT_EQ(o.finish_reason, "cancelled");
+  EXPECT_EQ(out[0].token_ids.size(), 2U);  // a's first token, then one decode row
+  EXPECT_TRUE(out[1].token_ids.empty());   // b's prompt was still being fed
+  EXPECT_EQ(engine.generate({a})[0].token_ids.size(), 8U);
+}
+
 // Beam requests wait for the blocks of all their forks and run every beam in one step.
 TEST(ContinuousBatchingSteps, BeamRequestsQueueBehindOthers) {
   EngineOptions opt;

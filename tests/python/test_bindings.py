@@ -184,6 +184,26 @@ class TinyModel(unittest.TestCase):
             next(stream)
         self.assertEqual(len(engine.generate([[1, 2, 3]], max_new_tokens=2)[0].token_ids), 2)
 
+    def test_ctrl_c_is_heard_between_a_long_prompts_chunks(self):
+        # A prompt prefilled in chunks (max_step_tokens) gives no token to look for Ctrl-C on
+        # until its last chunk: the end of each step looks too (it had heard it only then).
+        with open(os.path.join(tiny(), "config.json"), encoding="utf-8") as f:
+            config = dict(json.load(f), max_position_embeddings=8192)
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "config.json")
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump(config, f)
+            engine = nanoinfer.Engine("", random_weights=True, config=path, max_context=8192,
+                                      max_step_tokens=2)
+        prompt = [1 + i % 300 for i in range(8000)]
+        timer = threading.Timer(0.2, _thread.interrupt_main)
+        timer.start()
+        with self.assertRaises(KeyboardInterrupt):
+            engine.generate([prompt], max_new_tokens=1)
+        timer.join()
+        self.assertLess(engine.last_stats["prefill_tokens"], 8000)  # stopped within the prompt
+        self.assertEqual(len(engine.generate([[1, 2, 3]], max_new_tokens=2)[0].token_ids), 2)
+
     def test_outputs_compare_copy_and_pickle_by_value(self):
         prompt = self.ref["cases"][0]["prompt_ids"]
         kw = dict(max_new_tokens=3, logprobs=2, prompt_logprobs=1, ignore_eos=True)
