@@ -149,6 +149,7 @@ struct GenerationStats {
   int64_t prefill_tokens = 0;        // prompt tokens computed
   int64_t reused_prompt_tokens = 0;  // prompt tokens taken from other requests' blocks
   int64_t decode_tokens = 0;  // tokens produced by decode steps (the first token is prefill's)
+  int64_t decode_steps = 0;   // each reads the weights once
   // Decode steps recorded during the call (CUDA graphs captured, one per batch-size bucket first
   // seen since the engine's device memory last changed; 0 where nothing is recorded).
   int graph_captures = 0;

@@ -484,6 +484,7 @@ bool Run::step() {
   } else {
     stats_.decode_ms += step.ms;
     stats_.decode_tokens += static_cast<int64_t>(batch.logit_rows.size());
+    ++stats_.decode_steps;
   }
   if (keep_steps_) stats_.steps.push_back(step);
   if (thrown) std::rethrow_exception(thrown);

@@ -598,6 +598,7 @@ py::dict stats_dict(const GenerationStats& s) {
   d["prefill_tokens"] = s.prefill_tokens;
   d["reused_prompt_tokens"] = s.reused_prompt_tokens;
   d["decode_tokens"] = s.decode_tokens;
+  d["decode_steps"] = s.decode_steps;
   d["decode_tokens_per_s"] = s.decode_tokens_per_s();
   py::list steps;
   for (const StepStats& t : s.steps) {

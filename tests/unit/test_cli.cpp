@@ -678,6 +678,15 @@ TEST(Cli, BenchReportsEveryRunAndTheirMedian) {
   auto calls = profile_calls(profiled.err, phase_ms);
   EXPECT_EQ(calls["prefill"]["attention"], 6) << profiled.err;
   EXPECT_EQ(calls["decode"]["attention"], 12) << profiled.err;
+  // A cache too small for the batch at once: the report says the batch never ran together.
+  const std::string staggered =
+      "bench --model " + kTiny + " --prompt-tokens 8 --new-tokens 3 --runs 1 --batch 3";
+  const CliRun small = run_cli(staggered + " --cache-tokens 16");
+  ASSERT_EQ(small.code, 0) << small.err;
+  EXPECT_NE(small.err.find("note: the batch never ran together: at most 1 of its 3 sequences"),
+            std::string::npos)
+      << small.err;
+  EXPECT_EQ(run_cli(staggered).err.find("never ran together"), std::string::npos);
 }
 
 // `perplexity` on the default model: windows of --context tokens (the model starts each as it
