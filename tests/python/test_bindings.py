@@ -36,6 +36,17 @@ def tiny(name="gqa"):
     return os.path.join(DATA, "models", name)
 
 
+def long_tiny(**options):
+    """The tiny model's shape with random weights and room for 8,000 tokens (seconds of steps)."""
+    with open(os.path.join(tiny(), "config.json"), encoding="utf-8") as f:
+        config = dict(json.load(f), max_position_embeddings=8192)
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "config.json")
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(config, f)
+        return nanoinfer.Engine("", random_weights=True, config=path, max_context=8192, **options)
+
+
 class TinyModel(unittest.TestCase):
     """A random-weight checkpoint without tokenizer (fp32 CPU): prompts are token ids."""
 
@@ -164,14 +175,7 @@ class TinyModel(unittest.TestCase):
     def test_ctrl_c_stops_a_stream_of_tokens_without_text(self):
         # A model without a tokenizer streams no pieces: next() steps to the end, and Ctrl-C is
         # looked for after each step (it was not, until the request had run out).
-        # The tiny model's shape with random weights and room for 8,000 tokens (seconds of steps).
-        with open(os.path.join(tiny(), "config.json"), encoding="utf-8") as f:
-            config = dict(json.load(f), max_position_embeddings=8192)
-        with tempfile.TemporaryDirectory() as d:
-            path = os.path.join(d, "config.json")
-            with open(path, "w", encoding="utf-8") as f:
-                json.dump(config, f)
-            engine = nanoinfer.Engine("", random_weights=True, config=path, max_context=8192)
+        engine = long_tiny()
         stream = engine.stream([1, 2, 3], max_new_tokens=8000, ignore_eos=True)
         timer = threading.Timer(0.2, _thread.interrupt_main)
         timer.start()
@@ -187,14 +191,7 @@ class TinyModel(unittest.TestCase):
     def test_ctrl_c_is_heard_between_a_long_prompts_chunks(self):
         # A prompt prefilled in chunks (max_step_tokens) gives no token to look for Ctrl-C on
         # until its last chunk: the end of each step looks too (it had heard it only then).
-        with open(os.path.join(tiny(), "config.json"), encoding="utf-8") as f:
-            config = dict(json.load(f), max_position_embeddings=8192)
-        with tempfile.TemporaryDirectory() as d:
-            path = os.path.join(d, "config.json")
-            with open(path, "w", encoding="utf-8") as f:
-                json.dump(config, f)
-            engine = nanoinfer.Engine("", random_weights=True, config=path, max_context=8192,
-                                      max_step_tokens=2)
+        engine = long_tiny(max_step_tokens=2)
         prompt = [1 + i % 300 for i in range(8000)]
         timer = threading.Timer(0.2, _thread.interrupt_main)
         timer.start()

@@ -525,12 +525,15 @@ TEST_F(ServerTest, LogitBiasForcesAToken) {
 // (with seeds seed + i it had shared two), and the usage counts the prompt once.
 TEST_F(ServerTest, NChoicesAreRequestsWithSeedsOfTheirOwn) {
   const std::vector<int32_t> ids = serving_->tokenizer()->encode("Once upon a time", true);
-  const json r = post("/v1/completions", {{"prompt", ids},
-                                          {"max_tokens", 8},
-                                          {"temperature", 0.9},
-                                          {"seed", 40},
-                                          {"ignore_eos", true},
-                                          {"n", 3}});
+  auto three = [&](int seed) {
+    return post("/v1/completions", {{"prompt", ids},
+                                    {"max_tokens", 8},
+                                    {"temperature", 0.9},
+                                    {"seed", seed},
+                                    {"ignore_eos", true},
+                                    {"n", 3}});
+  };
+  const json r = three(40);
   ASSERT_EQ(r["choices"].size(), 3U) << r;
   std::set<std::vector<int32_t>> distinct;
   for (size_t i = 0; i < 3; ++i) {
@@ -547,12 +550,7 @@ TEST_F(ServerTest, NChoicesAreRequestsWithSeedsOfTheirOwn) {
   EXPECT_EQ(distinct.size(), 3U);  // the seeds differ
   EXPECT_EQ(r["usage"]["prompt_tokens"], ids.size());
   EXPECT_EQ(r["usage"]["completion_tokens"], 24);
-  const json next = post("/v1/completions", {{"prompt", ids},
-                                             {"max_tokens", 8},
-                                             {"temperature", 0.9},
-                                             {"seed", 41},
-                                             {"ignore_eos", true},
-                                             {"n", 3}});
+  const json next = three(41);
   ASSERT_EQ(next["choices"].size(), 3U) << next;
   for (const json& c : next["choices"])
     EXPECT_FALSE(distinct.contains(c["token_ids"].get<std::vector<int32_t>>())) << c;
