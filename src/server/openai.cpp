@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <climits>
 #include <cmath>
 #include <cstdint>
@@ -434,7 +435,7 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
       } catch (const std::exception&) {
         used = 0;
       }
-      if (used == 0 || used != key.size())
+      if (used == 0 || used != key.size() || std::isspace(static_cast<unsigned char>(key[0])) != 0)
         refuse("logit_bias", "'logit_bias': the key \"" + key + "\" is not a token id");
       if (!bias.is_number())
         refuse("logit_bias", "'logit_bias': the bias of token " + key + " must be a number, got " +

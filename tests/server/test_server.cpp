@@ -1347,7 +1347,8 @@ TEST_F(ServerTest, ARefusalNamesItsField) {
       {{{"prompt", "x"}, {"top_p", true}}, "top_p"},
       {{{"prompt", "x"}, {"presence_penalty", true}}, "presence_penalty"},
       {{{"prompt", "x"}, {"logit_bias", {{"5", false}}}}, "logit_bias"},
-      {{{"prompt", "x"}, {"logit_bias", {{"five", 1}}}}, "logit_bias"}};
+      {{{"prompt", "x"}, {"logit_bias", {{"five", 1}}}}, "logit_bias"},
+      {{{"prompt", "x"}, {"logit_bias", {{" 7", 1}}}}, "logit_bias"}};  // (stoi skips the space)
   for (const auto& [body, param] : cases)
     EXPECT_EQ(post("/v1/completions", body, 400)["error"]["param"], param) << body;
   auto message = [&](const json& body) {
