@@ -85,10 +85,12 @@ void run_bench(const BenchArgs& a) {
   }
   if (!engine.is_leader()) return;
   if (most_together < a.batch)
-    std::fprintf(stderr,
-                 "nanoinfer: note: the batch never ran together: at most %d of its %d sequences "
-                 "a step (the KV cache: --cache-tokens); decode tokens/s is theirs\n",
-                 most_together, a.batch);
+    std::fprintf(
+        stderr,
+        "nanoinfer: note: the batch never ran together: at most %d of its %d sequences "
+        "a step (a small --cache-tokens, or prompts prefilled in chunks of --max-step-tokens "
+        "finishing apart); decode tokens/s is theirs\n",
+        most_together, a.batch);
   if (a.engine.profile) std::fputs(engine.profile_report().c_str(), stderr);
   auto med = [&results](double RunResult::*field) {
     std::vector<double> v(results.size());

@@ -422,7 +422,7 @@ void settle(PyEngine& pe) {
 // live in a shared block: a step that throws leaves requests whose on_done comes later.
 std::vector<GenerationOutput> join_streams(PyEngine& pe,
                                            const std::vector<GenerationRequest>& requests,
-                                           const TokenCallback& watch) {
+                                           const TokenCallback& watch, const StepCallback& go_on) {
   const auto outs = std::make_shared<std::vector<std::optional<GenerationOutput>>>(requests.size());
   std::vector<size_t> ids;
   try {
@@ -436,7 +436,7 @@ std::vector<GenerationOutput> join_streams(PyEngine& pe,
   }
   while (std::any_of(outs->begin(), outs->end(), [](const auto& o) { return !o; })) {
     pe.engine.step();
-    if (watch(0, 0, "")) continue;  // (a stop heard between steps: Ctrl-C in a long prefill)
+    if (go_on()) continue;  // (a stop heard between steps: Ctrl-C in a long prefill)
     for (const size_t id : ids) pe.engine.cancel(id);
   }
   std::vector<GenerationOutput> out;
@@ -471,13 +471,11 @@ std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& prompts,
   // chunks and beam searches too), and the handler's exception is raised once the engine has
   // returned. Another thread never takes the GIL while it generates.
   SignalWatch signals;
-  const TokenCallback watch = [&](size_t, int32_t, const std::string&) {
-    return !signals.raised();
-  };
   // Between steps too: a long prompt's chunks (max_step_tokens) give no token to look on.
   const StepCallback go_on = [&] { return !signals.raised(); };
+  const TokenCallback watch = [&](size_t, int32_t, const std::string&) { return go_on(); };
   std::vector<GenerationOutput> out = locked(pe, [&] {
-    if (pe.open_streams > 0) return join_streams(pe, requests, watch);
+    if (pe.open_streams > 0) return join_streams(pe, requests, watch, go_on);
     settle(pe);
     return pe.engine.generate(requests, watch, go_on);
   });
@@ -536,12 +534,11 @@ class Stream {
     return *piece;
   }
 
-  // Stops the request at its next token (the engine finishes it on a later step). On the thread
-  // in an engine call (a signal handler dropped the stream during another stream's next()) the
-  // lock is this thread's already: closed in place, where the destructor's Error had left it
-  // counted open and every later generate() refused.
-  // Between steps the request ends at once (Engine::cancel: finish_reason "cancelled", the output
-  // here now); inside one (a signal handler while this thread steps) at its next token.
+  // Ends the request: between steps at once (Engine::cancel: finish_reason "cancelled", the
+  // output here now). On the thread in an engine call (a signal handler dropped the stream during
+  // another stream's next()) the lock is this thread's already: closed in place, where the
+  // destructor's Error had left it counted open and every later generate() refused, and the
+  // request stops at its next token.
   void close() {
     const auto close_held = [&](bool between_steps) {
       state_->closed = true;
@@ -930,7 +927,7 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
   py::class_<Stream>(m, "Stream", "Text pieces of one request; .output once it has ended")
       .def("__iter__", [](Stream& s) -> Stream& { return s; })
       .def("__next__", &Stream::next)
-      .def("close", &Stream::close, "Stops the request at its next token")
+      .def("close", &Stream::close, "Ends the request (finish_reason 'cancelled')")
       .def_property_readonly("output", &Stream::output,
                              "The GenerationOutput once the stream has ended, else None")
       .def_property_readonly("token_ids", &Stream::token_ids, "The ids generated so far");
@@ -945,9 +942,9 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
             o.model = path_of(model, "model");
             // Options only the CUDA backend reads say so elsewhere (as the CLI's flags do).
             std::string named;
-            for (const char* key : {"dtype", "cuda_graphs", "keep_blocks", "warmup"})
-              if (o.backend != "cuda" && kw.contains(key))
-                named.append(named.empty() ? "" : ", ").append(key);
+            if (o.backend != "cuda")
+              for (const char* key : {"dtype", "cuda_graphs", "keep_blocks", "warmup"})
+                if (kw.contains(key)) named.append(named.empty() ? "" : ", ").append(key);
             if (!named.empty() &&
                 PyErr_WarnEx(
                     PyExc_UserWarning,

@@ -43,15 +43,6 @@ struct ApiRequest {
   GenerationRequest request;
 };
 
-// Throws Error with a message for the client (HTTP 400) when the body cannot be served. A
-// prompt is a text (tokenized with the model's special tokens; chat messages through its
-// template) or, for completions, a list of token ids; completions may send a list of prompts.
-// Integer fields must be whole numbers in their range. Returns one request a choice: each prompt
-// n times in a row (seeds seed, seed + 1, ...; without a seed, the engine draws each its own).
-// Without max_tokens a choice takes the API's default (16; chat 512), or the room its prompt
-// leaves in the engine's request_limit() (the context or the cache, whichever is less; no bound
-// over a sink cache) where that is less; a prompt + max_tokens beyond that limit is refused here,
-// in the API's terms.
 // The seed of a request's choice i (n > 1): the seed given for the first, then seeds mixed from it
 // and i, so that a request with the next seed shares no choice with this one (seed + i did: n - 1
 // of its samples again).
@@ -61,6 +52,15 @@ uint64_t choice_seed(uint64_t seed, int i);
 // tag.
 std::string json_words(const nlohmann::json::exception& e);
 
+// Throws Error with a message for the client (HTTP 400) when the body cannot be served. A
+// prompt is a text (tokenized with the model's special tokens; chat messages through its
+// template) or, for completions, a list of token ids; completions may send a list of prompts.
+// Integer fields must be whole numbers in their range. Returns one request a choice: each prompt
+// n times in a row (seeds choice_seed(seed, i); without a seed, the engine draws each its own).
+// Without max_tokens a choice takes the API's default (16; chat 512), or the room its prompt
+// leaves in the engine's request_limit() (the context or the cache, whichever is less; no bound
+// over a sink cache) where that is less; a prompt + max_tokens beyond that limit is refused here,
+// in the API's terms.
 std::vector<ApiRequest> parse_request(const nlohmann::ordered_json& body, bool chat,
                                       const Engine& engine);
 
