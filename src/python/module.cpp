@@ -176,6 +176,12 @@ std::vector<ChatMessage> messages_from(const py::handle& messages) {
     if (!d.contains("role") || !d.contains("content") || !py::isinstance<py::str>(d["role"]) ||
         !py::isinstance<py::str>(d["content"]))
       throw py::type_error("a chat message is a dict with 'role' and 'content' (str)");
+    // (the template would drop them: the model would read another conversation; as the server)
+    for (const char* key : {"tool_calls", "function_call"})
+      if (d.contains(key) && !d[key].is_none() &&
+          !(py::isinstance<py::sequence>(d[key]) && py::len(d[key]) == 0))
+        throw py::value_error(std::string("a chat message's '") + key +
+                              "': tool and function calls are not rendered by the chat templates");
     out.push_back({utf8_of(d["role"], "a chat message's role"),
                    utf8_of(d["content"], "a chat message's content")});
   }

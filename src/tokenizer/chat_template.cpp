@@ -1,8 +1,9 @@
 // Recognised chat templates (see chat_template.h). The template texts below are the ones shipped
 // with the models (Meta-Llama-3 tokenizer_config.json, SmolLM2's GGUF; Llama-3.1-Instruct's, 4.6
 // KB, by its length and FNV-1a hash: the text is tests/data/tokenizer/llama31_chat_template.jinja);
-// matching is exact after trimming surrounding whitespace, so an edited template is reported
-// instead of mis-rendered.
+// matching is exact after the two edits Jinja makes to any template as HF compiles it (one
+// trailing newline dropped; with lstrip_blocks, spaces and tabs before a leading {% tag), so an
+// edited template, extra whitespace around it included, is reported instead of mis-rendered.
 #include "tokenizer/chat_template.h"
 
 #include <cstdint>
@@ -39,10 +40,17 @@ constexpr std::string_view kSmolLm2Template =
 constexpr std::string_view kSmolLm2DefaultSystem =
     "You are a helpful AI assistant named SmolLM, trained by Hugging Face";
 
-std::string_view trim_ascii(std::string_view s) {
-  const auto is_space = [](char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; };
-  while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
-  while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
+// What Jinja renders of a template as HF compiles it: one trailing newline is dropped
+// (keep_trailing_newline off), and lstrip_blocks drops the spaces and tabs that begin a line
+// before a block tag. Any other whitespace is text that the template writes out.
+std::string_view as_jinja_reads(std::string_view s) {
+  if (s.ends_with("\r\n")) {
+    s.remove_suffix(2);
+  } else if (s.ends_with('\n') || s.ends_with('\r')) {
+    s.remove_suffix(1);
+  }
+  const size_t text = s.find_first_not_of(" \t");
+  if (text != std::string_view::npos && s.substr(text).starts_with("{%")) s.remove_prefix(text);
   return s;
 }
 
@@ -104,8 +112,9 @@ std::string render_smollm2(const std::vector<ChatMessage>& messages, bool add_ge
 }  // namespace
 
 ChatTemplateKind recognise_chat_template(std::string_view template_text) {
-  const std::string_view t = trim_ascii(template_text);
-  if (t.empty()) fail("the tokenizer has no chat template");
+  const std::string_view t = as_jinja_reads(template_text);
+  if (t.find_first_not_of(" \t\r\n") == std::string_view::npos)
+    fail("the tokenizer has no chat template");
   if (t == kLlama3Template) return ChatTemplateKind::kLlama3;
   if (t.size() == kLlama31TemplateSize && fnv1a(t) == kLlama31TemplateHash)
     return ChatTemplateKind::kLlama31;
@@ -118,6 +127,8 @@ ChatTemplateKind recognise_chat_template(std::string_view template_text) {
 
 std::string render_chat_template(ChatTemplateKind kind, const std::vector<ChatMessage>& messages,
                                  bool add_generation_prompt, std::string_view bos_token) {
+  // (HF refuses an empty conversation too; the Llama-3.1 template would index messages[0])
+  if (messages.empty()) fail("a chat needs at least one message");
   // (the templates write any role into the prompt as it is: a misspelt one would go unnoticed)
   for (size_t i = 0; i < messages.size(); ++i) {
     const std::string& r = messages[i].role;

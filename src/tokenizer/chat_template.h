@@ -17,10 +17,12 @@ enum class ChatTemplateKind {
   kSmolLm2ChatMl,  // <|im_start|>role\n{content}<|im_end|>\n, default SmolLM system prompt
 };
 
-// Throws Error when the template is empty or not one we know.
+// Throws Error when the template is empty or not one we know (whitespace Jinja would write out
+// included).
 ChatTemplateKind recognise_chat_template(std::string_view template_text);
 
-// Throws Error for a message whose role is not system, user, assistant, tool or ipython.
+// Throws Error for no messages, or a message whose role is not system, user, assistant, tool or
+// ipython.
 std::string render_chat_template(ChatTemplateKind kind, const std::vector<ChatMessage>& messages,
                                  bool add_generation_prompt, std::string_view bos_token);
 

@@ -180,15 +180,16 @@ void read_config(const fs::path& dir, TokenizerSpec& spec) {
   if (config.contains("eos_token") && id_of(config["eos_token"]) >= 0) {
     spec.eos_ids.push_back(id_of(config["eos_token"]));
   }
+  // (a chat_template.jinja beside the config wins over the config's template, as in transformers)
   const json& tmpl = config.contains("chat_template") ? config["chat_template"] : json();
-  if (tmpl.is_string()) {
+  if (fs::exists(dir / "chat_template.jinja")) {
+    spec.chat_template = read_file_bytes((dir / "chat_template.jinja").string());
+  } else if (tmpl.is_string()) {
     spec.chat_template = tmpl.get<std::string>();
   } else if (tmpl.is_array()) {
     for (const json& named : tmpl) {
       if (named.value("name", "") == "default") spec.chat_template = named.value("template", "");
     }
-  } else if (fs::exists(dir / "chat_template.jinja")) {
-    spec.chat_template = read_file_bytes((dir / "chat_template.jinja").string());
   }
 }
 

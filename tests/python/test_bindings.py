@@ -551,6 +551,15 @@ class TextModel(unittest.TestCase):
             tok.apply_chat_template([{"role": "user", "content": "caf\udce9"}])
         with self.assertRaisesRegex(nanoinfer.Error, "chat message 0: unknown role 'usr'"):
             self.engine.generate([[{"role": "usr", "content": "Hi"}]])
+        # A tool call the template would drop, and no messages at all (HF refuses both; they had
+        # rendered a conversation without them).
+        call = {"role": "assistant", "content": "", "tool_calls": [{"type": "function"}]}
+        with self.assertRaisesRegex(ValueError, "'tool_calls': tool and function calls are not"):
+            tok.apply_chat_template([{"role": "user", "content": "Hi"}, call])
+        self.assertEqual(tok.apply_chat_template([dict(call, tool_calls=[], function_call=None)]),
+                         tok.apply_chat_template([{"role": "assistant", "content": ""}]))
+        with self.assertRaisesRegex(nanoinfer.Error, "a chat needs at least one message"):
+            tok.apply_chat_template([])
         # Flags and texts as sampling parameters are read: nothing coerced (None had been taken
         # as False, 1 as True), and a wrong type named with its value (it had been pybind11's
         # signature list); messages as a tuple too.

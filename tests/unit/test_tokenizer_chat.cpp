@@ -3,6 +3,7 @@
 // without add_generation_prompt; a tokenizer without a known template throws.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -65,6 +66,49 @@ TEST(ChatTemplate, Llama31MatchesHfApplyChatTemplate) {
   std::string edited = text;
   edited[edited.find("December")] = 'd';
   EXPECT_THROW(recognise_chat_template(edited), Error);
+}
+
+std::string template_of(const std::string& model) {
+  return read_json("tokenizer/" + model + "/tokenizer_config.json")["chat_template"];
+}
+
+// Only the whitespace Jinja drops as HF compiles a template (one trailing newline; spaces and
+// tabs before a leading block tag) leaves it recognised; any other is text HF would write out
+// (an extra newline at the end of the prompt, one before it), so the template is refused.
+TEST(ChatTemplate, OnlyWhitespaceJinjaDropsIsIgnored) {
+  for (const std::string& model : {std::string("llama3"), std::string("smollm2")}) {
+    SCOPED_TRACE(model);
+    const std::string t = template_of(model);
+    const ChatTemplateKind kind = recognise_chat_template(t);
+    for (const std::string& same : {t + "\n", t + "\r\n", " \t" + t})
+      EXPECT_EQ(recognise_chat_template(same), kind);
+    for (const std::string& other : {t + "\n\n", t + " ", "\n" + t, "\r\n" + t})
+      EXPECT_THROW(recognise_chat_template(other), Error);
+  }
+}
+
+// A chat_template.jinja beside tokenizer_config.json wins over the config's template, as it does
+// in transformers (the config's had been rendered).
+TEST(ChatTemplate, JinjaFileWinsOverTheConfigsTemplate) {
+  const auto dir = std::filesystem::temp_directory_path() / "nanoinfer_tok_chat_jinja";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "tokenizer.json") << R"({"pre_tokenizer": {"type": "ByteLevel",
+      "add_prefix_space": false, "use_regex": true}, "decoder": {"type": "ByteLevel"},
+      "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2}, "merges": ["a b"]}})";
+  std::ofstream(dir / "tokenizer_config.json")
+      << nlohmann::json{{"chat_template", template_of("smollm2")}}.dump();
+  std::ofstream(dir / "chat_template.jinja") << template_of("llama3");
+  const auto tok = load_tokenizer_json((dir / "tokenizer.json").string());
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(tok->apply_chat_template({{"user", "ab"}}, true),
+            "<|start_header_id|>user<|end_header_id|>\n\nab<|eot_id|>"
+            "<|start_header_id|>assistant<|end_header_id|>\n\n");
+}
+
+TEST(ChatTemplate, NoMessagesThrows) {
+  for (const ChatTemplateKind kind :
+       {ChatTemplateKind::kLlama3, ChatTemplateKind::kLlama31, ChatTemplateKind::kSmolLm2ChatMl})
+    EXPECT_THROW((void)render_chat_template(kind, {}, true, ""), Error);
 }
 
 TEST(ChatTemplate, TokenizerWithoutTemplateThrows) {
