@@ -44,10 +44,14 @@ class Tokenizer {
   std::string decode(std::span<const int32_t> ids, bool skip_special_tokens = false) const;
 
   // Renders the model's chat template. Templates are recognised, not interpreted: the Llama-3,
-  // Llama-3.1 and SmolLM2 ChatML templates are supported; any other throws Error, as does a role
-  // other than system, user, assistant, tool or ipython.
+  // Llama-3.1 and SmolLM2 ChatML templates are supported; any other throws Error, as do no
+  // messages and a role other than system, user, assistant, tool or ipython.
+  // continue_final_message (HF's): the text ends with the final message's content, not closed,
+  // so that a reply goes on with it (an assistant message begun for the model); it excludes
+  // add_generation_prompt.
   std::string apply_chat_template(const std::vector<ChatMessage>& messages,
-                                  bool add_generation_prompt) const;
+                                  bool add_generation_prompt,
+                                  bool continue_final_message = false) const;
 
   int32_t vocab_size() const;
   int32_t bos_id() const;  // -1 when the tokenizer defines none

@@ -286,7 +286,11 @@ std::vector<int32_t> prompt_ids(const Engine& e, const py::handle& prompt, bool 
     const py::list items(py::reinterpret_borrow<py::object>(prompt));
     if (!items.empty() && py::isinstance<py::dict>(items[0])) {
       const Tokenizer& tok = tokenizer_of(e);
-      return tok.encode(tok.apply_chat_template(messages_from(items), true), false);
+      // A final assistant message is begun for the model, which goes on with it (as HF's
+      // text-generation pipeline does); after any other, the reply starts a new turn.
+      const std::vector<ChatMessage> messages = messages_from(items);
+      const bool go_on = messages.back().role == "assistant";
+      return tok.encode(tok.apply_chat_template(messages, !go_on, go_on), false);
     }
     if (chat &&  // (as the CLI notes it for --prompt-ids)
         PyErr_WarnEx(PyExc_UserWarning,
@@ -912,12 +916,19 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
           "The text of token ids")
       .def(
           "apply_chat_template",
-          [](const Tokenizer& t, const py::object& messages, const py::object& add_prompt) {
-            return t.apply_chat_template(messages_from(messages),
-                                         argument<bool>(add_prompt, "add_generation_prompt"));
+          [](const Tokenizer& t, const py::object& messages, const py::object& add_prompt,
+             const py::object& go_on) {
+            const bool cont = argument<bool>(go_on, "continue_final_message");
+            return t.apply_chat_template(
+                messages_from(messages),
+                add_prompt.is_none() ? !cont : argument<bool>(add_prompt, "add_generation_prompt"),
+                cont);
           },
-          py::arg("messages"), py::arg("add_generation_prompt") = py::bool_(true),
-          "The prompt text of chat messages [{\"role\", \"content\"}] by the model's template")
+          py::arg("messages"), py::arg("add_generation_prompt") = py::none(),
+          py::arg("continue_final_message") = py::bool_(false),
+          "The prompt text of chat messages [{\"role\", \"content\"}] by the model's template: "
+          "with the header that begins a reply (add_generation_prompt, default True), or with the "
+          "final message left open for the model to go on with (continue_final_message)")
       .def_property_readonly("vocab_size", &Tokenizer::vocab_size, "Ids the tokenizer knows")
       .def_property_readonly("bos_id", &Tokenizer::bos_id, "The BOS id (-1: none)")
       .def_property_readonly("eos_ids", &Tokenizer::eos_ids, "The ids that end a text");

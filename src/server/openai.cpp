@@ -119,7 +119,8 @@ std::string content_text(const json& content) {
   return text;
 }
 
-std::vector<int32_t> chat_ids(const json& messages, const Tokenizer* tok) {
+std::vector<int32_t> chat_ids(const json& messages, const Tokenizer* tok, bool add_prompt,
+                              bool go_on) {
   if (tok == nullptr) fail("this model has no tokenizer, so no chat template");
   if (!messages.is_array() || messages.empty())
     refuse("messages", "'messages' must be a non-empty list");
@@ -138,7 +139,7 @@ std::vector<int32_t> chat_ids(const json& messages, const Tokenizer* tok) {
   }
   // A chat template already holds the special tokens it needs.
   try {
-    return tok->encode(tok->apply_chat_template(chat, true), false);
+    return tok->encode(tok->apply_chat_template(chat, add_prompt, go_on), false);
   } catch (const Error& e) {  // ("chat message 1: unknown role 'x'")
     refuse("messages", e.what());
   }
@@ -312,8 +313,10 @@ size_t scored_tokens(const GenerationOutput& out, const Tokenizer* tok) {
 }
 
 // The fields parse_request reads or refuses, either endpoint's (model is not checked), sorted.
-constexpr std::array<std::string_view, 32> kRead = {"audio",
+constexpr std::array<std::string_view, 34> kRead = {"add_generation_prompt",
+                                                    "audio",
                                                     "best_of",
+                                                    "continue_final_message",
                                                     "echo",
                                                     "frequency_penalty",
                                                     "function_call",
@@ -381,9 +384,21 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
   if (r.echo && r.stream) refuse("echo", "'echo' is not served in streams");
   if (r.echo && p.logprobs >= 0) p.prompt_logprobs = p.logprobs;
   std::vector<json> prompts;
+  // (vLLM's fields: a final assistant message begun for the model, which goes on with it)
+  bool add_prompt = true;
+  bool go_on = false;
+  for (const char* key : {"add_generation_prompt", "continue_final_message"})
+    if (!chat && body.contains(key) && !body[key].is_null())
+      refuse(key, std::string("'") + key + "' is served for chat completions only");
+  take(body, "add_generation_prompt", add_prompt);
+  take(body, "continue_final_message", go_on);
+  if (add_prompt && go_on)
+    refuse("continue_final_message",
+           "'continue_final_message' needs 'add_generation_prompt': false (the one goes on with "
+           "the final message, the other begins a new one)");
   if (chat) {
     if (!body.contains("messages")) refuse("messages", "'messages' is required");
-    r.request.prompt_ids = chat_ids(body["messages"], tok);
+    r.request.prompt_ids = chat_ids(body["messages"], tok, add_prompt, go_on);
   } else {
     if (!body.contains("prompt")) refuse("prompt", "'prompt' is required");
     prompts = prompt_list(body["prompt"]);

@@ -147,4 +147,26 @@ std::string render_chat_template(ChatTemplateKind kind, const std::vector<ChatMe
   fail("unknown chat template kind");
 }
 
+// The final content is rendered with a mark after it, and the text is cut where the mark begins.
+// The mark ends in a space: where the template trims contents that space is gone, and so is the
+// content's own trailing whitespace, which the cut text then loses too. (The mark is the one HF
+// uses, so that the two agree even where a template escapes or drops part of it.)
+std::string render_chat_continuing(ChatTemplateKind kind, const std::vector<ChatMessage>& messages,
+                                   std::string_view bos_token) {
+  if (messages.empty()) fail("a chat needs at least one message");
+  constexpr std::string_view kMark = "CONTINUE_FINAL_MESSAGE_TAG ";
+  std::vector<ChatMessage> marked = messages;
+  marked.back().content += kMark;
+  std::string out = render_chat_template(kind, marked, false, bos_token);
+  const size_t at = out.rfind(kMark.substr(0, kMark.size() - 1));
+  if (at == std::string::npos ||
+      out.find(python_strip(messages.back().content)) == std::string::npos)
+    fail(
+        "continue_final_message: the chat template does not write the final message's content as "
+        "it is, so it cannot be continued");
+  const bool trimmed = out.compare(at, kMark.size(), kMark) != 0;
+  out.resize(at);
+  return trimmed ? python_rstrip(out) : out;
+}
+
 }  // namespace nanoinfer

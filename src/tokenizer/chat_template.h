@@ -26,4 +26,11 @@ ChatTemplateKind recognise_chat_template(std::string_view template_text);
 std::string render_chat_template(ChatTemplateKind kind, const std::vector<ChatMessage>& messages,
                                  bool add_generation_prompt, std::string_view bos_token);
 
+// HF's continue_final_message: the conversation up to the end of the final message's content,
+// with nothing after it (no end of turn), so that the model goes on with that message. Throws
+// Error as render_chat_template does, and where the template does not write that content as it
+// is (a Llama-3.1 tool result becomes a JSON string).
+std::string render_chat_continuing(ChatTemplateKind kind, const std::vector<ChatMessage>& messages,
+                                   std::string_view bos_token);
+
 }  // namespace nanoinfer

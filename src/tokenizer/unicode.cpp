@@ -116,13 +116,17 @@ std::string python_strip(std::string_view s) {
     if (!step.valid || !is_python_space(step.cp)) break;
     begin += step.len;
   }
-  size_t end = begin;
-  for (size_t pos = begin; pos < s.size();) {
+  return python_rstrip(s.substr(begin));
+}
+
+std::string python_rstrip(std::string_view s) {
+  size_t end = 0;
+  for (size_t pos = 0; pos < s.size();) {
     const Utf8Step step = decode_utf8(s, pos);
     pos += step.len;
     if (!step.valid || !is_python_space(step.cp)) end = pos;
   }
-  return std::string(s.substr(begin, end - begin));
+  return std::string(s.substr(0, end));
 }
 
 size_t append_utf8_lossy(std::string_view bytes, bool final, std::string& out) {

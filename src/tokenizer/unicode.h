@@ -38,6 +38,7 @@ void append_utf8(uint32_t cp, std::string& out);
 // Python's str.isspace(): what Jinja's `trim` filter strips.
 bool is_python_space(uint32_t cp);
 std::string python_strip(std::string_view s);
+std::string python_rstrip(std::string_view s);
 
 // Appends `bytes` to `out` as valid UTF-8, each maximal invalid subpart replaced by U+FFFD. When
 // `final` is false a trailing sequence that may still be completed is left unconsumed. Returns the

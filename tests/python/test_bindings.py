@@ -534,6 +534,18 @@ class TextModel(unittest.TestCase):
         self.assertNotEqual(a.token_ids, c.token_ids)
         # One conversation alone (a list of messages) is one prompt, as stream() takes it.
         self.assertEqual(self.engine.generate(messages, **kw)[0].token_ids, a.token_ids)
+        # A final assistant message is left open and continued (HF's continue_final_message,
+        # as its text-generation pipeline sets it); it had been closed and a new turn begun.
+        tok = self.engine.tokenizer
+        begun = messages + [{"role": "assistant", "content": "Hello! I am "}]
+        text = tok.apply_chat_template(begun, continue_final_message=True)
+        self.assertTrue(text.endswith("<|im_start|>assistant\nHello! I am "), text)
+        self.assertEqual(tok.apply_chat_template(begun, add_generation_prompt=False), text +
+                         "<|im_end|>\n")
+        self.assertEqual(self.engine.generate(begun, **kw)[0].token_ids,
+                         self.engine.generate([tok.encode(text, False)], **kw)[0].token_ids)
+        with self.assertRaisesRegex(nanoinfer.Error, "exclude each other"):
+            tok.apply_chat_template(begun, add_generation_prompt=True, continue_final_message=True)
         with self.assertRaisesRegex(TypeError, "'role' and 'content'"):
             self.engine.generate([[{"content": "no role"}]])
         with self.assertRaisesRegex(TypeError, r"'role' and 'content' \(str\)"):

@@ -862,6 +862,35 @@ TEST_F(ServerTest, ChatUsesTheTemplate) {
            {{"messages", parts}, {"max_tokens", 8}, {"temperature", 0}})["choices"][0]["token_ids"]
           .get<std::vector<int32_t>>(),
       joined.token_ids);
+  // vLLM's continue_final_message: a final assistant message begun for the model goes on; the
+  // generation prompt must be turned off for it, and both fields are chat's only.
+  const json begun = json::array({{{"role", "user"}, {"content", "Hi there"}},
+                                  {{"role", "assistant"}, {"content", "Hello, I am"}}});
+  const GenerationOutput going_on =
+      alone(tok.encode(tok.apply_chat_template({{"user", "Hi there"}, {"assistant", "Hello, I am"}},
+                                               false, true),
+                       false),
+            8);
+  EXPECT_EQ(
+      post("/v1/chat/completions", {{"messages", begun},
+                                    {"max_tokens", 8},
+                                    {"temperature", 0},
+                                    {"add_generation_prompt", false},
+                                    {"continue_final_message", true}})["choices"][0]["token_ids"]
+          .get<std::vector<int32_t>>(),
+      going_on.token_ids);
+  EXPECT_NE(going_on.token_ids,
+            alone(tok.encode(tok.apply_chat_template(
+                                 {{"user", "Hi there"}, {"assistant", "Hello, I am"}}, true),
+                             false),
+                  8)
+                .token_ids);
+  EXPECT_EQ(post("/v1/chat/completions", {{"messages", begun}, {"continue_final_message", true}},
+                 400)["error"]["param"],
+            "continue_final_message");
+  EXPECT_EQ(post("/v1/completions", {{"prompt", "x"}, {"add_generation_prompt", false}},
+                 400)["error"]["message"],
+            "'add_generation_prompt' is served for chat completions only");
 }
 
 // Without max_tokens the API's default (16; chat 512) shrinks to the room the prompt leaves in

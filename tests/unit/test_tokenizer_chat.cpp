@@ -105,6 +105,28 @@ TEST(ChatTemplate, JinjaFileWinsOverTheConfigsTemplate) {
             "<|start_header_id|>assistant<|end_header_id|>\n\n");
 }
 
+// continue_final_message renders as HF's does (tools/golden/chat_continue_golden.py): the final
+// message open, trimmed where the template trims contents (an empty one loses the header's blank
+// line there, as in HF), a Llama-3.1 tool result cut inside its JSON string.
+TEST(ChatTemplate, ContinueFinalMessageMatchesHf) {
+  const nlohmann::json cases = read_json("tokenizer/chat_continue.json")["cases"];
+  ASSERT_EQ(cases.size(), 30U);
+  for (const auto& g : cases) {
+    const std::string model = g["template"];
+    SCOPED_TRACE(model + " " + g["name"].get<std::string>());
+    std::vector<ChatMessage> messages;
+    for (const auto& m : g["messages"]) messages.push_back({m["role"], m["content"]});
+    const std::string text =
+        model == "llama31"
+            ? render_chat_continuing(ChatTemplateKind::kLlama31, messages, "<|begin_of_text|>")
+            : tokenizer_for(model)->apply_chat_template(messages, false, true);
+    EXPECT_EQ(text, g["text"].get<std::string>());
+  }
+  const Tokenizer* tok = tokenizer_for("smollm2");
+  EXPECT_THROW((void)tok->apply_chat_template({{"user", "hi"}}, true, true), Error);
+  EXPECT_THROW((void)tok->apply_chat_template({}, false, true), Error);
+}
+
 TEST(ChatTemplate, NoMessagesThrows) {
   for (const ChatTemplateKind kind :
        {ChatTemplateKind::kLlama3, ChatTemplateKind::kLlama31, ChatTemplateKind::kSmolLm2ChatMl})
