@@ -152,10 +152,15 @@ void read_added_tokens(const json& added, int64_t id_limit, TokenizerSpec& spec)
   for (const json& t : added) {
     const int32_t id = number_below(t.at("id"), id_limit, "added token id");
     const std::string content = t.at("content");
-    if (t.value("lstrip", false) || t.value("rstrip", false) || t.value("single_word", false)) {
+    const bool special = t.value("special", false);
+    // (a token matched in the normalized text, where the SentencePiece normalizer has put its ▁
+    // before every space: HF's default for a token that is not special)
+    const bool normalized = spec.prepend_space && t.value("normalized", !special);
+    if (t.value("lstrip", false) || t.value("rstrip", false) || t.value("single_word", false) ||
+        normalized) {
       unsupported("added token options", t);
     }
-    spec.added.push_back({id, content, t.value("special", false)});
+    spec.added.push_back({id, content, special});
     if (static_cast<size_t>(id) >= spec.pieces.size()) spec.pieces.resize(id + 1);
     spec.pieces[id] = content;
   }

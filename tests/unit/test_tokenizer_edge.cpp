@@ -154,6 +154,37 @@ TEST(TokenizerLoad, UnsupportedModelTypeIsAnError) {
   std::filesystem::remove_all(dir);
 }
 
+// An added token marked normalized in a SentencePiece tokenizer is matched by HF in the normalized
+// text (▁ before each space), with its own ids around it; a file with one is refused rather than
+// encoded otherwise (found by a differential run against HF tokenizers). Not normalized, it loads.
+TEST(TokenizerLoad, ANormalizedAddedTokenBesideASentencePieceNormalizerIsRefused) {
+  const auto dir = std::filesystem::temp_directory_path() / "nanoinfer_tok_normalized_added";
+  std::filesystem::create_directories(dir);
+  nlohmann::json j;
+  std::ifstream(data_path("tokenizer/llama2/tokenizer.json")) >> j;
+  for (const bool normalized : {true, false}) {
+    SCOPED_TRACE(normalized);
+    nlohmann::json t = j;
+    t["added_tokens"].push_back({{"id", 32000},
+                                 {"content", "qxhello"},
+                                 {"single_word", false},
+                                 {"lstrip", false},
+                                 {"rstrip", false},
+                                 {"normalized", normalized},
+                                 {"special", false}});
+    std::ofstream(dir / "tokenizer.json") << t.dump();
+    std::string message;
+    try {
+      load_tokenizer_json((dir / "tokenizer.json").string());
+    } catch (const Error& e) {
+      message = e.what();
+    }
+    EXPECT_EQ(message.starts_with("tokenizer.json: unsupported added token options"), normalized)
+        << message;
+  }
+  std::filesystem::remove_all(dir);
+}
+
 // A byte-level tokenizer.json of three pieces with one change, and a tokenizer_config.json.
 struct BadTokenizerCase {
   std::string name;
