@@ -6,7 +6,6 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <random>
 #include <span>
 #include <string>
 #include <vector>
@@ -124,15 +123,9 @@ class Backend {
   // Recordings run_step has made over the backend's life.
   virtual int64_t graph_captures() const { return 0; }
 
-  // Fills t with normal(0, std) values from a fixed seed (random-weight models for benchmarks).
-  // Backends generate on the device; this fallback draws on the host and uploads.
-  virtual void random_normal(Tensor& t, float std, uint64_t seed) {
-    Tensor host = Tensor::zeros(DType::F32, t.shape());
-    std::mt19937_64 rng(seed);
-    std::normal_distribution<float> nd(0.0F, std);
-    for (int64_t i = 0; i < host.numel(); ++i) host.as<float>()[i] = nd(rng);
-    t = upload(host, t.dtype());
-  }
+  // Fills t with normal(0, std) values from a fixed seed (random-weight models for benchmarks),
+  // on the device, each element a pure function of (seed, its index).
+  virtual void random_normal(Tensor& t, float std, uint64_t seed) = 0;
   // Per-op device time (--profile): collected while on; the report has one line per op kind,
   // prefill and decode apart. Backends without device timers report nothing.
   virtual void set_profiling(bool on) { (void)on; }

@@ -10,6 +10,7 @@
 #include <tuple>
 #include <vector>
 
+#include "backend/backend.h"
 #include "backend/cpu/cpu_kernels.h"
 #include "random_blocks.h"
 #include "tensor/quant_blocks.h"
@@ -231,6 +232,31 @@ TEST_P(DotRowsTest, EqualsDotBitForBit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(HeadDims, DotRowsTest, ::testing::Values(64, 128, 40, 3));
+
+// Random weights: the same seed gives the same values, another seed others; mean 0 and the
+// standard deviation asked, over an odd count (the last element has no pair).
+TEST(CpuRandomNormal, IsSeededAndScaled) {
+  const std::unique_ptr<Backend> be = make_cpu_backend();
+  const int64_t n = 200001;
+  Tensor a = be->alloc({n}, DType::F32), b = be->alloc({n}, DType::F32);
+  Tensor c = be->alloc({n}, DType::F32);
+  be->random_normal(a, 0.02F, 7);
+  be->random_normal(b, 0.02F, 7);
+  be->random_normal(c, 0.02F, 8);
+  const std::vector<float> va(a.as<float>(), a.as<float>() + n);
+  EXPECT_EQ(va, std::vector<float>(b.as<float>(), b.as<float>() + n));
+  EXPECT_NE(va, std::vector<float>(c.as<float>(), c.as<float>() + n));
+  EXPECT_NE(va.back(), 0.0F);
+  double sum = 0, sq = 0;
+  for (const float v : va) {
+    ASSERT_TRUE(std::isfinite(v));
+    sum += v;
+    sq += double{v} * v;
+  }
+  const double mean = sum / n, sd = std::sqrt(sq / n - mean * mean);
+  EXPECT_NEAR(mean, 0.0, 5 * 0.02 / std::sqrt(double(n)));
+  EXPECT_NEAR(sd, 0.02, 0.02 * 0.01);
+}
 
 TEST(RopeRotate, RotatesEachPairByItsAngle) {
   const int D = 8;
