@@ -984,7 +984,8 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
       .def("generate", &generate, py::arg("prompts"), py::kw_only(),
            py::arg("chat") = py::bool_(false), py::arg("params") = py::none(),
            "One GenerationOutput per prompt (a str, a list of token ids or a list of chat "
-           "messages), all in one batch; sampling parameters as `params` or as keywords")
+           "messages: a final assistant message is continued), all in one batch; sampling "
+           "parameters as `params` or as keywords")
       .def(
           "stream",
           [](const std::shared_ptr<PyEngine>& pe, const py::object& prompt, const py::object& chat,
