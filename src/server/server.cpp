@@ -249,11 +249,28 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
         jobs.back()->id = id;
         jobs.back()->signal = signal;
       }
+      const std::string asked = who(req);
+      // A connection reset while the request waited for an HTTP thread has no peer address left
+      // (cpp-httplib could not read it): its client is gone, and nothing is computed for it.
+      if (req.remote_addr.empty())
+        return note(asked, "- " + id.id + ": the client went away before it was served");
+      // A stream counts from before its jobs go in until its response is gone, so that a stop
+      // cannot end the HTTP loop between the two (the stream would get an empty, unterminated
+      // body, neither the error event nor [DONE]).
+      std::shared_ptr<Server> stream_counted;
+      if (jobs.front()->api.stream) {
+        const std::lock_guard<std::mutex> lock(mutex_);
+        ++streams_;
+        stream_counted = std::shared_ptr<Server>(this, [](Server* s) {
+          const std::lock_guard<std::mutex> lock(s->mutex_);
+          --s->streams_;
+          s->drained_.notify_all();
+        });
+      }
       for (const auto& j : jobs) submit(j);
       auto cancel_all = [jobs] {
         for (const auto& j : jobs) j->cancelled = true;
       };
-      const std::string asked = who(req);
       auto went_away = [&] {
         cancel_all();
         note(asked, "- " + id.id + ": the client went away after " + since(t0));
@@ -300,20 +317,25 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
         return note(asked, "200 " + id.id + ": " + summary(reqs, outs) + ", " + since(t0) +
                                ignored(reqs[0]));
       }
-      {
-        const std::lock_guard<std::mutex> lock(mutex_);
-        ++streams_;  // (until the response is gone: the releaser below)
-      }
       res.set_chunked_content_provider(
           "text/event-stream",
-          [this, jobs, signal, cancel_all, asked, t0, tok = engine_.tokenizer()](
+          [this, jobs, signal, cancel_all, asked, t0, sock, tok = engine_.tokenizer()](
               size_t, httplib::DataSink& sink) {
             std::unique_lock<std::mutex> lock(signal->m);
-            signal->cv.wait(lock, [&] {
+            // (looking at the connection every 100 ms: a stream that waits for room in the cache
+            // has nothing to write that would find its client gone)
+            while (!signal->cv.wait_for(lock, std::chrono::milliseconds(100), [&] {
               return std::any_of(jobs.begin(), jobs.end(), [](const auto& j) {
                 return !j->pieces.empty() || (j->finished && !j->ended) || !j->error.empty();
               });
-            });
+            }))
+              if (hung_up(sock)) {
+                lock.unlock();
+                cancel_all();
+                note(asked, "200 " + jobs.front()->id.id +
+                                " (stream): the client went away after " + since(t0));
+                return false;
+              }
             std::string out;
             bool failed = false;
             for (size_t i = 0; i < jobs.size(); ++i) {
@@ -387,11 +409,8 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
             }
             return true;
           },
-          [this, cancel_all](bool success) {
+          [cancel_all, stream_counted](bool success) {
             if (!success) cancel_all();
-            const std::lock_guard<std::mutex> lock(mutex_);
-            --streams_;
-            drained_.notify_all();
           });
     };
   };

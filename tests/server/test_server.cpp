@@ -1319,6 +1319,41 @@ std::string raw_exchange(int port, const std::string& request) {
   return answer;
 }
 
+// A stream that waits for room in the cache is stopped once its client hangs up: it had waited
+// for its first token to find the client gone, its prompt computed for nothing.
+TEST_F(ServerTest, AStreamWaitingForRoomStopsWhenItsClientLeaves) {
+  EngineOptions o = model_options();
+  o.max_context = 4096;
+  o.cache_tokens = 4096;
+  start(o, server::Server::kHttpThreads);
+  std::atomic<bool> held{true};
+  std::thread holder([&] {  // (the whole cache, for 4,000 steps)
+    post("/v1/completions", {{"prompt", "Hold"}, {"max_tokens", 4000}, {"ignore_eos", true}});
+    held = false;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const json body = {{"prompt", "Wait"}, {"max_tokens", 200}, {"stream", true}};
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port_));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const std::string request = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                              std::to_string(body.dump().size()) + "\r\n\r\n" + body.dump();
+  ASSERT_EQ(connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  close(fd);
+  for (int i = 0; i < 100 && server_->stopped_by_client() == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  EXPECT_EQ(server_->stopped_by_client(), 1U);
+  EXPECT_TRUE(held) << "the cache was free again before the stream was stopped";
+  expect_logged(
+      R"(127.0.0.1 "POST /v1/completions" 200 cmpl-# (stream): the client went away after )"
+      R"(#.### s)");
+  holder.join();
+}
+
 // A POST with no body (curl -X POST without data: no length, no chunks) is told so at once, on
 // the generating paths and on the others (where it is a 405 or a 404).
 TEST_F(ServerTest, APostWithoutABodyIsToldSo) {
