@@ -1354,6 +1354,36 @@ TEST_F(ServerTest, AStreamWaitingForRoomStopsWhenItsClientLeaves) {
   holder.join();
 }
 
+// A request whose client reset the connection while it waited for the HTTP thread is not
+// computed: cpp-httplib leaves it without a peer address, so its socket could not be watched, and
+// it had run in full for nobody.
+TEST_F(ServerTest, ARequestResetWhileItWaitsForAThreadIsNotServed) {
+  EngineOptions o = model_options();
+  o.max_context = 4096;
+  o.cache_tokens = 4096;
+  start(o, 1);
+  std::thread holder([&] {  // (the one HTTP thread)
+    post("/v1/completions", {{"prompt", "Hold"}, {"max_tokens", 4000}, {"ignore_eos", true}});
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const std::string body = json{{"prompt", "Reset"}, {"max_tokens", 50}}.dump();
+  const std::string request =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) +
+      "\r\n\r\n" + body;
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port_));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+  const linger reset{1, 0};  // (closed with a reset, not a FIN)
+  ASSERT_EQ(setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)), 0);
+  close(fd);
+  holder.join();
+  expect_logged(R"(* "POST /v1/completions" - cmpl-#: the client went away before it was served)");
+}
+
 // A POST with no body (curl -X POST without data: no length, no chunks) is told so at once, on
 // the generating paths and on the others (where it is a 405 or a 404).
 TEST_F(ServerTest, APostWithoutABodyIsToldSo) {
