@@ -321,6 +321,12 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
           "text/event-stream",
           [this, jobs, signal, cancel_all, asked, t0, sock, tok = engine_.tokenizer()](
               size_t, httplib::DataSink& sink) {
+            const auto went_away = [&] {  // stop generating for it
+              cancel_all();
+              note(asked, "200 " + jobs.front()->id.id + " (stream): the client went away after " +
+                              since(t0));
+              return false;
+            };
             std::unique_lock<std::mutex> lock(signal->m);
             // (looking at the connection every 100 ms: a stream that waits for room in the cache
             // has nothing to write that would find its client gone)
@@ -331,10 +337,7 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
             }))
               if (hung_up(sock)) {
                 lock.unlock();
-                cancel_all();
-                note(asked, "200 " + jobs.front()->id.id +
-                                " (stream): the client went away after " + since(t0));
-                return false;
+                return went_away();
               }
             std::string out;
             bool failed = false;
@@ -394,11 +397,7 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
             if (failed) cancel_all();  // (one choice failed: the stream ends for all)
             // (nothing to write when every new token is held: cpp-httplib would take a write of
             // no bytes for the end of the stream)
-            if (!out.empty() && !sink.write(out.data(), out.size())) {
-              cancel_all();  // the client went away: stop generating for it
-              note(asked, "200 " + rid + " (stream): the client went away after " + since(t0));
-              return false;
-            }
+            if (!out.empty() && !sink.write(out.data(), out.size())) return went_away();
             if (end && !failed)
               note(asked, "200 " + rid + " (stream): " + summary(reqs, outs) + ", " + since(t0) +
                               ignored(reqs[0]));

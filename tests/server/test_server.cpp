@@ -1302,19 +1302,34 @@ TEST_F(ServerTest, AllowedOriginsMayCallFromABrowser) {
   EXPECT_EQ(r->get_header_value(allowed), "*");
 }
 
-// What the server answers a request written as is (the connection closed after it).
-std::string raw_exchange(int port, const std::string& request) {
+// A connection to the server with `request` written on it as is; -1 where that failed.
+int send_raw(int port, const std::string& request) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(port));
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string answer;
   if (connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) == 0 &&
-      write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-    std::array<char, 4096> buf{};
-    for (ssize_t n = 0; (n = read(fd, buf.data(), buf.size())) > 0;) answer.append(buf.data(), n);
-  }
+      write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size()))
+    return fd;
+  close(fd);
+  return -1;
+}
+
+// A completion request's bytes.
+std::string completion_request(const json& body) {
+  const std::string text = body.dump();
+  return "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+         std::to_string(text.size()) + "\r\n\r\n" + text;
+}
+
+// What the server answers a request written as is (the connection closed after it).
+std::string raw_exchange(int port, const std::string& request) {
+  const int fd = send_raw(port, request);
+  std::string answer;
+  if (fd < 0) return answer;
+  std::array<char, 4096> buf{};
+  for (ssize_t n = 0; (n = read(fd, buf.data(), buf.size())) > 0;) answer.append(buf.data(), n);
   close(fd);
   return answer;
 }
@@ -1332,16 +1347,9 @@ TEST_F(ServerTest, AStreamWaitingForRoomStopsWhenItsClientLeaves) {
     held = false;
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  const json body = {{"prompt", "Wait"}, {"max_tokens", 200}, {"stream", true}};
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port_));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const std::string request = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " +
-                              std::to_string(body.dump().size()) + "\r\n\r\n" + body.dump();
-  ASSERT_EQ(connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)), 0);
-  ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+  const int fd = send_raw(
+      port_, completion_request({{"prompt", "Wait"}, {"max_tokens", 200}, {"stream", true}}));
+  ASSERT_GE(fd, 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   close(fd);
   for (int i = 0; i < 100 && server_->stopped_by_client() == 0; ++i)
@@ -1366,17 +1374,8 @@ TEST_F(ServerTest, ARequestResetWhileItWaitsForAThreadIsNotServed) {
     post("/v1/completions", {{"prompt", "Hold"}, {"max_tokens", 4000}, {"ignore_eos", true}});
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  const std::string body = json{{"prompt", "Reset"}, {"max_tokens", 50}}.dump();
-  const std::string request =
-      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(body.size()) +
-      "\r\n\r\n" + body;
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port_));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<const sockaddr*>(&a), sizeof(a)), 0);
-  ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+  const int fd = send_raw(port_, completion_request({{"prompt", "Reset"}, {"max_tokens", 50}}));
+  ASSERT_GE(fd, 0);
   const linger reset{1, 0};  // (closed with a reset, not a FIN)
   ASSERT_EQ(setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)), 0);
   close(fd);
