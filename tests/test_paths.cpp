@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "nanoinfer/engine.h"
 
@@ -25,6 +26,21 @@ std::vector<std::string> tiny_model_names() {
     if (std::filesystem::exists(e.path() / "reference.json")) names.push_back(e.path().filename());
   std::sort(names.begin(), names.end());
   return names;
+}
+
+std::string llama32_chat_model(const std::string& name, nlohmann::json config) {
+  const auto dir = std::filesystem::temp_directory_path() / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(data_path("tokenizer/llama3/tokenizer.json"), dir / "tokenizer.json");
+  std::ifstream in(data_path("tokenizer/llama32_chat_template.jinja"), std::ios::binary);
+  std::ofstream(dir / "tokenizer_config.json") << nlohmann::json{
+      {"chat_template",
+       std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>())},
+      {"bos_token", "<|begin_of_text|>"}}.dump();
+  config["vocab_size"] = 128256;
+  std::ofstream(dir / "config.json") << config.dump();
+  return dir.string();
 }
 
 std::string default_model_path() {

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -44,14 +45,16 @@ class Tokenizer {
   std::string decode(std::span<const int32_t> ids, bool skip_special_tokens = false) const;
 
   // Renders the model's chat template. Templates are recognised, not interpreted: the Llama-3,
-  // Llama-3.1 and SmolLM2 ChatML templates are supported; any other throws Error, as do no
-  // messages and a role other than system, user, assistant, tool or ipython.
+  // Llama-3.1(-3.3), Llama-3.2 and SmolLM2 ChatML templates are supported; any other throws
+  // Error, as do no messages and a role other than system, user, assistant, tool or ipython.
   // continue_final_message (HF's): the text ends with the final message's content, not closed,
   // so that a reply goes on with it (an assistant message begun for the model); it excludes
-  // add_generation_prompt.
-  std::string apply_chat_template(const std::vector<ChatMessage>& messages,
-                                  bool add_generation_prompt,
-                                  bool continue_final_message = false) const;
+  // add_generation_prompt. date_string (the template variable): the date the Llama-3.1 and 3.2
+  // templates write into their system turn; unset, theirs: 26 Jul 2024 and today's date.
+  std::string apply_chat_template(
+      const std::vector<ChatMessage>& messages, bool add_generation_prompt,
+      bool continue_final_message = false,
+      const std::optional<std::string>& date_string = std::nullopt) const;
 
   int32_t vocab_size() const;
   int32_t bos_id() const;  // -1 when the tokenizer defines none

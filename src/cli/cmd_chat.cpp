@@ -29,6 +29,7 @@ struct ChatArgs {
   SamplingParams params;
   std::string system;
   bool system_given = false;  // --system, even empty (which drops a template's default one)
+  std::optional<std::string> date_string;  // --date-string: the chat template's date_string
   bool stats = false;
 };
 
@@ -113,7 +114,8 @@ void run_chat(const ChatArgs& a) {
     probe.push_back({"user", "hi"});
     // ... and so do settings under which no message fits: the template around a one-word
     // message and a reply's room beyond the context or the cache.
-    const GenerationRequest r{tok->encode(tok->apply_chat_template(probe, true), false), a.params};
+    const GenerationRequest r{
+        tok->encode(tok->apply_chat_template(probe, true, false, a.date_string), false), a.params};
     const auto framed = static_cast<int64_t>(r.prompt_ids.size());
     const int64_t need = framed + a.params.max_new_tokens;
     const std::string what = "--max-new-tokens " + std::to_string(a.params.max_new_tokens) +
@@ -157,7 +159,8 @@ void run_chat(const ChatArgs& a) {
     // The history through the template; turns are dropped from the oldest while the engine
     // refuses it (the context or the cache too small for it and the reply).
     while (true) {
-      const std::vector<int32_t> ids = tok->encode(tok->apply_chat_template(history, true), false);
+      const std::vector<int32_t> ids =
+          tok->encode(tok->apply_chat_template(history, true, false, a.date_string), false);
       std::string refused;
       if (const std::optional<GenerationOutput> out =
               reply(engine, {ids, a.params}, a.stats, refused)) {
@@ -193,6 +196,7 @@ void add_chat_command(CLI::App& app) {
   cmd->add_option("--system", a->system,
                   "a system message that opens the conversation (\"\": an empty one, where the "
                   "template would put its own)");
+  add_date_string_flag(*cmd, a->date_string);
   add_sampling_flags(*cmd, a->params, "tokens a reply takes at most (default 512)");
   cmd->add_flag("--stats", a->stats,
                 "after each reply: prompt tokens and those taken from the cache, time to the "

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -32,6 +33,7 @@ struct GenerateArgs {
   SamplingParams params;
   bool max_new_given = false;  // --max-new-tokens given (else: 128, or the room a prompt leaves)
   bool chat = false;
+  std::optional<std::string> date_string;  // --date-string: the chat template's date_string
   bool json = false;
   bool stats = false;
   std::string memory_trace;
@@ -80,7 +82,8 @@ void run_generate(const GenerateArgs& a) {
                    ": the checkpoint has no tokenizer.json (give --prompt-ids instead)");
   std::vector<GenerationRequest> requests;  // (outputs come in the same order)
   auto add_text = [&](const std::string& p) {
-    const std::string text = a.chat ? tok->apply_chat_template({{"user", p}}, true) : p;
+    const std::string text =
+        a.chat ? tok->apply_chat_template({{"user", p}}, true, false, a.date_string) : p;
     // A chat template already holds the special tokens it needs.
     requests.push_back({tok->encode(text, !a.chat), a.params});
   };
@@ -256,7 +259,8 @@ void add_generate_command(CLI::App& app) {
                   "with --json: each token's log-probability and the N most likely (0-20)")
       ->check(whole_number(0, 20));
   cmd->add_flag("--ignore-eos", p.ignore_eos, "keep generating past EOS");
-  cmd->add_flag("--chat", a->chat, "apply the model's chat template");
+  CLI::Option* chat = cmd->add_flag("--chat", a->chat, "apply the model's chat template");
+  add_date_string_flag(*cmd, a->date_string)->needs(chat);
   cmd->add_flag("--json", a->json, "print one JSON object");
   cmd->add_flag("--stats", a->stats,
                 "per-step time and cache use; CUDA graphs captured (CUDA backend)");

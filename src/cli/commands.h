@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <climits>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,10 @@ void add_cache_policy_flags(CLI::App& cmd, EngineOptions& e);
 // The sampling flags that generate and chat share (max new tokens, temperature, top-k/p, min-p,
 // penalties, seed, stop strings); max_new_help says what --max-new-tokens counts.
 void add_sampling_flags(CLI::App& cmd, SamplingParams& p, const std::string& max_new_help);
+
+// --date-string, which generate --chat and chat share: the date the Llama-3.1 and 3.2 chat
+// templates write into their system turn (unset: theirs, 26 Jul 2024 and today's date).
+CLI::Option* add_date_string_flag(CLI::App& cmd, std::optional<std::string>& date_string);
 
 // "1,2,3" -> ids; throws Error naming `flag` on anything else.
 std::vector<int32_t> parse_ids(const std::string& list, const std::string& flag);

@@ -137,6 +137,13 @@ void add_engine_flags(CLI::App& cmd, EngineOptions& e, const std::string& cache_
   });
 }
 
+CLI::Option* add_date_string_flag(CLI::App& cmd, std::optional<std::string>& date_string) {
+  return cmd.add_option(
+      "--date-string", date_string,
+      "the date a Llama-3.1 or 3.2 chat template writes into its system turn (default: "
+      "the template's, 26 Jul 2024 and today's date)");
+}
+
 void add_sampling_flags(CLI::App& cmd, SamplingParams& p, const std::string& max_new_help) {
   cmd.add_option("--max-new-tokens", p.max_new_tokens, max_new_help)->check(whole_number(1));
   cmd.add_option("--temperature", p.temperature, "default 0: greedy (so is below 1e-5)");

@@ -120,7 +120,7 @@ std::string content_text(const json& content) {
 }
 
 std::vector<int32_t> chat_ids(const json& messages, const Tokenizer* tok, bool add_prompt,
-                              bool go_on) {
+                              bool go_on, const std::optional<std::string>& date) {
   if (tok == nullptr) fail("this model has no tokenizer, so no chat template");
   if (!messages.is_array() || messages.empty())
     refuse("messages", "'messages' must be a non-empty list");
@@ -139,7 +139,7 @@ std::vector<int32_t> chat_ids(const json& messages, const Tokenizer* tok, bool a
   }
   // A chat template already holds the special tokens it needs.
   try {
-    return tok->encode(tok->apply_chat_template(chat, add_prompt, go_on), false);
+    return tok->encode(tok->apply_chat_template(chat, add_prompt, go_on, date), false);
   } catch (const Error& e) {  // ("chat message 1: unknown role 'x'")
     refuse("messages", e.what());
   }
@@ -312,10 +312,19 @@ size_t scored_tokens(const GenerationOutput& out, const Tokenizer* tok) {
   return n;
 }
 
+// Variables of our chat templates that chat_template_kwargs may not set (see parse_request).
+constexpr std::array<std::string_view, 6> kUnservedTemplateVars = {"tools",
+                                                                   "custom_tools",
+                                                                   "builtin_tools",
+                                                                   "tools_in_user_message",
+                                                                   "add_generation_prompt",
+                                                                   "continue_final_message"};
+
 // The fields parse_request reads or refuses, either endpoint's (model is not checked), sorted.
-constexpr std::array<std::string_view, 34> kRead = {"add_generation_prompt",
+constexpr std::array<std::string_view, 35> kRead = {"add_generation_prompt",
                                                     "audio",
                                                     "best_of",
+                                                    "chat_template_kwargs",
                                                     "continue_final_message",
                                                     "echo",
                                                     "frequency_penalty",
@@ -384,10 +393,13 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
   if (r.echo && r.stream) refuse("echo", "'echo' is not served in streams");
   if (r.echo && p.logprobs >= 0) p.prompt_logprobs = p.logprobs;
   std::vector<json> prompts;
-  // (vLLM's fields: a final assistant message begun for the model, which goes on with it)
+  // (vLLM's fields: a final assistant message begun for the model, which goes on with it; the
+  // template's variables, of which ours read date_string)
   bool add_prompt = true;
   bool go_on = false;
-  for (const char* key : {"add_generation_prompt", "continue_final_message"})
+  std::optional<std::string> date;
+  for (const char* key :
+       {"add_generation_prompt", "continue_final_message", "chat_template_kwargs"})
     if (!chat && body.contains(key) && !body[key].is_null())
       refuse(key, std::string("'") + key + "' is served for chat completions only");
   take(body, "add_generation_prompt", add_prompt);
@@ -396,9 +408,28 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
     refuse("continue_final_message",
            "'continue_final_message' needs 'add_generation_prompt': false (the one goes on with "
            "the final message, the other begins a new one)");
+  if (body.contains("chat_template_kwargs") && !body["chat_template_kwargs"].is_null()) {
+    const json& vars = body["chat_template_kwargs"];
+    if (!vars.is_object())
+      refuse("chat_template_kwargs", "'chat_template_kwargs' must be an object");
+    // The variables our templates read (tokenizer.md): date_string is served; the others draw
+    // tool definitions or overlap this request's own fields, and are refused. Any other is one
+    // none of them reads, which the template would pass over (Qwen's enable_thinking, say).
+    for (const auto& v : vars.items()) {
+      if (v.key() == "date_string") {
+        if (!v.value().is_string())
+          refuse("chat_template_kwargs", "'chat_template_kwargs': 'date_string' must be a string");
+        date = v.value().get<std::string>();
+      } else if (std::ranges::find(kUnservedTemplateVars, v.key()) != kUnservedTemplateVars.end()) {
+        refuse("chat_template_kwargs", "'chat_template_kwargs': '" + v.key() +
+                                           "' is not served (of the template's "
+                                           "variables only 'date_string' is)");
+      }
+    }
+  }
   if (chat) {
     if (!body.contains("messages")) refuse("messages", "'messages' is required");
-    r.request.prompt_ids = chat_ids(body["messages"], tok, add_prompt, go_on);
+    r.request.prompt_ids = chat_ids(body["messages"], tok, add_prompt, go_on, date);
   } else {
     if (!body.contains("prompt")) refuse("prompt", "'prompt' is required");
     prompts = prompt_list(body["prompt"]);

@@ -1,12 +1,16 @@
 // Recognised chat templates (see chat_template.h). The template texts below are the ones shipped
-// with the models (Meta-Llama-3 tokenizer_config.json, SmolLM2's GGUF; Llama-3.1-Instruct's, 4.6
-// KB, by its length and FNV-1a hash: the text is tests/data/tokenizer/llama31_chat_template.jinja);
+// with the models (Meta-Llama-3 tokenizer_config.json, SmolLM2's GGUF); Llama-3.1-Instruct's and
+// Llama-3.2-Instruct's, 4.6 and 3.8 KB, by length and FNV-1a hash (the texts are
+// tests/data/tokenizer/llama3{1,2}_chat_template.jinja);
 // matching is exact after the two edits Jinja makes to any template as HF compiles it (one
 // trailing newline dropped; with lstrip_blocks, spaces and tabs before a leading {% tag), so an
 // edited template, extra whitespace around it included, is reported instead of mis-rendered.
 #include "tokenizer/chat_template.h"
 
+#include <array>
 #include <cstdint>
+#include <cstdio>
+#include <ctime>
 #include <nlohmann/json.hpp>
 
 #include "tokenizer/unicode.h"
@@ -21,8 +25,15 @@ constexpr std::string_view kLlama3Template =
     "trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% "
     "endif %}{{ content }}{% endfor %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}";
 
-constexpr size_t kLlama31TemplateSize = 4613;
-constexpr uint64_t kLlama31TemplateHash = 0xcc0368e1ffb6b958ULL;
+struct HashedTemplate {
+  size_t size;
+  uint64_t fnv1a;
+  ChatTemplateKind kind;
+};
+constexpr std::array<HashedTemplate, 2> kHashedTemplates = {{
+    {4613, 0xcc0368e1ffb6b958ULL, ChatTemplateKind::kLlama31},  // (Llama-3.3-Instruct's too)
+    {3826, 0x368f4c34b8554414ULL, ChatTemplateKind::kLlama32},
+}};
 
 uint64_t fnv1a(std::string_view s) {
   uint64_t h = 0xcbf29ce484222325ULL;
@@ -67,17 +78,33 @@ std::string render_llama3(const std::vector<ChatMessage>& messages, std::string_
   return out;
 }
 
-// Llama-3.1-Instruct, as its template renders without tools (the variables custom_tools, tools and
-// builtin_tools are never defined here): a system turn first, always, with the knowledge cutoff,
-// the template's own default date and the system message if the conversation starts with one
+// strftime_now("%d %b %Y") as HF's template environment defines it: today's local date, the
+// month's English abbreviation (the C locale's, whatever the process's locale).
+std::string today() {
+  static constexpr std::array<const char*, 12> kMonths = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                          "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  const std::time_t now = std::time(nullptr);
+  std::tm t{};
+  localtime_r(&now, &t);
+  std::array<char, 32> buf{};
+  std::snprintf(buf.data(), buf.size(), "%02d %s %d", t.tm_mday, kMonths.at(t.tm_mon),
+                t.tm_year + 1900);
+  return buf.data();
+}
+
+// Llama-3.1- and 3.2-Instruct, as their templates render without tools (the variables
+// custom_tools, tools and builtin_tools are never defined here): a system turn first, always, with
+// the knowledge cutoff, the date and the system message if the conversation starts with one
 // (trimmed); then each turn trimmed, a tool or ipython result under the ipython header as a JSON
 // string (Jinja's `is iterable` holds for strings, so the template takes its tojson branch).
 std::string render_llama31(const std::vector<ChatMessage>& messages, bool add_generation_prompt,
-                           std::string_view bos_token) {
+                           std::string_view bos_token, std::string_view date) {
   std::string out(bos_token);
   const bool has_system = !messages.empty() && messages[0].role == "system";
   out += "<|start_header_id|>system<|end_header_id|>\n\n";
-  out += "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n";
+  out += "Cutting Knowledge Date: December 2023\nToday Date: ";
+  out += date;
+  out += "\n\n";
   if (has_system) out += python_strip(messages[0].content);
   out += "<|eot_id|>";
   for (size_t i = has_system ? 1 : 0; i < messages.size(); ++i) {
@@ -116,17 +143,18 @@ ChatTemplateKind recognise_chat_template(std::string_view template_text) {
   if (t.find_first_not_of(" \t\r\n") == std::string_view::npos)
     fail("the tokenizer has no chat template");
   if (t == kLlama3Template) return ChatTemplateKind::kLlama3;
-  if (t.size() == kLlama31TemplateSize && fnv1a(t) == kLlama31TemplateHash)
-    return ChatTemplateKind::kLlama31;
+  for (const HashedTemplate& h : kHashedTemplates)
+    if (t.size() == h.size && fnv1a(t) == h.fnv1a) return h.kind;
   if (t == kSmolLm2Template) return ChatTemplateKind::kSmolLm2ChatMl;
   fail(
-      "unsupported chat template (only the Llama-3, Llama-3.1 and SmolLM2 ChatML templates are "
-      "recognised); it begins: " +
+      "unsupported chat template (only the Llama-3, Llama-3.1, Llama-3.2 and SmolLM2 ChatML "
+      "templates are recognised); it begins: " +
       std::string(t.substr(0, 80)));
 }
 
 std::string render_chat_template(ChatTemplateKind kind, const std::vector<ChatMessage>& messages,
-                                 bool add_generation_prompt, std::string_view bos_token) {
+                                 bool add_generation_prompt, std::string_view bos_token,
+                                 const std::optional<std::string>& date_string) {
   // (HF refuses an empty conversation too; the Llama-3.1 template would index messages[0])
   if (messages.empty()) fail("a chat needs at least one message");
   // (the templates write any role into the prompt as it is: a misspelt one would go unnoticed)
@@ -140,7 +168,11 @@ std::string render_chat_template(ChatTemplateKind kind, const std::vector<ChatMe
     case ChatTemplateKind::kLlama3:
       return render_llama3(messages, bos_token);
     case ChatTemplateKind::kLlama31:
-      return render_llama31(messages, add_generation_prompt, bos_token);
+      return render_llama31(messages, add_generation_prompt, bos_token,
+                            date_string.value_or("26 Jul 2024"));
+    case ChatTemplateKind::kLlama32:
+      return render_llama31(messages, add_generation_prompt, bos_token,
+                            date_string ? *date_string : today());
     case ChatTemplateKind::kSmolLm2ChatMl:
       return render_smollm2(messages, add_generation_prompt);
   }
@@ -152,12 +184,13 @@ std::string render_chat_template(ChatTemplateKind kind, const std::vector<ChatMe
 // content's own trailing whitespace, which the cut text then loses too. (The mark is the one HF
 // uses, so that the two agree even where a template escapes or drops part of it.)
 std::string render_chat_continuing(ChatTemplateKind kind, const std::vector<ChatMessage>& messages,
-                                   std::string_view bos_token) {
+                                   std::string_view bos_token,
+                                   const std::optional<std::string>& date_string) {
   if (messages.empty()) fail("a chat needs at least one message");
   constexpr std::string_view kMark = "CONTINUE_FINAL_MESSAGE_TAG ";
   std::vector<ChatMessage> marked = messages;
   marked.back().content += kMark;
-  std::string out = render_chat_template(kind, marked, false, bos_token);
+  std::string out = render_chat_template(kind, marked, false, bos_token, date_string);
   const size_t at = out.rfind(kMark.substr(0, kMark.size() - 1));
   if (at == std::string::npos ||
       out.find(python_strip(messages.back().content)) == std::string::npos)

@@ -21,16 +21,17 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, bool skip_special_to
 }
 
 std::string Tokenizer::apply_chat_template(const std::vector<ChatMessage>& messages,
-                                           bool add_generation_prompt,
-                                           bool continue_final_message) const {
+                                           bool add_generation_prompt, bool continue_final_message,
+                                           const std::optional<std::string>& date_string) const {
   if (add_generation_prompt && continue_final_message)
     fail(
         "add_generation_prompt and continue_final_message exclude each other: the one begins a new "
         "reply, the other goes on with the final message");
   const ChatTemplateKind kind = recognise_chat_template(model_->chat_template);
   const std::string bos = model_->bos_id >= 0 ? model_->pieces[model_->bos_id] : std::string();
-  return continue_final_message ? render_chat_continuing(kind, messages, bos)
-                                : render_chat_template(kind, messages, add_generation_prompt, bos);
+  return continue_final_message
+             ? render_chat_continuing(kind, messages, bos, date_string)
+             : render_chat_template(kind, messages, add_generation_prompt, bos, date_string);
 }
 
 int32_t Tokenizer::vocab_size() const {

@@ -13,6 +13,7 @@ import os
 import pathlib
 import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -591,6 +592,24 @@ class TextModel(unittest.TestCase):
             with self.assertRaisesRegex(TypeError, message):
                 call()
         self.assertEqual(tok.apply_chat_template(tuple(messages)), tok.apply_chat_template(messages))
+        # date_string, the template variable, dates Llama-3.2's system turn (today's by default,
+        # as in HF); SmolLM2's template does not read it.
+        self.assertEqual(tok.apply_chat_template(messages, date_string="02 Mar 2025"),
+                         tok.apply_chat_template(messages))
+        with self.assertRaisesRegex(TypeError, r"date_string must be a str, got 2025 \(int\)"):
+            tok.apply_chat_template(messages, date_string=2025)
+        with tempfile.TemporaryDirectory() as d:
+            shutil.copy(os.path.join(DATA, "tokenizer", "llama3", "tokenizer.json"), d)
+            with open(os.path.join(DATA, "tokenizer", "llama32_chat_template.jinja")) as f:
+                template = f.read()
+            with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+                json.dump({"chat_template": template, "bos_token": "<|begin_of_text|>"}, f)
+            llama32 = nanoinfer.load_tokenizer(d)
+        dated = llama32.apply_chat_template(messages, date_string="02 Mar 2025")
+        self.assertIn("\nToday Date: 02 Mar 2025\n\n<|eot_id|>", dated)
+        today = time.strftime("%d %b %Y")
+        self.assertIn(llama32.apply_chat_template(messages),
+                      {dated.replace("02 Mar 2025", day) for day in (today, time.strftime("%d %b %Y"))})
 
     def test_ctrl_c_stops_a_long_generate(self):
         timer = threading.Timer(0.3, _thread.interrupt_main)

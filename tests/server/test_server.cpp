@@ -893,6 +893,48 @@ TEST_F(ServerTest, ChatUsesTheTemplate) {
             "'add_generation_prompt' is served for chat completions only");
 }
 
+// vLLM's chat_template_kwargs: date_string dates a Llama-3.2 template's system turn (today's
+// without it); our templates' other variables are refused, not dropped, and so is the field on
+// completions; a variable none of them reads is passed over, as the template would.
+TEST_F(ServerTest, ChatTemplateKwargsDateTheLlama32SystemTurn) {
+  EngineOptions o = model_options();
+  const std::string dir =
+      test::llama32_chat_model("nanoinfer_server_llama32", json::parse(std::ifstream(o.config)));
+  o.config = dir + "/config.json";
+  o.model = dir;
+  start(o, server::Server::kHttpThreads);
+  const Tokenizer& tok = *serving_->tokenizer();
+  const std::string date = "the second of March, 2025";
+  const std::vector<int32_t> dated =
+      tok.encode(tok.apply_chat_template({{"user", "Hi"}}, true, false, date), false);
+  const std::vector<int32_t> undated =
+      tok.encode(tok.apply_chat_template({{"user", "Hi"}}, true), false);
+  ASSERT_NE(dated.size(), undated.size());
+  const json hi = json::array({{{"role", "user"}, {"content", "Hi"}}});
+  EXPECT_EQ(post("/v1/chat/completions",
+                 {{"messages", hi},
+                  {"max_tokens", 2},
+                  {"chat_template_kwargs", {{"date_string", date}}}})["usage"]["prompt_tokens"],
+            dated.size());
+  // A variable no template here reads is passed over, as the template would.
+  EXPECT_EQ(post("/v1/chat/completions",
+                 {{"messages", hi},
+                  {"max_tokens", 2},
+                  {"chat_template_kwargs",
+                   {{"enable_thinking", false}, {"tool", 1}}}})["usage"]["prompt_tokens"],
+            undated.size());
+  for (const json& vars : {json{{"tools", json::array()}}, json{{"date_string", 2025}}, json("x"),
+                           json{{"add_generation_prompt", false}}})
+    EXPECT_EQ(post("/v1/chat/completions", {{"messages", hi}, {"chat_template_kwargs", vars}},
+                   400)["error"]["param"],
+              "chat_template_kwargs")
+        << vars;
+  EXPECT_EQ(post("/v1/completions", {{"prompt", "x"}, {"chat_template_kwargs", json::object()}},
+                 400)["error"]["message"],
+            "'chat_template_kwargs' is served for chat completions only");
+  std::filesystem::remove_all(dir);
+}
+
 // Without max_tokens the API's default (16; chat 512) shrinks to the room the prompt leaves in
 // the context (256 positions here), or the cache, instead of failing; a max_tokens given is still
 // checked.

@@ -9,6 +9,7 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
@@ -621,6 +622,35 @@ TEST(Cli, ChatWithPromptIdsSaysItIsIgnored) {
                           "only, not to --prompt-ids"),
             std::string::npos)
       << chat.err;
+}
+
+// --date-string dates a Llama-3.2 chat template's system turn (today's without it), and needs
+// --chat. The model: random weights of the tiny shape under the Llama-3 tokenizer and the
+// Llama-3.2-Instruct template.
+TEST(Cli, DateStringDatesTheLlama32ChatTemplate) {
+  const std::string dir = test::llama32_chat_model(
+      "nanoinfer_cli_llama32", nlohmann::json::parse(std::ifstream(kTiny + "/config.json")));
+  const std::string args = "generate --random-weights --config " + dir + "/config.json --model " +
+                           dir + " --prompt Hi --max-new-tokens 1 --json";
+  const std::string date = "the second of March, 2025";
+  const CliRun dated = run_cli(args + " --chat --date-string '" + date + "'");
+  const CliRun undated = run_cli(args + " --chat");
+  const CliRun no_chat = run_cli(args + " --date-string '" + date + "'");
+  const auto tok = load_tokenizer_for_model(dir);
+  std::filesystem::remove_all(dir);
+  ASSERT_EQ(dated.code, 0) << dated.err;
+  ASSERT_EQ(undated.code, 0) << undated.err;
+  const auto prompt_tokens = [](const CliRun& r) {
+    return nlohmann::json::parse(r.out)["outputs"][0]["prompt_tokens"].get<size_t>();
+  };
+  EXPECT_EQ(
+      prompt_tokens(dated),
+      tok->encode(tok->apply_chat_template({{"user", "Hi"}}, true, false, date), false).size());
+  EXPECT_EQ(prompt_tokens(undated),
+            tok->encode(tok->apply_chat_template({{"user", "Hi"}}, true), false).size());
+  EXPECT_NE(prompt_tokens(dated), prompt_tokens(undated));
+  EXPECT_NE(no_chat.code, 0);
+  EXPECT_NE(no_chat.err.find("--date-string requires --chat"), std::string::npos) << no_chat.err;
 }
 
 // Beam search from --prompt-ids on a checkpoint without a tokenizer: the beams' ids and scores

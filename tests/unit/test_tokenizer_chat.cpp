@@ -3,6 +3,8 @@
 // without add_generation_prompt; a tokenizer without a known template throws.
 #include <gtest/gtest.h>
 
+#include <array>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -44,12 +46,16 @@ INSTANTIATE_TEST_SUITE_P(Conversations, ChatTemplateGolden,
                            return info.param.model;
                          });
 
+std::string file_text(const std::string& name) {
+  std::ifstream in(data_path(name), std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
 // Llama-3.1-Instruct's template (tests/data/tokenizer/llama31_chat_template.jinja) is recognised
 // and renders as HF apply_chat_template does (tools/golden/chat_llama31_golden.py: the
 // conversations above and one with a tool result); with one character changed it is refused.
 TEST(ChatTemplate, Llama31MatchesHfApplyChatTemplate) {
-  std::ifstream in(data_path("tokenizer/llama31_chat_template.jinja"), std::ios::binary);
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string text = file_text("tokenizer/llama31_chat_template.jinja");
   ASSERT_GT(text.size(), 4000U);
   const ChatTemplateKind kind = recognise_chat_template(text);
   ASSERT_EQ(kind, ChatTemplateKind::kLlama31);
@@ -65,6 +71,56 @@ TEST(ChatTemplate, Llama31MatchesHfApplyChatTemplate) {
   }
   std::string edited = text;
   edited[edited.find("December")] = 'd';
+  EXPECT_THROW(recognise_chat_template(edited), Error);
+}
+
+// Llama-3.2-Instruct's template (tests/data/tokenizer/llama32_chat_template.jinja) is recognised,
+// and both it and Llama-3.1's render as HF apply_chat_template does given a date_string
+// (tools/golden/chat_llama32_golden.py), continue_final_message included. Without one, 3.2's
+// writes today's date as strftime("%d %b %Y") in the C locale writes it, 3.1's its own.
+TEST(ChatTemplate, Llama32AndDateStringMatchHfApplyChatTemplate) {
+  const std::string text = file_text("tokenizer/llama32_chat_template.jinja");
+  ASSERT_GT(text.size(), 3000U);
+  ASSERT_EQ(recognise_chat_template(text), ChatTemplateKind::kLlama32);
+  const nlohmann::json cases = read_json("tokenizer/chat_llama32.json")["cases"];
+  ASSERT_EQ(cases.size(), 34U);
+  for (const auto& g : cases) {
+    const ChatTemplateKind kind =
+        g["template"] == "llama32" ? ChatTemplateKind::kLlama32 : ChatTemplateKind::kLlama31;
+    SCOPED_TRACE(g["template"].get<std::string>() + " " + g["name"].get<std::string>() +
+                 (g["add_generation_prompt"] ? " +generation prompt" : "") +
+                 (g["continue_final_message"] ? " continuing" : ""));
+    std::vector<ChatMessage> messages;
+    for (const auto& m : g["messages"]) messages.push_back({m["role"], m["content"]});
+    const std::string date = g["date_string"];
+    EXPECT_EQ(g["continue_final_message"]
+                  ? render_chat_continuing(kind, messages, "<|begin_of_text|>", date)
+                  : render_chat_template(kind, messages, g["add_generation_prompt"],
+                                         "<|begin_of_text|>", date),
+              g["text"].get<std::string>());
+  }
+  const std::vector<ChatMessage> hi = {{"user", "hi"}};
+  const auto dated = [&](ChatTemplateKind kind, const std::string& date) {
+    return render_chat_template(kind, hi, true, "", date);
+  };
+  const auto today = [] {
+    const std::time_t now = std::time(nullptr);
+    std::tm t{};
+    localtime_r(&now, &t);
+    std::array<char, 32> buf{};
+    EXPECT_GT(std::strftime(buf.data(), buf.size(), "%d %b %Y", &t), 0U);
+    return std::string(buf.data());
+  };
+  const std::string before = today();
+  const std::string undated = render_chat_template(ChatTemplateKind::kLlama32, hi, true, "");
+  const std::string after = today();  // (the day may turn between the two)
+  EXPECT_TRUE(undated == dated(ChatTemplateKind::kLlama32, before) ||
+              undated == dated(ChatTemplateKind::kLlama32, after))
+      << undated;
+  EXPECT_EQ(render_chat_template(ChatTemplateKind::kLlama31, hi, true, ""),
+            dated(ChatTemplateKind::kLlama31, "26 Jul 2024"));
+  std::string edited = text;
+  edited[edited.find("strftime_now")] = 'S';
   EXPECT_THROW(recognise_chat_template(edited), Error);
 }
 
