@@ -270,6 +270,9 @@ int resolved_max_context(const EngineOptions& options, const ModelConfig& config
 
 // The path of the default model in the user cache (fetched by scripts/fetch_model.sh).
 std::string default_model_path();
+// A model path as given, or for "default" default_model_path(), which must exist (Error: how to
+// fetch it).
+std::string resolve_model_path(const std::string& model);
 
 // Throws Error "NAME N exceeds the model's P positions" for the first (name, N) asked for (N 0:
 // none) beyond the positions of the model that `options` name (a flag's name in the CLI, a

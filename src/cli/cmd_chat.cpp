@@ -150,11 +150,12 @@ void run_chat(const ChatArgs& a) {
     }
     if (line.starts_with('/') && line.find_first_of(" \t") == std::string::npos) {
       std::fprintf(stderr,
-                   "[not sent: %s is no command (the commands: /reset, /exit; a message that "
-                   "starts with / needs a space)]\n",
+                   "[not sent: %s is no command (the commands: /reset, /exit, /quit; a message "
+                   "that starts with / needs a space)]\n",
                    line.c_str());
       continue;
     }
+    note_if_not_utf8(line, "the message");
     history.push_back({"user", line});
     // The history through the template; turns are dropped from the oldest while the engine
     // refuses it (the context or the cache too small for it and the reply).

@@ -82,6 +82,7 @@ void run_generate(const GenerateArgs& a) {
                    ": the checkpoint has no tokenizer.json (give --prompt-ids instead)");
   std::vector<GenerationRequest> requests;  // (outputs come in the same order)
   auto add_text = [&](const std::string& p) {
+    note_if_not_utf8(p, "prompt " + std::to_string(requests.size()));
     const std::string text =
         a.chat ? tok->apply_chat_template({{"user", p}}, true, false, a.date_string) : p;
     // A chat template already holds the special tokens it needs.

@@ -32,7 +32,7 @@ void add_info_command(CLI::App& app) {
   auto model = std::make_shared<std::string>();
   cmd->add_option("--model", *model, "HF directory, .gguf file or 'default'")->required();
   cmd->callback([model] {
-    const std::string path = *model == "default" ? default_model_path() : *model;
+    const std::string path = resolve_model_path(*model);
     LoadOptions as_stored;  // nothing is dequantised to print a description
     as_stored.dequantize = false;
     const LoadedModel m = load_model(path, as_stored);

@@ -14,6 +14,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cli/commands.h"
@@ -89,6 +90,13 @@ void run_perplexity(const PerplexityArgs& a) {
   if (a.max_windows > 0 && all.size() > static_cast<size_t>(a.max_windows))
     all.resize(static_cast<size_t>(a.max_windows));
   if (all.empty()) fail(a.file + ": the text has no token to score");
+  // (the engine's own refusal would speak of new tokens and beams, which perplexity has none of)
+  size_t longest = 0;
+  for (const Window& w : all) longest = std::max(longest, w.ids.size());
+  if (engine.request_limit() > 0 && std::cmp_greater(longest + 1, engine.request_limit()))
+    fail("a window of " + std::to_string(longest) +
+         " tokens and the token generated after it exceed the KV cache of " +
+         std::to_string(engine.request_limit()) + " tokens (--cache-tokens)");
 
   double nll = 0;
   int64_t scored = 0;

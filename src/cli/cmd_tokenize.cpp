@@ -13,6 +13,7 @@
 #include "cli/commands.h"
 #include "nanoinfer/engine.h"
 #include "nanoinfer/tokenizer.h"
+#include "tokenizer/unicode.h"
 #include "util/error.h"
 #include "util/json_file.h"
 
@@ -37,7 +38,7 @@ std::string json_string(const std::string& s) {
 }
 
 void run_tokenize(const TokenizeArgs& a) {
-  const std::string model = a.model == "default" ? default_model_path() : a.model;
+  const std::string model = resolve_model_path(a.model);
   const std::unique_ptr<Tokenizer> tok =
       load_tokenizer_for_model(a.tokenizer.empty() ? model : a.tokenizer);
   if (a.decoding) {
@@ -53,6 +54,7 @@ void run_tokenize(const TokenizeArgs& a) {
     return;
   }
   const std::string text = a.text_file.empty() ? a.text : read_file(a.text_file, "--text-file");
+  note_if_not_utf8(text, a.text_file.empty() ? "--text" : "--text-file " + a.text_file);
   const std::vector<int32_t> ids = tok->encode(text, !a.no_special);
   if (a.json) {
     std::string pieces;
@@ -67,6 +69,14 @@ void run_tokenize(const TokenizeArgs& a) {
 }
 
 }  // namespace
+
+void note_if_not_utf8(std::string_view text, const std::string& what) {
+  if (!is_valid_utf8(text))
+    std::fprintf(stderr,
+                 "nanoinfer: note: %s is not valid UTF-8: the tokenizer takes its bytes as they "
+                 "are and drops any its vocabulary has no token for, as HF's tokenizers do\n",
+                 what.c_str());
+}
 
 std::string read_file(const std::string& path, const std::string& what) {
   if (path == "-") {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "nanoinfer/engine.h"
@@ -48,6 +49,11 @@ void add_sampling_flags(CLI::App& cmd, SamplingParams& p, const std::string& max
 // --date-string, which generate --chat and chat share: the date the Llama-3.1 and 3.2 chat
 // templates write into their system turn (unset: theirs, 26 Jul 2024 and today's date).
 CLI::Option* add_date_string_flag(CLI::App& cmd, std::optional<std::string>& date_string);
+
+// A note on stderr where `text` (`what`: "prompt 2", "--text") is not valid UTF-8: its bytes go
+// to the tokenizer as they are, which drops a byte its vocabulary has no token for, as HF's
+// tokenizers do (SmolLM2's lacks 0xFF, say, which no UTF-8 text holds).
+void note_if_not_utf8(std::string_view text, const std::string& what);
 
 // "1,2,3" -> ids; throws Error naming `flag` on anything else.
 std::vector<int32_t> parse_ids(const std::string& list, const std::string& flag);

@@ -88,6 +88,11 @@ int main(int argc, char** argv) {
     if (const size_t at = what.find(kTwice); at != std::string::npos)
       what = what.substr(0, at) + ": given " + what.substr(at + kTwice.size()) +
              " times (it takes one value)";
+    // A word for a number (whole numbers have their own check): "Could not convert: --x = abc".
+    constexpr std::string_view kConvert = "Could not convert: ";
+    if (const size_t at = what.find(" = "); what.starts_with(kConvert) && at != std::string::npos)
+      what = what.substr(kConvert.size(), at - kConvert.size()) + ": expected a number, got '" +
+             what.substr(at + 3) + "'";
     std::fprintf(stderr, "nanoinfer: %s\n", what.c_str());
     return failed(2);
   } catch (const nanoinfer::Error& e) {  // (the library's out of memory names the bytes)

@@ -35,6 +35,16 @@ std::string default_model_path() {
   return cache + "/nanoinfer/SmolLM2-135M-Instruct.Q4_1.gguf";
 }
 
+std::string resolve_model_path(const std::string& model) {
+  if (model != "default") return model;
+  std::string path = default_model_path();
+  if (!std::filesystem::exists(path))
+    fail("the default model is not in the cache (" + path +
+         "): `make model` in nanoinfer's source tree fetches it (scripts/fetch_model.sh), or "
+         "NANOINFER_MODEL names another file");
+  return path;
+}
+
 struct Engine::Impl {
   EngineOptions options;
   LoadedModel loaded;
@@ -94,15 +104,6 @@ void GenerationStats::write_memory_csv(const std::string& path) const {
 namespace {
 
 constexpr uint64_t kRandomWeightSeed = 20261125;
-
-std::string resolve_model(const std::string& m) {
-  if (m != "default") return m;
-  std::string path = default_model_path();
-  if (!std::filesystem::exists(path))
-    fail("the default model is not in the cache (" + path +
-         "): `make model` in nanoinfer's source tree fetches it (scripts/fetch_model.sh)");
-  return path;
-}
 
 // A GGUF always carries its tokenizer; a HF directory may lack tokenizer.json (test models).
 std::unique_ptr<Tokenizer> maybe_tokenizer(const std::string& path) {
@@ -172,9 +173,10 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   if (options.random_weights) {
     impl_->loaded.config = parse_hf_config(options.config);
     impl_->loaded.source = options.config + " (random weights)";
-    if (!options.model.empty()) impl_->tokenizer = maybe_tokenizer(resolve_model(options.model));
+    if (!options.model.empty())
+      impl_->tokenizer = maybe_tokenizer(resolve_model_path(options.model));
   } else {
-    const std::string path = resolve_model(options.model);
+    const std::string path = resolve_model_path(options.model);
     impl_->loaded = load_model(path, load);
     impl_->tokenizer = maybe_tokenizer(path);
   }
@@ -297,7 +299,7 @@ const GenerationStats& Engine::online_stats() const {
 
 ModelConfig read_model_config(const EngineOptions& options) {
   return options.random_weights ? parse_hf_config(options.config)
-                                : load_model_config(resolve_model(options.model));
+                                : load_model_config(resolve_model_path(options.model));
 }
 
 int resolved_max_context(const EngineOptions& options, const ModelConfig& config) {

@@ -167,7 +167,7 @@ size_t Run::add(const GenerationRequest& r, TokenCallback on_token, DoneCallback
   check_request(ctx_, r, who);
   if (const int most = cache_.step_capacity();
       most > 0 && r.prompt_ids.size() > static_cast<size_t>(most))  // e.g. a sink cache's window
-    fail(lead(who) + "its prompt (" + std::to_string(r.prompt_ids.size()) +
+    fail(lead(who) + "the prompt (" + std::to_string(r.prompt_ids.size()) +
          " tokens) does not fit the " + cache_.policy().name() + " cache, which takes at most " +
          std::to_string(most) +
          " new tokens a step: a sink cache takes a prompt in one step (fed in chunks, the later "

@@ -941,7 +941,7 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
       "load_tokenizer",
       [](const py::object& path) {
         const std::string p = path_of(path, "path");
-        return load_tokenizer_for_model(p == "default" ? default_model_path() : p);
+        return load_tokenizer_for_model(resolve_model_path(p));
       },
       py::arg("path"),
       "The tokenizer of a .gguf file, a HF model directory, a tokenizer.json or \"default\"");

@@ -18,7 +18,7 @@ std::string num(float v) {
 
 void check_values(const SamplingParams& p) {
   if (!(p.temperature >= 0.0F) || !std::isfinite(p.temperature)) {
-    fail("temperature must be >= 0 (0 = greedy), got " + num(p.temperature));
+    fail("temperature must be a finite number >= 0 (0 = greedy), got " + num(p.temperature));
   }
   if (!(p.top_p > 0.0F && p.top_p <= 1.0F)) {
     fail("top_p must be in (0, 1] (1 = off), got " + num(p.top_p));
@@ -28,7 +28,8 @@ void check_values(const SamplingParams& p) {
     fail("min_p must be in [0, 1] (0 = off), got " + num(p.min_p));
   }
   if (!(p.repetition_penalty > 0.0F) || !std::isfinite(p.repetition_penalty)) {
-    fail("repetition_penalty must be > 0 (1 = off), got " + num(p.repetition_penalty));
+    fail("repetition_penalty must be a finite number > 0 (1 = off), got " +
+         num(p.repetition_penalty));
   }
   // OpenAI's range (vLLM's too): within it no count of repeats takes a logit to -inf, which
   // could leave a row no token to pick (3e38 did: found by fuzzing).
@@ -105,8 +106,10 @@ void check_combinations(const SamplingParams& p) {
     if (!p.logit_bias.empty()) fail("beam search (num_beams > 1) does not support logit_bias");
     return;
   }
-  if (p.temperature == 0.0F && filters) {
-    fail("top_k, top_p and min_p need sampling (temperature > 0); temperature 0 is greedy");
+  if (!p.samples() && filters) {
+    fail(
+        "top_k, top_p and min_p need sampling (temperature >= 1e-5); below that, 0 included, "
+        "is greedy");
   }
   if (p.length_penalty != 1.0F || p.early_stopping != EarlyStopping::kHeuristic) {
     fail("length_penalty and early_stopping apply to beam search only (num_beams > 1)");

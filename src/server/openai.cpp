@@ -313,7 +313,9 @@ size_t scored_tokens(const GenerationOutput& out, const Tokenizer* tok) {
 }
 
 // Variables of our chat templates that chat_template_kwargs may not set (see parse_request).
-constexpr std::array<std::string_view, 6> kUnservedTemplateVars = {"tools",
+constexpr std::array<std::string_view, 8> kUnservedTemplateVars = {"messages",
+                                                                   "bos_token",
+                                                                   "tools",
                                                                    "custom_tools",
                                                                    "builtin_tools",
                                                                    "tools_in_user_message",
@@ -413,17 +415,18 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
     if (!vars.is_object())
       refuse("chat_template_kwargs", "'chat_template_kwargs' must be an object");
     // The variables our templates read (tokenizer.md): date_string is served; the others draw
-    // tool definitions or overlap this request's own fields, and are refused. Any other is one
-    // none of them reads, which the template would pass over (Qwen's enable_thinking, say).
+    // tool definitions or overlap the request's own fields and the tokenizer's, and are refused.
+    // Any other is one none of them reads, which the template would pass over (Qwen's
+    // enable_thinking, say).
     for (const auto& v : vars.items()) {
       if (v.key() == "date_string") {
         if (!v.value().is_string())
           refuse("chat_template_kwargs", "'chat_template_kwargs': 'date_string' must be a string");
         date = v.value().get<std::string>();
       } else if (std::ranges::find(kUnservedTemplateVars, v.key()) != kUnservedTemplateVars.end()) {
-        refuse("chat_template_kwargs", "'chat_template_kwargs': '" + v.key() +
-                                           "' is not served (of the template's "
-                                           "variables only 'date_string' is)");
+        refuse("chat_template_kwargs",
+               "'chat_template_kwargs': '" + v.key() +
+                   "' is not served (of the template's variables only 'date_string' is)");
       }
     }
   }
@@ -498,8 +501,9 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
     else
       take(body, "stop", p.stop);
   }
-  // Greedy (temperature 0) ignores the filters, as the API does: its clients send top_p with it.
-  if (p.temperature == 0.0F) {
+  // Greedy (temperature 0, or below 1e-5) ignores the filters, as the API does: its clients
+  // send top_p with it.
+  if (!p.samples()) {
     const SamplingParams off;
     p.top_k = off.top_k;
     p.top_p = off.top_p;

@@ -484,12 +484,23 @@ Server::~Server() {
 }
 
 int Server::bind(const std::string& host, int port) {
+  const std::string where =
+      host + (port == 0 ? std::string(" (any free port)") : ":" + std::to_string(port));
   errno = 0;
   const bool ok =
       port == 0 ? (port = http_->bind_to_any_port(host)) > 0 : http_->bind_to_port(host, port);
-  if (!ok)  // (bind's errno: cpp-httplib says nothing, and closing the socket leaves errno be)
-    fail("cannot listen on " + host + ":" + std::to_string(port) +
-         (errno != 0 ? std::string(" (") + std::strerror(errno) + ")" : std::string()));
+  if (!ok) {  // (bind's errno: cpp-httplib says nothing, and closing the socket leaves errno be)
+    addrinfo hints{};
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    addrinfo* found = nullptr;
+    const int unresolved = ::getaddrinfo(host.c_str(), nullptr, &hints, &found);
+    if (found != nullptr) ::freeaddrinfo(found);
+    fail("cannot listen on " + where +
+         (unresolved != 0 ? std::string(": ") + ::gai_strerror(unresolved)
+          : errno != 0    ? std::string(" (") + std::strerror(errno) + ")"
+                          : std::string()));
+  }
   // cpp-httplib listens with a backlog of 5: of many clients connecting at once, the others
   // would lose their connection.
   if (::listen(listen_fd_, SOMAXCONN) != 0) fail("cannot listen on " + host);

@@ -27,7 +27,7 @@ std::unique_ptr<Tokenizer> load_tokenizer_for_model(const std::string& model_pat
     if (!fs::exists(json)) fail("no tokenizer.json in model directory " + model_path);
     return load_tokenizer_json(json.string());
   }
-  if (!fs::exists(path)) fail("model path does not exist: " + model_path);
+  if (!fs::exists(path)) fail(model_path + ": no such file or directory");
   if (has_gguf_magic(path)) return load_tokenizer_gguf(GgufFile(model_path));
   return load_tokenizer_json(model_path);
 }

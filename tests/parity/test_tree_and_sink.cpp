@@ -158,7 +158,7 @@ TEST(SinkCache, EngineRefusesAPromptLongerThanTheWindow) {
     FAIL() << "a 5-token prompt was accepted by a window of 4";
   } catch (const Error& e) {
     EXPECT_STREQ(e.what(),
-                 "request 1: its prompt (5 tokens) does not fit the sink(2+4) cache, which takes "
+                 "request 1: the prompt (5 tokens) does not fit the sink(2+4) cache, which takes "
                  "at most 4 new tokens a step: a sink cache takes a prompt in one step (fed in "
                  "chunks, the later ones would evict the first)");
   }

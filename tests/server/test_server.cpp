@@ -924,7 +924,7 @@ TEST_F(ServerTest, ChatTemplateKwargsDateTheLlama32SystemTurn) {
                    {{"enable_thinking", false}, {"tool", 1}}}})["usage"]["prompt_tokens"],
             undated.size());
   for (const json& vars : {json{{"tools", json::array()}}, json{{"date_string", 2025}}, json("x"),
-                           json{{"add_generation_prompt", false}}})
+                           json{{"add_generation_prompt", false}}, json{{"bos_token", "<s>"}}})
     EXPECT_EQ(post("/v1/chat/completions", {{"messages", hi}, {"chat_template_kwargs", vars}},
                    400)["error"]["param"],
               "chat_template_kwargs")

@@ -91,6 +91,9 @@ INSTANTIATE_TEST_SUITE_P(
                 "expected a whole number from 1"},
         BadArgs{"word_new_tokens",
                 "generate --model " + kTiny + " --prompt-ids 1 --max-new-tokens abc", "'abc'"},
+        BadArgs{"word_temperature",
+                "generate --model " + kTiny + " --prompt-ids 1 --temperature abc",
+                "--temperature: expected a number, got 'abc'"},
         BadArgs{"negative_seed", "generate --model " + kTiny + " --prompt-ids 1 --seed -5", "'-5'"},
         BadArgs{"negative_temperature",
                 "generate --model " + kTiny + " --prompt-ids 1 --temperature -1", "temperature"},
@@ -106,6 +109,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadArgs{"text_without_tokenizer", "generate --model " + kTiny + " --prompt hi",
                 "no tokenizer.json"},
         BadArgs{"no_prompt", "generate --model " + kTiny, "no prompt given"},
+        // (the port asked, not -1, and why: the name was not found)
+        BadArgs{"unknown_host", "serve --model " + kTiny + " --host nonexistent.invalid --port 0",
+                "cannot listen on nonexistent.invalid (any free port): "},
         BadArgs{"no_model", "generate --prompt-ids 1", "no model given"},
         BadArgs{"random_weights_text_prompt",
                 "generate --random-weights --config " + kTiny + "/config.json --prompt hi",
@@ -288,6 +294,15 @@ TEST(Cli, TokenizeDecodesIdsAndTheEmptyList) {
   r = run_cli(tok + " --json --text-file -", c["text"].get<std::string>());
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out)["ids"], c["ids"]);
+  EXPECT_EQ(r.err, "");
+  // Bytes that are not UTF-8 are encoded as they are, with a note: SmolLM2's vocabulary has no
+  // token for 0xFF or 0xFE, so they are dropped, as in HF (they had gone without a word).
+  r = run_cli(tok + " --json --text-file -", "\xff\xfeHi");
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["pieces"], nlohmann::json::array({"Hi"}));
+  EXPECT_EQ(r.err,
+            "nanoinfer: note: --text-file - is not valid UTF-8: the tokenizer takes its bytes as "
+            "they are and drops any its vocabulary has no token for, as HF's tokenizers do\n");
   // --tokenizer takes the directory that holds the tokenizer.json too; another JSON file is
   // told it is none (it had been a JSON library error).
   r = run_cli(
@@ -1061,7 +1076,7 @@ TEST(Cli, ChatRunsPastTheContextOverASinkCache) {
   const CliRun narrow = run_cli(args + " --sink-tokens 4 --window 16", input);
   EXPECT_EQ(narrow.code, 1);
   EXPECT_EQ(narrow.out, "");
-  EXPECT_NE(narrow.err.find("nanoinfer: error: its prompt (31 tokens) does not fit the sink(4+16) "
+  EXPECT_NE(narrow.err.find("nanoinfer: error: the prompt (31 tokens) does not fit the sink(4+16) "
                             "cache, which takes at most 16 new tokens a step"),
             std::string::npos)
       << narrow.err;

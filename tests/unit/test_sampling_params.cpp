@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <limits>
 #include <string>
 
 #include "nanoinfer/sampling_params.h"
@@ -61,7 +62,10 @@ const Case kCases[] = {
      },
      ""},
     {"NegativeTemperature", [](SamplingParams& p) { p.temperature = -0.5F; },
-     "temperature must be >= 0"},
+     "temperature must be a finite number >= 0"},
+    {"InfiniteTemperature",
+     [](SamplingParams& p) { p.temperature = std::numeric_limits<float>::infinity(); },
+     "temperature must be a finite number >= 0 (0 = greedy), got inf"},
     {"TopPZero",
      [](SamplingParams& p) {
        p.temperature = 1.0F;
@@ -95,9 +99,15 @@ const Case kCases[] = {
      },
      ""},
     {"ZeroRepetitionPenalty", [](SamplingParams& p) { p.repetition_penalty = 0.0F; },
-     "repetition_penalty must be > 0"},
+     "repetition_penalty must be a finite number > 0"},
     {"GreedyWithTopP", [](SamplingParams& p) { p.top_p = 0.9F; }, "need sampling"},
     {"GreedyWithTopK", [](SamplingParams& p) { p.top_k = 5; }, "need sampling"},
+    {"NearlyZeroTemperatureWithTopK",  // (greedy too, as README says)
+     [](SamplingParams& p) {
+       p.temperature = 1e-6F;
+       p.top_k = 5;
+     },
+     "need sampling (temperature >= 1e-5)"},
     {"BeamsWithTemperature",
      [](SamplingParams& p) {
        p.num_beams = 2;
