@@ -490,6 +490,7 @@ int Server::bind(const std::string& host, int port) {
   const bool ok =
       port == 0 ? (port = http_->bind_to_any_port(host)) > 0 : http_->bind_to_port(host, port);
   if (!ok) {  // (bind's errno: cpp-httplib says nothing, and closing the socket leaves errno be)
+    const int bind_errno = errno;  // (before the lookup below sets its own)
     addrinfo hints{};
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = AI_PASSIVE;
@@ -497,9 +498,9 @@ int Server::bind(const std::string& host, int port) {
     const int unresolved = ::getaddrinfo(host.c_str(), nullptr, &hints, &found);
     if (found != nullptr) ::freeaddrinfo(found);
     fail("cannot listen on " + where +
-         (unresolved != 0 ? std::string(": ") + ::gai_strerror(unresolved)
-          : errno != 0    ? std::string(" (") + std::strerror(errno) + ")"
-                          : std::string()));
+         (unresolved != 0   ? std::string(": ") + ::gai_strerror(unresolved)
+          : bind_errno != 0 ? std::string(" (") + std::strerror(bind_errno) + ")"
+                            : std::string()));
   }
   // cpp-httplib listens with a backlog of 5: of many clients connecting at once, the others
   // would lose their connection.

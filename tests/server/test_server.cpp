@@ -13,6 +13,8 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -226,9 +228,15 @@ TEST_F(ServerTest, ModelsAndHealth) {
   EXPECT_EQ(get->status, 405);
   EXPECT_EQ(get->get_header_value("Allow"), "POST");
   EXPECT_EQ(json::parse(get->body)["error"]["message"], "/v1/completions takes POST only");
-  // A port in use is an error, not a port shared with the first server.
+  // A port in use is an error, not a port shared with the first server, and says why.
   server::Server second(*alone_, "second");
-  EXPECT_THROW(second.bind("127.0.0.1", port_), Error);
+  try {
+    second.bind("127.0.0.1", port_);
+    ADD_FAILURE() << "bound a port in use";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "cannot listen on 127.0.0.1:" + std::to_string(port_) + " (" +
+                                         std::strerror(EADDRINUSE) + ")");
+  }
 }
 
 TEST_F(ServerTest, CompletionIsTheEnginesOutput) {
