@@ -272,27 +272,53 @@ auto write_field(T SamplingParams::*f, const char* name) {
   return [f, name](SamplingParams& p, const py::object& v) { p.*f = strict<T>(v, name); };
 }
 
+bool is_messages(const py::handle& prompt) {
+  return (py::isinstance<py::list>(prompt) || py::isinstance<py::tuple>(prompt)) &&
+         py::len(prompt) > 0 &&
+         py::isinstance<py::dict>(py::reinterpret_borrow<py::sequence>(prompt)[0]);
+}
+
+// The chat options of generate() and stream(): chat=True applies the template to text prompts,
+// date_string is the date the Llama-3.1/3.2 templates write (given, some prompt must use one).
+struct ChatOptions {
+  bool chat = false;
+  std::optional<std::string> date;
+
+  ChatOptions(const py::object& chat_flag, const py::object& date_string)
+      : chat(argument<bool>(chat_flag, "chat")) {
+    if (!date_string.is_none()) date = argument<std::string>(date_string, "date_string");
+  }
+  void check_date_used(const py::list& prompts) const {
+    if (!date || chat) return;
+    for (const py::handle p : prompts)
+      if (is_messages(p)) return;
+    throw py::value_error(
+        "date_string is written by a chat template: give chat=True or chat messages");
+  }
+};
+
 // One prompt: text (with the model's chat template when chat is set), a list of chat messages
 // (the chat template, always), or a list of token ids.
-std::vector<int32_t> prompt_ids(const Engine& e, const py::handle& prompt, bool chat) {
+std::vector<int32_t> prompt_ids(const Engine& e, const py::handle& prompt, const ChatOptions& o) {
   if (py::isinstance<py::str>(prompt)) {
     const Tokenizer& tok = tokenizer_of(e);
     const std::string text = utf8_of(prompt, "a prompt's text");
     // A chat template already holds the special tokens it needs.
-    return chat ? tok.encode(tok.apply_chat_template({{"user", text}}, true), false)
-                : tok.encode(text, true);
+    return o.chat
+               ? tok.encode(tok.apply_chat_template({{"user", text}}, true, false, o.date), false)
+               : tok.encode(text, true);
+  }
+  if (is_messages(prompt)) {
+    const Tokenizer& tok = tokenizer_of(e);
+    // A final assistant message is begun for the model, which goes on with it (as HF's
+    // text-generation pipeline does); after any other, the reply starts a new turn.
+    const std::vector<ChatMessage> messages = messages_from(prompt);
+    const bool go_on = messages.back().role == "assistant";
+    return tok.encode(tok.apply_chat_template(messages, !go_on, go_on, o.date), false);
   }
   if (py::isinstance<py::list>(prompt) || py::isinstance<py::tuple>(prompt)) {
     const py::list items(py::reinterpret_borrow<py::object>(prompt));
-    if (!items.empty() && py::isinstance<py::dict>(items[0])) {
-      const Tokenizer& tok = tokenizer_of(e);
-      // A final assistant message is begun for the model, which goes on with it (as HF's
-      // text-generation pipeline does); after any other, the reply starts a new turn.
-      const std::vector<ChatMessage> messages = messages_from(items);
-      const bool go_on = messages.back().role == "assistant";
-      return tok.encode(tok.apply_chat_template(messages, !go_on, go_on), false);
-    }
-    if (chat &&  // (as the CLI notes it for --prompt-ids)
+    if (o.chat &&  // (as the CLI notes it for --prompt-ids)
         PyErr_WarnEx(PyExc_UserWarning,
                      "chat=True: the chat template applies to text prompts only, not to token ids",
                      1) != 0)
@@ -455,9 +481,9 @@ std::vector<GenerationOutput> join_streams(PyEngine& pe,
 }
 
 std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& prompts,
-                                       const py::object& chat_flag, const py::object& params,
-                                       const py::kwargs& kw) {
-  const bool chat = argument<bool>(chat_flag, "chat");
+                                       const py::object& chat_flag, const py::object& date,
+                                       const py::object& params, const py::kwargs& kw) {
+  const ChatOptions chat(chat_flag, date);
   py::list items;
   const bool listed = py::isinstance<py::list>(prompts) || py::isinstance<py::tuple>(prompts);
   py::object first = py::none();
@@ -469,6 +495,7 @@ std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& prompts,
   } else {
     throw py::type_error("prompts: a str or a list of prompts");
   }
+  chat.check_date_used(items);
   const std::vector<SamplingParams> ps = params_for(items.size(), params, kw);
   std::vector<GenerationRequest> requests;
   for (size_t i = 0; i < items.size(); ++i) {
@@ -987,21 +1014,26 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
           }),
           py::arg("model"), engine_doc().c_str())
       .def("generate", &generate, py::arg("prompts"), py::kw_only(),
-           py::arg("chat") = py::bool_(false), py::arg("params") = py::none(),
+           py::arg("chat") = py::bool_(false), py::arg("date_string") = py::none(),
+           py::arg("params") = py::none(),
            "One GenerationOutput per prompt (a str, a list of token ids or a list of chat "
            "messages: a final assistant message is continued), all in one batch; sampling "
-           "parameters as `params` or as keywords")
+           "parameters as `params` or as keywords; date_string as in "
+           "Tokenizer.apply_chat_template")
       .def(
           "stream",
-          [](const std::shared_ptr<PyEngine>& pe, const py::object& prompt, const py::object& chat,
-             const py::object& params, const py::kwargs& kw) {
-            GenerationRequest r{prompt_ids(pe->engine, prompt, argument<bool>(chat, "chat")),
-                                params_for(1, params, kw)[0]};
+          [](const std::shared_ptr<PyEngine>& pe, const py::object& prompt,
+             const py::object& chat_flag, const py::object& date, const py::object& params,
+             const py::kwargs& kw) {
+            const ChatOptions chat(chat_flag, date);
+            chat.check_date_used(py::list(py::make_tuple(prompt)));
+            GenerationRequest r{prompt_ids(pe->engine, prompt, chat), params_for(1, params, kw)[0]};
             fit_unset_length(pe->engine, params, kw, r);
             return std::make_unique<Stream>(pe, r);
           },
           py::arg("prompt"), py::kw_only(), py::arg("chat") = py::bool_(false),
-          py::arg("params") = py::none(), "A Stream of one prompt's text as it is generated")
+          py::arg("date_string") = py::none(), py::arg("params") = py::none(),
+          "A Stream of one prompt's text as it is generated")
       .def_property_readonly(
           "tokenizer", [](const PyEngine& pe) { return pe.engine.tokenizer(); },
           py::return_value_policy::reference_internal, "The model's Tokenizer (None: it has none)")

@@ -526,6 +526,49 @@ class TextModel(unittest.TestCase):
         self.assertEqual(second.output.reused_prompt_tokens, 48)
         self.assertEqual(second.output.token_ids, self.engine.generate([turn], **kw)[0].token_ids)
 
+    def test_date_string_dates_a_llama32_chat_prompt(self):
+        # generate() and stream() pass date_string to the template, as apply_chat_template
+        # does: the prompt is the one that text encodes, scored the same, and another date's
+        # is another prompt.
+        with tempfile.TemporaryDirectory() as d:
+            shutil.copy(os.path.join(DATA, "tokenizer", "llama3", "tokenizer.json"), d)
+            with open(os.path.join(DATA, "tokenizer", "llama32_chat_template.jinja")) as f:
+                template = f.read()
+            with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
+                json.dump({"chat_template": template, "bos_token": "<|begin_of_text|>"}, f)
+            with open(os.path.join(self.dir.name, "config.json")) as f:
+                config = dict(json.load(f), vocab_size=128256, bos_token_id=128000,
+                              eos_token_id=128009)
+            path = os.path.join(d, "config.json")
+            with open(path, "w") as f:
+                json.dump(config, f)
+            engine = nanoinfer.Engine(d, random_weights=True, config=path)
+        tok = engine.tokenizer
+        messages = [{"role": "user", "content": "Hi there"}]
+        kw = dict(max_new_tokens=2, ignore_eos=True, prompt_logprobs=1)
+
+        def scored(prompt, **options):
+            out = engine.generate([prompt], **options, **kw)[0]
+            return out.prompt_logprobs, out.token_ids
+
+        def ids(date):
+            return tok.encode(tok.apply_chat_template(messages, date_string=date), False)
+
+        dated = scored(messages, date_string="02 Mar 2025")
+        self.assertEqual(dated, scored(ids("02 Mar 2025")))
+        self.assertEqual(dated, scored("Hi there", chat=True, date_string="02 Mar 2025"))
+        self.assertNotEqual(dated, scored(ids("03 Mar 2025")))
+        s = engine.stream(messages, date_string="02 Mar 2025", **kw)
+        list(s)
+        self.assertEqual((s.output.prompt_logprobs, s.output.token_ids), dated)
+        # Where no template writes it, it is refused rather than ignored.
+        for call in (lambda: engine.generate("Hi", date_string="02 Mar 2025"),
+                     lambda: engine.stream([1, 2], date_string="02 Mar 2025")):
+            with self.assertRaisesRegex(ValueError, "give chat=True or chat messages"):
+                call()
+        with self.assertRaisesRegex(TypeError, r"date_string must be a str, got 2025 \(int\)"):
+            engine.generate(messages, date_string=2025)
+
     def test_chat_messages_and_chat_text_are_the_same_prompt(self):
         kw = dict(max_new_tokens=6, ignore_eos=True)
         messages = [{"role": "user", "content": "Hi there"}]
