@@ -57,6 +57,8 @@ std::vector<std::string> read_prompts_file(const std::string& path) {
 
 void run_generate(const GenerateArgs& a) {
   std::vector<std::vector<std::string>> file_prompts;  // (a file with none fails)
+  if (std::ranges::count(a.prompts_files, "-") > 1)    // (the second read had found it empty)
+    fail("--prompts-file -: standard input is read once, so give it once");
   for (const std::string& path : a.prompts_files) file_prompts.push_back(read_prompts_file(path));
   const bool texts = !a.prompts.empty() || !file_prompts.empty();
   require_model(a.engine);

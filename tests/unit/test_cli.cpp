@@ -217,6 +217,9 @@ INSTANTIATE_TEST_SUITE_P(
                 "no model given: use --model PATH|default, or --random-weights --config FILE"},
         BadArgs{"serve_empty_name", "serve --model " + kTiny + " --served-model-name ''",
                 "--served-model-name: must not be empty"},
+        BadArgs{"prompts_file_stdin_twice",
+                "generate --model " + kTiny + " --prompts-file - --prompts-file -",
+                "--prompts-file -: standard input is read once, so give it once"},
         // A directory where a file is read is named as one.
         BadArgs{"prompts_file_directory",
                 "generate --model " + kTiny + " --prompts-file " + test::data_path("models"),
