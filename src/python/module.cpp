@@ -289,7 +289,7 @@ struct ChatOptions {
     if (!date_string.is_none()) date = argument<std::string>(date_string, "date_string");
   }
   void check_date_used(const py::list& prompts) const {
-    if (!date || chat) return;
+    if (!date || chat || prompts.empty()) return;
     for (const py::handle p : prompts)
       if (is_messages(p)) return;
     throw py::value_error(
