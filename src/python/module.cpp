@@ -944,23 +944,28 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
       .def(
           "apply_chat_template",
           [](const Tokenizer& t, const py::object& messages, const py::object& add_prompt,
-             const py::object& go_on, const py::object& date) {
+             const py::object& go_on, const py::object& date,
+             const py::object& tokenize) -> py::object {
             const bool cont = argument<bool>(go_on, "continue_final_message");
-            return t.apply_chat_template(
+            const std::string text = t.apply_chat_template(
                 messages_from(messages),
                 add_prompt.is_none() ? !cont : argument<bool>(add_prompt, "add_generation_prompt"),
                 cont,
                 date.is_none() ? std::nullopt
                                : std::optional(argument<std::string>(date, "date_string")));
+            // (the template wrote the special tokens the text needs, so none are added)
+            if (argument<bool>(tokenize, "tokenize")) return py::cast(t.encode(text, false));
+            return py::str(text);
           },
           py::arg("messages"), py::arg("add_generation_prompt") = py::none(),
           py::arg("continue_final_message") = py::bool_(false), py::kw_only(),
-          py::arg("date_string") = py::none(),
+          py::arg("date_string") = py::none(), py::arg("tokenize") = py::bool_(false),
           "The prompt text of chat messages [{\"role\", \"content\"}] by the model's template: "
           "with the header that begins a reply (add_generation_prompt, default True), or with the "
           "final message left open for the model to go on with (continue_final_message). "
           "date_string: the date the Llama-3.1 and 3.2 templates write into their system turn "
-          "(theirs by default: 26 Jul 2024, and today's date)")
+          "(theirs by default: 26 Jul 2024, and today's date). tokenize=True: its token ids "
+          "instead (as HF's, whose default that is)")
       .def_property_readonly("vocab_size", &Tokenizer::vocab_size, "Ids the tokenizer knows")
       .def_property_readonly("bos_id", &Tokenizer::bos_id, "The BOS id (-1: none)")
       .def_property_readonly("eos_ids", &Tokenizer::eos_ids, "The ids that end a text");

@@ -635,6 +635,16 @@ class TextModel(unittest.TestCase):
             with self.assertRaisesRegex(TypeError, message):
                 call()
         self.assertEqual(tok.apply_chat_template(tuple(messages)), tok.apply_chat_template(messages))
+        # HF's tokenize: False is the text (our default), True its ids, no special tokens added
+        # (HF's default; the template wrote them); HF's usual call reads the same here.
+        text = tok.apply_chat_template(messages)
+        self.assertEqual(tok.apply_chat_template(messages, tokenize=False,
+                                                 add_generation_prompt=True), text)
+        ids = tok.apply_chat_template(messages, tokenize=True)
+        self.assertEqual(ids, tok.encode(text, add_special_tokens=False))
+        self.assertEqual(tok.decode(ids), text)
+        with self.assertRaisesRegex(TypeError, "tokenize must be True or False, got 'no'"):
+            tok.apply_chat_template(messages, tokenize="no")
         # date_string, the template variable, dates Llama-3.2's system turn (today's by default,
         # as in HF); SmolLM2's template does not read it.
         self.assertEqual(tok.apply_chat_template(messages, date_string="02 Mar 2025"),
