@@ -15,6 +15,7 @@
 #include <exception>
 #include <functional>
 #include <limits>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -124,8 +125,30 @@ auto locked(PyEngine& pe, F&& f) -> decltype(f()) {
   if constexpr (!std::is_void_v<Result>) return std::move(*result);
 }
 
+// An unknown sampling keyword: this engine's name where HF's or vLLM's differs, and the list.
+[[noreturn]] void unknown_sampling_parameter(const std::string& name, const py::handle type,
+                                             const py::handle property) {
+  static const std::map<std::string, std::string> kOurs = {
+      {"max_tokens", "max_new_tokens"},
+      {"max_length", "max_new_tokens, which counts the new tokens only"},
+      {"stop_token_ids", "eos_token_ids, which replaces the model's EOS ids: list them too"},
+      {"eos_token_id", "eos_token_ids"},
+      {"stop_strings", "stop"},
+      {"do_sample", "temperature: 0 is greedy, above 0 samples"},
+      {"n", "num_beams and num_return_sequences (beam search); sampling returns one text"}};
+  std::string message = "unknown sampling parameter '" + name + "'";
+  if (const auto it = kOurs.find(name); it != kOurs.end())
+    message += " (this engine's: " + it->second + ")";
+  std::string known;
+  for (const auto& [key, value] : py::dict(type.attr("__dict__")))
+    if (py::isinstance(value, property))
+      known.append(known.empty() ? "" : ", ").append(py::cast<std::string>(key));
+  throw py::type_error(message + "; the parameters: " + known);
+}
+
 // Keyword arguments onto a SamplingParams, through its Python properties (so each value is checked
-// and converted as an attribute assignment would be).
+// and converted as an attribute assignment would be). None keeps a field's default, as HF's and
+// vLLM's keywords read it.
 SamplingParams params_from(const py::kwargs& kw) {
   SamplingParams p;
   const py::object view = py::cast(&p, py::return_value_policy::reference);
@@ -133,7 +156,8 @@ SamplingParams params_from(const py::kwargs& kw) {
   for (const auto& [key, value] : kw) {
     const py::object field = py::getattr(py::type::of(view), key, py::none());
     if (!py::isinstance(field, property))
-      throw py::type_error("unknown sampling parameter '" + py::cast<std::string>(key) + "'");
+      unknown_sampling_parameter(py::cast<std::string>(key), py::type::of(view), property);
+    if (value.is_none()) continue;
     try {
       py::setattr(view, key, value);
     } catch (py::error_already_set& e) {  // (pybind11's own words name neither field nor value)
@@ -173,6 +197,11 @@ std::vector<ChatMessage> messages_from(const py::handle& messages) {
     if (!py::isinstance<py::dict>(m))
       throw py::type_error("a chat message is a dict with 'role' and 'content'");
     const py::dict d = py::reinterpret_borrow<py::dict>(m);
+    if (!d.contains("role") && (d.contains("prompt") || d.contains("prompt_token_ids")))
+      throw py::type_error(
+          "a prompt is a str, a list of token ids or a list of chat messages: vLLM's prompt "
+          "dicts ({'prompt': ...}, {'prompt_token_ids': [...]}) are not taken, give what they "
+          "hold");
     if (!d.contains("role") || !d.contains("content") || !py::isinstance<py::str>(d["role"]) ||
         !py::isinstance<py::str>(d["content"]))
       throw py::type_error("a chat message is a dict with 'role' and 'content' (str)");
@@ -203,8 +232,24 @@ const Tokenizer& tokenizer_of(const Engine& e) {
 }
 
 // A token id: a Python int or what stands for one (numpy's integers: __index__), not a bool.
+// (numpy's arrays take __index__ too, and fail in it unless 0-d: an array is not an id)
 bool is_token_id(const py::handle v) {
-  return !PyBool_Check(v.ptr()) && PyIndex_Check(v.ptr()) != 0;
+  if (PyBool_Check(v.ptr()) || PyIndex_Check(v.ptr()) == 0) return false;
+  return !py::hasattr(v, "ndim") || py::cast<int>(v.attr("ndim")) == 0;
+}
+
+// A value as an error message shows it: its repr (cut at 40 characters) and its type.
+std::string shown(const py::handle v) {
+  return py::cast<std::string>(py::repr(v)).substr(0, 40) + " (" +
+         py::cast<std::string>(py::type::of(v).attr("__name__")) + ")";
+}
+
+// A numpy array (anything with ndim and tolist) as Python lists: a 1-D array of ids is a list of
+// ids, a 2-D one a list of prompts; anything else as it is.
+py::object as_lists(const py::handle v) {
+  if (py::hasattr(v, "ndim") && py::hasattr(v, "tolist") && py::cast<int>(v.attr("ndim")) > 0)
+    return v.attr("tolist")();
+  return py::reinterpret_borrow<py::object>(v);
 }
 
 // A number, flag, text or list of token ids of SamplingParams or EngineOptions as Python writes
@@ -224,7 +269,10 @@ T strict(const py::handle v, const char* name) {
       throw py::type_error(std::string(name) + " must be a list of token ids");
     T ids;
     const std::string each = std::string(name) + ": a token id";
-    for (const py::handle id : v) ids.push_back(strict<int32_t>(id, each.c_str()));
+    for (const py::handle id : v) {
+      if (!is_token_id(id)) throw py::type_error(each + " must be an integer, got " + shown(id));
+      ids.push_back(strict<int32_t>(id, each.c_str()));
+    }
     return ids;
   } else if constexpr (std::is_integral_v<T>) {
     if (!is_token_id(v)) throw py::type_error(std::string(name) + " must be an integer");
@@ -257,9 +305,9 @@ T argument(const py::handle v, const char* name) {
   try {
     return strict<T>(v, name);
   } catch (const py::type_error& e) {
-    throw py::type_error(std::string(e.what()) + ", got " +
-                         py::cast<std::string>(py::repr(v)).substr(0, 40) + " (" +
-                         py::cast<std::string>(py::type::of(v).attr("__name__")) + ")");
+    const std::string what = e.what();
+    if (what.find(", got ") != std::string::npos) throw;  // (an item of a list, named already)
+    throw py::type_error(what + ", got " + shown(v));
   }
 }
 
@@ -299,7 +347,8 @@ struct ChatOptions {
 
 // One prompt: text (with the model's chat template when chat is set), a list of chat messages
 // (the chat template, always), or a list of token ids.
-std::vector<int32_t> prompt_ids(const Engine& e, const py::handle& prompt, const ChatOptions& o) {
+std::vector<int32_t> prompt_ids(const Engine& e, const py::handle& given, const ChatOptions& o) {
+  const py::object prompt = as_lists(given);  // (a numpy array of ids)
   if (py::isinstance<py::str>(prompt)) {
     const Tokenizer& tok = tokenizer_of(e);
     const std::string text = utf8_of(prompt, "a prompt's text");
@@ -309,10 +358,10 @@ std::vector<int32_t> prompt_ids(const Engine& e, const py::handle& prompt, const
                : tok.encode(text, true);
   }
   if (is_messages(prompt)) {
-    const Tokenizer& tok = tokenizer_of(e);
     // A final assistant message is begun for the model, which goes on with it (as HF's
     // text-generation pipeline does); after any other, the reply starts a new turn.
     const std::vector<ChatMessage> messages = messages_from(prompt);
+    const Tokenizer& tok = tokenizer_of(e);
     const bool go_on = messages.back().role == "assistant";
     return tok.encode(tok.apply_chat_template(messages, !go_on, go_on, o.date), false);
   }
@@ -442,7 +491,8 @@ std::string engine_doc() {
 // of the context where the default 128 would not fit, as the CLI's and the server's do.
 void fit_unset_length(const Engine& e, const py::object& params, const py::kwargs& kw,
                       GenerationRequest& r) {
-  if (params.is_none() && !kw.contains("max_new_tokens")) e.fit_to_room(r);
+  if (params.is_none() && (!kw.contains("max_new_tokens") || kw["max_new_tokens"].is_none()))
+    e.fit_to_room(r);
 }
 
 // Runs what closed streams left in the engine to its end, so that generate() may run.
@@ -480,10 +530,21 @@ std::vector<GenerationOutput> join_streams(PyEngine& pe,
   return out;
 }
 
-std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& prompts,
-                                       const py::object& chat_flag, const py::object& date,
-                                       const py::object& params, const py::kwargs& kw) {
+// vLLM's name for `params` (its second positional argument, as here) taken out of the keywords.
+py::object sampling_params(py::object params, const py::kwargs& kw) {
+  if (!kw.contains("sampling_params")) return params;
+  if (!params.is_none()) throw py::type_error("give params or sampling_params, not both");
+  params = kw["sampling_params"];
+  PyDict_DelItemString(kw.ptr(), "sampling_params");
+  return params;
+}
+
+std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& given,
+                                       const py::object& params_given, const py::object& chat_flag,
+                                       const py::object& date, const py::kwargs& kw) {
   const ChatOptions chat(chat_flag, date);
+  const py::object params = sampling_params(params_given, kw);
+  const py::object prompts = as_lists(given);  // (a numpy array: one prompt, or a row each)
   py::list items;
   const bool listed = py::isinstance<py::list>(prompts) || py::isinstance<py::tuple>(prompts);
   py::object first = py::none();
@@ -776,8 +837,19 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
       .def_property(
           "stop", [](const SamplingParams& p) { return p.stop; },
           [](SamplingParams& p, const py::object& v) {
-            p.stop = py::isinstance<py::str>(v) ? std::vector<std::string>{py::cast<std::string>(v)}
-                                                : py::cast<std::vector<std::string>>(v);
+            if (py::isinstance<py::str>(v)) {
+              p.stop = {utf8_of(v, "a stop string")};
+              return;
+            }
+            if (!py::isinstance<py::iterable>(v))
+              throw py::type_error("stop must be a str or a list of str, got " + shown(v));
+            std::vector<std::string> stop;
+            for (const py::handle s : v) {
+              if (!py::isinstance<py::str>(s))
+                throw py::type_error("stop: a stop string must be a str, got " + shown(s));
+              stop.push_back(utf8_of(s, "a stop string"));
+            }
+            p.stop = std::move(stop);
           },
           "Strings that end the text (not included in it); a str or a list")
       .def_property("suppress_tokens", read_field(&SamplingParams::suppress_tokens),
@@ -877,8 +949,8 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
                   "The generated ids (not the prompt's); an EOS that ended it is the last")
       .def_readonly("text", &GenerationOutput::text, "Their text, special tokens skipped")
       .def_readonly("finish_reason", &GenerationOutput::finish_reason,
-                    "'eos', 'length' or 'stop' (a stop string, or stopped early: a closed "
-                    "stream, Ctrl-C)")
+                    "'eos', 'length', 'stop' (a stop string) or 'cancelled' (a stream closed "
+                    "before its end)")
       .def_readonly("sequences", &GenerationOutput::sequences,
                     "Beam search: the num_return_sequences best hypotheses, best first")
       .def_readonly("scores", &GenerationOutput::scores,
@@ -944,11 +1016,26 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
       .def(
           "apply_chat_template",
           [](const Tokenizer& t, const py::object& messages, const py::object& add_prompt,
-             const py::object& go_on, const py::object& date,
-             const py::object& tokenize) -> py::object {
+             const py::object& go_on, const py::object& date, const py::object& tokenize,
+             const py::kwargs& kw) -> py::object {
+            // HF's name for the messages, and its other arguments refused by name.
+            py::object conversation = messages;
+            for (const auto& [key, value] : kw) {
+              if (py::cast<std::string>(key) == "conversation" && conversation.is_none()) {
+                conversation = py::reinterpret_borrow<py::object>(value);
+                continue;
+              }
+              throw py::type_error(
+                  "apply_chat_template() does not take '" + py::cast<std::string>(key) +
+                  "' (it takes messages or conversation, add_generation_prompt, "
+                  "continue_final_message, date_string and tokenize; tools and documents are "
+                  "not rendered)");
+            }
+            if (conversation.is_none())
+              throw py::type_error("apply_chat_template() needs the messages");
             const bool cont = argument<bool>(go_on, "continue_final_message");
             const std::string text = t.apply_chat_template(
-                messages_from(messages),
+                messages_from(conversation),
                 add_prompt.is_none() ? !cont : argument<bool>(add_prompt, "add_generation_prompt"),
                 cont,
                 date.is_none() ? std::nullopt
@@ -957,7 +1044,7 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
             if (argument<bool>(tokenize, "tokenize")) return py::cast(t.encode(text, false));
             return py::str(text);
           },
-          py::arg("messages"), py::arg("add_generation_prompt") = py::none(),
+          py::arg("messages") = py::none(), py::arg("add_generation_prompt") = py::none(),
           py::arg("continue_final_message") = py::bool_(false), py::kw_only(),
           py::arg("date_string") = py::none(), py::arg("tokenize") = py::bool_(false),
           "The prompt text of chat messages [{\"role\", \"content\"}] by the model's template: "
@@ -965,7 +1052,7 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
           "final message left open for the model to go on with (continue_final_message). "
           "date_string: the date the Llama-3.1 and 3.2 templates write into their system turn "
           "(theirs by default: 26 Jul 2024, and today's date). tokenize=True: its token ids "
-          "instead (as HF's, whose default that is)")
+          "instead (HF's tokenize=True, return_dict=False)")
       .def_property_readonly("vocab_size", &Tokenizer::vocab_size, "Ids the tokenizer knows")
       .def_property_readonly("bos_id", &Tokenizer::bos_id, "The BOS id (-1: none)")
       .def_property_readonly("eos_ids", &Tokenizer::eos_ids, "The ids that end a text");
@@ -1005,6 +1092,13 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
                     (named + ": CUDA backend only, ignored on backend '" + o.backend + "'").c_str(),
                     1) != 0)
               throw py::error_already_set();
+            if (o.backend != "cuda") {  // (ignored: a value the CUDA backend refuses too)
+              const EngineOptions d;
+              o.dtype = d.dtype;
+              o.cuda_graphs = d.cuda_graphs;
+              o.keep_blocks = d.keep_blocks;
+              o.warmup = d.warmup;
+            }
             if (forked_from_threads() &&
                 PyErr_WarnEx(PyExc_RuntimeWarning,
                              "this process was forked from one that ran a nanoinfer Engine: "
@@ -1018,26 +1112,27 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
             return std::make_shared<PyEngine>(o);
           }),
           py::arg("model"), engine_doc().c_str())
-      .def("generate", &generate, py::arg("prompts"), py::kw_only(),
+      .def("generate", &generate, py::arg("prompts"), py::arg("params") = py::none(), py::kw_only(),
            py::arg("chat") = py::bool_(false), py::arg("date_string") = py::none(),
-           py::arg("params") = py::none(),
            "One GenerationOutput per prompt (a str, a list of token ids or a list of chat "
-           "messages: a final assistant message is continued), all in one batch; sampling "
-           "parameters as `params` or as keywords; date_string as in "
+           "messages: a final assistant message is continued; numpy arrays of ids too), all in "
+           "one batch; sampling parameters as `params` (a SamplingParams or one per prompt; "
+           "vLLM's sampling_params), or as keywords; date_string as in "
            "Tokenizer.apply_chat_template")
       .def(
           "stream",
           [](const std::shared_ptr<PyEngine>& pe, const py::object& prompt,
-             const py::object& chat_flag, const py::object& date, const py::object& params,
+             const py::object& params_given, const py::object& chat_flag, const py::object& date,
              const py::kwargs& kw) {
             const ChatOptions chat(chat_flag, date);
+            const py::object params = sampling_params(params_given, kw);
             chat.check_date_used(py::list(py::make_tuple(prompt)));
             GenerationRequest r{prompt_ids(pe->engine, prompt, chat), params_for(1, params, kw)[0]};
             fit_unset_length(pe->engine, params, kw, r);
             return std::make_unique<Stream>(pe, r);
           },
-          py::arg("prompt"), py::kw_only(), py::arg("chat") = py::bool_(false),
-          py::arg("date_string") = py::none(), py::arg("params") = py::none(),
+          py::arg("prompt"), py::arg("params") = py::none(), py::kw_only(),
+          py::arg("chat") = py::bool_(false), py::arg("date_string") = py::none(),
           "A Stream of one prompt's text as it is generated")
       .def_property_readonly(
           "tokenizer", [](const PyEngine& pe) { return pe.engine.tokenizer(); },

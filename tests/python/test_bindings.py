@@ -84,6 +84,14 @@ class TinyModel(unittest.TestCase):
         if numpy is not None:
             ids = list(numpy.array(first["prompt_ids"], dtype=numpy.int64))
             self.assertEqual(self.engine.generate([ids], **kw)[0].token_ids, first["greedy_ids"])
+            # Arrays: a 1-D one is a prompt, a 2-D one a prompt a row (they had been read as
+            # one prompt whose ids failed in numpy's __index__).
+            array = numpy.array(first["prompt_ids"])
+            for prompts in (array, [array], numpy.stack([array, array])):
+                outs = self.engine.generate(prompts, **kw)
+                self.assertEqual([o.token_ids for o in outs],
+                                 [first["greedy_ids"]] * len(outs))
+            self.assertEqual(len(self.engine.generate(numpy.stack([array, array]), **kw)), 2)
             # numpy numbers are numbers to the sampling parameters too
             p = nanoinfer.SamplingParams(temperature=numpy.float32(0.5), top_k=numpy.int64(3))
             self.assertEqual((p.temperature, p.top_k), (0.5, 3))
@@ -337,7 +345,7 @@ class TinyModel(unittest.TestCase):
         # neither).
         # What Python would coerce is refused too: a bool for a number, a number for a flag.
         for kw, value in ((dict(max_new_tokens=3.0), "3.0 (float)"),
-                          (dict(stop=None), "None (NoneType)"),
+                          (dict(stop=5), "5 (int)"),
                           (dict(max_new_tokens=True), "True (bool)"),
                           (dict(temperature=True), "True (bool)"),
                           (dict(ignore_eos=0.5), "0.5 (float)"),
@@ -347,6 +355,34 @@ class TinyModel(unittest.TestCase):
             with self.assertRaisesRegex(
                     TypeError, re.escape(f"sampling parameter '{field}' does not take {value}")):
                 self.engine.generate(ids, **kw)
+        # HF's and vLLM's names for a parameter are named with this engine's, and the list given.
+        for name, ours in (("max_tokens", "max_new_tokens"), ("stop_token_ids", "eos_token_ids")):
+            with self.assertRaisesRegex(TypeError, re.escape(
+                    f"unknown sampling parameter '{name}' (this engine's: {ours}") +
+                    ".*; the parameters: temperature, top_k, .*early_stopping"):
+                self.engine.generate(ids, **{name: 3})
+        # None keeps a field's default (vLLM's stop=None, HF's max_new_tokens=None); an unset
+        # length still fits the room left.
+        self.assertEqual(nanoinfer.SamplingParams(stop=None, temperature=None, seed=None),
+                         nanoinfer.SamplingParams())
+        self.assertEqual(
+            self.engine.generate(ids, max_new_tokens=None, stop=None)[0].token_ids,
+            self.engine.generate(ids)[0].token_ids)
+        # The stop strings as an attribute: a str or a list of them, each named where it is not
+        # (pybind11 had raised RuntimeError "Unable to cast"); a lone surrogate is a ValueError.
+        p = nanoinfer.SamplingParams()
+        for value, error, message in ((None, TypeError, "stop must be a str or a list of str, "
+                                                        "got None (NoneType)"),
+                                      ([1], TypeError, "stop: a stop string must be a str, got "
+                                                       "1 (int)"),
+                                      ("\ud800", ValueError, "a stop string must be UTF-8"),
+                                      (["a", "\ud800"], ValueError, "a stop string must be UTF-8")):
+            with self.assertRaisesRegex(error, re.escape(message)):
+                p.stop = value
+        p.stop = ("a", "b")
+        self.assertEqual(p.stop, ["a", "b"])
+        with self.assertRaisesRegex(ValueError, "a stop string must be UTF-8"):
+            nanoinfer.SamplingParams(stop="\ud800")
         with self.assertRaisesRegex(ValueError, re.escape(
                 f"max_new_tokens must be an integer in [-2147483648, 2147483647], got {2**40}")):
             self.engine.generate(ids, max_new_tokens=2**40)
@@ -372,6 +408,18 @@ class TinyModel(unittest.TestCase):
         self.assertEqual((p.eos_token_ids, p.logit_bias), ([5, 7], [(5, 2.0)]))
         with self.assertRaisesRegex(TypeError, "params: a SamplingParams, or a list of them"):
             self.engine.generate(ids, params={"max_new_tokens": 3})
+        # vLLM's call: the parameters second, by position or as sampling_params.
+        three = nanoinfer.SamplingParams(max_new_tokens=3)
+        alone = self.engine.generate(ids, params=three)[0].token_ids
+        self.assertEqual(len(alone), 3)
+        self.assertEqual(self.engine.generate(ids, three)[0].token_ids, alone)
+        self.assertEqual(self.engine.generate(ids, sampling_params=three)[0].token_ids, alone)
+        self.assertEqual(list(self.engine.stream(ids[0], three)), [])  # (no tokenizer, no text)
+        with self.assertRaisesRegex(TypeError, "give params or sampling_params, not both"):
+            self.engine.generate(ids, three, sampling_params=three)
+        # vLLM's prompt dicts are named as such (they read as chat messages without a role).
+        with self.assertRaisesRegex(TypeError, "vLLM's prompt dicts .* are not taken"):
+            self.engine.generate([{"prompt_token_ids": [1, 2]}])
         with self.assertRaisesRegex(ValueError, "2 sampling parameters for 1 prompts"):
             self.engine.generate(ids, params=[nanoinfer.SamplingParams()] * 2)
         with self.assertRaisesRegex(TypeError, "token ids"):
@@ -421,8 +469,12 @@ class TinyModel(unittest.TestCase):
             warnings.simplefilter("always")
             nanoinfer.Engine(tiny(), dtype="f32", warmup=False)
             nanoinfer.Engine(tiny(), max_context=64)
+            # ... and are ignored, even where the CUDA backend would refuse them (an Error had
+            # followed the warning).
+            nanoinfer.Engine(tiny(), dtype="float16")
         self.assertEqual([str(w.message) for w in caught],
-                         ["dtype, warmup: CUDA backend only, ignored on backend 'cpu'"])
+                         ["dtype, warmup: CUDA backend only, ignored on backend 'cpu'",
+                          "dtype: CUDA backend only, ignored on backend 'cpu'"])
 
     def test_ctrl_c_is_heard_while_another_thread_holds_the_engine(self):
         # The main thread waited for the other thread's call without the GIL, and so without
@@ -645,6 +697,17 @@ class TextModel(unittest.TestCase):
         self.assertEqual(tok.decode(ids), text)
         with self.assertRaisesRegex(TypeError, "tokenize must be True or False, got 'no'"):
             tok.apply_chat_template(messages, tokenize="no")
+        # HF's name for the messages; its other arguments named (pybind11 had listed signatures).
+        self.assertEqual(tok.apply_chat_template(conversation=messages), text)
+        with self.assertRaisesRegex(TypeError, "apply_chat_template\\(\\) does not take 'tools' "
+                                               "\\(it takes messages or conversation"):
+            tok.apply_chat_template(messages, tools=[])
+        with self.assertRaisesRegex(TypeError, "apply_chat_template\\(\\) needs the messages"):
+            tok.apply_chat_template()
+        # A bad id is named, not the whole list (which read as if a list were refused).
+        with self.assertRaisesRegex(TypeError, re.escape("ids: a token id must be an integer, "
+                                                         "got [1, 2] (list)")):
+            tok.decode([[1, 2], [3]])
         # date_string, the template variable, dates Llama-3.2's system turn (today's by default,
         # as in HF); SmolLM2's template does not read it.
         self.assertEqual(tok.apply_chat_template(messages, date_string="02 Mar 2025"),
