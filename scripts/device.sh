@@ -3,13 +3,13 @@
 # configure with CUDA in an ignored build folder, build, run the GPU tests (with the HF bf16
 # greedy references made first, in the same call), the benchmarks (W1, W3, decode attention,
 # per-op profile) and the HF transformers peers. Logs and JSON go to $OUT (default ./out).
-#   scripts/device.sh [all|tests|bench|tp|peers|attn|load|sanitize|racecheck|gguf]...
-#   (default: all; `attn`, `load`, `sanitize`, `racecheck` and `gguf` only by name)
+#   scripts/device.sh [all|tests|bench|tp|peers|attn|load|sanitize|racecheck|gguf|python]...
+#   (default: all; `attn`, `load`, `sanitize`, `racecheck`, `gguf` and `python` only by name)
 # Header-only dependencies travel in .deps/include (pass carry=[".deps"]).
 set -uo pipefail
 STAGES=${*:-all}
 # A misspelt stage ("test") would match nothing and spend a scarce GPU call on nvidia-smi alone.
-KNOWN="all tests bench tp peers attn load sanitize racecheck gguf"
+KNOWN="all tests bench tp peers attn load sanitize racecheck gguf python"
 for stage in $STAGES; do
   case " $KNOWN " in
     *" $stage "*) ;;
@@ -46,7 +46,7 @@ build() {
   fi
   echo "built $*"
 }
-if [[ -z "${PREBUILT:-}" ]]; then
+if [[ -z "${PREBUILT:-}" && " $STAGES " != " python " ]]; then  # (python configures its own)
   GEN=""
   command -v ninja > /dev/null && GEN="-G Ninja"
   cmake -S . -B "$BUILD" $GEN -DCMAKE_BUILD_TYPE=Release -DNANOINFER_CUDA=ON \
@@ -241,6 +241,35 @@ if [[ " $STAGES " == *" gguf "* ]]; then
     status=1
   fi
   rm -f "$gguf"
+fi
+
+# The Python module on the CUDA backend (not part of `all`; PREBUILT does not apply: the module
+# is built for this machine's Python): its own build folder, configured with this machine's
+# Python headers and the pybind11 wheel carried in .whl (with .deps for the JSON headers), the
+# module target only, then tests/gpu/test_python_cuda.py.
+if [[ " $STAGES " == *" python "* ]]; then
+  pyb=""
+  wheels && pyb=$(python3 -c "import pybind11; print(pybind11.get_cmake_dir())" 2> /dev/null)
+  if [[ -z "$pyb" ]]; then
+    echo "python: no pybind11 (carry its wheel in .whl: pip download --no-deps -d .whl pybind11)"
+    status=1
+  elif ! cmake -S . -B build-py -DCMAKE_BUILD_TYPE=Release -DNANOINFER_CUDA=ON \
+    -DCMAKE_CUDA_ARCHITECTURES=90 -DNANOINFER_TESTS=OFF -DNANOINFER_BENCH=OFF \
+    -Dpybind11_DIR="$pyb" > "$OUT/configure_py.log" 2>&1; then
+    tail -30 "$OUT/configure_py.log"
+    status=1
+  elif [[ ! -f build-py/python/nanoinfer/__init__.py ]]; then
+    echo "python: the module was not configured (Python's headers?):"
+    grep -i -E "python|pybind" "$OUT/configure_py.log" | head
+    status=1
+  elif ! cmake --build build-py -j16 --target nanoinfer_python > "$OUT/build_py.log" 2>&1; then
+    grep -E "error|Error" -A3 "$OUT/build_py.log" | head -40
+    status=1
+  else
+    PYTHONPATH="build-py/python:${PYTHONPATH:-}" NI_TEST_DATA=tests/data python3 \
+      tests/gpu/test_python_cuda.py > "$OUT/test_python_cuda.log" 2>&1 || status=1
+    grep -E "^(test_|Ran |OK|FAILED)|Error|error" "$OUT/test_python_cuda.log" | head -40
+  fi
 fi
 
 if want peers; then
