@@ -37,8 +37,9 @@ namespace {
 // The engine and what the module keeps beside it: a lock (the engine serves one call at a time)
 // and the number of streams not yet read to their end or closed.
 struct PyEngine {
-  explicit PyEngine(const EngineOptions& o) : engine(o) {}
+  explicit PyEngine(const EngineOptions& o) : engine(o), profile(o.profile) {}
   Engine engine;
+  const bool profile;  // (profile_report() has nothing to say without it)
   std::timed_mutex mu;
   std::atomic<std::thread::id> owner{};  // the thread holding mu
   int open_streams = 0;
@@ -1155,7 +1156,11 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
           "Bytes the weights take on the backend")
       .def(
           "profile_report",
-          [](PyEngine& pe) { return locked(pe, [&] { return pe.engine.profile_report(); }); },
+          [](PyEngine& pe) {
+            if (!pe.profile)
+              throw Error("profile_report: this Engine was made without profile=True");
+            return locked(pe, [&] { return pe.engine.profile_report(); });
+          },
           "Time per op kind, prefill and decode apart (an Engine made with profile=True)")
       .def(
           "release_cache",

@@ -476,6 +476,16 @@ class TinyModel(unittest.TestCase):
                          ["dtype, warmup: CUDA backend only, ignored on backend 'cpu'",
                           "dtype: CUDA backend only, ignored on backend 'cpu'"])
 
+    def test_profile_report_needs_profile_on(self):
+        e = nanoinfer.Engine(tiny(), profile=True)
+        e.generate([[1, 2, 3]], max_new_tokens=3)
+        report = e.profile_report()
+        for part in ("prefill: ", "decode: ", "attention", "embedding"):
+            self.assertIn(part, report)
+        # Without it there is nothing to report: an Error (it had returned "").
+        with self.assertRaisesRegex(nanoinfer.Error, "made without profile=True"):
+            self.engine.profile_report()
+
     def test_ctrl_c_is_heard_while_another_thread_holds_the_engine(self):
         # The main thread waited for the other thread's call without the GIL, and so without
         # running Python's handlers: KeyboardInterrupt came only once that call had ended.
