@@ -531,20 +531,31 @@ std::vector<GenerationOutput> join_streams(PyEngine& pe,
   return out;
 }
 
-// vLLM's name for `params` (its second positional argument, as here) taken out of the keywords.
-py::object sampling_params(py::object params, const py::kwargs& kw) {
-  if (!kw.contains("sampling_params")) return params;
-  if (!params.is_none()) throw py::type_error("give params or sampling_params, not both");
-  params = kw["sampling_params"];
-  PyDict_DelItemString(kw.ptr(), "sampling_params");
-  return params;
+// An argument given under HF's or vLLM's name (theirs, a keyword) where ours was not given:
+// taken out of the keywords (vLLM's sampling_params, HF's conversation and token_ids).
+py::object theirs_or(const py::object& given, const py::kwargs& kw, const char* ours,
+                     const char* theirs) {
+  if (!kw.contains(theirs)) return given;
+  if (!given.is_none())
+    throw py::type_error(std::string("give ") + ours + " or " + theirs + ", not both");
+  py::object v = kw[theirs];
+  PyDict_DelItemString(kw.ptr(), theirs);
+  return v;
+}
+
+// What is left of a tokenizer method's keywords (HF's others: return_tensors, truncation,
+// clean_up_tokenization_spaces, tools, ...): a TypeError naming it and what the method takes.
+void refuse_the_rest(const char* method, const py::kwargs& kw, const char* takes) {
+  for (const auto& [key, value] : kw)
+    throw py::type_error(std::string(method) + "() does not take '" + py::cast<std::string>(key) +
+                         "' (it takes " + takes + ")");
 }
 
 std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& given,
                                        const py::object& params_given, const py::object& chat_flag,
                                        const py::object& date, const py::kwargs& kw) {
   const ChatOptions chat(chat_flag, date);
-  const py::object params = sampling_params(params_given, kw);
+  const py::object params = theirs_or(params_given, kw, "params", "sampling_params");
   const py::object prompts = as_lists(given);  // (a numpy array: one prompt, or a row each)
   py::list items;
   const bool listed = py::isinstance<py::list>(prompts) || py::isinstance<py::tuple>(prompts);
@@ -1000,7 +1011,9 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
                         "templates; Engine.tokenizer or load_tokenizer(path)")
       .def(
           "encode",
-          [](const Tokenizer& t, const py::object& text, const py::object& add_special_tokens) {
+          [](const Tokenizer& t, const py::object& text, const py::object& add_special_tokens,
+             const py::kwargs& kw) {
+            refuse_the_rest("encode", kw, "text and add_special_tokens");
             return t.encode(argument<std::string>(text, "text"),
                             argument<bool>(add_special_tokens, "add_special_tokens"));
           },
@@ -1008,30 +1021,26 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
           "Token ids of a text (with the model's BOS etc. unless add_special_tokens=False)")
       .def(
           "decode",
-          [](const Tokenizer& t, const py::object& ids, const py::object& skip) {
+          [](const Tokenizer& t, const py::object& given, const py::object& skip,
+             const py::kwargs& kw) {
+            const py::object ids = theirs_or(given, kw, "ids", "token_ids");
+            refuse_the_rest("decode", kw, "ids or token_ids, and skip_special_tokens");
+            if (ids.is_none()) throw py::type_error("decode() needs the ids");
             return t.decode(argument<std::vector<int32_t>>(ids, "ids"),
                             argument<bool>(skip, "skip_special_tokens"));
           },
-          py::arg("ids"), py::arg("skip_special_tokens") = py::bool_(false),
+          py::arg("ids") = py::none(), py::arg("skip_special_tokens") = py::bool_(false),
           "The text of token ids")
       .def(
           "apply_chat_template",
           [](const Tokenizer& t, const py::object& messages, const py::object& add_prompt,
              const py::object& go_on, const py::object& date, const py::object& tokenize,
              const py::kwargs& kw) -> py::object {
-            // HF's name for the messages, and its other arguments refused by name.
-            py::object conversation = messages;
-            for (const auto& [key, value] : kw) {
-              if (py::cast<std::string>(key) == "conversation" && conversation.is_none()) {
-                conversation = py::reinterpret_borrow<py::object>(value);
-                continue;
-              }
-              throw py::type_error(
-                  "apply_chat_template() does not take '" + py::cast<std::string>(key) +
-                  "' (it takes messages or conversation, add_generation_prompt, "
-                  "continue_final_message, date_string and tokenize; tools and documents are "
-                  "not rendered)");
-            }
+            const py::object conversation = theirs_or(messages, kw, "messages", "conversation");
+            refuse_the_rest("apply_chat_template", kw,
+                            "messages or conversation, add_generation_prompt, "
+                            "continue_final_message, date_string and tokenize; tools and "
+                            "documents are not rendered");
             if (conversation.is_none())
               throw py::type_error("apply_chat_template() needs the messages");
             const bool cont = argument<bool>(go_on, "continue_final_message");
@@ -1126,7 +1135,7 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
              const py::object& params_given, const py::object& chat_flag, const py::object& date,
              const py::kwargs& kw) {
             const ChatOptions chat(chat_flag, date);
-            const py::object params = sampling_params(params_given, kw);
+            const py::object params = theirs_or(params_given, kw, "params", "sampling_params");
             chat.check_date_used(py::list(py::make_tuple(prompt)));
             GenerationRequest r{prompt_ids(pe->engine, prompt, chat), params_for(1, params, kw)[0]};
             fit_unset_length(pe->engine, params, kw, r);

@@ -714,6 +714,17 @@ class TextModel(unittest.TestCase):
             tok.apply_chat_template(messages, tools=[])
         with self.assertRaisesRegex(TypeError, "apply_chat_template\\(\\) needs the messages"):
             tok.apply_chat_template()
+        # HF's other names and arguments on encode and decode likewise.
+        self.assertEqual(tok.decode(token_ids=ids), tok.decode(ids))
+        for call, message in (
+                (lambda: tok.encode("Hi", return_tensors="np"),
+                 "encode() does not take 'return_tensors' (it takes text and add_special_tokens)"),
+                (lambda: tok.decode(ids, clean_up_tokenization_spaces=False),
+                 "decode() does not take 'clean_up_tokenization_spaces' (it takes ids or "
+                 "token_ids, and skip_special_tokens)"),
+                (lambda: tok.decode(ids, token_ids=ids), "give ids or token_ids, not both")):
+            with self.assertRaisesRegex(TypeError, re.escape(message)):
+                call()
         # A bad id is named, not the whole list (which read as if a list were refused).
         with self.assertRaisesRegex(TypeError, re.escape("ids: a token id must be an integer, "
                                                          "got [1, 2] (list)")):
