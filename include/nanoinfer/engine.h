@@ -166,11 +166,15 @@ struct GenerationStats {
 
 // Called for every token a sampling request generates but an EOS that ends it (which the output's
 // token_ids hold): (request index, token id, text that may be shown now: complete UTF-8, stop
-// strings held back). Return false to stop that request. A callback that throws ends its request
-// (on_token's: finish_reason "cancelled"; on_done still comes), and its exception comes out of
-// generate() or step() once the step is whole: the engine stays usable. From a callback,
-// generate(), release_cache(), and submit() within generate(), or step() and cancel() within
-// step(), throw Error.
+// strings held back). Text still held back when an EOS ends the request (the start of a stop
+// string that never came) is in no call: it ends the output's text, past the bytes the calls
+// gave (a streaming front end prints output.text.substr(bytes shown) at the end). Return false
+// to stop that request. A callback that throws ends its request (on_token's: finish_reason
+// "cancelled"; on_done still comes), and its exception comes out of generate() or step() once
+// the step is whole: the engine stays usable. Out of generate() it ends the whole call (the
+// other requests' outputs are not returned); out of step() the other requests run on. From a
+// callback, generate(), release_cache(), and submit() within generate(), or step() and cancel()
+// within step(), throw Error; destroying the engine there is undefined.
 using TokenCallback = std::function<bool(size_t, int32_t, const std::string&)>;
 // Called once a submitted request has finished: (its id, its output).
 using DoneCallback = std::function<void(size_t, GenerationOutput&&)>;
@@ -181,6 +185,8 @@ using StepCallback = std::function<bool()>;
 
 class Tokenizer;
 
+// One call at a time: an Engine is not safe to call from two threads at once (serialise the calls;
+// the Python module holds a lock). Separate engines run in parallel.
 class Engine {
  public:
   explicit Engine(const EngineOptions& options);

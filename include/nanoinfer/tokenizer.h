@@ -20,6 +20,8 @@
 #include <string_view>
 #include <vector>
 
+#include "nanoinfer/error.h"  // (the Error its functions throw)
+
 namespace nanoinfer {
 
 class GgufFile;

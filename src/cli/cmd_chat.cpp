@@ -53,11 +53,12 @@ std::optional<GenerationOutput> reply(Engine& engine, const GenerationRequest& r
   bool done = false;
   const auto t0 = std::chrono::steady_clock::now();
   auto first = t0;
-  size_t tokens = 0;
+  size_t tokens = 0, shown = 0;
   TokenCallback on_token = [&](size_t, int32_t, const std::string& piece) {
     if (tokens++ == 0) first = std::chrono::steady_clock::now();
     std::fputs(piece.c_str(), stdout);
     std::fflush(stdout);
+    shown += piece.size();
     return interrupted == 0;
   };
   DoneCallback on_done = [&](size_t, GenerationOutput&& o) {
@@ -75,6 +76,9 @@ std::optional<GenerationOutput> reply(Engine& engine, const GenerationRequest& r
   while (!done && engine.step()) {
   }
   std::signal(SIGINT, SIG_DFL);
+  // What was held back when an EOS ended the reply (a possible stop string's start), which no
+  // on_token carries: the end of the output's text.
+  if (out.text.size() > shown) std::fputs(out.text.c_str() + shown, stdout);
   std::printf("\n");
   std::fflush(stdout);
   if (stats) {

@@ -112,15 +112,20 @@ void run_generate(const GenerateArgs& a) {
   }
   // One prompt, plain output: stream the text as it comes.
   const bool stream = !a.json && tok != nullptr && requests.size() == 1 && a.params.num_beams == 1;
-  TokenCallback print_piece = [](size_t, int32_t, const std::string& piece) {
+  size_t printed = 0;
+  TokenCallback print_piece = [&printed](size_t, int32_t, const std::string& piece) {
     std::fputs(piece.c_str(), stdout);
     std::fflush(stdout);
+    printed += piece.size();
     return true;
   };
   const std::vector<GenerationOutput> outs =
       engine.generate(requests, stream ? print_piece : nullptr);
   if (!engine.is_leader()) return;  // rank 0 prints
   if (stream) {                     // (the streamed text's line ends before any report on stderr)
+    // What was held back when an EOS ended it (a possible stop string's start), which no
+    // on_token carries: the end of the output's text.
+    if (outs[0].text.size() > printed) std::fputs(outs[0].text.c_str() + printed, stdout);
     std::printf("\n");
     std::fflush(stdout);
   }

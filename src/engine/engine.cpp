@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <new>
+#include <string>
 
 #include "dist/watchdog.h"
 #include "engine/batch_builder.h"
@@ -160,7 +162,9 @@ void EngineOptions::validate() const {
         "brings its own config)");
 }
 
-Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
+// (a function-try-block: host memory that runs out while the engine is made, a max_context of a
+// billion positions say, is an Error as every other user-caused failure is)
+Engine::Engine(const EngineOptions& options) try : impl_(std::make_unique<Impl>()) {
   const auto t0 = std::chrono::steady_clock::now();
   arm_fork_guard();  // (a process forked from this one could not start OpenMP's threads)
   options.validate();
@@ -212,6 +216,10 @@ Engine::Engine(const EngineOptions& options) : impl_(std::make_unique<Impl>()) {
   if (options.warmup) impl_->warm_up(*this);
   impl_->backend->set_profiling(options.profile);
   impl_->load_seconds = ms_since(t0) / 1000.0;
+} catch (const std::bad_alloc&) {
+  throw Error("out of memory making the engine: with max_context " +
+              std::to_string(options.max_context) +
+              ", its model, RoPE tables and buffers did not fit in host memory");
 }
 
 // Takes the backend's one-time costs at load: a prompt of each length it names (GEMM algorithms

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -356,6 +357,31 @@ TEST(TinyEngine, TheDefaultContextIsTheModelsPositionsUpTo4096) {
   opt.max_context = 100;
   EXPECT_EQ(resolved_max_context(opt, long_one), 100);
   EXPECT_EQ(Engine(opt).max_context(), 100);
+}
+
+// Host memory that runs out while an engine is made (a context of 2^31 - 1 positions: RoPE tables
+// of about 100 GB) is an Error naming max_context, not std::bad_alloc.
+TEST(TinyEngine, AContextTooLargeForMemoryIsAnError) {
+#ifdef __SANITIZE_ADDRESS__
+  GTEST_SKIP() << "AddressSanitizer aborts on an allocation this size";
+#endif
+  // (where the kernel grants any allocation, the tables would be written until it kills us)
+  std::string mode;
+  std::ifstream("/proc/sys/vm/overcommit_memory") >> mode;
+  if (mode == "1") GTEST_SKIP() << "vm.overcommit_memory = 1: no allocation fails";
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  opt.max_context = INT_MAX;
+  opt.warmup = false;
+  try {
+    Engine engine(opt);
+    FAIL() << "an engine of " << INT_MAX << " positions was made";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("out of memory making the engine: with max_context "
+                                         "2147483647, "),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 // The step cap left at -1 is the backend's: 512 tokens on the CPU, so a 600-token prompt prefills

@@ -566,8 +566,9 @@ TEST(Cli, OutOfMemoryIsOneClearLine) {
       "ulimit -v 4000000; ");
   EXPECT_EQ(r.code, 1);
   EXPECT_EQ(r.err,
-            "nanoinfer: error: out of memory (a smaller --max-context, --cache-tokens or "
-            "--num-beams needs less)\n");
+            "nanoinfer: error: out of memory making the engine: with max_context 2147483647, its "
+            "model, RoPE tables and buffers did not fit in host memory (a smaller --max-context, "
+            "--cache-tokens or --num-beams needs less)\n");
   // The largest cache the flag takes is out of memory too (its block count overflowed before).
   const CliRun cache =
       run_cli("generate --model " + kTiny + " --prompt-ids 1 --cache-tokens 2147483647", "",
@@ -811,6 +812,30 @@ TEST(Cli, PlainOutputOfSeveralPromptsIsTheirText) {
   EXPECT_EQ(outs[0]["finish_reason"], "stop");  // (the greedy reply says "The answer")
   EXPECT_EQ(plain.out, "=== prompt 0 ===\n" + outs[0]["text"].get<std::string>() +
                            "\n=== prompt 1 ===\n" + outs[1]["text"].get<std::string>() + "\n");
+}
+
+// Text held back as the start of a stop string that never came, when an EOS ends the reply, is
+// printed at the end (no on_token call carries it; it had been lost): the streamed reply is the
+// output's text, in generate and in chat.
+TEST(Cli, StreamedTextEndsWithWhatAStopStringHeldBack) {
+  const std::string model = test::default_model_path();
+  if (model.empty()) GTEST_SKIP() << "default model not fetched (make model)";
+  const std::string prompt = "Say hello in one short sentence.";
+  const std::string stops = " --stop '.ZZZ' --stop '!ZZZ' --max-new-tokens 40";
+  const std::string generate = "generate --model " + model + " --chat --prompt '" + prompt + "'";
+  const CliRun json = run_cli(generate + stops + " --json");
+  ASSERT_EQ(json.code, 0) << json.err;
+  const nlohmann::json out = nlohmann::json::parse(json.out)["outputs"][0];
+  const std::string text = out["text"];
+  // The greedy reply ends with "!" or "." and then EOS: held back as the start of a stop string.
+  ASSERT_EQ(out["finish_reason"], "eos");
+  ASSERT_TRUE(text.ends_with('!') || text.ends_with('.')) << text;
+  const CliRun plain = run_cli(generate + stops);
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  EXPECT_EQ(plain.out, text + "\n");
+  const CliRun chat = run_cli("chat --model " + model + stops, prompt + "\n");
+  ASSERT_EQ(chat.code, 0) << chat.err;
+  EXPECT_EQ(chat.out, text + "\n");
 }
 
 TEST(Cli, PerplexityIsTheMeanNllOfThePromptLogprobs) {
