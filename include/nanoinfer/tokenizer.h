@@ -97,7 +97,8 @@ class IncrementalDetokenizer {
 std::unique_ptr<Tokenizer> load_tokenizer_json(const std::string& tokenizer_json_path);
 // From a GGUF file's tokenizer.ggml.* metadata.
 std::unique_ptr<Tokenizer> load_tokenizer_gguf(const GgufFile& gguf);
-// A .gguf file, a HF model directory (tokenizer.json inside) or a tokenizer.json path.
+// A .gguf file, a HF model directory (tokenizer.json inside) or a tokenizer.json path (a path:
+// engine.h's resolve_model_path() turns "default" into the default model's).
 std::unique_ptr<Tokenizer> load_tokenizer_for_model(const std::string& model_path);
 
 }  // namespace nanoinfer

@@ -217,8 +217,9 @@ Engine::Engine(const EngineOptions& options) try : impl_(std::make_unique<Impl>(
   impl_->backend->set_profiling(options.profile);
   impl_->load_seconds = ms_since(t0) / 1000.0;
 } catch (const std::bad_alloc&) {
-  throw Error("out of memory making the engine: with max_context " +
-              std::to_string(options.max_context) +
+  throw Error("out of memory making the engine: with " +
+              (options.max_context > 0 ? "max_context " + std::to_string(options.max_context)
+                                       : std::string("the default max_context")) +
               ", its model, RoPE tables and buffers did not fit in host memory");
 }
 
