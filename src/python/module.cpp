@@ -267,7 +267,7 @@ T strict(const py::handle v, const char* name) {
     return v.ptr() == Py_True;
   } else if constexpr (std::is_same_v<T, std::vector<int32_t>>) {  // token ids: any sequence
     if (py::isinstance<py::str>(v) || !py::isinstance<py::iterable>(v))
-      throw py::type_error(std::string(name) + " must be a list of token ids");
+      throw py::type_error(std::string(name) + " must be a list of token ids, got " + shown(v));
     T ids;
     const std::string each = std::string(name) + ": a token id";
     for (const py::handle id : v) {
@@ -303,12 +303,14 @@ T strict(const py::handle v, const char* name) {
 // strict<T>(v, name), whose TypeError names the value too: an argument or an engine option.
 template <class T>
 T argument(const py::handle v, const char* name) {
-  try {
-    return strict<T>(v, name);
-  } catch (const py::type_error& e) {
-    const std::string what = e.what();
-    if (what.find(", got ") != std::string::npos) throw;  // (an item of a list, named already)
-    throw py::type_error(what + ", got " + shown(v));
+  if constexpr (std::is_same_v<T, std::vector<int32_t>>) {
+    return strict<T>(v, name);  // (it names the value, or the item that is no id)
+  } else {
+    try {
+      return strict<T>(v, name);
+    } catch (const py::type_error& e) {
+      throw py::type_error(std::string(e.what()) + ", got " + shown(v));
+    }
   }
 }
 

@@ -6,10 +6,14 @@ GPU). Run by `scripts/device.sh python` on the GPU machine; skipped where no GPU
 """
 import json
 import os
+import sys
 import tempfile
 import unittest
 
 import nanoinfer
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "python"))
+import model_files  # noqa: E402  (tests/python's)
 
 DATA = os.environ.get("NI_TEST_DATA",
                       os.path.join(os.path.dirname(__file__), os.pardir, "data"))
@@ -54,19 +58,9 @@ class TextModel(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        config = dict(
-            architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=64,
-            intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=49152, max_position_embeddings=512,
-            rms_norm_eps=1e-5, rope_theta=10000.0, bos_token_id=1, eos_token_id=2,
-            tie_word_embeddings=False,
-        )
         cls.dir = tempfile.TemporaryDirectory()
-        path = os.path.join(cls.dir.name, "config.json")
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(config, f)
-        cls.engine = cuda_engine(os.path.join(DATA, "tokenizer", "smollm2"),
-                                 random_weights=True, config=path)
+        cls.engine = cuda_engine(os.path.join(DATA, "tokenizer", "smollm2"), random_weights=True,
+                                 config=model_files.write_config(cls.dir.name))
 
     @classmethod
     def tearDownClass(cls):

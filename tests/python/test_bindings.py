@@ -13,7 +13,6 @@ import os
 import pathlib
 import pickle
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import time
 import unittest
 import warnings
 
+import model_files  # (beside this file)
 import nanoinfer
 
 DATA = os.environ.get("NI_TEST_DATA", os.path.join(os.path.dirname(__file__), "..", "data"))
@@ -540,19 +540,10 @@ class TextModel(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        config = dict(
-            architectures=["LlamaForCausalLM"], model_type="llama", hidden_size=64,
-            intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, vocab_size=49152, max_position_embeddings=512,
-            rms_norm_eps=1e-5, rope_theta=10000.0, bos_token_id=1, eos_token_id=2,
-            tie_word_embeddings=False,
-        )
         cls.dir = tempfile.TemporaryDirectory()
-        path = os.path.join(cls.dir.name, "config.json")
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(config, f)
         cls.engine = nanoinfer.Engine(os.path.join(DATA, "tokenizer", "smollm2"),
-                                      random_weights=True, config=path)
+                                      random_weights=True,
+                                      config=model_files.write_config(cls.dir.name))
 
     @classmethod
     def tearDownClass(cls):
@@ -593,17 +584,9 @@ class TextModel(unittest.TestCase):
         # does: the prompt is the one that text encodes, scored the same, and another date's
         # is another prompt.
         with tempfile.TemporaryDirectory() as d:
-            shutil.copy(os.path.join(DATA, "tokenizer", "llama3", "tokenizer.json"), d)
-            with open(os.path.join(DATA, "tokenizer", "llama32_chat_template.jinja")) as f:
-                template = f.read()
-            with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
-                json.dump({"chat_template": template, "bos_token": "<|begin_of_text|>"}, f)
-            with open(os.path.join(self.dir.name, "config.json")) as f:
-                config = dict(json.load(f), vocab_size=128256, bos_token_id=128000,
-                              eos_token_id=128009)
-            path = os.path.join(d, "config.json")
-            with open(path, "w") as f:
-                json.dump(config, f)
+            model_files.write_llama32_tokenizer(d, DATA)
+            path = model_files.write_config(d, vocab_size=128256, bos_token_id=128000,
+                                            eos_token_id=128009)
             engine = nanoinfer.Engine(d, random_weights=True, config=path)
         tok = engine.tokenizer
         messages = [{"role": "user", "content": "Hi there"}]
@@ -736,11 +719,7 @@ class TextModel(unittest.TestCase):
         with self.assertRaisesRegex(TypeError, r"date_string must be a str, got 2025 \(int\)"):
             tok.apply_chat_template(messages, date_string=2025)
         with tempfile.TemporaryDirectory() as d:
-            shutil.copy(os.path.join(DATA, "tokenizer", "llama3", "tokenizer.json"), d)
-            with open(os.path.join(DATA, "tokenizer", "llama32_chat_template.jinja")) as f:
-                template = f.read()
-            with open(os.path.join(d, "tokenizer_config.json"), "w") as f:
-                json.dump({"chat_template": template, "bos_token": "<|begin_of_text|>"}, f)
+            model_files.write_llama32_tokenizer(d, DATA)
             llama32 = nanoinfer.load_tokenizer(d)
         dated = llama32.apply_chat_template(messages, date_string="02 Mar 2025")
         self.assertIn("\nToday Date: 02 Mar 2025\n\n<|eot_id|>", dated)
