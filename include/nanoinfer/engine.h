@@ -165,7 +165,8 @@ struct GenerationStats {
 };
 
 // Called for every token a sampling request generates but an EOS that ends it (which the output's
-// token_ids hold): (request index, token id, text that may be shown now: complete UTF-8, stop
+// token_ids hold; a beam search has none: its hypotheses are known when it ends, in the output's
+// sequences): (request index, token id, text that may be shown now: complete UTF-8, stop
 // strings held back). Text still held back when an EOS ends the request (the start of a stop
 // string that never came) is in no call: it ends the output's text, past the bytes the calls
 // gave (a streaming front end prints output.text.substr(bytes shown) at the end). Return false
@@ -186,7 +187,9 @@ using StepCallback = std::function<bool()>;
 class Tokenizer;
 
 // One call at a time: an Engine is not safe to call from two threads at once (serialise the calls;
-// the Python module holds a lock). Separate engines run in parallel.
+// the Python module holds a lock). generate(), submit(), step(), cancel(), start_online() and
+// release_cache() throw Error when another thread's call of them is under way (the reads, such as
+// config() or progress(), are not checked). Separate engines run in parallel.
 class Engine {
  public:
   explicit Engine(const EngineOptions& options);

@@ -20,6 +20,7 @@
 #include "nanoinfer/engine.h"
 #include "nanoinfer/tokenizer.h"
 #include "util/error.h"
+#include "util/str_cat.h"
 
 namespace nanoinfer::cli {
 namespace {
@@ -86,10 +87,10 @@ std::optional<GenerationOutput> reply(Engine& engine, const GenerationRequest& r
     const double decode_ms = ms_between(first, end);
     std::fprintf(
         stderr,
-        "[prompt %zu tokens, %d of them from the cache; %zu tokens; first token %.0f ms; "
+        "[prompt %s, %d of them from the cache; %s; first token %.0f ms; "
         "%.1f tokens/s after it%s]\n",
-        request.prompt_ids.size(), out.reused_prompt_tokens, out.token_ids.size(),
-        ms_between(t0, first),
+        count_of(std::ssize(request.prompt_ids), "token").c_str(), out.reused_prompt_tokens,
+        count_of(std::ssize(out.token_ids), "token").c_str(), ms_between(t0, first),
         tokens > 1 && decode_ms > 0 ? 1000.0 * static_cast<double>(tokens - 1) / decode_ms : 0.0,
         out.seed ? ("; seed " + std::to_string(*out.seed)).c_str() : "");
   }
@@ -104,9 +105,9 @@ void run_chat(const ChatArgs& a) {
   a.params.validate();
   // One conversation: a cache of one context (the engine's submit() would size it for 16).
   EngineOptions options = a.engine;
-  if (options.cache_tokens == 0)
-    options.cache_tokens = options.max_context > 0 ? options.max_context : 4096;
   check_positions(a.engine, {{"--max-context", a.engine.max_context}});
+  if (options.cache_tokens == 0)
+    options.cache_tokens = resolved_max_context(options, read_model_config(options));
   Engine engine(options);
   const Tokenizer* tok = engine.tokenizer();
   if (tok == nullptr) fail("chat needs a model with a tokenizer (tokenizer.json or a GGUF's)");
@@ -207,7 +208,8 @@ void add_chat_command(CLI::App& app) {
                 "after each reply: prompt tokens and those taken from the cache, time to the "
                 "first token, tokens/s");
   add_engine_flags(*cmd, a->engine,
-                   "KV cache slots (0 = one context: --max-context, or 4096); a turn reuses "
+                   "KV cache slots (0 = one context: --max-context, or the model's positions, "
+                   "at most 4096); a turn reuses "
                    "the blocks of the turns before it while they are in the cache (not over a "
                    "sink cache, which shares none)");
   add_cache_policy_flags(*cmd, a->engine);

@@ -19,6 +19,7 @@
 #include "nanoinfer/engine.h"
 #include "nanoinfer/tokenizer.h"
 #include "util/error.h"
+#include "util/str_cat.h"
 
 namespace nanoinfer::cli {
 namespace {
@@ -228,11 +229,11 @@ void run_generate(const GenerateArgs& a) {
                      static_cast<unsigned long long>(*outs[i].seed));
   }
   std::fprintf(stderr,
-               "load: %.2f s (%.1f MB of weights, warm-up %.2f s), prefill: %.1f ms (%lld tokens), "
-               "decode: %.1f tokens/s (%lld tokens)\n",
+               "load: %.2f s (%.1f MB of weights, warm-up %.2f s), prefill: %.1f ms (%s), "
+               "decode: %.1f tokens/s (%s)\n",
                engine.load_seconds(), static_cast<double>(engine.weight_bytes()) / 1e6,
-               engine.warmup_seconds(), st.prefill_ms, static_cast<long long>(st.prefill_tokens),
-               st.decode_tokens_per_s(), static_cast<long long>(st.decode_tokens));
+               engine.warmup_seconds(), st.prefill_ms, count_of(st.prefill_tokens, "token").c_str(),
+               st.decode_tokens_per_s(), count_of(st.decode_tokens, "token").c_str());
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "tokenizer/unicode.h"
 #include "util/error.h"
 #include "util/json_file.h"
+#include "util/str_cat.h"
 
 namespace nanoinfer::cli {
 namespace {
@@ -64,7 +65,7 @@ void run_tokenize(const TokenizeArgs& a) {
     std::printf("{\"ids\": [%s], \"pieces\": [%s]}\n", id_list.c_str(), pieces.c_str());
     return;
   }
-  std::printf("%zu tokens\n", ids.size());
+  std::printf("%s\n", count_of(std::ssize(ids), "token").c_str());
   for (int32_t id : ids) std::printf("%8d  %s\n", id, json_string(tok->piece(id)).c_str());
 }
 

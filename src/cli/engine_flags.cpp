@@ -170,11 +170,16 @@ void add_sampling_flags(CLI::App& cmd, SamplingParams& p, const std::string& max
              bool ok = eq != std::string::npos;
              int id = -1;
              float bias = 0;
+             // (spaces around either number, as --prompt-ids takes them around its ids)
+             auto whole = [](const std::string& s, size_t used) {
+               return used > 0 && s.find_first_not_of(' ', used) == std::string::npos;
+             };
              try {
                size_t used_id = 0, used_bias = 0;
-               id = std::stoi(item.substr(0, eq), &used_id);
-               bias = std::stof(item.substr(eq + 1), &used_bias);
-               ok = ok && used_id == eq && used_bias == item.size() - eq - 1;
+               const std::string id_text = item.substr(0, eq), bias_text = item.substr(eq + 1);
+               id = std::stoi(id_text, &used_id);
+               bias = std::stof(bias_text, &used_bias);
+               ok = ok && whole(id_text, used_id) && whole(bias_text, used_bias);
              } catch (const std::exception&) {
                ok = false;
              }

@@ -1,6 +1,7 @@
 #include "nanoinfer/engine.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <climits>
 #include <cstdlib>
@@ -8,6 +9,7 @@
 #include <fstream>
 #include <new>
 #include <string>
+#include <thread>
 
 #include "dist/watchdog.h"
 #include "engine/batch_builder.h"
@@ -47,6 +49,34 @@ std::string resolve_model_path(const std::string& model) {
   return path;
 }
 
+namespace {
+
+// For the length of a call that runs or changes the engine: the engine is this thread's. A call
+// from a callback (the same thread) passes, for the re-entry checks to name; another thread's
+// call meanwhile throws Error instead of racing this one.
+class CallScope {
+ public:
+  CallScope(std::atomic<std::thread::id>& caller, const char* call) : caller_(caller) {
+    std::thread::id held;
+    held_ = caller.compare_exchange_strong(held, std::this_thread::get_id());
+    if (!held_ && held != std::this_thread::get_id())
+      fail(std::string(call) +
+           " while another thread's call runs on this engine: an Engine serves one call at a "
+           "time (serialise the calls, or make an engine per thread)");
+  }
+  ~CallScope() {
+    if (held_) caller_.store(std::thread::id());
+  }
+  CallScope(const CallScope&) = delete;
+  CallScope& operator=(const CallScope&) = delete;
+
+ private:
+  std::atomic<std::thread::id>& caller_;
+  bool held_;
+};
+
+}  // namespace
+
 struct Engine::Impl {
   EngineOptions options;
   LoadedModel loaded;
@@ -56,6 +86,7 @@ struct Engine::Impl {
   std::unique_ptr<Tokenizer> tokenizer;
   GenerationStats stats;
   bool generating = false;  // in generate(): its callbacks may not generate, submit or release
+  std::atomic<std::thread::id> caller{};  // the thread whose call runs (none: id())
   double load_seconds = 0;
   double warmup_seconds = 0;
   // The last generate()'s KV cache, kept: a call whose cache fits in it clears and reuses it, so
@@ -370,6 +401,7 @@ int64_t Engine::cache_bytes() const {
   return impl_->cache ? impl_->cache->bytes() : 0;
 }
 void Engine::release_cache() {
+  const CallScope call(impl_->caller, "release_cache()");
   if (impl_->generating) fail("release_cache() from a callback of generate()");
   if (impl_->online && impl_->online->active() > 0)
     fail("release_cache() while submitted requests run");
@@ -380,6 +412,7 @@ void Engine::release_cache() {
 std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationRequest>& requests,
                                                const TokenCallback& on_token,
                                                const StepCallback& go_on) {
+  const CallScope call(impl_->caller, "generate()");
   if (!is_leader()) {
     impl_->follow();
     return {};
@@ -507,6 +540,7 @@ KvCacheOptions Engine::Impl::cache_options(int64_t need_blocks) const {
 
 void Engine::start_online() {
   Impl& m = *impl_;
+  const CallScope call(m.caller, "start_online()");
   if (m.group().size() > 1) fail("submit(): not under tensor parallelism (use generate())");
   if (m.generating) fail("submit() from a callback of generate()");
   if (m.online) return;
@@ -522,6 +556,7 @@ void Engine::start_online() {
 size_t Engine::submit(const GenerationRequest& request, TokenCallback on_token,
                       DoneCallback on_done) {
   Impl& m = *impl_;
+  const CallScope call(m.caller, "submit()");
   start_online();
   const size_t id = m.online->add(request, std::move(on_token), std::move(on_done), "");
   m.submitted = id + 1;
@@ -529,10 +564,12 @@ size_t Engine::submit(const GenerationRequest& request, TokenCallback on_token,
 }
 
 bool Engine::step() {
+  const CallScope call(impl_->caller, "step()");
   return impl_->online && impl_->online->step();
 }
 
 bool Engine::cancel(size_t id) {
+  const CallScope call(impl_->caller, "cancel()");
   return impl_->online && impl_->online->cancel(id);
 }
 

@@ -13,6 +13,7 @@
 #include "sampling/stages.h"
 #include "util/error.h"
 #include "util/scoped_flag.h"
+#include "util/str_cat.h"
 
 namespace nanoinfer {
 
@@ -144,11 +145,11 @@ void check_request(const RunContext& ctx, const GenerationRequest& r, const std:
   }
   const int64_t total = static_cast<int64_t>(r.prompt_ids.size()) + r.params.max_new_tokens;
   if (ctx.evicting_capacity == 0 && std::ssize(r.prompt_ids) >= ctx.max_context)
-    fail(head + "prompt (" + std::to_string(r.prompt_ids.size()) +
-         " tokens) leaves no room for a new token in the context of " +
-         std::to_string(ctx.max_context) + " positions (max_context)");
+    fail(head + "prompt (" + count_of(std::ssize(r.prompt_ids), "token") +
+         ") leaves no room for a new token in the context of " + std::to_string(ctx.max_context) +
+         " positions (max_context)");
   if (ctx.evicting_capacity == 0 && total > ctx.max_context)
-    fail(head + "prompt (" + std::to_string(r.prompt_ids.size()) + " tokens) + max new tokens (" +
+    fail(head + "prompt (" + count_of(std::ssize(r.prompt_ids), "token") + ") + max new tokens (" +
          std::to_string(r.params.max_new_tokens) + ") exceeds the context of " +
          std::to_string(ctx.max_context) + " positions (max_context)");
 }
@@ -159,7 +160,8 @@ Run::Run(const RunContext& ctx, KvCache& cache, GenerationStats& stats, bool kee
       cache_(cache),
       stats_(stats),
       keep_steps_(keep_steps),
-      sched_(cache.capacity_slots() / cache.block_size(), ctx.max_step_tokens, first_id),
+      sched_(cache.capacity_slots() / cache.block_size(), cache.block_size(), ctx.max_step_tokens,
+             first_id),
       start_(std::chrono::steady_clock::now()) {}
 
 size_t Run::add(const GenerationRequest& r, TokenCallback on_token, DoneCallback on_done,
@@ -167,11 +169,11 @@ size_t Run::add(const GenerationRequest& r, TokenCallback on_token, DoneCallback
   check_request(ctx_, r, who);
   if (const int most = cache_.step_capacity();
       most > 0 && r.prompt_ids.size() > static_cast<size_t>(most))  // e.g. a sink cache's window
-    fail(lead(who) + "the prompt (" + std::to_string(r.prompt_ids.size()) +
-         " tokens) does not fit the " + cache_.policy().name() + " cache, which takes at most " +
-         std::to_string(most) +
-         " new tokens a step: a sink cache takes a prompt in one step (fed in chunks, the later "
-         "ones would evict the first)");
+    fail(lead(who) + "the prompt (" + count_of(std::ssize(r.prompt_ids), "token") +
+         ") does not fit the " + cache_.policy().name() + " cache, which takes at most " +
+         count_of(most, "new token") +
+         " a step: a longer prompt would evict its own first tokens before its last ones were "
+         "read");
   const size_t id =
       sched_.add(lifetime_blocks(r, cache_.policy().capacity(), cache_.block_size()), who);
   Entry e{r, std::move(on_token), std::move(on_done)};

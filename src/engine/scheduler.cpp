@@ -5,19 +5,26 @@
 #include <string>
 
 #include "util/error.h"
+#include "util/str_cat.h"
 
 namespace nanoinfer {
 
-Scheduler::Scheduler(int64_t cache_blocks, int max_step_tokens, size_t first_id)
-    : cache_blocks_(cache_blocks), max_step_tokens_(max_step_tokens), next_id_(first_id) {
+Scheduler::Scheduler(int64_t cache_blocks, int block_size, int max_step_tokens, size_t first_id)
+    : cache_blocks_(cache_blocks),
+      block_size_(block_size),
+      max_step_tokens_(max_step_tokens),
+      next_id_(first_id) {
   if (max_step_tokens < 0) fail("max_step_tokens must be >= 0 (0: no cap)");
 }
 
 size_t Scheduler::add(int64_t blocks, const std::string& who) {
-  if (blocks > cache_blocks_)
+  if (blocks > cache_blocks_)  // (in the options' unit too: cache_tokens are slots)
     fail((who.empty() ? "the request" : who) + " needs up to " + std::to_string(blocks) +
-         " KV blocks (its prompt + max new tokens, beam forks included), more than the cache's " +
-         std::to_string(cache_blocks_) + ": raise cache_tokens or lower max_new_tokens");
+         " KV blocks of " + count_of(block_size_, "token") + " (" +
+         std::to_string(blocks * block_size_) +
+         " slots: its prompt + max new tokens, beam forks included), more than the cache's " +
+         std::to_string(cache_blocks_) + " (" + std::to_string(cache_blocks_ * block_size_) +
+         " slots): raise cache_tokens or lower max_new_tokens");
   waiting_.emplace_back(next_id_, blocks);
   return next_id_++;
 }

@@ -18,8 +18,8 @@ namespace nanoinfer {
 
 class Scheduler {
  public:
-  // max_step_tokens 0: no cap. Ids count from first_id.
-  Scheduler(int64_t cache_blocks, int max_step_tokens, size_t first_id = 0);
+  // The cache's blocks of block_size slots; max_step_tokens 0: no cap. Ids count from first_id.
+  Scheduler(int64_t cache_blocks, int block_size, int max_step_tokens, size_t first_id = 0);
 
   // Queues a request that holds at most `blocks` blocks; returns its id (first_id, first_id + 1,
   // ... in the order added). Throws Error, naming the request `who` (empty: "the
@@ -49,6 +49,7 @@ class Scheduler {
 
  private:
   int64_t cache_blocks_;
+  int block_size_;
   int max_step_tokens_;
   std::deque<std::pair<size_t, int64_t>> waiting_;  // (id, blocks) in order
   std::unordered_map<size_t, int64_t> running_;     // id -> blocks

@@ -28,6 +28,7 @@
 #include "nanoinfer/engine.h"
 #include "nanoinfer/tokenizer.h"
 #include "util/fork_guard.h"
+#include "util/str_cat.h"
 
 namespace py = pybind11;
 
@@ -148,8 +149,8 @@ auto locked(PyEngine& pe, F&& f) -> decltype(f()) {
 }
 
 // Keyword arguments onto a SamplingParams, through its Python properties (so each value is checked
-// and converted as an attribute assignment would be). None keeps a field's default, as HF's and
-// vLLM's keywords read it.
+// and converted as an attribute assignment would be, and a bad one named as it names it). None
+// keeps a field's default, as HF's and vLLM's keywords read it.
 SamplingParams params_from(const py::kwargs& kw) {
   SamplingParams p;
   const py::object view = py::cast(&p, py::return_value_policy::reference);
@@ -158,15 +159,7 @@ SamplingParams params_from(const py::kwargs& kw) {
     const py::object field = py::getattr(py::type::of(view), key, py::none());
     if (!py::isinstance(field, property))
       unknown_sampling_parameter(py::cast<std::string>(key), py::type::of(view), property);
-    if (value.is_none()) continue;
-    try {
-      py::setattr(view, key, value);
-    } catch (py::error_already_set& e) {  // (pybind11's own words name neither field nor value)
-      if (!e.matches(PyExc_TypeError) && !e.matches(PyExc_RuntimeError)) throw;
-      throw py::type_error("sampling parameter '" + py::cast<std::string>(key) +
-                           "' does not take " + py::cast<std::string>(py::repr(value)) + " (" +
-                           py::cast<std::string>(py::type::of(value).attr("__name__")) + ")");
-    }
+    if (!value.is_none()) py::setattr(view, key, value);
   }
   return p;
 }
@@ -190,6 +183,15 @@ std::string utf8_of(const py::handle s, const std::string& what) {
   }
 }
 
+// vLLM's prompt dicts ({"prompt": ...}, {"prompt_token_ids": [...]}) are not prompts here.
+void refuse_prompt_dict(const py::dict& d) {
+  if (!d.contains("role") && (d.contains("prompt") || d.contains("prompt_token_ids")))
+    throw py::type_error(
+        "a prompt is a str, a list of token ids or a list of chat messages: vLLM's prompt "
+        "dicts ({'prompt': ...}, {'prompt_token_ids': [...]}) are not taken, give what they "
+        "hold");
+}
+
 std::vector<ChatMessage> messages_from(const py::handle& messages) {
   if (!py::isinstance<py::list>(messages) && !py::isinstance<py::tuple>(messages))
     throw py::type_error("messages must be a list of chat messages");
@@ -198,11 +200,7 @@ std::vector<ChatMessage> messages_from(const py::handle& messages) {
     if (!py::isinstance<py::dict>(m))
       throw py::type_error("a chat message is a dict with 'role' and 'content'");
     const py::dict d = py::reinterpret_borrow<py::dict>(m);
-    if (!d.contains("role") && (d.contains("prompt") || d.contains("prompt_token_ids")))
-      throw py::type_error(
-          "a prompt is a str, a list of token ids or a list of chat messages: vLLM's prompt "
-          "dicts ({'prompt': ...}, {'prompt_token_ids': [...]}) are not taken, give what they "
-          "hold");
+    refuse_prompt_dict(d);
     if (!d.contains("role") || !d.contains("content") || !py::isinstance<py::str>(d["role"]) ||
         !py::isinstance<py::str>(d["content"]))
       throw py::type_error("a chat message is a dict with 'role' and 'content' (str)");
@@ -320,7 +318,7 @@ auto read_field(T SamplingParams::*f) {
 }
 template <class T>
 auto write_field(T SamplingParams::*f, const char* name) {
-  return [f, name](SamplingParams& p, const py::object& v) { p.*f = strict<T>(v, name); };
+  return [f, name](SamplingParams& p, const py::object& v) { p.*f = argument<T>(v, name); };
 }
 
 bool is_messages(const py::handle& prompt) {
@@ -411,8 +409,8 @@ std::vector<SamplingParams> params_for(size_t n, const py::object& params, const
     throw py::type_error("params: a SamplingParams, or a list of them (one per prompt)");
   }
   if (list.size() != n)
-    throw py::value_error(std::to_string(list.size()) + " sampling parameters for " +
-                          std::to_string(n) + " prompts");
+    throw py::value_error(count_of(std::ssize(list), "sampling parameter") + " for " +
+                          count_of(static_cast<int64_t>(n), "prompt"));
   return list;
 }
 
@@ -568,7 +566,13 @@ std::vector<GenerationOutput> generate(PyEngine& pe, const py::object& given,
   } else if (listed) {
     items = py::list(prompts);
   } else {
-    throw py::type_error("prompts: a str or a list of prompts");
+    if (py::isinstance<py::dict>(prompts)) {
+      refuse_prompt_dict(py::reinterpret_borrow<py::dict>(prompts));
+      throw py::type_error(
+          "prompts: a str or a list of prompts, not a dict (a conversation is a list of "
+          "messages: [{'role': ..., 'content': ...}])");
+    }
+    throw py::type_error("prompts: a str or a list of prompts, got " + shown(prompts));
   }
   chat.check_date_used(items);
   const std::vector<SamplingParams> ps = params_for(items.size(), params, kw);
@@ -817,7 +821,7 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
               return;
             }
             if (!is_token_id(v))  // (a bool or a float: TypeError, as for other fields)
-              throw py::type_error("seed must be None or an integer");
+              throw py::type_error("seed must be None or an integer, got " + shown(v));
             const unsigned long long x = PyLong_AsUnsignedLongLong(py::int_(v).ptr());
             if (x == -1ULL && PyErr_Occurred() != nullptr) {
               PyErr_Clear();
@@ -1033,6 +1037,24 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
           },
           py::arg("ids") = py::none(), py::arg("skip_special_tokens") = py::bool_(false),
           "The text of token ids")
+      .def(
+          "batch_decode",
+          [](const Tokenizer& t, const py::object& sequences, const py::object& skip) {
+            const py::object rows = as_lists(sequences);  // (a 2-D numpy array: a text a row)
+            if (py::isinstance<py::str>(rows) || !py::isinstance<py::iterable>(rows))
+              throw py::type_error("sequences must be a list of lists of token ids, got " +
+                                   shown(sequences));
+            const bool skip_special = argument<bool>(skip, "skip_special_tokens");
+            std::vector<std::string> texts;
+            for (const py::handle ids : rows)
+              texts.push_back(
+                  t.decode(argument<std::vector<int32_t>>(ids, "sequences"), skip_special));
+            return texts;
+          },
+          py::arg("sequences"), py::arg("skip_special_tokens") = py::bool_(false),
+          "The text of each list of token ids (HF's batch_decode)")
+      .def("__len__", &Tokenizer::vocab_size,
+           "The ids it knows, special ones included (HF's len(tokenizer))")
       .def(
           "apply_chat_template",
           [](const Tokenizer& t, const py::object& messages, const py::object& add_prompt,

@@ -550,10 +550,10 @@ std::vector<ApiRequest> parse_request(const json& body, bool chat, const Engine&
       // (OpenAI's code and parameter for it, which clients and wrappers recognise; the prompt's
       // when it leaves no room at all)
       if (max_given && !r.score_only && room >= 1)
-        throw ApiError(str_cat("prompt (", n, " tokens) + ", max_key, " (",
+        throw ApiError(str_cat("prompt (", count_of(n, "token"), ") + ", max_key, " (",
                                c.request.params.max_new_tokens, ") exceeds ", limit),
                        "context_length_exceeded", max_key);
-      throw ApiError(str_cat("prompt (", n, " tokens) leaves no room for ",
+      throw ApiError(str_cat("prompt (", count_of(n, "token"), ") leaves no room for ",
                              r.score_only ? "scoring" : "a new token", " in ", limit),
                      "context_length_exceeded", chat ? "messages" : "prompt");
     }
@@ -634,9 +634,9 @@ std::string summary(std::span<const ApiRequest> reqs, std::span<const Generation
   std::string reasons;
   for (const GenerationOutput& o : outs) reasons += (reasons.empty() ? "" : ", ") + o.finish_reason;
 
-  return "prompt " + u["prompt_tokens"].dump() + " tokens (" +
+  return "prompt " + count_of(u["prompt_tokens"].get<int64_t>(), "token") + " (" +
          u["prompt_tokens_details"]["cached_tokens"].dump() + " cached), completion " +
-         u["completion_tokens"].dump() + " tokens (" + reasons + ")";
+         count_of(u["completion_tokens"].get<int64_t>(), "token") + " (" + reasons + ")";
 }
 
 json error_body(const std::string& message, const std::string& type, const std::string& code,

@@ -2,6 +2,7 @@
 // inside loops (where chained operator+ would allocate a temporary per piece).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -24,6 +25,11 @@ std::string str_cat(const Parts&... parts) {
   std::string out;
   (detail::append(out, parts), ...);
   return out;
+}
+
+// "1 token", "2 tokens": a count and its noun (one made plural by an s), for messages.
+inline std::string count_of(int64_t n, std::string_view noun) {
+  return std::to_string(n) + " " + std::string(noun) + (n == 1 ? "" : "s");
 }
 
 }  // namespace nanoinfer

@@ -6,9 +6,12 @@
 
 #include <algorithm>
 #include <functional>
+#include <future>
 #include <random>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "nanoinfer/engine.h"
@@ -191,7 +194,11 @@ TEST(ContinuousBatchingSteps, RequestLargerThanTheCacheIsRefused) {
     engine.generate({small, big});
     FAIL() << "expected an error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("request 1 needs up to 5 KV blocks"), std::string::npos)
+    // (in slots as well as blocks: the option counts slots)
+    EXPECT_NE(std::string(e.what()).find("request 1 needs up to 5 KV blocks of 16 tokens (80 "
+                                         "slots: its prompt + max new tokens, beam forks "
+                                         "included), more than the cache's 4 (64 slots)"),
+              std::string::npos)
         << e.what();
   }
   EXPECT_EQ(engine.generate({small})[0].token_ids.size(), 4U);
@@ -564,6 +571,55 @@ TEST(OnlineRun, ACallbackThatThrowsEndsItsRequestOnly) {
                                       "submit() from a callback of generate()",
                                       "release_cache() from a callback of generate()"}));
   EXPECT_EQ(engine.generate({reqs[2]})[0].token_ids, out[2].token_ids);
+}
+
+// Another thread's call while one runs is refused, naming the call (before, it raced the running
+// call, or read as a call from a callback); the running call goes on, and the engine serves the
+// next call after it.
+TEST(OnlineRun, AnotherThreadsCallWhileOneRunsIsRefused) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  opt.max_context = 128;
+  Engine engine(opt);
+  const GenerationRequest req = greedy_request(12, 1, 6);
+  std::promise<void> in_call, tried;
+  std::future<void> go_on = tried.get_future();
+  std::vector<GenerationOutput> outs;
+  std::thread runner([&] {
+    outs = engine.generate({req}, [&, first = true](size_t, int32_t, const std::string&) mutable {
+      if (first) {  // the call holds the engine until the other thread has tried every call
+        first = false;
+        in_call.set_value();
+        go_on.wait();
+      }
+      return true;
+    });
+  });
+  in_call.get_future().wait();
+  std::vector<std::string> refused;
+  for (const auto& [name, call] : std::vector<std::pair<std::string, std::function<void()>>>{
+           {"generate()", [&] { engine.generate({req}); }},
+           {"submit()", [&] { engine.submit(req, nullptr, nullptr); }},
+           {"step()", [&] { engine.step(); }},
+           {"cancel()", [&] { engine.cancel(0); }},
+           {"start_online()", [&] { engine.start_online(); }},
+           {"release_cache()", [&] { engine.release_cache(); }}}) {
+    try {
+      call();
+      refused.push_back(name + " ran");
+    } catch (const Error& e) {
+      refused.emplace_back(e.what());
+    }
+    EXPECT_EQ(refused.back(), name +
+                                  " while another thread's call runs on this engine: an Engine "
+                                  "serves one call at a time (serialise the calls, or make an "
+                                  "engine per thread)");
+  }
+  tried.set_value();
+  runner.join();
+  ASSERT_EQ(outs.size(), 1U);
+  EXPECT_EQ(outs[0].token_ids.size(), 6U);
+  EXPECT_EQ(engine.generate({req})[0].token_ids, outs[0].token_ids);
 }
 
 }  // namespace

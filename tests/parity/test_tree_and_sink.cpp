@@ -159,8 +159,8 @@ TEST(SinkCache, EngineRefusesAPromptLongerThanTheWindow) {
   } catch (const Error& e) {
     EXPECT_STREQ(e.what(),
                  "request 1: the prompt (5 tokens) does not fit the sink(2+4) cache, which takes "
-                 "at most 4 new tokens a step: a sink cache takes a prompt in one step (fed in "
-                 "chunks, the later ones would evict the first)");
+                 "at most 4 new tokens a step: a longer prompt would evict its own first tokens "
+                 "before its last ones were read");
   }
   EXPECT_EQ(engine.generate({fits})[0].token_ids.size(), 8U);
 }

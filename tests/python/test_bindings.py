@@ -124,8 +124,9 @@ class TinyModel(unittest.TestCase):
         self.assertEqual(again.token_ids, a.token_ids)  # its seed samples it again
         self.assertEqual(again.seed, a.seed)
         self.assertEqual(pickle.loads(pickle.dumps(a)).seed, a.seed)
-        for bad in (1.5, True, "3"):
-            with self.assertRaisesRegex(TypeError, "'seed' does not take"):
+        for bad, shown in ((1.5, "1.5 (float)"), (True, "True (bool)"), ("3", "'3' (str)")):
+            with self.assertRaisesRegex(TypeError,
+                                        re.escape(f"seed must be None or an integer, got {shown}")):
                 nanoinfer.SamplingParams(seed=bad)
 
     def test_logprobs_are_hfs_log_softmax(self):
@@ -353,7 +354,13 @@ class TinyModel(unittest.TestCase):
                           (dict(top_p="0.9"), "'0.9' (str)")):
             field = next(iter(kw))
             with self.assertRaisesRegex(
-                    TypeError, re.escape(f"sampling parameter '{field}' does not take {value}")):
+                    TypeError, f"^{field} must be .*, got {re.escape(value)}$"):
+                self.engine.generate(ids, **kw)
+        # A keyword names the bad item of a list as the attribute does.
+        for kw, message in ((dict(stop=["a", 1]), "stop: a stop string must be a str, got 1 (int)"),
+                            (dict(eos_token_ids=[2, True]),
+                             "eos_token_ids: a token id must be an integer, got True (bool)")):
+            with self.assertRaisesRegex(TypeError, re.escape(message)):
                 self.engine.generate(ids, **kw)
         # HF's and vLLM's names for a parameter are named with this engine's, and the list given.
         for name, ours in (("max_tokens", "max_new_tokens"), ("stop_token_ids", "eos_token_ids")):
@@ -418,9 +425,16 @@ class TinyModel(unittest.TestCase):
         with self.assertRaisesRegex(TypeError, "give params or sampling_params, not both"):
             self.engine.generate(ids, three, sampling_params=three)
         # vLLM's prompt dicts are named as such (they read as chat messages without a role).
-        with self.assertRaisesRegex(TypeError, "vLLM's prompt dicts .* are not taken"):
-            self.engine.generate([{"prompt_token_ids": [1, 2]}])
-        with self.assertRaisesRegex(ValueError, "2 sampling parameters for 1 prompts"):
+        for prompts in ([{"prompt_token_ids": [1, 2]}], {"prompt_token_ids": [1, 2]},
+                        {"prompt": "Hi"}):
+            with self.assertRaisesRegex(TypeError, "vLLM's prompt dicts .* are not taken"):
+                self.engine.generate(prompts)
+        # One chat message not in a list, or no prompt at all, says what a prompt is.
+        with self.assertRaisesRegex(TypeError, r"not a dict \(a conversation is a list"):
+            self.engine.generate({"role": "user", "content": "Hi"})
+        with self.assertRaisesRegex(TypeError, r"a str or a list of prompts, got 3 \(int\)"):
+            self.engine.generate(3)
+        with self.assertRaisesRegex(ValueError, "2 sampling parameters for 1 prompt$"):
             self.engine.generate(ids, params=[nanoinfer.SamplingParams()] * 2)
         with self.assertRaisesRegex(TypeError, "token ids"):
             self.engine.generate([[1.5, 2]])
@@ -926,6 +940,19 @@ class DefaultModel(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, f"ids: a token id must be an integer in .*, got "
                                                 f"{2**40}"):
             tok.decode([2**40])
+        # HF's batch_decode (a text per list of ids) and len() (the ids it knows, specials in).
+        self.assertEqual(
+            tok.batch_decode([c["generated_ids"] for c in self.cases], skip_special_tokens=True),
+            [c["text"] for c in self.cases])
+        self.assertEqual(tok.batch_decode([]), [])
+        self.assertEqual(len(tok), self.engine.config["vocab_size"])
+        self.assertEqual(len(tok), tok.vocab_size)
+        with self.assertRaisesRegex(TypeError, r"sequences must be a list of lists of token ids, "
+                                               r"got 'ab' \(str\)"):
+            tok.batch_decode("ab")
+        with self.assertRaisesRegex(TypeError, r"sequences: a token id must be an integer, got "
+                                               r"True \(bool\)"):
+            tok.batch_decode([[1, True]])
         same = nanoinfer.load_tokenizer(nanoinfer.default_model_path())
         self.assertEqual(same.encode("Hello world"), tok.encode("Hello world"))
         # "default" and paths as os.PathLike, as Engine takes them.

@@ -973,7 +973,7 @@ TEST_F(ServerTest, WithoutMaxTokensTheDefaultFitsTheContext) {
   const std::string over_cache =
       post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 200}}, 400)["error"]["message"];
   EXPECT_EQ(over_cache,
-            "prompt (1 tokens) + max_tokens (200) exceeds this server's KV cache of "
+            "prompt (1 token) + max_tokens (200) exceeds this server's KV cache of "
             "112 tokens");
   // ... with OpenAI's code and the field, which clients and wrappers recognise.
   const json error = post("/v1/chat/completions",
@@ -1246,12 +1246,12 @@ TEST_F(ServerTest, StreamsInFlightAtShutdownEndWithTheError) {
 TEST_F(ServerTest, EachRequestAndRefusalIsLogged) {
   const json whole = post("/v1/completions", {{"prompt", "x"}, {"max_tokens", 2}});
   expect_logged(R"(127.0.0.1 "POST /v1/completions" 200 )" + whole["id"].get<std::string>() +
-                R"(: prompt 1 tokens (0 cached), completion 2 tokens (length), #.### s)");
+                R"(: prompt 1 token (0 cached), completion 2 tokens (length), #.### s)");
   const json body = {{"prompt", "x"}, {"max_tokens", 3}, {"n", 2}, {"stream", true}};
   const httplib::Result r = client().Post("/v1/completions", body.dump(), "application/json");
   ASSERT_TRUE(r);
   EXPECT_NE(r->body.find("[DONE]"), std::string::npos);
-  expect_logged(R"(127.0.0.1 "POST /v1/completions" 200 cmpl-# (stream): prompt 1 tokens )"
+  expect_logged(R"(127.0.0.1 "POST /v1/completions" 200 cmpl-# (stream): prompt 1 token )"
                 R"((0 cached), completion 6 tokens (length, length), #.### s)");
   post("/v1/chat/completions", {{"messages", 5}}, 400);
   expect_logged(R"(127.0.0.1 "POST /v1/chat/completions" 400 'messages' must be *)");
@@ -1265,7 +1265,7 @@ TEST_F(ServerTest, EachRequestAndRefusalIsLogged) {
                          {{"prompt", "x"}, {"max_token", 3}, {"user", "u1"}, {"ignore_eos", true}});
   EXPECT_EQ(typo["usage"]["completion_tokens"], 16);
   expect_logged(R"(127.0.0.1 "POST /v1/completions" 200 )" + typo["id"].get<std::string>() +
-                R"(: prompt 1 tokens (0 cached), completion 16 tokens (length), #.### s; )"
+                R"(: prompt 1 token (0 cached), completion 16 tokens (length), #.### s; )"
                 R"(fields ignored: max_token, user)");
   const std::lock_guard<std::mutex> lock(log_m_);
   EXPECT_EQ(log_.size(), 6U);

@@ -360,9 +360,10 @@ TEST(Cli, PromptIdsGiveHfGreedyIdsInJson) {
   ASSERT_EQ(bias.code, 0) << bias.err;
   EXPECT_EQ(nlohmann::json::parse(bias.out)["outputs"][0]["token_ids"],
             (std::vector<int>{5, 5, 5}));
+  // (spaces around the numbers are taken, as --prompt-ids takes them)
   const CliRun ban =
       run_cli("generate --model " + kTiny + " --prompt-ids " + ids +
-              " --json --max-new-tokens 1 --logit-bias " + std::to_string(first) + "=-100");
+              " --json --max-new-tokens 1 --logit-bias ' " + std::to_string(first) + " = -100 '");
   ASSERT_EQ(ban.code, 0) << ban.err;
   EXPECT_NE(nlohmann::json::parse(ban.out)["outputs"][0]["token_ids"][0], first);
 }

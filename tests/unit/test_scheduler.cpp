@@ -12,7 +12,7 @@ namespace nanoinfer {
 namespace {
 
 TEST(Scheduler, StartsInOrderWhileBlocksFit) {
-  Scheduler s(10, 0);
+  Scheduler s(10, 16, 0);
   size_t id = 0;
   for (const int64_t b : {4, 5, 3, 2}) {
     EXPECT_EQ(s.add(b, ""), id);
@@ -35,7 +35,7 @@ TEST(Scheduler, StartsInOrderWhileBlocksFit) {
 }
 
 TEST(Scheduler, StepBudgetIsSharedInOrder) {
-  Scheduler s(100, 10);
+  Scheduler s(100, 16, 10);
   s.add(1, "");
   s.add(1, "");
   s.begin_step();
@@ -48,13 +48,13 @@ TEST(Scheduler, StepBudgetIsSharedInOrder) {
   s.begin_step();
   EXPECT_EQ(s.admit(), 0);
   EXPECT_EQ(s.take(25), 10);
-  Scheduler uncapped(100, 0);
+  Scheduler uncapped(100, 16, 0);
   uncapped.begin_step();
   EXPECT_EQ(uncapped.take(1 << 30), 1 << 30);
 }
 
 TEST(Scheduler, IdsCountFromTheFirstGiven) {
-  Scheduler s(4, 0, 7);
+  Scheduler s(4, 16, 0, 7);
   EXPECT_EQ(s.add(1, ""), 7U);
   EXPECT_EQ(s.add(1, ""), 8U);
   s.begin_step();
@@ -63,7 +63,7 @@ TEST(Scheduler, IdsCountFromTheFirstGiven) {
 
 // The refusal names the request as the caller does ("the request" when it names none).
 TEST(Scheduler, RefusesWhatCanNeverFit) {
-  Scheduler s(8, 0);
+  Scheduler s(8, 16, 0);
   s.add(8, "");
   for (const std::string who : {"request 1", ""}) {
     std::string what;
@@ -72,11 +72,13 @@ TEST(Scheduler, RefusesWhatCanNeverFit) {
     } catch (const Error& e) {
       what = e.what();
     }
-    EXPECT_EQ(what.rfind((who.empty() ? "the request" : who) + " needs up to 9 KV blocks", 0), 0U)
-        << what;
+    EXPECT_EQ(what, (who.empty() ? "the request" : who) +
+                        " needs up to 9 KV blocks of 16 tokens (144 slots: its prompt + max new "
+                        "tokens, beam forks included), more than the cache's 8 (128 slots): raise "
+                        "cache_tokens or lower max_new_tokens");
   }
   EXPECT_EQ(s.waiting(), 1U);
-  EXPECT_THROW(Scheduler(8, -1), Error);
+  EXPECT_THROW(Scheduler(8, 16, -1), Error);
 }
 
 // generate()'s own cache (cache_tokens 0): every request at once while that is within 3/4 of the
