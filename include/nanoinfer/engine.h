@@ -174,8 +174,8 @@ struct GenerationStats {
 // "cancelled"; on_done still comes), and its exception comes out of generate() or step() once
 // the step is whole: the engine stays usable. Out of generate() it ends the whole call (the
 // other requests' outputs are not returned); out of step() the other requests run on. From a
-// callback, generate(), release_cache(), and submit() within generate(), or step() and cancel()
-// within step(), throw Error; destroying the engine there is undefined.
+// callback, generate() and release_cache() (within either), submit() within generate(), or step()
+// and cancel() within step(), throw Error; destroying the engine there is undefined.
 using TokenCallback = std::function<bool(size_t, int32_t, const std::string&)>;
 // Called once a submitted request has finished: (its id, its output).
 using DoneCallback = std::function<void(size_t, GenerationOutput&&)>;

@@ -403,6 +403,8 @@ int64_t Engine::cache_bytes() const {
 void Engine::release_cache() {
   const CallScope call(impl_->caller, "release_cache()");
   if (impl_->generating) fail("release_cache() from a callback of generate()");
+  // (the run and its cache are under the step: a last on_done sees no request active)
+  if (impl_->online && impl_->online->stepping()) fail("release_cache() from a callback of step()");
   if (impl_->online && impl_->online->active() > 0)
     fail("release_cache() while submitted requests run");
   impl_->online.reset();
@@ -418,6 +420,7 @@ std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationReque
     return {};
   }
   if (impl_->generating) fail("generate() from a callback of generate()");
+  if (impl_->online && impl_->online->stepping()) fail("generate() from a callback of step()");
   const ScopedFlag generating(impl_->generating);
   try {
     return impl_->lead(requests, go_on, on_token);

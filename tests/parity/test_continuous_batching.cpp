@@ -556,6 +556,14 @@ TEST(OnlineRun, ACallbackThatThrowsEndsItsRequestOnly) {
       nullptr);
   while (engine.step()) {
   }
+  // The last on_done of a step sees no request active, but its run and cache are under the step
+  // (they had been destroyed under it).
+  engine.submit(reqs[1], nullptr, [&](size_t, GenerationOutput&&) {
+    refuse([&] { engine.generate({reqs[0]}); });
+    refuse([&] { engine.release_cache(); });
+  });
+  while (engine.step()) {
+  }
   engine.generate({reqs[1]}, [&](size_t, int32_t, const std::string&) {
     refuse([&] { engine.generate({reqs[0]}); });
     refuse([&] { engine.submit(reqs[0], nullptr, nullptr); });
@@ -565,11 +573,13 @@ TEST(OnlineRun, ACallbackThatThrowsEndsItsRequestOnly) {
   const std::string cancel_refused =
       "cancel() from a callback of a running step: return false from the request's on_token to "
       "stop it";
-  EXPECT_EQ(refused,
-            (std::vector<std::string>{cancel_refused, "step() from a callback of a running step",
-                                      "generate() from a callback of generate()",
-                                      "submit() from a callback of generate()",
-                                      "release_cache() from a callback of generate()"}));
+  EXPECT_EQ(
+      refused,
+      (std::vector<std::string>{
+          cancel_refused, "step() from a callback of a running step",
+          "generate() from a callback of step()", "release_cache() from a callback of step()",
+          "generate() from a callback of generate()", "submit() from a callback of generate()",
+          "release_cache() from a callback of generate()"}));
   EXPECT_EQ(engine.generate({reqs[2]})[0].token_ids, out[2].token_ids);
 }
 
