@@ -72,8 +72,8 @@ class Run {
   // One forward over the sequences that run; false when nothing ran (none runs or waits). A
   // callback that throws ends its request (on_token's: finish_reason "cancelled"); the first
   // exception is rethrown once the step is whole, and the run goes on at the next step.
-  bool stepping() const { return stepping_; }  // a callback of step() runs
   bool step();
+  bool stepping() const { return stepping_; }  // in step(): one of its callbacks runs
   // Ends request `id` between steps (not from a callback of step(): Error): waiting, it leaves
   // the queue; running, it gives its blocks back. Its on_done gets what it has, finish_reason
   // "cancelled". False: no such request.
