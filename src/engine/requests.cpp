@@ -88,8 +88,10 @@ bool BeamRequest::step(std::span<const BeamRow> rows, int vocab, KvCache& cache,
     }
     out.token_ids = out.sequences.empty() ? std::vector<int32_t>{} : out.sequences[0];
     if (tok != nullptr) out.text = tok->decode(out.token_ids, true);
-    const bool ended = !out.token_ids.empty() && std::find(eos_ids.begin(), eos_ids.end(),
-                                                           out.token_ids.back()) != eos_ids.end();
+    // (under ignore_eos an eos id is an ordinary token: the search ran to its length)
+    const bool ended =
+        !request->params.ignore_eos && !out.token_ids.empty() &&
+        std::find(eos_ids.begin(), eos_ids.end(), out.token_ids.back()) != eos_ids.end();
     out.finish_reason = ended ? "eos" : "length";
     return false;
   }

@@ -73,6 +73,25 @@ TEST(BeamEngine, BeamAndSampledRequestsShareOneBatch) {
   expect_same(both[1], c, 1e-4F);
 }
 
+// Under ignore_eos an eos id is an ordinary token: a best hypothesis that ends on one ran to its
+// length, and says so (it used to say "eos").
+TEST(BeamEngine, IgnoreEosEndsOnLength) {
+  const nlohmann::json c = test::read_json("sampling/beam_tiny_models.json")["cases"][1];
+  Engine engine(options_for(c));
+  GenerationRequest beams = request_from(c);
+  beams.params.ignore_eos = true;
+  beams.params.max_new_tokens = 6;
+  const GenerationOutput free_run = engine.generate({beams})[0];
+  ASSERT_EQ(free_run.token_ids.size(), 6U);
+  EXPECT_EQ(free_run.finish_reason, "length");
+  beams.params.eos_token_ids = {free_run.token_ids.back()};
+  const GenerationOutput out = engine.generate({beams})[0];
+  EXPECT_EQ(out.sequences, free_run.sequences);
+  EXPECT_EQ(out.finish_reason, "length");
+  beams.params.ignore_eos = false;  // the same id as eos without ignore_eos ends the search on it
+  EXPECT_EQ(engine.generate({beams})[0].finish_reason, "eos");
+}
+
 // A beam request whose vocabulary, less its suppressed tokens, cannot give each beam the
 // max(2, 1 + eos ids) tokens a step takes is refused before anything runs, naming the request; the
 // engine serves the next call as before. With two tokens left, four beams run (two of them
