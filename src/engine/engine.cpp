@@ -5,6 +5,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <new>
@@ -424,8 +425,11 @@ std::vector<GenerationOutput> Engine::generate(const std::vector<GenerationReque
   const ScopedFlag generating(impl_->generating);
   try {
     return impl_->lead(requests, go_on, on_token);
-  } catch (const Error& e) {
+  } catch (const std::exception& e) {  // (a callback's may be of any kind)
     impl_->send(StepMessage::abort(e.what()));
+    throw;
+  } catch (...) {
+    impl_->send(StepMessage::abort("an exception that is not a std::exception"));
     throw;
   }
 }

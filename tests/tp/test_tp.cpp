@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <stdexcept>
 
 #include "dist/communicator.h"
 #include "dist/shard.h"
@@ -135,6 +136,27 @@ TEST(TinyTpErrors, RankZeroErrorStopsEveryRankAndTheGroupGoesOn) {
   ok.params.max_new_tokens = 4;
   ok.params.ignore_eos = true;
   const std::vector<GenerationOutput> out = tp.generate({ok});
+  if (!tp.is_leader()) return;
+  EXPECT_EQ(out.at(0).token_ids.size(), 4U);
+}
+
+// A callback's exception of another kind than Error (rank 0 alone runs the callbacks) stops the
+// other ranks too, which would otherwise wait for rank 0's next step.
+TEST(TinyTpErrors, CallbackExceptionStopsEveryRank) {
+  Engine tp(options(test::data_path("models/mha"), true));
+  GenerationRequest r{{1, 2, 3}, {}};
+  r.params.max_new_tokens = 4;
+  r.params.ignore_eos = true;
+  const TokenCallback boom = [](size_t, int32_t, const std::string&) -> bool {
+    throw std::runtime_error("boom");
+  };
+  try {
+    tp.generate({r}, boom);
+    ADD_FAILURE() << "no exception";
+  } catch (const std::exception& e) {
+    EXPECT_EQ(std::string(e.what()), tp.is_leader() ? "boom" : "rank 0 stopped: boom");
+  }
+  const std::vector<GenerationOutput> out = tp.generate({r});
   if (!tp.is_leader()) return;
   EXPECT_EQ(out.at(0).token_ids.size(), 4U);
 }
