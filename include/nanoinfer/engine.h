@@ -109,7 +109,8 @@ struct TokenLogprobs {
 struct GenerationOutput {
   std::vector<int32_t> token_ids;  // generated ids only; an EOS that ended it is the last (as HF)
   std::string text;                // their text, special tokens skipped (empty without tokenizer)
-  std::string finish_reason;       // "eos" | "length" | "stop" | "cancelled" (Engine::cancel)
+  // "eos" | "length" | "stop" | "cancelled" (Engine::cancel) | "error" (its step failed)
+  std::string finish_reason;
   // Beam search: the num_return_sequences best hypotheses, best first (EOS included, as HF
   // returns them), with their length-penalised scores; token_ids is the first.
   std::vector<std::vector<int32_t>> sequences;
@@ -218,7 +219,9 @@ class Engine {
   // runs one forward over what runs, starting waiting requests as room frees up, and returns
   // false when nothing runs or waits. The requests share a KV cache of cache_tokens slots (0: 16
   // sequences of max_context) that lasts while any runs; generate() and release_cache() refuse
-  // to run then. Not under tensor parallelism.
+  // to run then. Not under tensor parallelism. A step whose forward fails (a device error:
+  // out of memory, a fault) ends the requests it ran, their on_done getting finish_reason
+  // "error" and their tokens so far, and throws; the others run on at the next step.
   size_t submit(const GenerationRequest& request, TokenCallback on_token, DoneCallback on_done);
   bool step();
   // Allocates the online run's KV cache now, which the first submit() would otherwise do (a

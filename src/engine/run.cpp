@@ -218,33 +218,56 @@ bool Run::cancel(size_t id) {
     fail(
         "cancel() from a callback of a running step: return false from the request's on_token "
         "to stop it");
-  const auto e = requests_.find(id);
-  if (e == requests_.end()) return false;
+  if (!requests_.contains(id)) return false;
+  if (!release_sequences(id)) {
+    const bool waited = sched_.drop(id);
+    NI_ASSERT(waited);
+  }
+  std::exception_ptr thrown;
+  end(id, "cancelled", thrown);
+  if (thrown) std::rethrow_exception(thrown);
+  return true;
+}
+
+bool Run::release_sequences(size_t id) {
+  for (const SampledRequest& r : sampled_)
+    if (r.seq.request == id) {
+      cache_.release(r.seq.cache_id);
+      return true;
+    }
+  for (const BeamRequest& r : beamed_)
+    if (r.index == id) {
+      for (const SeqState& beam : r.beams) cache_.release(beam.cache_id);
+      return true;
+    }
+  return false;
+}
+
+void Run::end(size_t id, const char* reason, std::exception_ptr& thrown) {
   GenerationOutput out;
   const auto s = std::find_if(sampled_.begin(), sampled_.end(),
                               [id](const SampledRequest& r) { return r.seq.request == id; });
   const auto b = std::find_if(beamed_.begin(), beamed_.end(),
                               [id](const BeamRequest& r) { return r.index == id; });
   if (s != sampled_.end()) {
-    cache_.release(s->seq.cache_id);
     out = std::move(s->out);
     sampled_.erase(s);
     sched_.finish(id);
   } else if (b != beamed_.end()) {
-    for (const SeqState& beam : b->beams) cache_.release(beam.cache_id);
     out = std::move(b->out);
     beamed_.erase(b);
     sched_.finish(id);
-  } else {
-    const bool waited = sched_.drop(id);
-    NI_ASSERT(waited);
   }
-  out.finish_reason = "cancelled";
+  if (reason != nullptr) out.finish_reason = reason;
+  const auto e = requests_.find(id);
   out.seed = e->second.request.params.seed;
   const DoneCallback done = std::move(e->second.on_done);
   requests_.erase(e);
-  if (done) done(id, std::move(out));
-  return true;
+  try {
+    if (done) done(id, std::move(out));
+  } catch (...) {
+    if (!thrown) thrown = std::current_exception();
+  }
 }
 
 bool Run::step() {
@@ -350,13 +373,14 @@ bool Run::step() {
            r.seq.fed});
 
   const auto t0 = std::chrono::steady_clock::now();
-  Batch batch = build_batch(live, cache_);
-  batch.prompt = prompt_tokens > 0;
-  const std::vector<int64_t> scored_rows = add_scored_rows(batch, scored);
+  Batch batch;
   bool on_device = false;  // sampled rows picked and beam rows summarised by the backend
   std::vector<std::vector<float>> raw;  // logits of the rows that return logprobs (if any)
   std::vector<BeamRow> beam_rows;
-  {
+  try {
+    batch = build_batch(live, cache_);
+    batch.prompt = prompt_tokens > 0;
+    const std::vector<int64_t> scored_rows = add_scored_rows(batch, scored);
     // The other ranks get the batch and the cache ops made since the last step; alone, the ops
     // are only drained (no message is built). Device collectives complete in the copy to the
     // host, so the watchdog covers it.
@@ -377,10 +401,6 @@ bool Run::step() {
       ctx_.backend.to_host_f32(
           step_logits.rows(static_cast<int64_t>(r), static_cast<int64_t>(r) + 1), raw[r]);
     }
-    if (ctx_.prefix_reuse)  // the prompt blocks this step completed, for requests that follow
-      for (const SampledRequest& r : sampled_)
-        if (r.seq.fed <= static_cast<int32_t>(r.request->prompt_ids.size()))
-          cache_.publish_prefix(r.seq.cache_id, r.request->prompt_ids, r.seq.fed);
     // The backend picks the sampled rows where the logits are, as the host sampler would (the
     // penalties and suppressed tokens as edits of the logits they touch), and summarises the beam
     // rows for their searches: ids and a few best tokens come back instead of R x V floats and
@@ -407,6 +427,25 @@ bool Run::step() {
         (rows.empty() ||
          ctx_.backend.pick_to_host(step_logits.rows(0, sampled_rows), picks, edits, tokens_));
     if (!on_device) ctx_.backend.to_host_f32(step_logits, logits_);
+    // The prompt blocks this step completed, for requests that follow: once the copies above
+    // have seen the forward through (a device's failure surfaces there).
+    if (ctx_.prefix_reuse)
+      for (const SampledRequest& r : sampled_)
+        if (r.seq.fed <= static_cast<int32_t>(r.request->prompt_ids.size()))
+          cache_.publish_prefix(r.seq.cache_id, r.request->prompt_ids, r.seq.fed);
+  } catch (...) {
+    // The batch's sequences are part-written (fed and cache entries advanced, their KV not all
+    // computed): their requests end ("error", on_done called, blocks given back) and the
+    // exception comes out; the others, running or waiting, go on at the next step.
+    std::vector<size_t> ids;
+    for (const SeqState* q : live)
+      if (std::find(ids.begin(), ids.end(), q->request) == ids.end()) ids.push_back(q->request);
+    std::exception_ptr ignored;  // (an on_done's exception: the step's own is the one thrown)
+    for (const size_t id : ids) {
+      release_sequences(id);
+      end(id, "error", ignored);
+    }
+    throw;
   }
   // Cache use as this step's forward saw it (sequences that end now release their blocks).
   StepStats step;
@@ -443,31 +482,8 @@ bool Run::step() {
       finished.push_back(r->index);
     row += n;
   }
-  // Finished requests give their blocks back to the scheduler and their output to the caller.
-  for (const size_t id : finished) {
-    sched_.finish(id);
-    GenerationOutput out;
-    const auto s = std::find_if(sampled_.begin(), sampled_.end(),
-                                [id](const SampledRequest& r) { return r.seq.request == id; });
-    if (s != sampled_.end()) {
-      out = std::move(s->out);
-      sampled_.erase(s);
-    } else {
-      const auto b = std::find_if(beamed_.begin(), beamed_.end(),
-                                  [id](const BeamRequest& r) { return r.index == id; });
-      out = std::move(b->out);
-      beamed_.erase(b);
-    }
-    const auto e = requests_.find(id);
-    out.seed = e->second.request.params.seed;
-    const DoneCallback done = std::move(e->second.on_done);
-    requests_.erase(e);
-    try {
-      if (done) done(id, std::move(out));
-    } catch (...) {
-      if (!thrown) thrown = std::current_exception();
-    }
-  }
+  // Finished requests (their blocks given back) leave the run; their outputs go to the caller.
+  for (const size_t id : finished) end(id, nullptr, thrown);
   step.tokens = batch.num_tokens();
   step.sequences = static_cast<int>(live.size());
   step.waiting = static_cast<int>(sched_.waiting());

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <exception>
 #include <functional>
 #include <list>
 #include <map>
@@ -88,6 +89,12 @@ class Run {
   }
 
  private:
+  // Gives running request `id`'s cache sequences back; false when it is not running.
+  bool release_sequences(size_t id);
+  // Takes request `id` out of the run (running: its sequences given back already) and hands its
+  // output to its on_done, with finish_reason `reason` (null: the output's own); an exception
+  // from on_done is kept in `thrown` unless one is there.
+  void end(size_t id, const char* reason, std::exception_ptr& thrown);
   // Whether waiting request `id` shares whole prompt blocks with a prompt under way that has not
   // computed them yet (prefix reuse: it starts once they are, and takes them).
   bool waits_for_prefix(int64_t id) const;

@@ -967,8 +967,8 @@ PYBIND11_MODULE(_nanoinfer, m) {  // the extension inside the package nanoinfer 
                   "The generated ids (not the prompt's); an EOS that ended it is the last")
       .def_readonly("text", &GenerationOutput::text, "Their text, special tokens skipped")
       .def_readonly("finish_reason", &GenerationOutput::finish_reason,
-                    "'eos', 'length', 'stop' (a stop string) or 'cancelled' (a stream closed "
-                    "before its end)")
+                    "'eos', 'length', 'stop' (a stop string), 'cancelled' (a stream closed "
+                    "before its end) or 'error' (a stream whose step raised)")
       .def_readonly("sequences", &GenerationOutput::sequences,
                     "Beam search: the num_return_sequences best hypotheses, best first")
       .def_readonly("scores", &GenerationOutput::scores,

@@ -578,6 +578,7 @@ void Server::engine_loop() {
               return !job->cancelled;
             },
             [this, job, &live](size_t id, GenerationOutput&& out) {
+              if (out.finish_reason == "error") return;  // (the failed step's catch answers it)
               if (job->cancelled) ++stopped_by_client_;
               {
                 const std::lock_guard<std::mutex> lock(job->signal->m);
