@@ -427,12 +427,15 @@ bool Run::step() {
         (rows.empty() ||
          ctx_.backend.pick_to_host(step_logits.rows(0, sampled_rows), picks, edits, tokens_));
     if (!on_device) ctx_.backend.to_host_f32(step_logits, logits_);
-    // The prompt blocks this step completed, for requests that follow: once the copies above
-    // have seen the forward through (a device's failure surfaces there).
-    if (ctx_.prefix_reuse)
+    // The prompt blocks this step completed, for requests that follow: once the forward is
+    // seen through (a device's failure surfaces in the copies above; a step of prompt chunks
+    // alone copied nothing and waits for it here).
+    if (ctx_.prefix_reuse) {
+      if (on_device && rows.empty() && live_beams.empty()) ctx_.backend.synchronize();
       for (const SampledRequest& r : sampled_)
         if (r.seq.fed <= static_cast<int32_t>(r.request->prompt_ids.size()))
           cache_.publish_prefix(r.seq.cache_id, r.request->prompt_ids, r.seq.fed);
+    }
   } catch (...) {
     // The batch's sequences are part-written (fed and cache entries advanced, their KV not all
     // computed): their requests end ("error", on_done called, blocks given back) and the

@@ -138,8 +138,8 @@ void LlamaModel::ensure_activations(int tokens, int rows) {
   const ModelConfig& c = local_;
   const DType dt = backend_.compute_dtype();
   const int64_t qkv_dim = int64_t{c.num_heads + 2 * c.num_kv_heads} * c.head_dim;
-  act_.tokens = static_cast<int>(T);
-  act_.rows = static_cast<int>(R);
+  act_.tokens = act_.rows = 0;  // (until every buffer has its new size: an allocation that
+                                // fails, out of memory, leaves none recorded as larger than it is)
   act_.x = backend_.alloc({T, c.hidden_size}, dt);
   act_.residual = backend_.alloc({T, c.hidden_size}, dt);
   act_.qkv = backend_.alloc({T, qkv_dim}, dt);
@@ -153,6 +153,8 @@ void LlamaModel::ensure_activations(int tokens, int rows) {
   act_.gathered = backend_.alloc({blocks * R * shard_.vocab_block}, DType::F32);
   act_.logits = shard_.world == 1 ? act_.gathered.reshape({R, config_.vocab_size})
                                   : backend_.alloc({R, config_.vocab_size}, DType::F32);
+  act_.tokens = static_cast<int>(T);
+  act_.rows = static_cast<int>(R);
 }
 
 const Tensor& LlamaModel::forward(const Batch& batch, KvCache& cache) {

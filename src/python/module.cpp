@@ -634,6 +634,7 @@ class Stream {
   std::string next() {
     SignalWatch signals;
     bool interrupted = false;
+    bool failed = false;
     const std::optional<std::string> piece = locked(*pe_, [&] {
       State& st = *state_;
       while (st.pieces.empty() && !st.out && !st.closed && !interrupted) {
@@ -643,9 +644,14 @@ class Stream {
       std::optional<std::string> p;
       if (!st.closed && !interrupted) p = st.take_piece();  // (closed: none, as a generator)
       if (st.out) uncount();
+      failed = st.out && st.out->finish_reason == "error" && !st.closed;
       return p;
     });
     signals.rethrow();
+    if (!piece && failed)  // (whichever call ran the failed step raised its exception)
+      throw Error(
+          "this stream's request ended in a step that failed (finish_reason 'error'): its text "
+          "is cut short");
     if (!piece) throw py::stop_iteration();
     return *piece;
   }

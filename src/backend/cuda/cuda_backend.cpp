@@ -433,15 +433,21 @@ void CudaBackend::ensure_batch_capacity(int tokens, int seqs, int stride, int64_
       !batch_dev_.empty() &&
       BatchLayout(cap_tokens_, cap_seqs_, stride, cap_mask_words_).total <= batch_dev_.numel())
     return;
-  cap_tokens_ = std::max({tokens, cap_tokens_, 64});
-  cap_seqs_ = std::max({seqs, cap_seqs_, 16});
-  cap_mask_words_ = std::max(mask_words, cap_mask_words_);
-  const BatchLayout lay(cap_tokens_, cap_seqs_, bt_stride_, cap_mask_words_);
+  // The capacities are kept once both buffers have them (an allocation that fails leaves the
+  // old ones, which the next step's check then holds to).
+  const int cap_tokens = std::max({tokens, cap_tokens_, 64});
+  const int cap_seqs = std::max({seqs, cap_seqs_, 16});
+  const int64_t cap_mask_words = std::max(mask_words, cap_mask_words_);
+  const BatchLayout lay(cap_tokens, cap_seqs, bt_stride_, cap_mask_words);
   NI_CUDA_CHECK(cudaEventSynchronize(upload_done_));
-  batch_dev_ = alloc({lay.total}, DType::I32);
   void* h = nullptr;
   NI_CUDA_CHECK(cudaMallocHost(&h, static_cast<size_t>(lay.total) * sizeof(int32_t)));
-  batch_host_ = std::shared_ptr<void>(h, [](void* q) { cudaFreeHost(q); });
+  std::shared_ptr<void> host(h, [](void* q) { cudaFreeHost(q); });
+  batch_dev_ = alloc({lay.total}, DType::I32);
+  batch_host_ = std::move(host);
+  cap_tokens_ = cap_tokens;
+  cap_seqs_ = cap_seqs;
+  cap_mask_words_ = cap_mask_words;
 }
 
 DeviceBatch CudaBackend::upload_batch(const Batch& b) {
@@ -544,13 +550,15 @@ const int32_t* CudaBackend::upload_lists(const std::vector<int32_t>& a,
                                          const std::vector<int32_t>& b) {
   const size_t n = a.size() + b.size();
   NI_CUDA_CHECK(cudaEventSynchronize(lists_done_));  // the last copy out of the pinned buffer
-  if (n > lists_cap_) {
-    lists_cap_ = std::max(n, 2 * lists_cap_);
+  if (n > lists_cap_) {  // (the capacity is kept once both buffers have it)
+    const size_t cap = std::max(n, 2 * lists_cap_);
     void* h = nullptr;
-    NI_CUDA_CHECK(cudaMallocHost(&h, lists_cap_ * sizeof(int32_t)));
-    lists_host_ = std::shared_ptr<void>(h, [](void* q) { cudaFreeHost(q); });
+    NI_CUDA_CHECK(cudaMallocHost(&h, cap * sizeof(int32_t)));
+    std::shared_ptr<void> host(h, [](void* q) { cudaFreeHost(q); });
     // (No allocation epoch: no graph reads it. Freeing the old one waits for the device.)
-    lists_dev_ = device_tensor({static_cast<int64_t>(lists_cap_)}, DType::I32);
+    lists_dev_ = device_tensor({static_cast<int64_t>(cap)}, DType::I32);
+    lists_host_ = std::move(host);
+    lists_cap_ = cap;
   }
   auto* host = static_cast<int32_t*>(lists_host_.get());
   std::copy(a.begin(), a.end(), host);
@@ -600,7 +608,12 @@ void CudaBackend::run_step(int64_t key, const std::function<void()>& body) {
   auto it = graphs_.find(gk);
   if (it == graphs_.end()) {
     if (warmed_.insert(gk).second) {
-      body();  // first sight: eager, so every lazily sized buffer reaches its size
+      try {
+        body();  // first sight: eager, so every lazily sized buffer reaches its size
+      } catch (...) {
+        warmed_.erase(gk);  // (those buffers may not have: the next sight runs eagerly again)
+        throw;
+      }
       return;
     }
     cudaGraph_t graph = nullptr;
