@@ -50,6 +50,9 @@ struct BeamRequest {
   std::vector<int32_t> eos_ids;
   std::vector<SeqState> beams;
   bool prefilled = false;
+  // Its beams were left out of the last step (fewer tokens left than beams): they go first at the
+  // next, before the sampled requests that decode (which would otherwise starve them).
+  bool left_out = false;
   GenerationOutput out;
 };
 

@@ -278,10 +278,10 @@ bool Run::step() {
   std::exception_ptr thrown;
   const ModelConfig& c = ctx_.config;
   const size_t V = static_cast<size_t>(c.vocab_size);
-  // This step's sequences: the running ones that decode, then the prompts under way, then those
-  // of requests starting now, as the token budget allows. Rows in the batch: sampled ones (one
-  // block for the sampler), beams, then prompt chunks that are not the last (their logits are
-  // not used).
+  // This step's sequences: the running ones that decode (beams left out of the last step first),
+  // then the prompts under way, then those of requests starting now, as the token budget allows.
+  // Rows in the batch: sampled ones (one block for the sampler), beams, then prompt chunks that
+  // are not the last (their logits are not used).
   sched_.begin_step();
   std::vector<SeqState*> chunks;
   std::vector<SampledRequest*> live_sampled;
@@ -309,7 +309,8 @@ bool Run::step() {
   };
   auto run_beams = [&](BeamRequest& r) {
     if (r.prefilled) {  // every beam, or none this step
-      if (!sched_.take_all(static_cast<int>(r.beams.size()))) return;
+      r.left_out = !sched_.take_all(static_cast<int>(r.beams.size()));
+      if (r.left_out) return;
     } else {
       SeqState& s = r.beams.front();
       const auto pending = static_cast<int>(s.pending.size());
@@ -323,10 +324,13 @@ bool Run::step() {
     live_beams.push_back(&r);
     beam_rows_n += r.beams.size();
   };
+  std::vector<BeamRequest*> decoding_beams, left_out_last_step;
+  for (BeamRequest& r : beamed_)
+    if (r.prefilled) (r.left_out ? left_out_last_step : decoding_beams).push_back(&r);
+  for (BeamRequest* r : left_out_last_step) run_beams(*r);
   for (SampledRequest& r : sampled_)
     if (!r.out.token_ids.empty()) run_sampled(r);
-  for (BeamRequest& r : beamed_)
-    if (r.prefilled) run_beams(r);
+  for (BeamRequest* r : decoding_beams) run_beams(*r);
   for (SampledRequest& r : sampled_)
     if (r.out.token_ids.empty()) run_sampled(r);
   for (BeamRequest& r : beamed_)

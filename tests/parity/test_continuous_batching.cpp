@@ -228,6 +228,37 @@ TEST(ContinuousBatchingSteps, MoreBeamsThanTheStepCapAreRefused) {
   EXPECT_EQ(engine.generate({r})[0].sequences.size(), 1U);
 }
 
+// A beam request's beams decode in one step or none: left out of a step (the sampled requests
+// that decode first left fewer tokens than beams), they go first at the next, rather than wait
+// for every sampled request to finish.
+TEST(ContinuousBatchingSteps, BeamsLeftOutOfAStepGoFirstAtTheNext) {
+  EngineOptions opt;
+  opt.model = test::data_path("models/gqa");
+  opt.max_step_tokens = 4;
+  Engine engine(opt);
+  GenerationRequest beams;
+  beams.prompt_ids = {5, 6, 7};
+  beams.params.max_new_tokens = 3;
+  beams.params.num_beams = 4;
+  GenerationRequest sampled;  // decodes at every step from the second: 1 token, 3 left
+  sampled.prompt_ids = {9, 8};
+  sampled.params.max_new_tokens = 40;
+  sampled.params.ignore_eos = true;
+  const GenerationOutput alone = engine.generate({beams})[0];
+  std::vector<size_t> order;
+  GenerationOutput beam_out;
+  const DoneCallback done = [&](size_t id, GenerationOutput&& o) {
+    order.push_back(id);
+    if (!o.sequences.empty()) beam_out = std::move(o);
+  };
+  const size_t s = engine.submit(sampled, nullptr, done);
+  const size_t b = engine.submit(beams, nullptr, done);
+  while (engine.step()) {
+  }
+  EXPECT_EQ(order, (std::vector<size_t>{b, s}));
+  EXPECT_EQ(beam_out.sequences, alone.sequences);
+}
+
 }  // namespace
 }  // namespace nanoinfer
 
