@@ -449,6 +449,10 @@ Server::Server(Engine& engine, std::string model_name, int http_threads, Log log
   // What cpp-httplib answers itself (no such path, a body it could not read) gets a JSON error
   // too; a known path asked with another method, a 405.
   http_->set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+    // A body refused for its size is left unread: the connection closes after the reply, where
+    // the rest would have been read as the next request (whose reply a client that kept the
+    // connection then took for its own).
+    if (res.status == 413) res.set_header("Connection", "close");
     const auto logged = [&] {
       note(who(req), std::to_string(res.status) + " " +
                          json::parse(res.body, nullptr, false)

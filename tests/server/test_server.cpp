@@ -1283,7 +1283,7 @@ TEST_F(ServerTest, ABodyOverTheCapIsRefused) {
   EXPECT_EQ(json::parse(sized->body)["error"]["message"], want);
   expect_logged(R"(127.0.0.1 "POST /v1/completions" 413 )" + want);
   size_t sent = 0;
-  httplib::Client again = client();  // (one connection kept: it serves on after the refusal)
+  httplib::Client again = client();  // (a kept connection: the client serves on after the refusal)
   again.set_keep_alive(true);
   const httplib::Result chunked = again.Post(
       "/v1/completions",
@@ -1298,6 +1298,9 @@ TEST_F(ServerTest, ABodyOverTheCapIsRefused) {
   ASSERT_TRUE(chunked) << httplib::to_string(chunked.error());
   EXPECT_EQ(chunked->status, 413);
   EXPECT_EQ(json::parse(chunked->body)["error"]["message"], want);
+  // (its unread rest is dropped with the connection, which the client makes anew)
+  EXPECT_EQ(chunked->get_header_value("Connection"), "close");
+  EXPECT_EQ(sized->get_header_value("Connection"), "close");
   const httplib::Result next = again.Post(
       "/v1/completions", json{{"prompt", "x"}, {"max_tokens", 2}}.dump(), "application/json");
   ASSERT_TRUE(next) << httplib::to_string(next.error());
